@@ -1,0 +1,51 @@
+# edgegw: everything a developer or CI runs. Targets that touch the kernel
+# (run, test, demo, bench) need root: network namespaces, TUN, nftables.
+
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BIN      := bin/edgegw
+CONFIG   ?=
+
+.PHONY: all build run check test test-short fuzz bench demo lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/edgegw
+
+## run: the gateway on its built-in default config (or CONFIG=file)
+run: build
+	./$(BIN) run $(if $(CONFIG),--config $(CONFIG))
+
+## check: validate the reference example configuration
+check: build
+	./$(BIN) check --skip-files --config ../shared/edgegw.example.yaml
+
+## test: every test, end-to-end ones included (as root)
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+## test-short: unit tests only, no root needed
+test-short:
+	$(GO) test -short ./...
+
+## fuzz: each fuzz target for a short while
+FUZZTIME ?= 20s
+fuzz:
+	@for t in $$($(GO) test -list '^Fuzz' ./... | grep -E '^(Fuzz|ok)' | awk '/^Fuzz/{f=f" "$$1} /^ok/{if(f!="")print $$2":"f; f=""}'); do \
+	  pkg=$${t%%:*}; for f in $$(echo $${t#*:}); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+## bench: benchmarks side by side with their peers; see BENCHMARKS.md
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 3 -timeout 30m ./gateway/ | tee bench.out
+
+## demo: the remote-access topology with the real binary, until Ctrl-C
+demo: build
+	$(GO) run ./gateway/netlab/demo --binary ./$(BIN)
+
+clean:
+	rm -rf bin bench.out

@@ -1,0 +1,255 @@
+// Command edgegw is the Zero Trust edge gateway: WireGuard remote access,
+// site-to-site tunnels, an nftables firewall, identity-aware proxying and
+// DNS, and lossless log export, in one binary.
+//
+// This file only parses the command line; the gateway package does the work.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/edgegw/edgegw/gateway"
+	"github.com/edgegw/edgegw/gateway/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…"; otherwise
+// it comes from the VCS stamp Go puts in the binary.
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "devel"
+	}
+	rev, dirty := "", false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return "devel-" + rev
+}
+
+const usage = `edgegw: a Zero Trust edge gateway.
+
+Usage:
+  edgegw run [--config FILE]            run the gateway (no file: the built-in default)
+  edgegw check --config FILE [--skip-files]
+                                        validate a configuration and print every problem
+  edgegw peer config NAME --endpoint HOST:PORT [--config FILE] [--private-key-file FILE]
+                                        print a wg-quick config for a static WireGuard peer
+  edgegw config default                 print the built-in default configuration
+  edgegw version                        print the version
+
+Signals to "run": SIGHUP reloads the configuration; SIGINT and SIGTERM stop
+the gateway and remove every interface, route and nftables table it made.
+
+Run "edgegw COMMAND --help" for a command's flags.
+`
+
+// errUsage marks command-line mistakes: exit status 2, as flag does.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	err := dispatch(args, stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		var cerrs *config.Errors
+		if errors.As(err, &cerrs) {
+			fmt.Fprintln(stderr, cerrs.Error())
+			fmt.Fprintf(stderr, "edgegw: %s: %d problem(s); nothing was applied\n", cerrs.File, len(cerrs.List))
+		} else {
+			fmt.Fprintln(stderr, "edgegw:", err)
+		}
+		return 1
+	}
+}
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "check":
+		return cmdCheck(args[1:], stdout, stderr)
+	case "peer":
+		if len(args) < 2 || args[1] != "config" {
+			fmt.Fprintln(stderr, `edgegw peer: expected "peer config NAME --endpoint HOST:PORT"`)
+			return errUsage
+		}
+		return cmdPeerConfig(args[2:], stdout, stderr)
+	case "config":
+		if len(args) != 2 || args[1] != "default" {
+			fmt.Fprintln(stderr, `edgegw config: expected "config default"`)
+			return errUsage
+		}
+		_, err := stdout.Write(config.DefaultYAML())
+		return err
+	case "version", "--version":
+		fmt.Fprintln(stdout, "edgegw", buildVersion())
+		return nil
+	default:
+		fmt.Fprintf(stderr, "edgegw: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+}
+
+func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags, allowing positional arguments before them, and maps
+// flag errors to errUsage.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, errUsage
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := newFlags("run", "edgegw run [--config FILE]", stderr)
+	cfgPath := fs.String("config", "", "configuration `file` (default: the built-in default)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "edgegw run: unexpected argument %q\n", pos[0])
+		return errUsage
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default: // a reload is already pending; it will read the newest file
+			}
+		}
+	}()
+	return gateway.Run(ctx, gateway.Options{
+		ConfigPath: *cfgPath,
+		Version:    buildVersion(),
+		Reload:     reload,
+		LogOutput:  stderr,
+	})
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", "edgegw check --config FILE [--skip-files]", stderr)
+	cfgPath := fs.String("config", "", "configuration `file` to validate")
+	skip := fs.Bool("skip-files", false, "skip the existence and permission checks of files the configuration names")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if *cfgPath == "" && len(pos) == 1 {
+		*cfgPath = pos[0] // "edgegw check FILE" works too
+	} else if *cfgPath == "" || len(pos) > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	if _, err := config.Load(*cfgPath, config.Options{SkipFiles: *skip}); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
+	return nil
+}
+
+func cmdPeerConfig(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("peer config", "edgegw peer config NAME --endpoint HOST:PORT [--config FILE] [--private-key-file FILE] [--allowed-ips CIDR,…] [--dns ADDR,…]", stderr)
+	cfgPath := fs.String("config", "", "the gateway's configuration `file` (default: the built-in default)")
+	endpoint := fs.String("endpoint", "", "`HOST:PORT` where clients reach the gateway (required)")
+	keyFile := fs.String("private-key-file", "", "the peer's private key `file`, as `wg genkey` writes it; without it the config has a placeholder")
+	allowed := fs.String("allowed-ips", "", "comma-separated `prefixes` to route through the tunnel (default: the tunnel network, the LAN networks and the configured routes)")
+	dnsAddrs := fs.String("dns", "", "comma-separated DNS server `addresses` for the client")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *endpoint == "" {
+		fs.Usage()
+		return errUsage
+	}
+	cfg, err := gateway.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	return gateway.WritePeerConfig(stdout, cfg, gateway.PeerConfigOptions{
+		Peer:           pos[0],
+		Endpoint:       *endpoint,
+		PrivateKeyFile: *keyFile,
+		AllowedIPs:     splitList(*allowed),
+		DNS:            splitList(*dnsAddrs),
+	})
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, f)
+	}
+	return out
+}

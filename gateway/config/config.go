@@ -1,0 +1,331 @@
+// Package config reads edgegw's one YAML file into the typed configuration
+// of every subsystem, applies defaults and validates the whole of it before
+// anything is applied.
+//
+// Each subsystem owns its section's type (tunnel/wireguard.Config,
+// firewall.Config, …). This package only assembles them, decodes with line
+// numbers, and runs the checks that span sections (a route's tunnel exists,
+// tunnel names are unique across kinds). Section types opt into two methods:
+// SetDefaults() and Validate(report func(field, msg string)).
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"reflect"
+	"regexp"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/edgegw/edgegw/access"
+	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/gateway/dns"
+	"github.com/edgegw/edgegw/netflow"
+	"github.com/edgegw/edgegw/netflow/logpush"
+	"github.com/edgegw/edgegw/tunnel"
+	"github.com/edgegw/edgegw/tunnel/gre"
+	"github.com/edgegw/edgegw/tunnel/ipsec"
+	"github.com/edgegw/edgegw/tunnel/wireguard"
+)
+
+// Config is the whole file. Optional sections are pointers: nil means the
+// subsystem is not configured and does not run.
+type Config struct {
+	Appliance  Appliance        `yaml:"appliance"`
+	Interfaces Interfaces       `yaml:"interfaces"`
+	Admin      Admin            `yaml:"admin"`
+	Log        Log              `yaml:"log"`
+	Identity   *identity.Config `yaml:"identity"`
+	Tunnels    Tunnels          `yaml:"tunnels"`
+	Routes     []tunnel.Route   `yaml:"routes"`
+	Firewall   *firewall.Config `yaml:"firewall"`
+	Access     *access.Config   `yaml:"access"`
+	Gateway    Gateway          `yaml:"gateway"`
+	Netflow    *netflow.Config  `yaml:"netflow"`
+	Logpush    []logpush.Job    `yaml:"logpush"`
+
+	// File is where the configuration came from ("(built-in default)" for
+	// the embedded one).
+	File string `yaml:"-"`
+}
+
+// Appliance names this box; the names appear in every log record.
+type Appliance struct {
+	Name     string `yaml:"name"`
+	Colo     string `yaml:"colo"`
+	Country  string `yaml:"country"`
+	StateDir string `yaml:"state_dir"`
+}
+
+// Interfaces names the uplink and the office networks.
+type Interfaces struct {
+	// WAN is the uplink where internet-bound traffic is masqueraded. Empty
+	// means the interface that holds the default route when edgegw starts.
+	WAN string   `yaml:"wan"`
+	LAN []string `yaml:"lan"`
+}
+
+// Admin is the local HTTP listener for metrics, health and the API.
+type Admin struct {
+	Listen string `yaml:"listen"`
+}
+
+// Log selects slog's level and handler.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Tunnels holds every tunnel kind.
+type Tunnels struct {
+	WireGuard *WireGuard     `yaml:"wireguard"`
+	GRE       []gre.Config   `yaml:"gre"`
+	IPsec     []ipsec.Config `yaml:"ipsec"`
+}
+
+// WireGuard is the remote-access section: the device itself (owned by
+// tunnel/wireguard) and who may enroll devices into it (owned by access).
+type WireGuard struct {
+	wireguard.Config `yaml:",inline"`
+	Enrollment       *access.EnrollmentConfig `yaml:"enrollment"`
+}
+
+// Gateway holds the Gateway (filtering) services.
+type Gateway struct {
+	DNS *dns.Config `yaml:"dns"`
+}
+
+// SetDefaults fills the appliance-wide defaults.
+func (a *Appliance) SetDefaults() {
+	if a.Name == "" {
+		if h, err := os.Hostname(); err == nil {
+			a.Name = h
+		} else {
+			a.Name = "edgegw"
+		}
+	}
+	if a.StateDir == "" {
+		a.StateDir = "/var/lib/edgegw"
+	}
+}
+
+var (
+	coloCode    = regexp.MustCompile(`^[A-Z0-9]{3,4}$`)
+	countryCode = regexp.MustCompile(`^[A-Z]{2}$`)
+	ifnameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,14}$`)
+)
+
+// Validate checks the appliance's names.
+func (a *Appliance) Validate(report func(field, msg string)) {
+	if a.Colo != "" && !coloCode.MatchString(a.Colo) {
+		report("colo", fmt.Sprintf("%q: expected a location code of 3 or 4 capitals or digits, such as LHR", a.Colo))
+	}
+	if a.Country != "" && !countryCode.MatchString(a.Country) {
+		report("country", fmt.Sprintf("%q: expected an ISO 3166 alpha-2 code such as GB", a.Country))
+	}
+	if a.StateDir == "" || a.StateDir[0] != '/' {
+		report("state_dir", fmt.Sprintf("%q: expected an absolute path", a.StateDir))
+	}
+}
+
+// Validate checks interface names.
+func (i *Interfaces) Validate(report func(field, msg string)) {
+	if i.WAN != "" && !ifnameRE.MatchString(i.WAN) {
+		report("wan", fmt.Sprintf("%q is not an interface name", i.WAN))
+	}
+	for n, l := range i.LAN {
+		if !ifnameRE.MatchString(l) {
+			report(fmt.Sprintf("lan[%d]", n), fmt.Sprintf("%q is not an interface name", l))
+		}
+		if l == i.WAN {
+			report(fmt.Sprintf("lan[%d]", n), fmt.Sprintf("%q is also the WAN interface", l))
+		}
+	}
+}
+
+// SetDefaults listens on loopback only: metrics and the API are not for the
+// internet.
+func (a *Admin) SetDefaults() {
+	if a.Listen == "" {
+		a.Listen = "127.0.0.1:9100"
+	}
+}
+
+// Validate checks the listen address.
+func (a *Admin) Validate(report func(field, msg string)) {
+	if _, _, err := net.SplitHostPort(a.Listen); err != nil {
+		report("listen", fmt.Sprintf("%q: expected HOST:PORT such as 127.0.0.1:9100", a.Listen))
+	}
+}
+
+// SetDefaults logs at info in text.
+func (l *Log) SetDefaults() {
+	if l.Level == "" {
+		l.Level = "info"
+	}
+	if l.Format == "" {
+		l.Format = "text"
+	}
+}
+
+// Validate checks level and format names.
+func (l *Log) Validate(report func(field, msg string)) {
+	tunnel.OneOf(report, "level", l.Level, "debug", "info", "warn", "error")
+	tunnel.OneOf(report, "format", l.Format, "text", "json")
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// DefaultName is the File of the embedded default configuration.
+const DefaultName = "(built-in default)"
+
+// Default returns the embedded default configuration: WireGuard on :51820
+// and the admin listener on 127.0.0.1:9100.
+func Default() (*Config, error) {
+	return Parse(DefaultName, defaultYAML, Options{SkipFiles: true})
+}
+
+// DefaultYAML is the text of the embedded default, for `edgegw config default`.
+func DefaultYAML() []byte { return defaultYAML }
+
+// Options changes how a file is checked.
+type Options struct {
+	// SkipFiles skips the existence and permission checks of files the
+	// configuration names (`edgegw check --skip-files`), and nothing else.
+	SkipFiles bool
+}
+
+// Load reads and validates a file.
+func Load(path string, opts Options) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data, opts)
+}
+
+// Parse decodes and validates a whole configuration. A non-nil error is an
+// *Errors listing every problem, or a YAML syntax error with its position.
+func Parse(file string, data []byte, opts Options) (*Config, error) {
+	errs := &Errors{File: file}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			for _, m := range te.Errors {
+				errs.add(Pos{}, "", m)
+			}
+			return nil, errs.err()
+		}
+		errs.add(syntaxPos(err), "", cleanYAMLError(err))
+		return nil, errs.err()
+	}
+	cfg := &Config{File: file}
+	d := &decoder{errs: errs, pos: map[string]Pos{}}
+	root := reflect.ValueOf(cfg).Elem()
+	if len(doc.Content) > 0 {
+		d.decode(doc.Content[0], root, "")
+	}
+	if len(errs.List) > 0 {
+		return nil, errs.err() // shape errors first: defaults on a half-read tree mislead
+	}
+	setDefaults(root)
+	d.validate(root)
+	d.crossChecks(cfg)
+	if !opts.SkipFiles {
+		d.checkFiles(root)
+	}
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// crossChecks are the rules that span sections.
+func (d *decoder) crossChecks(c *Config) {
+	report := func(path, msg string) { d.errs.add(d.position(path), path, msg) }
+
+	// Tunnel names are interface names and route targets: unique across kinds.
+	names := map[string]string{}
+	claim := func(name, path string) {
+		if name == "" {
+			return
+		}
+		if prev, ok := names[name]; ok {
+			report(path, fmt.Sprintf("tunnel name %q is already used at %s", name, prev))
+			return
+		}
+		names[name] = path
+	}
+	var addrs []struct {
+		p    netip.Prefix
+		path string
+	}
+	addAddr := func(p netip.Prefix, path string) {
+		if !p.IsValid() {
+			return
+		}
+		for _, o := range addrs {
+			if o.p.Masked().Overlaps(p.Masked()) {
+				report(path, fmt.Sprintf("%s overlaps %s at %s", p, o.p, o.path))
+				return
+			}
+		}
+		addrs = append(addrs, struct {
+			p    netip.Prefix
+			path string
+		}{p, path})
+	}
+	if wg := c.Tunnels.WireGuard; wg != nil {
+		claim(wg.Interface, "tunnels.wireguard.interface")
+		addAddr(wg.Address, "tunnels.wireguard.address")
+	}
+	for i, g := range c.Tunnels.GRE {
+		claim(g.Name, fmt.Sprintf("tunnels.gre[%d].name", i))
+		addAddr(g.Address, fmt.Sprintf("tunnels.gre[%d].address", i))
+	}
+	for i, s := range c.Tunnels.IPsec {
+		claim(s.Name, fmt.Sprintf("tunnels.ipsec[%d].name", i))
+		addAddr(s.Address, fmt.Sprintf("tunnels.ipsec[%d].address", i))
+	}
+	for i, r := range c.Routes {
+		if r.Via != "" {
+			if _, ok := names[r.Via]; !ok {
+				report(fmt.Sprintf("routes[%d].via", i), fmt.Sprintf("no tunnel is named %q", r.Via))
+			}
+		}
+		for j, o := range c.Routes[:i] {
+			if o.Prefix == r.Prefix && o.Via == r.Via {
+				report(fmt.Sprintf("routes[%d]", i), fmt.Sprintf("routes[%d] already sends %s via %s", j, r.Prefix, r.Via))
+			}
+		}
+	}
+	if c.Interfaces.WAN != "" && names[c.Interfaces.WAN] != "" {
+		report("interfaces.wan", fmt.Sprintf("%q is a tunnel", c.Interfaces.WAN))
+	}
+
+	jobs := map[string]bool{}
+	for i, j := range c.Logpush {
+		if jobs[j.Name] {
+			report(fmt.Sprintf("logpush[%d].name", i), fmt.Sprintf("%q is the name of an earlier job", j.Name))
+		}
+		jobs[j.Name] = true
+	}
+	if c.Access != nil {
+		var providers []string
+		if c.Identity != nil {
+			for _, p := range c.Identity.Providers {
+				providers = append(providers, p.Name)
+			}
+		}
+		access.CheckProviders(c.Access, providers, func(field, msg string) {
+			report(join("access", field), msg)
+		})
+	}
+}

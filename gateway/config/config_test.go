@@ -1,0 +1,149 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// The reference example is the contract for the configuration's shape.
+func TestExampleAccepted(t *testing.T) {
+	cfg, err := Load("../../../shared/edgegw.example.yaml", Options{SkipFiles: true})
+	if err != nil {
+		t.Fatalf("the reference example must validate:\n%v", err)
+	}
+	if got := cfg.Tunnels.WireGuard.Peers[0].Name; got != "ops-laptop" {
+		t.Errorf("peer name = %q", got)
+	}
+	if got := len(cfg.Routes); got != 3 {
+		t.Errorf("routes = %d, want 3", got)
+	}
+	if cfg.Tunnels.GRE[0].HealthCheck.Enabled == nil || !*cfg.Tunnels.GRE[0].HealthCheck.Enabled {
+		t.Error("GRE health check should be enabled")
+	}
+	if cfg.Logpush[0].SpoolLimit != 1<<30 {
+		t.Errorf("spool_limit = %d", cfg.Logpush[0].SpoolLimit)
+	}
+}
+
+// Without --skip-files the example's files must exist: each missing one is
+// reported at its own line.
+func TestExampleFilesChecked(t *testing.T) {
+	_, err := Load("../../../shared/edgegw.example.yaml", Options{})
+	var errs *Errors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want *Errors, got %v", err)
+	}
+	for _, want := range []string{"identity.providers[0].client_secret_file", "tunnels.ipsec[0].psk_file", "logpush[0].token_file", "gateway.dns.lists.malware.file"} {
+		found := false
+		for _, e := range errs.List {
+			found = found || (e.Path == want && e.Line > 0 && strings.Contains(e.Msg, "does not exist"))
+		}
+		if !found {
+			t.Errorf("no missing-file error for %s in:\n%v", want, err)
+		}
+	}
+}
+
+func TestDefault(t *testing.T) {
+	cfg, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg := cfg.Tunnels.WireGuard
+	if wg == nil || wg.ListenPort != 51820 || wg.Interface != "wg0" || wg.Address.String() != "100.96.0.1/12" {
+		t.Errorf("default wireguard = %+v", wg)
+	}
+	if cfg.Admin.Listen != "127.0.0.1:9100" {
+		t.Errorf("admin listen = %q", cfg.Admin.Listen)
+	}
+	if cfg.Access != nil || cfg.Firewall != nil {
+		t.Error("the default configures only WireGuard and the admin listener")
+	}
+}
+
+func TestSecretPermissions(t *testing.T) {
+	dir := t.TempDir()
+	psk := filepath.Join(dir, "psk")
+	if err := os.WriteFile(psk, []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := `
+tunnels:
+  ipsec:
+    - name: b1
+      local: 203.0.113.10
+      local_id: a.example
+      remote_id: b.example
+      psk_file: ` + psk + `
+      address: 10.200.2.0/31
+`
+	_, err := Parse("t.yaml", []byte(src), Options{})
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:9:17: tunnels.ipsec[0].psk_file: "+psk+" holds a secret but is accessible to other users (mode 0644)") {
+		t.Fatalf("got %v", err)
+	}
+	os.Chmod(psk, 0o600)
+	if _, err := Parse("t.yaml", []byte(src), Options{}); err != nil {
+		t.Fatalf("0600 secret rejected: %v", err)
+	}
+}
+
+// Golden error tests: testdata/errors/NAME.yaml holds a bad file and
+// NAME.golden exactly what `edgegw check` prints for it.
+func TestErrorsGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/errors/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no golden cases")
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Parse(name+".yaml", data, Options{SkipFiles: true})
+			if err == nil {
+				t.Fatal("accepted a bad file")
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(f, ".yaml") + ".golden"
+			if *update {
+				os.WriteFile(golden, []byte(got), 0o644)
+			}
+			want, _ := os.ReadFile(golden)
+			if got != string(want) {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
+			}
+		})
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	e := Error{File: "f.yaml", Pos: Pos{Line: 3, Col: 5}, Path: "a.b", Msg: "bad"}
+	if got := e.Error(); got != "f.yaml:3:5: a.b: bad" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	ex, _ := os.ReadFile("../../../shared/edgegw.example.yaml")
+	f.Add(string(ex))
+	f.Add(string(defaultYAML))
+	f.Add("tunnels: {wireguard: {peers: [{name: a, allowed_ips: [1.2.3.4/32]}]}}")
+	f.Fuzz(func(t *testing.T, s string) {
+		cfg, err := Parse("fuzz.yaml", []byte(s), Options{SkipFiles: true})
+		if err == nil && cfg == nil {
+			t.Fatal("nil config without error")
+		}
+		var errs *Errors
+		if err != nil && errors.As(err, &errs) && len(errs.List) == 0 {
+			t.Fatal("empty error list")
+		}
+	})
+}

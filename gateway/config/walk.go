@@ -1,0 +1,133 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+)
+
+// Subsystem config types opt into these by method; they import nothing of
+// this package, so a subsystem's config stays its own.
+type (
+	defaulter interface{ SetDefaults() }
+	validator interface {
+		Validate(report func(field, msg string))
+	}
+)
+
+// walk visits every struct reachable from v, parents before children, with
+// the dotted path of each.
+func walk(v reflect.Value, path string, fn func(v reflect.Value, path string)) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		if !v.IsNil() {
+			walk(v.Elem(), path, fn)
+		}
+	case reflect.Struct:
+		fn(v, path)
+		for key, f := range structFields(v.Type()) {
+			walk(v.FieldByIndex(f.index), join(path, key), fn)
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			walk(v.Index(i), fmt.Sprintf("%s[%d]", path, i), fn)
+		}
+	case reflect.Map:
+		iter := v.MapRange()
+		for iter.Next() {
+			// Map values are not addressable: copy, visit, store back so
+			// SetDefaults on a map element sticks.
+			elem := reflect.New(v.Type().Elem()).Elem()
+			elem.Set(iter.Value())
+			walk(elem, join(path, iter.Key().String()), fn)
+			v.SetMapIndex(iter.Key(), elem)
+		}
+	}
+}
+
+func setDefaults(root reflect.Value) {
+	walk(root, "", func(v reflect.Value, _ string) {
+		if d, ok := v.Addr().Interface().(defaulter); ok {
+			d.SetDefaults()
+		}
+	})
+}
+
+func (d *decoder) validate(root reflect.Value) {
+	walk(root, "", func(v reflect.Value, path string) {
+		val, ok := v.Addr().Interface().(validator)
+		if !ok {
+			return
+		}
+		val.Validate(func(field, msg string) {
+			p := path
+			switch {
+			case field == "":
+			case strings.HasPrefix(field, "["):
+				p += field
+			default:
+				p = join(path, field)
+			}
+			d.errs.add(d.position(p), p, msg)
+		})
+	})
+}
+
+// position finds where a path's value is written, or failing that where its
+// nearest written parent is (a missing required key is reported at the
+// section that lacks it).
+func (d *decoder) position(path string) Pos {
+	for path != "" {
+		if p, ok := d.pos[path]; ok {
+			return p
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return Pos{}
+}
+
+// checkFiles checks every field tagged `file:"read"` or `file:"secret"`: the
+// file must exist and be readable, and a secret must not be readable by
+// other users (group access is allowed, as for Debian's ssl-cert group).
+func (d *decoder) checkFiles(root reflect.Value) {
+	walk(root, "", func(v reflect.Value, path string) {
+		for key, f := range structFields(v.Type()) {
+			if f.file == "" {
+				continue
+			}
+			fv := v.FieldByIndex(f.index)
+			if fv.Kind() != reflect.String || fv.String() == "" {
+				continue
+			}
+			p := join(path, key)
+			if msg := checkFile(fv.String(), f.file == "secret"); msg != "" {
+				d.errs.add(d.position(p), p, msg)
+			}
+		}
+	})
+}
+
+func checkFile(name string, secret bool) string {
+	fi, err := os.Stat(name)
+	switch {
+	case err != nil && os.IsNotExist(err):
+		return fmt.Sprintf("file %s does not exist", name)
+	case err != nil:
+		return fmt.Sprintf("cannot read %s: %v", name, err)
+	case !fi.Mode().IsRegular():
+		return fmt.Sprintf("%s is not a regular file", name)
+	case secret && fi.Mode().Perm()&0o007 != 0:
+		return fmt.Sprintf("%s holds a secret but is accessible to other users (mode %04o); run chmod o-rwx %s", name, fi.Mode().Perm(), name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return fmt.Sprintf("cannot read %s: %v", name, err)
+	}
+	f.Close()
+	return ""
+}

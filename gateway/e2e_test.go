@@ -1,0 +1,398 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+)
+
+// binary is the edgegw built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "edgegw-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "edgegw")
+	out, err := exec.Command("go", "build", "-o", binary, "../cmd/edgegw").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build edgegw: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// eventually polls f until it succeeds or the deadline passes.
+func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func run(t testing.TB, ns *netlab.NS, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := ns.Exec(ctx, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s in %s: %v\n%s", name, strings.Join(args, " "), ns, err, out)
+	}
+	return string(out)
+}
+
+// wgKey makes a key pair with stock `wg`, as a user would.
+func wgKey(t testing.TB, ns *netlab.NS, dir, name string) (privFile, pub string) {
+	t.Helper()
+	priv := strings.TrimSpace(run(t, ns, "wg", "genkey"))
+	privFile = filepath.Join(dir, name+".key")
+	must(t, os.WriteFile(privFile, []byte(priv+"\n"), 0o600))
+	cmd := ns.Command("wg", "pubkey")
+	cmd.Stdin = strings.NewReader(priv + "\n")
+	out, err := cmd.Output()
+	must(t, err)
+	return privFile, strings.TrimSpace(string(out))
+}
+
+// site is one gateway under test: the topology, its config and process.
+type site struct {
+	t      testing.TB
+	lab    *netlab.Lab
+	ra     *netlab.RemoteAccess
+	dir    string
+	wgIf   string // the gateway's WireGuard interface (unique: UAPI sockets are global)
+	cfg    string
+	proc   *netlab.Proc
+	peers  []string // YAML of static peers
+	extras string
+}
+
+func newSite(t testing.TB) *site {
+	lab := netlab.NewT(t)
+	ra, err := lab.RemoteAccess()
+	must(t, err)
+	s := &site{t: t, lab: lab, ra: ra, dir: t.TempDir(), wgIf: "eg" + lab.ID() + "g"}
+	s.cfg = filepath.Join(s.dir, "edgegw.yaml")
+	return s
+}
+
+func (s *site) addPeer(name, pub, addr string) {
+	s.peers = append(s.peers, fmt.Sprintf(`
+      - name: %s
+        public_key: %q
+        allowed_ips: [%s]
+        email: %s@corp.example`, name, pub, addr, name))
+}
+
+func (s *site) writeConfig() {
+	cfg := fmt.Sprintf(`appliance:
+  name: e2e
+  state_dir: %s/state
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  listen: 127.0.0.1:9100
+log:
+  level: debug
+tunnels:
+  wireguard:
+    interface: %s
+    listen_port: 51820
+    address: 100.96.0.1/12
+    peers:%s
+%s`, s.dir, s.wgIf, strings.Join(s.peers, ""), s.extras)
+	if len(s.peers) == 0 {
+		cfg = strings.Replace(cfg, "    peers:\n", "", 1)
+	}
+	must(s.t, os.WriteFile(s.cfg, []byte(cfg), 0o600))
+}
+
+func (s *site) start() {
+	s.t.Helper()
+	p, err := s.ra.GW.Start(binary, "run", "--config", s.cfg)
+	must(s.t, err)
+	s.proc = p
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
+		s.t.Fatalf("gateway did not start: %v\n%s", err, p.Output())
+	}
+}
+
+func (s *site) signal(sig syscall.Signal) {
+	must(s.t, syscall.Kill(s.proc.Pid(), sig))
+}
+
+// waitLog waits for the n-th occurrence of substr in the gateway's log.
+func (s *site) waitLog(substr string, n int) {
+	s.t.Helper()
+	eventually(s.t, 10*time.Second, "log line "+substr, func() error {
+		if c := strings.Count(s.proc.Output(), substr); c < n {
+			return fmt.Errorf("seen %d times", c)
+		}
+		return nil
+	})
+}
+
+func (s *site) get(path string) string {
+	s.t.Helper()
+	resp, err := s.ra.GW.HTTPClient().Get("http://127.0.0.1:9100" + path)
+	must(s.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	must(s.t, err)
+	return string(b)
+}
+
+// client is a remote user's stock WireGuard: Debian's wg-quick with Debian's
+// wireguard-go, configured from `edgegw peer config`.
+type client struct {
+	ns   *netlab.NS
+	conf string
+}
+
+func (s *site) client(ns *netlab.NS, ifname, peer, keyFile string) *client {
+	s.t.Helper()
+	conf := run(s.t, s.ra.GW, binary, "peer", "config", peer, "--config", s.cfg,
+		"--endpoint", s.ra.GWWANAddr.String()+":51820", "--private-key-file", keyFile)
+	path := filepath.Join(s.dir, ifname+".conf")
+	must(s.t, os.WriteFile(path, []byte(conf), 0o600))
+	c := &client{ns: ns, conf: path}
+	s.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ns.Exec(ctx, "wg-quick", "down", path)
+	})
+	run(s.t, ns, "wg-quick", "up", path)
+	return c
+}
+
+func ping(ns *netlab.NS, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := ns.Exec(ctx, "ping", "-c", "1", "-W", "1", addr)
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
+}
+
+// echoServer answers each line with the same line, on the office server.
+func echoServer(t testing.TB, ns *netlab.NS, addr string) {
+	ln, err := ns.Listen("tcp", addr)
+	must(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+func echo(t testing.TB, c net.Conn, r *bufio.Reader, line string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, err := fmt.Fprintln(c, line)
+	must(t, err)
+	got, err := r.ReadString('\n')
+	if err != nil || strings.TrimSpace(got) != line {
+		t.Fatalf("echo %q: got %q, %v", line, got, err)
+	}
+}
+
+// TestWireGuardRemoteAccess is the first slice end to end: a remote user
+// with stock WireGuard reaches the office LAN through edgegw.
+func TestWireGuardRemoteAccess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+
+	// A second remote host whose key the gateway does not know.
+	eve, err := s.lab.NS("eve")
+	must(t, err)
+	must(t, s.lab.Link(ra.WAN, "eth2", "203.0.113.1/24", eve, "eth0", "203.0.113.2/24"))
+	must(t, eve.Route("default", "203.0.113.1"))
+
+	aliceKey, alicePub := wgKey(t, ra.User, s.dir, "alice")
+	eveKey, evePub := wgKey(t, eve, s.dir, "eve")
+	s.addPeer("alice", alicePub, "100.96.0.10/32")
+	s.writeConfig()
+	s.start()
+
+	// The office server answers HTTP and echoes TCP lines.
+	srv, err := ra.LAN.ServeHTTP(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s\n", r.RemoteAddr)
+	}))
+	must(t, err)
+	defer srv.Close()
+	echoServer(t, ra.LAN, ":7")
+
+	// eve: configured from a peer entry that names alice's address but
+	// carries eve's own, unconfigured key.
+	s.client(eve, "eg"+s.lab.ID()+"e", "alice", eveKey)
+	_ = evePub
+
+	userIf := "eg" + s.lab.ID() + "u"
+	s.client(ra.User, userIf, "alice", aliceKey)
+
+	t.Run("ping", func(t *testing.T) {
+		eventually(t, 15*time.Second, "ping office server through the tunnel", func() error {
+			return ping(ra.User, ra.ServerAddr.String())
+		})
+	})
+	t.Run("http", func(t *testing.T) {
+		resp, err := ra.User.HTTPClient().Get("http://10.0.0.5:8080/")
+		must(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		// The office sees the tunnel address: LAN-bound traffic is routed,
+		// not masqueraded.
+		if !strings.HasPrefix(string(body), "hello 100.96.0.10:") {
+			t.Errorf("body = %q", body)
+		}
+	})
+	t.Run("unknown key", func(t *testing.T) {
+		if err := ping(eve, ra.ServerAddr.String()); err == nil {
+			t.Fatal("a key the gateway does not know got traffic through")
+		}
+		hs := run(t, eve, "wg", "show", "eg"+s.lab.ID()+"e", "latest-handshakes")
+		if f := strings.Fields(hs); len(f) != 2 || f[1] != "0" {
+			t.Errorf("unknown key completed a handshake: %q", hs)
+		}
+		dump := run(t, ra.GW, "wg", "show", s.wgIf, "dump")
+		if strings.Contains(dump, evePub) || strings.Contains(dump, "203.0.113.2") {
+			t.Errorf("gateway knows eve:\n%s", dump)
+		}
+	})
+	t.Run("status and metrics", func(t *testing.T) {
+		st := s.get("/api/v1/status")
+		for _, want := range []string{`"name": "alice"`, `"kind": "wireguard"`, `"ready": true`} {
+			if !strings.Contains(st, want) {
+				t.Errorf("status lacks %s:\n%s", want, st)
+			}
+		}
+		m := s.get("/metrics")
+		for _, want := range []string{
+			"edgegw_config_last_reload_successful 1",
+			`edgegw_wireguard_peer_receive_bytes_total{interface="` + s.wgIf + `",peer="alice"}`,
+			"edgegw_wireguard_peer_last_handshake_timestamp_seconds",
+		} {
+			if !strings.Contains(m, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+		if r := s.get("/readyz"); !strings.HasPrefix(r, "ready") {
+			t.Errorf("readyz = %q", r)
+		}
+	})
+
+	// A reload that adds a peer keeps alice's open TCP connection alive.
+	t.Run("reload keeps sessions", func(t *testing.T) {
+		c, err := ra.User.DialContext(context.Background(), "tcp", "10.0.0.5:7")
+		must(t, err)
+		defer c.Close()
+		r := bufio.NewReader(c)
+		echo(t, c, r, "before reload")
+
+		_, bobPub := wgKey(t, ra.User, s.dir, "bob")
+		s.addPeer("bob", bobPub, "100.96.0.11/32")
+		s.writeConfig()
+		s.signal(syscall.SIGHUP)
+		s.waitLog("configuration reloaded", 1)
+		echo(t, c, r, "after reload")
+		if st := s.get("/api/v1/status"); !strings.Contains(st, `"name": "bob"`) {
+			t.Errorf("bob missing after reload:\n%s", st)
+		}
+
+		// A bad file is rejected and changes nothing.
+		must(t, os.WriteFile(s.cfg, []byte("tunnels:\n  wireguard:\n    listen_port: nope\n"), 0o600))
+		s.signal(syscall.SIGHUP)
+		s.waitLog("reload rejected", 1)
+		if !strings.Contains(s.proc.Output(), "tunnels.wireguard.listen_port: expected a whole number") {
+			t.Errorf("reload error does not name the field:\n%s", s.proc.Output())
+		}
+		if m := s.get("/metrics"); !strings.Contains(m, "edgegw_config_last_reload_successful 0") {
+			t.Error("gauge does not show the failed reload")
+		}
+		echo(t, c, r, "after bad reload")
+	})
+
+	// A crash leaves the nft table behind; the next start removes it.
+	t.Run("crash cleanup", func(t *testing.T) {
+		s.writeConfig()
+		s.signal(syscall.SIGKILL)
+		<-s.proc.Done()
+		if out := run(t, ra.GW, "nft", "list", "tables"); !strings.Contains(out, "inet edgegw") {
+			t.Fatalf("expected the crashed run's table, got %q", out)
+		}
+		s.start()
+		eventually(t, 15*time.Second, "ping after restart", func() error {
+			return ping(ra.User, ra.ServerAddr.String())
+		})
+	})
+
+	t.Run("shutdown leaves nothing", func(t *testing.T) {
+		s.signal(syscall.SIGTERM)
+		select {
+		case <-s.proc.Done():
+		case <-time.After(15 * time.Second):
+			t.Fatal("gateway did not exit on SIGTERM")
+		}
+		if err := s.proc.Wait(); err != nil {
+			t.Errorf("exit: %v\n%s", err, s.proc.Output())
+		}
+		if out := run(t, ra.GW, "ip", "link", "show"); strings.Contains(out, s.wgIf) {
+			t.Errorf("interface left behind:\n%s", out)
+		}
+		if out := run(t, ra.GW, "nft", "list", "tables"); strings.Contains(out, "edgegw") {
+			t.Errorf("nft table left behind: %s", out)
+		}
+		if out := run(t, ra.GW, "ip", "route", "show", "table", "all", "proto", "237"); strings.TrimSpace(out) != "" {
+			t.Errorf("routes left behind:\n%s", out)
+		}
+	})
+}

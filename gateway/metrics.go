@@ -1,0 +1,65 @@
+package gateway
+
+import (
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics is the gateway's own Prometheus registry; subsystems register
+// collectors on it, never on the global default registry.
+type metrics struct {
+	reg           *prometheus.Registry
+	reloadOK      prometheus.Gauge
+	reloadSuccess prometheus.Gauge
+
+	mu sync.Mutex
+	wg prometheus.Collector // the WireGuard device's, while it runs
+}
+
+func newMetrics(version string) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "edgegw_config_last_reload_successful",
+		Help: "Whether the last configuration load or reload succeeded (1) or was rejected (0).",
+	})
+	m.reloadSuccess = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "edgegw_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration was last loaded successfully, as a Unix time.",
+	})
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "edgegw_build_info",
+		Help:        "Always 1; the labels carry the build's version.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.reloadOK, m.reloadSuccess, build,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) reload(ok bool, at time.Time) {
+	if ok {
+		m.reloadOK.Set(1)
+		m.reloadSuccess.Set(float64(at.Unix()))
+	} else {
+		m.reloadOK.Set(0)
+	}
+}
+
+// setWireGuard swaps the WireGuard device's collector (nil: none).
+func (m *metrics) setWireGuard(c prometheus.Collector) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.wg != nil {
+		m.reg.Unregister(m.wg)
+	}
+	m.wg = c
+	if c != nil {
+		m.reg.MustRegister(c)
+	}
+}

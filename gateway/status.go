@@ -1,0 +1,64 @@
+package gateway
+
+import (
+	"time"
+
+	"github.com/edgegw/edgegw/tunnel/wireguard"
+)
+
+// Status is the body of GET /api/v1/status.
+type Status struct {
+	Version       string         `json:"version"`
+	Appliance     string         `json:"appliance"`
+	StartedAt     time.Time      `json:"started_at"`
+	UptimeSeconds float64        `json:"uptime_seconds"`
+	Config        ConfigStatus   `json:"config"`
+	Ready         bool           `json:"ready"`
+	NotReady      []string       `json:"not_ready,omitempty"`
+	WAN           string         `json:"wan"`
+	Tunnels       []TunnelStatus `json:"tunnels"`
+}
+
+// ConfigStatus says which file runs and how the last reload went.
+type ConfigStatus struct {
+	File                 string    `json:"file"`
+	LastReload           time.Time `json:"last_reload"`
+	LastReloadSuccessful bool      `json:"last_reload_successful"`
+	LastReloadError      string    `json:"last_reload_error,omitempty"`
+}
+
+// TunnelStatus is one tunnel of any kind.
+type TunnelStatus struct {
+	Name      string            `json:"name"`
+	Kind      string            `json:"kind"`
+	State     string            `json:"state"`
+	WireGuard *wireguard.Status `json:"wireguard,omitempty"`
+}
+
+// Status reports the running gateway.
+func (g *Gateway) Status() Status {
+	notReady := g.notReady()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := Status{
+		Version:       g.opts.Version,
+		Appliance:     g.cfg.Appliance.Name,
+		StartedAt:     g.started,
+		UptimeSeconds: time.Since(g.started).Seconds(),
+		Config: ConfigStatus{
+			File:                 g.cfg.File,
+			LastReload:           g.reloadAt,
+			LastReloadSuccessful: g.reloadOK,
+			LastReloadError:      g.reloadE,
+		},
+		Ready:    len(notReady) == 0,
+		NotReady: notReady,
+		WAN:      g.wan,
+		Tunnels:  []TunnelStatus{},
+	}
+	if g.wg != nil {
+		ws := g.wg.Status()
+		s.Tunnels = append(s.Tunnels, TunnelStatus{Name: g.wg.Name(), Kind: "wireguard", State: "up", WireGuard: &ws})
+	}
+	return s
+}
