@@ -32,11 +32,11 @@ test-short:
 	$(GO) test -short ./...
 
 ## fuzz: each fuzz target for a short while
-FUZZTIME ?= 20s
+FUZZTIME ?= 100000x  # a count: time-limited fuzzing stalls on busy 2-core machines (golang/go#75804)
 fuzz:
-	@for t in $$($(GO) test -list '^Fuzz' ./... | grep -E '^(Fuzz|ok)' | awk '/^Fuzz/{f=f" "$$1} /^ok/{if(f!="")print $$2":"f; f=""}'); do \
-	  pkg=$${t%%:*}; for f in $$(echo $${t#*:}); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 	  done; done
 
 ## bench: benchmarks side by side with their peers; see BENCHMARKS.md
