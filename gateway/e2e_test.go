@@ -105,7 +105,7 @@ func newSite(t testing.TB) *site {
 	lab := netlab.NewT(t)
 	ra, err := lab.RemoteAccess()
 	must(t, err)
-	s := &site{t: t, lab: lab, ra: ra, dir: t.TempDir(), wgIf: "eg" + lab.ID() + "g"}
+	s := &site{t: t, lab: lab, ra: ra, dir: t.TempDir(), wgIf: lab.ID() + "g"}
 	s.cfg = filepath.Join(s.dir, "edgegw.yaml")
 	return s
 }
@@ -179,27 +179,43 @@ func (s *site) get(path string) string {
 	return string(b)
 }
 
-// client is a remote user's stock WireGuard: Debian's wg-quick with Debian's
-// wireguard-go, configured from `edgegw peer config`.
-type client struct {
-	ns   *netlab.NS
-	conf string
+// client brings up a remote user's stock WireGuard: Debian's wg-quick with
+// Debian's wireguard-go, configured from `edgegw peer config`.
+func (s *site) client(ns *netlab.NS, ifname, peer, keyFile string) {
+	s.t.Helper()
+	s.clientWith(ns, ifname, peer, keyFile, "")
 }
 
-func (s *site) client(ns *netlab.NS, ifname, peer, keyFile string) *client {
+// clientWith is client with another userspace WireGuard (empty: Debian's).
+func (s *site) clientWith(ns *netlab.NS, ifname, peer, keyFile, impl string) {
 	s.t.Helper()
-	conf := run(s.t, s.ra.GW, binary, "peer", "config", peer, "--config", s.cfg,
+	s.upClient(ns, ifname, s.peerConfig(peer, keyFile), impl)
+}
+
+// peerConfig is `edgegw peer config`'s output, run on the gateway.
+func (s *site) peerConfig(peer, keyFile string) string {
+	s.t.Helper()
+	return run(s.t, s.ra.GW, binary, "peer", "config", peer, "--config", s.cfg,
 		"--endpoint", s.ra.GWWANAddr.String()+":51820", "--private-key-file", keyFile)
+}
+
+// upClient runs `wg-quick up` on conf, named ifname, in ns.
+func (s *site) upClient(ns *netlab.NS, ifname, conf, impl string) {
+	s.t.Helper()
 	path := filepath.Join(s.dir, ifname+".conf")
 	must(s.t, os.WriteFile(path, []byte(conf), 0o600))
-	c := &client{ns: ns, conf: path}
 	s.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		ns.Exec(ctx, "wg-quick", "down", path)
 	})
-	run(s.t, ns, "wg-quick", "up", path)
-	return c
+	cmd := ns.Command("wg-quick", "up", path)
+	if impl != "" {
+		cmd.Env = append(os.Environ(), "WG_QUICK_USERSPACE_IMPLEMENTATION="+impl)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		s.t.Fatalf("wg-quick up %s: %v\n%s", path, err, out)
+	}
 }
 
 func ping(ns *netlab.NS, addr string) error {
@@ -273,10 +289,10 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 
 	// eve: configured from a peer entry that names alice's address but
 	// carries eve's own, unconfigured key.
-	s.client(eve, "eg"+s.lab.ID()+"e", "alice", eveKey)
+	s.client(eve, s.lab.ID()+"e", "alice", eveKey)
 	_ = evePub
 
-	userIf := "eg" + s.lab.ID() + "u"
+	userIf := s.lab.ID() + "u"
 	s.client(ra.User, userIf, "alice", aliceKey)
 
 	t.Run("ping", func(t *testing.T) {
@@ -299,7 +315,7 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if err := ping(eve, ra.ServerAddr.String()); err == nil {
 			t.Fatal("a key the gateway does not know got traffic through")
 		}
-		hs := run(t, eve, "wg", "show", "eg"+s.lab.ID()+"e", "latest-handshakes")
+		hs := run(t, eve, "wg", "show", s.lab.ID()+"e", "latest-handshakes")
 		if f := strings.Fields(hs); len(f) != 2 || f[1] != "0" {
 			t.Errorf("unknown key completed a handshake: %q", hs)
 		}

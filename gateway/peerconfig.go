@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -40,19 +41,18 @@ func WritePeerConfig(w io.Writer, cfg *config.Config, o PeerConfigOptions) error
 		}
 		return fmt.Errorf("no static peer named %q (peers: %s)", o.Peer, strings.Join(names, ", "))
 	}
-	keyPath := wg.PrivateKeyPath(cfg.Appliance.StateDir)
-	gwKey, err := wireguard.LoadOrCreatePrivateKey(keyPath)
+	cc, err := wg.ClientConfigFor(o.Peer)
+	if err != nil {
+		return err
+	}
+	gwKey, err := wireguard.LoadOrCreatePrivateKey(wg.PrivateKeyPath(cfg.Appliance.StateDir))
 	if err != nil {
 		return fmt.Errorf("the gateway's key: %w", err)
 	}
-	cc := wireguard.ClientConfig{
-		Address:             peer.AllowedIPs,
-		ServerPublicKey:     gwKey.PublicKey(),
-		Endpoint:            o.Endpoint,
-		PersistentKeepalive: peer.PersistentKeepalive,
-	}
+	cc.GatewayPublicKey = gwKey.PublicKey()
+	cc.Endpoint = o.Endpoint
 	if cc.PersistentKeepalive == 0 {
-		cc.PersistentKeepalive = 25e9 // clients are usually behind NAT
+		cc.PersistentKeepalive = 25 * time.Second // remote users are usually behind NAT
 	}
 	if o.PrivateKeyFile != "" {
 		b, err := os.ReadFile(o.PrivateKeyFile)
@@ -67,15 +67,6 @@ func WritePeerConfig(w io.Writer, cfg *config.Config, o PeerConfigOptions) error
 			return fmt.Errorf("the key in %s is not the private half of peer %q's public key %s", o.PrivateKeyFile, peer.Name, peer.PublicKey)
 		}
 		cc.PrivateKey = k
-	}
-	if peer.PresharedKeyFile != "" {
-		b, err := os.ReadFile(peer.PresharedKeyFile)
-		if err != nil {
-			return fmt.Errorf("preshared key: %w", err)
-		}
-		if cc.PresharedKey, err = wireguard.ParseKey(strings.TrimSpace(string(b))); err != nil {
-			return fmt.Errorf("preshared key %s: %w", peer.PresharedKeyFile, err)
-		}
 	}
 	if len(o.AllowedIPs) > 0 {
 		for _, s := range o.AllowedIPs {

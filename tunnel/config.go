@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"strings"
 )
 
 // HealthCheck configures Magic-WAN-style probes through a tunnel. Checks are
@@ -143,7 +144,7 @@ func oneOf(report func(field, msg string), field, v string, allowed ...string) {
 			return
 		}
 	}
-	report(field, fmt.Sprintf("%q is not one of %v", v, allowed))
+	report(field, fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", ")))
 }
 
 // OneOf reports v unless it is one of allowed.

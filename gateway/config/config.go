@@ -232,9 +232,10 @@ func Parse(file string, data []byte, opts Options) (*Config, error) {
 	if len(doc.Content) > 0 {
 		d.decode(doc.Content[0], root, "")
 	}
-	if len(errs.List) > 0 {
-		return nil, errs.err() // shape errors first: defaults on a half-read tree mislead
-	}
+	// Validate even a half-read tree, so that one run shows every problem;
+	// validators' reports about a value that failed to decode (or its
+	// parents and children) are dropped, since they would only echo it.
+	d.shapeErrs = len(errs.List)
 	setDefaults(root)
 	d.validate(root)
 	d.crossChecks(cfg)
@@ -249,7 +250,7 @@ func Parse(file string, data []byte, opts Options) (*Config, error) {
 
 // crossChecks are the rules that span sections.
 func (d *decoder) crossChecks(c *Config) {
-	report := func(path, msg string) { d.errs.add(d.position(path), path, msg) }
+	report := d.report
 
 	// Tunnel names are interface names and route targets: unique across kinds.
 	names := map[string]string{}

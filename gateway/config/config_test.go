@@ -84,7 +84,7 @@ tunnels:
       address: 10.200.2.0/31
 `
 	_, err := Parse("t.yaml", []byte(src), Options{})
-	if err == nil || !strings.Contains(err.Error(), "t.yaml:9:17: tunnels.ipsec[0].psk_file: "+psk+" holds a secret but is accessible to other users (mode 0644)") {
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:8:17: tunnels.ipsec[0].psk_file: "+psk+" holds a secret but is accessible to other users (mode 0644)") {
 		t.Fatalf("got %v", err)
 	}
 	os.Chmod(psk, 0o600)

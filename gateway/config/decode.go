@@ -17,8 +17,28 @@ import (
 // column and dotted field path, and so that unknown keys are errors that name
 // the key instead of the Go type.
 type decoder struct {
-	errs *Errors
-	pos  map[string]Pos // field path → position of its value, for Validate reports
+	errs      *Errors
+	pos       map[string]Pos // field path → position of its value, for Validate reports
+	shapeErrs int            // errs.List[:shapeErrs] are decoding errors
+}
+
+// report adds a validation error unless it concerns a path that already
+// failed to decode.
+func (d *decoder) report(path, msg string) {
+	for _, e := range d.errs.List[:d.shapeErrs] {
+		if related(e.Path, path) {
+			return
+		}
+	}
+	d.errs.add(d.position(path), path, msg)
+}
+
+// related says whether one path is the other or lies under it.
+func related(a, b string) bool {
+	if len(a) > len(b) {
+		a, b = b, a
+	}
+	return a == b || (strings.HasPrefix(b, a) && (b[len(a)] == '.' || b[len(a)] == '['))
 }
 
 var (
@@ -56,7 +76,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		if err := v.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(n.Value)); err != nil {
-			d.fail(n, path, "%s", cleanErr(err))
+			msg := cleanErr(err)
+			if !strings.Contains(msg, n.Value) {
+				msg = fmt.Sprintf("%q: %s", n.Value, msg)
+			}
+			d.fail(n, path, "%s", msg)
 		}
 		return
 	}

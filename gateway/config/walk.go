@@ -69,7 +69,7 @@ func (d *decoder) validate(root reflect.Value) {
 			default:
 				p = join(path, field)
 			}
-			d.errs.add(d.position(p), p, msg)
+			d.report(p, msg)
 		})
 	})
 }
@@ -106,7 +106,7 @@ func (d *decoder) checkFiles(root reflect.Value) {
 			}
 			p := join(path, key)
 			if msg := checkFile(fv.String(), f.file == "secret"); msg != "" {
-				d.errs.add(d.position(p), p, msg)
+				d.report(p, msg)
 			}
 		}
 	})
