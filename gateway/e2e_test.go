@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -195,8 +196,11 @@ func (s *site) clientWith(ns *netlab.NS, ifname, peer, keyFile, impl string) {
 // peerConfig is `edgegw peer config`'s output, run on the gateway.
 func (s *site) peerConfig(peer, keyFile string) string {
 	s.t.Helper()
-	return run(s.t, s.ra.GW, binary, "peer", "config", peer, "--config", s.cfg,
-		"--endpoint", s.ra.GWWANAddr.String()+":51820", "--private-key-file", keyFile)
+	args := []string{"peer", "config", peer, "--config", s.cfg, "--endpoint", s.ra.GWWANAddr.String() + ":51820"}
+	if keyFile != "" {
+		args = append(args, "--private-key-file", keyFile)
+	}
+	return run(s.t, s.ra.GW, binary, args...)
 }
 
 // upClient runs `wg-quick up` on conf, named ifname, in ns.
@@ -216,6 +220,16 @@ func (s *site) upClient(ns *netlab.NS, ifname, conf, impl string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		s.t.Fatalf("wg-quick up %s: %v\n%s", path, err, out)
 	}
+}
+
+// handshake is the gateway's latest handshake time with its first peer.
+func handshake(t testing.TB, gw *netlab.NS, ifname string) string {
+	t.Helper()
+	f := strings.Fields(run(t, gw, "wg", "show", ifname, "latest-handshakes"))
+	if len(f) < 2 || f[1] == "0" {
+		t.Fatalf("no handshake on %s: %v", ifname, f)
+	}
+	return f[1]
 }
 
 func ping(ns *netlab.NS, addr string) error {
@@ -287,10 +301,17 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 	defer srv.Close()
 	echoServer(t, ra.LAN, ":7")
 
-	// eve: configured from a peer entry that names alice's address but
-	// carries eve's own, unconfigured key.
-	s.client(eve, s.lab.ID()+"e", "alice", eveKey)
-	_ = evePub
+	// eve: alice's client config without a key (edgegw writes a
+	// placeholder), completed with eve's own key, which the gateway does
+	// not know.
+	conf := s.peerConfig("alice", "")
+	if !strings.Contains(conf, "REPLACE_WITH") {
+		t.Fatalf("no private-key placeholder in:\n%s", conf)
+	}
+	eveKeyText, err := os.ReadFile(eveKey)
+	must(t, err)
+	conf = regexp.MustCompile(`(?m)^PrivateKey = .*$`).ReplaceAllString(conf, "PrivateKey = "+strings.TrimSpace(string(eveKeyText)))
+	s.upClient(eve, s.lab.ID()+"e", conf, "")
 
 	userIf := s.lab.ID() + "u"
 	s.client(ra.User, userIf, "alice", aliceKey)
@@ -341,6 +362,22 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 				t.Errorf("metrics lack %s", want)
 			}
 		}
+		// Garbage to the WireGuard port is counted and dropped; the
+		// gateway keeps serving.
+		c, err := ra.User.DialContext(context.Background(), "udp", s.ra.GWWANAddr.String()+":51820")
+		must(t, err)
+		for i := range 5 {
+			c.Write([]byte(fmt.Sprintf("\x01not a wireguard handshake %d", i)))
+		}
+		c.Close()
+		malformed := `edgegw_wireguard_dropped_packets_total{interface="` + s.wgIf + `",reason="malformed"} 5`
+		eventually(t, 5*time.Second, "malformed packets counted", func() error {
+			if !strings.Contains(s.get("/metrics"), malformed) {
+				return fmt.Errorf("no %s", malformed)
+			}
+			return nil
+		})
+		must(t, ping(ra.User, ra.ServerAddr.String()))
 		if r := s.get("/readyz"); !strings.HasPrefix(r, "ready") {
 			t.Errorf("readyz = %q", r)
 		}
@@ -354,12 +391,20 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		r := bufio.NewReader(c)
 		echo(t, c, r, "before reload")
 
+		before := handshake(t, ra.GW, s.wgIf)
 		_, bobPub := wgKey(t, ra.User, s.dir, "bob")
-		s.addPeer("bob", bobPub, "100.96.0.11/32")
+		// bob also routes a network behind him: a route edgegw installs.
+		s.addPeer("bob", bobPub, "100.96.0.11/32, 172.16.5.0/24")
 		s.writeConfig()
 		s.signal(syscall.SIGHUP)
 		s.waitLog("configuration reloaded", 1)
 		echo(t, c, r, "after reload")
+		if after := handshake(t, ra.GW, s.wgIf); after != before {
+			t.Errorf("alice's session was re-established by the reload: handshake %s → %s", before, after)
+		}
+		if out := run(t, ra.GW, "ip", "route", "show", "proto", "237"); !strings.Contains(out, "172.16.5.0/24 dev "+s.wgIf) {
+			t.Errorf("no route for bob's network:\n%s", out)
+		}
 		if st := s.get("/api/v1/status"); !strings.Contains(st, `"name": "bob"`) {
 			t.Errorf("bob missing after reload:\n%s", st)
 		}
@@ -385,8 +430,16 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if out := run(t, ra.GW, "nft", "list", "tables"); !strings.Contains(out, "inet edgegw") {
 			t.Fatalf("expected the crashed run's table, got %q", out)
 		}
+		// A route a crashed run left on a device that outlives it.
+		run(t, ra.GW, "ip", "route", "add", "192.0.2.123/32", "via", "198.51.100.1", "proto", "237")
 		s.start()
-		eventually(t, 15*time.Second, "ping after restart", func() error {
+		if out := run(t, ra.GW, "ip", "route", "show", "proto", "237"); strings.Contains(out, "192.0.2.123") {
+			t.Errorf("leftover route survived the restart:\n%s", out)
+		}
+		// The client still holds the crashed gateway's session; WireGuard
+		// starts a new handshake after its data goes unanswered for
+		// keepalive-timeout + rekey-timeout (15 s), so allow for that.
+		eventually(t, 40*time.Second, "ping after restart", func() error {
 			return ping(ra.User, ra.ServerAddr.String())
 		})
 	})
