@@ -1,0 +1,101 @@
+package wireguard
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// checkedBind wraps wireguard-go's UDP bind. It drops (and counts) every
+// received datagram that is not a well-formed WireGuard message before
+// wireguard-go sees it, and it opens its sockets in the network namespace
+// the device was created in, whichever thread asks for the (re)bind.
+//
+// One thing is lost by wrapping: wireguard-go starts its route listener,
+// which forgets a peer's cached source address when routes change, only for
+// its own bind type. A gateway answers peers that talk first, and every
+// authenticated packet from a peer refreshes that source address, so this
+// matters only if the gateway's own address changes under a silent peer.
+type checkedBind struct {
+	conn.Bind
+	netns     int // fd of the device's network namespace, -1 for "current"
+	malformed *atomic.Uint64
+
+	mu      sync.Mutex
+	openErr error // of the last Open
+}
+
+// lastOpenError is the error of the last Open, nil if it succeeded.
+// wireguard-go logs a failed rebind but forgets the port it was asked for.
+func (b *checkedBind) lastOpenError() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.openErr
+}
+
+func (b *checkedBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, err error) {
+	err = inNetns(b.netns, func() error {
+		fns, actual, err = b.Bind.Open(port)
+		return err
+	})
+	b.mu.Lock()
+	b.openErr = err
+	b.mu.Unlock()
+	if err != nil {
+		return nil, 0, err
+	}
+	for i, fn := range fns {
+		fns[i] = b.check(fn)
+	}
+	return fns, actual, nil
+}
+
+// check filters what fn receives. Zero sizes are what ReceiveFunc callers
+// are required to skip, so a dropped datagram is one whose size is set to 0.
+func (b *checkedBind) check(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(packets, sizes, eps)
+		for i := 0; i < n; i++ {
+			if sizes[i] == 0 || wellFormed(packets[i][:sizes[i]]) {
+				continue
+			}
+			sizes[i] = 0
+			b.malformed.Add(1)
+		}
+		return n, err
+	}
+}
+
+// openNetns returns a file descriptor for the calling thread's network
+// namespace. The caller must have locked its OS thread.
+func openNetns() (int, error) {
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open network namespace: %w", err)
+	}
+	return fd, nil
+}
+
+// inNetns runs fn on a fresh OS thread that has entered the network
+// namespace nsfd (fn runs on the current goroutine when nsfd is -1). The
+// thread is never unlocked, so the runtime discards it afterwards rather than
+// let another goroutine run in the wrong namespace.
+func inNetns(nsfd int, fn func() error) error {
+	if nsfd < 0 {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}

@@ -1,0 +1,203 @@
+package wireguard
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/crypto/curve25519"
+)
+
+// KeySize is the length of WireGuard keys in bytes.
+const KeySize = 32
+
+// Key is a Curve25519 private or public key, or a preshared key. Its text
+// form is standard base64 with padding (44 characters), as `wg genkey`,
+// `wg pubkey` and wg-quick files write it.
+type Key [KeySize]byte
+
+// ParseKey decodes the base64 text form of a key.
+func ParseKey(s string) (Key, error) {
+	var k Key
+	if s == "" {
+		return k, errors.New("empty key: expected 44 characters of base64 as `wg genkey` writes")
+	}
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) != KeySize {
+		return k, fmt.Errorf("%q is not a WireGuard key: expected 44 characters of base64 encoding 32 bytes, as `wg genkey` writes", abbreviate(s))
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// abbreviate keeps error messages about a mistyped key short; the value may
+// be a private key pasted into the wrong field, so it is not echoed whole.
+func abbreviate(s string) string {
+	if len(s) > 12 {
+		return s[:6] + "…" + s[len(s)-4:]
+	}
+	return s
+}
+
+// String returns the base64 form.
+func (k Key) String() string { return base64.StdEncoding.EncodeToString(k[:]) }
+
+// MarshalText returns the base64 form, so keys appear as strings in JSON.
+func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText parses the base64 form.
+func (k *Key) UnmarshalText(text []byte) error {
+	v, err := ParseKey(string(text))
+	if err != nil {
+		return err
+	}
+	*k = v
+	return nil
+}
+
+// IsZero reports whether k is all zeros, the value of an unset key.
+func (k Key) IsZero() bool { return k == Key{} }
+
+// hex is the form wireguard-go's configuration protocol uses.
+func (k Key) hex() string { return hex.EncodeToString(k[:]) }
+
+func parseHexKey(s string) (Key, error) {
+	var k Key
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != KeySize {
+		return k, fmt.Errorf("bad hex key %q", abbreviate(s))
+	}
+	copy(k[:], b)
+	return k, nil
+}
+
+// PublicKey derives the public key of the private key k.
+func (k Key) PublicKey() Key {
+	var pub Key
+	// X25519 clamps the scalar itself and cannot fail with the base point.
+	p, err := curve25519.X25519(k[:], curve25519.Basepoint)
+	if err != nil {
+		panic("wireguard: X25519 with the base point failed: " + err.Error())
+	}
+	copy(pub[:], p)
+	return pub
+}
+
+// lowOrder reports whether the public key k is one of the Curve25519 points
+// of small order, with which no handshake can ever succeed.
+func (k Key) lowOrder() bool {
+	probe := Key{1} // any scalar: a low-order point gives the all-zero output
+	_, err := curve25519.X25519(probe[:], k[:])
+	return err != nil
+}
+
+// GeneratePrivateKey returns a new private key from crypto/rand, clamped as
+// Curve25519 requires (what `wg genkey` does).
+func GeneratePrivateKey() (Key, error) {
+	var k Key
+	if _, err := rand.Read(k[:]); err != nil {
+		return k, fmt.Errorf("generate private key: %w", err)
+	}
+	k[0] &= 248
+	k[31] = (k[31] & 127) | 64
+	return k, nil
+}
+
+// LoadOrCreatePrivateKey reads the private key stored at path, or, when
+// there is no such file, generates one and stores it there (base64 and a
+// newline, mode 0600, in a directory created with mode 0700). It refuses a
+// key file that group or others may access.
+func LoadOrCreatePrivateKey(path string) (Key, error) {
+	k, err := readKeyFile(path)
+	if err == nil {
+		if k.IsZero() {
+			return k, fmt.Errorf("private key %s is all zeros", path)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return k, err
+	}
+	k, err = GeneratePrivateKey()
+	if err != nil {
+		return k, err
+	}
+	if err := writeKeyFile(path, k); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			// Someone else created it between our read and write: use theirs.
+			return readKeyFile(path)
+		}
+		return Key{}, err
+	}
+	return k, nil
+}
+
+// readKeyFile reads a key in base64 from a file only its owner may access.
+// Surrounding white space (the newline `wg genkey >file` leaves) is ignored.
+func readKeyFile(path string) (Key, error) {
+	var k Key
+	f, err := os.Open(path)
+	if err != nil {
+		return k, fmt.Errorf("read key: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return k, fmt.Errorf("read key: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return k, fmt.Errorf("key file %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return k, fmt.Errorf("key file %s is accessible by group or others (mode %04o); run chmod 600 %s", path, perm, path)
+	}
+	buf := make([]byte, 256)
+	n, err := f.Read(buf)
+	if err != nil {
+		return k, fmt.Errorf("read key %s: %w", path, err)
+	}
+	k, err = ParseKey(strings.TrimSpace(string(buf[:n])))
+	if err != nil {
+		return k, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// writeKeyFile stores k at path without ever leaving a partial file there:
+// it writes a temporary file in the same directory, syncs it and links it
+// into place, which fails with fs.ErrExist if path appeared meanwhile.
+func writeKeyFile(path string, k Key) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create key directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".key-*") // mode 0600
+	if err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(k.String() + "\n")
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write key %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package wireguard
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	descLastHandshake = prometheus.NewDesc("edgegw_wireguard_peer_last_handshake_timestamp_seconds",
+		"Unix time of the peer's last completed handshake; 0 if none.", []string{"interface", "peer"}, nil)
+	descReceive = prometheus.NewDesc("edgegw_wireguard_peer_receive_bytes_total",
+		"Bytes received from the peer, WireGuard overhead included.", []string{"interface", "peer"}, nil)
+	descTransmit = prometheus.NewDesc("edgegw_wireguard_peer_transmit_bytes_total",
+		"Bytes sent to the peer, WireGuard overhead included.", []string{"interface", "peer"}, nil)
+	descDropped = prometheus.NewDesc("edgegw_wireguard_dropped_packets_total", droppedHelp,
+		[]string{"interface", "reason"}, nil)
+)
+
+const droppedHelp = "Packets the device dropped, by reason: malformed (not a WireGuard message), invalid_handshake " +
+	"(rejected handshake message: unknown key, bad MAC, replay), disallowed_source (inner source outside " +
+	"the peer's allowed_ips), invalid_inner_packet, tun_rx_dropped and tun_tx_dropped (the interface's kernel counters)."
+
+// Collector exports the device's metrics, read when scraped. Peers are
+// labelled with their configured name (or their public key if they have
+// none).
+func (d *Device) Collector() prometheus.Collector { return collector{d} }
+
+type collector struct{ d *Device }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descLastHandshake
+	ch <- descReceive
+	ch <- descTransmit
+	ch <- descDropped
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	for _, p := range d.Status().Peers {
+		name := p.Name
+		if name == "" {
+			name = p.PublicKey.String()
+		}
+		var hs float64
+		if !p.LastHandshake.IsZero() {
+			hs = float64(p.LastHandshake.UnixNano()) / 1e9
+		}
+		ch <- prometheus.MustNewConstMetric(descLastHandshake, prometheus.GaugeValue, hs, d.name, name)
+		ch <- prometheus.MustNewConstMetric(descReceive, prometheus.CounterValue, float64(p.RxBytes), d.name, name)
+		ch <- prometheus.MustNewConstMetric(descTransmit, prometheus.CounterValue, float64(p.TxBytes), d.name, name)
+	}
+	drop := func(reason string, v uint64) {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(v), d.name, reason)
+	}
+	drop("malformed", d.drops.malformed.Load())
+	drop("invalid_handshake", d.drops.invalidHandshake.Load())
+	drop("disallowed_source", d.drops.disallowedSource.Load())
+	drop("invalid_inner_packet", d.drops.invalidInner.Load())
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	link, err := d.nl.LinkByIndex(d.index)
+	if err != nil || link.Attrs().Statistics == nil {
+		return
+	}
+	s := link.Attrs().Statistics
+	drop("tun_rx_dropped", s.RxDropped)
+	drop("tun_tx_dropped", s.TxDropped)
+}
