@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
@@ -353,6 +355,11 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 			}
 		}
 		m := s.get("/metrics")
+		problems, err := promlint.New(strings.NewReader(m)).Lint()
+		must(t, err)
+		for _, p := range problems {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
 		for _, want := range []string{
 			"edgegw_config_last_reload_successful 1",
 			`edgegw_wireguard_peer_receive_bytes_total{interface="` + s.wgIf + `",peer="alice"}`,

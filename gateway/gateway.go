@@ -18,9 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/config"
-	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
 // Options are the gateway's inputs from the command line.
@@ -45,14 +43,13 @@ type Gateway struct {
 	level   *slog.LevelVar
 	metrics *metrics
 	started time.Time
+	admin   *admin
 
-	// mu guards everything below; only the reload loop and shutdown write.
+	// mu guards everything below. The reload loop holds it while applying;
+	// status readers hold it briefly.
 	mu       sync.Mutex
 	cfg      *config.Config
-	wan      string // resolved WAN interface
-	fw       *firewall.Table
-	wg       *wireguard.Device
-	admin    *admin
+	parts    []part // in start order; stopped in reverse
 	reloadOK bool
 	reloadAt time.Time
 	reloadE  string
@@ -86,16 +83,14 @@ func Run(ctx context.Context, opts Options) error {
 		log:     newLogger(out, cfg.Log.Format, level),
 		level:   level,
 		started: time.Now(),
-		cfg:     cfg,
 	}
 	g.metrics = newMetrics(opts.Version)
 	g.metrics.reload(true, g.started)
 	g.reloadOK, g.reloadAt = true, g.started
-	return g.run(ctx)
+	return g.run(ctx, cfg)
 }
 
-func (g *Gateway) run(ctx context.Context) (err error) {
-	cfg := g.cfg
+func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	g.log.Info("starting edgegw", "version", g.opts.Version, "config", cfg.File, "appliance", cfg.Appliance.Name)
 	if err := os.MkdirAll(cfg.Appliance.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
@@ -107,33 +102,23 @@ func (g *Gateway) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	defer restoreForwarding()
 
-	// Everything started from here is stopped by stop, in reverse order,
-	// whether start finishes or fails half-way.
-	var stops []func()
-	stop := func() {
-		for i := len(stops) - 1; i >= 0; i-- {
-			stops[i]()
+	// Parts run for the whole of run: goroutines they start are tied to
+	// this context and stopped by their close.
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g.parts = []part{
+		&fwPart{log: g.log},
+		&wgPart{log: g.log, metrics: g.metrics},
+	}
+	defer g.closeParts()
+	for _, p := range g.parts {
+		if err := p.apply(pctx, nil, cfg); err != nil {
+			return fmt.Errorf("%s: %w", p.name(), err)
 		}
 	}
-	defer stop()
-	stops = append(stops, restoreForwarding)
-
-	g.fw = firewall.New(g.log)
-	stops = append(stops, func() {
-		if err := g.fw.Close(); err != nil {
-			g.log.Error("remove nftables table", "err", err)
-		}
-	})
-	if err := g.applyFirewall(cfg); err != nil {
-		return err
-	}
-	if cfg.Tunnels.WireGuard != nil {
-		if err := g.startWireGuard(cfg); err != nil {
-			return err
-		}
-	}
-	stops = append(stops, func() { g.stopWireGuard() })
+	g.cfg = cfg
 	g.logPending(cfg)
 
 	g.admin = &admin{
@@ -148,7 +133,7 @@ func (g *Gateway) run(ctx context.Context) (err error) {
 
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.admin.run(ectx) })
-	eg.Go(func() error { return g.reloadLoop(ectx) })
+	eg.Go(func() error { return g.reloadLoop(ectx, pctx) })
 	g.log.Info("edgegw is up", "admin", g.admin.addr())
 	if g.opts.Started != nil {
 		g.opts.Started(g.admin.addr())
@@ -158,81 +143,50 @@ func (g *Gateway) run(ctx context.Context) (err error) {
 	return err
 }
 
+// closeParts stops every part in reverse start order.
+func (g *Gateway) closeParts() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := len(g.parts) - 1; i >= 0; i-- {
+		g.parts[i].close()
+	}
+}
+
 // logPending says which configured sections this build validates but does
 // not act on yet, so an operator is never misled about what is enforced.
 func (g *Gateway) logPending(cfg *config.Config) {
-	pending := map[string]bool{
-		"tunnels.gre":                  len(cfg.Tunnels.GRE) > 0,
-		"tunnels.ipsec":                len(cfg.Tunnels.IPsec) > 0,
-		"routes":                       len(cfg.Routes) > 0,
-		"firewall.rules":               cfg.Firewall != nil && len(cfg.Firewall.Rules) > 0,
-		"access":                       cfg.Access != nil,
-		"gateway.dns":                  cfg.Gateway.DNS != nil,
-		"netflow":                      cfg.Netflow != nil,
-		"logpush":                      len(cfg.Logpush) > 0,
-		"identity":                     cfg.Identity != nil,
-		"tunnels.wireguard.enrollment": cfg.Tunnels.WireGuard != nil && cfg.Tunnels.WireGuard.Enrollment != nil,
+	pending := []struct {
+		section string
+		on      bool
+	}{
+		{"identity", cfg.Identity != nil},
+		{"tunnels.wireguard.enrollment", cfg.Tunnels.WireGuard != nil && cfg.Tunnels.WireGuard.Enrollment != nil},
+		{"tunnels.gre", len(cfg.Tunnels.GRE) > 0},
+		{"tunnels.ipsec", len(cfg.Tunnels.IPsec) > 0},
+		{"routes", len(cfg.Routes) > 0},
+		{"firewall", cfg.Firewall != nil},
+		{"access", cfg.Access != nil},
+		{"gateway.dns", cfg.Gateway.DNS != nil},
+		{"netflow", cfg.Netflow != nil},
+		{"logpush", len(cfg.Logpush) > 0},
 	}
-	for section, on := range pending {
-		if on {
-			g.log.Warn("section is validated but not yet enforced by this build", "section", section)
+	for _, p := range pending {
+		if p.on {
+			g.log.Warn("section is validated but not yet enforced by this build", "section", p.section)
 		}
 	}
-}
-
-func (g *Gateway) applyFirewall(cfg *config.Config) error {
-	wan := cfg.Interfaces.WAN
-	if wan == "" {
-		var err error
-		if wan, err = defaultRouteInterface(); err != nil {
-			return err
-		}
-		if wan == "" {
-			g.log.Warn("no interfaces.wan and no default route: internet-bound traffic is not masqueraded")
-		}
-	}
-	if err := g.fw.Apply(firewall.Compile(firewall.Spec{WAN: wan})); err != nil {
-		return err
-	}
-	g.wan = wan
-	return nil
-}
-
-func (g *Gateway) startWireGuard(cfg *config.Config) error {
-	dev, err := wireguard.New(cfg.Tunnels.WireGuard.Config, wireguard.Options{
-		Logger:   g.log,
-		StateDir: cfg.Appliance.StateDir,
-		UAPI:     true,
-	})
-	if err != nil {
-		return fmt.Errorf("wireguard: %w", err)
-	}
-	g.wg = dev
-	g.metrics.setWireGuard(dev.Collector())
-	g.log.Info("wireguard up", "interface", dev.Name(), "public_key", dev.PublicKey().String(),
-		"listen_port", cfg.Tunnels.WireGuard.ListenPort, "peers", len(cfg.Tunnels.WireGuard.Peers))
-	return nil
-}
-
-func (g *Gateway) stopWireGuard() {
-	if g.wg == nil {
-		return
-	}
-	g.metrics.setWireGuard(nil)
-	if err := g.wg.Close(); err != nil {
-		g.log.Error("close wireguard", "err", err)
-	}
-	g.wg = nil
 }
 
 // notReady lists why the gateway is not ready: one line per configured
-// subsystem that is not up.
+// part that is not up.
 func (g *Gateway) notReady() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var r []string
-	if g.cfg.Tunnels.WireGuard != nil && g.wg == nil {
-		r = append(r, "wireguard: device is down")
+	for _, p := range g.parts {
+		if err := p.ready(); err != nil {
+			r = append(r, err.Error())
+		}
 	}
 	return r
 }

@@ -16,12 +16,12 @@ type metrics struct {
 	reloadOK      prometheus.Gauge
 	reloadSuccess prometheus.Gauge
 
-	mu sync.Mutex
-	wg prometheus.Collector // the WireGuard device's, while it runs
+	mu    sync.Mutex
+	parts map[string]prometheus.Collector // each running part's collector
 }
 
 func newMetrics(version string) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+	m := &metrics{reg: prometheus.NewRegistry(), parts: map[string]prometheus.Collector{}}
 	m.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "edgegw_config_last_reload_successful",
 		Help: "Whether the last configuration load or reload succeeded (1) or was rejected (0).",
@@ -51,15 +51,16 @@ func (m *metrics) reload(ok bool, at time.Time) {
 	}
 }
 
-// setWireGuard swaps the WireGuard device's collector (nil: none).
-func (m *metrics) setWireGuard(c prometheus.Collector) {
+// set swaps the collector a part registered under key (nil: none).
+func (m *metrics) set(key string, c prometheus.Collector) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.wg != nil {
-		m.reg.Unregister(m.wg)
+	if old := m.parts[key]; old != nil {
+		m.reg.Unregister(old)
+		delete(m.parts, key)
 	}
-	m.wg = c
 	if c != nil {
 		m.reg.MustRegister(c)
+		m.parts[key] = c
 	}
 }

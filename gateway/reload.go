@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"time"
 
@@ -10,8 +11,8 @@ import (
 )
 
 // reloadLoop owns reloads: one at a time, each validated whole before
-// anything changes.
-func (g *Gateway) reloadLoop(ctx context.Context) error {
+// anything changes. pctx is the context parts run under.
+func (g *Gateway) reloadLoop(ctx, pctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -21,7 +22,7 @@ func (g *Gateway) reloadLoop(ctx context.Context) error {
 				<-ctx.Done()
 				return nil
 			}
-			g.reload()
+			g.reload(pctx)
 		}
 	}
 }
@@ -29,7 +30,7 @@ func (g *Gateway) reloadLoop(ctx context.Context) error {
 // reload reads the file again and applies only what changed. A file that
 // does not validate, or a change the kernel refuses, leaves the running
 // configuration in place.
-func (g *Gateway) reload() {
+func (g *Gateway) reload(pctx context.Context) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := time.Now()
@@ -39,7 +40,7 @@ func (g *Gateway) reload() {
 	}
 	next, err := config.Load(g.opts.ConfigPath, config.Options{})
 	if err == nil {
-		err = g.apply(next)
+		err = g.apply(pctx, next)
 	}
 	g.reloadAt = now
 	g.reloadOK = err == nil
@@ -60,9 +61,9 @@ func (g *Gateway) reload() {
 	g.log.Info("configuration reloaded", "file", next.File)
 }
 
-// apply moves the running gateway from g.cfg to next. On failure it puts
-// back what it had changed.
-func (g *Gateway) apply(next *config.Config) error {
+// apply moves every part from g.cfg to next, in start order. If a part
+// fails, the parts already moved are put back, in reverse order.
+func (g *Gateway) apply(pctx context.Context, next *config.Config) error {
 	prev := g.cfg
 	if reflect.DeepEqual(prev, next) {
 		g.log.Info("reload: configuration unchanged")
@@ -74,51 +75,28 @@ func (g *Gateway) apply(next *config.Config) error {
 	if prev.Log.Format != next.Log.Format {
 		g.log.Warn("log.format changes at the next start, not on reload")
 	}
-	g.level.Set(parseLevel(next.Log.Level))
-
-	if prev.Interfaces.WAN != next.Interfaces.WAN {
-		if err := g.applyFirewall(next); err != nil {
-			return err
+	for i, p := range g.parts {
+		if err := p.apply(pctx, prev, next); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				if rerr := g.parts[j].apply(pctx, next, prev); rerr != nil {
+					g.log.Error("could not put back the previous configuration", "section", g.parts[j].name(), "err", rerr)
+				}
+			}
+			return fmt.Errorf("%s: %w", p.name(), err)
 		}
-	}
-	if err := g.applyWireGuard(prev, next); err != nil {
-		if prev.Interfaces.WAN != next.Interfaces.WAN {
-			g.applyFirewall(prev)
-		}
-		return err
 	}
 	if prev.Admin.Listen != next.Admin.Listen {
 		if err := g.admin.bind(next.Admin.Listen); err != nil {
-			// Everything else is applied; the admin listener stays where
-			// it was, and the reload counts as failed so it is noticed.
+			// The parts run the new configuration; the admin listener
+			// stays where it was, and the reload counts as failed so that
+			// it is noticed.
+			next.Admin.Listen = prev.Admin.Listen
 			g.cfg = next
-			g.cfg.Admin.Listen = prev.Admin.Listen
 			return err
 		}
 	}
+	g.level.Set(parseLevel(next.Log.Level))
 	g.logPending(next)
 	g.cfg = next
-	return nil
-}
-
-func (g *Gateway) applyWireGuard(prev, next *config.Config) error {
-	p, n := prev.Tunnels.WireGuard, next.Tunnels.WireGuard
-	switch {
-	case p == nil && n == nil:
-		return nil
-	case p == nil:
-		return g.startWireGuard(next)
-	case n == nil:
-		g.stopWireGuard()
-		return nil
-	case reflect.DeepEqual(p.Config, n.Config):
-		return nil
-	case g.wg == nil:
-		return g.startWireGuard(next)
-	}
-	if err := g.wg.Set(n.Config); err != nil {
-		g.wg.Set(p.Config) // best effort back to what ran
-		return err
-	}
 	return nil
 }

@@ -53,12 +53,10 @@ func (g *Gateway) Status() Status {
 		},
 		Ready:    len(notReady) == 0,
 		NotReady: notReady,
-		WAN:      g.wan,
 		Tunnels:  []TunnelStatus{},
 	}
-	if g.wg != nil {
-		ws := g.wg.Status()
-		s.Tunnels = append(s.Tunnels, TunnelStatus{Name: g.wg.Name(), Kind: "wireguard", State: "up", WireGuard: &ws})
+	for _, p := range g.parts {
+		p.status(&s)
 	}
 	return s
 }
