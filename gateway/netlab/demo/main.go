@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
@@ -131,22 +132,23 @@ tunnels:
 	defer srv.Close()
 
 	ns := func(n *netlab.NS) string { return "ip netns exec " + n.Name() }
-	fmt.Printf(`
-edgegw demo is up (config %s).
-
-  user (remote laptop, stock wg-quick + wireguard-go) ── wan ── gw (edgegw) ── lan (office server 10.0.0.5)
-
-Try, in another shell:
-  %s ping -c 3 10.0.0.5                     # through the tunnel
-  %s curl http://10.0.0.5/                  # the office web server sees 100.96.0.10
-  %s wg show                                # the client's view
-  %s wg show %s                             # the gateway's view (UAPI)
-  %s curl -s 127.0.0.1:9100/api/v1/status   # status JSON
-  %s curl -s 127.0.0.1:9100/metrics | grep edgegw_
-  kill -HUP %d                                   # reload %s after editing it
-
-Ctrl-C tears everything down.
-`, cfgFile, ns(ra.User), ns(ra.User), ns(ra.User), ns(ra.GW), gwIf, ns(ra.GW), ns(ra.GW), gw.Pid(), cfgFile)
+	fmt.Printf("\nedgegw demo is up (config %s).\n\n", cfgFile)
+	fmt.Println("  user (remote laptop, stock wg-quick + wireguard-go) ── wan ── gw (edgegw) ── lan (office server 10.0.0.5)")
+	fmt.Println("\nTry, in another shell:")
+	tw := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
+	for _, l := range [][2]string{
+		{ns(ra.User) + " ping -c 3 10.0.0.5", "through the tunnel"},
+		{ns(ra.User) + " curl http://10.0.0.5/", "the office web server sees 100.96.0.10"},
+		{ns(ra.User) + " wg show", "the client's view"},
+		{ns(ra.GW) + " wg show " + gwIf, "the gateway's view (UAPI)"},
+		{ns(ra.GW) + " curl -s 127.0.0.1:9100/api/v1/status", "status JSON"},
+		{ns(ra.GW) + " curl -s 127.0.0.1:9100/metrics | grep ^edgegw_", "metrics"},
+		{fmt.Sprintf("kill -HUP %d", gw.Pid()), "reload " + cfgFile + " after editing it"},
+	} {
+		fmt.Fprintf(tw, "  %s\t# %s\n", l[0], l[1])
+	}
+	tw.Flush()
+	fmt.Println("\nCtrl-C tears everything down.")
 
 	select {
 	case <-ctx.Done():
