@@ -1,0 +1,89 @@
+package access
+
+import (
+	"context"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// TestBrowserLogin runs the full browser flow in headless Chromium: visit
+// the app, get the provider's login form, sign in, land back on the app with
+// the upstream seeing the verified identity. It needs Debian's chromium and
+// skips without it.
+func TestBrowserLogin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium not installed (apt-get install -y --no-install-recommends chromium)")
+	}
+	e, z := zitadelEnv(t)
+	_, port, _ := net.SplitHostPort(e.srv.Addr().String())
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(bin),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		// The app's name resolves to the proxy on loopback; its certificate
+		// is the self-signed one edgegw made.
+		chromedp.Flag("host-resolver-rules", "MAP wiki.test 127.0.0.1"),
+		chromedp.Flag("ignore-certificate-errors", true),
+		chromedp.UserDataDir(t.TempDir()),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelTimeout()
+
+	err = chromedp.Do(ctx,
+		chromedp.Navigate("https://wiki.test:"+port+"/hello?from=browser"),
+		chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), z.username()),
+		chromedp.SendKeys(chromedp.ID("password"), zitadelPassword),
+		chromedp.Submit(chromedp.ID("password")),
+	)
+	if err != nil {
+		t.Fatalf("browser at the login form: %v", err)
+	}
+	// Wait until the browser is back on the app; navigations in between
+	// may fail a query, so poll with a deadline.
+	var location string
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		location, err = chromedp.Run(ctx, chromedp.Location())
+		if err == nil && strings.HasPrefix(location, "https://wiki.test:") {
+			if _, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.readyState === "complete"`)); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("browser did not return to the app: %v (at %s)", err, location)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	body, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(location, "/hello?from=browser") {
+		t.Fatalf("browser ended at %s: %s", location, body)
+	}
+	ec := decodeEcho(t, body)
+	if got := ec.Headers.Get(HeaderEmail); got != "test-user@zitadel.ch" {
+		t.Fatalf("upstream saw email %q", got)
+	}
+	if ec.Headers.Get(HeaderAssertion) == "" {
+		t.Fatal("no assertion upstream")
+	}
+}

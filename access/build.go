@@ -1,0 +1,342 @@
+package access
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/policy"
+)
+
+// snapshot is one applied configuration, immutable once published.
+type snapshot struct {
+	cfg       Config
+	idp       identity.Config
+	apps      map[string]*appState // by domain
+	tokens    map[string]*serviceToken
+	providers map[string]*provider
+	tls       *tls.Config
+}
+
+type appState struct {
+	cfg       App
+	policies  *policy.Set
+	claims    []string // claim names the policies read
+	providers []string // provider names a user may log in with, in order
+	proxy     *httputil.ReverseProxy
+}
+
+type serviceToken struct {
+	name     string
+	clientID string
+	secret   [32]byte // SHA-256 of the secret, compared in constant time
+}
+
+// build turns a checked configuration into a snapshot, reading every file
+// it needs. It changes nothing on the Server.
+func (s *Server) build(cfg Config, idp identity.Config) (*snapshot, error) {
+	snap := &snapshot{
+		cfg:       cfg,
+		idp:       idp,
+		apps:      map[string]*appState{},
+		tokens:    map[string]*serviceToken{},
+		providers: map[string]*provider{},
+	}
+	for _, t := range cfg.ServiceTokens {
+		b, err := os.ReadFile(t.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("service token %q: %w", t.Name, err)
+		}
+		secret := strings.TrimSpace(string(b))
+		if len(secret) < 16 {
+			return nil, fmt.Errorf("service token %q: the secret in %s is shorter than 16 characters", t.Name, t.ClientSecretFile)
+		}
+		snap.tokens[t.ClientID] = &serviceToken{name: t.Name, clientID: t.ClientID, secret: sha256.Sum256([]byte(secret))}
+	}
+	for _, pc := range idp.Providers {
+		p, err := newProvider(pc)
+		if err != nil {
+			return nil, err
+		}
+		snap.providers[pc.Name] = p
+	}
+	transport := s.transport()
+	for _, a := range cfg.Apps {
+		set, err := policy.Compile(a.Policies)
+		if err != nil {
+			return nil, fmt.Errorf("app %q: %w", a.Name, err)
+		}
+		up, err := url.Parse(a.Upstream)
+		if err != nil {
+			return nil, fmt.Errorf("app %q upstream: %w", a.Name, err)
+		}
+		for _, p := range a.Policies {
+			if p.Action == policy.Allow && len(p.Require) == 0 && slices.ContainsFunc(p.Include, func(sel policy.Selector) bool { return sel.Key() == "everyone" }) {
+				s.log.Warn("policy lets in anyone who can log in at any allowed provider; add a require rule if that is not meant",
+					"app", a.Name, "policy", p.Name)
+			}
+		}
+		st := &appState{cfg: a, policies: set, claims: policy.Claims(a.Policies), providers: a.Providers}
+		if len(st.providers) == 0 {
+			st.providers = idp.Names()
+		}
+		st.proxy = s.newProxy(a.Name, up, transport)
+		snap.apps[a.Domain] = st
+	}
+	tc, err := s.tlsConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	snap.tls = tc
+	return snap, nil
+}
+
+// sameAs reports whether applying snap instead of old would change
+// nothing: the same settings and the same contents of every file read.
+func (snap *snapshot) sameAs(old *snapshot) bool {
+	if !reflect.DeepEqual(snap.cfg, old.cfg) || !reflect.DeepEqual(snap.idp, old.idp) || len(snap.tokens) != len(old.tokens) {
+		return false
+	}
+	for id, t := range snap.tokens {
+		if o := old.tokens[id]; o == nil || *o != *t {
+			return false
+		}
+	}
+	for name, p := range snap.providers {
+		if !p.same(old.providers[name]) {
+			return false
+		}
+	}
+	a, b := snap.tls, old.tls
+	if !bytes.Equal(a.Certificates[0].Certificate[0], b.Certificates[0].Certificate[0]) || (a.ClientCAs == nil) != (b.ClientCAs == nil) {
+		return false
+	}
+	return a.ClientCAs == nil || a.ClientCAs.Equal(b.ClientCAs)
+}
+
+func (s *Server) transport() *http.Transport {
+	if old := s.snap.Load(); old != nil {
+		for _, a := range old.apps {
+			if t, ok := a.proxy.Transport.(*http.Transport); ok {
+				return t
+			}
+		}
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.ForceAttemptHTTP2 = false
+	return t
+}
+
+// bufferPool recycles the proxies' copy buffers.
+type bufferPool struct{ p sync.Pool }
+
+func (b *bufferPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
+
+func (s *Server) newProxy(app string, up *url.URL, t http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(up)
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+		},
+		Transport:  t,
+		BufferPool: &s.buffers,
+		ErrorLog:   slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil { // the client went away
+				s.log.Debug("client gone before the upstream answered", "app", app, "err", err)
+				w.WriteHeader(499)
+				return
+			}
+			s.metrics.upstreamErrs.WithLabelValues(app).Inc()
+			s.log.Warn("upstream failed", "app", app, "err", err)
+			http.Error(w, "The application's origin could not be reached.", http.StatusBadGateway)
+		},
+	}
+}
+
+func (s *Server) tlsConfig(cfg Config) (*tls.Config, error) {
+	var cert tls.Certificate
+	var err error
+	if cfg.TLS.CertFile != "" {
+		cert, err = tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("access tls: %w", err)
+		}
+	} else {
+		var domains []string
+		for _, a := range cfg.Apps {
+			domains = append(domains, a.Domain)
+		}
+		cert, err = s.selfSigned(domains)
+		if err != nil {
+			return nil, fmt.Errorf("access self-signed certificate: %w", err)
+		}
+	}
+	tc := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+	if cfg.TLS.ClientCAFile != "" {
+		b, err := os.ReadFile(cfg.TLS.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("access client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("access client CA %s: no PEM certificates", cfg.TLS.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}
+
+// selfSigned loads the generated certificate from the state dir when it
+// still covers domains and is not about to expire, or makes a new one.
+func (s *Server) selfSigned(domains []string) (tls.Certificate, error) {
+	var certPath, keyPath string
+	if s.dir != "" {
+		certPath, keyPath = filepath.Join(s.dir, "selfsigned.crt"), filepath.Join(s.dir, "selfsigned.key")
+		if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil &&
+			s.now().Add(7*24*time.Hour).Before(c.Leaf.NotAfter) && covers(c.Leaf, domains) {
+			return c, nil
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	now := s.now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "edgegw access"},
+		DNSNames:     append(slices.Clone(domains), "localhost"),
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	if certPath != "" {
+		if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+			return tls.Certificate{}, err
+		}
+		if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+			return tls.Certificate{}, err
+		}
+		s.log.Info("made a self-signed certificate", "path", certPath, "domains", domains)
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
+func covers(c *x509.Certificate, domains []string) bool {
+	for _, d := range domains {
+		if c.VerifyHostname(d) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) revocationsPath() string {
+	if s.dir == "" {
+		return ""
+	}
+	return filepath.Join(s.dir, "logouts.json")
+}
+
+func (s *Server) loadRevocations() error {
+	path := s.revocationsPath()
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read logouts: %w", err)
+	}
+	m := map[string]int64{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("parse logouts %s: %w", path, err)
+	}
+	s.revoked.m = m
+	return nil
+}
+
+func (s *Server) saveRevocations() {
+	path := s.revocationsPath()
+	if path == "" {
+		return
+	}
+	s.revoked.mu.RLock()
+	b, err := json.Marshal(s.revoked.m)
+	s.revoked.mu.RUnlock()
+	if err == nil {
+		err = writeFileAtomic(path, b, 0o600)
+	}
+	if err != nil {
+		s.log.Error("saving logouts failed", "err", err)
+	}
+}
+
+// app returns the app serving host (without port), or nil.
+func (s *snapshot) app(host string) *appState {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	return s.apps[host]
+}
