@@ -111,6 +111,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	g.parts = []part{
 		&fwPart{log: g.log},
 		&wgPart{log: g.log, metrics: g.metrics},
+		&accessPart{log: g.log, metrics: g.metrics},
 	}
 	defer g.closeParts()
 	for _, p := range g.parts {
@@ -165,7 +166,6 @@ func (g *Gateway) logPending(cfg *config.Config) {
 		{"tunnels.ipsec", len(cfg.Tunnels.IPsec) > 0},
 		{"routes", len(cfg.Routes) > 0},
 		{"firewall", cfg.Firewall != nil},
-		{"access", cfg.Access != nil},
 		{"gateway.dns", cfg.Gateway.DNS != nil},
 		{"netflow", cfg.Netflow != nil},
 		{"logpush", len(cfg.Logpush) > 0},

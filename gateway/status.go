@@ -17,6 +17,14 @@ type Status struct {
 	NotReady      []string       `json:"not_ready,omitempty"`
 	WAN           string         `json:"wan"`
 	Tunnels       []TunnelStatus `json:"tunnels"`
+	Access        *AccessStatus  `json:"access,omitempty"`
+}
+
+// AccessStatus is the Access proxy's state.
+type AccessStatus struct {
+	Listen string `json:"listen"`
+	Ready  bool   `json:"ready"`
+	Error  string `json:"error,omitempty"`
 }
 
 // ConfigStatus says which file runs and how the last reload went.

@@ -1,0 +1,103 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+
+	"github.com/edgegw/edgegw/access"
+	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/gateway/config"
+)
+
+// accessPart runs the Access identity-aware proxy. It owns the goroutine
+// that runs the server: started with the part, stopped by close.
+type accessPart struct {
+	log     *slog.Logger
+	metrics *metrics
+
+	srv    *access.Server
+	cancel context.CancelFunc
+	done   chan error // Run's result
+}
+
+func (p *accessPart) name() string { return "access" }
+
+func identityOf(c *config.Config) identity.Config {
+	if c.Identity == nil {
+		return identity.Config{}
+	}
+	return *c.Identity
+}
+
+func (p *accessPart) apply(ctx context.Context, prev, next *config.Config) error {
+	if next.Access == nil {
+		p.close()
+		return nil
+	}
+	cfg, idp := *next.Access, identityOf(next)
+	if p.srv != nil {
+		if reflect.DeepEqual(prev.Access, next.Access) && reflect.DeepEqual(prev.Identity, next.Identity) {
+			return nil
+		}
+		if prev.Access.Listen == cfg.Listen {
+			return p.srv.Set(cfg, idp) // in place: sessions and keys survive
+		}
+		p.close() // a new listen address needs a new server
+	}
+	srv, err := access.New(cfg, idp, access.Options{
+		Logger:     p.log,
+		Registerer: p.metrics.reg,
+		StateDir:   next.Appliance.StateDir,
+	})
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(rctx) }()
+	p.srv, p.cancel, p.done = srv, cancel, done
+	return nil
+}
+
+func (p *accessPart) close() {
+	if p.srv == nil {
+		return
+	}
+	p.cancel()
+	if err := <-p.done; err != nil {
+		p.log.Error("access proxy stopped", "err", err)
+	}
+	p.srv.Close()
+	p.srv = nil
+}
+
+func (p *accessPart) ready() error {
+	if p.srv == nil {
+		return nil
+	}
+	select {
+	case err := <-p.done:
+		// Run ended on its own (e.g. the listen address was taken): keep
+		// the reason for every later readiness check.
+		p.done <- err
+		return errors.Join(errors.New("access: proxy stopped"), err)
+	default:
+	}
+	return p.srv.Ready()
+}
+
+func (p *accessPart) status(s *Status) {
+	if p.srv == nil {
+		return
+	}
+	a := AccessStatus{Ready: true}
+	if err := p.ready(); err != nil {
+		a.Ready, a.Error = false, err.Error()
+	}
+	if addr := p.srv.Addr(); addr != nil {
+		a.Listen = addr.String()
+	}
+	s.Access = &a
+}
