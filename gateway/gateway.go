@@ -111,6 +111,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	g.parts = []part{
 		&fwPart{log: g.log},
 		&wgPart{log: g.log, metrics: g.metrics},
+		&sitePart{log: g.log, metrics: g.metrics},
 		&accessPart{log: g.log, metrics: g.metrics},
 	}
 	defer g.closeParts()
@@ -162,9 +163,8 @@ func (g *Gateway) logPending(cfg *config.Config) {
 	}{
 		{"identity", cfg.Identity != nil},
 		{"tunnels.wireguard.enrollment", cfg.Tunnels.WireGuard != nil && cfg.Tunnels.WireGuard.Enrollment != nil},
-		{"tunnels.gre", len(cfg.Tunnels.GRE) > 0},
 		{"tunnels.ipsec", len(cfg.Tunnels.IPsec) > 0},
-		{"routes", len(cfg.Routes) > 0},
+		{"routes via IPsec tunnels", len(cfg.Routes) > len(siteConfig(cfg).Routes)},
 		{"firewall", cfg.Firewall != nil},
 		{"gateway.dns", cfg.Gateway.DNS != nil},
 		{"netflow", cfg.Netflow != nil},

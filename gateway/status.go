@@ -3,6 +3,7 @@ package gateway
 import (
 	"time"
 
+	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -18,6 +19,11 @@ type Status struct {
 	WAN           string         `json:"wan"`
 	Tunnels       []TunnelStatus `json:"tunnels"`
 	Access        *AccessStatus  `json:"access,omitempty"`
+	// Routes are the site-to-site routes as installed, `ip route` style.
+	Routes []string `json:"routes,omitempty"`
+	// DroppedByLocal counts GRE packets dropped per local address, by
+	// reason (unknown source, wrong key, truncated, …).
+	DroppedByLocal map[string]map[string]uint64 `json:"dropped_by_local_address,omitempty"`
 }
 
 // AccessStatus is the Access proxy's state.
@@ -37,10 +43,11 @@ type ConfigStatus struct {
 
 // TunnelStatus is one tunnel of any kind.
 type TunnelStatus struct {
-	Name      string            `json:"name"`
-	Kind      string            `json:"kind"`
-	State     string            `json:"state"`
-	WireGuard *wireguard.Status `json:"wireguard,omitempty"`
+	Name      string             `json:"name"`
+	Kind      string             `json:"kind"`
+	State     string             `json:"state"`
+	WireGuard *wireguard.Status  `json:"wireguard,omitempty"`
+	Site      *site.TunnelStatus `json:"site,omitempty"`
 }
 
 // Status reports the running gateway.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -150,4 +151,16 @@ func oneOf(report func(field, msg string), field, v string, allowed ...string) {
 // OneOf reports v unless it is one of allowed.
 func OneOf(report func(field, msg string), field, v string, allowed ...string) {
 	oneOf(report, field, v, allowed...)
+}
+
+// CheckRoutes reports routes whose via names none of tunnels (the names
+// of every configured tunnel, of every kind). Fields are "[i].via",
+// relative to the routes list.
+func CheckRoutes(report func(field, msg string), routes []Route, tunnels []string) {
+	for i, r := range routes {
+		if r.Via != "" && !slices.Contains(tunnels, r.Via) {
+			report(fmt.Sprintf("[%d].via", i), fmt.Sprintf("route %s: no tunnel is named %q (tunnels: %s)",
+				r.Prefix, r.Via, strings.Join(tunnels, ", ")))
+		}
+	}
 }

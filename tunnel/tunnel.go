@@ -1,6 +1,12 @@
 // Package tunnel holds what every tunnel kind shares: the identity of the
-// routes edgegw installs, and (as GRE and IPsec land) the tunnel interface,
-// health checks and the route manager.
+// routes edgegw installs ([RouteProtocol]), tunnel and route
+// configuration, the health [State] a tunnel is in, and the
+// [RouteManager], which installs routes through tunnels as ECMP multipath
+// routes and penalises those through unhealthy tunnels ([Plan]).
+//
+// Tunnel kinds live in subpackages (gre, wireguard, ipsec); the health
+// checks that feed the route manager are in tunnel/health and reach a
+// tunnel through its health.Path (Inject, SetProbeHandler).
 package tunnel
 
 // RouteProtocol is the rtnetlink protocol number (rtm_protocol) stamped on

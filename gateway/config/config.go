@@ -13,11 +13,13 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 
 	"go.yaml.in/yaml/v3"
 
@@ -295,12 +297,10 @@ func (d *decoder) crossChecks(c *Config) {
 		claim(s.Name, fmt.Sprintf("tunnels.ipsec[%d].name", i))
 		addAddr(s.Address, fmt.Sprintf("tunnels.ipsec[%d].address", i))
 	}
+	gre.ValidateList(c.Tunnels.GRE, func(field, msg string) { report("tunnels.gre"+field, msg) })
+	tunnels := slices.Sorted(maps.Keys(names))
+	tunnel.CheckRoutes(func(field, msg string) { report("routes"+field, msg) }, c.Routes, tunnels)
 	for i, r := range c.Routes {
-		if r.Via != "" {
-			if _, ok := names[r.Via]; !ok {
-				report(fmt.Sprintf("routes[%d].via", i), fmt.Sprintf("no tunnel is named %q", r.Via))
-			}
-		}
 		for j, o := range c.Routes[:i] {
 			if o.Prefix == r.Prefix && o.Via == r.Via {
 				report(fmt.Sprintf("routes[%d]", i), fmt.Sprintf("routes[%d] already sends %s via %s", j, r.Prefix, r.Via))

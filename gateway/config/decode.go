@@ -23,10 +23,11 @@ type decoder struct {
 }
 
 // report adds a validation error unless it concerns a path that already
-// failed to decode.
+// failed to decode, or a field that already has an error (two checks that
+// both catch, say, a duplicate tunnel name say it once).
 func (d *decoder) report(path, msg string) {
-	for _, e := range d.errs.List[:d.shapeErrs] {
-		if related(e.Path, path) {
+	for i, e := range d.errs.List {
+		if (i < d.shapeErrs && related(e.Path, path)) || e.Path == path {
 			return
 		}
 	}

@@ -1,0 +1,93 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"reflect"
+	"slices"
+
+	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/tunnel/site"
+)
+
+// sitePart runs site-to-site tunnels (GRE so far), their health checks and
+// the route manager.
+type sitePart struct {
+	log     *slog.Logger
+	metrics *metrics
+	mgr     *site.Manager
+}
+
+func (p *sitePart) name() string { return "tunnels.gre" }
+
+// siteConfig is the part of cfg the site manager runs. Routes through
+// tunnel kinds not yet built (IPsec) are validated but not installed.
+func siteConfig(cfg *config.Config) site.Config {
+	names := map[string]bool{}
+	for _, g := range cfg.Tunnels.GRE {
+		names[g.Name] = true
+	}
+	sc := site.Config{GRE: cfg.Tunnels.GRE}
+	for _, r := range cfg.Routes {
+		if names[r.Via] {
+			sc.Routes = append(sc.Routes, r)
+		}
+	}
+	return sc
+}
+
+func (p *sitePart) apply(ctx context.Context, prev, next *config.Config) error {
+	want := siteConfig(next)
+	if len(want.GRE) == 0 {
+		p.close()
+		return nil
+	}
+	if p.mgr != nil && prev != nil && reflect.DeepEqual(siteConfig(prev), want) {
+		return nil
+	}
+	if p.mgr == nil {
+		mgr, err := site.New(ctx, site.Options{Logger: p.log})
+		if err != nil {
+			return err
+		}
+		p.mgr = mgr
+		p.metrics.set("site", mgr)
+	}
+	if err := p.mgr.Set(want); err != nil {
+		if prev != nil && len(siteConfig(prev).GRE) > 0 {
+			p.mgr.Set(siteConfig(prev)) // best effort back to what ran
+		}
+		return err
+	}
+	return nil
+}
+
+func (p *sitePart) close() {
+	if p.mgr == nil {
+		return
+	}
+	p.metrics.set("site", nil)
+	if err := p.mgr.Close(); err != nil {
+		p.log.Error("close site-to-site tunnels", "err", err)
+	}
+	p.mgr = nil
+}
+
+func (p *sitePart) ready() error { return nil }
+
+func (p *sitePart) status(s *Status) {
+	if p.mgr == nil {
+		return
+	}
+	st := p.mgr.Status()
+	for _, t := range st.Tunnels {
+		state := "up"
+		if t.Health != nil {
+			state = t.Health.State.String()
+		}
+		t := t
+		s.Tunnels = append(s.Tunnels, TunnelStatus{Name: t.Name, Kind: t.Kind, State: state, Site: &t})
+	}
+	s.Routes = slices.Clone(st.Routes)
+	s.DroppedByLocal = st.Dropped
+}

@@ -1,0 +1,303 @@
+package health
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgegw/edgegw/tunnel"
+)
+
+// Path is what a check needs of a tunnel: to send a packet into it as if
+// routed there, and to see ICMP packets arriving from it first. GRE's
+// *gre.Tunnel implements it; so must every tunnel kind with health checks.
+type Path interface {
+	Inject(pkt []byte) error
+	// SetProbeHandler installs f, which returns true for packets it
+	// consumes; nil removes it.
+	SetProbeHandler(f func(pkt []byte) bool)
+}
+
+// Options are a checker's collaborators.
+type Options struct {
+	Logger *slog.Logger // nil discards
+	// OnChange is called (from the checker's goroutine) after every
+	// state change, typically to re-run the route manager.
+	OnChange func(name string, s tunnel.State)
+	// Thresholds; zero means DefaultThresholds.
+	Thresholds Thresholds
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Checker probes one tunnel. Run it with Run; read it from any goroutine.
+type Checker struct {
+	name   string
+	cfg    tunnel.HealthCheck
+	local  netip.Addr // this end's tunnel address
+	target netip.Addr
+	rate   Rate
+	path   Path
+	log    *slog.Logger
+	opts   Options
+	id     uint16
+
+	replies chan uint16
+
+	mu      sync.Mutex
+	machine *Machine
+
+	sent, ok, failed, changes atomic.Uint64
+	lastRTT                   atomic.Int64 // nanoseconds
+
+	descs *descs
+}
+
+// New returns a checker for tunnel name whose interface address is
+// address. cfg must have passed SetDefaults and Validate.
+func New(name string, cfg tunnel.HealthCheck, address netip.Prefix, path Path, opts Options) *Checker {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Thresholds == (Thresholds{}) {
+		opts.Thresholds = DefaultThresholds
+	}
+	target := cfg.Target
+	if !target.IsValid() {
+		target = tunnel.Peer(address)
+	}
+	var id [2]byte
+	rand.Read(id[:])
+	c := &Checker{
+		name: name, cfg: cfg, local: address.Addr(), target: target,
+		rate: Rates[cfg.Rate], path: path, opts: opts, id: binary.BigEndian.Uint16(id[:]),
+		log:     opts.Logger.With("component", "health", "tunnel", name),
+		replies: make(chan uint16, 16),
+		machine: NewMachine(opts.Thresholds, opts.Now()),
+	}
+	if c.rate == (Rate{}) {
+		c.rate = Rates["mid"]
+	}
+	c.descs = newDescs(name)
+	return c
+}
+
+// State returns the tunnel's current health.
+func (c *Checker) State() tunnel.State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, _ := c.machine.State()
+	return s
+}
+
+// Status is a check's state for the admin API.
+type Status struct {
+	State   tunnel.State  `json:"state"`
+	Since   time.Time     `json:"since"`
+	Target  netip.Addr    `json:"target"`
+	Type    string        `json:"type"`
+	Rate    string        `json:"rate"`
+	Sent    uint64        `json:"probes_sent"`
+	Failed  uint64        `json:"probes_failed"`
+	LastRTT time.Duration `json:"last_rtt_ns"`
+}
+
+// Status reads the check's state and counters.
+func (c *Checker) Status() Status {
+	c.mu.Lock()
+	s, since := c.machine.State()
+	c.mu.Unlock()
+	return Status{State: s, Since: since, Target: c.target, Type: c.cfg.Type, Rate: c.cfg.Rate,
+		Sent: c.sent.Load(), Failed: c.failed.Load(), LastRTT: time.Duration(c.lastRTT.Load())}
+}
+
+// Run probes until ctx ends; it installs the probe handler on the path
+// and removes it on return.
+func (c *Checker) Run(ctx context.Context) error {
+	c.path.SetProbeHandler(c.handle)
+	defer c.path.SetProbeHandler(nil)
+	c.log.Info("health check started", "target", c.target, "type", c.cfg.Type, "rate", c.cfg.Rate,
+		"detection", c.rate.DetectionTime(c.opts.Thresholds))
+	var seq uint16
+	retries := 0
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		start := time.Now()
+		seq++
+		ok := c.probe(ctx, seq)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.observe(ok)
+		if !ok && retries < c.opts.Thresholds.QuickRetries {
+			retries++
+			continue
+		}
+		retries = 0
+		timer.Reset(max(0, c.rate.Interval-time.Since(start)))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		}
+	}
+}
+
+// probe sends one probe and waits for its answer or the timeout.
+func (c *Checker) probe(ctx context.Context, seq uint16) bool {
+	// Drain answers to earlier probes that came in late.
+	for len(c.replies) > 0 {
+		<-c.replies
+	}
+	c.sent.Add(1)
+	start := time.Now()
+	if err := c.path.Inject(c.packet(seq)); err != nil {
+		c.log.Debug("send probe", "err", err)
+	}
+	timeout := time.NewTimer(c.rate.Timeout)
+	defer timeout.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timeout.C:
+			c.failed.Add(1)
+			return false
+		case got := <-c.replies:
+			if got == seq {
+				c.lastRTT.Store(int64(time.Since(start)))
+				return true
+			}
+		}
+	}
+}
+
+func (c *Checker) observe(ok bool) {
+	now := c.opts.Now()
+	c.mu.Lock()
+	from, _ := c.machine.State()
+	to, changed := c.machine.Observe(ok, now)
+	c.mu.Unlock()
+	if !changed {
+		return
+	}
+	c.changes.Add(1)
+	c.log.Warn("tunnel health changed", "from", from, "to", to, "penalty", to.Penalty())
+	if c.opts.OnChange != nil {
+		c.opts.OnChange(c.name, to)
+	}
+}
+
+// handle runs on the tunnel's receive path: it consumes echo replies from
+// the target to this end carrying our identifier.
+func (c *Checker) handle(p []byte) bool {
+	if len(p) < 20 || p[0]>>4 != 4 || p[9] != 1 {
+		return false
+	}
+	ihl := int(p[0]&0xf) * 4
+	if len(p) < ihl+8 || p[ihl] != 0 || binary.BigEndian.Uint16(p[ihl+4:]) != c.id {
+		return false
+	}
+	src, _ := netip.AddrFromSlice(p[12:16])
+	dst, _ := netip.AddrFromSlice(p[16:20])
+	if src != c.target || dst != c.local {
+		return false
+	}
+	select {
+	case c.replies <- binary.BigEndian.Uint16(p[ihl+6:]):
+	default:
+	}
+	return true
+}
+
+// packet builds probe seq: an echo reply from the target to this end
+// (type reply) or an echo request from this end to the target.
+func (c *Checker) packet(seq uint16) []byte {
+	const payload = "edgegw-health"
+	b := make([]byte, 20+8+len(payload))
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	b[8], b[9] = 64, 1
+	src, dst := c.target, c.local
+	icmpType := byte(0) // echo reply
+	if c.cfg.Type == "request" {
+		src, dst, icmpType = c.local, c.target, 8
+	}
+	s4, d4 := src.As4(), dst.As4()
+	copy(b[12:16], s4[:])
+	copy(b[16:20], d4[:])
+	binary.BigEndian.PutUint16(b[10:], checksum(b[:20]))
+	m := b[20:]
+	m[0] = icmpType
+	binary.BigEndian.PutUint16(m[4:], c.id)
+	binary.BigEndian.PutUint16(m[6:], seq)
+	copy(m[8:], payload)
+	binary.BigEndian.PutUint16(m[2:], checksum(m))
+	return b
+}
+
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+type descs struct {
+	state, probes, failures, changes *prometheus.Desc
+}
+
+func newDescs(name string) *descs {
+	l := prometheus.Labels{"tunnel": name}
+	return &descs{
+		state:    prometheus.NewDesc("edgegw_tunnel_health_state", "1 for the tunnel's current health state (healthy, degraded, down), 0 for the others.", []string{"state"}, l),
+		probes:   prometheus.NewDesc("edgegw_tunnel_health_probes_total", "Health-check probes sent through the tunnel.", nil, l),
+		failures: prometheus.NewDesc("edgegw_tunnel_health_probe_failures_total", "Health-check probes not answered within the timeout.", nil, l),
+		changes:  prometheus.NewDesc("edgegw_tunnel_health_state_changes_total", "Health state changes of the tunnel.", nil, l),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Checker) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.descs.state
+	ch <- c.descs.probes
+	ch <- c.descs.failures
+	ch <- c.descs.changes
+}
+
+// Collect implements prometheus.Collector.
+func (c *Checker) Collect(ch chan<- prometheus.Metric) {
+	cur := c.State()
+	for _, s := range []tunnel.State{tunnel.Healthy, tunnel.Degraded, tunnel.Down} {
+		v := 0.0
+		if s == cur {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.descs.state, prometheus.GaugeValue, v, s.String())
+	}
+	ch <- prometheus.MustNewConstMetric(c.descs.probes, prometheus.CounterValue, float64(c.sent.Load()))
+	ch <- prometheus.MustNewConstMetric(c.descs.failures, prometheus.CounterValue, float64(c.failed.Load()))
+	ch <- prometheus.MustNewConstMetric(c.descs.changes, prometheus.CounterValue, float64(c.changes.Load()))
+}
+
+// String names the checker in logs.
+func (c *Checker) String() string { return fmt.Sprintf("health(%s → %s)", c.name, c.target) }

@@ -1,0 +1,266 @@
+package tunnel
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Netlink is the part of a *netlink.Handle the route manager uses. A
+// handle created in a network namespace works there from any goroutine.
+type Netlink interface {
+	LinkByName(name string) (netlink.Link, error)
+	RouteListFiltered(family int, filter *netlink.Route, mask uint64) ([]netlink.Route, error)
+	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
+}
+
+// RouteOptions are a route manager's collaborators.
+type RouteOptions struct {
+	Logger *slog.Logger // nil discards
+	// Sysctl sets a sysctl ("net.ipv4.fib_multipath_hash_policy") and
+	// returns a function that puts the old value back. Nil writes
+	// /proc/sys of the calling thread's network namespace, keeping the
+	// file open so that the restore, from any thread, reaches the same
+	// namespace.
+	Sysctl func(key, value string) (restore func() error, err error)
+}
+
+// RouteManager keeps the kernel's routes through tunnels equal to a
+// desired set, stamped with [RouteProtocol]. It only removes routes it
+// installed itself (edgegw's other proto-237 routes are left alone).
+// Its methods are safe for concurrent use.
+type RouteManager struct {
+	nl   Netlink
+	log  *slog.Logger
+	opts RouteOptions
+
+	mu       sync.Mutex
+	owned    map[routeKey]bool
+	restore  func() error // the hash policy; nil once restored
+	lastPlan []KernelRoute
+}
+
+type routeKey struct {
+	p      netip.Prefix
+	metric int
+}
+
+const hashPolicy = "net.ipv4.fib_multipath_hash_policy"
+
+// NewRouteManager returns a manager working through nl. It sets
+// net.ipv4.fib_multipath_hash_policy to 1 (hash on the 5-tuple) so that
+// ECMP spreads flows, not host pairs, and keeps each flow on one tunnel;
+// Close restores the old value.
+func NewRouteManager(nl Netlink, opts RouteOptions) (*RouteManager, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Sysctl == nil {
+		opts.Sysctl = procSysctl
+	}
+	m := &RouteManager{nl: nl, log: opts.Logger.With("component", "routes"), opts: opts, owned: map[routeKey]bool{}}
+	restore, err := opts.Sysctl(hashPolicy, "1")
+	if err != nil {
+		return nil, fmt.Errorf("route manager: %w", err)
+	}
+	m.restore = restore
+	return m, nil
+}
+
+// Set makes the kernel's routes match Plan(routes, states). Calling it
+// again with the same input changes nothing. Routes through a tunnel
+// whose interface does not exist are left out (and logged) until a later
+// Set finds it.
+func (m *RouteManager) Set(routes []Route, states map[string]State) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	plan := Plan(routes, states)
+	m.lastPlan = plan
+	return m.apply(plan)
+}
+
+// Routes returns the last plan Set applied, for the admin API.
+func (m *RouteManager) Routes() []KernelRoute {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.lastPlan)
+}
+
+// Close removes the routes the manager installed and restores the hash
+// policy. It is idempotent.
+func (m *RouteManager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.apply(nil)
+	if m.restore != nil {
+		err = errors.Join(err, m.restore())
+		m.restore = nil
+	}
+	return err
+}
+
+func (m *RouteManager) apply(plan []KernelRoute) error {
+	names := map[int]string{}
+	index := map[string]int{}
+	var errs error
+	want := map[routeKey]*netlink.Route{}
+	wantText := map[routeKey]string{}
+	for _, kr := range plan {
+		r := &netlink.Route{
+			Dst: ipNet(kr.Prefix), Priority: kr.Metric, Protocol: RouteProtocol,
+			Scope: netlink.SCOPE_LINK, Table: unix.RT_TABLE_MAIN,
+		}
+		var hops []Nexthop
+		for _, n := range kr.Nexthops {
+			idx, ok := index[n.Via]
+			if !ok {
+				link, err := m.nl.LinkByName(n.Via)
+				if err != nil {
+					m.log.Warn("route through missing tunnel interface left out", "prefix", kr.Prefix, "via", n.Via, "err", err)
+					index[n.Via] = 0
+					continue
+				}
+				idx = link.Attrs().Index
+				index[n.Via], names[idx] = idx, n.Via
+			}
+			if idx == 0 {
+				continue
+			}
+			hops = append(hops, n)
+			r.MultiPath = append(r.MultiPath, &netlink.NexthopInfo{LinkIndex: idx, Hops: n.Weight - 1})
+		}
+		switch len(hops) {
+		case 0:
+			continue
+		case 1:
+			r.LinkIndex, r.MultiPath = r.MultiPath[0].LinkIndex, nil
+			hops[0].Weight = 1 // a single path has no weight in the kernel
+		}
+		k := routeKey{kr.Prefix, kr.Metric}
+		want[k] = r
+		wantText[k] = KernelRoute{Prefix: kr.Prefix, Metric: kr.Metric, Nexthops: hops}.String()
+	}
+
+	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
+	have, err := m.nl.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	haveText := map[routeKey]string{}
+	var stale []netlink.Route
+	for _, r := range have {
+		p, ok := prefixOf(r.Dst)
+		if !ok {
+			continue
+		}
+		k := routeKey{p, r.Priority}
+		if _, wanted := want[k]; wanted {
+			haveText[k] = describe(r, p, names)
+		} else if m.owned[k] {
+			stale = append(stale, r)
+		}
+	}
+	for _, kr := range plan {
+		k := routeKey{kr.Prefix, kr.Metric}
+		r, ok := want[k]
+		if !ok || haveText[k] == wantText[k] {
+			continue
+		}
+		if err := m.nl.RouteReplace(r); err != nil {
+			errs = errors.Join(errs, fmt.Errorf("install route %s: %w", wantText[k], err))
+			continue
+		}
+		m.log.Info("route installed", "route", wantText[k])
+	}
+	slices.SortFunc(stale, func(a, b netlink.Route) int {
+		pa, _ := prefixOf(a.Dst)
+		pb, _ := prefixOf(b.Dst)
+		return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()), cmp.Compare(a.Priority, b.Priority))
+	})
+	for _, r := range stale {
+		p, _ := prefixOf(r.Dst)
+		if err := m.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = errors.Join(errs, fmt.Errorf("remove route %s metric %d: %w", p, r.Priority, err))
+			continue
+		}
+		m.log.Info("route removed", "prefix", p, "metric", r.Priority)
+	}
+	m.owned = map[routeKey]bool{}
+	for k := range want {
+		m.owned[k] = true
+	}
+	return errs
+}
+
+// describe renders a kernel route in KernelRoute.String's form.
+func describe(r netlink.Route, p netip.Prefix, names map[int]string) string {
+	kr := KernelRoute{Prefix: p, Metric: r.Priority}
+	name := func(idx int) string {
+		if n, ok := names[idx]; ok {
+			return n
+		}
+		return fmt.Sprintf("if%d", idx)
+	}
+	if len(r.MultiPath) == 0 {
+		kr.Nexthops = []Nexthop{{Via: name(r.LinkIndex), Weight: 1}}
+	}
+	for _, n := range r.MultiPath {
+		kr.Nexthops = append(kr.Nexthops, Nexthop{Via: name(n.LinkIndex), Weight: n.Hops + 1})
+	}
+	slices.SortFunc(kr.Nexthops, func(a, b Nexthop) int { return strings.Compare(a.Via, b.Via) })
+	return kr.String()
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+func procSysctl(key, value string) (func() error, error) {
+	path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 64)
+	n, err := f.ReadAt(buf, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		f.Close()
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	old := strings.TrimSpace(string(buf[:n]))
+	if _, err := f.WriteAt([]byte(value), 0); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("set %s=%s: %w", key, value, err)
+	}
+	return func() error {
+		defer f.Close()
+		if _, err := f.WriteAt([]byte(old), 0); err != nil {
+			return fmt.Errorf("restore %s=%s: %w", key, old, err)
+		}
+		return nil
+	}, nil
+}

@@ -1,0 +1,176 @@
+//go:build linux
+
+package tunnel
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// fakeNetlink is a kernel routing table that records every change as a
+// line of text, in the style of Tailscale's TestRouterStates.
+type fakeNetlink struct {
+	links  map[string]int
+	routes []netlink.Route
+	ops    []string
+}
+
+func (f *fakeNetlink) LinkByName(name string) (netlink.Link, error) {
+	idx, ok := f.links[name]
+	if !ok {
+		return nil, fmt.Errorf("link %s not found", name)
+	}
+	return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name, Index: idx}}, nil
+}
+
+func (f *fakeNetlink) RouteListFiltered(_ int, filter *netlink.Route, _ uint64) ([]netlink.Route, error) {
+	var out []netlink.Route
+	for _, r := range f.routes {
+		if r.Protocol == filter.Protocol {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeNetlink) name(idx int) string {
+	for n, i := range f.links {
+		if i == idx {
+			return n
+		}
+	}
+	return "?"
+}
+
+func (f *fakeNetlink) text(r *netlink.Route) string {
+	p, _ := prefixOf(r.Dst)
+	return describe(*r, p, map[int]string{1: f.name(1), 2: f.name(2), 3: f.name(3)})
+}
+
+func (f *fakeNetlink) RouteReplace(r *netlink.Route) error {
+	f.ops = append(f.ops, "replace "+f.text(r))
+	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool {
+		return o.Dst.String() == r.Dst.String() && o.Priority == r.Priority
+	})
+	f.routes = append(f.routes, *r)
+	return nil
+}
+
+func (f *fakeNetlink) RouteDel(r *netlink.Route) error {
+	f.ops = append(f.ops, "del "+f.text(r))
+	f.routes = slices.DeleteFunc(f.routes, func(o netlink.Route) bool {
+		return o.Dst.String() == r.Dst.String() && o.Priority == r.Priority
+	})
+	return nil
+}
+
+func (f *fakeNetlink) take() string {
+	s := strings.Join(f.ops, "\n")
+	f.ops = nil
+	return s
+}
+
+func rt(prefix, via string, prio, weight int) Route {
+	return Route{Prefix: netip.MustParsePrefix(prefix), Via: via, Priority: prio, Weight: weight}
+}
+
+func TestRouterStates(t *testing.T) {
+	nl := &fakeNetlink{links: map[string]int{"gre1": 1, "gre2": 2, "gre3": 3}}
+	// A route someone else (the WireGuard device) installed with our
+	// protocol stays untouched.
+	nl.routes = append(nl.routes, netlink.Route{Dst: ipNet(netip.MustParsePrefix("100.96.5.0/24")), LinkIndex: 9, Protocol: RouteProtocol})
+	var hash []string
+	m, err := NewRouteManager(nl, RouteOptions{Sysctl: func(k, v string) (func() error, error) {
+		hash = append(hash, k+"="+v)
+		return func() error { hash = append(hash, k+"=0"); return nil }, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failover := []Route{rt("10.20.0.0/16", "gre1", 100, 1), rt("10.20.0.0/16", "gre2", 200, 1)}
+	ecmp := []Route{rt("10.30.0.0/16", "gre1", 100, 1), rt("10.30.0.0/16", "gre2", 100, 3)}
+	steps := []struct {
+		name   string
+		routes []Route
+		states map[string]State
+		want   string
+	}{
+		{"install", failover, nil, `
+replace 10.20.0.0/16 metric 100 dev gre1
+replace 10.20.0.0/16 metric 200 dev gre2`},
+		{"same again: nothing", failover, map[string]State{"gre1": Healthy}, ``},
+		{"primary down: penalised behind backup", failover, map[string]State{"gre1": Down}, `
+replace 10.20.0.0/16 metric 1000100 dev gre1
+del 10.20.0.0/16 metric 100 dev gre1`},
+		{"recovering: degraded, still behind", failover, map[string]State{"gre1": Degraded}, `
+replace 10.20.0.0/16 metric 500100 dev gre1
+del 10.20.0.0/16 metric 1000100 dev gre1`},
+		{"both down: order kept", failover, map[string]State{"gre1": Down, "gre2": Down}, `
+replace 10.20.0.0/16 metric 1000100 dev gre1
+replace 10.20.0.0/16 metric 1000200 dev gre2
+del 10.20.0.0/16 metric 200 dev gre2
+del 10.20.0.0/16 metric 500100 dev gre1`},
+		{"healthy again", failover, nil, `
+replace 10.20.0.0/16 metric 100 dev gre1
+replace 10.20.0.0/16 metric 200 dev gre2
+del 10.20.0.0/16 metric 1000100 dev gre1
+del 10.20.0.0/16 metric 1000200 dev gre2`},
+		{"ecmp added, failover removed", ecmp, nil, `
+replace 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3
+del 10.20.0.0/16 metric 100 dev gre1
+del 10.20.0.0/16 metric 200 dev gre2`},
+		{"ecmp member degraded leaves the group", ecmp, map[string]State{"gre2": Degraded}, `
+replace 10.30.0.0/16 metric 100 dev gre1
+replace 10.30.0.0/16 metric 500100 dev gre2`},
+		{"missing interface left out", append(ecmp, rt("10.40.0.0/16", "gone", 100, 1)), nil, `
+replace 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3
+del 10.30.0.0/16 metric 500100 dev gre2`},
+	}
+	for _, s := range steps {
+		if err := m.Set(s.routes, s.states); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if got := nl.take(); got != strings.TrimPrefix(s.want, "\n") {
+			t.Errorf("%s:\ngot:\n%s\nwant:%s", s.name, got, s.want)
+		}
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := nl.take(), "del 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3"; got != want {
+		t.Errorf("close: got %s, want %s", got, want)
+	}
+	if len(nl.routes) != 1 || nl.routes[0].LinkIndex != 9 {
+		t.Errorf("foreign route touched: %v", nl.routes)
+	}
+	if want := []string{hashPolicy + "=1", hashPolicy + "=0"}; !slices.Equal(hash, want) {
+		t.Errorf("sysctl %v, want %v", hash, want)
+	}
+}
+
+func TestPlanWeightsAndOrder(t *testing.T) {
+	got := Plan([]Route{
+		rt("10.2.0.0/16", "b", 100, 2), rt("10.1.0.0/16", "a", 300, 1), rt("10.2.0.0/16", "a", 100, 1), rt("10.1.0.0/16", "a", 100, 1),
+	}, map[string]State{})
+	var lines []string
+	for _, r := range got {
+		lines = append(lines, r.String())
+	}
+	want := "10.1.0.0/16 metric 100 dev a|10.1.0.0/16 metric 300 dev a|10.2.0.0/16 metric 100 nexthop dev a weight 1 nexthop dev b weight 2"
+	if s := strings.Join(lines, "|"); s != want {
+		t.Errorf("got %s\nwant %s", s, want)
+	}
+}
+
+func TestCheckRoutes(t *testing.T) {
+	var got []string
+	CheckRoutes(func(f, m string) { got = append(got, f+": "+m) }, []Route{rt("10.1.0.0/16", "nyc", 100, 1), rt("10.2.0.0/16", "fra", 100, 1)}, []string{"nyc"})
+	if len(got) != 1 || !strings.HasPrefix(got[0], `[1].via: route 10.2.0.0/16: no tunnel is named "fra"`) {
+		t.Errorf("%q", got)
+	}
+}

@@ -1,0 +1,292 @@
+// Package site runs edgegw's site-to-site tunnels as one subsystem: the
+// GRE tunnels, a health check per tunnel, and the route manager that the
+// checks steer. The gateway hands it the whole desired configuration with
+// [Manager.Set] at start and on every reload; it computes the difference
+// itself (unchanged tunnels keep running, their checks keep their state).
+//
+// Health-state changes re-plan the routes at once, so traffic leaves a
+// degraded or down tunnel for the next priority, and comes back when the
+// tunnel is healthy again, without restarting anything.
+package site
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+
+	"github.com/edgegw/edgegw/tunnel"
+	"github.com/edgegw/edgegw/tunnel/gre"
+	"github.com/edgegw/edgegw/tunnel/health"
+)
+
+// Config is the site-to-site part of edgegw's configuration:
+// tunnels.gre and routes. Defaults must be applied and each part
+// validated (gre.Config.Validate, gre.ValidateList, tunnel.Route.Validate,
+// tunnel.CheckRoutes) before Set.
+type Config struct {
+	GRE    []gre.Config
+	Routes []tunnel.Route
+}
+
+// Options are the manager's collaborators.
+type Options struct {
+	Logger *slog.Logger // nil discards
+	// Netlink is where routes go; nil opens a handle in the calling
+	// thread's network namespace (closed by Close).
+	Netlink tunnel.Netlink
+	// Sysctl is passed to the route manager (nil: /proc/sys).
+	Sysctl func(key, value string) (restore func() error, err error)
+}
+
+// Manager owns the tunnels, their checks and the route manager. Its
+// methods are safe for concurrent use. Tunnels are created in the network
+// namespace of the thread that calls New or Set.
+type Manager struct {
+	ctx    context.Context
+	log    *slog.Logger
+	eps    *gre.Endpoints
+	rm     *tunnel.RouteManager
+	ownNL  *netlink.Handle
+	wg     sync.WaitGroup // checkers and the applier
+	cancel context.CancelFunc
+	kick   chan struct{}
+
+	mu      sync.Mutex // held by Set and Close; routes are applied under it
+	closed  bool
+	cfg     Config
+	tunnels map[string]*running
+}
+
+type running struct {
+	cfg     gre.Config
+	tun     *gre.Tunnel
+	checker *health.Checker // nil if checks are disabled
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// New returns a manager with no tunnels. Health checks run until ctx ends
+// or Close.
+func New(ctx context.Context, opts Options) (*Manager, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{log: log.With("component", "site"), eps: gre.NewEndpoints(log), tunnels: map[string]*running{}}
+	nl := opts.Netlink
+	if nl == nil {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("site-to-site: netlink: %w", err)
+		}
+		m.ownNL, nl = h, h
+	}
+	rm, err := tunnel.NewRouteManager(nl, tunnel.RouteOptions{Logger: log, Sysctl: opts.Sysctl})
+	if err != nil {
+		if m.ownNL != nil {
+			m.ownNL.Close()
+		}
+		return nil, fmt.Errorf("site-to-site: %w", err)
+	}
+	m.rm = rm
+	m.ctx, m.cancel = context.WithCancel(ctx)
+	m.kick = make(chan struct{}, 1)
+	m.wg.Go(m.applier)
+	return m, nil
+}
+
+// Set makes the running tunnels, checks and routes match cfg. Tunnels
+// whose configuration is unchanged are left alone; changed ones are
+// closed and reopened; removed ones closed. Errors opening one tunnel do
+// not stop the others; all are returned.
+func (m *Manager) Set(cfg Config) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("site-to-site: closed")
+	}
+	var errs error
+	want := map[string]gre.Config{}
+	for _, c := range cfg.GRE {
+		want[c.Name] = c
+	}
+	// Close removed and changed tunnels first: a changed tunnel may
+	// keep its name, local and remote.
+	for _, name := range slices.Sorted(maps.Keys(m.tunnels)) {
+		r := m.tunnels[name]
+		if c, ok := want[name]; ok && c.Equal(r.cfg) {
+			continue
+		}
+		errs = errors.Join(errs, m.stop(r))
+		delete(m.tunnels, name)
+	}
+	for _, c := range cfg.GRE {
+		if _, ok := m.tunnels[c.Name]; ok {
+			continue
+		}
+		r, err := m.start(c)
+		if err != nil {
+			errs = errors.Join(errs, err)
+			continue
+		}
+		m.tunnels[c.Name] = r
+	}
+	m.cfg = Config{GRE: slices.Clone(cfg.GRE), Routes: slices.Clone(cfg.Routes)}
+	return errors.Join(errs, m.applyRoutes())
+}
+
+func (m *Manager) start(c gre.Config) (*running, error) {
+	t, err := gre.New(c, gre.Options{Logger: m.log, Endpoints: m.eps})
+	if err != nil {
+		return nil, err
+	}
+	r := &running{cfg: c, tun: t, done: make(chan struct{})}
+	if c.HealthCheck.Enabled == nil || *c.HealthCheck.Enabled {
+		r.checker = health.New(c.Name, c.HealthCheck, c.Address, t, health.Options{
+			Logger:   m.log,
+			OnChange: func(string, tunnel.State) { m.healthChanged() },
+		})
+		ctx, cancel := context.WithCancel(m.ctx)
+		r.stop = cancel
+		m.wg.Go(func() {
+			defer close(r.done)
+			r.checker.Run(ctx)
+		})
+	} else {
+		close(r.done)
+	}
+	return r, nil
+}
+
+func (m *Manager) stop(r *running) error {
+	if r.stop != nil {
+		r.stop()
+	}
+	<-r.done
+	return r.tun.Close()
+}
+
+// healthChanged asks the route applier to re-plan; it runs on a
+// checker's goroutine and never blocks, so that Set and Close, which wait
+// for checkers while holding the lock, cannot deadlock with it.
+func (m *Manager) healthChanged() {
+	select {
+	case m.kick <- struct{}{}:
+	default: // a re-plan is pending already and will see this state
+	}
+}
+
+// applier re-plans the routes after health changes until kick closes.
+func (m *Manager) applier() {
+	for range m.kick {
+		m.mu.Lock()
+		if !m.closed {
+			if err := m.applyRoutes(); err != nil {
+				m.log.Error("apply routes after health change", "err", err)
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *Manager) states() map[string]tunnel.State {
+	s := map[string]tunnel.State{}
+	for name, r := range m.tunnels {
+		if r.checker != nil {
+			s[name] = r.checker.State()
+		}
+	}
+	return s
+}
+
+func (m *Manager) applyRoutes() error { return m.rm.Set(m.cfg.Routes, m.states()) }
+
+// Close stops every check, removes the routes and closes the tunnels. It
+// is idempotent and waits for its goroutines.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	m.cancel()
+	var err error
+	for _, r := range m.tunnels {
+		err = errors.Join(err, m.stop(r)) // checkers have stopped after this
+	}
+	m.tunnels = nil
+	err = errors.Join(err, m.rm.Close())
+	m.mu.Unlock()
+	close(m.kick)
+	m.wg.Wait()
+	err = errors.Join(err, m.eps.Close())
+	if m.ownNL != nil {
+		m.ownNL.Close()
+	}
+	return err
+}
+
+// Status is the site-to-site state for /api/v1/status.
+type Status struct {
+	Tunnels []TunnelStatus               `json:"tunnels"`
+	Routes  []string                     `json:"routes"` // as installed, `ip route` style
+	Dropped map[string]map[string]uint64 `json:"dropped_by_local_address"`
+}
+
+// TunnelStatus is one tunnel with its health.
+type TunnelStatus struct {
+	gre.Status
+	Kind   string         `json:"kind"`
+	Health *health.Status `json:"health,omitempty"` // nil: checks disabled
+}
+
+// Status reads the current state.
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := Status{Tunnels: []TunnelStatus{}, Routes: []string{}, Dropped: m.eps.Drops()}
+	for _, name := range slices.Sorted(maps.Keys(m.tunnels)) {
+		r := m.tunnels[name]
+		ts := TunnelStatus{Status: r.tun.Status(), Kind: "gre"}
+		if r.checker != nil {
+			h := r.checker.Status()
+			ts.Health = &h
+		}
+		st.Tunnels = append(st.Tunnels, ts)
+	}
+	for _, kr := range m.rm.Routes() {
+		st.Routes = append(st.Routes, kr.String())
+	}
+	return st
+}
+
+// Describe implements prometheus.Collector. It describes nothing: the
+// set of tunnels changes with reloads, so the manager is an unchecked
+// collector.
+func (m *Manager) Describe(chan<- *prometheus.Desc) {}
+
+// Collect implements prometheus.Collector: every tunnel's and check's
+// metrics and the drops of packets that matched no tunnel.
+func (m *Manager) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	var cs []prometheus.Collector
+	for _, r := range m.tunnels {
+		cs = append(cs, r.tun)
+		if r.checker != nil {
+			cs = append(cs, r.checker)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range cs {
+		c.Collect(ch)
+	}
+	m.eps.Collect(ch)
+}
