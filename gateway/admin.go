@@ -14,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
 // admin serves /metrics, /healthz, /readyz and /api/v1/* on the admin
@@ -49,10 +51,14 @@ func (a *admin) handler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(a.status())
+		writeJSON(w, a.status())
+	})
+	mux.HandleFunc("GET /api/v1/logpush", func(w http.ResponseWriter, r *http.Request) {
+		jobs := a.status().Logpush
+		if jobs == nil {
+			jobs = []logpush.JobStatus{}
+		}
+		writeJSON(w, jobs)
 	})
 	return mux
 }
@@ -115,6 +121,13 @@ func (a *admin) addr() string {
 		return ""
 	}
 	return a.ln.Addr().String()
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
 }
 
 func joinReasons(r []string) string { return strings.Join(r, "; ") }

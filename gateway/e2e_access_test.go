@@ -2,14 +2,18 @@ package gateway_test
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/netflow/logpush/hectest"
 )
 
 // TestAccessThroughGateway runs the Access proxy as part of the gateway: an
@@ -24,6 +28,17 @@ func TestAccessThroughGateway(t *testing.T) {
 	ra := s.ra
 	secret := filepath.Join(s.dir, "ci-bot.secret")
 	must(t, os.WriteFile(secret, []byte("s3cret-token-value\n"), 0o600))
+
+	// A Splunk HEC receiver on the gateway's loopback: security teams read
+	// Access decisions there.
+	var hec *hectest.Server
+	must(t, ra.GW.Do(func() error {
+		hec = hectest.New(hectest.Config{Tokens: []string{"hec-token-1"}})
+		return nil
+	}))
+	defer hec.Close()
+	token := filepath.Join(s.dir, "hec-token")
+	must(t, os.WriteFile(token, []byte("hec-token-1\n"), 0o600))
 	s.extras = fmt.Sprintf(`identity:
   providers:
     - name: corp-sso
@@ -46,7 +61,13 @@ access:
     - name: ci-bot
       client_id: 6f2c1a0e.access
       client_secret_file: %s
-`, secret)
+logpush:
+  - name: splunk-access
+    dataset: access_requests
+    destination: %s
+    token_file: %s
+    max_upload_interval: 1s
+`, secret, hec.SplunkURL("/services/collector/event", url.Values{"sourcetype": {"edgegw:access"}}), token)
 	s.writeConfig()
 	s.start()
 
@@ -94,5 +115,34 @@ access:
 	}
 	if st := s.get("/api/v1/status"); !strings.Contains(st, `"listen": "10.0.0.1:8443"`) {
 		t.Errorf("status lacks access:\n%s", st)
+	}
+
+	// Every decision reaches Splunk as an access_requests record.
+	eventually(t, 15*time.Second, "access records in the HEC receiver", func() error {
+		var allowed, denied int
+		for _, e := range hec.Events() {
+			var rec struct {
+				Action, AppDomain, IPAddress, UserUID string
+				Allowed                               bool
+			}
+			if err := json.Unmarshal(e.Event, &rec); err != nil {
+				return err
+			}
+			if e.Sourcetype != "edgegw:access" || rec.AppDomain != "wiki.corp.example" || rec.IPAddress != "10.0.0.5" {
+				return fmt.Errorf("unexpected event %s (sourcetype %q)", e.Event, e.Sourcetype)
+			}
+			if rec.Allowed && rec.UserUID == "ci-bot" {
+				allowed++
+			} else if !rec.Allowed {
+				denied++
+			}
+		}
+		if allowed < 1 || denied < 1 {
+			return fmt.Errorf("%d allowed, %d denied records so far", allowed, denied)
+		}
+		return nil
+	})
+	if lp := s.get("/api/v1/logpush"); !strings.Contains(lp, `"splunk-access"`) {
+		t.Errorf("/api/v1/logpush:\n%s", lp)
 	}
 }

@@ -13,12 +13,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
 // Options are the gateway's inputs from the command line.
@@ -108,11 +110,13 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	// this context and stopped by their close.
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sink := &recordSink{}
 	g.parts = []part{
 		&fwPart{log: g.log},
 		&wgPart{log: g.log, metrics: g.metrics},
 		&sitePart{log: g.log, metrics: g.metrics},
-		&accessPart{log: g.log, metrics: g.metrics},
+		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
+		&accessPart{log: g.log, metrics: g.metrics, sink: sink},
 	}
 	defer g.closeParts()
 	for _, p := range g.parts {
@@ -168,7 +172,7 @@ func (g *Gateway) logPending(cfg *config.Config) {
 		{"firewall", cfg.Firewall != nil},
 		{"gateway.dns", cfg.Gateway.DNS != nil},
 		{"netflow", cfg.Netflow != nil},
-		{"logpush", len(cfg.Logpush) > 0},
+		{"logpush datasets network_analytics_logs and gateway_dns (no producer yet)", slices.ContainsFunc(cfg.Logpush, func(j logpush.Job) bool { return j.Dataset != "access_requests" })},
 	}
 	for _, p := range pending {
 		if p.on {

@@ -16,6 +16,7 @@ import (
 type accessPart struct {
 	log     *slog.Logger
 	metrics *metrics
+	sink    access.RecordSink
 
 	srv    *access.Server
 	cancel context.CancelFunc
@@ -50,6 +51,7 @@ func (p *accessPart) apply(ctx context.Context, prev, next *config.Config) error
 		Logger:     p.log,
 		Registerer: p.metrics.reg,
 		StateDir:   next.Appliance.StateDir,
+		Sink:       p.sink,
 	})
 	if err != nil {
 		return err

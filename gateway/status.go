@@ -3,22 +3,24 @@ package gateway
 import (
 	"time"
 
+	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
 // Status is the body of GET /api/v1/status.
 type Status struct {
-	Version       string         `json:"version"`
-	Appliance     string         `json:"appliance"`
-	StartedAt     time.Time      `json:"started_at"`
-	UptimeSeconds float64        `json:"uptime_seconds"`
-	Config        ConfigStatus   `json:"config"`
-	Ready         bool           `json:"ready"`
-	NotReady      []string       `json:"not_ready,omitempty"`
-	WAN           string         `json:"wan"`
-	Tunnels       []TunnelStatus `json:"tunnels"`
-	Access        *AccessStatus  `json:"access,omitempty"`
+	Version       string              `json:"version"`
+	Appliance     string              `json:"appliance"`
+	StartedAt     time.Time           `json:"started_at"`
+	UptimeSeconds float64             `json:"uptime_seconds"`
+	Config        ConfigStatus        `json:"config"`
+	Ready         bool                `json:"ready"`
+	NotReady      []string            `json:"not_ready,omitempty"`
+	WAN           string              `json:"wan"`
+	Tunnels       []TunnelStatus      `json:"tunnels"`
+	Access        *AccessStatus       `json:"access,omitempty"`
+	Logpush       []logpush.JobStatus `json:"logpush,omitempty"`
 	// Routes are the site-to-site routes as installed, `ip route` style.
 	Routes []string `json:"routes,omitempty"`
 	// DroppedByLocal counts GRE packets dropped per local address, by

@@ -1,0 +1,142 @@
+package logpush
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validJob() Job {
+	return Job{Name: "j", Dataset: "network_analytics_logs", TokenFile: "/etc/edgegw/hec-token",
+		Destination: "splunk://splunk.example:8088/services/collector/event?channel=9a1c7b5e-3f2d-4c8e-b1a0-6d5f4e3c2b1a&sourcetype=edgegw:network"}
+}
+
+func problems(j Job) []string {
+	j.SetDefaults()
+	var out []string
+	j.Validate(func(field, msg string) { out = append(out, field+": "+msg) })
+	return out
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		mod  func(*Job)
+		want string // "" means valid
+	}{
+		{"valid", func(*Job) {}, ""},
+		{"example file job", func(j *Job) {
+			j.Dataset, j.Destination, j.TokenFile = "gateway_dns", "file:///var/log/edgegw/dns.ndjson", ""
+		}, ""},
+		{"https with header token", func(j *Job) {
+			j.Destination, j.TokenFile = "https://logs.example/ingest?header_Authorization=Basic%20abc", ""
+		}, ""},
+		{"splunk token in header", func(j *Job) {
+			j.Destination, j.TokenFile = "splunk://s:8088/services/collector/raw?header_Authorization=Splunk%20x", ""
+		}, ""},
+		{"unknown field", func(j *Job) { j.Fields = []string{"Datetime", "SourcPort"} }, `fields[1]: "SourcPort" is not a field of network_analytics_logs (did you mean "SourcePort"?)`},
+		{"field of another dataset", func(j *Job) { j.Fields = []string{"QueryName"} }, `fields[0]: "QueryName" is not a field of network_analytics_logs`},
+		{"dataset", func(j *Job) { j.Dataset = "http_requests" }, `dataset: "http_requests" is not one of`},
+		{"no destination", func(j *Job) { j.Destination = "" }, "destination: missing"},
+		{"bad scheme", func(j *Job) { j.Destination = "s3://bucket/x" }, `destination: scheme "s3" is not one of splunk, https, file`},
+		{"no host", func(j *Job) { j.Destination = "splunk:///services/collector/event" }, "destination: expected a host"},
+		{"not HEC path", func(j *Job) { j.Destination = "splunk://s:8088/collector" }, `destination: path "/collector" is not a HEC endpoint`},
+		{"bad channel", func(j *Job) { j.Destination = "splunk://s:8088/services/collector/event?channel=abc" }, `destination: channel="abc" is not a GUID`},
+		{"typo param", func(j *Job) { j.Destination = "splunk://s:8088/services/collector/event?sourcetyp=x" }, `destination: unknown parameter "sourcetyp"`},
+		{"bad insecure", func(j *Job) { j.Destination = "splunk://s:8088/services/collector/event?insecure-skip-verify=yes" }, "insecure-skip-verify=\"yes\""},
+		{"relative file", func(j *Job) { j.Destination = "file://var/log/x" }, "destination: expected file:///absolute/path"},
+		{"file max_size", func(j *Job) { j.Destination = "file:///var/log/x?max_size=lots" }, `destination: max_size="lots"`},
+		{"missing token", func(j *Job) { j.TokenFile = "" }, "token_file: missing"},
+		{"ack needs channel", func(j *Job) {
+			j.IndexerAck, j.Destination = true, "splunk://s:8088/services/collector/event"
+		}, "indexer_ack: needs a splunk:// destination with a channel"},
+		{"timestamp", func(j *Job) { j.TimestampFormat = "iso" }, `timestamp_format: "iso" is not one of`},
+		{"sample rate", func(j *Job) { j.SampleRate = 1.5 }, "sample_rate: must be more than 0 and at most 1, got 1.5"},
+		{"records", func(j *Job) { j.MaxUploadRecords = 2_000_000 }, "max_upload_records: must be from 1 to 1000000"},
+		{"interval", func(j *Job) { j.MaxUploadInterval = time.Hour }, "max_upload_interval: must be from 1s to 5m"},
+		{"spool limit", func(j *Job) { j.SpoolLimit = 10 }, "spool_limit: must be at least max_upload_bytes"},
+		{"name", func(j *Job) { j.Name = "../etc" }, `name: "../etc" cannot name a spool directory`},
+		{"filter ok", func(j *Job) {
+			j.Filter = `ipsourceaddress in {10.0.0.0/8} and destinationport == 22 and outcome == "drop"`
+		}, ""},
+		{"filter bad field", func(j *Job) { j.Filter = `sourceprot == 22` }, "filter: "},
+		{"filter bad type", func(j *Job) { j.Filter = `destinationport == "x"` }, "filter: "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := validJob()
+			tt.mod(&j)
+			got := problems(j)
+			if tt.want == "" {
+				if len(got) > 0 {
+					t.Errorf("unexpected problems: %q", got)
+				}
+				return
+			}
+			if !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, tt.want) }) {
+				t.Errorf("problems %q lack %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFieldsCatalogue(t *testing.T) {
+	for _, ds := range Datasets {
+		fs := Fields(ds)
+		if len(fs) < 15 {
+			t.Errorf("%s: only %d fields", ds, len(fs))
+		}
+		seen := map[string]bool{}
+		for _, f := range fs {
+			if seen[f] {
+				t.Errorf("%s: %s twice", ds, f)
+			}
+			seen[f] = true
+		}
+		if _, err := FilterSchema(ds); err != nil {
+			t.Errorf("%s: filter schema: %v", ds, err)
+		}
+	}
+	for _, f := range []string{"Datetime", "ColoCode", "ColoName", "ColoCountry", "Direction", "IPSourceAddress",
+		"IPDestinationAddress", "IPSourceSubnet", "IPDestinationSubnet", "IPProtocol", "IPProtocolName", "IPTotalLength",
+		"IPTTL", "SourcePort", "DestinationPort", "TCPFlags", "TCPFlagsString", "ICMPType", "ICMPCode", "Outcome",
+		"Verdict", "MitigationSystem", "RuleID", "RulesetID", "SampleInterval", "GREKey", "TunnelName", "Email", "DeviceID"} {
+		if !knownField("network_analytics_logs", f) {
+			t.Errorf("network_analytics_logs lacks %s", f)
+		}
+	}
+	if Fields("nope") != nil {
+		t.Error("unknown dataset has fields")
+	}
+}
+
+func TestParseDestination(t *testing.T) {
+	d, err := parseDestination("splunk://h:8088/services/collector/raw?channel=9a1c7b5e-3f2d-4c8e-b1a0-6d5f4e3c2b1a&sourcetype=cf&index=net&host=gw&source=s&insecure-skip-verify=true&header_X-A=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%s %s raw=%v ch=%s st=%s ix=%s host=%s src=%s insecure=%v hdr=%v", d.scheme, d.url.String(), d.raw,
+		d.channel, d.sourcetype, d.index, d.host, d.source, d.insecure, d.headers)
+	want := "splunk https://h:8088/services/collector/raw raw=true ch=9a1c7b5e-3f2d-4c8e-b1a0-6d5f4e3c2b1a st=cf ix=net host=gw src=s insecure=true hdr=map[X-A:[1]]"
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	d, err = parseDestination("https://logs.example:8443/in?header_Authorization=Basic%20x&k=v")
+	if err != nil || d.url.String() != "https://logs.example:8443/in?k=v" || d.headers.Get("Authorization") != "Basic x" {
+		t.Errorf("https: %+v %v", d, err)
+	}
+	if r := d.redacted("https://logs.example:8443/in?header_Authorization=Basic%20x&k=v"); strings.Contains(r, "Basic") {
+		t.Errorf("redacted = %s", r)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"1GiB": 1 << 30, "5MB": 5e6, "512 MiB": 512 << 20, "100": 100} {
+		var b ByteSize
+		if err := b.UnmarshalText([]byte(in)); err != nil || b != want {
+			t.Errorf("%q → %d, %v", in, b, err)
+		}
+	}
+}
