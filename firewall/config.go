@@ -1,11 +1,16 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // Config is the `firewall:` section: named lists and ordered rules.
@@ -81,6 +86,7 @@ func (c *Config) Validate(report func(field, msg string)) {
 		}
 	}
 	seen := map[string]int{}
+	resolve := c.listResolver()
 	for i, r := range c.Rules {
 		f := fmt.Sprintf("rules[%d]", i)
 		switch {
@@ -96,6 +102,8 @@ func (c *Config) Validate(report func(field, msg string)) {
 		}
 		if strings.TrimSpace(r.Expression) == "" {
 			report(f+".expression", "missing: expected an expression such as tcp.dstport == 22")
+		} else if err := c.checkExpression(i, r, resolve); err != nil {
+			report(f+".expression", fmt.Sprintf("rule %q: %s", r.ID, errorMessage(err)))
 		}
 		switch r.Action {
 		case "block", "allow":
@@ -132,4 +140,136 @@ func ParseListItem(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("%q is not an address or CIDR", s)
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// checkExpression type-checks rule i's expression against
+// rules.FirewallSchema with the config's lists and checks that nftables can
+// express it.
+func (c *Config) checkExpression(i int, r Rule, resolve rules.ListResolver) error {
+	prog, err := rules.Compile(r.Expression, rules.FirewallSchema(), resolve)
+	if err != nil {
+		return c.suggestLists(err)
+	}
+	comp := newCompiler()
+	action := r.Action
+	if action != "block" && action != "allow" && action != "rate_limit" {
+		action = "block" // reported as an action error
+	}
+	rate := r.Rate
+	if rate.Packets == 0 {
+		rate = Rate{Packets: 1, Unit: "second"} // a missing rate is reported on the rate field
+	}
+	return comp.rule(i, RuleInfo{ID: r.ID, Action: action, Counter: "check"}, rate, prog)
+}
+
+// suggestLists adds the nearest list name to "unknown list" errors.
+func (c *Config) suggestLists(err error) error {
+	var el rules.ErrorList
+	if !errors.As(err, &el) {
+		return err
+	}
+	for _, e := range el {
+		name, ok := strings.CutPrefix(e.Msg, "unknown list $")
+		if !ok {
+			continue
+		}
+		best, bestD := "", len(name)/2+2
+		for _, l := range slices.Sorted(maps.Keys(c.Lists)) {
+			if d := levenshtein(name, l); d < bestD {
+				best, bestD = l, d
+			}
+		}
+		if best != "" {
+			e.Msg += "; did you mean $" + best + "?"
+		} else {
+			e.Msg += "; define it under firewall.lists"
+		}
+	}
+	return err
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// Clone returns a deep copy of c.
+func (c *Config) Clone() *Config {
+	if c == nil {
+		return nil
+	}
+	out := &Config{Lists: make(map[string][]string, len(c.Lists)), Rules: slices.Clone(c.Rules)}
+	for k, v := range c.Lists {
+		out.Lists[k] = slices.Clone(v)
+	}
+	for i, r := range out.Rules {
+		if r.Enabled != nil {
+			on := *r.Enabled
+			out.Rules[i].Enabled = &on
+		}
+	}
+	return out
+}
+
+// Equal reports whether c and o are the same configuration.
+func (c *Config) Equal(o *Config) bool {
+	return c.sameRules(o) && maps.EqualFunc(c.lists(), o.lists(), slices.Equal)
+}
+
+// ChangedLists compares c with the applied configuration old. If only the
+// contents of lists differ (same rules, same list names), it returns the
+// names of the lists to give to Table.UpdateList and true; otherwise the
+// ruleset must be compiled and applied again, and it returns false.
+func (c *Config) ChangedLists(old *Config) ([]string, bool) {
+	if !c.sameRules(old) {
+		return nil, false
+	}
+	cl, ol := c.lists(), old.lists()
+	if !slices.Equal(slices.Sorted(maps.Keys(cl)), slices.Sorted(maps.Keys(ol))) {
+		return nil, false
+	}
+	var changed []string
+	for _, name := range slices.Sorted(maps.Keys(cl)) {
+		if !slices.Equal(cl[name], ol[name]) {
+			changed = append(changed, name)
+		}
+	}
+	return changed, true
+}
+
+func (c *Config) lists() map[string][]string {
+	if c == nil {
+		return nil
+	}
+	return c.Lists
+}
+
+func (c *Config) sameRules(o *Config) bool {
+	var a, b []Rule
+	if c != nil {
+		a = c.Rules
+	}
+	if o != nil {
+		b = o.Rules
+	}
+	return slices.EqualFunc(a, b, func(x, y Rule) bool {
+		on := func(p *bool) bool { return p == nil || *p }
+		return x.ID == y.ID && x.Description == y.Description && x.Expression == y.Expression &&
+			x.Action == y.Action && x.Rate == y.Rate && on(x.Enabled) == on(y.Enabled)
+	})
 }

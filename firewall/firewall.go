@@ -1,16 +1,66 @@
 // Package firewall owns edgegw's nftables table, `inet edgegw`. Everything
-// edgegw does in netfilter (masquerade on the WAN now; Magic-Firewall rules,
-// MSS clamping and flow sampling as they land) is compiled into one Program
-// value first and then applied in a single netlink batch that replaces the
-// whole table, so the kernel never sees a half-applied ruleset.
+// edgegw does in netfilter (masquerade on the WAN, the Magic-Firewall-style
+// rules; MSS clamping and flow sampling as they land) is compiled into one
+// Program value first and then applied in a single netlink batch that
+// replaces the whole table, so the kernel never sees a half-applied ruleset
+// and a batch the kernel rejects leaves the previous table in place.
+//
+// # Rules
+//
+// [CompileRules] type-checks a [Config] (expressions in the language of
+// package rules, against rules.FirewallSchema) and compiles it, purely, to
+// a [Ruleset]; [Compile] places it in a [Program]; [Table.Apply] sends it.
+// The rules run in the base chain "rules" at hook prerouting, priority raw
+// (-300), before conntrack: a dropped packet never creates a conntrack
+// entry. They see every packet the gateway receives, forwarded or local,
+// except loopback traffic, which is exempt. Rules are evaluated in order,
+// the first match wins, and a packet no rule matches is accepted:
+//
+//   - allow accepts the packet (no later rule of ours sees it);
+//   - block drops it;
+//   - rate_limit counts packets per source address in a meter (one per
+//     family, up to 65,536 sources, each forgotten a minute after its last
+//     packet) and drops those over the rate; packets within the rate are
+//     accepted, as for allow. The bucket holds one interval's worth of
+//     packets (rate 1000/second lets a burst of 1000 through).
+//
+// Every rule has a named counter, read by [Table.Counters] and exported by
+// [Collector]; counters restart from zero on every Apply.
+//
+// # Compilation
+//
+// A condition becomes one or more alternatives, each a conjunction of nft
+// matches that carries the dependencies of the header it reads ("meta
+// nfproto ipv4" before an IPv4 header field, "meta l4proto tcp" before a
+// TCP port), so a condition on a field the packet lacks is false, as
+// package rules defines. Small "in {…}" sets (up to four intervals) become
+// one alternative per interval; larger ones become named constant sets,
+// shared by the rules that use the same elements. Expressions made of and
+// and or that expand to at most eight alternatives become that many rules
+// in the base chain. Anything else (not, xor, bigger trees) is compiled to
+// control flow in chains of its own; see compile.go. Negation never turns
+// into a negated match, so "not tcp.dstport == 22" is true for UDP. From
+// 32 base rules on, rules are grouped by transport protocol and TCP/UDP
+// destination port with verdict maps, keeping their order, so a packet
+// walks only the rules that can match it (dispatch.go).
+//
+// Lists ($name) become two named interval sets, l4_<name> and l6_<name>,
+// which [Table.UpdateList] changes in place, element by element, without
+// touching rules. Conditions on identity.email and identity.groups become
+// sets of the source addresses of the users for whom the condition holds,
+// filled from the snapshot given to [Table.UpdateIdentities]. ingress is the
+// input interface name (iifname); "contains" on it is not supported.
+//
+// Interval sets are given merged, non-overlapping intervals with exclusive
+// end keys; values are in network byte order, as the payload expressions
+// load them. Set elements are sent in chunks below the 64 KiB attribute
+// limit, and batches go through the netlink socket with forced large
+// buffers and a single acknowledgement (batch.go).
 package firewall
 
 import (
-	"errors"
-	"fmt"
-	"log/slog"
-	"os"
-	"sync"
+	"maps"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -26,9 +76,13 @@ type Spec struct {
 	// WAN is the uplink; forwarded traffic leaving through it is
 	// masqueraded to the uplink's address. Empty: no NAT.
 	WAN string
+	// Rules are the Magic-Firewall-style rules from [CompileRules]; nil:
+	// no rules chain.
+	Rules *Ruleset
 }
 
-// Chain is one base chain of the compiled program.
+// Chain is one chain of the compiled program: a base chain when Hook is
+// set, else a regular chain entered by jump or goto.
 type Chain struct {
 	Name     string
 	Type     nftables.ChainType
@@ -37,15 +91,53 @@ type Chain struct {
 	Rules    [][]expr.Any
 }
 
-// Program is a compiled Spec: the complete contents of the table.
+// Program is a compiled Spec: the complete contents of the table. Apply
+// creates its sets, counters and chains before any rule, so rules may
+// refer to them in any order.
 type Program struct {
-	Chains []Chain
+	Chains   []Chain
+	Sets     []Set
+	Counters []string   // named counter objects
+	Rules    []RuleInfo // the firewall rules in order, with their counters
 }
+
+// RulesChain is the base chain of the firewall rules: hooked at
+// prerouting before conntrack (priority raw, -300), so a dropped packet
+// never creates a conntrack entry.
+const RulesChain = "rules"
 
 // Compile turns a Spec into a Program. It is pure, so tests check it without
 // a kernel.
 func Compile(s Spec) *Program {
 	p := &Program{}
+	if rs := s.Rules; rs != nil {
+		base := Chain{
+			Name:     RulesChain,
+			Type:     nftables.ChainTypeFilter,
+			Hook:     nftables.ChainHookPrerouting,
+			Priority: nftables.ChainPriorityRaw,
+		}
+		// Loopback traffic is the gateway talking to itself: exempt.
+		base.Rules = append(base.Rules, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")},
+			verdict(expr.VerdictAccept, ""),
+		})
+		base.Rules = append(base.Rules, rs.base...)
+		p.Chains = append(p.Chains, base)
+		p.Chains = append(p.Chains, rs.chains...)
+		for _, name := range slices.Sorted(maps.Keys(rs.lists)) {
+			v4, v6 := prefixIntervals(rs.lists[name])
+			p.Sets = append(p.Sets,
+				Set{Name: listSetName(name, true), Key: nftables.TypeIPAddr, Interval: true, List: name, Elements: intervalElements(v4)},
+				Set{Name: listSetName(name, false), Key: nftables.TypeIP6Addr, Interval: true, List: name, V6: true, Elements: intervalElements(v6)})
+		}
+		p.Sets = append(p.Sets, rs.sets...)
+		for _, r := range rs.rules {
+			p.Counters = append(p.Counters, r.Counter)
+		}
+		p.Rules = slices.Clone(rs.rules)
+	}
 	post := Chain{
 		Name:     "postrouting",
 		Type:     nftables.ChainTypeNAT,
@@ -71,88 +163,4 @@ func ifname(n string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, n)
 	return b
-}
-
-// Table applies Programs to the kernel. It is safe for use by one owner at a
-// time (the gateway's reload loop).
-type Table struct {
-	log *slog.Logger
-
-	mu      sync.Mutex
-	applied bool
-	closed  bool
-}
-
-// New returns a Table that has not touched the kernel yet.
-func New(log *slog.Logger) *Table {
-	return &Table{log: log.With("component", "firewall")}
-}
-
-func table() *nftables.Table {
-	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
-}
-
-// Apply replaces the whole table with p in one netlink transaction: the
-// table is added (a no-op if present), deleted and created afresh in the
-// same batch, so there is no moment with a partial ruleset and a failure
-// leaves the previous table in place.
-func (t *Table) Apply(p *Program) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return errors.New("firewall: table is closed")
-	}
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("firewall: netlink: %w", err)
-	}
-	tb := table()
-	c.AddTable(tb)
-	c.DelTable(tb)
-	c.AddTable(tb)
-	for _, ch := range p.Chains {
-		chain := c.AddChain(&nftables.Chain{
-			Name: ch.Name, Table: tb, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority,
-		})
-		for _, r := range ch.Rules {
-			c.AddRule(&nftables.Rule{Table: tb, Chain: chain, Exprs: r})
-		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("firewall: apply table inet %s: %w", TableName, err)
-	}
-	t.applied = true
-	return nil
-}
-
-// Close deletes the table. It is idempotent.
-func (t *Table) Close() error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return nil
-	}
-	t.closed = true
-	if !t.applied {
-		return nil
-	}
-	return RemoveTable()
-}
-
-// RemoveTable deletes edgegw's table if it exists: at shutdown, and at start
-// to clear what a crashed edgegw left behind.
-func RemoveTable() error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("firewall: netlink: %w", err)
-	}
-	tb := table()
-	// Add-then-delete in one batch deletes the table whether or not it
-	// exists, without a racy list first.
-	c.AddTable(tb)
-	c.DelTable(tb)
-	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("firewall: delete table inet %s: %w", TableName, err)
-	}
-	return nil
 }

@@ -112,7 +112,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	defer cancel()
 	sink := &recordSink{}
 	g.parts = []part{
-		&fwPart{log: g.log},
+		&fwPart{log: g.log, metrics: g.metrics},
 		&wgPart{log: g.log, metrics: g.metrics},
 		&sitePart{log: g.log, metrics: g.metrics},
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
@@ -169,7 +169,6 @@ func (g *Gateway) logPending(cfg *config.Config) {
 		{"tunnels.wireguard.enrollment", cfg.Tunnels.WireGuard != nil && cfg.Tunnels.WireGuard.Enrollment != nil},
 		{"tunnels.ipsec", len(cfg.Tunnels.IPsec) > 0},
 		{"routes via IPsec tunnels", len(cfg.Routes) > len(siteConfig(cfg).Routes)},
-		{"firewall", cfg.Firewall != nil},
 		{"gateway.dns", cfg.Gateway.DNS != nil},
 		{"netflow", cfg.Netflow != nil},
 		{"logpush datasets network_analytics_logs and gateway_dns (no producer yet)", slices.ContainsFunc(cfg.Logpush, func(j logpush.Job) bool { return j.Dataset != "access_requests" })},

@@ -2,25 +2,49 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/netip"
+	"reflect"
 
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/config"
 )
 
-// fwPart owns edgegw's nftables table: masquerade on the WAN now, the
-// Magic-Firewall rules as they land.
+// fwPart owns edgegw's nftables table: masquerade on the WAN and the
+// Magic-Firewall rules, with lists and identity sets updated in place.
 type fwPart struct {
-	log   *slog.Logger
-	table *firewall.Table
-	wan   string // the WAN interface in use, resolved from the default route if unset
+	log     *slog.Logger
+	metrics *metrics
+	table   *firewall.Table
+	wan     string // the WAN interface in use, resolved from the default route if unset
+	ids     []firewall.Identity
 }
 
 func (p *fwPart) name() string { return "firewall" }
 
+// identities is who stands behind which addresses: static WireGuard peers
+// that carry an email or groups now; enrolled devices join with the
+// registry.
+func identities(cfg *config.Config) []firewall.Identity {
+	var ids []firewall.Identity
+	if wg := cfg.Tunnels.WireGuard; wg != nil {
+		for _, peer := range wg.Peers {
+			if peer.Email == "" && len(peer.Groups) == 0 {
+				continue
+			}
+			ids = append(ids, firewall.Identity{Email: peer.Email, Groups: peer.Groups, Addrs: peer.AllowedIPs})
+		}
+	}
+	return ids
+}
+
 func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
-	if prev != nil && prev.Interfaces.WAN == next.Interfaces.WAN {
-		return nil
+	ids := identities(next)
+	if p.table != nil && prev != nil && prev.Interfaces.WAN == next.Interfaces.WAN {
+		if done, err := p.updateInPlace(prev, next, ids); done || err != nil {
+			return err
+		}
 	}
 	wan := next.Interfaces.WAN
 	if wan == "" {
@@ -32,20 +56,74 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 			p.log.Warn("no interfaces.wan and no default route: internet-bound traffic is not masqueraded")
 		}
 	}
+	var rs *firewall.Ruleset
+	if next.Firewall != nil {
+		var err error
+		if rs, err = firewall.CompileRules(next.Firewall); err != nil {
+			return err // validated already; a compile error here is a bug worth seeing
+		}
+	}
+	prog := firewall.Compile(firewall.Spec{WAN: wan, Rules: rs})
 	if p.table == nil {
 		p.table = firewall.New(p.log)
+		p.metrics.set("firewall", firewall.NewCollector(p.table))
 	}
-	if err := p.table.Apply(firewall.Compile(firewall.Spec{WAN: wan})); err != nil {
+	if err := p.table.UpdateIdentities(ids); err != nil {
 		return err
 	}
-	p.wan = wan
+	if err := p.table.Apply(prog); err != nil {
+		return err
+	}
+	p.wan, p.ids = wan, ids
+	if rs != nil {
+		p.log.Info("firewall rules applied", "rules", len(rs.Rules()))
+	}
 	return nil
+}
+
+// updateInPlace handles a reload that changes only list contents or
+// identities: sets are updated without touching rules (and their
+// counters). It reports whether it handled the change.
+func (p *fwPart) updateInPlace(prev, next *config.Config, ids []firewall.Identity) (bool, error) {
+	pf, nf := prev.Firewall, next.Firewall
+	if (pf == nil) != (nf == nil) {
+		return false, nil
+	}
+	var lists []string
+	if nf != nil {
+		var only bool
+		if lists, only = nf.ChangedLists(pf); !only {
+			return false, nil
+		}
+	}
+	for _, name := range lists {
+		items := make([]netip.Prefix, 0, len(nf.Lists[name]))
+		for _, s := range nf.Lists[name] {
+			pfx, err := firewall.ParseListItem(s)
+			if err != nil {
+				return true, fmt.Errorf("list %s: %w", name, err)
+			}
+			items = append(items, pfx)
+		}
+		if err := p.table.UpdateList(name, items); err != nil {
+			return true, err
+		}
+		p.log.Info("firewall list updated in place", "list", name, "entries", len(items))
+	}
+	if !reflect.DeepEqual(ids, p.ids) {
+		if err := p.table.UpdateIdentities(ids); err != nil {
+			return true, err
+		}
+		p.ids = ids
+	}
+	return true, nil
 }
 
 func (p *fwPart) close() {
 	if p.table == nil {
 		return
 	}
+	p.metrics.set("firewall", nil)
 	if err := p.table.Close(); err != nil {
 		p.log.Error("remove nftables table", "err", err)
 	}

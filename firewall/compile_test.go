@@ -1,0 +1,82 @@
+package firewall
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata golden files")
+
+// goldenFiles runs fn on every testdata/dir/*.txt file: a YAML input, a
+// line "-- want --", and the expected output, which -update rewrites.
+func goldenFiles(t *testing.T, dir string, fn func(t *testing.T, input string) string) {
+	files, err := filepath.Glob(filepath.Join("testdata", dir, "*.txt"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no golden files in testdata/%s: %v", dir, err)
+	}
+	const sep = "-- want --\n"
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".txt"), func(t *testing.T) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			input, want, _ := strings.Cut(string(b), sep)
+			got := fn(t, input)
+			if *update {
+				if err := os.WriteFile(file, []byte(input+sep+got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if got != want {
+				t.Errorf("%s: output differs (run with -update to accept)\n--- got ---\n%s--- want ---\n%s", file, got, want)
+			}
+		})
+	}
+}
+
+// specInput is the YAML of a golden compile test.
+type specInput struct {
+	WAN      string `yaml:"wan"`
+	Firewall Config `yaml:"firewall"`
+}
+
+func TestCompileGolden(t *testing.T) {
+	goldenFiles(t, "compile", func(t *testing.T, input string) string {
+		var in specInput
+		if err := yaml.Unmarshal([]byte(input), &in); err != nil {
+			t.Fatalf("input: %v", err)
+		}
+		var errs []string
+		in.Firewall.Validate(func(f, m string) { errs = append(errs, f+": "+m) })
+		if len(errs) > 0 {
+			t.Fatalf("invalid input:\n%s", strings.Join(errs, "\n"))
+		}
+		rs, err := CompileRules(&in.Firewall)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Compile(Spec{WAN: in.WAN, Rules: rs}).String()
+	})
+}
+
+func TestValidateGolden(t *testing.T) {
+	goldenFiles(t, "errors", func(t *testing.T, input string) string {
+		var in specInput
+		if err := yaml.Unmarshal([]byte(input), &in); err != nil {
+			t.Fatalf("input: %v", err)
+		}
+		var b strings.Builder
+		in.Firewall.Validate(func(f, m string) { b.WriteString(f + ": " + m + "\n") })
+		if _, err := CompileRules(&in.Firewall); (err == nil) != (b.Len() == 0) {
+			t.Errorf("Validate and CompileRules disagree: CompileRules error %v", err)
+		}
+		return b.String()
+	})
+}

@@ -1,0 +1,355 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/edgegw/edgegw/firewall/rules"
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+)
+
+// Identity is a user and the source addresses their traffic comes from
+// (a WireGuard peer's allowed IPs, an enrolled device's address). It is
+// what identity.email and identity.groups match on.
+type Identity struct {
+	Email  string
+	Groups []string
+	Addrs  []netip.Prefix
+}
+
+// Counter is a rule's packet and byte count since the last Apply.
+type Counter struct {
+	Packets, Bytes uint64
+}
+
+// Table applies Programs to the kernel. It is safe for concurrent use; calls
+// are serialized.
+type Table struct {
+	log *slog.Logger
+
+	mu         sync.Mutex
+	applied    *Program // nil until an Apply succeeds
+	setState   map[string][]interval
+	identities []Identity
+	closed     bool
+}
+
+// New returns a Table that has not touched the kernel yet.
+func New(log *slog.Logger) *Table {
+	return &Table{log: log.With("component", "firewall")}
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+}
+
+func nftSet(s *Set) *nftables.Set {
+	ns := &nftables.Set{
+		Table: table(), Name: s.Name, KeyType: s.Key, Interval: s.Interval,
+		KeyByteOrder: binaryutil.BigEndian,
+	}
+	if s.Key.Name == nftables.TypeIFName.Name {
+		ns.KeyByteOrder = binaryutil.NativeEndian // strings are shown in host order
+	}
+	if s.Dynamic {
+		ns.Dynamic, ns.HasTimeout, ns.Timeout, ns.Size = true, true, meterTimeout, meterSize
+	}
+	if s.Map {
+		ns.IsMap, ns.DataType = true, nftables.TypeVerdict
+	}
+	return ns
+}
+
+// Apply replaces the whole table with p in one netlink transaction: the
+// table is added (a no-op if present), deleted and created afresh in the
+// same batch, so there is no moment with a partial ruleset and a failure
+// leaves the previous table in place. Identity sets are filled from the
+// last UpdateIdentities; list sets get the Program's elements (from the
+// Config), replacing any UpdateList since the last Apply. Counters start
+// from zero.
+func (t *Table) Apply(p *Program) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errors.New("firewall: table is closed")
+	}
+	c, err := newBatch()
+	if err != nil {
+		return err
+	}
+	tb := table()
+	c.AddTable(tb)
+	c.DelTable(tb)
+	c.AddTable(tb)
+	for _, name := range p.Counters {
+		c.AddObj(&nftables.CounterObj{Table: tb, Name: name})
+	}
+	// Chains first: verdict maps and rules name them. Then sets, which
+	// rules look up.
+	chains := make([]*nftables.Chain, len(p.Chains))
+	for i, ch := range p.Chains {
+		chains[i] = c.AddChain(&nftables.Chain{
+			Name: ch.Name, Table: tb, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority,
+		})
+	}
+	state := make(map[string][]interval)
+	for i := range p.Sets {
+		s := &p.Sets[i]
+		elems := s.Elements
+		switch {
+		case s.Identity != nil:
+			rs := identityIntervals(s.Identity, s.V6, t.identities)
+			state[s.Name], elems = rs, intervalElements(rs)
+		case s.List != "":
+			state[s.Name] = elementIntervals(s.Elements)
+		}
+		ns := nftSet(s)
+		if err := c.AddSet(ns, nil); err != nil {
+			return fmt.Errorf("firewall: set %s: %w", s.Name, err)
+		}
+		if err := chunked(elems, func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
+			return fmt.Errorf("firewall: set %s: %w", s.Name, err)
+		}
+	}
+	for i, ch := range p.Chains {
+		for _, r := range ch.Rules {
+			c.AddRule(&nftables.Rule{Table: tb, Chain: chains[i], Exprs: r})
+		}
+	}
+	if err := c.commit(); err != nil {
+		return fmt.Errorf("firewall: apply table inet %s: %w", TableName, err)
+	}
+	t.applied, t.setState = p, state
+	return nil
+}
+
+// elemChunk bounds the elements of one netlink message: their attribute
+// length is 16 bits (google/nftables#303), and an IPv6 interval element
+// takes about 50 bytes. Chunks stay in the same batch.
+const elemChunk = 512
+
+// chunked calls add on es in chunks of at most elemChunk, keeping interval
+// start and end elements together.
+func chunked(es []nftables.SetElement, add func([]nftables.SetElement) error) error {
+	for len(es) > 0 {
+		n := min(len(es), elemChunk)
+		if n < len(es) && es[n].IntervalEnd {
+			n++
+		}
+		if err := add(es[:n]); err != nil {
+			return err
+		}
+		es = es[n:]
+	}
+	return nil
+}
+
+// elementIntervals reads back the intervals of interval-set elements made
+// by intervalElements.
+func elementIntervals(es []nftables.SetElement) []interval {
+	var out []interval
+	for i := 0; i < len(es); i++ {
+		lo := es[i].Key
+		hi := make([]byte, len(lo))
+		for j := range hi {
+			hi[j] = 0xff
+		}
+		if i+1 < len(es) && es[i+1].IntervalEnd {
+			hi = prev(es[i+1].Key)
+			i++
+		}
+		out = append(out, interval{lo, hi})
+	}
+	return out
+}
+
+// prev returns b-1; b is not zero.
+func prev(b []byte) []byte {
+	n := append([]byte(nil), b...)
+	for i := len(n) - 1; i >= 0; i-- {
+		n[i]--
+		if n[i] != 0xff {
+			break
+		}
+	}
+	return n
+}
+
+// identityIntervals returns the source addresses of family v6 of the users
+// for whom cond holds.
+func identityIntervals(cond *rules.Program, v6 bool, ids []Identity) []interval {
+	rec := rules.NewRecord(rules.FirewallSchema())
+	var ps []netip.Prefix
+	for _, id := range ids {
+		rec.Reset()
+		if id.Email != "" {
+			_ = rec.Set("identity.email", rules.StringValue(id.Email))
+		}
+		_ = rec.Set("identity.groups", rules.StringsValue(id.Groups...))
+		if cond.Eval(rec) {
+			ps = append(ps, id.Addrs...)
+		}
+	}
+	v4s, v6s := prefixIntervals(ps)
+	if v6 {
+		return v6s
+	}
+	return v4s
+}
+
+// UpdateList replaces the contents of list name in place: one batch that
+// deletes and adds only the elements that differ, without touching chains
+// or rules. The list must exist in the applied Program.
+func (t *Table) UpdateList(name string, items []netip.Prefix) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.applied == nil {
+		return errors.New("firewall: update list: no ruleset applied")
+	}
+	v4, v6 := prefixIntervals(items)
+	want := map[string][]interval{listSetName(name, true): v4, listSetName(name, false): v6}
+	var sets []*Set
+	for i := range t.applied.Sets {
+		if s := &t.applied.Sets[i]; s.List == name {
+			sets = append(sets, s)
+		}
+	}
+	if len(sets) == 0 {
+		return fmt.Errorf("firewall: update list: no list %q", name)
+	}
+	return t.updateSets(sets, want)
+}
+
+// UpdateIdentities replaces the snapshot of users and their addresses and
+// updates every identity set in place. Apply uses the last snapshot.
+// An address should belong to one identity; one that belongs to several
+// matches a condition if any of them does.
+func (t *Table) UpdateIdentities(ids []Identity) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.identities = cloneIdentities(ids)
+	if t.applied == nil {
+		return nil
+	}
+	var sets []*Set
+	want := map[string][]interval{}
+	for i := range t.applied.Sets {
+		if s := &t.applied.Sets[i]; s.Identity != nil {
+			sets = append(sets, s)
+			want[s.Name] = identityIntervals(s.Identity, s.V6, t.identities)
+		}
+	}
+	return t.updateSets(sets, want)
+}
+
+func cloneIdentities(ids []Identity) []Identity {
+	out := make([]Identity, len(ids))
+	for i, id := range ids {
+		out[i] = Identity{Email: id.Email,
+			Groups: append([]string(nil), id.Groups...), Addrs: append([]netip.Prefix(nil), id.Addrs...)}
+	}
+	return out
+}
+
+// updateSets changes the interval sets to want in one batch.
+func (t *Table) updateSets(sets []*Set, want map[string][]interval) error {
+	c, err := newBatch()
+	if err != nil {
+		return err
+	}
+	changed := false
+	for _, s := range sets {
+		del, add := diffIntervals(t.setState[s.Name], want[s.Name])
+		ns := nftSet(s)
+		if len(del) > 0 {
+			changed = true
+			if err := chunked(intervalElements(del), func(es []nftables.SetElement) error { return c.SetDeleteElements(ns, es) }); err != nil {
+				return fmt.Errorf("firewall: set %s: %w", s.Name, err)
+			}
+		}
+		if len(add) > 0 {
+			changed = true
+			if err := chunked(intervalElements(add), func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
+				return fmt.Errorf("firewall: set %s: %w", s.Name, err)
+			}
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if err := c.commit(); err != nil {
+		return fmt.Errorf("firewall: update sets: %w", err)
+	}
+	for _, s := range sets {
+		t.setState[s.Name] = want[s.Name]
+	}
+	return nil
+}
+
+// Counters reads every rule's counter from the kernel, by rule id.
+func (t *Table) Counters() (map[string]Counter, error) {
+	t.mu.Lock()
+	p := t.applied
+	t.mu.Unlock()
+	if p == nil {
+		return map[string]Counter{}, nil
+	}
+	byName := make(map[string]string, len(p.Rules))
+	for _, r := range p.Rules {
+		byName[r.Counter] = r.ID
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("firewall: netlink: %w", err)
+	}
+	objs, err := c.GetObjects(table())
+	if err != nil {
+		return nil, fmt.Errorf("firewall: read counters: %w", err)
+	}
+	out := make(map[string]Counter, len(p.Rules))
+	for _, o := range objs {
+		if co, ok := o.(*nftables.CounterObj); ok {
+			if id, ok := byName[co.Name]; ok {
+				out[id] = Counter{Packets: co.Packets, Bytes: co.Bytes}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Close deletes the table. It is idempotent.
+func (t *Table) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	if t.applied == nil {
+		return nil
+	}
+	return RemoveTable()
+}
+
+// RemoveTable deletes edgegw's table if it exists: at shutdown, and at start
+// to clear what a crashed edgegw left behind.
+func RemoveTable() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("firewall: netlink: %w", err)
+	}
+	tb := table()
+	// Add-then-delete in one batch deletes the table whether or not it
+	// exists, without a racy list first.
+	c.AddTable(tb)
+	c.DelTable(tb)
+	if err := c.Flush(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("firewall: delete table inet %s: %w", TableName, err)
+	}
+	return nil
+}
