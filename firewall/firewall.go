@@ -1,6 +1,6 @@
 // Package firewall owns edgegw's nftables table, `inet edgegw`. Everything
 // edgegw does in netfilter (masquerade on the WAN, the Magic-Firewall-style
-// rules; MSS clamping and flow sampling as they land) is compiled into one
+// rules, MSS clamping for tunnels; flow sampling as it lands) is compiled into one
 // Program value first and then applied in a single netlink batch that
 // replaces the whole table, so the kernel never sees a half-applied ruleset
 // and a batch the kernel rejects leaves the previous table in place.
@@ -79,6 +79,8 @@ type Spec struct {
 	// Rules are the Magic-Firewall-style rules from [CompileRules]; nil:
 	// no rules chain.
 	Rules *Ruleset
+	// Clamp lowers the TCP MSS of SYNs through tunnel interfaces.
+	Clamp []Clamp
 }
 
 // Chain is one chain of the compiled program: a base chain when Hook is
@@ -154,6 +156,9 @@ func Compile(s Spec) *Program {
 		})
 	}
 	p.Chains = append(p.Chains, post)
+	if len(s.Clamp) > 0 {
+		p.Chains = append(p.Chains, clampChain(s.Clamp))
+	}
 	return p
 }
 

@@ -145,6 +145,7 @@ type renderer struct {
 	nfproto, l4proto byte
 	what             string
 	kind             valueKind
+	imm              string // the last immediate value, for "set"
 	out              []string
 }
 
@@ -213,6 +214,18 @@ func (r *renderer) expr(e expr.Any) {
 		r.out = append(r.out, "counter")
 	case *expr.Masq:
 		r.out = append(r.out, "masquerade")
+	case *expr.Exthdr:
+		name := fmt.Sprintf("tcp option %d offset %d length %d", e.Type, e.Offset, e.Len)
+		if e.Type == 2 && e.Offset == 2 && e.Len == 2 {
+			name = "tcp option maxseg size"
+		}
+		if e.SourceRegister != 0 {
+			r.out = append(r.out, name+" set "+r.imm)
+			break
+		}
+		r.what, r.kind = name, kindInt
+	case *expr.Immediate:
+		r.imm = formatValue(e.Data, kindInt)
 	case *expr.Dynset:
 		s := fmt.Sprintf("update @%s { %s timeout %s", e.SetName, r.what, e.Timeout)
 		for _, x := range e.Exprs {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,6 +89,12 @@ routes:
 	resp.Body.Close()
 	if !strings.HasPrefix(string(body), "branch sees 10.0.0.5:") {
 		t.Errorf("body = %q", body)
+	}
+
+	// The SYNs were clamped to the GRE tunnel's MSS (1476 − 40).
+	if out := run(t, ns["ogw"], "nft", "list", "chain", "inet", "edgegw", "mss"); !strings.Contains(out, "maxseg size set 1436") ||
+		regexp.MustCompile(`counter packets [1-9]`).FindString(out) == "" {
+		t.Errorf("no clamped SYN through the tunnel:\n%s", out)
 	}
 
 	status := func(gw *netlab.NS) string {

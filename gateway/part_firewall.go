@@ -39,9 +39,20 @@ func identities(cfg *config.Config) []firewall.Identity {
 	return ids
 }
 
+// clamps lowers the MSS of TCP through every GRE tunnel to what fits its
+// MTU (1436 for the default 1476).
+func clamps(cfg *config.Config) []firewall.Clamp {
+	var cs []firewall.Clamp
+	for _, g := range cfg.Tunnels.GRE {
+		cs = append(cs, firewall.Clamp{Interface: g.Name, MSS: uint16(g.MSS())})
+	}
+	return cs
+}
+
 func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 	ids := identities(next)
-	if p.table != nil && prev != nil && prev.Interfaces.WAN == next.Interfaces.WAN {
+	if p.table != nil && prev != nil && prev.Interfaces.WAN == next.Interfaces.WAN &&
+		reflect.DeepEqual(clamps(prev), clamps(next)) {
 		if done, err := p.updateInPlace(prev, next, ids); done || err != nil {
 			return err
 		}
@@ -63,7 +74,7 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 			return err // validated already; a compile error here is a bug worth seeing
 		}
 	}
-	prog := firewall.Compile(firewall.Spec{WAN: wan, Rules: rs})
+	prog := firewall.Compile(firewall.Spec{WAN: wan, Rules: rs, Clamp: clamps(next)})
 	if p.table == nil {
 		p.table = firewall.New(p.log)
 		p.metrics.set("firewall", firewall.NewCollector(p.table))
