@@ -151,6 +151,21 @@ func abs(n int) int {
 	return n
 }
 
+// Closest returns the candidate nearest to name by edit distance, ignoring
+// case, if one is within two edits: for "did you mean" hints on field
+// names, list names and configuration keys alike. Ties go to the
+// alphabetically first candidate.
+func Closest(name string, candidates []string) (string, bool) {
+	best, bestD := "", 3
+	lower := strings.ToLower(name)
+	for _, c := range candidates {
+		if d := editDistance(lower, strings.ToLower(c)); d < bestD || d == bestD && c < best {
+			best, bestD = c, d
+		}
+	}
+	return best, best != ""
+}
+
 // editDistance is the Levenshtein distance between a and b in bytes.
 func editDistance(a, b string) int {
 	prev := make([]int, len(b)+1)

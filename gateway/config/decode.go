@@ -3,13 +3,17 @@ package config
 import (
 	"encoding"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // decoder turns a YAML node tree into typed structs. It exists (rather than
@@ -292,34 +296,8 @@ func cleanErr(err error) string {
 
 // suggest names the closest known key when one is a likely typo.
 func suggest(key string, fields map[string]field) string {
-	best, bestD := "", 3
-	for k := range fields {
-		if d := levenshtein(key, k); d < bestD || (d == bestD && k < best) {
-			best, bestD = k, d
-		}
+	if best, ok := rules.Closest(key, slices.Sorted(maps.Keys(fields))); ok {
+		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return ""
 }

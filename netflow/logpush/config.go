@@ -3,6 +3,7 @@ package logpush
 import (
 	"errors"
 	"fmt"
+	"github.com/edgegw/edgegw/firewall/rules"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -121,36 +122,10 @@ func (j *Job) Validate(report func(field, msg string)) {
 
 // suggest returns ` (did you mean "X"?)` for a field name close to a known one.
 func suggest(dataset, name string) string {
-	best, bestD := "", 3
-	for _, f := range Fields(dataset) {
-		if d := editDistance(strings.ToLower(name), strings.ToLower(f)); d < bestD {
-			best, bestD = f, d
-		}
+	if best, ok := rules.Closest(name, Fields(dataset)); ok {
+		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := prev[j-1]
-			if a[i-1] != b[j-1] {
-				c++
-			}
-			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return ""
 }
 
 // Equal reports whether two jobs have the same configuration.
