@@ -1,15 +1,19 @@
-// Package dns is Gateway DNS: a filtering resolver with identity-aware
-// policies that resolves from the egress location. Only the configuration is
-// here so far; the resolver lands with the DNS issue.
 package dns
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
+
+// emptyList stands for a configured list when checking expressions.
+var emptyList = newDomainList("")
 
 // Config is the `gateway.dns:` section.
 type Config struct {
@@ -18,6 +22,11 @@ type Config struct {
 	ECS       string           `yaml:"ecs"`       // egress | off
 	Lists     map[string]List  `yaml:"lists"`
 	Policies  []Policy         `yaml:"policies"`
+	// BlockResponse is what a blocked query gets: zero_ip (0.0.0.0 or ::
+	// for A and AAAA, NXDOMAIN otherwise; the default), nxdomain, refused.
+	BlockResponse string `yaml:"block_response"`
+	// CacheMB bounds the answer cache, in mebibytes (default 64).
+	CacheMB int `yaml:"cache_mb"`
 }
 
 // List is a domain list read from a file: plain domains, hosts format or
@@ -30,6 +39,7 @@ type List struct {
 // Policy is one DNS policy; ordered, first match wins, default allow.
 type Policy struct {
 	ID         string   `yaml:"id"`
+	Name       string   `yaml:"name"` // optional; PolicyName in the query log
 	Expression string   `yaml:"expression"`
 	Action     string   `yaml:"action"`   // allow | block | override | safe_search
 	Override   []string `yaml:"override"` // addresses or one name, for override
@@ -39,6 +49,12 @@ type Policy struct {
 func (c *Config) SetDefaults() {
 	if c.ECS == "" {
 		c.ECS = "egress"
+	}
+	if c.BlockResponse == "" {
+		c.BlockResponse = "zero_ip"
+	}
+	if c.CacheMB == 0 {
+		c.CacheMB = 64
 	}
 }
 
@@ -58,6 +74,14 @@ func (c *Config) Validate(report func(field, msg string)) {
 	if c.ECS != "egress" && c.ECS != "off" {
 		report("ecs", fmt.Sprintf("%q is not one of egress, off", c.ECS))
 	}
+	switch c.BlockResponse {
+	case "zero_ip", "nxdomain", "refused":
+	default:
+		report("block_response", fmt.Sprintf("%q is not one of zero_ip, nxdomain, refused", c.BlockResponse))
+	}
+	if c.CacheMB < 1 || c.CacheMB > 1<<16 {
+		report("cache_mb", fmt.Sprintf("%d is out of range 1..65536", c.CacheMB))
+	}
 	for name, l := range c.Lists {
 		if l.File == "" {
 			report("lists."+name+".file", "missing: expected the list's file")
@@ -65,6 +89,14 @@ func (c *Config) Validate(report func(field, msg string)) {
 		if l.Refresh < 0 {
 			report("lists."+name+".refresh", "must not be negative")
 		}
+	}
+	// Expressions are checked against placeholder lists: the files are read
+	// when the resolver starts.
+	lists := func(name string) (rules.List, bool) {
+		if _, ok := c.Lists[name]; ok {
+			return emptyList, true
+		}
+		return nil, false
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Policies {
@@ -75,8 +107,14 @@ func (c *Config) Validate(report func(field, msg string)) {
 			report(f+".id", fmt.Sprintf("%q is used by an earlier policy", p.ID))
 		}
 		seen[p.ID] = true
+		var prog *rules.Program
 		if strings.TrimSpace(p.Expression) == "" {
 			report(f+".expression", "missing: expected an expression such as dns.fqdn == \"example.com\"")
+		} else {
+			var err error
+			if prog, err = rules.Compile(p.Expression, Schema(), lists); err != nil {
+				report(f+".expression", fmt.Sprintf("policy %q: %v", p.ID, err))
+			}
 		}
 		switch p.Action {
 		case "allow", "block", "safe_search":
@@ -85,12 +123,40 @@ func (c *Config) Validate(report func(field, msg string)) {
 			}
 		case "override":
 			if len(p.Override) == 0 {
-				report(f+".override", "missing: expected addresses or one name to answer with")
+				report(f+".override", fmt.Sprintf("policy %q: missing: expected addresses or one name to answer with", p.ID))
+			} else if _, _, err := parseOverride(p.Override); err != nil {
+				report(f+".override", fmt.Sprintf("policy %q: %v", p.ID, err))
 			}
 		default:
-			report(f+".action", fmt.Sprintf("%q is not one of allow, block, override, safe_search", p.Action))
+			report(f+".action", fmt.Sprintf("policy %q: %q is not one of allow, block, override, safe_search", p.ID, p.Action))
+		}
+		if prog != nil && afterResolution(prog) && (p.Action == "override" || p.Action == "safe_search") {
+			report(f+".expression", fmt.Sprintf("policy %q: action %s is decided before resolution and cannot use dns.resolved_ips, dns.cnames or dns.cname_domains", p.ID, p.Action))
 		}
 	}
+}
+
+// Equal reports whether c and o are the same configuration.
+func (c *Config) Equal(o *Config) bool {
+	return slices.Equal(c.Listen, o.Listen) && slices.Equal(c.Upstreams, o.Upstreams) &&
+		c.ECS == o.ECS && c.BlockResponse == o.BlockResponse && c.CacheMB == o.CacheMB &&
+		maps.Equal(c.Lists, o.Lists) &&
+		slices.EqualFunc(c.Policies, o.Policies, func(a, b Policy) bool {
+			return a.ID == b.ID && a.Name == b.Name && a.Expression == b.Expression && a.Action == b.Action && slices.Equal(a.Override, b.Override)
+		})
+}
+
+// Clone returns a deep copy of c.
+func (c *Config) Clone() *Config {
+	n := *c
+	n.Listen = slices.Clone(c.Listen)
+	n.Upstreams = slices.Clone(c.Upstreams)
+	n.Lists = maps.Clone(c.Lists)
+	n.Policies = slices.Clone(c.Policies)
+	for i := range n.Policies {
+		n.Policies[i].Override = slices.Clone(c.Policies[i].Override)
+	}
+	return &n
 }
 
 func checkUpstream(u string) string {

@@ -1,0 +1,67 @@
+package dns
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	base := func() Config {
+		return Config{
+			Listen:    []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")},
+			Upstreams: []string{"1.1.1.1:53"},
+			Lists:     map[string]List{"ads": {File: "/x"}},
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string // "" for valid
+	}{
+		{"ok", func(c *Config) {
+			c.Policies = []Policy{{ID: "a", Expression: `dns.domains in $ads or dns.qtype == "AAAA"`, Action: "block"}}
+		}, ""},
+		{"scheme", func(c *Config) { c.Upstreams = []string{"quic://1.1.1.1:853"} }, "upstreams[0]: \"quic://1.1.1.1:853\""},
+		{"unknown field", func(c *Config) {
+			c.Policies = []Policy{{ID: "p1", Expression: `ip.src == 10.0.0.1`, Action: "block"}}
+		}, `policies[0].expression: policy "p1": 1:1: unknown field "ip.src" (did you mean "dns.src"?)`},
+		{"unknown list", func(c *Config) {
+			c.Policies = []Policy{{ID: "p1", Expression: `dns.fqdn in $nope`, Action: "block"}}
+		}, `unknown list $nope`},
+		{"override empty", func(c *Config) {
+			c.Policies = []Policy{{ID: "ov", Expression: `dns.fqdn == "a"`, Action: "override"}}
+		}, `policies[0].override: policy "ov": missing`},
+		{"override bad", func(c *Config) {
+			c.Policies = []Policy{{ID: "ov", Expression: `dns.fqdn == "a"`, Action: "override", Override: []string{"a.example", "b.example"}}}
+		}, `at most one name`},
+		{"override after resolution", func(c *Config) {
+			c.Policies = []Policy{{ID: "ov", Expression: `dns.resolved_ips == 10.0.0.1`, Action: "override", Override: []string{"10.0.0.2"}}}
+		}, `cannot use dns.resolved_ips`},
+		{"block response", func(c *Config) { c.BlockResponse = "page" }, `block_response: "page"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base()
+			tc.edit(&c)
+			c.SetDefaults()
+			var got []string
+			c.Validate(func(f, m string) { got = append(got, f+": "+m) })
+			all := strings.Join(got, "\n")
+			if tc.want == "" && len(got) > 0 || tc.want != "" && !strings.Contains(all, tc.want) {
+				t.Errorf("got %q, want %q", all, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigEqualClone(t *testing.T) {
+	c := Config{Upstreams: []string{"1.1.1.1:53"}, Policies: []Policy{{ID: "a", Override: []string{"10.0.0.1"}}}}
+	d := c.Clone()
+	if !c.Equal(d) {
+		t.Error("clone differs")
+	}
+	d.Policies[0].Override[0] = "10.0.0.2"
+	if c.Equal(d) || c.Policies[0].Override[0] != "10.0.0.1" {
+		t.Error("clone shares memory")
+	}
+}

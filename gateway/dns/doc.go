@@ -1,0 +1,36 @@
+// Package dns is Gateway DNS: a filtering, caching DNS forwarder with
+// identity-aware policies that resolves from the egress location.
+//
+// A [Server] answers on UDP and TCP and, through [Server.DoHHandler], DNS
+// over HTTPS. UDP on a specific address uses one SO_REUSEPORT socket per
+// CPU with batched reads and writes (recvmmsg, sendmmsg) for cache hits;
+// wildcard addresses and TCP are served by github.com/miekg/dns. It forwards to
+// plain DNS, DNS-over-TLS (tls://) and DNS-over-HTTPS (https://, RFC 8484)
+// upstreams in order, passing over failing ones for a backoff. Queries go
+// upstream as fresh messages: the client's RD, CD and DO bits, a 1232-byte
+// EDNS size and, with ecs: egress, an EDNS Client Subnet of the egress
+// address (/24 or /56); the client's own options, ECS included, are never
+// forwarded. DNSSEC records pass through to clients that set DO.
+//
+// Answers are cached by name, type, class, DO and CD, within a memory
+// bound: positive answers for their smallest TTL, negative ones per RFC
+// 2308; popular names are refreshed before they expire, and expired
+// answers are served for a day (RFC 8767) when every upstream fails.
+//
+// Policies are expressions of the rules language over [Schema], in order,
+// first match wins, default allow. Policies on dns.resolved_ips,
+// dns.cnames or dns.cname_domains are evaluated after resolution, the
+// others before; the query is resolved when the first such policy is
+// reached. Actions: allow, block (0.0.0.0 or :: for A and AAAA, NXDOMAIN
+// otherwise, or as block_response says), override (addresses, or a CNAME
+// to a name) and safe_search (Google, Bing, DuckDuckGo, Yandex, YouTube
+// via CNAME to their restricted endpoints). Blocks and rewrites carry an
+// Extended DNS Error (RFC 8914) naming the policy.
+//
+// Domain lists ($name in expressions) are read from files of plain names,
+// hosts entries or adblock ||name^ rules, and swapped atomically on
+// refresh and reload; an unreadable file keeps the last good copy.
+//
+// Every answer becomes a gateway_dns record for Logpush, with Cloudflare's
+// field names, and feeds Prometheus metrics.
+package dns

@@ -1,0 +1,327 @@
+package dns
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgegw/edgegw/netflow/logpush"
+)
+
+// ednsSize is the UDP payload size edgegw advertises and sends up to
+// (the DNS flag day 2020 value, which avoids IP fragmentation).
+const ednsSize = 1232
+
+// Identities tells who is behind a client address. The gateway backs it
+// with the identity registry; nil means no identities.
+type Identities interface {
+	Lookup(addr netip.Addr) (email string, groups []string, ok bool)
+}
+
+// Options are what the owner hands the resolver besides its configuration.
+type Options struct {
+	Logger     *slog.Logger          // nil: discard
+	Registerer prometheus.Registerer // nil: no metrics
+	StateDir   string                // reserved for a persistent cache; unused
+	// EgressAddr is the public address queries leave from; with ecs: egress
+	// its /24 (IPv4) or /56 (IPv6) is sent upstream as EDNS Client Subnet.
+	// Invalid: no ECS is sent.
+	EgressAddr netip.Addr
+	// SourceAddr is the local address upstream queries are sent from, so
+	// they leave the way user traffic does. Invalid: the kernel picks.
+	SourceAddr netip.Addr
+	Identities Identities   // nil: identity.* fields are absent
+	Sink       logpush.Sink // nil: no query log; else gateway_dns records
+	// TLSConfig is the base of DoT and DoH client configs, e.g. RootCAs for
+	// a private resolver. Nil: system roots.
+	TLSConfig *tls.Config
+	ColoCode  string           // ColoCode of query log records, e.g. the appliance name
+	Now       func() time.Time // nil: time.Now
+}
+
+// Server is Gateway DNS: a filtering, caching forwarder. Make one with
+// [New], serve with [Run], reconfigure with [Server.Set].
+type Server struct {
+	log    *slog.Logger
+	opts   Options
+	now    func() time.Time
+	m      *metrics
+	cache  *cache
+	flight flight
+	qid    atomic.Uint64
+	snap   atomic.Pointer[snapshot]
+	rctx   atomic.Pointer[context.Context] // Run's context, for upstream queries
+
+	prefetchSem chan struct{}
+
+	mu        sync.Mutex // guards the fields below
+	cfg       *Config
+	lists     map[string]*domainList
+	listeners []*listener
+	runCtx    context.Context // set while Run runs
+	wake      chan struct{}   // tells Run that list refresh times changed
+	bg        sync.WaitGroup  // servers and prefetches
+}
+
+// snapshot is what the query path reads, published atomically.
+type snapshot struct {
+	cfg      *Config
+	policies []*policy
+	ups      []*upstream
+	ecs      *mdns.EDNS0_SUBNET // nil: none
+	block    string
+}
+
+// ErrNotRunning is returned by Ready before Run binds the listeners.
+var ErrNotRunning = errors.New("dns: not running")
+
+// New checks cfg, reads its lists and compiles its policies. It binds
+// nothing: [Server.Run] does.
+func New(cfg Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		log:         opts.Logger.With("component", "dns"),
+		opts:        opts,
+		now:         opts.Now,
+		lists:       map[string]*domainList{},
+		wake:        make(chan struct{}, 1),
+		prefetchSem: make(chan struct{}, 16),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.m = newMetrics(opts.Registerer, s)
+	c := cfg.Clone()
+	c.SetDefaults()
+	s.cache = newCache(int64(c.CacheMB) << 20)
+	if err := s.apply(c, nil); err != nil {
+		s.m.unregister()
+		return nil, err
+	}
+	return s, nil
+}
+
+func validate(c *Config) error {
+	var errs []error
+	c.Validate(func(field, msg string) { errs = append(errs, fmt.Errorf("gateway.dns.%s: %s", field, msg)) })
+	return errors.Join(errs...)
+}
+
+// Set applies a new configuration without dropping queries: lists are
+// re-read (a list that cannot be read keeps its last good copy), the new
+// policies and upstreams are published in one step, listeners that stay
+// keep running. With the same configuration only the lists are re-read.
+// On error nothing changes except list contents.
+func (s *Server) Set(cfg Config) error {
+	c := cfg.Clone()
+	c.SetDefaults()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.Equal(s.cfg) {
+		s.loadListsLocked(s.lists)
+		return nil
+	}
+	return s.apply(c, s.cfg)
+}
+
+// apply builds and publishes a snapshot for c; s.mu is held (or s is new).
+func (s *Server) apply(c, old *Config) error {
+	if err := validate(c); err != nil {
+		return err
+	}
+	lists := make(map[string]*domainList, len(c.Lists))
+	for name, lc := range c.Lists {
+		l := s.lists[name]
+		if l == nil {
+			l = newDomainList(name)
+		}
+		l.mu.Lock()
+		l.file, l.refresh, l.next = lc.File, lc.Refresh, time.Time{}
+		l.mu.Unlock()
+		lists[name] = l
+	}
+	pols, err := compilePolicies(c.Policies, lists)
+	if err != nil {
+		return err
+	}
+	s.loadListsLocked(lists)
+
+	prev := s.snap.Load()
+	snap := &snapshot{cfg: c, policies: pols, block: c.BlockResponse}
+	for _, spec := range c.Upstreams {
+		var u *upstream
+		if prev != nil {
+			if i := slices.IndexFunc(prev.ups, func(u *upstream) bool { return u.spec == spec }); i >= 0 {
+				u = prev.ups[i]
+			}
+		}
+		if u == nil {
+			u = newUpstream(spec, s.opts.TLSConfig, s.opts.SourceAddr)
+		}
+		snap.ups = append(snap.ups, u)
+	}
+	if c.ECS == "egress" && s.opts.EgressAddr.IsValid() {
+		snap.ecs = egressSubnet(s.opts.EgressAddr)
+	}
+	if s.runCtx != nil && (old == nil || !slices.Equal(old.Listen, c.Listen)) {
+		if err := s.bindLocked(c.Listen); err != nil {
+			return err
+		}
+	}
+	s.snap.Store(snap)
+	s.cfg, s.lists = c, lists
+	s.cache.setMax(int64(c.CacheMB) << 20)
+	if old != nil && old.ECS != c.ECS {
+		s.cache.flush() // answers depend on the subnet sent
+	}
+	if prev != nil {
+		for _, u := range prev.ups {
+			if !slices.Contains(snap.ups, u) {
+				u.shutdown()
+			}
+		}
+	}
+	s.m.setUpstreams(snap.ups)
+	s.m.forget(old, c)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// loadListsLocked reads every list's file.
+func (s *Server) loadListsLocked(lists map[string]*domainList) {
+	for _, l := range lists {
+		s.loadList(l)
+	}
+}
+
+func (s *Server) loadList(l *domainList) {
+	n, bad, err := l.load(s.now())
+	s.m.listEntries.WithLabelValues(l.name).Set(float64(n))
+	if err != nil {
+		s.m.listFailures.WithLabelValues(l.name).Inc()
+		s.log.Error("domain list unreadable; keeping the last good copy", "list", l.name, "entries", n, "err", err)
+		return
+	}
+	s.log.Info("domain list loaded", "list", l.name, "entries", n, "invalid_lines", bad)
+}
+
+// egressSubnet is the ECS option for the egress address: its /24 or /56.
+func egressSubnet(a netip.Addr) *mdns.EDNS0_SUBNET {
+	a = a.Unmap()
+	e := &mdns.EDNS0_SUBNET{Code: mdns.EDNS0SUBNET, Family: 1, SourceNetmask: 24}
+	if a.Is6() {
+		e.Family, e.SourceNetmask = 2, 56
+	}
+	p, _ := a.Prefix(int(e.SourceNetmask))
+	e.Address = net.IP(p.Addr().AsSlice())
+	return e
+}
+
+// Run binds the listeners and serves until ctx ends, refreshing lists on
+// their schedule. It then stops the listeners, waits for in-flight work
+// and returns. Run may be called once.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.runCtx != nil {
+		s.mu.Unlock()
+		return errors.New("dns: Run called twice")
+	}
+	s.runCtx = ctx
+	s.rctx.Store(&ctx)
+	err := s.bindLocked(s.cfg.Listen)
+	s.mu.Unlock()
+	if err == nil {
+		s.log.Info("serving DNS", "listen", s.Status().Listening)
+		s.refreshLoop(ctx)
+	}
+	s.mu.Lock()
+	ls := s.listeners
+	s.listeners = nil
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.shutdown()
+	}
+	s.bg.Wait()
+	for _, u := range s.snap.Load().ups {
+		u.shutdown()
+	}
+	return err
+}
+
+// refreshLoop re-reads lists whose refresh interval has passed.
+func (s *Server) refreshLoop(ctx context.Context) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		next := time.Time{}
+		now := s.now()
+		for _, l := range s.lists {
+			l.mu.Lock()
+			due, every := l.next, l.refresh
+			l.mu.Unlock()
+			if every <= 0 {
+				continue
+			}
+			if due.IsZero() {
+				due = now.Add(every)
+				l.mu.Lock()
+				l.next = due
+				l.mu.Unlock()
+			}
+			if !due.After(now) {
+				s.loadList(l) // sets the next due time
+				due = now.Add(every)
+			}
+			if next.IsZero() || due.Before(next) {
+				next = due
+			}
+		}
+		s.mu.Unlock()
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(next.Sub(now), 10*time.Millisecond)
+		}
+		t.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-t.C:
+		}
+	}
+}
+
+// Ready reports whether the server is serving: its listeners are bound and
+// at least one upstream is healthy.
+func (s *Server) Ready() error {
+	s.mu.Lock()
+	running := s.runCtx != nil && len(s.listeners) > 0
+	s.mu.Unlock()
+	if !running {
+		return ErrNotRunning
+	}
+	now := s.now()
+	for _, u := range s.snap.Load().ups {
+		if u.healthy(now) {
+			return nil
+		}
+	}
+	return errors.New("dns: every upstream is failing")
+}
