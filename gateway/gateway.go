@@ -111,12 +111,14 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sink := &recordSink{}
+	fw := &fwPart{log: g.log, metrics: g.metrics}
 	g.parts = []part{
-		&fwPart{log: g.log, metrics: g.metrics},
+		fw,
 		&wgPart{log: g.log, metrics: g.metrics},
 		&sitePart{log: g.log, metrics: g.metrics},
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
 		&accessPart{log: g.log, metrics: g.metrics, sink: sink},
+		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, wan: func() string { return fw.wan }},
 	}
 	defer g.closeParts()
 	for _, p := range g.parts {
@@ -169,9 +171,8 @@ func (g *Gateway) logPending(cfg *config.Config) {
 		{"tunnels.wireguard.enrollment", cfg.Tunnels.WireGuard != nil && cfg.Tunnels.WireGuard.Enrollment != nil},
 		{"tunnels.ipsec", len(cfg.Tunnels.IPsec) > 0},
 		{"routes via IPsec tunnels", len(cfg.Routes) > len(siteConfig(cfg).Routes)},
-		{"gateway.dns", cfg.Gateway.DNS != nil},
 		{"netflow", cfg.Netflow != nil},
-		{"logpush datasets network_analytics_logs and gateway_dns (no producer yet)", slices.ContainsFunc(cfg.Logpush, func(j logpush.Job) bool { return j.Dataset != "access_requests" })},
+		{"logpush dataset network_analytics_logs (no producer yet)", slices.ContainsFunc(cfg.Logpush, func(j logpush.Job) bool { return j.Dataset == "network_analytics_logs" })},
 	}
 	for _, p := range pending {
 		if p.on {

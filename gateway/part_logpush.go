@@ -83,6 +83,14 @@ type recordSink struct {
 	mgr atomic.Pointer[logpush.Manager]
 }
 
+// Push implements logpush.Sink for producers that build their own records
+// (Gateway DNS).
+func (s *recordSink) Push(dataset string, r logpush.Record) {
+	if m := s.mgr.Load(); m != nil {
+		m.Push(dataset, r)
+	}
+}
+
 // AccessRecord implements access.RecordSink with Cloudflare's
 // access_requests field names.
 func (s *recordSink) AccessRecord(r access.Record) {

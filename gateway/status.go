@@ -3,6 +3,7 @@ package gateway
 import (
 	"time"
 
+	"github.com/edgegw/edgegw/gateway/dns"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
@@ -21,6 +22,7 @@ type Status struct {
 	Tunnels       []TunnelStatus      `json:"tunnels"`
 	Access        *AccessStatus       `json:"access,omitempty"`
 	Logpush       []logpush.JobStatus `json:"logpush,omitempty"`
+	DNS           *dns.Status         `json:"dns,omitempty"`
 	// Routes are the site-to-site routes as installed, `ip route` style.
 	Routes []string `json:"routes,omitempty"`
 	// DroppedByLocal counts GRE packets dropped per local address, by

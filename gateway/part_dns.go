@@ -1,0 +1,108 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"reflect"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/dns"
+)
+
+// dnsPart runs Gateway DNS. It owns the resolver's goroutine.
+type dnsPart struct {
+	log     *slog.Logger
+	metrics *metrics
+	sink    *recordSink
+	wan     func() string // the WAN interface the firewall part resolved
+
+	srv    *dns.Server
+	ids    *peerIdentities
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (p *dnsPart) name() string { return "gateway.dns" }
+
+func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
+	nc := next.Gateway.DNS
+	if nc == nil {
+		p.close()
+		return nil
+	}
+	if p.srv != nil {
+		p.ids.set(next)
+		if prev != nil && reflect.DeepEqual(prev.Gateway.DNS, nc) {
+			return nil
+		}
+		return p.srv.Set(*nc) // in place: no query is dropped
+	}
+	egress := wanAddr(p.wan())
+	p.ids = &peerIdentities{}
+	p.ids.set(next)
+	srv, err := dns.New(*nc, dns.Options{
+		Logger:     p.log,
+		Registerer: p.metrics.reg,
+		StateDir:   next.Appliance.StateDir,
+		EgressAddr: egress, // ECS from where traffic exits, never the client
+		SourceAddr: egress,
+		Identities: p.ids,
+		Sink:       p.sink,
+		ColoCode:   next.Appliance.Colo,
+	})
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(rctx) }()
+	p.srv, p.cancel, p.done = srv, cancel, done
+	return nil
+}
+
+// wanAddr is the first global IPv4 address of the WAN interface: the
+// egress address of DNS queries and of the ECS they carry.
+func wanAddr(ifname string) netip.Addr {
+	if ifname == "" {
+		return netip.Addr{}
+	}
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addrs, _ := netlink.AddrList(l, netlink.FAMILY_V4)
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().IsGlobalUnicast() {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+func (p *dnsPart) close() {
+	if p.srv == nil {
+		return
+	}
+	p.cancel()
+	if err := <-p.done; err != nil {
+		p.log.Error("gateway dns stopped", "err", err)
+	}
+	p.srv = nil
+}
+
+func (p *dnsPart) ready() error {
+	if p.srv == nil {
+		return nil
+	}
+	return p.srv.Ready()
+}
+
+func (p *dnsPart) status(s *Status) {
+	if p.srv != nil {
+		st := p.srv.Status()
+		s.DNS = &st
+	}
+}
