@@ -91,11 +91,27 @@ func inNetns(nsfd int, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
+		// Entering the namespace the thread is already in would still need
+		// CAP_SYS_ADMIN, which the appliance's unit does not grant: skip it.
+		if !sameNetns(nsfd) {
+			if err := unix.Setns(nsfd, unix.CLONE_NEWNET); err != nil {
+				errc <- fmt.Errorf("enter network namespace: %w", err)
+				return
+			}
 		}
 		errc <- fn()
 	}()
 	return <-errc
+}
+
+// sameNetns reports whether nsfd is the calling thread's network namespace.
+func sameNetns(nsfd int) bool {
+	var want, cur unix.Stat_t
+	if unix.Fstat(nsfd, &want) != nil {
+		return false
+	}
+	if unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &cur) != nil {
+		return false
+	}
+	return want.Dev == cur.Dev && want.Ino == cur.Ino
 }
