@@ -1,0 +1,392 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Boot deadlines are generous: the VM runs under software emulation (TCG),
+// and the machine is shared with other builds.
+const (
+	bootDeadline = 300 * time.Second
+	// healthDeadline is EDGEGW_HEALTH_DEADLINE in the test VM: how long a
+	// trial boot waits for /readyz before it fails and reboots.
+	healthDeadline = 60
+	// rollbackTries is --tries for the update to the broken image: 1, not
+	// the default 3, to keep the image job within CI's 20 minutes (each
+	// try is a boot plus healthDeadline plus a reboot, about 3 minutes
+	// under TCG). The counting down to +0 and the fallback are the same.
+	rollbackTries = 1
+)
+
+// modules are the kernel modules edgegw's dataplanes need.
+var modules = []string{"wireguard", "ip_gre", "esp4", "xfrm_interface", "nf_tables", "nfnetlink_log"}
+
+const testConfig = `# image/appliance_test.go: admin on every address so QEMU's port forward reaches it.
+appliance:
+  name: edgegw-vmtest
+admin:
+  listen: 0.0.0.0:9100
+log:
+  level: info
+  format: text
+tunnels:
+  wireguard:
+    interface: wg0
+    listen_port: 51820
+    address: 100.96.0.1/12
+`
+
+// TestAppliance boots the built image in QEMU (TCG, OVMF, user networking)
+// with a config partition provisioned by provision.sh, then checks, in one
+// VM to save boots: /readyz and /metrics through the forwarded admin port,
+// the kernel modules over SSH, the fallback on a bad configuration, and,
+// when update bundles are given, an A/B update to a working image and one
+// to an image whose edgegw never becomes ready (it must come back by
+// itself on the previous slot).
+//
+//	EDGEGW_IMAGE_DIR     directory with edgegw.img (image/out)
+//	EDGEGW_IMAGE_UPDATE  a working update bundle of another version (optional)
+//	EDGEGW_IMAGE_BROKEN  an update bundle whose edgegw never becomes ready (optional)
+func TestAppliance(t *testing.T) {
+	dir := os.Getenv("EDGEGW_IMAGE_DIR")
+	if dir == "" {
+		t.Skip("EDGEGW_IMAGE_DIR not set: run image/test.sh (make image-test)")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "ssh", "ssh-keygen", "mcopy", "sfdisk"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	vm := startVM(t, filepath.Join(dir, "edgegw.img"), os.Getenv("EDGEGW_IMAGE_UPDATE"), os.Getenv("EDGEGW_IMAGE_BROKEN"))
+
+	t.Run("Ready", func(t *testing.T) {
+		waitReady(t, vm, bootDeadline)
+		body := vm.get(t, "/metrics")
+		if !strings.Contains(body, "edgegw_") {
+			t.Fatalf("/metrics has no edgegw_ metric:\n%.500s", body)
+		}
+		var st map[string]any
+		if err := json.Unmarshal([]byte(vm.get(t, "/api/v1/status")), &st); err != nil {
+			t.Fatalf("/api/v1/status: %v", err)
+		}
+		t.Logf("status: version %v", st["version"])
+	})
+	if t.Failed() {
+		return
+	}
+	boot0 := vm.ssh(t, "cat /proc/sys/kernel/random/boot_id")
+
+	t.Run("Appliance", func(t *testing.T) {
+		if got := vm.ssh(t, "cat /proc/cmdline"); !strings.Contains(got, "edgegw.slot=a") {
+			t.Errorf("booted %q, want slot a", got)
+		}
+		lsmod := vm.ssh(t, "for m in "+strings.Join(modules, " ")+"; do modprobe $m || echo FAILED $m; done; cat /proc/modules")
+		for _, m := range modules {
+			if !hasModule(lsmod, m) {
+				t.Errorf("module %s not loaded", m)
+			}
+		}
+		if got := vm.ssh(t, "systemctl is-active edgegw.service systemd-modules-load.service systemd-sysctl.service"); strings.Count(got, "active") != 3 || strings.Contains(got, "inactive") {
+			t.Errorf("units: %s", got)
+		}
+		if got := vm.ssh(t, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.rp_filter"); strings.Fields(got)[0] != "1" || strings.Fields(got)[1] != "2" {
+			t.Errorf("forwarding, rp_filter = %q, want 1 2", got)
+		}
+		if got := vm.ssh(t, "findmnt -no FSTYPE,OPTIONS /"); !strings.HasPrefix(got, "squashfs") || !strings.Contains(got, "ro") {
+			t.Errorf("root: %s, want a read-only squashfs", got)
+		}
+		if got := vm.ssh(t, "grep -c '^root:[*!]' /etc/shadow"); strings.TrimSpace(got) != "1" {
+			t.Errorf("root has a password")
+		}
+		t.Logf("failed units: %s", vm.ssh(t, "systemctl --failed --no-legend --plain | cut -d' ' -f1 | xargs"))
+	})
+
+	t.Run("BadConfig", func(t *testing.T) {
+		// An invalid configuration: edgegw falls back to its default, the
+		// admin port answers on loopback, the errors are on the console.
+		vm.ssh(t, "cp /etc/edgegw/edgegw.yaml /data/good.yaml && printf 'admin:\\n  listen: nonsense\\nbogus_key: 1\\n' > /etc/edgegw/edgegw.yaml && systemctl restart edgegw")
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			out, err := vm.trySSH("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9100/readyz; cat /run/edgegw/fallback")
+			if err == nil && strings.HasPrefix(out, "200") && strings.Contains(out, "bogus_key") {
+				t.Logf("fallback: %s", out)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no fallback within 60s: %q %v", out, err)
+			}
+			time.Sleep(2 * time.Second)
+		}
+		if !vm.consoleHas("FALLBACK") {
+			t.Errorf("the console does not show the fallback")
+		}
+		vm.ssh(t, "cp /data/good.yaml /etc/edgegw/edgegw.yaml && systemctl restart edgegw")
+		waitReady(t, vm, 60*time.Second)
+	})
+
+	if vm.update == "" || vm.broken == "" {
+		t.Log("EDGEGW_IMAGE_UPDATE / EDGEGW_IMAGE_BROKEN not set: update tests skipped")
+		return
+	}
+	v1 := vm.version(t)
+
+	t.Run("Update", func(t *testing.T) {
+		vm.apply(t, "/dev/disk/by-id/virtio-update-good", 3)
+		boot1 := waitBoot(t, vm, boot0, bootDeadline)
+		waitReady(t, vm, bootDeadline)
+		if got := vm.ssh(t, "cat /proc/cmdline"); !strings.Contains(got, "edgegw.slot=b") {
+			t.Fatalf("after the update booted %q, want slot b", got)
+		}
+		if v2 := vm.version(t); v2 == v1 {
+			t.Fatalf("still version %s after the update", v1)
+		}
+		// The trial boot is blessed once the health check passes.
+		waitFor(t, vm, bootDeadline, "ls /efi/loader/entries", func(s string) bool {
+			return strings.Contains(s, "edgegw-0002-b.conf")
+		})
+		boot0 = boot1
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("Rollback", func(t *testing.T) {
+		v2 := vm.version(t)
+		vm.apply(t, "/dev/disk/by-id/virtio-update-broken", rollbackTries)
+		// Each try: a boot, then the health deadline, then a reboot; after
+		// the last one, the previous slot.
+		waitFor(t, vm, rollbackTries*(bootDeadline+healthDeadline*time.Second)+bootDeadline, "cat /proc/sys/kernel/random/boot_id /proc/cmdline; ls /efi/loader/entries", func(s string) bool {
+			return !strings.Contains(s, boot0) && strings.Contains(s, "edgegw.slot=b") && strings.Contains(s, "edgegw-0003-a+0-")
+		})
+		waitReady(t, vm, bootDeadline)
+		if got := vm.version(t); got != v2 {
+			t.Errorf("after the rollback version %s, want %s", got, v2)
+		}
+		t.Logf("entries: %s", vm.ssh(t, "ls /efi/loader/entries | xargs"))
+	})
+}
+
+type vm struct {
+	dir            string
+	console        string
+	sshPort        int
+	adminPort      int
+	key            string
+	update, broken string
+}
+
+func startVM(t *testing.T, img, update, broken string) *vm {
+	t.Helper()
+	dir := t.TempDir()
+	v := &vm{dir: dir, console: filepath.Join(dir, "console.log"), key: filepath.Join(dir, "id"), update: update, broken: broken}
+	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", v.key)
+	disk := filepath.Join(dir, "disk.img")
+	run(t, "cp", "--sparse=always", img, disk)
+	write(t, filepath.Join(dir, "edgegw.yaml"), testConfig)
+	write(t, filepath.Join(dir, "appliance.env"), fmt.Sprintf("EDGEGW_HEALTH_DEADLINE=%d\n", healthDeadline))
+	run(t, "./provision.sh", disk, "--config", filepath.Join(dir, "edgegw.yaml"), "--ssh-key", v.key+".pub",
+		"--env", filepath.Join(dir, "appliance.env"))
+	vars := filepath.Join(dir, "OVMF_VARS.fd")
+	run(t, "cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars)
+	v.sshPort, v.adminPort = freePort(t), freePort(t)
+
+	args := []string{
+		"-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
+		"-display", "none", "-monitor", "none", "-serial", "file:" + v.console,
+		"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+		"-drive", "if=pflash,format=raw,file=" + vars,
+		"-drive", "if=virtio,format=raw,file=" + disk,
+		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:9100", v.sshPort, v.adminPort),
+		"-device", "virtio-net-pci,netdev=n0",
+	}
+	for name, f := range map[string]string{"update-good": update, "update-broken": broken} {
+		if f != "" {
+			args = append(args, "-drive", "if=none,id="+name+",format=raw,readonly=on,file="+f,
+				"-device", "virtio-blk-pci,drive="+name+",serial="+name)
+		}
+	}
+	cmd := exec.Command("qemu-system-x86_64", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("qemu stderr: %s", stderr.String())
+			t.Logf("console (last 6000 bytes):\n%s", v.consoleTail(6000))
+		}
+		if keep := os.Getenv("EDGEGW_IMAGE_CONSOLE"); keep != "" {
+			b, _ := os.ReadFile(v.console)
+			os.WriteFile(keep, b, 0o644)
+		}
+	})
+	return v
+}
+
+func (v *vm) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", v.adminPort, path))
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s\n%s", path, resp.Status, b)
+	}
+	return string(b)
+}
+
+func (v *vm) version(t *testing.T) string {
+	var st struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal([]byte(v.get(t, "/api/v1/status")), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Version
+}
+
+// apply runs edgegw-update apply in the VM, then reboots it.
+func (v *vm) apply(t *testing.T, bundle string, tries int) {
+	t.Helper()
+	start := time.Now()
+	out, err := v.trySSHTimeout(fmt.Sprintf("edgegw-update apply %s --tries %d --no-reboot", bundle, tries), 10*time.Minute)
+	if err != nil {
+		t.Fatalf("edgegw-update apply: %v\n%s", err, out)
+	}
+	t.Logf("%s (%s)", out, time.Since(start).Round(time.Second))
+	v.ssh(t, "systemd-run --on-active=2 systemctl reboot")
+}
+
+func (v *vm) trySSH(command string) (string, error) {
+	return v.trySSHTimeout(command, 60*time.Second)
+}
+
+func (v *vm) trySSHTimeout(command string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ssh", "-i", v.key, "-p", strconv.Itoa(v.sshPort),
+		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+		"-o", "ConnectTimeout=10", "-o", "BatchMode=yes", "root@127.0.0.1", command)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (v *vm) ssh(t *testing.T, command string) string {
+	t.Helper()
+	out, err := v.trySSH(command)
+	if err != nil {
+		t.Fatalf("ssh %q: %v\n%s", command, err, out)
+	}
+	return out
+}
+
+func (v *vm) consoleTail(n int) string {
+	b, _ := os.ReadFile(v.console)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+func (v *vm) consoleHas(s string) bool {
+	b, _ := os.ReadFile(v.console)
+	return bytes.Contains(b, []byte(s))
+}
+
+// waitReady polls /readyz through the forwarded port until it answers 200.
+func waitReady(t *testing.T, v *vm, d time.Duration) {
+	t.Helper()
+	client := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(d)
+	last := "no answer"
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", v.adminPort))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+			last = fmt.Sprintf("%s %s", resp.Status, b)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	t.Fatalf("/readyz not 200 within %s (last: %s)", d, last)
+}
+
+// waitBoot waits until SSH answers from a boot other than prev; it returns
+// the new boot id.
+func waitBoot(t *testing.T, v *vm, prev string, d time.Duration) string {
+	t.Helper()
+	var id string
+	waitFor(t, v, d, "cat /proc/sys/kernel/random/boot_id", func(s string) bool { id = s; return s != prev })
+	return id
+}
+
+// waitFor runs command over SSH until ok accepts its output.
+func waitFor(t *testing.T, v *vm, d time.Duration, command string, ok func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var out string
+	var err error
+	for time.Now().Before(deadline) {
+		if out, err = v.trySSH(command); err == nil && ok(out) {
+			return
+		}
+		time.Sleep(3 * time.Second)
+	}
+	t.Fatalf("%q: not as expected within %s (last: %q, %v)", command, d, out, err)
+}
+
+func hasModule(procModules, name string) bool {
+	for _, line := range strings.Split(procModules, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == name {
+			return true
+		}
+	}
+	return false
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func run(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+func write(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

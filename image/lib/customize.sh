@@ -1,0 +1,96 @@
+# Phases 3-5 of image/build.sh: the appliance's own files on the cached
+# Debian root, the squashfs, the update bundle and the manifest. Sourced.
+
+customize() {
+	local r=$1
+	log "customize: unpack the root, add edgegw $VERSION and the appliance's files"
+	rm -rf "$r"; mkdir -p "$r"
+	tar -C "$r" --numeric-owner --xattrs --xattrs-include='security.capability' -xpf "$ROOTFS_TAR"
+	# The overlay, owned by root whoever checked the tree out.
+	tar -C "$IMAGE_DIR/rootfs" --owner=0 --group=0 --numeric-owner -cf - . | tar -C "$r" --numeric-owner -xf -
+	chmod 0755 "$r/usr/libexec/edgegw/start" "$r/usr/libexec/edgegw/health" "$r/usr/libexec/edgegw/provision" \
+		"$r/usr/sbin/edgegw-update"
+	install -m 0755 "$WORK/edgegw" "$r/usr/bin/edgegw"
+	install -d "$r/usr/share/doc/edgegw"
+	install -m 0644 "$IMAGE_DIR/README.md" "$r/usr/share/doc/edgegw/README.md" 2>/dev/null || true
+
+	# Persistent paths point into the data partition; the rest is read-only.
+	rm -rf "$r/etc/edgegw" "$r/var/lib/edgegw"
+	ln -s /data/etc/edgegw "$r/etc/edgegw"
+	ln -s /data/edgegw "$r/var/lib/edgegw"
+	mkdir -p "$r/data" "$r/efi"
+	ln -sfn ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
+	: > "$r/etc/machine-id"
+
+	cat >> "$r/usr/lib/os-release" <<-REL
+	IMAGE_ID=edgegw
+	IMAGE_VERSION=$VERSION
+	REL
+
+	if [ "$VARIANT" = broken ]; then
+		# Test only: an edgegw that never becomes ready.
+		mkdir -p "$r/etc/systemd/system/edgegw.service.d"
+		printf '[Service]\nExecStart=\nExecStart=/bin/sleep infinity\n' > "$r/etc/systemd/system/edgegw.service.d/broken.conf"
+	fi
+
+	systemctl --root="$r" --quiet enable edgegw.service edgegw-provision.service edgegw-health.service \
+		systemd-networkd.service systemd-resolved.service systemd-timesyncd.service ssh.service
+	# Only edgegw-update writes the ESP; only edgegw touches nftables; a
+	# read-only root has no packages to upgrade or databases to back up.
+	systemctl --root="$r" --quiet mask systemd-boot-update.service nftables.service \
+		apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service
+	# systemctl --root leaves what it links with the build's times.
+	rm -f "$r/etc/systemd/system/multi-user.target.wants/nftables.service"
+
+	# Kernel and initrd go to the ESP, not into the root.
+	local kver
+	kver=$(ls -1 "$r/boot" | sed -n 's/^vmlinuz-//p' | sort -V | tail -1)
+	[ -n "$kver" ] || die "no kernel in the root"
+	cp "$r/boot/vmlinuz-$kver" "$WORK/vmlinuz"
+	cp "$r/boot/initrd.img-$kver" "$WORK/initrd.img"
+	echo "$kver" > "$WORK/kernel-version"
+	rm -f "$r"/boot/* "$r"/vmlinuz* "$r"/initrd.img*
+	echo "$KERNEL_CMDLINE" > "$WORK/cmdline"
+	echo "$VERSION" > "$WORK/version"
+}
+
+make_squashfs() {
+	local r=$1 out=$2
+	log "squashfs"
+	env -u SOURCE_DATE_EPOCH mksquashfs "$r" "$out" -noappend -quiet -no-progress -comp zstd -Xcompression-level 3 \
+		-mkfs-time "$SOURCE_DATE_EPOCH" -all-time "$SOURCE_DATE_EPOCH" -processors "$(nproc)" > "$WORK/mksquashfs.log" 2>&1 \
+		|| { tail "$WORK/mksquashfs.log"; die "mksquashfs failed"; }
+	local size max=$((ROOT_MIB * 1024 * 1024))
+	size=$(stat -c %s "$out")
+	[ "$size" -le "$max" ] || die "root.squashfs is $size bytes; a slot holds $max (ROOT_MIB in lib/common.sh)"
+	log "root.squashfs: $((size / 1024 / 1024)) MiB of a $ROOT_MIB MiB slot"
+}
+
+# make_bundle DIR OUT: the A/B update bundle that edgegw-update applies.
+make_bundle() {
+	local w=$1 out=$2
+	log "update bundle $(basename "$out")"
+	stat -c %s "$w/root.squashfs" > "$w/root.size"
+	(cd "$w" && sha256sum version cmdline root.size vmlinuz initrd.img root.squashfs > SHA256SUMS)
+	touch -d "@$SOURCE_DATE_EPOCH" "$w"/{SHA256SUMS,version,cmdline,root.size,vmlinuz,initrd.img,root.squashfs}
+	# This order, small members first: edgegw-update reads them without
+	# reading past them, then streams root.squashfs onto the slot.
+	tar -C "$w" --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
+		-cf "$out" SHA256SUMS version cmdline root.size vmlinuz initrd.img root.squashfs
+}
+
+write_manifest() {
+	local r=$1 out=$2
+	{
+		echo "# edgegw appliance image"
+		echo "version: $VERSION"
+		echo "variant: $VARIANT"
+		echo "kernel: $(cat "$WORK/kernel-version")"
+		echo "source-date-epoch: $SOURCE_DATE_EPOCH"
+		echo "lockfile: image/packages.lock ($LOCK_MODE), sha256 $(sha256sum < "$LOCKFILE" | cut -c1-64)"
+		echo "edgegw: sha256 $(sha256sum < "$WORK/edgegw" | cut -c1-64)"
+		sed 's/^/root.squashfs+kernel: /' "$WORK/SHA256SUMS"
+		echo "# Debian packages (name version)"
+		dpkg-query --admindir="$r/var/lib/dpkg" -W -f '${binary:Package} ${Version}\n' | sed 's/:amd64 / /' | LC_ALL=C sort
+	} > "$out"
+}
