@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/edgegw
 CONFIG   ?=
 
-.PHONY: all build run check test test-short fuzz bench demo lint clean
+.PHONY: all build run check test test-short fuzz bench demo lint clean image image-test image-test-quick
 
 all: build
 
@@ -52,5 +52,17 @@ bench:
 demo: build
 	$(GO) run ./gateway/netlab/demo --binary ./$(BIN)
 
+## image: the appliance disk image, as root (image/README.md): image/out/edgegw.{img,qcow2,manifest,update.tar}
+image:
+	VERSION=$(VERSION) image/build.sh
+
+## image-test: boot the image in QEMU (TCG): readiness, modules, bad config, A/B update and rollback (~15 min)
+image-test: image
+	image/test.sh
+
+## image-test-quick: the boot checks only, without update and rollback (~2 min; what CI runs)
+image-test-quick: image
+	image/test.sh --no-update
+
 clean:
-	rm -rf bin bench.out
+	rm -rf bin bench.out image/out
