@@ -18,9 +18,8 @@ type accessPart struct {
 	metrics *metrics
 	sink    access.RecordSink
 
-	srv    *access.Server
-	cancel context.CancelFunc
-	done   chan error // Run's result
+	srv *access.Server
+	run actor
 }
 
 func (p *accessPart) name() string { return "access" }
@@ -56,10 +55,8 @@ func (p *accessPart) apply(ctx context.Context, prev, next *config.Config) error
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(rctx) }()
-	p.srv, p.cancel, p.done = srv, cancel, done
+	p.srv = srv
+	p.run.start(ctx, srv.Run)
 	return nil
 }
 
@@ -67,8 +64,7 @@ func (p *accessPart) close() {
 	if p.srv == nil {
 		return
 	}
-	p.cancel()
-	if err := <-p.done; err != nil {
+	if err := p.run.stop(); err != nil {
 		p.log.Error("access proxy stopped", "err", err)
 	}
 	p.srv.Close()
@@ -79,13 +75,9 @@ func (p *accessPart) ready() error {
 	if p.srv == nil {
 		return nil
 	}
-	select {
-	case err := <-p.done:
-		// Run ended on its own (e.g. the listen address was taken): keep
-		// the reason for every later readiness check.
-		p.done <- err
+	if exited, err := p.run.exited(); exited {
+		// Run ended on its own (e.g. the listen address was taken).
 		return errors.Join(errors.New("access: proxy stopped"), err)
-	default:
 	}
 	return p.srv.Ready()
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"reflect"
@@ -19,10 +20,9 @@ type dnsPart struct {
 	sink    *recordSink
 	wan     func() string // the WAN interface the firewall part resolved
 
-	srv    *dns.Server
-	ids    *peerIdentities
-	cancel context.CancelFunc
-	done   chan error
+	srv *dns.Server
+	ids *peerIdentities
+	run actor
 }
 
 func (p *dnsPart) name() string { return "gateway.dns" }
@@ -56,10 +56,8 @@ func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(rctx) }()
-	p.srv, p.cancel, p.done = srv, cancel, done
+	p.srv = srv
+	p.run.start(ctx, srv.Run)
 	return nil
 }
 
@@ -86,8 +84,7 @@ func (p *dnsPart) close() {
 	if p.srv == nil {
 		return
 	}
-	p.cancel()
-	if err := <-p.done; err != nil {
+	if err := p.run.stop(); err != nil {
 		p.log.Error("gateway dns stopped", "err", err)
 	}
 	p.srv = nil
@@ -96,6 +93,9 @@ func (p *dnsPart) close() {
 func (p *dnsPart) ready() error {
 	if p.srv == nil {
 		return nil
+	}
+	if exited, err := p.run.exited(); exited {
+		return errors.Join(errors.New("gateway dns: stopped"), err)
 	}
 	return p.srv.Ready()
 }

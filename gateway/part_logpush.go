@@ -19,9 +19,8 @@ type logpushPart struct {
 	metrics *metrics
 	sink    *recordSink
 
-	mgr    *logpush.Manager
-	cancel context.CancelFunc
-	done   chan error
+	mgr *logpush.Manager
+	run actor
 }
 
 func (p *logpushPart) name() string { return "logpush" }
@@ -45,10 +44,8 @@ func (p *logpushPart) apply(ctx context.Context, prev, next *config.Config) erro
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- mgr.Run(rctx) }()
-	p.mgr, p.cancel, p.done = mgr, cancel, done
+	p.mgr = mgr
+	p.run.start(ctx, mgr.Run)
 	p.metrics.set("logpush", mgr.Collector())
 	p.sink.mgr.Store(mgr)
 	return nil
@@ -60,10 +57,9 @@ func (p *logpushPart) close() {
 	}
 	p.sink.mgr.Store(nil)
 	p.metrics.set("logpush", nil)
-	p.cancel()
 	// Run spools what is still in memory before it returns: nothing
 	// accepted from a producer is lost at shutdown.
-	if err := <-p.done; err != nil {
+	if err := p.run.stop(); err != nil {
 		p.log.Error("logpush stopped", "err", err)
 	}
 	p.mgr = nil
