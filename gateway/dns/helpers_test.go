@@ -64,19 +64,33 @@ func newTestUpstream(t testing.TB) *testUpstream {
 	for i := range 20 {
 		u.add("big.test. 300 IN TXT \"" + strings.Repeat(string(rune('a'+i)), 200) + "\"")
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPTCP(t)
 	u.addr = pc.LocalAddr().String()
 	u.serve(&mdns.Server{PacketConn: pc, Handler: u})
 	u.serve(&mdns.Server{Listener: ln, Handler: u})
 	t.Cleanup(u.close)
 	return u
+}
+
+// listenUDPTCP binds UDP and TCP on one free loopback port. The TCP port
+// may be taken even though the UDP one was free (by another test's
+// outgoing connection, for one), so it tries again with a new port.
+func listenUDPTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var err error
+	for range 20 {
+		pc, perr := net.ListenPacket("udp", "127.0.0.1:0")
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			return pc, ln
+		}
+		pc.Close()
+	}
+	t.Fatalf("no loopback port free for both UDP and TCP: %v", err)
+	return nil, nil
 }
 
 func (u *testUpstream) add(line string) {
