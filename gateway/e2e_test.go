@@ -224,14 +224,18 @@ func (s *site) upClient(ns *netlab.NS, ifname, conf, impl string) {
 	}
 }
 
-// handshake is the gateway's latest handshake time with its first peer.
-func handshake(t testing.TB, gw *netlab.NS, ifname string) string {
+// handshake is the gateway's latest handshake time with the peer whose
+// public key is pub (wg lists peers in no fixed order).
+func handshake(t testing.TB, gw *netlab.NS, ifname, pub string) string {
 	t.Helper()
 	f := strings.Fields(run(t, gw, "wg", "show", ifname, "latest-handshakes"))
-	if len(f) < 2 || f[1] == "0" {
-		t.Fatalf("no handshake on %s: %v", ifname, f)
+	for i := 0; i+1 < len(f); i += 2 {
+		if f[i] == pub && f[i+1] != "0" {
+			return f[i+1]
+		}
 	}
-	return f[1]
+	t.Fatalf("no handshake with %s on %s: %v", pub, ifname, f)
+	return ""
 }
 
 func ping(ns *netlab.NS, addr string) error {
@@ -398,7 +402,7 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		r := bufio.NewReader(c)
 		echo(t, c, r, "before reload")
 
-		before := handshake(t, ra.GW, s.wgIf)
+		before := handshake(t, ra.GW, s.wgIf, alicePub)
 		_, bobPub := wgKey(t, ra.User, s.dir, "bob")
 		// bob also routes a network behind him: a route edgegw installs.
 		s.addPeer("bob", bobPub, "100.96.0.11/32, 172.16.5.0/24")
@@ -406,7 +410,7 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		s.signal(syscall.SIGHUP)
 		s.waitLog("configuration reloaded", 1)
 		echo(t, c, r, "after reload")
-		if after := handshake(t, ra.GW, s.wgIf); after != before {
+		if after := handshake(t, ra.GW, s.wgIf, alicePub); after != before {
 			t.Errorf("alice's session was re-established by the reload: handshake %s → %s", before, after)
 		}
 		if out := run(t, ra.GW, "ip", "route", "show", "proto", "237"); !strings.Contains(out, "172.16.5.0/24 dev "+s.wgIf) {
