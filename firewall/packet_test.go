@@ -166,6 +166,9 @@ func (s *packetSock) send(b []byte) error {
 	copy(sa.Addr[:], s.nextHop)
 	for {
 		err := unix.Sendto(s.fd, b, 0, sa)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
 		if !errors.Is(err, unix.ENOBUFS) {
 			return err
 		}
@@ -184,6 +187,9 @@ func (s *packetSock) receive(quiet time.Duration, deadline time.Time) (map[uint6
 			return nil, err
 		}
 		n, from, err := unix.Recvfrom(s.fd, buf, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue // the Go runtime's preemption signal; the timeout restarts
+		}
 		if errors.Is(err, unix.EAGAIN) {
 			return got, nil
 		}
