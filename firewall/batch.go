@@ -112,14 +112,25 @@ func sendBatch(msgs []netlink.Message) error {
 			buf = append(buf, 0)
 		}
 	}
-	if err := unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return fmt.Errorf("netlink send (%d bytes, %d messages): %w", len(buf), len(msgs), err)
+	// EINTR: the Go runtime's preemption signal can interrupt a blocking
+	// raw syscall; a netlink datagram is sent whole or not at all, so retry.
+	for {
+		err := unix.Sendto(fd, buf, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("netlink send (%d bytes, %d messages): %w", len(buf), len(msgs), err)
+		}
 	}
 
 	var errs []error
 	rbuf := make([]byte, 1<<20)
 	for {
 		n, _, err := unix.Recvfrom(fd, rbuf, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
 		if err != nil {
 			return errors.Join(append(errs, fmt.Errorf("netlink receive: %w", err))...)
 		}
