@@ -92,7 +92,7 @@ func (s *site) stockGateway(wggo, peerPub string) *netlab.Proc {
 	cmd.Env = append(os.Environ(), "LOG_LEVEL=error")
 	p, err := gw.StartCmd(cmd)
 	must(s.t, err)
-	eventually(s.t, 10*time.Second, "stock wireguard-go interface", func() error {
+	netlab.Eventually(s.t, 10*time.Second, "stock wireguard-go interface", func() error {
 		_, err := gw.IP("link", "show", s.wgIf)
 		return err
 	})
@@ -113,7 +113,7 @@ func measure(b *testing.B, s *site, gw *netlab.Proc) {
 	srv, err := s.ra.LAN.Start("iperf3", "-s", "-p", "5201")
 	must(b, err)
 	defer srv.Stop()
-	eventually(b, 15*time.Second, "tunnel and iperf3 server", func() error {
+	netlab.Eventually(b, 15*time.Second, "tunnel and iperf3 server", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		_, err := s.ra.User.Exec(ctx, "iperf3", "-c", "10.0.0.5", "-p", "5201", "-t", "1", "--connect-timeout", "2000")

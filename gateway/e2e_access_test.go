@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/netflow/logpush/hectest"
 )
 
@@ -77,7 +78,7 @@ logpush:
 	must(t, err)
 	defer srv.Close()
 
-	eventually(t, 10*time.Second, "readyz names the unreachable provider", func() error {
+	netlab.Eventually(t, 10*time.Second, "readyz names the unreachable provider", func() error {
 		resp, err := ra.GW.HTTPClient().Get("http://127.0.0.1:9100/readyz")
 		if err != nil {
 			return err
@@ -118,7 +119,7 @@ logpush:
 	}
 
 	// Every decision reaches Splunk as an access_requests record.
-	eventually(t, 15*time.Second, "access records in the HEC receiver", func() error {
+	netlab.Eventually(t, 15*time.Second, "access records in the HEC receiver", func() error {
 		var allowed, denied int
 		for _, e := range hec.Events() {
 			var rec struct {

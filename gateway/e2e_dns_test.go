@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
 // TestGatewayDNS: a remote WireGuard user resolves through Gateway DNS on
@@ -71,7 +73,7 @@ logpush:
 	s.writeConfig()
 	s.start()
 	s.client(ra.User, s.lab.ID()+"u", "alice", key)
-	eventually(t, 15*time.Second, "tunnel up", func() error { return ping(ra.User, "10.0.0.5") })
+	netlab.Eventually(t, 15*time.Second, "tunnel up", func() error { return ra.User.Ping("10.0.0.5") })
 
 	dig := func(name string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -82,7 +84,7 @@ logpush:
 		}
 		return strings.TrimSpace(string(out))
 	}
-	eventually(t, 10*time.Second, "gateway DNS answers", func() error {
+	netlab.Eventually(t, 10*time.Second, "gateway DNS answers", func() error {
 		if got := dig("www.example.com"); got != "192.0.2.99" {
 			return fmt.Errorf("www.example.com = %q, want the upstream's 192.0.2.99", got)
 		}
@@ -94,7 +96,7 @@ logpush:
 	if got := dig("intranet.corp.example"); got != "10.0.0.5" {
 		t.Errorf("intranet.corp.example = %q, want the override 10.0.0.5 for it-ops", got)
 	}
-	eventually(t, 15*time.Second, "gateway_dns records in the Logpush file", func() error {
+	netlab.Eventually(t, 15*time.Second, "gateway_dns records in the Logpush file", func() error {
 		b, _ := os.ReadFile(log)
 		for _, want := range []string{"ads.example.com", "intranet.corp.example", "alice@corp.example", "block-ads"} {
 			if !strings.Contains(string(b), want) {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
 // TestFirewallThroughGateway enforces Magic-Firewall rules on traffic from
@@ -60,7 +62,7 @@ func TestFirewallThroughGateway(t *testing.T) {
 		}
 		return err
 	}
-	eventually(t, 15*time.Second, "tunnel up", func() error { return ping(ra.User, "10.0.0.5") })
+	netlab.Eventually(t, 15*time.Second, "tunnel up", func() error { return ra.User.Ping("10.0.0.5") })
 	if err := dial("80"); err != nil {
 		t.Fatalf("port 80 should pass: %v", err)
 	}
@@ -76,7 +78,7 @@ func TestFirewallThroughGateway(t *testing.T) {
 	s.writeConfig()
 	s.signal(syscall.SIGHUP)
 	s.waitLog("configuration reloaded", 1)
-	eventually(t, 5*time.Second, "SSH after joining engineering", func() error { return dial("22") })
+	netlab.Eventually(t, 5*time.Second, "SSH after joining engineering", func() error { return dial("22") })
 
 	// Her address lands on the blocked list: a list update, in place.
 	rules("192.0.2.200/32, 100.96.0.10/32")
@@ -86,8 +88,8 @@ func TestFirewallThroughGateway(t *testing.T) {
 	if !strings.Contains(s.proc.Output(), "firewall list updated in place") {
 		t.Error("the list change was not applied in place")
 	}
-	eventually(t, 5*time.Second, "blocked after the list update", func() error {
-		if ping(ra.User, "10.0.0.5") == nil {
+	netlab.Eventually(t, 5*time.Second, "blocked after the list update", func() error {
+		if ra.User.Ping("10.0.0.5") == nil {
 			return fmt.Errorf("ping still passes")
 		}
 		return nil

@@ -75,8 +75,8 @@ routes:
 	office := start(ns["ogw"], "office", tun, "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "10.20.0.0/16")
 	branch := start(ns["bgw"], "branch", tun, "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "10.0.0.0/24")
 
-	eventually(t, 15*time.Second, "ping across the GRE tunnel", func() error {
-		return ping(ns["olan"], "10.20.0.5")
+	netlab.Eventually(t, 15*time.Second, "ping across the GRE tunnel", func() error {
+		return ns["olan"].Ping("10.20.0.5")
 	})
 	srv, err := ns["blan"].ServeHTTP(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "branch sees %s\n", r.RemoteAddr)
@@ -104,7 +104,7 @@ routes:
 		b, _ := io.ReadAll(resp.Body)
 		return string(b)
 	}
-	eventually(t, 10*time.Second, "office reports the tunnel healthy with its route", func() error {
+	netlab.Eventually(t, 10*time.Second, "office reports the tunnel healthy with its route", func() error {
 		st := status(ns["ogw"])
 		for _, want := range []string{`"kind": "gre"`, `"state": "healthy"`, `10.20.0.0/16`} {
 			if !strings.Contains(st, want) {

@@ -44,22 +44,6 @@ func runTests(m *testing.M) int {
 	return m.Run()
 }
 
-// eventually polls f until it succeeds or the deadline passes.
-func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
@@ -164,7 +148,7 @@ func (s *site) signal(sig syscall.Signal) {
 // waitLog waits for the n-th occurrence of substr in the gateway's log.
 func (s *site) waitLog(substr string, n int) {
 	s.t.Helper()
-	eventually(s.t, 10*time.Second, "log line "+substr, func() error {
+	netlab.Eventually(s.t, 10*time.Second, "log line "+substr, func() error {
 		if c := strings.Count(s.proc.Output(), substr); c < n {
 			return fmt.Errorf("seen %d times", c)
 		}
@@ -236,16 +220,6 @@ func handshake(t testing.TB, gw *netlab.NS, ifname, pub string) string {
 	}
 	t.Fatalf("no handshake with %s on %s: %v", pub, ifname, f)
 	return ""
-}
-
-func ping(ns *netlab.NS, addr string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	out, err := ns.Exec(ctx, "ping", "-c", "1", "-W", "1", addr)
-	if err != nil {
-		return fmt.Errorf("%v: %s", err, out)
-	}
-	return nil
 }
 
 // echoServer answers each line with the same line, on the office server.
@@ -323,8 +297,8 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 	s.client(ra.User, userIf, "alice", aliceKey)
 
 	t.Run("ping", func(t *testing.T) {
-		eventually(t, 15*time.Second, "ping office server through the tunnel", func() error {
-			return ping(ra.User, ra.ServerAddr.String())
+		netlab.Eventually(t, 15*time.Second, "ping office server through the tunnel", func() error {
+			return ra.User.Ping(ra.ServerAddr.String())
 		})
 	})
 	t.Run("http", func(t *testing.T) {
@@ -339,7 +313,7 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		}
 	})
 	t.Run("unknown key", func(t *testing.T) {
-		if err := ping(eve, ra.ServerAddr.String()); err == nil {
+		if err := eve.Ping(ra.ServerAddr.String()); err == nil {
 			t.Fatal("a key the gateway does not know got traffic through")
 		}
 		hs := run(t, eve, "wg", "show", s.lab.ID()+"e", "latest-handshakes")
@@ -382,13 +356,13 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		}
 		c.Close()
 		malformed := `edgegw_wireguard_dropped_packets_total{interface="` + s.wgIf + `",reason="malformed"} 5`
-		eventually(t, 5*time.Second, "malformed packets counted", func() error {
+		netlab.Eventually(t, 5*time.Second, "malformed packets counted", func() error {
 			if !strings.Contains(s.get("/metrics"), malformed) {
 				return fmt.Errorf("no %s", malformed)
 			}
 			return nil
 		})
-		must(t, ping(ra.User, ra.ServerAddr.String()))
+		must(t, ra.User.Ping(ra.ServerAddr.String()))
 		if r := s.get("/readyz"); !strings.HasPrefix(r, "ready") {
 			t.Errorf("readyz = %q", r)
 		}
@@ -450,8 +424,8 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		// The client still holds the crashed gateway's session; WireGuard
 		// starts a new handshake after its data goes unanswered for
 		// keepalive-timeout + rekey-timeout (15 s), so allow for that.
-		eventually(t, 40*time.Second, "ping after restart", func() error {
-			return ping(ra.User, ra.ServerAddr.String())
+		netlab.Eventually(t, 40*time.Second, "ping after restart", func() error {
+			return ra.User.Ping(ra.ServerAddr.String())
 		})
 	})
 

@@ -62,7 +62,7 @@ func BenchmarkIperf3(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer srv.Stop()
-	eventually(b, 5*time.Second, "tunnel up", func() error { return ping(p.a, "10.200.1.1") })
+	netlab.Eventually(b, 5*time.Second, "tunnel up", func() error { return p.a.Ping("10.200.1.1") })
 	const runs, secs = 3, 5
 	results := map[string][]float64{}
 	cpu := map[string][]float64{}

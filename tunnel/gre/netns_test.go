@@ -3,7 +3,6 @@
 package gre
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -70,28 +69,6 @@ func cfg(name, local, remote, addr string) Config {
 	return Config{Name: name, Local: netip.MustParseAddr(local), Remote: netip.MustParseAddr(remote), Address: netip.MustParsePrefix(addr)}
 }
 
-func ping(ns *netlab.NS, to string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_, err := ns.Exec(ctx, "ping", "-c", "1", "-W", "1", to)
-	return err
-}
-
-func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func TestTunnelPing(t *testing.T) {
 	p := newPair(t)
 	key := uint32(42)
@@ -101,7 +78,7 @@ func TestTunnelPing(t *testing.T) {
 	ca.Sequence, cb.Sequence = true, true
 	ta := open(t, p.a, ca, nil)
 	tb := open(t, p.b, cb, nil)
-	eventually(t, 5*time.Second, "ping through tunnel", func() error { return ping(p.a, "10.200.1.1") })
+	netlab.Eventually(t, 5*time.Second, "ping through tunnel", func() error { return p.a.Ping("10.200.1.1") })
 	sa, sb := ta.Status(), tb.Status()
 	if sa.TxPackets == 0 || sa.RxPackets == 0 || sb.RxPackets == 0 {
 		t.Errorf("counters: a %+v b %+v", sa, sb)
@@ -125,7 +102,7 @@ func TestTunnelPing(t *testing.T) {
 	if out, err := p.a.IP("link", "show", "gre-a"); err == nil {
 		t.Errorf("interface left after Close: %s", out)
 	}
-	eventually(t, 5*time.Second, "goroutines stopped", leftGoroutines)
+	netlab.Eventually(t, 5*time.Second, "goroutines stopped", leftGoroutines)
 }
 
 // leftGoroutines reports goroutines of this package or the TUN device
@@ -161,9 +138,9 @@ func TestSharedSocketKeys(t *testing.T) {
 	stray.Key = u32(9)
 	open(t, p.a, stray, epsA)
 	for i := range 2 {
-		eventually(t, 5*time.Second, "ping", func() error { return ping(p.a, fmt.Sprintf("10.201.%d.1", i)) })
+		netlab.Eventually(t, 5*time.Second, "ping", func() error { return p.a.Ping(fmt.Sprintf("10.201.%d.1", i)) })
 	}
-	if err := ping(p.a, "10.201.9.1"); err == nil {
+	if err := p.a.Ping("10.201.9.1"); err == nil {
 		t.Error("ping through a tunnel with an unknown key got through")
 	}
 	var wrong uint64
@@ -195,14 +172,14 @@ func TestScapyPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peer.Stop()
-	eventually(t, 30*time.Second, "scapy ready", func() error {
+	netlab.Eventually(t, 30*time.Second, "scapy ready", func() error {
 		if !strings.Contains(peer.Output(), "ready") {
 			return fmt.Errorf("output %q", peer.Output())
 		}
 		return nil
 	})
-	eventually(t, 20*time.Second, "ping answered by scapy", func() error { return ping(p.a, "10.200.1.1") })
-	eventually(t, 5*time.Second, "scapy's log", func() error {
+	netlab.Eventually(t, 20*time.Second, "ping answered by scapy", func() error { return p.a.Ping("10.200.1.1") })
+	netlab.Eventually(t, 5*time.Second, "scapy's log", func() error {
 		if out := peer.Output(); !strings.Contains(out, "answered 10.200.1.0 -> 10.200.1.1 ttl 17 seq") {
 			return fmt.Errorf("scapy saw: %s", out)
 		}
@@ -233,7 +210,7 @@ func TestWiresharkDecodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer capture.Stop()
-	eventually(t, 30*time.Second, "tshark capturing", func() error {
+	netlab.Eventually(t, 30*time.Second, "tshark capturing", func() error {
 		if !strings.Contains(capture.Output(), "Capturing on") {
 			return fmt.Errorf("output %q", capture.Output())
 		}
@@ -248,7 +225,7 @@ wait:
 		case <-deadline:
 			t.Fatalf("tshark saw fewer than 6 packets: %s", capture.Output())
 		default:
-			ping(p.a, "10.200.1.1")
+			p.a.Ping("10.200.1.1")
 		}
 	}
 	var lines []string

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
 // BenchmarkFailover cuts the primary of two tunnels (priorities 100 and
@@ -17,7 +19,7 @@ import (
 //	go test -run '^$' -bench Failover -benchtime 1x ./tunnel/gre/
 func BenchmarkFailover(b *testing.B) {
 	x := newSiteToSite(b, [2]int{100, 200})
-	eventually(b, 5*time.Second, "ping LAN to branch LAN", func() error { return ping(x.lan, "10.20.0.2") })
+	netlab.Eventually(b, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
 	on := func(dev string) func() error {
 		return func() error {
 			if got := x.gw.routeDev("10.20.0.2"); got != dev {

@@ -221,7 +221,7 @@ func tcpEcho(t *testing.T, x *siteToSite) {
 
 func TestSiteToSiteFailover(t *testing.T) {
 	x := newSiteToSite(t, [2]int{100, 200})
-	eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return ping(x.lan, "10.20.0.2") })
+	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
 	startEcho(t, x)
 	tcpEcho(t, x)
 	if dev := x.gw.routeDev("10.20.0.2"); dev != "gre1" {
@@ -232,7 +232,7 @@ func TestSiteToSiteFailover(t *testing.T) {
 	cut := time.Now()
 	x.cutPrimary(t, true)
 	detection := health.Rates["high"].DetectionTime(health.DefaultThresholds)
-	eventually(t, 3*detection, "gw moves to the backup tunnel", func() error {
+	netlab.Eventually(t, 3*detection, "gw moves to the backup tunnel", func() error {
 		if dev := x.gw.routeDev("10.20.0.2"); dev != "gre2" {
 			return fmt.Errorf("route through %s", dev)
 		}
@@ -243,18 +243,18 @@ func TestSiteToSiteFailover(t *testing.T) {
 	if moved > detection+500*time.Millisecond {
 		t.Errorf("failover took %v, documented %v", moved, detection)
 	}
-	eventually(t, 3*detection, "branch moves to the backup tunnel", func() error {
+	netlab.Eventually(t, 3*detection, "branch moves to the backup tunnel", func() error {
 		if dev := x.branch.routeDev("10.10.0.2"); dev != "bgre2" {
 			return fmt.Errorf("route through %s", dev)
 		}
 		return nil
 	})
-	if err := ping(x.lan, "10.20.0.2"); err != nil {
+	if err := x.lan.Ping("10.20.0.2"); err != nil {
 		t.Errorf("ping over the backup: %v", err)
 	}
 	tcpEcho(t, x)
 	before := x.gw.tunnel("gre2").TxPackets
-	if err := ping(x.lan, "10.20.0.2"); err != nil || x.gw.tunnel("gre2").TxPackets == before {
+	if err := x.lan.Ping("10.20.0.2"); err != nil || x.gw.tunnel("gre2").TxPackets == before {
 		t.Errorf("backup tunnel does not carry the ping: %v", err)
 	}
 
@@ -262,14 +262,14 @@ func TestSiteToSiteFailover(t *testing.T) {
 	x.cutPrimary(t, false)
 	restore := time.Now()
 	back := time.Duration(health.DefaultThresholds.HealthyAfter+health.DefaultThresholds.RecoverAfter) * health.Rates["high"].Interval
-	eventually(t, 3*back, "gw moves back to the primary", func() error {
+	netlab.Eventually(t, 3*back, "gw moves back to the primary", func() error {
 		if dev := x.gw.routeDev("10.20.0.2"); dev != "gre1" {
 			return fmt.Errorf("route through %s", dev)
 		}
 		return nil
 	})
 	t.Logf("back on the primary after %v (about %v of good probes expected)", time.Since(restore), back)
-	if err := ping(x.lan, "10.20.0.2"); err != nil {
+	if err := x.lan.Ping("10.20.0.2"); err != nil {
 		t.Errorf("ping after restore: %v", err)
 	}
 	if st := x.gw.health("gre1"); st == nil || st.State != tunnel.Healthy || st.Failed < 3 {
@@ -281,7 +281,7 @@ func TestSiteToSiteFailover(t *testing.T) {
 // flows over them by 5-tuple hash, and each flow stays on its tunnel.
 func TestSiteToSiteECMP(t *testing.T) {
 	x := newSiteToSite(t, [2]int{100, 100})
-	eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return ping(x.lan, "10.20.0.2") })
+	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
 	startEcho(t, x)
 	out, _ := x.gwNS.IP("route", "show", "10.20.0.0/16")
 	if !strings.Contains(string(out), "nexthop dev gre1") || !strings.Contains(string(out), "nexthop dev gre2") {
@@ -309,7 +309,7 @@ func TestSiteToSiteECMP(t *testing.T) {
 				}
 			} else {
 				// Wait until the chunk has left through a tunnel.
-				eventually(t, 5*time.Second, "chunk sent", func() error {
+				netlab.Eventually(t, 5*time.Second, "chunk sent", func() error {
 					if tx("gre1")+tx("gre2")-b1-b2 < chunk {
 						return fmt.Errorf("%d bytes", tx("gre1")+tx("gre2")-b1-b2)
 					}
@@ -345,7 +345,7 @@ func TestSiteToSiteECMP(t *testing.T) {
 // tunnel and its routes go; and that the metrics pass promlint.
 func TestReload(t *testing.T) {
 	x := newSiteToSite(t, [2]int{100, 200})
-	eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return ping(x.lan, "10.20.0.2") })
+	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
 	routes := func() string { out, _ := x.gwNS.IP("route", "show", "proto", "237"); return string(out) }
 	before := routes()
 	sent1 := x.gw.health("gre1").Sent
@@ -380,7 +380,7 @@ func TestReload(t *testing.T) {
 	if got := routes(); strings.Contains(got, "gre2") || !strings.Contains(got, "dev gre1") {
 		t.Errorf("routes after removing gre2: %s", got)
 	}
-	if err := ping(x.lan, "10.20.0.2"); err != nil {
+	if err := x.lan.Ping("10.20.0.2"); err != nil {
 		t.Errorf("ping after reloads: %v", err)
 	}
 	problems, err := testutil.CollectAndLint(x.gw.m)
@@ -448,7 +448,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if out, err := ns.Exec(t.Context(), "cat", "/proc/sys/net/ipv4/fib_multipath_hash_policy"); err != nil || strings.TrimSpace(string(out)) != "0" {
 		t.Errorf("hash policy not restored: %s %v", out, err)
 	}
-	eventually(t, 5*time.Second, "goroutines stopped", func() error {
+	netlab.Eventually(t, 5*time.Second, "goroutines stopped", func() error {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
 		for _, g := range strings.Split(string(buf), "\n\n") {
