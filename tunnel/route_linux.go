@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -119,7 +118,7 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 	wantText := map[routeKey]string{}
 	for _, kr := range plan {
 		r := &netlink.Route{
-			Dst: ipNet(kr.Prefix), Priority: kr.Metric, Protocol: RouteProtocol,
+			Dst: IPNet(kr.Prefix), Priority: kr.Metric, Protocol: RouteProtocol,
 			Scope: netlink.SCOPE_LINK, Table: unix.RT_TABLE_MAIN,
 		}
 		var hops []Nexthop
@@ -161,7 +160,7 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 	haveText := map[routeKey]string{}
 	var stale []netlink.Route
 	for _, r := range have {
-		p, ok := prefixOf(r.Dst)
+		p, ok := PrefixOf(r.Dst)
 		if !ok {
 			continue
 		}
@@ -185,12 +184,12 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 		m.log.Info("route installed", "route", wantText[k])
 	}
 	slices.SortFunc(stale, func(a, b netlink.Route) int {
-		pa, _ := prefixOf(a.Dst)
-		pb, _ := prefixOf(b.Dst)
+		pa, _ := PrefixOf(a.Dst)
+		pb, _ := PrefixOf(b.Dst)
 		return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()), cmp.Compare(a.Priority, b.Priority))
 	})
 	for _, r := range stale {
-		p, _ := prefixOf(r.Dst)
+		p, _ := PrefixOf(r.Dst)
 		if err := m.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = errors.Join(errs, fmt.Errorf("remove route %s metric %d: %w", p, r.Priority, err))
 			continue
@@ -221,22 +220,6 @@ func describe(r netlink.Route, p netip.Prefix, names map[int]string) string {
 	}
 	slices.SortFunc(kr.Nexthops, func(a, b Nexthop) int { return strings.Compare(a.Via, b.Via) })
 	return kr.String()
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
 }
 
 func procSysctl(key, value string) (func() error, error) {

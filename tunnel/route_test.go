@@ -48,7 +48,7 @@ func (f *fakeNetlink) name(idx int) string {
 }
 
 func (f *fakeNetlink) text(r *netlink.Route) string {
-	p, _ := prefixOf(r.Dst)
+	p, _ := PrefixOf(r.Dst)
 	return describe(*r, p, map[int]string{1: f.name(1), 2: f.name(2), 3: f.name(3)})
 }
 
@@ -83,7 +83,7 @@ func TestRouterStates(t *testing.T) {
 	nl := &fakeNetlink{links: map[string]int{"gre1": 1, "gre2": 2, "gre3": 3}}
 	// A route someone else (the WireGuard device) installed with our
 	// protocol stays untouched.
-	nl.routes = append(nl.routes, netlink.Route{Dst: ipNet(netip.MustParsePrefix("100.96.5.0/24")), LinkIndex: 9, Protocol: RouteProtocol})
+	nl.routes = append(nl.routes, netlink.Route{Dst: IPNet(netip.MustParsePrefix("100.96.5.0/24")), LinkIndex: 9, Protocol: RouteProtocol})
 	var hash []string
 	m, err := NewRouteManager(nl, RouteOptions{Sysctl: func(k, v string) (func() error, error) {
 		hash = append(hash, k+"="+v)

@@ -49,7 +49,7 @@ func (d *Device) syncAddress(link netlink.Link, want netip.Prefix) error {
 	// first would be. (Removing an interface's last IPv4 address also
 	// flushes its IPv4 routes; syncRoutes, which runs next, restores them.)
 	for _, a := range addrs {
-		p, ok := prefixOf(a.IPNet)
+		p, ok := tunnel.PrefixOf(a.IPNet)
 		switch {
 		case !ok || p.Addr().IsLinkLocalUnicast():
 		case p == want:
@@ -62,7 +62,7 @@ func (d *Device) syncAddress(link netlink.Link, want netip.Prefix) error {
 		}
 	}
 	if !have {
-		if err := d.nl.AddrAdd(link, &netlink.Addr{IPNet: ipNet(want)}); err != nil {
+		if err := d.nl.AddrAdd(link, &netlink.Addr{IPNet: tunnel.IPNet(want)}); err != nil {
 			return fmt.Errorf("add address %s: %w", want, err)
 		}
 	}
@@ -93,7 +93,7 @@ func (d *Device) syncRoutes(link netlink.Link, want []netip.Prefix) error {
 	}
 	var have []netip.Prefix
 	for _, r := range routes {
-		p, ok := prefixOf(r.Dst)
+		p, ok := tunnel.PrefixOf(r.Dst)
 		if ok && slices.Contains(want, p) {
 			have = append(have, p)
 			continue
@@ -107,7 +107,7 @@ func (d *Device) syncRoutes(link netlink.Link, want []netip.Prefix) error {
 		if slices.Contains(have, p) {
 			continue
 		}
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(p), Protocol: tunnel.RouteProtocol}
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: tunnel.IPNet(p), Protocol: tunnel.RouteProtocol}
 		if p.Addr().Is4() {
 			r.Scope = netlink.SCOPE_LINK
 		}
@@ -120,20 +120,4 @@ func (d *Device) syncRoutes(link netlink.Link, want []netip.Prefix) error {
 		d.log.Info("added route", "prefix", p)
 	}
 	return nil
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
-	if n == nil {
-		return netip.Prefix{}, false
-	}
-	a, ok := netip.AddrFromSlice(n.IP)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones, _ := n.Mask.Size()
-	return netip.PrefixFrom(a.Unmap(), ones), true
 }
