@@ -152,25 +152,26 @@ func (l *lab) ping(ns, addr string) error {
 	return nil
 }
 
-// startStockClient runs Debian's wireguard-go as interface ifname in ns.
+// startStockClient runs Debian's wireguard-go as interface ifname in ns,
+// the way wg-quick does: without -f it daemonizes only after the TUN device
+// and the UAPI socket exist, so its exit status and output say whether it
+// came up, with nothing to poll.
 func (l *lab) startStockClient(ns, ifname string) {
 	l.t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, "wireguard-go", "-f", ifname)
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=error")
-	// Output goes to /dev/null: an io.Writer here would add goroutines,
-	// which the leak check would count.
-	if err := cmd.Start(); err != nil {
-		l.t.Fatal(err)
+	cmd := exec.Command("ip", "netns", "exec", ns, "wireguard-go", ifname)
+	// No LOG_LEVEL: with one set, the daemon keeps our stdout and stderr
+	// open and CombinedOutput would never return.
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("stock wireguard-go %s in %s: %v\n%s", ifname, ns, err, out)
 	}
+	// Deleting the interface stops the daemon, as in wg-quick down.
 	l.t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		exec.Command("ip", "-n", ns, "link", "del", ifname).Run()
 		os.Remove("/var/run/wireguard/" + ifname + ".sock")
 	})
-	eventually(l.t, "stock wireguard-go starts", 10*time.Second, func() error {
-		_, err := l.exec(ns, "wg", "show", ifname)
-		return err
-	})
+	if out, err := l.exec(ns, "wg", "show", ifname); err != nil {
+		l.t.Fatalf("wg show %s after wireguard-go started: %v\n%s", ifname, err, out)
+	}
 }
 
 func testLogger(t *testing.T) *slog.Logger {
