@@ -1,6 +1,3 @@
-// Package netflow samples packets at every firewall verdict and turns them
-// into Network Analytics Logs records. Only the configuration is here so far;
-// sampling lands with the flows issue.
 package netflow
 
 import "fmt"

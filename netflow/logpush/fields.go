@@ -35,7 +35,7 @@ TCPAcknowledgementNumber:i TCPChecksum:i TCPDataOffset:i TCPFlags:i TCPMSS:i
 TCPSACKPermitted:i TCPSequenceNumber:i TCPTimestampECR:i TCPTimestampValue:i
 TCPUrgentPointer:i TCPWindowScale:i TCPWindowSize:i UDPChecksum:i UDPPayloadLength:i
 DNSQueryName:s DNSQueryType:s PFPCustomTag:i
-TunnelName:s Email:s DeviceID:s`,
+TunnelName:s Email:s DeviceID:s OuterIPSourceAddress:ip OuterIPDestinationAddress:ip`,
 
 	"gateway_dns": `
 Datetime:t QueryID:s QueryName:s QueryNameReversed:s QueryType:i QueryTypeName:s

@@ -2,7 +2,6 @@ package logpush
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // Drop reasons, the reason label of the dropped metrics.
@@ -50,6 +51,7 @@ type job struct {
 	pending     []memBatch
 	pendN       int // bytes in pending
 	nextID      uint64
+	lastLen     int // bytes of the last batch cut
 	free        [][]byte
 	wake        chan struct{}
 
@@ -203,9 +205,14 @@ func (j *job) cutLocked() {
 	j.nextID++
 	j.pending = append(j.pending, memBatch{j.cur, j.curN, j.nextID})
 	j.pendN += len(j.cur)
+	j.lastLen = len(j.cur)
 	j.cur, j.curN = nil, 0
 	if n := len(j.free); n > 0 {
 		j.cur, j.free = j.free[n-1][:0], j.free[:n-1]
+	} else {
+		// Size a new buffer for a batch like the last one: growing a
+		// multi-megabyte batch by appending copies it several times over.
+		j.cur = make([]byte, 0, min(j.lastLen+j.lastLen/8+4096, int(j.cfg.MaxUploadBytes)+64<<10))
 	}
 	select {
 	case j.wake <- struct{}{}:

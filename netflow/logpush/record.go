@@ -183,8 +183,7 @@ func (e *encoder) appendRecord(dst []byte, r Record) []byte {
 			dst = append(dst, ',')
 		}
 		first = false
-		dst = appendString(dst, f.Name)
-		dst = append(dst, ':')
+		dst = appendKey(dst, f.Name)
 		dst = e.appendValue(dst, &f.Value)
 	}
 	dst = append(dst, '}')
@@ -271,6 +270,28 @@ func floorDiv(a, b int64) int64 {
 
 const hexDigits = "0123456789abcdef"
 
+// plainKey[c] is true for the bytes a field name is made of (letters,
+// digits, '_', '-', '.'): such a name needs no escaping.
+var plainKey = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.'
+	}
+	return t
+}()
+
+// appendKey writes a field name and its colon: `"Name":`. Names are
+// nearly always plain identifiers, written without the escaping scan.
+func appendKey(dst []byte, name string) []byte {
+	for i := 0; i < len(name); i++ {
+		if !plainKey[name[i]] {
+			return append(appendString(dst, name), ':')
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, name...)
+	return append(dst, '"', ':')
+}
+
 // appendString writes s as a JSON string. Invalid UTF-8 becomes U+FFFD.
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
@@ -346,4 +367,11 @@ func special(x uint64) bool {
 		x >>= 8
 	}
 	return false
+}
+
+// AppendNDJSON appends r to dst as one ndjson line with every field and
+// timestamps in tsFormat (unixnano, unix or rfc3339): the bytes an ndjson
+// job without a fields list writes. Producers use it in tests and fuzzing.
+func AppendNDJSON(dst []byte, r Record, tsFormat string) []byte {
+	return newEncoder(nil, tsFormat, nil).appendRecord(dst, r)
 }

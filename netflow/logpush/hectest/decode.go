@@ -111,13 +111,21 @@ func countObjects(data []byte) (int, error) {
 		}
 		switch c {
 		case '"':
-			for i++; i < len(data) && data[i] != '"'; i++ {
-				if data[i] == '\\' {
-					i++
+			// Jump to the closing quote: the next one not escaped by an
+			// odd run of backslashes.
+			for {
+				k := bytes.IndexByte(data[i+1:], '"')
+				if k < 0 {
+					return 0, &hecError{code: 6, event: n}
 				}
-			}
-			if i >= len(data) {
-				return 0, &hecError{code: 6, event: n}
+				i += 1 + k
+				bs := 0
+				for data[i-1-bs] == '\\' {
+					bs++
+				}
+				if bs%2 == 0 {
+					break
+				}
 			}
 		case '{', '[':
 			depth++

@@ -133,12 +133,12 @@ func TestFaultsAndCountObjects(t *testing.T) {
 	if status, _ := post(t, s, "/services/collector/event", auth, `{"event":1}`); status != 429 {
 		t.Errorf("429: %d", status)
 	}
-	for in, want := range map[string]int{`{"event":{"a":"}{"}}{"event":[1,{}]}`: 2, " \n": 0, `{"a":"\"}"}`: 1} {
+	for in, want := range map[string]int{`{"event":{"a":"}{"}}{"event":[1,{}]}`: 2, " \n": 0, `{"a":"\"}"}`: 1, `{"a":"x\\"}{"b":"\\\"}"}`: 2} {
 		if n, err := countObjects([]byte(in)); n != want || err != nil {
 			t.Errorf("countObjects(%s) = %d, %v", in, n, err)
 		}
 	}
-	for _, bad := range []string{`{`, `[1]`, `{"a":"}`, `x`} {
+	for _, bad := range []string{`{`, `[1]`, `{"a":"}`, `x`, `{"a":"\\\"}`} {
 		if _, err := countObjects([]byte(bad)); err == nil {
 			t.Errorf("countObjects(%s) accepted", bad)
 		}
