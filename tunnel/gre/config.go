@@ -1,14 +1,25 @@
 // Package gre terminates GRE (RFC 2784, keys and sequence numbers per RFC
-// 2890) site-to-site tunnels from branch routers in userspace, so it works
-// on kernels without ip_gre.
+// 2890) site-to-site tunnels from branch routers, on one of two backends
+// behind the same [Tunnel]: the kernel's ip_gre interface configured over
+// netlink where the kernel has it (the appliance image), and a userspace
+// dataplane everywhere else (kernels without ip_gre, like the development
+// machines). [BackendAuto], the default, picks the kernel when it can.
 //
-// Each tunnel is a TUN device named after it (with virtio-net headers and
-// TSO/GSO offloads through golang.zx2c4.com/wireguard/tun) carrying the
-// tunnel address; tunnels on one local address share a raw IPPROTO_GRE
-// socket ([Endpoints]) read and written in batches with recvmmsg and
-// sendmmsg. Received packets are demultiplexed by outer source address and
-// key; packets from unknown sources, with a wrong key, out of sequence or
-// malformed are counted and dropped, never forwarded.
+// In userspace, each tunnel is a TUN device named after it (with
+// virtio-net headers and TSO/GSO offloads through
+// golang.zx2c4.com/wireguard/tun) carrying the tunnel address; tunnels on
+// one local address share a raw IPPROTO_GRE socket ([Endpoints]) read and
+// written in batches with recvmmsg and sendmmsg. Received packets are
+// demultiplexed by outer source address and key; packets from unknown
+// sources, with a wrong key, out of sequence or malformed are counted and
+// dropped, never forwarded. TCP segments that the receiving NIC's GRO
+// coalesced go to the TUN device as one TSO packet (gro.go); a raw socket
+// has no segmentation offload, so sending stays one system call's share
+// per segment.
+//
+// On ip_gre, the kernel does all of that; a packet socket on the
+// interface, filtered to arriving ICMP, carries the health checks'
+// probes and answers.
 //
 // Health checks ([github.com/edgegw/edgegw/tunnel/health]) reach the
 // tunnel through [Tunnel.Inject] and [Tunnel.SetProbeHandler]; routes

@@ -20,6 +20,12 @@ const batchSize = 128
 // bufSize holds the largest IPv4 datagram.
 const bufSize = 65535
 
+// sndBuf is the raw socket's send buffer as set; the kernel doubles it,
+// to 1 MiB: about 400 full-size packets at its accounting (truesize),
+// well under an interface's default queue of 1000, so that sendmmsg waits
+// rather than the qdisc dropping.
+const sndBuf = 512 << 10
+
 // Endpoints shares one raw IPPROTO_GRE socket per local address among the
 // tunnels that use it, and hands each received packet to the tunnel its
 // source address and key select. A raw socket sees every GRE packet for
@@ -170,10 +176,14 @@ func (e *Endpoints) open(local netip.Addr) (*endpoint, error) {
 		cerr := rc.Control(func(fd uintptr) {
 			err = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_HDRINCL, 1)
 			if err == nil {
-				// Large buffers absorb bursts while the reader is
-				// descheduled; FORCE ignores rmem_max as root may.
+				// A large receive buffer absorbs bursts while the
+				// reader is descheduled; FORCE ignores rmem_max as root
+				// may. The send buffer stays small: a raw socket learns
+				// of a full interface queue only by running out of send
+				// buffer (the qdisc drops silently otherwise), so it must
+				// fill before the queue does (sndBuf).
 				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
-				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20)
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sndBuf)
 			}
 		})
 		err = errors.Join(err, cerr)
@@ -264,6 +274,14 @@ func (ep *endpoint) receive(dmx *demux, b []byte) *Tunnel {
 	innerOff := cap(b) - cap(inner) // where inner starts in b
 	if !t.accept(&h, inner) {
 		return nil
+	}
+	if len(inner) > t.cfg.MTU && t.file != nil {
+		// Coalesced by the NIC's GRO: one TSO write (see gro.go). The
+		// virtio-net header goes into the outer headers' room.
+		if n := superPacket(inner, t.cfg.MTU, b[innerOff-vnetHdrLen:innerOff]); n > 0 {
+			t.writeSuper(b[innerOff-vnetHdrLen : innerOff+n])
+			return nil
+		}
 	}
 	// The TUN device wants virtioNetHdrLen (10) bytes of headroom in
 	// front of the packet; the outer headers (≥ 24 bytes) provide it.

@@ -3,8 +3,12 @@
 package gre
 
 import (
+	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -47,7 +51,9 @@ func testLogger(t testing.TB) *slog.Logger {
 	return nil
 }
 
-// open starts a tunnel inside ns.
+// open starts a userspace tunnel inside ns. The backend is explicit so
+// that these tests exercise the userspace dataplane on kernels with ip_gre
+// too (the appliance image), where the automatic choice is the kernel.
 func open(t testing.TB, ns *netlab.NS, c Config, eps *Endpoints) *Tunnel {
 	t.Helper()
 	c.SetDefaults()
@@ -55,7 +61,7 @@ func open(t testing.TB, ns *netlab.NS, c Config, eps *Endpoints) *Tunnel {
 	var tun *Tunnel
 	err := ns.Do(func() error {
 		var err error
-		tun, err = New(c, Options{Logger: testLogger(t), Endpoints: eps})
+		tun, err = New(c, Options{Logger: testLogger(t), Endpoints: eps, Backend: BackendUserspace})
 		return err
 	})
 	if err != nil {
@@ -248,5 +254,68 @@ wait:
 			t.Errorf("packet %d: %s, want %s (sequence after %d)", i, l, w, prev)
 		}
 		prev = seq
+	}
+}
+
+// TestGROSuperPackets gives the WAN a NIC's receive path (threaded NAPI
+// with GRO, see nicReceive), so that the kernel coalesces GRE segments
+// before the raw socket, and sends a TCP stream through the tunnel: it must
+// arrive intact and in order, and the receiving tunnel must have passed
+// coalesced packets to its TUN device as TSO packets (gro.go).
+func TestGROSuperPackets(t *testing.T) {
+	p := newPair(t)
+	nicReceive(t, p.a, p.b)
+	open(t, p.a, cfg("gro-a", "192.0.2.1", "192.0.2.2", "10.200.1.0/31"), nil)
+	tb := open(t, p.b, cfg("gro-b", "192.0.2.2", "192.0.2.1", "10.200.1.1/31"), nil)
+	netlab.Eventually(t, 5*time.Second, "ping through tunnel", func() error { return p.a.Ping("10.200.1.1") })
+	ln, err := p.b.Listen("tcp", "10.200.1.1:5555")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const size = 32 << 20
+	type result struct {
+		n   int64
+		sum [32]byte
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		got <- result{n: n, sum: [32]byte(h.Sum(nil)), err: err}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	c, err := p.a.DialContext(ctx, "tcp", "10.200.1.1:5555")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	h := sha256.New()
+	src := rand.NewChaCha8([32]byte{1})
+	if _, err := io.CopyN(io.MultiWriter(c, h), src, size); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	r := <-got
+	if r.err != nil || r.n != size || r.sum != [32]byte(h.Sum(nil)) {
+		t.Fatalf("received %d of %d bytes (err %v), digest match %v", r.n, size, r.err, r.sum == [32]byte(h.Sum(nil)))
+	}
+	s := tb.Status()
+	t.Logf("receiving end: %d packets, %d coalesced, drops %v", s.RxPackets, s.RxCoalesced, nonZero(s.Drops))
+	if s.RxCoalesced == 0 {
+		t.Error("no coalesced packets passed to the TUN device")
+	}
+	for r, n := range s.Drops {
+		if n != 0 {
+			t.Errorf("%d drops %s", n, r)
+		}
 	}
 }

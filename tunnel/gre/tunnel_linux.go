@@ -24,7 +24,7 @@ const nl6AddrGenModeNone = 1
 const (
 	// tunOffset is the headroom the TUN device needs in front of a packet
 	// it writes: its virtio-net header (virtioNetHdrLen in the tun package).
-	tunOffset = 10
+	tunOffset = vnetHdrLen
 	// sendOffset is where the TUN device reads a packet into a buffer,
 	// leaving room for the outer IPv4 header and the longest GRE header
 	// we send (flags, key, sequence).
@@ -37,13 +37,18 @@ type Options struct {
 	Logger *slog.Logger
 	// Endpoints shares raw sockets with other tunnels on the same local
 	// address. Nil: the tunnel opens (and closes) its own, which only
-	// works if no other tunnel uses its local address.
+	// works if no other tunnel uses its local address. Kernel tunnels
+	// need none.
 	Endpoints *Endpoints
+	// Backend chooses the dataplane; the zero value, BackendAuto, takes
+	// the kernel's ip_gre where it exists.
+	Backend Backend
 }
 
-// Tunnel is one GRE tunnel terminated in userspace: a TUN device named
-// after the tunnel, with the tunnel's address, fed by and feeding a shared
-// raw GRE socket. Its methods are safe for concurrent use.
+// Tunnel is one GRE tunnel: an interface named after the tunnel, with the
+// tunnel's address. On the userspace backend it is a TUN device fed by and
+// feeding a shared raw GRE socket; on the kernel backend an ip_gre
+// interface. Its methods are safe for concurrent use.
 type Tunnel struct {
 	cfg     Config
 	log     *slog.Logger
@@ -51,12 +56,14 @@ type Tunnel struct {
 	ownEps  bool
 	ep      *endpoint
 	dev     tun.Device
+	file    *os.File // dev's file, for writes with our own virtio-net header; nil if dev has none
 	ifindex int
 	src     [4]byte
 	dst     [4]byte
 	peer    [4]byte // the far end's tunnel address
 	hdrLen  int     // GRE header length we send
 	metrics *metrics
+	kern    *kernelTunnel // the ip_gre dataplane; nil: userspace
 
 	txSeq atomic.Uint32
 	probe atomic.Pointer[func([]byte) bool]
@@ -67,6 +74,7 @@ type Tunnel struct {
 	rxSeqValid bool
 
 	rxPackets, rxBytes, txPackets, txBytes atomic.Uint64
+	rxCoalesced                            atomic.Uint64 // of rxPackets, GRO super-packets
 	drops                                  [numTunnelDrops]atomic.Uint64
 
 	closeOnce sync.Once
@@ -113,6 +121,21 @@ func New(cfg Config, opts Options) (*Tunnel, error) {
 	}
 	t.hdrLen = (&Header{HasKey: cfg.Key != nil, HasSequence: cfg.Sequence}).Len()
 	t.metrics = newMetrics(t)
+	switch opts.Backend {
+	case BackendAuto, BackendKernel:
+		err := t.openKernel()
+		if err == nil {
+			close(t.done)
+			t.log.Info("GRE tunnel up", "backend", BackendKernel, "local", cfg.Local, "remote", cfg.Remote, "address", cfg.Address, "mtu", cfg.MTU)
+			return t, nil
+		}
+		if opts.Backend == BackendKernel || !errors.Is(err, ErrNoKernelGRE) {
+			return nil, fmt.Errorf("open GRE tunnel %q: %w", cfg.Name, err)
+		}
+	case BackendUserspace:
+	default:
+		return nil, fmt.Errorf("open GRE tunnel %q: unknown backend %q", cfg.Name, opts.Backend)
+	}
 	if t.eps == nil {
 		t.eps, t.ownEps = NewEndpoints(log), true
 	}
@@ -123,8 +146,17 @@ func New(cfg Config, opts Options) (*Tunnel, error) {
 		return nil, fmt.Errorf("open GRE tunnel %q: %w", cfg.Name, err)
 	}
 	go t.sendLoop()
-	t.log.Info("GRE tunnel up", "local", cfg.Local, "remote", cfg.Remote, "address", cfg.Address, "mtu", cfg.MTU)
+	t.log.Info("GRE tunnel up", "backend", BackendUserspace, "local", cfg.Local, "remote", cfg.Remote, "address", cfg.Address, "mtu", cfg.MTU)
 	return t, nil
+}
+
+// Backend is the dataplane the tunnel runs on: BackendKernel or
+// BackendUserspace.
+func (t *Tunnel) Backend() Backend {
+	if t.kern != nil {
+		return BackendKernel
+	}
+	return BackendUserspace
 }
 
 func (t *Tunnel) open() (err error) {
@@ -137,6 +169,9 @@ func (t *Tunnel) open() (err error) {
 			t.dev.Close()
 		}
 	}()
+	if f, ok := t.dev.(interface{ File() *os.File }); ok {
+		t.file = f.File()
+	}
 	go func() {
 		for range t.dev.Events() { // closed by dev.Close
 		}
@@ -185,6 +220,11 @@ func (t *Tunnel) configureLink() error {
 func (t *Tunnel) Close() error {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
+		if t.kern != nil {
+			t.closeErr = t.closeKernel()
+			t.log.Info("GRE tunnel closed")
+			return
+		}
 		err := t.eps.detach(t.ep, t)
 		err = errors.Join(err, t.dev.Close())
 		<-t.done
@@ -221,7 +261,13 @@ func (t *Tunnel) SetProbeHandler(f func(pkt []byte) bool) {
 // Inject sends an IP packet through the tunnel as if the kernel had routed
 // it into the TUN device; health checks use it.
 func (t *Tunnel) Inject(pkt []byte) error {
-	if t.closed.Load() || t.ep == nil {
+	if t.closed.Load() {
+		return net.ErrClosed
+	}
+	if t.kern != nil {
+		return t.kernelInject(pkt)
+	}
+	if t.ep == nil {
 		return net.ErrClosed
 	}
 	b := make([]byte, sendOffset+len(pkt))
@@ -391,8 +437,22 @@ func validInner(proto uint16, b []byte) bool {
 	return false
 }
 
+// writeSuper writes one TSO super-packet, virtio-net header included,
+// after the packets queued before it, so that a flow keeps its order.
+func (t *Tunnel) writeSuper(b []byte) {
+	t.rxCoalesced.Add(1)
+	t.flushRx()
+	if _, err := t.file.Write(b); err != nil && !t.closed.Load() {
+		t.drops[dropTunWrite].Add(1)
+		t.log.Debug("TUN write", "err", err)
+	}
+}
+
 // flushRx writes the packets queued by the reader in one call.
 func (t *Tunnel) flushRx() {
+	if len(t.rx) == 0 {
+		return
+	}
 	if _, err := t.dev.Write(t.rx, tunOffset); err != nil && !t.closed.Load() {
 		t.drops[dropTunWrite].Add(1)
 		t.log.Debug("TUN write", "err", err)
