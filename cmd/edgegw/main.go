@@ -62,6 +62,14 @@ Usage:
                                         validate a configuration and print every problem
   edgegw peer config NAME --endpoint HOST:PORT [--config FILE] [--private-key-file FILE]
                                         print a wg-quick config for a static WireGuard peer
+  edgegw firewall show [--config FILE]  print the compiled nftables ruleset
+  edgegw firewall test [--config FILE] 'ip.src == 10.0.0.9 and tcp.dstport == 22'
+                                        print the rule a packet matches and the verdict
+  edgegw enroll https://GATEWAY [--name NAME] [--out FILE]
+                                        enroll this machine: sign in, get a WireGuard config
+  edgegw device list|show ID|revoke ID [--admin URL]
+                                        manage enrolled devices through the admin API
+  edgegw update IMAGE                   write IMAGE to the inactive slot and boot it (appliance only)
   edgegw config default                 print the built-in default configuration
   edgegw version                        print the version
 
@@ -125,6 +133,14 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		}
 		_, err := stdout.Write(config.DefaultYAML())
 		return err
+	case "firewall":
+		return cmdFirewall(args[1:], stdout, stderr)
+	case "enroll":
+		return cmdEnroll(args[1:], stdout, stderr)
+	case "device":
+		return cmdDevice(args[1:], stdout, stderr)
+	case "update":
+		return cmdUpdate(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "edgegw", buildVersion())
 		return nil

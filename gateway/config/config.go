@@ -31,6 +31,7 @@ import (
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/gre"
+	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -298,6 +299,12 @@ func (d *decoder) crossChecks(c *Config) {
 		addAddr(s.Address, fmt.Sprintf("tunnels.ipsec[%d].address", i))
 	}
 	gre.ValidateList(c.Tunnels.GRE, func(field, msg string) { report("tunnels.gre"+field, msg) })
+	ipsec.ValidateList(c.Tunnels.IPsec, func(field, msg string) { report("tunnels.ipsec"+field, msg) })
+	var ipsecNames []string
+	for _, t := range c.Tunnels.IPsec {
+		ipsecNames = append(ipsecNames, t.Name)
+	}
+	site.CheckIPsecRoutes(func(field, msg string) { report("routes"+field, msg) }, c.Routes, ipsecNames)
 	tunnels := slices.Sorted(maps.Keys(names))
 	tunnel.CheckRoutes(func(field, msg string) { report("routes"+field, msg) }, c.Routes, tunnels)
 	for i, r := range c.Routes {

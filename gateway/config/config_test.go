@@ -91,6 +91,11 @@ tunnels:
 	if _, err := Parse("t.yaml", []byte(src), Options{}); err != nil {
 		t.Fatalf("0600 secret rejected: %v", err)
 	}
+	os.Truncate(psk, 0)
+	_, err = Parse("t.yaml", []byte(src), Options{})
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:8:17: tunnels.ipsec[0].psk_file: "+psk+" is empty: expected the secret in it") {
+		t.Fatalf("empty secret: got %v", err)
+	}
 }
 
 // Golden error tests: testdata/errors/NAME.yaml holds a bad file and

@@ -121,6 +121,8 @@ func checkFile(name string, secret bool) string {
 		return fmt.Sprintf("cannot read %s: %v", name, err)
 	case !fi.Mode().IsRegular():
 		return fmt.Sprintf("%s is not a regular file", name)
+	case secret && fi.Size() == 0:
+		return fmt.Sprintf("%s is empty: expected the secret in it", name)
 	case secret && fi.Mode().Perm()&0o007 != 0:
 		return fmt.Sprintf("%s holds a secret but is accessible to other users (mode %04o); run chmod o-rwx %s", name, fi.Mode().Perm(), name)
 	}

@@ -1,12 +1,19 @@
 // Package site runs edgegw's site-to-site tunnels as one subsystem: the
-// GRE tunnels, a health check per tunnel, and the route manager that the
-// checks steer. The gateway hands it the whole desired configuration with
+// GRE and IPsec tunnels, a health check per tunnel, and the route manager
+// that the checks steer. The gateway hands it the whole desired configuration with
 // [Manager.Set] at start and on every reload; it computes the difference
 // itself (unchanged tunnels keep running, their checks keep their state).
 //
 // Health-state changes re-plan the routes at once, so traffic leaves a
 // degraded or down tunnel for the next priority, and comes back when the
-// tunnel is healthy again, without restarting anything.
+// tunnel is healthy again, without restarting anything. An IPsec tunnel
+// whose SA is not up is down, whatever its probes say.
+//
+// IPsec tunnels run in one charon ([ipsec.Engine]), started with the
+// first IPsec tunnel and stopped with the last. With charon's userspace
+// ESP every IPsec tunnel shares its TUN device: the route manager sees
+// each IPsec tunnel's name resolve to that device, and the routes through
+// a tunnel become its child SA's remote traffic selectors.
 package site
 
 import (
@@ -16,6 +23,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,14 +32,17 @@ import (
 	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/gre"
 	"github.com/edgegw/edgegw/tunnel/health"
+	"github.com/edgegw/edgegw/tunnel/ipsec"
 )
 
 // Config is the site-to-site part of edgegw's configuration:
-// tunnels.gre and routes. Defaults must be applied and each part
-// validated (gre.Config.Validate, gre.ValidateList, tunnel.Route.Validate,
+// tunnels.gre, tunnels.ipsec and routes. Defaults must be applied and
+// each part validated (gre.Config.Validate, gre.ValidateList,
+// ipsec.Config.Validate, ipsec.ValidateList, tunnel.Route.Validate,
 // tunnel.CheckRoutes) before Set.
 type Config struct {
 	GRE    []gre.Config
+	IPsec  []ipsec.Config
 	Routes []tunnel.Route
 }
 
@@ -43,6 +54,12 @@ type Options struct {
 	Netlink tunnel.Netlink
 	// Sysctl is passed to the route manager (nil: /proc/sys).
 	Sysctl func(key, value string) (restore func() error, err error)
+	// StateDir is edgegw's state directory; charon's private
+	// configuration, VICI socket and pid file go to StateDir/ipsec.
+	// Required for IPsec tunnels.
+	StateDir string
+	// Charon is the charon binary ("" is ipsec.DefaultCharon).
+	Charon string
 }
 
 // Manager owns the tunnels, their checks and the route manager. Its
@@ -58,18 +75,23 @@ type Manager struct {
 	cancel context.CancelFunc
 	kick   chan struct{}
 
+	opts Options
+
 	mu      sync.Mutex // held by Set and Close; routes are applied under it
 	closed  bool
 	cfg     Config
 	tunnels map[string]*running
+	ipsec   *ipsec.Engine // nil without IPsec tunnels
+	secure  map[string]*running
 }
 
 type running struct {
-	cfg     gre.Config
-	tun     *gre.Tunnel
-	checker *health.Checker // nil if checks are disabled
-	stop    context.CancelFunc
-	done    chan struct{}
+	cfg      gre.Config
+	ipsecCfg ipsec.Config // IPsec tunnels: tun is nil
+	tun      *gre.Tunnel
+	checker  *health.Checker // nil if checks are disabled
+	stop     context.CancelFunc
+	done     chan struct{}
 }
 
 // New returns a manager with no tunnels. Health checks run until ctx ends
@@ -79,7 +101,8 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{log: log.With("component", "site"), eps: gre.NewEndpoints(log), tunnels: map[string]*running{}}
+	m := &Manager{log: log.With("component", "site"), eps: gre.NewEndpoints(log), tunnels: map[string]*running{},
+		secure: map[string]*running{}, opts: opts}
 	nl := opts.Netlink
 	if nl == nil {
 		h, err := netlink.NewHandle()
@@ -88,7 +111,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		}
 		m.ownNL, nl = h, h
 	}
-	rm, err := tunnel.NewRouteManager(nl, tunnel.RouteOptions{Logger: log, Sysctl: opts.Sysctl})
+	rm, err := tunnel.NewRouteManager(&ipsecLinks{Netlink: nl, m: m}, tunnel.RouteOptions{Logger: log, Sysctl: opts.Sysctl})
 	if err != nil {
 		if m.ownNL != nil {
 			m.ownNL.Close()
@@ -138,7 +161,8 @@ func (m *Manager) Set(cfg Config) error {
 		}
 		m.tunnels[c.Name] = r
 	}
-	m.cfg = Config{GRE: slices.Clone(cfg.GRE), Routes: slices.Clone(cfg.Routes)}
+	m.cfg = Config{GRE: slices.Clone(cfg.GRE), IPsec: slices.Clone(cfg.IPsec), Routes: slices.Clone(cfg.Routes)}
+	errs = errors.Join(errs, m.setIPsec(cfg))
 	return errors.Join(errs, m.applyRoutes())
 }
 
@@ -203,6 +227,14 @@ func (m *Manager) states() map[string]tunnel.State {
 			s[name] = r.checker.State()
 		}
 	}
+	for name, r := range m.secure {
+		switch {
+		case !m.ipsec.Up(name):
+			s[name] = tunnel.Down
+		case r.checker != nil:
+			s[name] = r.checker.State()
+		}
+	}
 	return s
 }
 
@@ -223,6 +255,7 @@ func (m *Manager) Close() error {
 		err = errors.Join(err, m.stop(r)) // checkers have stopped after this
 	}
 	m.tunnels = nil
+	err = errors.Join(err, m.closeIPsec())
 	err = errors.Join(err, m.rm.Close())
 	m.mu.Unlock()
 	close(m.kick)
@@ -241,11 +274,14 @@ type Status struct {
 	Dropped map[string]map[string]uint64 `json:"dropped_by_local_address"`
 }
 
-// TunnelStatus is one tunnel with its health.
+// TunnelStatus is one tunnel with its health. For an IPsec tunnel the
+// GRE-shaped fields carry its name, addresses, MTU and inner-packet
+// counters, and IPsec its SAs.
 type TunnelStatus struct {
 	gre.Status
-	Kind   string         `json:"kind"`
-	Health *health.Status `json:"health,omitempty"` // nil: checks disabled
+	Kind   string              `json:"kind"`             // gre | ipsec
+	Health *health.Status      `json:"health,omitempty"` // nil: checks disabled
+	IPsec  *ipsec.TunnelStatus `json:"ipsec,omitempty"`
 }
 
 // Status reads the current state.
@@ -262,6 +298,8 @@ func (m *Manager) Status() Status {
 		}
 		st.Tunnels = append(st.Tunnels, ts)
 	}
+	st.Tunnels = append(st.Tunnels, m.ipsecStatus()...)
+	slices.SortFunc(st.Tunnels, func(a, b TunnelStatus) int { return strings.Compare(a.Name, b.Name) })
 	for _, kr := range m.rm.Routes() {
 		st.Routes = append(st.Routes, kr.String())
 	}
@@ -283,6 +321,14 @@ func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 		if r.checker != nil {
 			cs = append(cs, r.checker)
 		}
+	}
+	for _, r := range m.secure {
+		if r.checker != nil {
+			cs = append(cs, r.checker)
+		}
+	}
+	if m.ipsec != nil {
+		cs = append(cs, m.ipsec)
 	}
 	m.mu.Unlock()
 	for _, c := range cs {

@@ -1,0 +1,157 @@
+package ipsec
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/strongswan/govici/vici"
+
+	"github.com/edgegw/edgegw/tunnel"
+)
+
+// Tunnel is one IPsec tunnel as the engine runs it: its configuration and
+// the prefixes the site routes through it.
+type Tunnel struct {
+	Config
+	// Routed are the prefixes routes send through this tunnel. With the
+	// userspace backend every tunnel shares one TUN device, so the child
+	// SA's remote traffic selectors (these plus the peer's tunnel
+	// address) are what sends a packet into this tunnel and no other.
+	Routed []netip.Prefix
+}
+
+// Equal reports whether t and o run the same way.
+func (t Tunnel) Equal(o Tunnel) bool {
+	return t.Config.Equal(o.Config) && slices.Equal(t.RemoteTS(), o.RemoteTS())
+}
+
+// RemoteTS are the child SA's remote traffic selectors: the far end of
+// the tunnel address, the health-check target, and the routed prefixes.
+func (t Tunnel) RemoteTS() []netip.Prefix {
+	ts := []netip.Prefix{netip.PrefixFrom(tunnel.Peer(t.Address), t.Address.Addr().BitLen())}
+	if tg := t.HealthCheck.Target; tg.IsValid() && !ts[0].Contains(tg) {
+		ts = append(ts, netip.PrefixFrom(tg, tg.BitLen()))
+	}
+	for _, p := range t.Routed {
+		p = p.Masked()
+		if !slices.Contains(ts, p) {
+			ts = append(ts, p)
+		}
+	}
+	slices.SortFunc(ts[1:], func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return ts
+}
+
+// The VICI load-conn message, with the keys of swanctl.conf(5).
+type connMsg struct {
+	Version     string              `vici:"version"`
+	LocalAddrs  []string            `vici:"local_addrs"`
+	RemoteAddrs []string            `vici:"remote_addrs"`
+	Proposals   []string            `vici:"proposals"`
+	RekeyTime   string              `vici:"rekey_time"`
+	DPDDelay    string              `vici:"dpd_delay"`
+	Unique      string              `vici:"unique"`
+	Mobike      string              `vici:"mobike"`
+	Fragment    string              `vici:"fragmentation"`
+	KeyingTries int                 `vici:"keyingtries"`
+	Local       authMsg             `vici:"local-psk"`
+	Remote      authMsg             `vici:"remote-psk"`
+	Children    map[string]childMsg `vici:"children"`
+}
+
+type authMsg struct {
+	Auth string `vici:"auth"`
+	ID   string `vici:"id"`
+}
+
+type childMsg struct {
+	LocalTS      []string `vici:"local_ts"`
+	RemoteTS     []string `vici:"remote_ts"`
+	ESPProposals []string `vici:"esp_proposals"`
+	RekeyTime    string   `vici:"rekey_time"`
+	ReplayWindow int      `vici:"replay_window"`
+	Mode         string   `vici:"mode"`
+	DPDAction    string   `vici:"dpd_action"`
+	StartAction  string   `vici:"start_action"`
+	CloseAction  string   `vici:"close_action"`
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%ds", int64(d/time.Second)) }
+
+// connMessage renders t as charon's connection of the same name, with one
+// child SA, also of that name.
+func connMessage(t Tunnel) (*vici.Message, error) {
+	remote := "%any"
+	if t.Remote.IsValid() {
+		remote = t.Remote.String()
+	}
+	any := "0.0.0.0/0"
+	if t.Address.Addr().Is6() {
+		any = "::/0"
+	}
+	c := connMsg{
+		Version:     "2", // IKEv2 only
+		LocalAddrs:  []string{t.Local.String()},
+		RemoteAddrs: []string{remote},
+		Proposals:   t.IKEProposals,
+		RekeyTime:   seconds(t.Rekey),
+		DPDDelay:    seconds(t.DPD),
+		Unique:      "replace", // a branch that reconnects replaces its old SA
+		Mobike:      "no",      // site to site: addresses are fixed
+		Fragment:    "yes",
+		KeyingTries: 1,
+		Local:       authMsg{Auth: "psk", ID: t.LocalID},
+		Remote:      authMsg{Auth: "psk", ID: t.RemoteID},
+	}
+	child := childMsg{
+		LocalTS:      []string{any},
+		ESPProposals: t.ESPProposals,
+		RekeyTime:    seconds(t.Rekey),
+		ReplayWindow: *t.ReplayWindow,
+		Mode:         "tunnel",
+		DPDAction:    "clear",
+		StartAction:  "none",
+		CloseAction:  "none",
+	}
+	for _, p := range t.RemoteTS() {
+		child.RemoteTS = append(child.RemoteTS, p.String())
+	}
+	if t.Initiator {
+		// Keep trying, and bring the SA back after DPD or a close.
+		c.KeyingTries = 0
+		child.DPDAction, child.StartAction, child.CloseAction = "restart", "start", "start"
+	}
+	c.Children = map[string]childMsg{t.Name: child}
+	m, err := vici.MarshalMessage(c)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel %q: render connection: %w", t.Name, err)
+	}
+	out := vici.NewMessage()
+	if err := out.Set(t.Name, m); err != nil {
+		return nil, fmt.Errorf("tunnel %q: render connection: %w", t.Name, err)
+	}
+	return out, nil
+}
+
+// sharedMessage is the load-shared message for t's PSK.
+func sharedMessage(t Tunnel, psk []byte) (*vici.Message, error) {
+	m := vici.NewMessage()
+	for _, kv := range []struct {
+		k string
+		v any
+	}{{"id", secretID(t.Name)}, {"type", "IKE"}, {"data", string(psk)}, {"owners", []string{t.LocalID, t.RemoteID}}} {
+		if err := m.Set(kv.k, kv.v); err != nil {
+			return nil, fmt.Errorf("tunnel %q: render secret: %w", t.Name, err)
+		}
+	}
+	return m, nil
+}
+
+func secretID(name string) string { return "edgegw-" + name }
