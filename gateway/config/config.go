@@ -31,8 +31,8 @@ import (
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/gre"
-	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
+	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
