@@ -1,8 +1,15 @@
-// Package identity will hold who is behind traffic: users, their devices and
-// the addresses those devices use, so that Access, the firewall and DNS can
-// match on identity. It is a leaf that imports no subsystem. The registry
-// itself comes with a later issue; for now the package holds the
-// `identity:` configuration: the user store and the OIDC providers.
+// Package identity knows who is behind traffic: the `identity:`
+// configuration (the user store and the OIDC providers), and the device
+// registry: users' WireGuard devices, their keys and the addresses they
+// were given, so that Access, the firewall, DNS and flow records can match
+// on identity. It is a leaf that imports no subsystem.
+//
+// The registry (Open) keeps devices in SQLite in the state directory or in
+// a PostgreSQL database that several appliances share. Its schema migrates
+// forward on Open. Readers on hot paths use the immutable Snapshot of
+// active devices, which Run keeps current by polling a generation counter
+// every write bumps, so a revocation on one appliance reaches the others
+// within about a second.
 package identity
 
 import (
@@ -29,6 +36,10 @@ type Provider struct {
 	ClientSecretFile string   `yaml:"client_secret_file" file:"secret"` // empty: a public client (PKCE only)
 	Scopes           []string `yaml:"scopes"`                           // default openid, email, profile
 	GroupsClaim      string   `yaml:"groups_claim"`                     // default "groups"
+	// DeviceClientID is the public (secret-less) client `edgegw enroll`
+	// uses for the device authorization grant; empty: ClientID, which the
+	// provider must then allow to use that grant without a secret.
+	DeviceClientID string `yaml:"device_client_id"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -1,0 +1,95 @@
+package enroll
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"testing"
+
+	"github.com/edgegw/edgegw/access/enroll/enrolltest"
+	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/tunnel/wireguard"
+)
+
+// Enrollment latency in parts: the ID token check (go-oidc signature and
+// claims, plus the userinfo round trip to the provider on loopback) and
+// the rest (policy, the SQLite registry's write, the answer).
+//
+//	go test -run '^$' -bench . -benchtime 2000x ./access/enroll/
+
+func benchRegistry(b *testing.B) *identity.Registry {
+	reg, err := identity.Open(b.Context(), identity.Options{StateDir: b.TempDir(), Pool: netip.MustParsePrefix("100.96.0.0/12")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { reg.Close() })
+	return reg
+}
+
+func benchKeys(b *testing.B) []wireguard.Key {
+	keys := make([]wireguard.Key, b.N)
+	for i := range keys {
+		k, err := wireguard.GeneratePrivateKey()
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i] = k.PublicKey()
+	}
+	return keys
+}
+
+func BenchmarkVerifyToken(b *testing.B) {
+	e := newEnv(b, enrolltest.Options{}, nil)
+	tok := e.signIn(b, e.op.Username(), 1)[0]
+	st := e.h.state.Load()
+	p := st.providers[0]
+	ctx := context.Background()
+	d, err := e.h.discover(ctx, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if _, err := e.h.verify(ctx, st, p, d, d.device, tok.IDToken, tok.AccessToken, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkEnrollSQLite(b *testing.B) {
+	reg := benchRegistry(b)
+	e := newEnv(b, enrolltest.Options{}, func(o *Options) { o.Registry = reg; o.Changed = nil })
+	st := e.h.state.Load()
+	l := &login{Provider: "test-op", Issuer: e.op.Issuer, Subject: "bench", Email: "bench@zitadel.ch", Groups: []string{"staff"}}
+	r := httptest.NewRequest(http.MethodPost, "https://gw.example.com"+PathAPI, nil)
+	keys := benchKeys(b)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, aerr := e.h.enroll(b.Context(), st, r, l, "bench", keys[i]); aerr != nil {
+			b.Fatal(aerr.cause)
+		}
+	}
+}
+
+func BenchmarkRevokeSQLite(b *testing.B) {
+	reg := benchRegistry(b)
+	keys := benchKeys(b)
+	ids := make([]string, b.N)
+	for i := range ids {
+		d, err := reg.Enroll(b.Context(), identity.Enrollment{Name: "bench", Subject: "bench", PublicKey: keys[i]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = d.ID
+	}
+	a := NewAdmin(reg, AdminOptions{})
+	b.ResetTimer()
+	for i := range b.N {
+		w := httptest.NewRecorder()
+		a.ServeHTTP(w, httptest.NewRequest(http.MethodPost, PathDevices+"/"+ids[i]+"/revoke", nil))
+		if w.Code != 200 {
+			b.Fatalf("revoke: %d %s", w.Code, w.Body)
+		}
+	}
+}

@@ -1,0 +1,286 @@
+// Package enroll signs users in and registers their WireGuard devices,
+// WARP style: a device's public key joins the device registry under the
+// user's identity, and the user gets a wg-quick configuration for it.
+//
+// The gateway side is Handler, mounted on the Access HTTPS listener:
+//
+//   - GET  /.well-known/edgegw-enroll  discovery: issuer, client id, endpoints
+//   - POST /api/v1/enroll              an OIDC ID token from the device
+//     authorization grant (RFC 8628) plus a public key and a name: the
+//     enrollment policies decide (access/policy semantics), the registry
+//     stores the device, the answer holds what a wg-quick file needs
+//   - GET  /enroll …                   the browser path: sign in with the code
+//     flow and PKCE, then get a configuration file, the key pair made in the
+//     browser (WebCrypto X25519) or, labelled as such, by the gateway for
+//     that one page (and never stored), with a QR code for phones
+//
+// Admin serves the admin API's device endpoints (list, show, revoke), and
+// Client is the `edgegw enroll` side: it makes the key pair locally (the
+// private key never leaves the machine), signs in at the issuer named by
+// discovery with the device grant (or, with --browser or a provider without
+// it, the code flow with PKCE and a loopback redirect, RFC 8252), registers
+// the public key and writes the file. Package enrolltest has a real OpenID
+// provider and an in-memory registry for tests.
+//
+// Errors reach users as JSON {"error":{"code","message"}} with a message
+// written for them; the admin gets the cause in the log and in
+// edgegw_enroll_requests_total{result}. Nothing is half-written: the
+// registry either stores the device or returns an error.
+package enroll
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/tunnel/wireguard"
+)
+
+// Paths the Handler serves; Handles tells whether a path is one of them.
+const (
+	PathDiscovery      = "/.well-known/edgegw-enroll"
+	PathAPI            = "/api/v1/enroll"
+	PathBrowser        = "/enroll"
+	PathBrowserLogin   = "/enroll/login"
+	PathCallback       = "/enroll/callback"
+	PathBrowserDevice  = "/enroll/device"     // POST JSON: register a key made in the browser
+	PathBrowserServer  = "/enroll/server-key" // POST form: the gateway makes the key pair
+	DefaultKeyExpiry   = 720 * time.Hour
+	DefaultMaxTokenAge = 10 * time.Minute
+)
+
+// Handles reports whether path belongs to the enrollment handler, so the
+// Access listener can send it there before its own host routing.
+func Handles(path string) bool {
+	return path == PathDiscovery || path == PathAPI || path == PathBrowser || strings.HasPrefix(path, PathBrowser+"/")
+}
+
+// Registry is the part of the device registry enrollment uses
+// (access/identity's registry implements it).
+type Registry interface {
+	Enroll(ctx context.Context, e identity.Enrollment) (identity.Device, error)
+	Revoke(ctx context.Context, id string) (identity.Device, error)
+	Get(ctx context.Context, id string) (identity.Device, error)
+	List(ctx context.Context) ([]identity.Device, error)
+}
+
+// Tunnel is what a client configuration needs to know about the gateway's
+// WireGuard device.
+type Tunnel struct {
+	PublicKey wireguard.Key
+	// Endpoint is host:port clients dial. Empty: the host name the user
+	// reached the enrollment endpoint at, with ListenPort.
+	Endpoint            string
+	ListenPort          int
+	DNS                 []netip.Addr
+	AllowedIPs          []netip.Prefix // what clients route through the tunnel
+	MTU                 int            // 0: wg-quick's default
+	PersistentKeepalive time.Duration  // 0: off
+}
+
+// Provider is an identity provider users may enroll with.
+type Provider struct {
+	identity.Provider
+	// DeviceClientID is the public (secret-less) client that `edgegw
+	// enroll` uses for the device authorization grant; ID tokens it brings
+	// must name it in aud. Empty: the provider's ClientID, which then must
+	// allow the device grant without a secret.
+	DeviceClientID string
+}
+
+func (p Provider) deviceClientID() string {
+	if p.DeviceClientID != "" {
+		return p.DeviceClientID
+	}
+	return p.ClientID
+}
+
+// Options configure a Handler. Registry and Tunnel are required, and at
+// least one provider.
+type Options struct {
+	Providers []Provider      // from identity.providers
+	Policies  []policy.Policy // tunnels.wireguard.enrollment.policies
+	KeyExpiry time.Duration   // tunnels.wireguard.enrollment.key_expiry; default 720h
+	// MaxTokenAge refuses ID tokens issued longer ago than this, so a
+	// token found in a log cannot enroll a device; default 10m.
+	MaxTokenAge time.Duration
+	Registry    Registry
+	Tunnel      func(context.Context) (Tunnel, error)
+	// Changed is called after a device was enrolled and before the
+	// client gets its configuration, with the request's context, so the
+	// WireGuard device can add the peer now (for example with the
+	// registry's Refresh) rather than at its next sync.
+	Changed    func(context.Context, identity.Device)
+	Logger     *slog.Logger
+	HTTPClient *http.Client // talks to the providers; default 30s timeout
+	Now        func() time.Time
+}
+
+// Handler serves enrollment. It is safe for concurrent use; Update swaps
+// its configuration in place.
+type Handler struct {
+	log     *slog.Logger
+	now     func() time.Time
+	client  *http.Client
+	seal    *sealer
+	used    *onceSet
+	metrics *metrics
+	state   atomic.Pointer[state]
+}
+
+// state is one configuration, immutable once built.
+type state struct {
+	opts      Options
+	policies  *policy.Set
+	claims    []string
+	providers []*provider
+	byName    map[string]*provider
+}
+
+// New checks opts and builds a Handler. Providers are contacted only when
+// a user enrolls.
+func New(opts Options) (*Handler, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("enroll: sealing key: %w", err)
+	}
+	s, err := newSealer(key)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{seal: s, used: newOnceSet(), metrics: newMetrics()}
+	if err := h.Update(opts); err != nil {
+		return nil, err
+	}
+	st := h.state.Load()
+	h.log = st.opts.Logger.With("component", "enroll")
+	h.now = st.opts.Now
+	h.client = st.opts.HTTPClient
+	return h, nil
+}
+
+// Update replaces the configuration (a reload). A provider whose settings
+// did not change keeps its discovery. On error the old configuration stays.
+// Logger, HTTPClient and Now are taken from the Options given to New.
+func (h *Handler) Update(opts Options) error {
+	if opts.Registry == nil {
+		return errors.New("enroll: no device registry")
+	}
+	if opts.Tunnel == nil {
+		return errors.New("enroll: no WireGuard tunnel information")
+	}
+	if len(opts.Providers) == 0 {
+		return errors.New("enroll: no identity provider: add one under identity.providers")
+	}
+	if opts.KeyExpiry == 0 {
+		opts.KeyExpiry = DefaultKeyExpiry
+	}
+	if opts.MaxTokenAge == 0 {
+		opts.MaxTokenAge = DefaultMaxTokenAge
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	set, err := policy.Compile(opts.Policies)
+	if err != nil {
+		return fmt.Errorf("enroll: policies: %w", err)
+	}
+	old := h.state.Load()
+	st := &state{opts: opts, policies: set, claims: policy.Claims(opts.Policies), byName: map[string]*provider{}}
+	for _, pc := range opts.Providers {
+		if pc.Name == "" || st.byName[pc.Name] != nil {
+			return fmt.Errorf("enroll: provider name %q is empty or repeated", pc.Name)
+		}
+		p, err := newProvider(pc)
+		if err != nil {
+			return err
+		}
+		if old != nil && old.byName[pc.Name] != nil && old.byName[pc.Name].same(p) {
+			p = old.byName[pc.Name]
+		}
+		st.providers = append(st.providers, p)
+		st.byName[pc.Name] = p
+	}
+	h.state.Store(st)
+	return nil
+}
+
+// ServeHTTP routes the enrollment paths; anything else is 404.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := h.state.Load()
+	w.Header().Set("Cache-Control", "no-store")
+	switch r.URL.Path {
+	case PathDiscovery:
+		h.serveDiscovery(st, w, r)
+	case PathAPI:
+		h.serveAPI(st, w, r)
+	case PathBrowser, PathBrowser + "/":
+		h.serveStart(st, w, r)
+	case PathBrowserLogin:
+		h.serveLogin(st, w, r)
+	case PathCallback:
+		h.serveCallback(st, w, r)
+	case PathBrowserDevice:
+		h.serveBrowserDevice(st, w, r)
+	case PathBrowserServer:
+		h.serveServerKey(st, w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// provider is one identity provider and its lazily made discovery.
+type provider struct {
+	cfg    Provider
+	secret string
+
+	mu      sync.Mutex
+	disc    *discovered
+	lastErr error // the last discovery failure, until discoveryRetry passed
+	lastTry time.Time
+}
+
+func newProvider(pc Provider) (*provider, error) {
+	p := &provider{cfg: pc}
+	if pc.ClientSecretFile != "" {
+		b, err := os.ReadFile(pc.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: provider %q client secret: %w", pc.Name, err)
+		}
+		p.secret = strings.TrimSpace(string(b))
+	}
+	if len(p.cfg.Scopes) == 0 {
+		p.cfg.Scopes = []string{"openid", "email", "profile"}
+	}
+	if p.cfg.GroupsClaim == "" {
+		p.cfg.GroupsClaim = "groups"
+	}
+	return p, nil
+}
+
+func (p *provider) same(o *provider) bool {
+	return p.secret == o.secret && p.cfg.Issuer == o.cfg.Issuer && p.cfg.ClientID == o.cfg.ClientID &&
+		p.cfg.DeviceClientID == o.cfg.DeviceClientID && p.cfg.GroupsClaim == o.cfg.GroupsClaim &&
+		strings.Join(p.cfg.Scopes, " ") == strings.Join(o.cfg.Scopes, " ")
+}
+
+// SubjectOf is the registry's user key: the issuer and the provider's
+// subject, since sub is unique only per issuer.
+func SubjectOf(issuer, sub string) string { return issuer + "#" + sub }

@@ -1,0 +1,210 @@
+package identity
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// Benchmarks, each against both stores. The baseline ("peer") for the
+// registry's own work is BenchmarkRawInsert: one plain INSERT of the same
+// row in its own transaction, the least any registry on that database can
+// spend per enrollment.
+//
+//	go test -run XXX -bench . -benchtime 10000x -benchmem ./access/identity/
+
+// benchEnv gives each sub-benchmark run its own empty store: the Enroll
+// numbers must not depend on how many devices earlier runs left behind.
+func benchEnv(b *testing.B, kind string) storeEnv {
+	if kind == "sqlite" {
+		return storeEnv{kind: "sqlite", store: "sqlite", stateDir: b.TempDir()}
+	}
+	s := postgres(b)
+	name, url := s.newDB(b)
+	return storeEnv{kind: "postgres", store: url, pg: s, pgName: name}
+}
+
+func BenchmarkEnroll(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			r := open(b, benchEnv(b, kind), Options{})
+			c := context.Background()
+			es := make([]Enrollment, b.N)
+			for i := range es {
+				es[i] = enrollment(b, fmt.Sprint(i))
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := r.Enroll(c, es[i]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkRawInsert(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			r := open(b, benchEnv(b, kind), Options{})
+			c := context.Background()
+			addr := netip.MustParseAddr("100.96.0.2")
+			b.ResetTimer()
+			for i := range b.N {
+				tx, err := r.db.BeginTx(c, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				k := randKey(b)
+				if _, err := tx.ExecContext(c, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+					NewDeviceID(), "n", "e", "s", `["staff"]`, keyText(k), addr.String(), int64(i), nil, nil, false, nil); err != nil {
+					b.Fatal(err)
+				}
+				if err := tx.Commit(); err != nil {
+					b.Fatal(err)
+				}
+				addr = addr.Next()
+			}
+		})
+	}
+}
+
+func BenchmarkRevoke(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			r := open(b, benchEnv(b, kind), Options{})
+			c := context.Background()
+			ids := bulkEnroll(b, r, b.N)
+			b.ResetTimer()
+			for _, id := range ids {
+				if _, err := r.Revoke(c, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// bulkEnroll writes n devices in one transaction (for setting up, not
+// for measuring) and returns their ids.
+func bulkEnroll(b *testing.B, r *Registry, n int) []string {
+	c := context.Background()
+	tx, err := r.db.BeginTx(c, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Rollback()
+	ids := make([]string, n)
+	addr := netip.MustParseAddr("100.96.0.2")
+	now := time.Now().UnixMicro()
+	for i := range ids {
+		ids[i] = NewDeviceID()
+		if _, err := tx.ExecContext(c, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			ids[i], fmt.Sprintf("dev%d", i), fmt.Sprintf("u%d@corp.example", i), fmt.Sprintf("sub%d", i),
+			`["staff","eng"]`, keyText(randKey(b)), addr.String(), now, nil, now+int64(time.Hour/time.Microsecond), false, nil); err != nil {
+			b.Fatal(err)
+		}
+		addr = addr.Next()
+	}
+	if _, err := tx.ExecContext(c, `UPDATE registry_generation SET generation = generation + 1`); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := tx.ExecContext(c, `UPDATE devices SET changed_gen = (SELECT generation FROM registry_generation)`); err != nil {
+		b.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	return ids
+}
+
+// BenchmarkLoadSnapshot10k: read 10,000 devices from the database and
+// build their snapshot, what an appliance does when the generation moves.
+func BenchmarkLoadSnapshot10k(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			r := open(b, benchEnv(b, kind), Options{})
+			bulkEnroll(b, r, 10000)
+			c := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				s, err := r.sync(c, nil, time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if s.Len() != 10000 {
+					b.Fatalf("%d devices", s.Len())
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBuildSnapshot10k: the in-memory part alone, plus the memory a
+// 10,000-device snapshot keeps alive (retained-bytes).
+func BenchmarkBuildSnapshot10k(b *testing.B) {
+	now := time.Now()
+	devs := make([]Device, 10000)
+	addr := netip.MustParseAddr("100.96.0.2")
+	for i := range devs {
+		devs[i] = Device{ID: NewDeviceID(), Name: fmt.Sprintf("dev%d", i), Email: fmt.Sprintf("u%d@corp.example", i),
+			Subject: fmt.Sprintf("https://sso.corp.example#%d", i), Groups: []string{"eng", "staff"},
+			PublicKey: randKey(b), Address: addr, Created: now, Expires: now.Add(time.Hour)}
+		addr = addr.Next()
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	keep := newSnapshot(1, now, devs)
+	devs = nil // the snapshot's own copy is what stays
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	retained := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	rebuild := make([]Device, 0, keep.Len())
+	for d := range keep.All() {
+		rebuild = append(rebuild, d)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		newSnapshot(2, now, rebuild)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(retained), "retained-bytes")
+	runtime.KeepAlive(keep)
+}
+
+// BenchmarkRefreshAfterEnroll10k: with 10,000 devices held, the cost for
+// an appliance to absorb one enrollment made elsewhere (it reads only the
+// changed row, then rebuilds the snapshot).
+func BenchmarkRefreshAfterEnroll10k(b *testing.B) {
+	for _, kind := range []string{"sqlite", "postgres"} {
+		b.Run(kind, func(b *testing.B) {
+			env := benchEnv(b, kind)
+			w := open(b, env, Options{})
+			bulkEnroll(b, w, 10000)
+			r := open(b, env, Options{})
+			c := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				if _, err := w.Enroll(c, enrollment(b, fmt.Sprint(i))); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := r.Refresh(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if r.Snapshot().Len() != 10000+b.N {
+				b.Fatalf("%d devices", r.Snapshot().Len())
+			}
+		})
+	}
+}

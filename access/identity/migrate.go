@@ -1,0 +1,125 @@
+package identity
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// migration is one forward step of the schema. Steps are never edited once
+// released: a change is a new step. The statements run in one transaction
+// with the row that records them, so a step is applied whole or not at all.
+type migration struct {
+	version int
+	name    string
+	stmts   []string
+}
+
+// migrations is the schema history. Version 1 was the first registry
+// schema; version 2 moved address uniqueness into the database (a partial
+// unique index over non-revoked devices, so two appliances can never hand
+// out one address) and added the revocation time and the generation
+// counter that other appliances poll; version 3 records in each row the
+// generation that last changed it.
+var migrations = []migration{
+	{1, "devices", []string{
+		`CREATE TABLE devices (
+			id           TEXT PRIMARY KEY,
+			name         TEXT NOT NULL,
+			email        TEXT NOT NULL,
+			subject      TEXT NOT NULL,
+			groups_json  TEXT NOT NULL,
+			public_key   TEXT NOT NULL,
+			address      TEXT NOT NULL,
+			created_us   BIGINT NOT NULL,
+			last_seen_us BIGINT,
+			expires_us   BIGINT,
+			revoked      BOOLEAN NOT NULL DEFAULT FALSE
+		)`,
+		`CREATE UNIQUE INDEX devices_public_key ON devices (public_key)`,
+		`CREATE INDEX devices_subject ON devices (subject)`,
+		`CREATE INDEX devices_address ON devices (address)`,
+	}},
+	{2, "active address unique, generation counter", []string{
+		`ALTER TABLE devices ADD COLUMN revoked_us BIGINT`,
+		`DROP INDEX devices_address`,
+		`CREATE UNIQUE INDEX devices_active_address ON devices (address) WHERE NOT revoked`,
+		`CREATE TABLE registry_generation (
+			id         INTEGER PRIMARY KEY CHECK (id = 1),
+			generation BIGINT NOT NULL
+		)`,
+		`INSERT INTO registry_generation (id, generation) VALUES (1, 1)`,
+	}},
+	{3, "per-device change generation", []string{
+		// Lets an appliance read only what changed since the generation
+		// it holds instead of every device on every change.
+		`ALTER TABLE devices ADD COLUMN changed_gen BIGINT NOT NULL DEFAULT 0`,
+		`CREATE INDEX devices_changed_gen ON devices (changed_gen)`,
+	}},
+}
+
+// schemaVersion is the version this build writes.
+func schemaVersion() int { return migrations[len(migrations)-1].version }
+
+// migrationLockKey is the PostgreSQL advisory lock that serializes
+// migrations when several appliances start at once against one database
+// ("edgegw-i" as a big-endian integer; any constant would do).
+const migrationLockKey int64 = 0x6564676577692d69
+
+// migrate brings the schema to version `to` (schemaVersion() outside
+// tests). It refuses a database newer than this build: running old code
+// on a new schema could write rows the new code misreads.
+func migrate(ctx context.Context, db *sql.DB, d dialect, to int, now time.Time) (from int, err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, unavailable("begin migration", err)
+	}
+	defer tx.Rollback()
+	if d == dialectPostgres {
+		// Held until commit or rollback; the second appliance waits here
+		// and then finds the schema current. SQLite needs nothing more: the
+		// transaction is BEGIN IMMEDIATE, which already excludes writers.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
+			return 0, unavailable("take the migration lock", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_us BIGINT NOT NULL
+	)`); err != nil {
+		return 0, unavailable("create schema_migrations", err)
+	}
+	var cur sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(version) FROM schema_migrations`).Scan(&cur); err != nil {
+		return 0, unavailable("read schema version", err)
+	}
+	from = int(cur.Int64)
+	if from > schemaVersion() {
+		return from, fmt.Errorf("the device registry schema is version %d, newer than this edgegw understands (%d): upgrade edgegw", from, schemaVersion())
+	}
+	applied := false
+	for _, m := range migrations {
+		if m.version <= from || m.version > to {
+			continue
+		}
+		for _, s := range m.stmts {
+			if _, err := tx.ExecContext(ctx, s); err != nil {
+				return from, fmt.Errorf("schema migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_us) VALUES ($1, $2, $3)`,
+			m.version, m.name, now.UnixMicro()); err != nil {
+			return from, fmt.Errorf("record schema migration %d: %w", m.version, err)
+		}
+		applied = true
+	}
+	if !applied {
+		return from, nil
+	}
+	if err := tx.Commit(); err != nil {
+		return from, unavailable("commit schema migrations", err)
+	}
+	return from, nil
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/pem"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/access/enroll/enrolltest"
+	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/tunnel/wireguard"
+)
+
+// enrollGateway is an enrollment endpoint in front of a real OpenID
+// provider with the device grant, on a TLS listener whose certificate is
+// written to caFile.
+func enrollGateway(t *testing.T) (gw *httptest.Server, op *enrolltest.OP, reg *enrolltest.Registry, caFile string) {
+	t.Helper()
+	op = enrolltest.Start(t, enrolltest.Options{})
+	op.AddDeviceClient("edgegw-cli")
+	reg = enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 4)
+	gwKey, _ := wireguard.GeneratePrivateKey()
+	p := enroll.Provider{DeviceClientID: "edgegw-cli"}
+	p.Name, p.Issuer, p.ClientID = "corp", op.Issuer, "edgegw-web"
+	h, err := enroll.New(enroll.Options{
+		Providers: []enroll.Provider{p},
+		Policies:  []policy.Policy{{Name: "staff", Action: policy.Allow, Include: []policy.Selector{{Group: "staff"}}}},
+		Registry:  reg,
+		Tunnel: func(context.Context) (enroll.Tunnel, error) {
+			return enroll.Tunnel{PublicKey: gwKey.PublicKey(), Endpoint: "gw.example.com:51820", AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.96.0.0/12")}}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw = httptest.NewTLSServer(h)
+	t.Cleanup(gw.Close)
+	caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: gw.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return gw, op, reg, caFile
+}
+
+var userCodeRE = regexp.MustCompile(`^    ([A-Z0-9-]{6,})$`)
+
+// TestCmdEnroll runs `edgegw enroll` against the gateway, approving the
+// user code it prints at the provider as the user would.
+func TestCmdEnroll(t *testing.T) {
+	gw, op, reg, caFile := enrollGateway(t)
+	out := filepath.Join(t.TempDir(), "wg-corp.conf")
+	pr, pw := io.Pipe()
+	var stdout bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		err := cmdEnroll([]string{gw.URL, "--name", "alice-laptop", "--out", out, "--ca-file", caFile}, &stdout, pw)
+		pw.CloseWithError(errors.New("enroll returned"))
+		done <- err
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var prompt strings.Builder
+	sc := bufio.NewScanner(pr)
+	approved := false
+	for sc.Scan() {
+		prompt.WriteString(sc.Text() + "\n")
+		if m := userCodeRE.FindStringSubmatch(sc.Text()); m != nil && !approved {
+			if err := op.Approve(ctx, m[1], op.Username(), true); err != nil {
+				t.Fatal(err)
+			}
+			approved = true
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("enroll: %v\nstderr:\n%s", err, prompt.String())
+	}
+	if !approved || !strings.Contains(prompt.String(), op.Issuer+"/device") {
+		t.Fatalf("no verification URL and code shown:\n%s", prompt.String())
+	}
+	devs, _ := reg.List(t.Context())
+	if len(devs) != 1 || devs[0].Name != "alice-laptop" {
+		t.Fatalf("registry: %+v", devs)
+	}
+	fi, err := os.Stat(out)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("config %v %v", fi, err)
+	}
+	conf, _ := os.ReadFile(out)
+	m := regexp.MustCompile(`PrivateKey = (\S+)`).FindSubmatch(conf)
+	if m == nil {
+		t.Fatalf("config:\n%s", conf)
+	}
+	priv, err := wireguard.ParseKey(string(m[1]))
+	if err != nil || priv.PublicKey() != wireguard.Key(devs[0].PublicKey) {
+		t.Fatalf("the file's key is not the registered one: %v", err)
+	}
+	if !strings.Contains(string(conf), "Endpoint = gw.example.com:51820\n") || !strings.Contains(string(conf), "Address = 100.96.0.2/32\n") {
+		t.Fatalf("config:\n%s", conf)
+	}
+	if !strings.Contains(stdout.String(), devs[0].ID) || !strings.Contains(stdout.String(), "wg-quick up "+out) {
+		t.Fatalf("stdout: %s", stdout.String())
+	}
+
+	// A second run does not overwrite the file, and says so before any
+	// sign-in.
+	err = cmdEnroll([]string{gw.URL, "--out", out, "--ca-file", caFile}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("second enroll: %v", err)
+	}
+	// Without the CA, the gateway's certificate is refused.
+	err = cmdEnroll([]string{gw.URL, "--out", out + ".2"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("enroll without the CA: %v", err)
+	}
+}
+
+func TestCmdEnrollUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"https://a", "https://b"},
+		{"https://gw", "--ca-file", "x.pem", "--insecure"},
+		{"https://gw", "--no-such-flag"},
+	} {
+		if err := cmdEnroll(args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+			t.Errorf("enroll %q: %v, want a usage error", args, err)
+		}
+	}
+	for _, args := range [][]string{{}, {"list", "x"}, {"show"}, {"revoke"}, {"delete", "x"}} {
+		if err := cmdDevice(args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+			t.Errorf("device %q: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// TestCmdDevice lists, shows and revokes devices through the admin API.
+func TestCmdDevice(t *testing.T) {
+	reg := enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 4)
+	k, _ := wireguard.GeneratePrivateKey()
+	d, err := reg.Enroll(t.Context(), identity.Enrollment{Name: "alice-laptop", Email: "alice@corp.example", Subject: "iss#alice", Groups: []string{"staff"}, PublicKey: k.PublicKey(), Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := httptest.NewServer(enroll.NewAdmin(reg, enroll.AdminOptions{}))
+	defer admin.Close()
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := cmdDevice(append(args, "--admin", admin.URL), &out, io.Discard)
+		return out.String(), err
+	}
+
+	out, err := run("list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ID ") || !strings.Contains(lines[1], d.ID) ||
+		!strings.Contains(lines[1], "alice@corp.example") || !strings.Contains(lines[1], "100.96.0.2") || !strings.Contains(lines[1], "active") {
+		t.Fatalf("list:\n%s", out)
+	}
+	out, err = run("show", d.ID)
+	if err != nil || !strings.Contains(out, "public key:  "+k.PublicKey().String()) || !strings.Contains(out, "groups:      staff") {
+		t.Fatalf("show: %v\n%s", err, out)
+	}
+	out, err = run("revoke", d.ID)
+	if err != nil || !strings.Contains(out, "Revoked device "+d.ID) {
+		t.Fatalf("revoke: %v\n%s", err, out)
+	}
+	if out, err = run("list", "--json"); err != nil || !strings.Contains(out, `"status": "revoked"`) {
+		t.Fatalf("list --json: %v\n%s", err, out)
+	}
+	if _, err = run("show", "dev_nope"); err == nil || !strings.Contains(err.Error(), `No device has the id "dev_nope"`) {
+		t.Fatalf("show unknown: %v", err)
+	}
+	reg.SetDown(true)
+	if _, err = run("list"); err == nil || !strings.Contains(err.Error(), "unavailable") {
+		t.Fatalf("list with the registry down: %v", err)
+	}
+	admin.Close()
+	if _, err = run("list"); err == nil || !strings.Contains(err.Error(), "cannot reach the admin API") {
+		t.Fatalf("list with no gateway: %v", err)
+	}
+}
+
+// TestCmdEnrollBrowser runs `edgegw enroll --browser`: the user opens the
+// printed URL on the same machine and the redirect comes back to it.
+func TestCmdEnrollBrowser(t *testing.T) {
+	gw, op, reg, caFile := enrollGateway(t)
+	out := filepath.Join(t.TempDir(), "wg-corp.conf")
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := cmdEnroll([]string{gw.URL, "--browser", "--name", "desk", "--out", out, "--ca-file", caFile}, io.Discard, pw)
+		pw.CloseWithError(errors.New("enroll returned"))
+		done <- err
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		u, ok := strings.CutPrefix(sc.Text(), "    ")
+		if !ok || !strings.HasPrefix(u, op.Issuer) {
+			continue
+		}
+		jar, _ := cookiejar.New(nil)
+		b := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+		r, err := b.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		form := url.Values{"id": {r.Request.URL.Query().Get("authRequestID")}, "username": {op.Username()}, "password": {enrolltest.Password}}
+		if r, err = b.PostForm(op.Issuer+"/login/username", form); err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	devs, _ := reg.List(t.Context())
+	if len(devs) != 1 || devs[0].Name != "desk" {
+		t.Fatalf("registry: %+v", devs)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatal(err)
+	}
+}
