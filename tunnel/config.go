@@ -68,8 +68,8 @@ func (r *Route) Validate(report func(field, msg string)) {
 	if r.Via == "" {
 		report("via", "missing: name the tunnel this route goes through")
 	}
-	if r.Priority < 1 || r.Priority > 65535 {
-		report("priority", fmt.Sprintf("must be from 1 to 65535, got %d", r.Priority))
+	if r.Priority < 1 || r.Priority > MaxPriority {
+		report("priority", fmt.Sprintf("must be from 1 to %d, got %d", MaxPriority, r.Priority))
 	}
 	if r.Weight < 1 || r.Weight > 256 {
 		report("weight", fmt.Sprintf("must be from 1 to 256, got %d", r.Weight))

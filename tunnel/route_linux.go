@@ -81,7 +81,8 @@ func NewRouteManager(nl Netlink, opts RouteOptions) (*RouteManager, error) {
 // Set makes the kernel's routes match Plan(routes, states). Calling it
 // again with the same input changes nothing. Routes through a tunnel
 // whose interface does not exist are left out (and logged) until a later
-// Set finds it.
+// Set finds it; the prefix's unreachable route, which needs no interface,
+// is installed all the same.
 func (m *RouteManager) Set(routes []Route, states map[string]State) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -117,6 +118,16 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 	want := map[routeKey]*netlink.Route{}
 	wantText := map[routeKey]string{}
 	for _, kr := range plan {
+		k := routeKey{kr.Prefix, kr.Metric}
+		if kr.Unreachable {
+			// No device: it outlives every tunnel interface.
+			want[k] = &netlink.Route{
+				Dst: IPNet(kr.Prefix), Priority: kr.Metric, Protocol: RouteProtocol,
+				Scope: netlink.SCOPE_UNIVERSE, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNREACHABLE,
+			}
+			wantText[k] = kr.String()
+			continue
+		}
 		r := &netlink.Route{
 			Dst: IPNet(kr.Prefix), Priority: kr.Metric, Protocol: RouteProtocol,
 			Scope: netlink.SCOPE_LINK, Table: unix.RT_TABLE_MAIN,
@@ -147,13 +158,14 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 			r.LinkIndex, r.MultiPath = r.MultiPath[0].LinkIndex, nil
 			hops[0].Weight = 1 // a single path has no weight in the kernel
 		}
-		k := routeKey{kr.Prefix, kr.Metric}
 		want[k] = r
 		wantText[k] = KernelRoute{Prefix: kr.Prefix, Metric: kr.Metric, Nexthops: hops}.String()
 	}
 
 	filter := &netlink.Route{Protocol: RouteProtocol, Table: unix.RT_TABLE_MAIN}
-	have, err := m.nl.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
+	// Both families: IPv6 prefixes are routed too, and a route not
+	// listed would be replaced on every Set and never removed.
+	have, err := m.nl.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return fmt.Errorf("list routes: %w", err)
 	}
@@ -206,6 +218,17 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 // describe renders a kernel route in KernelRoute.String's form.
 func describe(r netlink.Route, p netip.Prefix, names map[int]string) string {
 	kr := KernelRoute{Prefix: p, Metric: r.Priority}
+	switch r.Type {
+	case unix.RTN_UNREACHABLE:
+		// IPv6 reports such a route on lo; it has no nexthop all the same.
+		kr.Unreachable = true
+		return kr.String()
+	case unix.RTN_UNICAST, 0:
+	default:
+		// Another type at a wanted key never matches what we want, so
+		// the route is replaced.
+		return fmt.Sprintf("type %d %s metric %d", r.Type, p, r.Priority)
+	}
 	name := func(idx int) string {
 		if n, ok := names[idx]; ok {
 			return n

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // fakeNetlink is a kernel routing table that records every change as a
@@ -69,6 +70,15 @@ func (f *fakeNetlink) RouteDel(r *netlink.Route) error {
 	return nil
 }
 
+// unplug deletes every link and, as the kernel does, the routes through
+// them; routes with no device (unreachable, foreign ones) stay.
+func (f *fakeNetlink) unplug() {
+	f.links = map[string]int{}
+	f.routes = slices.DeleteFunc(f.routes, func(r netlink.Route) bool {
+		return r.Type != unix.RTN_UNREACHABLE && r.LinkIndex >= 1 && r.LinkIndex <= 3 || len(r.MultiPath) > 0
+	})
+}
+
 func (f *fakeNetlink) take() string {
 	s := strings.Join(f.ops, "\n")
 	f.ops = nil
@@ -94,6 +104,8 @@ func TestRouterStates(t *testing.T) {
 	}
 	failover := []Route{rt("10.20.0.0/16", "gre1", 100, 1), rt("10.20.0.0/16", "gre2", 200, 1)}
 	ecmp := []Route{rt("10.30.0.0/16", "gre1", 100, 1), rt("10.30.0.0/16", "gre2", 100, 3)}
+	missing := append(slices.Clone(ecmp), rt("10.40.0.0/16", "gone", 100, 1))
+	withV6 := append(slices.Clone(missing), rt("fd00:20::/48", "gre3", 100, 1))
 	steps := []struct {
 		name   string
 		routes []Route
@@ -102,7 +114,8 @@ func TestRouterStates(t *testing.T) {
 	}{
 		{"install", failover, nil, `
 replace 10.20.0.0/16 metric 100 dev gre1
-replace 10.20.0.0/16 metric 200 dev gre2`},
+replace 10.20.0.0/16 metric 200 dev gre2
+replace unreachable 10.20.0.0/16 metric 2000000000`},
 		{"same again: nothing", failover, map[string]State{"gre1": Healthy}, ``},
 		{"primary down: penalised behind backup", failover, map[string]State{"gre1": Down}, `
 replace 10.20.0.0/16 metric 1000100 dev gre1
@@ -122,16 +135,38 @@ del 10.20.0.0/16 metric 1000100 dev gre1
 del 10.20.0.0/16 metric 1000200 dev gre2`},
 		{"ecmp added, failover removed", ecmp, nil, `
 replace 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3
+replace unreachable 10.30.0.0/16 metric 2000000000
 del 10.20.0.0/16 metric 100 dev gre1
-del 10.20.0.0/16 metric 200 dev gre2`},
+del 10.20.0.0/16 metric 200 dev gre2
+del unreachable 10.20.0.0/16 metric 2000000000`},
 		{"ecmp member degraded leaves the group", ecmp, map[string]State{"gre2": Degraded}, `
 replace 10.30.0.0/16 metric 100 dev gre1
 replace 10.30.0.0/16 metric 500100 dev gre2`},
-		{"missing interface left out", append(ecmp, rt("10.40.0.0/16", "gone", 100, 1)), nil, `
+		{"missing interface left out, its prefix refused", missing, nil, `
 replace 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3
+replace unreachable 10.40.0.0/16 metric 2000000000
 del 10.30.0.0/16 metric 500100 dev gre2`},
+		{"ipv6 prefix alongside", withV6, nil, `
+replace fd00:20::/48 metric 100 dev gre3
+replace unreachable fd00:20::/48 metric 2000000000`},
+		{"ipv6 again: nothing", withV6, nil, ``},
+		// The kernel deletes a vanished interface's routes with it; the
+		// unreachable routes stay and nothing else is touched.
+		{"every tunnel interface gone", withV6, nil, ``},
+		{"interfaces back", withV6, nil, `
+replace 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3
+replace fd00:20::/48 metric 100 dev gre3`},
+		{"ipv6 prefix removed", missing, nil, `
+del fd00:20::/48 metric 100 dev gre3
+del unreachable fd00:20::/48 metric 2000000000`},
 	}
 	for _, s := range steps {
+		switch s.name {
+		case "every tunnel interface gone":
+			nl.unplug()
+		case "interfaces back":
+			nl.links = map[string]int{"gre1": 1, "gre2": 2, "gre3": 3}
+		}
 		if err := m.Set(s.routes, s.states); err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
@@ -142,7 +177,9 @@ del 10.30.0.0/16 metric 500100 dev gre2`},
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := nl.take(), "del 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3"; got != want {
+	if got, want := nl.take(), `del 10.30.0.0/16 metric 100 nexthop dev gre1 weight 1 nexthop dev gre2 weight 3
+del unreachable 10.30.0.0/16 metric 2000000000
+del unreachable 10.40.0.0/16 metric 2000000000`; got != want {
 		t.Errorf("close: got %s, want %s", got, want)
 	}
 	if len(nl.routes) != 1 || nl.routes[0].LinkIndex != 9 {
@@ -161,7 +198,8 @@ func TestPlanWeightsAndOrder(t *testing.T) {
 	for _, r := range got {
 		lines = append(lines, r.String())
 	}
-	want := "10.1.0.0/16 metric 100 dev a|10.1.0.0/16 metric 300 dev a|10.2.0.0/16 metric 100 nexthop dev a weight 1 nexthop dev b weight 2"
+	want := "10.1.0.0/16 metric 100 dev a|10.1.0.0/16 metric 300 dev a|unreachable 10.1.0.0/16 metric 2000000000|" +
+		"10.2.0.0/16 metric 100 nexthop dev a weight 1 nexthop dev b weight 2|unreachable 10.2.0.0/16 metric 2000000000"
 	if s := strings.Join(lines, "|"); s != want {
 		t.Errorf("got %s\nwant %s", s, want)
 	}
@@ -172,5 +210,36 @@ func TestCheckRoutes(t *testing.T) {
 	CheckRoutes(func(f, m string) { got = append(got, f+": "+m) }, []Route{rt("10.1.0.0/16", "nyc", 100, 1), rt("10.2.0.0/16", "fra", 100, 1)}, []string{"nyc"})
 	if len(got) != 1 || !strings.HasPrefix(got[0], `[1].via: route 10.2.0.0/16: no tunnel is named "fra"`) {
 		t.Errorf("%q", got)
+	}
+}
+
+// TestUnreachableMetricAboveEveryRoute checks that no configured route can
+// reach the unreachable route's metric: the highest priority Validate
+// accepts, fully penalised, stays below it, and an unvalidated one is kept
+// under it rather than merged with it.
+func TestUnreachableMetricAboveEveryRoute(t *testing.T) {
+	for _, c := range []struct {
+		prio int
+		ok   bool
+	}{{MaxPriority, true}, {MaxPriority + 1, false}} {
+		r := rt("10.1.0.0/16", "a", c.prio, 1)
+		var errs []string
+		r.Validate(func(f, m string) { errs = append(errs, f+": "+m) })
+		if (len(errs) == 0) != c.ok {
+			t.Errorf("priority %d: errors %q, want ok=%v", c.prio, errs, c.ok)
+		}
+	}
+	if worst := MaxPriority + max(DegradedPenalty, DownPenalty); worst >= UnreachableMetric {
+		t.Fatalf("worst tunnel metric %d reaches UnreachableMetric %d", worst, UnreachableMetric)
+	}
+	got := Plan([]Route{rt("10.1.0.0/16", "a", MaxPriority, 1), rt("10.1.0.0/16", "b", UnreachableMetric+5, 1)},
+		map[string]State{"a": Down})
+	var lines []string
+	for _, r := range got {
+		lines = append(lines, r.String())
+	}
+	want := "10.1.0.0/16 metric 1065535 dev a|10.1.0.0/16 metric 1999999999 dev b|unreachable 10.1.0.0/16 metric 2000000000"
+	if s := strings.Join(lines, "|"); s != want {
+		t.Errorf("got %s\nwant %s", s, want)
 	}
 }
