@@ -67,24 +67,35 @@ type Set struct {
 	Identity *rules.Program
 	// V6 tells which family a List or Identity set is for.
 	V6 bool
+	// Alias, when set, is the ingress alias ("wan" or "lan") whose
+	// interface names the set holds, filled by Compile from the Spec.
+	Alias string
 }
 
 // RuleInfo describes one compiled rule.
 type RuleInfo struct {
-	ID      string
-	Action  string
-	Counter string // name of its counter object
+	ID          string
+	Description string
+	Action      string // block, allow or rate_limit
+	Rate        Rate   // rate_limit only
+	Counter     string // name of its counter object
+	// Position is the rule's 1-based place in Config.Rules, disabled rules
+	// included: the n of the flow-sampling log prefix "ef/<n>/<v>".
+	Position int
 }
 
 // Ruleset is a firewall [Config] compiled to nftables: the fragment that
 // [Compile] places into the table. It is immutable.
 type Ruleset struct {
-	rules  []RuleInfo
-	progs  []*rules.Program
-	lists  map[string][]netip.Prefix
-	base   [][]expr.Any
-	chains []Chain
-	sets   []Set
+	rules   []RuleInfo
+	progs   []*rules.Program
+	aliased []bool         // progs[i] names an ingress alias
+	aliases []string       // the aliases the rules use, sorted
+	owners  map[string]int // counter or chain name → Position of its rule
+	lists   map[string][]netip.Prefix
+	base    [][]expr.Any
+	chains  []Chain
+	sets    []Set
 }
 
 // RuleError is a rule that does not compile.
@@ -129,18 +140,28 @@ func CompileRules(c *Config) (*Ruleset, error) {
 			errs = append(errs, &RuleError{Index: i, ID: r.ID, Err: c.suggestLists(err)})
 			continue
 		}
-		info := RuleInfo{ID: r.ID, Action: r.Action, Counter: fmt.Sprintf("r%d", i)}
+		info := RuleInfo{ID: r.ID, Description: r.Description, Action: r.Action,
+			Counter: fmt.Sprintf("r%d", i), Position: i + 1}
+		if r.Action == "rate_limit" {
+			info.Rate = r.Rate
+		}
 		if err := comp.rule(i, info, r.Rate, prog); err != nil {
 			errs = append(errs, &RuleError{Index: i, ID: r.ID, Err: err})
 			continue
 		}
 		rs.rules = append(rs.rules, info)
 		rs.progs = append(rs.progs, prog)
+		rs.aliased = append(rs.aliased, usesAlias(prog.Expr))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	rs.base, rs.chains, rs.sets = comp.dispatch()
+	rs.aliases = comp.aliases
+	rs.owners = comp.owners
+	for _, r := range rs.rules {
+		rs.owners[r.Counter] = r.Position
+	}
 	for _, e := range comp.predList {
 		for _, v6 := range []bool{false, true} {
 			rs.sets = append(rs.sets, Set{
@@ -178,14 +199,42 @@ func (r *Ruleset) Rules() []RuleInfo { return slices.Clone(r.rules) }
 
 // Match evaluates the rules in order on one packet with the pure
 // evaluator and returns the first rule that matches; false means the
-// default, allow. Lists are those of the Config.
+// default, allow. Lists are those of the Config. The ingress aliases stand
+// only for interfaces literally named "wan" and "lan"; [Spec.Match] maps
+// them to the Spec's interfaces.
 func (r *Ruleset) Match(v rules.Values) (RuleInfo, bool) {
+	return (&Spec{Rules: r}).Match(v)
+}
+
+// Match evaluates s.Rules on one packet with the pure evaluator, with the
+// ingress aliases "wan" and "lan" standing for s.WAN and s.LAN as in the
+// kernel, and returns the first rule that matches; false means the
+// default, allow (also when s has no rules).
+func (s *Spec) Match(v rules.Values) (RuleInfo, bool) {
+	r := s.Rules
+	if r == nil {
+		return RuleInfo{}, false
+	}
 	for i, p := range r.progs {
+		if r.aliased[i] {
+			p = &rules.Program{Expr: s.resolveAliases(p.Expr), Source: p.Source, Schema: p.Schema}
+		}
 		if p.Eval(v) {
 			return r.rules[i], true
 		}
 	}
 	return RuleInfo{}, false
+}
+
+// ByPosition returns the rule at 1-based position n of Config.Rules, as
+// the flow-sampling prefix "ef/<n>/<v>" names it; false for 0 (no rule
+// matched) and for positions of disabled or absent rules.
+func (r *Ruleset) ByPosition(n int) (RuleInfo, bool) {
+	i, ok := slices.BinarySearchFunc(r.rules, n, func(x RuleInfo, n int) int { return x.Position - n })
+	if !ok {
+		return RuleInfo{}, false
+	}
+	return r.rules[i], true
 }
 
 func listSetName(list string, v4 bool) string {
@@ -217,10 +266,12 @@ type compiler struct {
 	preds    map[string]int // identity condition → set number
 	predList []rules.Expr
 	setNames map[string]string // elements → set name
+	aliases  []string          // ingress aliases used, sorted
+	owners   map[string]int    // rate-limit chain → Position of its rule
 }
 
 func newCompiler() *compiler {
-	return &compiler{preds: map[string]int{}, setNames: map[string]string{}}
+	return &compiler{preds: map[string]int{}, setNames: map[string]string{}, owners: map[string]int{}}
 }
 
 func (c *compiler) identityPred(e rules.Expr) int {
@@ -294,7 +345,9 @@ func (c *compiler) rule(i int, info RuleInfo, rate Rate, prog *rules.Program) er
 		if rate.Packets == 0 || rate.Packets > 1<<32-1 {
 			return errors.New("rate_limit needs a rate such as 1000/second")
 		}
-		T = []expr.Any{verdict(expr.VerdictGoto, rc.rateLimit(ctr, rate))}
+		rl := rc.rateLimit(ctr, rate)
+		c.owners[rl] = info.Position
+		T = []expr.Any{verdict(expr.VerdictGoto, rl)}
 	default:
 		return fmt.Errorf("unknown action %q", info.Action)
 	}

@@ -43,8 +43,13 @@ func goldenFiles(t *testing.T, dir string, fn func(t *testing.T, input string) s
 
 // specInput is the YAML of a golden compile test.
 type specInput struct {
-	WAN      string `yaml:"wan"`
-	Firewall Config `yaml:"firewall"`
+	WAN      string   `yaml:"wan"`
+	LAN      []string `yaml:"lan"`
+	Firewall Config   `yaml:"firewall"`
+	Sampling struct {
+		Rate  int    `yaml:"rate"`
+		Group uint16 `yaml:"group"`
+	} `yaml:"sampling"`
 }
 
 func TestCompileGolden(t *testing.T) {
@@ -62,7 +67,12 @@ func TestCompileGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return Compile(Spec{WAN: in.WAN, Rules: rs}).String()
+		smp := Sampling(in.Sampling)
+		spec := Spec{WAN: in.WAN, LAN: in.LAN, Rules: rs, Sampling: smp}
+		if len(in.Firewall.Rules) == 0 && len(in.Firewall.Lists) == 0 {
+			spec.Rules = nil // no firewall section
+		}
+		return Compile(spec).String()
 	})
 }
 

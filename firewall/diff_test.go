@@ -73,7 +73,8 @@ func genCond(r *rand.Rand) string {
 	case 11:
 		return fmt.Sprintf("icmp.%s", pick(r, []string{"type == 8", "type in {0 8 128}", "type != 3", "code == 1", "type < 100"}))
 	case 12:
-		return fmt.Sprintf("ingress %s", pick(r, []string{`== "r0"`, `!= "r2"`, `in {"r0" "x9"}`, `!= "r0"`, `== "lo"`}))
+		return fmt.Sprintf("ingress %s", pick(r, []string{`== "r0"`, `!= "r2"`, `in {"r0" "x9"}`, `!= "r0"`, `== "lo"`,
+			`== "wan"`, `!= "wan"`, `== "lan"`, `!= "lan"`, `in {"lan" "x9"}`, `in {"wan" "r0"}`, `in {"wan" "lan"}`}))
 	case 13:
 		return pick(r, []string{`identity.email == "alice@corp.example"`, `identity.groups contains "eng"`,
 			`identity.email in {"alice@corp.example" "carol@corp.example"}`, `identity.email != "bob@corp.example"`,
@@ -201,6 +202,8 @@ func TestKernelDifferential(t *testing.T) {
 	}
 	defer recv.Close()
 
+	const diffGroup = 6102
+	rd := openNflog(t, n, diffGroup, func(m uint64) bool { return m>>48 == 0xED6E })
 	seed := *diffSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -226,14 +229,22 @@ func TestKernelDifferential(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v\n%s", round, err, yml)
 		}
-		prog := Compile(Spec{Rules: rs})
+		// r2 plays the WAN, r0 one of two LAN interfaces (the other absent).
+		spec := Spec{WAN: "r2", LAN: []string{"x7", "r0"}, Rules: rs}
+		// Odd rounds sample every packet: the sampled copy of the rules
+		// must decide as the rules do, and log which rule decided.
+		sampled := round%2 == 1
+		if sampled {
+			spec.Sampling = Sampling{Rate: 1, Group: diffGroup}
+		}
+		prog := Compile(spec)
 		maps := 0
 		for _, s := range prog.Sets {
 			if s.Map {
 				maps++
 			}
 		}
-		t.Logf("round %d: %d base rules, %d chains, %d verdict maps", round, len(prog.Chains[0].Rules), len(prog.Chains), maps)
+		t.Logf("round %d: %d base rules, %d chains, %d verdict maps, sampled %v", round, len(prog.Chains[0].Rules), len(prog.Chains), maps, sampled)
 		if err := n.r.Do(func() error { return n.tbl.Apply(prog) }); err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -243,7 +254,7 @@ func TestKernelDifferential(t *testing.T) {
 		base := uint64(0xED6E000000000000) | uint64(round)<<32
 		for i := range pkts {
 			pkts[i] = genPacket(r, base+uint64(i))
-			rule, ok := rs.Match(pkts[i].record(t))
+			rule, ok := spec.Match(pkts[i].record(t))
 			want[pkts[i].marker] = !ok || rule.Action != "block"
 			if ok {
 				hits[rule.ID]++
@@ -261,9 +272,24 @@ func TestKernelDifferential(t *testing.T) {
 			if delivered := got[p.marker] > 0; delivered != want[p.marker] {
 				bad++
 				if bad <= 5 {
-					rule, _ := rs.Match(p.record(t))
+					rule, _ := spec.Match(p.record(t))
 					t.Errorf("round %d: packet %s on %s: kernel delivered=%v, evaluator says %v (rule %q)",
 						round, p.record(t), p.ingress, delivered, want[p.marker], rule.ID)
+				}
+			}
+		}
+		if sampled {
+			logged := rd.wait(100 * time.Millisecond)
+			for _, p := range pkts {
+				want := SamplePrefix(0, true)
+				if rule, ok := spec.Match(p.record(t)); ok {
+					want = SamplePrefix(rule.Position, rule.Action != "block")
+				}
+				if got := logged[p.marker]; len(got) != 1 || got[0] != want {
+					bad++
+					if bad <= 5 {
+						t.Errorf("round %d: packet %s on %s logged %v, want [%s]", round, p.record(t), p.ingress, got, want)
+					}
 				}
 			}
 		}

@@ -1,6 +1,6 @@
 // Package firewall owns edgegw's nftables table, `inet edgegw`. Everything
 // edgegw does in netfilter (masquerade on the WAN, the Magic-Firewall-style
-// rules, MSS clamping for tunnels; flow sampling as it lands) is compiled into one
+// rules, MSS clamping for tunnels, flow sampling into NFLOG) is compiled into one
 // Program value first and then applied in a single netlink batch that
 // replaces the whole table, so the kernel never sees a half-applied ruleset
 // and a batch the kernel rejects leaves the previous table in place.
@@ -49,7 +49,17 @@
 // touching rules. Conditions on identity.email and identity.groups become
 // sets of the source addresses of the users for whom the condition holds,
 // filled from the snapshot given to [Table.UpdateIdentities]. ingress is the
-// input interface name (iifname); "contains" on it is not supported.
+// input interface name (iifname); "contains" on it is not supported. The
+// aliases ingress == "wan" and "lan" stand for [Spec.WAN] and [Spec.LAN]
+// (alias.go).
+//
+// # Flow sampling
+//
+// With [Spec.Sampling] on, 1 in Rate packets takes a copy of the rules that
+// logs every verdict to an NFLOG group with the prefix "ef/<n>/<a|b>": the
+// position of the deciding rule (0: none) and whether the packet passed
+// (sample.go). [Ruleset.ByPosition] maps n back to the rule and
+// [Ruleset.ID] names the ruleset.
 //
 // Interval sets are given merged, non-overlapping intervals with exclusive
 // end keys; values are in network byte order, as the payload expressions
@@ -74,13 +84,20 @@ const TableName = "edgegw"
 // Spec is the desired state of the table.
 type Spec struct {
 	// WAN is the uplink; forwarded traffic leaving through it is
-	// masqueraded to the uplink's address. Empty: no NAT.
+	// masqueraded to the uplink's address. Empty: no NAT. Rules name it
+	// ingress == "wan".
 	WAN string
+	// LAN are the office interfaces; rules name them ingress == "lan".
+	LAN []string
 	// Rules are the Magic-Firewall-style rules from [CompileRules]; nil:
 	// no rules chain.
 	Rules *Ruleset
 	// Clamp lowers the TCP MSS of SYNs through tunnel interfaces.
 	Clamp []Clamp
+	// Sampling sends 1 in Sampling.Rate packets through a copy of the
+	// rules that logs each verdict to NFLOG (see sample.go); with it on,
+	// the rules chain exists even without Rules.
+	Sampling Sampling
 }
 
 // Chain is one chain of the compiled program: a base chain when Hook is
@@ -112,7 +129,10 @@ const RulesChain = "rules"
 // a kernel.
 func Compile(s Spec) *Program {
 	p := &Program{}
-	if rs := s.Rules; rs != nil {
+	if rs := s.Rules; rs != nil || s.Sampling.Rate > 0 {
+		if rs == nil {
+			rs = &Ruleset{}
+		}
 		base := Chain{
 			Name:     RulesChain,
 			Type:     nftables.ChainTypeFilter,
@@ -125,9 +145,18 @@ func Compile(s Spec) *Program {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")},
 			verdict(expr.VerdictAccept, ""),
 		})
+		if s.Sampling.Rate > 0 {
+			base.Rules = append(base.Rules, sampleEntry(s.Sampling.Rate))
+		}
 		base.Rules = append(base.Rules, rs.base...)
 		p.Chains = append(p.Chains, base)
 		p.Chains = append(p.Chains, rs.chains...)
+		var sampledMaps []Set
+		if s.Sampling.Rate > 0 {
+			var chains []Chain
+			chains, sampledMaps = sampleRules(rs, s.Sampling)
+			p.Chains = append(p.Chains, chains...)
+		}
 		for _, name := range slices.Sorted(maps.Keys(rs.lists)) {
 			v4, v6 := prefixIntervals(rs.lists[name])
 			p.Sets = append(p.Sets,
@@ -135,6 +164,10 @@ func Compile(s Spec) *Program {
 				Set{Name: listSetName(name, false), Key: nftables.TypeIP6Addr, Interval: true, List: name, V6: true, Elements: intervalElements(v6)})
 		}
 		p.Sets = append(p.Sets, rs.sets...)
+		p.Sets = append(p.Sets, sampledMaps...)
+		for _, a := range rs.aliases {
+			p.Sets = append(p.Sets, s.aliasSet(a))
+		}
 		for _, r := range rs.rules {
 			p.Counters = append(p.Counters, r.Counter)
 		}

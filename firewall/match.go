@@ -60,6 +60,7 @@ type match struct {
 	op   expr.CmpOp
 	data []byte
 	set  string // lookup instead of cmp when not empty
+	inv  bool   // the lookup is negated: the value is not in set
 }
 
 // combine returns the conjunction of a and b, or false if they can never
@@ -378,13 +379,18 @@ func prefixMask(p netip.Prefix) []byte {
 // ifnameLen is the size of an interface name as the kernel compares it.
 const ifnameLen = unix.IFNAMSIZ
 
-// ingress compiles conditions on the ingress interface name.
+// ingress compiles conditions on the ingress interface name. The aliases
+// "wan" and "lan" in ==, != and in {…} become lookups in the sets
+// if_wan and if_lan, which Compile fills from the Spec (see aliasNames).
 func (rc *ruleCompiler) ingress(e rules.Expr) ([]alt, error) {
 	ld := meta(expr.MetaKeyIIFNAME, ifnameLen, kindIfname)
 	one := func(ms ...match) []alt { return []alt{{l4proto: -1, ms: ms}} }
 	switch e := e.(type) {
 	case *rules.Compare:
 		s := e.Value.Str
+		if isAlias(s) && (e.Op == rules.OpEq || e.Op == rules.OpNe) {
+			return one(match{ld: ld, set: rc.c.alias(s), inv: e.Op == rules.OpNe}), nil
+		}
 		long := len(s) >= ifnameLen || containsNUL(s)
 		switch {
 		case long && e.Op == rules.OpEq:
@@ -395,14 +401,20 @@ func (rc *ruleCompiler) ingress(e rules.Expr) ([]alt, error) {
 		return one(match{ld: ld, op: cmpOps[e.Op], data: ifname(s)}), nil
 	case *rules.InSet:
 		var rs []interval
+		var out []alt
 		for _, el := range e.Elems {
-			if s := el.Lo.Str; len(s) < ifnameLen && !containsNUL(s) {
+			s := el.Lo.Str
+			switch {
+			case isAlias(s):
+				out = append(out, one(match{ld: ld, set: rc.c.alias(s)})...)
+			case len(s) < ifnameLen && !containsNUL(s):
 				rs = append(rs, interval{ifname(s), ifname(s)})
 			}
 		}
-		var out []alt
-		for _, ms := range rc.setMatch(match{ld: ld}, rs, nftables.TypeIFName) {
-			out = append(out, one(ms...)...)
+		if len(rs) > 0 {
+			for _, ms := range rc.setMatch(match{ld: ld}, rs, nftables.TypeIFName) {
+				out = append(out, one(ms...)...)
+			}
 		}
 		return out, nil
 	}
@@ -454,7 +466,7 @@ func (a alt) lower() []expr.Any {
 				Mask: m.mask, Xor: make([]byte, m.ld.len)})
 		}
 		if m.set != "" {
-			out = append(out, &expr.Lookup{SourceRegister: 1, SetName: m.set})
+			out = append(out, &expr.Lookup{SourceRegister: 1, SetName: m.set, Invert: m.inv})
 		} else {
 			out = append(out, &expr.Cmp{Op: m.op, Register: 1, Data: m.data})
 		}

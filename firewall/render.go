@@ -93,6 +93,8 @@ func renderSet(b *strings.Builder, s *Set) {
 		fmt.Fprintf(b, "\t\t# list $%s\n", s.List)
 	case s.Identity != nil:
 		fmt.Fprintf(b, "\t\t# source addresses of users with %s\n", s.Identity.Source)
+	case s.Alias != "":
+		fmt.Fprintf(b, "\t\t# ingress == %q\n", s.Alias)
 	}
 	kind := kindInt
 	switch s.Key.Name {
@@ -207,6 +209,10 @@ func (r *renderer) expr(e expr.Any) {
 			r.out = append(r.out, r.what+" vmap @"+e.SetName)
 			break
 		}
+		if e.Invert {
+			r.out = append(r.out, r.what+" != @"+e.SetName)
+			break
+		}
 		r.out = append(r.out, r.what+" @"+e.SetName)
 	case *expr.Objref:
 		r.out = append(r.out, fmt.Sprintf("counter name %q", e.Name))
@@ -224,6 +230,13 @@ func (r *renderer) expr(e expr.Any) {
 			break
 		}
 		r.what, r.kind = name, kindInt
+	case *expr.Numgen:
+		r.what, r.kind = fmt.Sprintf("numgen random mod %d", e.Modulus), kindInt
+		if e.Type != unix.NFT_NG_RANDOM {
+			r.what = fmt.Sprintf("numgen inc mod %d", e.Modulus)
+		}
+	case *expr.Log:
+		r.out = append(r.out, fmt.Sprintf("log prefix %q group %d", e.Data, e.Group))
 	case *expr.Immediate:
 		r.imm = formatValue(e.Data, kindInt)
 	case *expr.Dynset:

@@ -70,7 +70,8 @@ func (r *Record) Get(f *Field) (Value, bool) {
 }
 
 // String lists the present fields as a conjunction of equalities, e.g.
-// `ip.src == 10.0.0.1 and tcp.dstport == 22`.
+// `ip.src == 10.0.0.1 and tcp.dstport == 22`, booleans alone or with not,
+// and string arrays as one contains per element.
 func (r *Record) String() string {
 	var parts []string
 	for i, v := range r.vals {
@@ -84,6 +85,10 @@ func (r *Record) String() string {
 				parts = append(parts, name)
 			} else {
 				parts = append(parts, "not "+name)
+			}
+		case TypeStrings:
+			for _, x := range v.Strs {
+				parts = append(parts, name+" contains "+StringValue(x).String())
 			}
 		default:
 			parts = append(parts, name+" == "+v.String())

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/firewall/rules"
+	"github.com/edgegw/edgegw/gateway/config"
+)
+
+const firewallUsage = `Usage:
+  edgegw firewall test [--config FILE] 'PACKET'
+        print the rule that matches a packet and the verdict; PACKET is
+        field == value conditions joined by and, e.g.
+        'ip.src == 10.0.0.9 and tcp.dstport == 22 and ingress == "wan"'
+  edgegw firewall show [--config FILE]
+        print the nftables program edgegw compiles the configuration to
+
+Without --config, the built-in default configuration is used. Files the
+configuration names (keys, certificates) are not checked.
+`
+
+// cmdFirewall is `edgegw firewall test|show`.
+func cmdFirewall(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, firewallUsage)
+		return errUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, firewallUsage)
+		return nil
+	case "test":
+		return cmdFirewallTest(args[1:], stdout, stderr)
+	case "show":
+		return cmdFirewallShow(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "edgegw firewall: unknown command %q\n\n%s", args[0], firewallUsage)
+	return errUsage
+}
+
+// loadFirewall reads the configuration and compiles its rules. Files the
+// configuration names are not checked: the rules do not need them.
+func loadFirewall(path string) (*config.Config, firewall.Spec, error) {
+	var cfg *config.Config
+	var err error
+	if path == "" {
+		cfg, err = config.Default()
+	} else {
+		cfg, err = config.Load(path, config.Options{SkipFiles: true})
+	}
+	if err != nil {
+		return nil, firewall.Spec{}, err
+	}
+	spec := firewall.Spec{WAN: cfg.Interfaces.WAN, LAN: cfg.Interfaces.LAN}
+	for _, g := range cfg.Tunnels.GRE {
+		spec.Clamp = append(spec.Clamp, firewall.Clamp{Interface: g.Name, MSS: uint16(g.MSS())})
+	}
+	if cfg.Firewall != nil {
+		if spec.Rules, err = firewall.CompileRules(cfg.Firewall); err != nil {
+			return nil, firewall.Spec{}, fmt.Errorf("%s: %w", cfg.File, err)
+		}
+	}
+	return cfg, spec, nil
+}
+
+func cmdFirewallShow(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("firewall show", "edgegw firewall show [--config FILE]", stderr)
+	cfgPath := fs.String("config", "", "configuration `file` (default: the built-in default)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "edgegw firewall show: unexpected argument %q\n", pos[0])
+		return errUsage
+	}
+	cfg, spec, err := loadFirewall(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if spec.WAN == "" {
+		fmt.Fprintln(stdout, "# interfaces.wan is not set: edgegw masquerades on the interface of the default route, found at start")
+	}
+	if cfg.Netflow != nil {
+		spec.Sampling = firewall.Sampling{Rate: cfg.Netflow.SampleRate, Group: firewall.DefaultSamplingGroup}
+	}
+	_, err = io.WriteString(stdout, firewall.Compile(spec).String())
+	return err
+}
+
+func cmdFirewallTest(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("firewall test", "edgegw firewall test [--config FILE] 'PACKET'", stderr)
+	cfgPath := fs.String("config", "", "configuration `file` (default: the built-in default)")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	desc := strings.Join(pos, " ") // unquoted words are one description too
+	cfg, spec, err := loadFirewall(*cfgPath)
+	if err != nil {
+		return err
+	}
+	pkt, err := firewall.ParsePacket(desc)
+	if err != nil {
+		fmt.Fprintf(stderr, "edgegw firewall test: packet %s\n", strings.TrimRight(err.Error(), "\n"))
+		return errUsage
+	}
+	completePacket(cfg, pkt)
+	rule, ok := spec.Match(pkt)
+	// Print the flags byte only; the flag fields follow from it.
+	for _, f := range []string{"fin", "syn", "reset", "push", "ack", "urg", "ecn", "cwr"} {
+		pkt.Clear("tcp.flags." + f)
+	}
+	fmt.Fprintf(stdout, "packet:  %s\n", pkt)
+	if !ok {
+		fmt.Fprintln(stdout, "rule:    none matched (the default allows)")
+		fmt.Fprintln(stdout, "verdict: allow")
+		return nil
+	}
+	fmt.Fprintf(stdout, "rule:    %s (rules[%d])", rule.ID, rule.Position-1)
+	if rule.Description != "" {
+		fmt.Fprintf(stdout, " %q", rule.Description)
+	}
+	fmt.Fprintln(stdout)
+	switch rule.Action {
+	case "rate_limit":
+		fmt.Fprintf(stdout, "verdict: rate_limit %s (allowed up to the rate per source address, dropped above it)\n", rule.Rate)
+	default:
+		fmt.Fprintf(stdout, "verdict: %s\n", rule.Action)
+	}
+	return nil
+}
+
+// completePacket fills in what the gateway knows about a packet: the
+// interface an ingress alias stands for, and the identity behind the
+// source address (static WireGuard peers with email or groups).
+func completePacket(cfg *config.Config, pkt *rules.Record) {
+	schema := rules.FirewallSchema()
+	get := func(name string) (rules.Value, bool) {
+		f, _ := schema.Field(name)
+		return pkt.Get(f)
+	}
+	if in, ok := get("ingress"); ok {
+		switch {
+		case in.Str == firewall.AliasWAN && cfg.Interfaces.WAN != "":
+			_ = pkt.Set("ingress", rules.StringValue(cfg.Interfaces.WAN))
+		case in.Str == firewall.AliasLAN && len(cfg.Interfaces.LAN) > 0:
+			_ = pkt.Set("ingress", rules.StringValue(cfg.Interfaces.LAN[0]))
+		}
+	}
+	src, ok := get("ip.src")
+	_, hasEmail := get("identity.email")
+	_, hasGroups := get("identity.groups")
+	if !ok || hasEmail || hasGroups || cfg.Tunnels.WireGuard == nil {
+		return
+	}
+	var ids []firewall.Identity
+	for _, p := range cfg.Tunnels.WireGuard.Peers {
+		if p.Email != "" || len(p.Groups) > 0 {
+			ids = append(ids, firewall.Identity{Email: p.Email, Groups: p.Groups, Addrs: p.AllowedIPs})
+		}
+	}
+	if id, ok := firewall.IdentityOf(ids, src.IP); ok {
+		if id.Email != "" {
+			_ = pkt.Set("identity.email", rules.StringValue(id.Email))
+		}
+		_ = pkt.Set("identity.groups", rules.StringsValue(id.Groups...))
+	}
+}
