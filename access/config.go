@@ -160,9 +160,6 @@ func (c *Config) Validate(report func(field, msg string)) {
 			report(f+".client_secret_file", "missing: expected the file holding the secret")
 		}
 	}
-	if len(c.Apps) == 0 {
-		report("apps", "missing: expected at least one app")
-	}
 	names, domains := map[string]bool{}, map[string]bool{}
 	for i, a := range c.Apps {
 		f := fmt.Sprintf("apps[%d]", i)

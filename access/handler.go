@@ -74,6 +74,10 @@ type request struct {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	snap := s.snap.Load()
 	app := snap.app(r.Host)
+	if app == nil && s.opts.Local != nil {
+		s.opts.Local.ServeHTTP(w, r)
+		return
+	}
 	if app == nil {
 		http.Error(w, "No application is configured for this host name.", http.StatusNotFound)
 		return

@@ -59,6 +59,10 @@ type Options struct {
 	Sink       RecordSink
 	Countries  CountryLookup
 	Devices    DeviceLookup
+	// Local serves the gateway's own endpoints (device enrollment, DNS over
+	// HTTPS) on the Access listener, for every host name that is not an
+	// app's: users reach them at https://GATEWAY/.
+	Local http.Handler
 	// HTTPClient talks to identity providers; default a client with a 30s
 	// timeout and the system roots.
 	HTTPClient *http.Client

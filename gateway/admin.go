@@ -26,6 +26,9 @@ type admin struct {
 	reg    *prometheus.Registry
 	status func() Status
 	ready  func() []string // reasons the gateway is not ready; none means ready
+	// devices serves /api/v1/devices (list, show, revoke) while the device
+	// registry runs.
+	devices http.Handler
 
 	wg  sync.WaitGroup // serving goroutines
 	mu  sync.Mutex
@@ -50,6 +53,8 @@ func (a *admin) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.Handle("/api/v1/devices", a.devices)
+	mux.Handle("/api/v1/devices/", a.devices)
 	mux.HandleFunc("GET /api/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, a.status())
 	})

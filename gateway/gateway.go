@@ -13,14 +13,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgegw/edgegw/gateway/config"
-	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
 // Options are the gateway's inputs from the command line.
@@ -100,25 +98,30 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	if err := removeLeftovers(g.log); err != nil {
 		return fmt.Errorf("remove leftovers of an earlier run: %w", err)
 	}
-	restoreForwarding, err := forwarding()
-	if err != nil {
-		return err
-	}
-	defer restoreForwarding()
 
 	// Parts run for the whole of run: goroutines they start are tied to
 	// this context and stopped by their close.
-	pctx, cancel := context.WithCancel(ctx)
+	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	sink := &recordSink{}
-	fw := &fwPart{log: g.log, metrics: g.metrics}
+	devs := newDevices()
+	local := newLocal()
+	devicesAPI := &swapHandler{none: "No device registry runs: configure tunnels.wireguard with identity or enrollment."}
+	fw := &fwPart{log: g.log, metrics: g.metrics, devs: devs}
+	wg := &wgPart{log: g.log, metrics: g.metrics, devs: devs}
+	ids := &identityPart{log: g.log, metrics: g.metrics, devs: devs, api: devicesAPI}
 	g.parts = []part{
+		ids,
 		fw,
-		&wgPart{log: g.log, metrics: g.metrics},
+		wg,
+		&enrollPart{log: g.log, metrics: g.metrics, local: local, ids: ids, wg: wg},
 		&sitePart{log: g.log, metrics: g.metrics},
+		// Logpush before its producers: it takes their records from the
+		// first one, and spools the last ones they hand over at shutdown.
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
-		&accessPart{log: g.log, metrics: g.metrics, sink: sink},
-		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, wan: func() string { return fw.wan }},
+		&netflowPart{log: g.log, metrics: g.metrics, sink: sink, fw: fw, ids: &peerIdentities{devs: devs}},
+		&accessPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local},
+		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }},
 	}
 	defer g.closeParts()
 	for _, p := range g.parts {
@@ -126,14 +129,24 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("%s: %w", p.name(), err)
 		}
 	}
+	devs.markApplied(devs.load()) // the parts started from it
+	// Forward only once the firewall and its sampler are in place, and stop
+	// before they go (defers run last in, first out): no packet crosses
+	// edgegw unfiltered or without its sample.
+	restoreForwarding, err := forwarding()
+	if err != nil {
+		return err
+	}
+	defer restoreForwarding()
 	g.cfg = cfg
 	g.logPending(cfg)
 
 	g.admin = &admin{
-		log:    g.log.With("component", "admin"),
-		reg:    g.metrics.reg,
-		status: g.Status,
-		ready:  g.notReady,
+		log:     g.log.With("component", "admin"),
+		reg:     g.metrics.reg,
+		status:  g.Status,
+		ready:   g.notReady,
+		devices: devicesAPI,
 	}
 	if err := g.admin.bind(cfg.Admin.Listen); err != nil {
 		return err
@@ -142,6 +155,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.admin.run(ectx) })
 	eg.Go(func() error { return g.reloadLoop(ectx, pctx) })
+	eg.Go(func() error { return g.deviceLoop(ectx, devs, wg, fw) })
 	g.log.Info("edgegw is up", "admin", g.admin.addr())
 	if g.opts.Started != nil {
 		g.opts.Started(g.admin.addr())
@@ -149,6 +163,30 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	err = eg.Wait()
 	g.log.Info("shutting down")
 	return err
+}
+
+// deviceLoop owns the pushing of registry snapshots into the WireGuard
+// device and the firewall's identity sets. It holds g.mu while it does, so
+// a reload never interleaves with it; reloads themselves read the latest
+// snapshot.
+func (g *Gateway) deviceLoop(ctx context.Context, devs *devices, wg *wgPart, fw *fwPart) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-devs.changed:
+		}
+		g.mu.Lock()
+		snap := devs.load()
+		if err := wg.setDevices(snap); err != nil {
+			g.log.Error("enrolled devices: update WireGuard peers", "err", err)
+		}
+		if err := fw.setDevices(snap); err != nil {
+			g.log.Error("enrolled devices: update firewall identity sets", "err", err)
+		}
+		g.mu.Unlock()
+		devs.markApplied(snap)
+	}
 }
 
 // closeParts stops every part in reverse start order.
@@ -166,14 +204,7 @@ func (g *Gateway) logPending(cfg *config.Config) {
 	pending := []struct {
 		section string
 		on      bool
-	}{
-		{"identity", cfg.Identity != nil},
-		{"tunnels.wireguard.enrollment", cfg.Tunnels.WireGuard != nil && cfg.Tunnels.WireGuard.Enrollment != nil},
-		{"tunnels.ipsec", len(cfg.Tunnels.IPsec) > 0},
-		{"routes via IPsec tunnels", len(cfg.Routes) > len(siteConfig(cfg).Routes)},
-		{"netflow", cfg.Netflow != nil},
-		{"logpush dataset network_analytics_logs (no producer yet)", slices.ContainsFunc(cfg.Logpush, func(j logpush.Job) bool { return j.Dataset == "network_analytics_logs" })},
-	}
+	}{}
 	for _, p := range pending {
 		if p.on {
 			g.log.Warn("section is validated but not yet enforced by this build", "section", p.section)

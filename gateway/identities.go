@@ -7,11 +7,13 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 )
 
-// peerIdentities answers "who is behind this source address" from the
-// static WireGuard peers that carry an email or groups. Enrolled devices
-// join when the device registry lands. Lookups read an immutable snapshot.
+// peerIdentities answers "who is behind this source address" for DNS, flow
+// records and Access: static WireGuard peers that carry an email or groups,
+// then enrolled devices from the registry's snapshot. Lookups read
+// immutable snapshots and take no lock.
 type peerIdentities struct {
 	snap atomic.Pointer[[]peerIdentity]
+	devs *devices
 }
 
 type peerIdentity struct {
@@ -28,18 +30,30 @@ func (p *peerIdentities) set(cfg *config.Config) {
 	p.snap.Store(&ids)
 }
 
-// Lookup implements dns.Identities.
-func (p *peerIdentities) Lookup(a netip.Addr) (email string, groups []string, ok bool) {
-	ids := p.snap.Load()
-	if ids == nil {
-		return "", nil, false
-	}
-	for _, id := range *ids {
-		for _, pfx := range id.prefixes {
-			if pfx.Contains(a) {
-				return id.email, id.groups, true
+// who is the user behind a; deviceID is empty for static peers.
+func (p *peerIdentities) who(a netip.Addr) (email string, groups []string, deviceID string, ok bool) {
+	a = a.Unmap()
+	if ids := p.snap.Load(); ids != nil {
+		for _, id := range *ids {
+			for _, pfx := range id.prefixes {
+				if pfx.Contains(a) {
+					return id.email, id.groups, "", true
+				}
 			}
 		}
 	}
-	return "", nil, false
+	if p.devs != nil {
+		if s := p.devs.load(); s != nil {
+			if d, ok := s.ByAddr(a); ok {
+				return d.Email, d.Groups, d.ID, true
+			}
+		}
+	}
+	return "", nil, "", false
+}
+
+// Lookup implements dns.Identities.
+func (p *peerIdentities) Lookup(a netip.Addr) (email string, groups []string, ok bool) {
+	email, groups, _, ok = p.who(a)
+	return email, groups, ok
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"reflect"
 
 	"github.com/edgegw/edgegw/access"
@@ -17,6 +18,8 @@ type accessPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	sink    access.RecordSink
+	devs    *devices
+	local   http.Handler // enrollment and DoH, for host names that are no app's
 
 	srv *access.Server
 	run actor
@@ -51,6 +54,8 @@ func (p *accessPart) apply(ctx context.Context, prev, next *config.Config) error
 		Registerer: p.metrics.reg,
 		StateDir:   next.Appliance.StateDir,
 		Sink:       p.sink,
+		Devices:    p.devs,
+		Local:      p.local,
 	})
 	if err != nil {
 		return err

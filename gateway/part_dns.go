@@ -19,6 +19,8 @@ type dnsPart struct {
 	metrics *metrics
 	sink    *recordSink
 	wan     func() string // the WAN interface the firewall part resolved
+	devs    *devices
+	local   *local // serves DNS over HTTPS on the Access listener
 
 	srv *dns.Server
 	ids *peerIdentities
@@ -41,22 +43,25 @@ func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
 		return p.srv.Set(*nc) // in place: no query is dropped
 	}
 	egress := wanAddr(p.wan())
-	p.ids = &peerIdentities{}
+	p.ids = &peerIdentities{devs: p.devs}
 	p.ids.set(next)
 	srv, err := dns.New(*nc, dns.Options{
-		Logger:     p.log,
-		Registerer: p.metrics.reg,
-		StateDir:   next.Appliance.StateDir,
-		EgressAddr: egress, // ECS from where traffic exits, never the client
-		SourceAddr: egress,
-		Identities: p.ids,
-		Sink:       p.sink,
-		ColoCode:   next.Appliance.Colo,
+		Logger:         p.log,
+		Registerer:     p.metrics.reg,
+		StateDir:       next.Appliance.StateDir,
+		EgressAddr:     egress, // ECS from where traffic exits, never the client
+		SourceAddr:     egress,
+		IdentitySource: dnsIdentities{p.ids},
+		Sink:           p.sink,
+		ColoCode:       next.Appliance.Colo,
 	})
 	if err != nil {
 		return err
 	}
 	p.srv = srv
+	// DoH for enrolled devices and WireGuard peers only: the Access
+	// listener faces the internet and must not be an open resolver.
+	p.local.doh.set(srv.DoHHandler(dns.DoHIdentifiedOnly))
 	p.run.start(ctx, srv.Run)
 	return nil
 }
@@ -84,6 +89,7 @@ func (p *dnsPart) close() {
 	if p.srv == nil {
 		return
 	}
+	p.local.doh.set(nil)
 	if err := p.run.stop(); err != nil {
 		p.log.Error("gateway dns stopped", "err", err)
 	}
@@ -105,4 +111,13 @@ func (p *dnsPart) status(s *Status) {
 		st := p.srv.Status()
 		s.DNS = &st
 	}
+}
+
+// dnsIdentities gives DNS policies and records the user and device behind a
+// client address.
+type dnsIdentities struct{ ids *peerIdentities }
+
+func (d dnsIdentities) Identify(a netip.Addr) (dns.Identity, bool) {
+	email, groups, dev, ok := d.ids.who(a)
+	return dns.Identity{Email: email, Groups: groups, DeviceID: dev}, ok
 }

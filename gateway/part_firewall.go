@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 
+	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/config"
 )
@@ -17,15 +19,18 @@ type fwPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	table   *firewall.Table
-	wan     string // the WAN interface in use, resolved from the default route if unset
-	ids     []firewall.Identity
+	devs    *devices
+	wan     string              // the WAN interface in use, resolved from the default route if unset
+	rules   *firewall.Ruleset   // what the kernel runs; nil without rules
+	static  []firewall.Identity // from the configuration
+	ids     []firewall.Identity // in the kernel: static plus enrolled devices
 }
 
 func (p *fwPart) name() string { return "firewall" }
 
-// identities is who stands behind which addresses: static WireGuard peers
-// that carry an email or groups now; enrolled devices join with the
-// registry.
+// identities is who stands behind which addresses in the configuration:
+// static WireGuard peers that carry an email or groups. Enrolled devices
+// are added by withDeviceIdentities.
 func identities(cfg *config.Config) []firewall.Identity {
 	var ids []firewall.Identity
 	if wg := cfg.Tunnels.WireGuard; wg != nil {
@@ -39,6 +44,49 @@ func identities(cfg *config.Config) []firewall.Identity {
 	return ids
 }
 
+// withDeviceIdentities appends every active enrolled device in snap.
+func withDeviceIdentities(static []firewall.Identity, snap *identity.Snapshot) []firewall.Identity {
+	if snap == nil || snap.Len() == 0 {
+		return static
+	}
+	ids := make([]firewall.Identity, len(static), len(static)+snap.Len())
+	copy(ids, static)
+	for d := range snap.All() {
+		ids = append(ids, firewall.Identity{
+			Email:  d.Email,
+			Groups: d.Groups,
+			Addrs:  []netip.Prefix{netip.PrefixFrom(d.Address, d.Address.BitLen())},
+		})
+	}
+	return ids
+}
+
+// setDevices follows a new registry snapshot into the identity sets,
+// without touching rules.
+func (p *fwPart) setDevices(snap *identity.Snapshot) error {
+	if p.table == nil {
+		return nil
+	}
+	ids := withDeviceIdentities(p.static, snap)
+	if reflect.DeepEqual(ids, p.ids) {
+		return nil
+	}
+	if err := p.table.UpdateIdentities(ids); err != nil {
+		return err
+	}
+	p.ids = ids
+	return nil
+}
+
+// sampling is where the firewall sends 1 in netflow.sample_rate packets
+// for flow records: off without a netflow section.
+func sampling(cfg *config.Config) firewall.Sampling {
+	if cfg.Netflow == nil {
+		return firewall.Sampling{}
+	}
+	return firewall.Sampling{Rate: cfg.Netflow.SampleRate, Group: firewall.DefaultSamplingGroup}
+}
+
 // clamps lowers the MSS of TCP through every GRE tunnel to what fits its
 // MTU (1436 for the default 1476).
 func clamps(cfg *config.Config) []firewall.Clamp {
@@ -50,10 +98,17 @@ func clamps(cfg *config.Config) []firewall.Clamp {
 }
 
 func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
-	ids := identities(next)
+	static := identities(next)
+	ids := withDeviceIdentities(static, p.devs.load())
 	if p.table != nil && prev != nil && prev.Interfaces.WAN == next.Interfaces.WAN &&
+		slices.Equal(prev.Interfaces.LAN, next.Interfaces.LAN) &&
+		sampling(prev) == sampling(next) &&
 		reflect.DeepEqual(clamps(prev), clamps(next)) {
-		if done, err := p.updateInPlace(prev, next, ids); done || err != nil {
+		done, err := p.updateInPlace(prev, next, ids)
+		if done && err == nil {
+			p.static = static
+		}
+		if done || err != nil {
 			return err
 		}
 	}
@@ -74,7 +129,13 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 			return err // validated already; a compile error here is a bug worth seeing
 		}
 	}
-	prog := firewall.Compile(firewall.Spec{WAN: wan, Rules: rs, Clamp: clamps(next)})
+	prog := firewall.Compile(firewall.Spec{
+		WAN:      wan,
+		LAN:      next.Interfaces.LAN,
+		Rules:    rs,
+		Clamp:    clamps(next),
+		Sampling: sampling(next),
+	})
 	if p.table == nil {
 		p.table = firewall.New(p.log)
 		p.metrics.set("firewall", firewall.NewCollector(p.table))
@@ -85,7 +146,7 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 	if err := p.table.Apply(prog); err != nil {
 		return err
 	}
-	p.wan, p.ids = wan, ids
+	p.wan, p.rules, p.static, p.ids = wan, rs, static, ids
 	if rs != nil {
 		p.log.Info("firewall rules applied", "rules", len(rs.Rules()))
 	}

@@ -10,35 +10,27 @@ import (
 	"github.com/edgegw/edgegw/tunnel/site"
 )
 
-// sitePart runs site-to-site tunnels (GRE so far), their health checks and
-// the route manager.
+// sitePart runs site-to-site tunnels (GRE and IPsec), their health checks
+// and the route manager.
 type sitePart struct {
 	log     *slog.Logger
 	metrics *metrics
 	mgr     *site.Manager
 }
 
-func (p *sitePart) name() string { return "tunnels.gre" }
+func (p *sitePart) name() string { return "tunnels.site" }
 
-// siteConfig is the part of cfg the site manager runs. Routes through
-// tunnel kinds not yet built (IPsec) are validated but not installed.
+// siteConfig is the part of cfg the site manager runs.
 func siteConfig(cfg *config.Config) site.Config {
-	names := map[string]bool{}
-	for _, g := range cfg.Tunnels.GRE {
-		names[g.Name] = true
-	}
-	sc := site.Config{GRE: cfg.Tunnels.GRE}
-	for _, r := range cfg.Routes {
-		if names[r.Via] {
-			sc.Routes = append(sc.Routes, r)
-		}
-	}
-	return sc
+	return site.Config{GRE: cfg.Tunnels.GRE, IPsec: cfg.Tunnels.IPsec, Routes: cfg.Routes}
 }
+
+// empty tells whether c has no site-to-site tunnel.
+func empty(c site.Config) bool { return len(c.GRE) == 0 && len(c.IPsec) == 0 }
 
 func (p *sitePart) apply(ctx context.Context, prev, next *config.Config) error {
 	want := siteConfig(next)
-	if len(want.GRE) == 0 {
+	if empty(want) {
 		p.close()
 		return nil
 	}
@@ -46,7 +38,7 @@ func (p *sitePart) apply(ctx context.Context, prev, next *config.Config) error {
 		return nil
 	}
 	if p.mgr == nil {
-		mgr, err := site.New(ctx, site.Options{Logger: p.log})
+		mgr, err := site.New(ctx, site.Options{Logger: p.log, StateDir: next.Appliance.StateDir})
 		if err != nil {
 			return err
 		}
@@ -54,7 +46,7 @@ func (p *sitePart) apply(ctx context.Context, prev, next *config.Config) error {
 		p.metrics.set("site", mgr)
 	}
 	if err := p.mgr.Set(want); err != nil {
-		if prev != nil && len(siteConfig(prev).GRE) > 0 {
+		if prev != nil && !empty(siteConfig(prev)) {
 			p.mgr.Set(siteConfig(prev)) // best effort back to what ran
 		}
 		return err

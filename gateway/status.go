@@ -23,6 +23,8 @@ type Status struct {
 	Access        *AccessStatus       `json:"access,omitempty"`
 	Logpush       []logpush.JobStatus `json:"logpush,omitempty"`
 	DNS           *dns.Status         `json:"dns,omitempty"`
+	// Devices is the number of active enrolled devices.
+	Devices int `json:"devices"`
 	// Routes are the site-to-site routes as installed, `ip route` style.
 	Routes []string `json:"routes,omitempty"`
 	// DroppedByLocal counts GRE packets dropped per local address, by

@@ -72,6 +72,8 @@ type Sampler struct {
 	ids   atomic.Pointer[identitiesBox]
 
 	running atomic.Bool
+	bound   chan struct{} // closed once Run has bound the group
+	bindOne sync.Once
 
 	samples, records, lost, overruns, foreign atomic.Uint64
 	malMu                                     sync.Mutex
@@ -113,7 +115,7 @@ func New(opts Options) (*Sampler, error) {
 		opts.Now = time.Now
 	}
 	s := &Sampler{opts: opts, log: opts.Logger.With("component", "netflow", "nflog_group", opts.Group),
-		malformed: map[string]uint64{}}
+		malformed: map[string]uint64{}, bound: make(chan struct{})}
 	s.colo.Store(&opts.Colo)
 	s.rules.Store(&Rules{SampleInterval: 1})
 	s.ifs.Store(&Interfaces{})
@@ -139,6 +141,11 @@ func (s *Sampler) SetInterfaces(ifs Interfaces) { s.ifs.Store(&ifs) }
 
 // SetIdentities publishes the identity lookup (nil: none).
 func (s *Sampler) SetIdentities(ids Identities) { s.ids.Store(&identitiesBox{ids}) }
+
+// Bound is closed once Run has bound the NFLOG group for the first time:
+// from then on the kernel keeps the samples for it. An owner that lets
+// traffic through only after sampling is in place waits for it.
+func (s *Sampler) Bound() <-chan struct{} { return s.bound }
 
 // Stats returns the counters.
 func (s *Sampler) Stats() Stats {
@@ -307,8 +314,19 @@ func (s *Sampler) Run(ctx context.Context) error {
 		return fmt.Errorf("netflow: bind NFLOG group %d: %w", s.opts.Group, err)
 	}
 	s.log.Info("sampling", "copy_range", s.opts.CopyRange)
+	s.bindOne.Do(func() { close(s.bound) })
 	select {
 	case <-ctx.Done():
+		// Samples logged before the stop may still wait in the kernel's
+		// NFLOG instance (fewer than QueueThreshold, sent after
+		// FlushTimeout) or in the socket: read them first.
+		drain := time.NewTimer(s.opts.FlushTimeout + 100*time.Millisecond)
+		select {
+		case <-drain.C:
+		case <-exited:
+			drain.Stop()
+			return readErr
+		}
 		stopping.Store(true)
 		nf.Con.SetReadDeadline(time.Now().Add(-time.Second))
 		<-exited

@@ -325,6 +325,20 @@ func (d *decoder) crossChecks(c *Config) {
 		}
 		jobs[j.Name] = true
 	}
+	if wg := c.Tunnels.WireGuard; wg != nil && wg.Enrollment != nil && wg.Enrollment.Enabled {
+		if c.Access == nil {
+			report("tunnels.wireguard.enrollment.enabled", "enrollment is served at https://GATEWAY/enroll on the Access listener: add an access: section (its listen address)")
+		}
+		if c.Identity == nil || len(c.Identity.Providers) == 0 {
+			report("tunnels.wireguard.enrollment.enabled", "users enroll by signing in: add an identity provider under identity.providers")
+		}
+	}
+	enrolling := c.Tunnels.WireGuard != nil && c.Tunnels.WireGuard.Enrollment != nil && c.Tunnels.WireGuard.Enrollment.Enabled
+	if c.Access != nil && len(c.Access.Apps) == 0 && !enrolling && c.Gateway.DNS == nil {
+		// The listener also serves enrollment and DNS over HTTPS; with
+		// neither, an app-less section is a mistake.
+		report("access.apps", "missing: expected at least one app (without apps, enrollment or Gateway DNS the Access listener has nothing to serve)")
+	}
 	if c.Access != nil {
 		var providers []string
 		if c.Identity != nil {

@@ -44,6 +44,26 @@ type entry struct {
 	size     int
 	hits     atomic.Uint32
 	fetching atomic.Bool
+	aged     atomic.Pointer[agedRRs] // the records with TTLs of one age
+}
+
+// agedRRs are an entry's records with their TTLs lowered by sec seconds.
+// Hits within the same second share them, so that a popular answer is
+// copied once a second, not once a query. Never modified once stored.
+type agedRRs struct {
+	sec               uint32
+	answer, ns, extra []mdns.RR
+}
+
+// agedBy returns e's records aged by age, making them if needed.
+func (e *entry) agedBy(age time.Duration) *agedRRs {
+	sec := uint32(age / time.Second)
+	if a := e.aged.Load(); a != nil && a.sec == sec {
+		return a
+	}
+	a := &agedRRs{sec: sec, answer: ageTTLs(e.msg.Answer, age, 0), ns: ageTTLs(e.msg.Ns, age, 0), extra: ageTTLs(e.msg.Extra, age, 0)}
+	e.aged.Store(a) // a racing hit may store its own, equal copy
+	return a
 }
 
 func (e *entry) expires() time.Time { return e.stored.Add(e.ttl) }

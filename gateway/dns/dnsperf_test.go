@@ -1,8 +1,10 @@
 package dns
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -10,16 +12,28 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestDNSPerf measures cache-hit throughput with dnsperf (Debian dnsperf)
-// against edgegw (1M-name blocklist loaded, three policies), Unbound
-// (Debian unbound, as a caching forwarder) and a plain miekg/dns
-// forwarder, on the same box, with the same query set, one after the
-// other. Run with EDGEGW_DNSPERF=1 (EDGEGW_DNSPERF_SECONDS, default 10).
+// TestDNSPerf measures cache-hit throughput and latency with dnsperf
+// (Debian dnsperf) against edgegw (1M-name blocklist loaded, three
+// policies), Unbound (Debian unbound, as a caching forwarder) and CoreDNS
+// (forward and cache plugins), on the same box, with the same query set,
+// in interleaved rounds. Each round is a saturating run (-q 200
+// outstanding) for queries/s and a run at a fixed rate (-Q) for the
+// latency percentiles. Run with
+//
+//	GOBIN=/tmp/coredns-bin go install github.com/coredns/coredns@v1.15.0
+//	EDGEGW_DNSPERF=1 EDGEGW_COREDNS=/tmp/coredns-bin/coredns go test -run TestDNSPerf -v ./gateway/dns/
+//
+// EDGEGW_DNSPERF_SECONDS (default 6) and EDGEGW_DNSPERF_ROUNDS (default
+// 5: short rounds, so that the ratio of each round is taken under one
+// load) size it; without EDGEGW_COREDNS CoreDNS is left out;
+// EDGEGW_DNSPERF_PROFILE=FILE writes edgegw's CPU profile of the runs.
 func TestDNSPerf(t *testing.T) {
 	if os.Getenv("EDGEGW_DNSPERF") == "" {
 		t.Skip("set EDGEGW_DNSPERF=1 to run")
@@ -27,10 +41,8 @@ func TestDNSPerf(t *testing.T) {
 	if _, err := exec.LookPath("dnsperf"); err != nil {
 		t.Skip("dnsperf not installed")
 	}
-	secs := os.Getenv("EDGEGW_DNSPERF_SECONDS")
-	if secs == "" {
-		secs = "10"
-	}
+	secs := envOr("EDGEGW_DNSPERF_SECONDS", "6")
+	rounds, _ := strconv.Atoi(envOr("EDGEGW_DNSPERF_ROUNDS", "5"))
 	up := newTestUpstream(t)
 	dir := t.TempDir()
 	var qs strings.Builder
@@ -41,63 +53,237 @@ func TestDNSPerf(t *testing.T) {
 	queries := filepath.Join(dir, "queries.txt")
 	os.WriteFile(queries, []byte(qs.String()), 0o644)
 
-	var before runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	targets := []struct{ name, addr string }{{"edgegw", benchServer(t, up.addr, 1_000_000)}}
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	t.Logf("edgegw heap in use with 1M-name list: %.1f MB", float64(after.HeapInuse)/(1<<20))
-	if ub := startUnbound(t, dir, up.addr); ub != "" {
-		targets = append(targets, struct{ name, addr string }{"unbound", ub})
+	type target struct {
+		name, addr         string
+		pid                int // 0: this process
+		qps, p50, p99, avg []float64
 	}
-	targets = append(targets, struct{ name, addr string }{"plain-miekg-forwarder", plainForwarder(t, up.addr)})
+	// edgegw runs in a process of its own, as Unbound and CoreDNS do, so
+	// that this process's work (the upstream, reading dnsperf's output)
+	// does not share its heap and scheduler.
+	addr, pid := startEdgegwProcess(t, up.addr)
+	targets := []*target{{name: "edgegw", addr: addr, pid: pid}}
+	if ub, pid := startUnbound(t, dir, up.addr); ub != "" {
+		targets = append(targets, &target{name: "unbound", addr: ub, pid: pid})
+	}
+	if bin := os.Getenv("EDGEGW_COREDNS"); bin != "" {
+		addr, pid := startCoreDNS(t, bin, dir, up.addr)
+		targets = append(targets, &target{name: "coredns", addr: addr, pid: pid})
+	} else {
+		t.Log("EDGEGW_COREDNS not set: CoreDNS left out")
+	}
 
 	qpsRE := regexp.MustCompile(`Queries per second:\s+([0-9.]+)`)
-	latRE := regexp.MustCompile(`Average Latency \(s\):\s+([0-9.]+) \(min ([0-9.]+), max ([0-9.]+)\)`)
-	lostRE := regexp.MustCompile(`Queries lost:\s+(\d+)`)
+	latRE := regexp.MustCompile(`Average Latency \(s\):\s+([0-9.]+)`)
 	rcodeRE := regexp.MustCompile(`Response codes:\s+(.*)`)
-	for _, tg := range targets {
+	perf := func(tg *target, args ...string) string {
 		host, port, _ := net.SplitHostPort(tg.addr)
-		perf := func(d string) string {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			out, err := exec.CommandContext(ctx, "dnsperf", "-s", host, "-p", port, "-d", queries,
-				"-l", d, "-c", "4", "-T", "1", "-q", "200").CombinedOutput()
-			if err != nil {
-				t.Fatalf("dnsperf %s: %v\n%s", tg.name, err, out)
-			}
-			return string(out)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		args = append([]string{"-s", host, "-p", port, "-d", queries, "-c", "4", "-T", "1"}, args...)
+		out, err := exec.CommandContext(ctx, "dnsperf", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dnsperf %s: %v\n%.2000s", tg.name, err, out)
 		}
-		perf("2") // warm the cache
-		if f := os.Getenv("EDGEGW_DNSPERF_PROFILE"); f != "" && tg.name == "edgegw" {
-			w, _ := os.Create(f)
-			pprof.StartCPUProfile(w)
-		}
-		out := perf(secs)
-		pprof.StopCPUProfile()
-		qps, lat, lost := qpsRE.FindStringSubmatch(out), latRE.FindStringSubmatch(out), lostRE.FindStringSubmatch(out)
-		if qps == nil || lat == nil {
-			t.Fatalf("%s: cannot parse\n%s", tg.name, out)
-		}
-		rc := rcodeRE.FindStringSubmatch(out)
+		rc := rcodeRE.FindStringSubmatch(string(out))
 		if rc == nil || !strings.HasPrefix(rc[1], "NOERROR") || strings.Contains(rc[1], ",") {
 			t.Errorf("%s: answers not all NOERROR: %v", tg.name, rc)
 		}
-		t.Logf("%-22s %10s q/s  avg latency %s s (min %s, max %s)  lost %s", tg.name, qps[1], lat[1], lat[2], lat[3], lost[1])
+		return string(out)
+	}
+	for _, tg := range targets {
+		perf(tg, "-l", "2", "-q", "200") // warm the cache
+	}
+	for r := range rounds {
+		// Rotate the order so that no target always runs first.
+		for i := range targets {
+			tg := targets[(i+r)%len(targets)]
+			out := perf(tg, "-l", secs, "-q", "200")
+			qps, lat := qpsRE.FindStringSubmatch(out), latRE.FindStringSubmatch(out)
+			if qps == nil || lat == nil {
+				t.Fatalf("%s: cannot parse\n%s", tg.name, out)
+			}
+			tg.qps = append(tg.qps, atof(qps[1]))
+			tg.avg = append(tg.avg, atof(lat[1]))
+			// Latency at a fixed rate that every target sustains.
+			lats := perLatencies(perf(tg, "-l", "3", "-Q", "10000", "-q", "100", "-v"))
+			if len(lats) == 0 {
+				t.Fatalf("%s: no per-query latencies", tg.name)
+			}
+			tg.p50 = append(tg.p50, lats[len(lats)/2])
+			tg.p99 = append(tg.p99, lats[len(lats)*99/100])
+			t.Logf("round %d %-8s %8.0f q/s  saturated avg %6.2f ms  at 10k q/s p50 %.3f ms p99 %.3f ms",
+				r+1, tg.name, tg.qps[r], tg.avg[r]*1e3, tg.p50[r]*1e3, tg.p99[r]*1e3)
+		}
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("load average at the end: %s", strings.TrimSpace(string(load)))
+	for _, tg := range targets {
+		rss := rssMB(tg.pid)
+		t.Logf("%-8s median %8.0f q/s  p99 at 10k q/s %.3f ms  RSS %.1f MB", tg.name, median(tg.qps), median(tg.p99)*1e3, rss)
+	}
+	for _, tg := range targets[1:] {
+		var ratios []float64
+		for r := range tg.qps {
+			ratios = append(ratios, targets[0].qps[r]/tg.qps[r])
+		}
+		t.Logf("edgegw / %s q/s per round: %.2f (median %.2f); p99 ratio (lower is better) %.2f",
+			tg.name, ratios, median(ratios), median(targets[0].p99)/median(tg.p99))
 	}
 }
 
-// startUnbound runs Unbound as a caching forwarder to upstream, or returns
-// "" when it is not installed.
-func startUnbound(t *testing.T, dir, upstream string) string {
+// TestDNSPerfServer is the edgegw process of TestDNSPerf: with
+// EDGEGW_DNSPERF_UPSTREAM set it serves on loopback with the 1M-name list,
+// prints "listening ADDR" and its heap, and runs until stdin closes.
+func TestDNSPerfServer(t *testing.T) {
+	up := os.Getenv("EDGEGW_DNSPERF_UPSTREAM")
+	if up == "" {
+		t.Skip("the edgegw process of TestDNSPerf")
+	}
+	addr := benchServer(t, up, 1_000_000)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if f := os.Getenv("EDGEGW_DNSPERF_PROFILE"); f != "" {
+		w, err := os.Create(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.StartCPUProfile(w)
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Printf("heap %.1f MB\nlistening %s\n", float64(ms.HeapInuse)/(1<<20), addr)
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// startEdgegwProcess runs TestDNSPerfServer in a child process and returns
+// its address and pid.
+func startEdgegwProcess(t *testing.T, upstream string) (string, int) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDNSPerfServer$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "EDGEGW_DNSPERF_UPSTREAM="+upstream)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		if h, ok := strings.CutPrefix(line, "heap "); ok {
+			t.Logf("edgegw heap in use with the 1M-name list: %s", h)
+		}
+		if a, ok := strings.CutPrefix(line, "listening "); ok {
+			go io.Copy(io.Discard, out)
+			return a, cmd.Process.Pid
+		}
+	}
+	t.Fatalf("edgegw process did not start: %v", sc.Err())
+	return "", 0
+}
+
+// perLatencies returns the sorted latencies, in seconds, of dnsperf -v's
+// per-query lines ("> NOERROR name A 0.000123").
+func perLatencies(out string) []float64 {
+	var lats []float64
+	for line := range strings.Lines(out) {
+		if !strings.HasPrefix(line, "> ") {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			lats = append(lats, v)
+		}
+	}
+	slices.Sort(lats)
+	return lats
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func atof(s string) float64 {
+	v, _ := strconv.ParseFloat(s, 64)
+	return v
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// rssMB returns the resident set size of pid (0: this process).
+func rssMB(pid int) float64 {
+	path := "/proc/self/status"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/status", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+// startCoreDNS runs CoreDNS (bin) as a caching forwarder to upstream.
+func startCoreDNS(t *testing.T, bin, dir, upstream string) (string, int) {
+	port := freePort(t)
+	conf := filepath.Join(dir, "Corefile")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`.:%d {
+    bind 127.0.0.1
+    cache 3600
+    forward . %s
+}
+`, port, upstream)), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "-conf", conf, "-quiet")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("coredns: %v", err)
+	}
+	t.Cleanup(func() { cancel(); cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	eventually(t, 10*time.Second, "coredns", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	return addr, cmd.Process.Pid
+}
+
+// startUnbound runs Unbound as a caching forwarder to upstream and returns
+// its address and pid, or "" when it is not installed.
+func startUnbound(t *testing.T, dir, upstream string) (string, int) {
 	bin, err := exec.LookPath("unbound")
 	if err != nil {
 		bin = "/usr/sbin/unbound"
 		if _, err := os.Stat(bin); err != nil {
 			t.Log("unbound not installed; skipped")
-			return ""
+			return "", 0
 		}
 	}
 	port := freePort(t)
@@ -143,7 +329,7 @@ forward-zone:
 		}
 		return err == nil
 	})
-	return addr
+	return addr, cmd.Process.Pid
 }
 
 func freePort(t *testing.T) int {

@@ -1,12 +1,16 @@
 // Package dns is Gateway DNS: a filtering, caching DNS forwarder with
 // identity-aware policies that resolves from the egress location.
 //
-// A [Server] answers on UDP and TCP and, through [Server.DoHHandler], DNS
-// over HTTPS. UDP on a specific address uses one SO_REUSEPORT socket per
-// CPU with batched reads and writes (recvmmsg, sendmmsg) for cache hits;
-// wildcard addresses and TCP are served by github.com/miekg/dns. It forwards to
-// plain DNS, DNS-over-TLS (tls://) and DNS-over-HTTPS (https://, RFC 8484)
-// upstreams in order, passing over failing ones for a backoff. Queries go
+// A [Server] answers on UDP and TCP, DNS over TLS through
+// [Server.ServeDoT] and DNS over HTTPS through [Server.DoHHandler], which
+// the owner mounts at /dns-query on the Access listener for enrolled
+// devices only ([DoHIdentifiedOnly]). Who is behind a client address
+// (email, groups, device) comes from the owner's [IdentitySource]. UDP on
+// a specific address uses one SO_REUSEPORT socket per CPU with batched
+// reads and writes (recvmmsg, sendmmsg) for cache hits; wildcard
+// addresses, TCP and TLS are served by github.com/miekg/dns. It forwards
+// to plain DNS, DNS-over-TLS (tls://) and DNS-over-HTTPS (https://, RFC
+// 8484) upstreams in order, passing over failing ones for a backoff. Queries go
 // upstream as fresh messages: the client's RD, CD and DO bits, a 1232-byte
 // EDNS size and, with ecs: egress, an EDNS Client Subnet of the egress
 // address (/24 or /56); the client's own options, ECS included, are never

@@ -11,16 +11,43 @@ import (
 	mdns "github.com/miekg/dns"
 )
 
+// DoHClients says who may use a DNS-over-HTTPS handler.
+type DoHClients int
+
+const (
+	// DoHAnyClient answers every client that reaches the listener.
+	DoHAnyClient DoHClients = iota
+	// DoHIdentifiedOnly answers only clients whose source address the
+	// IdentitySource knows (enrolled devices and WireGuard peers, over
+	// their tunnel address), so that a listener reachable from the
+	// Internet is no open resolver. Others get 403 Forbidden.
+	DoHIdentifiedOnly
+)
+
 // DoHHandler returns an http.Handler serving DNS over HTTPS (RFC 8484):
 // GET with ?dns=<base64url> and POST of application/dns-message. The
-// owner mounts it at /dns-query on a TLS listener; the client address is
-// the request's RemoteAddr. Answers carry Cache-Control max-age of their
-// smallest TTL.
-func (s *Server) DoHHandler() http.Handler {
-	return http.HandlerFunc(s.serveDoH)
+// owner mounts it at /dns-query on a TLS listener (the Access listener,
+// with DoHIdentifiedOnly). The client's identity comes from the request's
+// RemoteAddr: for a remote user, the tunnel address of their device.
+// Answers carry Cache-Control max-age of their smallest TTL.
+func (s *Server) DoHHandler(who DoHClients) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveDoH(w, r, who) })
 }
 
-func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request, who DoHClients) {
+	src, _ := netip.ParseAddrPort(r.RemoteAddr)
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	if who == DoHIdentifiedOnly {
+		ids := s.opts.IdentitySource
+		if ids == nil || !src.IsValid() {
+			http.Error(w, "DNS over HTTPS is for enrolled devices", http.StatusForbidden)
+			return
+		}
+		if _, ok := ids.Identify(src.Addr()); !ok {
+			http.Error(w, "DNS over HTTPS is for enrolled devices", http.StatusForbidden)
+			return
+		}
+	}
 	var buf []byte
 	var err error
 	switch r.Method {
@@ -42,12 +69,11 @@ func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "malformed DNS message", http.StatusBadRequest)
 		return
 	}
-	src, _ := netip.ParseAddrPort(r.RemoteAddr)
 	var dst netip.AddrPort
 	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 		dst = addrPort(la)
 	}
-	q := &query{req: req, proto: "https", src: netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), dst: dst, start: s.now()}
+	q := &query{req: req, proto: "https", src: src, dst: dst, start: s.now()}
 	out := s.answer(q)
 	if out == nil {
 		http.Error(w, "malformed DNS message", http.StatusBadRequest)

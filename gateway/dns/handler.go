@@ -58,10 +58,16 @@ func (q *query) addEDE(code uint16, text string) {
 
 // ServeDNS implements [mdns.Handler].
 func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
-	q := &query{req: req, proto: "udp", start: s.now()}
+	proto := "udp"
 	if _, ok := w.LocalAddr().(*net.TCPAddr); ok {
-		q.proto = "tcp"
+		proto = "tcp"
 	}
+	s.serveDNS(w, req, proto)
+}
+
+// serveDNS answers req as received over proto (udp, tcp or tls).
+func (s *Server) serveDNS(w mdns.ResponseWriter, req *mdns.Msg, proto string) {
+	q := &query{req: req, proto: proto, start: s.now()}
 	q.src = addrPort(w.RemoteAddr())
 	q.dst = addrPort(w.LocalAddr())
 	out := s.answer(q)
@@ -158,8 +164,10 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 	v.domains = parents(make([]string, 0, 4), v.fqdn)
 	v.qtype = qq.Qtype
 	v.src = q.src.Addr()
-	if id := s.opts.Identities; id != nil && v.src.IsValid() {
-		v.email, v.groups, v.hasID = id.Lookup(v.src)
+	if ids := s.opts.IdentitySource; ids != nil && v.src.IsValid() {
+		var id Identity
+		id, v.hasID = ids.Identify(v.src)
+		v.email, v.groups, v.device = id.Email, id.Groups, id.DeviceID
 	}
 
 	for _, p := range snap.policies {
@@ -284,6 +292,13 @@ func (s *Server) fromResult(q *query, out *mdns.Msg, res result) *mdns.Msg {
 		out.Answer = append(out.Answer, m.Answer...)
 		out.Ns = slices.Clone(m.Ns)
 		out.Extra = slices.Clone(m.Extra)
+		return out
+	}
+	if res.e != nil && fixed == 0 {
+		a := res.e.agedBy(res.age)
+		out.Answer = append(out.Answer, a.answer...)
+		out.Ns = slices.Clone(a.ns)
+		out.Extra = slices.Clone(a.extra)
 		return out
 	}
 	out.Answer = append(out.Answer, ageTTLs(m.Answer, res.age, fixed)...)

@@ -110,6 +110,8 @@ func (m *metrics) observe(q *query, out *mdns.Msg, d time.Duration) {
 		p = 1
 	case "https":
 		p = 2
+	case "tls":
+		p = 3
 	}
 	k := [2]int{p, out.Rcode}
 	m.mu.Lock()

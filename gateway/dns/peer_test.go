@@ -27,7 +27,7 @@ func TestRealClients(t *testing.T) {
 		}
 		s, _ := startServer(t, Config{Upstreams: []string{up.addr}}, Options{})
 		cert, _ := selfSigned(t)
-		hs := httptest.NewUnstartedServer(s.DoHHandler())
+		hs := httptest.NewUnstartedServer(s.DoHHandler(DoHAnyClient))
 		hs.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 		hs.EnableHTTP2 = true // kdig speaks DoH over HTTP/2 only
 		hs.StartTLS()
@@ -46,7 +46,7 @@ func TestRealClients(t *testing.T) {
 		}
 	})
 	t.Run("via-unbound", func(t *testing.T) {
-		ub := startUnbound(t, t.TempDir(), up.addr)
+		ub, _ := startUnbound(t, t.TempDir(), up.addr)
 		if ub == "" {
 			t.Skip("unbound not installed")
 		}

@@ -19,9 +19,9 @@ type staticIdentities map[netip.Addr]struct {
 	groups []string
 }
 
-func (m staticIdentities) Lookup(a netip.Addr) (string, []string, bool) {
+func (m staticIdentities) Identify(a netip.Addr) (Identity, bool) {
 	id, ok := m[a]
-	return id.email, id.groups, ok
+	return Identity{Email: id.email, Groups: id.groups}, ok
 }
 
 func TestPolicies(t *testing.T) {
@@ -46,7 +46,7 @@ func TestPolicies(t *testing.T) {
 	}
 	sink := &recSink{}
 	ids := staticIdentities{netip.MustParseAddr("127.0.0.1"): {"kid@school.test", []string{"students"}}}
-	_, addr := startServer(t, cfg, Options{Sink: sink, Identities: ids})
+	_, addr := startServer(t, cfg, Options{Sink: sink, IdentitySource: ids})
 
 	tests := []struct {
 		name     string

@@ -66,6 +66,7 @@ func (s *Server) record(q *query, out *mdns.Msg) logpush.Record {
 		{Name: "PolicyName", Value: logpush.String(polName)},
 		{Name: "ResolverDecision", Value: logpush.String(q.decision)},
 		{Name: "Email", Value: logpush.String(q.v.email)},
+		{Name: "DeviceID", Value: logpush.String(q.v.device)},
 		{Name: "ColoCode", Value: logpush.String(s.opts.ColoCode)},
 	}
 }

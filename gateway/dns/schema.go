@@ -74,6 +74,7 @@ type values struct {
 	src      netip.Addr
 	email    string
 	groups   []string
+	device   string // DeviceID in the query log; no policy field yet
 	hasID    bool
 	resolved bool // the fields below are set
 	ips      []netip.Addr

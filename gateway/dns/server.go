@@ -23,10 +23,21 @@ import (
 // (the DNS flag day 2020 value, which avoids IP fragmentation).
 const ednsSize = 1232
 
-// Identities tells who is behind a client address. The gateway backs it
-// with the identity registry; nil means no identities.
-type Identities interface {
-	Lookup(addr netip.Addr) (email string, groups []string, ok bool)
+// Identity is who is behind a client address: the user's email and
+// groups (identity.email, identity.groups in policies) and the enrolled
+// device (DeviceID in the query log).
+type Identity struct {
+	Email    string
+	Groups   []string
+	DeviceID string // "" for a static WireGuard peer
+}
+
+// IdentitySource tells who is behind a client's source address: for a
+// remote user, the tunnel address of their WireGuard device. The gateway
+// backs it with the enrolled-device registry and the static peers.
+// Identify is called on every query and must not block.
+type IdentitySource interface {
+	Identify(src netip.Addr) (Identity, bool)
 }
 
 // Options are what the owner hands the resolver besides its configuration.
@@ -41,8 +52,15 @@ type Options struct {
 	// SourceAddr is the local address upstream queries are sent from, so
 	// they leave the way user traffic does. Invalid: the kernel picks.
 	SourceAddr netip.Addr
-	Identities Identities   // nil: identity.* fields are absent
-	Sink       logpush.Sink // nil: no query log; else gateway_dns records
+	// IdentitySource tells who is behind a client address; nil: the
+	// identity.* fields are absent.
+	IdentitySource IdentitySource
+	Sink           logpush.Sink // nil: no query log; else gateway_dns records
+	// Dial opens connections to upstreams (network "udp" or "tcp"); it
+	// lets the owner send queries through another network namespace or
+	// VRF. Nil: a net.Dialer bound to SourceAddr. A Dial that is set
+	// binds the source address itself.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLSConfig is the base of DoT and DoH client configs, e.g. RootCAs for
 	// a private resolver. Nil: system roots.
 	TLSConfig *tls.Config
@@ -169,7 +187,7 @@ func (s *Server) apply(c, old *Config) error {
 			}
 		}
 		if u == nil {
-			u = newUpstream(spec, s.opts.TLSConfig, s.opts.SourceAddr)
+			u = newUpstream(spec, s.opts.TLSConfig, s.opts.SourceAddr, s.opts.Dial)
 		}
 		snap.ups = append(snap.ups, u)
 	}

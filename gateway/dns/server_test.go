@@ -420,7 +420,7 @@ func TestWildcardListen(t *testing.T) {
 func TestDoHHandler(t *testing.T) {
 	up := newTestUpstream(t)
 	s, _ := startServer(t, Config{Upstreams: []string{up.addr}}, Options{})
-	hs := httptest.NewTLSServer(s.DoHHandler())
+	hs := httptest.NewTLSServer(s.DoHHandler(DoHAnyClient))
 	t.Cleanup(hs.Close)
 	q := new(mdns.Msg)
 	q.SetQuestion("a.test.", mdns.TypeA)

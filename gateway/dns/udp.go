@@ -44,17 +44,20 @@ func newUDPServer(s *Server, c *net.UDPConn) *udpServer {
 	return u
 }
 
-// serve runs until the socket is closed.
+// serve runs until the socket is closed. Buffers, messages and the query
+// state of cache hits are reused from batch to batch.
 func (u *udpServer) serve() {
 	in := make([]ipv4.Message, udpBatch)
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, udpBufSize)}
 	}
-	out := make([]ipv4.Message, 0, udpBatch)
+	out := make([]ipv4.Message, udpBatch)
 	outBufs := make([][]byte, udpBatch)
-	for i := range outBufs {
+	for i := range out {
 		outBufs[i] = make([]byte, 0, ednsSize)
+		out[i].Buffers = [][]byte{nil}
 	}
+	q := new(query) // nothing keeps it once its answer is packed and logged
 	for {
 		n, err := u.bc.ReadBatch(in, 0)
 		if err != nil {
@@ -63,7 +66,7 @@ func (u *udpServer) serve() {
 			}
 			continue
 		}
-		out = out[:0]
+		nout := 0
 		for i := range n {
 			m := &in[i]
 			src := addrPort(m.Addr)
@@ -72,7 +75,7 @@ func (u *udpServer) serve() {
 				u.s.m.malformed.Inc()
 				continue
 			}
-			q := &query{req: req, proto: "udp", src: src, dst: u.ln, start: u.s.now(), noWait: true}
+			*q = query{req: req, proto: "udp", src: src, dst: u.ln, start: u.s.now(), noWait: true}
 			ans := u.s.answer(q)
 			if q.wouldWait {
 				u.s.bg.Go(func() {
@@ -89,19 +92,20 @@ func (u *udpServer) serve() {
 			if ans == nil {
 				continue
 			}
-			b, err := ans.PackBuffer(outBufs[len(out)][:0])
+			b, err := ans.PackBuffer(outBufs[nout][:0])
 			if err != nil {
 				continue
 			}
-			out = append(out, ipv4.Message{Buffers: [][]byte{b}, Addr: m.Addr})
+			out[nout].Buffers[0], out[nout].Addr = b, m.Addr
+			nout++
 			u.s.logQuery(q, ans)
 		}
-		for len(out) > 0 {
-			k, err := u.bc.WriteBatch(out, 0)
+		for sent := 0; sent < nout; {
+			k, err := u.bc.WriteBatch(out[sent:nout], 0)
 			if err != nil {
 				break
 			}
-			out = out[k:]
+			sent += k
 		}
 	}
 }

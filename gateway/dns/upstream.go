@@ -41,6 +41,7 @@ type upstream struct {
 	url  string // https
 
 	src   netip.Addr // local address to send from; invalid: any
+	dialf func(ctx context.Context, network, addr string) (net.Conn, error)
 	udp   *mdns.Client
 	tlsc  *tls.Config
 	http  *http.Client
@@ -52,8 +53,8 @@ type upstream struct {
 	lastErr   atomic.Pointer[string]
 }
 
-func newUpstream(spec string, base *tls.Config, src netip.Addr) *upstream {
-	u := &upstream{spec: spec, src: src, idle: make(chan *mdns.Conn, maxIdleConns)}
+func newUpstream(spec string, base *tls.Config, src netip.Addr, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *upstream {
+	u := &upstream{spec: spec, src: src, dialf: dial, idle: make(chan *mdns.Conn, maxIdleConns)}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if base != nil {
 		tc = base.Clone()
@@ -69,7 +70,7 @@ func newUpstream(spec string, base *tls.Config, src netip.Addr) *upstream {
 	case strings.HasPrefix(spec, "https://"):
 		u.kind, u.url = "https", spec
 		tr := &http.Transport{
-			DialContext:         u.dialer("tcp").DialContext,
+			DialContext:         u.dial,
 			TLSClientConfig:     tc,
 			ForceAttemptHTTP2:   true,
 			MaxIdleConnsPerHost: maxIdleConns,
@@ -79,22 +80,26 @@ func newUpstream(spec string, base *tls.Config, src netip.Addr) *upstream {
 		u.http = &http.Client{Transport: tr, Timeout: tryTimeout}
 	default:
 		u.kind, u.addr = "dns", spec
-		u.udp = &mdns.Client{Net: "udp", UDPSize: ednsSize, Timeout: tryTimeout, Dialer: u.dialer("udp")}
+		u.udp = &mdns.Client{Net: "udp", UDPSize: ednsSize, Timeout: tryTimeout}
 	}
 	return u
 }
 
-// dialer returns a dialer bound to the source address, if any.
-func (u *upstream) dialer(network string) *net.Dialer {
+// dial connects to addr with the owner's Dial, or from the source
+// address, if any.
+func (u *upstream) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if u.dialf != nil {
+		return u.dialf(ctx, network, addr)
+	}
 	d := &net.Dialer{Timeout: tryTimeout}
 	if u.src.IsValid() {
-		if network == "udp" {
+		if strings.HasPrefix(network, "udp") {
 			d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(u.src, 0))
 		} else {
 			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(u.src, 0))
 		}
 	}
-	return d
+	return d.DialContext(ctx, network, addr)
 }
 
 // healthy reports whether the upstream is not in a backoff.
@@ -129,7 +134,12 @@ func (u *upstream) exchange(ctx context.Context, q *mdns.Msg) (*mdns.Msg, error)
 	case "tls":
 		return u.exchangeStream(ctx, q)
 	}
-	r, _, err := u.udp.ExchangeContext(ctx, q, u.addr)
+	nc, err := u.dial(ctx, "udp", u.addr)
+	if err != nil {
+		return nil, err
+	}
+	r, _, err := u.udp.ExchangeWithConnContext(ctx, q, &mdns.Conn{Conn: nc, UDPSize: ednsSize})
+	nc.Close()
 	if err != nil {
 		return nil, err
 	}
@@ -183,17 +193,17 @@ func (u *upstream) conn(ctx context.Context) (*mdns.Conn, bool, error) {
 		return c, true, nil
 	default:
 	}
-	d := u.dialer("tcp")
-	var nc net.Conn
-	var err error
-	if u.kind == "tls" {
-		td := tls.Dialer{NetDialer: d, Config: u.tlsc}
-		nc, err = td.DialContext(ctx, "tcp", u.addr)
-	} else {
-		nc, err = d.DialContext(ctx, "tcp", u.addr)
-	}
+	nc, err := u.dial(ctx, "tcp", u.addr)
 	if err != nil {
 		return nil, false, err
+	}
+	if u.kind == "tls" {
+		tc := tls.Client(nc, u.tlsc)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, false, err
+		}
+		nc = tc
 	}
 	return &mdns.Conn{Conn: nc}, false, nil
 }
