@@ -77,15 +77,16 @@ identity:
       client_secret_file: %[3]s
       device_client_id: edgegw-cli
 access:
-  listen: %[4]s:8443
-  apps:
-    - name: wiki
-      domain: wiki.corp.example
-      upstream: http://10.0.0.5:80
-      policies:
-        - name: staff
-          action: allow
-          include: [{group: staff}]
+  listen: 0.0.0.0:8443          # enrollment from the WAN, DNS over HTTPS through the tunnel
+gateway:
+  dns:
+    listen: [100.96.0.1:53]
+    upstreams: [10.0.0.5:53]
+    policies:
+      - id: eng-intranet
+        expression: identity.groups contains "engineering" and dns.fqdn == "intranet.corp.example"
+        action: override
+        override: [10.0.0.5]
 tunnels:
   wireguard:
     interface: %[5]s
@@ -128,7 +129,13 @@ firewall:
 			t.Errorf("the wg-quick file lacks %q:\n%s", want, conf)
 		}
 	}
-	s.upClient(ra.User, s.lab.ID()+"u", string(conf), "")
+	if !strings.Contains(string(conf), "DNS = 100.96.0.1") {
+		t.Errorf("the wg-quick file does not name Gateway DNS:\n%s", conf)
+	}
+	// wg-quick hands DNS = to resolvconf, which the test namespaces lack;
+	// the test asks the resolver directly instead.
+	noDNS := regexp.MustCompile(`(?m)^DNS = .*\n`).ReplaceAllString(string(conf), "")
+	s.upClient(ra.User, s.lab.ID()+"u", noDNS, "")
 
 	dial := func(port string, timeout time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -156,6 +163,22 @@ firewall:
 	}
 	if n := counter(t, s, "ssh-engineering"); n != 0 {
 		t.Errorf("the ssh-engineering counter is %v for an engineer", n)
+	}
+
+	// Gateway DNS knows the enrolled device's user: the engineering-only
+	// override answers over UDP and over DNS over HTTPS on the Access
+	// listener, which refuses a client it cannot identify.
+	dnsCtx, dnsCancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer dnsCancel()
+	if out, err := ra.User.Exec(dnsCtx, "dig", "+short", "+tries=2", "+time=2", "@100.96.0.1", "intranet.corp.example", "A"); err != nil || strings.TrimSpace(string(out)) != "10.0.0.5" {
+		t.Errorf("dig through the tunnel: %v %q", err, out)
+	}
+	if out, err := ra.User.Exec(dnsCtx, "kdig", "+https", "+short", "@100.96.0.1", "-p", "8443", "intranet.corp.example", "A"); err != nil || !strings.Contains(string(out), "10.0.0.5") {
+		t.Errorf("kdig over DoH through the tunnel: %v %q", err, out)
+	}
+	if out, _ := ra.User.Exec(dnsCtx, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
+		"https://"+ra.GWWANAddr.String()+":8443/dns-query?dns=AAABAAABAAAAAAAACGludHJhbmV0BGNvcnAHZXhhbXBsZQAAAQAB"); strings.TrimSpace(string(out)) != "403" {
+		t.Errorf("DoH from an unidentified address: HTTP %q, want 403", out)
 	}
 
 	// The admin sees the device, with the identity the provider vouched
