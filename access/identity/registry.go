@@ -276,6 +276,19 @@ func (r *Registry) enrollOnce(ctx context.Context, e Enrollment) (Device, bool, 
 		return Device{}, false, unavailable("enroll: begin", err)
 	}
 	defer tx.Rollback()
+	if r.d == dialectPostgres {
+		// Take the generation row's lock, which the commit's generation
+		// bump would take anyway, before reading: enrollments across the
+		// fleet then queue here, and each reads the addresses the one
+		// before it committed (READ COMMITTED takes a fresh snapshot per
+		// statement) instead of picking the same free address and losing
+		// on the unique index, which two appliances enrolling in lockstep
+		// could do again on every retry. SQLite's immediate transactions
+		// already serialize writers.
+		if _, err := tx.ExecContext(ctx, `SELECT generation FROM registry_generation WHERE id = 1 FOR UPDATE`); err != nil {
+			return Device{}, false, unavailable("enroll: lock the registry", err)
+		}
+	}
 	now := r.clock()
 	key := keyText(e.PublicKey)
 	old, err := scanDevice(tx.QueryRowContext(ctx, `SELECT `+deviceCols+` FROM devices WHERE public_key = $1`, key))
