@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/policy"
 )
 
 // provider is one identity provider. It is usable once discovery has
@@ -251,32 +252,11 @@ func (s *Server) exchange(ctx context.Context, p *provider, d *discovered, redir
 	if e, _ := claims["email"].(string); e != "" && claims["email_verified"] != false && claims["email_verified"] != "false" {
 		l.Email = strings.ToLower(e)
 	}
-	l.Groups = claimStrings(claims[p.cfg.GroupsClaim])
+	l.Groups = policy.ClaimStrings(claims[p.cfg.GroupsClaim])
 	for _, name := range want {
-		if v := claimStrings(claims[name]); len(v) > 0 {
+		if v := policy.ClaimStrings(claims[name]); len(v) > 0 {
 			l.Custom[name] = v
 		}
 	}
 	return l, nil
-}
-
-// claimStrings reads a claim that is a string or a list of strings (numbers
-// and booleans are written as JSON writes them).
-func claimStrings(v any) []string {
-	switch v := v.(type) {
-	case nil:
-		return nil
-	case string:
-		return []string{v}
-	case []any:
-		var out []string
-		for _, e := range v {
-			out = append(out, claimStrings(e)...)
-		}
-		return out
-	case float64, bool:
-		b, _ := json.Marshal(v)
-		return []string{string(b)}
-	}
-	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/edgegw/edgegw/access/policy"
 )
 
 type discovered struct {
@@ -127,31 +128,13 @@ func (h *Handler) verify(ctx context.Context, st *state, p *provider, d *discove
 	if e, _ := claims["email"].(string); e != "" && claims["email_verified"] != false && claims["email_verified"] != "false" {
 		l.Email = strings.ToLower(e)
 	}
-	l.Groups = claimStrings(claims[p.cfg.GroupsClaim])
+	l.Groups = policy.ClaimStrings(claims[p.cfg.GroupsClaim])
 	for _, name := range st.claims {
-		if v := claimStrings(claims[name]); len(v) > 0 {
+		if v := policy.ClaimStrings(claims[name]); len(v) > 0 {
 			l.Claims[name] = v
 		}
 	}
 	return l, nil
-}
-
-// claimStrings reads a claim that is a string or a list of strings.
-func claimStrings(v any) []string {
-	switch v := v.(type) {
-	case string:
-		return []string{v}
-	case []any:
-		var out []string
-		for _, e := range v {
-			out = append(out, claimStrings(e)...)
-		}
-		return out
-	case float64, bool:
-		b, _ := json.Marshal(v)
-		return []string{string(b)}
-	}
-	return nil
 }
 
 // onceSet remembers values until they expire, to refuse a second use of an

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -191,4 +192,24 @@ func (s *Set) Len() int {
 		return 0
 	}
 	return len(s.first) + len(s.rest)
+}
+
+// ClaimStrings reads an ID-token claim as the strings policies compare:
+// a string, or a list of them; numbers and booleans are written as JSON
+// writes them. Access logins and device enrollment read claims with it.
+func ClaimStrings(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return []string{v}
+	case []any:
+		var out []string
+		for _, e := range v {
+			out = append(out, ClaimStrings(e)...)
+		}
+		return out
+	case float64, bool:
+		b, _ := json.Marshal(v)
+		return []string{string(b)}
+	}
+	return nil
 }
