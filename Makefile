@@ -56,11 +56,12 @@ demo: build
 image:
 	VERSION=$(VERSION) image/build.sh
 
-## image-test: boot the image in QEMU (TCG): readiness, modules, bad config, A/B update and rollback (~15 min)
-image-test: image
+## image-test: build the image and its two test bundles, boot it in QEMU (TCG): readiness, modules, bad config, edgegw with a kernel WireGuard peer, the dataplane tests in the VM (kernel WireGuard, GRE, ESP), A/B update and rollback (what CI runs; see image/README.md for times)
+image-test:
+	VERSION=$(VERSION) image/build.sh --test-bundles
 	image/test.sh
 
-## image-test-quick: the boot checks only, without update and rollback (~2 min; what CI runs)
+## image-test-quick: the same without update and rollback (one boot)
 image-test-quick: image
 	image/test.sh --no-update
 

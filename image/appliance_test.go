@@ -6,21 +6,25 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
 // Boot deadlines are generous: the VM runs under software emulation (TCG),
 // and the machine is shared with other builds.
 const (
-	bootDeadline = 300 * time.Second
+	bootDeadline = 420 * time.Second
 	// healthDeadline is EDGEGW_HEALTH_DEADLINE in the test VM: how long a
 	// trial boot waits for /readyz before it fails and reboots.
 	healthDeadline = 60
@@ -34,6 +38,8 @@ const (
 // modules are the kernel modules edgegw's dataplanes need.
 var modules = []string{"wireguard", "ip_gre", "esp4", "xfrm_interface", "nf_tables", "nfnetlink_log"}
 
+// testConfig is the VM's configuration; %s is the public key of the
+// static peer that WireGuardPeer plays with the kernel's WireGuard.
 const testConfig = `# image/appliance_test.go: admin on every address so QEMU's port forward reaches it.
 appliance:
   name: edgegw-vmtest
@@ -47,19 +53,26 @@ tunnels:
     interface: wg0
     listen_port: 51820
     address: 100.96.0.1/12
+    peers:
+      - name: kernel-peer
+        public_key: %q
+        allowed_ips: [100.96.0.10/32]
 `
 
 // TestAppliance boots the built image in QEMU (TCG, OVMF, user networking)
 // with a config partition provisioned by provision.sh, then checks, in one
 // VM to save boots: /readyz and /metrics through the forwarded admin port,
-// the kernel modules over SSH, the fallback on a bad configuration, and,
+// the kernel modules over SSH, the fallback on a bad configuration, the
+// appliance's edgegw with a kernel WireGuard peer, the project's test
+// binaries for the kernel dataplanes (a test pack from testpack.sh), and,
 // when update bundles are given, an A/B update to a working image and one
 // to an image whose edgegw never becomes ready (it must come back by
 // itself on the previous slot).
 //
-//	EDGEGW_IMAGE_DIR     directory with edgegw.img (image/out)
-//	EDGEGW_IMAGE_UPDATE  a working update bundle of another version (optional)
-//	EDGEGW_IMAGE_BROKEN  an update bundle whose edgegw never becomes ready (optional)
+//	EDGEGW_IMAGE_DIR       directory with edgegw.img (image/out)
+//	EDGEGW_IMAGE_TESTPACK  a test pack from testpack.sh (optional)
+//	EDGEGW_IMAGE_UPDATE    a working update bundle of another version (optional)
+//	EDGEGW_IMAGE_BROKEN    an update bundle whose edgegw never becomes ready (optional)
 func TestAppliance(t *testing.T) {
 	dir := os.Getenv("EDGEGW_IMAGE_DIR")
 	if dir == "" {
@@ -70,7 +83,11 @@ func TestAppliance(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	vm := startVM(t, filepath.Join(dir, "edgegw.img"), os.Getenv("EDGEGW_IMAGE_UPDATE"), os.Getenv("EDGEGW_IMAGE_BROKEN"))
+	vm := startVM(t, filepath.Join(dir, "edgegw.img"), map[string]string{
+		"edgegw-tests":  os.Getenv("EDGEGW_IMAGE_TESTPACK"),
+		"update-good":   os.Getenv("EDGEGW_IMAGE_UPDATE"),
+		"update-broken": os.Getenv("EDGEGW_IMAGE_BROKEN"),
+	})
 
 	t.Run("Ready", func(t *testing.T) {
 		waitReady(t, vm, bootDeadline)
@@ -111,6 +128,11 @@ func TestAppliance(t *testing.T) {
 		if got := vm.ssh(t, "grep -c '^root:[*!]' /etc/shadow"); strings.TrimSpace(got) != "1" {
 			t.Errorf("root has a password")
 		}
+		// systemd feeds the hardware watchdog (system.conf.d).
+		got, _ := vm.trySSH("cat /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout")
+		if f := strings.Fields(got); len(f) != 2 || f[0] != "active" || f[1] != "120" {
+			t.Errorf("watchdog0 state, timeout = %q, want active 120", got)
+		}
 		t.Logf("failed units: %s", vm.ssh(t, "systemctl --failed --no-legend --plain | cut -d' ' -f1 | xargs"))
 	})
 
@@ -137,13 +159,21 @@ func TestAppliance(t *testing.T) {
 		waitReady(t, vm, 60*time.Second)
 	})
 
-	if vm.update == "" || vm.broken == "" {
+	t.Run("WireGuardPeer", func(t *testing.T) { testWireGuardPeer(t, vm) })
+
+	if vm.disks["edgegw-tests"] != "" {
+		t.Run("Dataplanes", func(t *testing.T) { testDataplanes(t, vm) })
+	} else {
+		t.Log("EDGEGW_IMAGE_TESTPACK not set: the test binaries do not run in the VM")
+	}
+
+	if vm.disks["update-good"] == "" || vm.disks["update-broken"] == "" {
 		t.Log("EDGEGW_IMAGE_UPDATE / EDGEGW_IMAGE_BROKEN not set: update tests skipped")
 		return
 	}
 	v1 := vm.version(t)
 
-	t.Run("Update", func(t *testing.T) {
+	updated := t.Run("Update", func(t *testing.T) {
 		vm.apply(t, "/dev/disk/by-id/virtio-update-good", 3)
 		boot1 := waitBoot(t, vm, boot0, bootDeadline)
 		waitReady(t, vm, bootDeadline)
@@ -159,7 +189,9 @@ func TestAppliance(t *testing.T) {
 		})
 		boot0 = boot1
 	})
-	if t.Failed() {
+	// The rollback starts from the updated slot: only a failed update
+	// (not, say, a failed dataplane test) makes it pointless.
+	if !updated {
 		return
 	}
 
@@ -180,22 +212,34 @@ func TestAppliance(t *testing.T) {
 }
 
 type vm struct {
-	dir            string
-	console        string
-	sshPort        int
-	adminPort      int
-	key            string
-	update, broken string
+	dir       string
+	console   string
+	sshPort   int
+	adminPort int
+	key       string
+	// peerKey is the private key of the configuration's static WireGuard
+	// peer.
+	peerKey wireguard.Key
+	// disks are the extra read-only disks by serial (the VM sees
+	// /dev/disk/by-id/virtio-SERIAL); "" when not given.
+	disks map[string]string
 }
 
-func startVM(t *testing.T, img, update, broken string) *vm {
+// startVM boots a copy of img, provisioned with the test configuration and
+// a fresh SSH key, with disks (serial → file; "" for none) attached
+// read-only.
+func startVM(t *testing.T, img string, disks map[string]string) *vm {
 	t.Helper()
 	dir := t.TempDir()
-	v := &vm{dir: dir, console: filepath.Join(dir, "console.log"), key: filepath.Join(dir, "id"), update: update, broken: broken}
+	v := &vm{dir: dir, console: filepath.Join(dir, "console.log"), key: filepath.Join(dir, "id"), disks: disks}
 	run(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", v.key)
+	var err error
+	if v.peerKey, err = wireguard.GeneratePrivateKey(); err != nil {
+		t.Fatal(err)
+	}
 	disk := filepath.Join(dir, "disk.img")
 	run(t, "cp", "--sparse=always", img, disk)
-	write(t, filepath.Join(dir, "edgegw.yaml"), testConfig)
+	write(t, filepath.Join(dir, "edgegw.yaml"), fmt.Sprintf(testConfig, v.peerKey.PublicKey().String()))
 	write(t, filepath.Join(dir, "appliance.env"), fmt.Sprintf("EDGEGW_HEALTH_DEADLINE=%d\n", healthDeadline))
 	run(t, "./provision.sh", disk, "--config", filepath.Join(dir, "edgegw.yaml"), "--ssh-key", v.key+".pub",
 		"--env", filepath.Join(dir, "appliance.env"))
@@ -203,17 +247,23 @@ func startVM(t *testing.T, img, update, broken string) *vm {
 	run(t, "cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars)
 	v.sshPort, v.adminPort = freePort(t), freePort(t)
 
+	// -nodefaults: no CD-ROM for the firmware to try first, no VGA; the
+	// appliance's disk is the only boot option.
 	args := []string{
-		"-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
+		"-nodefaults", "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
 		"-display", "none", "-monitor", "none", "-serial", "file:" + v.console,
 		"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "if=virtio,format=raw,file=" + disk,
+		"-drive", "if=none,id=disk,format=raw,file=" + disk,
+		"-device", "virtio-blk-pci,drive=disk,bootindex=0",
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:9100", v.sshPort, v.adminPort),
-		"-device", "virtio-net-pci,netdev=n0",
+		"-device", "virtio-net-pci,netdev=n0,romfile=",
+		// A hardware watchdog, as appliances have; it resets the VM if
+		// the guest stops feeding it.
+		"-device", "i6300esb",
 	}
-	for name, f := range map[string]string{"update-good": update, "update-broken": broken} {
-		if f != "" {
+	for _, name := range slices.Sorted(maps.Keys(disks)) {
+		if f := disks[name]; f != "" {
 			args = append(args, "-drive", "if=none,id="+name+",format=raw,readonly=on,file="+f,
 				"-device", "virtio-blk-pci,drive="+name+",serial="+name)
 		}
@@ -265,11 +315,17 @@ func (v *vm) version(t *testing.T) string {
 	return st.Version
 }
 
-// apply runs edgegw-update apply in the VM, then reboots it.
+// apply writes an update bundle in the VM with `edgegw update` (or, from
+// an edgegw without that command, the script it runs), then reboots it.
 func (v *vm) apply(t *testing.T, bundle string, tries int) {
 	t.Helper()
 	start := time.Now()
-	out, err := v.trySSHTimeout(fmt.Sprintf("edgegw-update apply %s --tries %d --no-reboot", bundle, tries), 10*time.Minute)
+	command := fmt.Sprintf("edgegw update %s --tries %d --no-reboot", bundle, tries)
+	if _, err := v.trySSH("edgegw update --help"); err != nil {
+		t.Logf("this edgegw has no update command: running edgegw-update itself")
+		command = fmt.Sprintf("edgegw-update apply %s --tries %d --no-reboot", bundle, tries)
+	}
+	out, err := v.trySSHTimeout(command, 10*time.Minute)
 	if err != nil {
 		t.Fatalf("edgegw-update apply: %v\n%s", err, out)
 	}

@@ -4,7 +4,7 @@
 # package versions pinned in image/packages.lock. See image/README.md.
 #
 #   image/build.sh [--out DIR] [--cache DIR] [--version V] [--lock MODE]
-#                  [--bundle-only] [--variant broken]
+#                  [--bundle-only] [--variant broken] [--test-bundles]
 #
 # --lock strict   (default) install exactly the locked versions, fail if the
 #                 mirror no longer has them
@@ -12,6 +12,8 @@
 # --lock refresh  resolve anew and rewrite image/packages.lock
 # --bundle-only   only the update bundle (tests build their second image so)
 # --variant broken  an image whose edgegw never becomes ready (rollback test)
+# --test-bundles  also the two bundles image/test.sh applies, from this
+#                 build's root: VERSION-next, and VERSION-next-broken
 #
 # Phases: rootfs (cached per lockfile) → customize → squashfs → esp → disk →
 # bundle → manifest. Needs root (debootstrap, chroot) and the Debian packages
@@ -27,6 +29,7 @@ LOCK_MODE=${EDGEGW_IMAGE_LOCK:-strict}
 LOCKFILE=$IMAGE_DIR/packages.lock
 BUNDLE_ONLY=0
 VARIANT=normal
+TEST_BUNDLES=0
 
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -36,7 +39,8 @@ while [ $# -gt 0 ]; do
 	--lock) LOCK_MODE=$2; shift 2 ;;
 	--bundle-only) BUNDLE_ONLY=1; shift ;;
 	--variant) VARIANT=$2; shift 2 ;;
-	-h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+	--test-bundles) TEST_BUNDLES=1; shift ;;
+	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
 	*) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -66,10 +70,15 @@ cleanup() { chroot_umounts "$WORK/rootfs" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 start=$(date +%s)
 
-# 1. the edgegw binary from this tree
-log "go build edgegw $VERSION"
-(cd "$REPO_DIR" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
-	-ldflags "-s -w -buildid= -X main.version=$VERSION" -o "$WORK/edgegw" ./cmd/edgegw)
+# build_edgegw VERSION OUT: the edgegw binary from this tree.
+build_edgegw() {
+	log "go build edgegw $1"
+	(cd "$REPO_DIR" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath \
+		-ldflags "-s -w -buildid= -X main.version=$1" -o "$2" ./cmd/edgegw)
+}
+
+# 1. the edgegw binary
+build_edgegw "$VERSION" "$WORK/edgegw"
 
 # 2. the Debian root, cached per lockfile
 ROOTFS_KEY=$(rootfs_key)
@@ -79,7 +88,9 @@ if [ -f "$ROOTFS_TAR" ] && [ "$LOCK_MODE" != refresh ]; then
 else
 	build_rootfs "$ROOTFS_TAR"
 	# A refreshed lockfile is a new key: store the tarball under it too.
-	new_key=$(rootfs_key)
+	# (under the key a strict build computes: the root is what it would
+	# install from the new lockfile)
+	new_key=$(LOCK_MODE=strict; rootfs_key)
 	if [ "$new_key" != "$ROOTFS_KEY" ]; then mv "$ROOTFS_TAR" "$CACHE/rootfs-$new_key.tar"; ROOTFS_TAR=$CACHE/rootfs-$new_key.tar; fi
 	# Keep the newest three roots.
 	ls -1t "$CACHE"/rootfs-*.tar | tail -n +4 | xargs -r rm -f
@@ -107,5 +118,18 @@ if [ "$BUNDLE_ONLY" = 0 ]; then
 fi
 if [ "$VARIANT" = normal ]; then ln -sfn "$NAME.update.tar" "$OUT/edgegw.update.tar"; fi
 (cd "$OUT" && sha256sum "$NAME".* > "$NAME.sha256")
+if [ "$TEST_BUNDLES" = 1 ]; then
+	# 7. image/test.sh's update bundles, from the root already unpacked: the
+	# same bytes as `--bundle-only --version VERSION-next [--variant broken]`
+	# without a second unpack and customize.
+	build_edgegw "$VERSION-next" "$WORK/edgegw-next"
+	for v in normal broken; do
+		name=edgegw-$VERSION-next
+		[ "$v" = normal ] || name=$name-$v
+		stamp_version "$WORK/root" "$WORK/edgegw-next" "$VERSION-next" "$v"
+		make_squashfs "$WORK/root" "$WORK/root.squashfs"
+		make_bundle "$WORK" "$OUT/$name.update.tar"
+	done
+fi
 log "done in $(( $(date +%s) - start ))s:"
 ls -l "$OUT/$NAME".* >&2

@@ -1,27 +1,42 @@
 #!/usr/bin/env bash
 # make image-test: boot the built image in QEMU (TCG) and check it; see
-# TestAppliance in image/appliance_test.go. Builds, from the cached root, the
-# two update bundles the A/B tests apply: a working one of another version
-# and one whose edgegw never becomes ready. Needs image/build.sh's output in
-# $EDGEGW_IMAGE_OUT (default image/out) and the Debian packages
-# qemu-system-x86 ovmf openssh-client mtools fdisk.
+# TestAppliance in image/appliance_test.go. Needs image/build.sh's output in
+# $EDGEGW_IMAGE_OUT (default image/out), Go, and the Debian packages
+# qemu-system-x86 ovmf openssh-client mtools fdisk squashfs-tools.
 #
-#   image/test.sh [--no-update]     --no-update: boot checks only
+#   image/test.sh [--no-update]
+#
+# Before the VM starts it makes:
+#  - the test pack (testpack.sh): the project's dataplane test binaries,
+#    run inside the VM where the kernel has WireGuard, GRE and ESP;
+#  - unless --no-update: the two update bundles the A/B tests apply, a
+#    working one of another version (VERSION-next) and one whose edgegw
+#    never becomes ready. `build.sh --test-bundles` makes them with the
+#    image, from the same root; otherwise they are built here.
 set -euo pipefail
 IMAGE_DIR=$(cd "$(dirname "$0")" && pwd)
 OUT=${EDGEGW_IMAGE_OUT:-$IMAGE_DIR/out}
 [ -e "$OUT/edgegw.img" ] || { echo "test.sh: no $OUT/edgegw.img: run image/build.sh (make image) first" >&2; exit 1; }
+log() { printf '== %s test.sh: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
 export EDGEGW_IMAGE_DIR=$OUT
+start=$(date +%s)
+"$IMAGE_DIR/testpack.sh" "$OUT/testpack.squashfs"
+export EDGEGW_IMAGE_TESTPACK=$OUT/testpack.squashfs
 if [ "${1:-}" != --no-update ]; then
-	start=$(date +%s)
 	base=$(sed -n 's/^version: //p' "$OUT/edgegw.manifest")
-	"$IMAGE_DIR/build.sh" --out "$OUT" --bundle-only --version "$base-next"
-	"$IMAGE_DIR/build.sh" --out "$OUT" --bundle-only --version "$base-next" --variant broken
-	export EDGEGW_IMAGE_UPDATE=$OUT/edgegw-$base-next.update.tar
-	export EDGEGW_IMAGE_BROKEN=$OUT/edgegw-$base-next-broken.update.tar
-	echo "== test bundles built in $(( $(date +%s) - start ))s"
+	good=$OUT/edgegw-$base-next.update.tar
+	broken=$OUT/edgegw-$base-next-broken.update.tar
+	# Bundles made with this image (build.sh --test-bundles) are newer than it.
+	if [ "$good" -nt "$OUT/edgegw.img" ] && [ "$broken" -nt "$OUT/edgegw.img" ]; then
+		log "test bundles of $base: made with the image"
+	else
+		"$IMAGE_DIR/build.sh" --out "$OUT" --bundle-only --version "$base-next"
+		"$IMAGE_DIR/build.sh" --out "$OUT" --bundle-only --version "$base-next" --variant broken
+	fi
+	export EDGEGW_IMAGE_UPDATE=$good EDGEGW_IMAGE_BROKEN=$broken
 fi
+log "ready to boot after $(( $(date +%s) - start ))s"
 export EDGEGW_IMAGE_CONSOLE=$OUT/test-console.log
 cd "$IMAGE_DIR"
 go test -count=1 -v -timeout 60m -run '^TestAppliance$' .

@@ -69,7 +69,8 @@ Usage:
                                         enroll this machine: sign in, get a WireGuard config
   edgegw device list|show ID|revoke ID [--admin URL]
                                         manage enrolled devices through the admin API
-  edgegw update IMAGE                   write IMAGE to the inactive slot and boot it (appliance only)
+  edgegw update BUNDLE [--tries N] [--no-reboot] | --status
+                                        on the appliance: write BUNDLE to the inactive slot, boot it
   edgegw config default                 print the built-in default configuration
   edgegw version                        print the version
 

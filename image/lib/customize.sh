@@ -10,7 +10,6 @@ customize() {
 	tar -C "$IMAGE_DIR/rootfs" --owner=0 --group=0 --numeric-owner -cf - . | tar -C "$r" --numeric-owner -xf -
 	chmod 0755 "$r/usr/libexec/edgegw/start" "$r/usr/libexec/edgegw/health" "$r/usr/libexec/edgegw/provision" \
 		"$r/usr/sbin/edgegw-update"
-	install -m 0755 "$WORK/edgegw" "$r/usr/bin/edgegw"
 	install -d "$r/usr/share/doc/edgegw"
 	install -m 0644 "$IMAGE_DIR/README.md" "$r/usr/share/doc/edgegw/README.md" 2>/dev/null || true
 
@@ -22,16 +21,9 @@ customize() {
 	ln -sfn ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
 	: > "$r/etc/machine-id"
 
-	cat >> "$r/usr/lib/os-release" <<-REL
-	IMAGE_ID=edgegw
-	IMAGE_VERSION=$VERSION
-	REL
-
-	if [ "$VARIANT" = broken ]; then
-		# Test only: an edgegw that never becomes ready.
-		mkdir -p "$r/etc/systemd/system/edgegw.service.d"
-		printf '[Service]\nExecStart=\nExecStart=/bin/sleep infinity\n' > "$r/etc/systemd/system/edgegw.service.d/broken.conf"
-	fi
+	# The pristine os-release: stamp_version appends this build's version.
+	cp "$r/usr/lib/os-release" "$WORK/os-release"
+	stamp_version "$r" "$WORK/edgegw" "$VERSION" "$VARIANT"
 
 	systemctl --root="$r" --quiet enable edgegw.service edgegw-provision.service edgegw-health.service \
 		systemd-networkd.service systemd-resolved.service systemd-timesyncd.service ssh.service
@@ -51,7 +43,28 @@ customize() {
 	echo "$kver" > "$WORK/kernel-version"
 	rm -f "$r"/boot/* "$r"/vmlinuz* "$r"/initrd.img*
 	echo "$KERNEL_CMDLINE" > "$WORK/cmdline"
-	echo "$VERSION" > "$WORK/version"
+}
+
+# stamp_version ROOT BINARY VERSION VARIANT: what differs between images of
+# one tree: the edgegw binary, the version in os-release and the bundle,
+# and the broken variant's drop-in. customize calls it; build.sh
+# --test-bundles calls it again on the same root for each test bundle.
+stamp_version() {
+	local r=$1 bin=$2 version=$3 variant=$4
+	install -m 0755 "$bin" "$r/usr/bin/edgegw"
+	cp "$WORK/os-release" "$r/usr/lib/os-release"
+	cat >> "$r/usr/lib/os-release" <<-REL
+	IMAGE_ID=edgegw
+	IMAGE_VERSION=$version
+	REL
+	rm -f "$r/etc/systemd/system/edgegw.service.d/broken.conf"
+	rmdir "$r/etc/systemd/system/edgegw.service.d" 2> /dev/null || true
+	if [ "$variant" = broken ]; then
+		# Test only: an edgegw that never becomes ready.
+		mkdir -p "$r/etc/systemd/system/edgegw.service.d"
+		printf '[Service]\nExecStart=\nExecStart=/bin/sleep infinity\n' > "$r/etc/systemd/system/edgegw.service.d/broken.conf"
+	fi
+	echo "$version" > "$WORK/version"
 }
 
 make_squashfs() {

@@ -13,7 +13,7 @@ SUITE=bookworm
 PACKAGES="systemd systemd-sysv systemd-boot systemd-resolved systemd-timesyncd
 udev dbus kmod initramfs-tools zstd linux-image-amd64
 nftables iproute2 iputils-ping wireguard-tools
-charon-systemd libcharon-extra-plugins strongswan-swanctl
+charon-systemd libcharon-extra-plugins libstrongswan-standard-plugins strongswan-swanctl
 openssh-server curl ca-certificates e2fsprogs dosfstools util-linux procps netbase"
 
 # The files that decide phase 1's output: a change to any of them is a new
