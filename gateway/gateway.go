@@ -108,6 +108,8 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	local := newLocal()
 	devicesAPI := &swapHandler{none: "No device registry runs: configure tunnels.wireguard with identity or enrollment."}
 	fw := &fwPart{log: g.log, metrics: g.metrics, devs: devs}
+	nf := &netflowPart{log: g.log, metrics: g.metrics, sink: sink, fw: fw, ids: &peerIdentities{devs: devs}}
+	fw.samplerBound = nf.bound.Load
 	wg := &wgPart{log: g.log, metrics: g.metrics, devs: devs}
 	ids := &identityPart{log: g.log, metrics: g.metrics, devs: devs, api: devicesAPI}
 	g.parts = []part{
@@ -119,7 +121,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		// Logpush before its producers: it takes their records from the
 		// first one, and spools the last ones they hand over at shutdown.
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
-		&netflowPart{log: g.log, metrics: g.metrics, sink: sink, fw: fw, ids: &peerIdentities{devs: devs}},
+		nf,
 		&accessPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local},
 		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }},
 	}

@@ -20,10 +20,14 @@ type fwPart struct {
 	metrics *metrics
 	table   *firewall.Table
 	devs    *devices
-	wan     string              // the WAN interface in use, resolved from the default route if unset
-	rules   *firewall.Ruleset   // what the kernel runs; nil without rules
-	static  []firewall.Identity // from the configuration
-	ids     []firewall.Identity // in the kernel: static plus enrolled devices
+	wan     string            // the WAN interface in use, resolved from the default route if unset
+	rules   *firewall.Ruleset // what the kernel runs; nil without rules
+	sampled firewall.Sampling // the sampling the kernel runs
+	// samplerBound tells whether the flow sampler has bound its NFLOG
+	// group; nil: no sampler.
+	samplerBound func() bool
+	static       []firewall.Identity // from the configuration
+	ids          []firewall.Identity // in the kernel: static plus enrolled devices
 }
 
 func (p *fwPart) name() string { return "firewall" }
@@ -79,12 +83,25 @@ func (p *fwPart) setDevices(snap *identity.Snapshot) error {
 }
 
 // sampling is where the firewall sends 1 in netflow.sample_rate packets
-// for flow records: off without a netflow section.
-func sampling(cfg *config.Config) firewall.Sampling {
-	if cfg.Netflow == nil {
+// for flow records: off without a netflow section, and off until the
+// sampler has bound its NFLOG group. go-nflog configures a group with
+// several commands after binding it, and a sample arriving in between
+// breaks that exchange; so the group is bound first, then the rules that
+// feed it are applied (enableSampling).
+func (p *fwPart) sampling(cfg *config.Config) firewall.Sampling {
+	if cfg.Netflow == nil || p.samplerBound == nil || !p.samplerBound() {
 		return firewall.Sampling{}
 	}
 	return firewall.Sampling{Rate: cfg.Netflow.SampleRate, Group: firewall.DefaultSamplingGroup}
+}
+
+// enableSampling re-applies cfg once the sampler is bound, if the table
+// in the kernel was compiled without sampling.
+func (p *fwPart) enableSampling(cfg *config.Config) error {
+	if p.table == nil || p.sampled == p.sampling(cfg) {
+		return nil
+	}
+	return p.replace(cfg, p.static, p.ids)
 }
 
 // clamps lowers the MSS of TCP through every GRE tunnel to what fits its
@@ -102,7 +119,7 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 	ids := withDeviceIdentities(static, p.devs.load())
 	if p.table != nil && prev != nil && prev.Interfaces.WAN == next.Interfaces.WAN &&
 		slices.Equal(prev.Interfaces.LAN, next.Interfaces.LAN) &&
-		sampling(prev) == sampling(next) &&
+		p.sampling(prev) == p.sampling(next) &&
 		reflect.DeepEqual(clamps(prev), clamps(next)) {
 		done, err := p.updateInPlace(prev, next, ids)
 		if done && err == nil {
@@ -112,6 +129,11 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 			return err
 		}
 	}
+	return p.replace(next, static, ids)
+}
+
+// replace compiles next whole and swaps it in with one netlink batch.
+func (p *fwPart) replace(next *config.Config, static, ids []firewall.Identity) error {
 	wan := next.Interfaces.WAN
 	if wan == "" {
 		var err error
@@ -129,12 +151,13 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 			return err // validated already; a compile error here is a bug worth seeing
 		}
 	}
+	smp := p.sampling(next)
 	prog := firewall.Compile(firewall.Spec{
 		WAN:      wan,
 		LAN:      next.Interfaces.LAN,
 		Rules:    rs,
 		Clamp:    clamps(next),
-		Sampling: sampling(next),
+		Sampling: smp,
 	})
 	if p.table == nil {
 		p.table = firewall.New(p.log)
@@ -147,6 +170,7 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 		return err
 	}
 	p.wan, p.rules, p.static, p.ids = wan, rs, static, ids
+	p.sampled = smp
 	if rs != nil {
 		p.log.Info("firewall rules applied", "rules", len(rs.Rules()))
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgegw/edgegw/firewall"
@@ -25,8 +26,9 @@ type netflowPart struct {
 	fw      *fwPart
 	ids     *peerIdentities
 
-	s   *netflow.Sampler
-	run actor
+	s     *netflow.Sampler
+	run   actor
+	bound atomic.Bool // s has bound its NFLOG group; read by the firewall part
 }
 
 func (p *netflowPart) name() string { return "netflow" }
@@ -57,12 +59,17 @@ func (p *netflowPart) apply(ctx context.Context, prev, next *config.Config) erro
 		defer t.Stop()
 		select {
 		case <-s.Bound():
+			p.bound.Store(true)
 		case err := <-p.run.done:
 			p.run.done <- err // kept for ready and close
 			return err
 		case <-t.C:
 			return fmt.Errorf("netflow: NFLOG group %d not bound after 5s", firewall.DefaultSamplingGroup)
 		}
+	}
+	// The group is bound: now the firewall may feed it.
+	if err := p.fw.enableSampling(next); err != nil {
+		return err
 	}
 	p.ids.set(next)
 	p.s.SetColo(colo)
@@ -139,6 +146,7 @@ func (p *netflowPart) close() {
 		p.log.Error("netflow sampler stopped", "err", err)
 	}
 	p.metrics.set("netflow", nil)
+	p.bound.Store(false)
 	p.s = nil
 }
 
