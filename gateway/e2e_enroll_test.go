@@ -21,6 +21,40 @@ import (
 	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
+// needStockWireGuard skips an end-to-end test on a machine without the
+// stock WireGuard tools its remote users run.
+func needStockWireGuard(t *testing.T) {
+	for _, tool := range []string{"wireguard-go", "wg", "wg-quick", "ping"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+// startProvider starts the test OpenID provider in the test process with
+// the command line's device client (edgegw-cli) and the web client
+// (edgegw-web, secret "web-secret"), and makes it reachable at its issuer
+// URL from each namespace in via, as a cloud provider is over the internet.
+func startProvider(t *testing.T, via ...*netlab.NS) *enrolltest.OP {
+	op := enrolltest.Start(t, enrolltest.Options{})
+	op.AddDeviceClient("edgegw-cli")
+	op.AddWebClient("edgegw-web", "web-secret", "https://wiki.corp.example/cdn-cgi/access/callback")
+	issuer, err := url.Parse(op.Issuer)
+	must(t, err)
+	for _, ns := range via {
+		forwardLoopback(t, ns, issuer.Host)
+	}
+	return op
+}
+
+// writeWebSecret writes the web client's secret into the site's directory
+// for identity.providers[].client_secret_file.
+func writeWebSecret(t *testing.T, s *site) string {
+	path := filepath.Join(s.dir, "web.secret")
+	must(t, os.WriteFile(path, []byte("web-secret\n"), 0o600))
+	return path
+}
+
 // TestEnrollThroughGateway enrolls a remote user's device with the gateway
 // end to end: a real OpenID provider with the device grant, `edgegw enroll`
 // run on the user's machine against the gateway's Access listener, the
@@ -33,26 +67,15 @@ func TestEnrollThroughGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	for _, tool := range []string{"wireguard-go", "wg", "wg-quick", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	needStockWireGuard(t)
 	s := newSite(t)
 	ra := s.ra
 
 	// The provider runs in the test process; the gateway and the user's
 	// machine both reach it at its issuer URL through a forwarder in their
 	// namespace, as both would reach a cloud provider over the internet.
-	op := enrolltest.Start(t, enrolltest.Options{})
-	op.AddDeviceClient("edgegw-cli")
-	op.AddWebClient("edgegw-web", "web-secret", "https://wiki.corp.example/cdn-cgi/access/callback")
-	issuer, err := url.Parse(op.Issuer)
-	must(t, err)
-	forwardLoopback(t, ra.GW, issuer.Host)
-	forwardLoopback(t, ra.User, issuer.Host)
-	webSecret := filepath.Join(s.dir, "web.secret")
-	must(t, os.WriteFile(webSecret, []byte("web-secret\n"), 0o600))
+	op := startProvider(t, ra.GW, ra.User)
+	webSecret := writeWebSecret(t, s)
 
 	// test-user (groups engineering, staff) is allowed to enroll;
 	// test-user2 (contractors) is not. SSH is for engineering, which

@@ -9,9 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -22,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/access/enroll"
-	"github.com/edgegw/edgegw/access/enroll/enrolltest"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/identity/pgtest"
 	"github.com/edgegw/edgegw/gateway/netlab"
@@ -43,11 +40,7 @@ func TestFleetSharedPostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	for _, tool := range []string{"wireguard-go", "wg", "wg-quick", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	needStockWireGuard(t)
 	fleet := []*site{newSite(t), newSite(t)}
 	a, b := fleet[0], fleet[1]
 	pg := pgtest.Start(t)
@@ -55,16 +48,9 @@ func TestFleetSharedPostgres(t *testing.T) {
 
 	// One OpenID provider for the fleet, in the test process, reached from
 	// both gateways and from the user at A through forwarders.
-	op := enrolltest.Start(t, enrolltest.Options{})
-	op.AddDeviceClient("edgegw-cli")
-	op.AddWebClient("edgegw-web", "web-secret", "https://wiki.corp.example/cdn-cgi/access/callback")
-	issuer, err := url.Parse(op.Issuer)
-	must(t, err)
-	forwardLoopback(t, a.ra.User, issuer.Host)
+	op := startProvider(t, a.ra.User, a.ra.GW, b.ra.GW)
 	for _, s := range fleet {
-		forwardLoopback(t, s.ra.GW, issuer.Host)
-		webSecret := filepath.Join(s.dir, "web.secret")
-		must(t, os.WriteFile(webSecret, []byte("web-secret\n"), 0o600))
+		webSecret := writeWebSecret(t, s)
 		// The appliances' configurations differ only in their own paths
 		// and interface name (unique because UAPI sockets are global).
 		cfg := fmt.Sprintf(`appliance:
