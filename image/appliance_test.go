@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -15,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,14 +246,14 @@ func startVM(t *testing.T, img string, disks map[string]string) *vm {
 	run(t, "./provision.sh", disk, "--config", filepath.Join(dir, "edgegw.yaml"), "--ssh-key", v.key+".pub",
 		"--env", filepath.Join(dir, "appliance.env"))
 	vars := filepath.Join(dir, "OVMF_VARS.fd")
-	run(t, "cp", "/usr/share/OVMF/OVMF_VARS_4M.fd", vars)
 	v.sshPort, v.adminPort = freePort(t), freePort(t)
 
 	// -nodefaults: no CD-ROM for the firmware to try first, no VGA; the
-	// appliance's disk is the only boot option.
+	// appliance's disk is the only boot option. -no-reboot: see powerOn.
 	args := []string{
-		"-nodefaults", "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
-		"-display", "none", "-monitor", "none", "-serial", "file:" + v.console,
+		"-nodefaults", "-no-reboot", "-machine", "q35,accel=tcg", "-cpu", "max", "-smp", "2", "-m", "1024",
+		"-display", "none", "-monitor", "none",
+		"-chardev", "file,id=con,append=on,path=" + v.console, "-serial", "chardev:con",
 		"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 		"-drive", "if=pflash,format=raw,file=" + vars,
 		"-drive", "if=none,id=disk,format=raw,file=" + disk,
@@ -268,19 +270,15 @@ func startVM(t *testing.T, img string, disks map[string]string) *vm {
 				"-device", "virtio-blk-pci,drive="+name+",serial="+name)
 		}
 	}
-	cmd := exec.Command("qemu-system-x86_64", args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	p := &power{args: args, vars: vars, done: make(chan struct{})}
+	if err := p.start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go p.run()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
+		p.stop()
 		if t.Failed() {
-			t.Logf("qemu stderr: %s", stderr.String())
+			t.Logf("qemu: %s", p.log.String())
 			t.Logf("console (last 6000 bytes):\n%s", v.consoleTail(6000))
 		}
 		if keep := os.Getenv("EDGEGW_IMAGE_CONSOLE"); keep != "" {
@@ -289,6 +287,105 @@ func startVM(t *testing.T, img string, disks map[string]string) *vm {
 		}
 	})
 	return v
+}
+
+// power runs the VM one boot per QEMU process, like power-cycling a
+// machine: QEMU runs with -no-reboot, so a reboot (the guest's own, or
+// its watchdog's reset) ends the process, and run starts a new one on the
+// same disk with the firmware variables as at the first boot. In one
+// long-running QEMU the fourth boot of the update test stalled for
+// minutes under TCG, in two runs out of two (once in the firmware, once
+// unpacking the initramfs); every fresh process booted in about a
+// minute. The A/B state lives on the disk (systemd-boot's entries and
+// their counters on the ESP), so nothing the test checks is lost.
+type power struct {
+	args []string
+	vars string
+	done chan struct{}
+
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	stopped bool
+	boots   int
+	log     lockedBuffer // QEMU's stderr and exits
+}
+
+// lockedBuffer is a bytes.Buffer that QEMU's stderr and run write at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// maxBoots bounds the power-ons: the test needs 4 (first boot, update,
+// failed trial, fallback); a boot loop must not run until the deadline.
+const maxBoots = 8
+
+// start powers the machine on with fresh firmware variables.
+func (p *power) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return errors.New("stopped")
+	}
+	if p.boots >= maxBoots {
+		return fmt.Errorf("%d boots: not powering on again", p.boots)
+	}
+	b, err := os.ReadFile("/usr/share/OVMF/OVMF_VARS_4M.fd")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(p.vars, b, 0o644); err != nil {
+		return err
+	}
+	cmd := exec.Command("qemu-system-x86_64", p.args...)
+	cmd.Stderr = &p.log
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	p.cmd = cmd
+	p.boots++
+	return nil
+}
+
+// run waits for each QEMU process and powers on again after it ends,
+// until stop.
+func (p *power) run() {
+	defer close(p.done)
+	for {
+		err := p.cmd.Wait()
+		p.mu.Lock()
+		stopped, boots := p.stopped, p.boots
+		p.mu.Unlock()
+		fmt.Fprintf(&p.log, "%s qemu (boot %d) exited: %v\n", time.Now().UTC().Format(time.TimeOnly), boots, err)
+		if stopped {
+			return
+		}
+		if err := p.start(); err != nil {
+			fmt.Fprintf(&p.log, "power on: %v\n", err)
+			return
+		}
+	}
+}
+
+// stop powers the machine off for good.
+func (p *power) stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.cmd.Process.Kill()
+	p.mu.Unlock()
+	<-p.done
 }
 
 func (v *vm) get(t *testing.T, path string) string {
