@@ -25,11 +25,20 @@ const DefaultCharon = "/usr/sbin/charon-systemd"
 
 // The plugins edgegw's charon loads; an explicit list replaces the
 // default set, so nothing from /etc/strongswan.d is picked up.
-// kernel-libipsec comes before kernel-netlink so that it, not the kernel,
-// handles SAs and policies; kernel-netlink still provides routes and
-// addresses.
 const plugins = "random nonce openssl aes gcm sha1 sha2 hmac kdf pem pkcs1 x509 pubkey " +
 	"kernel-libipsec kernel-netlink socket-default vici"
+
+// pluginList is the load list for a backend. For kernel-libipsec,
+// kernel-libipsec comes before kernel-netlink so that it, not the kernel,
+// handles SAs and policies; kernel-netlink still provides routes and
+// addresses. The kernel backend leaves kernel-libipsec out: kernel-netlink
+// installs the SAs and policies in xfrm.
+func pluginList(backend string) string {
+	if backend == BackendKernel {
+		return strings.Replace(plugins, "kernel-libipsec ", "", 1)
+	}
+	return plugins
+}
 
 var confTemplate = template.Must(template.New("strongswan.conf").Parse(`# Written by edgegw for its own charon; replaced at every start.
 charon-systemd {
@@ -40,7 +49,8 @@ charon-systemd {
 	# kernel-libipsec installs a route per remote selector whatever
 	# install_routes says; they go to a table no rule consults (edgegw
 	# deletes the rule charon adds for it), as edgegw's route manager
-	# decides what goes through which tunnel.
+	# decides what goes through which tunnel. The kernel backend
+	# installs none, but charon still adds the rule.
 	routing_table = {{.Table}}
 	routing_table_prio = {{.Table}}
 	# Dead peers: 3 retransmits 2s, 3s, 4.5s apart, so DPD gives up within
@@ -58,9 +68,16 @@ charon-systemd {
 		vici {
 			socket = unix://{{.Socket}}
 		}
+{{- if eq .Backend "kernel"}}
+		kernel-netlink {
+			# Routes into the xfrm interfaces are edgegw's too.
+			install_routes_xfrmi = no
+		}
+{{- else}}
 		kernel-libipsec {
 			allow_peer_ts = no
 		}
+{{- end}}
 	}
 	# Logs go to edgegw over VICI, nowhere else.
 	journal {
@@ -78,7 +95,8 @@ charon-systemd {
 `))
 
 type confParams struct {
-	Plugins, Socket      string
+	Plugins, Backend     string
+	Socket               string
 	Cookie, Block, Table int
 }
 
@@ -100,11 +118,11 @@ const pluginDir = "/usr/lib/ipsec/plugins"
 // checkPlugins reports plugins of the load list that are not installed,
 // with the Debian package that has them: charon would start without them
 // and then fail every negotiation with "DH group not supported".
-func checkPlugins() error {
+func checkPlugins(backend string) error {
 	pkgs := map[string]string{"openssl": "libstrongswan-standard-plugins", "gcm": "libstrongswan-standard-plugins",
 		"kernel-libipsec": "libcharon-extra-plugins", "vici": "strongswan-libcharon"}
 	var missing []string
-	for _, p := range strings.Fields(plugins) {
+	for _, p := range strings.Fields(pluginList(backend)) {
 		if _, err := os.Stat(filepath.Join(pluginDir, "libstrongswan-"+p+".so")); err != nil {
 			missing = append(missing, p+" ("+pkgs[p]+")")
 		}
@@ -113,23 +131,6 @@ func checkPlugins() error {
 		return fmt.Errorf("strongSwan plugins missing from %s: %s", pluginDir, strings.Join(missing, ", "))
 	}
 	return nil
-}
-
-// KernelESP reports whether this kernel can do ESP itself (esp4 loaded or
-// built in). edgegw uses the userspace backend either way for now; the
-// answer is logged and shown in the status so that an operator knows
-// which dataplane runs.
-func KernelESP() bool {
-	if _, err := os.Stat("/sys/module/esp4"); err == nil {
-		return true
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		return false
-	}
-	rel := unix.ByteSliceToString(u.Release[:])
-	m, _ := filepath.Glob("/lib/modules/" + rel + "/kernel/net/ipv4/esp4.ko*")
-	return len(m) > 0
 }
 
 // inNS runs fn on a thread in the network namespace open at fd.

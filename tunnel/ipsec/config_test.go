@@ -168,14 +168,20 @@ func TestReadPSK(t *testing.T) {
 }
 
 // TestConnMessage compares the VICI messages for a responder and an
-// initiator with golden files (-update rewrites them).
+// initiator (kernel-libipsec), and an initiator of the kernel backend,
+// with golden files (-update rewrites them).
 func TestConnMessage(t *testing.T) {
 	resp := Tunnel{Config: valid(), Routed: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16"), netip.MustParsePrefix("10.20.0.0/16")}}
 	init := resp
 	init.Initiator = true
 	init.Remote = netip.MustParseAddr("192.0.2.31")
-	for name, tun := range map[string]Tunnel{"responder": resp, "initiator": init} {
-		m, err := connMessage(tun)
+	cases := map[string]struct {
+		tun  Tunnel
+		ifID uint32
+	}{"responder": {resp, 0}, "initiator": {init, 0}, "kernel-initiator": {init, allocIfID(init.Name, nil)}}
+	for name, c := range cases {
+		tun := c.tun
+		m, err := connMessage(tun, c.ifID)
 		if err != nil {
 			t.Fatal(err)
 		}

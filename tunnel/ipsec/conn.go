@@ -19,6 +19,8 @@ type Tunnel struct {
 	// userspace backend every tunnel shares one TUN device, so the child
 	// SA's remote traffic selectors (these plus the peer's tunnel
 	// address) are what sends a packet into this tunnel and no other.
+	// The kernel backend is route-based and does not need them: the
+	// tunnel's own xfrm interface is what sends a packet into it.
 	Routed []netip.Prefix
 }
 
@@ -81,13 +83,23 @@ type childMsg struct {
 	DPDAction    string   `vici:"dpd_action"`
 	StartAction  string   `vici:"start_action"`
 	CloseAction  string   `vici:"close_action"`
+	// The kernel backend's xfrm interface id; nil (not sent) with
+	// kernel-libipsec.
+	IfIDIn  *uint32 `vici:"if_id_in"`
+	IfIDOut *uint32 `vici:"if_id_out"`
 }
 
 func seconds(d time.Duration) string { return fmt.Sprintf("%ds", int64(d/time.Second)) }
 
 // connMessage renders t as charon's connection of the same name, with one
-// child SA, also of that name.
-func connMessage(t Tunnel) (*vici.Message, error) {
+// child SA, also of that name. With ifID 0 (kernel-libipsec) the child's
+// remote selectors are [Tunnel.RemoteTS]; otherwise (the kernel backend)
+// the child is route-based: any-to-any selectors, as Magic WAN's IPsec
+// tunnels have, and its states and policies bound to the xfrm interface
+// with if_id ifID, so that only packets routed into that interface enter
+// the tunnel. A peer that offers narrower selectors gets them (IKEv2
+// narrowing), and the routes still decide.
+func connMessage(t Tunnel, ifID uint32) (*vici.Message, error) {
 	remote := "%any"
 	if t.Remote.IsValid() {
 		remote = t.Remote.String()
@@ -120,8 +132,13 @@ func connMessage(t Tunnel) (*vici.Message, error) {
 		StartAction:  "none",
 		CloseAction:  "none",
 	}
-	for _, p := range t.RemoteTS() {
-		child.RemoteTS = append(child.RemoteTS, p.String())
+	if ifID != 0 {
+		child.RemoteTS = []string{any}
+		child.IfIDIn, child.IfIDOut = &ifID, &ifID
+	} else {
+		for _, p := range t.RemoteTS() {
+			child.RemoteTS = append(child.RemoteTS, p.String())
+		}
 	}
 	if t.Initiator {
 		// Keep trying, and bring the SA back after DPD or a close.

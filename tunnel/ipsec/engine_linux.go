@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/strongswan/govici/vici"
@@ -41,19 +42,32 @@ type Options struct {
 	// CookieThreshold and BlockThreshold are charon's half-open IKE SA
 	// limits (defaults 10 and 5).
 	CookieThreshold, BlockThreshold int
+	// Backend is the ESP dataplane: BackendKernel, BackendLibipsec, or ""
+	// for [DefaultBackend] (the kernel where it has ESP and xfrm
+	// interfaces). BackendKernel on a kernel without them fails New.
+	Backend string
 }
 
 // Engine runs edgegw's charon and the IPsec tunnels in it.
 //
+// With the kernel backend, ESP runs in the kernel's xfrm layer and the
+// tunnels are route-based: each tunnel has an xfrm interface named after
+// it (made by the engine, carrying the tunnel address and MTU), its
+// child SA's states and policies carry that interface's if_id, and its
+// selectors are any-to-any. A packet enters a tunnel by being routed into
+// its interface; two IPsec tunnels can share a prefix (ECMP, backups)
+// like GRE tunnels. Charon (kernel-netlink) installs SAs and policies but
+// no routes.
+//
 // With the userspace backend (kernel-libipsec), charon creates one TUN
-// device, ipsec0 (see [Engine.Device]), and every tunnel's ESP goes
-// through it. A packet routed into it is matched against the child SAs'
-// traffic selectors, so each tunnel's remote selectors are exactly its
-// routed prefixes and the far end of its tunnel address ([Tunnel.RemoteTS]);
-// the tunnel addresses are on the device. Routes "via" an IPsec tunnel
-// are routes through the device, and the route manager's priorities and
-// health penalties decide whether the device (and so this tunnel's SA) or
-// another tunnel carries a prefix. Two IPsec tunnels can therefore not
+// device, ipsec0 (what [Engine.Device] gives for every tunnel), and every
+// tunnel's ESP goes through it. A packet routed into it is matched
+// against the child SAs' traffic selectors, so each tunnel's remote
+// selectors are exactly its routed prefixes and the far end of its tunnel
+// address ([Tunnel.RemoteTS]); the tunnel addresses are on the device.
+// Routes "via" an IPsec tunnel are routes through the device, and the
+// route manager's priorities and health penalties decide whether the
+// device (and so this tunnel's SA) or another tunnel carries a prefix. Two IPsec tunnels can therefore not
 // carry the same prefix at once (no ECMP between IPsec tunnels on this
 // backend); IPsec and GRE can.
 //
@@ -75,14 +89,23 @@ type Engine struct {
 	wg     sync.WaitGroup
 	ready  chan error // the first start's outcome
 
+	backend string
+	// devs maps each tunnel to the device that carries it, published
+	// whenever it changes so that lookups on the route and probe paths
+	// take no lock.
+	devs atomic.Pointer[map[string]string]
+
 	mu       sync.Mutex
 	closed   bool
 	want     map[string]*wanted // by tunnel name
 	loaded   map[string]string  // conn text loaded into the running charon
 	state    map[string]*tstate
 	sess     *vici.Session // nil while charon is down
-	device   string        // the TUN's name, "" while charon is down
+	lister   *saLister     // its own VICI session for list-sas; nil while charon is down
+	device   string        // kernel-libipsec: the TUN's name, "" while charon is down
 	addrs    map[netip.Prefix]bool
+	ifIDs    map[string]uint32 // kernel: each wanted tunnel's if_id, kept while it is wanted
+	links    map[string]bool   // kernel: the xfrm interfaces the engine made, by tunnel
 	ikeIDs   map[string]string // IKE SA unique id → tunnel, for unnamed log lines
 	offers   map[string]string // IKE SA unique id → the peer's last proposals
 	restarts uint64
@@ -116,10 +139,21 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("ipsec: no state directory")
 	}
+	switch opts.Backend {
+	case "":
+		opts.Backend = DefaultBackend()
+	case BackendLibipsec:
+	case BackendKernel:
+		if !KernelESP() || !kernelModule("xfrm_interface", "net/xfrm") {
+			return nil, errors.New("ipsec: backend kernel: this kernel has no ESP (esp4) or no xfrm interfaces (xfrm_interface)")
+		}
+	default:
+		return nil, fmt.Errorf("ipsec: unknown backend %q (want %s or %s)", opts.Backend, BackendKernel, BackendLibipsec)
+	}
 	if _, err := os.Stat(opts.Charon); err != nil {
 		return nil, fmt.Errorf("ipsec: charon: %w (install charon-systemd)", err)
 	}
-	if err := checkPlugins(); err != nil {
+	if err := checkPlugins(opts.Backend); err != nil {
 		return nil, fmt.Errorf("ipsec: %w", err)
 	}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
@@ -131,14 +165,16 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		pidFile: filepath.Join(opts.Dir, "charon.pid"), ready: make(chan error, 1),
 		want: map[string]*wanted{}, loaded: map[string]string{}, state: map[string]*tstate{},
 		addrs: map[netip.Prefix]bool{}, ikeIDs: map[string]string{}, offers: map[string]string{},
+		backend: opts.Backend, ifIDs: map[string]uint32{}, links: map[string]bool{},
 	}
+	e.devs.Store(&map[string]string{})
 	if killed, err := killLeftover(e.pidFile, opts.Charon); err != nil {
 		return nil, fmt.Errorf("ipsec: %w", err)
 	} else if killed {
 		e.log.Warn("stopped a charon left by an earlier edgegw", "pid_file", e.pidFile)
 	}
 	os.Remove(e.socket)
-	if err := writeConf(e.conf, confParams{Plugins: plugins, Socket: e.socket, Cookie: opts.CookieThreshold, Block: opts.BlockThreshold, Table: charonTable}); err != nil {
+	if err := writeConf(e.conf, confParams{Plugins: pluginList(opts.Backend), Backend: opts.Backend, Socket: e.socket, Cookie: opts.CookieThreshold, Block: opts.BlockThreshold, Table: charonTable}); err != nil {
 		return nil, fmt.Errorf("ipsec: write %s: %w", e.conf, err)
 	}
 	fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
@@ -152,11 +188,21 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("ipsec: netlink: %w", err)
 	}
 	undo = func() { e.nl.Close(); unix.Close(fd) }
+	if e.backend == BackendKernel {
+		// A crashed edgegw's charon may have left SAs, policies and xfrm
+		// interfaces; the leftover charon is gone by now.
+		if n, err := sweepXfrm(e.nl, true); err != nil {
+			undo()
+			return nil, fmt.Errorf("ipsec: remove leftovers: %w", err)
+		} else if n > 0 {
+			e.log.Warn("removed xfrm interfaces, states and policies left by an earlier edgegw", "count", n)
+		}
+	}
 	if e.probe, err = newProber(e.log); err != nil {
 		undo()
 		return nil, fmt.Errorf("ipsec: %w", err)
 	}
-	e.log.Info("starting charon", "binary", opts.Charon, "backend", "kernel-libipsec", "kernel_esp", KernelESP(), "dir", opts.Dir)
+	e.log.Info("starting charon", "binary", opts.Charon, "backend", e.backend, "kernel_esp", KernelESP(), "dir", opts.Dir)
 	e.ctx, e.cancel = context.WithCancel(ctx)
 	e.wg.Go(e.probe.run)
 	e.wg.Go(e.supervise)
@@ -172,12 +218,28 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Device is the TUN device that carries the tunnels ("" while charon is
-// restarting).
-func (e *Engine) Device() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.device
+// Backend is the ESP dataplane in use: BackendKernel or BackendLibipsec.
+func (e *Engine) Backend() string { return e.backend }
+
+// Device is the network device that carries the named tunnel, where
+// routes through it go: with the kernel backend its own xfrm interface
+// (named after it), with kernel-libipsec the shared TUN. It is "" for an
+// unknown tunnel, while its interface could not be made, or while
+// charon's TUN is being recreated. It takes no lock.
+func (e *Engine) Device(name string) string { return (*e.devs.Load())[name] }
+
+// publishDevsLocked publishes the tunnel → device map.
+func (e *Engine) publishDevsLocked() {
+	m := map[string]string{}
+	for name := range e.want {
+		switch {
+		case e.backend == BackendKernel && e.links[name]:
+			m[name] = name
+		case e.backend == BackendLibipsec && e.device != "":
+			m[name] = e.device
+		}
+	}
+	e.devs.Store(&m)
 }
 
 // Up reports whether the tunnel's IKE SA is established and its child SA
@@ -201,12 +263,28 @@ func (e *Engine) Set(tunnels []Tunnel) error {
 	}
 	var errs error
 	want := map[string]*wanted{}
+	for name := range e.ifIDs {
+		if !slices.ContainsFunc(tunnels, func(t Tunnel) bool { return t.Name == name }) {
+			delete(e.ifIDs, name)
+		}
+	}
 	for _, t := range tunnels {
 		w := &wanted{t: t}
 		want[t.Name] = w
+		var ifID uint32
+		if e.backend == BackendKernel {
+			if e.ifIDs[t.Name] == 0 {
+				taken := map[uint32]bool{}
+				for _, id := range e.ifIDs {
+					taken[id] = true
+				}
+				e.ifIDs[t.Name] = allocIfID(t.Name, taken)
+			}
+			ifID = e.ifIDs[t.Name]
+		}
 		psk, err := t.ReadPSK()
 		if err == nil {
-			w.conn, err = connMessage(t)
+			w.conn, err = connMessage(t, ifID)
 		}
 		if err == nil {
 			w.secret, err = sharedMessage(t, psk)
@@ -231,10 +309,18 @@ func (e *Engine) Set(tunnels []Tunnel) error {
 	return errs
 }
 
-// syncLocked brings the running charon and the device to e.want.
+// syncLocked brings the running charon and the devices to e.want.
 func (e *Engine) syncLocked() error {
 	if e.sess == nil {
-		return nil // charon is restarting; it loads e.want when up
+		// charon is restarting; it loads e.want when up. The xfrm
+		// interfaces (and the routes through them) stay meanwhile:
+		// without SAs and policies, packets routed into them are dropped.
+		var err error
+		if e.backend == BackendKernel {
+			err = e.syncXfrmLinksLocked()
+		}
+		e.publishDevsLocked()
+		return err
 	}
 	var errs error
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
@@ -254,8 +340,12 @@ func (e *Engine) syncLocked() error {
 			continue
 		}
 		e.loaded[name] = w.text
+		sel := any(w.t.RemoteTS())
+		if e.backend == BackendKernel {
+			sel = "route-based, if_id " + fmt.Sprint(e.ifIDs[name])
+		}
 		e.log.Info("ipsec tunnel loaded", "tunnel", name, "remote", w.t.Remote, "initiator", w.t.Initiator,
-			"remote_ts", w.t.RemoteTS(), "reloaded", changed)
+			"remote_ts", sel, "reloaded", changed)
 		if changed {
 			// SAs keep the old proposals and selectors until they are
 			// renegotiated; close them so the new ones apply now.
@@ -275,7 +365,13 @@ func (e *Engine) syncLocked() error {
 		delete(e.loaded, name)
 		e.log.Info("ipsec tunnel removed", "tunnel", name)
 	}
-	return errors.Join(errs, e.syncDeviceLocked())
+	if e.backend == BackendKernel {
+		errs = errors.Join(errs, e.syncXfrmLinksLocked())
+	} else {
+		errs = errors.Join(errs, e.syncDeviceLocked())
+	}
+	e.publishDevsLocked()
+	return errs
 }
 
 func (e *Engine) unload(ctx context.Context, name string) error {
@@ -290,15 +386,16 @@ func (e *Engine) unload(ctx context.Context, name string) error {
 	return errs
 }
 
-// terminate closes the tunnel's IKE SAs (and so its child SAs).
+// terminate closes the tunnel's IKE SAs (and so its child SAs). It is a
+// plain call, not govici's CallStreaming with control-log: that call can
+// leave a log event queued where the session's next call takes it for
+// its response (see saLister).
 func (e *Engine) terminate(ctx context.Context, name string) {
 	m := msg("ike", name)
 	m.Set("force", "yes")
 	m.Set("timeout", "-1") // do not wait for the peer
-	for _, err := range e.sess.CallStreaming(ctx, "terminate", "control-log", m) {
-		if err != nil && !strings.Contains(err.Error(), "no matching SAs") {
-			e.log.Debug("terminate", "tunnel", name, "err", err)
-		}
+	if err := e.call(ctx, "terminate", m); err != nil && !strings.Contains(err.Error(), "no matching SAs") {
+		e.log.Debug("terminate", "tunnel", name, "err", err)
 	}
 }
 
@@ -422,6 +519,15 @@ func (e *Engine) runOnce(first bool) (err error) {
 	defer func() {
 		proc.stop(5 * time.Second)
 		os.Remove(e.pidFile)
+		if e.backend == BackendKernel {
+			// A charon that was killed could not delete its SAs and
+			// policies; the xfrm interfaces stay for the next one.
+			if n, err := sweepXfrm(e.nl, false); err != nil {
+				e.log.Error("remove charon's xfrm states and policies", "err", err)
+			} else if n > 0 {
+				e.log.Info("removed xfrm states and policies of the charon that exited", "count", n)
+			}
+		}
 		e.down()
 	}()
 	sess, err := e.connect(proc)
@@ -429,24 +535,34 @@ func (e *Engine) runOnce(first bool) (err error) {
 		return err
 	}
 	defer sess.Close()
-	events := make(chan vici.Event, 256)
+	lister, err := newSALister(e.socket)
+	if err != nil {
+		return err
+	}
+	defer lister.close()
+	// Log lines come in bursts (a flood of junk IKE packets logs a line
+	// each); up-down events dropped on a full channel are caught up by
+	// the next listing.
+	events := make(chan vici.Event, 1024)
 	if err := sess.Subscribe("ike-updown", "child-updown", "ike-rekey", "child-rekey", "log"); err != nil {
 		return fmt.Errorf("subscribe to charon's events: %w", err)
 	}
 	sess.NotifyEvents(events)
-	dev, err := e.waitDevice(proc, before)
-	if err != nil {
-		return err
+	dev := ""
+	if e.backend == BackendLibipsec {
+		if dev, err = e.waitDevice(proc, before); err != nil {
+			return err
+		}
 	}
 	if err := e.dropCharonRules(); err != nil {
 		return err
 	}
 	e.mu.Lock()
-	e.sess, e.device, e.loaded, e.addrs, e.started = sess, dev, map[string]string{}, map[netip.Prefix]bool{}, time.Now()
+	e.sess, e.lister, e.device, e.loaded, e.addrs, e.started = sess, lister, dev, map[string]string{}, map[netip.Prefix]bool{}, time.Now()
 	e.probe.setUp(true)
 	serr := e.syncLocked()
 	e.mu.Unlock()
-	e.log.Info("charon running", "pid", proc.cmd.Process.Pid, "device", dev, "vici", e.socket)
+	e.log.Info("charon running", "pid", proc.cmd.Process.Pid, "backend", e.backend, "device", dev, "vici", e.socket)
 	if serr != nil {
 		e.log.Error("load tunnels into charon", "err", serr)
 	}
@@ -557,8 +673,9 @@ func (e *Engine) dropCharonRules() error {
 func (e *Engine) down() {
 	e.probe.setUp(false)
 	e.mu.Lock()
-	e.sess, e.device = nil, ""
+	e.sess, e.lister, e.device = nil, nil, ""
 	e.loaded, e.addrs, e.ikeIDs, e.offers = map[string]string{}, map[netip.Prefix]bool{}, map[string]string{}, map[string]string{}
+	e.publishDevsLocked()
 	var changed []string
 	for name, st := range e.state {
 		if st.up {
@@ -579,8 +696,9 @@ func (e *Engine) notify(names []string, up bool) {
 	}
 }
 
-// Close stops charon (which deletes its SAs and TUN device), and waits
-// for the engine's goroutines. It is idempotent.
+// Close stops charon (which deletes its SAs and TUN device), removes the
+// xfrm interfaces, states and policies left with edgegw's if_ids (kernel
+// backend), and waits for the engine's goroutines. It is idempotent.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -592,8 +710,18 @@ func (e *Engine) Close() error {
 	e.cancel()
 	e.probe.close()
 	e.wg.Wait()
+	var err error
+	if e.backend == BackendKernel {
+		if _, err = sweepXfrm(e.nl, true); err != nil {
+			err = fmt.Errorf("ipsec: %w", err)
+		}
+		e.mu.Lock()
+		e.links = map[string]bool{}
+		e.publishDevsLocked()
+		e.mu.Unlock()
+	}
 	e.nl.Close()
 	unix.Close(e.nsFD)
 	os.Remove(e.socket)
-	return nil
+	return err
 }

@@ -45,7 +45,8 @@ func (l *logBuffer) String() string {
 // strongSwan configured by the test) ⇄ branch LAN:
 //
 //	lan 10.10.0.2 ─ 10.10.0.1 gw 203.0.113.10 ─ wan ─ 198.51.100.20 br 10.20.0.1 ─ 10.20.0.2 blan
-//	tunnel addresses 10.200.3.0/31 (gw, on its ipsec TUN) ⇄ 10.200.3.1 (branch, on lo)
+//	tunnel addresses 10.200.3.0/31 (gw, on its device: xfrm interface branch1
+//	or the TUN ipsec0) ⇄ 10.200.3.1 (branch, on lo)
 type lab struct {
 	l                          *netlab.Lab
 	lan, gwNS, wan, brNS, blan *netlab.NS
@@ -63,9 +64,19 @@ func skipWithoutStrongSwan(t *testing.T) {
 			t.Skipf("needs strongSwan (apt-get install charon-systemd strongswan-swanctl libcharon-extra-plugins): %v", err)
 		}
 	}
-	if err := checkPlugins(); err != nil {
+	if err := checkPlugins(testBackend()); err != nil {
 		t.Skip(err)
 	}
+}
+
+// testBackend is the backend the tests run: $EDGEGW_IPSEC_BACKEND (kernel
+// or kernel-libipsec) or else what this kernel allows, the kernel in the
+// appliance VM and kernel-libipsec on the CI machines.
+func testBackend() string {
+	if b := os.Getenv("EDGEGW_IPSEC_BACKEND"); b != "" {
+		return b
+	}
+	return DefaultBackend()
 }
 
 func newLab(t *testing.T) *lab {
@@ -112,7 +123,7 @@ func (x *lab) startEngine(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(x.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	err := x.gwNS.Do(func() error {
 		var err error
-		x.eng, err = New(context.Background(), Options{Logger: log, Dir: filepath.Join(x.dir, "ipsec"),
+		x.eng, err = New(context.Background(), Options{Logger: log, Dir: filepath.Join(x.dir, "ipsec"), Backend: testBackend(),
 			OnChange: func(name string, up bool) {
 				select {
 				case x.changes <- fmt.Sprintf("%s %v", name, up):
@@ -159,7 +170,7 @@ func writePSK(t *testing.T, dir, name, psk string) string {
 }
 
 // set applies tunnels in the gw and routes the branch LAN into the
-// engine's device.
+// tunnel's device.
 func (x *lab) set(t *testing.T, ts ...Tunnel) {
 	t.Helper()
 	if err := x.eng.Set(ts); err != nil {
@@ -170,7 +181,7 @@ func (x *lab) set(t *testing.T, ts ...Tunnel) {
 
 func (x *lab) routeGW(t *testing.T) {
 	t.Helper()
-	if out, err := x.gwNS.IP("route", "replace", "10.20.0.0/16", "dev", x.eng.Device()); err != nil {
+	if out, err := x.gwNS.IP("route", "replace", "10.20.0.0/16", "dev", x.eng.Device("branch1")); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
 }
@@ -218,8 +229,11 @@ secrets {
 `, ike, esp, start, psk)
 }
 
+// branchStrongswanConf is the branch's strongswan.conf: policy-based, its
+// routes in table 220 as strongSwan does by default, ESP where edgegw's
+// is (the plugin list of the test's backend).
 const branchStrongswanConf = `charon-systemd {
-	load = random nonce openssl aes gcm sha1 sha2 hmac kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici
+	load = %s
 	install_routes = yes
 	retransmit_tries = 2
 	retransmit_timeout = 1
@@ -243,27 +257,38 @@ const branchStrongswanConf = `charon-systemd {
 // startBranch starts the branch's charon and loads its swanctl.conf.
 func (x *lab) startBranch(t *testing.T, swanctl string) {
 	t.Helper()
-	sock := filepath.Join(x.branchDir, "charon.vici")
-	conf := filepath.Join(x.branchDir, "strongswan.conf")
+	x.branchCharon = startStrongSwan(t, x.brNS, x.branchDir, swanctl)
+}
+
+// startStrongSwan starts a stock charon in ns with its files in dir and
+// loads swanctl into it.
+func startStrongSwan(t *testing.T, ns *netlab.NS, dir, swanctl string) *netlab.Proc {
+	t.Helper()
+	sock := filepath.Join(dir, "charon.vici")
+	conf := filepath.Join(dir, "strongswan.conf")
 	os.Remove(sock)
-	if err := os.WriteFile(conf, fmt.Appendf(nil, branchStrongswanConf, sock, filepath.Join(x.branchDir, "charon.log")), 0o600); err != nil {
+	if err := os.WriteFile(conf, fmt.Appendf(nil, branchStrongswanConf, pluginList(testBackend()), sock, filepath.Join(dir, "charon.log")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(x.branchDir, "swanctl.conf"), []byte(swanctl), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "swanctl.conf"), []byte(swanctl), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := x.brNS.Command(DefaultCharon)
+	cmd := ns.Command(DefaultCharon)
 	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+conf)
-	p, err := x.brNS.StartCmd(cmd)
+	p, err := ns.StartCmd(cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	x.branchCharon = p
 	netlab.Eventually(t, 10*time.Second, "branch charon's VICI socket", func() error {
 		_, err := os.Stat(sock)
 		return err
 	})
-	x.swanctl(t, "--load-all", "--file", filepath.Join(x.branchDir, "swanctl.conf"))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if out, err := ns.Exec(ctx, "swanctl", "--load-all", "--file", filepath.Join(dir, "swanctl.conf"), "--uri", "unix://"+sock); err != nil {
+		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
+	}
+	return p
 }
 
 func (x *lab) swanctl(t *testing.T, args ...string) string {
@@ -300,6 +325,13 @@ func (x *lab) waitUp(t *testing.T, name string, timeout time.Duration) {
 		}
 		return nil
 	})
+}
+
+// diag is what explains an SA that changed: edgegw's log and the
+// branch charon's, ends only.
+func (x *lab) diag() string {
+	b, _ := os.ReadFile(filepath.Join(x.branchDir, "charon.log"))
+	return "edgegw:\n" + tail(x.log.String(), 40) + "\nbranch:\n" + tail(string(b), 40)
 }
 
 func tail(s string, n int) string {

@@ -12,13 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// prober carries health-check probes for every tunnel. Charon owns the
-// TUN device, so probes cannot be written into it as GRE's are: they are
-// sent through a raw IP socket to the far end of the tunnel address,
-// which the kernel routes into the device (the address's connected
-// route), where the tunnel's child SA picks them up. Answers come back
-// decrypted through the device to the local stack and are read from a raw
-// ICMP socket.
+// prober carries health-check probes for every tunnel. Probes cannot be
+// written into the device as GRE's are (charon owns the TUN; an xfrm
+// interface has no packet socket path into ESP): they are sent through a
+// raw IP socket to the far end of the tunnel address, which the kernel
+// routes into the tunnel's device (the address's connected route), where
+// the tunnel's child SA picks them up. Answers come back decrypted
+// through the device to the local stack and are read from a raw ICMP
+// socket.
 type prober struct {
 	log  *slog.Logger
 	send int // AF_INET, SOCK_RAW, IPPROTO_RAW (IP_HDRINCL)
@@ -74,15 +75,21 @@ func (p *prober) close() {
 type Path struct {
 	p    *prober
 	name string
+	dev  func(name string) string
 }
 
 // Path returns the health-check path of the named tunnel.
-func (e *Engine) Path(name string) *Path { return &Path{p: e.probe, name: name} }
+func (e *Engine) Path(name string) *Path { return &Path{p: e.probe, name: name, dev: e.Device} }
 
 // Inject sends an IPv4 packet (a probe) into the tunnel.
 func (t *Path) Inject(pkt []byte) error {
 	if !t.p.up.Load() {
 		return fmt.Errorf("tunnel %q: charon is not running", t.name)
+	}
+	if t.dev(t.name) == "" {
+		// Without the tunnel's device the probe would leave in the clear
+		// by another route.
+		return fmt.Errorf("tunnel %q: no device", t.name)
 	}
 	if len(pkt) < 20 || pkt[0]>>4 != 4 {
 		return fmt.Errorf("tunnel %q: not an IPv4 packet", t.name)

@@ -16,8 +16,9 @@ import (
 // TunnelStatus is one tunnel's state for the admin API.
 type TunnelStatus struct {
 	Name      string     `json:"name"`
-	Backend   string     `json:"backend"` // kernel-libipsec
-	Device    string     `json:"device"`  // the TUN carrying it; "" while charon restarts
+	Backend   string     `json:"backend"` // kernel | kernel-libipsec
+	Device    string     `json:"device"`  // its xfrm interface, or the shared TUN ("" while charon restarts)
+	MTU       int        `json:"mtu"`     // of the device: the tunnel's, or at most LibipsecMTU on the shared TUN
 	Up        bool       `json:"up"`      // IKE SA established and child SA installed
 	IKE       *IKEStatus `json:"ike,omitempty"`
 	Child     *SAStatus  `json:"child,omitempty"`
@@ -166,31 +167,19 @@ func u64(s string) uint64 { v, _ := strconv.ParseUint(s, 10, 64); return v }
 // that went up or down are announced.
 func (e *Engine) refresh() {
 	e.mu.Lock()
-	sess := e.sess
+	lister := e.lister
 	e.mu.Unlock()
-	if sess == nil {
+	if lister == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, 5*time.Second)
 	defer cancel()
-	sas := map[string][]ikeSAMsg{}
-	for m, err := range sess.CallStreaming(ctx, "list-sas", "list-sa", vici.NewMessage()) {
-		if err != nil {
-			e.log.Debug("list SAs", "err", err)
-			return
-		}
-		for _, name := range m.Keys() {
-			sub, ok := m.Get(name).(*vici.Message)
-			if !ok {
-				continue
-			}
-			var sa ikeSAMsg
-			if err := vici.UnmarshalMessage(sub, &sa); err != nil {
-				e.log.Warn("decode SA", "name", name, "err", err)
-				continue
-			}
-			sas[name] = append(sas[name], sa)
-		}
+	sas, err := lister.list(ctx)
+	if err != nil {
+		// Keep the last state rather than call tunnels down on a
+		// listing that did not complete.
+		e.log.Warn("list charon's SAs", "err", err)
+		return
 	}
 	var ups, downs []string
 	e.mu.Lock()
@@ -347,7 +336,7 @@ func (e *Engine) Status() []TunnelStatus {
 	for _, name := range slices.Sorted(maps.Keys(e.state)) {
 		st := e.state[name]
 		c := st.total()
-		ts := TunnelStatus{Name: name, Backend: "kernel-libipsec", Device: e.device, Up: st.up,
+		ts := TunnelStatus{Name: name, Backend: e.backend, Device: e.Device(name), Up: st.up,
 			IKERekeys: st.ikeRekeys, Rekeys: st.rekeys, BytesIn: c.bytesIn, BytesOut: c.bytesOut,
 			PacketsIn: c.pktsIn, PacketsOut: c.pktsOut, Failures: st.failures,
 			LastError: st.lastErr, LastDetail: st.lastDetail, LastErrorAt: st.lastErrAt, Since: st.since}
@@ -359,8 +348,14 @@ func (e *Engine) Status() []TunnelStatus {
 			ch := *st.child
 			ts.Child = &ch
 		}
-		if w := e.want[name]; w != nil && w.err != nil {
-			ts.LastError = w.err.Error()
+		if w := e.want[name]; w != nil {
+			ts.MTU = w.t.MTU
+			if e.backend == BackendLibipsec {
+				ts.MTU = min(ts.MTU, LibipsecMTU)
+			}
+			if w.err != nil {
+				ts.LastError = w.err.Error()
+			}
 		}
 		out = append(out, ts)
 	}

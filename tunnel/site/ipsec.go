@@ -18,8 +18,10 @@ import (
 )
 
 // ipsecLinks resolves an IPsec tunnel's name to the device that carries
-// it, for the route manager; other names are links of their own. The
-// route manager only calls it with the manager's lock held.
+// it, for the route manager: its own xfrm interface with the kernel
+// backend, charon's shared TUN with kernel-libipsec. Other names are links
+// of their own. The route manager only calls it with the manager's lock
+// held.
 type ipsecLinks struct {
 	tunnel.Netlink
 	m *Manager
@@ -27,9 +29,9 @@ type ipsecLinks struct {
 
 func (l *ipsecLinks) LinkByName(name string) (netlink.Link, error) {
 	if _, ok := l.m.secure[name]; ok && l.m.ipsec != nil {
-		dev := l.m.ipsec.Device()
+		dev := l.m.ipsec.Device(name)
 		if dev == "" {
-			return nil, fmt.Errorf("IPsec tunnel %q: charon is restarting", name)
+			return nil, fmt.Errorf("IPsec tunnel %q: no device (charon is restarting, or its xfrm interface could not be made)", name)
 		}
 		return l.Netlink.LinkByName(dev)
 	}
@@ -62,7 +64,7 @@ func (m *Manager) setIPsec(cfg Config) error {
 			return errors.New("site-to-site: IPsec tunnels need a state directory")
 		}
 		e, err := ipsec.New(m.ctx, ipsec.Options{
-			Logger: m.log, Dir: filepath.Join(m.opts.StateDir, "ipsec"), Charon: m.opts.Charon,
+			Logger: m.log, Dir: filepath.Join(m.opts.StateDir, "ipsec"), Charon: m.opts.Charon, Backend: m.opts.IPsecBackend,
 			OnChange: func(string, bool) { m.healthChanged() },
 		})
 		if err != nil {
@@ -145,7 +147,7 @@ func (m *Manager) ipsecStatus() []TunnelStatus {
 		r := m.secure[c.Name]
 		s := byName[c.Name]
 		ts := TunnelStatus{Kind: "ipsec", IPsec: &s, Status: gre.Status{
-			Name: c.Name, Local: c.Local, Remote: c.Remote, Address: c.Address, MTU: min(c.MTU, ipsec.LibipsecMTU),
+			Name: c.Name, Local: c.Local, Remote: c.Remote, Address: c.Address, MTU: s.MTU,
 			RxPackets: s.PacketsIn, RxBytes: s.BytesIn, TxPackets: s.PacketsOut, TxBytes: s.BytesOut,
 			Drops: map[string]uint64{},
 		}}
@@ -158,13 +160,17 @@ func (m *Manager) ipsecStatus() []TunnelStatus {
 	return out
 }
 
-// CheckIPsecRoutes reports a prefix routed through two IPsec tunnels.
-// With charon's userspace ESP all IPsec tunnels share one device and a
-// packet's tunnel is chosen by the child SAs' traffic selectors, which
-// are the routed prefixes: two tunnels with the same selector cannot be
-// told apart, whatever the routes' priorities. (An IPsec tunnel and a GRE
-// tunnel may share a prefix: that is the usual backup.) Fields are
-// "[i].via", relative to the routes list.
+// CheckIPsecRoutes reports a prefix routed through two IPsec tunnels,
+// which only kernel-libipsec cannot do: there all IPsec tunnels share one
+// device and a packet's tunnel is chosen by the child SAs' traffic
+// selectors, which are the routed prefixes, so two tunnels with the same
+// selector cannot be told apart, whatever the routes' priorities. (An
+// IPsec tunnel and a GRE tunnel may share a prefix: that is the usual
+// backup.) With the kernel backend each tunnel has its own xfrm interface
+// and IPsec tunnels share prefixes as GRE tunnels do (ECMP, backups):
+// call this only when the backend is ipsec.BackendLibipsec
+// ([ipsec.DefaultBackend] unless forced). Fields are "[i].via", relative
+// to the routes list.
 func CheckIPsecRoutes(report func(field, msg string), routes []tunnel.Route, ipsecTunnels []string) {
 	first := map[netip.Prefix]string{}
 	for i, r := range routes {

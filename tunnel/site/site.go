@@ -10,10 +10,13 @@
 // whose SA is not up is down, whatever its probes say.
 //
 // IPsec tunnels run in one charon ([ipsec.Engine]), started with the
-// first IPsec tunnel and stopped with the last. With charon's userspace
-// ESP every IPsec tunnel shares its TUN device: the route manager sees
-// each IPsec tunnel's name resolve to that device, and the routes through
-// a tunnel become its child SA's remote traffic selectors.
+// first IPsec tunnel and stopped with the last. The route manager sees
+// each IPsec tunnel's name resolve to the device that carries it
+// ([ipsec.Engine.Device]). With kernel ESP that is the tunnel's own xfrm
+// interface, of the tunnel's name, and IPsec routes behave as GRE's do.
+// With charon's userspace ESP every IPsec tunnel shares its TUN device,
+// and the routes through a tunnel become its child SA's remote traffic
+// selectors.
 package site
 
 import (
@@ -60,6 +63,9 @@ type Options struct {
 	StateDir string
 	// Charon is the charon binary ("" is ipsec.DefaultCharon).
 	Charon string
+	// IPsecBackend forces the ESP dataplane (ipsec.BackendKernel or
+	// ipsec.BackendLibipsec); "" is ipsec.DefaultBackend().
+	IPsecBackend string
 }
 
 // Manager owns the tunnels, their checks and the route manager. Its
