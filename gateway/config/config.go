@@ -304,7 +304,12 @@ func (d *decoder) crossChecks(c *Config) {
 	for _, t := range c.Tunnels.IPsec {
 		ipsecNames = append(ipsecNames, t.Name)
 	}
-	site.CheckIPsecRoutes(func(field, msg string) { report("routes"+field, msg) }, c.Routes, ipsecNames)
+	// Only the userspace ESP backend tells IPsec tunnels apart by prefix;
+	// with kernel ESP (the appliance) each has its own xfrm interface and
+	// they share prefixes as GRE tunnels do.
+	if ipsec.DefaultBackend() == ipsec.BackendLibipsec {
+		site.CheckIPsecRoutes(func(field, msg string) { report("routes"+field, msg) }, c.Routes, ipsecNames)
+	}
 	tunnels := slices.Sorted(maps.Keys(names))
 	tunnel.CheckRoutes(func(field, msg string) { report("routes"+field, msg) }, c.Routes, tunnels)
 	for i, r := range c.Routes {
