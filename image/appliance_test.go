@@ -130,6 +130,11 @@ func TestAppliance(t *testing.T) {
 		if got := vm.ssh(t, "grep -c '^root:[*!]' /etc/shadow"); strings.TrimSpace(got) != "1" {
 			t.Errorf("root has a password")
 		}
+		// IKE is edgegw's own charon's: Debian's strongswan.service would
+		// hold UDP 500 and 4500.
+		if got, _ := vm.trySSH("systemctl is-enabled strongswan.service; ss -Hlun 'sport = :500 or sport = :4500'"); !strings.HasPrefix(got, "masked") || strings.Contains(got, "UNCONN") {
+			t.Errorf("strongswan.service, IKE sockets: %q, want masked and none", got)
+		}
 		// systemd feeds the hardware watchdog (system.conf.d).
 		got, _ := vm.trySSH("cat /sys/class/watchdog/watchdog0/state /sys/class/watchdog/watchdog0/timeout")
 		if f := strings.Fields(got); len(f) != 2 || f[0] != "active" || f[1] != "120" {

@@ -27,9 +27,12 @@ customize() {
 
 	systemctl --root="$r" --quiet enable edgegw.service edgegw-provision.service edgegw-health.service \
 		systemd-networkd.service systemd-resolved.service systemd-timesyncd.service ssh.service
-	# Only edgegw-update writes the ESP; only edgegw touches nftables; a
-	# read-only root has no packages to upgrade or databases to back up.
-	systemctl --root="$r" --quiet mask systemd-boot-update.service nftables.service \
+	# Only edgegw-update writes the ESP; only edgegw touches nftables; only
+	# edgegw's own charon (tunnel/ipsec, private config and VICI socket)
+	# speaks IKE, so Debian's strongswan.service must not hold UDP 500 and
+	# 4500; a read-only root has no packages to upgrade or databases to
+	# back up.
+	systemctl --root="$r" --quiet mask systemd-boot-update.service nftables.service strongswan.service \
 		apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2scrub_all.timer e2scrub_reap.service
 	# systemctl --root leaves what it links with the build's times.
 	rm -f "$r/etc/systemd/system/multi-user.target.wants/nftables.service"
