@@ -70,6 +70,8 @@ func TestDoHIdentifiedOnly(t *testing.T) {
 				t.Fatalf("status %s, want %d", resp.Status, tc.want)
 			}
 			if tc.want == http.StatusOK {
+				// The record is pushed after the answer is written.
+				eventually(t, 5*time.Second, "record", func() bool { return sink.len() > 0 })
 				rec := sink.last()
 				if v, _ := rec.Get("Protocol"); v.Str() != "https" {
 					t.Errorf("Protocol %q", v.Str())
@@ -106,6 +108,8 @@ func TestServeDoT(t *testing.T) {
 	if err != nil || len(r.Answer) != 1 {
 		t.Fatalf("DoT: %v %v", r, err)
 	}
+	// The record is pushed after the answer is written, so it may trail it.
+	eventually(t, 5*time.Second, "record", func() bool { return sink.len() > 0 })
 	if v, _ := sink.last().Get("Protocol"); v.Str() != "tls" {
 		t.Errorf("Protocol %q", v.Str())
 	}
