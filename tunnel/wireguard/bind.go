@@ -2,9 +2,11 @@ package wireguard
 
 import (
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
@@ -20,13 +22,53 @@ import (
 // its own bind type. A gateway answers peers that talk first, and every
 // authenticated packet from a peer refreshes that source address, so this
 // matters only if the gateway's own address changes under a silent peer.
+//
+// It is also where on-demand peers begin: divert may take a handshake
+// initiation from a sender that is not yet a peer, and once the peer exists
+// inject hands it back, through one more receive function that reads
+// injected datagrams instead of a socket.
 type checkedBind struct {
 	conn.Bind
 	netns     int // fd of the device's network namespace, -1 for "current"
 	malformed *atomic.Uint64
+	divert    func(msg []byte, ep conn.Endpoint) bool // nil: none; set before Open
+	injected  chan injected
 
 	mu      sync.Mutex
-	openErr error // of the last Open
+	openErr error         // of the last Open
+	closing chan struct{} // closed by Close: the injection receiver returns
+}
+
+type injected struct {
+	msg []byte
+	ep  conn.Endpoint
+}
+
+// inject hands msg, received from ep, to wireguard-go. If the bind is
+// closed or wireguard-go is not reading, msg is dropped: the sender
+// repeats its initiation after 5 seconds.
+func (b *checkedBind) inject(msg []byte, ep conn.Endpoint) {
+	b.mu.Lock()
+	closing := b.closing
+	b.mu.Unlock()
+	if closing == nil {
+		return
+	}
+	select {
+	case b.injected <- injected{msg, ep}:
+	case <-closing:
+	case <-time.After(time.Second):
+	}
+}
+
+func (b *checkedBind) Close() error {
+	b.mu.Lock()
+	if b.closing != nil {
+		close(b.closing)
+		b.closing = nil
+	}
+	b.mu.Unlock()
+	return b.Bind.Close()
 }
 
 // lastOpenError is the error of the last Open, nil if it succeeded.
@@ -51,7 +93,28 @@ func (b *checkedBind) Open(port uint16) (fns []conn.ReceiveFunc, actual uint16, 
 	for i, fn := range fns {
 		fns[i] = b.check(fn)
 	}
+	if b.divert != nil {
+		closing := make(chan struct{})
+		b.mu.Lock()
+		b.closing = closing
+		b.mu.Unlock()
+		fns = append(fns, b.receiveInjected(closing))
+	}
 	return fns, actual, nil
+}
+
+// receiveInjected returns injected datagrams one at a time until closing.
+func (b *checkedBind) receiveInjected(closing chan struct{}) conn.ReceiveFunc {
+	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		select {
+		case in := <-b.injected:
+			sizes[0] = copy(packets[0], in.msg)
+			eps[0] = in.ep
+			return 1, nil
+		case <-closing:
+			return 0, net.ErrClosed
+		}
+	}
 }
 
 // check filters what fn receives. Zero sizes are what ReceiveFunc callers
@@ -60,11 +123,18 @@ func (b *checkedBind) check(fn conn.ReceiveFunc) conn.ReceiveFunc {
 	return func(packets [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		n, err := fn(packets, sizes, eps)
 		for i := 0; i < n; i++ {
-			if sizes[i] == 0 || wellFormed(packets[i][:sizes[i]]) {
+			if sizes[i] == 0 {
 				continue
 			}
-			sizes[i] = 0
-			b.malformed.Add(1)
+			msg := packets[i][:sizes[i]]
+			if !wellFormed(msg) {
+				sizes[i] = 0
+				b.malformed.Add(1)
+				continue
+			}
+			if msg[0] == msgInitiation && b.divert != nil && b.divert(msg, eps[i]) {
+				sizes[i] = 0
+			}
 		}
 		return n, err
 	}

@@ -47,6 +47,7 @@ type Device struct {
 	bind     *checkedBind
 	wg       *device.Device
 	drops    drops
+	od       *onDemand
 
 	uapi      net.Listener
 	uapiWG    sync.WaitGroup
@@ -110,7 +111,12 @@ func New(cfg Config, opts Options) (_ *Device, err error) {
 	}
 	d.index = link.Attrs().Index
 
-	d.bind = &checkedBind{Bind: conn.NewDefaultBind(), netns: d.netns, malformed: &d.drops.malformed}
+	d.od = newOnDemand(d)
+	if err := d.od.setKeys(want.privateKey, c); err != nil {
+		return nil, err
+	}
+	d.bind = &checkedBind{Bind: conn.NewDefaultBind(), netns: d.netns, malformed: &d.drops.malformed,
+		divert: d.od.divert, injected: make(chan injected, 16)}
 	d.ntun = &nsTUN{Device: d.tun, nl: d.nl, index: d.index, mtu: c.MTU}
 	d.wg = device.NewDevice(d.ntun, d.bind, newLogger(log, &d.drops))
 	d.tun = nil // closed by d.wg from now on
@@ -136,6 +142,7 @@ func New(cfg Config, opts Options) (_ *Device, err error) {
 	}
 	pub := want.privateKey.PublicKey()
 	d.snap.Store(&snapshot{cfg: c, pub: pub})
+	go d.od.run()
 	log.Info("wireguard device up", "listen_port", c.ListenPort, "address", c.Address, "public_key", pub, "peers", len(c.Peers))
 	return d, nil
 }
@@ -205,6 +212,26 @@ func (d *Device) Set(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("wireguard %s: read state: %w", d.name, err)
 	}
+	// On-demand peers stay unless they became configured ones. The new
+	// keys apply to initiations from now on; if Set fails they are put back.
+	prev := d.snap.Load()
+	if err := d.od.setKeys(want.privateKey, c); err != nil {
+		return fmt.Errorf("wireguard %s: %w", d.name, err)
+	}
+	applied := false
+	defer func() {
+		if !applied {
+			if err := d.od.setKeys(cur.privateKey, prev.cfg); err != nil {
+				d.log.Error("restore on-demand keys", "err", err)
+			}
+		}
+	}()
+	d.od.forget(*d.od.static.Load())
+	for k := range d.od.held() {
+		if p, ok := cur.peers[k]; ok {
+			want.peers[k] = p
+		}
+	}
 	// Peers and key first, the port last, on its own: a failed rebind
 	// leaves wireguard-go without sockets, so it is undone.
 	wantPort := want.listenPort
@@ -233,8 +260,17 @@ func (d *Device) Set(cfg Config) error {
 		return fmt.Errorf("wireguard %s: %w", d.name, err)
 	}
 	d.snap.Store(&snapshot{cfg: c, pub: want.privateKey.PublicKey()})
+	applied = true
 	return nil
 }
+
+// SetPeerSource sets where peers that are created on demand come from (nil:
+// nowhere) and removes the on-demand peers that src no longer has or has
+// with other settings, such as a revoked device. See PeerSource.
+func (d *Device) SetPeerSource(src PeerSource) { d.od.setSource(src) }
+
+// OnDemandStats counts the device's on-demand peers.
+func (d *Device) OnDemandStats() OnDemandStats { return d.od.stats() }
 
 // checkPort verifies that wireguard-go listens on port.
 func (d *Device) checkPort(port int) error {
@@ -270,6 +306,7 @@ func countMissing(a, b map[Key]*wgPeer) int {
 // interface's addresses and routes. It waits for wireguard-go to stop and
 // may be called more than once.
 func (d *Device) Close() error {
+	d.od.stop() // before d.mu: the worker takes it
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {

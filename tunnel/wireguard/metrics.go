@@ -13,6 +13,18 @@ var (
 		"Bytes sent to the peer, WireGuard overhead included.", []string{"interface", "peer"}, nil)
 	descDropped = prometheus.NewDesc("edgegw_wireguard_dropped_packets_total", droppedHelp,
 		[]string{"interface", "reason"}, nil)
+	descOnDemand = prometheus.NewDesc("edgegw_wireguard_ondemand_peers",
+		"On-demand peers (enrolled devices) the device holds now: those with a handshake in the last 9 minutes.",
+		[]string{"interface"}, nil)
+	descOnDemandCreated = prometheus.NewDesc("edgegw_wireguard_ondemand_peers_created_total",
+		"On-demand peers created on their first handshake initiation.", []string{"interface"}, nil)
+	descOnDemandRemoved = prometheus.NewDesc("edgegw_wireguard_ondemand_peers_removed_total",
+		"On-demand peers removed, by reason: idle (no handshake for 9 minutes) or revoked (the registry dropped or changed them).",
+		[]string{"interface", "reason"}, nil)
+	descInitiations = prometheus.NewDesc("edgegw_wireguard_initiations_not_looked_up_total",
+		"Handshake initiations from keys the device does not hold that created no peer, by reason: "+
+			"unknown (neither a configured peer nor an enrolled device) or limited (over 1000 lookups per second).",
+		[]string{"interface", "reason"}, nil)
 )
 
 const droppedHelp = "Packets the device dropped, by reason: malformed (not a WireGuard message), invalid_handshake " +
@@ -31,6 +43,10 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descReceive
 	ch <- descTransmit
 	ch <- descDropped
+	ch <- descOnDemand
+	ch <- descOnDemandCreated
+	ch <- descOnDemandRemoved
+	ch <- descInitiations
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -55,6 +71,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	drop("invalid_handshake", d.drops.invalidHandshake.Load())
 	drop("disallowed_source", d.drops.disallowedSource.Load())
 	drop("invalid_inner_packet", d.drops.invalidInner.Load())
+	od := d.od.stats()
+	ch <- prometheus.MustNewConstMetric(descOnDemand, prometheus.GaugeValue, float64(od.Held), d.name)
+	ch <- prometheus.MustNewConstMetric(descOnDemandCreated, prometheus.CounterValue, float64(od.Created), d.name)
+	ch <- prometheus.MustNewConstMetric(descOnDemandRemoved, prometheus.CounterValue, float64(od.Idle), d.name, "idle")
+	ch <- prometheus.MustNewConstMetric(descOnDemandRemoved, prometheus.CounterValue, float64(od.Revoked), d.name, "revoked")
+	ch <- prometheus.MustNewConstMetric(descInitiations, prometheus.CounterValue, float64(od.Unknown), d.name, "unknown")
+	ch <- prometheus.MustNewConstMetric(descInitiations, prometheus.CounterValue, float64(od.Limited), d.name, "limited")
 
 	d.mu.Lock()
 	defer d.mu.Unlock()

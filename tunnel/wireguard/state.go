@@ -165,16 +165,7 @@ func uapiDiff(cur, want wgState) string {
 		w := want.peers[k]
 		c, exists := cur.peers[k]
 		if !exists {
-			line("public_key", k.hex())
-			if !w.psk.IsZero() {
-				line("preshared_key", w.psk.hex())
-			}
-			if w.keepalive != 0 {
-				line("persistent_keepalive_interval", strconv.Itoa(w.keepalive))
-			}
-			for _, p := range w.allowedIPs {
-				line("allowed_ip", p.String())
-			}
+			writePeer(&b, k, w)
 			continue
 		}
 		var peer strings.Builder

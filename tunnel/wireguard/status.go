@@ -26,7 +26,8 @@ type PeerStatus struct {
 }
 
 // Status reads the device's state: configured peers in configuration order,
-// then any others (added through the UAPI socket) ordered by key.
+// then any others (on-demand peers, or added through the UAPI socket)
+// ordered by key.
 func (d *Device) Status() Status {
 	snap := d.snap.Load()
 	st := Status{Interface: d.name, PublicKey: snap.pub, ListenPort: snap.cfg.ListenPort, Peers: []PeerStatus{}}
@@ -65,8 +66,10 @@ func (d *Device) Status() Status {
 			delete(cur.peers, cp.PublicKey)
 		}
 	}
+	held := d.od.held()
 	for _, k := range sortedKeys(cur.peers) {
-		add("", "", k, cur.peers[k])
+		a := held[k] // on demand, or added through the UAPI socket
+		add(a.peer.Name, a.peer.Email, k, cur.peers[k])
 	}
 	return st
 }

@@ -1,0 +1,376 @@
+package wireguard
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// PeerSource holds peers that the device creates only when they talk: the
+// enrolled devices of a registry, thousands of which are idle at any time.
+// wireguard-go precomputes a Diffie-Hellman secret and allocates queues for
+// every peer it holds (about 0.15 ms and 30 KB each), so holding 10,000
+// idle devices would cost seconds at start and hundreds of megabytes. An
+// on-demand peer is created when its first handshake initiation arrives,
+// before wireguard-go reads that initiation, and removed once it has been
+// idle for idleAfter; this is the shape of Tailscale's lazy peers.
+//
+// OnDemandPeer must be fast and safe for concurrent use: it runs on the
+// receive path, once per handshake initiation from a peer the device does
+// not hold.
+type PeerSource interface {
+	OnDemandPeer(k Key) (Peer, bool)
+}
+
+const (
+	// idleAfter is when wireguard-go itself gives up an idle peer's keys
+	// (Reject-After-Time × 3, the whitepaper's 540 s): a peer that has
+	// not completed a handshake for that long has no session left.
+	idleAfter = 540 * time.Second
+	// reapEvery is how often idle on-demand peers are looked for.
+	reapEvery = 30 * time.Second
+	// initiationsPerSecond bounds the initiations whose sender is looked
+	// up (one X25519 each, ≈ 0.1 ms), so that a flood costs at most a
+	// tenth of a core. Over it, initiations go to wireguard-go as they
+	// are: peers it holds still get their answer.
+	initiationsPerSecond = 1000
+)
+
+// onDemand owns the device's on-demand peers and the goroutine that adds
+// and reaps them.
+type onDemand struct {
+	d         *Device
+	src       atomic.Pointer[sourceBox]
+	resp      atomic.Pointer[responder]
+	static    atomic.Pointer[map[Key]bool] // the configured peers: never on demand
+	idleAfter time.Duration
+	reapEvery time.Duration
+
+	reqs chan odRequest
+	quit chan struct{}
+	done chan struct{}
+
+	mu     sync.Mutex
+	active map[Key]odPeer // what wireguard-go holds on demand
+	window int64          // unix second of count
+	count  int
+
+	created, idle, revoked, unknown, limited atomic.Uint64
+}
+
+type sourceBox struct{ PeerSource }
+
+type odPeer struct {
+	peer  Peer
+	added time.Time
+}
+
+type odRequest struct {
+	key  Key
+	peer Peer
+	msg  []byte
+	ep   conn.Endpoint
+}
+
+func newOnDemand(d *Device) *onDemand {
+	return &onDemand{
+		d: d, idleAfter: idleAfter, reapEvery: reapEvery,
+		reqs: make(chan odRequest, 256), quit: make(chan struct{}), done: make(chan struct{}),
+		active: map[Key]odPeer{},
+	}
+}
+
+// setKeys follows the device's private key and configured peers.
+func (o *onDemand) setKeys(priv Key, cfg *Config) error {
+	r, err := newResponder(priv)
+	if err != nil {
+		return err
+	}
+	static := make(map[Key]bool, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		static[p.PublicKey] = true
+	}
+	o.resp.Store(r)
+	o.static.Store(&static)
+	return nil
+}
+
+// divert runs on wireguard-go's receive path for every well-formed
+// handshake initiation. It returns true if it took msg: its sender may
+// connect on demand and is not yet a peer. The worker then creates the
+// peer and hands msg back to wireguard-go through the bind.
+func (o *onDemand) divert(msg []byte, ep conn.Endpoint) bool {
+	src := o.src.Load()
+	r := o.resp.Load()
+	if src == nil || r == nil || !r.validMAC1(msg) {
+		return false
+	}
+	if !o.admit() {
+		o.limited.Add(1)
+		return false
+	}
+	k, ok := r.initiator(msg)
+	if !ok || (*o.static.Load())[k] {
+		return false
+	}
+	o.mu.Lock()
+	_, held := o.active[k]
+	o.mu.Unlock()
+	if held {
+		return false
+	}
+	p, ok := src.OnDemandPeer(k)
+	if !ok {
+		o.unknown.Add(1)
+		return false
+	}
+	select {
+	case o.reqs <- odRequest{key: k, peer: p, msg: slices.Clone(msg), ep: ep}:
+		return true
+	default:
+		return false // the worker is behind: the peer retries in 5 s
+	}
+}
+
+// admit counts one lookup against the per-second budget.
+func (o *onDemand) admit() bool {
+	now := time.Now().Unix()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if now != o.window {
+		o.window, o.count = now, 0
+	}
+	o.count++
+	return o.count <= initiationsPerSecond
+}
+
+// run is the worker: it creates requested peers and reaps idle ones until
+// stop.
+func (o *onDemand) run() {
+	defer close(o.done)
+	tick := time.NewTicker(o.reapEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-o.quit:
+			return
+		case r := <-o.reqs:
+			if o.add(r) {
+				o.d.bind.inject(r.msg, r.ep)
+			}
+		case <-tick.C:
+			o.reap()
+		}
+	}
+}
+
+func (o *onDemand) stop() {
+	select {
+	case <-o.quit:
+	default:
+		close(o.quit)
+	}
+	<-o.done
+}
+
+// add makes r's sender a peer, unless it already is one. It holds the
+// device's lock, so Set and reaping see either no peer or a recorded one.
+func (o *onDemand) add(r odRequest) bool {
+	d := o.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return false
+	}
+	o.mu.Lock()
+	_, held := o.active[r.key]
+	o.mu.Unlock()
+	if held || (*o.static.Load())[r.key] {
+		return true
+	}
+	var b strings.Builder
+	writePeer(&b, r.key, onDemandState(r.peer))
+	if err := d.wg.IpcSet(b.String()); err != nil {
+		d.log.Error("create on-demand peer", "peer", r.peer.Name, "err", err)
+		return false
+	}
+	o.mu.Lock()
+	o.active[r.key] = odPeer{peer: r.peer, added: time.Now()}
+	o.mu.Unlock()
+	o.created.Add(1)
+	d.log.Debug("on-demand peer created", "peer", r.peer.Name, "public_key", r.key)
+	return true
+}
+
+// setSource replaces the source and removes the on-demand peers it no
+// longer has (revoked or expired devices) or has with other settings.
+func (o *onDemand) setSource(src PeerSource) {
+	d := o.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if src == nil {
+		o.src.Store(nil)
+	} else {
+		o.src.Store(&sourceBox{src})
+	}
+	var gone []Key
+	o.mu.Lock()
+	static := *o.static.Load()
+	for k, a := range o.active {
+		if static[k] {
+			delete(o.active, k) // configured now: Set manages it
+			continue
+		}
+		p, ok := Peer{}, false
+		if src != nil {
+			p, ok = src.OnDemandPeer(k)
+		}
+		if !ok || !samePeer(p, a.peer) {
+			gone = append(gone, k)
+		}
+	}
+	o.mu.Unlock()
+	o.remove(gone, &o.revoked)
+}
+
+// reap removes the on-demand peers idle for idleAfter: no handshake for
+// that long, or none at all since they were created that long ago.
+func (o *onDemand) reap() {
+	d := o.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	o.mu.Lock()
+	n := len(o.active)
+	o.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	text, err := d.wg.IpcGet()
+	if err != nil {
+		return
+	}
+	cur, err := parseIpcGet(text)
+	if err != nil {
+		return
+	}
+	now := time.Now()
+	var gone []Key
+	o.mu.Lock()
+	for k, a := range o.active {
+		last := a.added
+		if p, ok := cur.peers[k]; ok && p.lastHandshake.After(last) {
+			last = p.lastHandshake
+		}
+		if (*o.static.Load())[k] {
+			delete(o.active, k) // configured now: Set manages it
+		} else if now.Sub(last) >= o.idleAfter {
+			gone = append(gone, k)
+		}
+	}
+	o.mu.Unlock()
+	o.remove(gone, &o.idle)
+}
+
+// remove takes keys out of wireguard-go and the active set; d.mu is held.
+func (o *onDemand) remove(keys []Key, counter *atomic.Uint64) {
+	if len(keys) == 0 || o.d.closed {
+		return
+	}
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString("public_key=" + k.hex() + "\nremove=true\n")
+	}
+	if err := o.d.wg.IpcSet(b.String()); err != nil {
+		o.d.log.Error("remove on-demand peers", "count", len(keys), "err", err)
+		return
+	}
+	o.mu.Lock()
+	for _, k := range keys {
+		delete(o.active, k)
+	}
+	o.mu.Unlock()
+	counter.Add(uint64(len(keys)))
+}
+
+// held returns the on-demand peers wireguard-go holds now.
+func (o *onDemand) held() map[Key]odPeer {
+	if o == nil {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return maps.Clone(o.active)
+}
+
+// forget drops keys that became configured peers (Set manages them now).
+func (o *onDemand) forget(static map[Key]bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for k := range o.active {
+		if static[k] {
+			delete(o.active, k)
+		}
+	}
+}
+
+// onDemandState is what wireguard-go should hold for on-demand peer p. Its
+// PresharedKeyFile is not read: the source's peers (enrolled devices) have
+// no preshared key, and the receive path reads no files.
+func onDemandState(p Peer) *wgPeer {
+	return &wgPeer{keepalive: int(p.PersistentKeepalive / time.Second), allowedIPs: sortedPrefixes(p.AllowedIPs)}
+}
+
+func samePeer(a, b Peer) bool {
+	pa, pb := onDemandState(a), onDemandState(b)
+	return pa.psk == pb.psk && pa.keepalive == pb.keepalive && slices.Equal(pa.allowedIPs, pb.allowedIPs)
+}
+
+// writePeer writes the configuration-protocol lines that create peer k.
+func writePeer(b *strings.Builder, k Key, w *wgPeer) {
+	b.WriteString("public_key=" + k.hex() + "\n")
+	if !w.psk.IsZero() {
+		b.WriteString("preshared_key=" + w.psk.hex() + "\n")
+	}
+	if w.keepalive != 0 {
+		b.WriteString("persistent_keepalive_interval=" + strconv.Itoa(w.keepalive) + "\n")
+	}
+	for _, p := range w.allowedIPs {
+		b.WriteString("allowed_ip=" + p.String() + "\n")
+	}
+}
+
+// OnDemandStats counts on-demand peers for metrics and tests.
+type OnDemandStats struct {
+	Held    int    // peers wireguard-go holds on demand now
+	Created uint64 // created on a first initiation
+	Idle    uint64 // removed after idleAfter without a handshake
+	Revoked uint64 // removed because the source dropped or changed them
+	Unknown uint64 // initiations from a key neither configured nor in the source
+	Limited uint64 // initiations not looked up: over the per-second budget
+}
+
+func (o *onDemand) stats() OnDemandStats {
+	if o == nil {
+		return OnDemandStats{}
+	}
+	o.mu.Lock()
+	n := len(o.active)
+	o.mu.Unlock()
+	return OnDemandStats{Held: n, Created: o.created.Load(), Idle: o.idle.Load(), Revoked: o.revoked.Load(),
+		Unknown: o.unknown.Load(), Limited: o.limited.Load()}
+}
+
+func (s OnDemandStats) String() string {
+	return fmt.Sprintf("held %d, created %d, idle %d, revoked %d, unknown %d, limited %d",
+		s.Held, s.Created, s.Idle, s.Revoked, s.Unknown, s.Limited)
+}
