@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -207,32 +208,37 @@ tunnels:
 		want[keys[i]] = d.Address
 	}
 
-	// Both gateways follow the shared registry: every device is a peer on
-	// each, with the address the registry gave it, and no address twice.
+	// Both gateways follow the shared registry: each one's snapshot, from
+	// which its WireGuard device creates peers on demand, holds every
+	// device, and the registry gave no address twice.
 	for i, s := range fleet {
 		name := fmt.Sprintf("gateway %c", 'A'+i)
-		var got map[string]string
-		netlab.Eventually(t, 15*time.Second, name+" has every enrolled device as a peer", func() error {
-			got = allowedIPs(t, s)
-			if len(got) != len(want) {
-				return fmt.Errorf("%d peers, want %d", len(got), len(want))
+		netlab.Eventually(t, 15*time.Second, name+" holds every enrolled device", func() error {
+			if n := activeDevices(t, s); n != len(want) {
+				return fmt.Errorf("%d active devices, want %d", n, len(want))
 			}
 			return nil
 		})
-		byAddr := map[string]string{}
-		for key, ips := range got {
-			if other, dup := byAddr[ips]; dup {
-				t.Errorf("%s: %s is allowed for two peers, %s and %s", name, ips, other, key)
+		var listed []enroll.Device
+		must(t, json.Unmarshal([]byte(s.get(enroll.PathDevices)), &listed))
+		byAddr := map[netip.Addr]string{}
+		for _, d := range listed {
+			key := d.PublicKey.String()
+			if other, dup := byAddr[d.Address]; dup {
+				t.Errorf("%s: %s is the address of two devices, %s and %s", name, d.Address, other, key)
 			}
-			byAddr[ips] = key
+			byAddr[d.Address] = key
 			if addr, ok := want[key]; !ok {
-				t.Errorf("%s: peer %s is no enrolled device", name, key)
-			} else if ips != addr.String()+"/32" {
-				t.Errorf("%s: peer %s has allowed-ips %s, the registry gave it %s", name, key, ips, addr)
+				t.Errorf("%s: device %s was not enrolled here", name, key)
+			} else if d.Address != addr {
+				t.Errorf("%s: device %s has address %s, the enrollment got %s", name, key, d.Address, addr)
 			}
-			if p, err := netip.ParsePrefix(ips); err != nil || !pool.Contains(p.Addr()) || p.Addr() == pool.Addr() {
-				t.Errorf("%s: peer %s has allowed-ips %q, not one address of %s other than the gateway's", name, key, ips, pool)
+			if !pool.Contains(d.Address) || d.Address == pool.Addr() {
+				t.Errorf("%s: device %s has address %s, not one of %s other than the gateway's", name, key, d.Address, pool)
 			}
+		}
+		if len(listed) != len(want) {
+			t.Errorf("%s lists %d devices, want %d", name, len(listed), len(want))
 		}
 	}
 	if t.Failed() {
@@ -252,6 +258,10 @@ tunnels:
 		netlab.Eventually(t, 15*time.Second, fmt.Sprintf("the laptop enrolled at A pings the office through gateway %c", 'A'+i), func() error {
 			return s.ra.User.Ping(s.ra.ServerAddr.String())
 		})
+		// Its handshake made it a peer, with the registry's address.
+		if got := allowedIPs(t, s); len(got) != 1 || got[clientPub] != client.Address.String()+"/32" {
+			t.Errorf("gateway %c's peers after the laptop connected: %v, want %s with %s/32", 'A'+i, got, clientPub, client.Address)
+		}
 	}
 
 	// Revoked at A's admin API, gone from B.
@@ -279,10 +289,28 @@ tunnels:
 		t.Error("the device revoked at A still reaches the office through B")
 	}
 	for i, s := range fleet {
-		if n := len(allowedIPs(t, s)); n != len(want)-1 {
-			t.Errorf("gateway %c has %d peers after one revocation, want %d", 'A'+i, n, len(want)-1)
+		if n := len(allowedIPs(t, s)); n != 0 {
+			t.Errorf("gateway %c has %d peers after the revocation, want none", 'A'+i, n)
 		}
+		netlab.Eventually(t, 5*time.Second, fmt.Sprintf("gateway %c drops the revoked device", 'A'+i), func() error {
+			if n := activeDevices(t, s); n != len(want)-1 {
+				return fmt.Errorf("%d active devices, want %d", n, len(want)-1)
+			}
+			return nil
+		})
 	}
+}
+
+// activeDevices is edgegw_identity_devices{state="active"} on s's gateway:
+// the devices of its registry snapshot (-1: not exported).
+func activeDevices(t testing.TB, s *site) int {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^edgegw_identity_devices\{state="active"\} (\S+)$`).FindStringSubmatch(s.get("/metrics"))
+	if m == nil {
+		return -1
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
 }
 
 // fleetEnrollment is a device of user with public key k, as an enrollment
