@@ -25,14 +25,14 @@ import (
 // (A, 192.0.2.1) and the client side (B, 192.0.2.2). Everything has a
 // random suffix, so tests can run side by side, and is removed at cleanup.
 type lab struct {
-	t      *testing.T
+	t      testing.TB
 	suffix string
 	a, b   string // namespace names
 }
 
 const installHint = "apt-get install -y --no-install-recommends wireguard-go wireguard-tools iproute2 iputils-ping"
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to create network namespaces and TUN devices")

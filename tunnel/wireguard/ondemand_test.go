@@ -1,12 +1,14 @@
 package wireguard
 
 import (
+	"crypto/rand"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -164,4 +166,33 @@ func TestOnDemandPeers(t *testing.T) {
 			t.Errorf("idle peer still held: %q", out)
 		}
 	})
+}
+
+// BenchmarkOnDemandCreate is what a device's first handshake costs past
+// the lookup (BenchmarkInitiator): wireguard-go creating the peer, which
+// precomputes its static Diffie-Hellman secret, through the configuration
+// protocol. Peers accumulate, as in a wave of reconnections after a
+// restart.
+func BenchmarkOnDemandCreate(b *testing.B) {
+	l := newLab(b)
+	var d *Device
+	var err error
+	l.inNetns(l.a, func() {
+		d, err = New(Config{Interface: "wgb" + l.suffix, ListenPort: 51871, Address: netip.MustParsePrefix("100.96.0.1/12")},
+			Options{StateDir: b.TempDir()})
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		var k Key
+		rand.Read(k[:])
+		a := netip.AddrFrom4([4]byte{100, 96 + byte(i>>16), byte(i >> 8), byte(i)})
+		if !d.od.add(odRequest{key: k, peer: Peer{Name: strconv.Itoa(i), PublicKey: k, AllowedIPs: []netip.Prefix{netip.PrefixFrom(a, 32)}}}) {
+			b.Fatal("not created")
+		}
+	}
+	b.ReportMetric(float64(d.OnDemandStats().Held), "peers")
 }
