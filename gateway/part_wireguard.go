@@ -33,6 +33,15 @@ type wgPart struct {
 // device as on-demand peers: each may use its one assigned address.
 type enrolledPeers struct{ snap *identity.Snapshot }
 
+// peerSource is the PeerSource for snap: none without a registry, so that
+// initiations from unknown keys are not even looked up.
+func peerSource(snap *identity.Snapshot) wireguard.PeerSource {
+	if snap == nil {
+		return nil
+	}
+	return enrolledPeers{snap}
+}
+
 func (e enrolledPeers) OnDemandPeer(k wireguard.Key) (wireguard.Peer, bool) {
 	d, ok := e.snap.ByKey(k)
 	if !ok {
@@ -92,7 +101,7 @@ func (p *wgPart) set(c wireguard.Config, stateDir string) error {
 // and revoked and expired ones that are connected are removed.
 func (p *wgPart) setDevices(snap *identity.Snapshot) error {
 	if p.dev != nil {
-		p.dev.SetPeerSource(enrolledPeers{snap})
+		p.dev.SetPeerSource(peerSource(snap))
 	}
 	return nil
 }
@@ -102,7 +111,7 @@ func (p *wgPart) start(c wireguard.Config, stateDir string) error {
 	if err != nil {
 		return err
 	}
-	dev.SetPeerSource(enrolledPeers{p.devs.load()})
+	dev.SetPeerSource(peerSource(p.devs.load()))
 	p.dev = dev
 	pub := dev.PublicKey()
 	p.pub.Store(&pub)
