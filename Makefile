@@ -56,7 +56,7 @@ demo: build
 image:
 	VERSION=$(VERSION) image/build.sh
 
-## image-test: build the image and its two test bundles, boot it in QEMU (TCG): readiness, modules, bad config, edgegw with a kernel WireGuard peer, the dataplane tests in the VM (kernel WireGuard, GRE, ESP), A/B update and rollback (before releases; CI runs image-test-quick; times in image/README.md)
+## image-test: build the image and its two test bundles, boot it in QEMU (TCG): readiness, modules, bad config, edgegw with a kernel WireGuard peer, the dataplane tests in the VM (kernel WireGuard, GRE, ESP), A/B update and rollback (CI runs this beside make test; times in image/README.md)
 image-test:
 	VERSION=$(VERSION) image/build.sh --test-bundles
 	image/test.sh
