@@ -238,6 +238,9 @@ func (o *onDemand) setSource(src PeerSource) {
 	}
 	o.mu.Unlock()
 	o.remove(gone, &o.revoked)
+	if len(gone) > 0 {
+		d.log.Info("on-demand peers removed: no longer in the registry, or changed there", "count", len(gone))
+	}
 }
 
 // reap removes the on-demand peers idle for idleAfter: no handshake for
@@ -279,6 +282,9 @@ func (o *onDemand) reap() {
 	}
 	o.mu.Unlock()
 	o.remove(gone, &o.idle)
+	if len(gone) > 0 {
+		d.log.Debug("idle on-demand peers removed", "count", len(gone), "idle_after", o.idleAfter)
+	}
 }
 
 // remove takes keys out of wireguard-go and the active set; d.mu is held.
@@ -351,12 +357,12 @@ func writePeer(b *strings.Builder, k Key, w *wgPeer) {
 
 // OnDemandStats counts on-demand peers for metrics and tests.
 type OnDemandStats struct {
-	Held    int    // peers wireguard-go holds on demand now
-	Created uint64 // created on a first initiation
-	Idle    uint64 // removed after idleAfter without a handshake
-	Revoked uint64 // removed because the source dropped or changed them
-	Unknown uint64 // initiations from a key neither configured nor in the source
-	Limited uint64 // initiations not looked up: over the per-second budget
+	Held    int    `json:"held"`    // peers wireguard-go holds on demand now
+	Created uint64 `json:"created"` // created on a first initiation
+	Idle    uint64 `json:"idle"`    // removed after idleAfter without a handshake
+	Revoked uint64 `json:"revoked"` // removed because the source dropped or changed them
+	Unknown uint64 `json:"unknown"` // initiations from a key neither configured nor in the source
+	Limited uint64 `json:"limited"` // initiations not looked up: over the per-second budget
 }
 
 func (o *onDemand) stats() OnDemandStats {

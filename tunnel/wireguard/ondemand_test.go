@@ -83,6 +83,9 @@ func TestOnDemandPeers(t *testing.T) {
 	if s := d.OnDemandStats(); s.Held != 1 || s.Created != 1 {
 		t.Errorf("stats: %v", s)
 	}
+	if s := d.Status().OnDemand; s.Held != 1 || s.Created != 1 {
+		t.Errorf("Status().OnDemand = %v", s)
+	}
 	if n := testutil.CollectAndCount(d.Collector(), "edgegw_wireguard_ondemand_peers"); n != 1 {
 		t.Errorf("%d on-demand gauge series", n)
 	}

@@ -11,6 +11,9 @@ type Status struct {
 	PublicKey  Key          `json:"public_key"`
 	ListenPort int          `json:"listen_port"`
 	Peers      []PeerStatus `json:"peers"`
+	// OnDemand counts the enrolled devices that connect on demand; those
+	// connected now are among Peers.
+	OnDemand OnDemandStats `json:"on_demand"`
 }
 
 // PeerStatus is one peer's configuration and counters.
@@ -30,7 +33,7 @@ type PeerStatus struct {
 // ordered by key.
 func (d *Device) Status() Status {
 	snap := d.snap.Load()
-	st := Status{Interface: d.name, PublicKey: snap.pub, ListenPort: snap.cfg.ListenPort, Peers: []PeerStatus{}}
+	st := Status{Interface: d.name, PublicKey: snap.pub, ListenPort: snap.cfg.ListenPort, Peers: []PeerStatus{}, OnDemand: d.od.stats()}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
