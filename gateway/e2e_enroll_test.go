@@ -217,6 +217,16 @@ firewall:
 		t.Errorf("device %+v does not match the wg-quick file:\n%s", dev, conf)
 	}
 
+	// Its handshakes are its last-seen time, recorded every 10 s.
+	netlab.Eventually(t, 25*time.Second, "the registry records when the device was last seen", func() error {
+		var d enroll.Device
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/devices/"+dev.ID)), &d))
+		if d.LastSeen.IsZero() || d.LastSeen.Before(dev.Created) || time.Since(d.LastSeen) > time.Minute {
+			return fmt.Errorf("last_seen %v (created %v)", d.LastSeen, dev.Created)
+		}
+		return nil
+	})
+
 	// A user outside the policy is refused, and told why.
 	out2, err := enrollCmd(t, ra.User, op, enrolltest.SecondUser, gwURL, "bob-laptop", filepath.Join(s.dir, "bob.conf"))
 	if err == nil {

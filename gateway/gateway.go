@@ -18,7 +18,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
 // Options are the gateway's inputs from the command line.
@@ -157,7 +159,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.admin.run(ectx) })
 	eg.Go(func() error { return g.reloadLoop(ectx, pctx) })
-	eg.Go(func() error { return g.deviceLoop(ectx, devs, wg, fw) })
+	eg.Go(func() error { return g.deviceLoop(ectx, devs, wg, fw, ids) })
 	g.log.Info("edgegw is up", "admin", g.admin.addr())
 	if g.opts.Started != nil {
 		g.opts.Started(g.admin.addr())
@@ -171,11 +173,20 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 // device and the firewall's identity sets. It holds g.mu while it does, so
 // a reload never interleaves with it; reloads themselves read the latest
 // snapshot.
-func (g *Gateway) deviceLoop(ctx context.Context, devs *devices, wg *wgPart, fw *fwPart) error {
+//
+// Every seenEvery it also records in the registry when connected devices
+// last completed a WireGuard handshake (their last-seen time).
+func (g *Gateway) deviceLoop(ctx context.Context, devs *devices, wg *wgPart, fw *fwPart, ids *identityPart) error {
+	tick := time.NewTicker(seenEvery)
+	defer tick.Stop()
+	var seen map[string]time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-tick.C:
+			seen = g.recordSeen(ctx, devs.load(), wg, ids, seen)
+			continue
 		case <-devs.changed:
 		}
 		g.mu.Lock()
@@ -189,6 +200,44 @@ func (g *Gateway) deviceLoop(ctx context.Context, devs *devices, wg *wgPart, fw 
 		g.mu.Unlock()
 		devs.markApplied(snap)
 	}
+}
+
+// seenEvery is how often devices' last handshakes go to the registry. A
+// device shows as seen at most this much later than it connected.
+const seenEvery = 10 * time.Second
+
+// recordSeen writes the last handshake of each connected enrolled device
+// to the registry when it moved since the previous call (prev: what that
+// call recorded). It returns what this call knows as recorded, for the
+// devices connected now.
+func (g *Gateway) recordSeen(ctx context.Context, snap *identity.Snapshot, wg *wgPart, ids *identityPart, prev map[string]time.Time) map[string]time.Time {
+	g.mu.Lock()
+	reg := ids.reg
+	var peers []wireguard.PeerStatus
+	if wg.dev != nil && reg != nil {
+		peers = wg.dev.Status().Peers
+	}
+	g.mu.Unlock()
+	now := make(map[string]time.Time, len(peers))
+	for _, p := range peers {
+		d, ok := snap.ByKey(p.PublicKey)
+		if !ok || p.LastHandshake.IsZero() {
+			continue
+		}
+		now[d.ID] = prev[d.ID]
+		if !p.LastHandshake.After(prev[d.ID]) {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := reg.Touch(tctx, d.ID, p.LastHandshake)
+		cancel()
+		if err != nil {
+			g.log.Warn("enrolled devices: record last seen", "device", d.ID, "err", err)
+			continue
+		}
+		now[d.ID] = p.LastHandshake
+	}
+	return now
 }
 
 // closeParts stops every part in reverse start order.
