@@ -16,8 +16,9 @@ import (
 // wgPart runs the remote-access WireGuard device. Its peers are the static
 // ones from the configuration, held all the time, and the enrolled devices
 // of the registry, created on demand when a device's handshake arrives (see
-// wireguard.PeerSource): a start with 10,000 enrolled devices costs no more
-// than one with none.
+// wireguard.PeerSource): a start with 10,000 enrolled devices takes a
+// quarter of a second, not the seconds wireguard-go would spend making them
+// all peers.
 type wgPart struct {
 	log        *slog.Logger
 	metrics    *metrics
