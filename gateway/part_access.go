@@ -41,7 +41,8 @@ func (p *accessPart) apply(ctx context.Context, prev, next *config.Config) error
 	}
 	cfg, idp := *next.Access, identityOf(next)
 	if p.srv != nil {
-		if reflect.DeepEqual(prev.Access, next.Access) && reflect.DeepEqual(prev.Identity, next.Identity) {
+		if reflect.DeepEqual(prev.Access, next.Access) && reflect.DeepEqual(prev.Identity, next.Identity) &&
+			config.SameFiles(prev, next, "access", "identity") {
 			return nil
 		}
 		if prev.Access.Listen == cfg.Listen {

@@ -37,7 +37,7 @@ func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
 	}
 	if p.srv != nil {
 		p.ids.set(next)
-		if prev != nil && reflect.DeepEqual(prev.Gateway.DNS, nc) {
+		if prev != nil && reflect.DeepEqual(prev.Gateway.DNS, nc) && config.SameFiles(prev, next, "gateway.dns") {
 			return nil
 		}
 		return p.srv.Set(*nc) // in place: no query is dropped

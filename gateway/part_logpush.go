@@ -31,7 +31,7 @@ func (p *logpushPart) apply(ctx context.Context, prev, next *config.Config) erro
 		return nil
 	}
 	if p.mgr != nil {
-		if prev != nil && reflect.DeepEqual(prev.Logpush, next.Logpush) {
+		if prev != nil && reflect.DeepEqual(prev.Logpush, next.Logpush) && config.SameFiles(prev, next, "logpush") {
 			return nil
 		}
 		return p.mgr.Set(next.Logpush) // unchanged jobs keep running

@@ -34,7 +34,8 @@ func (p *sitePart) apply(ctx context.Context, prev, next *config.Config) error {
 		p.close()
 		return nil
 	}
-	if p.mgr != nil && prev != nil && reflect.DeepEqual(siteConfig(prev), want) {
+	if p.mgr != nil && prev != nil && reflect.DeepEqual(siteConfig(prev), want) &&
+		config.SameFiles(prev, next, "tunnels.gre", "tunnels.ipsec") {
 		return nil
 	}
 	if p.mgr == nil {

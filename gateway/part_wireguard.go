@@ -75,7 +75,7 @@ func (p *wgPart) apply(ctx context.Context, prev, next *config.Config) error {
 		if err := p.start(*nc, next.Appliance.StateDir); err != nil {
 			return err
 		}
-	case pc != nil && reflect.DeepEqual(*pc, *nc):
+	case pc != nil && reflect.DeepEqual(*pc, *nc) && config.SameFiles(prev, next, "tunnels.wireguard"):
 	default:
 		if err := p.set(*nc, next.Appliance.StateDir); err != nil {
 			return err

@@ -55,6 +55,13 @@ type Config struct {
 	// File is where the configuration came from ("(built-in default)" for
 	// the embedded one).
 	File string `yaml:"-"`
+	// Files fingerprints the content of every file the configuration names
+	// (secrets, certificates, keys, PSKs, tokens, lists): its field path →
+	// SHA-256 of the content. Two loads of an unchanged YAML file differ
+	// here when a named file was rotated in place, so a reload applies the
+	// new secret instead of calling the configuration unchanged. Empty when
+	// files are not checked (Options.SkipFiles).
+	Files map[string]string `yaml:"-"`
 }
 
 // Appliance names this box; the names appear in every log record.
@@ -247,6 +254,9 @@ func Parse(file string, data []byte, opts Options) (*Config, error) {
 	}
 	if err := errs.err(); err != nil {
 		return nil, err
+	}
+	if !opts.SkipFiles {
+		cfg.Files = fingerprints(root)
 	}
 	return cfg, nil
 }

@@ -1,7 +1,10 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"maps"
 	"os"
 	"reflect"
 	"strings"
@@ -132,4 +135,55 @@ func checkFile(name string, secret bool) string {
 	}
 	f.Close()
 	return ""
+}
+
+// fingerprints hashes the content of every file named by a field tagged
+// `file:`, keyed by the field's path. A file that cannot be read is left
+// out: checkFiles has reported it already.
+func fingerprints(root reflect.Value) map[string]string {
+	out := map[string]string{}
+	walk(root, "", func(v reflect.Value, path string) {
+		for key, f := range structFields(v.Type()) {
+			if f.file == "" {
+				continue
+			}
+			fv := v.FieldByIndex(f.index)
+			if fv.Kind() != reflect.String || fv.String() == "" {
+				continue
+			}
+			b, err := os.ReadFile(fv.String())
+			if err != nil {
+				continue
+			}
+			sum := sha256.Sum256(b)
+			out[join(path, key)] = hex.EncodeToString(sum[:])
+		}
+	})
+	return out
+}
+
+// SameFiles reports whether a and b name the same files with the same
+// content under the given sections (field paths such as "access" or
+// "tunnels.ipsec"; none means the whole file). A part whose section is
+// unchanged must still re-apply when this is false: a secret, certificate
+// or PSK was rotated in place.
+func SameFiles(a, b *Config, sections ...string) bool {
+	pick := func(c *Config) map[string]string {
+		if c == nil {
+			return nil
+		}
+		if len(sections) == 0 {
+			return c.Files
+		}
+		out := map[string]string{}
+		for k, v := range c.Files {
+			for _, s := range sections {
+				if k == s || strings.HasPrefix(k, s+".") || strings.HasPrefix(k, s+"[") {
+					out[k] = v
+				}
+			}
+		}
+		return out
+	}
+	return maps.Equal(pick(a), pick(b))
 }
