@@ -18,9 +18,9 @@ build:
 run: build
 	./$(BIN) run $(if $(CONFIG),--config $(CONFIG))
 
-## check: validate the reference example configuration
+## check: validate the example configuration (gateway/config/edgegw.example.yaml)
 check: build
-	./$(BIN) check --skip-files --config ../shared/edgegw.example.yaml
+	./$(BIN) check --skip-files --config gateway/config/edgegw.example.yaml
 
 ## test: every test, end-to-end ones included (as root)
 test:

@@ -58,3 +58,51 @@ func TestRepoPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestSelfContained: nothing in the repository refers to a file outside it.
+// A fresh clone, with nothing beside it, must build, test and read
+// complete; a path into a sibling directory works only on the machine
+// where it was written.
+func TestSelfContained(t *testing.T) {
+	// Written in pieces so that this file does not match itself.
+	outside := []string{"../" + "shared/", "/work/" + "shared", "/work/" + "main"}
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Name() == ".git" {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil // a worktree's pointer to its repository
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case "bin", "out", "node_modules":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if strings.IndexByte(string(b[:min(len(b), 8000)]), 0) >= 0 {
+			return nil // binary
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			for _, o := range outside {
+				if strings.Contains(line, o) {
+					t.Errorf("%s:%d refers to %q, outside the repository", path, i+1, o)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

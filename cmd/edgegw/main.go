@@ -72,6 +72,7 @@ Usage:
   edgegw update BUNDLE [--tries N] [--no-reboot] | --status
                                         on the appliance: write BUNDLE to the inactive slot, boot it
   edgegw config default                 print the built-in default configuration
+  edgegw config example                 print the commented example of a whole office
   edgegw version                        print the version
 
 Signals to "run": SIGHUP reloads the configuration; SIGINT and SIGTERM stop
@@ -128,11 +129,12 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		}
 		return cmdPeerConfig(args[2:], stdout, stderr)
 	case "config":
-		if len(args) != 2 || args[1] != "default" {
-			fmt.Fprintln(stderr, `edgegw config: expected "config default"`)
+		text := map[string][]byte{"default": config.DefaultYAML(), "example": config.ExampleYAML()}
+		if len(args) != 2 || text[args[1]] == nil {
+			fmt.Fprintln(stderr, `edgegw config: expected "config default" or "config example"`)
 			return errUsage
 		}
-		_, err := stdout.Write(config.DefaultYAML())
+		_, err := stdout.Write(text[args[1]])
 		return err
 	case "firewall":
 		return cmdFirewall(args[1:], stdout, stderr)

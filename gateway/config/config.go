@@ -366,3 +366,11 @@ func (d *decoder) crossChecks(c *Config) {
 		})
 	}
 }
+
+//go:embed edgegw.example.yaml
+var exampleYAML []byte
+
+// ExampleYAML is the commented example of a whole office's configuration,
+// for `edgegw config example`: every section, with the values a real office
+// would use. Tests keep it valid; it is the contract for the file's shape.
+func ExampleYAML() []byte { return exampleYAML }

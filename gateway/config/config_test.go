@@ -11,9 +11,9 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-// The reference example is the contract for the configuration's shape.
+// The repository's example is the contract for the configuration's shape.
 func TestExampleAccepted(t *testing.T) {
-	cfg, err := Load("../../../shared/edgegw.example.yaml", Options{SkipFiles: true})
+	cfg, err := Load(exampleFile, Options{SkipFiles: true})
 	if err != nil {
 		t.Fatalf("the reference example must validate:\n%v", err)
 	}
@@ -34,7 +34,7 @@ func TestExampleAccepted(t *testing.T) {
 // Without --skip-files the example's files must exist: each missing one is
 // reported at its own line.
 func TestExampleFilesChecked(t *testing.T) {
-	_, err := Load("../../../shared/edgegw.example.yaml", Options{})
+	_, err := Load(exampleFile, Options{})
 	var errs *Errors
 	if !errors.As(err, &errs) {
 		t.Fatalf("want *Errors, got %v", err)
@@ -137,7 +137,7 @@ func TestErrorFormat(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	ex, _ := os.ReadFile("../../../shared/edgegw.example.yaml")
+	ex, _ := os.ReadFile(exampleFile)
 	f.Add(string(ex))
 	f.Add(string(defaultYAML))
 	f.Add("tunnels: {wireguard: {peers: [{name: a, allowed_ips: [1.2.3.4/32]}]}}")
@@ -151,4 +151,22 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("empty error list")
 		}
 	})
+}
+
+// exampleFile is the repository's example configuration, the one
+// `edgegw config example` prints.
+const exampleFile = "edgegw.example.yaml"
+
+// The embedded example is the file in the repository, byte for byte.
+func TestExampleEmbedded(t *testing.T) {
+	b, err := os.ReadFile(exampleFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != string(ExampleYAML()) {
+		t.Error("ExampleYAML differs from edgegw.example.yaml")
+	}
+	if _, err := Parse("example", ExampleYAML(), Options{SkipFiles: true}); err != nil {
+		t.Errorf("the embedded example does not validate:\n%v", err)
+	}
 }
