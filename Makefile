@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/edgegw
 CONFIG   ?=
 
-.PHONY: all build run check test test-short fuzz bench demo lint clean image image-test image-test-quick
+.PHONY: all deps build run check test test-short fuzz bench demo lint clean image image-test image-test-quick
 
 all: build
 
@@ -22,8 +22,12 @@ run: build
 check: build
 	./$(BIN) check --skip-files --config gateway/config/edgegw.example.yaml
 
-## test: every test, end-to-end ones included (as root)
-test:
+## deps: install what the tests need (Debian packages, Go modules); quick when all are there
+deps:
+	./.ci/deps
+
+## test: every test, end-to-end ones included (as root); installs what is missing first
+test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 25m ./...
 
