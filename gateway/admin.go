@@ -45,11 +45,11 @@ func (g *Gateway) auditReload(signal string, err error) {
 	e := admin.Event{
 		Action: "reload", Result: err == nil, Actor: admin.Signal(signal),
 		ResourceType: "configuration", ResourceID: g.opts.ConfigPath,
-		Description: "configuration reloaded",
+		Description: "reload applied",
 	}
 	if err != nil {
 		e.Error = err.Error()
-		e.Description = "reload rejected; the previous configuration keeps running"
+		e.Description = "reload refused; the previous configuration keeps running"
 	}
 	g.admin.Audit(e)
 }

@@ -225,9 +225,15 @@ func (s *Server) Set(cfg Config) error {
 	} else {
 		s.tcp.cert.Store(cert)
 	}
+	// The old listeners stop in the background: a reload asked over one of
+	// them is still being answered on it.
 	for _, l := range []*listener{oldUnix, oldTCP} {
 		if l != nil {
-			s.stop(l)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.stop(l)
+			}()
 		}
 	}
 	return nil
@@ -327,11 +333,14 @@ func (s *Server) serve(l *listener) {
 	}()
 }
 
-// stop shuts a listener down, giving requests in flight 5 s.
+// stop shuts a listener down, giving requests in flight 5 s, then closes
+// what is left.
 func (s *Server) stop(l *listener) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	l.srv.Shutdown(ctx)
+	if err := l.srv.Shutdown(ctx); err != nil {
+		l.srv.Close()
+	}
 }
 
 // Run owns the serving goroutines and the token store's last-used

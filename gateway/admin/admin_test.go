@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -720,4 +721,49 @@ func ownerUID(t *testing.T, path string) uint32 {
 		t.Fatal(err)
 	}
 	return fi.Sys().(*syscall.Stat_t).Uid
+}
+
+// TestSetMoves: a new configuration moves the listener and the socket:
+// the new ones serve before the old ones go, and the old socket file is
+// removed.
+func TestSetMoves(t *testing.T) {
+	e := newEnv(t, Config{Listen: "127.0.0.1:9100"})
+	cfg := e.cfg
+	cfg.Listen = "127.0.0.1:9101"
+	cfg.Socket = filepath.Join(e.dir, "run2", "admin.sock")
+	if err := e.gw.Do(func() error { return e.srv.Set(cfg) }); err != nil {
+		t.Fatal(err)
+	}
+	if e.srv.Addr() != "127.0.0.1:9101" || e.srv.Socket() != cfg.Socket {
+		t.Errorf("after the move: %s %s", e.srv.Addr(), e.srv.Socket())
+	}
+	netlab.Eventually(t, 10*time.Second, "the old socket is gone", func() error {
+		if _, err := os.Stat(e.cfg.Socket); err == nil {
+			return fmt.Errorf("%s still exists", e.cfg.Socket)
+		}
+		return nil
+	})
+	e.cfg = cfg
+	if _, err := e.root().Do(t.Context(), http.MethodGet, PathTokens, nil); err != nil {
+		t.Errorf("the new socket: %v", err)
+	}
+	resp, err := e.gw.HTTPClient().Get("http://127.0.0.1:9101/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// A listener that cannot bind leaves the running ones as they are.
+	bad := cfg
+	bad.Listen = "10.9.0.99:9100"
+	bad.TLS = &TLS{CertFile: "/nonexistent", KeyFile: "/nonexistent"}
+	if err := e.gw.Do(func() error { return e.srv.Set(bad) }); err == nil {
+		t.Error("Set with an unreadable certificate succeeded")
+	}
+	bad.TLS = nil
+	if err := e.gw.Do(func() error { return e.srv.Set(bad) }); err == nil || !strings.Contains(err.Error(), "no admin.tls") {
+		t.Errorf("Set of a LAN listener without TLS: %v", err)
+	}
+	if e.srv.Addr() != "127.0.0.1:9101" {
+		t.Errorf("after failed sets: %s", e.srv.Addr())
+	}
 }

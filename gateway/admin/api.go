@@ -130,8 +130,6 @@ func pastTense(action string) string {
 		return "created"
 	case "revoke":
 		return "revoked"
-	case "reload":
-		return "reloaded"
 	}
 	return action
 }
@@ -217,12 +215,12 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 	file, err := s.opts.Reload(r.Context())
 	e := Event{
 		Action: "reload", Result: err == nil, Actor: a, ResourceType: "configuration", ResourceID: file,
-		Description: "configuration reloaded",
+		Description: "reload applied",
 		Metadata:    map[string]any{"method": r.Method, "path": r.URL.Path, "duration_ms": time.Since(start).Milliseconds()},
 	}
 	if err != nil {
 		e.Error = err.Error()
-		e.Description = "reload rejected; the previous configuration keeps running"
+		e.Description = "reload refused; the previous configuration keeps running"
 		s.Audit(e)
 		writeJSON(w, http.StatusUnprocessableEntity, ReloadResult{Error: err.Error()})
 		return
