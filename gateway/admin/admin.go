@@ -244,8 +244,16 @@ func (s *Server) Set(cfg Config) error {
 // one (another edgegw answering on it) is an error.
 func (s *Server) bindUnix(path string) (*listener, error) {
 	dir := filepath.Dir(path)
+	if sharedDir(dir) {
+		return nil, fmt.Errorf("admin socket: %s needs a directory of its own (mode 0700), not %s", path, dir)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	} else if fi.Mode()&os.ModeSticky != 0 {
+		return nil, fmt.Errorf("admin socket: %s is a shared directory (sticky bit); the socket needs one of its own", dir)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)

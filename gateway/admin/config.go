@@ -80,6 +80,8 @@ func (c *Config) Validate(report func(field, msg string)) {
 		report("socket", fmt.Sprintf("%q: expected a clean absolute path such as %s", c.Socket, DefaultSocket))
 	} else if len(c.Socket) > 107 {
 		report("socket", fmt.Sprintf("%q is longer than a Unix socket path may be (107 bytes)", c.Socket))
+	} else if sharedDir(filepath.Dir(c.Socket)) {
+		report("socket", fmt.Sprintf("%q: the socket needs a directory of its own, which edgegw keeps at mode 0700, such as %s", c.Socket, DefaultSocket))
 	}
 	if c.TLS != nil {
 		if c.TLS.CertFile == "" {
@@ -94,6 +96,12 @@ func (c *Config) Validate(report func(field, msg string)) {
 			report(fmt.Sprintf("hosts[%d]", i), fmt.Sprintf("%q is not a host name (no port, no scheme, no wildcard)", h))
 		}
 	}
+}
+
+// sharedDir reports whether dir is a system directory other programs use,
+// which edgegw must not take to mode 0700.
+func sharedDir(dir string) bool {
+	return slices.Contains([]string{"/", "/run", "/var/run", "/tmp", "/var/tmp", "/dev/shm", "/var", "/etc", "/root"}, dir)
 }
 
 // Loopback reports whether a HOST:PORT listen address is reachable only
