@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,27 +17,46 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/admin"
+	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // adminFlags are the flags of every command that talks to a running
 // gateway.
 type adminFlags struct {
-	socket, url, tokenFile, caFile *string
+	socket, config, url, tokenFile, caFile *string
 }
 
 func addAdminFlags(fs *flag.FlagSet) adminFlags {
 	return adminFlags{
 		socket:    fs.String("socket", "", "the gateway's admin `socket` (admin.socket; default "+admin.DefaultSocket+"; root only)"),
+		config:    fs.String("config", "", "take the socket from this configuration `file`'s admin.socket"),
 		url:       fs.String("admin", "", "a remote admin listener's `URL` (https://GATEWAY:9100) instead of the socket; needs --token-file"),
 		tokenFile: fs.String("token-file", "", "`file` holding an admin token (edgegw admin token create), for --admin"),
 		caFile:    fs.String("ca-file", "", "`file` of CA certificates (PEM) that sign the remote listener's certificate, for --admin"),
 	}
 }
 
-func (f adminFlags) client() (*admin.Client, error) {
-	c, err := admin.NewClient(admin.ClientOptions{Socket: *f.socket, URL: *f.url, TokenFile: *f.tokenFile, CAFile: *f.caFile})
+// client makes the admin client the flags describe; a contradiction
+// among them is a usage error, said on stderr under cmd's name.
+func (f adminFlags) client(cmd string, stderr io.Writer) (*admin.Client, error) {
+	usage := func(err error) error {
+		fmt.Fprintf(stderr, "edgegw %s: %v\n", cmd, err)
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	sock := *f.socket
+	if *f.config != "" {
+		if sock != "" || *f.url != "" {
+			return nil, usage(errors.New("--config names the socket: give no --socket or --admin with it"))
+		}
+		cfg, err := config.Load(*f.config, config.Options{SkipFiles: true})
+		if err != nil {
+			return nil, err
+		}
+		sock = cfg.Admin.Socket
+	}
+	c, err := admin.NewClient(admin.ClientOptions{Socket: sock, URL: *f.url, TokenFile: *f.tokenFile, CAFile: *f.caFile})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errUsage, err)
+		return nil, usage(err)
 	}
 	return c, nil
 }
@@ -84,9 +104,8 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "edgegw admin token: --role is for create")
 		return errUsage
 	}
-	c, err := af.client()
+	c, err := af.client("admin", stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "edgegw admin:", err)
 		return err
 	}
 	out, err := call(c, method, path, body)
@@ -147,9 +166,8 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	c, err := af.client()
+	c, err := af.client("status", stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "edgegw status:", err)
 		return err
 	}
 	out, err := call(c, http.MethodGet, admin.PathStatus, nil)
@@ -175,9 +193,8 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	c, err := af.client()
+	c, err := af.client("reload", stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "edgegw reload:", err)
 		return err
 	}
 	out, err := call(c, http.MethodPost, admin.PathReload, nil)

@@ -166,6 +166,16 @@ func TestCmdAdminToken(t *testing.T) {
 	if out, err := cmd(cmdStatus); err != nil || !strings.Contains(out, `"version": "cli-test"`) {
 		t.Errorf("status: %v %s", err, out)
 	}
+	// --config finds the socket in the file.
+	cfgFile := filepath.Join(t.TempDir(), "edgegw.yaml")
+	os.WriteFile(cfgFile, []byte("admin:\n  socket: "+sock+"\n"), 0o600)
+	sout.Reset()
+	if err := cmdStatus([]string{"--config", cfgFile}, &sout, io.Discard); err != nil || !strings.Contains(sout.String(), "cli-test") {
+		t.Errorf("status --config: %v %s", err, sout.String())
+	}
+	if err := cmdStatus([]string{"--config", cfgFile, "--socket", sock}, io.Discard, io.Discard); !errors.Is(err, errUsage) {
+		t.Errorf("status --config --socket: %v, want a usage error", err)
+	}
 	if _, err := cmd(cmdReload); err == nil || !strings.Contains(err.Error(), "reload rejected") || !strings.Contains(err.Error(), "admin.listen: bad") {
 		t.Errorf("reload: %v", err)
 	}

@@ -136,9 +136,8 @@ func cmdDevice(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	c, err := af.client()
+	c, err := af.client("device", stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, "edgegw device:", err)
 		return err
 	}
 	body, err := call(c, method, path, nil)

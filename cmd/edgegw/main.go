@@ -79,7 +79,7 @@ Usage:
   edgegw version                        print the version
 
 The commands that talk to a running gateway use its admin socket
-(/run/edgegw/admin.sock, root only; --socket PATH), or a remote admin
+(/run/edgegw/admin.sock, root only; --socket PATH or --config FILE), or a remote admin
 listener with --admin https://GATEWAY:9100 --token-file FILE [--ca-file FILE].
 
 Signals to "run": SIGHUP reloads the configuration; SIGINT and SIGTERM stop
