@@ -682,12 +682,18 @@ func (w *statusWriter) WriteHeader(code int) {
 // returns its files and a pool that trusts it.
 func writeCert(t *testing.T, dir, name string, addr netip.Addr) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
+	return writeCertSerial(t, dir, name, addr, 1)
+}
+
+// writeCertSerial is writeCert with a given serial number.
+func writeCertSerial(t *testing.T, dir, name string, addr netip.Addr, serial int64) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 		DNSNames: []string{name}, IPAddresses: []net.IP{addr.AsSlice()},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -765,5 +771,38 @@ func TestSetMoves(t *testing.T) {
 	}
 	if e.srv.Addr() != "127.0.0.1:9101" {
 		t.Errorf("after failed sets: %s", e.srv.Addr())
+	}
+}
+
+// TestCertRotates: Set re-reads the certificate files, so a certificate
+// rotated in place is served from the next connection (a SIGHUP reload).
+func TestCertRotates(t *testing.T) {
+	e := newEnv(t, Config{Listen: gwAddr + ":9100", TLS: &TLS{}})
+	serial := func() string {
+		c, err := e.lan.DialContext(t.Context(), "tcp", gwAddr+":9100")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The rotated certificate is another self-signed one: only which
+		// one is served matters here.
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+		defer tc.Close()
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return tc.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	if got := serial(); got != "1" {
+		t.Fatalf("serial %s, want 1", got)
+	}
+	writeCertSerial(t, e.dir, "gw.corp.test", netip.MustParseAddr(gwAddr), 2)
+	if got := serial(); got != "1" {
+		t.Errorf("serial %s before Set, want 1", got)
+	}
+	if err := e.gw.Do(func() error { return e.srv.Set(e.cfg) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := serial(); got != "2" {
+		t.Errorf("serial %s after Set, want the rotated certificate's 2", got)
 	}
 }
