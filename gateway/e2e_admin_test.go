@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -274,6 +275,19 @@ logpush:
 	})
 	if !strings.Contains(s.proc.Output(), "audit: device "+dev.ID+" revoked") {
 		t.Errorf("no audit log line for the revoke")
+	}
+
+	// A second edgegw on the same socket stops before it touches the
+	// kernel: the running one keeps its table and keeps serving.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	out, err = ra.GW.Exec(ctx, binary, "run", "--config", s.cfg)
+	cancel()
+	if err == nil || !strings.Contains(string(out), "another process answers on "+s.socket()) {
+		t.Errorf("a second edgegw on the same socket: %v\n%s", err, out)
+	}
+	run(t, ra.GW, "nft", "list", "table", "inet", "edgegw")
+	if code, _ := call("GET", "/healthz", "", ""); code != 200 {
+		t.Errorf("the running gateway after a second one tried: /healthz %d", code)
 	}
 
 	// Tokens survive a restart; the revoked one stays revoked.

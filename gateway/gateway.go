@@ -98,6 +98,11 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	if err := os.MkdirAll(cfg.Appliance.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
+	// A second edgegw must stop here, before it removes the running one's
+	// table and routes as if they were a crash's leftovers.
+	if err := admin.Busy(cfg.Admin.Socket); err != nil {
+		return err
+	}
 	if err := removeLeftovers(g.log); err != nil {
 		return fmt.Errorf("remove leftovers of an earlier run: %w", err)
 	}

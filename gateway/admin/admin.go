@@ -258,13 +258,9 @@ func (s *Server) bindUnix(path string) (*listener, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("admin socket: %s exists and is not a socket", path)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("admin socket: another process answers on %s (is another edgegw running?)", path)
+	if _, err := os.Lstat(path); err == nil {
+		if err := Busy(path); err != nil {
+			return nil, err
 		}
 		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("admin socket: remove the stale %s: %w", path, err)
@@ -291,6 +287,25 @@ func (s *Server) bindUnix(path string) (*listener, error) {
 	s.serve(l)
 	s.log.Info("admin socket up", "path", path)
 	return l, nil
+}
+
+// Busy reports, as an error, whether another process answers on the admin
+// socket at path (another edgegw runs), or path is something other than a
+// socket. The gateway asks before it touches the kernel, so that a second
+// edgegw never removes the first one's table and routes as leftovers.
+func Busy(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("admin socket: %s exists and is not a socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("admin socket: another process answers on %s (is another edgegw running?)", path)
+	}
+	return nil
 }
 
 // bindTCP binds the TCP listener, serving TLS with cert from its first
