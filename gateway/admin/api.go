@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -227,4 +228,52 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Audit(e)
 	writeJSON(w, http.StatusOK, ReloadResult{Reloaded: true})
+}
+
+// writeJSON writes v indented, as every admin endpoint answers.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// APIError is the body of every refusal: {"error":{"code","message"}}, as
+// the device API answers.
+type APIError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, struct {
+		Error APIError `json:"error"`
+	}{APIError{Code: code, Message: msg}})
+}
+
+// recorder keeps a handler's status and (the start of) its body, for the
+// audit record of a request it served.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	if room := 64<<10 - r.body.Len(); room > 0 {
+		r.body.Write(b[:min(room, len(b))])
+	}
+	return r.ResponseWriter.Write(b)
 }

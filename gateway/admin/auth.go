@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -196,4 +198,37 @@ func actionOf(r *http.Request) (action, bool) {
 		}
 	}
 	return action{}, false
+}
+
+// logLimiter lets through at most burst lines, refilled one per every, so
+// a flood of bad tokens cannot flood the log; the metric counts them all.
+type logLimiter struct {
+	every time.Duration
+	burst int
+
+	mu         sync.Mutex
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now, and how many lines were suppressed
+// since the last one logged.
+func (l *logLimiter) allow(now time.Time) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last.IsZero() {
+		l.tokens = float64(l.burst)
+	} else {
+		l.tokens = min(float64(l.burst), l.tokens+float64(now.Sub(l.last))/float64(l.every))
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.suppressed++
+		return false, 0
+	}
+	l.tokens--
+	n := l.suppressed
+	l.suppressed = 0
+	return true, n
 }
