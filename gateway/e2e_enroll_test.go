@@ -90,6 +90,7 @@ interfaces:
   lan: [eth1]
 admin:
   listen: 127.0.0.1:9100
+  socket: %[1]s/admin.sock
 log:
   level: debug
 identity:
@@ -245,10 +246,7 @@ firewall:
 	}
 
 	// Revocation: the tunnel stops carrying traffic within 5 s.
-	resp, err := ra.GW.HTTPClient().Post("http://127.0.0.1:9100/api/v1/devices/"+dev.ID+"/revoke", "", nil)
-	must(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body := s.post("/api/v1/devices/" + dev.ID + "/revoke")
 	revoked := time.Now()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"revoked"`) {
 		t.Fatalf("revoke: %s %s", resp.Status, body)

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -62,6 +61,7 @@ interfaces:
   lan: [eth1]
 admin:
   listen: 127.0.0.1:9100
+  socket: %[1]s/admin.sock
 log:
   level: info
 identity:
@@ -265,10 +265,7 @@ tunnels:
 	}
 
 	// Revoked at A's admin API, gone from B.
-	resp, err := a.ra.GW.HTTPClient().Post("http://127.0.0.1:9100"+enroll.PathDevices+"/"+client.ID+"/revoke", "", nil)
-	must(t, err)
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body := a.post(enroll.PathDevices + "/" + client.ID + "/revoke")
 	revoked := time.Now()
 	var dev enroll.Device
 	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &dev) != nil || dev.Status != "revoked" {

@@ -50,6 +50,8 @@ func TestGRESiteToSite(t *testing.T) {
 interfaces:
   wan: eth0
   lan: [eth1]
+admin:
+  socket: %s/%s.sock
 tunnels:
   gre:
     - name: %s
@@ -61,7 +63,7 @@ tunnels:
 routes:
   - prefix: %s
     via: %s
-`, name, dir, name, tunName, local, remote, addr, route, tunName)), 0o600))
+`, name, dir, name, dir, name, tunName, local, remote, addr, route, tunName)), 0o600))
 		p, err := gw.Start(binary, "run", "--config", cfg)
 		must(t, err)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -98,11 +100,8 @@ routes:
 	}
 
 	status := func(gw *netlab.NS) string {
-		resp, err := gw.HTTPClient().Get("http://127.0.0.1:9100/api/v1/status")
-		must(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return string(b)
+		name := map[*netlab.NS]string{ns["ogw"]: "office", ns["bgw"]: "branch"}[gw]
+		return run(t, gw, binary, "status", "--socket", filepath.Join(dir, name+".sock"))
 	}
 	netlab.Eventually(t, 10*time.Second, "office reports the tunnel healthy with its route", func() error {
 		st := status(ns["ogw"])

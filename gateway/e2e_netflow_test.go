@@ -104,6 +104,7 @@ interfaces:
   lan: [eth1]
 admin:
   listen: 127.0.0.1:9100
+  socket: %s
 log:
   level: info
 tunnels:
@@ -113,7 +114,7 @@ tunnels:
     address: 100.96.0.1/12%s
 netflow:
   sample_rate: 1
-%s`, s.dir, s.wgIf, peersYAML(s.peers), body)
+%s`, s.dir, s.socket(), s.wgIf, peersYAML(s.peers), body)
 	must(s.t, os.WriteFile(s.cfg, []byte(cfg), 0o600))
 }
 

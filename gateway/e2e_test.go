@@ -114,6 +114,7 @@ interfaces:
   lan: [eth1]
 admin:
   listen: 127.0.0.1:9100
+  socket: %s
 log:
   level: debug
 tunnels:
@@ -122,7 +123,7 @@ tunnels:
     listen_port: 51820
     address: 100.96.0.1/12
     peers:%s
-%s`, s.dir, s.wgIf, strings.Join(s.peers, ""), s.extras)
+%s`, s.dir, s.socket(), s.wgIf, strings.Join(s.peers, ""), s.extras)
 	if len(s.peers) == 0 {
 		cfg = strings.Replace(cfg, "    peers:\n", "", 1)
 	}
@@ -156,14 +157,42 @@ func (s *site) waitLog(substr string, n int) {
 	})
 }
 
+// socket is the gateway's admin socket: in the test's directory, so that
+// gateways of tests running side by side each have their own.
+func (s *site) socket() string { return filepath.Join(s.dir, "admin.sock") }
+
+// adminClient talks to the gateway over its admin socket, as root, like
+// the edgegw CLI on the box.
+func (s *site) adminClient() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", s.socket())
+		},
+	}}
+}
+
+// get GETs an admin path over the socket and returns the body.
 func (s *site) get(path string) string {
 	s.t.Helper()
-	resp, err := s.ra.GW.HTTPClient().Get("http://127.0.0.1:9100" + path)
+	resp, err := s.adminClient().Get("http://localhost" + path)
 	must(s.t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	must(s.t, err)
 	return string(b)
+}
+
+// post POSTs to an admin path over the socket.
+func (s *site) post(path string) (*http.Response, []byte) {
+	s.t.Helper()
+	resp, err := s.adminClient().Post("http://localhost"+path, "", nil)
+	must(s.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	must(s.t, err)
+	return resp, b
 }
 
 // client brings up a remote user's stock WireGuard: Debian's wg-quick with

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -45,7 +46,7 @@ type Gateway struct {
 	level   *slog.LevelVar
 	metrics *metrics
 	started time.Time
-	admin   *admin
+	admin   *admin.Server
 
 	// mu guards everything below. The reload loop holds it while applying;
 	// status readers hold it briefly.
@@ -97,6 +98,11 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	if err := os.MkdirAll(cfg.Appliance.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
+	// A second edgegw must stop here, before it removes the running one's
+	// table and routes as if they were a crash's leftovers.
+	if err := admin.Busy(cfg.Admin.Socket); err != nil {
+		return err
+	}
 	if err := removeLeftovers(g.log); err != nil {
 		return fmt.Errorf("remove leftovers of an earlier run: %w", err)
 	}
@@ -145,24 +151,22 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	g.cfg = cfg
 	g.logPending(cfg)
 
-	g.admin = &admin{
-		log:     g.log.With("component", "admin"),
-		reg:     g.metrics.reg,
-		status:  g.Status,
-		ready:   g.notReady,
-		devices: devicesAPI,
+	adm, err := g.newAdmin(pctx, cfg, sink, devicesAPI)
+	if err != nil {
+		return err
 	}
-	if err := g.admin.bind(cfg.Admin.Listen); err != nil {
+	g.admin = adm
+	if err := g.admin.Set(cfg.Admin); err != nil {
 		return err
 	}
 
 	eg, ectx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return g.admin.run(ectx) })
+	eg.Go(func() error { return g.admin.Run(ectx) })
 	eg.Go(func() error { return g.reloadLoop(ectx, pctx) })
 	eg.Go(func() error { return g.deviceLoop(ectx, devs, wg, fw, ids) })
-	g.log.Info("edgegw is up", "admin", g.admin.addr())
+	g.log.Info("edgegw is up", "admin", g.admin.Addr(), "admin_socket", g.admin.Socket())
 	if g.opts.Started != nil {
-		g.opts.Started(g.admin.addr())
+		g.opts.Started(g.admin.Addr())
 	}
 	err = eg.Wait()
 	g.log.Info("shutting down")

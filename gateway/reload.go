@@ -22,21 +22,21 @@ func (g *Gateway) reloadLoop(ctx, pctx context.Context) error {
 				<-ctx.Done()
 				return nil
 			}
-			g.reload(pctx)
+			g.auditReload("SIGHUP", g.reload(pctx))
 		}
 	}
 }
 
 // reload reads the file again and applies only what changed. A file that
 // does not validate, or a change the kernel refuses, leaves the running
-// configuration in place.
-func (g *Gateway) reload(pctx context.Context) {
+// configuration in place; the error says why.
+func (g *Gateway) reload(pctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := time.Now()
 	if g.opts.ConfigPath == "" {
 		g.log.Info("reload requested, but edgegw runs on its built-in default: nothing to read")
-		return
+		return errors.New("edgegw runs on its built-in default: there is no file to read")
 	}
 	next, err := config.Load(g.opts.ConfigPath, config.Options{})
 	if err == nil {
@@ -55,10 +55,11 @@ func (g *Gateway) reload(pctx context.Context) {
 		} else {
 			g.log.Error("reload failed; the previous configuration keeps running", "err", err)
 		}
-		return
+		return err
 	}
 	g.reloadE = ""
 	g.log.Info("configuration reloaded", "file", next.File)
+	return nil
 }
 
 // apply moves every part from g.cfg to next, in start order. If a part
@@ -85,15 +86,15 @@ func (g *Gateway) apply(pctx context.Context, next *config.Config) error {
 			return fmt.Errorf("%s: %w", p.name(), err)
 		}
 	}
-	if prev.Admin.Listen != next.Admin.Listen {
-		if err := g.admin.bind(next.Admin.Listen); err != nil {
-			// The parts run the new configuration; the admin listener
-			// stays where it was, and the reload counts as failed so that
-			// it is noticed.
-			next.Admin.Listen = prev.Admin.Listen
-			g.cfg = next
-			return err
-		}
+	// Set every time: it re-reads the admin certificate and binds only
+	// what moved.
+	if err := g.admin.Set(next.Admin); err != nil {
+		// The parts run the new configuration; the admin listeners stay
+		// as they were, and the reload counts as failed so that it is
+		// noticed.
+		next.Admin = prev.Admin
+		g.cfg = next
+		return err
 	}
 	g.level.Set(parseLevel(next.Log.Level))
 	g.logPending(next)

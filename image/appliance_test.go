@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,11 +40,12 @@ var modules = []string{"wireguard", "ip_gre", "esp4", "xfrm_interface", "nf_tabl
 
 // testConfig is the VM's configuration; %s is the public key of the
 // static peer that WireGuardPeer plays with the kernel's WireGuard.
-const testConfig = `# image/appliance_test.go: admin on every address so QEMU's port forward reaches it.
+const testConfig = `# image/appliance_test.go: the admin listener on loopback (the default); the
+# test reaches it, and the root-only admin socket, over SSH.
 appliance:
   name: edgegw-vmtest
 admin:
-  listen: 0.0.0.0:9100
+  listen: 127.0.0.1:9100
 log:
   level: info
   format: text
@@ -63,7 +62,7 @@ tunnels:
 
 // TestAppliance boots the built image in QEMU (TCG, OVMF, user networking)
 // with a config partition provisioned by provision.sh, then checks, in one
-// VM to save boots: /readyz and /metrics through the forwarded admin port,
+// VM to save boots: /readyz, /metrics and the status API over SSH,
 // the kernel modules over SSH, the fallback on a bad configuration, the
 // appliance's edgegw with a kernel WireGuard peer, the project's test
 // binaries for the kernel dataplanes (a test pack from testpack.sh), and,
@@ -219,11 +218,10 @@ func TestAppliance(t *testing.T) {
 }
 
 type vm struct {
-	dir       string
-	console   string
-	sshPort   int
-	adminPort int
-	key       string
+	dir     string
+	console string
+	sshPort int
+	key     string
 	// peerKey is the private key of the configuration's static WireGuard
 	// peer.
 	peerKey wireguard.Key
@@ -251,7 +249,7 @@ func startVM(t *testing.T, img string, disks map[string]string) *vm {
 	run(t, "./provision.sh", disk, "--config", filepath.Join(dir, "edgegw.yaml"), "--ssh-key", v.key+".pub",
 		"--env", filepath.Join(dir, "appliance.env"))
 	vars := filepath.Join(dir, "OVMF_VARS.fd")
-	v.sshPort, v.adminPort = freePort(t), freePort(t)
+	v.sshPort = freePort(t)
 
 	// -nodefaults: no CD-ROM for the firmware to try first, no VGA; the
 	// appliance's disk is the only boot option. -no-reboot: see powerOn.
@@ -263,7 +261,7 @@ func startVM(t *testing.T, img string, disks map[string]string) *vm {
 		"-drive", "if=pflash,format=raw,file=" + vars,
 		"-drive", "if=none,id=disk,format=raw,file=" + disk,
 		"-device", "virtio-blk-pci,drive=disk,bootindex=0",
-		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22,hostfwd=tcp:127.0.0.1:%d-:9100", v.sshPort, v.adminPort),
+		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", v.sshPort),
 		"-device", "virtio-net-pci,netdev=n0,romfile=",
 		// A hardware watchdog, as appliances have; it resets the VM if
 		// the guest stops feeding it.
@@ -393,18 +391,23 @@ func (p *power) stop() {
 	<-p.done
 }
 
+// get GETs an admin path in the VM: /api/* over the root-only admin
+// socket (the API needs a token on TCP), the rest on the loopback
+// listener.
 func (v *vm) get(t *testing.T, path string) string {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", v.adminPort, path))
+	out, err := v.trySSH(adminCurl(path))
 	if err != nil {
-		t.Fatalf("GET %s: %v", path, err)
+		t.Fatalf("GET %s: %v\n%s", path, err, out)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("GET %s: %s\n%s", path, resp.Status, b)
+	return out
+}
+
+func adminCurl(path string) string {
+	if strings.HasPrefix(path, "/api/") {
+		return "curl -sSf --unix-socket /run/edgegw/admin.sock http://localhost" + path
 	}
-	return string(b)
+	return "curl -sSf http://127.0.0.1:9100" + path
 }
 
 func (v *vm) version(t *testing.T) string {
@@ -471,21 +474,18 @@ func (v *vm) consoleHas(s string) bool {
 	return bytes.Contains(b, []byte(s))
 }
 
-// waitReady polls /readyz through the forwarded port until it answers 200.
+// waitReady polls /readyz over SSH until it answers 200.
 func waitReady(t *testing.T, v *vm, d time.Duration) {
 	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(d)
 	last := "no answer"
 	for time.Now().Before(deadline) {
-		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", v.adminPort))
+		out, err := v.trySSHTimeout("curl -s -m 5 -w ' HTTP %{http_code}' http://127.0.0.1:9100/readyz", 20*time.Second)
+		if err == nil && strings.HasSuffix(out, " HTTP 200") {
+			return
+		}
 		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-			last = fmt.Sprintf("%s %s", resp.Status, b)
+			last = out
 		}
 		time.Sleep(2 * time.Second)
 	}

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/gateway/admin"
 )
 
 const enrollSynopsis = "edgegw enroll https://GATEWAY [--name NAME] [--out FILE] [--force] [--provider NAME] [--browser] [--ca-file FILE | --insecure]"
@@ -113,12 +114,12 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-const deviceSynopsis = "edgegw device list|show ID|revoke ID [--admin URL] [--json]"
+const deviceSynopsis = "edgegw device list|show ID|revoke ID [--json] [--socket PATH | --admin URL --token-file FILE [--ca-file FILE]]"
 
 func cmdDevice(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("device", deviceSynopsis, stderr)
-	admin := fs.String("admin", "http://127.0.0.1:9100", "`URL` of the gateway's admin API (admin.listen)")
 	asJSON := fs.Bool("json", false, "print the admin API's JSON")
+	af := addAdminFlags(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -135,33 +136,17 @@ func cmdDevice(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	base := strings.TrimSuffix(*admin, "/")
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+	c, err := af.client("device", stderr)
 	if err != nil {
-		return fmt.Errorf("device: %w", err)
+		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	body, err := call(c, method, path, nil)
 	if err != nil {
-		return fmt.Errorf("device: cannot reach the admin API at %s (is edgegw running, and is admin.listen there?): %w", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("device: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error enroll.Error `json:"error"`
+		var se *admin.StatusError
+		if errors.As(err, &se) && se.Status == http.StatusNotFound && se.Code == "" {
+			return fmt.Errorf("device: %w (does this gateway have device enrollment?)", err)
 		}
-		if json.Unmarshal(body, &e) == nil && e.Error.Message != "" {
-			return fmt.Errorf("device: %s", e.Error.Message)
-		}
-		return fmt.Errorf("device: the admin API answered %s (does this gateway have device enrollment?)", resp.Status)
+		return fmt.Errorf("device: %w", err)
 	}
 	if *asJSON {
 		_, err := stdout.Write(body)

@@ -21,7 +21,6 @@ import (
 
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
-	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -144,55 +143,6 @@ func TestCmdEnrollUsage(t *testing.T) {
 		if err := cmdDevice(args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 			t.Errorf("device %q: %v, want a usage error", args, err)
 		}
-	}
-}
-
-// TestCmdDevice lists, shows and revokes devices through the admin API.
-func TestCmdDevice(t *testing.T) {
-	reg := enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 4)
-	k, _ := wireguard.GeneratePrivateKey()
-	d, err := reg.Enroll(t.Context(), identity.Enrollment{Name: "alice-laptop", Email: "alice@corp.example", Subject: "iss#alice", Groups: []string{"staff"}, PublicKey: k.PublicKey(), Expires: time.Now().Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := httptest.NewServer(enroll.NewAdmin(reg, enroll.AdminOptions{}))
-	defer admin.Close()
-	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		err := cmdDevice(append(args, "--admin", admin.URL), &out, io.Discard)
-		return out.String(), err
-	}
-
-	out, err := run("list")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ID ") || !strings.Contains(lines[1], d.ID) ||
-		!strings.Contains(lines[1], "alice@corp.example") || !strings.Contains(lines[1], "100.96.0.2") || !strings.Contains(lines[1], "active") {
-		t.Fatalf("list:\n%s", out)
-	}
-	out, err = run("show", d.ID)
-	if err != nil || !strings.Contains(out, "public key:  "+k.PublicKey().String()) || !strings.Contains(out, "groups:      staff") {
-		t.Fatalf("show: %v\n%s", err, out)
-	}
-	out, err = run("revoke", d.ID)
-	if err != nil || !strings.Contains(out, "Revoked device "+d.ID) {
-		t.Fatalf("revoke: %v\n%s", err, out)
-	}
-	if out, err = run("list", "--json"); err != nil || !strings.Contains(out, `"status": "revoked"`) {
-		t.Fatalf("list --json: %v\n%s", err, out)
-	}
-	if _, err = run("show", "dev_nope"); err == nil || !strings.Contains(err.Error(), `No device has the id "dev_nope"`) {
-		t.Fatalf("show unknown: %v", err)
-	}
-	reg.SetDown(true)
-	if _, err = run("list"); err == nil || !strings.Contains(err.Error(), "unavailable") {
-		t.Fatalf("list with the registry down: %v", err)
-	}
-	admin.Close()
-	if _, err = run("list"); err == nil || !strings.Contains(err.Error(), "cannot reach the admin API") {
-		t.Fatalf("list with no gateway: %v", err)
 	}
 }
 

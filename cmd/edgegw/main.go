@@ -67,13 +67,21 @@ Usage:
                                         print the rule a packet matches and the verdict
   edgegw enroll https://GATEWAY [--name NAME] [--out FILE]
                                         enroll this machine: sign in, get a WireGuard config
-  edgegw device list|show ID|revoke ID [--admin URL]
+  edgegw device list|show ID|revoke ID
                                         manage enrolled devices through the admin API
+  edgegw admin token create NAME --role admin|viewer | token list | token revoke NAME
+                                        tokens for the admin API over TCP (shown once, stored hashed)
+  edgegw status                         print the running gateway's status (JSON)
+  edgegw reload                         reload the configuration and say how it went
   edgegw update BUNDLE [--tries N] [--no-reboot] | --status
                                         on the appliance: write BUNDLE to the inactive slot, boot it
   edgegw config default                 print the built-in default configuration
   edgegw config example                 print the commented example of a whole office
   edgegw version                        print the version
+
+The commands that talk to a running gateway use its admin socket
+(/run/edgegw/admin.sock, root only; --socket PATH or --config FILE), or a remote admin
+listener with --admin https://GATEWAY:9100 --token-file FILE [--ca-file FILE].
 
 Signals to "run": SIGHUP reloads the configuration; SIGINT and SIGTERM stop
 the gateway and remove every interface, route and nftables table it made.
@@ -142,6 +150,12 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdEnroll(args[1:], stdout, stderr)
 	case "device":
 		return cmdDevice(args[1:], stdout, stderr)
+	case "admin":
+		return cmdAdmin(args[1:], stdout, stderr)
+	case "status":
+		return cmdStatus(args[1:], stdout, stderr)
+	case "reload":
+		return cmdReload(args[1:], stdout, stderr)
 	case "update":
 		return cmdUpdate(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -10,7 +10,10 @@ import (
 
 func TestCLI(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	os.WriteFile(bad, []byte("admin:\n  listen: nowhere\n  tls: yes\n"), 0o600)
+	os.WriteFile(bad, []byte("admin:\n  listen: nowhere\n  tsl: yes\n"), 0o600)
+	// A LAN listener without TLS: refused, at its line.
+	open := filepath.Join(t.TempDir(), "open.yaml")
+	os.WriteFile(open, []byte("admin:\n  listen: 0.0.0.0:9100\n"), 0o600)
 	tests := []struct {
 		args   []string
 		code   int
@@ -26,7 +29,8 @@ func TestCLI(t *testing.T) {
 		{args: []string{"check", "--bogus"}, code: 2, stderr: "flag provided but not defined"},
 		{args: []string{"check", "--skip-files", "--config", "../../gateway/config/edgegw.example.yaml"}, code: 0, stdout: "edgegw.example.yaml: ok"},
 		{args: []string{"check", "--config", bad}, code: 1, stderr: bad + ":2:11: admin.listen: \"nowhere\": expected HOST:PORT"},
-		{args: []string{"check", "--config", bad}, code: 1, stderr: bad + ":3:3: admin.tls: unknown key"},
+		{args: []string{"check", "--config", bad}, code: 1, stderr: bad + ":3:3: admin.tsl: unknown key (did you mean \"tls\"?)"},
+		{args: []string{"check", "--skip-files", "--config", open}, code: 1, stderr: open + ":2:11: admin.listen: \"0.0.0.0:9100\" is not a loopback address: other hosts could reach the admin API, so it needs admin.tls"},
 		{args: []string{"check", "--config", "/nonexistent.yaml"}, code: 1, stderr: "no such file"},
 		{args: []string{"config", "default"}, code: 0, stdout: "listen_port: 51820"},
 		{args: []string{"config", "example"}, code: 0, stdout: "name: branch-fra"},

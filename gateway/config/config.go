@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"net/netip"
 	"os"
 	"reflect"
@@ -26,6 +25,7 @@ import (
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/gateway/dns"
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/logpush"
@@ -80,10 +80,10 @@ type Interfaces struct {
 	LAN []string `yaml:"lan"`
 }
 
-// Admin is the local HTTP listener for metrics, health and the API.
-type Admin struct {
-	Listen string `yaml:"listen"`
-}
+// Admin is the management plane: the admin socket, the TCP listener for
+// metrics, health and the API, and who may use them (gateway/admin owns
+// the type and its checks).
+type Admin = admin.Config
 
 // Log selects slog's level and handler.
 type Log struct {
@@ -155,21 +155,6 @@ func (i *Interfaces) Validate(report func(field, msg string)) {
 		if l == i.WAN {
 			report(fmt.Sprintf("lan[%d]", n), fmt.Sprintf("%q is also the WAN interface", l))
 		}
-	}
-}
-
-// SetDefaults listens on loopback only: metrics and the API are not for the
-// internet.
-func (a *Admin) SetDefaults() {
-	if a.Listen == "" {
-		a.Listen = "127.0.0.1:9100"
-	}
-}
-
-// Validate checks the listen address.
-func (a *Admin) Validate(report func(field, msg string)) {
-	if _, _, err := net.SplitHostPort(a.Listen); err != nil {
-		report("listen", fmt.Sprintf("%q: expected HOST:PORT such as 127.0.0.1:9100", a.Listen))
 	}
 }
 

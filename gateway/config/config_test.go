@@ -59,8 +59,13 @@ func TestDefault(t *testing.T) {
 	if wg == nil || wg.ListenPort != 51820 || wg.Interface != "wg0" || wg.Address.String() != "100.96.0.1/12" {
 		t.Errorf("default wireguard = %+v", wg)
 	}
-	if cfg.Admin.Listen != "127.0.0.1:9100" {
-		t.Errorf("admin listen = %q", cfg.Admin.Listen)
+	if cfg.Admin.Listen != "127.0.0.1:9100" || cfg.Admin.Socket != "/run/edgegw/admin.sock" {
+		t.Errorf("admin listen, socket = %q, %q", cfg.Admin.Listen, cfg.Admin.Socket)
+	}
+	// The appliance's start script (image/rootfs/usr/libexec/edgegw/start)
+	// moves the fallback's listener by rewriting exactly this line.
+	if !strings.Contains(string(DefaultYAML()), "\n  listen: 127.0.0.1:9100\n") {
+		t.Error("the default's admin listen line is not \"  listen: 127.0.0.1:9100\" alone")
 	}
 	if cfg.Access != nil || cfg.Firewall != nil {
 		t.Error("the default configures only WireGuard and the admin listener")

@@ -63,7 +63,7 @@ func (j *Job) SetDefaults() {
 }
 
 // Datasets lists the datasets a job may name.
-var Datasets = []string{"network_analytics_logs", "gateway_dns", "access_requests"}
+var Datasets = []string{"network_analytics_logs", "gateway_dns", "access_requests", "audit_logs", "audit_logs_v2"}
 
 // Validate checks a job on its own: dataset, destination URL, field
 // names, filter and limits.

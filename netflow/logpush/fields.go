@@ -57,6 +57,20 @@ ColoID:i TimeZone:s`,
 Action:s Allowed:b AppDomain:s AppUUID:s Connection:s Country:s CreatedAt:t
 Email:s IPAddress:ip PurposeJustificationPrompt:s PurposeJustificationResponse:s
 RayID:s TemporaryAccessApprovers:ss TemporaryAccessDuration:i UserUID:s`,
+
+	// Cloudflare's audit logs, for edgegw's admin actions (gateway/admin):
+	// the classic field names and the v2 shape.
+	"audit_logs": `
+ActionResult:b ActionType:s ActorEmail:s ActorID:s ActorIP:ip ActorType:s ID:s
+Interface:s Metadata:x NewValue:x OldValue:x OwnerID:s ResourceID:s
+ResourceType:s When:t`,
+
+	"audit_logs_v2": `
+AccountID:s AccountName:s ActionDescription:s ActionResult:s ActionTimestamp:t
+ActionType:s ActorContext:s ActorEmail:s ActorID:s ActorIPAddress:ip
+ActorTokenDetails:x ActorType:s AuditLogID:s Raw:x ResourceID:s
+ResourceProduct:s ResourceRequest:x ResourceResponse:x ResourceScope:s
+ResourceType:s ResourceValue:x ZoneID:s ZoneName:s`,
 }
 
 type fieldInfo struct{ name, typ string }

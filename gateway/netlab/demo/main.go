@@ -79,20 +79,21 @@ func run(binary string) error {
 	cfgFile := filepath.Join(dir, "edgegw.yaml")
 	cfg := fmt.Sprintf(`appliance:
   name: demo
-  state_dir: %s/state
+  state_dir: %[1]s/state
 interfaces:
   wan: eth0
   lan: [eth1]
 admin:
   listen: 127.0.0.1:9100
+  socket: %[1]s/admin.sock
 tunnels:
   wireguard:
-    interface: %s
+    interface: %[2]s
     listen_port: 51820
     address: 100.96.0.1/12
     peers:
       - name: alice
-        public_key: %q
+        public_key: %[3]q
         allowed_ips: [100.96.0.10/32]
         email: alice@corp.example
 `, dir, gwIf, strings.TrimSpace(string(pub)))
@@ -141,7 +142,7 @@ tunnels:
 		{ns(ra.User) + " curl http://10.0.0.5/", "the office web server sees 100.96.0.10"},
 		{ns(ra.User) + " wg show", "the client's view"},
 		{ns(ra.GW) + " wg show " + gwIf, "the gateway's view (UAPI)"},
-		{ns(ra.GW) + " curl -s 127.0.0.1:9100/api/v1/status", "status JSON"},
+		{binary + " status --socket " + filepath.Join(dir, "admin.sock"), "status JSON (the root-only admin socket)"},
 		{ns(ra.GW) + " curl -s 127.0.0.1:9100/metrics | grep ^edgegw_", "metrics"},
 		{fmt.Sprintf("kill -HUP %d", gw.Pid()), "reload " + cfgFile + " after editing it"},
 	} {

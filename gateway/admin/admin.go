@@ -1,0 +1,316 @@
+// Package admin is edgegw's management plane: the admin API, metrics and
+// health endpoints, who may use them, and the audit trail of what they
+// changed.
+//
+// Two kinds of listener serve the same endpoints:
+//
+//   - a Unix socket (admin.socket, default /run/edgegw/admin.sock), mode
+//     0600 in a directory of mode 0700, where only a peer of uid 0 (checked
+//     with SO_PEERCRED) is served, as an admin. The edgegw CLI on the box
+//     uses it.
+//   - a TCP listener (admin.listen, default 127.0.0.1:9100). /healthz and
+//     /readyz are open; /api/* needs a bearer token on every TCP listener,
+//     loopback included (any local user can reach loopback); /metrics is
+//     open on loopback and elsewhere only as admin.metrics says. A
+//     non-loopback address needs TLS (the configuration is refused
+//     otherwise). The Host header must name the listener (its own address,
+//     localhost or admin.hosts), so a web page cannot reach the API by
+//     rebinding a name of its own to it.
+//
+// Tokens (Create, list, revoke over the API; `edgegw admin token`) have a
+// role: a viewer may GET, an admin may do everything. Only a SHA-256 of each
+// is stored, in <state_dir>/admin/tokens.json.
+//
+// Every admin action (device revoke, token create and revoke, reload) is an
+// audit Event: a log line and a record handed to Options.Audit, which the
+// gateway sends to the audit_logs Logpush datasets.
+package admin
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// API paths.
+const (
+	PathStatus  = "/api/v1/status"
+	PathLogpush = "/api/v1/logpush"
+	PathDevices = "/api/v1/devices"
+	PathTokens  = "/api/v1/tokens"
+	PathReload  = "/api/v1/reload"
+)
+
+// Options are what the server serves, from the gateway.
+type Options struct {
+	Logger *slog.Logger
+	// StateDir holds the token store (<StateDir>/admin/tokens.json).
+	StateDir string
+	// Metrics is the registry /metrics serves.
+	Metrics *prometheus.Registry
+	// Ready lists why the gateway is not ready (none: ready).
+	Ready func() []string
+	// Status and Logpush are the bodies of GET /api/v1/status and
+	// /api/v1/logpush.
+	Status  func() any
+	Logpush func() any
+	// Devices serves /api/v1/devices (list, show, POST …/revoke).
+	Devices http.Handler
+	// Reload reads the configuration again and applies it
+	// (POST /api/v1/reload), returning the file it read; nil answers 404.
+	Reload func(context.Context) (string, error)
+	// Audit receives every audit event after it is logged; nil: log only.
+	Audit func(Event)
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Server is the admin plane. Set binds its listeners; Run owns their
+// serving goroutines.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	tokens  *tokens
+	mux     *http.ServeMux
+	results *prometheus.CounterVec
+	audits  *prometheus.CounterVec
+	denied  logLimiter
+
+	policy atomic.Pointer[policy]
+
+	mu     sync.Mutex
+	tcp    *listener
+	unix   *listener
+	wg     sync.WaitGroup // serving goroutines
+	closed bool
+}
+
+// policy is the part of the configuration requests are checked against,
+// swapped whole on Set.
+type policy struct {
+	hosts        []string
+	metricsToken bool
+	metricsAllow []netip.Prefix
+}
+
+type listener struct {
+	addr     string // as configured (TCP) or the socket path
+	ln       net.Listener
+	srv      *http.Server
+	unix     bool
+	loopback bool
+	// cert is the TLS certificate; nil serves plain HTTP (loopback only).
+	cert atomic.Pointer[tls.Certificate]
+}
+
+// New opens the token store and builds the handlers; nothing listens
+// until Set.
+func New(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Ready == nil {
+		opts.Ready = func() []string { return nil }
+	}
+	toks, err := openTokens(filepath.Join(opts.StateDir, "admin"), opts.Now)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opts:   opts,
+		log:    opts.Logger,
+		tokens: toks,
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegw_admin_requests_total",
+			Help: "Requests to the admin listeners, by result: ok, unauthenticated (no or an unknown token), forbidden (the role or the socket peer may not), misdirected (a Host header that does not name the listener).",
+		}, []string{"result"}),
+		audits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegw_admin_audit_events_total",
+			Help: "Audited admin actions, by action and result (success, failure).",
+		}, []string{"action", "result"}),
+		denied: logLimiter{every: time.Second, burst: 10},
+	}
+	for _, r := range []string{resultOK, resultUnauthenticated, resultForbidden, resultMisdirected} {
+		s.results.WithLabelValues(r)
+	}
+	s.policy.Store(&policy{})
+	s.mux = s.routes()
+	return s, nil
+}
+
+// Results of edgegw_admin_requests_total.
+const (
+	resultOK              = "ok"
+	resultUnauthenticated = "unauthenticated"
+	resultForbidden       = "forbidden"
+	resultMisdirected     = "misdirected"
+)
+
+// Describe implements prometheus.Collector.
+func (s *Server) Describe(ch chan<- *prometheus.Desc) {
+	s.results.Describe(ch)
+	s.audits.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (s *Server) Collect(ch chan<- prometheus.Metric) {
+	s.results.Collect(ch)
+	s.audits.Collect(ch)
+}
+
+// Set applies the admin section: it re-reads the TLS certificate (so a
+// rotated one takes effect), swaps the host and metrics policy, and binds
+// the socket and the TCP listener where their addresses changed — the new
+// one first, then the old one is shut down, so a failed bind leaves the
+// old one serving and Set returns the error.
+func (s *Server) Set(cfg Config) error {
+	var cert *tls.Certificate
+	if cfg.TLS != nil {
+		c, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("admin.tls: %w", err)
+		}
+		cert = &c
+	}
+	if !Loopback(cfg.Listen) && cert == nil {
+		// Validation refuses this; a caller that skipped it must not open
+		// the API to the network in the clear.
+		return fmt.Errorf("admin.listen %s is not a loopback address and has no admin.tls", cfg.Listen)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("admin: server stopped")
+	}
+	prevPolicy := s.policy.Swap(&policy{hosts: cfg.Hosts, metricsToken: cfg.Metrics.Token, metricsAllow: cfg.Metrics.Allow})
+	var oldUnix, oldTCP *listener
+	if s.unix == nil || s.unix.addr != cfg.Socket {
+		l, err := s.bindUnix(cfg.Socket)
+		if err != nil {
+			s.policy.Store(prevPolicy)
+			return err
+		}
+		oldUnix, s.unix = s.unix, l
+	}
+	if s.tcp == nil || s.tcp.addr != cfg.Listen {
+		l, err := s.bindTCP(cfg.Listen, cert)
+		if err != nil {
+			s.policy.Store(prevPolicy)
+			if oldUnix != nil {
+				// Keep the pair as it was: the new socket goes again.
+				s.stop(s.unix)
+				s.unix = oldUnix
+			}
+			return err
+		}
+		oldTCP, s.tcp = s.tcp, l
+	} else {
+		s.tcp.cert.Store(cert)
+	}
+	// The old listeners stop in the background: a reload asked over one of
+	// them is still being answered on it.
+	for _, l := range []*listener{oldUnix, oldTCP} {
+		if l != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.stop(l)
+			}()
+		}
+	}
+	return nil
+}
+
+// Run owns the serving goroutines and the token store's last-used
+// writes: it returns after ctx ends and every listener has stopped.
+func (s *Server) Run(ctx context.Context) error {
+	tick := time.NewTicker(lastUsedEvery)
+	defer tick.Stop()
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-tick.C:
+		}
+		if err := s.tokens.flush(); err != nil {
+			s.log.Warn("admin tokens: could not record last-used times", "err", err)
+		}
+	}
+	s.mu.Lock()
+	s.closed = true
+	ls := []*listener{s.tcp, s.unix}
+	s.mu.Unlock()
+	for _, l := range ls {
+		if l != nil {
+			s.stop(l)
+		}
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Addr is the TCP listener's bound address.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tcp == nil {
+		return ""
+	}
+	return s.tcp.ln.Addr().String()
+}
+
+// Socket is the bound socket's path.
+func (s *Server) Socket() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unix == nil {
+		return ""
+	}
+	return s.unix.addr
+}
+
+// Audit logs an event and hands it to Options.Audit. The gateway calls it
+// for actions that do not come through the API (a SIGHUP reload).
+func (s *Server) Audit(e Event) {
+	if e.ID == "" {
+		e.ID = newEventID()
+	}
+	if e.When.IsZero() {
+		e.When = s.opts.Now()
+	}
+	s.audits.WithLabelValues(e.Action, e.ResultString()).Inc()
+	attrs := []any{
+		"id", e.ID, "action", e.Action, "result", e.ResultString(),
+		"resource_type", e.ResourceType, "resource_id", e.ResourceID,
+		"actor_type", e.Actor.Type, "actor", e.Actor.ID, "actor_context", e.Actor.Context,
+	}
+	if e.Actor.IP != "" {
+		attrs = append(attrs, "actor_ip", e.Actor.IP)
+	}
+	if e.Error != "" {
+		attrs = append(attrs, "error", e.Error)
+	}
+	msg := "audit: " + e.Description
+	if e.Result {
+		s.log.Info(msg, attrs...)
+	} else {
+		s.log.Warn(msg, attrs...)
+	}
+	if s.opts.Audit != nil {
+		s.opts.Audit(e)
+	}
+}
