@@ -22,7 +22,9 @@
 //     family, up to 65,536 sources, each forgotten a minute after its last
 //     packet) and drops those over the rate; packets within the rate are
 //     accepted, as for allow. The bucket holds one interval's worth of
-//     packets (rate 1000/second lets a burst of 1000 through).
+//     packets (rate 1000/second lets a burst of 1000 through). When the
+//     meter is full, packets of sources it does not hold are dropped,
+//     never accepted.
 //
 // Every rule has a named counter, read by [Table.Counters] and exported by
 // [Collector]; counters restart from zero on every Apply.
@@ -52,6 +54,15 @@
 // input interface name (iifname); "contains" on it is not supported. The
 // aliases ingress == "wan" and "lan" stand for [Spec.WAN] and [Spec.LAN]
 // (alias.go).
+//
+// # Anti-spoofing
+//
+// [Spec.Tunnels] names the source addresses each tunnel interface owns. A
+// packet with such a source that arrived on another interface is dropped
+// at the top of the rules chain, before any rule, identity set or flow
+// sample sees it, and counted (antispoof.go). Identity sets hold only
+// addresses the WireGuard interface owns, so an identity holds only for
+// packets that came through its tunnel.
 //
 // # Flow sampling
 //
@@ -98,6 +109,15 @@ type Spec struct {
 	// rules that logs each verdict to NFLOG (see sample.go); with it on,
 	// the rules chain exists even without Rules.
 	Sampling Sampling
+	// Tunnels are the tunnel interfaces and the source addresses only
+	// they may carry: anything else arriving with such a source is
+	// dropped and counted before any rule (antispoof.go). With tunnels,
+	// the rules chain exists even without Rules.
+	Tunnels []TunnelSources
+	// DenyForward drops every forwarded packet (a forward chain with
+	// policy drop): the table of a gateway that must not forward at all,
+	// such as the fallback, whatever the forwarding sysctls say.
+	DenyForward bool
 }
 
 // Chain is one chain of the compiled program: a base chain when Hook is
@@ -107,8 +127,15 @@ type Chain struct {
 	Type     nftables.ChainType
 	Hook     *nftables.ChainHook
 	Priority *nftables.ChainPriority
-	Rules    [][]expr.Any
+	// Policy is a base chain's policy; nil: accept.
+	Policy *nftables.ChainPolicy
+	Rules  [][]expr.Any
 }
+
+// DenyForwardChain is the base chain of [Spec.DenyForward].
+const DenyForwardChain = "deny_forward"
+
+func ptr[T any](v T) *T { return &v }
 
 // Program is a compiled Spec: the complete contents of the table. Apply
 // creates its sets, counters and chains before any rule, so rules may
@@ -116,8 +143,9 @@ type Chain struct {
 type Program struct {
 	Chains   []Chain
 	Sets     []Set
-	Counters []string   // named counter objects
-	Rules    []RuleInfo // the firewall rules in order, with their counters
+	Counters []string       // named counter objects
+	Rules    []RuleInfo     // the firewall rules in order, with their counters
+	Spoof    []SpoofCounter // the anti-spoofing counters, by owner
 }
 
 // RulesChain is the base chain of the firewall rules: hooked at
@@ -129,7 +157,8 @@ const RulesChain = "rules"
 // a kernel.
 func Compile(s Spec) *Program {
 	p := &Program{}
-	if rs := s.Rules; rs != nil || s.Sampling.Rate > 0 {
+	spoofBase, spoofChains, spoofSets, spoofCtrs := s.antispoof()
+	if rs := s.Rules; rs != nil || s.Sampling.Rate > 0 || len(spoofBase) > 0 {
 		if rs == nil {
 			rs = &Ruleset{}
 		}
@@ -145,12 +174,21 @@ func Compile(s Spec) *Program {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")},
 			verdict(expr.VerdictAccept, ""),
 		})
+		// Forged tunnel sources go first: no rule, identity set or
+		// flow sample may see them.
+		base.Rules = append(base.Rules, spoofBase...)
+		for _, c := range spoofCtrs {
+			p.Counters = append(p.Counters, c.Counter)
+		}
+		p.Spoof = spoofCtrs
 		if s.Sampling.Rate > 0 {
 			base.Rules = append(base.Rules, sampleEntry(s.Sampling.Rate))
 		}
 		base.Rules = append(base.Rules, rs.base...)
 		p.Chains = append(p.Chains, base)
 		p.Chains = append(p.Chains, rs.chains...)
+		p.Chains = append(p.Chains, spoofChains...)
+		p.Sets = append(p.Sets, spoofSets...)
 		var sampledMaps []Set
 		if s.Sampling.Rate > 0 {
 			var chains []Chain
@@ -170,6 +208,9 @@ func Compile(s Spec) *Program {
 		}
 		for _, r := range rs.rules {
 			p.Counters = append(p.Counters, r.Counter)
+			if r.Action == "rate_limit" {
+				p.Counters = append(p.Counters, rateDropCounter(r.Counter))
+			}
 		}
 		p.Rules = slices.Clone(rs.rules)
 	}
@@ -191,6 +232,16 @@ func Compile(s Spec) *Program {
 	p.Chains = append(p.Chains, post)
 	if len(s.Clamp) > 0 {
 		p.Chains = append(p.Chains, clampChain(s.Clamp))
+	}
+	if s.DenyForward {
+		p.Chains = append(p.Chains, Chain{
+			Name:     DenyForwardChain,
+			Type:     nftables.ChainTypeFilter,
+			Hook:     nftables.ChainHookForward,
+			Priority: nftables.ChainPriorityFilter,
+			Policy:   ptr(nftables.ChainPolicyDrop),
+			Rules:    [][]expr.Any{{&expr.Counter{}, verdict(expr.VerdictDrop, "")}},
+		})
 	}
 	return p
 }
