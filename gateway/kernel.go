@@ -10,28 +10,23 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/tunnel"
 )
 
 // removeLeftovers deletes kernel state a previous edgegw left behind when it
-// did not exit cleanly: its nftables table and every route stamped with
-// edgegw's route protocol. TUN devices need no sweep: the kernel deletes a
+// did not exit cleanly: every route stamped with edgegw's route protocol.
+// Its nftables table stays: the leftover ruleset keeps filtering until
+// the firewall part replaces it in one netlink batch (firewall.Table.Apply
+// deletes and adds the table in one transaction), so no packet ever meets
+// an empty table. TUN devices need no sweep: the kernel deletes a
 // non-persistent TUN device (and its routes) when its last file descriptor
 // closes, which a crash does.
 func removeLeftovers(log *slog.Logger) error {
-	var errs []error
-	if err := firewall.RemoveTable(); err != nil {
-		errs = append(errs, err)
-	}
 	n, err := removeRoutes()
-	if err != nil {
-		errs = append(errs, err)
-	}
 	if n > 0 {
 		log.Info("removed routes left by an earlier run", "count", n)
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // removeRoutes deletes every route with edgegw's protocol, in every table.
@@ -53,30 +48,82 @@ func removeRoutes() (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// forwarding turns on IPv4 and IPv6 forwarding and returns a function that
-// restores the values found, so that a clean exit leaves the host as it was.
-func forwarding() (restore func(), err error) {
-	keys := []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"}
-	old := map[string]string{}
-	for _, k := range keys {
+// forwardingKeys are the sysctls that make the host a router; edgegw owns
+// them: they are on only while a running edgegw has its ruleset in the
+// kernel.
+var forwardingKeys = []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"}
+
+// setForwarding writes on (1) or off (0) to every forwarding sysctl and
+// reports whether any was on before. A host without IPv6 has no IPv6 key.
+func setForwarding(on bool) (wasOn bool, err error) {
+	v := "0\n"
+	if on {
+		v = "1\n"
+	}
+	var errs []error
+	for _, k := range forwardingKeys {
 		p := "/proc/sys/" + k
 		b, err := os.ReadFile(p)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && strings.Contains(k, "ipv6") {
 				continue // IPv6 disabled on this host
 			}
-			return func() {}, fmt.Errorf("read %s: %w", p, err)
+			errs = append(errs, fmt.Errorf("read %s: %w", p, err))
+			continue
 		}
-		old[p] = strings.TrimSpace(string(b))
-		if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
-			return func() {}, fmt.Errorf("enable forwarding (%s): %w", p, err)
+		if strings.TrimSpace(string(b)) != "0" {
+			wasOn = true
+		}
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("set %s to %s: %w", p, strings.TrimSpace(v), err))
 		}
 	}
-	return func() {
+	return wasOn, errors.Join(errs...)
+}
+
+// rpFilter sets reverse-path filtering for edgegw's interfaces: strict (1)
+// for the WireGuard interface, the LAN and the WAN, where the route back to
+// a source is the interface it came from; loose (2) for interfaces made
+// later (conf/default: GRE, xfrm and charon's ipsecN devices, where
+// multipath and backup tunnels make replies arrive on another tunnel than
+// the route names); and conf/all at 1, so that the per-interface values
+// decide (the kernel uses the larger of conf/all and the interface's own;
+// the appliance boots with 2 everywhere, which would make every
+// interface loose). It returns a function that puts back the values it
+// found. Interfaces that do not exist (yet) are skipped. Anti-spoofing
+// does not depend on it: the firewall drops forged tunnel sources before
+// routing.
+func rpFilter(strict []string) (restore func(), err error) {
+	old := map[string]string{}
+	restore = func() {
 		for p, v := range old {
-			os.WriteFile(p, []byte(v+"\n"), 0o644)
+			_ = os.WriteFile(p, []byte(v+"\n"), 0o644)
 		}
-	}, nil
+	}
+	set := func(ifc, v string) error {
+		p := "/proc/sys/net/ipv4/conf/" + ifc + "/rp_filter"
+		b, err := os.ReadFile(p)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && ifc != "all" && ifc != "default" {
+				return nil
+			}
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if _, ok := old[p]; !ok {
+			old[p] = strings.TrimSpace(string(b))
+		}
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
+			return fmt.Errorf("set %s to %s: %w", p, v, err)
+		}
+		return nil
+	}
+	errs := []error{set("default", "2"), set("all", "1")}
+	for _, ifc := range strict {
+		if ifc != "" && ifc != "." && ifc != ".." && !strings.Contains(ifc, "/") {
+			errs = append(errs, set(ifc, "1"))
+		}
+	}
+	return restore, errors.Join(errs...)
 }
 
 // defaultRouteInterface names the interface of the IPv4 default route: the

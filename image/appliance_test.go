@@ -144,13 +144,14 @@ func TestAppliance(t *testing.T) {
 	})
 
 	t.Run("BadConfig", func(t *testing.T) {
-		// An invalid configuration: edgegw falls back to its default, the
-		// admin port answers on loopback, the errors are on the console.
+		// An invalid configuration: edgegw falls back to its default with
+		// forwarding off; the admin port answers on loopback, /readyz says
+		// not ready (503, the fallback), the errors are on the console.
 		vm.ssh(t, "cp /etc/edgegw/edgegw.yaml /data/good.yaml && printf 'admin:\\n  listen: nonsense\\nbogus_key: 1\\n' > /etc/edgegw/edgegw.yaml && systemctl restart edgegw")
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			out, err := vm.trySSH("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9100/readyz; cat /run/edgegw/fallback")
-			if err == nil && strings.HasPrefix(out, "200") && strings.Contains(out, "bogus_key") {
+			if err == nil && strings.HasPrefix(out, "503") && strings.Contains(out, "bogus_key") {
 				t.Logf("fallback: %s", out)
 				break
 			}
