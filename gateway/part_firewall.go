@@ -200,9 +200,9 @@ func (p *fwPart) replace(next *config.Config, static, ids []firewall.Identity) e
 	}
 	smp := p.sampling(next)
 	prog := firewall.Compile(firewall.Spec{
-		WAN:      wan,
-		LAN:      next.Interfaces.LAN,
-		Rules:    rs,
+		WAN:         wan,
+		LAN:         next.Interfaces.LAN,
+		Rules:       rs,
 		Clamp:       clamps(next),
 		Sampling:    smp,
 		Tunnels:     tunnelSources(next),
