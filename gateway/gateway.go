@@ -38,9 +38,9 @@ type Options struct {
 	Started func(adminAddr string)
 	// Fallback, when not empty, is why the configuration could not run:
 	// the gateway runs the built-in default (ConfigPath must be empty)
-	// with forwarding kept off and a firewall that drops every forwarded
-	// packet, its admin listener on loopback, and says why in the log and
-	// at /readyz (not ready).
+	// without its WireGuard tunnel, with forwarding kept off and a
+	// firewall that drops every forwarded packet, its admin listener on
+	// loopback, and says why in the log and at /readyz (not ready).
 	Fallback string
 }
 
@@ -87,7 +87,10 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	if opts.Fallback != "" {
+		// Local management only, and no tunnel: with forwarding off a
+		// tunnel could reach nothing but the gateway itself.
 		cfg.Admin.Listen = fallbackAdmin
+		cfg.Tunnels.WireGuard = nil
 	}
 	out := opts.LogOutput
 	if out == nil {
