@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -190,4 +191,45 @@ func ifnamePattern(n string) []byte {
 		return []byte(p)
 	}
 	return ifname(n)
+}
+
+// identityScope returns the addresses that s.IdentityInterface alone owns,
+// per family, or nil without an identity interface.
+func (s *Spec) identityScope() *[2][]interval {
+	if s.IdentityInterface == "" {
+		return nil
+	}
+	var scope [2][]interval
+	for i, v6 := range []bool{false, true} {
+		for _, sg := range ownedSegments(s.Tunnels, v6) {
+			if sg.owners == s.IdentityInterface {
+				scope[i] = append(scope[i], interval{sg.lo.AsSlice(), sg.hi.AsSlice()})
+			}
+		}
+	}
+	return &scope
+}
+
+// intersectIntervals returns the parts of a that lie in b; both are sorted
+// and merged.
+func intersectIntervals(a, b []interval) []interval {
+	var out []interval
+	for i, j := 0, 0; i < len(a) && j < len(b); {
+		lo, hi := a[i].lo, a[i].hi
+		if bytes.Compare(b[j].lo, lo) > 0 {
+			lo = b[j].lo
+		}
+		if bytes.Compare(b[j].hi, hi) < 0 {
+			hi = b[j].hi
+		}
+		if bytes.Compare(lo, hi) <= 0 {
+			out = append(out, interval{lo, hi})
+		}
+		if bytes.Compare(a[i].hi, b[j].hi) < 0 {
+			i++
+		} else {
+			j++
+		}
+	}
+	return out
 }

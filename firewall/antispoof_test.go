@@ -179,3 +179,96 @@ func TestKernelRateLimitFullMeter(t *testing.T) {
 		t.Errorf("rate_limit drops counted: %d, want >= 5", got)
 	}
 }
+
+func TestIntersectIntervals(t *testing.T) {
+	iv := func(lo, hi string) interval {
+		return interval{netip.MustParseAddr(lo).AsSlice(), netip.MustParseAddr(hi).AsSlice()}
+	}
+	for _, tc := range []struct {
+		name string
+		a, b []interval
+		want string
+	}{
+		{"empty scope", []interval{iv("10.0.0.1", "10.0.0.1")}, nil, ""},
+		{"inside", []interval{iv("100.96.0.10", "100.96.0.10")}, []interval{iv("100.96.0.0", "100.111.255.255")}, "100.96.0.10-100.96.0.10"},
+		{"everything cut to the scope", []interval{iv("0.0.0.0", "255.255.255.255")},
+			[]interval{iv("10.0.0.0", "10.0.0.255"), iv("100.96.0.0", "100.111.255.255")},
+			"10.0.0.0-10.0.0.255 100.96.0.0-100.111.255.255"},
+		{"straddling", []interval{iv("10.0.0.200", "10.0.1.5"), iv("10.0.2.0", "10.0.2.0")},
+			[]interval{iv("10.0.0.0", "10.0.0.255"), iv("10.0.1.4", "10.0.2.0")},
+			"10.0.0.200-10.0.0.255 10.0.1.4-10.0.1.5 10.0.2.0-10.0.2.0"},
+		{"outside", []interval{iv("192.0.2.1", "192.0.2.1")}, []interval{iv("10.0.0.0", "10.0.0.255")}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, r := range intersectIntervals(tc.a, tc.b) {
+				got = append(got, formatValue(r.lo, kindAddr)+"-"+formatValue(r.hi, kindAddr))
+			}
+			if g := strings.Join(got, " "); g != tc.want {
+				t.Errorf("got  %s\nwant %s", g, tc.want)
+			}
+		})
+	}
+}
+
+// TestKernelIdentityBoundToTunnel: with r2 the identity interface, owning
+// 10.3.0.0/24, an identity holds for its address arriving on r2 only; its
+// other address (10.1.0.2, which no tunnel owns, like a peer allowed
+// 0.0.0.0/0) carries no identity.
+func TestKernelIdentityBoundToTunnel(t *testing.T) {
+	n := newTestNet(t)
+	rs, err := CompileRules(&Config{Rules: []Rule{{ID: "no-interns",
+		Expression: `tcp.dstport == 443 and identity.groups contains "interns"`, Action: "block"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := Spec{Rules: rs, IdentityInterface: "r2", Tunnels: []TunnelSources{{Interface: "r2",
+		Prefixes: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}}}}
+	ids := []Identity{{Email: "intern@corp.example", Groups: []string{"interns"},
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.3.0.2/32"), netip.MustParsePrefix("10.1.0.2/32")}}}
+	if err := n.r.Do(func() error {
+		if err := n.tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return n.tbl.Apply(Compile(spec))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if list := n.nftList(t); strings.Contains(list, "10.1.0.2") {
+		t.Errorf("an address outside the identity interface's range is in an identity set:\n%s", list)
+	}
+	l, err := n.b.Listen("tcp", "10.2.0.2:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if !dialFrom(n, "10.1.0.2", "10.2.0.2:443") {
+		t.Error("10.1.0.2 through r0 was taken for the intern (blocked), want no identity (allowed)")
+	}
+	if err := n.a.Route("10.2.0.2/32", "10.3.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	if dialFrom(n, "10.3.0.2", "10.2.0.2:443") {
+		t.Error("the intern through r2 reached port 443, want blocked")
+	}
+	// The identity set follows UpdateIdentities within the same scope.
+	ids[0].Addrs = append(ids[0].Addrs, netip.MustParsePrefix("0.0.0.0/0"))
+	if err := n.r.Do(func() error { return n.tbl.UpdateIdentities(ids) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.a.IP("route", "del", "10.2.0.2/32"); err != nil {
+		t.Fatal(err)
+	}
+	if !dialFrom(n, "10.1.0.2", "10.2.0.2:443") {
+		t.Error("with an identity allowed 0.0.0.0/0, 10.1.0.2 through r0 got the identity, want none")
+	}
+}

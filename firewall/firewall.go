@@ -114,6 +114,14 @@ type Spec struct {
 	// dropped and counted before any rule (antispoof.go). With tunnels,
 	// the rules chain exists even without Rules.
 	Tunnels []TunnelSources
+	// IdentityInterface, when set, is the interface identities arrive
+	// through (the WireGuard interface): identity sets then hold only the
+	// addresses that Tunnels reserve to it alone, so identity.email and
+	// identity.groups hold only for packets that came through it. An
+	// identity's address outside those (a peer allowed 0.0.0.0/0, or a
+	// prefix a GRE tunnel routes too) carries no identity. Empty: identity
+	// sets hold every identity's addresses as given.
+	IdentityInterface string
 	// DenyForward drops every forwarded packet (a forward chain with
 	// policy drop): the table of a gateway that must not forward at all,
 	// such as the fallback, whatever the forwarding sysctls say.
@@ -146,6 +154,11 @@ type Program struct {
 	Counters []string       // named counter objects
 	Rules    []RuleInfo     // the firewall rules in order, with their counters
 	Spoof    []SpoofCounter // the anti-spoofing counters, by owner
+
+	// identityScope, when not nil, bounds the identity sets: the
+	// addresses Spec.IdentityInterface alone owns, per family (index 1:
+	// IPv6).
+	identityScope *[2][]interval
 }
 
 // RulesChain is the base chain of the firewall rules: hooked at
@@ -156,7 +169,7 @@ const RulesChain = "rules"
 // Compile turns a Spec into a Program. It is pure, so tests check it without
 // a kernel.
 func Compile(s Spec) *Program {
-	p := &Program{}
+	p := &Program{identityScope: s.identityScope()}
 	spoofBase, spoofChains, spoofSets, spoofCtrs := s.antispoof()
 	if rs := s.Rules; rs != nil || s.Sampling.Rate > 0 || len(spoofBase) > 0 {
 		if rs == nil {

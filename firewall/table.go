@@ -106,7 +106,7 @@ func (t *Table) Apply(p *Program) error {
 		elems := s.Elements
 		switch {
 		case s.Identity != nil:
-			rs := identityIntervals(s.Identity, s.V6, t.identities)
+			rs := p.identityIntervals(s, t.identities)
 			state[s.Name], elems = rs, intervalElements(rs)
 		case s.List != "":
 			state[s.Name] = elementIntervals(s.Elements)
@@ -183,6 +183,21 @@ func prev(b []byte) []byte {
 	return n
 }
 
+// identityIntervals returns the contents of identity set s: the
+// addresses of the users for whom its condition holds, within the
+// program's identity scope.
+func (p *Program) identityIntervals(s *Set, ids []Identity) []interval {
+	rs := identityIntervals(s.Identity, s.V6, ids)
+	if p.identityScope == nil {
+		return rs
+	}
+	fam := 0
+	if s.V6 {
+		fam = 1
+	}
+	return intersectIntervals(rs, p.identityScope[fam])
+}
+
 // identityIntervals returns the source addresses of family v6 of the users
 // for whom cond holds.
 func identityIntervals(cond *rules.Program, v6 bool, ids []Identity) []interval {
@@ -244,7 +259,7 @@ func (t *Table) UpdateIdentities(ids []Identity) error {
 	for i := range t.applied.Sets {
 		if s := &t.applied.Sets[i]; s.Identity != nil {
 			sets = append(sets, s)
-			want[s.Name] = identityIntervals(s.Identity, s.V6, t.identities)
+			want[s.Name] = t.applied.identityIntervals(s, t.identities)
 		}
 	}
 	return t.updateSets(sets, want)

@@ -150,6 +150,16 @@ func tunnelSources(cfg *config.Config) []firewall.TunnelSources {
 	return ts
 }
 
+// identityInterface is where identities arrive: the WireGuard interface.
+// Without WireGuard there is no identity; a name no interface has keeps
+// identity sets empty.
+func identityInterface(cfg *config.Config) string {
+	if wg := cfg.Tunnels.WireGuard; wg != nil {
+		return wg.Interface
+	}
+	return "-"
+}
+
 // clamps lowers the MSS of TCP through every GRE tunnel to what fits its
 // MTU (1436 for the default 1476).
 func clamps(cfg *config.Config) []firewall.Clamp {
@@ -200,13 +210,16 @@ func (p *fwPart) replace(next *config.Config, static, ids []firewall.Identity) e
 	}
 	smp := p.sampling(next)
 	prog := firewall.Compile(firewall.Spec{
-		WAN:         wan,
-		LAN:         next.Interfaces.LAN,
-		Rules:       rs,
-		Clamp:       clamps(next),
-		Sampling:    smp,
-		Tunnels:     tunnelSources(next),
-		DenyForward: p.denyForward,
+		WAN:      wan,
+		LAN:      next.Interfaces.LAN,
+		Rules:    rs,
+		Clamp:    clamps(next),
+		Sampling: smp,
+		Tunnels:  tunnelSources(next),
+		// Identities come from WireGuard peers and enrolled devices:
+		// they hold only for packets that came through WireGuard.
+		IdentityInterface: identityInterface(next),
+		DenyForward:       p.denyForward,
 	})
 	if p.table == nil {
 		p.table = firewall.New(p.log)
