@@ -252,6 +252,13 @@ tunnels:
 	if err := branch.WaitOutput(ctx, "edgegw is up"); err != nil {
 		t.Fatalf("branch did not start: %v\n%s", err, branch.Output())
 	}
+	// edgegw made reverse-path filtering strict on its WireGuard
+	// interface, LAN and WAN (conf/all 1), loose for tunnels it makes.
+	for ifc, want := range map[string]string{"all": "1", "default": "2", s.wgIf: "1", "eth0": "1", "eth1": "1", "eth2": "1", tun: "2"} {
+		if got := strings.TrimSpace(run(t, ra.GW, "cat", "/proc/sys/net/ipv4/conf/"+ifc+"/rp_filter")); got != want {
+			t.Errorf("rp_filter of %s = %s, want %s", ifc, got, want)
+		}
+	}
 	// The appliance's loose reverse-path filter on every interface, so
 	// that only the firewall stands between the forgeries and the server
 	// (edgegw made the WireGuard interface, LAN and WAN strict).

@@ -127,6 +127,11 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	} else if wasOn {
 		g.log.Info("forwarding off until this run's firewall is applied")
 	}
+	rp := &rpFilter{}
+	defer rp.restore()
+	if err := rp.defaults(); err != nil {
+		return fmt.Errorf("reverse-path filtering: %w", err)
+	}
 	if err := removeLeftovers(g.log); err != nil {
 		return fmt.Errorf("remove leftovers of an earlier run: %w", err)
 	}
@@ -167,9 +172,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	devs.markApplied(devs.load()) // the parts started from it
-	restoreRP, err := rpFilter(strictRPInterfaces(cfg, fw.wan))
-	defer restoreRP()
-	if err != nil {
+	if err := rp.strict(strictRPInterfaces(cfg, fw.wan)); err != nil {
 		return fmt.Errorf("reverse-path filtering: %w", err)
 	}
 	// Forward only once the firewall and its sampler are in place, and stop
@@ -202,7 +205,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	if g.opts.Started != nil {
 		g.opts.Started(g.admin.addr())
 	}
-	err = eg.Wait()
+	err := eg.Wait()
 	g.log.Info("shutting down")
 	return err
 }

@@ -81,49 +81,70 @@ func setForwarding(on bool) (wasOn bool, err error) {
 	return wasOn, errors.Join(errs...)
 }
 
-// rpFilter sets reverse-path filtering for edgegw's interfaces: strict (1)
-// for the WireGuard interface, the LAN and the WAN, where the route back to
-// a source is the interface it came from; loose (2) for interfaces made
-// later (conf/default: GRE, xfrm and charon's ipsecN devices, where
-// multipath and backup tunnels make replies arrive on another tunnel than
-// the route names); and conf/all at 1, so that the per-interface values
-// decide (the kernel uses the larger of conf/all and the interface's own;
-// the appliance boots with 2 everywhere, which would make every
-// interface loose). It returns a function that puts back the values it
-// found. Interfaces that do not exist (yet) are skipped. Anti-spoofing
-// does not depend on it: the firewall drops forged tunnel sources before
-// routing.
-func rpFilter(strict []string) (restore func(), err error) {
-	old := map[string]string{}
-	restore = func() {
-		for p, v := range old {
-			_ = os.WriteFile(p, []byte(v+"\n"), 0o644)
-		}
-	}
-	set := func(ifc, v string) error {
-		p := "/proc/sys/net/ipv4/conf/" + ifc + "/rp_filter"
-		b, err := os.ReadFile(p)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) && ifc != "all" && ifc != "default" {
-				return nil
-			}
-			return fmt.Errorf("read %s: %w", p, err)
-		}
-		if _, ok := old[p]; !ok {
-			old[p] = strings.TrimSpace(string(b))
-		}
-		if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
-			return fmt.Errorf("set %s to %s: %w", p, v, err)
-		}
-		return nil
-	}
-	errs := []error{set("default", "2"), set("all", "1")}
-	for _, ifc := range strict {
+// rpFilter sets reverse-path filtering for edgegw's interfaces and
+// remembers the values it found, to put them back at exit:
+//
+//   - conf/default 2 (loose) before any part starts, for the interfaces
+//     edgegw makes later (GRE, xfrm and charon's ipsecN devices), where
+//     multipath and backup tunnels make replies arrive through another
+//     tunnel than the route names;
+//   - conf/all 1, so that the per-interface values decide: the kernel
+//     uses the larger of conf/all and the interface's own, and the
+//     appliance boots with 2 everywhere, which would make every interface
+//     loose;
+//   - strict (1) on the WireGuard interface, the LAN and the WAN once they
+//     exist (strict), where the route back to a source is the interface
+//     it came from.
+//
+// Anti-spoofing does not depend on it: the firewall drops forged tunnel
+// sources in prerouting, before the routing decision that applies
+// rp_filter.
+type rpFilter struct {
+	old map[string]string // sysctl path → the value found
+}
+
+// defaults sets conf/default and conf/all.
+func (r *rpFilter) defaults() error {
+	return errors.Join(r.set("default", "2"), r.set("all", "1"))
+}
+
+// strict makes the interfaces strict; those that do not exist are skipped.
+func (r *rpFilter) strict(ifcs []string) error {
+	var errs []error
+	for _, ifc := range ifcs {
 		if ifc != "" && ifc != "." && ifc != ".." && !strings.Contains(ifc, "/") {
-			errs = append(errs, set(ifc, "1"))
+			errs = append(errs, r.set(ifc, "1"))
 		}
 	}
-	return restore, errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+func (r *rpFilter) set(ifc, v string) error {
+	p := "/proc/sys/net/ipv4/conf/" + ifc + "/rp_filter"
+	b, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && ifc != "all" && ifc != "default" {
+			return nil
+		}
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	if r.old == nil {
+		r.old = map[string]string{}
+	}
+	if _, ok := r.old[p]; !ok {
+		r.old[p] = strings.TrimSpace(string(b))
+	}
+	if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
+		return fmt.Errorf("set %s to %s: %w", p, v, err)
+	}
+	return nil
+}
+
+// restore puts back the values found (of the interfaces that still exist).
+func (r *rpFilter) restore() {
+	for p, v := range r.old {
+		_ = os.WriteFile(p, []byte(v+"\n"), 0o644)
+	}
 }
 
 // defaultRouteInterface names the interface of the IPv4 default route: the
