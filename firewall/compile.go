@@ -55,6 +55,8 @@ type Set struct {
 
 	// Dynamic sets are rate-limit meters filled by the packet path.
 	Dynamic bool
+	// Size bounds a Dynamic set; 0 is meterSize.
+	Size uint32
 	// Map sets are verdict maps; their elements carry VerdictData.
 	Map bool
 
@@ -161,6 +163,9 @@ func CompileRules(c *Config) (*Ruleset, error) {
 	rs.owners = comp.owners
 	for _, r := range rs.rules {
 		rs.owners[r.Counter] = r.Position
+		if r.Action == "rate_limit" {
+			rs.owners[rateDropCounter(r.Counter)] = r.Position
+		}
 	}
 	for _, e := range comp.predList {
 		for _, v6 := range []bool{false, true} {
@@ -394,8 +399,16 @@ func (rc *ruleCompiler) withSource(err error, prog *rules.Program) error {
 	return err
 }
 
-// rateLimit adds the chain that counts, drops a source's packets above
-// rate and accepts the rest, with one meter per family.
+// rateLimit adds the chain that counts, accepts a source's packets within
+// rate and drops the rest, with one meter per family.
+//
+// The meter's update is the match: "limit rate N" holds within the rate,
+// and the update fails (the rule does not match) when the meter is full
+// and cannot take a new source. So a packet is accepted only when its
+// source is metered and within its rate; over the rate, or with a full
+// meter, it falls through to the drop. (The opposite form, "limit rate
+// over N drop" then accept, accepts everything once a flood of sources
+// has filled the meter.)
 func (rc *ruleCompiler) rateLimit(ctr *expr.Objref, rate Rate) string {
 	name := fmt.Sprintf("r%d_rl", rc.idx)
 	units := map[string]expr.LimitTime{
@@ -412,14 +425,21 @@ func (rc *ruleCompiler) rateLimit(ctr *expr.Objref, rate Rate) string {
 				Offset: addrLoad("ip.src", !v6).off, Len: addrLoad("ip.src", !v6).len},
 			&expr.Dynset{SrcRegKey: 1, SetName: set, Operation: unix.NFT_DYNSET_OP_UPDATE,
 				Timeout: meterTimeout, Exprs: []expr.Any{&expr.Limit{
-					Type: expr.LimitTypePkts, Rate: rate.Packets, Over: true, Unit: units[rate.Unit]}}},
-			verdict(expr.VerdictDrop, ""))
+					Type: expr.LimitTypePkts, Rate: rate.Packets, Unit: units[rate.Unit]}}},
+			verdict(expr.VerdictAccept, ""))
 		ch.Rules = append(ch.Rules, r)
 	}
-	ch.Rules = append(ch.Rules, []expr.Any{verdict(expr.VerdictAccept, "")})
+	ch.Rules = append(ch.Rules, []expr.Any{
+		&expr.Objref{Type: objCounter, Name: rateDropCounter(ctr.Name)},
+		verdict(expr.VerdictDrop, ""),
+	})
 	rc.c.chains = append(rc.c.chains, ch)
 	return name
 }
+
+// rateDropCounter names the counter of the packets a rate_limit rule
+// dropped: over the rate, or with the meter full.
+func rateDropCounter(rule string) string { return rule + "_drop" }
 
 // dnf expands e into at most maxAlts alternatives if it is built of
 // conditions, and and or only.

@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +51,23 @@ type specInput struct {
 		Rate  int    `yaml:"rate"`
 		Group uint16 `yaml:"group"`
 	} `yaml:"sampling"`
+	// Tunnels: interface → the prefixes it owns, in order.
+	Tunnels     []tunnelInput `yaml:"tunnels"`
+	DenyForward bool          `yaml:"deny_forward"`
+}
+
+type tunnelInput struct {
+	Interface string         `yaml:"interface"`
+	Prefixes  []netip.Prefix `yaml:"prefixes"`
+}
+
+// spec is the Spec of a golden input, with rs as its rules.
+func (in *specInput) spec(rs *Ruleset) Spec {
+	s := Spec{WAN: in.WAN, LAN: in.LAN, Rules: rs, Sampling: Sampling(in.Sampling), DenyForward: in.DenyForward}
+	for _, t := range in.Tunnels {
+		s.Tunnels = append(s.Tunnels, TunnelSources{Interface: t.Interface, Prefixes: t.Prefixes})
+	}
+	return s
 }
 
 func TestCompileGolden(t *testing.T) {
@@ -67,8 +85,7 @@ func TestCompileGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		smp := Sampling(in.Sampling)
-		spec := Spec{WAN: in.WAN, LAN: in.LAN, Rules: rs, Sampling: smp}
+		spec := in.spec(rs)
 		if len(in.Firewall.Rules) == 0 && len(in.Firewall.Lists) == 0 {
 			spec.Rules = nil // no firewall section
 		}

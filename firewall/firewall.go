@@ -22,7 +22,9 @@
 //     family, up to 65,536 sources, each forgotten a minute after its last
 //     packet) and drops those over the rate; packets within the rate are
 //     accepted, as for allow. The bucket holds one interval's worth of
-//     packets (rate 1000/second lets a burst of 1000 through).
+//     packets (rate 1000/second lets a burst of 1000 through). When the
+//     meter is full, packets of sources it does not hold are dropped,
+//     never accepted.
 //
 // Every rule has a named counter, read by [Table.Counters] and exported by
 // [Collector]; counters restart from zero on every Apply.
@@ -52,6 +54,15 @@
 // input interface name (iifname); "contains" on it is not supported. The
 // aliases ingress == "wan" and "lan" stand for [Spec.WAN] and [Spec.LAN]
 // (alias.go).
+//
+// # Anti-spoofing
+//
+// [Spec.Tunnels] names the source addresses each tunnel interface owns. A
+// packet with such a source that arrived on another interface is dropped
+// at the top of the rules chain, before any rule, identity set or flow
+// sample sees it, and counted (antispoof.go). Identity sets hold only
+// addresses the WireGuard interface owns, so an identity holds only for
+// packets that came through its tunnel.
 //
 // # Flow sampling
 //
@@ -98,6 +109,23 @@ type Spec struct {
 	// rules that logs each verdict to NFLOG (see sample.go); with it on,
 	// the rules chain exists even without Rules.
 	Sampling Sampling
+	// Tunnels are the tunnel interfaces and the source addresses only
+	// they may carry: anything else arriving with such a source is
+	// dropped and counted before any rule (antispoof.go). With tunnels,
+	// the rules chain exists even without Rules.
+	Tunnels []TunnelSources
+	// IdentityInterface, when set, is the interface identities arrive
+	// through (the WireGuard interface): identity sets then hold only the
+	// addresses that Tunnels reserve to it alone, so identity.email and
+	// identity.groups hold only for packets that came through it. An
+	// identity's address outside those (a peer allowed 0.0.0.0/0, or a
+	// prefix a GRE tunnel routes too) carries no identity. Empty: identity
+	// sets hold every identity's addresses as given.
+	IdentityInterface string
+	// DenyForward drops every forwarded packet (a forward chain with
+	// policy drop): the table of a gateway that must not forward at all,
+	// such as the fallback, whatever the forwarding sysctls say.
+	DenyForward bool
 }
 
 // Chain is one chain of the compiled program: a base chain when Hook is
@@ -107,8 +135,15 @@ type Chain struct {
 	Type     nftables.ChainType
 	Hook     *nftables.ChainHook
 	Priority *nftables.ChainPriority
-	Rules    [][]expr.Any
+	// Policy is a base chain's policy; nil: accept.
+	Policy *nftables.ChainPolicy
+	Rules  [][]expr.Any
 }
+
+// DenyForwardChain is the base chain of [Spec.DenyForward].
+const DenyForwardChain = "deny_forward"
+
+func ptr[T any](v T) *T { return &v }
 
 // Program is a compiled Spec: the complete contents of the table. Apply
 // creates its sets, counters and chains before any rule, so rules may
@@ -116,8 +151,14 @@ type Chain struct {
 type Program struct {
 	Chains   []Chain
 	Sets     []Set
-	Counters []string   // named counter objects
-	Rules    []RuleInfo // the firewall rules in order, with their counters
+	Counters []string       // named counter objects
+	Rules    []RuleInfo     // the firewall rules in order, with their counters
+	Spoof    []SpoofCounter // the anti-spoofing counters, by owner
+
+	// identityScope, when not nil, bounds the identity sets: the
+	// addresses Spec.IdentityInterface alone owns, per family (index 1:
+	// IPv6).
+	identityScope *[2][]interval
 }
 
 // RulesChain is the base chain of the firewall rules: hooked at
@@ -128,8 +169,9 @@ const RulesChain = "rules"
 // Compile turns a Spec into a Program. It is pure, so tests check it without
 // a kernel.
 func Compile(s Spec) *Program {
-	p := &Program{}
-	if rs := s.Rules; rs != nil || s.Sampling.Rate > 0 {
+	p := &Program{identityScope: s.identityScope()}
+	spoofBase, spoofChains, spoofSets, spoofCtrs := s.antispoof()
+	if rs := s.Rules; rs != nil || s.Sampling.Rate > 0 || len(spoofBase) > 0 {
 		if rs == nil {
 			rs = &Ruleset{}
 		}
@@ -145,12 +187,21 @@ func Compile(s Spec) *Program {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")},
 			verdict(expr.VerdictAccept, ""),
 		})
+		// Forged tunnel sources go first: no rule, identity set or
+		// flow sample may see them.
+		base.Rules = append(base.Rules, spoofBase...)
+		for _, c := range spoofCtrs {
+			p.Counters = append(p.Counters, c.Counter)
+		}
+		p.Spoof = spoofCtrs
 		if s.Sampling.Rate > 0 {
 			base.Rules = append(base.Rules, sampleEntry(s.Sampling.Rate))
 		}
 		base.Rules = append(base.Rules, rs.base...)
 		p.Chains = append(p.Chains, base)
 		p.Chains = append(p.Chains, rs.chains...)
+		p.Chains = append(p.Chains, spoofChains...)
+		p.Sets = append(p.Sets, spoofSets...)
 		var sampledMaps []Set
 		if s.Sampling.Rate > 0 {
 			var chains []Chain
@@ -170,6 +221,9 @@ func Compile(s Spec) *Program {
 		}
 		for _, r := range rs.rules {
 			p.Counters = append(p.Counters, r.Counter)
+			if r.Action == "rate_limit" {
+				p.Counters = append(p.Counters, rateDropCounter(r.Counter))
+			}
 		}
 		p.Rules = slices.Clone(rs.rules)
 	}
@@ -191,6 +245,16 @@ func Compile(s Spec) *Program {
 	p.Chains = append(p.Chains, post)
 	if len(s.Clamp) > 0 {
 		p.Chains = append(p.Chains, clampChain(s.Clamp))
+	}
+	if s.DenyForward {
+		p.Chains = append(p.Chains, Chain{
+			Name:     DenyForwardChain,
+			Type:     nftables.ChainTypeFilter,
+			Hook:     nftables.ChainHookForward,
+			Priority: nftables.ChainPriorityFilter,
+			Policy:   ptr(nftables.ChainPolicyDrop),
+			Rules:    [][]expr.Any{{&expr.Counter{}, verdict(expr.VerdictDrop, "")}},
+		})
 	}
 	return p
 }

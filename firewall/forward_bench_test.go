@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,15 +32,22 @@ import (
 //	none           edgegw's table without rules
 //	none+s100      no rules, flow sampling 1 in 100, an NFLOG reader draining the samples
 //	200            200 rules (benchConfig)
+//	200+as         200 rules behind the anti-spoofing stage of a busy site
+//	               (benchTunnels: the traffic's source is no tunnel's, one
+//	               lookup that misses)
+//	200+as-own     the same, with the client's subnet owned by the
+//	               interface it arrives on (a tunnel's own traffic: the
+//	               lookup hits, the owner chain returns)
 //	200+s100       200 rules with sampling 1 in 100
 //	10k            10,000 rules, compiled by edgegw (grouped by protocol and port)
 //	10k-nft        the same 10,000 rules as one linear chain loaded with the nft CLI
 //
 // The metrics are the median Gbit/s of each case, its ratio to "none", and
-// the median over rounds of the ratio of each sampled case to the case run
-// just before it without sampling.
+// the median over rounds of the ratio of each sampled or anti-spoofing case
+// to the case run just before it without.
 // Rounds: EDGEGW_FWD_ROUNDS (default 3), seconds per run: EDGEGW_FWD_SECONDS
-// (default 3); EDGEGW_FWD_NOGSO=1 turns TSO/GSO off on the client, so that
+// (default 3); EDGEGW_FWD_CASES runs only the cases it names (comma
+// separated; "none" always runs, as the reference); EDGEGW_FWD_NOGSO=1 turns TSO/GSO off on the client, so that
 // the router sees MTU-sized packets, as from a NIC without GRO.
 //
 //	go test -run '^$' -bench ForwardTCP -benchtime 1x ./firewall/
@@ -106,6 +114,12 @@ func BenchmarkForwardTCP(b *testing.B) {
 		{"none", func() error { return r.Do(func() error { return tbl.Apply(Compile(Spec{})) }) }},
 		{"none+s100", func() error { return r.Do(func() error { return tbl.Apply(Compile(Spec{Sampling: smp})) }) }},
 		{"200", func() error { return r.Do(func() error { return tbl.Apply(Compile(Spec{Rules: rs200})) }) }},
+		{"200+as", func() error {
+			return r.Do(func() error { return tbl.Apply(Compile(Spec{Rules: rs200, Tunnels: benchTunnels(false)})) })
+		}},
+		{"200+as-own", func() error {
+			return r.Do(func() error { return tbl.Apply(Compile(Spec{Rules: rs200, Tunnels: benchTunnels(true)})) })
+		}},
 		{"200+s100", func() error {
 			return r.Do(func() error { return tbl.Apply(Compile(Spec{Rules: rs200, Sampling: smp})) })
 		}},
@@ -119,6 +133,15 @@ func BenchmarkForwardTCP(b *testing.B) {
 			}
 			return nil
 		}},
+	}
+	if only := os.Getenv("EDGEGW_FWD_CASES"); only != "" {
+		names := strings.Split(only+",none", ",")
+		cases = slices.DeleteFunc(cases, func(c struct {
+			name  string
+			setup func() error
+		}) bool {
+			return !slices.Contains(names, c.name)
+		})
 	}
 	srv, err := s.Start("iperf3", "-s", "-p", "5201")
 	must(b, err)
@@ -165,7 +188,10 @@ func BenchmarkForwardTCP(b *testing.B) {
 			b.ReportMetric(m/base, "x-"+tc.name)
 		}
 	}
-	for _, pair := range [][2]string{{"none+s100", "none"}, {"200+s100", "200"}} {
+	for _, pair := range [][2]string{{"none+s100", "none"}, {"200+s100", "200"}, {"200+as", "200"}, {"200+as-own", "200"}} {
+		if len(gbps[pair[0]]) == 0 || len(gbps[pair[1]]) == 0 {
+			continue
+		}
 		var rs []float64
 		for i := range gbps[pair[0]] {
 			rs = append(rs, gbps[pair[0]][i]/gbps[pair[1]][i])
@@ -173,6 +199,31 @@ func BenchmarkForwardTCP(b *testing.B) {
 		b.Logf("paired %s/%s per round: %.3f", pair[0], pair[1], rs)
 		b.ReportMetric(median(rs), "paired-"+pair[0])
 	}
+}
+
+// benchTunnels is the anti-spoofing input of a busy site: a WireGuard
+// prefix with 200 static peers' site prefixes, and 16 GRE tunnels, in
+// pairs that carry the same 8 routed prefixes (ECMP). With
+// own, the client's subnet 10.1.0.0/24 is a tunnel prefix owned by r0,
+// the interface the benchmark's traffic arrives on.
+func benchTunnels(own bool) []TunnelSources {
+	wg := TunnelSources{Interface: "wg0", Prefixes: []netip.Prefix{netip.MustParsePrefix("100.96.0.0/12")}}
+	for i := range 200 {
+		wg.Prefixes = append(wg.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 20, byte(i), 0}), 24))
+	}
+	ts := []TunnelSources{wg}
+	for g := range 16 {
+		t := TunnelSources{Interface: fmt.Sprintf("gre%d", g),
+			Prefixes: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 255, byte(g), 0}), 31)}}
+		for p := range 8 {
+			t.Prefixes = append(t.Prefixes, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(100 + g/2*2), byte(p), 0}), 24))
+		}
+		ts = append(ts, t)
+	}
+	if own {
+		ts = append(ts, TunnelSources{Interface: "r0", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}})
+	}
+	return ts
 }
 
 // iperf runs one iperf3 TCP test of secs seconds from c and returns the

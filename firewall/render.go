@@ -21,10 +21,16 @@ func (p *Program) String() string {
 	fmt.Fprintf(&b, "table inet %s {\n", TableName)
 	ids := map[string]string{}
 	for _, r := range p.Rules {
-		ids[r.Counter] = r.ID
+		ids[r.Counter] = fmt.Sprintf("rule %q", r.ID)
+		if r.Action == "rate_limit" {
+			ids[rateDropCounter(r.Counter)] = fmt.Sprintf("rule %q, dropped by the rate limit", r.ID)
+		}
+	}
+	for _, sc := range p.Spoof {
+		ids[sc.Counter] = fmt.Sprintf("sources owned by %s arriving elsewhere", sc.Interface)
 	}
 	for _, c := range p.Counters {
-		fmt.Fprintf(&b, "\tcounter %s { } # rule %q\n", c, ids[c])
+		fmt.Fprintf(&b, "\tcounter %s { } # %s\n", c, ids[c])
 	}
 	for _, s := range p.Sets {
 		renderSet(&b, &s)
@@ -32,8 +38,12 @@ func (p *Program) String() string {
 	for _, ch := range p.Chains {
 		fmt.Fprintf(&b, "\tchain %s {\n", ch.Name)
 		if ch.Hook != nil {
-			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy accept;\n",
-				ch.Type, hookName(*ch.Hook), int32(*ch.Priority))
+			policy := "accept"
+			if ch.Policy != nil && *ch.Policy == nftables.ChainPolicyDrop {
+				policy = "drop"
+			}
+			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %d; policy %s;\n",
+				ch.Type, hookName(*ch.Hook), int32(*ch.Priority), policy)
 		}
 		for _, r := range ch.Rules {
 			b.WriteString("\t\t")
@@ -63,6 +73,29 @@ func hookName(h nftables.ChainHook) string {
 }
 
 func renderSet(b *strings.Builder, s *Set) {
+	if s.Map && s.Interval {
+		fmt.Fprintf(b, "\tmap %s {\n\t\ttype %s : verdict\n\t\tflags interval\n", s.Name, s.Key.Name)
+		var es []string
+		for i, e := range s.Elements {
+			if e.IntervalEnd {
+				continue
+			}
+			// An interval ends before its end element, or at the end
+			// of the address space.
+			hi := make([]byte, len(e.Key))
+			for j := range hi {
+				hi[j] = 0xff
+			}
+			if i+1 < len(s.Elements) && s.Elements[i+1].IntervalEnd {
+				hi = prev(s.Elements[i+1].Key)
+			}
+			r := renderer{}
+			r.expr(e.VerdictData)
+			es = append(es, formatValue(e.Key, kindAddr)+"-"+formatValue(hi, kindAddr)+" : "+r.out[0])
+		}
+		fmt.Fprintf(b, "\t\telements = { %s }\n\t}\n", strings.Join(es, ", "))
+		return
+	}
 	if s.Map {
 		fmt.Fprintf(b, "\tmap %s {\n\t\ttype %s : verdict\n", s.Name, s.Key.Name)
 		var es []string
@@ -132,6 +165,9 @@ func formatValue(d []byte, kind valueKind) string {
 			return a.String()
 		}
 	case kindIfname:
+		if len(d) < unix.IFNAMSIZ { // a prefix match (ifnamePattern)
+			return strconv.Quote(string(d) + "*")
+		}
 		return strconv.Quote(strings.TrimRight(string(d), "\x00"))
 	}
 	if len(d) <= 8 {
@@ -243,7 +279,11 @@ func (r *renderer) expr(e expr.Any) {
 		s := fmt.Sprintf("update @%s { %s timeout %s", e.SetName, r.what, e.Timeout)
 		for _, x := range e.Exprs {
 			if l, ok := x.(*expr.Limit); ok {
-				s += fmt.Sprintf(" limit rate over %d/%s", l.Rate, limitUnit(l.Unit))
+				over := ""
+				if l.Over {
+					over = "over "
+				}
+				s += fmt.Sprintf(" limit rate %s%d/%s", over, l.Rate, limitUnit(l.Unit))
 			}
 		}
 		r.out = append(r.out, s+" }")

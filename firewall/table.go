@@ -58,6 +58,9 @@ func nftSet(s *Set) *nftables.Set {
 	}
 	if s.Dynamic {
 		ns.Dynamic, ns.HasTimeout, ns.Timeout, ns.Size = true, true, meterTimeout, meterSize
+		if s.Size > 0 {
+			ns.Size = s.Size
+		}
 	}
 	if s.Map {
 		ns.IsMap, ns.DataType = true, nftables.TypeVerdict
@@ -94,7 +97,7 @@ func (t *Table) Apply(p *Program) error {
 	chains := make([]*nftables.Chain, len(p.Chains))
 	for i, ch := range p.Chains {
 		chains[i] = c.AddChain(&nftables.Chain{
-			Name: ch.Name, Table: tb, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority,
+			Name: ch.Name, Table: tb, Type: ch.Type, Hooknum: ch.Hook, Priority: ch.Priority, Policy: ch.Policy,
 		})
 	}
 	state := make(map[string][]interval)
@@ -103,7 +106,7 @@ func (t *Table) Apply(p *Program) error {
 		elems := s.Elements
 		switch {
 		case s.Identity != nil:
-			rs := identityIntervals(s.Identity, s.V6, t.identities)
+			rs := p.identityIntervals(s, t.identities)
 			state[s.Name], elems = rs, intervalElements(rs)
 		case s.List != "":
 			state[s.Name] = elementIntervals(s.Elements)
@@ -180,6 +183,21 @@ func prev(b []byte) []byte {
 	return n
 }
 
+// identityIntervals returns the contents of identity set s: the
+// addresses of the users for whom its condition holds, within the
+// program's identity scope.
+func (p *Program) identityIntervals(s *Set, ids []Identity) []interval {
+	rs := identityIntervals(s.Identity, s.V6, ids)
+	if p.identityScope == nil {
+		return rs
+	}
+	fam := 0
+	if s.V6 {
+		fam = 1
+	}
+	return intersectIntervals(rs, p.identityScope[fam])
+}
+
 // identityIntervals returns the source addresses of family v6 of the users
 // for whom cond holds.
 func identityIntervals(cond *rules.Program, v6 bool, ids []Identity) []interval {
@@ -241,7 +259,7 @@ func (t *Table) UpdateIdentities(ids []Identity) error {
 	for i := range t.applied.Sets {
 		if s := &t.applied.Sets[i]; s.Identity != nil {
 			sets = append(sets, s)
-			want[s.Name] = identityIntervals(s.Identity, s.V6, t.identities)
+			want[s.Name] = t.applied.identityIntervals(s, t.identities)
 		}
 	}
 	return t.updateSets(sets, want)
@@ -291,31 +309,59 @@ func (t *Table) updateSets(sets []*Set, want map[string][]interval) error {
 	return nil
 }
 
+// Counts are the counters of the applied table, read at one time.
+type Counts struct {
+	// Rules are the rules' counters by rule id.
+	Rules map[string]Counter
+	// Spoofed are the packets dropped by the anti-spoofing stage, by the
+	// interfaces that own the forged source (SpoofCounter.Interface).
+	Spoofed map[string]Counter
+	// RateDropped are the packets rate_limit rules dropped (over the
+	// rate, or the meter full), by rule id.
+	RateDropped map[string]Counter
+}
+
 // Counters reads every rule's counter from the kernel, by rule id.
 func (t *Table) Counters() (map[string]Counter, error) {
+	cs, err := t.ReadCounts()
+	return cs.Rules, err
+}
+
+// ReadCounts reads every counter of the table from the kernel in one dump.
+func (t *Table) ReadCounts() (Counts, error) {
 	t.mu.Lock()
 	p := t.applied
 	t.mu.Unlock()
+	out := Counts{Rules: map[string]Counter{}, Spoofed: map[string]Counter{}, RateDropped: map[string]Counter{}}
 	if p == nil {
-		return map[string]Counter{}, nil
+		return out, nil
 	}
-	byName := make(map[string]string, len(p.Rules))
+	type dest struct {
+		m   map[string]Counter
+		key string
+	}
+	byName := make(map[string]dest, len(p.Rules)+len(p.Spoof))
 	for _, r := range p.Rules {
-		byName[r.Counter] = r.ID
+		byName[r.Counter] = dest{out.Rules, r.ID}
+		if r.Action == "rate_limit" {
+			byName[rateDropCounter(r.Counter)] = dest{out.RateDropped, r.ID}
+		}
+	}
+	for _, sc := range p.Spoof {
+		byName[sc.Counter] = dest{out.Spoofed, sc.Interface}
 	}
 	c, err := nftables.New()
 	if err != nil {
-		return nil, fmt.Errorf("firewall: netlink: %w", err)
+		return out, fmt.Errorf("firewall: netlink: %w", err)
 	}
 	objs, err := c.GetObjects(table())
 	if err != nil {
-		return nil, fmt.Errorf("firewall: read counters: %w", err)
+		return out, fmt.Errorf("firewall: read counters: %w", err)
 	}
-	out := make(map[string]Counter, len(p.Rules))
 	for _, o := range objs {
 		if co, ok := o.(*nftables.CounterObj); ok {
-			if id, ok := byName[co.Name]; ok {
-				out[id] = Counter{Packets: co.Packets, Bytes: co.Bytes}
+			if d, ok := byName[co.Name]; ok {
+				d.m[d.key] = Counter{Packets: co.Packets, Bytes: co.Bytes}
 			}
 		}
 	}

@@ -37,7 +37,16 @@ type Options struct {
 	// Started, if set, is called once every subsystem is up, with the admin
 	// listener's address.
 	Started func(adminAddr string)
+	// Fallback, when not empty, is why the configuration could not run:
+	// the gateway runs the built-in default (ConfigPath must be empty)
+	// without its WireGuard tunnel, with forwarding kept off and a
+	// firewall that drops every forwarded packet, its admin listener on
+	// loopback, and says why in the log and at /readyz (not ready).
+	Fallback string
 }
+
+// fallbackAdmin is the fallback's admin listener: local only.
+const fallbackAdmin = "127.0.0.1:9100"
 
 // Gateway is one running edgegw.
 type Gateway struct {
@@ -71,9 +80,18 @@ func Load(path string) (*config.Config, error) {
 // then shuts down cleanly. A configuration error is returned before anything
 // in the kernel changes.
 func Run(ctx context.Context, opts Options) error {
+	if opts.Fallback != "" && opts.ConfigPath != "" {
+		return fmt.Errorf("the fallback runs the built-in default configuration, not %s", opts.ConfigPath)
+	}
 	cfg, err := Load(opts.ConfigPath)
 	if err != nil {
 		return err
+	}
+	if opts.Fallback != "" {
+		// Local management only, and no tunnel: with forwarding off a
+		// tunnel could reach nothing but the gateway itself.
+		cfg.Admin.Listen = fallbackAdmin
+		cfg.Tunnels.WireGuard = nil
 	}
 	out := opts.LogOutput
 	if out == nil {
@@ -95,6 +113,10 @@ func Run(ctx context.Context, opts Options) error {
 
 func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	g.log.Info("starting edgegw", "version", g.opts.Version, "config", cfg.File, "appliance", cfg.Appliance.Name)
+	if g.opts.Fallback != "" {
+		g.log.Error("FALLBACK: running the built-in default configuration with forwarding off (admin on "+fallbackAdmin+")",
+			"reason", g.opts.Fallback)
+	}
 	if err := os.MkdirAll(cfg.Appliance.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
@@ -102,6 +124,19 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	// table and routes as if they were a crash's leftovers.
 	if err := admin.Busy(cfg.Admin.Socket); err != nil {
 		return err
+	}
+	// Nothing is forwarded until this run's ruleset is in the kernel: a
+	// leftover table (kept until the new one replaces it in one batch)
+	// may be an older configuration's.
+	if wasOn, err := setForwarding(false); err != nil {
+		return fmt.Errorf("turn forwarding off until the firewall is applied: %w", err)
+	} else if wasOn {
+		g.log.Info("forwarding off until this run's firewall is applied")
+	}
+	rp := &rpFilter{}
+	defer rp.restore()
+	if err := rp.defaults(); err != nil {
+		return fmt.Errorf("reverse-path filtering: %w", err)
 	}
 	if err := removeLeftovers(g.log); err != nil {
 		return fmt.Errorf("remove leftovers of an earlier run: %w", err)
@@ -115,7 +150,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	devs := newDevices()
 	local := newLocal()
 	devicesAPI := &swapHandler{none: "No device registry runs: configure tunnels.wireguard with identity or enrollment."}
-	fw := &fwPart{log: g.log, metrics: g.metrics, devs: devs}
+	fw := &fwPart{log: g.log, metrics: g.metrics, devs: devs, denyForward: g.opts.Fallback != ""}
 	nf := &netflowPart{log: g.log, metrics: g.metrics, sink: sink, fw: fw, ids: &peerIdentities{devs: devs}}
 	fw.samplerBound = nf.bound.Load
 	wg := &wgPart{log: g.log, metrics: g.metrics, devs: devs}
@@ -134,20 +169,26 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }},
 	}
 	defer g.closeParts()
+	// Runs before closeParts (last in, first out): forwarding stops
+	// before the firewall's table goes.
+	defer g.stopForwarding()
 	for _, p := range g.parts {
 		if err := p.apply(pctx, nil, cfg); err != nil {
 			return fmt.Errorf("%s: %w", p.name(), err)
 		}
 	}
 	devs.markApplied(devs.load()) // the parts started from it
-	// Forward only once the firewall and its sampler are in place, and stop
-	// before they go (defers run last in, first out): no packet crosses
-	// edgegw unfiltered or without its sample.
-	restoreForwarding, err := forwarding()
-	if err != nil {
-		return err
+	if err := rp.strict(strictRPInterfaces(cfg, fw.wan)); err != nil {
+		return fmt.Errorf("reverse-path filtering: %w", err)
 	}
-	defer restoreForwarding()
+	// Forward only once the firewall and its sampler are in place, and stop
+	// before they go (stopForwarding): no packet crosses edgegw unfiltered
+	// or without its sample. The fallback never forwards.
+	if g.opts.Fallback == "" {
+		if _, err := setForwarding(true); err != nil {
+			return fmt.Errorf("turn forwarding on: %w", err)
+		}
+	}
 	g.cfg = cfg
 	g.logPending(cfg)
 
@@ -244,6 +285,28 @@ func (g *Gateway) recordSeen(ctx context.Context, snap *identity.Snapshot, wg *w
 	return now
 }
 
+// stopForwarding turns forwarding off at exit, before the parts close.
+// edgegw owns forwarding: it stays off until the next edgegw has its
+// ruleset in the kernel.
+func (g *Gateway) stopForwarding() {
+	if _, err := setForwarding(false); err != nil {
+		g.log.Error("turn forwarding off", "err", err)
+		return
+	}
+	g.log.Info("forwarding off, and left off: it is on only while edgegw runs with its ruleset in the kernel")
+}
+
+// strictRPInterfaces are the interfaces that get strict reverse-path
+// filtering (rpFilter): the WireGuard interface, the LAN and the WAN.
+func strictRPInterfaces(cfg *config.Config, wan string) []string {
+	var out []string
+	if wg := cfg.Tunnels.WireGuard; wg != nil {
+		out = append(out, wg.Interface)
+	}
+	out = append(out, cfg.Interfaces.LAN...)
+	return append(out, wan)
+}
+
 // closeParts stops every part in reverse start order.
 func (g *Gateway) closeParts() {
 	g.mu.Lock()
@@ -273,6 +336,9 @@ func (g *Gateway) notReady() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var r []string
+	if g.opts.Fallback != "" {
+		r = append(r, "fallback: the built-in default runs with forwarding off because "+g.opts.Fallback)
+	}
 	for _, p := range g.parts {
 		if err := p.ready(); err != nil {
 			r = append(r, err.Error())

@@ -10,28 +10,23 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/tunnel"
 )
 
 // removeLeftovers deletes kernel state a previous edgegw left behind when it
-// did not exit cleanly: its nftables table and every route stamped with
-// edgegw's route protocol. TUN devices need no sweep: the kernel deletes a
+// did not exit cleanly: every route stamped with edgegw's route protocol.
+// Its nftables table stays: the leftover ruleset keeps filtering until
+// the firewall part replaces it in one netlink batch (firewall.Table.Apply
+// deletes and adds the table in one transaction), so no packet ever meets
+// an empty table. TUN devices need no sweep: the kernel deletes a
 // non-persistent TUN device (and its routes) when its last file descriptor
 // closes, which a crash does.
 func removeLeftovers(log *slog.Logger) error {
-	var errs []error
-	if err := firewall.RemoveTable(); err != nil {
-		errs = append(errs, err)
-	}
 	n, err := removeRoutes()
-	if err != nil {
-		errs = append(errs, err)
-	}
 	if n > 0 {
 		log.Info("removed routes left by an earlier run", "count", n)
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // removeRoutes deletes every route with edgegw's protocol, in every table.
@@ -53,30 +48,103 @@ func removeRoutes() (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// forwarding turns on IPv4 and IPv6 forwarding and returns a function that
-// restores the values found, so that a clean exit leaves the host as it was.
-func forwarding() (restore func(), err error) {
-	keys := []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"}
-	old := map[string]string{}
-	for _, k := range keys {
+// forwardingKeys are the sysctls that make the host a router; edgegw owns
+// them: they are on only while a running edgegw has its ruleset in the
+// kernel.
+var forwardingKeys = []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"}
+
+// setForwarding writes on (1) or off (0) to every forwarding sysctl and
+// reports whether any was on before. A host without IPv6 has no IPv6 key.
+func setForwarding(on bool) (wasOn bool, err error) {
+	v := "0\n"
+	if on {
+		v = "1\n"
+	}
+	var errs []error
+	for _, k := range forwardingKeys {
 		p := "/proc/sys/" + k
 		b, err := os.ReadFile(p)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) && strings.Contains(k, "ipv6") {
 				continue // IPv6 disabled on this host
 			}
-			return func() {}, fmt.Errorf("read %s: %w", p, err)
+			errs = append(errs, fmt.Errorf("read %s: %w", p, err))
+			continue
 		}
-		old[p] = strings.TrimSpace(string(b))
-		if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
-			return func() {}, fmt.Errorf("enable forwarding (%s): %w", p, err)
+		if strings.TrimSpace(string(b)) != "0" {
+			wasOn = true
+		}
+		if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("set %s to %s: %w", p, strings.TrimSpace(v), err))
 		}
 	}
-	return func() {
-		for p, v := range old {
-			os.WriteFile(p, []byte(v+"\n"), 0o644)
+	return wasOn, errors.Join(errs...)
+}
+
+// rpFilter sets reverse-path filtering for edgegw's interfaces and
+// remembers the values it found, to put them back at exit:
+//
+//   - conf/default 2 (loose) before any part starts, for the interfaces
+//     edgegw makes later (GRE, xfrm and charon's ipsecN devices), where
+//     multipath and backup tunnels make replies arrive through another
+//     tunnel than the route names;
+//   - conf/all 1, so that the per-interface values decide: the kernel
+//     uses the larger of conf/all and the interface's own, and the
+//     appliance boots with 2 everywhere, which would make every interface
+//     loose;
+//   - strict (1) on the WireGuard interface, the LAN and the WAN once they
+//     exist (strict), where the route back to a source is the interface
+//     it came from.
+//
+// Anti-spoofing does not depend on it: the firewall drops forged tunnel
+// sources in prerouting, before the routing decision that applies
+// rp_filter.
+type rpFilter struct {
+	old map[string]string // sysctl path → the value found
+}
+
+// defaults sets conf/default and conf/all.
+func (r *rpFilter) defaults() error {
+	return errors.Join(r.set("default", "2"), r.set("all", "1"))
+}
+
+// strict makes the interfaces strict; those that do not exist are skipped.
+func (r *rpFilter) strict(ifcs []string) error {
+	var errs []error
+	for _, ifc := range ifcs {
+		if ifc != "" && ifc != "." && ifc != ".." && !strings.Contains(ifc, "/") {
+			errs = append(errs, r.set(ifc, "1"))
 		}
-	}, nil
+	}
+	return errors.Join(errs...)
+}
+
+func (r *rpFilter) set(ifc, v string) error {
+	p := "/proc/sys/net/ipv4/conf/" + ifc + "/rp_filter"
+	b, err := os.ReadFile(p)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) && ifc != "all" && ifc != "default" {
+			return nil
+		}
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	if r.old == nil {
+		r.old = map[string]string{}
+	}
+	if _, ok := r.old[p]; !ok {
+		r.old[p] = strings.TrimSpace(string(b))
+	}
+	if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
+		return fmt.Errorf("set %s to %s: %w", p, v, err)
+	}
+	return nil
+}
+
+// restore puts back the values found (of the interfaces that still exist).
+func (r *rpFilter) restore() {
+	for p, v := range r.old {
+		_ = os.WriteFile(p, []byte(v+"\n"), 0o644)
+	}
 }
 
 // defaultRouteInterface names the interface of the IPv4 default route: the

@@ -11,6 +11,7 @@ import (
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/tunnel/ipsec"
 )
 
 // fwPart owns edgegw's nftables table: masquerade on the WAN and the
@@ -28,6 +29,10 @@ type fwPart struct {
 	samplerBound func() bool
 	static       []firewall.Identity // from the configuration
 	ids          []firewall.Identity // in the kernel: static plus enrolled devices
+	// denyForward adds a forward chain that drops everything: the
+	// fallback's table, which must not forward even if forwarding is
+	// turned on behind edgegw's back.
+	denyForward bool
 }
 
 func (p *fwPart) name() string { return "firewall" }
@@ -104,6 +109,57 @@ func (p *fwPart) enableSampling(cfg *config.Config) error {
 	return p.replace(cfg, p.static, p.ids)
 }
 
+// tunnelSources are the source addresses each tunnel interface owns, for
+// the firewall's anti-spoofing stage: the WireGuard prefix and every static
+// peer's allowed IPs (enrolled devices get addresses from the prefix) on
+// the WireGuard interface; each GRE and IPsec tunnel's own subnet and the
+// prefixes routed through it on the tunnel's interface. IPsec tunnels have
+// an xfrm interface of their own name with kernel ESP; with charon's
+// kernel-libipsec they share one TUN device, ipsecN, whatever its number.
+func tunnelSources(cfg *config.Config) []firewall.TunnelSources {
+	var ts []firewall.TunnelSources
+	if wg := cfg.Tunnels.WireGuard; wg != nil {
+		t := firewall.TunnelSources{Interface: wg.Interface, Prefixes: []netip.Prefix{wg.Address.Masked()}}
+		for _, peer := range wg.Peers {
+			t.Prefixes = append(t.Prefixes, peer.AllowedIPs...)
+		}
+		ts = append(ts, t)
+	}
+	routed := func(name string) []netip.Prefix {
+		var ps []netip.Prefix
+		for _, r := range cfg.Routes {
+			if r.Via == name {
+				ps = append(ps, r.Prefix)
+			}
+		}
+		return ps
+	}
+	for _, g := range cfg.Tunnels.GRE {
+		ts = append(ts, firewall.TunnelSources{Interface: g.Name,
+			Prefixes: append([]netip.Prefix{g.Address.Masked()}, routed(g.Name)...)})
+	}
+	kernelESP := len(cfg.Tunnels.IPsec) > 0 && ipsec.DefaultBackend() == ipsec.BackendKernel
+	for _, c := range cfg.Tunnels.IPsec {
+		ifc := c.Name
+		if !kernelESP {
+			ifc = "ipsec*"
+		}
+		ts = append(ts, firewall.TunnelSources{Interface: ifc,
+			Prefixes: append([]netip.Prefix{c.Address.Masked()}, routed(c.Name)...)})
+	}
+	return ts
+}
+
+// identityInterface is where identities arrive: the WireGuard interface.
+// Without WireGuard there is no identity; a name no interface has keeps
+// identity sets empty.
+func identityInterface(cfg *config.Config) string {
+	if wg := cfg.Tunnels.WireGuard; wg != nil {
+		return wg.Interface
+	}
+	return "-"
+}
+
 // clamps lowers the MSS of TCP through every GRE tunnel to what fits its
 // MTU (1436 for the default 1476).
 func clamps(cfg *config.Config) []firewall.Clamp {
@@ -120,7 +176,8 @@ func (p *fwPart) apply(ctx context.Context, prev, next *config.Config) error {
 	if p.table != nil && prev != nil && prev.Interfaces.WAN == next.Interfaces.WAN &&
 		slices.Equal(prev.Interfaces.LAN, next.Interfaces.LAN) &&
 		p.sampling(prev) == p.sampling(next) &&
-		reflect.DeepEqual(clamps(prev), clamps(next)) {
+		reflect.DeepEqual(clamps(prev), clamps(next)) &&
+		reflect.DeepEqual(tunnelSources(prev), tunnelSources(next)) {
 		done, err := p.updateInPlace(prev, next, ids)
 		if done && err == nil {
 			p.static = static
@@ -158,6 +215,11 @@ func (p *fwPart) replace(next *config.Config, static, ids []firewall.Identity) e
 		Rules:    rs,
 		Clamp:    clamps(next),
 		Sampling: smp,
+		Tunnels:  tunnelSources(next),
+		// Identities come from WireGuard peers and enrolled devices:
+		// they hold only for packets that came through WireGuard.
+		IdentityInterface: identityInterface(next),
+		DenyForward:       p.denyForward,
 	})
 	if p.table == nil {
 		p.table = firewall.New(p.log)

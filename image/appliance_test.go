@@ -120,8 +120,11 @@ func TestAppliance(t *testing.T) {
 		if got := vm.ssh(t, "systemctl is-active edgegw.service systemd-modules-load.service systemd-sysctl.service"); strings.Count(got, "active") != 3 || strings.Contains(got, "inactive") {
 			t.Errorf("units: %s", got)
 		}
-		if got := vm.ssh(t, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.rp_filter"); strings.Fields(got)[0] != "1" || strings.Fields(got)[1] != "2" {
-			t.Errorf("forwarding, rp_filter = %q, want 1 2", got)
+		// The box boots with forwarding off; the running edgegw turns it on
+		// (its ruleset is in) and sets conf/all rp_filter to 1 (strict
+		// WireGuard, LAN and WAN; loose tunnels).
+		if got := vm.ssh(t, "sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.rp_filter; grep -c '^net.ipv4.ip_forward = 0$' /etc/sysctl.d/90-edgegw.conf"); strings.Join(strings.Fields(got), " ") != "1 1 1" {
+			t.Errorf("forwarding, rp_filter, boot file with forwarding off = %q, want 1 1 1", got)
 		}
 		if got := vm.ssh(t, "findmnt -no FSTYPE,OPTIONS /"); !strings.HasPrefix(got, "squashfs") || !strings.Contains(got, "ro") {
 			t.Errorf("root: %s, want a read-only squashfs", got)
@@ -143,13 +146,14 @@ func TestAppliance(t *testing.T) {
 	})
 
 	t.Run("BadConfig", func(t *testing.T) {
-		// An invalid configuration: edgegw falls back to its default, the
-		// admin port answers on loopback, the errors are on the console.
+		// An invalid configuration: edgegw falls back to its default with
+		// forwarding off; the admin port answers on loopback, /readyz says
+		// not ready (503, the fallback), the errors are on the console.
 		vm.ssh(t, "cp /etc/edgegw/edgegw.yaml /data/good.yaml && printf 'admin:\\n  listen: nonsense\\nbogus_key: 1\\n' > /etc/edgegw/edgegw.yaml && systemctl restart edgegw")
 		deadline := time.Now().Add(60 * time.Second)
 		for {
 			out, err := vm.trySSH("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9100/readyz; cat /run/edgegw/fallback")
-			if err == nil && strings.HasPrefix(out, "200") && strings.Contains(out, "bogus_key") {
+			if err == nil && strings.HasPrefix(out, "503") && strings.Contains(out, "bogus_key") {
 				t.Logf("fallback: %s", out)
 				break
 			}

@@ -58,6 +58,7 @@ const usage = `edgegw: a Zero Trust edge gateway.
 
 Usage:
   edgegw run [--config FILE]            run the gateway (no file: the built-in default)
+  edgegw run --fallback REASON          the built-in default, forwarding off, admin on loopback
   edgegw check --config FILE [--skip-files]
                                         validate a configuration and print every problem
   edgegw peer config NAME --endpoint HOST:PORT [--config FILE] [--private-key-file FILE]
@@ -84,7 +85,9 @@ The commands that talk to a running gateway use its admin socket
 listener with --admin https://GATEWAY:9100 --token-file FILE [--ca-file FILE].
 
 Signals to "run": SIGHUP reloads the configuration; SIGINT and SIGTERM stop
-the gateway and remove every interface, route and nftables table it made.
+the gateway, turn forwarding off and remove every interface, route and
+nftables table it made. Forwarding is on only while edgegw runs with its
+ruleset in the kernel.
 
 Run "edgegw COMMAND --help" for a command's flags.
 `
@@ -198,14 +201,26 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func cmdRun(args []string, stderr io.Writer) error {
-	fs := newFlags("run", "edgegw run [--config FILE]", stderr)
+	fs := newFlags("run", "edgegw run [--config FILE | --fallback REASON]", stderr)
 	cfgPath := fs.String("config", "", "configuration `file` (default: the built-in default)")
+	fallback := fs.String("fallback", "", "run the built-in default with forwarding off and the admin listener on loopback, because of `REASON` (shown in the log and at /readyz)")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) > 0 {
 		fmt.Fprintf(stderr, "edgegw run: unexpected argument %q\n", pos[0])
+		return errUsage
+	}
+	// --fallback "" still falls back: an empty reason must never turn the
+	// permissive default into a forwarding gateway.
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "fallback" && strings.TrimSpace(*fallback) == "" {
+			*fallback = "(no reason given)"
+		}
+	})
+	if *fallback != "" && *cfgPath != "" {
+		fmt.Fprintln(stderr, "edgegw run: --fallback runs the built-in default; it takes no --config")
 		return errUsage
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -224,6 +239,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}()
 	return gateway.Run(ctx, gateway.Options{
 		ConfigPath: *cfgPath,
+		Fallback:   strings.TrimSpace(*fallback),
 		Version:    buildVersion(),
 		Reload:     reload,
 		LogOutput:  stderr,
