@@ -30,7 +30,11 @@ const (
 	globalRate    = 1000 // lookups per second, all sources: a tenth of a core
 	globalBurst   = 1000
 	loadThreshold = 250 // lookups wanted per second that put the device under load
-	underLoadFor  = time.Second
+	// underLoadFor is how long load lasts after the last second that
+	// reached the threshold: long enough that a flood that varies (or an
+	// attacker who pulses, to get the threshold's worth of lookups each
+	// time load ends) does not get in and out of it every second.
+	underLoadFor = 5 * time.Second
 	// Sources are remembered in two generations of a table: a source not
 	// seen for one to two periods is forgotten, which loses nothing once
 	// the period is longer than a bucket takes to refill (sourceBurst /
