@@ -76,7 +76,12 @@ func TestParseEchoReply(t *testing.T) {
 	if other.id != c.id && other.handle(good) {
 		t.Error("another checker's identifier consumed")
 	}
-	spoofed := edit(func(p []byte) []byte { p[15] = 9; binary.BigEndian.PutUint16(p[10:], 0); binary.BigEndian.PutUint16(p[10:], checksum(p[:20])); return p })
+	spoofed := edit(func(p []byte) []byte {
+		p[15] = 9
+		binary.BigEndian.PutUint16(p[10:], 0)
+		binary.BigEndian.PutUint16(p[10:], checksum(p[:20]))
+		return p
+	})
 	if c.handle(spoofed) {
 		t.Error("a reply from another source consumed")
 	}
