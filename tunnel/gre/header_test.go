@@ -345,6 +345,8 @@ func FuzzReceive(f *testing.F) {
 	c := cfg("a", "192.0.2.1", "192.0.2.2", "10.200.1.0/31")
 	c.Key = u32(1)
 	f.Add(encapsulate(fakeTunnel(c), innerPacket("seed")))
+	c.Sequence = true
+	f.Add(encapsulate(fakeTunnel(c), innerPacket("seed")))
 	f.Fuzz(func(t *testing.T, d []byte) {
 		b := cfg("b", "192.0.2.2", "192.0.2.1", "10.200.1.1/31")
 		b.Key = u32(1)
@@ -356,6 +358,21 @@ func FuzzReceive(f *testing.F) {
 			p := tb.rx[0][tunOffset:]
 			if !validInner(ProtoIPv4, p) && !validInner(ProtoIPv6, p) {
 				t.Fatalf("queued invalid packet % x", p)
+			}
+		}
+		// A tunnel that requires sequence numbers queues only packets
+		// that carry one.
+		b.Sequence = true
+		ts := fakeTunnel(b)
+		eps := fakeEndpoint(ts)
+		copy(buf, d)
+		if eps.receive(eps.dmx.Load(), buf) != nil {
+			o, err := parseIPv4(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h, _, err := Parse(o.payload); err != nil || !h.HasSequence {
+				t.Fatalf("queued a packet without a sequence number: %+v %v", h, err)
 			}
 		}
 	})
