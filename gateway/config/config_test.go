@@ -75,7 +75,7 @@ func TestDefault(t *testing.T) {
 func TestSecretPermissions(t *testing.T) {
 	dir := t.TempDir()
 	psk := filepath.Join(dir, "psk")
-	if err := os.WriteFile(psk, []byte("x\n"), 0o644); err != nil {
+	if err := os.WriteFile(psk, []byte("a key of twenty characters\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	src := `
@@ -95,6 +95,13 @@ tunnels:
 	os.Chmod(psk, 0o600)
 	if _, err := Parse("t.yaml", []byte(src), Options{}); err != nil {
 		t.Fatalf("0600 secret rejected: %v", err)
+	}
+	// A PSK shorter than 20 characters is refused at its field, with why.
+	os.WriteFile(psk, []byte("short\n"), 0o600)
+	_, err = Parse("t.yaml", []byte(src), Options{})
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:8:17: tunnels.ipsec[0].psk_file: tunnel \"b1\": the pre-shared key in "+psk+
+		" is 5 characters long, the minimum is 20: anyone who captures one IKEv2 exchange can guess a short key offline") {
+		t.Fatalf("short PSK: got %v", err)
 	}
 	os.Truncate(psk, 0)
 	_, err = Parse("t.yaml", []byte(src), Options{})

@@ -17,6 +17,11 @@ type (
 	validator interface {
 		Validate(report func(field, msg string))
 	}
+	// fileChecker checks what is inside the files a section names (a
+	// PSK's length, say); it runs with the file checks, after them.
+	fileChecker interface {
+		CheckFiles(report func(field, msg string))
+	}
 )
 
 // walk visits every struct reachable from v, parents before children, with
@@ -111,6 +116,9 @@ func (d *decoder) checkFiles(root reflect.Value) {
 			if msg := checkFile(fv.String(), f.file == "secret"); msg != "" {
 				d.report(p, msg)
 			}
+		}
+		if fc, ok := v.Addr().Interface().(fileChecker); ok {
+			fc.CheckFiles(func(field, msg string) { d.report(join(path, field), msg) })
 		}
 	})
 }

@@ -35,13 +35,16 @@ import (
 
 // Config is one GRE tunnel, shaped like a Magic WAN GRE tunnel object.
 type Config struct {
-	Name        string             `yaml:"name"`
-	Local       netip.Addr         `yaml:"local"`  // this appliance's public address
-	Remote      netip.Addr         `yaml:"remote"` // the branch router
-	Address     netip.Prefix       `yaml:"address"`
-	MTU         int                `yaml:"mtu"` // default 1476: 1500 minus 24 bytes of GRE over IPv4
-	TTL         int                `yaml:"ttl"` // default 64
-	Key         *uint32            `yaml:"key"`
+	Name    string       `yaml:"name"`
+	Local   netip.Addr   `yaml:"local"`  // this appliance's public address
+	Remote  netip.Addr   `yaml:"remote"` // the branch router
+	Address netip.Prefix `yaml:"address"`
+	MTU     int          `yaml:"mtu"` // default 1476: 1500 minus 24 bytes of GRE over IPv4
+	TTL     int          `yaml:"ttl"` // default 64
+	Key     *uint32      `yaml:"key"`
+	// Sequence sends RFC 2890 sequence numbers and requires them on what
+	// arrives: packets without one, replayed or too late are dropped and
+	// counted. Off by default, as in Magic WAN.
 	Sequence    bool               `yaml:"sequence"`
 	HealthCheck tunnel.HealthCheck `yaml:"health_check"`
 }

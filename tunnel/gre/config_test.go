@@ -64,7 +64,9 @@ func TestMetricsLint(t *testing.T) {
 # HELP edgegw_gre_dropped_packets_total ` + tunnelDropHelp + `
 # TYPE edgegw_gre_dropped_packets_total counter
 edgegw_gre_dropped_packets_total{reason="invalid_inner_packet",tunnel="nyc"} 0
+edgegw_gre_dropped_packets_total{reason="missing_sequence",tunnel="nyc"} 0
 edgegw_gre_dropped_packets_total{reason="out_of_order",tunnel="nyc"} 0
+edgegw_gre_dropped_packets_total{reason="replayed",tunnel="nyc"} 0
 edgegw_gre_dropped_packets_total{reason="send_error",tunnel="nyc"} 0
 edgegw_gre_dropped_packets_total{reason="too_many_segments",tunnel="nyc"} 0
 edgegw_gre_dropped_packets_total{reason="tun_write_error",tunnel="nyc"} 0

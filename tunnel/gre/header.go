@@ -202,3 +202,57 @@ func parseIPv4(b []byte) (outer, error) {
 	o.payload = b[ihl:total]
 	return o, nil
 }
+
+// seqWindowSize is how far behind the newest sequence number a packet may
+// arrive and still be accepted (once): enough for the reordering of
+// multipath routes on the way, small enough that a replayed packet is
+// refused.
+const seqWindowSize = 64
+
+// seqWindow is a receiver's record of the RFC 2890 sequence numbers it has
+// accepted: the newest, and which of the seqWindowSize before it arrived.
+// RFC 2890 (section 2.2) lets a receiver drop out-of-order packets or
+// hold them; this accepts each number once as long as it is within the
+// window, as IPsec's anti-replay window does (RFC 4303 section 3.4.3).
+type seqWindow struct {
+	top   uint32 // the newest accepted
+	seen  uint64 // bit i: top-i was accepted
+	valid bool   // something was accepted
+}
+
+// seqVerdict is what a window says of a sequence number.
+type seqVerdict int
+
+const (
+	seqAccept   seqVerdict = iota
+	seqTooOld              // seqWindowSize or more behind the newest
+	seqReplayed            // within the window, but accepted before
+)
+
+// check records seq if the window accepts it and says why not otherwise.
+// Numbers compare in serial number arithmetic (RFC 1982), so the counter
+// wraps around.
+func (w *seqWindow) check(seq uint32) seqVerdict {
+	if !w.valid {
+		w.top, w.seen, w.valid = seq, 1, true
+		return seqAccept
+	}
+	if seqAfter(seq, w.top) {
+		if d := seq - w.top; d < seqWindowSize {
+			w.seen = w.seen<<d | 1
+		} else {
+			w.seen = 1
+		}
+		w.top = seq
+		return seqAccept
+	}
+	back := w.top - seq
+	switch {
+	case back >= seqWindowSize:
+		return seqTooOld
+	case w.seen&(1<<back) != 0:
+		return seqReplayed
+	}
+	w.seen |= 1 << back
+	return seqAccept
+}

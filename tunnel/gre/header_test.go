@@ -93,6 +93,79 @@ func TestSeqAfter(t *testing.T) {
 	}
 }
 
+// TestSeqWindow walks the receive window through reordering, replays,
+// late packets, large jumps and the counter's wrap.
+func TestSeqWindow(t *testing.T) {
+	type step struct {
+		seq  uint32
+		want seqVerdict
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+	}{
+		{"in order", []step{{1, seqAccept}, {2, seqAccept}, {3, seqAccept}}},
+		{"first number is anything", []step{{0xdeadbeef, seqAccept}, {0xdeadbef0, seqAccept}}},
+		{"duplicate of the newest", []step{{7, seqAccept}, {7, seqReplayed}}},
+		{"reordered within the window", []step{{10, seqAccept}, {12, seqAccept}, {11, seqAccept}, {11, seqReplayed}, {12, seqReplayed}, {10, seqReplayed}}},
+		{"63 behind is the edge", []step{{100, seqAccept}, {37, seqAccept}, {37, seqReplayed}, {36, seqTooOld}}},
+		{"far behind", []step{{100, seqAccept}, {1, seqTooOld}}},
+		{"jump past the window forgets it", []step{{100, seqAccept}, {99, seqAccept}, {300, seqAccept}, {299, seqAccept}, {100, seqTooOld}, {237, seqAccept}, {236, seqTooOld}}},
+		{"wraps", []step{{0xfffffffe, seqAccept}, {1, seqAccept}, {0xffffffff, seqAccept}, {0, seqAccept}, {0xfffffffe, seqReplayed}, {0xffffffff, seqReplayed}}},
+		{"half the space ahead is behind", []step{{5, seqAccept}, {5 + 1<<31, seqTooOld}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w seqWindow
+			for i, s := range tc.steps {
+				if got := w.check(s.seq); got != s.want {
+					t.Fatalf("step %d: check(%d) = %d, want %d", i, s.seq, got, s.want)
+				}
+			}
+		})
+	}
+}
+
+// FuzzSeqWindow compares the window with a plain model: the newest
+// accepted number and the set of accepted numbers fewer than 64 behind
+// it. A number is accepted iff it is newer than the newest, or fewer than
+// 64 behind it and not in the set. (Forward steps can go round the 32-bit
+// space: what fell out of the window is forgotten, in both.)
+func FuzzSeqWindow(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 5, 0, 0, 0, 5, 0, 0, 0, 4})
+	f.Add([]byte{0xff, 0xff, 0xff, 0xfe, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{0, 0, 1, 0, 0, 0, 0, 0xc0, 0, 0, 0, 0xbf})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var w seqWindow
+		seen := map[uint32]bool{}
+		var top uint32
+		for i := 0; i+4 <= len(b); i += 4 {
+			s := binary.BigEndian.Uint32(b[i:])
+			want := seqAccept
+			switch {
+			case len(seen) == 0 || seqAfter(s, top):
+			case top-s >= seqWindowSize:
+				want = seqTooOld
+			case seen[s]:
+				want = seqReplayed
+			}
+			if got := w.check(s); got != want {
+				t.Fatalf("check(%d) after top %d = %d, want %d", s, top, got, want)
+			}
+			if want == seqAccept {
+				if len(seen) == 0 || seqAfter(s, top) {
+					top = s
+				}
+				seen[s] = true
+				for old := range seen {
+					if top-old >= seqWindowSize {
+						delete(seen, old)
+					}
+				}
+			}
+		}
+	})
+}
+
 // fakeTunnel builds a tunnel without a device, enough for the packet path.
 func fakeTunnel(c Config) *Tunnel {
 	c.SetDefaults()
@@ -192,21 +265,46 @@ func TestDrops(t *testing.T) {
 	if send(good, func(d []byte) []byte { return d[:12] }) != nil {
 		t.Error("truncated IPv4 accepted")
 	}
-	// Sequence: 5 then 5 again (replay) then 4 (late), then 6.
+	// Sequence: 5, then 5 again (replayed), 4 (late but within the
+	// window: accepted once), 4 again (replayed), 6, then 6-64 (too old,
+	// wrapped below zero)
+	// and a packet without a sequence number.
 	seq := func(n uint32) func([]byte) []byte {
 		return func(d []byte) []byte { binary.BigEndian.PutUint32(d[20+8:], n); return d }
 	}
-	if send(good, seq(5)) != tb || send(good, seq(5)) != nil || send(good, seq(4)) != nil {
-		t.Error("sequence: replay or late packet accepted")
+	noSeq := good
+	noSeq.Sequence = false
+	if send(good, seq(5)) != tb || send(good, seq(5)) != nil {
+		t.Error("sequence: replay accepted")
 	}
-	// The first accepted packet queued the tunnel; later ones append.
-	if send(good, seq(6)) != tb || len(tb.rx) != 2 {
-		t.Errorf("sequence 6 not queued: %d queued", len(tb.rx))
+	if send(good, seq(4)) != tb || send(good, seq(4)) != nil {
+		t.Error("sequence: reordered packet refused, or accepted twice")
 	}
-	wantT := map[string]uint64{"wrong_key": 2, "out_of_order": 2, "invalid_inner_packet": 1}
+	if send(good, seq(6)) != tb || send(good, seq(^uint32(0)-57)) != nil {
+		t.Error("sequence: 6 refused or a packet 64 behind accepted")
+	}
+	if send(noSeq, nil) != nil {
+		t.Error("packet without a sequence number accepted")
+	}
+	if len(tb.rx) != 3 {
+		t.Errorf("%d packets queued, want 3", len(tb.rx))
+	}
+	wantT := map[string]uint64{"wrong_key": 2, "out_of_order": 1, "replayed": 2, "missing_sequence": 1, "invalid_inner_packet": 1}
 	for r, n := range tb.Status().Drops {
 		if n != wantT[r] {
 			t.Errorf("tunnel drops %s = %d, want %d", r, n, wantT[r])
+		}
+	}
+	// Without sequence: true, numbers are ignored, and their absence too.
+	free := cfg("c", "192.0.2.2", "192.0.2.3", "10.200.1.3/31")
+	tc := fakeTunnel(free)
+	epc := fakeEndpoint(tc)
+	from := cfg("d", "192.0.2.3", "192.0.2.2", "10.200.1.2/31")
+	withSeq := from
+	withSeq.Sequence = true
+	for i, c := range []Config{from, withSeq, withSeq, from} {
+		if epc.receive(epc.dmx.Load(), encapsulate(fakeTunnel(c), inner)) != tc {
+			t.Errorf("tunnel without sequence: packet %d refused", i)
 		}
 	}
 	wantE := map[string]uint64{"truncated": 2, "malformed": 1, "unknown_source": 1}
@@ -247,6 +345,8 @@ func FuzzReceive(f *testing.F) {
 	c := cfg("a", "192.0.2.1", "192.0.2.2", "10.200.1.0/31")
 	c.Key = u32(1)
 	f.Add(encapsulate(fakeTunnel(c), innerPacket("seed")))
+	c.Sequence = true
+	f.Add(encapsulate(fakeTunnel(c), innerPacket("seed")))
 	f.Fuzz(func(t *testing.T, d []byte) {
 		b := cfg("b", "192.0.2.2", "192.0.2.1", "10.200.1.1/31")
 		b.Key = u32(1)
@@ -258,6 +358,21 @@ func FuzzReceive(f *testing.F) {
 			p := tb.rx[0][tunOffset:]
 			if !validInner(ProtoIPv4, p) && !validInner(ProtoIPv6, p) {
 				t.Fatalf("queued invalid packet % x", p)
+			}
+		}
+		// A tunnel that requires sequence numbers queues only packets
+		// that carry one.
+		b.Sequence = true
+		ts := fakeTunnel(b)
+		eps := fakeEndpoint(ts)
+		copy(buf, d)
+		if eps.receive(eps.dmx.Load(), buf) != nil {
+			o, err := parseIPv4(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if h, _, err := Parse(o.payload); err != nil || !h.HasSequence {
+				t.Fatalf("queued a packet without a sequence number: %+v %v", h, err)
 			}
 		}
 	})

@@ -9,7 +9,8 @@ import (
 )
 
 const tunnelDropHelp = "GRE packets a tunnel dropped, by reason: wrong_key (from the tunnel's remote with another or no key), " +
-	"out_of_order (sequence number not after the last one, RFC 2890), invalid_inner_packet (payload not a whole IPv4/IPv6 " +
+	"missing_sequence (no sequence number on a tunnel with sequence: true), out_of_order (sequence number 64 or more behind " +
+	"the newest, RFC 2890), replayed (a sequence number already received), invalid_inner_packet (payload not a whole IPv4/IPv6 " +
 	"packet of the announced type), tun_write_error, send_error, too_many_segments (a TSO burst the TUN device could not split). " +
 	"Kernel (ip_gre) tunnels report the interface's counters instead: out_of_order, malformed (bad GRE checksum), rx_errors (other), " +
 	"rx_dropped, tx_errors, tx_dropped."

@@ -69,9 +69,8 @@ type Tunnel struct {
 	probe atomic.Pointer[func([]byte) bool]
 
 	// Owned by the endpoint's reader goroutine.
-	rx         [][]byte
-	rxSeq      uint32
-	rxSeqValid bool
+	rx    [][]byte
+	rxSeq seqWindow
 
 	rxPackets, rxBytes, txPackets, txBytes atomic.Uint64
 	rxCoalesced                            atomic.Uint64 // of rxPackets, GRO super-packets
@@ -86,7 +85,9 @@ type Tunnel struct {
 // Tunnel-level drop reasons, in metric label order.
 const (
 	dropWrongKey = iota
+	dropMissingSequence
 	dropOutOfOrder
+	dropReplayed
 	dropInvalidInner
 	dropTunWrite
 	dropSendError
@@ -94,7 +95,7 @@ const (
 	numTunnelDrops
 )
 
-var tunnelDropNames = [numTunnelDrops]string{"wrong_key", "out_of_order", "invalid_inner_packet", "tun_write_error", "send_error", "too_many_segments"}
+var tunnelDropNames = [numTunnelDrops]string{"wrong_key", "missing_sequence", "out_of_order", "replayed", "invalid_inner_packet", "tun_write_error", "send_error", "too_many_segments"}
 
 // New creates the tunnel's TUN device and brings it up with its address
 // and MTU, in the network namespace of the calling thread, and starts
@@ -376,13 +377,26 @@ func (t *Tunnel) sendLoop() {
 
 // accept checks a decapsulated packet on the receive path and counts it.
 // It reports whether the packet goes to the TUN device.
+//
+// A tunnel that requires sequence numbers (sequence: true) drops packets
+// without one, and packets whose number is seqWindowSize or more behind
+// the newest or was seen before: a replayed packet never reaches the
+// LAN. A tunnel that does not require them ignores them, as Magic WAN
+// does.
 func (t *Tunnel) accept(h *Header, inner []byte) bool {
-	if t.cfg.Sequence && h.HasSequence {
-		if t.rxSeqValid && !seqAfter(h.Sequence, t.rxSeq) {
-			t.drop(dropOutOfOrder)
+	if t.cfg.Sequence {
+		if !h.HasSequence {
+			t.drop(dropMissingSequence)
 			return false
 		}
-		t.rxSeq, t.rxSeqValid = h.Sequence, true
+		switch t.rxSeq.check(h.Sequence) {
+		case seqTooOld:
+			t.drop(dropOutOfOrder)
+			return false
+		case seqReplayed:
+			t.drop(dropReplayed)
+			return false
+		}
 	}
 	if !validInner(h.Proto, inner) {
 		t.drop(dropInvalidInner)

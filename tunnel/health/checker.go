@@ -203,23 +203,50 @@ func (c *Checker) observe(ok bool) {
 // handle runs on the tunnel's receive path: it consumes echo replies from
 // the target to this end carrying our identifier.
 func (c *Checker) handle(p []byte) bool {
-	if len(p) < 20 || p[0]>>4 != 4 || p[9] != 1 {
-		return false
-	}
-	ihl := int(p[0]&0xf) * 4
-	if len(p) < ihl+8 || p[ihl] != 0 || binary.BigEndian.Uint16(p[ihl+4:]) != c.id {
-		return false
-	}
-	src, _ := netip.AddrFromSlice(p[12:16])
-	dst, _ := netip.AddrFromSlice(p[16:20])
-	if src != c.target || dst != c.local {
+	r, ok := parseEchoReply(p)
+	if !ok || r.id != c.id || r.src != c.target || r.dst != c.local {
 		return false
 	}
 	select {
-	case c.replies <- binary.BigEndian.Uint16(p[ihl+6:]):
+	case c.replies <- r.seq:
 	default:
 	}
 	return true
+}
+
+// echoReply is what a health check reads from an ICMP echo reply.
+type echoReply struct {
+	src, dst netip.Addr
+	id, seq  uint16
+}
+
+// parseEchoReply reads p, a packet that arrived through a tunnel (bytes
+// the far end, or anyone able to put packets into the tunnel, chose), as
+// an IPv4 ICMP echo reply. It accepts only a whole, well-formed one: an
+// IPv4 header of at least 20 bytes whose total length fits in p, no
+// fragment (a later fragment's first bytes are payload, not an ICMP
+// header), ICMP type 0 code 0 and a correct ICMP checksum. Bytes past the
+// IP total length (link padding) are ignored.
+func parseEchoReply(p []byte) (echoReply, bool) {
+	if len(p) < 20 || p[0]>>4 != 4 || p[9] != 1 {
+		return echoReply{}, false
+	}
+	ihl := int(p[0]&0xf) * 4
+	total := int(binary.BigEndian.Uint16(p[2:]))
+	if ihl < 20 || total < ihl+8 || total > len(p) {
+		return echoReply{}, false
+	}
+	if binary.BigEndian.Uint16(p[6:])&0x3fff != 0 { // MF set or a fragment offset
+		return echoReply{}, false
+	}
+	m := p[ihl:total]
+	if m[0] != 0 || m[1] != 0 || checksum(m) != 0 {
+		return echoReply{}, false
+	}
+	return echoReply{
+		src: netip.AddrFrom4([4]byte(p[12:16])), dst: netip.AddrFrom4([4]byte(p[16:20])),
+		id: binary.BigEndian.Uint16(m[4:]), seq: binary.BigEndian.Uint16(m[6:]),
+	}, true
 }
 
 // packet builds probe seq: an echo reply from the target to this end

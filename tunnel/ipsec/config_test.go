@@ -2,6 +2,7 @@ package ipsec
 
 import (
 	"flag"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -145,8 +146,9 @@ func TestReadPSK(t *testing.T) {
 	for _, c := range []struct {
 		path, want, err string
 	}{
-		{write("ok", "  s3cret key\n", 0o600), "s3cret key", ""},
-		{write("group", "k", 0o640), "k", ""},
+		{write("ok", "  s3cret key of 20 characters\n", 0o600), "s3cret key of 20 characters", ""},
+		{write("group", "0123456789abcdefghij", 0o640), "0123456789abcdefghij", ""},
+		{write("short", "s3cret key\n", 0o600), "", `tunnel "branch-fra": the pre-shared key in ` + dir + `/short is 10 characters long, the minimum is 20`},
 		{filepath.Join(dir, "missing"), "", `tunnel "branch-fra": psk_file ` + dir + `/missing does not exist`},
 		{write("empty", "\n\n", 0o600), "", `tunnel "branch-fra": psk_file ` + dir + `/empty is empty`},
 		{write("world", "k", 0o644), "", `tunnel "branch-fra": psk_file ` + dir + `/world is readable by other users (mode 0644)`},
@@ -165,6 +167,62 @@ func TestReadPSK(t *testing.T) {
 			t.Errorf("%s: %q, %v", c.path, got, err)
 		}
 	}
+}
+
+// TestPSKLength: a pre-shared key shorter than 20 characters (surrounding
+// whitespace not counted, characters not bytes) is refused both by the
+// configuration check, at psk_file, and when the tunnel reads it, with
+// the reason in the message.
+func TestPSKLength(t *testing.T) {
+	dir := t.TempDir()
+	for i, c := range []struct {
+		name, psk string
+		ok        bool
+	}{
+		{"empty line only", "\n", true}, // reported as empty by the generic file check, not here
+		{"one character", "k", false},
+		{"dictionary word", "password", false},
+		{"19 characters", "0123456789abcdefghi", false},
+		{"19 characters padded with spaces", "   0123456789abcdefghi   \n", false},
+		{"20 characters", "0123456789abcdefghij", true},
+		{"20 characters and a newline", "0123456789abcdefghij\n", true},
+		{"19 runes in 38 bytes", strings.Repeat("é", 19), false},
+		{"20 runes", strings.Repeat("é", 20), true},
+		{"base64 of 30 random bytes", "pIhT0kMZK1o6t3tYQm8gW5L2c0k3nqQ7xZr9cU1v", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := valid()
+			cfg.PSKFile = filepath.Join(dir, fmt.Sprint(i))
+			if err := os.WriteFile(cfg.PSKFile, []byte(c.psk), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var reports []string
+			cfg.CheckFiles(func(f, m string) { reports = append(reports, f+": "+m) })
+			_, err := cfg.ReadPSK()
+			if c.ok {
+				if len(reports) > 0 {
+					t.Errorf("CheckFiles reported %q", reports)
+				}
+				if err != nil && strings.TrimSpace(c.psk) != "" {
+					t.Errorf("ReadPSK: %v", err)
+				}
+				return
+			}
+			n := len([]rune(strings.TrimSpace(c.psk)))
+			want := fmt.Sprintf(`psk_file: tunnel "branch-fra": the pre-shared key in %s is %d characters long, the minimum is 20: `+
+				"anyone who captures one IKEv2 exchange can guess a short key offline", cfg.PSKFile, n)
+			if len(reports) != 1 || !strings.HasPrefix(reports[0], want) {
+				t.Errorf("CheckFiles reported %q, want one starting %q", reports, want)
+			}
+			if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(want, "psk_file: ")) {
+				t.Errorf("ReadPSK: %v", err)
+			}
+		})
+	}
+	// A file the generic check reports (missing) gives no second report.
+	cfg := valid()
+	cfg.PSKFile = filepath.Join(dir, "missing")
+	cfg.CheckFiles(func(f, m string) { t.Errorf("missing file reported here: %s: %s", f, m) })
 }
 
 // TestConnMessage compares the VICI messages for a responder and an

@@ -94,6 +94,9 @@ type Engine struct {
 	// whenever it changes so that lookups on the route and probe paths
 	// take no lock.
 	devs atomic.Pointer[map[string]string]
+	// devIndex maps each tunnel to its device's interface index, published
+	// with devs: health-check answers count only if they arrived there.
+	devIndex atomic.Pointer[map[string]int]
 
 	mu       sync.Mutex
 	closed   bool
@@ -198,7 +201,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 			e.log.Warn("removed xfrm interfaces, states and policies left by an earlier edgegw", "count", n)
 		}
 	}
-	if e.probe, err = newProber(e.log); err != nil {
+	if e.probe, err = newProber(e.log, e.deviceIndex); err != nil {
 		undo()
 		return nil, fmt.Errorf("ipsec: %w", err)
 	}
@@ -239,7 +242,30 @@ func (e *Engine) publishDevsLocked() {
 			m[name] = e.device
 		}
 	}
+	idx, byDev := map[string]int{}, map[string]int{}
+	for name, dev := range m {
+		i, ok := byDev[dev]
+		if !ok {
+			if l, err := e.nl.LinkByName(dev); err == nil {
+				i = l.Attrs().Index
+			}
+			byDev[dev] = i
+		}
+		if i != 0 {
+			idx[name] = i
+		}
+	}
+	e.devIndex.Store(&idx)
 	e.devs.Store(&m)
+}
+
+// deviceIndex is the interface index of the device that carries the
+// named tunnel, 0 if none.
+func (e *Engine) deviceIndex(name string) int {
+	if m := e.devIndex.Load(); m != nil {
+		return (*m)[name]
+	}
+	return 0
 }
 
 // Up reports whether the tunnel's IKE SA is established and its child SA

@@ -61,7 +61,7 @@ func ikeSAInit() []byte {
 func TestIKESAInitFlood(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
-	x.set(t, x.gwTunnel(t, "flood-psk", "", "", false))
+	x.set(t, x.gwTunnel(t, "flood-psk-of-20-characters", "", "", false))
 	var conns []net.Conn
 	for i := range 20 {
 		addr := fmt.Sprintf("203.0.113.%d", 100+i)
@@ -113,7 +113,7 @@ func TestIKESAInitFlood(t *testing.T) {
 	if cookies == 0 {
 		t.Errorf("no COOKIE challenges under the flood (%d answers)", answers)
 	}
-	x.startBranch(t, branchConf("flood-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+	x.startBranch(t, branchConf("flood-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	x.waitUp(t, "branch1", 20*time.Second)
 	x.routeGW(t)
 	netlab.Eventually(t, 5*time.Second, "ping through the tunnel", func() error { return x.lan.Ping("10.20.0.2") })

@@ -19,11 +19,14 @@ var (
 		"Times edgegw had to restart its charon.", nil, nil)
 	descCharonUp = prometheus.NewDesc("edgegw_ipsec_charon_up",
 		"1 while edgegw's charon runs and answers on VICI.", nil, nil)
+	descProbeWrongIf = prometheus.NewDesc("edgegw_ipsec_health_icmp_ignored_total",
+		"ICMP packets the health checks did not look at because they arrived on an interface that carries no IPsec "+
+			"tunnel: ordinary ICMP to the host, or answers forged with a tunnel's addresses.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (e *Engine) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descRekeys, descBytes, descPackets, descFailures, descRestarts, descCharonUp} {
+	for _, d := range []*prometheus.Desc{descUp, descRekeys, descBytes, descPackets, descFailures, descRestarts, descCharonUp, descProbeWrongIf} {
 		ch <- d
 	}
 }
@@ -52,4 +55,5 @@ func (e *Engine) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(restarts))
 	ch <- prometheus.MustNewConstMetric(descCharonUp, prometheus.GaugeValue, b(running))
+	ch <- prometheus.MustNewConstMetric(descProbeWrongIf, prometheus.CounterValue, float64(e.probe.wrongIf.Load()))
 }

@@ -63,8 +63,8 @@ func TestInitiator(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
 	x.startEcho(t)
-	x.startBranch(t, branchConf("s3cret-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
-	x.set(t, x.gwTunnel(t, "s3cret-psk", "", "", true))
+	x.startBranch(t, branchConf("s3cret-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
+	x.set(t, x.gwTunnel(t, "s3cret-psk-of-20-characters", "", "", true))
 	x.waitUp(t, "branch1", 15*time.Second)
 	if st := x.status("branch1"); st.IKE == nil || !st.IKE.Initiator {
 		t.Errorf("gw is not the initiator: %+v", st.IKE)
@@ -101,16 +101,16 @@ func TestInitiator(t *testing.T) {
 func TestFailures(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
-	x.set(t, x.gwTunnel(t, "the-right-key", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
-	x.startBranch(t, branchConf("a-wrong-key", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+	x.set(t, x.gwTunnel(t, "the-right-key-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
+	x.startBranch(t, branchConf("a-wrong-key-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	for _, c := range []struct {
 		name, branch, reason string
 	}{
-		{"wrong PSK", branchConf("a-wrong-key", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true),
+		{"wrong PSK", branchConf("a-wrong-key-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true),
 			"authentication failed: the pre-shared keys differ"},
-		{"IKE proposal mismatch", branchConf("the-right-key", "aes128-sha256-modp2048", "aes256gcm16-ecp384", true),
+		{"IKE proposal mismatch", branchConf("the-right-key-of-20-characters", "aes128-sha256-modp2048", "aes256gcm16-ecp384", true),
 			"proposal mismatch"},
-		{"ESP proposal mismatch", branchConf("the-right-key", "aes256gcm16-prfsha256-ecp384", "aes128-sha256", true),
+		{"ESP proposal mismatch", branchConf("the-right-key-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes128-sha256", true),
 			"proposal mismatch"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -142,8 +142,8 @@ func TestRekeyDuringTransfer(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
 	x.startEcho(t)
-	x.set(t, x.gwTunnel(t, "rekey-psk", "", "", false))
-	x.startBranch(t, branchConf("rekey-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+	x.set(t, x.gwTunnel(t, "rekey-psk-of-20-characters", "", "", false))
+	x.startBranch(t, branchConf("rekey-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	x.waitUp(t, "branch1", 15*time.Second)
 	x.routeGW(t)
 
@@ -225,8 +225,8 @@ func TestRekeyDuringTransfer(t *testing.T) {
 func TestCharonRestart(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
-	x.startBranch(t, branchConf("restart-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
-	x.set(t, x.gwTunnel(t, "restart-psk", "", "", true))
+	x.startBranch(t, branchConf("restart-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
+	x.set(t, x.gwTunnel(t, "restart-psk-of-20-characters", "", "", true))
 	x.waitUp(t, "branch1", 15*time.Second)
 	pid := x.charonPid(t)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -269,8 +269,8 @@ func (x *lab) charonPid(t *testing.T) int {
 func TestCloseLeavesNothing(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
-	x.set(t, x.gwTunnel(t, "close-psk", "", "", false))
-	x.startBranch(t, branchConf("close-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+	x.set(t, x.gwTunnel(t, "close-psk-of-20-characters", "", "", false))
+	x.startBranch(t, branchConf("close-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	x.waitUp(t, "branch1", 15*time.Second)
 	pid := x.charonPid(t)
 	dev := x.eng.Device("branch1")
@@ -321,8 +321,8 @@ func TestWireShowsOnlyESP(t *testing.T) {
 	}
 	x := newLab(t)
 	x.startEngine(t)
-	x.set(t, x.gwTunnel(t, "wire-psk", "", "", false))
-	x.startBranch(t, branchConf("wire-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+	x.set(t, x.gwTunnel(t, "wire-psk-of-20-characters", "", "", false))
+	x.startBranch(t, branchConf("wire-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	x.waitUp(t, "branch1", 15*time.Second)
 	x.routeGW(t)
 	pcap := filepath.Join(t.TempDir(), "wan.pcap")
@@ -378,8 +378,8 @@ func TestWireShowsOnlyESP(t *testing.T) {
 func TestReload(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
-	tun := x.gwTunnel(t, "reload-psk", "", "", true)
-	x.startBranch(t, branchConf("reload-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
+	tun := x.gwTunnel(t, "reload-psk-of-20-characters", "", "", true)
+	x.startBranch(t, branchConf("reload-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
 	x.set(t, tun)
 	x.waitUp(t, "branch1", 15*time.Second)
 	spi := x.status("branch1").Child.SPIIn
@@ -460,8 +460,8 @@ func TestReload(t *testing.T) {
 func TestMalformedIKE(t *testing.T) {
 	x := newLab(t)
 	x.startEngine(t)
-	x.set(t, x.gwTunnel(t, "junk-psk", "", "", false))
-	x.startBranch(t, branchConf("junk-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+	x.set(t, x.gwTunnel(t, "junk-psk-of-20-characters", "", "", false))
+	x.startBranch(t, branchConf("junk-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	x.waitUp(t, "branch1", 15*time.Second)
 	x.routeGW(t)
 	spi := x.status("branch1").Child.SPIIn
@@ -548,7 +548,7 @@ func TestLeftoverCharon(t *testing.T) {
 	if !strings.Contains(x.log.String(), "stopped a charon left by an earlier edgegw") {
 		t.Error("not logged")
 	}
-	x.set(t, x.gwTunnel(t, "leftover-psk", "", "", false))
+	x.set(t, x.gwTunnel(t, "leftover-psk-of-20-characters", "", "", false))
 	if x.eng.Device("branch1") == "" {
 		t.Error("new charon's tunnel has no device")
 	}

@@ -113,7 +113,7 @@ func TestKernelLeftovers(t *testing.T) {
 		}
 	}
 	// The tunnel gets its interface back under its own name.
-	x.set(t, x.gwTunnel(t, "leftover-psk", "", "", false))
+	x.set(t, x.gwTunnel(t, "leftover-psk-of-20-characters", "", "", false))
 	out, err := x.gwNS.IP("-d", "addr", "show", "dev", "branch1")
 	if err != nil || !strings.Contains(string(out), "xfrm if_id 0x6567") || !strings.Contains(string(out), "10.200.3.0/31") ||
 		!strings.Contains(string(out), "mtu 1450") {
@@ -151,16 +151,16 @@ func TestKernelECMP(t *testing.T) {
 		t.Fatal(err)
 	}
 	x.startEngine(t)
-	t1 := x.gwTunnel(t, "ecmp-psk", "", "", false)
+	t1 := x.gwTunnel(t, "ecmp-psk-of-20-characters", "", "", false)
 	t2 := t1
 	t2.Name, t2.Remote, t2.RemoteID = "branch2", netip.MustParseAddr("192.0.2.30"), "fra2.corp.example"
 	t2.Address = netip.MustParsePrefix("10.200.4.0/31")
 	if err := x.eng.Set([]Tunnel{t1, t2}); err != nil {
 		t.Fatal(err)
 	}
-	x.startBranch(t, branchConf("ecmp-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+	x.startBranch(t, branchConf("ecmp-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	conf2 := strings.NewReplacer("198.51.100.20", "192.0.2.30", "fra.corp.example", "fra2.corp.example",
-		"10.200.3.", "10.200.4.").Replace(branchConf("ecmp-psk", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
+		"10.200.3.", "10.200.4.").Replace(branchConf("ecmp-psk-of-20-characters", "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", true))
 	startStrongSwan(t, br2, t.TempDir(), conf2)
 	x.waitUp(t, "branch1", 20*time.Second)
 	x.waitUp(t, "branch2", 20*time.Second)

@@ -68,7 +68,7 @@ secrets {
 	ike-gw {
 		id-1 = fra.corp.example
 		id-2 = lon.corp.example
-		secret = "site-test-psk"
+		secret = "site-test-psk-of-20-characters"
 	}
 }
 `
@@ -176,7 +176,7 @@ func newIPsecSite(t testing.TB) *ipsecSite {
 	}))
 	t.Cleanup(func() { gw.m.Close() })
 	psk := filepath.Join(state, "branch.psk")
-	must(os.WriteFile(psk, []byte("site-test-psk\n"), 0o600))
+	must(os.WriteFile(psk, []byte("site-test-psk-of-20-characters\n"), 0o600))
 	sec := ipsec.Config{Name: "ipsec1", Local: netip.MustParseAddr("203.0.113.10"), Remote: netip.MustParseAddr("198.51.100.20"),
 		LocalID: "lon.corp.example", RemoteID: "fra.corp.example", PSKFile: psk, Address: netip.MustParsePrefix("10.200.3.0/31"),
 		DPD: 2 * time.Second, HealthCheck: tunnel.HealthCheck{Rate: "high"}}

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/crypto/blake2s"
 	"golang.org/x/crypto/chacha20poly1305"
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // responder reads, from a handshake initiation, who sent it: the first
@@ -19,10 +20,14 @@ import (
 // only the key, to create an on-demand peer before wireguard-go looks for
 // it. An initiation whose static key is unknown fails there, since no
 // peer has that key.
+//
+// Under load it also hands out and checks WireGuard's cookies (mac2),
+// with wireguard-go's own CookieChecker but a secret of its own.
 type responder struct {
 	priv    *ecdh.PrivateKey
 	hash0   [blake2s.Size]byte // HASH(HASH(HASH(construction) || identifier) || S_pub)
 	mac1Key [blake2s.Size]byte // HASH(label_mac1 || S_pub)
+	cookies device.CookieChecker
 }
 
 var (
@@ -50,7 +55,35 @@ func newResponder(priv Key) (*responder, error) {
 	r := &responder{priv: k}
 	r.hash0 = blake2s.Sum256(append(initialHash[:], pub...))
 	r.mac1Key = blake2s.Sum256(append([]byte("mac1----"), pub...))
+	r.cookies.Init(device.NoisePublicKey(pub))
 	return r, nil
+}
+
+// validMAC2 reports whether msg, a 148-byte initiation, carries a mac2
+// made with the cookie this responder gives src (the sender's address
+// and port, as conn.Endpoint.DstToBytes has them). Cookies last two
+// minutes; a valid mac2 proves that the sender receives at src.
+func (r *responder) validMAC2(msg, src []byte) bool {
+	return r.cookies.CheckMAC2(msg, src)
+}
+
+// cookieReply returns the cookie reply (the whitepaper, 5.4.7) to
+// initiation msg from src: the cookie for src, encrypted with a key
+// derived from this responder's public key and msg's mac1 as additional
+// data, so that only the sender of msg can read it. At 64 bytes it is
+// smaller than the 148-byte initiation, so spoofed initiations cannot use
+// the gateway to amplify.
+func (r *responder) cookieReply(msg, src []byte) ([]byte, error) {
+	reply, err := r.cookies.CreateReply(msg, binary.LittleEndian.Uint32(msg[4:]), src)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, sizeCookieReply)
+	binary.LittleEndian.PutUint32(b, msgCookieReply)
+	binary.LittleEndian.PutUint32(b[4:], reply.Receiver)
+	copy(b[8:], reply.Nonce[:])
+	copy(b[8+len(reply.Nonce):], reply.Cookie[:])
+	return b, nil
 }
 
 // validMAC1 reports whether msg, a 148-byte initiation, carries a mac1 made

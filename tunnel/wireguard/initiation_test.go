@@ -1,6 +1,7 @@
 package wireguard
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"net/netip"
@@ -94,7 +95,9 @@ func TestResponderReadsInitiator(t *testing.T) {
 	}
 }
 
-// FuzzInitiator: any bytes give a key or nothing, never a panic.
+// FuzzInitiator: any bytes give a key or nothing, never a panic; the
+// cookie path (mac2 check, cookie reply) takes any 148 bytes and an
+// address, and a reply it makes is a well-formed cookie reply.
 func FuzzInitiator(f *testing.F) {
 	gw, client := genKey(f), genKey(f)
 	f.Add(initiationFrom(f, client, gw.PublicKey()))
@@ -104,9 +107,18 @@ func FuzzInitiator(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	src := []byte{192, 0, 2, 2, 0x20, 0xca}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) == sizeInitiation {
 			r.validMAC1(b)
+			if r.validMAC2(b, src) {
+				t.Fatalf("mac2 valid without a cookie handed out: % x", b)
+			}
+			reply, err := r.cookieReply(b, src)
+			if err != nil || len(reply) != sizeCookieReply || !wellFormed(reply) || reply[0] != msgCookieReply ||
+				!bytes.Equal(reply[4:8], b[4:8]) {
+				t.Fatalf("cookie reply % x, %v", reply, err)
+			}
 		}
 		r.initiator(b)
 	})

@@ -23,8 +23,19 @@ var (
 		[]string{"interface", "reason"}, nil)
 	descInitiations = prometheus.NewDesc("edgegw_wireguard_initiations_not_looked_up_total",
 		"Handshake initiations from keys the device does not hold that created no peer, by reason: "+
-			"unknown (neither a configured peer nor an enrolled device) or limited (over 1000 lookups per second).",
+			"unknown (looked up: neither a configured peer nor an enrolled device), limited_source (its source address, "+
+			"or IPv6 /64, over 10 lookups per second), limited_global (all sources over 1000 per second), cookie (under load "+
+			"without a valid mac2: answered with a cookie reply), invalid_mac1 (under load: dropped before wireguard-go), "+
+			"queue_full (the peer-creating worker was behind).",
 		[]string{"interface", "reason"}, nil)
+	descLookups = prometheus.NewDesc("edgegw_wireguard_initiation_lookups_total",
+		"Handshake initiations from keys the device does not hold whose sender was looked up (one X25519 each).",
+		[]string{"interface"}, nil)
+	descCookieErrors = prometheus.NewDesc("edgegw_wireguard_cookie_reply_errors_total",
+		"Cookie replies that could not be sent.", []string{"interface"}, nil)
+	descUnderLoad = prometheus.NewDesc("edgegw_wireguard_under_load",
+		"1 while more than 250 lookups a second are wanted: initiations from keys the device does not hold then "+
+			"need a valid mac2 (WireGuard's cookie) to be looked up.", []string{"interface"}, nil)
 )
 
 const droppedHelp = "Packets the device dropped, by reason: malformed (not a WireGuard message), invalid_handshake " +
@@ -47,6 +58,9 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descOnDemandCreated
 	ch <- descOnDemandRemoved
 	ch <- descInitiations
+	ch <- descLookups
+	ch <- descCookieErrors
+	ch <- descUnderLoad
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -76,8 +90,22 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descOnDemandCreated, prometheus.CounterValue, float64(od.Created), d.name)
 	ch <- prometheus.MustNewConstMetric(descOnDemandRemoved, prometheus.CounterValue, float64(od.Idle), d.name, "idle")
 	ch <- prometheus.MustNewConstMetric(descOnDemandRemoved, prometheus.CounterValue, float64(od.Revoked), d.name, "revoked")
-	ch <- prometheus.MustNewConstMetric(descInitiations, prometheus.CounterValue, float64(od.Unknown), d.name, "unknown")
-	ch <- prometheus.MustNewConstMetric(descInitiations, prometheus.CounterValue, float64(od.Limited), d.name, "limited")
+	for _, r := range []struct {
+		reason string
+		n      uint64
+	}{
+		{"unknown", od.Unknown}, {"limited_source", od.LimitedSource}, {"limited_global", od.LimitedGlobal},
+		{"cookie", od.Cookies}, {"invalid_mac1", od.InvalidMAC1}, {"queue_full", od.QueueFull},
+	} {
+		ch <- prometheus.MustNewConstMetric(descInitiations, prometheus.CounterValue, float64(r.n), d.name, r.reason)
+	}
+	ch <- prometheus.MustNewConstMetric(descLookups, prometheus.CounterValue, float64(od.LookedUp), d.name)
+	ch <- prometheus.MustNewConstMetric(descCookieErrors, prometheus.CounterValue, float64(od.CookieErrors), d.name)
+	underLoad := 0.0
+	if od.UnderLoad {
+		underLoad = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descUnderLoad, prometheus.GaugeValue, underLoad, d.name)
 
 	d.mu.Lock()
 	defer d.mu.Unlock()

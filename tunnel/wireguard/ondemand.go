@@ -36,11 +36,6 @@ const (
 	idleAfter = 540 * time.Second
 	// reapEvery is how often idle on-demand peers are looked for.
 	reapEvery = 30 * time.Second
-	// initiationsPerSecond bounds the initiations whose sender is looked
-	// up (one X25519 each, ≈ 0.1 ms), so that a flood costs at most a
-	// tenth of a core. Over it, initiations go to wireguard-go as they
-	// are: peers it holds still get their answer.
-	initiationsPerSecond = 1000
 )
 
 // onDemand owns the device's on-demand peers and the goroutine that adds
@@ -57,12 +52,18 @@ type onDemand struct {
 	quit chan struct{}
 	done chan struct{}
 
+	// budget bounds the lookups (budget.go); send writes a cookie reply
+	// (the device's bind; tests replace it).
+	budget *lookupBudget
+	send   func(b []byte, ep conn.Endpoint) error
+
 	mu     sync.Mutex
 	active map[Key]odPeer // what wireguard-go holds on demand
-	window int64          // unix second of count
-	count  int
 
-	created, idle, revoked, unknown, limited atomic.Uint64
+	created, idle, revoked                      atomic.Uint64
+	lookups, unknown, queueFull                 atomic.Uint64
+	limitedSource, limitedGlobal                atomic.Uint64
+	cookies, cookieErrors, invalidMAC1UnderLoad atomic.Uint64
 }
 
 type sourceBox struct{ PeerSource }
@@ -80,11 +81,13 @@ type odRequest struct {
 }
 
 func newOnDemand(d *Device) *onDemand {
-	return &onDemand{
+	o := &onDemand{
 		d: d, idleAfter: idleAfter, reapEvery: reapEvery,
 		reqs: make(chan odRequest, 256), quit: make(chan struct{}), done: make(chan struct{}),
-		active: map[Key]odPeer{},
+		active: map[Key]odPeer{}, budget: newLookupBudget(nil),
 	}
+	o.send = func(b []byte, ep conn.Endpoint) error { return o.d.bind.Send([][]byte{b}, ep) }
+	return o
 }
 
 // setKeys follows the device's private key and configured peers.
@@ -104,18 +107,47 @@ func (o *onDemand) setKeys(priv Key, cfg *Config) error {
 
 // divert runs on wireguard-go's receive path for every well-formed
 // handshake initiation. It returns true if it took msg: its sender may
-// connect on demand and is not yet a peer. The worker then creates the
-// peer and hands msg back to wireguard-go through the bind.
+// connect on demand and is not yet a peer (the worker then creates the
+// peer and hands msg back to wireguard-go through the bind), or the device
+// is under load and msg gets no further (see budget.go).
+//
+// Under load, whatever is not looked up is dropped here rather than
+// passed on: wireguard-go's handshake queue then holds only initiations
+// with a valid mac2 of ours, so wireguard-go itself does not go under load
+// and ask for a cookie of its own, which would never agree with ours.
+// Out of load, an initiation over its budget still goes to wireguard-go:
+// a configured peer, or one created on demand before, is answered there.
 func (o *onDemand) divert(msg []byte, ep conn.Endpoint) bool {
 	src := o.src.Load()
 	r := o.resp.Load()
-	if src == nil || r == nil || !r.validMAC1(msg) {
+	if src == nil || r == nil {
 		return false
 	}
-	if !o.admit() {
-		o.limited.Add(1)
-		return false
+	under := o.budget.underLoad()
+	if !r.validMAC1(msg) {
+		if under {
+			o.invalidMAC1UnderLoad.Add(1) // wireguard-go would drop it too
+		}
+		return under
 	}
+	var addr []byte // the sender's address and port, what cookies are for
+	proven := false
+	if under {
+		addr = ep.DstToBytes()
+		proven = r.validMAC2(msg, addr)
+	}
+	switch o.budget.admit(ep.DstIP(), under, proven) {
+	case needCookie:
+		o.sendCookie(r, msg, ep, addr)
+		return true
+	case limitedSource:
+		o.limitedSource.Add(1)
+		return under
+	case limitedGlobal:
+		o.limitedGlobal.Add(1)
+		return under
+	}
+	o.lookups.Add(1)
 	k, ok := r.initiator(msg)
 	if !ok || (*o.static.Load())[k] {
 		return false
@@ -135,20 +167,23 @@ func (o *onDemand) divert(msg []byte, ep conn.Endpoint) bool {
 	case o.reqs <- odRequest{key: k, peer: p, msg: slices.Clone(msg), ep: ep}:
 		return true
 	default:
+		o.queueFull.Add(1)
 		return false // the worker is behind: the peer retries in 5 s
 	}
 }
 
-// admit counts one lookup against the per-second budget.
-func (o *onDemand) admit() bool {
-	now := time.Now().Unix()
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if now != o.window {
-		o.window, o.count = now, 0
+// sendCookie answers initiation msg from ep (whose address and port are
+// addr) with a cookie reply. The sender's next initiation, 5 seconds
+// later for wireguard-go, carries a mac2 made with it.
+func (o *onDemand) sendCookie(r *responder, msg []byte, ep conn.Endpoint, addr []byte) {
+	o.cookies.Add(1)
+	b, err := r.cookieReply(msg, addr)
+	if err == nil {
+		err = o.send(b, ep)
 	}
-	o.count++
-	return o.count <= initiationsPerSecond
+	if err != nil {
+		o.cookieErrors.Add(1)
+	}
 }
 
 // run is the worker: it creates requested peers and reaps idle ones until
@@ -361,8 +396,22 @@ type OnDemandStats struct {
 	Created uint64 `json:"created"` // created on a first initiation
 	Idle    uint64 `json:"idle"`    // removed after idleAfter without a handshake
 	Revoked uint64 `json:"revoked"` // removed because the source dropped or changed them
-	Unknown uint64 `json:"unknown"` // initiations from a key neither configured nor in the source
-	Limited uint64 `json:"limited"` // initiations not looked up: over the per-second budget
+	// LookedUp counts initiations from keys the device does not hold
+	// whose sender was looked up (one X25519 each).
+	LookedUp uint64 `json:"looked_up"`
+	Unknown  uint64 `json:"unknown"` // looked up, neither configured nor in the source
+	// Initiations not looked up, by reason: their source used its budget,
+	// all sources together did, or the device was under load and they
+	// had no valid mac2 (they got a cookie reply: Cookies, of which
+	// CookieErrors could not be sent) or no valid mac1; or the worker
+	// was behind.
+	LimitedSource uint64 `json:"limited_source"`
+	LimitedGlobal uint64 `json:"limited_global"`
+	Cookies       uint64 `json:"cookie_replies"`
+	CookieErrors  uint64 `json:"cookie_reply_errors"`
+	InvalidMAC1   uint64 `json:"invalid_mac1_under_load"`
+	QueueFull     uint64 `json:"queue_full"`
+	UnderLoad     bool   `json:"under_load"` // initiations need a valid mac2 now
 }
 
 func (o *onDemand) stats() OnDemandStats {
@@ -373,10 +422,15 @@ func (o *onDemand) stats() OnDemandStats {
 	n := len(o.active)
 	o.mu.Unlock()
 	return OnDemandStats{Held: n, Created: o.created.Load(), Idle: o.idle.Load(), Revoked: o.revoked.Load(),
-		Unknown: o.unknown.Load(), Limited: o.limited.Load()}
+		LookedUp: o.lookups.Load(), Unknown: o.unknown.Load(),
+		LimitedSource: o.limitedSource.Load(), LimitedGlobal: o.limitedGlobal.Load(),
+		Cookies: o.cookies.Load(), CookieErrors: o.cookieErrors.Load(), InvalidMAC1: o.invalidMAC1UnderLoad.Load(),
+		QueueFull: o.queueFull.Load(), UnderLoad: o.budget.underLoad()}
 }
 
 func (s OnDemandStats) String() string {
-	return fmt.Sprintf("held %d, created %d, idle %d, revoked %d, unknown %d, limited %d",
-		s.Held, s.Created, s.Idle, s.Revoked, s.Unknown, s.Limited)
+	return fmt.Sprintf("held %d, created %d, idle %d, revoked %d, looked up %d, unknown %d, limited by source %d, "+
+		"limited globally %d, cookie replies %d (%d failed), invalid mac1 under load %d, queue full %d, under load %v",
+		s.Held, s.Created, s.Idle, s.Revoked, s.LookedUp, s.Unknown, s.LimitedSource, s.LimitedGlobal,
+		s.Cookies, s.CookieErrors, s.InvalidMAC1, s.QueueFull, s.UnderLoad)
 }
