@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
 )
 
@@ -150,7 +152,9 @@ func (s *Server) serveCallback(q *request) {
 	case st.App != app.cfg.Name:
 		fail(http.StatusBadRequest, "The login request is invalid; start again.", "login state for another app")
 		return
-	case !s.used.add(st.Nonce, now, time.Unix(st.Expires, 0).Add(time.Minute)):
+	case s.used.Seen(replay.KeyOf("login", st.Nonce), now):
+		// Only looked up here: the nonce is recorded once the provider's ID
+		// token for it verified, so forged callbacks cannot fill the set.
 		fail(http.StatusBadRequest, "This login was already used; start again.", "replayed login state and nonce")
 		return
 	}
@@ -169,6 +173,15 @@ func (s *Server) serveCallback(q *request) {
 	login, err := s.exchange(ctx, p, d, callbackURL(r), qv.Get("code"), st, app.claims)
 	if err != nil {
 		fail(http.StatusUnauthorized, "The login could not be verified.", err.Error())
+		return
+	}
+	switch err := s.used.Add(replay.KeyOf("login", st.Nonce), now, time.Unix(st.Expires, 0).Add(time.Minute)); {
+	case errors.Is(err, replay.ErrReplayed):
+		fail(http.StatusBadRequest, "This login was already used; start again.", "replayed login state and nonce")
+		return
+	case err != nil:
+		s.metrics.replayFull.Inc()
+		fail(http.StatusServiceUnavailable, "Too many logins are in progress; try again in a few minutes.", err.Error())
 		return
 	}
 	if !s.network(q) {

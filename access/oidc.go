@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/internal/oidckeys"
 	"github.com/edgegw/edgegw/access/policy"
 )
 
@@ -34,6 +35,7 @@ type provider struct {
 type discovered struct {
 	oidc     *oidc.Provider
 	verifier *oidc.IDTokenVerifier
+	keys     *oidckeys.KeySet
 }
 
 func newProvider(pc identity.Provider) (*provider, error) {
@@ -137,8 +139,14 @@ func (s *Server) discover(ctx context.Context, p *provider) error {
 	if err != nil {
 		return err
 	}
-	v := op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: s.now})
-	p.disc.Store(&discovered{oidc: op, verifier: v})
+	// Not op.Verifier: its key set fetches the JWKS again for every token
+	// with an unknown kid; this one refetches at most every 10 s.
+	ks, algs, err := oidckeys.ForProvider(op, s.opts.HTTPClient, s.now)
+	if err != nil {
+		return err
+	}
+	v := oidc.NewVerifier(p.cfg.Issuer, ks, &oidc.Config{ClientID: p.cfg.ClientID, Now: s.now, SupportedSigningAlgs: algs})
+	p.disc.Store(&discovered{oidc: op, verifier: v, keys: ks})
 	return nil
 }
 

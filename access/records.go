@@ -54,6 +54,9 @@ type metrics struct {
 	providerUp   *prometheus.GaugeVec
 	reloadOK     prometheus.Gauge
 	upstreamErrs *prometheus.CounterVec
+	replayFull   prometheus.Counter
+	recsDropped  prometheus.Counter
+	wsClosed     *prometheus.CounterVec
 }
 
 // Decisions, as metric label values.
@@ -89,11 +92,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "edgegw", Subsystem: "access", Name: "upstream_errors_total",
 			Help: "Requests that failed to reach the app's upstream.",
 		}, []string{"app"}),
+		replayFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "edgegw", Subsystem: "access", Name: "replay_set_full_total",
+			Help: "Logins refused because the set of used login nonces was at its bound.",
+		}),
+		recsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "edgegw", Subsystem: "access", Name: "records_dropped_total",
+			Help: "access_requests records dropped because the queue to Logpush was full.",
+		}),
+		wsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "edgegw", Subsystem: "access", Name: "websockets_closed_total",
+			Help: "Upgraded connections (WebSockets) Access closed, by reason (logout, expired).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.logins, m.providerUp, m.reloadOK, m.upstreamErrs} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -105,7 +120,11 @@ func (m *metrics) unregister(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.logins, m.providerUp, m.reloadOK, m.upstreamErrs} {
+	for _, c := range m.collectors() {
 		reg.Unregister(c)
 	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.logins, m.providerUp, m.reloadOK, m.upstreamErrs, m.replayFull, m.recsDropped, m.wsClosed}
 }

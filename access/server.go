@@ -49,6 +49,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/internal/replay"
 )
 
 // Options are the Server's collaborators; all are optional.
@@ -81,7 +82,7 @@ type Server struct {
 	sealer  *sealer // session cookies
 	login   *sealer // login state cookies
 	revoked revocations
-	used    onceSet
+	used    *replay.Set // login nonces, recorded once their ID token verified
 	cache   sessionCache
 	buffers bufferPool
 	svc     assertionCache
@@ -114,6 +115,7 @@ func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
 		opts:      opts,
 		now:       opts.Now,
 		providers: map[string]*provider{},
+		used:      replay.New(replay.DefaultMax),
 	}
 	if opts.StateDir != "" {
 		s.dir = filepath.Join(opts.StateDir, "access")

@@ -18,6 +18,7 @@ import (
 	qrcode "github.com/skip2/go-qrcode"
 	"golang.org/x/oauth2"
 
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -167,7 +168,9 @@ func (h *Handler) serveCallback(st *state, w http.ResponseWriter, r *http.Reques
 	case now.Unix() > ls.Expires:
 		bad("The sign-in took too long.", errors.New("login state expired"))
 		return
-	case !h.used.add("login:"+ls.Nonce, now, time.Unix(ls.Expires, 0).Add(time.Minute)):
+	case h.used.Seen(loginUse(ls.Nonce), now):
+		// Only looked up here: the nonce is recorded once the provider's
+		// ID token for it verified, so forged callbacks record nothing.
 		bad("This sign-in was already used.", errors.New("replayed login state"))
 		return
 	}
@@ -194,6 +197,10 @@ func (h *Handler) serveCallback(st *state, w http.ResponseWriter, r *http.Reques
 		h.pageError(w, r, nil, refuse(http.StatusUnauthorized, CodeInvalidToken, "The sign-in could not be verified; start again at /enroll.", err))
 		return
 	}
+	if aerr := h.claim(loginUse(ls.Nonce), time.Unix(ls.Expires, 0).Add(time.Minute), "This sign-in was already used. Start again at /enroll."); aerr != nil {
+		h.pageError(w, r, l, aerr)
+		return
+	}
 	// Decide now, so a user who may not enroll is told before making keys;
 	// the registration decides again.
 	if aerr := h.decide(st, r, l); aerr != nil {
@@ -217,15 +224,19 @@ func (h *Handler) openTicket(text string) (*ticket, *apiError) {
 	if err := h.seal.open(sealTicket, text, &t); err != nil {
 		return nil, refuse(http.StatusUnauthorized, CodeInvalidToken, "This enrollment page is invalid or from before a gateway restart; sign in again at /enroll.", err)
 	}
-	now := h.now()
-	if now.Unix() > t.Expires {
+	if h.now().Unix() > t.Expires {
 		return nil, refuse(http.StatusUnauthorized, CodeTokenExpired, "This enrollment page has expired; sign in again at /enroll.", errors.New("ticket expired"))
 	}
-	if !h.used.add("ticket:"+t.ID, now, time.Unix(t.Expires, 0).Add(time.Minute)) {
-		return nil, refuse(http.StatusUnauthorized, CodeTokenReused, "This sign-in already enrolled a device; sign in again at /enroll for another.", errors.New("ticket reused"))
+	if aerr := h.claim(ticketUse(t.ID), time.Unix(t.Expires, 0).Add(time.Minute), "This sign-in already enrolled a device; sign in again at /enroll for another."); aerr != nil {
+		return nil, aerr
 	}
 	return &t, nil
 }
+
+// loginUse and ticketUse name a browser sign-in's nonce and an enrollment
+// ticket in the one-use set.
+func loginUse(nonce string) replay.Key { return replay.KeyOf("login", nonce) }
+func ticketUse(id string) replay.Key   { return replay.KeyOf("ticket", id) }
 
 // serveBrowserDevice registers a public key the page made with WebCrypto;
 // the private key stays in the browser.
@@ -259,7 +270,7 @@ func (h *Handler) serveBrowserDevice(st *state, w http.ResponseWriter, r *http.R
 	defer cancel()
 	resp, aerr := h.enroll(ctx, st, r, &t.Login, name, pub)
 	if aerr != nil {
-		h.used.remove("ticket:" + t.ID)
+		h.used.Remove(ticketUse(t.ID))
 		h.fail(w, r, "browser", &t.Login, aerr)
 		return
 	}
@@ -297,7 +308,7 @@ func (h *Handler) serveServerKey(st *state, w http.ResponseWriter, r *http.Reque
 	defer cancel()
 	resp, aerr := h.enroll(ctx, st, r, &t.Login, name, priv.PublicKey())
 	if aerr != nil {
-		h.used.remove("ticket:" + t.ID)
+		h.used.Remove(ticketUse(t.ID))
 		h.pageError(w, r, &t.Login, aerr)
 		return
 	}

@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -134,7 +135,7 @@ type Handler struct {
 	now     func() time.Time
 	client  *http.Client
 	seal    *sealer
-	used    *onceSet
+	used    *replay.Set // one-use ID tokens, sign-ins and tickets
 	metrics *metrics
 	state   atomic.Pointer[state]
 }
@@ -159,7 +160,7 @@ func New(opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{seal: s, used: newOnceSet(), metrics: newMetrics()}
+	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics()}
 	if err := h.Update(opts); err != nil {
 		return nil, err
 	}
