@@ -37,6 +37,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,6 +124,13 @@ type Options struct {
 	// WireGuard device can add the peer now (for example with the
 	// registry's Refresh) rather than at its next sync.
 	Changed    func(context.Context, identity.Device)
+	// Rate and Burst limit the enrollment requests one source address
+	// may make (the API, and the browser path's sign-in and registration
+	// steps): a token bucket of Burst refilled at Rate per second; past it
+	// the answer is 429. Zero: DefaultRate and DefaultBurst; a negative
+	// Rate turns the limit off.
+	Rate       float64
+	Burst      int
 	Logger     *slog.Logger
 	HTTPClient *http.Client // talks to the providers; default 30s timeout
 	Now        func() time.Time
@@ -138,6 +146,7 @@ type Handler struct {
 	used    *replay.Set // one-use ID tokens, sign-ins and tickets
 	metrics *metrics
 	state   atomic.Pointer[state]
+	limit   atomic.Pointer[limiter] // nil: no limit
 }
 
 // state is one configuration, immutable once built.
@@ -199,6 +208,12 @@ func (h *Handler) Update(opts Options) error {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
+	if opts.Rate == 0 {
+		opts.Rate = DefaultRate
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = DefaultBurst
+	}
 	set, err := policy.Compile(opts.Policies)
 	if err != nil {
 		return fmt.Errorf("enroll: policies: %w", err)
@@ -219,6 +234,15 @@ func (h *Handler) Update(opts Options) error {
 		st.providers = append(st.providers, p)
 		st.byName[pc.Name] = p
 	}
+	// The limiter outlives reloads that keep its settings, so a SIGHUP
+	// does not hand every source a fresh burst.
+	if old == nil || old.opts.Rate != opts.Rate || old.opts.Burst != opts.Burst {
+		if opts.Rate < 0 {
+			h.limit.Store(nil)
+		} else {
+			h.limit.Store(newLimiter(opts.Rate, opts.Burst, maxSources))
+		}
+	}
 	h.state.Store(st)
 	return nil
 }
@@ -227,6 +251,9 @@ func (h *Handler) Update(opts Options) error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.state.Load()
 	w.Header().Set("Cache-Control", "no-store")
+	if !h.allow(w, r) {
+		return
+	}
 	switch r.URL.Path {
 	case PathDiscovery:
 		h.serveDiscovery(st, w, r)
@@ -245,6 +272,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// limited are the paths that cost the gateway work with the identity
+// provider or the registry, and so are limited per source.
+var limited = map[string]bool{PathAPI: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
+
+// allow applies the per-source limit; past it, it answers 429 with a
+// Retry-After and counts the refusal without logging it (a flood would
+// flood the log too).
+func (h *Handler) allow(w http.ResponseWriter, r *http.Request) bool {
+	l := h.limit.Load()
+	if l == nil || !limited[r.URL.Path] {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return true // not an IP listener (tests with a pipe); nothing to key on
+	}
+	ok, retry := l.allow(ap.Addr(), h.now())
+	if ok {
+		return true
+	}
+	h.metrics.limited.Inc()
+	h.metrics.requests.WithLabelValues(via(r.URL.Path), CodeRateLimited).Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry.Seconds()+0.999))))
+	writeError(w, refuse(http.StatusTooManyRequests, CodeRateLimited, "Too many enrollment requests from your address; wait a minute and try again.", nil))
+	return false
+}
+
+func via(path string) string {
+	if path == PathAPI {
+		return "device"
+	}
+	return "browser"
 }
 
 // provider is one identity provider and its lazily made discovery.
