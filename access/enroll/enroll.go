@@ -123,7 +123,7 @@ type Options struct {
 	// client gets its configuration, with the request's context, so the
 	// WireGuard device can add the peer now (for example with the
 	// registry's Refresh) rather than at its next sync.
-	Changed    func(context.Context, identity.Device)
+	Changed func(context.Context, identity.Device)
 	// Rate and Burst limit the enrollment requests one source address
 	// may make (the API, and the browser path's sign-in and registration
 	// steps): a token bucket of Burst refilled at Rate per second; past it
