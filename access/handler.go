@@ -410,7 +410,7 @@ func (s *Server) record(q *request, action string, allowed bool, pol, conn, emai
 	if c := s.opts.Countries; c != nil && q.addr.IsValid() {
 		rec.Country = c.Country(q.addr)
 	}
-	sink.AccessRecord(rec)
+	s.recs.push(rec, s.metrics.recsDropped)
 }
 
 func (s *Server) serveCerts(q *request) {

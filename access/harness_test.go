@@ -223,6 +223,20 @@ func decodeEcho(t *testing.T, body string) echoed {
 	return ec
 }
 
+// records waits until the server handed every queued record to the sink
+// and returns what the sink holds.
+func (e *env) records() []Record {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.recs.pending.Load() != 0 {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d records still queued", e.srv.recs.pending.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return e.sink.all()
+}
+
 func cookieOf(resp *http.Response, name string) *http.Cookie {
 	for _, c := range resp.Cookies() {
 		if c.Name == name || (strings.HasSuffix(name, "*") && strings.HasPrefix(c.Name, strings.TrimSuffix(name, "*"))) {

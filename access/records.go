@@ -1,7 +1,9 @@
 package access
 
 import (
+	"context"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +37,59 @@ const (
 // the request path: it must not block (queue or drop instead).
 type RecordSink interface {
 	AccessRecord(Record)
+}
+
+// recordQueueLen is how many records may wait for the sink. A request
+// path never waits for Logpush: past this the record is dropped and
+// counted (edgegw_access_records_dropped_total).
+const recordQueueLen = 4096
+
+// recordQueue hands records from request handlers to the sink on a
+// goroutine of its own, so a sink that blocks (a slow Logpush destination
+// applying backpressure) slows only that goroutine, never a request.
+type recordQueue struct {
+	ch      chan Record
+	pending atomic.Int64 // queued and not yet handed to the sink
+}
+
+func newRecordQueue() *recordQueue { return &recordQueue{ch: make(chan Record, recordQueueLen)} }
+
+// push queues r without blocking; a full queue drops it and counts it.
+func (q *recordQueue) push(r Record, dropped interface{ Inc() }) {
+	q.pending.Add(1)
+	select {
+	case q.ch <- r:
+	default:
+		q.pending.Add(-1)
+		dropped.Inc()
+	}
+}
+
+// run hands queued records to sink until ctx ends, then hands over what
+// is still queued and returns. Server.Run owns it and stops it after the
+// HTTP server shut down, so the last requests' records are delivered.
+func (q *recordQueue) run(ctx context.Context, sink RecordSink) {
+	deliver := func(r Record) {
+		if sink != nil {
+			sink.AccessRecord(r)
+		}
+		q.pending.Add(-1)
+	}
+	for {
+		select {
+		case r := <-q.ch:
+			deliver(r)
+		case <-ctx.Done():
+			for {
+				select {
+				case r := <-q.ch:
+					deliver(r)
+				default:
+					return
+				}
+			}
+		}
+	}
 }
 
 // CountryLookup tells the country of an address, when known.

@@ -121,7 +121,7 @@ func TestDeviceSelectorAndCountry(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Fatalf("enrolled=%v: status %d", enrolled, resp.StatusCode)
 		}
-		if recs := e.sink.all(); len(recs) == 0 || recs[0].Country != "GB" {
+		if recs := e.records(); len(recs) == 0 || recs[0].Country != "GB" {
 			t.Fatalf("records %+v", recs)
 		}
 	}

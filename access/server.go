@@ -86,6 +86,7 @@ type Server struct {
 	cache   sessionCache
 	buffers bufferPool
 	svc     assertionCache
+	recs    *recordQueue
 
 	snap atomic.Pointer[snapshot]
 
@@ -116,6 +117,7 @@ func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
 		now:       opts.Now,
 		providers: map[string]*provider{},
 		used:      replay.New(replay.DefaultMax),
+		recs:      newRecordQueue(),
 	}
 	if opts.StateDir != "" {
 		s.dir = filepath.Join(opts.StateDir, "access")
@@ -305,6 +307,15 @@ func (s *Server) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		s.maintain(runCtx)
 	}()
+	// The record queue stops only after the HTTP server shut down (its
+	// own context), so the records of the last requests still reach the
+	// sink.
+	recCtx, stopRecs := context.WithCancel(context.WithoutCancel(ctx))
+	recsDone := make(chan struct{})
+	go func() {
+		defer close(recsDone)
+		s.recs.run(recCtx, s.opts.Sink)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 
@@ -321,6 +332,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if serveErr == nil {
 		serveErr = <-errc
 	}
+	stopRecs()
+	<-recsDone
 	s.mu.Lock()
 	cancel()
 	s.running = false
