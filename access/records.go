@@ -97,10 +97,14 @@ type CountryLookup interface {
 	Country(netip.Addr) string
 }
 
-// DeviceLookup tells whether an address belongs to an enrolled device (the
-// identity registry implements it).
+// DeviceLookup tells who owns the enrolled device at an address (the
+// gateway implements it over the registry's snapshot). The `device`
+// selector matches only when that owner is the request's user.
 type DeviceLookup interface {
-	EnrolledDevice(netip.Addr) bool
+	// DeviceOwner returns the Subject (identity.SubjectOf: issuer and
+	// provider subject) of the user who enrolled the device at a, and
+	// false when no enrolled device has that address.
+	DeviceOwner(a netip.Addr) (subject string, ok bool)
 }
 
 type metrics struct {

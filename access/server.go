@@ -81,6 +81,8 @@ type Server struct {
 	keys    *keyring
 	sealer  *sealer // session cookies
 	login   *sealer // login state cookies
+	csrfKey []byte  // logout form tokens
+	ws      wsTracker
 	revoked revocations
 	used    *replay.Set // login nonces, recorded once their ID token verified
 	cache   sessionCache
@@ -144,6 +146,7 @@ func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
 	if s.login, err = newSealer(deriveKey(key, "login state cookie")); err != nil {
 		return nil, err
 	}
+	s.csrfKey = deriveKey(key, "logout csrf")
 	if err := s.loadRevocations(); err != nil {
 		return nil, err
 	}

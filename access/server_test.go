@@ -154,7 +154,7 @@ func TestLogoutEndsEveryApp(t *testing.T) {
 	if resp, _ := e.get(nf, e.url("docs.test", "/")); resp.StatusCode != 200 {
 		t.Fatalf("docs before logout %d", resp.StatusCode)
 	}
-	resp, _ := e.get(nf, e.url("wiki.test", PathLogout))
+	resp := e.logout(c, "wiki.test")
 	if resp.StatusCode != 200 {
 		t.Fatalf("logout %d", resp.StatusCode)
 	}

@@ -345,4 +345,4 @@ func (p *provider) same(o *provider) bool {
 
 // SubjectOf is the registry's user key: the issuer and the provider's
 // subject, since sub is unique only per issuer.
-func SubjectOf(issuer, sub string) string { return issuer + "#" + sub }
+func SubjectOf(issuer, sub string) string { return identity.SubjectOf(issuer, sub) }
