@@ -49,6 +49,24 @@ type ticket struct {
 	Expires int64  `json:"e"`
 }
 
+// loginCookie names the sign-in state cookie for a state. Over TLS (always,
+// on the Access listener) it has the __Host- prefix, which browsers accept
+// only with Secure, Path=/ and no Domain, so no other host under the same
+// domain can plant or shadow it.
+func loginCookie(r *http.Request, state string) string {
+	if r.TLS != nil {
+		return "__Host-" + cookieLogin + state[:16]
+	}
+	return cookieLogin + state[:16]
+}
+
+func loginCookiePath(r *http.Request) string {
+	if r.TLS != nil {
+		return "/"
+	}
+	return PathCallback
+}
+
 func randomString(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -129,7 +147,7 @@ func (h *Handler) serveLogin(st *state, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieLogin + ls.State[:16], Value: v, Path: PathCallback, MaxAge: int(loginLifetime / time.Second),
+		Name: loginCookie(r, ls.State), Value: v, Path: loginCookiePath(r), MaxAge: int(loginLifetime / time.Second),
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
 	})
 	cb := baseURL(r) + PathCallback
@@ -150,12 +168,12 @@ func (h *Handler) serveCallback(st *state, w http.ResponseWriter, r *http.Reques
 		bad("The sign-in request is invalid.", errors.New("no state"))
 		return
 	}
-	c, err := r.Cookie(cookieLogin + state[:16])
+	c, err := r.Cookie(loginCookie(r, state))
 	if err != nil {
 		bad("The sign-in request is invalid or expired.", errors.New("no login cookie for this state"))
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: c.Name, Path: PathCallback, MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: c.Name, Path: loginCookiePath(r), MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
 	var ls loginState
 	now := h.now()
 	switch err := h.seal.open(sealLogin, c.Value, &ls); {
