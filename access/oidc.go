@@ -254,17 +254,27 @@ func (s *Server) exchange(ctx context.Context, p *provider, d *discovered, redir
 			}
 		}
 	}
-	l := &verifiedLogin{Subject: idt.Subject, Custom: map[string][]string{}}
+	l := loginFromClaims(claims, p.cfg.GroupsClaim, want)
+	l.Subject = idt.Subject
+	return l, nil
+}
+
+// loginFromClaims reads who the user is from the ID token's (and
+// userinfo's) claims: the email unless marked unverified, the groups and
+// the claims the policies read. Claims are the provider's JSON, so any
+// shape can arrive; what is not a string or a list of strings is ignored.
+func loginFromClaims(claims map[string]any, groupsClaim string, want []string) *verifiedLogin {
+	l := &verifiedLogin{Custom: map[string][]string{}}
 	// An address the provider says it has not verified is not used;
 	// some providers send the flag as a string.
 	if e, _ := claims["email"].(string); e != "" && claims["email_verified"] != false && claims["email_verified"] != "false" {
 		l.Email = strings.ToLower(e)
 	}
-	l.Groups = policy.ClaimStrings(claims[p.cfg.GroupsClaim])
+	l.Groups = policy.ClaimStrings(claims[groupsClaim])
 	for _, name := range want {
 		if v := policy.ClaimStrings(claims[name]); len(v) > 0 {
 			l.Custom[name] = v
 		}
 	}
-	return l, nil
+	return l
 }

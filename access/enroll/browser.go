@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"net/url"
 	"time"
@@ -265,21 +266,12 @@ func (h *Handler) serveBrowserDevice(st *state, w http.ResponseWriter, r *http.R
 		writeError(w, refuse(http.StatusMethodNotAllowed, CodeBadRequest, "Use POST.", nil))
 		return
 	}
-	var req struct {
-		Ticket    string `json:"ticket"`
-		Name      string `json:"name"`
-		PublicKey string `json:"public_key"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
-		h.fail(w, r, "browser", nil, refuse(http.StatusBadRequest, CodeBadRequest, "The request is not the expected JSON.", err))
-		return
-	}
-	pub, name, aerr := checkDevice(req.PublicKey, req.Name)
+	ticketText, pub, name, aerr := parseBrowserDevice(http.MaxBytesReader(w, r.Body, 16<<10))
 	if aerr != nil {
 		h.fail(w, r, "browser", nil, aerr)
 		return
 	}
-	t, aerr := h.openTicket(req.Ticket)
+	t, aerr := h.openTicket(ticketText)
 	if aerr != nil {
 		h.fail(w, r, "browser", nil, aerr)
 		return
@@ -294,6 +286,34 @@ func (h *Handler) serveBrowserDevice(st *state, w http.ResponseWriter, r *http.R
 	}
 	h.metrics.observe("browser", resultEnrolled, time.Since(start))
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// browserDevice is the JSON the enrollment page posts to PathBrowserDevice.
+type browserDevice struct {
+	Ticket    string `json:"ticket"`
+	Name      string `json:"name"`
+	PublicKey string `json:"public_key"`
+}
+
+// parseBrowserDevice reads and checks the page's registration request:
+// one JSON object, a usable public key, a clean name and a ticket.
+func parseBrowserDevice(body io.Reader) (ticket string, pub wireguard.Key, name string, aerr *apiError) {
+	var req browserDevice
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return "", pub, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request is not the expected JSON.", err)
+	}
+	if dec.More() {
+		return "", pub, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request has data after its JSON object.", nil)
+	}
+	if pub, name, aerr = checkDevice(req.PublicKey, req.Name); aerr != nil {
+		return "", pub, "", aerr
+	}
+	if req.Ticket == "" {
+		return "", pub, "", refuse(http.StatusUnauthorized, CodeInvalidToken, "This enrollment page is invalid; sign in again at /enroll.", nil)
+	}
+	return req.Ticket, pub, name, nil
 }
 
 // serveServerKey is for devices that cannot run the page's key generation
