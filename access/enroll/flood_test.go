@@ -16,6 +16,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
@@ -270,5 +271,21 @@ func TestLimiterTable(t *testing.T) {
 	}
 	if n := l.len(); n != 100 {
 		t.Fatalf("%d sources in a table bounded to 100", n)
+	}
+}
+
+// TestMetricsLint: the enrollment metrics pass promlint.
+func TestMetricsLint(t *testing.T) {
+	e := newEnv(t, enrolltest.Options{}, nil)
+	e.h.metrics.observe("device", CodeRateLimited, 0)
+	e.h.metrics.limited.Add(0)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e.h)
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
 	}
 }
