@@ -134,4 +134,3 @@ func TestUnknownKidNotRefetched(t *testing.T) {
 	f.set(func(f *fakeIdP) { f.mint = nil })
 	e.login("wiki.test") // the provider's real key still works
 }
-
