@@ -7,22 +7,30 @@
 // upstream a JWT assertion signed with keys published at a JWKS endpoint.
 //
 // Every app host also serves, under /cdn-cgi/access/: login (provider choice
-// when several fit), callback, logout (ends the user's sessions on every
-// app), certs (the JWKS: the current key and the previous one for its grace
-// period) and get-identity.
+// when several fit), callback, logout (a form on GET; a POST with its CSRF
+// token ends the user's sessions on every app and closes their
+// WebSockets), certs (the JWKS: the current key and the previous one for
+// its grace period) and get-identity.
 //
 // Upstreams receive Edgegw-Access-Jwt-Assertion (ES256 or RS256 with a kid;
 // aud is the app's audience, by default its domain) and should verify it
-// against the certs endpoint; copies of that and other identity headers sent
-// by clients are removed, as are edgegw's cookies. Machines authenticate
+// against the certs endpoint; copies of that and other identity and
+// client-address headers sent by clients are removed in every spelling
+// (case, '_' for '-'), as are edgegw's cookies, and an upstream's
+// Set-Cookie for edgegw's cookies is dropped. WebSockets live no longer
+// than their session. The `device` selector matches only a device the
+// session's own user enrolled. Machines authenticate
 // with service tokens in Edgegw-Access-Client-Id/-Secret (or the
 // Cf-Access-Client-* spellings) through service_auth policies. API clients
 // (X-Requested-With: XMLHttpRequest, or Accept: application/json) get 401
 // rather than a redirect to the login.
 //
-// The session cookie, EDGEGW_Authorization, is per app host: a JWE (direct
-// AES-256-GCM) around the same signed token the upstream gets, HttpOnly,
-// Secure, SameSite=Lax. Access keeps its signing keys, the cookie key, the
+// The session cookie, __Host-EDGEGW_Authorization, is per app host: a JWE
+// (direct AES-256-GCM) around the same signed token the upstream gets,
+// HttpOnly, Secure, SameSite=Lax, Path=/ and no Domain. Login nonces are
+// one-use, recorded only once their ID token verified, in a bounded set;
+// unknown JWKS key ids are refetched at most every 10 s. Records reach the
+// sink through a bounded queue, so a slow Logpush never holds a request. Access keeps its signing keys, the cookie key, the
 // logouts and a generated certificate in StateDir/access.
 //
 // The composition root builds a Server with New, runs it with Run, reloads

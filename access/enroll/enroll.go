@@ -22,6 +22,14 @@
 // the public key and writes the file. Package enrolltest has a real OpenID
 // provider and an in-memory registry for tests.
 //
+// Under attack: the endpoints that cost the provider or the registry work
+// are limited per source address (a token bucket, 429 past it); ID tokens,
+// sign-ins and tickets are one-use, recorded only once verified, keyed on
+// the token's claims rather than its spelling, in a set bounded to 100,000
+// that refuses new sign-ins (503) rather than forget; tokens naming unknown
+// JWKS key ids make the gateway refetch the provider's keys at most every
+// 10 s.
+//
 // Errors reach users as JSON {"error":{"code","message"}} with a message
 // written for them; the admin gets the cause in the log and in
 // edgegw_enroll_requests_total{result}. Nothing is half-written: the
