@@ -95,7 +95,7 @@ func TestCookieFlags(t *testing.T) {
 	e, _ := standardEnv(t)
 	c := e.client(false)
 	lc, cb := loginSteps(t, e, c, "wiki.test", "/")
-	if !lc.HttpOnly || !lc.Secure || lc.SameSite != http.SameSiteLaxMode || lc.Path != PathCallback || lc.MaxAge <= 0 || lc.MaxAge > 600 || lc.Domain != "" {
+	if !lc.HttpOnly || !lc.Secure || lc.SameSite != http.SameSiteLaxMode || lc.Path != "/" || !strings.HasPrefix(lc.Name, "__Host-") || lc.MaxAge <= 0 || lc.MaxAge > 600 || lc.Domain != "" {
 		t.Fatalf("login cookie flags: %+v", lc)
 	}
 	resp, body := e.get(c, cb)
@@ -106,7 +106,7 @@ func TestCookieFlags(t *testing.T) {
 	if sc == nil {
 		t.Fatal("no session cookie")
 	}
-	if !sc.HttpOnly || !sc.Secure || sc.SameSite != http.SameSiteLaxMode || sc.Path != "/" || sc.Domain != "" {
+	if !sc.HttpOnly || !sc.Secure || sc.SameSite != http.SameSiteLaxMode || sc.Path != "/" || sc.Domain != "" || !strings.HasPrefix(sc.Name, "__Host-") {
 		t.Fatalf("session cookie flags: %+v", sc)
 	}
 	if d := time.Until(sc.Expires); d < 23*time.Hour || d > 25*time.Hour {

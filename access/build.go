@@ -174,7 +174,11 @@ func (s *Server) newProxy(app string, up *url.URL, t http.RoundTripper) *httputi
 		},
 		Transport:  t,
 		BufferPool: &s.buffers,
-		ErrorLog:   slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ModifyResponse: func(resp *http.Response) error {
+			stripAccessSetCookies(resp.Header)
+			return nil
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Context().Err() != nil { // the client went away
 				s.log.Debug("client gone before the upstream answered", "app", app, "err", err)
@@ -339,4 +343,27 @@ func (s *snapshot) app(host string) *appState {
 		return nil
 	}
 	return s.apps[host]
+}
+
+// stripAccessSetCookies removes Set-Cookie headers that would set one of
+// edgegw's cookies: an upstream must not be able to log its users in as
+// someone else, out, or into a login of its choosing.
+func stripAccessSetCookies(h http.Header) {
+	for k, vs := range h {
+		if normHeader(k) != "set-cookie" {
+			continue
+		}
+		kept := vs[:0]
+		for _, v := range vs {
+			name, _, _ := strings.Cut(v, "=")
+			if !isAccessCookie(name) {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) == 0 {
+			delete(h, k)
+		} else {
+			h[k] = kept
+		}
+	}
 }

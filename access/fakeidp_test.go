@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,8 @@ type fakeIdP struct {
 	mutate  func(c map[string]any)        // applied to the claims before minting
 	claims  map[string]any                // extra claims for every token
 	lastReq authReq
+
+	jwksFetches atomic.Int64
 }
 
 type authReq struct {
@@ -84,6 +87,7 @@ func (f *fakeIdP) discovery(w http.ResponseWriter, r *http.Request) {
 }
 
 func (f *fakeIdP) keys(w http.ResponseWriter, r *http.Request) {
+	f.jwksFetches.Add(1)
 	json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &f.key.PublicKey, KeyID: f.kid, Algorithm: "RS256", Use: "sig"}}})
 }
 

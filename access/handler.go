@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
 )
 
@@ -39,22 +40,44 @@ const (
 	HeaderClientID     = "Edgegw-Access-Client-Id"
 	HeaderClientSecret = "Edgegw-Access-Client-Secret"
 
-	// CookieSession holds the sealed app token, one per app host.
-	CookieSession = "EDGEGW_Authorization"
+	// CookieSession holds the sealed app token, one per app host. The
+	// __Host- prefix makes browsers take it only when Secure, Path=/ and
+	// without a Domain, so no sibling host can set or shadow it.
+	CookieSession = "__Host-EDGEGW_Authorization"
 	// cookieLogin prefixes the per-login state cookie.
-	cookieLogin = "EDGEGW_Login_"
+	cookieLogin = "__Host-EDGEGW_Login_"
 )
 
-// Headers a client may not send upstream: identity is only what edgegw
-// asserts.
-var strippedHeaders = []string{
-	HeaderAssertion, HeaderEmail, HeaderClientID, HeaderClientSecret,
-	"Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email",
-	"Cf-Access-Client-Id", "Cf-Access-Client-Secret", "Cf-Access-Token",
-	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups",
-	"X-Forwarded-Preferred-Username", "X-Forwarded-Access-Token",
-	"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups",
-	"Remote-User",
+// strippedHeaders are the headers a client may not send upstream, in
+// normalised form (normHeader): identity is only what edgegw asserts, and
+// the client address only what the proxy sets (X-Forwarded-For, from the
+// connection). Every spelling goes: nginx, CGI and many frameworks treat
+// "Cf_Access_Jwt_Assertion" as "Cf-Access-Jwt-Assertion", so an
+// underscore copy would otherwise reach the app as the real header.
+var strippedHeaders = func() map[string]bool {
+	m := map[string]bool{}
+	for _, h := range []string{
+		HeaderAssertion, HeaderEmail, HeaderClientID, HeaderClientSecret, HeaderRayID,
+		"Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email",
+		"Cf-Access-Client-Id", "Cf-Access-Client-Secret", "Cf-Access-Token",
+		"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Groups",
+		"X-Forwarded-Preferred-Username", "X-Forwarded-Access-Token",
+		"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups",
+		"X-Auth-Request-Preferred-Username", "X-Auth-Request-Access-Token",
+		"Remote-User", "Remote-Email", "Remote-Groups", "X-Remote-User",
+		// Client addresses: only the proxy's own X-Forwarded-For counts.
+		"X-Real-Ip", "True-Client-Ip", "Cf-Connecting-Ip", "X-Client-Ip", "X-Cluster-Client-Ip",
+		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded",
+	} {
+		m[normHeader(h)] = true
+	}
+	return m
+}()
+
+// normHeader folds the spellings that upstreams treat alike: case, and
+// '_' for '-'.
+func normHeader(k string) string {
+	return strings.ReplaceAll(strings.ToLower(k), "_", "-")
 }
 
 // request is what the handler learnt about one request.
@@ -67,6 +90,24 @@ type request struct {
 	addr    netip.Addr
 	net     policy.Network
 	tokenID string // client id of a presented service token
+	// devOwner is the subject of the enrolled device at the source
+	// address, when there is one (devOK).
+	devOwner string
+	devOK    bool
+}
+
+// deviceOf tells whether the device at the source address is one the
+// user issuer/sub enrolled: a device proves nothing about anyone else.
+func (q *request) deviceOf(issuer, sub string) bool {
+	return q.devOK && issuer != "" && sub != "" && q.devOwner == identity.SubjectOf(issuer, sub)
+}
+
+// sessionIssuer is the issuer of the provider a session came from.
+func (q *request) sessionIssuer(cl *tokenClaims) string {
+	if p := q.snap.providers[cl.IdP]; p != nil {
+		return p.cfg.Issuer
+	}
+	return ""
 }
 
 // ServeHTTP is the proxy's handler: it routes by host name, serves the
@@ -123,7 +164,7 @@ func (s *Server) network(q *request) (ok bool) {
 		q.net.CommonName = tls.VerifiedChains[0][0].Subject.CommonName
 	}
 	if d := s.opts.Devices; d != nil && q.addr.IsValid() {
-		q.net.Device = d.EnrolledDevice(q.addr)
+		q.devOwner, q.devOK = d.DeviceOwner(q.addr)
 	}
 	h := q.r.Header
 	id, secret := h.Get(HeaderClientID), h.Get(HeaderClientSecret)
@@ -161,6 +202,7 @@ func (s *Server) serveApp(q *request) {
 	in := policy.Input{Network: q.net}
 	if sess != nil {
 		in.Identity = &policy.Identity{Email: sess.claims.Email, Groups: sess.claims.Groups, Claims: sess.claims.Custom}
+		in.Network.Device = q.deviceOf(q.sessionIssuer(sess.claims), sess.claims.Subject)
 	}
 	d := app.policies.Evaluate(in)
 	switch {
@@ -210,13 +252,30 @@ func (s *Server) serveApp(q *request) {
 	}
 	r.Header.Set(HeaderRayID, q.ray)
 	removeAccessCookies(r)
+	if d.Allowed && d.Action == policy.Allow && sess != nil && isUpgrade(r) {
+		s.proxyUpgrade(q, sess)
+		return
+	}
 	app.proxy.ServeHTTP(w, r)
 }
 
+// stripHeaders removes strippedHeaders in every spelling.
 func stripHeaders(r *http.Request) {
-	for _, h := range strippedHeaders {
-		r.Header.Del(h)
+	for k := range r.Header {
+		if strippedHeaders[normHeader(k)] {
+			delete(r.Header, k)
+		}
 	}
+}
+
+// isAccessCookie tells edgegw's cookies by name: the current ones, the
+// names before the __Host- prefix, and any case or prefix variant, so
+// neither the client nor the upstream can pass one off as another.
+func isAccessCookie(name string) bool {
+	n := strings.ToLower(strings.TrimSpace(name))
+	n = strings.TrimPrefix(n, "__host-")
+	n = strings.TrimPrefix(n, "__secure-")
+	return strings.HasPrefix(n, "edgegw_")
 }
 
 // removeAccessCookies keeps edgegw's own cookies from the upstream.
@@ -228,7 +287,7 @@ func removeAccessCookies(r *http.Request) {
 	var keep []string
 	drop := false
 	for _, c := range cs {
-		if c.Name == CookieSession || strings.HasPrefix(c.Name, cookieLogin) {
+		if isAccessCookie(c.Name) {
 			drop = true
 			continue
 		}
@@ -410,7 +469,7 @@ func (s *Server) record(q *request, action string, allowed bool, pol, conn, emai
 	if c := s.opts.Countries; c != nil && q.addr.IsValid() {
 		rec.Country = c.Country(q.addr)
 	}
-	sink.AccessRecord(rec)
+	s.recs.push(rec, s.metrics.recsDropped)
 }
 
 func (s *Server) serveCerts(q *request) {

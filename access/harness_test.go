@@ -5,14 +5,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"html"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -221,6 +224,45 @@ func decodeEcho(t *testing.T, body string) echoed {
 		t.Fatalf("upstream answer %q: %v", body, err)
 	}
 	return ec
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]*)"`)
+
+// logout opens the logout page on host with c's cookies and submits its
+// form, as a user clicking the button would.
+func (e *env) logout(c *http.Client, host string) *http.Response {
+	e.t.Helper()
+	nf := e.client(false)
+	nf.Jar = c.Jar
+	resp, body := e.get(nf, e.url(host, PathLogout))
+	m := csrfRE.FindStringSubmatch(body)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		e.t.Fatalf("logout page: %d %s", resp.StatusCode, body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.url(host, PathLogout), strings.NewReader(url.Values{"csrf": {html.UnescapeString(m[1])}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://"+req.URL.Host)
+	resp, err := nf.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// records waits until the server handed every queued record to the sink
+// and returns what the sink holds.
+func (e *env) records() []Record {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.recs.pending.Load() != 0 {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%d records still queued", e.srv.recs.pending.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return e.sink.all()
 }
 
 func cookieOf(resp *http.Response, name string) *http.Cookie {

@@ -2,8 +2,12 @@ package access
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"net/http"
 	"net/url"
@@ -15,6 +19,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
 )
 
@@ -96,8 +101,10 @@ func (s *Server) serveLogin(q *request) {
 		http.Error(w, "Internal error.", http.StatusInternalServerError)
 		return
 	}
+	// Path=/ because the __Host- prefix requires it; the proxy keeps the
+	// cookie from the upstream like the session cookie.
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieLogin + st.State[:16], Value: v, Path: PathCallback, MaxAge: int(loginTimeout / time.Second),
+		Name: cookieLogin + st.State[:16], Value: v, Path: "/", MaxAge: int(loginTimeout / time.Second),
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode,
 	})
 	w.Header().Set("Cache-Control", "no-store")
@@ -134,7 +141,7 @@ func (s *Server) serveCallback(q *request) {
 		fail(http.StatusBadRequest, "The login request is invalid or expired; start again.", "no login cookie for this state")
 		return
 	}
-	s.clearCookie(w, c.Name, PathCallback)
+	s.clearCookie(w, c.Name, "/")
 	st, err := s.openLogin(c.Value)
 	now := s.now()
 	switch {
@@ -150,7 +157,9 @@ func (s *Server) serveCallback(q *request) {
 	case st.App != app.cfg.Name:
 		fail(http.StatusBadRequest, "The login request is invalid; start again.", "login state for another app")
 		return
-	case !s.used.add(st.Nonce, now, time.Unix(st.Expires, 0).Add(time.Minute)):
+	case s.used.Seen(replay.KeyOf("login", st.Nonce), now):
+		// Only looked up here: the nonce is recorded once the provider's ID
+		// token for it verified, so forged callbacks cannot fill the set.
 		fail(http.StatusBadRequest, "This login was already used; start again.", "replayed login state and nonce")
 		return
 	}
@@ -171,11 +180,21 @@ func (s *Server) serveCallback(q *request) {
 		fail(http.StatusUnauthorized, "The login could not be verified.", err.Error())
 		return
 	}
+	switch err := s.used.Add(replay.KeyOf("login", st.Nonce), now, time.Unix(st.Expires, 0).Add(time.Minute)); {
+	case errors.Is(err, replay.ErrReplayed):
+		fail(http.StatusBadRequest, "This login was already used; start again.", "replayed login state and nonce")
+		return
+	case err != nil:
+		s.metrics.replayFull.Inc()
+		fail(http.StatusServiceUnavailable, "Too many logins are in progress; try again in a few minutes.", err.Error())
+		return
+	}
 	if !s.network(q) {
 		fail(http.StatusUnauthorized, "The service token was not accepted.", "bad service token at login")
 		return
 	}
 	id := &policy.Identity{Email: login.Email, Groups: login.Groups, Claims: login.Custom}
+	q.net.Device = q.deviceOf(p.cfg.Issuer, login.Subject)
 	dec := app.policies.Evaluate(policy.Input{Identity: id, Network: q.net})
 	if !dec.Allowed {
 		s.metrics.logins.WithLabelValues(app.cfg.Name, p.cfg.Name, "denied").Inc()
@@ -215,21 +234,81 @@ func (s *Server) serveCallback(q *request) {
 	http.Redirect(w, r, st.Return, http.StatusFound)
 }
 
-// serveLogout ends the user's sessions on every app: tokens issued to the
-// same provider subject before now are refused from here on.
+var logoutPage = template.Must(template.New("logout").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Log out</title></head>
+<body><h1>Log out</h1>
+<form method="post" action="{{.Path}}">
+<input type="hidden" name="csrf" value="{{.Token}}">
+<button type="submit">Log out of every application</button>
+</form></body></html>
+`))
+
+// logoutToken is the CSRF token of the logout form: an HMAC of the
+// session cookie, so only a page that could read this browser's cookie
+// (edgegw's own form) can post a valid one. Without a session the token
+// is empty; a logout then has nothing to end.
+func (s *Server) logoutToken(r *http.Request) string {
+	c, err := r.Cookie(CookieSession)
+	if err != nil || c.Value == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, s.csrfKey)
+	m.Write([]byte(c.Value))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// serveLogout shows a logout form on GET and logs out on POST: it ends the
+// user's sessions on every app (tokens issued to the same provider subject
+// before now are refused from here on) and closes their WebSockets. A GET
+// changes nothing, so a link or an image on another site cannot log
+// anyone out; the POST must carry the form's CSRF token and, when the
+// browser says where it came from, come from this host.
 func (s *Server) serveLogout(q *request) {
-	q.w.Header().Set("Cache-Control", "no-store")
+	w, r := q.w, q.r
+	w.Header().Set("Cache-Control", "no-store")
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'")
+		w.Header().Set("X-Frame-Options", "DENY")
+		logoutPage.Execute(w, struct{ Path, Token string }{PathLogout, s.logoutToken(r)})
+		return
+	case http.MethodPost:
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "Use the logout form.", http.StatusMethodNotAllowed)
+		return
+	}
+	if o := r.Header.Get("Origin"); o != "" && o != "https://"+r.Host {
+		http.Error(w, "The logout came from another site.", http.StatusForbidden)
+		return
+	}
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		http.Error(w, "The logout came from another site.", http.StatusForbidden)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	want := s.logoutToken(r)
+	if want != "" && !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(want)) {
+		http.Error(w, "The logout form is invalid or stale; open the logout page again.", http.StatusForbidden)
+		return
+	}
 	cs := s.session(q)
-	q.w.Header().Del("Set-Cookie") // session may have re-issued it
-	s.clearCookie(q.w, CookieSession, "/")
+	w.Header().Del("Set-Cookie") // session may have re-issued it
+	s.clearCookie(w, CookieSession, "/")
 	if cs != nil {
-		s.revoked.revoke(userKey(cs.claims.IdP, cs.claims.Subject), s.now())
+		now := s.now()
+		key := userKey(cs.claims.IdP, cs.claims.Subject)
+		s.revoked.revoke(key, now)
 		s.saveRevocations()
+		if n := s.ws.revoke(key, now.UnixMilli()); n > 0 {
+			s.metrics.wsClosed.WithLabelValues("logout").Add(float64(n))
+		}
 		s.record(q, ActionLogout, true, "", cs.claims.IdP, cs.claims.Email, cs.claims.Subject)
 		s.log.Info("logout", "app", q.app.cfg.Name, "email", cs.claims.Email, "ray", q.ray)
 	}
-	q.w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	q.w.Write([]byte("You are logged out of every application.\n"))
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("You are logged out of every application.\n"))
 }
 
 // serveIdentity tells the logged-in user who edgegw thinks they are.

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/internal/oidckeys"
 	"github.com/edgegw/edgegw/access/policy"
 )
 
@@ -34,6 +35,7 @@ type provider struct {
 type discovered struct {
 	oidc     *oidc.Provider
 	verifier *oidc.IDTokenVerifier
+	keys     *oidckeys.KeySet
 }
 
 func newProvider(pc identity.Provider) (*provider, error) {
@@ -137,8 +139,14 @@ func (s *Server) discover(ctx context.Context, p *provider) error {
 	if err != nil {
 		return err
 	}
-	v := op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: s.now})
-	p.disc.Store(&discovered{oidc: op, verifier: v})
+	// Not op.Verifier: its key set fetches the JWKS again for every token
+	// with an unknown kid; this one refetches at most every 10 s.
+	ks, algs, err := oidckeys.ForProvider(op, s.opts.HTTPClient, s.now)
+	if err != nil {
+		return err
+	}
+	v := oidc.NewVerifier(p.cfg.Issuer, ks, &oidc.Config{ClientID: p.cfg.ClientID, Now: s.now, SupportedSigningAlgs: algs})
+	p.disc.Store(&discovered{oidc: op, verifier: v, keys: ks})
 	return nil
 }
 
@@ -246,17 +254,27 @@ func (s *Server) exchange(ctx context.Context, p *provider, d *discovered, redir
 			}
 		}
 	}
-	l := &verifiedLogin{Subject: idt.Subject, Custom: map[string][]string{}}
+	l := loginFromClaims(claims, p.cfg.GroupsClaim, want)
+	l.Subject = idt.Subject
+	return l, nil
+}
+
+// loginFromClaims reads who the user is from the ID token's (and
+// userinfo's) claims: the email unless marked unverified, the groups and
+// the claims the policies read. Claims are the provider's JSON, so any
+// shape can arrive; what is not a string or a list of strings is ignored.
+func loginFromClaims(claims map[string]any, groupsClaim string, want []string) *verifiedLogin {
+	l := &verifiedLogin{Custom: map[string][]string{}}
 	// An address the provider says it has not verified is not used;
 	// some providers send the flag as a string.
 	if e, _ := claims["email"].(string); e != "" && claims["email_verified"] != false && claims["email_verified"] != "false" {
 		l.Email = strings.ToLower(e)
 	}
-	l.Groups = policy.ClaimStrings(claims[p.cfg.GroupsClaim])
+	l.Groups = policy.ClaimStrings(claims[groupsClaim])
 	for _, name := range want {
 		if v := policy.ClaimStrings(claims[name]); len(v) > 0 {
 			l.Custom[name] = v
 		}
 	}
-	return l, nil
+	return l
 }

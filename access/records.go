@@ -1,7 +1,9 @@
 package access
 
 import (
+	"context"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,15 +39,72 @@ type RecordSink interface {
 	AccessRecord(Record)
 }
 
+// recordQueueLen is how many records may wait for the sink. A request
+// path never waits for Logpush: past this the record is dropped and
+// counted (edgegw_access_records_dropped_total).
+const recordQueueLen = 4096
+
+// recordQueue hands records from request handlers to the sink on a
+// goroutine of its own, so a sink that blocks (a slow Logpush destination
+// applying backpressure) slows only that goroutine, never a request.
+type recordQueue struct {
+	ch      chan Record
+	pending atomic.Int64 // queued and not yet handed to the sink
+}
+
+func newRecordQueue() *recordQueue { return &recordQueue{ch: make(chan Record, recordQueueLen)} }
+
+// push queues r without blocking; a full queue drops it and counts it.
+func (q *recordQueue) push(r Record, dropped interface{ Inc() }) {
+	q.pending.Add(1)
+	select {
+	case q.ch <- r:
+	default:
+		q.pending.Add(-1)
+		dropped.Inc()
+	}
+}
+
+// run hands queued records to sink until ctx ends, then hands over what
+// is still queued and returns. Server.Run owns it and stops it after the
+// HTTP server shut down, so the last requests' records are delivered.
+func (q *recordQueue) run(ctx context.Context, sink RecordSink) {
+	deliver := func(r Record) {
+		if sink != nil {
+			sink.AccessRecord(r)
+		}
+		q.pending.Add(-1)
+	}
+	for {
+		select {
+		case r := <-q.ch:
+			deliver(r)
+		case <-ctx.Done():
+			for {
+				select {
+				case r := <-q.ch:
+					deliver(r)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
 // CountryLookup tells the country of an address, when known.
 type CountryLookup interface {
 	Country(netip.Addr) string
 }
 
-// DeviceLookup tells whether an address belongs to an enrolled device (the
-// identity registry implements it).
+// DeviceLookup tells who owns the enrolled device at an address (the
+// gateway implements it over the registry's snapshot). The `device`
+// selector matches only when that owner is the request's user.
 type DeviceLookup interface {
-	EnrolledDevice(netip.Addr) bool
+	// DeviceOwner returns the Subject (identity.SubjectOf: issuer and
+	// provider subject) of the user who enrolled the device at a, and
+	// false when no enrolled device has that address.
+	DeviceOwner(a netip.Addr) (subject string, ok bool)
 }
 
 type metrics struct {
@@ -54,6 +113,9 @@ type metrics struct {
 	providerUp   *prometheus.GaugeVec
 	reloadOK     prometheus.Gauge
 	upstreamErrs *prometheus.CounterVec
+	replayFull   prometheus.Counter
+	recsDropped  prometheus.Counter
+	wsClosed     *prometheus.CounterVec
 }
 
 // Decisions, as metric label values.
@@ -89,11 +151,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "edgegw", Subsystem: "access", Name: "upstream_errors_total",
 			Help: "Requests that failed to reach the app's upstream.",
 		}, []string{"app"}),
+		replayFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "edgegw", Subsystem: "access", Name: "replay_set_full_total",
+			Help: "Logins refused because the set of used login nonces was at its bound.",
+		}),
+		recsDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "edgegw", Subsystem: "access", Name: "records_dropped_total",
+			Help: "access_requests records dropped because the queue to Logpush was full.",
+		}),
+		wsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "edgegw", Subsystem: "access", Name: "websockets_closed_total",
+			Help: "Upgraded connections (WebSockets) Access closed, by reason (logout, expired).",
+		}, []string{"reason"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.logins, m.providerUp, m.reloadOK, m.upstreamErrs} {
+	for _, c := range m.collectors() {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -105,7 +179,11 @@ func (m *metrics) unregister(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.logins, m.providerUp, m.reloadOK, m.upstreamErrs} {
+	for _, c := range m.collectors() {
 		reg.Unregister(c)
 	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.requests, m.logins, m.providerUp, m.reloadOK, m.upstreamErrs, m.replayFull, m.recsDropped, m.wsClosed}
 }

@@ -95,35 +95,51 @@ func TestClientCertificates(t *testing.T) {
 	}
 }
 
-type fakeDevices map[netip.Addr]bool
+// fakeDevices maps addresses to the subject of the device's owner.
+type fakeDevices map[netip.Addr]string
 
-func (f fakeDevices) EnrolledDevice(a netip.Addr) bool { return f[a] }
+func (f fakeDevices) DeviceOwner(a netip.Addr) (string, bool) {
+	s, ok := f[a]
+	return s, ok
+}
 
 type fakeCountries struct{}
 
 func (fakeCountries) Country(netip.Addr) string { return "GB" }
 
+// TestDeviceSelectorAndCountry: the device selector matches only when the
+// enrolled device behind the source address is the session user's own.
 func TestDeviceSelectorAndCountry(t *testing.T) {
-	for _, enrolled := range []bool{true, false} {
-		dir := t.TempDir()
-		f := newFakeIdP(t)
-		up := newUpstream(t)
-		cfg := defaultConfig(t, up.URL, dir)
-		cfg.Apps[0].Policies[0].Require = []policy.Selector{{Device: yes()}}
-		devs := fakeDevices{netip.MustParseAddr("127.0.0.1"): enrolled}
-		e := startEnv(t, cfg, idpConfig(t, f, dir), dir, up, func(o *Options) { o.Devices = devs; o.Countries = fakeCountries{} })
-		c := e.client(true)
-		resp, _ := e.get(c, e.url("wiki.test", "/"))
-		want := http.StatusForbidden
-		if enrolled {
-			want = http.StatusOK
-		}
-		if resp.StatusCode != want {
-			t.Fatalf("enrolled=%v: status %d", enrolled, resp.StatusCode)
-		}
-		if recs := e.sink.all(); len(recs) == 0 || recs[0].Country != "GB" {
-			t.Fatalf("records %+v", recs)
-		}
+	for _, tt := range []struct {
+		name  string
+		owner func(f *fakeIdP) (string, bool)
+		want  int
+	}{
+		{"the user's own device", func(f *fakeIdP) (string, bool) { return identity.SubjectOf(f.issuer, "user-1"), true }, http.StatusOK},
+		{"another user's device", func(f *fakeIdP) (string, bool) { return identity.SubjectOf(f.issuer, "user-2"), true }, http.StatusForbidden},
+		{"same sub at another issuer", func(f *fakeIdP) (string, bool) { return identity.SubjectOf("https://other.example", "user-1"), true }, http.StatusForbidden},
+		{"no enrolled device", func(f *fakeIdP) (string, bool) { return "", false }, http.StatusForbidden},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			f := newFakeIdP(t)
+			up := newUpstream(t)
+			cfg := defaultConfig(t, up.URL, dir)
+			cfg.Apps[0].Policies[0].Require = []policy.Selector{{Device: yes()}}
+			devs := fakeDevices{}
+			if owner, ok := tt.owner(f); ok {
+				devs[netip.MustParseAddr("127.0.0.1")] = owner
+			}
+			e := startEnv(t, cfg, idpConfig(t, f, dir), dir, up, func(o *Options) { o.Devices = devs; o.Countries = fakeCountries{} })
+			c := e.client(true)
+			resp, _ := e.get(c, e.url("wiki.test", "/"))
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			if recs := e.records(); len(recs) == 0 || recs[0].Country != "GB" {
+				t.Fatalf("records %+v", recs)
+			}
+		})
 	}
 }
 

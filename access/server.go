@@ -7,22 +7,30 @@
 // upstream a JWT assertion signed with keys published at a JWKS endpoint.
 //
 // Every app host also serves, under /cdn-cgi/access/: login (provider choice
-// when several fit), callback, logout (ends the user's sessions on every
-// app), certs (the JWKS: the current key and the previous one for its grace
-// period) and get-identity.
+// when several fit), callback, logout (a form on GET; a POST with its CSRF
+// token ends the user's sessions on every app and closes their
+// WebSockets), certs (the JWKS: the current key and the previous one for
+// its grace period) and get-identity.
 //
 // Upstreams receive Edgegw-Access-Jwt-Assertion (ES256 or RS256 with a kid;
 // aud is the app's audience, by default its domain) and should verify it
-// against the certs endpoint; copies of that and other identity headers sent
-// by clients are removed, as are edgegw's cookies. Machines authenticate
+// against the certs endpoint; copies of that and other identity and
+// client-address headers sent by clients are removed in every spelling
+// (case, '_' for '-'), as are edgegw's cookies, and an upstream's
+// Set-Cookie for edgegw's cookies is dropped. WebSockets live no longer
+// than their session. The `device` selector matches only a device the
+// session's own user enrolled. Machines authenticate
 // with service tokens in Edgegw-Access-Client-Id/-Secret (or the
 // Cf-Access-Client-* spellings) through service_auth policies. API clients
 // (X-Requested-With: XMLHttpRequest, or Accept: application/json) get 401
 // rather than a redirect to the login.
 //
-// The session cookie, EDGEGW_Authorization, is per app host: a JWE (direct
-// AES-256-GCM) around the same signed token the upstream gets, HttpOnly,
-// Secure, SameSite=Lax. Access keeps its signing keys, the cookie key, the
+// The session cookie, __Host-EDGEGW_Authorization, is per app host: a JWE
+// (direct AES-256-GCM) around the same signed token the upstream gets,
+// HttpOnly, Secure, SameSite=Lax, Path=/ and no Domain. Login nonces are
+// one-use, recorded only once their ID token verified, in a bounded set;
+// unknown JWKS key ids are refetched at most every 10 s. Records reach the
+// sink through a bounded queue, so a slow Logpush never holds a request. Access keeps its signing keys, the cookie key, the
 // logouts and a generated certificate in StateDir/access.
 //
 // The composition root builds a Server with New, runs it with Run, reloads
@@ -49,6 +57,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/internal/replay"
 )
 
 // Options are the Server's collaborators; all are optional.
@@ -80,11 +89,14 @@ type Server struct {
 	keys    *keyring
 	sealer  *sealer // session cookies
 	login   *sealer // login state cookies
+	csrfKey []byte  // logout form tokens
+	ws      wsTracker
 	revoked revocations
-	used    onceSet
+	used    *replay.Set // login nonces, recorded once their ID token verified
 	cache   sessionCache
 	buffers bufferPool
 	svc     assertionCache
+	recs    *recordQueue
 
 	snap atomic.Pointer[snapshot]
 
@@ -114,6 +126,8 @@ func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
 		opts:      opts,
 		now:       opts.Now,
 		providers: map[string]*provider{},
+		used:      replay.New(replay.DefaultMax),
+		recs:      newRecordQueue(),
 	}
 	if opts.StateDir != "" {
 		s.dir = filepath.Join(opts.StateDir, "access")
@@ -140,6 +154,7 @@ func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
 	if s.login, err = newSealer(deriveKey(key, "login state cookie")); err != nil {
 		return nil, err
 	}
+	s.csrfKey = deriveKey(key, "logout csrf")
 	if err := s.loadRevocations(); err != nil {
 		return nil, err
 	}
@@ -303,6 +318,15 @@ func (s *Server) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		s.maintain(runCtx)
 	}()
+	// The record queue stops only after the HTTP server shut down (its
+	// own context), so the records of the last requests still reach the
+	// sink.
+	recCtx, stopRecs := context.WithCancel(context.WithoutCancel(ctx))
+	recsDone := make(chan struct{})
+	go func() {
+		defer close(recsDone)
+		s.recs.run(recCtx, s.opts.Sink)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
 
@@ -319,6 +343,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if serveErr == nil {
 		serveErr = <-errc
 	}
+	stopRecs()
+	<-recsDone
 	s.mu.Lock()
 	cancel()
 	s.running = false

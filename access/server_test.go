@@ -50,7 +50,7 @@ func TestLoginFlowAndAssertion(t *testing.T) {
 	if _, err := other.Verify(ctx, raw); err == nil {
 		t.Fatal("assertion for wiki verified for docs")
 	}
-	recs := e.sink.all()
+	recs := e.records()
 	if len(recs) == 0 || recs[0].Action != ActionLogin || !recs[0].Allowed || recs[0].Email != "alice@corp.example" || recs[0].PolicyName != "staff" || recs[0].AppDomain != "wiki.test" || !recs[0].IPAddress.IsLoopback() || recs[0].RayID == "" {
 		t.Fatalf("records %+v", recs)
 	}
@@ -75,7 +75,7 @@ func TestDeniedLogin(t *testing.T) {
 	if cookieOf(resp, CookieSession) != nil {
 		t.Fatal("session cookie set for a denied login")
 	}
-	recs := e.sink.all()
+	recs := e.records()
 	if len(recs) != 1 || recs[0].Allowed || recs[0].Action != ActionLogin {
 		t.Fatalf("records %+v", recs)
 	}
@@ -106,7 +106,7 @@ func TestBypass(t *testing.T) {
 	if ec.Headers.Get(HeaderAssertion) != "" || ec.Headers.Get("Cf-Access-Jwt-Assertion") != "" {
 		t.Fatal("client assertion passed through a bypass app")
 	}
-	if len(e.sink.all()) != 0 {
+	if len(e.records()) != 0 {
 		t.Fatal("bypass was recorded")
 	}
 }
@@ -154,14 +154,14 @@ func TestLogoutEndsEveryApp(t *testing.T) {
 	if resp, _ := e.get(nf, e.url("docs.test", "/")); resp.StatusCode != 200 {
 		t.Fatalf("docs before logout %d", resp.StatusCode)
 	}
-	resp, _ := e.get(nf, e.url("wiki.test", PathLogout))
+	resp := e.logout(c, "wiki.test")
 	if resp.StatusCode != 200 {
 		t.Fatalf("logout %d", resp.StatusCode)
 	}
 	if resp, _ := e.get(nf, e.url("docs.test", "/")); resp.StatusCode != http.StatusFound {
 		t.Fatalf("docs after logout: %d", resp.StatusCode)
 	}
-	recs := e.sink.all()
+	recs := e.records()
 	found := false
 	for _, r := range recs {
 		found = found || r.Action == ActionLogout

@@ -164,33 +164,6 @@ func (r *revocations) expire(before time.Time) {
 	}
 }
 
-// onceSet remembers values until they expire; add reports false for a value
-// seen before. It stops nonce and state replay.
-type onceSet struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-func (o *onceSet) add(v string, now, until time.Time) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.m == nil {
-		o.m = map[string]time.Time{}
-	}
-	if len(o.m) > 10000 {
-		for k, t := range o.m {
-			if now.After(t) {
-				delete(o.m, k)
-			}
-		}
-	}
-	if t, ok := o.m[v]; ok && !now.After(t) {
-		return false
-	}
-	o.m[v] = until
-	return true
-}
-
 // sessionCache maps a cookie to its verified token, so the hot path does
 // one map lookup instead of a decryption and a signature check. It is
 // dropped whole when it grows too large or the keys change.

@@ -148,7 +148,9 @@ func TestZitadelCodeFlow(t *testing.T) {
 		t.Fatalf("identity %s", body)
 	}
 	// Logout, then the app asks for a login again.
-	e.get(c, e.url("wiki.test", PathLogout))
+	if resp := e.logout(c, "wiki.test"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
 	nf := e.client(false)
 	nf.Jar = c.Jar
 	if resp, _ := e.get(nf, e.url("wiki.test", "/")); resp.StatusCode != http.StatusFound {

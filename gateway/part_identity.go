@@ -74,14 +74,14 @@ func (d *devices) publish(s *identity.Snapshot) {
 	}
 }
 
-// EnrolledDevice implements access.DeviceLookup.
-func (d *devices) EnrolledDevice(a netip.Addr) bool {
+// DeviceOwner implements access.DeviceLookup.
+func (d *devices) DeviceOwner(a netip.Addr) (string, bool) {
 	s := d.load()
 	if s == nil {
-		return false
+		return "", false
 	}
-	_, ok := s.ByAddr(a.Unmap())
-	return ok
+	dev, ok := s.ByAddr(a.Unmap())
+	return dev.Subject, ok
 }
 
 // identityPart runs the device registry when WireGuard is configured with

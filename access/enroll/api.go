@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/curve25519"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -116,6 +117,8 @@ const (
 	CodeProviderUnavailable = "provider_unavailable"
 	CodeTunnelUnavailable   = "tunnel_unavailable"
 	CodeInternal            = "internal_error"
+	CodeBusy                = "busy"         // the one-use set is full
+	CodeRateLimited         = "rate_limited" // too many requests from one source
 	resultEnrolled          = "enrolled"
 )
 
@@ -196,15 +199,16 @@ func (h *Handler) serveAPI(st *state, w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, "device", nil, refuse(http.StatusUnauthorized, code, msg, err))
 		return
 	}
-	now := h.now()
-	if !h.used.add(req.IDToken, now, l.Expiry.Add(time.Minute)) {
-		h.fail(w, r, "device", l, refuse(http.StatusUnauthorized, CodeTokenReused, "This sign-in was already used to enroll a device; sign in again.", errors.New("replayed id token")))
+	// Only now that the token verified is it recorded: garbage and forged
+	// tokens never reach the one-use set.
+	if aerr := h.claim(l.use, l.Expiry.Add(time.Minute), "This sign-in was already used to enroll a device; sign in again."); aerr != nil {
+		h.fail(w, r, "device", l, aerr)
 		return
 	}
 	resp, aerr := h.enroll(ctx, st, r, l, name, pub)
 	if aerr != nil {
 		// A sign-in that enrolled nothing may be tried again.
-		h.used.remove(req.IDToken)
+		h.used.Remove(l.use)
 		h.fail(w, r, "device", l, aerr)
 		return
 	}
@@ -344,6 +348,19 @@ func buildResponse(r *http.Request, dev identity.Device, tun Tunnel) *Response {
 	}
 }
 
+// claim records a verified one-use value (an ID token, a sign-in, a
+// ticket) until exp: a replay is refused with reused as its message, and a
+// full set with 503 rather than forgetting older values.
+func (h *Handler) claim(k replay.Key, exp time.Time, reused string) *apiError {
+	switch err := h.used.Add(k, h.now(), exp); {
+	case errors.Is(err, replay.ErrReplayed):
+		return refuse(http.StatusUnauthorized, CodeTokenReused, reused, errors.New("replayed one-use value"))
+	case err != nil:
+		return refuse(http.StatusServiceUnavailable, CodeBusy, "The gateway is handling too many sign-ins right now; try again in a few minutes.", err)
+	}
+	return nil
+}
+
 // fail answers with e, logs the cause for the admin and counts it.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, via string, l *login, e *apiError) {
 	attrs := []any{"via", via, "code", e.Code, "remote", r.RemoteAddr}
@@ -363,7 +380,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, via string, l *lo
 }
 
 func writeError(w http.ResponseWriter, e *apiError) {
-	if e.Code == CodeRegistryUnavailable || e.Code == CodeProviderUnavailable || e.Code == CodeTunnelUnavailable {
+	if e.Code == CodeRegistryUnavailable || e.Code == CodeProviderUnavailable || e.Code == CodeTunnelUnavailable || e.Code == CodeBusy {
 		w.Header().Set("Retry-After", "30")
 	}
 	writeJSON(w, e.status, struct {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"net/url"
 	"time"
@@ -18,6 +19,7 @@ import (
 	qrcode "github.com/skip2/go-qrcode"
 	"golang.org/x/oauth2"
 
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -46,6 +48,24 @@ type ticket struct {
 	ID      string `json:"i"`
 	Login   login  `json:"l"`
 	Expires int64  `json:"e"`
+}
+
+// loginCookie names the sign-in state cookie for a state. Over TLS (always,
+// on the Access listener) it has the __Host- prefix, which browsers accept
+// only with Secure, Path=/ and no Domain, so no other host under the same
+// domain can plant or shadow it.
+func loginCookie(r *http.Request, state string) string {
+	if r.TLS != nil {
+		return "__Host-" + cookieLogin + state[:16]
+	}
+	return cookieLogin + state[:16]
+}
+
+func loginCookiePath(r *http.Request) string {
+	if r.TLS != nil {
+		return "/"
+	}
+	return PathCallback
 }
 
 func randomString(n int) string {
@@ -128,7 +148,7 @@ func (h *Handler) serveLogin(st *state, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	http.SetCookie(w, &http.Cookie{
-		Name: cookieLogin + ls.State[:16], Value: v, Path: PathCallback, MaxAge: int(loginLifetime / time.Second),
+		Name: loginCookie(r, ls.State), Value: v, Path: loginCookiePath(r), MaxAge: int(loginLifetime / time.Second),
 		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
 	})
 	cb := baseURL(r) + PathCallback
@@ -149,12 +169,12 @@ func (h *Handler) serveCallback(st *state, w http.ResponseWriter, r *http.Reques
 		bad("The sign-in request is invalid.", errors.New("no state"))
 		return
 	}
-	c, err := r.Cookie(cookieLogin + state[:16])
+	c, err := r.Cookie(loginCookie(r, state))
 	if err != nil {
 		bad("The sign-in request is invalid or expired.", errors.New("no login cookie for this state"))
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: c.Name, Path: PathCallback, MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: c.Name, Path: loginCookiePath(r), MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode})
 	var ls loginState
 	now := h.now()
 	switch err := h.seal.open(sealLogin, c.Value, &ls); {
@@ -167,7 +187,9 @@ func (h *Handler) serveCallback(st *state, w http.ResponseWriter, r *http.Reques
 	case now.Unix() > ls.Expires:
 		bad("The sign-in took too long.", errors.New("login state expired"))
 		return
-	case !h.used.add("login:"+ls.Nonce, now, time.Unix(ls.Expires, 0).Add(time.Minute)):
+	case h.used.Seen(loginUse(ls.Nonce), now):
+		// Only looked up here: the nonce is recorded once the provider's
+		// ID token for it verified, so forged callbacks record nothing.
 		bad("This sign-in was already used.", errors.New("replayed login state"))
 		return
 	}
@@ -194,6 +216,10 @@ func (h *Handler) serveCallback(st *state, w http.ResponseWriter, r *http.Reques
 		h.pageError(w, r, nil, refuse(http.StatusUnauthorized, CodeInvalidToken, "The sign-in could not be verified; start again at /enroll.", err))
 		return
 	}
+	if aerr := h.claim(loginUse(ls.Nonce), time.Unix(ls.Expires, 0).Add(time.Minute), "This sign-in was already used. Start again at /enroll."); aerr != nil {
+		h.pageError(w, r, l, aerr)
+		return
+	}
 	// Decide now, so a user who may not enroll is told before making keys;
 	// the registration decides again.
 	if aerr := h.decide(st, r, l); aerr != nil {
@@ -217,15 +243,19 @@ func (h *Handler) openTicket(text string) (*ticket, *apiError) {
 	if err := h.seal.open(sealTicket, text, &t); err != nil {
 		return nil, refuse(http.StatusUnauthorized, CodeInvalidToken, "This enrollment page is invalid or from before a gateway restart; sign in again at /enroll.", err)
 	}
-	now := h.now()
-	if now.Unix() > t.Expires {
+	if h.now().Unix() > t.Expires {
 		return nil, refuse(http.StatusUnauthorized, CodeTokenExpired, "This enrollment page has expired; sign in again at /enroll.", errors.New("ticket expired"))
 	}
-	if !h.used.add("ticket:"+t.ID, now, time.Unix(t.Expires, 0).Add(time.Minute)) {
-		return nil, refuse(http.StatusUnauthorized, CodeTokenReused, "This sign-in already enrolled a device; sign in again at /enroll for another.", errors.New("ticket reused"))
+	if aerr := h.claim(ticketUse(t.ID), time.Unix(t.Expires, 0).Add(time.Minute), "This sign-in already enrolled a device; sign in again at /enroll for another."); aerr != nil {
+		return nil, aerr
 	}
 	return &t, nil
 }
+
+// loginUse and ticketUse name a browser sign-in's nonce and an enrollment
+// ticket in the one-use set.
+func loginUse(nonce string) replay.Key { return replay.KeyOf("login", nonce) }
+func ticketUse(id string) replay.Key   { return replay.KeyOf("ticket", id) }
 
 // serveBrowserDevice registers a public key the page made with WebCrypto;
 // the private key stays in the browser.
@@ -236,21 +266,12 @@ func (h *Handler) serveBrowserDevice(st *state, w http.ResponseWriter, r *http.R
 		writeError(w, refuse(http.StatusMethodNotAllowed, CodeBadRequest, "Use POST.", nil))
 		return
 	}
-	var req struct {
-		Ticket    string `json:"ticket"`
-		Name      string `json:"name"`
-		PublicKey string `json:"public_key"`
-	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10)).Decode(&req); err != nil {
-		h.fail(w, r, "browser", nil, refuse(http.StatusBadRequest, CodeBadRequest, "The request is not the expected JSON.", err))
-		return
-	}
-	pub, name, aerr := checkDevice(req.PublicKey, req.Name)
+	ticketText, pub, name, aerr := parseBrowserDevice(http.MaxBytesReader(w, r.Body, 16<<10))
 	if aerr != nil {
 		h.fail(w, r, "browser", nil, aerr)
 		return
 	}
-	t, aerr := h.openTicket(req.Ticket)
+	t, aerr := h.openTicket(ticketText)
 	if aerr != nil {
 		h.fail(w, r, "browser", nil, aerr)
 		return
@@ -259,12 +280,40 @@ func (h *Handler) serveBrowserDevice(st *state, w http.ResponseWriter, r *http.R
 	defer cancel()
 	resp, aerr := h.enroll(ctx, st, r, &t.Login, name, pub)
 	if aerr != nil {
-		h.used.remove("ticket:" + t.ID)
+		h.used.Remove(ticketUse(t.ID))
 		h.fail(w, r, "browser", &t.Login, aerr)
 		return
 	}
 	h.metrics.observe("browser", resultEnrolled, time.Since(start))
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// browserDevice is the JSON the enrollment page posts to PathBrowserDevice.
+type browserDevice struct {
+	Ticket    string `json:"ticket"`
+	Name      string `json:"name"`
+	PublicKey string `json:"public_key"`
+}
+
+// parseBrowserDevice reads and checks the page's registration request:
+// one JSON object, a usable public key, a clean name and a ticket.
+func parseBrowserDevice(body io.Reader) (ticket string, pub wireguard.Key, name string, aerr *apiError) {
+	var req browserDevice
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return "", pub, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request is not the expected JSON.", err)
+	}
+	if dec.More() {
+		return "", pub, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request has data after its JSON object.", nil)
+	}
+	if pub, name, aerr = checkDevice(req.PublicKey, req.Name); aerr != nil {
+		return "", pub, "", aerr
+	}
+	if req.Ticket == "" {
+		return "", pub, "", refuse(http.StatusUnauthorized, CodeInvalidToken, "This enrollment page is invalid; sign in again at /enroll.", nil)
+	}
+	return req.Ticket, pub, name, nil
 }
 
 // serveServerKey is for devices that cannot run the page's key generation
@@ -297,7 +346,7 @@ func (h *Handler) serveServerKey(st *state, w http.ResponseWriter, r *http.Reque
 	defer cancel()
 	resp, aerr := h.enroll(ctx, st, r, &t.Login, name, priv.PublicKey())
 	if aerr != nil {
-		h.used.remove("ticket:" + t.ID)
+		h.used.Remove(ticketUse(t.ID))
 		h.pageError(w, r, &t.Login, aerr)
 		return
 	}

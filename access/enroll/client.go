@@ -90,12 +90,21 @@ func (c *Client) Discover(ctx context.Context) (*Discovery, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("gateway %s: %s: is enrollment enabled there (tunnels.wireguard.enrollment)?", base+PathDiscovery, resp.Status)
 	}
+	d, err := parseDiscovery(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", base+PathDiscovery, err)
+	}
+	return d, nil
+}
+
+// parseDiscovery reads the gateway's discovery document.
+func parseDiscovery(body io.Reader) (*Discovery, error) {
 	var d Discovery
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&d); err != nil {
-		return nil, fmt.Errorf("gateway %s: bad discovery document: %w", base+PathDiscovery, err)
+	if err := json.NewDecoder(body).Decode(&d); err != nil {
+		return nil, fmt.Errorf("bad discovery document: %w", err)
 	}
 	if d.Issuer == "" || d.ClientID == "" || d.EnrollEndpoint == "" {
-		return nil, fmt.Errorf("gateway %s: the discovery document lacks the issuer, client id or enroll endpoint", base+PathDiscovery)
+		return nil, errors.New("the discovery document lacks the issuer, client id or enroll endpoint")
 	}
 	return &d, nil
 }
@@ -213,14 +222,22 @@ func (c *Client) Register(ctx context.Context, d *Discovery, provider string, t 
 	if err != nil {
 		return nil, fmt.Errorf("read the gateway's answer: %w", err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	return parseRegistration(resp.StatusCode, resp.Status, b, pub)
+}
+
+// parseRegistration reads the gateway's answer to a registration of pub:
+// the enrollment, or the refusal as a RemoteError. The answer becomes a
+// wg-quick file, so what cannot be written into one safely is refused
+// here rather than there.
+func parseRegistration(status int, statusText string, b []byte, pub wireguard.Key) (*Response, error) {
+	if status != http.StatusOK {
 		var e struct {
 			Error Error `json:"error"`
 		}
 		if json.Unmarshal(b, &e) != nil || e.Error.Code == "" {
-			return nil, fmt.Errorf("the gateway answered %s", resp.Status)
+			return nil, fmt.Errorf("the gateway answered %s", statusText)
 		}
-		return nil, &RemoteError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message}
+		return nil, &RemoteError{Status: status, Code: e.Error.Code, Message: e.Error.Message}
 	}
 	var r Response
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -228,6 +245,12 @@ func (c *Client) Register(ctx context.Context, d *Discovery, provider string, t 
 	}
 	if r.Device.PublicKey != pub {
 		return nil, errors.New("the gateway's answer is for another key")
+	}
+	if len(r.Interface.Addresses) == 0 || r.Peer.PublicKey.IsZero() || r.Peer.Endpoint == "" {
+		return nil, errors.New("the gateway's answer lacks the device address, the gateway's key or its endpoint")
+	}
+	if r.Peer.PersistentKeepalive < 0 || r.Peer.PersistentKeepalive > 65535 || r.Interface.MTU < 0 || r.Interface.MTU > 65535 {
+		return nil, errors.New("the gateway's answer has an out-of-range keepalive or MTU")
 	}
 	return &r, nil
 }

@@ -22,6 +22,14 @@
 // the public key and writes the file. Package enrolltest has a real OpenID
 // provider and an in-memory registry for tests.
 //
+// Under attack: the endpoints that cost the provider or the registry work
+// are limited per source address (a token bucket, 429 past it); ID tokens,
+// sign-ins and tickets are one-use, recorded only once verified, keyed on
+// the token's claims rather than its spelling, in a set bounded to 100,000
+// that refuses new sign-ins (503) rather than forget; tokens naming unknown
+// JWKS key ids make the gateway refetch the provider's keys at most every
+// 10 s.
+//
 // Errors reach users as JSON {"error":{"code","message"}} with a message
 // written for them; the admin gets the cause in the log and in
 // edgegw_enroll_requests_total{result}. Nothing is half-written: the
@@ -37,12 +45,14 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -121,7 +131,14 @@ type Options struct {
 	// client gets its configuration, with the request's context, so the
 	// WireGuard device can add the peer now (for example with the
 	// registry's Refresh) rather than at its next sync.
-	Changed    func(context.Context, identity.Device)
+	Changed func(context.Context, identity.Device)
+	// Rate and Burst limit the enrollment requests one source address
+	// may make (the API, and the browser path's sign-in and registration
+	// steps): a token bucket of Burst refilled at Rate per second; past it
+	// the answer is 429. Zero: DefaultRate and DefaultBurst; a negative
+	// Rate turns the limit off.
+	Rate       float64
+	Burst      int
 	Logger     *slog.Logger
 	HTTPClient *http.Client // talks to the providers; default 30s timeout
 	Now        func() time.Time
@@ -134,9 +151,10 @@ type Handler struct {
 	now     func() time.Time
 	client  *http.Client
 	seal    *sealer
-	used    *onceSet
+	used    *replay.Set // one-use ID tokens, sign-ins and tickets
 	metrics *metrics
 	state   atomic.Pointer[state]
+	limit   atomic.Pointer[limiter] // nil: no limit
 }
 
 // state is one configuration, immutable once built.
@@ -159,7 +177,7 @@ func New(opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{seal: s, used: newOnceSet(), metrics: newMetrics()}
+	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics()}
 	if err := h.Update(opts); err != nil {
 		return nil, err
 	}
@@ -198,6 +216,12 @@ func (h *Handler) Update(opts Options) error {
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
+	if opts.Rate == 0 {
+		opts.Rate = DefaultRate
+	}
+	if opts.Burst <= 0 {
+		opts.Burst = DefaultBurst
+	}
 	set, err := policy.Compile(opts.Policies)
 	if err != nil {
 		return fmt.Errorf("enroll: policies: %w", err)
@@ -218,6 +242,15 @@ func (h *Handler) Update(opts Options) error {
 		st.providers = append(st.providers, p)
 		st.byName[pc.Name] = p
 	}
+	// The limiter outlives reloads that keep its settings, so a SIGHUP
+	// does not hand every source a fresh burst.
+	if old == nil || old.opts.Rate != opts.Rate || old.opts.Burst != opts.Burst {
+		if opts.Rate < 0 {
+			h.limit.Store(nil)
+		} else {
+			h.limit.Store(newLimiter(opts.Rate, opts.Burst, maxSources))
+		}
+	}
 	h.state.Store(st)
 	return nil
 }
@@ -226,6 +259,9 @@ func (h *Handler) Update(opts Options) error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.state.Load()
 	w.Header().Set("Cache-Control", "no-store")
+	if !h.allow(w, r) {
+		return
+	}
 	switch r.URL.Path {
 	case PathDiscovery:
 		h.serveDiscovery(st, w, r)
@@ -244,6 +280,40 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// limited are the paths that cost the gateway work with the identity
+// provider or the registry, and so are limited per source.
+var limited = map[string]bool{PathAPI: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
+
+// allow applies the per-source limit; past it, it answers 429 with a
+// Retry-After and counts the refusal without logging it (a flood would
+// flood the log too).
+func (h *Handler) allow(w http.ResponseWriter, r *http.Request) bool {
+	l := h.limit.Load()
+	if l == nil || !limited[r.URL.Path] {
+		return true
+	}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return true // not an IP listener (tests with a pipe); nothing to key on
+	}
+	ok, retry := l.allow(ap.Addr(), h.now())
+	if ok {
+		return true
+	}
+	h.metrics.limited.Inc()
+	h.metrics.requests.WithLabelValues(via(r.URL.Path), CodeRateLimited).Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(retry.Seconds()+0.999))))
+	writeError(w, refuse(http.StatusTooManyRequests, CodeRateLimited, "Too many enrollment requests from your address; wait a minute and try again.", nil))
+	return false
+}
+
+func via(path string) string {
+	if path == PathAPI {
+		return "device"
+	}
+	return "browser"
 }
 
 // provider is one identity provider and its lazily made discovery.
@@ -283,4 +353,4 @@ func (p *provider) same(o *provider) bool {
 
 // SubjectOf is the registry's user key: the issuer and the provider's
 // subject, since sub is unique only per issuer.
-func SubjectOf(issuer, sub string) string { return issuer + "#" + sub }
+func SubjectOf(issuer, sub string) string { return identity.SubjectOf(issuer, sub) }

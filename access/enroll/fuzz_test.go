@@ -3,9 +3,17 @@ package enroll
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
+
+	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
 // FuzzParseRequest feeds arbitrary bodies to the enrollment API's parser:
@@ -70,6 +78,122 @@ func FuzzTokenNonce(f *testing.F) {
 		n, err := tokenNonce(raw)
 		if err == nil && strings.Count(raw, ".") != 2 {
 			t.Fatalf("nonce %q from %q", n, raw)
+		}
+	})
+}
+
+// FuzzBrowserDevice feeds arbitrary bodies to the parser of what the
+// enrollment page posts: never a panic, and what it accepts has a ticket,
+// a usable key and a clean name.
+func FuzzBrowserDevice(f *testing.F) {
+	f.Add([]byte(`{"ticket":"abc","name":"phone","public_key":"hC4cM7hWkT4YpP9cWlH8G1SX0bE7PV0vq6Uu2nG1W3Q="}`))
+	f.Add([]byte(`{"ticket":"","name":"x","public_key":""}`))
+	f.Add([]byte(`{"ticket":"a","name":" \u202e ","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","extra":1}`))
+	f.Add([]byte(`{"ticket":"a"}{"ticket":"b"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ticket, pub, name, aerr := parseBrowserDevice(bytes.NewReader(body))
+		if aerr != nil {
+			if aerr.Code == "" || aerr.Message == "" || aerr.status < 400 {
+				t.Fatalf("refusal without code, message or status: %+v", aerr)
+			}
+			return
+		}
+		if ticket == "" || pub.IsZero() || name == "" || !utf8.ValidString(name) || strings.TrimSpace(name) != name {
+			t.Fatalf("accepted %q: ticket %q key %v name %q", body, ticket, pub, name)
+		}
+	})
+}
+
+// FuzzDiscovery reads arbitrary discovery documents as the enroll client
+// does: never a panic; what it accepts names an issuer, a client and an
+// enroll endpoint.
+func FuzzDiscovery(f *testing.F) {
+	f.Add([]byte(`{"issuer":"https://sso.example","client_id":"cli","enroll_endpoint":"https://gw.example/api/v1/enroll","providers":[{"name":"a"}]}`))
+	f.Add([]byte(`{"issuer":""}`))
+	f.Add([]byte(`{"scopes":[1,2]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		d, err := parseDiscovery(bytes.NewReader(body))
+		if err == nil && (d.Issuer == "" || d.ClientID == "" || d.EnrollEndpoint == "") {
+			t.Fatalf("accepted %q", body)
+		}
+	})
+}
+
+// FuzzRegistration reads arbitrary gateway answers to a registration as
+// the enroll client does. An accepted answer is for the device's key and
+// turns into a wg-quick file with nothing but the keys edgegw writes: no
+// answer can inject a PostUp or another section.
+func FuzzRegistration(f *testing.F) {
+	pub, err1 := wireguard.ParseKey("hC4cM7hWkT4YpP9cWlH8G1SX0bE7PV0vq6Uu2nG1W3Q=")
+	gw, err2 := wireguard.ParseKey("GmJrYq4+p8H5Wm2wKQ2qv7Cq7m2xJQ9k3GmJrYq4+p8=")
+	if err := errors.Join(err1, err2); err != nil {
+		f.Fatal(err)
+	}
+	ok := Response{
+		Device:    DeviceInfo{ID: "dev_1", Name: "laptop", PublicKey: pub, Address: netip.MustParseAddr("100.96.0.2")},
+		Interface: InterfaceInfo{Addresses: []netip.Prefix{netip.MustParsePrefix("100.96.0.2/32")}, DNS: []netip.Addr{netip.MustParseAddr("100.96.0.1")}, MTU: 1420},
+		Peer:      PeerInfo{PublicKey: gw, Endpoint: "gw.example:51820", AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, PersistentKeepalive: 25},
+	}
+	good, _ := json.Marshal(ok)
+	if r, err := parseRegistration(200, "200 OK", good, pub); err != nil || wireguard.WriteClientConfig(&bytes.Buffer{}, r.ClientConfig(pub)) != nil {
+		f.Fatalf("the seed answer is refused: %v", err)
+	}
+	f.Add(200, good)
+	f.Add(200, bytes.Replace(good, []byte(`gw.example:51820`), []byte(`gw.example:51820\nPostUp = touch /tmp/pwned`), 1))
+	f.Add(200, bytes.Replace(good, []byte(`"laptop"`), []byte(`"laptop\n[Peer]"`), 1))
+	f.Add(401, []byte(`{"error":{"code":"invalid_token","message":"no"}}`))
+	f.Add(500, []byte(`<html>`))
+	f.Add(200, []byte(`{}`))
+	allowed := []string{"#", "[Interface]", "[Peer]", "PrivateKey = ", "Address = ", "DNS = ", "MTU = ", "PublicKey = ", "Endpoint = ", "AllowedIPs = ", "PersistentKeepalive = "}
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		r, err := parseRegistration(status, "test", body, pub)
+		if err != nil {
+			var re *RemoteError
+			if errors.As(err, &re) && (re.Code == "" || re.Status == http.StatusOK) {
+				t.Fatalf("remote error without a code: %+v", re)
+			}
+			return
+		}
+		if status != http.StatusOK || r.Device.PublicKey != pub {
+			t.Fatalf("accepted status %d for key %v", status, r.Device.PublicKey)
+		}
+		var conf bytes.Buffer
+		if wireguard.WriteClientConfig(&conf, r.ClientConfig(pub)) != nil {
+			return // refused when writing: nothing reaches the disk
+		}
+		for _, line := range strings.Split(conf.String(), "\n") {
+			if line == "" {
+				continue
+			}
+			if !slices.ContainsFunc(allowed, func(p string) bool { return strings.HasPrefix(line, p) }) {
+				t.Fatalf("the answer %q put the line %q into the client's file", body, line)
+			}
+		}
+	})
+}
+
+// FuzzEnrollClaims reads arbitrary claim sets as the enrollment does and
+// names the token for the one-use set: never a panic, the email only when
+// not marked unverified, and the use key taken from the claims alone.
+func FuzzEnrollClaims(f *testing.F) {
+	f.Add([]byte(`{"email":"Bob@Zitadel.CH","email_verified":true,"groups":["staff"],"jti":"j1"}`))
+	f.Add([]byte(`{"email":"x@y","email_verified":"false","nonce":"n","at_hash":"h"}`))
+	f.Add([]byte(`{"groups":[[1],{"a":"b"},"ok"],"jti":7}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var claims map[string]any
+		if json.Unmarshal(b, &claims) != nil {
+			return
+		}
+		l := loginFromClaims(claims, "test-op", "groups", []string{"groups", "dept"})
+		if l.Email != "" && (claims["email_verified"] == false || claims["email_verified"] == "false") {
+			t.Fatalf("unverified email used: %s", b)
+		}
+		iat := time.Unix(1_700_000_000, 0)
+		if tokenUseKey("iss", "sub", iat, claims) != tokenUseKey("iss", "sub", iat, claims) {
+			t.Fatal("use key not deterministic")
+		}
+		if jti, _ := claims["jti"].(string); jti != "" && tokenUseKey("iss", "other-sub", iat, claims) != tokenUseKey("iss", "sub", iat, claims) {
+			t.Fatal("a jti does not name the token by itself")
 		}
 	})
 }

@@ -10,6 +10,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	revoked  prometheus.Counter
+	limited  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -23,6 +24,10 @@ func newMetrics() *metrics {
 			Help:    "Time to serve a successful enrollment, ID token verification and registry write included.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"via"}),
+		limited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edgegw_enroll_rate_limited_total",
+			Help: "Enrollment requests refused with 429 because their source address was over its limit.",
+		}),
 		revoked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgegw_device_revocations_total",
 			Help: "Devices revoked through the admin API.",
@@ -42,12 +47,14 @@ func (m *metrics) observe(via, result string, d time.Duration) {
 func (h *Handler) Describe(ch chan<- *prometheus.Desc) {
 	h.metrics.requests.Describe(ch)
 	h.metrics.duration.Describe(ch)
+	h.metrics.limited.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (h *Handler) Collect(ch chan<- prometheus.Metric) {
 	h.metrics.requests.Collect(ch)
 	h.metrics.duration.Collect(ch)
+	h.metrics.limited.Collect(ch)
 }
 
 // Describe implements prometheus.Collector.

@@ -2,22 +2,24 @@ package enroll
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
+	"github.com/edgegw/edgegw/access/internal/oidckeys"
+	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
 )
 
 type discovered struct {
 	oidc   *oidc.Provider
+	keys   *oidckeys.KeySet
 	device *oidc.IDTokenVerifier // aud: the device client
 	web    *oidc.IDTokenVerifier // aud: the web client (browser path)
 }
@@ -44,11 +46,20 @@ func (h *Handler) discover(ctx context.Context, p *provider) (*discovered, error
 		p.lastErr = fmt.Errorf("provider %q: discovery at %s: %w", p.cfg.Name, p.cfg.Issuer, err)
 		return nil, p.lastErr
 	}
+	// Not op.Verifier: its key set fetches the JWKS again for every token
+	// with an unknown kid, which anyone can post to the enrollment API;
+	// this one refetches at most every 10 s. Both verifiers share it.
+	ks, algs, err := oidckeys.ForProvider(op, h.client, h.now)
+	if err != nil {
+		p.lastErr = fmt.Errorf("provider %q: discovery at %s: %w", p.cfg.Name, p.cfg.Issuer, err)
+		return nil, p.lastErr
+	}
 	p.lastErr = nil
 	p.disc = &discovered{
 		oidc:   op,
-		device: op.Verifier(&oidc.Config{ClientID: p.cfg.deviceClientID(), Now: h.now}),
-		web:    op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID, Now: h.now}),
+		keys:   ks,
+		device: oidc.NewVerifier(p.cfg.Issuer, ks, &oidc.Config{ClientID: p.cfg.deviceClientID(), Now: h.now, SupportedSigningAlgs: algs}),
+		web:    oidc.NewVerifier(p.cfg.Issuer, ks, &oidc.Config{ClientID: p.cfg.ClientID, Now: h.now, SupportedSigningAlgs: algs}),
 	}
 	return p.disc, nil
 }
@@ -69,6 +80,12 @@ type login struct {
 	Groups   []string
 	Claims   map[string][]string // only those the policies read
 	Expiry   time.Time
+
+	// use names this sign-in in the one-use set: taken from the verified
+	// claims (issuer, subject, issued-at, and jti, nonce and at_hash when
+	// present), never from the token's text, which go-jose decodes
+	// leniently, so one token has many spellings.
+	use replay.Key
 }
 
 // tokenError is a token the gateway refuses; code is the API error code.
@@ -105,6 +122,7 @@ func (h *Handler) verify(ctx context.Context, st *state, p *provider, d *discove
 	if err := idt.Claims(&claims); err != nil {
 		return nil, &tokenError{"invalid_token", err}
 	}
+	use := tokenUseKey(idt.Issuer, idt.Subject, idt.IssuedAt, claims) // the ID token's own claims, before userinfo's
 	if _, ok := claims["email"]; !ok && access != "" && d.oidc.UserInfoEndpoint() != "" {
 		ui, err := d.oidc.UserInfo(ctx, oauth2.StaticTokenSource(&oauth2.Token{AccessToken: access, TokenType: "Bearer"}))
 		if err != nil {
@@ -122,59 +140,39 @@ func (h *Handler) verify(ctx context.Context, st *state, p *provider, d *discove
 			}
 		}
 	}
-	l := &login{Provider: p.cfg.Name, Issuer: idt.Issuer, Subject: idt.Subject, Expiry: idt.Expiry, Claims: map[string][]string{}}
+	l := loginFromClaims(claims, p.cfg.Name, p.cfg.GroupsClaim, st.claims)
+	l.Issuer, l.Subject, l.Expiry = idt.Issuer, idt.Subject, idt.Expiry
+	l.use = use
+	return l, nil
+}
+
+// loginFromClaims reads the identity from an ID token's (and userinfo's)
+// claims: the email unless marked unverified, the groups and the claims
+// the policies read. The claims come from the provider, so any shape is
+// possible; what is not a string or a list of strings is ignored.
+func loginFromClaims(claims map[string]any, provider, groupsClaim string, want []string) *login {
+	l := &login{Provider: provider, Claims: map[string][]string{}}
 	// An address the provider says is unverified is not an identity; some
 	// providers send the flag as a string.
 	if e, _ := claims["email"].(string); e != "" && claims["email_verified"] != false && claims["email_verified"] != "false" {
 		l.Email = strings.ToLower(e)
 	}
-	l.Groups = policy.ClaimStrings(claims[p.cfg.GroupsClaim])
-	for _, name := range st.claims {
+	l.Groups = policy.ClaimStrings(claims[groupsClaim])
+	for _, name := range want {
 		if v := policy.ClaimStrings(claims[name]); len(v) > 0 {
 			l.Claims[name] = v
 		}
 	}
-	return l, nil
+	return l
 }
 
-// onceSet remembers values until they expire, to refuse a second use of an
-// ID token or a browser ticket.
-type onceSet struct {
-	mu   sync.Mutex
-	seen map[[32]byte]time.Time
-}
-
-func newOnceSet() *onceSet { return &onceSet{seen: map[[32]byte]time.Time{}} }
-
-const maxOnce = 100000 // bounds memory under a flood of distinct tokens
-
-// add records v until exp and reports whether it was new.
-func (o *onceSet) add(v string, now, exp time.Time) bool {
-	k := sha256.Sum256([]byte(v))
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if t, ok := o.seen[k]; ok && now.Before(t) {
-		return false
+// tokenUseKey names one ID token for the one-use set by what it says, not
+// how it is spelled. Two tokens a provider issues to one user in the same
+// second differ in jti, nonce or at_hash when the provider sends them.
+func tokenUseKey(iss, sub string, iat time.Time, claims map[string]any) replay.Key {
+	str := func(k string) string { s, _ := claims[k].(string); return s }
+	if jti := str("jti"); jti != "" {
+		return replay.KeyOf("id_token", iss, jti)
 	}
-	if len(o.seen) >= maxOnce/2 {
-		for k, t := range o.seen {
-			if !now.Before(t) {
-				delete(o.seen, k)
-			}
-		}
-	}
-	if len(o.seen) >= maxOnce {
-		return false // fail closed rather than forget
-	}
-	o.seen[k] = exp
-	return true
-}
-
-// remove forgets v, for a use that did not complete (the registry was
-// down), so the user can retry with the same sign-in.
-func (o *onceSet) remove(v string) {
-	k := sha256.Sum256([]byte(v))
-	o.mu.Lock()
-	delete(o.seen, k)
-	o.mu.Unlock()
+	return replay.KeyOf("id_token", iss, sub, strconv.FormatInt(iat.Unix(), 10), str("nonce"), str("at_hash"))
 }

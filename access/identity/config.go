@@ -24,9 +24,20 @@ import (
 
 // Config is the `identity:` section.
 type Config struct {
-	Store     string     `yaml:"store"` // "sqlite" (default) or a postgres:// URL
+	Store string `yaml:"store"` // "sqlite" (default) or a postgres:// URL
+	// StoreTLS is how a postgres store off this machine is reached:
+	// "verify-full" (the default: the URL must say sslmode=verify-full, so
+	// the server's certificate and name are checked) or "disable", which
+	// accepts whatever sslmode the URL has and logs a warning at start.
+	StoreTLS  string     `yaml:"store_tls"`
 	Providers []Provider `yaml:"providers"`
 }
+
+// StoreTLS values.
+const (
+	StoreTLSVerifyFull = "verify-full"
+	StoreTLSDisable    = "disable"
+)
 
 // Provider is one OIDC identity provider users may log in with.
 type Provider struct {
@@ -56,8 +67,15 @@ func (c *Config) Validate(report func(field, msg string)) {
 	if c.Store != "sqlite" {
 		u, err := url.Parse(c.Store)
 		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
-			report("store", fmt.Sprintf("%q is neither sqlite nor a postgres://user@host:5432/db URL", c.Store))
+			report("store", fmt.Sprintf("%q is neither sqlite nor a postgres://user@host:5432/db URL", redactURL(c.Store)))
+		} else if msg := CheckStoreTLS(c.Store, c.StoreTLS); msg != "" {
+			report("store", msg)
 		}
+	}
+	switch c.StoreTLS {
+	case "", StoreTLSVerifyFull, StoreTLSDisable:
+	default:
+		report("store_tls", fmt.Sprintf("%q is not verify-full or disable", c.StoreTLS))
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Providers {
@@ -66,6 +84,89 @@ func (c *Config) Validate(report func(field, msg string)) {
 		}
 		seen[p.Name] = true
 	}
+}
+
+// pgHosts returns the hosts a postgres URL names (several for fail-over,
+// and the host= parameter, which libpq and pgx prefer to the authority)
+// and its sslmode ("" when unset).
+func pgHosts(store string) (hosts []string, sslmode string, err error) {
+	u, err := url.Parse(store)
+	if err != nil {
+		return nil, "", err
+	}
+	q := u.Query()
+	sslmode = q.Get("sslmode")
+	for _, h := range strings.Split(u.Host, ",") {
+		if h == "" {
+			continue
+		}
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
+		hosts = append(hosts, strings.Trim(h, "[]"))
+	}
+	if hp := q.Get("host"); hp != "" {
+		hosts = nil
+		for _, h := range strings.Split(hp, ",") {
+			if h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+	}
+	return hosts, sslmode, nil
+}
+
+// offBox returns the first host of a postgres URL that is not on this
+// machine (not loopback, not a Unix socket directory), or "".
+func offBox(hosts []string) string {
+	for _, h := range hosts {
+		if !strings.HasPrefix(h, "/") && !isLoopback(h) {
+			return h
+		}
+	}
+	return ""
+}
+
+// CheckStoreTLS returns "" when a postgres store is reached safely: on
+// this machine, or with sslmode=verify-full, or with TLS turned off on
+// purpose (storeTLS "disable"). Device keys, users and revocations travel
+// over this connection, so anything that can see or divert the traffic
+// could read or forge them.
+func CheckStoreTLS(store, storeTLS string) string {
+	hosts, sslmode, err := pgHosts(store)
+	if err != nil {
+		return "not a valid postgres URL"
+	}
+	h := offBox(hosts)
+	if h == "" || sslmode == "verify-full" || storeTLS == StoreTLSDisable {
+		return ""
+	}
+	have := "no sslmode (pgx's default, prefer, neither requires nor verifies TLS)"
+	if sslmode != "" {
+		have = "sslmode=" + sslmode + ", which does not verify the server's certificate and name"
+	}
+	return fmt.Sprintf("the PostgreSQL server %s is not on this machine and the URL has %s: add sslmode=verify-full (and sslrootcert=/path/to/ca.pem unless the system roots sign its certificate), or set identity.store_tls: disable to accept an unverified connection", h, have)
+}
+
+// StoreUnverified returns the off-box host of a postgres store reached
+// without verified TLS, or "" (also for sqlite): Open logs a warning for it.
+func StoreUnverified(store string) string {
+	if !strings.HasPrefix(store, "postgres://") && !strings.HasPrefix(store, "postgresql://") {
+		return ""
+	}
+	hosts, sslmode, err := pgHosts(store)
+	if err != nil || sslmode == "verify-full" {
+		return ""
+	}
+	return offBox(hosts)
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
 }
 
 // Names lists the providers' names in order.

@@ -14,6 +14,10 @@ import (
 
 // Device is one enrolled WireGuard device and the user behind it. A Device
 // value is a copy: changing it changes nothing in the registry.
+// SubjectOf is a user's key in the registry (Device.Subject): the OIDC
+// issuer and the provider's subject, since sub is unique only per issuer.
+func SubjectOf(issuer, sub string) string { return issuer + "#" + sub }
+
 type Device struct {
 	ID        string   // "dev_" + 26 base32 chars, random
 	Name      string   // user-chosen label, e.g. "alice-laptop"

@@ -120,6 +120,10 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	}
 	r.db, r.d, r.desc = db, d, desc
 	r.log = r.log.With("store", d.String())
+	if h := StoreUnverified(o.Store); h != "" {
+		// The config check lets this through only with store_tls: disable.
+		r.log.Warn("the device registry's PostgreSQL server is reached without verified TLS (identity.store_tls: disable): whoever can see or divert that traffic can read and change devices", "host", h)
+	}
 	from, err := migrate(ctx, db, d, schemaVersion(), r.clock())
 	if err != nil {
 		db.Close()

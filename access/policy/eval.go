@@ -23,7 +23,7 @@ type Network struct {
 	ServiceToken string // name of a service token whose secret checked out, or ""
 	Certificate  bool   // a client certificate verified against the configured CA
 	CommonName   string // its subject CN, when Certificate
-	Device       bool   // the source is an enrolled device
+	Device       bool   // the source is an enrolled device of the requesting user
 }
 
 // Input is what a Set decides on. Identity is nil when there is no login.

@@ -53,7 +53,7 @@ type Selector struct {
 	AnyServiceToken *bool  `yaml:"any_service_token"` // network: any valid service token
 	Certificate     *bool  `yaml:"certificate"`       // network: a client certificate verified by the configured CA
 	CommonName      string `yaml:"common_name"`       // network: the verified client certificate has this CN
-	Device          *bool  `yaml:"device"`            // network: the request comes from an enrolled device
+	Device          *bool  `yaml:"device"`            // network: the request comes from a device the requesting user enrolled
 }
 
 // Claim matches an ID token claim by name; a list claim matches when any of

@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +54,13 @@ type OP struct {
 	store  *store
 	prov   *op.Provider
 	client *http.Client
+
+	jwksFetches atomic.Int64
 }
+
+// JWKSFetches is how many times the provider's key set (/keys) was
+// fetched.
+func (p *OP) JWKSFetches() int64 { return p.jwksFetches.Load() }
 
 // store is the example storage plus a groups claim in userinfo, public
 // (secret-less) device clients, and device codes that can be exchanged
@@ -164,7 +171,12 @@ func Start(tb testing.TB, o Options) *OP {
 	mux.HandleFunc("POST /login/username", intercept.HandlerFunc(p.login))
 	mux.HandleFunc("GET /device", p.deviceForm)
 	mux.HandleFunc("POST /device/approve", p.deviceApprove)
-	mux.Handle("/", prov)
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/keys" {
+			p.jwksFetches.Add(1)
+		}
+		prov.ServeHTTP(w, r)
+	}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
