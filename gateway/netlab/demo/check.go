@@ -79,19 +79,8 @@ func (d *demo) checks() []check {
 			probe: func(ctx context.Context) error { return digSays(ctx, o.User2, overrideName, "") }},
 		{name: "flow records reach the Splunk HEC receiver, bob's blocked SSH among them", timeout: 30 * time.Second,
 			probe: d.hecHasBlockedSSH},
-		{name: "DNS records reach the Logpush file", timeout: 30 * time.Second,
-			probe: func(context.Context) error {
-				b, err := os.ReadFile(d.path("dns.ndjson"))
-				if err != nil {
-					return err
-				}
-				for _, want := range []string{blockedName, blockRule, overrideName, "intranet-engineering"} {
-					if !strings.Contains(string(b), want) {
-						return fmt.Errorf("no %q in dns.ndjson (%d bytes)", want, len(b))
-					}
-				}
-				return nil
-			}},
+		{name: "DNS records reach the Logpush file, with the users' identities and policies", timeout: 30 * time.Second,
+			probe: d.fileHasDNSRecords},
 	}
 }
 
@@ -186,9 +175,34 @@ func (d *demo) hecHasBlockedSSH(context.Context) error {
 		if json.Unmarshal(e.Event, &r) != nil {
 			continue
 		}
-		if r["RuleID"] == sshRule && r["Outcome"] == "drop" && r["DestinationPort"] == float64(22) {
+		if r["RuleID"] == sshRule && r["Outcome"] == "drop" && r["DestinationPort"] == float64(22) && r["Email"] == bobEmail {
 			return nil
 		}
 	}
-	return fmt.Errorf("%d events, none a drop by %s", len(evs), sshRule)
+	return fmt.Errorf("%d events, none a drop by %s of %s's SSH", len(evs), sshRule, bobEmail)
+}
+
+// fileHasDNSRecords wants, in the Logpush file of gateway_dns records,
+// alice's blocked query and her overridden one, each with her identity and
+// the policy that decided it.
+func (d *demo) fileHasDNSRecords(context.Context) error {
+	b, err := os.ReadFile(d.path("dns.ndjson"))
+	if err != nil {
+		return err
+	}
+	want := map[string]string{blockedName: blockRule, overrideName: overrideRule}
+	for line := range strings.Lines(string(b)) {
+		var r map[string]any
+		if json.Unmarshal([]byte(line), &r) != nil {
+			return fmt.Errorf("dns.ndjson: not JSON: %q", line)
+		}
+		name, _ := r["QueryName"].(string)
+		if p, ok := want[name]; ok && r["PolicyID"] == p && r["Email"] == aliceEmail {
+			delete(want, name)
+		}
+	}
+	if len(want) > 0 {
+		return fmt.Errorf("dns.ndjson (%d bytes) lacks %s's queries for %v with their policies", len(b), aliceEmail, want)
+	}
+	return nil
 }

@@ -13,8 +13,13 @@ const (
 	ipsecTunnel = "ipsec-branch" // the office's IPsec tunnel to the IPsec branch
 	gwTunnelIP  = "100.96.0.1"   // the gateway's WireGuard address: Gateway DNS listens here
 
-	sshRule   = "ssh-engineering-only"
-	blockRule = "block-ads"
+	sshRule      = "ssh-engineering-only"
+	blockRule    = "block-ads"
+	overrideRule = "intranet-engineering"
+
+	// The provider's users' e-mail addresses (enrolltest's example store).
+	aliceEmail = "test-user@zitadel.ch"
+	bobEmail   = "test-user2@zitadel.ch"
 
 	blockedName  = "ads.example.com"       // Gateway DNS blocks it for everyone
 	overrideName = "intranet.corp.example" // Gateway DNS answers engineering with the office server
@@ -109,7 +114,7 @@ gateway:
       - id: %[16]s
         expression: dns.fqdn == "%[17]s"
         action: block
-      - id: intranet-engineering
+      - id: %[20]s
         expression: identity.groups contains "engineering" and dns.fqdn == "%[18]s"
         action: override
         override: [%[15]s]
@@ -127,7 +132,7 @@ logpush:
     max_upload_interval: 1s
 `, d.dir, d.op.Issuer, d.wgIf, gwTunnelIP, greTunnel, d.o.GWWANAddr, d.o.GREBranchAddr,
 		ipsecTunnel, d.o.IPsecBranchAddr, officeID, branchID, d.o.GRELANNet, d.o.IPsecLANNet,
-		sshRule, d.o.ServerAddr, blockRule, blockedName, overrideName, hecURL)
+		sshRule, d.o.ServerAddr, blockRule, blockedName, overrideName, hecURL, overrideRule)
 }
 
 // greBranchConfig is the GRE branch router's: a second edgegw with the

@@ -30,7 +30,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
@@ -63,12 +62,17 @@ func run(ctx context.Context, binary string, check bool, w io.Writer) (err error
 	defer func() {
 		fmt.Fprintln(w, "tearing down…")
 		err = errors.Join(err, d.close())
-		if err == nil && check {
-			err = d.verifyGone()
-			if err == nil {
-				fmt.Fprintf(w, "ok    teardown left no namespace, process, socket or file\n")
-				fmt.Fprintf(w, "demo-check passed in %s\n", time.Since(begin).Round(100*time.Millisecond))
-			}
+		if !check {
+			return
+		}
+		if gone := d.verifyGone(); gone != nil {
+			fmt.Fprintf(w, "FAIL  teardown\n")
+			err = errors.Join(err, fmt.Errorf("step \"teardown\" failed: %w", gone))
+		} else {
+			fmt.Fprintf(w, "ok    teardown left no namespace, process, socket or file\n")
+		}
+		if err == nil {
+			fmt.Fprintf(w, "demo-check passed in %s\n", time.Since(begin).Round(100*time.Millisecond))
 		}
 	}()
 
@@ -150,7 +154,6 @@ alice and bob enrolled through the OpenID provider at %s
 
 Try, in another shell:
 `, d.dir, server, d.op.Issuer, d.op.Username(), "test-user2")
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	for _, l := range [][2]string{
 		{ns(o.User) + " curl -s http://" + server + "/", "alice through WireGuard: the server sees her tunnel address"},
 		{ns(o.User) + ssh, "SSH greeting: alice is in engineering"},
@@ -173,8 +176,7 @@ Try, in another shell:
 			"enroll a device yourself: approve the code at " + d.op.Issuer + "/device"},
 		{fmt.Sprintf("kill -HUP %d", d.gw.Pid()), "reload " + d.path("edgegw.yaml") + " after editing it"},
 	} {
-		fmt.Fprintf(tw, "  %s\t# %s\n", l[0], l[1])
+		fmt.Fprintf(w, "  # %s\n  %s\n", l[1], l[0])
 	}
-	tw.Flush()
 	fmt.Fprintln(w, "\nCtrl-C tears everything down.")
 }
