@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"os/exec"
 	"strings"
 )
 
@@ -54,7 +57,7 @@ interfaces:
   wan: eth0
   lan: [eth1]
 admin:
-  listen: 127.0.0.1:9100
+  listen: 127.0.0.1:9100%[21]s
 log:
   level: info
 identity:
@@ -132,7 +135,42 @@ logpush:
     max_upload_interval: 1s
 `, d.dir, d.op.Issuer, d.wgIf, gwTunnelIP, greTunnel, d.o.GWWANAddr, d.o.GREBranchAddr,
 		ipsecTunnel, d.o.IPsecBranchAddr, officeID, branchID, d.o.GRELANNet, d.o.IPsecLANNet,
-		sshRule, d.o.ServerAddr, blockRule, blockedName, overrideName, hecURL, overrideRule)
+		sshRule, d.o.ServerAddr, blockRule, blockedName, overrideName, hecURL, overrideRule, d.adminSocketYAML("gw"))
+}
+
+// adminSocketYAML is the admin section's socket line for the edgegw
+// named name, in the demo's directory: each edgegw of the demo needs its
+// own, and none may take the system's (/run/edgegw/admin.sock), which a
+// gateway on this machine or another test may hold. It is "" for a
+// binary that has no admin socket (see probeAdminSocket).
+func (d *demo) adminSocketYAML(name string) string {
+	if !d.adminSocket {
+		return ""
+	}
+	return "\n  socket: " + d.adminSocketPath(name)
+}
+
+func (d *demo) adminSocketPath(name string) string { return d.path(name + "-admin.sock") }
+
+// probeAdminSocket reports whether the binary knows admin.socket: edgegw
+// check of a configuration with nothing else. Binaries from before the
+// root-only admin socket call the key unknown; any other failure is an
+// error.
+func (d *demo) probeAdminSocket(ctx context.Context) (bool, error) {
+	cfg := d.path("probe.yaml")
+	body := fmt.Sprintf("appliance:\n  name: probe\n  state_dir: %s/probe\nadmin:\n  socket: %s\n", d.dir, d.path("probe.sock"))
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		return false, err
+	}
+	defer os.Remove(cfg)
+	out, err := exec.CommandContext(ctx, d.binary, "check", "--config", cfg).CombinedOutput()
+	switch {
+	case err == nil:
+		return true, nil
+	case strings.Contains(string(out), "admin.socket: unknown key"):
+		return false, nil
+	}
+	return false, fmt.Errorf("edgegw check of an admin socket: %w\n%s", err, out)
 }
 
 // greBranchConfig is the GRE branch router's: a second edgegw with the
@@ -142,6 +180,8 @@ func (d *demo) greBranchConfig() string {
 appliance:
   name: demo-gre-branch
   state_dir: %s/gbr
+admin:
+  listen: 127.0.0.1:9100%s
 interfaces:
   wan: eth0
   lan: [eth1]
@@ -156,7 +196,7 @@ tunnels:
 routes:
   - prefix: %s
     via: gre-office
-`, d.dir, d.o.GREBranchAddr, d.o.GWWANAddr, d.o.LANNet)
+`, d.dir, d.adminSocketYAML("gbr"), d.o.GREBranchAddr, d.o.GWWANAddr, d.o.LANNet)
 }
 
 // ipsecBranchStrongswan is the IPsec branch router's strongswan.conf: a

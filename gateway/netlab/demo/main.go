@@ -154,7 +154,7 @@ alice and bob enrolled through the OpenID provider at %s
 
 Try, in another shell:
 `, d.dir, server, d.op.Issuer, d.op.Username(), "test-user2")
-	for _, l := range [][2]string{
+	try := [][2]string{
 		{ns(o.User) + " curl -s http://" + server + "/", "alice through WireGuard: the server sees her tunnel address"},
 		{ns(o.User) + ssh, "SSH greeting: alice is in engineering"},
 		{ns(o.User2) + ssh, "nothing: rule " + sshRule + " blocks bob"},
@@ -175,7 +175,11 @@ Try, in another shell:
 		{ns(o.User2) + " " + d.binary + " enroll https://" + o.GWWANAddr.String() + ":8443 --insecure --name my-laptop --out " + d.path("bob/my-laptop.conf"),
 			"enroll a device yourself: approve the code at " + d.op.Issuer + "/device"},
 		{fmt.Sprintf("kill -HUP %d", d.gw.Pid()), "reload " + d.path("edgegw.yaml") + " after editing it"},
-	} {
+	}
+	if d.adminSocket {
+		try = append(try, [2]string{d.binary + " status --socket " + d.adminSocketPath("gw"), "the gateway's status over its root-only admin socket"})
+	}
+	for _, l := range try {
 		fmt.Fprintf(w, "  # %s\n  %s\n", l[1], l[0])
 	}
 	fmt.Fprintln(w, "\nCtrl-C tears everything down.")

@@ -37,6 +37,8 @@ type demo struct {
 	stopOP func()
 	hec    *hectest.Server
 
+	adminSocket bool // the binary has a root-only admin socket (admin.socket)
+
 	gw, gbr, ibr *netlab.Proc
 	gwLog        *logFile
 
@@ -123,6 +125,9 @@ func (d *demo) up(ctx context.Context, step func(string)) error {
 	d.closers = append(d.closers, d.hec.Close)
 
 	step("configuration (edgegw check)")
+	if d.adminSocket, err = d.probeAdminSocket(ctx); err != nil {
+		return err
+	}
 	files := map[string]string{
 		"web.secret":          webSecret + "\n",
 		"hec-token":           hecToken + "\n",
