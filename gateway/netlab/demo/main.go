@@ -78,12 +78,18 @@ func run(ctx context.Context, binary string, check bool, w io.Writer) (err error
 
 	step := func(s string) { fmt.Fprintf(w, "…     %s\n", s) }
 	if err := d.up(ctx, step); err != nil {
+		if ctx.Err() != nil {
+			return errors.New("interrupted while bringing up the office")
+		}
 		return d.failed("bring up the office", err)
 	}
 	if check {
 		for _, c := range d.checks() {
 			t := time.Now()
 			if err := c.run(ctx); err != nil {
+				if ctx.Err() != nil {
+					return errors.New("interrupted")
+				}
 				fmt.Fprintf(w, "FAIL  %s\n", c.name)
 				return d.failed(c.name, err)
 			}
