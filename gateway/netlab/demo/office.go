@@ -80,6 +80,10 @@ func (d *demo) up(ctx context.Context, step func(string)) error {
 	if d.o, err = lab.Office(); err != nil {
 		return err
 	}
+	// New namespaces may inherit the host's reverse-path filter
+	// (net.core.devconf_inherit_init_net); the tunnel tests run the
+	// gateway without one, as the branch routers here do, and so does the
+	// demo.
 	if err := d.o.GW.Sysctl("net.ipv4.conf.all.rp_filter", "0"); err != nil {
 		return err
 	}
@@ -160,7 +164,11 @@ func (d *demo) up(ctx context.Context, step func(string)) error {
 	if err := d.startIPsecBranch(ctx); err != nil {
 		return err
 	}
-	d.wg.Go(d.mirrorHEC)
+	mirror, err := os.OpenFile(d.path("hec-received.ndjson"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	d.wg.Go(func() { d.mirrorHEC(mirror) })
 
 	step("alice enrolls (test-user, engineering)")
 	if d.alice, err = d.enroll(ctx, d.o.User, d.op.Username(), aliceDevice, d.path("alice"), "a"); err != nil {
@@ -256,10 +264,14 @@ func (d *demo) servers() error {
 		return err
 	}
 	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(officeResolver(d.o.ServerAddr.String()))}
-	started := make(chan struct{})
+	started, failed := make(chan struct{}), make(chan error, 1)
 	srv.NotifyStartedFunc = func() { close(started) }
-	d.wg.Go(func() { srv.ActivateAndServe() })
-	<-started
+	d.wg.Go(func() { failed <- srv.ActivateAndServe() })
+	select {
+	case <-started:
+	case err := <-failed:
+		return fmt.Errorf("the office resolver: %w", err)
+	}
 	d.closers = append(d.closers, func() { srv.Shutdown() })
 	return nil
 }
@@ -440,13 +452,10 @@ func (d *demo) startIPsecBranch(ctx context.Context) error {
 	return nil
 }
 
-// mirrorHEC appends what the HEC receiver gets to hec-received.ndjson,
-// once a second, so that it can be watched with tail -f.
-func (d *demo) mirrorHEC() {
-	f, err := os.OpenFile(d.path("hec-received.ndjson"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return
-	}
+// mirrorHEC appends what the HEC receiver gets to f (hec-received.ndjson)
+// once a second, so that it can be watched with tail -f, until the demo
+// stops; it closes f.
+func (d *demo) mirrorHEC(f *os.File) {
 	defer f.Close()
 	seen := 0
 	t := time.NewTicker(time.Second)
