@@ -7,7 +7,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/edgegw
 CONFIG   ?=
 
-.PHONY: all deps build run check test test-short fuzz bench demo lint clean image image-test image-test-quick
+.PHONY: all deps build run check test test-short fuzz bench demo demo-check lint clean image image-test image-test-quick
 
 all: build
 
@@ -52,9 +52,13 @@ bench:
 	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./gateway/ || exit 1; \
 	done | tee bench.out
 
-## demo: the remote-access topology with the real binary, until Ctrl-C
+## demo: the whole office in namespaces with the real binary (enrollment, GRE and IPsec branches, firewall, DNS, Logpush), until Ctrl-C
 demo: build
 	$(GO) run ./gateway/netlab/demo --binary ./$(BIN)
+
+## demo-check: the same office unattended, each step asserted; exits non-zero naming the failed step
+demo-check: build
+	$(GO) run ./gateway/netlab/demo --binary ./$(BIN) --check
 
 ## image: the appliance disk image, as root (image/README.md): image/out/edgegw.{img,qcow2,manifest,update.tar}
 image:

@@ -24,7 +24,9 @@
 // [NewT] sweeps [DefaultPrefix] before it builds anything.
 //
 // [Lab.RemoteAccess] builds the user — wan — gw — lan topology shared by the
-// WireGuard end-to-end test, the demo and the benchmark.
+// WireGuard end-to-end test, the demo and the benchmark. [Lab.Office] adds
+// a second remote user and a GRE and an IPsec branch office to it: the
+// whole office of `make demo`.
 //
 // netlab needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and the iproute2
 // package; the package's own tests also need `ping` (iputils-ping). It is for
