@@ -38,6 +38,20 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 		return result{}
 	}
 	s.m.cacheMiss.Inc()
+	if q != nil && !q.held {
+		// Upstream work is bounded: past max_inflight a query gets what
+		// the cache still has, or SERVFAIL at once, instead of a socket
+		// and a goroutine that wait for an authority that may never answer.
+		if q.noUpstream || !s.acquire(snap) {
+			s.m.overloaded.Inc()
+			if e != nil {
+				s.m.cacheStale.Inc()
+				return result{msg: e.msg, e: e, cached: true, stale: true, age: now.Sub(e.stored)}
+			}
+			return result{err: errOverloaded}
+		}
+		q.held = true
+	}
 	r, err := s.flight.do(key, func() (*mdns.Msg, error) { return s.forward(snap, key) })
 	if err != nil || r.Rcode == mdns.RcodeServerFailure {
 		if e != nil {
@@ -56,6 +70,22 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 	m.Extra = withoutOPT(r.Extra)
 	return result{msg: &m}
 }
+
+// errOverloaded means max_inflight queries were already waiting for
+// upstreams.
+var errOverloaded = errors.New("too many queries waiting for upstreams")
+
+// acquire takes one of snap's max_inflight slots for upstream work, if one
+// is free; [Server.release] gives it back.
+func (s *Server) acquire(snap *snapshot) bool {
+	if s.inflight.Add(1) > int64(snap.cfg.MaxInflight) {
+		s.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *Server) release() { s.inflight.Add(-1) }
 
 // maybePrefetch refreshes a popular entry in the background shortly before
 // it expires.
