@@ -87,11 +87,11 @@ type Server struct {
 	// inflight counts queries holding a max_inflight slot: waiting for
 	// upstream work (theirs or an identical query's).
 	inflight atomic.Int64
-	snap   atomic.Pointer[snapshot]
+	snap     atomic.Pointer[snapshot]
 	// arrival looks up interfaces in Run's network namespace; nil
 	// before Run (no query then carries an identity).
 	arrival atomic.Pointer[arrival]
-	rctx   atomic.Pointer[context.Context] // Run's context, for upstream queries
+	rctx    atomic.Pointer[context.Context] // Run's context, for upstream queries
 
 	prefetchSem chan struct{}
 	dotCert     atomic.Pointer[tls.Certificate] // dot.cert_file, re-read on every Set
