@@ -72,6 +72,7 @@ func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request, who DoHClients
 		return
 	}
 	q := &query{req: req, proto: "https", src: src, dst: dst, start: s.now()}
+	defer s.finished(q)
 	out := s.answer(q)
 	if out == nil {
 		http.Error(w, "malformed DNS message", http.StatusBadRequest)

@@ -49,11 +49,11 @@ type query struct {
 	opt      *mdns.OPT
 	v        values
 
-	noWait    bool // answer only from the cache or policy; else set wouldWait
+	// noWait: answer only from the cache or policy, or as overloaded
+	// past max_inflight; else take a slot (held) and set wouldWait.
+	noWait    bool
 	wouldWait bool
-	// held: the query holds a max_inflight slot, released by answer.
-	// noUpstream: the slots are taken; answer without upstream work.
-	held, noUpstream bool
+	held      bool // the query holds a max_inflight slot, released by finished
 
 	done     bool // resolution attempted
 	res      result
@@ -80,6 +80,7 @@ func (s *Server) serveDNS(w mdns.ResponseWriter, req *mdns.Msg, proto string) {
 	q := &query{req: req, proto: proto, start: s.now()}
 	q.src = addrPort(w.RemoteAddr())
 	q.dst = addrPort(w.LocalAddr())
+	defer s.finished(q)
 	out := s.answer(q)
 	if out == nil {
 		return
@@ -95,10 +96,6 @@ func (s *Server) serveDNS(w mdns.ResponseWriter, req *mdns.Msg, proto string) {
 // the answer needs an upstream.
 func (s *Server) answer(q *query) *mdns.Msg {
 	out := s.handle(s.snap.Load(), q)
-	if q.held {
-		s.release()
-		q.held = false
-	}
 	if q.wouldWait {
 		return nil
 	}
@@ -116,6 +113,16 @@ func (s *Server) answer(q *query) *mdns.Msg {
 	out.Compress = true
 	out.Truncate(size)
 	return out
+}
+
+// finished gives back the max_inflight slot q holds, if any. The owner
+// of a query calls it once the answer is written, so that slots bound the
+// goroutines of waiting queries too.
+func (s *Server) finished(q *query) {
+	if q.held {
+		s.release()
+		q.held = false
+	}
 }
 
 // logQuery counts an answered query and hands its record to the sink.

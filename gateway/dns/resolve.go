@@ -33,16 +33,12 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 		s.maybePrefetch(snap, key, e, now)
 		return result{msg: e.msg, e: e, cached: true, age: now.Sub(e.stored)}
 	}
-	if q != nil && q.noWait {
-		q.wouldWait = true
-		return result{}
-	}
-	s.m.cacheMiss.Inc()
 	if q != nil && !q.held {
 		// Upstream work is bounded: past max_inflight a query gets what
 		// the cache still has, or SERVFAIL at once, instead of a socket
 		// and a goroutine that wait for an authority that may never answer.
-		if q.noUpstream || !s.acquire(snap) {
+		if !s.acquire(snap) {
+			s.m.cacheMiss.Inc()
 			s.m.overloaded.Inc()
 			if e != nil {
 				s.m.cacheStale.Inc()
@@ -51,7 +47,13 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 			return result{err: errOverloaded}
 		}
 		q.held = true
+		if q.noWait {
+			// The slot goes with the query to the goroutine that waits.
+			q.wouldWait = true
+			return result{}
+		}
 	}
+	s.m.cacheMiss.Inc()
 	r, err := s.flight.do(key, func() (*mdns.Msg, error) { return s.forward(snap, key) })
 	if err != nil || r.Rcode == mdns.RcodeServerFailure {
 		if e != nil {

@@ -125,16 +125,14 @@ func (u *udpServer) serve() {
 				u.s.m.malformed.Inc()
 				continue
 			}
+			// One pass answers from the cache or policy, or past
+			// max_inflight; else it reserves a slot for the goroutine
+			// that waits for the upstream.
 			*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: u.s.now(), noWait: true}
 			ans := u.s.answer(q)
 			if q.wouldWait {
-				if u.s.acquire(u.s.snap.Load()) {
-					u.s.bg.Go(func() { u.wait(req, src, local, via) })
-					continue
-				}
-				// Every slot is taken: answer now, from what is cached.
-				*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: q.start, noUpstream: true}
-				ans = u.s.answer(q)
+				u.s.bg.Go(func() { u.wait(req, src, local, via) })
+				continue
 			}
 			if ans == nil {
 				continue
@@ -161,9 +159,10 @@ func (u *udpServer) serve() {
 }
 
 // wait answers a query that needs an upstream; it holds a max_inflight
-// slot, which answer releases.
+// slot until it returns.
 func (u *udpServer) wait(req *mdns.Msg, src, local netip.AddrPort, via int) {
 	q := &query{req: req, proto: "udp", src: src, dst: local, via: via, start: u.s.now(), held: true}
+	defer u.s.finished(q)
 	ans := u.s.answer(q)
 	if ans == nil {
 		return
