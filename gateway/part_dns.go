@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
-	"reflect"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
@@ -51,10 +50,10 @@ func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
 	if p.srv != nil {
 		p.ids.set(next)
 		p.setTunnel(next)
-		if prev != nil && reflect.DeepEqual(prev.Gateway.DNS, nc) {
-			return nil
-		}
-		return p.srv.Set(*nc) // in place: no query is dropped
+		// In place: no query is dropped. With the same section Set only
+		// re-reads the files it names (lists, the DoT certificate), so a
+		// certificate renewed in place is presented after SIGHUP.
+		return p.srv.Set(*nc)
 	}
 	egress := wanAddr(p.wan())
 	p.ids = &peerIdentities{devs: p.devs}

@@ -9,36 +9,43 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// TestMaxInflight: with max_inflight queries waiting for a silent
-// upstream, another query that needs the upstream gets SERVFAIL with an
+// TestMaxInflight: with max_inflight queries waiting for silent
+// upstreams, another query that needs the upstream gets SERVFAIL with an
 // Extended DNS Error at once, over UDP and TCP; an expired answer is
 // served stale instead; fresh cached answers are served as ever; the
 // slots come back when the waiting queries end.
 func TestMaxInflight(t *testing.T) {
-	up := newTestUpstream(t)
+	// Three upstreams, silent once the cache is warm: a query that
+	// waits tries each for tryTimeout, so it holds its slot for about
+	// queryTimeout, time enough for the checks on a loaded machine.
+	ups := []*testUpstream{newTestUpstream(t), newTestUpstream(t), newTestUpstream(t)}
 	clock := &fakeClock{t: time.Now()}
-	s, addr := startServer(t, Config{Upstreams: []string{up.addr}, MaxInflight: 2}, Options{Now: clock.now})
+	s, addr := startServer(t, Config{Upstreams: []string{ups[0].addr, ups[1].addr, ups[2].addr}, MaxInflight: 1},
+		Options{Now: clock.now})
 	for _, name := range []string{"a.test", "short.test"} {
 		if r := ask(t, addr, "udp", name, mdns.TypeA); r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
 			t.Fatalf("%s: %v", name, r)
 		}
+		// The slot comes back once the goroutine that wrote the answer
+		// ends, a moment after the answer.
+		eventually(t, 5*time.Second, "slot free", func() bool { return s.inflight.Load() == 0 })
 	}
-	up.silent.Store(true)
+	for _, up := range ups {
+		up.silent.Store(true)
+	}
 	clock.add(5 * time.Second) // short.test (TTL 2 s) expires, a.test (300 s) does not
 
-	// Two queries take the two slots and wait for the silent upstream.
+	// One query takes the one slot and waits for the silent upstreams.
 	var wg sync.WaitGroup
-	for _, proto := range []string{"udp", "tcp"} {
-		wg.Go(func() {
-			m := new(mdns.Msg)
-			m.SetQuestion("wait-"+proto+".test.", mdns.TypeA)
-			c := &mdns.Client{Net: proto, Timeout: 10 * time.Second}
-			if r, _, err := c.Exchange(m, addr); err != nil || r.Rcode != mdns.RcodeServerFailure {
-				t.Errorf("waiting query over %s: %v %v", proto, r, err)
-			}
-		})
-	}
-	eventually(t, 5*time.Second, "two queries waiting", func() bool { return s.inflight.Load() == 2 })
+	wg.Go(func() {
+		m := new(mdns.Msg)
+		m.SetQuestion("wait.test.", mdns.TypeA)
+		c := &mdns.Client{Net: "udp", Timeout: 3 * queryTimeout}
+		if r, _, err := c.Exchange(m, addr); err != nil || r.Rcode != mdns.RcodeServerFailure {
+			t.Errorf("waiting query: %v %v", r, err)
+		}
+	})
+	eventually(t, 5*time.Second, "a query waiting", func() bool { return s.inflight.Load() == 1 })
 
 	for _, proto := range []string{"udp", "tcp"} {
 		start := time.Now()
@@ -62,7 +69,7 @@ func TestMaxInflight(t *testing.T) {
 	}
 	wg.Wait()
 	eventually(t, 5*time.Second, "slots free", func() bool { return s.inflight.Load() == 0 })
-	up.silent.Store(false)
+	ups[0].silent.Store(false)
 	if r := ask(t, addr, "udp", "a.test", mdns.TypeAAAA); r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Errorf("after the waiting queries ended: %v", r)
 	}

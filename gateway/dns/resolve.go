@@ -40,6 +40,7 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 		if !s.acquire(snap) {
 			s.m.cacheMiss.Inc()
 			s.m.overloaded.Inc()
+			s.warnOverloaded(now, snap)
 			if e != nil {
 				s.m.cacheStale.Inc()
 				return result{msg: e.msg, e: e, cached: true, stale: true, age: now.Sub(e.stored)}
@@ -88,6 +89,21 @@ func (s *Server) acquire(snap *snapshot) bool {
 }
 
 func (s *Server) release() { s.inflight.Add(-1) }
+
+// overloadLogEvery spaces the log lines that say max_inflight was reached.
+const overloadLogEvery = time.Minute
+
+// warnOverloaded logs, at most once every overloadLogEvery, that queries
+// are being answered past max_inflight: a flood of names nobody answers,
+// or upstreams too slow for the load.
+func (s *Server) warnOverloaded(now time.Time, snap *snapshot) {
+	last := s.overloadLogged.Load()
+	if now.UnixNano()-last < int64(overloadLogEvery) || !s.overloadLogged.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	s.log.Warn("queries waiting for upstreams reached max_inflight: answering the others from the cache or with SERVFAIL "+
+		"(edgegw_dns_overloaded_queries_total counts them)", "max_inflight", snap.cfg.MaxInflight)
+}
 
 // maybePrefetch refreshes a popular entry in the background shortly before
 // it expires.

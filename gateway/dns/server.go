@@ -86,8 +86,9 @@ type Server struct {
 	qid    atomic.Uint64
 	// inflight counts queries holding a max_inflight slot: waiting for
 	// upstream work (theirs or an identical query's).
-	inflight atomic.Int64
-	snap     atomic.Pointer[snapshot]
+	inflight       atomic.Int64
+	overloadLogged atomic.Int64 // Unix nanoseconds of the last "max_inflight reached" line
+	snap           atomic.Pointer[snapshot]
 	// arrival looks up interfaces in Run's network namespace; nil
 	// before Run (no query then carries an identity).
 	arrival atomic.Pointer[arrival]
