@@ -18,6 +18,9 @@ import (
 // queries are answered. The owner binds ln (usually port 853 on the
 // addresses of the Access listener, with its certificate) and owns the
 // goroutine that calls ServeDoT. Queries are logged with Protocol "tls".
+// With dot.identified_only, a query from a client without an identity
+// (see [IdentitySource]) is answered REFUSED with Extended DNS Error 18
+// (Prohibited). The server serves dot.listen itself this way.
 func (s *Server) ServeDoT(ctx context.Context, ln net.Listener, tc *tls.Config) error {
 	if tc == nil || (len(tc.Certificates) == 0 && tc.GetCertificate == nil) {
 		ln.Close()
