@@ -116,6 +116,11 @@ func (c *Config) Validate(report func(field, msg string)) {
 		if len(d.Listen) == 0 {
 			report("dot.listen", "missing: expected addresses to serve DNS over TLS on, such as [10.0.0.1:853]")
 		}
+		for i, a := range d.Listen {
+			if a.Port() != 0 && slices.Contains(c.Listen, a) {
+				report(fmt.Sprintf("dot.listen[%d]", i), fmt.Sprintf("%s is also in listen (plain DNS over TCP): use another port, usually 853", a))
+			}
+		}
 		if d.CertFile == "" {
 			report("dot.cert_file", "missing: expected the certificate (PEM) DNS over TLS presents")
 		}

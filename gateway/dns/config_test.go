@@ -43,6 +43,9 @@ func TestValidate(t *testing.T) {
 		{"dot", func(c *Config) {
 			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}, CertFile: "/c", KeyFile: "/k", IdentifiedOnly: true}
 		}, ""},
+		{"dot on the plain port", func(c *Config) {
+			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")}, CertFile: "/c", KeyFile: "/k"}
+		}, `dot.listen[0]: 127.0.0.1:53 is also in listen`},
 		{"dot without listen", func(c *Config) { c.DoT = &DoT{CertFile: "/c", KeyFile: "/k"} }, `dot.listen: missing`},
 		{"dot without key", func(c *Config) {
 			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}, CertFile: "/c"}
