@@ -186,7 +186,7 @@ func TestE2EFloodKeepsCachedAnswers(t *testing.T) {
 	if overloaded == 0 {
 		t.Errorf("no query was answered past max_inflight: the flood never reached the cap")
 	}
-	if asked < int(floodFor/officeEvery)/4 {
+	if asked < 200 { // fewer would make one lost answer more than 0.5 %
 		t.Errorf("the office client asked only %d times", asked)
 	}
 	if ratio < 0.99 {

@@ -17,8 +17,9 @@ import (
 // max_inflight) are written up to udpBatch at a time (recvmmsg and
 // sendmmsg). A query that waits for an upstream takes a max_inflight slot
 // and is handed to its own goroutine, which writes its answer alone. So a
-// flood of names nobody answers costs one slot each, never the reader's
-// time: cache hits keep flowing.
+// flood of names nobody answers holds at most max_inflight slots and
+// costs the reader one quick answer for each query beyond them: cache
+// hits keep flowing.
 //
 // Every socket receives IP_PKTINFO (IPV6_PKTINFO): the arrival interface
 // decides whether the client's identity holds, and on a wildcard address
