@@ -54,6 +54,8 @@ func TestDoTListeners(t *testing.T) {
 	if !bytes.Equal(leaf, cert.Certificate[0]) {
 		t.Error("DoT presents another certificate than cert_file's")
 	}
+	// The record is pushed after the answer is written.
+	eventually(t, 5*time.Second, "record of the refused query", func() bool { return sink.len() > 0 })
 	if rec := sink.last(); field(rec, "Protocol") != "tls" || field(rec, "ResolverDecision") != decRefusedUnidentified {
 		t.Errorf("record of the refused query: %v", rec)
 	}

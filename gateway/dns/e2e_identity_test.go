@@ -276,24 +276,29 @@ func TestE2EIdentityOnlyThroughTunnel(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, 10*time.Second, "two forged queries answered", func() bool {
-			return testutil.ToFloat64(s.m.unidentified.WithLabelValues("udp")) >= before+2
-		})
-		sink.mu.Lock()
-		n := 0
-		for _, r := range sink.recs {
-			if field(r, "QueryName") != "forged.secret.test" {
-				continue
+		forged := func() (recs []logpush.Record) {
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			for _, r := range sink.recs {
+				if field(r, "QueryName") == "forged.secret.test" {
+					recs = append(recs, r)
+				}
 			}
-			n++
+			return recs
+		}
+		// Records are pushed after the answers are written.
+		eventually(t, 10*time.Second, "records of the two forged queries", func() bool { return len(forged()) >= 2 })
+		for _, r := range forged() {
 			if field(r, "SrcIP") != idPeer || field(r, "Email") != "" || field(r, "DeviceID") != "" ||
 				field(r, "PolicyID") != "others-secret" {
 				t.Errorf("forged query's record: %v", r)
 			}
 		}
-		sink.mu.Unlock()
-		if n != 2 {
+		if n := len(forged()); n != 2 {
 			t.Errorf("%d records of the forged query, want 2", n)
+		}
+		if n := testutil.ToFloat64(s.m.unidentified.WithLabelValues("udp")); n < before+2 {
+			t.Errorf("edgegw_dns_unidentified_queries_total{protocol=\"udp\"} rose by %v, want 2", n-before)
 		}
 	})
 	t.Run("forged-tcp-no-handshake", func(t *testing.T) {
