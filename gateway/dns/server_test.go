@@ -421,6 +421,15 @@ func TestWildcardListen(t *testing.T) {
 				t.Errorf("%s over %s: identity not seen: %v", listen, proto, r)
 			}
 		}
+		if host == "127.0.0.1" {
+			// Asked at 127.0.0.2, the answer must come from 127.0.0.2 (the
+			// kernel alone would pick 127.0.0.1): the client's connected
+			// socket accepts nothing else.
+			other := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port).String()
+			if r := ask(t, other, "udp", "a.test", mdns.TypeA); len(r.Answer) != 1 {
+				t.Errorf("asked at %s: %v", other, r)
+			}
+		}
 		cancel()
 		if err := <-done; err != nil {
 			t.Error(err)
