@@ -5,7 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
-	"reflect"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 
@@ -22,9 +22,21 @@ type dnsPart struct {
 	devs    *devices
 	local   *local // serves DNS over HTTPS on the Access listener
 
-	srv *dns.Server
-	ids *peerIdentities
-	run actor
+	srv    *dns.Server
+	ids    *peerIdentities
+	tunnel atomic.Pointer[string] // the WireGuard interface: the one that owns identities' addresses
+	run    actor
+}
+
+// setTunnel records which interface owns the addresses of next's
+// identities: every identity (static peers, enrolled devices) is a
+// WireGuard address; without WireGuard there are none.
+func (p *dnsPart) setTunnel(next *config.Config) {
+	name := ""
+	if wg := next.Tunnels.WireGuard; wg != nil {
+		name = wg.Interface
+	}
+	p.tunnel.Store(&name)
 }
 
 func (p *dnsPart) name() string { return "gateway.dns" }
@@ -37,21 +49,23 @@ func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
 	}
 	if p.srv != nil {
 		p.ids.set(next)
-		if prev != nil && reflect.DeepEqual(prev.Gateway.DNS, nc) && config.SameFiles(prev, next, "gateway.dns") {
-			return nil
-		}
-		return p.srv.Set(*nc) // in place: no query is dropped
+		p.setTunnel(next)
+		// In place: no query is dropped. With the same section Set only
+		// re-reads the files it names (lists, the DoT certificate), so a
+		// certificate renewed in place is presented after SIGHUP.
+		return p.srv.Set(*nc)
 	}
 	egress := wanAddr(p.wan())
 	p.ids = &peerIdentities{devs: p.devs}
 	p.ids.set(next)
+	p.setTunnel(next)
 	srv, err := dns.New(*nc, dns.Options{
 		Logger:         p.log,
 		Registerer:     p.metrics.reg,
 		StateDir:       next.Appliance.StateDir,
 		EgressAddr:     egress, // ECS from where traffic exits, never the client
 		SourceAddr:     egress,
-		IdentitySource: dnsIdentities{p.ids},
+		IdentitySource: dnsIdentities{p.ids, &p.tunnel},
 		Sink:           p.sink,
 		ColoCode:       next.Appliance.Colo,
 	})
@@ -114,10 +128,21 @@ func (p *dnsPart) status(s *Status) {
 }
 
 // dnsIdentities gives DNS policies and records the user and device behind a
-// client address.
-type dnsIdentities struct{ ids *peerIdentities }
+// client address, and the interface that owns it: the resolver gives a
+// query the identity only if it came through that interface.
+type dnsIdentities struct {
+	ids    *peerIdentities
+	tunnel *atomic.Pointer[string]
+}
 
 func (d dnsIdentities) Identify(a netip.Addr) (dns.Identity, bool) {
 	email, groups, dev, ok := d.ids.who(a)
-	return dns.Identity{Email: email, Groups: groups, DeviceID: dev}, ok
+	if !ok {
+		return dns.Identity{}, false
+	}
+	id := dns.Identity{Email: email, Groups: groups, DeviceID: dev}
+	if t := d.tunnel.Load(); t != nil {
+		id.Interface = *t
+	}
+	return id, true
 }

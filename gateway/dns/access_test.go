@@ -20,7 +20,7 @@ import (
 func TestIdentitySource(t *testing.T) {
 	up := newTestUpstream(t)
 	sink := &recSink{}
-	ids := staticIDs{netip.MustParseAddr("127.0.0.1"): {Email: "bob@corp.example", Groups: []string{"finance"}, DeviceID: "dev_bobphone"}}
+	ids := staticIDs{netip.MustParseAddr("127.0.0.1"): {Email: "bob@corp.example", Groups: []string{"finance"}, DeviceID: "dev_bobphone", Interface: "lo"}}
 	cfg := Config{Upstreams: []string{up.addr}, Policies: []Policy{
 		{ID: "finance-only", Expression: `identity.email == "bob@corp.example" and identity.groups contains "finance" and dns.fqdn == "a.test"`,
 			Action: "override", Override: []string{"10.0.0.7"}},
@@ -52,8 +52,8 @@ func TestDoHIdentifiedOnly(t *testing.T) {
 		ids  IdentitySource
 		want int
 	}{
-		{"enrolled", staticIDs{netip.MustParseAddr("127.0.0.1"): {Email: "a@corp.example", DeviceID: "dev_a"}}, http.StatusOK},
-		{"unknown-address", staticIDs{netip.MustParseAddr("100.96.0.9"): {Email: "a@corp.example"}}, http.StatusForbidden},
+		{"enrolled", staticIDs{netip.MustParseAddr("127.0.0.1"): {Email: "a@corp.example", DeviceID: "dev_a", Interface: "lo"}}, http.StatusOK},
+		{"unknown-address", staticIDs{netip.MustParseAddr("100.96.0.9"): {Email: "a@corp.example", Interface: "lo"}}, http.StatusForbidden},
 		{"no-identity-source", nil, http.StatusForbidden},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

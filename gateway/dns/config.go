@@ -27,6 +27,25 @@ type Config struct {
 	BlockResponse string `yaml:"block_response"`
 	// CacheMB bounds the answer cache, in mebibytes (default 64).
 	CacheMB int `yaml:"cache_mb"`
+	// MaxInflight bounds the client queries waiting for an upstream at
+	// once (and so the upstream queries, sockets and goroutines they
+	// hold); past it a query gets a stale cached answer if there is one,
+	// else SERVFAIL with an Extended DNS Error (default 1000).
+	MaxInflight int `yaml:"max_inflight"`
+	// DoT serves DNS over TLS (RFC 7858); nil: not served.
+	DoT *DoT `yaml:"dot"`
+}
+
+// DoT is the `gateway.dns.dot:` section: DNS over TLS on its own
+// listeners.
+type DoT struct {
+	Listen   []netip.AddrPort `yaml:"listen"` // usually port 853
+	CertFile string           `yaml:"cert_file" file:"read"`
+	KeyFile  string           `yaml:"key_file" file:"secret"`
+	// IdentifiedOnly refuses (REFUSED, with an Extended DNS Error) every
+	// query from a client without an identity: one that did not come
+	// through the tunnel that owns its address.
+	IdentifiedOnly bool `yaml:"identified_only"`
 }
 
 // List is a domain list read from a file: plain domains, hosts format or
@@ -56,7 +75,15 @@ func (c *Config) SetDefaults() {
 	if c.CacheMB == 0 {
 		c.CacheMB = 64
 	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = defaultMaxInflight
+	}
 }
+
+// defaultMaxInflight is the default of max_inflight: far above what an
+// office asks at once (queries wait milliseconds for a healthy upstream),
+// and about as many sockets as a process may open by default.
+const defaultMaxInflight = 1000
 
 // Validate checks the section's shape.
 func (c *Config) Validate(report func(field, msg string)) {
@@ -81,6 +108,25 @@ func (c *Config) Validate(report func(field, msg string)) {
 	}
 	if c.CacheMB < 1 || c.CacheMB > 1<<16 {
 		report("cache_mb", fmt.Sprintf("%d is out of range 1..65536", c.CacheMB))
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > 1_000_000 {
+		report("max_inflight", fmt.Sprintf("%d is out of range 1..1000000", c.MaxInflight))
+	}
+	if d := c.DoT; d != nil {
+		if len(d.Listen) == 0 {
+			report("dot.listen", "missing: expected addresses to serve DNS over TLS on, such as [10.0.0.1:853]")
+		}
+		for i, a := range d.Listen {
+			if a.Port() != 0 && slices.Contains(c.Listen, a) {
+				report(fmt.Sprintf("dot.listen[%d]", i), fmt.Sprintf("%s is also in listen (plain DNS over TCP): use another port, usually 853", a))
+			}
+		}
+		if d.CertFile == "" {
+			report("dot.cert_file", "missing: expected the certificate (PEM) DNS over TLS presents")
+		}
+		if d.KeyFile == "" {
+			report("dot.key_file", "missing: expected the certificate's private key (PEM)")
+		}
 	}
 	for name, l := range c.Lists {
 		if l.File == "" {
@@ -140,6 +186,7 @@ func (c *Config) Validate(report func(field, msg string)) {
 func (c *Config) Equal(o *Config) bool {
 	return slices.Equal(c.Listen, o.Listen) && slices.Equal(c.Upstreams, o.Upstreams) &&
 		c.ECS == o.ECS && c.BlockResponse == o.BlockResponse && c.CacheMB == o.CacheMB &&
+		c.MaxInflight == o.MaxInflight && c.DoT.equal(o.DoT) &&
 		maps.Equal(c.Lists, o.Lists) &&
 		slices.EqualFunc(c.Policies, o.Policies, func(a, b Policy) bool {
 			return a.ID == b.ID && a.Name == b.Name && a.Expression == b.Expression && a.Action == b.Action && slices.Equal(a.Override, b.Override)
@@ -156,7 +203,20 @@ func (c *Config) Clone() *Config {
 	for i := range n.Policies {
 		n.Policies[i].Override = slices.Clone(c.Policies[i].Override)
 	}
+	if c.DoT != nil {
+		d := *c.DoT
+		d.Listen = slices.Clone(c.DoT.Listen)
+		n.DoT = &d
+	}
 	return &n
+}
+
+func (d *DoT) equal(o *DoT) bool {
+	if d == nil || o == nil {
+		return d == o
+	}
+	return slices.Equal(d.Listen, o.Listen) && d.CertFile == o.CertFile && d.KeyFile == o.KeyFile &&
+		d.IdentifiedOnly == o.IdentifiedOnly
 }
 
 func checkUpstream(u string) string {

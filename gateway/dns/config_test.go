@@ -39,6 +39,17 @@ func TestValidate(t *testing.T) {
 			c.Policies = []Policy{{ID: "ov", Expression: `dns.resolved_ips == 10.0.0.1`, Action: "override", Override: []string{"10.0.0.2"}}}
 		}, `cannot use dns.resolved_ips`},
 		{"block response", func(c *Config) { c.BlockResponse = "page" }, `block_response: "page"`},
+		{"max inflight", func(c *Config) { c.MaxInflight = -1 }, `max_inflight: -1 is out of range 1..1000000`},
+		{"dot", func(c *Config) {
+			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}, CertFile: "/c", KeyFile: "/k", IdentifiedOnly: true}
+		}, ""},
+		{"dot on the plain port", func(c *Config) {
+			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")}, CertFile: "/c", KeyFile: "/k"}
+		}, `dot.listen[0]: 127.0.0.1:53 is also in listen`},
+		{"dot without listen", func(c *Config) { c.DoT = &DoT{CertFile: "/c", KeyFile: "/k"} }, `dot.listen: missing`},
+		{"dot without key", func(c *Config) {
+			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}, CertFile: "/c"}
+		}, `dot.key_file: missing`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()
@@ -63,5 +74,24 @@ func TestConfigEqualClone(t *testing.T) {
 	d.Policies[0].Override[0] = "10.0.0.2"
 	if c.Equal(d) || c.Policies[0].Override[0] != "10.0.0.1" {
 		t.Error("clone shares memory")
+	}
+	c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}}
+	e := c.Clone()
+	if !c.Equal(e) {
+		t.Error("clone with dot differs")
+	}
+	e.DoT.Listen[0] = netip.MustParseAddrPort("10.0.0.2:853")
+	if c.Equal(e) || c.DoT.Listen[0].Port() != 853 || c.DoT.Listen[0].Addr().String() != "10.0.0.1" {
+		t.Error("dot clone shares memory")
+	}
+	e = c.Clone()
+	e.DoT.IdentifiedOnly = true
+	if c.Equal(e) {
+		t.Error("identified_only ignored by Equal")
+	}
+	e = c.Clone()
+	e.MaxInflight = 7
+	if c.Equal(e) {
+		t.Error("max_inflight ignored by Equal")
 	}
 }

@@ -1,14 +1,28 @@
 // Package dns is Gateway DNS: a filtering, caching DNS forwarder with
 // identity-aware policies that resolves from the egress location.
 //
-// A [Server] answers on UDP and TCP, DNS over TLS through
-// [Server.ServeDoT] and DNS over HTTPS through [Server.DoHHandler], which
-// the owner mounts at /dns-query on the Access listener for enrolled
-// devices only ([DoHIdentifiedOnly]). Who is behind a client address
-// (email, groups, device) comes from the owner's [IdentitySource]. UDP on
-// a specific address uses one SO_REUSEPORT socket per CPU with batched
-// reads and writes (recvmmsg, sendmmsg) for cache hits; wildcard
-// addresses, TCP and TLS are served by github.com/miekg/dns. It forwards
+// A [Server] answers on UDP and TCP, DNS over TLS on the dot.listen
+// addresses (or through [Server.ServeDoT] on the owner's listener) and
+// DNS over HTTPS through [Server.DoHHandler], which the owner mounts at
+// /dns-query on the Access listener for enrolled devices only
+// ([DoHIdentifiedOnly]). Who is behind a client address (email, groups,
+// device) and which interface owns that address comes from the owner's
+// [IdentitySource]; a query carries the identity only if it came through
+// that interface (the WireGuard interface): UDP by the datagram's arrival
+// interface (IP_PKTINFO), TCP, DoT and DoH by the route back to the
+// client, through which the handshake had to complete. A bare source
+// address from the LAN or the WAN never carries one, and with
+// dot.identified_only such a client's DNS over TLS is refused. UDP uses
+// one SO_REUSEPORT socket per CPU with batched reads and writes (recvmmsg,
+// sendmmsg) for every answer that needs no upstream; TCP and TLS are
+// served by github.com/miekg/dns.
+//
+// Upstream work is bounded: at most max_inflight client queries (default
+// 1000) wait for upstreams at once, each holding one goroutine and at
+// most one socket; past that a query gets its stale cached answer, if
+// any, or SERVFAIL with an Extended DNS Error at once. A flood of random
+// names under a zone whose authority never answers so costs the reader
+// one cheap answer each, and cached answers keep flowing. It forwards
 // to plain DNS, DNS-over-TLS (tls://) and DNS-over-HTTPS (https://, RFC
 // 8484) upstreams in order, passing over failing ones for a backoff. Queries go
 // upstream as fresh messages: the client's RD, CD and DO bits, a 1232-byte

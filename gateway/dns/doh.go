@@ -17,10 +17,12 @@ type DoHClients int
 const (
 	// DoHAnyClient answers every client that reaches the listener.
 	DoHAnyClient DoHClients = iota
-	// DoHIdentifiedOnly answers only clients whose source address the
-	// IdentitySource knows (enrolled devices and WireGuard peers, over
-	// their tunnel address), so that a listener reachable from the
-	// Internet is no open resolver. Others get 403 Forbidden.
+	// DoHIdentifiedOnly answers only identified clients: enrolled
+	// devices and WireGuard peers whose tunnel address the IdentitySource
+	// knows, connected through the interface that owns it (the route back
+	// to the address leaves through it, so only the tunnel's peer could
+	// complete the TCP and TLS handshakes). A listener reachable from the
+	// Internet is so no open resolver. Others get 403 Forbidden.
 	DoHIdentifiedOnly
 )
 
@@ -28,7 +30,8 @@ const (
 // GET with ?dns=<base64url> and POST of application/dns-message. The
 // owner mounts it at /dns-query on a TLS listener (the Access listener,
 // with DoHIdentifiedOnly). The client's identity comes from the request's
-// RemoteAddr: for a remote user, the tunnel address of their device.
+// RemoteAddr (for a remote user, the tunnel address of their device) when
+// the connection came through the interface that owns it.
 // Answers carry Cache-Control max-age of their smallest TTL.
 func (s *Server) DoHHandler(who DoHClients) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveDoH(w, r, who) })
@@ -37,13 +40,12 @@ func (s *Server) DoHHandler(who DoHClients) http.Handler {
 func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request, who DoHClients) {
 	src, _ := netip.ParseAddrPort(r.RemoteAddr)
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	var dst netip.AddrPort
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		dst = addrPort(la)
+	}
 	if who == DoHIdentifiedOnly {
-		ids := s.opts.IdentitySource
-		if ids == nil || !src.IsValid() {
-			http.Error(w, "DNS over HTTPS is for enrolled devices", http.StatusForbidden)
-			return
-		}
-		if _, ok := ids.Identify(src.Addr()); !ok {
+		if _, ok := s.identify(&query{proto: "https", src: src, dst: dst}); !ok {
 			http.Error(w, "DNS over HTTPS is for enrolled devices", http.StatusForbidden)
 			return
 		}
@@ -69,11 +71,8 @@ func (s *Server) serveDoH(w http.ResponseWriter, r *http.Request, who DoHClients
 		http.Error(w, "malformed DNS message", http.StatusBadRequest)
 		return
 	}
-	var dst netip.AddrPort
-	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
-		dst = addrPort(la)
-	}
 	q := &query{req: req, proto: "https", src: src, dst: dst, start: s.now()}
+	defer s.finished(q)
 	out := s.answer(q)
 	if out == nil {
 		http.Error(w, "malformed DNS message", http.StatusBadRequest)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"slices"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -16,6 +18,9 @@ import (
 // queries are answered. The owner binds ln (usually port 853 on the
 // addresses of the Access listener, with its certificate) and owns the
 // goroutine that calls ServeDoT. Queries are logged with Protocol "tls".
+// With dot.identified_only, a query from a client without an identity
+// (see [IdentitySource]) is answered REFUSED with Extended DNS Error 18
+// (Prohibited). The server serves dot.listen itself this way.
 func (s *Server) ServeDoT(ctx context.Context, ln net.Listener, tc *tls.Config) error {
 	if tc == nil || (len(tc.Certificates) == 0 && tc.GetCertificate == nil) {
 		ln.Close()
@@ -48,4 +53,71 @@ func (s *Server) ServeDoT(ctx context.Context, ln net.Listener, tc *tls.Config) 
 	srv.ShutdownContext(sctx)
 	<-done
 	return nil
+}
+
+// dotListener is one DoT address the server binds itself (dot.listen).
+type dotListener struct {
+	want   netip.AddrPort
+	bound  netip.AddrPort
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// loadDoTCert reads the certificate and key of c.DoT, if any, into the
+// one DoT listeners present from the next handshake on.
+func (s *Server) loadDoTCert(c *Config) error {
+	if c.DoT == nil {
+		return nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.DoT.CertFile, c.DoT.KeyFile)
+	if err != nil {
+		return fmt.Errorf("gateway.dns.dot: %w", err)
+	}
+	s.dotCert.Store(&cert)
+	return nil
+}
+
+// bindDoTLocked makes the DoT listeners match addrs, as bindLocked does
+// for plain DNS. s.mu is held and Run runs.
+func (s *Server) bindDoTLocked(addrs []netip.AddrPort) error {
+	var keep, added []*dotListener
+	for _, a := range addrs {
+		if i := slices.IndexFunc(s.dot, func(l *dotListener) bool { return l.want == a }); i >= 0 {
+			keep = append(keep, s.dot[i])
+			continue
+		}
+		ln, err := net.Listen("tcp", a.String())
+		if err != nil {
+			for _, l := range added {
+				l.stop()
+			}
+			return fmt.Errorf("listen DNS over TLS %s: %w", a, err)
+		}
+		ctx, cancel := context.WithCancel(s.runCtx)
+		l := &dotListener{want: a, bound: addrPort(ln.Addr()), cancel: cancel, done: make(chan struct{})}
+		tc := &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.dotCert.Load(), nil },
+		}
+		s.bg.Go(func() {
+			defer close(l.done)
+			if err := s.ServeDoT(ctx, ln, tc); err != nil {
+				s.log.Error("DNS-over-TLS listener stopped", "addr", l.bound, "err", err)
+			}
+		})
+		added = append(added, l)
+	}
+	for _, l := range s.dot {
+		if !slices.Contains(keep, l) {
+			l.stop()
+		}
+	}
+	s.dot = append(keep, added...)
+	return nil
+}
+
+// stop closes the listener and waits for its queries.
+func (l *dotListener) stop() {
+	l.cancel()
+	<-l.done
 }

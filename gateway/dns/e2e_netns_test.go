@@ -554,7 +554,7 @@ func (e *e2eLab) startEdgegw(t *testing.T) {
 		Registerer: e.reg,
 		EgressAddr: netip.MustParseAddr(e2eEgress),
 		IdentitySource: staticIDs{netip.MustParseAddr(e2eClient): {
-			Email: "alice@corp.example", Groups: []string{"it-ops"}, DeviceID: "dev_alicelaptop"}},
+			Email: "alice@corp.example", Groups: []string{"it-ops"}, DeviceID: "dev_alicelaptop", Interface: "eth0"}},
 		Sink:      e.sink,
 		TLSConfig: &tls.Config{RootCAs: roots, ServerName: "resolver.test", MinVersion: tls.VersionTLS12},
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -2,12 +2,17 @@ package dns
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	mdns "github.com/miekg/dns"
 )
@@ -129,6 +134,142 @@ func FuzzDoH(f *testing.F) {
 			case http.StatusBadRequest:
 			default:
 				t.Fatalf("%s: status %d", req.Method, rec.Code)
+			}
+		}
+	})
+}
+
+// fuzzUpstream answers every query, over UDP and TCP, with the bytes it
+// holds, the query's ID written over their first two.
+type fuzzUpstream struct {
+	addr    string
+	payload atomic.Pointer[[]byte]
+}
+
+func newFuzzUpstream(f *testing.F) *fuzzUpstream {
+	u := &fuzzUpstream{}
+	pc, ln := listenUDPTCP(f)
+	u.addr = pc.LocalAddr().String()
+	h := mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
+		p := u.payload.Load()
+		if p == nil {
+			return
+		}
+		b := slices.Clone(*p)
+		if len(b) >= 2 {
+			binary.BigEndian.PutUint16(b, r.Id)
+		}
+		w.Write(b)
+	})
+	for _, srv := range []*mdns.Server{{PacketConn: pc, Handler: h}, {Listener: ln, Handler: h}} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go srv.ActivateAndServe()
+		<-started
+		f.Cleanup(func() { srv.Shutdown() })
+	}
+	return u
+}
+
+// FuzzUpstreamAnswer feeds arbitrary bytes to the resolver as an
+// upstream's answer (to a.test A, over UDP, and over TCP when they say
+// truncated): forwarding, the cache and TTL ageing. Never a panic; an
+// answer packs within the client's UDP size and carries the question
+// asked; asked again age seconds later, an answer from the cache has every
+// TTL lowered by exactly age (never raised, never below zero).
+func FuzzUpstreamAnswer(f *testing.F) {
+	up := newFuzzUpstream(f)
+	q := new(mdns.Msg)
+	q.SetQuestion("a.test.", mdns.TypeA)
+	seed := func(age uint16, edit func(m *mdns.Msg), rrs ...string) {
+		m := new(mdns.Msg)
+		m.SetReply(q)
+		m.RecursionAvailable = true
+		for _, s := range rrs {
+			rr, err := mdns.NewRR(s)
+			if err != nil {
+				f.Fatal(err)
+			}
+			if rr.Header().Rrtype == mdns.TypeSOA {
+				m.Ns = append(m.Ns, rr)
+			} else {
+				m.Answer = append(m.Answer, rr)
+			}
+		}
+		if edit != nil {
+			edit(m)
+		}
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, age)
+	}
+	seed(10, nil, "a.test. 300 IN A 192.0.2.1", "a.test. 60 IN A 192.0.2.2")
+	seed(299, nil, "a.test. 300 IN CNAME b.test.", "b.test. 300 IN A 192.0.2.3")
+	seed(3, nil, "a.test. 2 IN A 192.0.2.4")
+	seed(0, nil, "a.test. 0 IN A 192.0.2.5")
+	seed(100, nil, "a.test. 4294967295 IN A 192.0.2.6")
+	seed(50, func(m *mdns.Msg) { m.Rcode = mdns.RcodeNameError }, "test. 3600 IN SOA ns.test. h.test. 1 3600 600 86400 120")
+	seed(5, func(m *mdns.Msg) { m.Truncated = true }, "a.test. 300 IN A 192.0.2.7")
+	seed(1, func(m *mdns.Msg) { m.Rcode = mdns.RcodeServerFailure })
+	seed(7, func(m *mdns.Msg) { m.SetEdns0(4096, true) }, "a.test. 300 IN A 192.0.2.8",
+		"a.test. 300 IN RRSIG A 13 2 300 20300101000000 20200101000000 12345 test. dGVzdA==")
+	seed(1, func(m *mdns.Msg) { m.Question[0].Name = "b.test." }, "b.test. 300 IN A 192.0.2.9")
+	f.Add([]byte{0, 0, 0x81, 0x80, 0, 1, 0, 1}, uint16(1))
+
+	f.Fuzz(func(t *testing.T, data []byte, age uint16) {
+		up.payload.Store(&data)
+		clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+		s, err := New(Config{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")}, Upstreams: []string{up.addr}},
+			Options{Now: clock.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		s.rctx.Store(&ctx)
+		defer func() {
+			for _, u := range s.snap.Load().ups {
+				u.shutdown() // pooled TCP connections of a truncated answer
+			}
+		}()
+		ask := func() (*mdns.Msg, *query) {
+			req := new(mdns.Msg)
+			req.SetQuestion("a.test.", mdns.TypeA)
+			req.SetEdns0(ednsSize, true)
+			qy := &query{req: req, proto: "udp", start: clock.now()}
+			defer s.finished(qy)
+			out := s.answer(qy)
+			if out == nil {
+				t.Fatal("no answer")
+			}
+			b, err := out.Pack()
+			if err != nil {
+				return nil, qy // dropped by the server: nothing reaches the client
+			}
+			if len(b) > ednsSize {
+				t.Fatalf("answer of %d bytes over UDP", len(b))
+			}
+			if len(out.Question) != 1 || out.Question[0] != req.Question[0] {
+				t.Fatalf("answer's question %v, asked %v", out.Question, req.Question)
+			}
+			return out, qy
+		}
+		first, _ := ask()
+		clock.add(time.Duration(age) * time.Second)
+		second, q2 := ask()
+		if first == nil || second == nil || !q2.res.cached || q2.res.stale {
+			return
+		}
+		for _, sec := range [][2][]mdns.RR{{first.Answer, second.Answer}, {first.Ns, second.Ns}} {
+			if len(sec[0]) != len(sec[1]) {
+				t.Fatalf("cached answer has %d records, first %d", len(sec[1]), len(sec[0]))
+			}
+			for i, rr := range sec[1] {
+				was, now := sec[0][i].Header().Ttl, rr.Header().Ttl
+				if want := was - min(was, uint32(age)); now != want {
+					t.Fatalf("TTL %d after %d s, first %d: want %d", now, age, was, want)
+				}
 			}
 		}
 	})

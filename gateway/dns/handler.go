@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -19,13 +20,18 @@ const (
 	decOverride       = "overrideApplied"
 	decSafeSearch     = "overrideForSafeSearch"
 	decResolveFailure = "resolveFailure"
+	// decRefusedUnidentified is edgegw's own: a DNS-over-TLS query
+	// refused by dot.identified_only (Cloudflare has no such mode).
+	decRefusedUnidentified = "refusedUnidentified"
 )
 
 // Extended DNS Error codes (RFC 8914) edgegw sets.
 const (
+	edeOther         = 0
 	edeStale         = 3
 	edeForged        = 4
 	edeBlocked       = 15
+	edeProhibited    = 18
 	edeNoReachable   = 22
 	blockTTL         = 60
 	overrideTTL      = 60
@@ -37,13 +43,17 @@ type query struct {
 	req      *mdns.Msg
 	proto    string
 	src, dst netip.AddrPort
+	via      int // UDP: the arrival interface's index (IP_PKTINFO); 0 unknown
 	start    time.Time
 	key      cacheKey
 	opt      *mdns.OPT
 	v        values
 
-	noWait    bool // answer only from the cache or policy; else set wouldWait
+	// noWait: answer only from the cache or policy, or as overloaded
+	// past max_inflight; else take a slot (held) and set wouldWait.
+	noWait    bool
 	wouldWait bool
+	held      bool // the query holds a max_inflight slot, released by finished
 
 	done     bool // resolution attempted
 	res      result
@@ -70,6 +80,7 @@ func (s *Server) serveDNS(w mdns.ResponseWriter, req *mdns.Msg, proto string) {
 	q := &query{req: req, proto: proto, start: s.now()}
 	q.src = addrPort(w.RemoteAddr())
 	q.dst = addrPort(w.LocalAddr())
+	defer s.finished(q)
 	out := s.answer(q)
 	if out == nil {
 		return
@@ -102,6 +113,16 @@ func (s *Server) answer(q *query) *mdns.Msg {
 	out.Compress = true
 	out.Truncate(size)
 	return out
+}
+
+// finished gives back the max_inflight slot q holds, if any. The owner
+// of a query calls it once the answer is written, so that slots bound the
+// goroutines of waiting queries too.
+func (s *Server) finished(q *query) {
+	if q.held {
+		s.release()
+		q.held = false
+	}
 }
 
 // logQuery counts an answered query and hands its record to the sink.
@@ -164,10 +185,15 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 	v.domains = parents(make([]string, 0, 4), v.fqdn)
 	v.qtype = qq.Qtype
 	v.src = q.src.Addr()
-	if ids := s.opts.IdentitySource; ids != nil && v.src.IsValid() {
-		var id Identity
-		id, v.hasID = ids.Identify(v.src)
+	if id, ok := s.identify(q); ok {
+		v.hasID = true
 		v.email, v.groups, v.device = id.Email, id.Groups, id.DeviceID
+	}
+	if q.proto == "tls" && !v.hasID && snap.cfg.DoT != nil && snap.cfg.DoT.IdentifiedOnly {
+		out.Rcode = mdns.RcodeRefused
+		q.decision = decRefusedUnidentified
+		q.addEDE(edeProhibited, "DNS over TLS is for identified clients only")
+		return s.finish(q, out)
 	}
 
 	for _, p := range snap.policies {
@@ -230,6 +256,35 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 	return s.finish(q, s.fromResult(q, out, q.res))
 }
 
+// identify returns the identity of q's client: the one the
+// IdentitySource has for its address, if q came through the interface
+// that owns that address (see [arrival]). A query that carries a tunnel
+// address from anywhere else gets none and is counted.
+func (s *Server) identify(q *query) (Identity, bool) {
+	ids := s.opts.IdentitySource
+	src := q.src.Addr()
+	if ids == nil || !src.IsValid() {
+		return Identity{}, false
+	}
+	id, ok := ids.Identify(src)
+	if !ok {
+		return Identity{}, false
+	}
+	if id.Interface != "" {
+		now := s.now()
+		a := s.arrival.Load()
+		idx := q.via
+		if q.proto != "udp" {
+			idx = a.routeIf(src, q.dst.Addr(), now)
+		}
+		if idx > 0 && a.ifName(idx, now) == id.Interface {
+			return id, true
+		}
+	}
+	s.m.unidentified.WithLabelValues(q.proto).Inc()
+	return Identity{}, false
+}
+
 // matches evaluates the policy; one with dns.resolved_ips matches if it
 // matches for any one address of the answer.
 func (p *policy) matches(v *values) bool {
@@ -276,7 +331,11 @@ func (s *Server) fromResult(q *query, out *mdns.Msg, res result) *mdns.Msg {
 	if res.msg == nil {
 		out.Rcode = mdns.RcodeServerFailure
 		q.decision = decResolveFailure
-		q.addEDE(edeNoReachable, "no upstream answered")
+		if errors.Is(res.err, errOverloaded) {
+			q.addEDE(edeOther, "resolver busy: too many queries waiting for upstreams")
+		} else {
+			q.addEDE(edeNoReachable, "no upstream answered")
+		}
 		return out
 	}
 	m := res.msg

@@ -20,8 +20,7 @@ import (
 type listener struct {
 	want  netip.AddrPort // as configured (the port may be 0 in tests)
 	bound netip.AddrPort
-	udp   []*mdns.Server // wildcard address: miekg/dns picks source addresses
-	batch []*net.UDPConn // one address: udpServer
+	udp   []*net.UDPConn // served by udpServer
 	tcp   *mdns.Server
 }
 
@@ -92,7 +91,7 @@ func (s *Server) listen(a netip.AddrPort) (*listener, error) {
 	l := &listener{
 		want:  a,
 		bound: netip.AddrPortFrom(ua.Addr().Unmap(), ua.Port()),
-		udp:   []*mdns.Server{{PacketConn: pc, Handler: s, UDPSize: ednsSize}},
+		udp:   []*net.UDPConn{pc.(*net.UDPConn)},
 		tcp: &mdns.Server{Listener: ln, Handler: s, ReadTimeout: 10 * time.Second,
 			WriteTimeout: 10 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }},
 	}
@@ -101,45 +100,39 @@ func (s *Server) listen(a netip.AddrPort) (*listener, error) {
 		if err != nil {
 			break // one socket still serves
 		}
-		l.udp = append(l.udp, &mdns.Server{PacketConn: more, Handler: s, UDPSize: ednsSize})
+		l.udp = append(l.udp, more.(*net.UDPConn))
 	}
-	if !a.Addr().IsUnspecified() {
-		for _, srv := range l.udp {
-			c := srv.PacketConn.(*net.UDPConn)
-			c.SetReadBuffer(4 << 20) // ride out bursts; capped by net.core.rmem_max
-			l.batch = append(l.batch, c)
-			s.bg.Go(newUDPServer(s, c).serve)
-		}
-		l.udp = nil
-	}
-	for i, srv := range append(slices.Clone(l.udp), l.tcp) {
-		started := make(chan struct{})
-		failed := make(chan error, 1)
-		srv.NotifyStartedFunc = func() { close(started) }
-		s.bg.Go(func() {
-			if err := srv.ActivateAndServe(); err != nil {
-				s.log.Error("DNS listener stopped", "addr", l.bound, "err", err)
-				failed <- err
-			}
-		})
-		select {
-		case <-started:
-		case err := <-failed:
-			for _, srv := range append(slices.Clone(l.udp), l.tcp)[i+1:] {
-				if srv.PacketConn != nil {
-					srv.PacketConn.Close()
-				} else {
-					srv.Listener.Close()
-				}
-			}
-			for _, srv := range append(slices.Clone(l.udp), l.tcp)[:i] {
-				srv.ShutdownContext(ctx)
-			}
-			for _, c := range l.batch {
+	var servers []*udpServer
+	for _, c := range l.udp {
+		u, err := newUDPServer(s, c)
+		if err != nil {
+			for _, c := range l.udp {
 				c.Close()
 			}
-			return nil, fmt.Errorf("serve %s: %w", a, err)
+			ln.Close()
+			return nil, err
 		}
+		servers = append(servers, u)
+	}
+	for _, u := range servers {
+		s.bg.Go(u.serve)
+	}
+	started := make(chan struct{})
+	failed := make(chan error, 1)
+	l.tcp.NotifyStartedFunc = func() { close(started) }
+	s.bg.Go(func() {
+		if err := l.tcp.ActivateAndServe(); err != nil {
+			s.log.Error("DNS listener stopped", "addr", l.bound, "err", err)
+			failed <- err
+		}
+	})
+	select {
+	case <-started:
+	case err := <-failed:
+		for _, c := range l.udp {
+			c.Close()
+		}
+		return nil, fmt.Errorf("serve %s: %w", a, err)
 	}
 	return l, nil
 }
@@ -147,10 +140,7 @@ func (s *Server) listen(a netip.AddrPort) (*listener, error) {
 func (l *listener) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, srv := range l.udp {
-		srv.ShutdownContext(ctx)
-	}
-	for _, c := range l.batch {
+	for _, c := range l.udp {
 		c.Close()
 	}
 	l.tcp.ShutdownContext(ctx)
@@ -159,6 +149,7 @@ func (l *listener) shutdown() {
 // Status is a snapshot of the resolver's state for the admin API.
 type Status struct {
 	Listening    []netip.AddrPort `json:"listening"`
+	DoTListening []netip.AddrPort `json:"dot_listening,omitempty"`
 	Upstreams    []UpstreamStatus `json:"upstreams"`
 	Lists        []ListStatus     `json:"lists"`
 	Policies     int              `json:"policies"`
@@ -199,6 +190,9 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	for _, l := range s.listeners {
 		st.Listening = append(st.Listening, l.bound)
+	}
+	for _, l := range s.dot {
+		st.DoTListening = append(st.DoTListening, l.bound)
 	}
 	for _, name := range sortedKeys(s.lists) {
 		l := s.lists[name]

@@ -24,6 +24,8 @@ type metrics struct {
 	cacheMiss        prometheus.Counter
 	cacheStale       prometheus.Counter
 	prefetches       prometheus.Counter
+	overloaded       prometheus.Counter
+	unidentified     *prometheus.CounterVec
 	upstreamReqs     *prometheus.CounterVec
 	upstreamDuration *prometheus.HistogramVec
 	upstreamUp       *prometheus.GaugeVec
@@ -59,6 +61,17 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m.prefetches = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "edgegw_dns_cache_prefetches_total", Help: "Popular DNS answers refreshed before they expired.",
 	})
+	m.overloaded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgegw_dns_overloaded_queries_total",
+		Help: "DNS queries answered without upstream work (stale or SERVFAIL) because max_inflight queries were already waiting.",
+	})
+	m.unidentified = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edgegw_dns_unidentified_queries_total",
+		Help: "DNS queries from a known identity's address that did not come through the interface that owns it: answered without the identity.",
+	}, []string{"protocol"})
+	inflight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgegw_dns_inflight_queries", Help: "DNS queries waiting for upstream work (at most gateway.dns.max_inflight).",
+	}, func() float64 { return float64(s.inflight.Load()) })
 	m.upstreamReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edgegw_dns_upstream_requests_total", Help: "Queries sent to each upstream, by result: ok, servfail, error.",
 	}, []string{"upstream", "result"})
@@ -82,7 +95,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		Name: "edgegw_dns_cache_size_bytes", Help: "Approximate memory held by the DNS cache.",
 	}, func() float64 { _, b := s.cache.len(); return float64(b) })
 	m.collectors = []prometheus.Collector{m.queries, m.duration, m.malformed, m.policyMatches,
-		m.cacheLookups, m.prefetches, m.upstreamReqs, m.upstreamDuration, m.upstreamUp,
+		m.cacheLookups, m.prefetches, m.overloaded, m.unidentified, inflight, m.upstreamReqs, m.upstreamDuration, m.upstreamUp,
 		m.listEntries, m.listFailures, cacheEntries, cacheBytes}
 	if reg != nil {
 		for _, c := range m.collectors {

@@ -21,7 +21,7 @@ type staticIdentities map[netip.Addr]struct {
 
 func (m staticIdentities) Identify(a netip.Addr) (Identity, bool) {
 	id, ok := m[a]
-	return Identity{Email: id.email, Groups: id.groups}, ok
+	return Identity{Email: id.email, Groups: id.groups, Interface: "lo"}, ok
 }
 
 func TestPolicies(t *testing.T) {

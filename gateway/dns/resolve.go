@@ -33,9 +33,26 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 		s.maybePrefetch(snap, key, e, now)
 		return result{msg: e.msg, e: e, cached: true, age: now.Sub(e.stored)}
 	}
-	if q != nil && q.noWait {
-		q.wouldWait = true
-		return result{}
+	if q != nil && !q.held {
+		// Upstream work is bounded: past max_inflight a query gets what
+		// the cache still has, or SERVFAIL at once, instead of a socket
+		// and a goroutine that wait for an authority that may never answer.
+		if !s.acquire(snap) {
+			s.m.cacheMiss.Inc()
+			s.m.overloaded.Inc()
+			s.warnOverloaded(now, snap)
+			if e != nil {
+				s.m.cacheStale.Inc()
+				return result{msg: e.msg, e: e, cached: true, stale: true, age: now.Sub(e.stored)}
+			}
+			return result{err: errOverloaded}
+		}
+		q.held = true
+		if q.noWait {
+			// The slot goes with the query to the goroutine that waits.
+			q.wouldWait = true
+			return result{}
+		}
 	}
 	s.m.cacheMiss.Inc()
 	r, err := s.flight.do(key, func() (*mdns.Msg, error) { return s.forward(snap, key) })
@@ -55,6 +72,37 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 	m := *r
 	m.Extra = withoutOPT(r.Extra)
 	return result{msg: &m}
+}
+
+// errOverloaded means max_inflight queries were already waiting for
+// upstreams.
+var errOverloaded = errors.New("too many queries waiting for upstreams")
+
+// acquire takes one of snap's max_inflight slots for upstream work, if one
+// is free; [Server.release] gives it back.
+func (s *Server) acquire(snap *snapshot) bool {
+	if s.inflight.Add(1) > int64(snap.cfg.MaxInflight) {
+		s.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (s *Server) release() { s.inflight.Add(-1) }
+
+// overloadLogEvery spaces the log lines that say max_inflight was reached.
+const overloadLogEvery = time.Minute
+
+// warnOverloaded logs, at most once every overloadLogEvery, that queries
+// are being answered past max_inflight: a flood of names nobody answers,
+// or upstreams too slow for the load.
+func (s *Server) warnOverloaded(now time.Time, snap *snapshot) {
+	last := s.overloadLogged.Load()
+	if now.UnixNano()-last < int64(overloadLogEvery) || !s.overloadLogged.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	s.log.Warn("queries waiting for upstreams reached max_inflight: answering the others from the cache or with SERVFAIL "+
+		"(edgegw_dns_overloaded_queries_total counts them)", "max_inflight", snap.cfg.MaxInflight)
 }
 
 // maybePrefetch refreshes a popular entry in the background shortly before

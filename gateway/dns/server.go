@@ -30,12 +30,18 @@ type Identity struct {
 	Email    string
 	Groups   []string
 	DeviceID string // "" for a static WireGuard peer
+	// Interface is the network interface that owns the address (the
+	// WireGuard interface): a query carries this identity only if it
+	// came through it. Empty: the identity is never given.
+	Interface string
 }
 
 // IdentitySource tells who is behind a client's source address: for a
-// remote user, the tunnel address of their WireGuard device. The gateway
-// backs it with the enrolled-device registry and the static peers.
-// Identify is called on every query and must not block.
+// remote user, the tunnel address of their WireGuard device, and the
+// interface that owns it. The gateway backs it with the enrolled-device
+// registry and the static peers. Identify is called on every query and
+// must not block. The server gives a query the identity only if it came
+// through [Identity.Interface]; a bare source address is never enough.
 type IdentitySource interface {
 	Identify(src netip.Addr) (Identity, bool)
 }
@@ -78,15 +84,24 @@ type Server struct {
 	cache  *cache
 	flight flight
 	qid    atomic.Uint64
-	snap   atomic.Pointer[snapshot]
-	rctx   atomic.Pointer[context.Context] // Run's context, for upstream queries
+	// inflight counts queries holding a max_inflight slot: waiting for
+	// upstream work (theirs or an identical query's).
+	inflight       atomic.Int64
+	overloadLogged atomic.Int64 // Unix nanoseconds of the last "max_inflight reached" line
+	snap           atomic.Pointer[snapshot]
+	// arrival looks up interfaces in Run's network namespace; nil
+	// before Run (no query then carries an identity).
+	arrival atomic.Pointer[arrival]
+	rctx    atomic.Pointer[context.Context] // Run's context, for upstream queries
 
 	prefetchSem chan struct{}
+	dotCert     atomic.Pointer[tls.Certificate] // dot.cert_file, re-read on every Set
 
 	mu        sync.Mutex // guards the fields below
 	cfg       *Config
 	lists     map[string]*domainList
 	listeners []*listener
+	dot       []*dotListener
 	runCtx    context.Context // set while Run runs
 	wake      chan struct{}   // tells Run that list refresh times changed
 	bg        sync.WaitGroup  // servers and prefetches
@@ -150,7 +165,8 @@ func (s *Server) Set(cfg Config) error {
 	defer s.mu.Unlock()
 	if c.Equal(s.cfg) {
 		s.loadListsLocked(s.lists)
-		return nil
+		// A certificate renewed in place is presented from now on.
+		return s.loadDoTCert(c)
 	}
 	return s.apply(c, s.cfg)
 }
@@ -173,6 +189,9 @@ func (s *Server) apply(c, old *Config) error {
 	}
 	pols, err := compilePolicies(c.Policies, lists)
 	if err != nil {
+		return err
+	}
+	if err := s.loadDoTCert(c); err != nil {
 		return err
 	}
 	s.loadListsLocked(lists)
@@ -199,6 +218,11 @@ func (s *Server) apply(c, old *Config) error {
 			return err
 		}
 	}
+	if s.runCtx != nil && (old == nil || !slices.Equal(dotListen(old), dotListen(c))) {
+		if err := s.bindDoTLocked(dotListen(c)); err != nil {
+			return err
+		}
+	}
 	s.snap.Store(snap)
 	s.cfg, s.lists = c, lists
 	s.cache.setMax(int64(c.CacheMB) << 20)
@@ -219,6 +243,14 @@ func (s *Server) apply(c, old *Config) error {
 	default:
 	}
 	return nil
+}
+
+// dotListen returns the DoT addresses of c, if any.
+func dotListen(c *Config) []netip.AddrPort {
+	if c == nil || c.DoT == nil {
+		return nil
+	}
+	return c.DoT.Listen
 }
 
 // loadListsLocked reads every list's file.
@@ -262,18 +294,31 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.runCtx = ctx
 	s.rctx.Store(&ctx)
-	err := s.bindLocked(s.cfg.Listen)
+	a, err := openArrival()
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("dns: netlink: %w", err)
+	}
+	s.arrival.Store(a)
+	defer a.close()
+	err = s.bindLocked(s.cfg.Listen)
+	if err == nil {
+		err = s.bindDoTLocked(dotListen(s.cfg))
+	}
 	s.mu.Unlock()
 	if err == nil {
 		s.log.Info("serving DNS", "listen", s.Status().Listening)
 		s.refreshLoop(ctx)
 	}
 	s.mu.Lock()
-	ls := s.listeners
-	s.listeners = nil
+	ls, dls := s.listeners, s.dot
+	s.listeners, s.dot = nil, nil
 	s.mu.Unlock()
 	for _, l := range ls {
 		l.shutdown()
+	}
+	for _, l := range dls {
+		l.stop()
 	}
 	s.bg.Wait()
 	for _, u := range s.snap.Load().ups {

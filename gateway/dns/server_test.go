@@ -385,13 +385,21 @@ func TestRunStops(t *testing.T) {
 	}
 }
 
-// TestWildcardListen serves on 0.0.0.0, where miekg/dns answers UDP from
-// the address each query came to, and on ::1.
+// TestWildcardListen serves on 0.0.0.0 (a dual-stack socket), answering
+// UDP from the address each query came to, and on ::1. On both the
+// arrival interface is known (IPV6_PKTINFO, v4-mapped for IPv4 clients),
+// so the client's identity holds.
 func TestWildcardListen(t *testing.T) {
 	up := newTestUpstream(t)
+	ids := staticIDs{
+		netip.MustParseAddr("127.0.0.1"): {Email: "w@corp.example", Interface: "lo"},
+		netip.MustParseAddr("::1"):       {Email: "w@corp.example", Interface: "lo"},
+	}
 	for _, listen := range []string{"0.0.0.0:0", "[::1]:0"} {
-		cfg := Config{Listen: []netip.AddrPort{netip.MustParseAddrPort(listen)}, Upstreams: []string{up.addr}}
-		s, err := New(cfg, Options{})
+		cfg := Config{Listen: []netip.AddrPort{netip.MustParseAddrPort(listen)}, Upstreams: []string{up.addr},
+			Policies: []Policy{{ID: "w", Expression: `identity.email == "w@corp.example" and dns.fqdn == "who.test"`,
+				Action: "override", Override: []string{"10.7.7.7"}}}}
+		s, err := New(cfg, Options{IdentitySource: ids})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,6 +416,18 @@ func TestWildcardListen(t *testing.T) {
 		for _, proto := range []string{"udp", "tcp"} {
 			if r := ask(t, addr, proto, "a.test", mdns.TypeA); len(r.Answer) != 1 {
 				t.Errorf("%s over %s: %v", listen, proto, r)
+			}
+			if r := ask(t, addr, proto, "who.test", mdns.TypeA); len(r.Answer) != 1 || r.Answer[0].(*mdns.A).A.String() != "10.7.7.7" {
+				t.Errorf("%s over %s: identity not seen: %v", listen, proto, r)
+			}
+		}
+		if host == "127.0.0.1" {
+			// Asked at 127.0.0.2, the answer must come from 127.0.0.2 (the
+			// kernel alone would pick 127.0.0.1): the client's connected
+			// socket accepts nothing else.
+			other := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.2"), port).String()
+			if r := ask(t, other, "udp", "a.test", mdns.TypeA); len(r.Answer) != 1 {
+				t.Errorf("asked at %s: %v", other, r)
 			}
 		}
 		cancel()

@@ -2,23 +2,32 @@ package dns
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 
 	mdns "github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
-// UDP batching: on a socket bound to one address, queries are read and
-// cache-hit answers written up to udpBatch at a time (recvmmsg and
-// sendmmsg). A query that would wait for an upstream is handed to its own
-// goroutine, which writes its answer alone. Sockets bound to a wildcard
-// address are served by miekg/dns, which picks each answer's source
-// address.
+// UDP batching: queries are read and answers that need no upstream
+// (cache hits, policy answers, and SERVFAIL or stale answers past
+// max_inflight) are written up to udpBatch at a time (recvmmsg and
+// sendmmsg). A query that waits for an upstream takes a max_inflight slot
+// and is handed to its own goroutine, which writes its answer alone. So a
+// flood of names nobody answers holds at most max_inflight slots and
+// costs the reader one quick answer for each query beyond them: cache
+// hits keep flowing.
+//
+// Every socket receives IP_PKTINFO (IPV6_PKTINFO): the arrival interface
+// decides whether the client's identity holds, and on a wildcard address
+// the query's destination becomes the answer's source.
 const (
 	udpBatch   = 32
 	udpBufSize = 4096
+	udpRcvBuf  = 8 << 20
 )
 
 type batchConn interface {
@@ -28,33 +37,69 @@ type batchConn interface {
 
 // udpServer serves one UDP socket.
 type udpServer struct {
-	s    *Server
-	conn *net.UDPConn
-	bc   batchConn
-	ln   netip.AddrPort // the socket's address, for the query log
+	s        *Server
+	conn     *net.UDPConn
+	bc       batchConn
+	ln       netip.AddrPort // the socket's address, for the query log
+	v6       bool           // an AF_INET6 socket (IPV6_PKTINFO)
+	wildcard bool           // answers need their source address set
 }
 
-func newUDPServer(s *Server, c *net.UDPConn) *udpServer {
+func newUDPServer(s *Server, c *net.UDPConn) (*udpServer, error) {
 	u := &udpServer{s: s, conn: c, ln: addrPort(c.LocalAddr())}
-	if u.ln.Addr().Is4() {
-		u.bc = ipv4.NewPacketConn(c)
-	} else {
-		u.bc = ipv6.NewPacketConn(c)
+	u.wildcard = u.ln.Addr().IsUnspecified()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
 	}
-	return u
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		var dom int
+		if dom, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN); serr != nil {
+			return
+		}
+		u.v6 = dom == unix.AF_INET6
+		if u.v6 {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_RECVPKTINFO, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_PKTINFO, 1)
+		}
+		if serr != nil {
+			return
+		}
+		// A deep queue rides out bursts and floods: the reader answers
+		// what it can without waiting, so the queue drains at its speed.
+		// SO_RCVBUFFORCE passes net.core.rmem_max for root; else the
+		// kernel caps SO_RCVBUF there.
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, udpRcvBuf) != nil {
+			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, udpRcvBuf)
+		}
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return nil, fmt.Errorf("udp socket %s: packet info: %w", u.ln, err)
+	}
+	if u.v6 {
+		u.bc = ipv6.NewPacketConn(c)
+	} else {
+		u.bc = ipv4.NewPacketConn(c)
+	}
+	return u, nil
 }
 
 // serve runs until the socket is closed. Buffers, messages and the query
-// state of cache hits are reused from batch to batch.
+// state of answers without upstream work are reused from batch to batch.
 func (u *udpServer) serve() {
 	in := make([]ipv4.Message, udpBatch)
 	for i := range in {
 		in[i].Buffers = [][]byte{make([]byte, udpBufSize)}
+		in[i].OOB = make([]byte, oobSize)
 	}
 	out := make([]ipv4.Message, udpBatch)
 	outBufs := make([][]byte, udpBatch)
+	outOOB := make([][]byte, udpBatch)
 	for i := range out {
 		outBufs[i] = make([]byte, 0, ednsSize)
+		outOOB[i] = make([]byte, oobSize)
 		out[i].Buffers = [][]byte{nil}
 	}
 	q := new(query) // nothing keeps it once its answer is packed and logged
@@ -70,23 +115,24 @@ func (u *udpServer) serve() {
 		for i := range n {
 			m := &in[i]
 			src := addrPort(m.Addr)
+			dst, via := pktinfo(m.OOB[:m.NN])
+			m.OOB = m.OOB[:cap(m.OOB)]
+			local := u.ln
+			if u.wildcard && dst.IsValid() {
+				local = netip.AddrPortFrom(dst, u.ln.Port())
+			}
 			req := new(mdns.Msg)
 			if err := req.Unpack(m.Buffers[0][:m.N]); err != nil {
 				u.s.m.malformed.Inc()
 				continue
 			}
-			*q = query{req: req, proto: "udp", src: src, dst: u.ln, start: u.s.now(), noWait: true}
+			// One pass answers from the cache or policy, or past
+			// max_inflight; else it reserves a slot for the goroutine
+			// that waits for the upstream.
+			*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: u.s.now(), noWait: true}
 			ans := u.s.answer(q)
 			if q.wouldWait {
-				u.s.bg.Go(func() {
-					q := &query{req: req, proto: "udp", src: src, dst: u.ln, start: u.s.now()}
-					if ans := u.s.answer(q); ans != nil {
-						if b, err := ans.PackBuffer(make([]byte, 0, 512)); err == nil {
-							u.conn.WriteToUDPAddrPort(b, src)
-						}
-						u.s.logQuery(q, ans)
-					}
-				})
+				u.s.bg.Go(func() { u.wait(req, src, local, via) })
 				continue
 			}
 			if ans == nil {
@@ -96,7 +142,10 @@ func (u *udpServer) serve() {
 			if err != nil {
 				continue
 			}
-			out[nout].Buffers[0], out[nout].Addr = b, m.Addr
+			out[nout].Buffers[0], out[nout].Addr, out[nout].OOB = b, m.Addr, nil
+			if u.wildcard && dst.IsValid() {
+				out[nout].OOB = srcInfo(outOOB[nout], u.v6, dst)
+			}
 			nout++
 			u.s.logQuery(q, ans)
 		}
@@ -108,4 +157,29 @@ func (u *udpServer) serve() {
 			sent += k
 		}
 	}
+}
+
+// wait answers a query that needs an upstream; it holds a max_inflight
+// slot until it returns.
+func (u *udpServer) wait(req *mdns.Msg, src, local netip.AddrPort, via int) {
+	q := &query{req: req, proto: "udp", src: src, dst: local, via: via, start: u.s.now(), held: true}
+	defer u.s.finished(q)
+	ans := u.s.answer(q)
+	if ans == nil {
+		return
+	}
+	b, err := ans.PackBuffer(make([]byte, 0, 512))
+	if err != nil {
+		return
+	}
+	var oob []byte
+	if u.wildcard && local.Addr().IsValid() && !local.Addr().IsUnspecified() {
+		oob = srcInfo(make([]byte, oobSize), u.v6, local.Addr())
+	}
+	to := src
+	if u.v6 && src.Addr().Is4() {
+		to = netip.AddrPortFrom(netip.AddrFrom16(src.Addr().As16()), src.Port())
+	}
+	u.conn.WriteMsgUDPAddrPort(b, oob, to)
+	u.s.logQuery(q, ans)
 }
