@@ -16,13 +16,16 @@
 // Each job then runs two goroutines:
 //
 //   - the spooler takes the queue at least every Options.SyncInterval
-//     (500ms) and writes the open batch ahead, as a gzip stream, to
-//     <state_dir>/logpush/<job>/wal-<id>.<format>: a sync flush and an
-//     fsync per interval, so kill -9 or a power cut loses at most the last
-//     interval's records. A finished batch's stream is closed, fsynced and
-//     renamed to <seq>.<records>.<format>.gz, its spool name; at start,
-//     segments a crash left are decoded up to their last whole record and
-//     spooled (counted as recovered). The spool's limit is spool_limit or,
+//     (500ms), compresses the open batch as one gzip stream and writes it
+//     ahead: per interval, a sync flush of the stream, the new bytes
+//     appended as a checksummed frame to
+//     <state_dir>/logpush/<job>/wal-<id>.<format>, and an fsync, so kill
+//     -9 or a power cut loses at most the last interval's records. A
+//     finished batch's closed stream is written to the spool as
+//     <seq>.<records>.<format>.gz through a temporary file, fsync and
+//     rename, and its segment removed; at start, segments a crash left are
+//     decoded up to their last whole frame and spooled (counted as
+//     recovered). The spool's limit is spool_limit or,
 //     by default, the lesser of 1 GiB and 25 % of its filesystem shared
 //     among the jobs; a spool_limit the filesystem cannot hold is capped,
 //     and 10 % of the filesystem is kept free whatever the limit. Past

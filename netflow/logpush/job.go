@@ -390,9 +390,9 @@ func (j *job) runSpooler(ctx context.Context, w *wal) {
 	}
 }
 
-// commitSegment moves a finished segment into the spool.
+// commitSegment spools a finished segment's batch.
 func (j *job) commitSegment(s *segment) error {
-	dropped, err := j.sp.adopt(s.path, s.n, j.dest.format(), s.off)
+	dropped, err := j.sp.add(s.stream.Bytes(), s.n, j.dest.format())
 	j.spoolDropped(dropped)
 	if err != nil && !errors.Is(err, errDirSync) {
 		return err

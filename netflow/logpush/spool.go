@@ -137,13 +137,6 @@ func (s *spool) add(data []byte, records int, format string) (dropped []spoolEnt
 	return s.commit(tmp, e)
 }
 
-// adopt moves a finished, fsynced write-ahead segment into the spool as a
-// batch, like add. The rename is atomic: after a crash either the segment
-// or the batch exists, never both, so recovery cannot duplicate it.
-func (s *spool) adopt(segment string, records int, format string, size int64) (dropped []spoolEntry, err error) {
-	return s.commit(segment, s.newEntry(records, format, size))
-}
-
 func (s *spool) newEntry(records int, format string, size int64) spoolEntry {
 	s.mu.Lock()
 	defer s.mu.Unlock()

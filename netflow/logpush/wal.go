@@ -2,10 +2,13 @@ package logpush
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,16 +22,24 @@ import (
 // used to live in memory until it was cut (up to max_upload_interval or
 // max_upload_records), so kill -9 or a power cut lost it whole.
 //
-// Now the open batch is written as it grows, as a gzip stream, to
-// wal-<id>.<format> in the job's spool directory: the spooler appends the
-// records producers queued, flushes the stream (a deflate sync flush ends
-// on a byte boundary) and fsyncs the file once per Options.SyncInterval,
-// so a crash loses at most the records of the last interval. When the
-// batch is cut the stream is closed, fsynced and the file renamed to its
-// spool name: the segment is the batch, compressed once and written once.
+// Now the spooler compresses the open batch as it grows (one gzip stream,
+// kept in memory: about 20 bytes a record) and, once per
+// Options.SyncInterval, ends the stream's pending deflate block with a
+// sync flush and appends the new compressed bytes as a frame to
+// wal-<id>.<format> in the job's spool directory, then fsyncs it. A frame
+// is
 //
-// At start, segments a crash left behind are decoded up to the last whole,
-// valid record and spooled as batches (recoverSegments).
+//	length uint32 | records uint32 | CRC-32C of records and payload | payload
+//
+// (big endian), so a frame cut short by kill -9 or garbage left by a power
+// cut is recognised: recovery keeps the frames before it. A crash thus
+// loses at most the records of the last interval. When the batch is cut,
+// the closed stream is written to the spool as usual (fsync, rename) and
+// the segment removed; a crash between the two sends that batch twice,
+// which at-least-once delivery allows.
+//
+// At start, segments a crash left behind are decoded and spooled as
+// batches (recoverSegments).
 
 // walPrefix starts the name of a write-ahead segment.
 const walPrefix = "wal-"
@@ -52,17 +63,18 @@ func parseWALName(name string) (id uint64, format string, ok bool) {
 
 // segment is one batch being written ahead.
 type segment struct {
-	id      uint64
-	path    string
-	f       *os.File     // nil until the first write
-	off     int64        // bytes written to f
-	buf     bytes.Buffer // compressed bytes not yet written to f
-	n       int          // records in the segment
-	flushed int          // records whose compressed bytes are in buf or f
-	durable int          // records whose bytes are in f
-	dirty   bool         // records added since the last gzip flush
-	ended   bool         // the gzip stream is closed: the batch is whole
-	unsync  bool         // written since the last fsync
+	id     uint64
+	path   string
+	f      *os.File     // nil until the first frame
+	off    int64        // bytes of frames written to f
+	stream bytes.Buffer // the batch's gzip stream so far
+	framed int          // bytes of stream written as frames
+	n      int          // records in the segment
+	inF    int          // records in frames
+	done   int          // records in frames written to f
+	frame  []byte       // a frame not yet written (a failed write is retried)
+	synced bool         // f has no unsynced frames
+	ended  bool         // the gzip stream is closed: the batch is whole
 }
 
 // wal writes a job's batches ahead. It is owned by the spooler goroutine.
@@ -95,59 +107,88 @@ func (w *wal) write(data []byte, n int) {
 	}
 	s := w.open()
 	if s == nil {
-		s = &segment{id: w.nextID, path: filepath.Join(w.dir, walName(w.nextID, w.format))}
+		s = &segment{id: w.nextID, path: filepath.Join(w.dir, walName(w.nextID, w.format)), synced: true}
 		w.nextID++
 		w.segs = append(w.segs, s)
-		w.gz.Reset(&s.buf)
+		w.gz.Reset(&s.stream)
 	}
 	w.gz.Write(data) // into a bytes.Buffer: cannot fail
 	s.n += n
-	s.dirty = true
 }
 
 // end closes the open segment's stream: its batch is complete.
 func (w *wal) end() {
 	if s := w.open(); s != nil {
 		w.gz.Close()
-		s.flushed, s.dirty, s.ended = s.n, false, true
+		s.ended = true
 	}
 }
 
-// buffered returns the compressed bytes held in memory, not yet written.
+// buffered returns the compressed bytes held in memory for batches that
+// are not in the spool yet.
 func (w *wal) buffered() int {
 	n := 0
 	for _, s := range w.segs {
-		n += s.buf.Len()
+		n += s.stream.Len()
 	}
 	return n
 }
 
-// unwritten returns the records that are not in a segment file yet.
+// unwritten returns the records that are neither spooled nor in a
+// segment file.
 func (w *wal) unwritten() int {
 	n := 0
 	for _, s := range w.segs {
-		n += s.n - s.durable
+		n += s.n - s.done
 	}
 	return n
 }
 
-// walWriteBytes is how much compressed data may wait in memory before it
-// is written (without an fsync) between two syncs.
-const walWriteBytes = 256 << 10
+// frameHeader is the size of a frame's header.
+const frameHeader = 12
 
-// flush writes what the segments hold in memory. With sync, the open
-// segment's stream is flushed and every written segment fsynced. Ended
-// segments are fsynced, closed and handed to commit (which renames them
-// into the spool). On an error the segments keep their state, and the
-// next flush retries from the last good offset.
-func (w *wal) flush(sync bool, commit func(*segment) error) error {
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// flush spools ended segments (through spool, oldest first) and, with
+// sync, writes the open segment's new records as a frame and fsyncs it.
+// On an error the segments keep their state, and the next flush retries:
+// a frame is written at its offset again, over any partial write.
+func (w *wal) flush(sync bool, spool func(s *segment) error) error {
 	for len(w.segs) > 0 {
 		s := w.segs[0]
-		if sync && s.dirty {
-			w.gz.Flush() // sync flush: the stream so far decodes whole
-			s.flushed, s.dirty = s.n, false
+		if s.ended {
+			if err := spool(s); err != nil {
+				return err
+			}
+			s.done = s.n
+			if s.f != nil {
+				s.f.Close()
+			}
+			if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				// Recovery would spool its frames again: a duplicate,
+				// which at-least-once allows; say so.
+				w.segs = w.segs[1:]
+				return fmt.Errorf("remove spooled write-ahead segment: %w", err)
+			}
+			w.segs = w.segs[1:]
+			continue
 		}
-		if s.buf.Len() > 0 && (sync || s.ended || s.buf.Len() >= walWriteBytes) {
+		if !sync {
+			return nil
+		}
+		if s.n > s.inF {
+			w.gz.Flush() // sync flush: the stream so far decodes whole
+			payload := s.stream.Bytes()[s.framed:]
+			// One frame per sync; a frame still unwritten grows by the
+			// new one, so that the file only ever holds whole frames.
+			s.frame = binary.BigEndian.AppendUint32(s.frame, uint32(len(payload)))
+			s.frame = binary.BigEndian.AppendUint32(s.frame, uint32(s.n-s.inF))
+			crc := crc32.Update(crc32.Checksum(s.frame[len(s.frame)-4:], castagnoli), castagnoli, payload)
+			s.frame = binary.BigEndian.AppendUint32(s.frame, crc)
+			s.frame = append(s.frame, payload...)
+			s.framed, s.inF = s.stream.Len(), s.n
+		}
+		if len(s.frame) > 0 {
 			if s.f == nil {
 				f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 				if err != nil {
@@ -155,28 +196,20 @@ func (w *wal) flush(sync bool, commit func(*segment) error) error {
 				}
 				s.f = f
 			}
-			// WriteAt: a failed, partial write is overwritten by the retry.
-			if _, err := s.f.WriteAt(s.buf.Bytes(), s.off); err != nil {
+			if _, err := s.f.WriteAt(s.frame, s.off); err != nil {
 				return fmt.Errorf("write-ahead segment %s: %w", filepath.Base(s.path), err)
 			}
-			s.off += int64(s.buf.Len())
-			s.buf.Reset()
-			s.durable, s.unsync = s.flushed, true
+			s.off += int64(len(s.frame))
+			s.frame = s.frame[:0]
+			s.synced = false
 		}
-		if s.unsync && (sync || s.ended) {
+		if !s.synced {
 			if err := s.f.Sync(); err != nil {
 				return fmt.Errorf("write-ahead segment %s: fsync: %w", filepath.Base(s.path), err)
 			}
-			s.unsync = false
+			s.synced, s.done = true, s.inF
 		}
-		if !s.ended {
-			return nil // the open segment is last
-		}
-		if err := commit(s); err != nil {
-			return err
-		}
-		s.f.Close()
-		w.segs = w.segs[1:]
+		return nil
 	}
 	return nil
 }
@@ -200,12 +233,12 @@ type recovery struct {
 }
 
 // recoverSegments spools the segments a crash (or a stop that could not
-// write) left in dir, oldest first. A whole segment is renamed into the
-// spool; a cut-off one is decoded up to its last whole, valid record and
-// spooled anew. Records past that point were not durable and are lost:
-// the caller cannot know how many. maxBytes bounds the decoded size of a
-// segment (a batch is at most max_upload_bytes uncompressed). Segments
-// that cannot be spooled stay for the next start.
+// write) left in dir, oldest first: each segment's whole frames are
+// decoded and spooled as one batch. Records past the last whole frame
+// were not durable and are lost: the caller cannot know how many.
+// maxBytes bounds the decoded size of a segment (a batch is at most
+// max_upload_bytes uncompressed). Segments that cannot be spooled stay for
+// the next start.
 func recoverSegments(dir string, sp *spool, maxBytes int64) (recovery, []spoolEntry, error) {
 	des, err := os.ReadDir(dir)
 	if err != nil {
@@ -235,48 +268,61 @@ func recoverSegments(dir string, sp *spool, maxBytes int64) (recovery, []spoolEn
 			errs = append(errs, fmt.Errorf("recover %s: %w", s.name, err))
 			continue
 		}
-		data, n, whole := recoverStream(raw, maxBytes)
-		var d []spoolEntry
-		switch {
-		case n == 0:
-			err = os.Remove(path)
-		case whole:
-			if err = syncFile(path); err == nil {
-				d, err = sp.adopt(path, n, s.format, int64(len(raw)))
-			}
-		default:
+		data, n := recoverSegment(raw, maxBytes)
+		if n > 0 {
 			var out bytes.Buffer
 			gz, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed)
 			gz.Write(data)
 			gz.Close()
-			if d, err = sp.add(out.Bytes(), n, s.format); err == nil {
-				err = os.Remove(path)
+			d, err := sp.add(out.Bytes(), n, s.format)
+			dropped = append(dropped, d...)
+			if err != nil && !errors.Is(err, errDirSync) {
+				errs = append(errs, fmt.Errorf("recover %s: %w", s.name, err))
+				continue
 			}
 		}
-		dropped = append(dropped, d...)
-		if err != nil && !errors.Is(err, errDirSync) {
+		if err := os.Remove(path); err != nil {
 			errs = append(errs, fmt.Errorf("recover %s: %w", s.name, err))
-			continue
 		}
 		rec.records += n
 	}
 	return rec, dropped, errors.Join(errs...)
 }
 
-// recoverStream decodes a segment: a gzip stream that may be cut off
-// anywhere, or end in garbage after a power cut. It returns the whole,
-// valid records it holds (each a JSON value on its own line), their
-// count, and whether the stream was complete (a closed gzip stream that
-// held only such records).
-func recoverStream(raw []byte, maxBytes int64) (data []byte, n int, whole bool) {
-	zr, err := gzip.NewReader(bytes.NewReader(raw))
+// recoverSegment decodes a segment's bytes, which may be cut off anywhere
+// or end in garbage after a power cut. It returns the records of its whole
+// frames (each a JSON value on its own line) and their count.
+func recoverSegment(raw []byte, maxBytes int64) (data []byte, n int) {
+	var stream []byte
+	for len(raw) >= frameHeader {
+		size := binary.BigEndian.Uint32(raw)
+		if size == 0 || int64(size) > int64(len(raw)-frameHeader) {
+			break
+		}
+		payload := raw[frameHeader : frameHeader+int(size)]
+		crc := crc32.Update(crc32.Checksum(raw[4:8], castagnoli), castagnoli, payload)
+		if crc != binary.BigEndian.Uint32(raw[8:]) {
+			break
+		}
+		stream = append(stream, payload...)
+		raw = raw[frameHeader+int(size):]
+	}
+	return decodeStream(stream, maxBytes)
+}
+
+// decodeStream decodes the start of a gzip stream that ends at a sync
+// flush, and returns the whole, valid records it holds (each a JSON value
+// on its own line) and their count. The frames' checksums already vouch
+// for the bytes; the line check guards against a writer bug.
+func decodeStream(stream []byte, maxBytes int64) (data []byte, n int) {
+	zr, err := gzip.NewReader(bytes.NewReader(stream))
 	if err != nil {
-		return nil, 0, false
+		return nil, 0
 	}
 	zr.Multistream(false)
-	out, err := io.ReadAll(io.LimitReader(zr, maxBytes+1))
-	whole = err == nil && int64(len(out)) <= maxBytes // the trailer's CRC was checked
-	out = out[:min(int64(len(out)), maxBytes)]
+	// The stream has no end: reading stops with io.ErrUnexpectedEOF after
+	// the last flushed block.
+	out, _ := io.ReadAll(io.LimitReader(zr, maxBytes))
 	good := 0
 	for rest := out; ; {
 		i := bytes.IndexByte(rest, '\n')
@@ -287,14 +333,5 @@ func recoverStream(raw []byte, maxBytes int64) (data []byte, n int, whole bool) 
 		n++
 		rest = rest[i+1:]
 	}
-	return out[:good], n, whole && good == len(out)
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	return out[:good], n
 }
