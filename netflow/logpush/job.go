@@ -319,7 +319,8 @@ func (j *job) stop() {
 // queueWakeBytes) and on every tick; each tick also flushes and fsyncs the
 // open segment, so a record is on disk within about SyncInterval of Push.
 func (j *job) runSpooler(ctx context.Context, w *wal) {
-	tick := time.NewTicker(j.opts.SyncInterval)
+	// A quarter of max_upload_interval keeps batches cut close to it.
+	tick := time.NewTicker(min(j.opts.SyncInterval, max(j.cfg.MaxUploadInterval/4, 10*time.Millisecond)))
 	defer tick.Stop()
 	failing := false
 	for {
