@@ -76,6 +76,7 @@ type qchunk struct {
 // limit is there for a disk that stalls.
 const (
 	queueWakeBytes = 1 << 20
+	chunkBytes     = 256 << 10 // a queue chunk's size, about
 	// walMemLimit bounds the compressed bytes the spooler holds for a
 	// spool it cannot write; past it, it stops taking the queue, and
 	// producers' records are dropped (counted) once the queue is full.
@@ -207,16 +208,17 @@ func (j *job) push(r Record) {
 }
 
 // chunkLocked returns the queue chunk that takes the open batch's next
-// record.
+// record. Chunks are bounded (chunkBytes) and their buffers reused, so a
+// busy queue does not copy itself growing.
 func (j *job) chunkLocked() *qchunk {
-	if n := len(j.q); n > 0 && !j.q[n-1].end {
+	if n := len(j.q); n > 0 && !j.q[n-1].end && len(j.q[n-1].data) < chunkBytes {
 		return &j.q[n-1]
 	}
 	var buf []byte
 	if n := len(j.free); n > 0 {
 		buf, j.free = j.free[n-1][:0], j.free[:n-1]
 	} else {
-		buf = make([]byte, 0, 64<<10)
+		buf = make([]byte, 0, chunkBytes+64<<10)
 	}
 	j.q = append(j.q, qchunk{data: buf})
 	return &j.q[len(j.q)-1]
@@ -361,7 +363,7 @@ func (j *job) runSpooler(ctx context.Context, w *wal) {
 		}
 		j.mu.Lock()
 		for i := range q {
-			if c := cap(q[i].data); c > 0 && c <= 8<<20 && len(j.free) < 4 {
+			if c := cap(q[i].data); c >= chunkBytes && c <= 2*chunkBytes && len(j.free)*chunkBytes < j.opts.QueueBytes {
 				j.free = append(j.free, q[i].data[:0])
 			}
 			q[i] = qchunk{}

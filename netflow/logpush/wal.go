@@ -84,6 +84,7 @@ type wal struct {
 	gz     *gzip.Writer // the open segment's stream
 	segs   []*segment   // oldest first; only the last may be open
 	nextID uint64
+	last   int // compressed size of the last batch, to size the next
 }
 
 func newWAL(dir, format string, nextID uint64) *wal {
@@ -110,6 +111,9 @@ func (w *wal) write(data []byte, n int) {
 		s = &segment{id: w.nextID, path: filepath.Join(w.dir, walName(w.nextID, w.format)), synced: true}
 		w.nextID++
 		w.segs = append(w.segs, s)
+		// Size the stream for a batch like the last one: growing a
+		// megabyte buffer by doubling copies it over and over.
+		s.stream.Grow(w.last + w.last/8 + 4096)
 		w.gz.Reset(&s.stream)
 	}
 	w.gz.Write(data) // into a bytes.Buffer: cannot fail
@@ -121,6 +125,7 @@ func (w *wal) end() {
 	if s := w.open(); s != nil {
 		w.gz.Close()
 		s.ended = true
+		w.last = s.stream.Len()
 	}
 }
 
