@@ -16,23 +16,23 @@
 // Each job then runs two goroutines:
 //
 //   - the spooler takes the queue at least every Options.SyncInterval
-//     (500ms), compresses the open batch as one gzip stream and writes it
-//     ahead: per interval, a sync flush of the stream, the new bytes
-//     appended as a checksummed frame to
-//     <state_dir>/logpush/<job>/wal-<id>.<format>, and an fsync, so kill
-//     -9 or a power cut loses at most the last interval's records. A
-//     finished batch's closed stream is written to the spool as
+//     (500ms; a quarter of max_upload_interval if that is shorter),
+//     compresses the open batch as one gzip stream and writes it ahead: per
+//     tick, a sync flush of the stream, the new bytes appended as a
+//     checksummed frame to <state_dir>/logpush/<job>/wal-<id>.<format>, and
+//     one fsync, so kill -9 or a power cut loses at most the last tick's
+//     records. A finished batch's closed stream is written to the spool as
 //     <seq>.<records>.<format>.gz through a temporary file, fsync and
 //     rename, and its segment removed; at start, segments a crash left are
 //     decoded up to their last whole frame and spooled (counted as
-//     recovered). The spool's limit is spool_limit or,
-//     by default, the lesser of 1 GiB and 25 % of its filesystem shared
-//     among the jobs; a spool_limit the filesystem cannot hold is capped,
+//     recovered). The spool's limit is spool_limit or, by default, the
+//     lesser of 1 GiB and 25 % of its filesystem shared among the jobs; a
+//     spool_limit the filesystem cannot hold is capped (with a warning),
 //     and 10 % of the filesystem is kept free whatever the limit. Past
 //     either, the oldest batch that is not being sent is deleted and
 //     counted as dropped (spool_limit). If the spool cannot be written,
 //     the spooler keeps compressed records in memory (up to 16 MiB) and
-//     retries every interval; past that the queue fills and Push drops.
+//     retries every tick; past that the queue fills and Push drops.
 //   - the sender delivers spooled batches oldest first and deletes one only
 //     after the destination accepted it, or with HEC indexer acks
 //     (indexer_ack) once /services/collector/ack reports it; a batch not

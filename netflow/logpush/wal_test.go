@@ -139,7 +139,7 @@ func TestRecoverSegmentsAtStart(t *testing.T) {
 	w := newWAL(dir, formatHEC, 3)
 	writeAhead(t, w, hec, 0, 700, func(i int) bool { return i == 299 || i == 699 })
 	w.end() // cut, but the crash came before it was spooled
-	w.segs = nil
+	w.close()
 	raw, _ := writeAhead(t, w, hec, 700, 260, func(i int) bool { return i == 949 || i == 959 })
 	w.close()
 	// Cut the last frame (records 950..959) short, as kill -9 mid-write.
