@@ -260,7 +260,9 @@ func (j *job) start(ctx context.Context, jobs int) error {
 		j.setError(err, false)
 		return fmt.Errorf("logpush job %q: %w", j.cfg.Name, err)
 	}
-	rec, dropped, err := recoverSegments(j.dir, sp, j.cfg.MaxUploadBytes+64<<10)
+	// A segment holds at most one batch, of the max_upload_bytes in force
+	// when it was written: bound it by the largest that may be configured.
+	rec, dropped, err := recoverSegments(j.dir, sp, 1<<30+64<<10)
 	j.spoolDropped(dropped)
 	if err != nil {
 		// The segments stay on disk for the next start; the job runs.
