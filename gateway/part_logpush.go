@@ -73,8 +73,12 @@ func (p *logpushPart) status(s *Status) {
 	}
 }
 
-// recordSink hands records from producers to Logpush when it runs, and
-// drops them (there is no job to take them) when it does not.
+// recordSink hands records from producers (the DNS loop, Access handlers,
+// the flow sampler) to Logpush when it runs, and drops them (there is no
+// job to take them) when it does not. Handing over never blocks the
+// producer: Manager.Push only encodes the record into each job's bounded
+// queue, and a record that does not fit (the disk stalls) is dropped and
+// counted in edgegw_logpush_dropped_records_total{reason="queue_full"}.
 type recordSink struct {
 	mgr atomic.Pointer[logpush.Manager]
 }

@@ -26,8 +26,13 @@ type Job struct {
 	MaxUploadRecords  int           `yaml:"max_upload_records"`
 	MaxUploadBytes    int64         `yaml:"max_upload_bytes"`
 	MaxUploadInterval time.Duration `yaml:"max_upload_interval"`
-	SpoolLimit        ByteSize      `yaml:"spool_limit"`
-	Enabled           *bool         `yaml:"enabled"`
+	// SpoolLimit bounds the job's on-disk spool. Zero (the default) sizes
+	// it from the spool's filesystem: the lesser of 1 GiB and 25 % of the
+	// filesystem shared among the enabled jobs. A set limit larger than
+	// the job's share of the filesystem above its 10 % reserve is capped
+	// (with a warning); the reserve is kept free whatever the limit.
+	SpoolLimit ByteSize `yaml:"spool_limit"`
+	Enabled    *bool    `yaml:"enabled"`
 	// SampleRate keeps this fraction of records (0 < x ≤ 1; default 1),
 	// after the filter, like Logpush's output_options.sample_rate.
 	SampleRate float64 `yaml:"sample_rate"`
@@ -49,9 +54,6 @@ func (j *Job) SetDefaults() {
 	}
 	if j.MaxUploadInterval == 0 {
 		j.MaxUploadInterval = 30 * time.Second
-	}
-	if j.SpoolLimit == 0 {
-		j.SpoolLimit = 1 << 30
 	}
 	if j.SampleRate == 0 {
 		j.SampleRate = 1
@@ -115,7 +117,7 @@ func (j *Job) Validate(report func(field, msg string)) {
 	if j.MaxUploadInterval < time.Second || j.MaxUploadInterval > 5*time.Minute {
 		report("max_upload_interval", "must be from 1s to 5m")
 	}
-	if j.SpoolLimit < ByteSize(j.MaxUploadBytes) {
+	if j.SpoolLimit != 0 && j.SpoolLimit < ByteSize(j.MaxUploadBytes) {
 		report("spool_limit", "must be at least max_upload_bytes")
 	}
 }

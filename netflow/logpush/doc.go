@@ -5,22 +5,34 @@
 // Producers hand records to a [Sink] (the [Manager]). For each enabled job
 // of the record's dataset, Push applies the job's filter (the rules
 // language, compiled against [FilterSchema]) and sample_rate, then encodes
-// the record into the job's in-memory batch: ndjson, or a HEC event
-// envelope, with the selected fields and timestamp_format applied to
-// timestamp values. A batch ends at max_upload_records, max_upload_bytes
-// (uncompressed) or max_upload_interval, whichever comes first.
+// the record into the job's queue: ndjson, or a HEC event envelope, with
+// the selected fields and timestamp_format applied to timestamp values.
+// Push never blocks: the queue is bounded (Options.QueueBytes) and a
+// record that does not fit is dropped and counted (reason queue_full),
+// which happens only when the disk stalls or fails. A batch ends at
+// max_upload_records, max_upload_bytes (uncompressed) or
+// max_upload_interval, whichever comes first.
 //
 // Each job then runs two goroutines:
 //
-//   - the spooler gzips finished batches and writes each to
-//     <state_dir>/logpush/<job>/<seq>.<records>.<format>.gz through a
-//     temporary file, fsync and rename, so a crash leaves whole batches
-//     only. When the spool exceeds spool_limit its oldest batch that is not
-//     being sent is deleted and counted as dropped. Finished batches
-//     waiting in memory are bounded at max(64 MiB, 2×max_upload_bytes): a
-//     burst faster than gzip and the disk makes Push wait for the spooler;
-//     only if the spool cannot be written for a second are the oldest
-//     waiting batches dropped, counted as overflow. Nothing else is dropped.
+//   - the spooler takes the queue at least every Options.SyncInterval
+//     (500ms; a quarter of max_upload_interval if that is shorter),
+//     compresses the open batch as one gzip stream and writes it ahead: per
+//     tick, a sync flush of the stream, the new bytes appended as a
+//     checksummed frame to <state_dir>/logpush/<job>/wal-<id>.<format>, and
+//     one fsync, so kill -9 or a power cut loses at most the last tick's
+//     records. A finished batch's closed stream is written to the spool as
+//     <seq>.<records>.<format>.gz through a temporary file, fsync and
+//     rename, and its segment removed; at start, segments a crash left are
+//     decoded up to their last whole frame and spooled (counted as
+//     recovered). The spool's limit is spool_limit or, by default, the
+//     lesser of 1 GiB and 25 % of its filesystem shared among the jobs; a
+//     spool_limit the filesystem cannot hold is capped (with a warning),
+//     and 10 % of the filesystem is kept free whatever the limit. Past
+//     either, the oldest batch that is not being sent is deleted and
+//     counted as dropped (spool_limit). If the spool cannot be written,
+//     the spooler keeps compressed records in memory (up to 16 MiB) and
+//     retries every tick; past that the queue fills and Push drops.
 //   - the sender delivers spooled batches oldest first and deletes one only
 //     after the destination accepted it, or with HEC indexer acks
 //     (indexer_ack) once /services/collector/ack reports it; a batch not

@@ -1,8 +1,8 @@
 package logpush
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -12,22 +12,21 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/klauspost/compress/gzip"
 )
 
 // Drop reasons, the reason label of the dropped metrics.
 const (
 	dropSpoolLimit = "spool_limit" // the spool was full: its oldest batch went
-	dropOverflow   = "overflow"    // batches waited in memory for a failing spool
+	dropQueueFull  = "queue_full"  // the spooler fell behind (disk stalled or failing): the newest record went
 	dropFormat     = "format"      // a spooled batch of another destination kind
 	dropUnreadable = "unreadable"  // a spooled batch could not be read back
 	dropSpoolError = "spool_error" // stopped while the spool could not be written
 )
 
-// job is one running Logpush job: a batcher fed by Push, a spooler that
-// compresses batches and writes them to disk, and a sender that delivers
-// spooled batches in order and deletes them once accepted (or acked).
+// job is one running Logpush job: Push queues encoded records, a spooler
+// writes them ahead to disk (wal.go) and turns finished batches into
+// spool files, and a sender delivers spooled batches in order and deletes
+// them once accepted (or acked).
 type job struct {
 	cfg      Job
 	spec     *destSpec
@@ -39,21 +38,22 @@ type job struct {
 	opts     *Options
 	log      *slog.Logger
 	dir      string
-	memLimit int
 
-	mu          sync.Mutex // guards the batcher
-	space       *sync.Cond // on mu: the spooler took a batch
-	running     bool       // the spooler runs
-	overflowing bool       // the backlog hit memLimit and waiting did not help
-	cur         []byte
-	curN        int
-	first       time.Time // when the current batch got its first record
-	pending     []memBatch
-	pendN       int // bytes in pending
-	nextID      uint64
-	lastLen     int // bytes of the last batch cut
-	free        [][]byte
-	wake        chan struct{}
+	mu       sync.Mutex // guards the queue and the open batch's counts
+	q        []qchunk   // encoded records waiting for the spooler, oldest first
+	qBytes   int        // bytes in q
+	qSpare   []qchunk   // the other queue slice, reused
+	woken    bool       // the spooler was woken for a full queue since it took q
+	dropping bool       // records are being dropped: the queue is full
+	curN     int        // records in the open batch (queued or written ahead)
+	curBytes int64      // their uncompressed bytes
+	first    time.Time  // when the open batch got its first record
+	free     [][]byte   // chunk buffers for reuse
+	wake     chan struct{}
+
+	// stall, when set by a test before start, runs in the spooler before
+	// it takes the queue: a disk that does not answer.
+	stall func()
 
 	sp     *spool // set by start (under mu)
 	cancel context.CancelFunc
@@ -62,16 +62,33 @@ type job struct {
 	st stats
 }
 
-type memBatch struct {
+// qchunk is a run of encoded records of one batch; end marks the batch's
+// last chunk (it may be empty when the batch's records were already
+// written ahead and only its cut remains).
+type qchunk struct {
 	data []byte
 	n    int
-	id   uint64
+	end  bool
 }
+
+// Queue sizes. The spooler takes the queue at least every SyncInterval,
+// and at once when it passes queueWakeBytes, so the queue stays small; its
+// limit is there for a disk that stalls.
+const (
+	queueWakeBytes = 1 << 20
+	chunkBytes     = 256 << 10 // a queue chunk's size, about
+	// walMemLimit bounds the compressed bytes the spooler holds for a
+	// spool it cannot write; past it, it stops taking the queue, and
+	// producers' records are dropped (counted) once the queue is full.
+	walMemLimit = 16 << 20
+)
 
 // stats are the counters behind JobStatus and the metrics.
 type stats struct {
 	recordsSent, bytesSent, batchesSent atomic.Uint64
 	sampled, filtered                   atomic.Uint64
+	queueFull                           atomic.Uint64 // records dropped by Push
+	recovered                           atomic.Uint64 // records recovered from write-ahead segments
 
 	mu             sync.Mutex
 	state          string
@@ -94,8 +111,7 @@ func newJob(cfg Job, opts *Options) (*job, error) {
 	spec, _ := parseDestination(cfg.Destination)
 	j := &job{cfg: cfg, spec: spec, redacted: spec.redacted(cfg.Destination), opts: opts,
 		log: opts.Logger.With("job", cfg.Name), dir: filepath.Join(opts.StateDir, "logpush", cfg.Name),
-		memLimit: max(64<<20, 2*int(cfg.MaxUploadBytes)), wake: make(chan struct{}, 1)}
-	j.space = sync.NewCond(&j.mu)
+		wake: make(chan struct{}, 1)}
 	j.st.state = "idle"
 	j.st.retries, j.st.droppedRecords, j.st.droppedBatches = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	if cfg.TokenFile != "" {
@@ -139,7 +155,10 @@ func newJob(cfg Job, opts *Options) (*job, error) {
 	return j, nil
 }
 
-// push adds a record to the current batch; it never blocks on I/O.
+// push queues a record for the open batch. It never blocks on I/O or on
+// the spooler: it takes the job's mutex only to encode the record into the
+// queue, and when the queue is full (the spooler cannot write the disk
+// fast enough) the record is dropped and counted.
 func (j *job) push(r Record) {
 	if j.cfg.SampleRate < 1 && rand.Float64() >= j.cfg.SampleRate {
 		j.st.sampled.Add(1)
@@ -150,74 +169,72 @@ func (j *job) push(r Record) {
 		return
 	}
 	j.mu.Lock()
+	if j.qBytes >= j.opts.QueueBytes {
+		first := !j.dropping
+		j.dropping = true
+		j.mu.Unlock()
+		j.st.queueFull.Add(1)
+		if first {
+			j.log.Error("the spool cannot be written fast enough: dropping new records until it catches up", "queue_bytes", j.opts.QueueBytes)
+		}
+		return
+	}
 	if j.curN == 0 {
 		j.first = time.Now()
 	}
-	j.cur = j.enc.appendRecord(j.cur, r)
+	c := j.chunkLocked()
+	before := len(c.data)
+	c.data = j.enc.appendRecord(c.data, r)
+	c.n++
+	added := len(c.data) - before
+	j.qBytes += added
+	j.curBytes += int64(added)
 	j.curN++
-	if j.curN >= j.cfg.MaxUploadRecords || int64(len(j.cur)) >= j.cfg.MaxUploadBytes {
-		j.cutLocked()
-		if j.pendN > j.memLimit {
-			j.backpressureLocked()
-		}
+	wake := false
+	if j.curN >= j.cfg.MaxUploadRecords || j.curBytes >= j.cfg.MaxUploadBytes {
+		c.end = true
+		j.curN, j.curBytes = 0, 0
+		wake = true
+	} else if j.qBytes >= queueWakeBytes && !j.woken {
+		j.woken, wake = true, true
 	}
 	j.mu.Unlock()
-}
-
-// backpressureLocked runs when finished batches waiting for the spooler
-// exceed memLimit. A burst faster than gzip and the disk makes the producer
-// wait for the spooler; if it makes no room within a second (the spool
-// cannot be written), the job stops waiting and drops the oldest waiting
-// batches instead, counted as overflow, until the backlog has drained.
-func (j *job) backpressureLocked() {
-	if j.running && !j.overflowing {
-		timeout := false
-		t := time.AfterFunc(time.Second, func() {
-			j.mu.Lock()
-			timeout = true
-			j.space.Broadcast()
-			j.mu.Unlock()
-		})
-		for j.pendN > j.memLimit && j.running && !timeout {
-			j.space.Wait()
+	if wake {
+		select {
+		case j.wake <- struct{}{}:
+		default:
 		}
-		t.Stop()
-		if j.pendN <= j.memLimit {
-			return
-		}
-		j.overflowing = true
-		j.log.Error("batches pile up in memory: the spool cannot be written fast enough; dropping the oldest", "bytes", j.pendN)
-	}
-	// pending[0] may be being spooled right now: drop the next oldest.
-	for j.pendN > j.memLimit && len(j.pending) > 2 {
-		old := j.pending[1]
-		j.pending = append(j.pending[:1], j.pending[2:]...)
-		j.pendN -= len(old.data)
-		j.drop(dropOverflow, 1, old.n)
 	}
 }
 
-// cutLocked ends the current batch and hands it to the spooler.
-func (j *job) cutLocked() {
+// chunkLocked returns the queue chunk that takes the open batch's next
+// record. Chunks are bounded (chunkBytes) and their buffers reused, so a
+// busy queue does not copy itself growing.
+func (j *job) chunkLocked() *qchunk {
+	if n := len(j.q); n > 0 && !j.q[n-1].end && len(j.q[n-1].data) < chunkBytes {
+		return &j.q[n-1]
+	}
+	var buf []byte
+	if n := len(j.free); n > 0 {
+		buf, j.free = j.free[n-1][:0], j.free[:n-1]
+	} else {
+		buf = make([]byte, 0, chunkBytes+64<<10)
+	}
+	j.q = append(j.q, qchunk{data: buf})
+	return &j.q[len(j.q)-1]
+}
+
+// endBatchLocked cuts the open batch (max_upload_interval, or a stop).
+func (j *job) endBatchLocked() {
 	if j.curN == 0 {
 		return
 	}
-	j.nextID++
-	j.pending = append(j.pending, memBatch{j.cur, j.curN, j.nextID})
-	j.pendN += len(j.cur)
-	j.lastLen = len(j.cur)
-	j.cur, j.curN = nil, 0
-	if n := len(j.free); n > 0 {
-		j.cur, j.free = j.free[n-1][:0], j.free[:n-1]
+	if n := len(j.q); n > 0 && !j.q[n-1].end {
+		j.q[n-1].end = true
 	} else {
-		// Size a new buffer for a batch like the last one: growing a
-		// multi-megabyte batch by appending copies it several times over.
-		j.cur = make([]byte, 0, min(j.lastLen+j.lastLen/8+4096, int(j.cfg.MaxUploadBytes)+64<<10))
+		j.q = append(j.q, qchunk{end: true})
 	}
-	select {
-	case j.wake <- struct{}{}:
-	default:
-	}
+	j.curN, j.curBytes = 0, 0
 }
 
 func (j *job) drop(reason string, batches, records int) {
@@ -227,29 +244,70 @@ func (j *job) drop(reason string, batches, records int) {
 	j.st.mu.Unlock()
 }
 
-// start opens the spool and starts the spooler and sender.
-func (j *job) start(ctx context.Context) error {
-	sp, err := openSpool(j.dir, int64(j.cfg.SpoolLimit))
+// start opens the spool, sizes it, spools what a crash left written
+// ahead, and starts the spooler and sender. jobs is the number of running
+// jobs that share the spool filesystem.
+func (j *job) start(ctx context.Context, jobs int) error {
+	sp, err := openSpool(j.dir, 0)
 	if err != nil {
 		j.setError(err, false)
 		return fmt.Errorf("logpush job %q: %w", j.cfg.Name, err)
 	}
+	j.mu.Lock()
+	j.sp = sp // written under mu for status; the goroutines see it through go
+	j.mu.Unlock()
+	if err := j.applyBudget(sp, jobs); err != nil {
+		j.setError(err, false)
+		return fmt.Errorf("logpush job %q: %w", j.cfg.Name, err)
+	}
+	// A segment holds at most one batch, of the max_upload_bytes in force
+	// when it was written: bound it by the largest that may be configured.
+	rec, dropped, err := recoverSegments(j.dir, sp, 1<<30+64<<10)
+	j.spoolDropped(dropped)
+	if err != nil {
+		// The segments stay on disk for the next start; the job runs.
+		j.setError(err, false)
+		j.log.Error("cannot recover every write-ahead segment", "err", err)
+	}
+	if rec.segments > 0 {
+		j.st.recovered.Add(uint64(rec.records))
+		j.log.Warn("recovered unfinished batches written ahead before a crash", "segments", rec.segments, "records", rec.records)
+	}
 	ctx, j.cancel = context.WithCancel(ctx)
 	j.done = make(chan struct{})
 	j.setState("running")
-	j.mu.Lock()
-	j.sp = sp // written under mu for status; the goroutines see it through go
-	j.running = true
-	j.mu.Unlock()
+	w := newWAL(j.dir, j.dest.format(), rec.nextID)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); j.runSpooler(ctx) }()
+	go func() { defer wg.Done(); j.runSpooler(ctx, w) }()
 	go func() { defer wg.Done(); j.runSender(ctx) }()
 	go func() { wg.Wait(); close(j.done) }()
 	return nil
 }
 
-// stop stops the goroutines (the current batch is spooled first) and waits.
+// applyBudget sizes sp from the free space of its filesystem, shared by
+// jobs, and says so when the limit changes or a configured one is capped.
+func (j *job) applyBudget(sp *spool, jobs int) error {
+	fs, err := sp.space(sp.dir)
+	if err != nil {
+		return err
+	}
+	b := budgetFor(fs, int64(j.cfg.SpoolLimit), jobs)
+	if old, oldReserve := sp.budget(); old == b.limit && oldReserve == b.reserve {
+		return nil
+	}
+	sp.setBudget(b.limit, b.reserve)
+	switch {
+	case b.capped:
+		j.log.Warn("spool_limit is more than the spool filesystem can hold for this job: capped", "spool_limit", int64(j.cfg.SpoolLimit),
+			"limit", b.limit, "filesystem_bytes", fs.size, "jobs", jobs, "reserve_bytes", b.reserve)
+	case b.auto:
+		j.log.Info("spool limit from the spool filesystem's size", "limit", b.limit, "filesystem_bytes", fs.size, "jobs", jobs, "reserve_bytes", b.reserve)
+	}
+	return nil
+}
+
+// stop stops the goroutines (the open batch is spooled first) and waits.
 func (j *job) stop() {
 	if j.cancel != nil {
 		j.cancel()
@@ -260,86 +318,103 @@ func (j *job) stop() {
 	j.dest.close()
 }
 
-func (j *job) runSpooler(ctx context.Context) {
-	tick := time.NewTicker(min(max(j.cfg.MaxUploadInterval/4, 10*time.Millisecond), time.Second))
+// runSpooler writes the queued records ahead and spools finished batches.
+// It takes the queue when woken (a cut batch, a queue past
+// queueWakeBytes) and on every tick; each tick also flushes and fsyncs the
+// open segment, so a record is on disk within about SyncInterval of Push.
+func (j *job) runSpooler(ctx context.Context, w *wal) {
+	// A quarter of max_upload_interval keeps batches cut close to it.
+	tick := time.NewTicker(min(j.opts.SyncInterval, max(j.cfg.MaxUploadInterval/4, 10*time.Millisecond)))
 	defer tick.Stop()
-	gz, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
-	var out bytes.Buffer
+	failing := false
 	for {
-		stopping := false
+		stopping, sync := false, false
 		select {
 		case <-ctx.Done():
-			stopping = true
+			stopping, sync = true, true
 		case <-j.wake:
 		case <-tick.C:
+			sync = true
+		}
+		if j.stall != nil {
+			j.stall()
 		}
 		j.mu.Lock()
 		if stopping || j.curN > 0 && time.Since(j.first) >= j.cfg.MaxUploadInterval {
-			j.cutLocked()
+			j.endBatchLocked()
+		}
+		var q []qchunk
+		dropped := false
+		// A spool that cannot be written keeps its batches in memory (they
+		// are compressed, so small) up to walMemLimit; past that the queue
+		// is left to fill, and Push drops.
+		if stopping || w.buffered() < walMemLimit {
+			q, j.q, j.qSpare = j.q, j.qSpare[:0], nil
+			j.qBytes, j.woken = 0, false
+			dropped, j.dropping = j.dropping, false
 		}
 		j.mu.Unlock()
-		for {
-			j.mu.Lock()
-			if len(j.pending) == 0 {
-				j.mu.Unlock()
-				break
+		if dropped {
+			j.log.Warn("the spool caught up: records are queued again", "dropped_total", j.st.queueFull.Load())
+		}
+		for _, c := range q {
+			w.write(c.data, c.n)
+			if c.end {
+				w.end()
 			}
-			b := j.pending[0]
-			j.mu.Unlock()
-			out.Reset()
-			gz.Reset(&out)
-			gz.Write(b.data)
-			gz.Close()
-			dropped, err := j.sp.add(out.Bytes(), b.n, j.dest.format())
-			if err != nil {
-				j.setError(err, false)
-				j.log.Error("cannot spool a batch; keeping it in memory", "err", err)
-				if stopping {
-					j.mu.Lock()
-					j.running = false
-					j.space.Broadcast()
-					lost := j.pending
-					j.pending, j.pendN = nil, 0
-					j.mu.Unlock()
-					for _, b := range lost {
-						j.drop(dropSpoolError, 1, b.n)
-					}
-					j.log.Error("stopping with unspooled batches in memory: they are lost", "batches", len(lost))
-					return
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Second):
-				}
-				break
+		}
+		j.mu.Lock()
+		for i := range q {
+			if c := cap(q[i].data); c >= chunkBytes && c <= 2*chunkBytes && len(j.free)*chunkBytes < j.opts.QueueBytes {
+				j.free = append(j.free, q[i].data[:0])
 			}
-			for _, d := range dropped {
-				j.drop(dropSpoolLimit, 1, d.records)
-				j.log.Warn("spool full: dropped its oldest batch", "records", d.records, "bytes", d.size, "spool_limit", j.cfg.SpoolLimit)
-			}
-			j.mu.Lock()
-			// The batch may have been dropped for overflow meanwhile: only
-			// dequeue it if it is still first.
-			if len(j.pending) > 0 && j.pending[0].id == b.id {
-				j.pending = j.pending[1:]
-				j.pendN -= len(b.data)
-			}
-			if j.pendN <= j.memLimit/2 {
-				j.overflowing = false
-			}
-			j.space.Broadcast()
-			if len(j.free) < 4 && cap(b.data) <= 2*int(j.cfg.MaxUploadBytes)+64<<10 {
-				j.free = append(j.free, b.data[:0])
-			}
-			j.mu.Unlock()
+			q[i] = qchunk{}
+		}
+		j.qSpare = q[:0]
+		j.mu.Unlock()
+
+		err := w.flush(sync, j.commitSegment)
+		switch {
+		case err != nil && !failing:
+			failing = true
+			j.setError(err, false)
+			j.log.Error("cannot write the spool; keeping records in memory and retrying", "err", err)
+		case err == nil && failing:
+			failing = false
+			j.log.Info("the spool is written again")
 		}
 		if stopping {
-			j.mu.Lock()
-			j.running = false
-			j.space.Broadcast()
-			j.mu.Unlock()
+			if err != nil {
+				lost := w.unwritten()
+				j.drop(dropSpoolError, 0, lost)
+				j.log.Error("stopping with records not written to the spool: they are lost", "records", lost, "err", err)
+			}
+			w.close() // written segments are recovered at the next start
 			return
 		}
+	}
+}
+
+// commitSegment spools a finished segment's batch.
+func (j *job) commitSegment(s *segment) error {
+	dropped, err := j.sp.add(s.stream.Bytes(), s.n, j.dest.format())
+	j.spoolDropped(dropped)
+	if err != nil && !errors.Is(err, errDirSync) {
+		return err
+	}
+	if err != nil {
+		j.log.Warn("spooled a batch, but could not sync the spool directory", "err", err)
+	}
+	return nil
+}
+
+// spoolDropped counts and logs the batches the spool deleted to stay
+// within its limit and reserve.
+func (j *job) spoolDropped(dropped []spoolEntry) {
+	for _, d := range dropped {
+		j.drop(dropSpoolLimit, 1, d.records)
+		limit, reserve := j.sp.budget()
+		j.log.Warn("spool full: dropped its oldest batch", "records", d.records, "bytes", d.size, "limit", limit, "reserve_bytes", reserve)
 	}
 }
 

@@ -15,9 +15,10 @@ import (
 )
 
 // Sink takes records from producers (the NFLOG sampler, Gateway DNS,
-// Access). Push is cheap and never blocks on I/O: the record is filtered,
-// sampled and encoded into each matching job's in-memory batch. The record
-// must not be modified afterwards.
+// Access). Push is cheap and never blocks, whatever the destination or the
+// disk do: the record is filtered, sampled and encoded into each matching
+// job's bounded queue, or dropped and counted (reason queue_full) when
+// that queue is full. The record must not be modified afterwards.
 type Sink interface {
 	Push(dataset string, r Record)
 }
@@ -34,6 +35,13 @@ type Options struct {
 	AckInterval    time.Duration // HEC indexer-ack poll interval, 10s
 	AckTimeout     time.Duration // resend a batch not acked after this, 5m
 	RequestTimeout time.Duration // one HTTP request, 60s
+	// SyncInterval is how often a job's open batch is flushed to its
+	// write-ahead segment and fsynced, 500ms: the most a crash or power
+	// cut loses. Finished batches are fsynced when they are cut.
+	SyncInterval time.Duration
+	// QueueBytes bounds a job's queue of encoded records waiting for the
+	// spooler, 32 MiB; a record that does not fit is dropped and counted.
+	QueueBytes int
 }
 
 func (o *Options) setDefaults() {
@@ -50,6 +58,10 @@ func (o *Options) setDefaults() {
 	def(&o.AckInterval, 10*time.Second)
 	def(&o.AckTimeout, 5*time.Minute)
 	def(&o.RequestTimeout, time.Minute)
+	def(&o.SyncInterval, 500*time.Millisecond)
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = 32 << 20
+	}
 	o.MaxBackoff = max(o.MaxBackoff, o.MinBackoff)
 }
 
@@ -158,7 +170,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.ctx = ctx
 	for _, j := range m.jobs {
 		if *j.cfg.Enabled {
-			if err := j.start(ctx); err != nil {
+			if err := j.start(ctx, m.enabled()); err != nil {
 				m.log.Error("job not started", "job", j.cfg.Name, "err", err)
 			}
 		}
@@ -207,12 +219,32 @@ func (m *Manager) Set(jobs []Job) error {
 	wg.Wait()
 	for _, j := range next {
 		if !slices.Contains(prev, j) && *j.cfg.Enabled {
-			if err := j.start(m.ctx); err != nil {
+			if err := j.start(m.ctx, m.enabled()); err != nil {
 				m.log.Error("job not started", "job", j.cfg.Name, "err", err)
 			}
 		}
 	}
+	// The jobs that kept running share the filesystem with a different
+	// number of jobs now.
+	for _, j := range next {
+		if slices.Contains(prev, j) && j.cancel != nil {
+			if err := j.applyBudget(j.sp, m.enabled()); err != nil {
+				m.log.Error("cannot size the spool", "job", j.cfg.Name, "err", err)
+			}
+		}
+	}
 	return nil
+}
+
+// enabled counts the enabled jobs: they share the spool filesystem.
+func (m *Manager) enabled() int {
+	n := 0
+	for _, j := range m.jobs {
+		if *j.cfg.Enabled {
+			n++
+		}
+	}
+	return n
 }
 
 // JobStatus is one job's state, as served by /api/v1/logpush. Field names
@@ -224,20 +256,27 @@ type JobStatus struct {
 	Enabled     bool   `json:"enabled"`
 	// State is idle (not started), running, failed (a permanent error
 	// stopped delivery), stopped or disabled.
-	State          string            `json:"state"`
-	LastComplete   *time.Time        `json:"last_complete"` // last batch accepted
-	LastError      *time.Time        `json:"last_error"`    // non-nil: currently failing
-	ErrorMessage   *string           `json:"error_message"`
-	RecordsSent    uint64            `json:"records_sent"`
-	BytesSent      uint64            `json:"bytes_sent"` // compressed
-	BatchesSent    uint64            `json:"batches_sent"`
-	SpooledBatches int               `json:"spooled_batches"`
-	SpooledBytes   int64             `json:"spooled_bytes"`
-	Dropped        uint64            `json:"dropped"` // records, every reason
-	DroppedBy      map[string]uint64 `json:"dropped_by_reason,omitempty"`
-	Retries        map[string]uint64 `json:"retries"` // by HTTP status or "transport"
-	SampledOut     uint64            `json:"sampled_out"`
-	FilteredOut    uint64            `json:"filtered_out"`
+	State          string     `json:"state"`
+	LastComplete   *time.Time `json:"last_complete"` // last batch accepted
+	LastError      *time.Time `json:"last_error"`    // non-nil: currently failing
+	ErrorMessage   *string    `json:"error_message"`
+	RecordsSent    uint64     `json:"records_sent"`
+	BytesSent      uint64     `json:"bytes_sent"` // compressed
+	BatchesSent    uint64     `json:"batches_sent"`
+	SpooledBatches int        `json:"spooled_batches"`
+	SpooledBytes   int64      `json:"spooled_bytes"`
+	// SpoolLimit is the limit in force: spool_limit, or the automatic one
+	// from the spool filesystem's size, capped to what the filesystem can
+	// hold for this job above its 10 % reserve.
+	SpoolLimit int64 `json:"spool_limit"`
+	// Recovered counts records spooled at start from batches a crash left
+	// written ahead (write-ahead segments).
+	Recovered   uint64            `json:"recovered_records"`
+	Dropped     uint64            `json:"dropped"` // records, every reason
+	DroppedBy   map[string]uint64 `json:"dropped_by_reason,omitempty"`
+	Retries     map[string]uint64 `json:"retries"` // by HTTP status or "transport"
+	SampledOut  uint64            `json:"sampled_out"`
+	FilteredOut uint64            `json:"filtered_out"`
 }
 
 // Status returns every job's status in configuration order.
@@ -261,7 +300,9 @@ func (j *job) status() JobStatus {
 	j.mu.Unlock()
 	if sp != nil {
 		s.SpooledBatches, s.SpooledBytes = sp.usage()
+		s.SpoolLimit, _ = sp.budget()
 	}
+	s.Recovered = j.st.recovered.Load()
 	j.st.mu.Lock()
 	defer j.st.mu.Unlock()
 	s.State = j.st.state
@@ -278,6 +319,10 @@ func (j *job) status() JobStatus {
 	for k, v := range j.st.droppedRecords {
 		s.DroppedBy[k] = v
 		s.Dropped += v
+	}
+	if n := j.st.queueFull.Load(); n > 0 {
+		s.DroppedBy[dropQueueFull] += n
+		s.Dropped += n
 	}
 	return s
 }

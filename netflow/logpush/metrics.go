@@ -16,7 +16,7 @@ var (
 	descBatchesSent = prometheus.NewDesc("edgegw_logpush_batches_sent_total",
 		"Batches accepted by the destination.", []string{"job"}, nil)
 	descDropped = prometheus.NewDesc("edgegw_logpush_dropped_records_total",
-		"Records dropped, by reason: spool_limit (the spool's oldest batch), overflow, format, unreadable, spool_error.", []string{"job", "reason"}, nil)
+		"Records dropped, by reason: spool_limit (the spool's oldest batch, over its limit or the filesystem's reserve), queue_full (the newest record: the spool could not be written fast enough), format, unreadable, spool_error.", []string{"job", "reason"}, nil)
 	descRetries = prometheus.NewDesc("edgegw_logpush_retries_total",
 		"Failed delivery attempts that will be retried, by HTTP status or transport.", []string{"job", "code"}, nil)
 	descSkipped = prometheus.NewDesc("edgegw_logpush_skipped_records_total",
@@ -25,6 +25,10 @@ var (
 		"Bytes of batches waiting in the on-disk spool.", []string{"job"}, nil)
 	descSpoolBatches = prometheus.NewDesc("edgegw_logpush_spool_batches",
 		"Batches waiting in the on-disk spool.", []string{"job"}, nil)
+	descSpoolLimit = prometheus.NewDesc("edgegw_logpush_spool_limit_bytes",
+		"The spool's limit in force: spool_limit or the automatic one from the spool filesystem's size, capped to fit it.", []string{"job"}, nil)
+	descRecovered = prometheus.NewDesc("edgegw_logpush_recovered_records_total",
+		"Records spooled at start from unfinished batches a crash left written ahead.", []string{"job"}, nil)
 	descLastComplete = prometheus.NewDesc("edgegw_logpush_last_complete_timestamp_seconds",
 		"When a batch was last accepted, as a Unix time (absent before the first).", []string{"job"}, nil)
 	descFailing = prometheus.NewDesc("edgegw_logpush_failing",
@@ -33,7 +37,7 @@ var (
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRecordsSent, descBytesSent, descBatchesSent, descDropped,
-		descRetries, descSkipped, descSpoolBytes, descSpoolBatches, descLastComplete, descFailing} {
+		descRetries, descSkipped, descSpoolBytes, descSpoolBatches, descSpoolLimit, descRecovered, descLastComplete, descFailing} {
 		ch <- d
 	}
 }
@@ -60,6 +64,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSkipped, s.FilteredOut, "filter")
 		gauge(descSpoolBytes, float64(s.SpooledBytes))
 		gauge(descSpoolBatches, float64(s.SpooledBatches))
+		gauge(descSpoolLimit, float64(s.SpoolLimit))
+		counter(descRecovered, s.Recovered)
 		if s.LastComplete != nil {
 			gauge(descLastComplete, float64(s.LastComplete.UnixNano())/1e9)
 		}

@@ -46,14 +46,21 @@ func parseEntryName(name string) (spoolEntry, bool) {
 }
 
 // spool is a job's on-disk queue of batches, oldest first. A batch is
-// written to a temporary file, fsynced, renamed to its final name and the
-// directory fsynced, so a crash leaves either the whole batch or a
-// temporary file that the next open removes.
+// written to a temporary file (or a write-ahead segment, see wal.go),
+// fsynced, renamed to its final name and the directory fsynced, so a crash
+// leaves either the whole batch or a file that the next open removes or
+// recovers.
+//
+// The spool holds at most limit bytes, and never leaves less than reserve
+// bytes free on its filesystem: past either, its oldest batches that are
+// not being sent are deleted (the caller counts them as dropped).
 type spool struct {
 	dir   string
-	limit int64
+	space func(dir string) (fsSpace, error) // statSpace; tests may replace it
 
 	mu      sync.Mutex
+	limit   int64
+	reserve int64
 	entries []spoolEntry // ascending seq
 	bytes   int64
 	next    uint64
@@ -69,7 +76,7 @@ func openSpool(dir string, limit int64) (*spool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	s := &spool{dir: dir, limit: limit, next: 1, busy: map[uint64]bool{}, notify: make(chan struct{}, 1)}
+	s := &spool{dir: dir, space: statSpace, limit: limit, next: 1, busy: map[uint64]bool{}, notify: make(chan struct{}, 1)}
 	for _, de := range des {
 		if strings.HasPrefix(de.Name(), ".tmp-") {
 			os.Remove(filepath.Join(dir, de.Name())) // an interrupted write
@@ -102,31 +109,72 @@ func cmpU64(a, b uint64) int {
 	return 0
 }
 
-// add writes a batch durably, then drops the oldest idle batches while the
-// spool is over its limit, and returns those.
-func (s *spool) add(data []byte, records int, format string) (dropped []spoolEntry, err error) {
+// setBudget changes the limit and the free-space reserve; the next commit
+// applies them.
+func (s *spool) setBudget(limit, reserve int64) {
 	s.mu.Lock()
-	e := spoolEntry{seq: s.next, records: records, format: format, size: int64(len(data))}
-	s.next++
+	s.limit, s.reserve = limit, reserve
 	s.mu.Unlock()
+}
 
+// budget returns the limit and reserve in force.
+func (s *spool) budget() (limit, reserve int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.limit, s.reserve
+}
+
+// add writes a batch durably, then drops the oldest idle batches while the
+// spool is over its limit or its filesystem below the reserve, and returns
+// those.
+func (s *spool) add(data []byte, records int, format string) (dropped []spoolEntry, err error) {
+	e := s.newEntry(records, format, int64(len(data)))
 	tmp := filepath.Join(s.dir, ".tmp-"+e.name())
 	if err := writeSync(tmp, data); err != nil {
 		os.Remove(tmp)
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, e.name())); err != nil {
-		os.Remove(tmp)
+	return s.commit(tmp, e)
+}
+
+func (s *spool) newEntry(records int, format string, size int64) spoolEntry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := spoolEntry{seq: s.next, records: records, format: format, size: size}
+	s.next++
+	return e
+}
+
+// commit renames the durable file src to e's name, syncs the directory and
+// enforces the limit and the reserve.
+func (s *spool) commit(src string, e spoolEntry) (dropped []spoolEntry, err error) {
+	if err := os.Rename(src, filepath.Join(s.dir, e.name())); err != nil {
+		if strings.HasPrefix(filepath.Base(src), ".tmp-") {
+			os.Remove(src)
+		}
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
-		return nil, fmt.Errorf("spool: %w", err)
+	// The batch is in place: a failed directory sync puts only its name at
+	// risk on a power cut, so it is registered (and the error reported)
+	// rather than written again, which would duplicate it.
+	dirErr := syncDir(s.dir)
+	// Free space is judged now, with the new batch on disk: the filesystem
+	// is shared (device registry, keys, other jobs), so a limit alone
+	// cannot keep the reserve.
+	var short int64
+	s.mu.Lock()
+	reserve := s.reserve
+	s.mu.Unlock()
+	if reserve > 0 {
+		if fs, err := s.space(s.dir); err == nil && fs.avail < reserve {
+			short = reserve - fs.avail
+		}
 	}
 
 	s.mu.Lock()
 	s.entries = append(s.entries, e)
 	s.bytes += e.size
-	for i := 0; s.bytes > s.limit && i < len(s.entries)-1; {
+	for i := 0; (s.bytes > s.limit || short > 0) && i < len(s.entries)-1; {
 		old := s.entries[i]
 		if s.busy[old.seq] {
 			i++
@@ -134,6 +182,7 @@ func (s *spool) add(data []byte, records int, format string) (dropped []spoolEnt
 		}
 		s.entries = slices.Delete(s.entries, i, i+1)
 		s.bytes -= old.size
+		short -= old.size
 		dropped = append(dropped, old)
 	}
 	s.mu.Unlock()
@@ -144,8 +193,15 @@ func (s *spool) add(data []byte, records int, format string) (dropped []spoolEnt
 	case s.notify <- struct{}{}:
 	default:
 	}
+	if dirErr != nil {
+		return dropped, fmt.Errorf("spool: %w: %w", errDirSync, dirErr)
+	}
 	return dropped, nil
 }
+
+// errDirSync reports a batch that was spooled but whose directory could
+// not be fsynced.
+var errDirSync = errors.New("batch spooled, but the directory was not synced")
 
 // nextAfter returns the oldest batch with a sequence number above seq and
 // marks it busy.
