@@ -26,7 +26,7 @@ func TestExampleAccepted(t *testing.T) {
 	if cfg.Tunnels.GRE[0].HealthCheck.Enabled == nil || !*cfg.Tunnels.GRE[0].HealthCheck.Enabled {
 		t.Error("GRE health check should be enabled")
 	}
-	if cfg.Logpush[0].SpoolLimit != 1<<30 {
+	if cfg.Logpush[0].SpoolLimit != 0 {
 		t.Errorf("spool_limit = %d", cfg.Logpush[0].SpoolLimit)
 	}
 }
