@@ -186,6 +186,7 @@ interfaces:
   lan: [eth1, eth2]
 admin:
   listen: 127.0.0.1:9100
+  socket: %s/admin.sock
 tunnels:
   wireguard:
     interface: %s
@@ -202,15 +203,17 @@ tunnels:
     - id: ssh-engineering-only
       expression: tcp.dstport == 22 and not identity.groups contains "engineering"
       action: block
-`, s.dir, s.wgIf, pub, gre("198.51.100.2", "203.0.113.20", "10.200.1.0/31", "10.20.0.0/16"))), 0o600))
+`, s.dir, s.dir, s.wgIf, pub, gre("198.51.100.2", "203.0.113.20", "10.200.1.0/31", "10.20.0.0/16"))), 0o600))
 	bcfg := filepath.Join(s.dir, "branch.yaml")
 	must(t, os.WriteFile(bcfg, []byte(fmt.Sprintf(`appliance:
   name: branch
   state_dir: %s/branch
 interfaces:
   wan: eth0
+admin:
+  socket: %s/branch-admin.sock
 tunnels:
-%s`, s.dir, gre("203.0.113.20", "198.51.100.2", "10.200.1.1/31", "10.0.0.0/24"))), 0o600))
+%s`, s.dir, s.dir, gre("203.0.113.20", "198.51.100.2", "10.200.1.1/31", "10.0.0.0/24"))), 0o600))
 
 	// What reaches the office server: forged SYNs carry source ports
 	// 1000-1999, the controls 2000-2999. (A forged SYN that got through
