@@ -41,16 +41,22 @@ func consoleActor(id console.Identity, r *http.Request) Actor {
 	return Actor{Type: "user", ID: id.Name, Context: "console_session", Role: Role(id.Role), IP: remoteAddr(r).String(), Interface: "UI"}
 }
 
-// auditConsole records a console login or logout. A refused login is
-// counted and logged (rate-limited) like a request with a bad token, not
-// audited: a flood of guesses must not flood the audit trail.
+// auditConsole records a console login or logout. A refused one (a bad
+// token, a login from another site, a logout without the CSRF token) is
+// counted and logged (rate-limited) like a request with a bad token or a
+// refused CSRF check, not audited: a flood of them must not flood the
+// audit trail.
 func (s *Server) auditConsole(e console.Event) {
 	ip := ""
 	if ap, err := netip.ParseAddrPort(e.Remote); err == nil {
 		ip = ap.Addr().Unmap().String()
 	}
-	if !e.Result && e.Action == "login" {
-		s.refused(resultUnauthenticated, "admin: refused a console login", "remote", ip, "reason", e.Error)
+	if !e.Result {
+		result := resultUnauthenticated
+		if e.Action != "login" {
+			result = resultForbidden
+		}
+		s.refused(result, "admin: refused a console "+e.Action, "remote", ip, "token", e.Actor.Name, "reason", e.Error)
 		return
 	}
 	ev := Event{
@@ -59,13 +65,9 @@ func (s *Server) auditConsole(e console.Event) {
 		ResourceType: "console_session", ResourceID: e.Actor.Name,
 		Metadata: map[string]any{"method": http.MethodPost, "path": console.Prefix + e.Action},
 	}
-	switch {
-	case e.Result && e.Action == "login":
+	ev.Description = fmt.Sprintf("console logout of token %q", e.Actor.Name)
+	if e.Action == "login" {
 		ev.Description = fmt.Sprintf("console login with token %q (%s)", e.Actor.Name, e.Actor.Role)
-	case e.Result:
-		ev.Description = fmt.Sprintf("console logout of token %q", e.Actor.Name)
-	default:
-		ev.Description = fmt.Sprintf("console %s refused: %s", e.Action, e.Error)
 	}
 	s.Audit(ev)
 }

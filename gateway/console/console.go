@@ -60,7 +60,8 @@ type Tokens interface {
 	Check(key string) (Identity, bool)
 }
 
-// Event is a console login or logout, for the audit trail.
+// Event is a console login or logout, for the audit trail; Result false
+// is a refused one.
 type Event struct {
 	Action string // "login" or "logout"
 	Actor  Identity
