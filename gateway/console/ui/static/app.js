@@ -26,6 +26,8 @@
     t.replaceChildren(...(list.length ? list.map(render) : [el("tr", {}, el("td", { colSpan: 20, class: "muted" }, empty))]));
   }
   function row(...cells) { return el("tr", {}, ...cells.map((c) => (c instanceof Node && c.tagName === "TD") ? c : el("td", {}, c))); }
+  // A tunnel is "up" (no health checks) or in its health state.
+  function healthy(s) { return s === "up" || s === "healthy"; }
   function state(s, good) { return el("span", { class: "state " + (good ? "ok" : "bad") }, s); }
 
   function when(t) {
@@ -92,7 +94,7 @@
       let detail = "";
       if (t.wireguard) detail = (t.wireguard.peers || []).length + " peers, port " + t.wireguard.listen_port;
       else if (t.site && t.site.health) detail = "health " + t.site.health.state;
-      subs.push(["tunnel", t.name, t.state, t.state === "up", detail, t.kind]);
+      subs.push(["tunnel", t.name, t.state, healthy(t.state), detail, t.kind]);
     }
     if (s.access) subs.push(["access", s.access.listen, s.access.ready ? "ready" : "not ready", s.access.ready, s.access.error || ""]);
     if (s.dns) {
@@ -120,8 +122,8 @@
     const site = (s.tunnels || []).filter((t) => t.site);
     rows("site-tunnels", site, (t) => {
       const h = t.site.health;
-      return row(t.name, t.site.kind, el("td", {}, state(t.state, t.state === "up")), t.site.local || "", t.site.remote || "",
-        h ? el("td", {}, state(h.state, h.state === "up")) : "checks off",
+      return row(t.name, t.site.kind, el("td", {}, state(t.state, healthy(t.state))), t.site.local || "", t.site.remote || "",
+        h ? el("td", {}, state(h.state, healthy(h.state))) : "checks off",
         h && h.last_rtt_ns ? (h.last_rtt_ns / 1e6).toFixed(2) + " ms" : "",
         h ? h.probes_sent + " / " + h.probes_failed : "", bytes(t.site.rx_bytes), bytes(t.site.tx_bytes));
     }, "no site tunnels");
