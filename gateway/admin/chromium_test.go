@@ -164,7 +164,7 @@ func TestChromiumConsole(t *testing.T) {
 		if shots == "" {
 			return
 		}
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Errorf("screenshot %s: %v", name, err)
 			return
