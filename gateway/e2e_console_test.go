@@ -149,14 +149,14 @@ func TestConsoleThroughGateway(t *testing.T) {
 			t.Errorf("overview #%s = %q, want %q", id, got, want)
 		}
 	}
-	if subs := text("subsystems"); !strings.Contains(subs, s.wgIf) || !strings.Contains(subs, "1 peers") {
+	if subs := text("subsystems"); !strings.Contains(subs, s.wgIf) || !strings.Contains(subs, "1 peer,") {
 		t.Errorf("subsystems:\n%s", subs)
 	}
 	shot("overview")
 
 	// The remote user, online through the real tunnel.
 	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-tunnels")), chromedp.WaitVisible(chromedp.ID("page-tunnels"))))
-	poll("alice online", `document.getElementById("wireguard").textContent.includes("1 of 1 peers online")`)
+	poll("alice online", `document.getElementById("wireguard").textContent.includes("1 of 1 peer online")`)
 	if wg := text("wireguard"); !strings.Contains(wg, "alice@corp.example") || !strings.Contains(wg, "100.96.0.10/32") {
 		t.Errorf("WireGuard section:\n%s", wg)
 	}

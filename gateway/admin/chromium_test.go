@@ -226,7 +226,7 @@ func TestChromiumConsole(t *testing.T) {
 		}
 	}
 	subs := text(vctx, "subsystems")
-	for _, want := range []string{"wg0", "branch-b", "degraded", "1 peers"} {
+	for _, want := range []string{"wg0", "branch-b", "degraded", "1 peer,"} {
 		if !strings.Contains(subs, want) {
 			t.Errorf("subsystems table lacks %q:\n%s", want, subs)
 		}
@@ -247,7 +247,7 @@ func TestChromiumConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	wg := text(vctx, "wireguard")
-	for _, want := range []string{"1 of 1 peers online", "alice-laptop", "alice@corp.test", "198.51.100.7:40000", "100.96.0.2/32", "online"} {
+	for _, want := range []string{"1 of 1 peer online", "alice-laptop", "alice@corp.test", "198.51.100.7:40000", "100.96.0.2/32", "online"} {
 		if !strings.Contains(wg, want) {
 			t.Errorf("WireGuard section lacks %q:\n%s", want, wg)
 		}

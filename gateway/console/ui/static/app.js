@@ -47,6 +47,7 @@
     const d = Math.floor(sec / 86400), h = Math.floor(sec % 86400 / 3600), m = Math.floor(sec % 3600 / 60), s = sec % 60;
     return (d ? d + " d " : "") + (d || h ? h + " h " : "") + (d || h || m ? m + " min " : "") + s + " s";
   }
+  function plural(n, what) { return n + " " + what + (n === 1 ? "" : "s"); }
   function bytes(n) {
     const u = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;
@@ -59,6 +60,9 @@
     const opts = { method, credentials: "same-origin", headers: {} };
     if (method !== "GET") opts.headers["X-CSRF-Token"] = session.csrf;
     const r = await fetch(path, opts);
+    if (r.status === 404 && path.startsWith("/api/v1/devices")) {
+      throw new Error("this gateway has no device registry (no identity section in its configuration)");
+    }
     if (r.status === 401) {
       location.assign("/console/login");
       throw new Error("The session ended: log in again.");
@@ -92,7 +96,7 @@
     const subs = [];
     for (const t of s.tunnels || []) {
       let detail = "";
-      if (t.wireguard) detail = (t.wireguard.peers || []).length + " peers, port " + t.wireguard.listen_port;
+      if (t.wireguard) detail = plural((t.wireguard.peers || []).length, "peer") + ", port " + t.wireguard.listen_port;
       else if (t.site && t.site.health) detail = "health " + t.site.health.state;
       subs.push(["tunnel", t.name, t.state, healthy(t.state), detail, t.kind]);
     }
@@ -116,7 +120,7 @@
         (p.allowed_ips || []).join(", "), ago(p.last_handshake), bytes(p.rx_bytes), bytes(p.tx_bytes),
         el("td", {}, state(online.includes(p) ? "online" : "offline", online.includes(p)))), "no peers");
       return el("div", { class: "wg" },
-        el("h3", {}, "WireGuard " + t.name + " (" + t.wireguard.interface + ", port " + t.wireguard.listen_port + "): " + online.length + " of " + peers.length + " peers online"),
+        el("h3", {}, "WireGuard " + t.name + " (" + t.wireguard.interface + ", port " + t.wireguard.listen_port + "): " + online.length + " of " + plural(peers.length, "peer") + " online"),
         table);
     }));
     const site = (s.tunnels || []).filter((t) => t.site);
