@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,7 +120,30 @@ func TestAdmin(t *testing.T) {
 // console does over 10,000 devices: a filter, an offset and a limit, and
 // X-Total-Count for the matches.
 func TestAdminListPages(t *testing.T) {
-	reg := enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 64)
+	// The same answers from a registry that pages in its database
+	// (SQLite) and from one that only lists (the list filters then).
+	t.Run("sqlite", func(t *testing.T) {
+		var mu sync.Mutex
+		clk := time.Now()
+		reg, err := identity.Open(t.Context(), identity.Options{StateDir: t.TempDir(), Pool: netip.MustParsePrefix("100.96.0.0/12"),
+			Now: func() time.Time { // distinct creation times, so the order is the enrollment's
+				mu.Lock()
+				defer mu.Unlock()
+				clk = clk.Add(time.Millisecond)
+				return clk
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Close() })
+		testListPages(t, reg)
+	})
+	t.Run("list only", func(t *testing.T) {
+		testListPages(t, enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 64))
+	})
+}
+
+func testListPages(t *testing.T, reg Registry) {
 	now := time.Now()
 	var ids []string
 	for i := range 30 {
