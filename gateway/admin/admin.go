@@ -95,7 +95,9 @@ type Server struct {
 	console *console.Console
 	results *prometheus.CounterVec
 	audits  *prometheus.CounterVec
-	denied  logLimiter
+	// sessions is the number of console sessions.
+	sessions prometheus.GaugeFunc
+	denied   logLimiter
 
 	policy atomic.Pointer[policy]
 
@@ -165,6 +167,10 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin console: %w", err)
 	}
+	s.sessions = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgegw_admin_console_sessions",
+		Help: "Console sessions held in memory (logged in, not yet logged out, expired or ended by a token's revocation).",
+	}, func() float64 { return float64(s.console.Sessions()) })
 	return s, nil
 }
 
@@ -180,12 +186,14 @@ const (
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	s.results.Describe(ch)
 	s.audits.Describe(ch)
+	s.sessions.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	s.results.Collect(ch)
 	s.audits.Collect(ch)
+	s.sessions.Collect(ch)
 }
 
 // Set applies the admin section: it re-reads the TLS certificate (so a

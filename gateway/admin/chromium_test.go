@@ -241,6 +241,11 @@ func TestChromiumConsole(t *testing.T) {
 		t.Errorf("uptime %q, want about 1 h 30 min", text(vctx, "uptime"))
 	}
 	screenshot(vctx, "overview")
+	// The page load as the browser timed it (a benchmark's number, not an
+	// assertion: CI machines are loaded).
+	if ms, err := chromedp.Run(vctx, chromedp.Evaluate[float64](`performance.getEntriesByType("navigation")[0].duration`)); err == nil {
+		t.Logf("console page load (navigation to load event, TLS, on a veth link): %.1f ms", ms)
+	}
 
 	// Tunnels.
 	if err := chromedp.Do(vctx, chromedp.Click(chromedp.ID("nav-tunnels")), chromedp.WaitVisible(chromedp.ID("page-tunnels"))); err != nil {

@@ -199,6 +199,18 @@ func TestConsoleSessions(t *testing.T) {
 	if strings.Contains(raw, viewerTok) || strings.Contains(raw, strings.TrimPrefix(viewerTok, TokenPrefix)) {
 		t.Error("the cookie holds the token")
 	}
+	// Logging in again from the same browser replaces its session.
+	oldCookie := viewer.cookie
+	viewer.login(viewerTok)
+	if n := e.srv.console.Sessions(); n != 1 || viewer.cookie.Value == oldCookie.Value {
+		t.Errorf("after a second login: %d sessions, new cookie %v; want 1 and a new one", n, viewer.cookie.Value != oldCookie.Value)
+	}
+	if got := testutil.ToFloat64(e.srv.sessions); got != 1 {
+		t.Errorf("edgegw_admin_console_sessions = %v, want 1", got)
+	}
+	if problems, err := testutil.CollectAndLint(e.srv); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %v", problems, err)
+	}
 	if r := viewer.do(req{method: "GET", path: "/console/"}); r.code != 200 || !strings.Contains(r.body, "/console/static/app.js") {
 		t.Errorf("console page with a session: %d %.200s", r.code, r.body)
 	}
@@ -304,6 +316,7 @@ func TestConsoleSessions(t *testing.T) {
 		}
 	}
 	want := []ev{
+		{"login", "console_session", "grafana", "api_token", "UI", true},
 		{"login", "console_session", "grafana", "api_token", "UI", true},
 		{"revoke", "device", "grafana", "console_session", "UI", false},
 		{"login", "console_session", "ops", "api_token", "UI", true},

@@ -310,6 +310,10 @@ func (c *Console) doLogin(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusUnauthorized, "That is not a valid admin token.")
 		return
 	}
+	// A session the browser already had ends: one login, one session.
+	if old := sessionCookie(r); old != "" {
+		c.sessions.remove(old)
+	}
 	cookie, _ := c.sessions.create(id)
 	setCookie(w, r, cookie, c.opts.MaxAge)
 	c.audit(Event{Action: "login", Actor: id, Result: true, Remote: r.RemoteAddr})
