@@ -3,9 +3,15 @@ package enroll
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/edgegw/edgegw/access/identity"
@@ -30,10 +36,13 @@ type AdminOptions struct {
 // Admin serves the device endpoints of the admin API:
 //
 //	GET  /api/v1/devices               every device (revoked ones too)
+//	GET  /api/v1/devices?q=&status=&offset=&limit=
+//	                                   one page of the devices that match
 //	GET  /api/v1/devices/{id}          one device
 //	POST /api/v1/devices/{id}/revoke   revoke it (idempotent)
 //
-// Answers are JSON; errors are {"error":{"code","message"}} with 404 for an
+// A list answer carries X-Total-Count, the number of devices that match
+// before paging. Answers are JSON; errors are {"error":{"code","message"}} with 404 for an
 // unknown id and 503 when the registry is down.
 type Admin struct {
 	reg     Registry
@@ -97,17 +106,111 @@ func DeviceOf(d identity.Device, now time.Time) Device {
 	return out
 }
 
+// Pager is a registry that filters and pages in its database, as
+// identity.Registry does; the device list uses it when the registry has
+// it, and otherwise filters the whole List itself.
+type Pager interface {
+	Page(ctx context.Context, f identity.Filter) ([]identity.Device, int, error)
+}
+
+// MaxPage is the largest limit a device list accepts.
+const MaxPage = 1000
+
+// ListQuery is a device list's filter and page, from the query string:
+// q matches a substring (case-insensitive) of the id, name, email,
+// address or a group; status is active, expired or revoked; offset and
+// limit page through the matches, oldest first. Without limit every match
+// is listed, as before paging existed.
+type ListQuery struct {
+	Q      string
+	Status string
+	Offset int
+	Limit  int // 0: no limit
+}
+
+// ParseListQuery reads a ListQuery from a device list's query string.
+func ParseListQuery(v url.Values) (ListQuery, error) {
+	q := ListQuery{Q: strings.ToLower(strings.TrimSpace(v.Get("q"))), Status: v.Get("status")}
+	if len(q.Q) > 256 {
+		return q, errors.New("q: at most 256 characters")
+	}
+	switch q.Status {
+	case "", "active", "expired", "revoked":
+	default:
+		return q, fmt.Errorf("status %q: expected active, expired or revoked", q.Status)
+	}
+	for _, f := range []struct {
+		name     string
+		to       *int
+		min, max int
+	}{{"offset", &q.Offset, 0, math.MaxInt32}, {"limit", &q.Limit, 1, MaxPage}} {
+		s := v.Get(f.name)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < f.min || n > f.max {
+			return q, fmt.Errorf("%s %q: expected a whole number from %d to %d", f.name, s, f.min, f.max)
+		}
+		*f.to = n
+	}
+	return q, nil
+}
+
+// Match reports whether d passes the query's filter.
+func (q ListQuery) Match(d Device) bool {
+	if q.Status != "" && d.Status != q.Status {
+		return false
+	}
+	if q.Q == "" {
+		return true
+	}
+	if strings.Contains(strings.ToLower(d.ID), q.Q) || strings.Contains(strings.ToLower(d.Name), q.Q) ||
+		strings.Contains(strings.ToLower(d.Email), q.Q) || (d.Address.IsValid() && strings.Contains(d.Address.String(), q.Q)) {
+		return true
+	}
+	return slices.ContainsFunc(d.Groups, func(g string) bool { return strings.Contains(strings.ToLower(g), q.Q) })
+}
+
 func (a *Admin) list(w http.ResponseWriter, r *http.Request) {
+	q, err := ParseListQuery(r.URL.Query())
+	if err != nil {
+		writeError(w, refuse(http.StatusBadRequest, CodeBadRequest, "Device list: "+err.Error()+".", err))
+		return
+	}
+	now := a.opts.Now()
+	if p, ok := a.reg.(Pager); ok {
+		devs, total, err := p.Page(r.Context(), identity.Filter{Query: q.Q, Status: q.Status, Now: now, Offset: q.Offset, Limit: q.Limit})
+		if err != nil {
+			a.fail(w, r, "", err)
+			return
+		}
+		out := make([]Device, 0, len(devs))
+		for _, d := range devs {
+			out = append(out, DeviceOf(d, now))
+		}
+		w.Header().Set("X-Total-Count", strconv.Itoa(total))
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
 	devs, err := a.reg.List(r.Context())
 	if err != nil {
 		a.fail(w, r, "", err)
 		return
 	}
-	now := a.opts.Now()
-	out := make([]Device, 0, len(devs))
+	out := make([]Device, 0, min(len(devs), max(q.Limit, 1)))
+	total := 0
 	for _, d := range devs {
-		out = append(out, DeviceOf(d, now))
+		dev := DeviceOf(d, now)
+		if !q.Match(dev) {
+			continue
+		}
+		total++
+		if total > q.Offset && (q.Limit == 0 || len(out) < q.Limit) {
+			out = append(out, dev)
+		}
 	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	writeJSON(w, http.StatusOK, out)
 }
 

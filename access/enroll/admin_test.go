@@ -3,11 +3,14 @@ package enroll
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,5 +113,110 @@ func TestAdmin(t *testing.T) {
 	}
 	if problems, err := testutil.CollectAndLint(a); err != nil || len(problems) > 0 {
 		t.Errorf("promlint: %v %v", problems, err)
+	}
+}
+
+// TestAdminListPages searches and pages the device list the way the
+// console does over 10,000 devices: a filter, an offset and a limit, and
+// X-Total-Count for the matches.
+func TestAdminListPages(t *testing.T) {
+	// The same answers from a registry that pages in its database
+	// (SQLite) and from one that only lists (the list filters then).
+	t.Run("sqlite", func(t *testing.T) {
+		var mu sync.Mutex
+		clk := time.Now()
+		reg, err := identity.Open(t.Context(), identity.Options{StateDir: t.TempDir(), Pool: netip.MustParsePrefix("100.96.0.0/12"),
+			Now: func() time.Time { // distinct creation times, so the order is the enrollment's
+				mu.Lock()
+				defer mu.Unlock()
+				clk = clk.Add(time.Millisecond)
+				return clk
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { reg.Close() })
+		testListPages(t, reg)
+	})
+	t.Run("list only", func(t *testing.T) {
+		testListPages(t, enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 64))
+	})
+}
+
+func testListPages(t *testing.T, reg Registry) {
+	now := time.Now()
+	var ids []string
+	for i := range 30 {
+		groups := []string{"staff"}
+		if i%3 == 0 {
+			groups = []string{"Finance"}
+		}
+		d, err := reg.Enroll(t.Context(), identity.Enrollment{
+			Name: fmt.Sprintf("laptop-%02d", i), Email: fmt.Sprintf("user%02d@corp.example", i), Subject: fmt.Sprintf("iss#%d", i),
+			Groups: groups, PublicKey: newPub(t), Expires: now.Add(time.Hour),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.ID)
+	}
+	if _, err := reg.Revoke(t.Context(), ids[4]); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewAdmin(reg, AdminOptions{}))
+	defer srv.Close()
+	for _, c := range []struct {
+		query string
+		total int
+		names []string // the page, in order
+	}{
+		{"", 30, nil},
+		{"limit=2", 30, []string{"laptop-00", "laptop-01"}},
+		{"offset=28&limit=5", 30, []string{"laptop-28", "laptop-29"}},
+		{"offset=40&limit=5", 30, []string{}},
+		{"q=LAPTOP-1&limit=3", 10, []string{"laptop-10", "laptop-11", "laptop-12"}},
+		{"q=user07%40", 1, []string{"laptop-07"}},
+		{"q=finance&limit=2&offset=1", 10, []string{"laptop-03", "laptop-06"}},
+		{"status=revoked", 1, []string{"laptop-04"}},
+		{"status=active&q=laptop-0&limit=4", 9, []string{"laptop-00", "laptop-01", "laptop-02", "laptop-03"}},
+		{"q=100.96.", 30, nil},
+	} {
+		resp, err := http.Get(srv.URL + "/api/v1/devices?" + c.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var page []Device
+		if resp.StatusCode != 200 || json.Unmarshal(b, &page) != nil {
+			t.Fatalf("%s: %d %s", c.query, resp.StatusCode, b)
+		}
+		if got := resp.Header.Get("X-Total-Count"); got != fmt.Sprint(c.total) {
+			t.Errorf("%s: X-Total-Count %q, want %d", c.query, got, c.total)
+		}
+		if c.names == nil {
+			if len(page) != c.total {
+				t.Errorf("%s: %d devices, want all %d", c.query, len(page), c.total)
+			}
+			continue
+		}
+		got := []string{}
+		for _, d := range page {
+			got = append(got, d.Name)
+		}
+		if !slices.Equal(got, c.names) {
+			t.Errorf("%s: page %v, want %v", c.query, got, c.names)
+		}
+	}
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "offset=-1", "status=gone", "q=" + strings.Repeat("a", 300)} {
+		resp, err := http.Get(srv.URL + "/api/v1/devices?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || errorCode(t, b) != CodeBadRequest {
+			t.Errorf("%s: %d %s, want 400 bad_request", q, resp.StatusCode, b)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -194,6 +195,27 @@ func FuzzEnrollClaims(f *testing.F) {
 		}
 		if jti, _ := claims["jti"].(string); jti != "" && tokenUseKey("iss", "other-sub", iat, claims) != tokenUseKey("iss", "sub", iat, claims) {
 			t.Fatal("a jti does not name the token by itself")
+		}
+	})
+}
+
+// FuzzParseListQuery feeds the device list's query string parser: it
+// never panics, and what it accepts is within bounds.
+func FuzzParseListQuery(f *testing.F) {
+	for _, s := range []string{"", "q=alice&limit=50&offset=100", "status=revoked", "limit=0", "offset=-1", "limit=99999999999999999999", "q=%zz"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		q, err := ParseListQuery(v)
+		if err != nil {
+			return
+		}
+		if q.Offset < 0 || q.Limit < 0 || q.Limit > MaxPage || len(q.Q) > 256 {
+			t.Fatalf("%q accepted as %+v", raw, q)
 		}
 	})
 }

@@ -17,6 +17,13 @@
 //     localhost or admin.hosts), so a web page cannot reach the API by
 //     rebinding a name of its own to it.
 //
+// The TCP listener also serves the operator console (gateway/console)
+// under /console/, and redirects / there. A console session (a cookie set
+// by logging in with a token) authenticates /api/* like that token's
+// bearer header, with a CSRF check on every change; actions made from the
+// console run the same handlers and are audited the same way, with the
+// actor's interface "UI".
+//
 // Tokens (Create, list, revoke over the API; `edgegw admin token`) have a
 // role: a viewer may GET, an admin may do everything. Only a SHA-256 of each
 // is stored, in <state_dir>/admin/tokens.json.
@@ -41,6 +48,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgegw/edgegw/gateway/console"
 )
 
 // API paths.
@@ -83,9 +92,12 @@ type Server struct {
 	log     *slog.Logger
 	tokens  *tokens
 	mux     *http.ServeMux
+	console *console.Console
 	results *prometheus.CounterVec
 	audits  *prometheus.CounterVec
-	denied  logLimiter
+	// sessions is the number of console sessions.
+	sessions prometheus.GaugeFunc
+	denied   logLimiter
 
 	policy atomic.Pointer[policy]
 
@@ -149,6 +161,16 @@ func New(opts Options) (*Server, error) {
 	}
 	s.policy.Store(&policy{})
 	s.mux = s.routes()
+	s.console, err = console.New(console.Options{
+		Tokens: consoleTokens{toks}, Logger: opts.Logger.With("component", "console"), Audit: s.auditConsole, Now: opts.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("admin console: %w", err)
+	}
+	s.sessions = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "edgegw_admin_console_sessions",
+		Help: "Console sessions held in memory (logged in, not yet logged out, expired or ended by a token's revocation).",
+	}, func() float64 { return float64(s.console.Sessions()) })
 	return s, nil
 }
 
@@ -164,12 +186,14 @@ const (
 func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	s.results.Describe(ch)
 	s.audits.Describe(ch)
+	s.sessions.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
 func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	s.results.Collect(ch)
 	s.audits.Collect(ch)
+	s.sessions.Collect(ch)
 }
 
 // Set applies the admin section: it re-reads the TLS certificate (so a

@@ -49,6 +49,7 @@ type env struct {
 
 	mu     sync.Mutex
 	events []Event
+	status func() any // GET /api/v1/status; nil: {"version": "test"}
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -105,8 +106,16 @@ func (e *env) newServer() *Server {
 	srv, err := New(Options{
 		StateDir: e.dir,
 		Metrics:  reg,
-		Status:   func() any { return map[string]string{"version": "test"} },
-		Devices:  enroll.NewAdmin(e.reg, enroll.AdminOptions{}),
+		Status: func() any {
+			e.mu.Lock()
+			f := e.status
+			e.mu.Unlock()
+			if f != nil {
+				return f()
+			}
+			return map[string]string{"version": "test"}
+		},
+		Devices: enroll.NewAdmin(e.reg, enroll.AdminOptions{}),
 		Reload: func(context.Context) (string, error) {
 			e.mu.Lock()
 			defer e.mu.Unlock()

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegw/edgegw/gateway/console"
 )
 
 type peerKey struct{}
@@ -70,7 +73,8 @@ func (s *Server) serveUnix(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveTCP serves a TCP listener: the Host header first, then the path's
-// rule: health open, metrics per admin.metrics, everything else a token.
+// rule: health open, metrics per admin.metrics, the console's pages by
+// their own session check, everything else a token or a console session.
 func (s *Server) serveTCP(l *listener, w http.ResponseWriter, r *http.Request) {
 	pol := s.policy.Load()
 	remote := remoteAddr(r)
@@ -81,6 +85,15 @@ func (s *Server) serveTCP(l *listener, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case r.URL.Path == "/":
+		s.results.WithLabelValues(resultOK).Inc()
+		http.Redirect(w, r, console.Prefix, http.StatusFound)
+		return
+	case strings.HasPrefix(r.URL.Path, console.Prefix):
+		// The console authenticates its own pages (login is open).
+		s.results.WithLabelValues(resultOK).Inc()
+		s.console.ServeHTTP(w, r)
+		return
 	case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
 		s.results.WithLabelValues(resultOK).Inc()
 		s.mux.ServeHTTP(w, r)
@@ -97,21 +110,38 @@ func (s *Server) serveTCP(l *listener, w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	tok, ok := s.bearer(r)
-	if !ok {
-		return401(w)
-		s.refused(resultUnauthenticated, "admin: refused a request without a valid token", "remote", remote, "method", r.Method, "path", r.URL.Path,
-			"token_given", r.Header.Get("Authorization") != "")
-		return
+	var a Actor
+	if r.Header.Get("Authorization") == "" && console.HasSession(r) {
+		id, err := s.console.Session(r)
+		if err != nil {
+			if errors.Is(err, console.ErrCSRF) {
+				s.refused(resultForbidden, "admin: refused a console change without its CSRF token or from another site",
+					"remote", remote, "method", r.Method, "path", r.URL.Path, "origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+				writeError(w, http.StatusForbidden, "csrf", "Refused: a change from the console needs its CSRF token and must come from the console's own page.")
+				return
+			}
+			s.refused(resultUnauthenticated, "admin: refused a console request without a live session", "remote", remote, "path", r.URL.Path, "reason", err.Error())
+			writeError(w, http.StatusUnauthorized, "unauthenticated", "The console session ended ("+err.Error()+"): log in again.")
+			return
+		}
+		a = consoleActor(id, r)
+	} else {
+		tok, ok := s.bearer(r)
+		if !ok {
+			return401(w)
+			s.refused(resultUnauthenticated, "admin: refused a request without a valid token", "remote", remote, "method", r.Method, "path", r.URL.Path,
+				"token_given", r.Header.Get("Authorization") != "")
+			return
+		}
+		a = Actor{Type: "user", ID: tok.Name, Context: "api_token", Role: tok.Role, IP: remote.String(), Interface: "API"}
 	}
-	a := Actor{Type: "user", ID: tok.Name, Context: "api_token", Role: tok.Role, IP: remote.String(), Interface: "API"}
-	if tok.Role != RoleAdmin && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		s.refused(resultForbidden, "admin: refused a change asked with a viewer token", "token", tok.Name, "remote", remote, "method", r.Method, "path", r.URL.Path)
+	if a.Role != RoleAdmin && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.refused(resultForbidden, "admin: refused a change asked with a viewer token", "token", a.ID, "remote", remote, "method", r.Method, "path", r.URL.Path)
 		if act, ok := actionOf(r); ok {
 			s.Audit(Event{
 				Action: act.action, Result: false, Actor: a, ResourceType: act.resourceType, ResourceID: act.resourceID,
 				Error:       "forbidden: the token's role is viewer",
-				Description: fmt.Sprintf("%s %s refused: token %q is a viewer", act.action, act.resourceType, tok.Name),
+				Description: fmt.Sprintf("%s %s refused: token %q is a viewer", act.action, act.resourceType, a.ID),
 				Metadata:    map[string]any{"method": r.Method, "path": r.URL.Path, "status": http.StatusForbidden},
 			})
 		}

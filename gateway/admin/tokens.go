@@ -113,7 +113,13 @@ func (t *tokens) authenticate(secret string) (Token, bool) {
 	if !strings.HasPrefix(secret, TokenPrefix) || len(secret) > 256 {
 		return Token{}, false
 	}
-	h := sha256.Sum256([]byte(secret))
+	return t.check(sha256.Sum256([]byte(secret)))
+}
+
+// check returns the token whose hash is h, as authenticate does; a
+// console session holds the hash of the token it was opened with and asks
+// again on every request, so a revoked token ends it.
+func (t *tokens) check(h [sha256.Size]byte) (Token, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	found := -1

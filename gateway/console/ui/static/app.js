@@ -1,0 +1,233 @@
+// edgegw console: reads and changes the appliance through the admin API
+// with the session cookie. Every change carries the session's CSRF token.
+// All data is inserted as text, never as HTML.
+"use strict";
+(() => {
+  const POLL_MS = 2000;
+  const PAGE = 50;
+  const $ = (id) => document.getElementById(id);
+  let session = null;
+  let lastStatus = null;
+  const dev = { q: "", status: "", offset: 0, total: 0, confirm: "" };
+
+  // el builds an element; children are nodes or text.
+  function el(tag, attrs, ...kids) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") e.className = v;
+      else if (k.startsWith("data-")) e.setAttribute(k, v);
+      else e[k] = v;
+    }
+    for (const k of kids) e.append(k instanceof Node ? k : String(k ?? ""));
+    return e;
+  }
+  function rows(tbody, list, render, empty) {
+    const t = typeof tbody === "string" ? document.querySelector("#" + tbody + " tbody") : tbody;
+    t.replaceChildren(...(list.length ? list.map(render) : [el("tr", {}, el("td", { colSpan: 20, class: "muted" }, empty))]));
+  }
+  function row(...cells) { return el("tr", {}, ...cells.map((c) => (c instanceof Node && c.tagName === "TD") ? c : el("td", {}, c))); }
+  // A tunnel is "up" (no health checks) or in its health state.
+  function healthy(s) { return s === "up" || s === "healthy"; }
+  function state(s, good) { return el("span", { class: "state " + (good ? "ok" : "bad") }, s); }
+
+  function when(t) {
+    if (!t || t.startsWith("0001-")) return "never";
+    return new Date(t).toLocaleString();
+  }
+  function ago(t) {
+    if (!t || t.startsWith("0001-")) return "never";
+    const s = Math.max(0, Math.round((Date.now() - new Date(t)) / 1000));
+    if (s < 60) return s + " s ago";
+    if (s < 3600) return Math.floor(s / 60) + " min ago";
+    if (s < 86400) return Math.floor(s / 3600) + " h ago";
+    return Math.floor(s / 86400) + " d ago";
+  }
+  function duration(sec) {
+    sec = Math.floor(sec);
+    const d = Math.floor(sec / 86400), h = Math.floor(sec % 86400 / 3600), m = Math.floor(sec % 3600 / 60), s = sec % 60;
+    return (d ? d + " d " : "") + (d || h ? h + " h " : "") + (d || h || m ? m + " min " : "") + s + " s";
+  }
+  function plural(n, what) { return n + " " + what + (n === 1 ? "" : "s"); }
+  function bytes(n) {
+    const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    n = Number(n || 0);
+    while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+    return (i ? n.toFixed(1) : n) + " " + u[i];
+  }
+
+  async function api(method, path) {
+    const opts = { method, credentials: "same-origin", headers: {} };
+    if (method !== "GET") opts.headers["X-CSRF-Token"] = session.csrf;
+    const r = await fetch(path, opts);
+    if (r.status === 404 && path.startsWith("/api/v1/devices")) {
+      throw new Error("this gateway has no device registry (no identity section in its configuration)");
+    }
+    if (r.status === 401) {
+      location.assign("/console/login");
+      throw new Error("The session ended: log in again.");
+    }
+    const text = await r.text();
+    let body = null;
+    try { body = JSON.parse(text); } catch (e) { body = null; }
+    if (!r.ok) throw new Error((body && body.error && body.error.message) || (r.status + " " + r.statusText));
+    return { body, headers: r.headers };
+  }
+  function banner(msg) {
+    $("banner").hidden = !msg;
+    $("banner").textContent = msg || "";
+  }
+
+  // Overview and Tunnels both show the status; one poll feeds both.
+  function renderOverview(s) {
+    $("appliance").textContent = s.appliance || "";
+    $("version").textContent = s.version || "unknown";
+    $("uptime").textContent = duration(s.uptime_seconds || 0);
+    $("started").textContent = when(s.started_at);
+    $("devices-count").textContent = String(s.devices ?? 0);
+    $("ready").replaceChildren(state(s.ready ? "ready" : "not ready", s.ready));
+    $("not-ready").replaceChildren(...(s.not_ready || []).map((r) => el("li", {}, r)));
+    const c = s.config || {};
+    $("reload-at").textContent = when(c.last_reload);
+    $("reload-result").replaceChildren(c.last_reload && !c.last_reload.startsWith("0001-")
+      ? state(c.last_reload_successful ? "applied" : "refused", c.last_reload_successful) : "no reload since start");
+    $("reload-error").textContent = c.last_reload_error || "";
+    $("config-file").textContent = c.file || "";
+    const subs = [];
+    for (const t of s.tunnels || []) {
+      let detail = "";
+      if (t.wireguard) detail = plural((t.wireguard.peers || []).length, "peer") + ", port " + t.wireguard.listen_port;
+      else if (t.site && t.site.health) detail = "health " + t.site.health.state;
+      subs.push(["tunnel", t.name, t.state, healthy(t.state), detail, t.kind]);
+    }
+    if (s.access) subs.push(["access", s.access.listen, s.access.ready ? "ready" : "not ready", s.access.ready, s.access.error || ""]);
+    if (s.dns) {
+      for (const u of s.dns.upstreams || []) subs.push(["dns upstream", u.upstream, u.healthy ? "healthy" : "failing", u.healthy, u.last_error || ""]);
+      subs.push(["dns", (s.dns.listening || []).join(" "), "serving", true, (s.dns.cache_entries || 0) + " cached answers"]);
+    }
+    for (const j of s.logpush || []) subs.push(["logpush", j.name, j.state, !j.error_message, j.error_message || (j.records_sent + " records sent")]);
+    rows("subsystems", subs, (r) => row(r[0] + (r[5] ? " (" + r[5] + ")" : ""), r[1], el("td", {}, state(r[2], r[3])), r[4]), "no subsystems");
+  }
+
+  function renderTunnels(s) {
+    const wg = (s.tunnels || []).filter((t) => t.wireguard);
+    $("wireguard").replaceChildren(...wg.map((t) => {
+      const peers = t.wireguard.peers || [];
+      const online = peers.filter((p) => p.last_handshake && !p.last_handshake.startsWith("0001-") && Date.now() - new Date(p.last_handshake) < 180000);
+      const table = el("table", { class: "wg-peers", "data-tunnel": t.name },
+        el("thead", {}, row("Peer", "User", "Endpoint", "Allowed IPs", "Last handshake", "Rx", "Tx", "Online")), el("tbody"));
+      rows(table.tBodies[0], peers, (p) => row(p.name || p.public_key.slice(0, 12) + "…", p.email || "", p.endpoint || "",
+        (p.allowed_ips || []).join(", "), ago(p.last_handshake), bytes(p.rx_bytes), bytes(p.tx_bytes),
+        el("td", {}, state(online.includes(p) ? "online" : "offline", online.includes(p)))), "no peers");
+      return el("div", { class: "wg" },
+        el("h3", {}, "WireGuard " + t.name + " (" + t.wireguard.interface + ", port " + t.wireguard.listen_port + "): " + online.length + " of " + plural(peers.length, "peer") + " online"),
+        table);
+    }));
+    const site = (s.tunnels || []).filter((t) => t.site);
+    rows("site-tunnels", site, (t) => {
+      const h = t.site.health;
+      return row(t.name, t.site.kind, el("td", {}, state(t.state, healthy(t.state))), t.site.local || "", t.site.remote || "",
+        h ? el("td", {}, state(h.state, healthy(h.state))) : "checks off",
+        h && h.last_rtt_ns ? (h.last_rtt_ns / 1e6).toFixed(2) + " ms" : "",
+        h ? h.probes_sent + " / " + h.probes_failed : "", bytes(t.site.rx_bytes), bytes(t.site.tx_bytes));
+    }, "no site tunnels");
+    rows("routes", s.routes || [], (r) => row(r), "no site routes");
+  }
+
+  async function pollStatus() {
+    try {
+      const { body } = await api("GET", "/api/v1/status");
+      lastStatus = body;
+      renderOverview(body);
+      renderTunnels(body);
+      banner("");
+      const u = $("updated");
+      u.dateTime = new Date().toISOString();
+      u.textContent = new Date().toLocaleTimeString();
+      u.dataset.polls = String(Number(u.dataset.polls) + 1);
+    } catch (e) {
+      banner("Status: " + e.message);
+    }
+  }
+
+  async function loadDevices() {
+    const p = new URLSearchParams({ limit: PAGE, offset: dev.offset });
+    if (dev.q) p.set("q", dev.q);
+    if (dev.status) p.set("status", dev.status);
+    let res;
+    try {
+      res = await api("GET", "/api/v1/devices?" + p);
+    } catch (e) {
+      $("device-message").textContent = "Devices: " + e.message;
+      return;
+    }
+    dev.total = Number(res.headers.get("X-Total-Count") || 0);
+    const list = res.body || [];
+    $("device-range").textContent = list.length ? (dev.offset + 1) + "–" + (dev.offset + list.length) + " of " + dev.total : "0 of " + dev.total;
+    $("device-prev").disabled = dev.offset === 0;
+    $("device-next").disabled = dev.offset + list.length >= dev.total;
+    const admin = session.role === "admin";
+    rows("devices", list, (d) => {
+      let action = "";
+      if (admin && d.status !== "revoked") {
+        action = dev.confirm === d.id
+          ? el("span", { class: "confirm" }, "Revoke " + d.name + "? ",
+            el("button", { class: "danger", "data-confirm": d.id, onclick: () => revoke(d) }, "Revoke"), " ",
+            el("button", { onclick: () => { dev.confirm = ""; loadDevices(); } }, "Cancel"))
+          : el("button", { "data-revoke": d.id, onclick: () => { dev.confirm = d.id; loadDevices(); } }, "Revoke…");
+      }
+      const tr = row(d.name, d.email, (d.groups || []).join(", "), d.address, ago(d.last_seen),
+        el("td", {}, state(d.status, d.status === "active")), el("td", {}, action));
+      tr.dataset.device = d.id;
+      return tr;
+    }, "no devices match");
+  }
+
+  async function revoke(d) {
+    dev.confirm = "";
+    try {
+      await api("POST", "/api/v1/devices/" + encodeURIComponent(d.id) + "/revoke");
+      $("device-message").textContent = "Revoked " + d.name + " (" + d.email + ").";
+    } catch (e) {
+      $("device-message").textContent = "Revoke " + d.name + ": " + e.message;
+    }
+    loadDevices();
+  }
+
+  function show() {
+    const page = (location.hash || "#overview").slice(1);
+    for (const p of ["overview", "tunnels", "devices"]) {
+      $("page-" + p).hidden = p !== page;
+      $("nav-" + p).classList.toggle("active", p === page);
+    }
+    if (page === "devices") loadDevices();
+  }
+
+  async function start() {
+    const r = await fetch("/console/session", { credentials: "same-origin" });
+    if (!r.ok) { location.assign("/console/login"); return; }
+    session = await r.json();
+    $("who").textContent = session.name;
+    $("role").textContent = session.role;
+    $("logout-csrf").value = session.csrf;
+    document.body.dataset.role = session.role;
+    $("device-search").addEventListener("submit", (e) => {
+      e.preventDefault();
+      dev.q = $("device-q").value.trim();
+      dev.status = $("device-status").value;
+      dev.offset = 0;
+      loadDevices();
+    });
+    $("device-prev").addEventListener("click", () => { dev.offset = Math.max(0, dev.offset - PAGE); loadDevices(); });
+    $("device-next").addEventListener("click", () => { dev.offset += PAGE; loadDevices(); });
+    window.addEventListener("hashchange", show);
+    show();
+    pollStatus();
+    setInterval(() => {
+      pollStatus();
+      // The device list refreshes too, unless a revoke is being confirmed.
+      if (location.hash === "#devices" && !dev.confirm) loadDevices();
+    }, POLL_MS);
+  }
+  start();
+})();
