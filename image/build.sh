@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
 	--bundle-only) BUNDLE_ONLY=1; shift ;;
 	--variant) VARIANT=$2; shift 2 ;;
 	--test-bundles) TEST_BUNDLES=1; shift ;;
-	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
 	*) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
