@@ -60,11 +60,11 @@ demo: build
 demo-check: build
 	$(GO) run ./gateway/netlab/demo --binary ./$(BIN) --check
 
-## image: the appliance disk image, as root (image/README.md): image/out/edgegw.{img,qcow2,manifest,update.tar}
+## image: the appliance disk image, as root (image/README.md): image/out/edgegw.{img,qcow2,manifest,update.tar}; bundles signed with EDGEGW_SIGNING_KEY (none: a throwaway test key in image/out/test-signing-key); EDGEGW_IMAGE_LOCK=strict for release builds
 image:
 	VERSION=$(VERSION) image/build.sh
 
-## image-test: build the image and its two test bundles, boot it in QEMU (TCG): readiness, modules, bad config, edgegw with a kernel WireGuard peer, the dataplane tests in the VM (kernel WireGuard, GRE, ESP), A/B update and rollback (CI runs this beside make test; times in image/README.md)
+## image-test: build the image and its two test bundles, boot it in QEMU (TCG): readiness, modules, bad config, edgegw with a kernel WireGuard peer, the dataplane tests in the VM (kernel WireGuard, GRE, ESP), SSH keys provisioned once, unsigned and tampered bundles refused, A/B update and rollback (CI runs this beside make test; times in image/README.md)
 image-test:
 	VERSION=$(VERSION) image/build.sh --test-bundles
 	image/test.sh

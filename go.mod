@@ -3,6 +3,7 @@ module github.com/edgegw/edgegw
 go 1.26.8
 
 require (
+	aead.dev/minisign v0.3.0
 	github.com/chromedp/chromedp v0.23.0
 	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/florianl/go-nflog/v2 v2.3.0

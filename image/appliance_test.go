@@ -74,6 +74,8 @@ tunnels:
 //	EDGEGW_IMAGE_TESTPACK  a test pack from testpack.sh (optional)
 //	EDGEGW_IMAGE_UPDATE    a working update bundle of another version (optional)
 //	EDGEGW_IMAGE_BROKEN    an update bundle whose edgegw never becomes ready (optional)
+//	EDGEGW_IMAGE_UNSIGNED  the working bundle without its signature (optional)
+//	EDGEGW_IMAGE_TAMPERED  the working bundle with its cmdline and SHA256SUMS changed (optional)
 func TestAppliance(t *testing.T) {
 	dir := os.Getenv("EDGEGW_IMAGE_DIR")
 	if dir == "" {
@@ -88,6 +90,8 @@ func TestAppliance(t *testing.T) {
 		"edgegw-tests":  os.Getenv("EDGEGW_IMAGE_TESTPACK"),
 		"update-good":   os.Getenv("EDGEGW_IMAGE_UPDATE"),
 		"update-broken": os.Getenv("EDGEGW_IMAGE_BROKEN"),
+		"update-unsign": os.Getenv("EDGEGW_IMAGE_UNSIGNED"),
+		"update-tamper": os.Getenv("EDGEGW_IMAGE_TAMPERED"),
 	})
 
 	t.Run("Ready", func(t *testing.T) {
@@ -169,6 +173,8 @@ func TestAppliance(t *testing.T) {
 		waitReady(t, vm, 60*time.Second)
 	})
 
+	t.Run("AuthorizedKeys", func(t *testing.T) { testAuthorizedKeys(t, vm) })
+
 	t.Run("WireGuardPeer", func(t *testing.T) { testWireGuardPeer(t, vm) })
 
 	if vm.disks["edgegw-tests"] != "" {
@@ -180,6 +186,11 @@ func TestAppliance(t *testing.T) {
 	if vm.disks["update-good"] == "" || vm.disks["update-broken"] == "" {
 		t.Log("EDGEGW_IMAGE_UPDATE / EDGEGW_IMAGE_BROKEN not set: update tests skipped")
 		return
+	}
+	if vm.disks["update-unsign"] != "" && vm.disks["update-tamper"] != "" {
+		t.Run("RefuseBundles", func(t *testing.T) { testRefuseBundles(t, vm, boot0) })
+	} else {
+		t.Log("EDGEGW_IMAGE_UNSIGNED / EDGEGW_IMAGE_TAMPERED not set: refusal tests skipped")
 	}
 	v1 := vm.version(t)
 
@@ -219,6 +230,70 @@ func TestAppliance(t *testing.T) {
 		}
 		t.Logf("entries: %s", vm.ssh(t, "ls /efi/loader/entries | xargs"))
 	})
+}
+
+// slotState is what an update writes, read in the VM: the boot entries,
+// the kernels on the ESP, and the head of slot b's partition (the slot
+// slot a's update writes).
+const slotState = "ls -l --time-style=+%s /efi/loader/entries /efi/edgegw; " +
+	"head -c 16M /dev/disk/by-partuuid/5e1f0a9c-7b1e-4d0a-9d3c-00000000000b | sha256sum"
+
+// testRefuseBundles hands the appliance bundles an attacker without the
+// signing key could make from a good one: `edgegw update` (and the script
+// it runs, called directly) must refuse each before writing anything, and
+// the appliance keeps running on slot a. No boot: a refusal writes
+// nothing, so there is nothing to boot.
+func testRefuseBundles(t *testing.T, vm *vm, boot0 string) {
+	before := vm.ssh(t, slotState)
+	for _, tc := range []struct{ name, command, want string }{
+		{"unsigned", "edgegw update /dev/disk/by-id/virtio-update-unsign", "unsigned bundle"},
+		{"tampered", "edgegw update /dev/disk/by-id/virtio-update-tamper", "does not verify with key"},
+		// The script checks by itself too: whoever runs it directly.
+		{"tampered, script", "edgegw-update apply /dev/disk/by-id/virtio-update-tamper", "refused; nothing was written"},
+	} {
+		start := time.Now()
+		// No --no-reboot: a bundle wrongly accepted would reboot the VM,
+		// which the boot id below would show.
+		out, err := vm.trySSHTimeout(tc.command, 5*time.Minute)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: %q: err %v, output:\n%s\nwant a refusal with %q", tc.name, tc.command, err, out, tc.want)
+			continue
+		}
+		t.Logf("%s: refused in %s: %s", tc.name, time.Since(start).Round(time.Second), out)
+	}
+	if after := vm.ssh(t, slotState); after != before {
+		t.Errorf("a refused bundle changed the slots:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if got := vm.ssh(t, "cat /proc/sys/kernel/random/boot_id /proc/cmdline"); !strings.Contains(got, boot0) || !strings.Contains(got, "edgegw.slot=a") {
+		t.Errorf("after the refusals: %q, want boot %s on slot a", got, boot0)
+	}
+}
+
+// testAuthorizedKeys plays a stick (or a writer of the config partition)
+// that brings another authorized_keys to a provisioned appliance: root's
+// keys stay as they are, with a message, until appliance.env opts in with
+// EDGEGW_AUTHORIZED_KEYS=replace. The provisioning runs again as at a boot
+// (edgegw-provision.service), with no reboot.
+func testAuthorizedKeys(t *testing.T, vm *vm) {
+	const intruder = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOEkfEfmlFA5Ytl4vJPgsc4l8gu2YDoZLY9ay5jJ7CwK intruder"
+	orig := vm.ssh(t, "cat /data/ssh/root.authorized_keys")
+	vm.ssh(t, "mkdir -p /run/cfgtest && mount /dev/disk/by-label/EDGEGW-CFG /run/cfgtest && "+
+		"{ cat /run/cfgtest/authorized_keys; echo '"+intruder+"'; } > /run/cfgtest/ak.new && "+
+		"mv /run/cfgtest/ak.new /run/cfgtest/authorized_keys && umount /run/cfgtest")
+	t.Cleanup(func() {
+		vm.trySSH("sed -i '/^EDGEGW_AUTHORIZED_KEYS=/d' /etc/edgegw/appliance.env; grep -v intruder /data/ssh/root.authorized_keys > /data/ssh/ak && mv /data/ssh/ak /data/ssh/root.authorized_keys")
+	})
+	out := vm.ssh(t, "systemctl restart edgegw-provision && journalctl -b -u edgegw-provision -n 20 --no-pager -o cat; cat /data/ssh/root.authorized_keys")
+	if strings.Contains(out, "intruder") || !strings.Contains(out, "not imported") {
+		t.Fatalf("first-boot only: a new authorized_keys on EDGEGW-CFG was imported, or not reported:\n%s", out)
+	}
+	if got := vm.ssh(t, "cat /data/ssh/root.authorized_keys"); got != orig {
+		t.Fatalf("root's keys changed: %q, want %q", got, orig)
+	}
+	out = vm.ssh(t, "echo EDGEGW_AUTHORIZED_KEYS=replace >> /etc/edgegw/appliance.env && systemctl restart edgegw-provision && cat /data/ssh/root.authorized_keys")
+	if !strings.Contains(out, "intruder") || !strings.Contains(out, strings.TrimSpace(orig)) {
+		t.Fatalf("EDGEGW_AUTHORIZED_KEYS=replace: root's keys are %q, want the partition's (both keys)", out)
+	}
 }
 
 type vm struct {

@@ -6,14 +6,19 @@
 #   image/build.sh [--out DIR] [--cache DIR] [--version V] [--lock MODE]
 #                  [--bundle-only] [--variant broken] [--test-bundles]
 #
-# --lock strict   (default) install exactly the locked versions, fail if the
-#                 mirror no longer has them
-# --lock prefer   locked versions when the mirror has them, else current ones
+# --lock prefer   (default) the locked versions the mirror still has; for
+#                 the others the mirror's current version, with the drift
+#                 printed and recorded in the manifest
+# --lock strict   (release builds) install exactly the locked versions, fail
+#                 if the mirror no longer has them
 # --lock refresh  resolve anew and rewrite image/packages.lock
 # --bundle-only   only the update bundle (tests build their second image so)
 # --variant broken  an image whose edgegw never becomes ready (rollback test)
 # --test-bundles  also the two bundles image/test.sh applies, from this
 #                 build's root: VERSION-next, and VERSION-next-broken
+#
+# The update signing key: EDGEGW_SIGNING_KEY (lib/sign.sh); with none, a
+# throwaway test key in OUT/test-signing-key.
 #
 # Phases: rootfs (cached per lockfile) → customize → squashfs → esp → disk →
 # bundle → manifest. Needs root (debootstrap, chroot) and the Debian packages
@@ -25,7 +30,7 @@ REPO_DIR=$(dirname "$IMAGE_DIR")
 OUT=${EDGEGW_IMAGE_OUT:-$IMAGE_DIR/out}
 CACHE=${EDGEGW_IMAGE_CACHE:-/var/cache/edgegw-image}
 VERSION=${VERSION:-}
-LOCK_MODE=${EDGEGW_IMAGE_LOCK:-strict}
+LOCK_MODE=${EDGEGW_IMAGE_LOCK:-prefer}
 LOCKFILE=$IMAGE_DIR/packages.lock
 BUNDLE_ONLY=0
 VARIANT=normal
@@ -40,7 +45,7 @@ while [ $# -gt 0 ]; do
 	--bundle-only) BUNDLE_ONLY=1; shift ;;
 	--variant) VARIANT=$2; shift 2 ;;
 	--test-bundles) TEST_BUNDLES=1; shift ;;
-	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,25p' "$0"; exit 0 ;;
 	*) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -51,6 +56,7 @@ case "$VARIANT" in normal|broken) ;; *) echo "build.sh: --variant normal|broken"
 . "$IMAGE_DIR/lib/rootfs.sh"
 . "$IMAGE_DIR/lib/customize.sh"
 . "$IMAGE_DIR/lib/disk.sh"
+. "$IMAGE_DIR/lib/sign.sh"
 
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap and chroot)"
 for t in debootstrap mksquashfs mkfs.fat mcopy sfdisk qemu-img; do
@@ -77,8 +83,9 @@ build_edgegw() {
 		-ldflags "-s -w -buildid= -X main.version=$1" -o "$2" ./cmd/edgegw)
 }
 
-# 1. the edgegw binary
+# 1. the edgegw binary, and the update signing key (lib/sign.sh)
 build_edgegw "$VERSION" "$WORK/edgegw"
+signing_key
 
 # 2. the Debian root, cached per lockfile
 ROOTFS_KEY=$(rootfs_key)
@@ -98,6 +105,12 @@ fi
 
 # 3. the appliance's own files, the binary, the units
 customize "$WORK/root"
+LOCK_DRIFT=$WORK/lock-drift
+lock_drift "$WORK/root" > "$LOCK_DRIFT"
+if [ -s "$LOCK_DRIFT" ]; then
+	log "WARNING: $(grep -c . "$LOCK_DRIFT") packages are not at their locked version (locked -> installed; in the manifest too):"
+	sed 's/^/    /' "$LOCK_DRIFT" >&2
+fi
 
 # 4. read-only root filesystem, kernel and initrd
 make_squashfs "$WORK/root" "$WORK/root.squashfs"

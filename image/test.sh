@@ -12,7 +12,11 @@
 #  - unless --no-update: the two update bundles the A/B tests apply, a
 #    working one of another version (VERSION-next) and one whose edgegw
 #    never becomes ready. `build.sh --test-bundles` makes them with the
-#    image, from the same root; otherwise they are built here.
+#    image, from the same root; otherwise they are built here (signed with
+#    the same key as the image: OUT/test-signing-key, or
+#    EDGEGW_SIGNING_KEY);
+#  - unless --no-update: an unsigned and a tampered copy of the working
+#    bundle, which the VM must refuse.
 set -euo pipefail
 IMAGE_DIR=$(cd "$(dirname "$0")" && pwd)
 OUT=${EDGEGW_IMAGE_OUT:-$IMAGE_DIR/out}
@@ -34,7 +38,23 @@ if [ "${1:-}" != --no-update ]; then
 		"$IMAGE_DIR/build.sh" --out "$OUT" --bundle-only --version "$base-next"
 		"$IMAGE_DIR/build.sh" --out "$OUT" --bundle-only --version "$base-next" --variant broken
 	fi
-	export EDGEGW_IMAGE_UPDATE=$good EDGEGW_IMAGE_BROKEN=$broken
+	# The refusal tests' bundles, made from the good one as an attacker
+	# without the signing key would: unsigned (no SHA256SUMS.minisig), and
+	# tampered (cmdline with init=/bin/sh, SHA256SUMS recomputed, the old
+	# signature kept). `edgegw update` must refuse both before it writes.
+	unsigned=$OUT/edgegw-$base-next-unsigned.update.tar
+	tampered=$OUT/edgegw-$base-next-tampered.update.tar
+	if ! [ "$unsigned" -nt "$good" ] || ! [ "$tampered" -nt "$good" ]; then
+		log "unsigned and tampered bundles from $(basename "$good")"
+		d=$(mktemp -d "$OUT/tamper.XXXXXX")
+		tar -C "$d" -xf "$good"
+		tar -C "$d" --format=gnu -cf "$unsigned" SHA256SUMS version cmdline root.size vmlinuz initrd.img root.squashfs
+		echo "$(cat "$d/cmdline") init=/bin/sh" > "$d/cmdline"
+		(cd "$d" && sha256sum version cmdline root.size vmlinuz initrd.img root.squashfs > SHA256SUMS)
+		tar -C "$d" --format=gnu -cf "$tampered" SHA256SUMS SHA256SUMS.minisig version cmdline root.size vmlinuz initrd.img root.squashfs
+		rm -rf "$d"
+	fi
+	export EDGEGW_IMAGE_UPDATE=$good EDGEGW_IMAGE_BROKEN=$broken EDGEGW_IMAGE_UNSIGNED=$unsigned EDGEGW_IMAGE_TAMPERED=$tampered
 fi
 log "ready to boot after $(( $(date +%s) - start ))s"
 export EDGEGW_IMAGE_CONSOLE=$OUT/test-console.log

@@ -10,6 +10,8 @@ customize() {
 	tar -C "$IMAGE_DIR/rootfs" --owner=0 --group=0 --numeric-owner -cf - . | tar -C "$r" --numeric-owner -xf -
 	chmod 0755 "$r/usr/libexec/edgegw/start" "$r/usr/libexec/edgegw/health" "$r/usr/libexec/edgegw/provision" \
 		"$r/usr/sbin/edgegw-update"
+	# The public key every update must be signed with (lib/sign.sh).
+	install -D -m 0644 "$SIGN_PUB" "$r/usr/share/edgegw/update.pub"
 	install -d "$r/usr/share/doc/edgegw"
 	install -m 0644 "$IMAGE_DIR/README.md" "$r/usr/share/doc/edgegw/README.md" 2>/dev/null || true
 
@@ -82,17 +84,25 @@ make_squashfs() {
 	log "root.squashfs: $((size / 1024 / 1024)) MiB of a $ROOT_MIB MiB slot"
 }
 
-# make_bundle DIR OUT: the A/B update bundle that edgegw-update applies.
+# make_bundle DIR OUT: the A/B update bundle that edgegw-update applies,
+# signed (lib/sign.sh), then verified with the image's public key the way
+# the appliance will: a bundle that would be refused is never published.
 make_bundle() {
 	local w=$1 out=$2
 	log "update bundle $(basename "$out")"
 	stat -c %s "$w/root.squashfs" > "$w/root.size"
 	(cd "$w" && sha256sum version cmdline root.size vmlinuz initrd.img root.squashfs > SHA256SUMS)
-	touch -d "@$SOURCE_DATE_EPOCH" "$w"/{SHA256SUMS,version,cmdline,root.size,vmlinuz,initrd.img,root.squashfs}
-	# This order, small members first: edgegw-update reads them without
-	# reading past them, then streams root.squashfs onto the slot.
+	sign_bundle_sums "$w" "$(cat "$w/version")"
+	touch -d "@$SOURCE_DATE_EPOCH" "$w"/{SHA256SUMS,SHA256SUMS.minisig,version,cmdline,root.size,vmlinuz,initrd.img,root.squashfs}
+	# This order, small members first: the signature is checked on the
+	# first two, then each member against its signed sum as it streams
+	# (cmd/edgegw/update.go, verifyBundle); edgegw-update then streams
+	# root.squashfs onto the slot.
 	tar -C "$w" --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner --format=gnu \
-		-cf "$out" SHA256SUMS version cmdline root.size vmlinuz initrd.img root.squashfs
+		-cf "$out.tmp" SHA256SUMS SHA256SUMS.minisig version cmdline root.size vmlinuz initrd.img root.squashfs
+	"$WORK/edgegw" update --verify "$out.tmp" --pubkey "$SIGN_PUB" > /dev/null \
+		|| die "$(basename "$out") does not verify with $SIGN_PUB: EDGEGW_SIGNING_PUB is not the public half of EDGEGW_SIGNING_KEY?"
+	mv "$out.tmp" "$out"
 }
 
 write_manifest() {
@@ -104,6 +114,13 @@ write_manifest() {
 		echo "kernel: $(cat "$WORK/kernel-version")"
 		echo "source-date-epoch: $SOURCE_DATE_EPOCH"
 		echo "lockfile: image/packages.lock ($LOCK_MODE), sha256 $(sha256sum < "$LOCKFILE" | cut -c1-64)"
+		if [ -s "$LOCK_DRIFT" ]; then
+			echo "lock-drift: $(grep -c . "$LOCK_DRIFT") packages differ from the lockfile (name locked -> installed):"
+			sed 's/^/  /' "$LOCK_DRIFT"
+		else
+			echo "lock-drift: none (every package as locked)"
+		fi
+		echo "update-key: $SIGN_ID, $SIGN_KIND"
 		echo "edgegw: sha256 $(sha256sum < "$WORK/edgegw" | cut -c1-64)"
 		sed 's/^/root.squashfs+kernel: /' "$WORK/SHA256SUMS"
 		echo "# Debian packages (name version)"

@@ -59,9 +59,12 @@ make_cfg() {
 
 	Files put here are imported at every boot when their content changed:
 	  edgegw.yaml      -> /etc/edgegw/edgegw.yaml (the gateway's configuration)
-	  authorized_keys  -> root's SSH authorized keys (no key: no SSH login)
+	  authorized_keys  -> root's SSH authorized keys (no key: no SSH login);
+	                      imported at the first boot only, unless
+	                      appliance.env says EDGEGW_AUTHORIZED_KEYS=replace
 	  appliance.env    -> appliance settings (EDGEGW_HEALTH_DEADLINE=180,
-	                      EDGEGW_FALLBACK_ADMIN=127.0.0.1:9100)
+	                      EDGEGW_FALLBACK_ADMIN=127.0.0.1:9100,
+	                      EDGEGW_AUTHORIZED_KEYS=first-boot|replace)
 	  any other file   -> /etc/edgegw/NAME (keys and certificates the
 	                      configuration names)
 	From a Linux host without mounting: image/provision.sh (mtools).

@@ -74,6 +74,18 @@ check_lock() {
 		<(chroot "$r" dpkg-query -W -f '${binary:Package} ${Version}\n' | sed 's/:amd64 / /' | LC_ALL=C sort)
 }
 
+# lock_drift ROOT prints "NAME LOCKED -> INSTALLED" for every package whose
+# installed version is not the locked one ("(none)": not locked, or not
+# installed). build.sh prints it at every build and write_manifest records
+# it: the manifest says what went in.
+lock_drift() {
+	local r=$1
+	LC_ALL=C join -a1 -a2 -e '(none)' -o 0,1.2,2.2 \
+		<(locked_versions | tr '=' ' ' | LC_ALL=C sort) \
+		<(dpkg-query --admindir="$r/var/lib/dpkg" -W -f '${binary:Package} ${Version}\n' | sed 's/:amd64 / /' | LC_ALL=C sort) |
+		awk '$2 != $3 { print $1, $2, "->", $3 }'
+}
+
 build_rootfs() {
 	local out=$1 r="$WORK/rootfs"
 	rm -rf "$r"
@@ -117,18 +129,33 @@ build_rootfs() {
 	log "apt-get update"
 	chroot "$r" apt-get -q update > "$WORK/apt.log" 2>&1 || { tail -20 "$WORK/apt.log"; die "apt-get update failed"; }
 
-	local pinned=0
+	local pinned=0 gone=0
 	if [ "$LOCK_MODE" != refresh ] && [ -s "$LOCKFILE" ]; then
-		log "install the $(locked_versions | wc -l) locked package versions"
 		local pins
 		mapfile -t pins < <(locked_versions)
+		if [ "$LOCK_MODE" = prefer ]; then
+			# A mirror keeps only the newest version of a package (plus
+			# the point release's): a locked version that is gone is
+			# installed at the mirror's current one, and the drift is
+			# printed here and recorded in the manifest.
+			local avail i
+			avail=$(chroot "$r" apt-cache madison "${pins[@]%%=*}" 2>/dev/null | awk -F'|' '{ gsub(/ /, ""); print $1 "=" $2 }' | LC_ALL=C sort -u)
+			for i in "${!pins[@]}"; do
+				if ! grep -qxF -- "${pins[$i]}" <<< "$avail"; then
+					log "WARNING: ${pins[$i]} (locked) is gone from the mirror: installing its current version"
+					pins[i]=${pins[$i]%%=*}
+					gone=$((gone + 1))
+				fi
+			done
+		fi
+		log "install the ${#pins[@]} locked packages ($gone of them at the mirror's current version)"
 		if chroot "$r" "${apt[@]}" install --allow-downgrades "${pins[@]}" >> "$WORK/apt.log" 2>&1; then
 			pinned=1
 		elif [ "$LOCK_MODE" = strict ]; then
 			grep -E '^E:|not found' "$WORK/apt.log" | head -20 >&2
-			die "the mirror no longer serves every version in $LOCKFILE; run with --lock refresh (new pins) or --lock prefer"
+			die "the mirror no longer serves every version in $LOCKFILE (EDGEGW_IMAGE_LOCK=strict); run with --lock refresh (new pins) or without strict"
 		else
-			log "WARNING: locked versions unavailable, installing the mirror's current ones (--lock prefer)"
+			log "WARNING: the locked versions do not install together; installing the mirror's current ones (the drift is in the manifest)"
 		fi
 	fi
 	if [ "$pinned" = 0 ]; then
@@ -150,8 +177,6 @@ build_rootfs() {
 			cat "$WORK/lock.diff" >&2
 			die "installed packages differ from $LOCKFILE (diff above: < locked, > installed); run with --lock refresh"
 		fi ;;
-	prefer)
-		check_lock "$r" > "$WORK/lock.diff" || { log "WARNING: packages differ from the lock:"; cat "$WORK/lock.diff" >&2; } ;;
 	esac
 
 	echo update_initramfs=yes > "$r/etc/initramfs-tools/update-initramfs.conf"

@@ -7,6 +7,11 @@ EDGEGW_RUN=/run/edgegw
 # config partition), then edgegw.NAME=VALUE words on the kernel command line.
 EDGEGW_HEALTH_DEADLINE=180
 EDGEGW_FALLBACK_ADMIN=127.0.0.1:9100
+# first-boot: EDGEGW-CFG's authorized_keys is imported only while root has
+# no SSH keys; replace: a changed one replaces them (provision). Read from
+# the appliance.env an earlier boot imported: the one a stick brings takes
+# effect at the boot after it.
+EDGEGW_AUTHORIZED_KEYS=first-boot
 if [ -r /etc/edgegw/appliance.env ]; then
 	# shellcheck disable=SC1091
 	. /etc/edgegw/appliance.env
