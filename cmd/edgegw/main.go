@@ -74,7 +74,7 @@ Usage:
                                         tokens for the admin API over TCP (shown once, stored hashed)
   edgegw status                         print the running gateway's status (JSON)
   edgegw reload                         reload the configuration and say how it went
-  edgegw update BUNDLE [--tries N] [--no-reboot] | --status
+  edgegw update BUNDLE [--tries N] [--no-reboot] | --status | --verify BUNDLE [--pubkey FILE]
                                         on the appliance: write BUNDLE to the inactive slot, boot it
   edgegw config default                 print the built-in default configuration
   edgegw config example                 print the commented example of a whole office
