@@ -48,24 +48,6 @@ func newLab(t *testing.T, prefix string) *Lab {
 	return l
 }
 
-// eventually polls f until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, timeout, err)
-		}
-		<-tick.C
-	}
-}
-
 func ping(t *testing.T, from *NS, to string) error {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
@@ -108,10 +90,10 @@ func TestRemoteAccess(t *testing.T) {
 	if got, want := ra.GW.Name(), lab.ID()+"-gw"; got != want {
 		t.Errorf("gw name = %q, want %q", got, want)
 	}
-	eventually(t, 10*time.Second, "ping lan from gw", func() error {
+	Eventually(t, 10*time.Second, "ping lan from gw", func() error {
 		return ping(t, ra.GW, ra.ServerAddr.String())
 	})
-	eventually(t, 10*time.Second, "ping user from gw via wan", func() error {
+	Eventually(t, 10*time.Second, "ping user from gw via wan", func() error {
 		return ping(t, ra.GW, ra.UserAddr.String())
 	})
 	// The internet has no route to the office LAN, in either direction:
@@ -160,7 +142,7 @@ func TestHTTPInNamespace(t *testing.T) {
 		return string(b), err
 	}
 	var body string
-	eventually(t, 10*time.Second, "GET from gw", func() error {
+	Eventually(t, 10*time.Second, "GET from gw", func() error {
 		var err error
 		body, err = get(ra.GW)
 		return err
@@ -202,7 +184,7 @@ func TestListenPacket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	eventually(t, 10*time.Second, "UDP a -> b", func() error {
+	Eventually(t, 10*time.Second, "UDP a -> b", func() error {
 		if _, err := c.Write([]byte("ping")); err != nil {
 			return err
 		}
@@ -388,7 +370,7 @@ func TestCloseCleansUp(t *testing.T) {
 	}
 	stray.Wait()
 	var strayPid int
-	eventually(t, 5*time.Second, "find the stray process", func() error {
+	Eventually(t, 5*time.Second, "find the stray process", func() error {
 		out, err := runIP("netns", "pids", b.Name())
 		if err != nil {
 			return err
@@ -413,7 +395,7 @@ func TestCloseCleansUp(t *testing.T) {
 	default:
 		t.Errorf("process %d still running after Close", p.Pid())
 	}
-	eventually(t, 5*time.Second, "stray process killed", func() error { return pidGone(strayPid) })
+	Eventually(t, 5*time.Second, "stray process killed", func() error { return pidGone(strayPid) })
 	if list := netnsList(t); strings.Contains(list, lab.ID()) {
 		t.Errorf("namespaces left after Close:\n%s", list)
 	}
@@ -445,10 +427,10 @@ func TestParallelLabs(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				eventually(t, 10*time.Second, "ping lan from gw", func() error {
+				Eventually(t, 10*time.Second, "ping lan from gw", func() error {
 					return ping(t, ra.GW, ra.ServerAddr.String())
 				})
-				eventually(t, 10*time.Second, "ping user from gw", func() error {
+				Eventually(t, 10*time.Second, "ping user from gw", func() error {
 					return ping(t, ra.GW, ra.UserAddr.String())
 				})
 			})
@@ -551,7 +533,7 @@ func TestSweep(t *testing.T) {
 	if _, err := os.Stat(markerPath(live.ID())); err != nil {
 		t.Errorf("live marker: %v", err)
 	}
-	eventually(t, 5*time.Second, "process in swept namespace killed", func() error {
+	Eventually(t, 5*time.Second, "process in swept namespace killed", func() error {
 		select {
 		case <-p.Done():
 			return nil
@@ -624,7 +606,7 @@ func TestSweepCrashedOwner(t *testing.T) {
 	if list := netnsList(t); strings.Contains(list, id) {
 		t.Errorf("Sweep left %s:\n%s", id, list)
 	}
-	eventually(t, 5*time.Second, "process of the crashed lab killed", func() error { return pidGone(sleepPid) })
+	Eventually(t, 5*time.Second, "process of the crashed lab killed", func() error { return pidGone(sleepPid) })
 }
 
 // crashChild builds a lab, reports it and waits to be killed.
