@@ -5,10 +5,11 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // realScript is the appliance's update script from the image tree.
@@ -47,9 +48,8 @@ func gptDisk() []byte {
 }
 
 func TestUpdate(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the bundle checks run after the root check: run as root")
-	}
+	// The bundle checks run after the root check.
+	testkit.NeedRoot(t)
 	booted := writeFile(t, "cmdline", []byte("BOOT_IMAGE=/edgegw/a/vmlinuz root=PARTUUID=x edgegw.slot=a ro\n"), 0o644)
 	devMachine := writeFile(t, "cmdline", []byte("BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro quiet\n"), 0o644)
 	bundle := writeFile(t, "edgegw-1.update.tar", tarWith(t, "SHA256SUMS", "version", "root.squashfs"), 0o644)
@@ -129,9 +129,7 @@ func TestUpdateRealScriptOffAppliance(t *testing.T) {
 	if b, _ := os.ReadFile("/proc/cmdline"); strings.Contains(string(b), "edgegw.slot=") {
 		t.Skip("running on an appliance")
 	}
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("needs bash")
-	}
+	testkit.NeedTool(t, "bash", "bash")
 	var out, errb bytes.Buffer
 	u := updater{script: realScript, cmdline: writeFile(t, "cmdline", []byte("edgegw.slot=a\n"), 0o644)}
 	err := u.run([]string{"--status"}, &out, &errb)

@@ -18,22 +18,23 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
-// requireLab skips the test where netlab cannot work.
+// requireLab fails the test (skips it in -short mode) where netlab
+// cannot work.
 func requireLab(t *testing.T) {
 	t.Helper()
 	if reason := unsupported(); reason != "" {
-		t.Skip("netlab: " + reason)
+		testkit.Unavailable(t, "netlab: "+reason)
 	}
 }
 
-// requirePing skips the test when ping is not installed.
+// requirePing fails the test when ping is not installed.
 func requirePing(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("ping"); err != nil {
-		t.Skip("test needs ping (apt-get install iputils-ping)")
-	}
+	testkit.NeedTool(t, "ping", "iputils-ping")
 }
 
 // newLab is New plus a cleanup, for tests that close the lab themselves.

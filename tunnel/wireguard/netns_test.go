@@ -32,20 +32,15 @@ type lab struct {
 	a, b   string // namespace names
 }
 
-const installHint = "apt-get install -y --no-install-recommends wireguard-go wireguard-tools iproute2 iputils-ping"
-
 func newLab(t testing.TB) *lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces and TUN devices")
-	}
-	for _, tool := range []string{"ip", "wireguard-go", "wg", "wg-quick", "ping", "ss"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping: %s not found (%s)", tool, installHint)
-		}
+	testkit.NeedRoot(t)
+	for _, tool := range [][2]string{{"ip", "iproute2"}, {"wireguard-go", "wireguard-go"}, {"wg", "wireguard-tools"},
+		{"wg-quick", "wireguard-tools"}, {"ping", "iputils-ping"}, {"ss", "iproute2"}} {
+		testkit.NeedTool(t, tool[0], tool[1])
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("skipping: no /dev/net/tun: %v", err)
+		testkit.Unavailable(t, fmt.Sprintf("no /dev/net/tun (modprobe tun): %v", err))
 	}
 	var r [3]byte
 	rand.Read(r[:])

@@ -7,6 +7,8 @@ package testkit
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
 	"sync"
 	"testing"
@@ -61,13 +63,39 @@ func (s *Buffer) String() string {
 // package that installs it. Tests that need a real peer (wg, charon,
 // tshark, …) fail rather than skip when it is missing: a skipped test
 // reads as a passing one, and .ci/deps (make deps) installs every package
-// the tests need. It returns tool's path.
+// the tests need. In -short mode, where only unit tests are meant to
+// run, it skips instead. It returns tool's path.
 func NeedTool(tb testing.TB, tool, debianPackage string) string {
 	tb.Helper()
 	path, err := exec.LookPath(tool)
 	if err != nil {
-		tb.Fatalf("%s not installed: apt-get install %s (make deps installs it)", tool, debianPackage)
+		unavailable(tb, fmt.Sprintf("%s not installed: apt-get install %s (make deps installs it)", tool, debianPackage))
 		return ""
 	}
 	return path
+}
+
+// NeedRoot fails tb unless the test runs as root, which network
+// namespaces, TUN devices and nftables need; in -short mode it skips.
+func NeedRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() != 0 {
+		unavailable(tb, "needs root (network namespaces, TUN, nftables): run the tests as root, or with -short for the unit tests only")
+	}
+}
+
+// Unavailable fails tb with why, something the test needs and the machine
+// lacks; in -short mode it skips with why instead.
+func Unavailable(tb testing.TB, why string) {
+	tb.Helper()
+	unavailable(tb, why)
+}
+
+func unavailable(tb testing.TB, why string) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("-short: " + why)
+		return
+	}
+	tb.Fatal(why)
 }

@@ -20,6 +20,10 @@ func (r *recorder) Helper() {}
 
 func (r *recorder) Fatalf(format string, args ...any) { r.failed = fmt.Sprintf(format, args...) }
 
+func (r *recorder) Fatal(args ...any) { r.failed = fmt.Sprint(args...) }
+
+func (r *recorder) Skip(args ...any) { r.failed = "skip: " + fmt.Sprint(args...) }
+
 func TestEventually(t *testing.T) {
 	calls := 0
 	Eventually(t, 5*time.Second, "third call", func() error {
@@ -67,6 +71,9 @@ func TestNeedTool(t *testing.T) {
 	r := &recorder{TB: t}
 	NeedTool(r, "edgegw-no-such-tool", "edgegw-no-such-package")
 	want := "edgegw-no-such-tool not installed: apt-get install edgegw-no-such-package (make deps installs it)"
+	if testing.Short() {
+		want = "skip: -short: " + want
+	}
 	if r.failed != want {
 		t.Errorf("got %q, want %q", r.failed, want)
 	}
