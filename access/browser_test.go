@@ -3,26 +3,24 @@ package access
 import (
 	"context"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // TestBrowserLogin runs the full browser flow in headless Chromium: visit
 // the app, get the provider's login form, sign in, land back on the app with
 // the upstream seeing the verified identity. It needs Debian's chromium and
-// skips without it.
+// fails without it (skips in -short mode).
 func TestBrowserLogin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (apt-get install -y --no-install-recommends chromium)")
-	}
+	bin := testkit.NeedTool(t, "chromium", "chromium")
 	e, z := zitadelEnv(t)
 	_, port, _ := net.SplitHostPort(e.srv.Addr().String())
 
@@ -46,7 +44,7 @@ func TestBrowserLogin(t *testing.T) {
 	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelTimeout()
 
-	err = chromedp.Do(ctx,
+	err := chromedp.Do(ctx,
 		chromedp.Navigate("https://wiki.test:"+port+"/hello?from=browser"),
 		chromedp.WaitVisible(chromedp.ID("username")),
 		chromedp.SendKeys(chromedp.ID("username"), z.username()),

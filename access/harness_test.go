@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"html"
 	"io"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 func yes() *bool { b := true; return &b }
@@ -145,17 +147,7 @@ func startEnv(t testing.TB, cfg Config, idp identity.Config, dir string, upstrea
 
 func (e *env) waitReady() {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := e.srv.Ready()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("not ready: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(e.t, 10*time.Second, "ready", e.srv.Ready)
 }
 
 // client is a browser-like client: a cookie jar, the proxy's certificate
@@ -255,13 +247,12 @@ func (e *env) logout(c *http.Client, host string) *http.Response {
 // and returns what the sink holds.
 func (e *env) records() []Record {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for e.srv.recs.pending.Load() != 0 {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%d records still queued", e.srv.recs.pending.Load())
+	testkit.Eventually(e.t, 10*time.Second, "records delivered", func() error {
+		if n := e.srv.recs.pending.Load(); n != 0 {
+			return fmt.Errorf("%d records still queued", n)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	return e.sink.all()
 }
 

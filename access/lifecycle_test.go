@@ -21,6 +21,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 func jwksKids(t *testing.T, e *env) []string {
@@ -108,17 +109,13 @@ func TestUnreachableIssuerRetried(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, "Ready names the failed discovery", func() error {
 		err := srv.Ready()
 		if err != nil && strings.Contains(err.Error(), "provider corp: discovery at http://"+addr+" failed") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Ready() = %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("Ready() = %v", err)
+	})
 	ln, err = net.Listen("tcp", addr)
 	if err != nil {
 		t.Skipf("port taken meanwhile: %v", err)

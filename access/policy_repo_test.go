@@ -2,6 +2,7 @@ package access
 
 import (
 	"context"
+	"fmt"
 	"go/format"
 	"go/parser"
 	"go/token"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // TestRepoPolicy: every file of the access tree is gofmt'ed and under 600
@@ -86,14 +88,13 @@ func TestRunStopsEverything(t *testing.T) {
 	if err := srv.Run(t.Context()); err == nil {
 		t.Fatal("second Run accepted")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	testkit.Eventually(t, 5*time.Second, "goroutines stop", func() error {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<16)
-			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+			return fmt.Errorf("%d goroutines left, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func FuzzSafeReturn(f *testing.F) {

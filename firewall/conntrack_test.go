@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"strconv"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // conntrackCount reads the number of conntrack entries in r.
@@ -57,17 +60,12 @@ func sendSYNs(t *testing.T, n *testNet, count int, port uint16) {
 // waitCounter polls rule id's packet counter until it reaches want.
 func waitCounter(t *testing.T, n *testNet, id string, want uint64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c := n.counters(t)[id]
-		if c.Packets >= want {
-			return
+	testkit.Eventually(t, 10*time.Second, "counter "+id, func() error {
+		if c := n.counters(t)[id]; c.Packets < want {
+			return fmt.Errorf("%d packets, want %d", c.Packets, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("counter %s = %d packets, want %d", id, c.Packets, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // TestKernelConntrack checks that blocked packets never reach conntrack:

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/florianl/go-nflog/v2"
 )
 
@@ -52,11 +52,8 @@ import (
 //
 //	go test -run '^$' -bench ForwardTCP -benchtime 1x ./firewall/
 func BenchmarkForwardTCP(b *testing.B) {
-	for _, tool := range []string{"iperf3", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("%s is not installed", tool)
-		}
-	}
+	testkit.NeedTool(b, "iperf3", "iperf3")
+	testkit.NeedTool(b, "nft", "nftables")
 	rounds, secs := envInt("EDGEGW_FWD_ROUNDS", 3), envInt("EDGEGW_FWD_SECONDS", 3)
 	lab := netlab.NewT(b)
 	c, err := lab.NS("c")

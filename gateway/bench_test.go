@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // stockWireGuardGo builds the wireguard-go command from the module version
@@ -44,9 +45,7 @@ var stockWireGuardGo = sync.OnceValues(func() (string, error) {
 // Run with -benchtime 1x, several times (`make bench` loops, so the cases
 // interleave: -count would run each case back to back); see BENCHMARKS.md.
 func BenchmarkRemoteAccessTCP(b *testing.B) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.Skip("iperf3 is not installed")
-	}
+	testkit.NeedTool(b, "iperf3", "iperf3")
 	wggo, err := stockWireGuardGo()
 	if err != nil {
 		b.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,15 +18,16 @@ import (
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
-// needStockWireGuard skips an end-to-end test on a machine without the
-// stock WireGuard tools its remote users run.
+// needStockWireGuard fails an end-to-end test on a machine without the
+// stock WireGuard tools its remote users run, naming their packages.
 func needStockWireGuard(t *testing.T) {
-	for _, tool := range []string{"wireguard-go", "wg", "wg-quick", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
+	t.Helper()
+	for _, tool := range [][2]string{{"wireguard-go", "wireguard-go"}, {"wg", "wireguard-tools"},
+		{"wg-quick", "wireguard-tools"}, {"ping", "iputils-ping"}} {
+		testkit.NeedTool(t, tool[0], tool[1])
 	}
 }
 

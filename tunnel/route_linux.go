@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,7 @@ type RouteManager struct {
 	owned    map[routeKey]bool
 	restore  func() error // the hash policy; nil once restored
 	lastPlan []KernelRoute
+	metrics  routeMetrics // guarded by mu
 }
 
 type routeKey struct {
@@ -69,7 +71,8 @@ func NewRouteManager(nl Netlink, opts RouteOptions) (*RouteManager, error) {
 	if opts.Sysctl == nil {
 		opts.Sysctl = procSysctl
 	}
-	m := &RouteManager{nl: nl, log: opts.Logger.With("component", "routes"), opts: opts, owned: map[routeKey]bool{}}
+	m := &RouteManager{nl: nl, log: opts.Logger.With("component", "routes"), opts: opts, owned: map[routeKey]bool{},
+		metrics: newRouteMetrics()}
 	restore, err := opts.Sysctl(hashPolicy, "1")
 	if err != nil {
 		return nil, fmt.Errorf("route manager: %w", err)
@@ -117,6 +120,7 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 	var errs error
 	want := map[routeKey]*netlink.Route{}
 	wantText := map[routeKey]string{}
+	wantHops := map[routeKey][]Nexthop{}
 	for _, kr := range plan {
 		k := routeKey{kr.Prefix, kr.Metric}
 		if kr.Unreachable {
@@ -126,6 +130,7 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 				Scope: netlink.SCOPE_UNIVERSE, Table: unix.RT_TABLE_MAIN, Type: unix.RTN_UNREACHABLE,
 			}
 			wantText[k] = kr.String()
+			wantHops[k] = nil
 			continue
 		}
 		r := &netlink.Route{
@@ -159,6 +164,7 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 			hops[0].Weight = 1 // a single path has no weight in the kernel
 		}
 		want[k] = r
+		wantHops[k] = hops
 		wantText[k] = KernelRoute{Prefix: kr.Prefix, Metric: kr.Metric, Nexthops: hops}.String()
 	}
 
@@ -169,6 +175,9 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return fmt.Errorf("list routes: %w", err)
 	}
+	// installed holds the plan's routes the kernel has once apply is
+	// done, for the metrics.
+	installed := map[routeKey][]Nexthop{}
 	haveText := map[routeKey]string{}
 	var stale []netlink.Route
 	for _, r := range have {
@@ -186,14 +195,17 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 	for _, kr := range plan {
 		k := routeKey{kr.Prefix, kr.Metric}
 		r, ok := want[k]
-		if !ok || haveText[k] == wantText[k] {
+		if !ok {
 			continue
 		}
-		if err := m.nl.RouteReplace(r); err != nil {
-			errs = errors.Join(errs, fmt.Errorf("install route %s: %w", wantText[k], err))
-			continue
+		if haveText[k] != wantText[k] {
+			if err := m.nl.RouteReplace(r); err != nil {
+				errs = errors.Join(errs, fmt.Errorf("install route %s: %w", wantText[k], err))
+				continue
+			}
+			m.log.Info("route installed", "route", wantText[k])
 		}
-		m.log.Info("route installed", "route", wantText[k])
+		installed[k] = wantHops[k]
 	}
 	slices.SortFunc(stale, func(a, b netlink.Route) int {
 		pa, _ := PrefixOf(a.Dst)
@@ -212,6 +224,7 @@ func (m *RouteManager) apply(plan []KernelRoute) error {
 	for k := range want {
 		m.owned[k] = true
 	}
+	m.metrics.update(installed)
 	return errs
 }
 
@@ -269,4 +282,19 @@ func procSysctl(key, value string) (func() error, error) {
 		}
 		return nil
 	}, nil
+}
+
+// Describe implements prometheus.Collector.
+func (m *RouteManager) Describe(ch chan<- *prometheus.Desc) {
+	ch <- routeInstalledDesc
+	ch <- routeFailoversDesc
+}
+
+// Collect implements prometheus.Collector: the paths of every routed
+// prefix the last Set installed (edgegw_routes_installed) and the
+// failovers per prefix (edgegw_route_failovers_total).
+func (m *RouteManager) Collect(ch chan<- prometheus.Metric) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.metrics.collect(ch)
 }

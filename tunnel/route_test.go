@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -241,5 +242,96 @@ func TestUnreachableMetricAboveEveryRoute(t *testing.T) {
 	want := "10.1.0.0/16 metric 1065535 dev a|10.1.0.0/16 metric 1999999999 dev b|unreachable 10.1.0.0/16 metric 2000000000"
 	if s := strings.Join(lines, "|"); s != want {
 		t.Errorf("got %s\nwant %s", s, want)
+	}
+}
+
+// TestRouteMetrics follows a prefix with a primary and a backup tunnel
+// through a failover, a failback and the loss of every tunnel interface,
+// and checks edgegw_routes_installed and edgegw_route_failovers_total
+// after each step, and that they pass promlint.
+func TestRouteMetrics(t *testing.T) {
+	nl := &fakeNetlink{links: map[string]int{"gre1": 1, "gre2": 2, "gre3": 3}}
+	m, err := NewRouteManager(nl, RouteOptions{Sysctl: func(k, v string) (func() error, error) {
+		return func() error { return nil }, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := []Route{rt("10.20.0.0/16", "gre1", 100, 1), rt("10.20.0.0/16", "gre2", 200, 1),
+		rt("10.30.0.0/16", "gre1", 100, 1), rt("10.30.0.0/16", "gre3", 100, 1)}
+	const head = `
+# HELP edgegw_route_failovers_total Times the active path of a routed prefix changed to other tunnels (or to the unreachable fallback) while the prefix stayed routed.
+# TYPE edgegw_route_failovers_total counter
+# HELP edgegw_routes_installed 1 for each path of a routed prefix in the kernel after the last route update: via is the tunnel ("unreachable" for the fallback that refuses the prefix's traffic), role is active for the lowest metric, which carries the traffic, and backup for the others.
+# TYPE edgegw_routes_installed gauge
+`
+	steps := []struct {
+		name      string
+		states    map[string]State
+		installed string
+		failovers string
+	}{
+		{"install", nil, `
+edgegw_routes_installed{prefix="10.20.0.0/16",role="active",via="gre1"} 1
+edgegw_routes_installed{prefix="10.20.0.0/16",role="backup",via="gre2"} 1
+edgegw_routes_installed{prefix="10.20.0.0/16",role="backup",via="unreachable"} 1
+edgegw_routes_installed{prefix="10.30.0.0/16",role="active",via="gre1"} 1
+edgegw_routes_installed{prefix="10.30.0.0/16",role="active",via="gre3"} 1
+edgegw_routes_installed{prefix="10.30.0.0/16",role="backup",via="unreachable"} 1`, `
+edgegw_route_failovers_total{prefix="10.20.0.0/16"} 0
+edgegw_route_failovers_total{prefix="10.30.0.0/16"} 0`},
+		{"gre1 down: both prefixes fail over", map[string]State{"gre1": Down}, `
+edgegw_routes_installed{prefix="10.20.0.0/16",role="active",via="gre2"} 1
+edgegw_routes_installed{prefix="10.20.0.0/16",role="backup",via="gre1"} 1
+edgegw_routes_installed{prefix="10.20.0.0/16",role="backup",via="unreachable"} 1
+edgegw_routes_installed{prefix="10.30.0.0/16",role="active",via="gre3"} 1
+edgegw_routes_installed{prefix="10.30.0.0/16",role="backup",via="gre1"} 1
+edgegw_routes_installed{prefix="10.30.0.0/16",role="backup",via="unreachable"} 1`, `
+edgegw_route_failovers_total{prefix="10.20.0.0/16"} 1
+edgegw_route_failovers_total{prefix="10.30.0.0/16"} 1`},
+		{"same again: no failover", map[string]State{"gre1": Down}, "", `
+edgegw_route_failovers_total{prefix="10.20.0.0/16"} 1
+edgegw_route_failovers_total{prefix="10.30.0.0/16"} 1`},
+		{"gre1 healthy: back", nil, "", `
+edgegw_route_failovers_total{prefix="10.20.0.0/16"} 2
+edgegw_route_failovers_total{prefix="10.30.0.0/16"} 2`},
+		{"every tunnel interface gone: the fallback is active", nil, `
+edgegw_routes_installed{prefix="10.20.0.0/16",role="active",via="unreachable"} 1
+edgegw_routes_installed{prefix="10.30.0.0/16",role="active",via="unreachable"} 1`, `
+edgegw_route_failovers_total{prefix="10.20.0.0/16"} 3
+edgegw_route_failovers_total{prefix="10.30.0.0/16"} 3`},
+	}
+	for _, s := range steps {
+		if s.name == "every tunnel interface gone: the fallback is active" {
+			nl.unplug()
+		}
+		if err := m.Set(routes, s.states); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		names := []string{"edgegw_route_failovers_total"}
+		want := s.failovers
+		if s.installed != "" {
+			names = append(names, "edgegw_routes_installed")
+			want += s.installed
+		}
+		if err := testutil.CollectAndCompare(m, strings.NewReader(head+want+"\n"), names...); err != nil {
+			t.Errorf("%s: %v", s.name, err)
+		}
+		problems, err := testutil.CollectAndLint(m)
+		if err != nil || len(problems) > 0 {
+			t.Errorf("%s: promlint: %v %v", s.name, err, problems)
+		}
+	}
+	if err := m.Set(routes[2:], nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m, "edgegw_route_failovers_total"); n != 1 {
+		t.Errorf("a prefix no longer routed keeps its failover count: %d series, want 1", n)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(m); n != 0 {
+		t.Errorf("%d series after Close, want 0", n)
 	}
 }

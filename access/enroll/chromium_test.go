@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -19,15 +19,13 @@ import (
 // at the provider, make the key pair with WebCrypto X25519 in the page,
 // register only the public key, and get a wg-quick file identical to what
 // the gateway's own writer makes; then the gateway-made key with its QR
-// code. It needs Debian's chromium and skips without it.
+// code. It needs Debian's chromium and fails without it (skips in -short
+// mode).
 func TestChromiumEnroll(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (apt-get install -y --no-install-recommends chromium)")
-	}
+	bin := testkit.NeedTool(t, "chromium", "chromium")
 	t.Parallel()
 	e := newEnv(t, enrolltest.Options{}, nil)
 	port := e.srv.URL[strings.LastIndexByte(e.srv.URL, ':')+1:]
@@ -83,7 +81,7 @@ func TestChromiumEnroll(t *testing.T) {
 
 	// The key made in the browser.
 	signIn()
-	err = chromedp.Do(ctx,
+	err := chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.ID("name"), "chromium laptop"),
 		chromedp.Click(chromedp.ID("make-browser")),
 	)

@@ -1,7 +1,6 @@
 package enroll
 
 import (
-	"bytes"
 	"context"
 	"encoding/pem"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -29,29 +29,12 @@ type env struct {
 	h       *Handler
 	srv     *httptest.Server
 	gwKey   wireguard.Key
-	logs    *syncBuffer
+	logs    *testkit.Buffer
 	changed chan string
 	caFile  string
 	// tunnelDown makes the Tunnel option fail, as before the WireGuard
 	// device is up.
 	tunnelDown atomic.Bool
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // staffOnly lets zitadel.ch accounts in the staff group enroll.
@@ -72,7 +55,7 @@ func newEnv(t testing.TB, opOpts enrolltest.Options, tweak func(*Options)) *env 
 	e := &env{
 		op:      enrolltest.Start(t, opOpts),
 		reg:     enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 8),
-		logs:    &syncBuffer{},
+		logs:    &testkit.Buffer{},
 		changed: make(chan string, 16),
 	}
 	var err error

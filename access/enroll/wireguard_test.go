@@ -5,11 +5,11 @@ package enroll
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -21,6 +21,7 @@ import (
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -32,13 +33,12 @@ import (
 // cuts the traffic within 5 seconds. The registry-to-device wiring is the
 // gateway's; here the Changed and Revoked hooks stand in for it.
 func TestStockWireGuard(t *testing.T) {
-	for _, tool := range []string{"wireguard-go", "wg", "wg-quick", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install -y --no-install-recommends wireguard-go wireguard-tools iputils-ping)", tool)
-		}
+	for _, tool := range [][2]string{{"wireguard-go", "wireguard-go"}, {"wg", "wireguard-tools"},
+		{"wg-quick", "wireguard-tools"}, {"ping", "iputils-ping"}} {
+		testkit.NeedTool(t, tool[0], tool[1])
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("no /dev/net/tun: %v", err)
+		testkit.Unavailable(t, fmt.Sprintf("no /dev/net/tun (modprobe tun): %v", err))
 	}
 	l := netlab.NewT(t)
 	gwNS, err := l.NS("gw")

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 func TestSnapshotLookups(t *testing.T) {
@@ -228,9 +230,19 @@ func TestRunAndClose(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- r.Run(c) }()
 	// Run picks up the local write, then drops the device at its expiry.
-	waitFor(t, func() bool { return r.Snapshot().Len() == 1 })
+	testkit.Eventually(t, 5*time.Second, "one device in the snapshot", func() error {
+		if n := r.Snapshot().Len(); n != 1 {
+			return fmt.Errorf("%d devices", n)
+		}
+		return nil
+	})
 	clk.Advance(time.Minute)
-	waitFor(t, func() bool { return r.Snapshot().Len() == 0 })
+	testkit.Eventually(t, 5*time.Second, "no device in the snapshot", func() error {
+		if n := r.Snapshot().Len(); n != 0 {
+			return fmt.Errorf("%d devices", n)
+		}
+		return nil
+	})
 	cancel()
 	select {
 	case err := <-done:
@@ -245,16 +257,5 @@ func TestRunAndClose(t *testing.T) {
 	}
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5 s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -400,14 +401,9 @@ func TestMetricsPolicy(t *testing.T) {
 // process running as nobody cannot connect, and even with the modes
 // loosened the server refuses its uid (SO_PEERCRED).
 func TestSocket(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, tool := range []string{"setpriv", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed", tool)
-		}
-	}
+	testkit.NeedRoot(t)
+	testkit.NeedTool(t, "setpriv", "util-linux")
+	testkit.NeedTool(t, "curl", "curl")
 	e := newEnv(t, Config{Listen: "127.0.0.1:9100"})
 	sock := e.cfg.Socket
 	fi, err := os.Stat(sock)

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // DefaultPrefix is the lab prefix used by [NewT].
@@ -80,15 +82,16 @@ func New(prefix string) (*Lab, error) {
 	return nil, fmt.Errorf("netlab: no free lab id with prefix %q", prefix)
 }
 
-// NewT returns a lab for a test. It skips the test unless the process runs
-// as root with CAP_SYS_ADMIN and iproute2's `ip` is on PATH, first sweeps
+// NewT returns a lab for a test. It fails the test (skips it in -short
+// mode) unless the process runs as root with CAP_SYS_ADMIN and iproute2's
+// `ip` is on PATH, first sweeps
 // leftovers of dead test processes ([Sweep] of [DefaultPrefix]), fails the
 // test if the lab cannot be created, and registers [Lab.Close] with
 // t.Cleanup, reporting Close errors as test errors.
 func NewT(t testing.TB) *Lab {
 	t.Helper()
 	if reason := unsupported(); reason != "" {
-		t.Skip("netlab: " + reason)
+		testkit.Unavailable(t, "netlab: "+reason)
 	}
 	if err := Sweep(DefaultPrefix); err != nil {
 		t.Logf("netlab: sweeping leftovers: %v", err)

@@ -18,22 +18,23 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
-// requireLab skips the test where netlab cannot work.
+// requireLab fails the test (skips it in -short mode) where netlab
+// cannot work.
 func requireLab(t *testing.T) {
 	t.Helper()
 	if reason := unsupported(); reason != "" {
-		t.Skip("netlab: " + reason)
+		testkit.Unavailable(t, "netlab: "+reason)
 	}
 }
 
-// requirePing skips the test when ping is not installed.
+// requirePing fails the test when ping is not installed.
 func requirePing(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("ping"); err != nil {
-		t.Skip("test needs ping (apt-get install iputils-ping)")
-	}
+	testkit.NeedTool(t, "ping", "iputils-ping")
 }
 
 // newLab is New plus a cleanup, for tests that close the lab themselves.
@@ -46,24 +47,6 @@ func newLab(t *testing.T, prefix string) *Lab {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
-}
-
-// eventually polls f until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, timeout, err)
-		}
-		<-tick.C
-	}
 }
 
 func ping(t *testing.T, from *NS, to string) error {
@@ -108,10 +91,10 @@ func TestRemoteAccess(t *testing.T) {
 	if got, want := ra.GW.Name(), lab.ID()+"-gw"; got != want {
 		t.Errorf("gw name = %q, want %q", got, want)
 	}
-	eventually(t, 10*time.Second, "ping lan from gw", func() error {
+	Eventually(t, 10*time.Second, "ping lan from gw", func() error {
 		return ping(t, ra.GW, ra.ServerAddr.String())
 	})
-	eventually(t, 10*time.Second, "ping user from gw via wan", func() error {
+	Eventually(t, 10*time.Second, "ping user from gw via wan", func() error {
 		return ping(t, ra.GW, ra.UserAddr.String())
 	})
 	// The internet has no route to the office LAN, in either direction:
@@ -160,7 +143,7 @@ func TestHTTPInNamespace(t *testing.T) {
 		return string(b), err
 	}
 	var body string
-	eventually(t, 10*time.Second, "GET from gw", func() error {
+	Eventually(t, 10*time.Second, "GET from gw", func() error {
 		var err error
 		body, err = get(ra.GW)
 		return err
@@ -202,7 +185,7 @@ func TestListenPacket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	eventually(t, 10*time.Second, "UDP a -> b", func() error {
+	Eventually(t, 10*time.Second, "UDP a -> b", func() error {
 		if _, err := c.Write([]byte("ping")); err != nil {
 			return err
 		}
@@ -388,7 +371,7 @@ func TestCloseCleansUp(t *testing.T) {
 	}
 	stray.Wait()
 	var strayPid int
-	eventually(t, 5*time.Second, "find the stray process", func() error {
+	Eventually(t, 5*time.Second, "find the stray process", func() error {
 		out, err := runIP("netns", "pids", b.Name())
 		if err != nil {
 			return err
@@ -413,7 +396,7 @@ func TestCloseCleansUp(t *testing.T) {
 	default:
 		t.Errorf("process %d still running after Close", p.Pid())
 	}
-	eventually(t, 5*time.Second, "stray process killed", func() error { return pidGone(strayPid) })
+	Eventually(t, 5*time.Second, "stray process killed", func() error { return pidGone(strayPid) })
 	if list := netnsList(t); strings.Contains(list, lab.ID()) {
 		t.Errorf("namespaces left after Close:\n%s", list)
 	}
@@ -445,10 +428,10 @@ func TestParallelLabs(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				eventually(t, 10*time.Second, "ping lan from gw", func() error {
+				Eventually(t, 10*time.Second, "ping lan from gw", func() error {
 					return ping(t, ra.GW, ra.ServerAddr.String())
 				})
-				eventually(t, 10*time.Second, "ping user from gw", func() error {
+				Eventually(t, 10*time.Second, "ping user from gw", func() error {
 					return ping(t, ra.GW, ra.UserAddr.String())
 				})
 			})
@@ -551,7 +534,7 @@ func TestSweep(t *testing.T) {
 	if _, err := os.Stat(markerPath(live.ID())); err != nil {
 		t.Errorf("live marker: %v", err)
 	}
-	eventually(t, 5*time.Second, "process in swept namespace killed", func() error {
+	Eventually(t, 5*time.Second, "process in swept namespace killed", func() error {
 		select {
 		case <-p.Done():
 			return nil
@@ -624,7 +607,7 @@ func TestSweepCrashedOwner(t *testing.T) {
 	if list := netnsList(t); strings.Contains(list, id) {
 		t.Errorf("Sweep left %s:\n%s", id, list)
 	}
-	eventually(t, 5*time.Second, "process of the crashed lab killed", func() error { return pidGone(sleepPid) })
+	Eventually(t, 5*time.Second, "process of the crashed lab killed", func() error { return pidGone(sleepPid) })
 }
 
 // crashChild builds a lab, reports it and waits to be killed.

@@ -32,7 +32,7 @@ func TestOffice(t *testing.T) {
 		{o.GREBranch, o.GREServerAddr},
 		{o.IPsecBranch, o.IPsecServerAddr},
 	} {
-		eventually(t, 10*time.Second, "ping "+c.to.String()+" from "+c.from.Name(), func() error {
+		Eventually(t, 10*time.Second, "ping "+c.to.String()+" from "+c.from.Name(), func() error {
 			return ping(t, c.from, c.to.String())
 		})
 	}

@@ -7,24 +7,17 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
-// Eventually calls f every 50 ms until it returns nil, and fails tb with
-// f's last error once timeout has passed: tests poll for a condition with
-// a deadline instead of sleeping and hoping.
+// Eventually calls f until it returns nil, and fails tb with f's last
+// error once timeout has passed: tests poll for a condition with a
+// deadline instead of sleeping and hoping. It is [testkit.Eventually],
+// here for the tests that already import netlab.
 func Eventually(tb testing.TB, timeout time.Duration, what string, f func() error) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(tb, timeout, what, f)
 }
 
 // Ping sends one ICMP echo request to addr from inside the namespace and

@@ -3,15 +3,15 @@
 package netlab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // StopGrace is how long [Proc.Stop] and [Lab.Close] wait after SIGTERM
@@ -23,7 +23,7 @@ const StopGrace = 5 * time.Second
 type Proc struct {
 	cmd  *exec.Cmd
 	desc string
-	out  syncBuffer
+	out  testkit.Buffer
 
 	done    chan struct{} // closed when the process has been waited for
 	waitErr error         // valid after done is closed
@@ -147,22 +147,4 @@ func (p *Proc) WaitOutput(ctx context.Context, substr string) error {
 // killGroup signals the process group led by pid.
 func killGroup(pid int, sig syscall.Signal) error {
 	return syscall.Kill(-pid, sig)
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and many readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -100,9 +100,7 @@ func cpuSelf() time.Duration {
 //
 //	go test -run '^$' -bench Iperf3 -benchtime 1x ./tunnel/gre/
 func BenchmarkIperf3(b *testing.B) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.Skip("needs iperf3")
-	}
+	testkit.NeedTool(b, "iperf3", "iperf3")
 	p := newPair(b)
 	// The kernel's ip_gre, where there is one, in a second pair of the
 	// same shape: in one namespace it would take the userspace tunnel's

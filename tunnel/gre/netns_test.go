@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // pair is two namespaces joined by a veth, a and b, with 192.0.2.1 and
@@ -170,7 +171,7 @@ func TestSharedSocketKeys(t *testing.T) {
 func TestScapyPeer(t *testing.T) {
 	const py = "/usr/bin/python3"
 	if out, err := exec.Command(py, "-c", "import scapy.all").CombinedOutput(); err != nil {
-		t.Skipf("needs Debian's python3-scapy: %v %s", err, out)
+		testkit.Unavailable(t, fmt.Sprintf("scapy not installed: apt-get install python3-scapy (make deps installs it): %v %s", err, out))
 	}
 	p := newPair(t)
 	c := cfg("sc-a", "192.0.2.1", "192.0.2.2", "10.200.1.0/31")
@@ -203,9 +204,7 @@ func TestScapyPeer(t *testing.T) {
 // that Wireshark's GRE dissector reads the outer and inner addresses, the
 // key, the sequence number and the TTL we sent.
 func TestWiresharkDecodes(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("needs tshark")
-	}
+	testkit.NeedTool(t, "tshark", "tshark")
 	p := newPair(t)
 	ca := cfg("ws-a", "192.0.2.1", "192.0.2.2", "10.200.1.0/31")
 	cb := cfg("ws-b", "192.0.2.2", "192.0.2.1", "10.200.1.1/31")

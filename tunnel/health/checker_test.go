@@ -3,11 +3,13 @@ package health
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel"
 )
 
@@ -63,10 +65,13 @@ func TestCheckerRun(t *testing.T) {
 			defer func() { cancel(); <-done }()
 
 			waitSent := func(n uint64) {
-				deadline := time.Now().Add(5 * time.Second)
-				for c.Status().Sent < n && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
+				t.Helper()
+				testkit.Eventually(t, 5*time.Second, fmt.Sprintf("%d probes sent", n), func() error {
+					if s := c.Status().Sent; s < n {
+						return fmt.Errorf("%d sent", s)
+					}
+					return nil
+				})
 			}
 			waitSent(3)
 			if s := c.State(); s != tunnel.Healthy {

@@ -18,10 +18,11 @@
 // edgegw GRE peer sends reply-style probes straight back in userspace; a
 // plain Linux router as peer must accept packets with its own address as
 // source on the tunnel interface (net.ipv4.conf.<if>.accept_local=1, and
-// forwarding on). Answers return through the tunnel whatever the
-// configured direction; a unidirectional check whose answer returns over
-// the Internet is not implemented (it needs a raw ICMP socket on the WAN
-// side).
+// forwarding on). Answers return through the tunnel: checks are
+// bidirectional. A unidirectional check, whose answer returns over the
+// Internet, is refused by the configuration check (it would need a raw
+// ICMP socket on the WAN side, and accepting answers from outside the
+// tunnel is weaker against spoofing).
 //
 // # Rates and timing
 //

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // logBuffer collects the engine's log records as text for assertions.
@@ -58,14 +58,15 @@ type lab struct {
 	branchDir                  string
 }
 
+// skipWithoutStrongSwan fails the test (skips it in -short mode) unless
+// strongSwan's charon, swanctl and the plugins of the test's backend are
+// installed.
 func skipWithoutStrongSwan(t *testing.T) {
-	for _, bin := range []string{DefaultCharon, "swanctl"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs strongSwan (apt-get install charon-systemd strongswan-swanctl libcharon-extra-plugins): %v", err)
-		}
-	}
+	t.Helper()
+	testkit.NeedTool(t, DefaultCharon, "charon-systemd")
+	testkit.NeedTool(t, "swanctl", "strongswan-swanctl")
 	if err := checkPlugins(testBackend()); err != nil {
-		t.Skip(err)
+		testkit.Unavailable(t, fmt.Sprintf("%v (make deps installs them)", err))
 	}
 }
 

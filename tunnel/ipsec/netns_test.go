@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // TestInteropProposals brings a tunnel up against a stock strongSwan
@@ -316,9 +316,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 // 4500 with kernel-libipsec, which always encapsulates) is there, the
 // inner addresses are not.
 func TestWireShowsOnlyESP(t *testing.T) {
-	if _, err := exec.LookPath("tshark"); err != nil {
-		t.Skip("needs tshark")
-	}
+	testkit.NeedTool(t, "tshark", "tshark")
 	x := newLab(t)
 	x.startEngine(t)
 	x.set(t, x.gwTunnel(t, "wire-psk-of-20-characters", "", "", false))

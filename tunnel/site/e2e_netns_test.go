@@ -390,6 +390,17 @@ func TestReload(t *testing.T) {
 	if n, err := testutil.GatherAndCount(registry(t, x.gw.m), "edgegw_tunnel_health_state"); err != nil || n != 3 {
 		t.Errorf("health state series: %d %v", n, err)
 	}
+	// The route manager's metrics come with the site's: gre1 carries the
+	// branch LAN, the unreachable fallback waits behind it.
+	want := `
+# HELP edgegw_routes_installed 1 for each path of a routed prefix in the kernel after the last route update: via is the tunnel ("unreachable" for the fallback that refuses the prefix's traffic), role is active for the lowest metric, which carries the traffic, and backup for the others.
+# TYPE edgegw_routes_installed gauge
+edgegw_routes_installed{prefix="10.20.0.0/16",role="active",via="gre1"} 1
+edgegw_routes_installed{prefix="10.20.0.0/16",role="backup",via="unreachable"} 1
+`
+	if err := testutil.CollectAndCompare(x.gw.m, strings.NewReader(want), "edgegw_routes_installed"); err != nil {
+		t.Errorf("route metrics: %v", err)
+	}
 }
 
 func registry(t *testing.T, c prometheus.Collector) *prometheus.Registry {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // procCPU is the user+system CPU a process has used.
@@ -51,9 +51,7 @@ func selfCPU() time.Duration {
 //
 //	go test -run '^$' -bench IPsecIperf3 -benchtime 1x ./tunnel/site/
 func BenchmarkIPsecIperf3(b *testing.B) {
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		b.Skip("needs iperf3")
-	}
+	testkit.NeedTool(b, "iperf3", "iperf3")
 	s := newIPsecSite(b)
 	netlab.Eventually(b, 20*time.Second, "IPsec up", func() error {
 		for _, ts := range s.gw.m.Status().Tunnels {

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/gre"
 	"github.com/edgegw/edgegw/tunnel/health"
@@ -79,15 +79,16 @@ type branchCharon struct {
 	proc *netlab.Proc
 }
 
+// skipWithoutStrongSwan fails the test (skips it in -short mode) unless
+// strongSwan's charon, swanctl and the plugins the tests use are
+// installed.
 func skipWithoutStrongSwan(t testing.TB) {
-	for _, bin := range []string{ipsec.DefaultCharon, "swanctl"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("needs strongSwan (charon-systemd, strongswan-swanctl, libcharon-extra-plugins, libstrongswan-standard-plugins): %v", err)
-		}
-	}
-	for _, p := range []string{"kernel-libipsec", "openssl"} {
+	t.Helper()
+	testkit.NeedTool(t, ipsec.DefaultCharon, "charon-systemd")
+	testkit.NeedTool(t, "swanctl", "strongswan-swanctl")
+	for p, pkg := range map[string]string{"kernel-libipsec": "libcharon-extra-plugins", "openssl": "libstrongswan-standard-plugins"} {
 		if _, err := os.Stat("/usr/lib/ipsec/plugins/libstrongswan-" + p + ".so"); err != nil {
-			t.Skipf("needs strongSwan plugin %s", p)
+			testkit.Unavailable(t, fmt.Sprintf("strongSwan plugin %s not installed: apt-get install %s (make deps installs it)", p, pkg))
 		}
 	}
 }

@@ -318,7 +318,8 @@ func (m *Manager) Status() Status {
 func (m *Manager) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector: every tunnel's and check's
-// metrics and the drops of packets that matched no tunnel.
+// metrics, the drops of packets that matched no tunnel, and the route
+// manager's installed paths and failovers.
 func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	var cs []prometheus.Collector
@@ -341,4 +342,5 @@ func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 		c.Collect(ch)
 	}
 	m.eps.Collect(ch)
+	m.rm.Collect(ch)
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // floodRate is what each flood sends: 1000 initiations of 148 bytes a
@@ -134,7 +136,7 @@ func TestOnDemandFlood(t *testing.T) {
 	oneFlood := runFlood(ctx, pool, maxPerFlood, func(msg []byte) { one.WriteToUDPAddrPort(msg, gwAddr) })
 	defer oneFlood.wait()
 	start, before := time.Now(), d.OnDemandStats()
-	eventually(t, "the one-source flood is limited", 15*time.Second, func() error {
+	testkit.Eventually(t, 15*time.Second, "the one-source flood is limited", func() error {
 		if s := d.OnDemandStats(); s.LimitedSource < 500 {
 			return fmt.Errorf("stats: %v", s)
 		}
@@ -150,7 +152,7 @@ func TestOnDemandFlood(t *testing.T) {
 	l.mustExec(l.b, "ip", "addr", "add", "100.96.0.10/12", "dev", clIf)
 	l.mustExec(l.b, "ip", "link", "set", clIf, "up")
 	connect := time.Now()
-	eventually(t, "the laptop connects during the one-source flood", 15*time.Second, func() error { return l.ping(l.b, "100.96.0.1") })
+	testkit.Eventually(t, 15*time.Second, "the laptop connects during the one-source flood", func() error { return l.ping(l.b, "100.96.0.1") })
 	t.Logf("laptop connected after %v during a one-source flood", time.Since(connect).Round(time.Millisecond))
 	s := d.OnDemandStats()
 	if s.UnderLoad || s.Cookies != before.Cookies {
@@ -180,7 +182,7 @@ func TestOnDemandFlood(t *testing.T) {
 	}
 	spoofed := runFlood(ctx, spoofPool, maxPerFlood, func(msg []byte) { unix.Sendto(raw, msg, 0, to) })
 	defer spoofed.wait()
-	eventually(t, "spoofed sources put the device under load", 15*time.Second, func() error {
+	testkit.Eventually(t, 15*time.Second, "spoofed sources put the device under load", func() error {
 		if s := d.OnDemandStats(); !s.UnderLoad || s.Cookies < 500 {
 			return fmt.Errorf("stats: %v", s)
 		}
@@ -199,7 +201,7 @@ func TestOnDemandFlood(t *testing.T) {
 	l.mustExec(l.b, "wg", "set", clIf, "private-key", keyFile)
 	connect = time.Now()
 	// wireguard-go answers a cookie reply on its next attempt, 5 s on.
-	eventually(t, "the phone connects under load", 40*time.Second, func() error { return l.ping(l.b, "100.96.0.1") })
+	testkit.Eventually(t, 40*time.Second, "the phone connects under load", func() error { return l.ping(l.b, "100.96.0.1") })
 	t.Logf("phone connected after %v under load (cookie round trip)", time.Since(connect).Round(time.Millisecond))
 	s = d.OnDemandStats()
 	if _, ok := d.od.held()[phone.PublicKey]; !ok || !s.UnderLoad {

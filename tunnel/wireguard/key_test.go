@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 func TestParseKey(t *testing.T) {
@@ -70,14 +72,14 @@ func TestLoadOrCreatePrivateKey(t *testing.T) {
 	if err != nil || k2 != k {
 		t.Fatalf("second load: %v %v", k2, err)
 	}
-	if wg, err := exec.LookPath("wg"); err == nil {
-		cmd := exec.Command(wg, "pubkey")
+	t.Run("wg pubkey agrees", func(t *testing.T) {
+		cmd := exec.Command(testkit.NeedTool(t, "wg", "wireguard-tools"), "pubkey")
 		cmd.Stdin = strings.NewReader(string(b))
 		out, err := cmd.Output()
 		if err != nil || strings.TrimSpace(string(out)) != k.PublicKey().String() {
 			t.Errorf("wg pubkey says %q (%v), we say %s", out, err, k.PublicKey())
 		}
-	}
+	})
 
 	os.Chmod(path, 0o640)
 	if _, err := LoadOrCreatePrivateKey(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {

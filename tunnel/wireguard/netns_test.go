@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // lab is two network namespaces joined by a veth pair: the gateway side
@@ -30,20 +32,15 @@ type lab struct {
 	a, b   string // namespace names
 }
 
-const installHint = "apt-get install -y --no-install-recommends wireguard-go wireguard-tools iproute2 iputils-ping"
-
 func newLab(t testing.TB) *lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create network namespaces and TUN devices")
-	}
-	for _, tool := range []string{"ip", "wireguard-go", "wg", "wg-quick", "ping", "ss"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping: %s not found (%s)", tool, installHint)
-		}
+	testkit.NeedRoot(t)
+	for _, tool := range [][2]string{{"ip", "iproute2"}, {"wireguard-go", "wireguard-go"}, {"wg", "wireguard-tools"},
+		{"wg-quick", "wireguard-tools"}, {"ping", "iputils-ping"}, {"ss", "iproute2"}} {
+		testkit.NeedTool(t, tool[0], tool[1])
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("skipping: no /dev/net/tun: %v", err)
+		testkit.Unavailable(t, fmt.Sprintf("no /dev/net/tun (modprobe tun): %v", err))
 	}
 	var r [3]byte
 	rand.Read(r[:])
@@ -118,7 +115,7 @@ func (l *lab) inNetns(ns string, fn func()) {
 // noLeak waits for the number of goroutines to fall back to baseline.
 func noLeak(t *testing.T, baseline int) {
 	t.Helper()
-	eventually(t, "goroutines stop", 5*time.Second, func() error {
+	testkit.Eventually(t, 5*time.Second, "goroutines stop", func() error {
 		if n := runtime.NumGoroutine(); n > baseline {
 			buf := make([]byte, 1<<20)
 			buf = buf[:runtime.Stack(buf, true)]
@@ -126,22 +123,6 @@ func noLeak(t *testing.T, baseline int) {
 		}
 		return nil
 	})
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %v: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 func (l *lab) ping(ns, addr string) error {
@@ -326,7 +307,7 @@ func TestStockClient(t *testing.T) {
 	l.mustExec(l.b, "ip", "addr", "add", "100.96.0.10/12", "dev", clIf)
 	l.mustExec(l.b, "ip", "link", "set", clIf, "up")
 
-	eventually(t, "client pings the gateway", 15*time.Second, func() error { return l.ping(l.b, "100.96.0.1") })
+	testkit.Eventually(t, 15*time.Second, "client pings the gateway", func() error { return l.ping(l.b, "100.96.0.1") })
 	if err := l.ping(l.a, "100.96.0.10"); err != nil {
 		t.Errorf("gateway → client: %v", err)
 	}
@@ -366,7 +347,7 @@ func TestStockClient(t *testing.T) {
 	t.Run("malformed datagrams are counted", func(t *testing.T) {
 		before := dropped(t, d, "malformed")
 		l.mustExec(l.b, "bash", "-c", fmt.Sprintf("printf 'not wireguard' > /dev/udp/192.0.2.1/%d", port))
-		eventually(t, "malformed counter", 5*time.Second, func() error {
+		testkit.Eventually(t, 5*time.Second, "malformed counter", func() error {
 			if v := dropped(t, d, "malformed"); v <= before {
 				return fmt.Errorf("malformed = %v", v)
 			}
@@ -432,7 +413,7 @@ func TestStockClient(t *testing.T) {
 			t.Errorf("route lost:\n%s", out)
 		}
 		l.mustExec(l.b, "wg", "set", clIf, "peer", d.PublicKey().String(), "endpoint", fmt.Sprintf("192.0.2.1:%d", port+1))
-		eventually(t, "ping after the move", 10*time.Second, func() error { return l.ping(l.b, "100.96.0.2") })
+		testkit.Eventually(t, 10*time.Second, "ping after the move", func() error { return l.ping(l.b, "100.96.0.2") })
 		if err := d.Set(moved); err != nil {
 			t.Errorf("repeating Set: %v", err)
 		}

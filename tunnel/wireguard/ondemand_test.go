@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // mapSource is a PeerSource over a map, as the gateway's registry view is.
@@ -67,7 +69,7 @@ func TestOnDemandPeers(t *testing.T) {
 	// The first initiation creates the peer and is answered at once: no
 	// 5-second retry on the client's side.
 	start := time.Now()
-	eventually(t, "client pings the gateway", 10*time.Second, func() error { return l.ping(l.b, "100.96.0.1") })
+	testkit.Eventually(t, 10*time.Second, "client pings the gateway", func() error { return l.ping(l.b, "100.96.0.1") })
 	t.Logf("first ping through an on-demand peer after %v", time.Since(start).Round(time.Millisecond))
 	if hs := strings.Fields(l.mustExec(l.b, "wg", "show", clIf, "latest-handshakes")); len(hs) != 2 || hs[1] == "0" {
 		t.Errorf("client handshakes: %v", hs)
@@ -116,7 +118,7 @@ func TestOnDemandPeers(t *testing.T) {
 			defer c.Close()
 			c.Write(msg)
 		})
-		eventually(t, "unknown initiation counted", 5*time.Second, func() error {
+		testkit.Eventually(t, 5*time.Second, "unknown initiation counted", func() error {
 			if s := d.OnDemandStats(); s.Unknown == before {
 				return fmt.Errorf("stats: %v", s)
 			}
@@ -150,7 +152,7 @@ func TestOnDemandPeers(t *testing.T) {
 		d.SetPeerSource(src)
 		// The client re-initiates on its own once its session goes
 		// unanswered (Keepalive-Timeout + Rekey-Timeout, 15 s).
-		eventually(t, "client reconnects", 30*time.Second, func() error { return l.ping(l.b, "100.96.0.1") })
+		testkit.Eventually(t, 30*time.Second, "client reconnects", func() error { return l.ping(l.b, "100.96.0.1") })
 		d.mu.Lock()
 		d.od.idleAfter = time.Hour
 		d.mu.Unlock()

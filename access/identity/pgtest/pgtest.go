@@ -30,6 +30,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // Bin is where Debian's postgresql-15 package installs the server.
@@ -89,11 +91,11 @@ func StopShared() {
 func skipUnlessInstalled(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(Bin, "initdb")); err != nil {
-		t.Skipf("PostgreSQL 15 binaries not installed (%v): apt-get install postgresql-15", err)
+		testkit.Unavailable(t, fmt.Sprintf("PostgreSQL 15 binaries not installed (%v): apt-get install postgresql (make deps installs it)", err))
 	}
 	if os.Geteuid() == 0 {
 		if _, err := user.Lookup("postgres"); err != nil {
-			t.Skipf("running as root and no postgres user to run PostgreSQL as: %v", err)
+			testkit.Unavailable(t, fmt.Sprintf("running as root and no postgres user to run PostgreSQL as (Debian's postgresql package creates it): %v", err))
 		}
 	}
 }

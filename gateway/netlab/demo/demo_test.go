@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
 )
 
@@ -21,13 +21,11 @@ func TestDemoCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: the whole office in network namespaces")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
-	for _, tool := range []string{"ip", "wireguard-go", "wg", "wg-quick", "ping", "dig", "swanctl", ipsec.DefaultCharon} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed: %v", tool, err)
-		}
+	testkit.NeedRoot(t)
+	for _, tool := range [][2]string{{"ip", "iproute2"}, {"wireguard-go", "wireguard-go"}, {"wg", "wireguard-tools"},
+		{"wg-quick", "wireguard-tools"}, {"ping", "iputils-ping"}, {"dig", "bind9-dnsutils"},
+		{"swanctl", "strongswan-swanctl"}, {ipsec.DefaultCharon, "charon-systemd"}} {
+		testkit.NeedTool(t, tool[0], tool[1])
 	}
 	binary := filepath.Join(t.TempDir(), "edgegw")
 	if out, err := exec.Command("go", "build", "-o", binary, "../../../cmd/edgegw").CombinedOutput(); err != nil {
