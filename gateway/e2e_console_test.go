@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // TestConsoleThroughGateway runs the operator console of a running edgegw
@@ -31,10 +31,7 @@ func TestConsoleThroughGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (apt-get install -y --no-install-recommends chromium)")
-	}
+	bin := testkit.NeedTool(t, "chromium", "chromium")
 	s := newSite(t)
 	ra := s.ra
 	aliceKey, alicePub := wgKey(t, ra.User, s.dir, "alice")

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,6 +16,8 @@ import (
 	"testing"
 
 	"aead.dev/minisign"
+
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // realScript is the appliance's update script from the image tree.
@@ -55,9 +56,7 @@ func gptDisk() []byte {
 }
 
 func TestUpdate(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the bundle checks run after the root check: run as root")
-	}
+	testkit.NeedRoot(t) // the bundle checks run after the root check
 	booted := writeFile(t, "cmdline", []byte("BOOT_IMAGE=/edgegw/a/vmlinuz root=PARTUUID=x edgegw.slot=a ro\n"), 0o644)
 	devMachine := writeFile(t, "cmdline", []byte("BOOT_IMAGE=/boot/vmlinuz root=/dev/sda1 ro quiet\n"), 0o644)
 	key := newTestKey(t)
@@ -149,9 +148,7 @@ func TestUpdateRealScriptOffAppliance(t *testing.T) {
 	if b, _ := os.ReadFile("/proc/cmdline"); strings.Contains(string(b), "edgegw.slot=") {
 		t.Skip("running on an appliance")
 	}
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("needs bash")
-	}
+	testkit.NeedTool(t, "bash", "bash")
 	var out, errb bytes.Buffer
 	u := updater{script: realScript, cmdline: writeFile(t, "cmdline", []byte("edgegw.slot=a\n"), 0o644)}
 	err := u.run([]string{"--status"}, &out, &errb)

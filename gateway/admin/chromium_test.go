@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/gre"
 	"github.com/edgegw/edgegw/tunnel/health"
@@ -51,10 +51,7 @@ func TestChromiumConsole(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Skip("chromium not installed (apt-get install -y --no-install-recommends chromium)")
-	}
+	bin := testkit.NeedTool(t, "chromium", "chromium")
 	e := newEnv(t, Config{Listen: gwAddr + ":9100", TLS: &TLS{}, Hosts: []string{"gw.corp.test"}})
 	started := time.Now().Add(-90 * time.Minute)
 	var devs []identity.Device
@@ -284,7 +281,7 @@ func TestChromiumConsole(t *testing.T) {
 	actx2, adone := session("admin")
 	defer adone()
 	login(actx2, adminTok)
-	err = chromedp.Do(actx2,
+	err := chromedp.Do(actx2,
 		chromedp.Click(chromedp.ID("nav-devices")),
 		chromedp.WaitVisible(chromedp.ID("page-devices")),
 		chromedp.Click(chromedp.ID("device-next")),
