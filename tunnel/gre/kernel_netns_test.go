@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,7 +19,6 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
-	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // openBackend starts a tunnel on the given backend inside ns; it skips the
@@ -92,19 +92,23 @@ func TestKernelBackend(t *testing.T) {
 		t.Errorf("address: %s %v", out, err)
 	}
 
-	testkit.NeedTool(t, "tshark", "tshark")
-	capture, err := p.b.Start("tshark", "-l", "-i", "eth0", "-f", "ip proto 47 and src host 192.0.2.1", "-c", "3",
-		"-T", "fields", "-E", "separator=|", "-e", "ip.src", "-e", "ip.dst", "-e", "ip.ttl", "-e", "gre.key", "-e", "icmp.type")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer capture.Stop()
-	netlab.Eventually(t, 30*time.Second, "tshark capturing", func() error {
-		if !strings.Contains(capture.Output(), "Capturing on") {
-			return fmt.Errorf("output %q", capture.Output())
+	var capture *netlab.Proc
+	if _, err := exec.LookPath("tshark"); err == nil {
+		capture, err = p.b.Start("tshark", "-l", "-i", "eth0", "-f", "ip proto 47 and src host 192.0.2.1", "-c", "3",
+			"-T", "fields", "-E", "separator=|", "-e", "ip.src", "-e", "ip.dst", "-e", "ip.ttl", "-e", "gre.key", "-e", "icmp.type")
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
+		defer capture.Stop()
+		netlab.Eventually(t, 30*time.Second, "tshark capturing", func() error {
+			if !strings.Contains(capture.Output(), "Capturing on") {
+				return fmt.Errorf("output %q", capture.Output())
+			}
+			return nil
+		})
+	} else {
+		t.Log("tshark not installed: not checking the wire format")
+	}
 	netlab.Eventually(t, 10*time.Second, "ping through the kernel tunnel", func() error { return p.a.Ping("10.200.1.1") })
 
 	// A health check's path: inject an echo request, see the reply.
@@ -128,34 +132,39 @@ func TestKernelBackend(t *testing.T) {
 	})
 	ta.SetProbeHandler(nil)
 
-	select {
-	case <-capture.Done():
-	case <-time.After(20 * time.Second):
-		t.Errorf("tshark saw fewer than 3 packets: %s", capture.Output())
-	}
-	for _, l := range strings.Split(capture.Output(), "\n") {
-		if strings.Count(l, "|") != 4 {
-			continue
+	if capture != nil {
+		select {
+		case <-capture.Done():
+		case <-time.After(20 * time.Second):
+			t.Errorf("tshark saw fewer than 3 packets: %s", capture.Output())
 		}
-		if want := "192.0.2.1,10.200.1.0|192.0.2.2,10.200.1.1|23,64|0x00abcdef|8"; l != want {
-			t.Errorf("tshark decoded %q, want %q", l, want)
+		for _, l := range strings.Split(capture.Output(), "\n") {
+			if strings.Count(l, "|") != 4 {
+				continue
+			}
+			if want := "192.0.2.1,10.200.1.0|192.0.2.2,10.200.1.1|23,64|0x00abcdef|8"; l != want {
+				t.Errorf("tshark decoded %q, want %q", l, want)
+			}
 		}
 	}
 
-	testkit.NeedTool(t, "iperf3", "iperf3")
-	srv, err := p.b.Start("iperf3", "-s")
-	if err != nil {
-		t.Fatal(err)
+	if _, err := exec.LookPath("iperf3"); err == nil {
+		srv, err := p.b.Start("iperf3", "-s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Stop()
+		var r iperfResult
+		netlab.Eventually(t, 10*time.Second, "iperf3 through the kernel tunnel", func() (err error) {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			r, err = iperf3(ctx, p.a, "10.200.1.1", 2)
+			return err
+		})
+		t.Logf("iperf3 through ip_gre: %.2f Gbit/s, %d retransmits", r.bps/1e9, r.retransmits)
+	} else {
+		t.Log("iperf3 not installed: no throughput figure")
 	}
-	defer srv.Stop()
-	var r iperfResult
-	netlab.Eventually(t, 10*time.Second, "iperf3 through the kernel tunnel", func() (err error) {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		defer cancel()
-		r, err = iperf3(ctx, p.a, "10.200.1.1", 2)
-		return err
-	})
-	t.Logf("iperf3 through ip_gre: %.2f Gbit/s, %d retransmits", r.bps/1e9, r.retransmits)
 
 	sa, sb := ta.Status(), tb.Status()
 	if sa.TxPackets == 0 || sa.RxPackets == 0 || sb.RxPackets == 0 || sb.TxBytes == 0 {
