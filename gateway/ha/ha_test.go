@@ -1,0 +1,331 @@
+package ha
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+)
+
+func TestValidate(t *testing.T) {
+	ok := Config{Priority: 100, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0",
+		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}}}
+	for _, tc := range []struct {
+		name  string
+		edit  func(*Config)
+		field string // "" for valid
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"priority 0", func(c *Config) { c.Priority = 0 }, "priority"},
+		{"priority 255", func(c *Config) { c.Priority = 255 }, "priority"},
+		{"no peer", func(c *Config) { c.Peer = netip.Addr{} }, "peer"},
+		{"v6 peer", func(c *Config) { c.Peer = netip.MustParseAddr("fd00::2") }, "peer"},
+		{"no interface", func(c *Config) { c.Interface = "" }, "interface"},
+		{"bad interface", func(c *Config) { c.Interface = "a b{" }, "interface"},
+		{"vrid 256", func(c *Config) { c.VRID = 256 }, "vrid"},
+		{"no vips", func(c *Config) { c.VirtualAddresses = VirtualAddresses{} }, "virtual_addresses"},
+		{"v6 vip", func(c *Config) {
+			c.VirtualAddresses.LAN = []netip.Prefix{netip.MustParsePrefix("fd00::1/64")}
+		}, "virtual_addresses.lan[0]"},
+		{"vip is peer", func(c *Config) {
+			c.VirtualAddresses.WAN = []netip.Prefix{netip.MustParsePrefix("10.9.0.2/24")}
+		}, "virtual_addresses.wan[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			c.VirtualAddresses.WAN = append([]netip.Prefix(nil), ok.VirtualAddresses.WAN...)
+			tc.edit(&c)
+			c.SetDefaults()
+			var got []string
+			c.Validate(func(f, msg string) { got = append(got, f+": "+msg) })
+			if tc.field == "" {
+				if len(got) != 0 {
+					t.Fatalf("valid config reported %v", got)
+				}
+				if c.VRID != DefaultVRID {
+					t.Fatalf("vrid default %d, want %d", c.VRID, DefaultVRID)
+				}
+				return
+			}
+			if len(got) != 1 || !strings.HasPrefix(got[0], tc.field+": ") {
+				t.Fatalf("reports %v, want one on %s", got, tc.field)
+			}
+		})
+	}
+}
+
+func TestRender(t *testing.T) {
+	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
+		VirtualAddresses: VirtualAddresses{
+			WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")},
+			LAN: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")},
+		}}
+	for _, tc := range []struct {
+		name    string
+		preempt bool
+		key     string
+		want    []string
+		notWant []string
+		wantErr bool
+	}{
+		{name: "nopreempt, no auth", want: []string{"nopreempt", "unicast_peer {\n\t\t10.9.0.2", "virtual_router_id 7",
+			"priority 150", "192.0.2.10/24 dev wan0", "10.1.0.1/24 dev lan0", "track_interface {\n\t\twan0\n\t\tlan0",
+			"notify_fifo /run/x.fifo", "interface sync0"}, notWant: []string{"authentication"}},
+		{name: "preempt", preempt: true, notWant: []string{"nopreempt"}},
+		{name: "key cut to 8", key: "0123456789abc\n", want: []string{"auth_type PASS", "auth_pass 01234567\n"}},
+		{name: "key with brace", key: "ab}cdef", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := c
+			c.Preempt = tc.preempt
+			got, err := Render(c, Links{WAN: "wan0", LAN: "lan0"}, tc.key, "/run/x.fifo")
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("no error")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("missing %q in\n%s", w, got)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("unwanted %q in\n%s", w, got)
+				}
+			}
+		})
+	}
+	if _, err := Render(c, Links{WAN: "", LAN: "lan0"}, "", "/f"); err == nil {
+		t.Fatal("wan VIPs without a WAN interface rendered")
+	}
+}
+
+// TestRenderAccepted has keepalived itself check the rendered file.
+func TestRenderAccepted(t *testing.T) {
+	testkit.NeedRoot(t)
+	bin := testkit.NeedTool(t, "keepalived", "keepalived")
+	lab := netlab.NewT(t)
+	ns, err := lab.NS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(ns, "sync0", "10.9.0.1/24", ns, "wan0", ""); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
+		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}}}
+	text, err := Render(c, Links{WAN: "wan0"}, "secret12", filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(t.TempDir(), "keepalived.conf")
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := ns.Exec(context.Background(), bin, "--config-test", "--use-file", f)
+	if err != nil {
+		t.Fatalf("keepalived --config-test: %v\n%s\n%s", err, out, text)
+	}
+}
+
+func TestParseNotify(t *testing.T) {
+	for _, tc := range []struct{ line, kind, name, state string }{
+		{`INSTANCE "edgegw" MASTER 100`, "INSTANCE", "edgegw", "MASTER"},
+		{`GROUP "g" BACKUP 0`, "GROUP", "g", "BACKUP"},
+		{`INSTANCE "edgegw" FAULT 0` + "\n", "INSTANCE", "edgegw", "FAULT"},
+		{`INSTANCE edgegw MASTER`, "", "", ""},
+		{`INSTANCE "edgegw MASTER`, "", "", ""},
+		{`INSTANCE "edgegw" WHATEVER 1`, "", "", ""},
+		{``, "", "", ""},
+	} {
+		k, n, s, ok := parseNotify(tc.line)
+		if ok != (tc.kind != "") || k != tc.kind || n != tc.name || s != tc.state {
+			t.Errorf("parseNotify(%q) = %q %q %q %v", tc.line, k, n, s, ok)
+		}
+	}
+}
+
+func FuzzParseNotify(f *testing.F) {
+	for _, s := range []string{`INSTANCE "edgegw" MASTER 100`, `GROUP "g" STOP 0`, `"`, `X ""`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		k, _, s, ok := parseNotify(line)
+		if ok && (k == "" || s == "") {
+			t.Fatalf("ok with empty kind or state: %q", line)
+		}
+	})
+}
+
+func startNode(t *testing.T, ns *netlab.NS, prio int, peer string, dir string) *Node {
+	t.Helper()
+	c := Config{Priority: prio, Peer: netip.MustParseAddr(peer), Interface: "sync0",
+		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("10.9.0.100/24")}}}
+	c.SetDefaults()
+	var bad []string
+	c.Validate(func(f, m string) { bad = append(bad, f+": "+m) })
+	if len(bad) > 0 {
+		t.Fatal(bad)
+	}
+	n, err := New(c, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		StateDir: dir, Links: Links{WAN: "sync0"}, Enter: ns.Do, Backoff: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func hasVIP(ns *netlab.NS) (bool, error) {
+	out, err := ns.IP("-4", "addr", "show", "dev", "sync0")
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(string(out), "10.9.0.100/24"), nil
+}
+
+func wantRole(n *Node, role string) func() error {
+	return func() error {
+		if r, _ := n.Role(); r != role {
+			return fmt.Errorf("role %s, want %s", r, role)
+		}
+		return nil
+	}
+}
+
+func wantVIP(ns *netlab.NS, want bool) func() error {
+	return func() error {
+		has, err := hasVIP(ns)
+		if err != nil {
+			return err
+		}
+		if has != want {
+			return fmt.Errorf("%s has the VIP: %v, want %v", ns, has, want)
+		}
+		return nil
+	}
+}
+
+// TestFailover runs real keepalived under two Nodes in two namespaces on a
+// shared link: the higher priority takes the virtual address, loses it to
+// the peer when it stops, and does not take it back when it returns
+// (preemption off).
+func TestFailover(t *testing.T) {
+	testkit.NeedRoot(t)
+	testkit.NeedTool(t, "keepalived", "keepalived")
+	lab := netlab.NewT(t)
+	a, err := lab.NS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.NS("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(a, "sync0", "10.9.0.1/24", b, "sync0", "10.9.0.2/24"); err != nil {
+		t.Fatal(err)
+	}
+	dirA, dirB := t.TempDir(), t.TempDir()
+	na := startNode(t, a, 200, "10.9.0.2", dirA)
+	defer func() { na.Close() }()
+	nb := startNode(t, b, 100, "10.9.0.1", dirB)
+	defer nb.Close()
+
+	const deadline = 30 * time.Second // VRRP needs ~3-4 s; CI load adds more
+	testkit.Eventually(t, deadline, "a is master", wantRole(na, RoleMaster))
+	testkit.Eventually(t, deadline, "b is backup", wantRole(nb, RoleBackup))
+	testkit.Eventually(t, deadline, "VIP on a", wantVIP(a, true))
+	testkit.Eventually(t, deadline, "VIP not on b", wantVIP(b, false))
+	if s := na.Status(); s.Role != RoleMaster || s.Peer != "10.9.0.2" || s.Last == nil {
+		t.Fatalf("status %+v", s)
+	}
+
+	// a leaves: keepalived drops the address, b takes it.
+	if err := na.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := na.Role(); r != RoleDown {
+		t.Fatalf("closed node's role %s", r)
+	}
+	testkit.Eventually(t, deadline, "VIP moved to b", wantVIP(b, true))
+	testkit.Eventually(t, deadline, "b is master", wantRole(nb, RoleMaster))
+	if has, _ := hasVIP(a); has {
+		t.Fatal("stopped node kept the VIP")
+	}
+	for _, f := range []string{"notify.fifo", "keepalived.pid", "vrrp.pid"} {
+		if _, err := os.Stat(filepath.Join(dirA, "ha", f)); err == nil {
+			t.Errorf("Close left %s", f)
+		}
+	}
+
+	// a returns with the higher priority: with preemption off it stays
+	// backup and b keeps the address.
+	na = startNode(t, a, 200, "10.9.0.2", dirA)
+	testkit.Eventually(t, deadline, "returning a is backup", wantRole(na, RoleBackup))
+	// Three advert intervals and more: time enough for a preemption that
+	// should not happen; b must still be master.
+	time.Sleep(4 * time.Second)
+	if r, _ := nb.Role(); r != RoleMaster {
+		t.Fatalf("b is %s after a returned, want master (nopreempt)", r)
+	}
+	if err := wantVIP(a, false)(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestart kills keepalived behind the Node's back: the supervisor
+// starts it again and the node becomes master again.
+func TestRestart(t *testing.T) {
+	testkit.NeedRoot(t)
+	testkit.NeedTool(t, "keepalived", "keepalived")
+	lab := netlab.NewT(t)
+	a, err := lab.NS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.NS("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(a, "sync0", "10.9.0.1/24", b, "sync0", "10.9.0.2/24"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	n := startNode(t, a, 200, "10.9.0.2", dir) // alone: the peer never answers
+	defer n.Close()
+	testkit.Eventually(t, 30*time.Second, "master", wantRole(n, RoleMaster))
+	pid, err := os.ReadFile(filepath.Join(dir, "ha", "keepalived.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testExec("kill", "-9", strings.TrimSpace(string(pid))); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, "restarted", func() error {
+		if s := n.Status(); s.Restarts == 0 {
+			return fmt.Errorf("no restart yet")
+		}
+		return nil
+	})
+	testkit.Eventually(t, 30*time.Second, "master again", wantRole(n, RoleMaster))
+	testkit.Eventually(t, 30*time.Second, "VIP back", wantVIP(a, true))
+}

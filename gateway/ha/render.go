@@ -1,0 +1,124 @@
+package ha
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"text/template"
+)
+
+// Links names the interfaces the virtual addresses go on: the gateway's
+// WAN and its (first) LAN.
+type Links struct {
+	WAN, LAN string
+}
+
+// instance is the VRRP instance name, which the notify FIFO reports.
+const instance = "edgegw"
+
+var confTemplate = template.Must(template.New("keepalived.conf").Parse(`# Written by edgegw for its own keepalived; replaced at every start.
+global_defs {
+	router_id {{.RouterID}}
+	# State changes go to edgegw, which reads this FIFO.
+	notify_fifo {{.FIFO}}
+	# No scripts run: edgegw acts on the FIFO.
+	enable_script_security
+	script_user root
+}
+
+vrrp_instance {{.Instance}} {
+	state BACKUP
+	interface {{.Interface}}
+	virtual_router_id {{.VRID}}
+	priority {{.Priority}}
+	advert_int 1
+{{- if not .Preempt}}
+	nopreempt
+{{- end}}
+	# Adverts go to the peer over the sync link, never multicast.
+	unicast_peer {
+		{{.Peer}}
+	}
+{{- if .Track}}
+	# A node that loses its WAN or LAN link gives the addresses up.
+	track_interface {
+{{- range .Track}}
+		{{.}}
+{{- end}}
+	}
+{{- end}}
+{{- if .AuthPass}}
+	authentication {
+		auth_type PASS
+		auth_pass {{.AuthPass}}
+	}
+{{- end}}
+	virtual_ipaddress {
+{{- range .VIPs}}
+		{{.}}
+{{- end}}
+	}
+}
+`))
+
+// Render returns keepalived.conf for c: one VRRP instance advertised by
+// unicast to the peer on the sync link, carrying the WAN and LAN virtual
+// addresses together (so they cannot end up on different nodes) and
+// tracking both links. authKey is the content of c.AuthKeyFile ("" for
+// none); fifo is where keepalived reports state changes.
+func Render(c Config, l Links, authKey, fifo string) (string, error) {
+	type params struct {
+		RouterID, FIFO, Instance, Interface, AuthPass string
+		VRID, Priority                                int
+		Preempt                                       bool
+		Peer                                          netip.Addr
+		Track, VIPs                                   []string
+	}
+	p := params{RouterID: "edgegw_" + c.Interface, FIFO: fifo, Instance: instance, Interface: c.Interface,
+		VRID: c.VRID, Priority: c.Priority, Preempt: c.Preempt, Peer: c.Peer}
+	if authKey != "" {
+		k := strings.TrimSpace(authKey)
+		if len(k) > 8 { // VRRPv2 keeps 8 characters; say so rather than let keepalived cut it
+			k = k[:8]
+		}
+		if strings.ContainsAny(k, " \t\"{}#!") || k == "" {
+			return "", fmt.Errorf("auth key: must be printable without spaces, quotes, braces, # or !")
+		}
+		p.AuthPass = k
+	}
+	add := func(side, dev string, ps []netip.Prefix) error {
+		if len(ps) == 0 {
+			return nil
+		}
+		if !validIfname(dev) {
+			return fmt.Errorf("%s virtual addresses: no usable %s interface (%q)", side, side, dev)
+		}
+		for _, v := range ps {
+			p.VIPs = append(p.VIPs, v.String()+" dev "+dev)
+		}
+		if dev != c.Interface && !containsStr(p.Track, dev) {
+			p.Track = append(p.Track, dev)
+		}
+		return nil
+	}
+	if err := add("wan", l.WAN, c.VirtualAddresses.WAN); err != nil {
+		return "", err
+	}
+	if err := add("lan", l.LAN, c.VirtualAddresses.LAN); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	if err := confTemplate.Execute(&b, p); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+func containsStr(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
