@@ -167,6 +167,9 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		nf,
 		&accessPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local},
 		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }},
+		// Last: the node bids for the virtual addresses only once
+		// everything behind them runs.
+		&haPart{log: g.log, metrics: g.metrics, wan: func() string { return fw.wan }},
 	}
 	defer g.closeParts()
 	// Runs before closeParts (last in, first out): forwarding stops

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/dns"
+	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
@@ -23,6 +24,8 @@ type Status struct {
 	Access        *AccessStatus       `json:"access,omitempty"`
 	Logpush       []logpush.JobStatus `json:"logpush,omitempty"`
 	DNS           *dns.Status         `json:"dns,omitempty"`
+	// HA is this node's role in an active/standby pair, when ha: is set.
+	HA *ha.Status `json:"ha,omitempty"`
 	// Devices is the number of active enrolled devices.
 	Devices int `json:"devices"`
 	// Routes are the site-to-site routes as installed, `ip route` style.

@@ -27,6 +27,7 @@ import (
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/gateway/dns"
+	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel"
@@ -51,6 +52,7 @@ type Config struct {
 	Gateway    Gateway          `yaml:"gateway"`
 	Netflow    *netflow.Config  `yaml:"netflow"`
 	Logpush    []logpush.Job    `yaml:"logpush"`
+	HA         *ha.Config       `yaml:"ha"`
 
 	// File is where the configuration came from ("(built-in default)" for
 	// the embedded one).

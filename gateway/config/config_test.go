@@ -182,3 +182,41 @@ func TestExampleEmbedded(t *testing.T) {
 		t.Errorf("the embedded example does not validate:\n%v", err)
 	}
 }
+
+// TestHASection loads an ha: section: the VRID default applies and a bad
+// priority is reported at its path.
+func TestHASection(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		f := filepath.Join(dir, "edgegw.yaml")
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	cfg, err := Load(write(`
+ha:
+  priority: 200
+  peer: 10.255.0.2
+  interface: sync0
+  virtual_addresses:
+    wan: [203.0.113.10/24]
+`), Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HA == nil || cfg.HA.VRID != 51 || cfg.HA.Priority != 200 || cfg.HA.Preempt {
+		t.Fatalf("ha section %+v", cfg.HA)
+	}
+	_, err = Load(write(`
+ha:
+  priority: 300
+  peer: 10.255.0.2
+  interface: sync0
+  virtual_addresses:
+    wan: [203.0.113.10/24]
+`), Options{SkipFiles: true})
+	if err == nil || !strings.Contains(err.Error(), "ha.priority") {
+		t.Fatalf("priority 300: %v", err)
+	}
+}
