@@ -172,6 +172,12 @@ func FuzzParseNotify(f *testing.F) {
 
 func startNode(t *testing.T, ns *netlab.NS, prio int, peer string, dir string) *Node {
 	t.Helper()
+	return startNodeOn(t, ns, prio, peer, dir, "sync0")
+}
+
+// startNodeOn starts a Node whose WAN virtual address goes on wan.
+func startNodeOn(t *testing.T, ns *netlab.NS, prio int, peer, dir, wan string) *Node {
+	t.Helper()
 	c := Config{Priority: prio, Peer: netip.MustParseAddr(peer), Interface: "sync0",
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("10.9.0.100/24")}}}
 	c.SetDefaults()
@@ -181,7 +187,7 @@ func startNode(t *testing.T, ns *netlab.NS, prio int, peer string, dir string) *
 		t.Fatal(bad)
 	}
 	n, err := New(c, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		StateDir: dir, Links: Links{WAN: "sync0"}, Enter: ns.Do, Backoff: 200 * time.Millisecond})
+		StateDir: dir, Links: Links{WAN: wan}, Enter: ns.Do, Backoff: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +201,10 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func hasVIP(ns *netlab.NS) (bool, error) {
-	out, err := ns.IP("-4", "addr", "show", "dev", "sync0")
+func hasVIP(ns *netlab.NS) (bool, error) { return hasVIPOn(ns, "sync0") }
+
+func hasVIPOn(ns *netlab.NS, dev string) (bool, error) {
+	out, err := ns.IP("-4", "addr", "show", "dev", dev)
 	if err != nil {
 		return false, err
 	}
@@ -212,9 +220,11 @@ func wantRole(n *Node, role string) func() error {
 	}
 }
 
-func wantVIP(ns *netlab.NS, want bool) func() error {
+func wantVIP(ns *netlab.NS, want bool) func() error { return wantVIPOn(ns, "sync0", want) }
+
+func wantVIPOn(ns *netlab.NS, dev string, want bool) func() error {
 	return func() error {
-		has, err := hasVIP(ns)
+		has, err := hasVIPOn(ns, dev)
 		if err != nil {
 			return err
 		}
@@ -328,4 +338,49 @@ func TestRestart(t *testing.T) {
 	})
 	testkit.Eventually(t, 30*time.Second, "master again", wantRole(n, RoleMaster))
 	testkit.Eventually(t, 30*time.Second, "VIP back", wantVIP(a, true))
+}
+
+// TestWANLinkLoss pulls the active node's WAN link: keepalived tracks it,
+// the node goes to FAULT and gives the address up, and the peer takes it.
+func TestWANLinkLoss(t *testing.T) {
+	testkit.NeedRoot(t)
+	testkit.NeedTool(t, "keepalived", "keepalived")
+	lab := netlab.NewT(t)
+	a, err := lab.NS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.NS("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(a, "sync0", "10.9.0.1/24", b, "sync0", "10.9.0.2/24"); err != nil {
+		t.Fatal(err)
+	}
+	// Each node's WAN is a veth whose other end (the "uplink") stays in
+	// the same namespace.
+	for _, ns := range []*netlab.NS{a, b} {
+		if err := lab.Link(ns, "wan0", "", ns, "uplink0", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	na := startNodeOn(t, a, 200, "10.9.0.2", t.TempDir(), "wan0")
+	defer na.Close()
+	nb := startNodeOn(t, b, 100, "10.9.0.1", t.TempDir(), "wan0")
+	defer nb.Close()
+	const deadline = 30 * time.Second
+	testkit.Eventually(t, deadline, "a is master", wantRole(na, RoleMaster))
+	testkit.Eventually(t, deadline, "b is backup", wantRole(nb, RoleBackup))
+	testkit.Eventually(t, deadline, "VIP on a", wantVIPOn(a, "wan0", true))
+
+	if _, err := a.IP("link", "set", "wan0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, deadline, "a in fault", wantRole(na, RoleFault))
+	testkit.Eventually(t, deadline, "b is master", wantRole(nb, RoleMaster))
+	testkit.Eventually(t, deadline, "VIP moved to b", wantVIPOn(b, "wan0", true))
+	testkit.Eventually(t, deadline, "VIP gone from a", wantVIPOn(a, "wan0", false))
+	if s := na.Status(); !strings.Contains(s.Reason, "FAULT") {
+		t.Fatalf("fault reason %q", s.Reason)
+	}
 }
