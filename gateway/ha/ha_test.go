@@ -384,3 +384,57 @@ func TestWANLinkLoss(t *testing.T) {
 		t.Fatalf("fault reason %q", s.Reason)
 	}
 }
+
+// TestLeftoverKilled starts a keepalived the way a crashed edgegw would
+// have left it (its pid file in the state directory): New kills it before
+// starting its own.
+func TestLeftoverKilled(t *testing.T) {
+	testkit.NeedRoot(t)
+	bin := testkit.NeedTool(t, "keepalived", "keepalived")
+	lab := netlab.NewT(t)
+	a, err := lab.NS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.NS("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(a, "sync0", "10.9.0.1/24", b, "sync0", "10.9.0.2/24"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	hd := filepath.Join(dir, "ha")
+	if err := os.MkdirAll(hd, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c := Config{Priority: 200, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: DefaultVRID,
+		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("10.9.0.100/24")}}}
+	text, err := Render(c, Links{WAN: "sync0"}, "", filepath.Join(hd, "old.fifo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(hd, "old.conf")
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old, err := a.Start(bin, "--dont-fork", "--vrrp", "--log-console", "--no-syslog", "--use-file", conf,
+		"--pid", filepath.Join(hd, "keepalived.pid"), "--vrrp_pid", filepath.Join(hd, "vrrp.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Kill()
+	testkit.Eventually(t, 30*time.Second, "leftover's pid file", func() error {
+		_, err := os.Stat(filepath.Join(hd, "keepalived.pid"))
+		return err
+	})
+	n := startNode(t, a, 200, "10.9.0.2", dir)
+	defer n.Close()
+	select {
+	case <-old.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the leftover keepalived still runs")
+	}
+	testkit.Eventually(t, 30*time.Second, "new keepalived master", wantRole(n, RoleMaster))
+	testkit.Eventually(t, 30*time.Second, "VIP", wantVIP(a, true))
+}
