@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -88,6 +89,25 @@ func (n *haNode) wantVIP(want bool) func() error {
 	}
 }
 
+// wantMetric looks for line in the node's /metrics.
+func (n *haNode) wantMetric(line string) func() error {
+	return func() error {
+		resp, err := n.ns.HTTPClient().Get("http://127.0.0.1:9100/metrics")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(b), line+"\n") {
+			return fmt.Errorf("%s: no %q in /metrics", n.ns, line)
+		}
+		return nil
+	}
+}
+
 // TestHAPair runs two real edgegw nodes with an ha: section in namespaces:
 // the WAN virtual address is on the higher-priority node; after that
 // node's edgegw is killed with kill -9 it moves to the other; when the
@@ -150,6 +170,8 @@ ha:
 	testkit.Eventually(t, deadline, "n2 backup", nodes[1].wantRole("backup"))
 	testkit.Eventually(t, deadline, "VIP on n1", nodes[0].wantVIP(true))
 	must(t, nodes[1].wantVIP(false)())
+	testkit.Eventually(t, deadline, "n1 metrics", nodes[0].wantMetric(`edgegw_ha_role{role="master"} 1`))
+	testkit.Eventually(t, deadline, "n2 metrics", nodes[1].wantMetric(`edgegw_ha_role{role="backup"} 1`))
 
 	// kill -9: edgegw cannot clean up, its keepalived goes with it
 	// (parent-death signal) and the peer takes the address.
