@@ -352,6 +352,14 @@ func (d *decoder) crossChecks(c *Config) {
 			report(join("access", field), msg)
 		})
 	}
+	// The LAN virtual addresses go on the first LAN interface; the WAN ones
+	// on interfaces.wan, or the default route's interface when unset.
+	if c.HA != nil && len(c.HA.VirtualAddresses.LAN) > 0 && len(c.Interfaces.LAN) == 0 {
+		report("ha.virtual_addresses.lan", "go on the first of interfaces.lan: name it")
+	}
+	if c.HA != nil && (c.HA.Interface == c.Interfaces.WAN || slices.Contains(c.Interfaces.LAN, c.HA.Interface)) {
+		report("ha.interface", fmt.Sprintf("%q is a WAN or LAN interface: the sync link needs its own", c.HA.Interface))
+	}
 }
 
 //go:embed edgegw.example.yaml

@@ -219,4 +219,29 @@ ha:
 	if err == nil || !strings.Contains(err.Error(), "ha.priority") {
 		t.Fatalf("priority 300: %v", err)
 	}
+	for _, tc := range []struct{ body, want string }{
+		{`
+ha:
+  priority: 100
+  peer: 10.255.0.2
+  interface: sync0
+  virtual_addresses:
+    lan: [10.0.0.1/24]
+`, "ha.virtual_addresses.lan"},
+		{`
+interfaces:
+  wan: eth0
+ha:
+  priority: 100
+  peer: 10.255.0.2
+  interface: eth0
+  virtual_addresses:
+    wan: [203.0.113.10/24]
+`, "ha.interface"},
+	} {
+		_, err = Load(write(tc.body), Options{SkipFiles: true})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("want an error at %s, got %v", tc.want, err)
+		}
+	}
 }
