@@ -142,6 +142,14 @@ func (d *Decoder) Decode(from netip.AddrPort, pkt []byte, now time.Time, emit fu
 }
 
 func (d *Decoder) decodeV5(from netip.AddrPort, pkt []byte, now time.Time, emit func(*Flow)) error {
+	// goflow2 allocates the header's count of records up front and leaves
+	// the ones the datagram lacks zeroed: check the count first.
+	if len(pkt) < 24 {
+		return drop(ReasonMalformed, fmt.Errorf("NetFlow v5 header: %d bytes", len(pkt)))
+	}
+	if n := int(binary.BigEndian.Uint16(pkt[2:])); n > 30 || len(pkt) < 24+48*n {
+		return drop(ReasonMalformed, fmt.Errorf("NetFlow v5: %d records in %d bytes (at most 30 of 48 bytes after a 24-byte header)", n, len(pkt)))
+	}
 	var p netflowlegacy.PacketNetFlowV5
 	if err := netflowlegacy.DecodeMessageVersion(bytes.NewBuffer(pkt), &p); err != nil {
 		return drop(ReasonMalformed, err)
