@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -226,7 +227,13 @@ func TestSoftflowd(t *testing.T) {
 			})
 
 			var pk, by uint64
+			known := logpush.Fields("network_analytics_logs")
 			for _, r := range udp {
+				for _, f := range r {
+					if !slices.Contains(known, f.Name) {
+						t.Errorf("field %s is not in the network_analytics_logs catalogue", f.Name)
+					}
+				}
 				for name, want := range map[string]string{
 					"Source": tc.source, "SamplerAddress": "10.77.0.1",
 					"IPSourceAddress": "10.77.0.1", "IPDestinationAddress": "10.77.0.2",
