@@ -15,7 +15,7 @@ type Config struct {
 }
 
 // IngestConfig is `netflow.ingest:`: flow records other routers export
-// (NetFlow v5, v9, IPFIX) join the gateway's own samples.
+// (NetFlow v5, v9, IPFIX, sFlow v5) join the gateway's own samples.
 type IngestConfig struct {
 	// Listen are UDP addresses, host:port with host an IP address or
 	// empty (every address), e.g. ":2055" or "10.0.0.1:4739". Each takes

@@ -3,7 +3,8 @@
 // records in the same stream as the gateway's own NFLOG samples, each marked
 // with its Source and the exporter (SamplerAddress) it came from.
 //
-// Decoding is goflow2's (decoders/netflowlegacy and decoders/netflow); this
+// Decoding is goflow2's (decoders/netflowlegacy, decoders/netflow and
+// decoders/sflow); this
 // package keeps the per-exporter state goflow2 leaves to its caller:
 // templates per exporter and observation domain, the sampling rate each
 // exporter announces (in the v5 header, or in v9/IPFIX options data), and
@@ -31,7 +32,7 @@ const (
 // Drop reasons: the label of edgegw_netflow_ingest_dropped_total.
 const (
 	ReasonShort           = "short"            // shorter than any header
-	ReasonBadVersion      = "bad_version"      // not NetFlow v5, v9 or IPFIX
+	ReasonBadVersion      = "bad_version"      // not NetFlow v5, v9, IPFIX or sFlow v5
 	ReasonMalformed       = "malformed"        // the decoder rejected it
 	ReasonUnknownTemplate = "unknown_template" // a data set whose template has not been seen
 	ReasonNoAddress       = "no_address"       // a flow without source or destination address
@@ -44,9 +45,9 @@ var Reasons = []string{ReasonShort, ReasonBadVersion, ReasonMalformed, ReasonUnk
 // Flow is one flow record an exporter sent, with its counts already scaled
 // by the exporter's sampling interval.
 type Flow struct {
-	Source       string         // SourceNetFlow or SourceIPFIX
+	Source       string         // SourceNetFlow, SourceIPFIX or SourceSFlow
 	Exporter     netip.AddrPort // the router that sent it
-	Version      uint16         // 5, 9 or 10
+	Version      uint16         // 5, 9 or 10; sFlow: 5
 	Domain       uint32         // v9 source ID or IPFIX observation domain
 	Src, Dst     netip.Addr
 	SrcPort      uint16
@@ -131,6 +132,9 @@ func (d *Decoder) Decode(from netip.AddrPort, pkt []byte, now time.Time, emit fu
 		return drop(ReasonShort, fmt.Errorf("%d bytes", len(pkt)))
 	}
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if binary.BigEndian.Uint32(pkt) == 5 {
+		return d.decodeSFlow(from, pkt, now, emit)
+	}
 	switch v := binary.BigEndian.Uint16(pkt); v {
 	case 5:
 		return d.decodeV5(from, pkt, now, emit)

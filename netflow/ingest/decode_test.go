@@ -44,11 +44,12 @@ func decodeAll(t *testing.T, d *Decoder, pkts [][]byte) ([]Flow, error) {
 	return flows, errs
 }
 
-// TestDecodeCaptured decodes datagrams softflowd sent with 1-in-4 sampling
-// (TestSoftflowd -update captured them): the 40 UDP datagrams of 128 bytes
-// to port 7777 come out scaled by the announced rate — the v5 header's,
-// v9's options data (SAMPLING_INTERVAL) and IPFIX's PSAMP interval and
-// space — with times placed by the exporter's clock.
+// TestDecodeCaptured decodes datagrams softflowd and pmacctd sent with
+// 1-in-4 sampling (TestSoftflowd -update captured them): the 40 UDP
+// datagrams of 128 bytes to port 7777 come out scaled by the announced
+// rate — the v5 header's, v9's options data (SAMPLING_INTERVAL), IPFIX's
+// PSAMP interval and space, sFlow's per-sample rate — with times placed by
+// the exporter's clock.
 func TestDecodeCaptured(t *testing.T) {
 	for _, tc := range []struct {
 		file    string
@@ -58,6 +59,7 @@ func TestDecodeCaptured(t *testing.T) {
 		{"softflowd-v5-sampled.bin", 5, SourceNetFlow},
 		{"softflowd-v9-sampled.bin", 9, SourceNetFlow},
 		{"softflowd-ipfix-sampled.bin", 10, SourceIPFIX},
+		{"pmacctd-sflow-sampled.bin", 5, SourceSFlow},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			flows, err := decodeAll(t, NewDecoder(), datagrams(t, tc.file))
@@ -117,7 +119,9 @@ func TestDecodeDrops(t *testing.T) {
 		{"empty", nil, ReasonShort},
 		{"short", []byte{0, 5, 0}, ReasonShort},
 		{"version 7", []byte{0, 7, 0, 1, 0, 0, 0, 0}, ReasonBadVersion},
-		{"sflow", []byte{0, 0, 0, 5, 0, 0, 0, 1}, ReasonBadVersion},
+		{"sflow v4", []byte{0, 0, 0, 4, 0, 0, 0, 1}, ReasonBadVersion},
+		{"sflow truncated", []byte{0, 0, 0, 5, 0, 0, 0, 1}, ReasonMalformed},
+		{"sflow record count 2^32-1", sflowHugeCount(), ReasonMalformed},
 		{"v5 truncated", datagrams(t, "softflowd-v5-sampled.bin")[0][:30], ReasonMalformed},
 		{"v9 header only", v9[:10], ReasonMalformed},
 		{"v9 bad flowset length", badLen, ReasonMalformed},
@@ -175,7 +179,7 @@ func TestTemplatesPerExporter(t *testing.T) {
 // must carry addresses.
 func FuzzDecode(f *testing.F) {
 	var all [][]byte
-	for _, name := range []string{"softflowd-v5-sampled.bin", "softflowd-v9-sampled.bin", "softflowd-ipfix-sampled.bin"} {
+	for _, name := range []string{"softflowd-v5-sampled.bin", "softflowd-v9-sampled.bin", "softflowd-ipfix-sampled.bin", "pmacctd-sflow-sampled.bin"} {
 		for _, p := range datagrams(f, name) {
 			f.Add(p)
 			all = append(all, p)
@@ -202,3 +206,19 @@ func FuzzDecode(f *testing.F) {
 }
 
 var netflowColo = netflow.Colo{Code: "ams", Name: "ams01", Country: "NL"}
+
+// sflowHugeCount is an sFlow v5 datagram whose one expanded flow sample
+// claims 2^32-1 records, which goflow2 would allocate.
+func sflowHugeCount() []byte {
+	b := binary.BigEndian.AppendUint32(nil, 5)          // version
+	b = binary.BigEndian.AppendUint32(b, 1)             // agent IPv4
+	b = append(b, 10, 0, 0, 1)                          // agent
+	b = binary.BigEndian.AppendUint32(b, 0)             // sub-agent
+	b = binary.BigEndian.AppendUint32(b, 1)             // sequence
+	b = binary.BigEndian.AppendUint32(b, 1000)          // uptime
+	b = binary.BigEndian.AppendUint32(b, 1)             // samples
+	b = binary.BigEndian.AppendUint32(b, 3)             // expanded flow sample
+	b = binary.BigEndian.AppendUint32(b, 44)            // length
+	b = append(b, make([]byte, 40)...)                  // sequence .. output
+	return binary.BigEndian.AppendUint32(b, 0xffffffff) // records
+}

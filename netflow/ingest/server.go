@@ -19,8 +19,8 @@ import (
 // Options configure a Server.
 type Options struct {
 	// Listen are the UDP addresses to receive datagrams on, host:port
-	// (host empty: every address). Each socket takes NetFlow v5, v9 and
-	// IPFIX alike.
+	// (host empty: every address). Each socket takes NetFlow v5, v9,
+	// IPFIX and sFlow v5 alike.
 	Listen []string
 	Sink   logpush.Sink // where records go (required); Push must not block
 	Colo   netflow.Colo // Colo… fields of records until SetColo
@@ -187,7 +187,7 @@ func (s *Server) Stats() Stats {
 func (s *Server) Collector() prometheus.Collector { return &collector{s: s} }
 
 var (
-	descDatagrams = prometheus.NewDesc("edgegw_netflow_ingest_datagrams_total", "NetFlow/IPFIX datagrams received from exporters.", nil, nil)
+	descDatagrams = prometheus.NewDesc("edgegw_netflow_ingest_datagrams_total", "NetFlow, IPFIX and sFlow datagrams received from exporters.", nil, nil)
 	descRecords   = prometheus.NewDesc("edgegw_netflow_ingest_records_total", "Flow records from exporters handed to Logpush.", nil, nil)
 	descDropped   = prometheus.NewDesc("edgegw_netflow_ingest_dropped_total", "Flow datagrams (or their unreadable parts) dropped, by reason.", []string{"reason"}, nil)
 )

@@ -22,7 +22,7 @@ import (
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
-var update = flag.Bool("update", false, "rewrite testdata/*.bin with the datagrams softflowd sends")
+var update = flag.Bool("update", false, "rewrite testdata/*.bin with the datagrams softflowd and pmacctd send")
 
 // sink collects records.
 type sink struct {
@@ -78,7 +78,8 @@ func field(r logpush.Record, name string) (string, bool) {
 	return v.Str(), true
 }
 
-// TestSoftflowd runs Debian's softflowd, a real NetFlow/IPFIX exporter, on
+// TestSoftflowd runs Debian's softflowd, a real NetFlow/IPFIX exporter
+// (and pmacct's pmacctd with its sfprobe plugin, an sFlow v5 agent), on
 // an interface in one namespace while the test sends UDP datagrams and
 // pings across it, and receives its export in the other namespace: every
 // version's records must name the addresses, ports, protocol and exporter,
@@ -100,6 +101,8 @@ func TestSoftflowd(t *testing.T) {
 		{"v5-sampled", "5", 4, "netflow"},
 		{"v9-sampled", "9", 4, "netflow"},
 		{"ipfix-sampled", "10", 4, "ipfix"},
+		{"sflow", "sflow", 1, "sflow"},
+		{"sflow-sampled", "sflow", 4, "sflow"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -145,28 +148,49 @@ func TestSoftflowd(t *testing.T) {
 
 			dir := t.TempDir()
 			ctl := filepath.Join(dir, "ctl")
-			args := []string{"-d", "-v", tc.version, "-i", "lan0", "-n", fmt.Sprintf("10.77.0.2:%d", port),
-				"-c", ctl, "-p", filepath.Join(dir, "pid"), "-t", "maxlife=300"}
-			if tc.rate > 1 {
-				args = append(args, "-s", strconv.Itoa(tc.rate))
-			}
 			// Only the test's traffic: not the export itself, nor ARP.
-			args = append(args, "ip and not udp port "+strconv.Itoa(port))
-			sf, err := exp.Start("softflowd", args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sf.Stop()
-			// softflowd is capturing once its control socket exists.
-			netlab.Eventually(t, 10*time.Second, "softflowd control socket", func() error {
-				select {
-				case <-sf.Done():
-					return fmt.Errorf("softflowd exited: %s", sf.Output())
-				default:
+			filter := "ip and not udp port " + strconv.Itoa(port)
+			var sf *netlab.Proc
+			tool := "softflowd"
+			if tc.version == "sflow" {
+				tool = "pmacctd"
+				// pmacct's pmacctd with its sfprobe plugin: an sFlow v5 agent.
+				conf := filepath.Join(dir, "pmacctd.conf")
+				if err := os.WriteFile(conf, []byte(fmt.Sprintf("daemonize: false\npcap_interface: lan0\npcap_filter: %s\n"+
+					"plugins: sfprobe\nsfprobe_receiver: 10.77.0.2:%d\nsfprobe_agentip: 10.77.0.1\nsampling_rate: %d\n",
+					filter, port, tc.rate)), 0o644); err != nil {
+					t.Fatal(err)
 				}
-				_, err := os.Stat(ctl)
-				return err
-			})
+				if sf, err = exp.Start("pmacctd", "-f", conf); err != nil {
+					t.Fatal(err)
+				}
+				defer sf.Stop()
+				wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := sf.WaitOutput(wctx, "sfprobe"); err != nil {
+					t.Fatalf("pmacctd: %v: %s", err, sf.Output())
+				}
+			} else {
+				args := []string{"-d", "-v", tc.version, "-i", "lan0", "-n", fmt.Sprintf("10.77.0.2:%d", port),
+					"-c", ctl, "-p", filepath.Join(dir, "pid"), "-t", "maxlife=300"}
+				if tc.rate > 1 {
+					args = append(args, "-s", strconv.Itoa(tc.rate))
+				}
+				if sf, err = exp.Start("softflowd", append(args, filter)...); err != nil {
+					t.Fatal(err)
+				}
+				defer sf.Stop()
+				// softflowd is capturing once its control socket exists.
+				netlab.Eventually(t, 10*time.Second, "softflowd control socket", func() error {
+					select {
+					case <-sf.Done():
+						return fmt.Errorf("softflowd exited: %s", sf.Output())
+					default:
+					}
+					_, err := os.Stat(ctl)
+					return err
+				})
+			}
 
 			const n, payload = 40, 100
 			c, err := exp.DialContext(context.Background(), "udp", "10.77.0.2:7777")
@@ -201,8 +225,10 @@ func TestSoftflowd(t *testing.T) {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				if out, err := exp.Exec(ctx, "softflowctl", "-c", ctl, "expire-all"); err != nil {
-					return fmt.Errorf("softflowctl: %v: %s", err, out)
+				if tc.version != "sflow" {
+					if out, err := exp.Exec(ctx, "softflowctl", "-c", ctl, "expire-all"); err != nil {
+						return fmt.Errorf("softflowctl: %v: %s", err, out)
+					}
 				}
 				udp, icmp = nil, false
 				var pk uint64
@@ -281,7 +307,7 @@ func TestSoftflowd(t *testing.T) {
 			if *update && tc.rate > 1 {
 				tees[0].mu.Lock()
 				defer tees[0].mu.Unlock()
-				if err := writeDatagrams(filepath.Join("testdata", "softflowd-"+tc.name+".bin"), tees[0].seen); err != nil {
+				if err := writeDatagrams(filepath.Join("testdata", tool+"-"+tc.name+".bin"), tees[0].seen); err != nil {
 					t.Fatal(err)
 				}
 			}
