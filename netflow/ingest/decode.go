@@ -78,7 +78,7 @@ func drop(reason string, err error) error { return &DropError{Reason: reason, Er
 
 // exporter is what the decoder remembers about one router.
 type exporter struct {
-	templates netflow.NetFlowTemplateSystem
+	templates templates
 	// sampling is the announced interval per version and domain.
 	sampling map[domainKey]uint32
 	// initTime is an IPFIX domain's systemInitTimeMilliseconds, sent in
@@ -113,7 +113,7 @@ func (d *Decoder) exporter(a netip.Addr) *exporter {
 			// Forget everyone: legitimate exporters resend templates.
 			clear(d.exporters)
 		}
-		e = &exporter{templates: netflow.CreateTemplateSystem(), sampling: map[domainKey]uint32{}, initTime: map[domainKey]time.Time{}}
+		e = &exporter{templates: templates{}, sampling: map[domainKey]uint32{}, initTime: map[domainKey]time.Time{}}
 		d.exporters[a] = e
 	}
 	return e
@@ -231,6 +231,7 @@ func (d *Decoder) decodeTemplated(from netip.AddrPort, pkt []byte, now time.Time
 		clk = clock{export: time.Unix(int64(v9.UnixSeconds), 0), uptime: v9.SystemUptime, relative: true}
 	} else {
 		version, domain, sets, source = 10, ipfix.ObservationDomainId, ipfix.FlowSets, SourceIPFIX
+		clk = clock{export: time.Unix(int64(ipfix.ExportTime), 0)}
 	}
 	key := domainKey{version, domain}
 	// Options first: a datagram may carry the sampling rate and the data
@@ -247,8 +248,8 @@ func (d *Decoder) decodeTemplated(from netip.AddrPort, pkt []byte, now time.Time
 	if rate == 0 {
 		rate = 1
 	}
-	if version == 10 {
-		clk.boot = e.initTime[key]
+	if boot, ok := e.initTime[key]; ok && version == 10 {
+		clk = clk.booted(boot)
 	}
 	var noAddr int
 	for _, s := range sets {
@@ -348,25 +349,29 @@ func (e *exporter) options(key domainKey, vals []netflow.DataField) {
 // clock places an exporter's uptime-relative timestamps (milliseconds
 // since it booted) in time.
 type clock struct {
-	// relative: the header gave the uptime at export time; a timestamp is
-	// placed by its (signed, 32-bit) distance from that, which survives
-	// the counter wrapping after 49 days and flows seen a moment before
-	// the exporter's clock started (softflowd).
+	// relative: the uptime at export time is known (NetFlow's header, or
+	// IPFIX's export time less systemInitTimeMilliseconds); a timestamp is
+	// placed by its signed 32-bit distance from it, which survives the
+	// counter wrapping after 49 days and flows seen a moment before the
+	// exporter's clock started (softflowd).
 	relative bool
 	export   time.Time
 	uptime   uint32
-	// boot is IPFIX's systemInitTimeMilliseconds, zero if unknown.
-	boot time.Time
 }
 
+// booted returns the clock of an exporter that booted at boot.
+func (c clock) booted(boot time.Time) clock {
+	c.relative, c.uptime = true, uint32(c.export.Sub(boot).Milliseconds())
+	return c
+}
+
+// at is the time of an uptime-relative timestamp; zero if the exporter
+// never said when it booted.
 func (c clock) at(ms uint64) time.Time {
-	if c.relative {
-		return c.export.Add(-time.Duration(int32(c.uptime-uint32(ms))) * time.Millisecond)
-	}
-	if c.boot.IsZero() {
+	if !c.relative {
 		return time.Time{}
 	}
-	return c.boot.Add(time.Duration(ms) * time.Millisecond)
+	return c.export.Add(-time.Duration(int32(c.uptime-uint32(ms))) * time.Millisecond)
 }
 
 // fillFlow reads a data record's fields; it reports false if the record has
@@ -428,7 +433,7 @@ func fillFlow(f *Flow, vals []netflow.DataField, clk clock) bool {
 		case ieEndMilli:
 			f.End = time.UnixMilli(int64(n))
 		case ieSysInitMilli:
-			clk.boot, clk.relative = time.UnixMilli(int64(n)), false
+			clk = clk.booted(time.UnixMilli(int64(n)))
 		}
 	}
 	// Absolute times win; uptime-relative ones need the clock (zero time

@@ -222,3 +222,47 @@ func sflowHugeCount() []byte {
 	b = append(b, make([]byte, 40)...)                  // sequence .. output
 	return binary.BigEndian.AppendUint32(b, 0xffffffff) // records
 }
+
+// v9Templates is a NetFlow v9 datagram defining templates first..first+n-1
+// (each: source IPv4 address only) in domain 7.
+func v9Templates(first, n int) []byte {
+	b := binary.BigEndian.AppendUint16(nil, 9)
+	b = binary.BigEndian.AppendUint16(b, uint16(n))
+	b = binary.BigEndian.AppendUint32(b, 1000)                      // uptime
+	b = binary.BigEndian.AppendUint32(b, uint32(time.Now().Unix())) // seconds
+	b = binary.BigEndian.AppendUint32(b, 1)                         // sequence
+	b = binary.BigEndian.AppendUint32(b, 7)                         // source ID
+	b = binary.BigEndian.AppendUint16(b, 0)                         // template flowset
+	b = binary.BigEndian.AppendUint16(b, uint16(4+8*n))
+	for id := first; id < first+n; id++ {
+		b = binary.BigEndian.AppendUint16(b, uint16(id))
+		b = binary.BigEndian.AppendUint16(b, 1)
+		b = binary.BigEndian.AppendUint16(b, ieSrcV4)
+		b = binary.BigEndian.AppendUint16(b, 4)
+	}
+	return b
+}
+
+// TestTemplateLimit: an exporter cannot define templates without end; the
+// datagram past the limit is dropped as malformed, and the templates kept
+// still decode.
+func TestTemplateLimit(t *testing.T) {
+	d := NewDecoder()
+	for first := 256; first < 256+MaxTemplates; first += 512 {
+		if err := d.Decode(exporterAddr, v9Templates(first, 512), time.Now(), func(*Flow) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := d.Decode(exporterAddr, v9Templates(256+MaxTemplates, 10), time.Now(), func(*Flow) {})
+	var de *DropError
+	if !errors.As(err, &de) || de.Reason != ReasonMalformed || !errors.Is(err, errTooManyTemplates) {
+		t.Fatalf("error %v, want malformed: too many templates", err)
+	}
+	if n := len(d.exporters[exporterAddr.Addr()].templates); n != MaxTemplates {
+		t.Fatalf("%d templates kept, want %d", n, MaxTemplates)
+	}
+	// Redefining a known template is no new one.
+	if err := d.Decode(exporterAddr, v9Templates(256, 10), time.Now(), func(*Flow) {}); err != nil {
+		t.Fatal(err)
+	}
+}
