@@ -94,15 +94,19 @@ func TestSoftflowd(t *testing.T) {
 		version string
 		rate    int
 		source  string
+		ipv6    bool // the traffic is IPv6 (the export stays on IPv4)
 	}{
-		{"v5", "5", 1, "netflow"},
-		{"v9", "9", 1, "netflow"},
-		{"ipfix", "10", 1, "ipfix"},
-		{"v5-sampled", "5", 4, "netflow"},
-		{"v9-sampled", "9", 4, "netflow"},
-		{"ipfix-sampled", "10", 4, "ipfix"},
-		{"sflow", "sflow", 1, "sflow"},
-		{"sflow-sampled", "sflow", 4, "sflow"},
+		{"v5", "5", 1, "netflow", false},
+		{"v9", "9", 1, "netflow", false},
+		{"ipfix", "10", 1, "ipfix", false},
+		{"v5-sampled", "5", 4, "netflow", false},
+		{"v9-sampled", "9", 4, "netflow", false},
+		{"ipfix-sampled", "10", 4, "ipfix", false},
+		{"sflow", "sflow", 1, "sflow", false},
+		{"sflow-sampled", "sflow", 4, "sflow", false},
+		{"v9-ipv6", "9", 1, "netflow", true},
+		{"ipfix-ipv6", "10", 1, "ipfix", true},
+		{"sflow-ipv6", "sflow", 1, "sflow", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -118,6 +122,17 @@ func TestSoftflowd(t *testing.T) {
 			if err := lab.Link(exp, "lan0", "10.77.0.1/24", col, "lan1", "10.77.0.2/24"); err != nil {
 				t.Fatal(err)
 			}
+			src, dst, srcNet, ipHeader := "10.77.0.1", "10.77.0.2", "10.77.0.0/24", 20
+			if tc.ipv6 {
+				src, dst, srcNet, ipHeader = "fd77::1", "fd77::2", "fd77::/64", 40
+				if err := exp.AddAddr("lan0", "fd77::1/64"); err != nil {
+					t.Fatal(err)
+				}
+				if err := col.AddAddr("lan1", "fd77::2/64"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			traffic := func(port int) string { return net.JoinHostPort(dst, strconv.Itoa(port)) }
 			var tees []*tee
 			s := &sink{}
 			srv, err := ingest.New(ingest.Options{
@@ -140,7 +155,7 @@ func TestSoftflowd(t *testing.T) {
 			port := srv.Addrs()[0].(*net.UDPAddr).Port
 
 			// The traffic's receiver, so that no ICMP errors add flows.
-			rx, err := col.ListenPacket("udp", "10.77.0.2:7777")
+			rx, err := col.ListenPacket("udp", traffic(7777))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +164,7 @@ func TestSoftflowd(t *testing.T) {
 			dir := t.TempDir()
 			ctl := filepath.Join(dir, "ctl")
 			// Only the test's traffic: not the export itself, nor ARP.
-			filter := "ip and not udp port " + strconv.Itoa(port)
+			filter := "(ip or ip6) and not udp port " + strconv.Itoa(port)
 			var sf *netlab.Proc
 			tool := "softflowd"
 			if tc.version == "sflow" {
@@ -193,25 +208,25 @@ func TestSoftflowd(t *testing.T) {
 			}
 
 			const n, payload = 40, 100
-			c, err := exp.DialContext(context.Background(), "udp", "10.77.0.2:7777")
+			c, err := exp.DialContext(context.Background(), "udp", traffic(7777))
 			if err != nil {
 				t.Fatal(err)
 			}
-			src := c.LocalAddr().(*net.UDPAddr)
+			srcPort := c.LocalAddr().(*net.UDPAddr).Port
 			for range n {
 				if _, err := c.Write(make([]byte, payload)); err != nil {
 					t.Fatal(err)
 				}
 			}
 			c.Close()
-			if err := exp.Ping("10.77.0.2"); err != nil {
+			if err := exp.Ping(dst); err != nil {
 				t.Fatal(err)
 			}
 
 			// softflowd's libpcap hands packets over a ring block at a
 			// time, when the block is full: filler datagrams to another
 			// port push the test's packets through.
-			filler, err := exp.DialContext(context.Background(), "udp", "10.77.0.2:7778")
+			filler, err := exp.DialContext(context.Background(), "udp", traffic(7778))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -242,7 +257,7 @@ func TestSoftflowd(t *testing.T) {
 							x, _ := strconv.ParseUint(v, 10, 64)
 							pk += x
 						}
-					case "1":
+					case "1", "58":
 						icmp = true
 					}
 				}
@@ -262,9 +277,9 @@ func TestSoftflowd(t *testing.T) {
 				}
 				for name, want := range map[string]string{
 					"Source": tc.source, "SamplerAddress": "10.77.0.1",
-					"IPSourceAddress": "10.77.0.1", "IPDestinationAddress": "10.77.0.2",
-					"IPSourceSubnet": "10.77.0.0/24", "IPProtocolName": "udp",
-					"SourcePort": strconv.Itoa(src.Port), "SampleInterval": strconv.Itoa(tc.rate),
+					"IPSourceAddress": src, "IPDestinationAddress": dst,
+					"IPSourceSubnet": srcNet, "IPProtocolName": "udp",
+					"SourcePort": strconv.Itoa(srcPort), "SampleInterval": strconv.Itoa(tc.rate),
 				} {
 					if got, _ := field(r, name); got != want {
 						t.Errorf("%s = %q, want %q in %v", name, got, want, r)
@@ -293,7 +308,7 @@ func TestSoftflowd(t *testing.T) {
 			}
 			// Sampling 1 in rate: the scaled count is within one sample
 			// interval of what was sent.
-			const size = payload + 8 + 20
+			size := uint64(payload + 8 + ipHeader)
 			if tc.rate == 1 && (pk != n || by != n*size) {
 				t.Errorf("%d packets, %d bytes; sent %d packets, %d bytes", pk, by, n, n*size)
 			}
