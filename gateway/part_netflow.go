@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/netflow"
+	"github.com/edgegw/edgegw/netflow/ingest"
 )
 
 // netflowPart turns the packets the firewall samples (netflow.sample_rate)
@@ -29,6 +31,11 @@ type netflowPart struct {
 	s     *netflow.Sampler
 	run   actor
 	bound atomic.Bool // s has bound its NFLOG group; read by the firewall part
+
+	// in receives flows from other routers (netflow.ingest); it owns its
+	// sockets' reader goroutines. inListen is what it listens on.
+	in       *ingest.Server
+	inListen []string
 }
 
 func (p *netflowPart) name() string { return "netflow" }
@@ -75,7 +82,42 @@ func (p *netflowPart) apply(ctx context.Context, prev, next *config.Config) erro
 	p.s.SetColo(colo)
 	p.s.SetRules(flowRules(p.fw.rules, next.Netflow.SampleRate))
 	p.s.SetInterfaces(flowInterfaces(next, p.fw.wan, p.log))
+	return p.applyIngest(next.Netflow.Ingest, colo)
+}
+
+// applyIngest starts, restarts (other addresses) or stops the flow ingest
+// listeners. Their records go to the same sink as the sampler's.
+func (p *netflowPart) applyIngest(cfg *netflow.IngestConfig, colo netflow.Colo) error {
+	var listen []string
+	if cfg != nil {
+		listen = cfg.Listen
+	}
+	if p.in != nil && slices.Equal(p.inListen, listen) {
+		p.in.SetColo(colo)
+		return nil
+	}
+	p.closeIngest()
+	if len(listen) == 0 {
+		return nil
+	}
+	in, err := ingest.New(ingest.Options{Listen: listen, Sink: p.sink, Colo: colo, Logger: p.log})
+	if err != nil {
+		return err
+	}
+	p.in, p.inListen = in, slices.Clone(listen)
+	p.metrics.set("netflow_ingest", in.Collector())
 	return nil
+}
+
+func (p *netflowPart) closeIngest() {
+	if p.in == nil {
+		return
+	}
+	if err := p.in.Close(); err != nil {
+		p.log.Warn("netflow ingest: close", "err", err)
+	}
+	p.metrics.set("netflow_ingest", nil)
+	p.in, p.inListen = nil, nil
 }
 
 // flowRules names the rules by their position in the configuration, as
@@ -139,6 +181,7 @@ func (f flowIdentities) Lookup(a netip.Addr) (netflow.Identity, bool) {
 }
 
 func (p *netflowPart) close() {
+	p.closeIngest()
 	if p.s == nil {
 		return
 	}

@@ -1,10 +1,26 @@
 package netflow
 
-import "fmt"
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+)
 
 // Config is the `netflow:` section.
 type Config struct {
 	SampleRate int `yaml:"sample_rate"` // 1 in N packets; default 100
+	// Ingest receives flows from other routers; nil: none.
+	Ingest *IngestConfig `yaml:"ingest"`
+}
+
+// IngestConfig is `netflow.ingest:`: flow records other routers export
+// (NetFlow v5, v9, IPFIX, sFlow v5) join the gateway's own samples.
+type IngestConfig struct {
+	// Listen are UDP addresses, host:port with host an IP address or
+	// empty (every address), e.g. ":2055" or "10.0.0.1:4739". Each takes
+	// every supported version.
+	Listen []string `yaml:"listen"`
 }
 
 // SetDefaults applies the default sampling rate.
@@ -18,5 +34,35 @@ func (c *Config) SetDefaults() {
 func (c *Config) Validate(report func(field, msg string)) {
 	if c.SampleRate < 1 || c.SampleRate > 1_000_000 {
 		report("sample_rate", fmt.Sprintf("must be from 1 (every packet) to 1000000, got %d", c.SampleRate))
+	}
+	if c.Ingest != nil {
+		c.Ingest.validate(report)
+	}
+}
+
+func (c *IngestConfig) validate(report func(field, msg string)) {
+	if len(c.Listen) == 0 {
+		report("ingest.listen", "missing: at least one UDP address such as \":2055\"")
+	}
+	seen := map[string]bool{}
+	for i, a := range c.Listen {
+		field := fmt.Sprintf("ingest.listen[%d]", i)
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			report(field, fmt.Sprintf("%q is not host:port: %v", a, err))
+			continue
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+			report(field, fmt.Sprintf("%q: port must be from 1 to 65535", a))
+		}
+		if host != "" {
+			if _, err := netip.ParseAddr(host); err != nil {
+				report(field, fmt.Sprintf("%q: host must be an IP address or empty: %v", a, err))
+			}
+		}
+		if seen[a] {
+			report(field, fmt.Sprintf("%q is listed twice", a))
+		}
+		seen[a] = true
 	}
 }

@@ -181,7 +181,7 @@ func TestHandle(t *testing.T) {
 	m := recordMap(t, recs[0])
 	for k, want := range map[string]any{"Datetime": float64(now.UnixNano()), "ColoCode": "fra", "Direction": "ingress",
 		"RuleID": "r2", "RulesetID": "rs1", "Outcome": "drop", "Verdict": "drop", "SampleInterval": float64(100),
-		"Email": "bob@example.com", "TCPFlagsString": "S", "IPSourceSubnet": "10.0.0.0/24"} {
+		"Email": "bob@example.com", "TCPFlagsString": "S", "IPSourceSubnet": "10.0.0.0/24", "Source": "nflog"} {
 		if m[k] != want {
 			t.Errorf("%s = %v, want %v", k, m[k], want)
 		}

@@ -14,6 +14,11 @@ import (
 // Dataset is the Logpush dataset the sampler produces.
 const Dataset = "network_analytics_logs"
 
+// SourceNFLOG is the Source of records of the gateway's own sampled
+// packets; flows ingested from other routers (package ingest) carry
+// "netflow" or "ipfix" in the same stream.
+const SourceNFLOG = "nflog"
+
 // MitigationSystem is the system that judged every sampled packet.
 const MitigationSystem = "magic-firewall"
 
@@ -160,6 +165,7 @@ func buildRecord(v *view, s *Sample, vd Verdict, p *Packet, now time.Time) (logp
 	str("ColoCode", v.colo.Code)
 	str("ColoName", v.colo.Name)
 	str("ColoCountry", v.colo.Country)
+	add("Source", logpush.String(SourceNFLOG))
 	ifc, known := v.ifs[s.InDev]
 	if known {
 		if ifc.Role == RoleWAN {

@@ -227,6 +227,7 @@ table inet eftest {
 		}
 		want["ColoCode"], want["ColoName"], want["ColoCountry"] = colo.Code, colo.Name, colo.Country
 		want["Direction"], want["TunnelName"] = "egress", "veth0"
+		want["Source"] = SourceNFLOG
 		want["MitigationSystem"], want["RulesetID"], want["SampleInterval"] = "magic-firewall", "3b64149bfa6e4220bbbc2bd6db589552", 1
 		src, dst := netip.MustParseAddr(want["IPSourceAddress"].(string)), netip.MustParseAddr(want["IPDestinationAddress"].(string))
 		want["IPSourceSubnet"], want["IPDestinationSubnet"] = subnet(src), subnet(dst)

@@ -35,7 +35,8 @@ TCPAcknowledgementNumber:i TCPChecksum:i TCPDataOffset:i TCPFlags:i TCPMSS:i
 TCPSACKPermitted:i TCPSequenceNumber:i TCPTimestampECR:i TCPTimestampValue:i
 TCPUrgentPointer:i TCPWindowScale:i TCPWindowSize:i UDPChecksum:i UDPPayloadLength:i
 DNSQueryName:s DNSQueryType:s PFPCustomTag:i
-TunnelName:s Email:s DeviceID:s OuterIPSourceAddress:ip OuterIPDestinationAddress:ip`,
+TunnelName:s Email:s DeviceID:s OuterIPSourceAddress:ip OuterIPDestinationAddress:ip
+Source:s SamplerAddress:ip ObservationDomainID:i Packets:i Bytes:i FlowStartTime:t FlowEndTime:t`,
 
 	"gateway_dns": `
 Datetime:t QueryID:s QueryName:s QueryNameReversed:s QueryType:i QueryTypeName:s

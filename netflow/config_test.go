@@ -1,0 +1,36 @@
+package netflow
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want string // a substring of the report; "" for valid
+	}{
+		{"sampling only", Config{SampleRate: 100}, ""},
+		{"rate 0", Config{SampleRate: 0}, "sample_rate"},
+		{"ingest", Config{SampleRate: 1, Ingest: &IngestConfig{Listen: []string{":2055", "10.0.0.1:4739", "[::1]:6343"}}}, ""},
+		{"ingest without listen", Config{SampleRate: 1, Ingest: &IngestConfig{}}, "ingest.listen: missing"},
+		{"no port", Config{SampleRate: 1, Ingest: &IngestConfig{Listen: []string{"10.0.0.1"}}}, "ingest.listen[0]"},
+		{"port 0", Config{SampleRate: 1, Ingest: &IngestConfig{Listen: []string{":0"}}}, "port must be"},
+		{"port too big", Config{SampleRate: 1, Ingest: &IngestConfig{Listen: []string{":70000"}}}, "port must be"},
+		{"host name", Config{SampleRate: 1, Ingest: &IngestConfig{Listen: []string{"router.example:2055"}}}, "IP address"},
+		{"twice", Config{SampleRate: 1, Ingest: &IngestConfig{Listen: []string{":2055", ":2055"}}}, "ingest.listen[1]: \":2055\" is listed twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			tc.cfg.Validate(func(field, msg string) { got = append(got, field+": "+msg) })
+			all := strings.Join(got, "; ")
+			if tc.want == "" && len(got) > 0 {
+				t.Fatalf("valid config reported: %s", all)
+			}
+			if tc.want != "" && !strings.Contains(all, tc.want) {
+				t.Fatalf("report %q does not contain %q", all, tc.want)
+			}
+		})
+	}
+}
