@@ -150,6 +150,32 @@ func tunnelSources(cfg *config.Config) []firewall.TunnelSources {
 	return ts
 }
 
+// FirewallSpec compiles cfg's firewall: what the firewall part applies,
+// less three facts known only while edgegw runs (the WAN found from the
+// default route when interfaces.wan is empty, sampling once the sampler
+// is bound, the fallback's deny-forward chain). `edgegw firewall show`
+// and `firewall test` print and evaluate this same Spec, so what an
+// operator reads is what the gateway applies, anti-spoofing included.
+func FirewallSpec(cfg *config.Config) (firewall.Spec, error) {
+	spec := firewall.Spec{
+		WAN:     cfg.Interfaces.WAN,
+		LAN:     cfg.Interfaces.LAN,
+		Clamp:   clamps(cfg),
+		Tunnels: tunnelSources(cfg),
+		// Identities come from WireGuard peers and enrolled devices:
+		// they hold only for packets that came through WireGuard.
+		IdentityInterface: identityInterface(cfg),
+	}
+	if cfg.Firewall != nil {
+		rs, err := firewall.CompileRules(cfg.Firewall)
+		if err != nil {
+			return firewall.Spec{}, err
+		}
+		spec.Rules = rs
+	}
+	return spec, nil
+}
+
 // identityInterface is where identities arrive: the WireGuard interface.
 // Without WireGuard there is no identity; a name no interface has keeps
 // identity sets empty.
@@ -201,26 +227,14 @@ func (p *fwPart) replace(next *config.Config, static, ids []firewall.Identity) e
 			p.log.Warn("no interfaces.wan and no default route: internet-bound traffic is not masqueraded")
 		}
 	}
-	var rs *firewall.Ruleset
-	if next.Firewall != nil {
-		var err error
-		if rs, err = firewall.CompileRules(next.Firewall); err != nil {
-			return err // validated already; a compile error here is a bug worth seeing
-		}
+	spec, err := FirewallSpec(next)
+	if err != nil {
+		return err // validated already; a compile error here is a bug worth seeing
 	}
+	rs := spec.Rules
 	smp := p.sampling(next)
-	prog := firewall.Compile(firewall.Spec{
-		WAN:      wan,
-		LAN:      next.Interfaces.LAN,
-		Rules:    rs,
-		Clamp:    clamps(next),
-		Sampling: smp,
-		Tunnels:  tunnelSources(next),
-		// Identities come from WireGuard peers and enrolled devices:
-		// they hold only for packets that came through WireGuard.
-		IdentityInterface: identityInterface(next),
-		DenyForward:       p.denyForward,
-	})
+	spec.WAN, spec.Sampling, spec.DenyForward = wan, smp, p.denyForward
+	prog := firewall.Compile(spec)
 	if p.table == nil {
 		p.table = firewall.New(p.log)
 		p.metrics.set("firewall", firewall.NewCollector(p.table))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/firewall/rules"
+	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 )
 
@@ -54,14 +55,9 @@ func loadFirewall(path string) (*config.Config, firewall.Spec, error) {
 	if err != nil {
 		return nil, firewall.Spec{}, err
 	}
-	spec := firewall.Spec{WAN: cfg.Interfaces.WAN, LAN: cfg.Interfaces.LAN}
-	for _, g := range cfg.Tunnels.GRE {
-		spec.Clamp = append(spec.Clamp, firewall.Clamp{Interface: g.Name, MSS: uint16(g.MSS())})
-	}
-	if cfg.Firewall != nil {
-		if spec.Rules, err = firewall.CompileRules(cfg.Firewall); err != nil {
-			return nil, firewall.Spec{}, fmt.Errorf("%s: %w", cfg.File, err)
-		}
+	spec, err := gateway.FirewallSpec(cfg)
+	if err != nil {
+		return nil, firewall.Spec{}, fmt.Errorf("%s: %w", cfg.File, err)
 	}
 	return cfg, spec, nil
 }

@@ -140,6 +140,12 @@ func TestFirewallCLI(t *testing.T) {
 		}},
 		{args: []string{"show", "--config", bad}, code: 1, stderr: "expected port number"},
 		{args: []string{"show"}, code: 0, stdout: []string{"# interfaces.wan is not set", "chain postrouting"}},
+		// What show prints is what the gateway applies: the anti-spoofing
+		// stage for the WireGuard prefix is in it (gateway.FirewallSpec).
+		{args: []string{"show"}, code: 0, stdout: []string{
+			"elements = { 100.96.0.0-100.111.255.255 : jump spoof_0 }",
+			`counter name "spoof_0" drop`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
