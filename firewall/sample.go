@@ -3,8 +3,10 @@ package firewall
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -44,14 +46,57 @@ const DefaultSamplingGroup uint16 = 6100
 // chain.
 const SampleChain = "s_" + RulesChain
 
+// SampleVerdict is what a sample's NFLOG prefix says: the verdict the
+// firewall gave the sampled packet. The firewall writes it
+// (SampleVerdict.Prefix) and the flow sampler reads it
+// (ParseSamplePrefix): one type, so the two cannot drift apart.
+type SampleVerdict struct {
+	Rule    int  // 1-based rule position; 0: no rule matched (default allow)
+	Dropped bool // "b"; "a" is passed
+}
+
+// Prefix is the NFLOG prefix "ef/<n>/<a|b>".
+func (v SampleVerdict) Prefix() string {
+	s := "a"
+	if v.Dropped {
+		s = "b"
+	}
+	return "ef/" + strconv.Itoa(v.Rule) + "/" + s
+}
+
 // SamplePrefix is the NFLOG prefix of a sample: rule position n (0: none
 // matched) and whether the packet passed.
 func SamplePrefix(n int, passed bool) string {
-	v := "b"
-	if passed {
-		v = "a"
+	return SampleVerdict{Rule: n, Dropped: !passed}.Prefix()
+}
+
+// ErrNotSample is the error for an NFLOG prefix that is not a sample of
+// edgegw's firewall (another program logging to the same group).
+var ErrNotSample = errors.New("prefix is not edgegw's ef/<n>/<a|b>")
+
+// ParseSamplePrefix reads an NFLOG prefix "ef/<n>/<a|b>". The prefix
+// arrives from the kernel with each sample; anything else logging to the
+// group gets ErrNotSample.
+func ParseSamplePrefix(s string) (SampleVerdict, error) {
+	rest, ok := strings.CutPrefix(s, "ef/")
+	if !ok {
+		return SampleVerdict{}, ErrNotSample
 	}
-	return "ef/" + strconv.Itoa(n) + "/" + v
+	num, v, ok := strings.Cut(rest, "/")
+	if !ok || num == "" || len(num) > 6 || (len(num) > 1 && num[0] == '0') {
+		return SampleVerdict{}, ErrNotSample
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 0 {
+		return SampleVerdict{}, ErrNotSample
+	}
+	switch v {
+	case "a":
+		return SampleVerdict{Rule: n}, nil
+	case "b":
+		return SampleVerdict{Rule: n, Dropped: true}, nil
+	}
+	return SampleVerdict{}, ErrNotSample
 }
 
 func sampledName(name string) string { return "s_" + name }

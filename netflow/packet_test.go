@@ -111,31 +111,6 @@ func TestDecodePacket(t *testing.T) {
 	}
 }
 
-func TestParsePrefix(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want Verdict
-		ok   bool
-	}{
-		{"ef/0/a", Verdict{}, true},
-		{"ef/3/b", Verdict{Rule: 3, Dropped: true}, true},
-		{"ef/120/a", Verdict{Rule: 120}, true},
-		{"ef/03/a", Verdict{}, false},
-		{"ef//a", Verdict{}, false},
-		{"ef/1/c", Verdict{}, false},
-		{"ef/1/ab", Verdict{}, false},
-		{"ef/-1/a", Verdict{}, false},
-		{"ef/1", Verdict{}, false},
-		{"xx/1/a", Verdict{}, false},
-		{"ef/1234567/a", Verdict{}, false},
-	} {
-		got, err := ParsePrefix(tc.in)
-		if (err == nil) != tc.ok || got != tc.want {
-			t.Errorf("ParsePrefix(%q) = %+v, %v", tc.in, got, err)
-		}
-	}
-}
-
 func TestTCPFlagsString(t *testing.T) {
 	for flags, want := range map[uint8]string{0: "", tcpSYN: "S", tcpSYN | tcpACK: "SA", tcpPSH | tcpACK: "PA", 0xff: "FSRPAUEC", tcpFIN | tcpACK: "FA"} {
 		if got := TCPFlagsString(flags); got != want {

@@ -1,13 +1,11 @@
 package netflow
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
-	"strconv"
-	"strings"
 	"time"
 
+	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -92,38 +90,9 @@ type Sample struct {
 	Payload []byte
 }
 
-// Verdict is the firewall's verdict named in a prefix.
-type Verdict struct {
-	Rule    int  // 1-based rule position; 0: no rule matched (default allow)
-	Dropped bool // b; a is passed
-}
-
 // ErrNotOurs is the error for an NFLOG prefix that is not a sample of
-// edgegw's firewall (another program logging to the same group).
-var ErrNotOurs = errors.New("prefix is not edgegw's ef/<n>/<a|b>")
-
-// ParsePrefix reads an NFLOG prefix "ef/<n>/<v>".
-func ParsePrefix(s string) (Verdict, error) {
-	rest, ok := strings.CutPrefix(s, "ef/")
-	if !ok {
-		return Verdict{}, ErrNotOurs
-	}
-	num, v, ok := strings.Cut(rest, "/")
-	if !ok || num == "" || len(num) > 6 || (len(num) > 1 && num[0] == '0') {
-		return Verdict{}, ErrNotOurs
-	}
-	n, err := strconv.Atoi(num)
-	if err != nil || n < 0 {
-		return Verdict{}, ErrNotOurs
-	}
-	switch v {
-	case "a":
-		return Verdict{Rule: n}, nil
-	case "b":
-		return Verdict{Rule: n, Dropped: true}, nil
-	}
-	return Verdict{}, ErrNotOurs
-}
+// edgegw's firewall: firewall.ErrNotSample, which owns the prefix.
+var ErrNotOurs = firewall.ErrNotSample
 
 // view is what a record is built from besides the packet: the snapshots
 // current when the sample was read.
@@ -137,7 +106,7 @@ type view struct {
 // buildRecord turns a decoded sample into a network_analytics_logs record.
 // Fields that do not apply to the packet (ports of ICMP, TCP fields of UDP,
 // GRE fields of plain IP) are left out rather than written as zero.
-func buildRecord(v *view, s *Sample, vd Verdict, p *Packet, now time.Time) (logpush.Record, error) {
+func buildRecord(v *view, s *Sample, vd firewall.SampleVerdict, p *Packet, now time.Time) (logpush.Record, error) {
 	if vd.Rule > len(v.rules.RuleIDs) {
 		return nil, fmt.Errorf("rule position %d: the ruleset %q has %d rules", vd.Rule, v.rules.RulesetID, len(v.rules.RuleIDs))
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -165,7 +166,7 @@ func (s *Sampler) Stats() Stats {
 // with Run.
 func (s *Sampler) Handle(sm Sample) error {
 	s.samples.Add(1)
-	vd, err := ParsePrefix(sm.Prefix)
+	vd, err := firewall.ParseSamplePrefix(sm.Prefix)
 	if err != nil {
 		s.foreign.Add(1)
 		return fmt.Errorf("sample with prefix %q: %w", sm.Prefix, err)
