@@ -5,8 +5,9 @@
 // sends 1 in sample_rate packets through a copy of the rules that logs each
 // verdict to an NFLOG group with the prefix "ef/<n>/<a|b>" (n the 1-based
 // position of the rule whose verdict it is, 0 for the default allow; a
-// passed, b dropped). The chain runs at prerouting before conntrack, so
-// packets the rules drop are sampled too.
+// passed, b dropped; firewall.SampleVerdict writes and reads it). The
+// chain runs at prerouting before conntrack, so packets the rules drop are
+// sampled too.
 //
 // A [Sampler] binds that group (github.com/florianl/go-nflog/v2) with
 // per-group sequence numbers: a gap in them is a sample the kernel could
