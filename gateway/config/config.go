@@ -237,13 +237,10 @@ func Parse(file string, data []byte, opts Options) (*Config, error) {
 	d.validate(root)
 	d.crossChecks(cfg)
 	if !opts.SkipFiles {
-		d.checkFiles(root)
+		cfg.Files = d.checkFiles(root)
 	}
 	if err := errs.err(); err != nil {
 		return nil, err
-	}
-	if !opts.SkipFiles {
-		cfg.Files = fingerprints(root)
 	}
 	return cfg, nil
 }

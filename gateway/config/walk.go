@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"reflect"
@@ -102,7 +103,11 @@ func (d *decoder) position(path string) Pos {
 // checkFiles checks every field tagged `file:"read"` or `file:"secret"`: the
 // file must exist and be readable, and a secret must not be readable by
 // other users (group access is allowed, as for Debian's ssl-cert group).
-func (d *decoder) checkFiles(root reflect.Value) {
+// It returns the fingerprints of the files it read (Config.Files): field
+// path → SHA-256 of the content, hashed as the check reads it, so a file is
+// read once per load. A file that fails its check is reported and left out.
+func (d *decoder) checkFiles(root reflect.Value) map[string]string {
+	sums := map[string]string{}
 	walk(root, "", func(v reflect.Value, path string) {
 		for key, f := range structFields(v.Type()) {
 			if f.file == "" {
@@ -113,61 +118,46 @@ func (d *decoder) checkFiles(root reflect.Value) {
 				continue
 			}
 			p := join(path, key)
-			if msg := checkFile(fv.String(), f.file == "secret"); msg != "" {
+			sum, msg := checkFile(fv.String(), f.file == "secret")
+			if msg != "" {
 				d.report(p, msg)
+				continue
 			}
+			sums[p] = sum
 		}
 		if fc, ok := v.Addr().Interface().(fileChecker); ok {
 			fc.CheckFiles(func(field, msg string) { d.report(join(path, field), msg) })
 		}
 	})
+	return sums
 }
 
-func checkFile(name string, secret bool) string {
+// checkFile checks one named file and returns the hex SHA-256 of its
+// content, or why it is not usable.
+func checkFile(name string, secret bool) (sum, msg string) {
 	fi, err := os.Stat(name)
 	switch {
 	case err != nil && os.IsNotExist(err):
-		return fmt.Sprintf("file %s does not exist", name)
+		return "", fmt.Sprintf("file %s does not exist", name)
 	case err != nil:
-		return fmt.Sprintf("cannot read %s: %v", name, err)
+		return "", fmt.Sprintf("cannot read %s: %v", name, err)
 	case !fi.Mode().IsRegular():
-		return fmt.Sprintf("%s is not a regular file", name)
+		return "", fmt.Sprintf("%s is not a regular file", name)
 	case secret && fi.Size() == 0:
-		return fmt.Sprintf("%s is empty: expected the secret in it", name)
+		return "", fmt.Sprintf("%s is empty: expected the secret in it", name)
 	case secret && fi.Mode().Perm()&0o007 != 0:
-		return fmt.Sprintf("%s holds a secret but is accessible to other users (mode %04o); run chmod o-rwx %s", name, fi.Mode().Perm(), name)
+		return "", fmt.Sprintf("%s holds a secret but is accessible to other users (mode %04o); run chmod o-rwx %s", name, fi.Mode().Perm(), name)
 	}
 	f, err := os.Open(name)
 	if err != nil {
-		return fmt.Sprintf("cannot read %s: %v", name, err)
+		return "", fmt.Sprintf("cannot read %s: %v", name, err)
 	}
-	f.Close()
-	return ""
-}
-
-// fingerprints hashes the content of every file named by a field tagged
-// `file:`, keyed by the field's path. A file that cannot be read is left
-// out: checkFiles has reported it already.
-func fingerprints(root reflect.Value) map[string]string {
-	out := map[string]string{}
-	walk(root, "", func(v reflect.Value, path string) {
-		for key, f := range structFields(v.Type()) {
-			if f.file == "" {
-				continue
-			}
-			fv := v.FieldByIndex(f.index)
-			if fv.Kind() != reflect.String || fv.String() == "" {
-				continue
-			}
-			b, err := os.ReadFile(fv.String())
-			if err != nil {
-				continue
-			}
-			sum := sha256.Sum256(b)
-			out[join(path, key)] = hex.EncodeToString(sum[:])
-		}
-	})
-	return out
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Sprintf("cannot read %s: %v", name, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), ""
 }
 
 // SameFiles reports whether a and b name the same files with the same
