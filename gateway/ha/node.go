@@ -2,14 +2,12 @@ package ha
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegw/edgegw/tunnel"
 )
 
 // DefaultKeepalived is Debian's keepalived (package keepalived).
@@ -125,7 +125,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		return nil, fmt.Errorf("ha: %w", err)
 	}
 	for _, f := range []string{n.pid, n.vpid} {
-		if killed, err := killLeftover(f, opts.Keepalived); err != nil {
+		if killed, err := tunnel.KillLeftover(f, opts.Keepalived); err != nil {
 			return nil, fmt.Errorf("ha: leftover keepalived: %w", err)
 		} else if killed {
 			n.log.Warn("killed a keepalived left running by a previous edgegw", "pid_file", f)
@@ -368,36 +368,4 @@ func (n *Node) Close() error {
 		os.Remove(f)
 	}
 	return err
-}
-
-// killLeftover kills a keepalived that a crashed edgegw left running,
-// found through its pid file: only if that pid still runs keepalived, so a
-// recycled pid is never hit.
-func killLeftover(pidFile, keepalived string) (bool, error) {
-	b, err := os.ReadFile(pidFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	} else if err != nil {
-		return false, err
-	}
-	defer os.Remove(pidFile)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return false, nil
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil || filepath.Base(exe) != filepath.Base(keepalived) {
-		return false, nil
-	}
-	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
-		return false, nil
-	}
-	for range 50 {
-		if unix.Kill(pid, 0) != nil {
-			return true, nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	unix.Kill(pid, unix.SIGKILL)
-	return true, nil
 }

@@ -2,7 +2,6 @@ package ipsec
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -217,36 +216,4 @@ func (p *charonProc) stop(grace time.Duration) error {
 	p.cmd.Process.Kill()
 	<-p.done
 	return fmt.Errorf("charon (pid %d) did not stop within %v and was killed", p.cmd.Process.Pid, grace)
-}
-
-// killLeftover kills a charon that a crashed edgegw left running, found
-// through its pid file: only if that pid still runs the charon binary, so
-// a recycled pid is never hit.
-func killLeftover(pidFile, charon string) (bool, error) {
-	b, err := os.ReadFile(pidFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
-	} else if err != nil {
-		return false, err
-	}
-	defer os.Remove(pidFile)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return false, nil
-	}
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-	if err != nil || filepath.Base(exe) != filepath.Base(charon) {
-		return false, nil
-	}
-	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
-		return false, nil
-	}
-	for range 50 {
-		if unix.Kill(pid, 0) != nil {
-			return true, nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	unix.Kill(pid, unix.SIGKILL)
-	return true, nil
 }

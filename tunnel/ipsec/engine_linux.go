@@ -171,7 +171,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		backend: opts.Backend, ifIDs: map[string]uint32{}, links: map[string]bool{},
 	}
 	e.devs.Store(&map[string]string{})
-	if killed, err := killLeftover(e.pidFile, opts.Charon); err != nil {
+	if killed, err := tunnel.KillLeftover(e.pidFile, opts.Charon); err != nil {
 		return nil, fmt.Errorf("ipsec: %w", err)
 	} else if killed {
 		e.log.Warn("stopped a charon left by an earlier edgegw", "pid_file", e.pidFile)
