@@ -202,6 +202,14 @@ func (c *Config) listResolver() rules.ListResolver {
 // Rules returns the compiled rules in order.
 func (r *Ruleset) Rules() []RuleInfo { return slices.Clone(r.rules) }
 
+// List returns the parsed entries of list name (shared: do not modify), so
+// that an update in place uses what was compiled rather than parsing the
+// configuration again.
+func (r *Ruleset) List(name string) ([]netip.Prefix, bool) {
+	l, ok := r.lists[name]
+	return l, ok
+}
+
 // Match evaluates the rules in order on one packet with the pure
 // evaluator and returns the first rule that matches; false means the
 // default, allow. Lists are those of the Config. The ingress aliases stand

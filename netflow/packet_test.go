@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -267,4 +268,38 @@ func FuzzRecord(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSetRoles: with roles by name, the sampler finds an interface's index
+// itself, so the owner need not create every interface before it.
+func TestSetRoles(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &recordSink{}
+	now := time.Unix(1_700_000_000, 0)
+	s, err := New(Options{Group: 7, Sink: sink, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetRules(Rules{RulesetID: "rs1", RuleIDs: []string{"r1"}, SampleInterval: 1})
+	s.SetRoles(Roles{"wg-none": RoleTunnel})
+	handle := func() map[string]any {
+		t.Helper()
+		if err := s.Handle(Sample{Prefix: "ef/1/a", InDev: uint32(lo.Index), Payload: unhex(t, v4SYN)}); err != nil {
+			t.Fatal(err)
+		}
+		recs := sink.records()
+		return recordMap(t, recs[len(recs)-1])
+	}
+	if m := handle(); m["TunnelName"] != nil || m["Direction"] != nil {
+		t.Errorf("unnamed interface got TunnelName %v, Direction %v", m["TunnelName"], m["Direction"])
+	}
+	// A new table is resolved at once; an unknown index is looked up
+	// again only after a second.
+	s.SetRoles(Roles{"lo": RoleTunnel})
+	if m := handle(); m["TunnelName"] != "lo" || m["Direction"] != "egress" {
+		t.Errorf("TunnelName %v, Direction %v; want lo, egress", m["TunnelName"], m["Direction"])
+	}
 }

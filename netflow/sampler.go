@@ -70,6 +70,7 @@ type Sampler struct {
 	colo  atomic.Pointer[Colo]
 	rules atomic.Pointer[Rules]
 	ifs   atomic.Pointer[Interfaces]
+	roles atomic.Pointer[Roles]
 	ids   atomic.Pointer[identitiesBox]
 
 	running atomic.Bool
@@ -85,6 +86,10 @@ type Sampler struct {
 	lastSeq  uint32
 	lastWarn time.Time
 	pkt      Packet
+	// The interface table resolved from roles (see SetRoles), and when.
+	resolvedFrom *Roles
+	resolved     Interfaces
+	resolvedAt   time.Time
 }
 
 type identitiesBox struct{ ids Identities }
@@ -140,6 +145,50 @@ func (s *Sampler) SetColo(c Colo) { s.colo.Store(&c) }
 // not modify it afterwards).
 func (s *Sampler) SetInterfaces(ifs Interfaces) { s.ifs.Store(&ifs) }
 
+// Roles says what each interface is to the gateway, by name.
+type Roles map[string]Role
+
+// SetRoles publishes what each interface is, by name, in place of an
+// index table (SetInterfaces). The sampler finds the kernel indexes
+// itself, again whenever a sample arrives through an index it does not
+// know (at most once a second), so a tunnel created or re-created after
+// this call is named too: the owner need not order the sampler after
+// every interface. The map is not copied: do not modify it afterwards.
+func (s *Sampler) SetRoles(r Roles) { s.roles.Store(&r) }
+
+// interfaces is the table to name a sample arriving through index idx
+// with. Handle's goroutine only.
+func (s *Sampler) interfaces(idx uint32) Interfaces {
+	roles := s.roles.Load()
+	if roles == nil {
+		return *s.ifs.Load()
+	}
+	_, known := s.resolved[idx]
+	now := s.opts.Now()
+	if roles != s.resolvedFrom || (idx != 0 && !known && now.Sub(s.resolvedAt) >= time.Second) {
+		s.resolved = resolveRoles(*roles, s.log)
+		s.resolvedFrom, s.resolvedAt = roles, now
+	}
+	return s.resolved
+}
+
+// resolveRoles maps the indexes of the interfaces named in roles that
+// exist now.
+func resolveRoles(roles Roles, log *slog.Logger) Interfaces {
+	ifs := Interfaces{}
+	all, err := net.Interfaces()
+	if err != nil {
+		log.Warn("list interfaces: samples carry no direction until the next try", "err", err)
+		return ifs
+	}
+	for _, ifi := range all {
+		if role, ok := roles[ifi.Name]; ok {
+			ifs[uint32(ifi.Index)] = Interface{Name: ifi.Name, Role: role}
+		}
+	}
+	return ifs
+}
+
 // SetIdentities publishes the identity lookup (nil: none).
 func (s *Sampler) SetIdentities(ids Identities) { s.ids.Store(&identitiesBox{ids}) }
 
@@ -175,7 +224,7 @@ func (s *Sampler) Handle(sm Sample) error {
 		s.countMalformed(reason(err))
 		return fmt.Errorf("sample of rule %d: %w", vd.Rule, err)
 	}
-	v := view{colo: *s.colo.Load(), rules: s.rules.Load(), ifs: *s.ifs.Load(), ids: s.ids.Load().ids}
+	v := view{colo: *s.colo.Load(), rules: s.rules.Load(), ifs: s.interfaces(sm.InDev), ids: s.ids.Load().ids}
 	r, err := buildRecord(&v, &sm, vd, &s.pkt, s.opts.Now())
 	if err != nil {
 		s.countMalformed("unknown_rule")
