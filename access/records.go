@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
 // Record is one `access_requests` entry: a login, a logout, or a decision
@@ -24,6 +26,26 @@ type Record struct {
 	RayID      string // the request id, also sent upstream
 	PolicyName string // the deciding policy; "" for deny by default
 	UserUID    string // the provider's subject, or the service token name
+}
+
+// Logpush is the record with Cloudflare's access_requests field names.
+func (r Record) Logpush() logpush.Record {
+	ip := ""
+	if r.IPAddress.IsValid() {
+		ip = r.IPAddress.String()
+	}
+	return logpush.Record{
+		{Name: "Action", Value: logpush.String(r.Action)},
+		{Name: "Allowed", Value: logpush.Bool(r.Allowed)},
+		{Name: "AppDomain", Value: logpush.String(r.AppDomain)},
+		{Name: "Connection", Value: logpush.String(r.Connection)},
+		{Name: "Country", Value: logpush.String(r.Country)},
+		{Name: "CreatedAt", Value: logpush.Time(r.CreatedAt)},
+		{Name: "Email", Value: logpush.String(r.Email)},
+		{Name: "IPAddress", Value: logpush.String(ip)},
+		{Name: "RayID", Value: logpush.String(r.RayID)},
+		{Name: "UserUID", Value: logpush.String(r.UserUID)},
+	}
 }
 
 // Record actions.

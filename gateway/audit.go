@@ -1,90 +1,24 @@
 package gateway
 
 import (
-	"bytes"
-	"encoding/json"
-	"maps"
-
+	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/gateway/admin"
-	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
-// AuditRecord hands an admin audit event to Logpush as two records: one of
-// audit_logs (Cloudflare's classic audit-log field names) and one of
-// audit_logs_v2 (the v2 shape, which Cloudflare recommends for new work),
-// so a job can select either. Datasets no job selects cost nothing.
+// AuditRecord hands an admin audit event to Logpush in both audit
+// datasets (admin.Event.Logpush), so a job can select either. Datasets no
+// job selects cost nothing.
 func (s *recordSink) AuditRecord(e admin.Event) {
-	m := s.mgr.Load()
-	if m == nil {
-		return
+	if m := s.mgr.Load(); m != nil {
+		v1, v2 := e.Logpush()
+		m.Push("audit_logs", v1)
+		m.Push("audit_logs_v2", v2)
 	}
-	meta := map[string]any{"description": e.Description}
-	maps.Copy(meta, e.Metadata)
-	if e.Error != "" {
-		meta["error"] = e.Error
-	}
-	meta["actor_context"] = e.Actor.Context
-	meta["actor_role"] = string(e.Actor.Role)
-	metaJSON := rawJSON(meta)
-	m.Push("audit_logs", logpush.Record{
-		{Name: "ActionResult", Value: logpush.Bool(e.Result)},
-		{Name: "ActionType", Value: logpush.String(e.Action)},
-		{Name: "ActorEmail", Value: logpush.String("")},
-		{Name: "ActorID", Value: logpush.String(e.Actor.ID)},
-		{Name: "ActorIP", Value: logpush.String(e.Actor.IP)},
-		{Name: "ActorType", Value: logpush.String(e.Actor.Type)},
-		{Name: "ID", Value: logpush.String(e.ID)},
-		{Name: "Interface", Value: logpush.String(e.Actor.Interface)},
-		{Name: "Metadata", Value: metaJSON},
-		{Name: "NewValue", Value: objectOrNull(e.NewValue)},
-		{Name: "OldValue", Value: objectOrNull(e.OldValue)},
-		{Name: "ResourceID", Value: logpush.String(e.ResourceID)},
-		{Name: "ResourceType", Value: logpush.String(e.ResourceType)},
-		{Name: "When", Value: logpush.Time(e.When)},
-	})
-	token := logpush.Value{}
-	if e.Actor.Context == "api_token" {
-		token = rawJSON(map[string]string{"name": e.Actor.ID, "role": string(e.Actor.Role)})
-	}
-	value := e.NewValue
-	if value == nil {
-		value = e.OldValue
-	}
-	m.Push("audit_logs_v2", logpush.Record{
-		{Name: "ActionDescription", Value: logpush.String(e.Description)},
-		{Name: "ActionResult", Value: logpush.String(e.ResultString())},
-		{Name: "ActionTimestamp", Value: logpush.Time(e.When)},
-		{Name: "ActionType", Value: logpush.String(e.Action)},
-		{Name: "ActorContext", Value: logpush.String(e.Actor.Context)},
-		{Name: "ActorEmail", Value: logpush.String("")},
-		{Name: "ActorID", Value: logpush.String(e.Actor.ID)},
-		{Name: "ActorIPAddress", Value: logpush.String(e.Actor.IP)},
-		{Name: "ActorTokenDetails", Value: token},
-		{Name: "ActorType", Value: logpush.String(e.Actor.Type)},
-		{Name: "AuditLogID", Value: logpush.String(e.ID)},
-		{Name: "Raw", Value: metaJSON},
-		{Name: "ResourceID", Value: logpush.String(e.ResourceID)},
-		{Name: "ResourceProduct", Value: logpush.String("edgegw")},
-		{Name: "ResourceScope", Value: logpush.String("appliance")},
-		{Name: "ResourceType", Value: logpush.String(e.ResourceType)},
-		{Name: "ResourceValue", Value: objectOrNull(value)},
-	})
 }
 
-func rawJSON(v any) logpush.Value {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return logpush.Value{}
+// AccessRecord implements access.RecordSink.
+func (s *recordSink) AccessRecord(r access.Record) {
+	if m := s.mgr.Load(); m != nil {
+		m.Push("access_requests", r.Logpush())
 	}
-	return logpush.RawJSON(string(b))
-}
-
-// objectOrNull is b compacted to one line (records are NDJSON lines), or
-// null when there is none.
-func objectOrNull(b json.RawMessage) logpush.Value {
-	var out bytes.Buffer
-	if len(b) == 0 || json.Compact(&out, b) != nil {
-		return logpush.Value{}
-	}
-	return logpush.RawJSON(out.String())
 }

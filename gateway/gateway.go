@@ -21,7 +21,6 @@ import (
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/gateway/config"
-	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
 // Options are the gateway's inputs from the command line.
@@ -60,7 +59,7 @@ type Gateway struct {
 	// mu guards everything below. The reload loop holds it while applying;
 	// status readers hold it briefly.
 	mu       sync.Mutex
-	cfg      *config.Config
+	plan     *Plan  // what runs
 	parts    []part // in start order; stopped in reverse
 	reloadOK bool
 	reloadAt time.Time
@@ -142,46 +141,52 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("remove leftovers of an earlier run: %w", err)
 	}
 
+	// Compile everything before anything starts: a plan that does not
+	// build stops here, with the kernel as the checks above left it.
+	pl, err := Prepare(cfg, g.prepareOptions())
+	if err != nil {
+		return err
+	}
+
 	// Parts run for the whole of run: goroutines they start are tied to
 	// this context and stopped by their close.
 	pctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	sink := &recordSink{}
-	devs := newDevices()
+	devs := identity.NewDevices()
+	res := identity.NewResolver(devs)
 	local := newLocal()
 	devicesAPI := &swapHandler{none: "No device registry runs: configure tunnels.wireguard with identity or enrollment."}
-	fw := &fwPart{log: g.log, metrics: g.metrics, devs: devs, denyForward: g.opts.Fallback != ""}
-	nf := &netflowPart{log: g.log, metrics: g.metrics, sink: sink, fw: fw, ids: &peerIdentities{devs: devs}}
-	fw.samplerBound = nf.bound.Load
+	ids := &identityPart{log: g.log, metrics: g.metrics, devs: devs, res: res, api: devicesAPI, local: local}
+	fw := &fwPart{log: g.log, metrics: g.metrics, devs: devs}
 	wg := &wgPart{log: g.log, metrics: g.metrics, devs: devs}
-	ids := &identityPart{log: g.log, metrics: g.metrics, devs: devs, api: devicesAPI}
 	g.parts = []part{
 		ids,
-		fw,
-		wg,
-		&enrollPart{log: g.log, metrics: g.metrics, local: local, ids: ids, wg: wg},
-		&sitePart{log: g.log, metrics: g.metrics},
 		// Logpush before its producers: it takes their records from the
 		// first one, and spools the last ones they hand over at shutdown.
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
-		nf,
+		// The sampler binds its NFLOG group before the firewall feeds it.
+		&netflowPart{log: g.log, metrics: g.metrics, sink: sink, res: res},
+		fw,
+		wg,
+		&sitePart{log: g.log, metrics: g.metrics},
 		&accessPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local},
-		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }},
+		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, res: res, local: local},
 		// Last: the node bids for the virtual addresses only once
 		// everything behind them runs.
-		&haPart{log: g.log, metrics: g.metrics, wan: func() string { return fw.wan }},
+		&haPart{log: g.log, metrics: g.metrics},
 	}
 	defer g.closeParts()
 	// Runs before closeParts (last in, first out): forwarding stops
 	// before the firewall's table goes.
 	defer g.stopForwarding()
 	for _, p := range g.parts {
-		if err := p.apply(pctx, nil, cfg); err != nil {
+		if err := p.commit(pctx, nil, pl); err != nil {
 			return fmt.Errorf("%s: %w", p.name(), err)
 		}
 	}
-	devs.markApplied(devs.load()) // the parts started from it
-	if err := rp.strict(strictRPInterfaces(cfg, fw.wan)); err != nil {
+	devs.MarkApplied(devs.Load()) // the parts started from it
+	if err := rp.strict(pl.strictRP); err != nil {
 		return fmt.Errorf("reverse-path filtering: %w", err)
 	}
 	// Forward only once the firewall and its sampler are in place, and stop
@@ -192,8 +197,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 			return fmt.Errorf("turn forwarding on: %w", err)
 		}
 	}
-	g.cfg = cfg
-	g.logPending(cfg)
+	g.plan = pl
 
 	adm, err := g.newAdmin(pctx, cfg, sink, devicesAPI)
 	if err != nil {
@@ -207,7 +211,34 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.admin.Run(ectx) })
 	eg.Go(func() error { return g.reloadLoop(ectx, pctx) })
-	eg.Go(func() error { return g.deviceLoop(ectx, devs, wg, fw, ids) })
+	// The device loop pushes registry snapshots into the WireGuard device
+	// and the identity sets under the gateway's lock, so a reload never
+	// interleaves with it.
+	eg.Go(func() error {
+		return identity.Follow(ectx, devs, identity.FollowOptions{
+			Apply: func(snap *identity.Snapshot) {
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				if err := wg.setDevices(snap); err != nil {
+					g.log.Error("enrolled devices: update WireGuard peers", "err", err)
+				}
+				if err := fw.setDevices(snap); err != nil {
+					g.log.Error("enrolled devices: update firewall identity sets", "err", err)
+				}
+			},
+			Handshakes: func() []identity.Handshake {
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				return wg.handshakes()
+			},
+			Touch: func(ctx context.Context, id string, t time.Time) error {
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				return ids.touch(ctx, id, t)
+			},
+			Logger: g.log,
+		})
+	})
 	g.log.Info("edgegw is up", "admin", g.admin.Addr(), "admin_socket", g.admin.Socket())
 	if g.opts.Started != nil {
 		g.opts.Started(g.admin.Addr())
@@ -217,75 +248,9 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	return err
 }
 
-// deviceLoop owns the pushing of registry snapshots into the WireGuard
-// device and the firewall's identity sets. It holds g.mu while it does, so
-// a reload never interleaves with it; reloads themselves read the latest
-// snapshot.
-//
-// Every seenEvery it also records in the registry when connected devices
-// last completed a WireGuard handshake (their last-seen time).
-func (g *Gateway) deviceLoop(ctx context.Context, devs *devices, wg *wgPart, fw *fwPart, ids *identityPart) error {
-	tick := time.NewTicker(seenEvery)
-	defer tick.Stop()
-	var seen map[string]time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-			seen = g.recordSeen(ctx, devs.load(), wg, ids, seen)
-			continue
-		case <-devs.changed:
-		}
-		g.mu.Lock()
-		snap := devs.load()
-		if err := wg.setDevices(snap); err != nil {
-			g.log.Error("enrolled devices: update WireGuard peers", "err", err)
-		}
-		if err := fw.setDevices(snap); err != nil {
-			g.log.Error("enrolled devices: update firewall identity sets", "err", err)
-		}
-		g.mu.Unlock()
-		devs.markApplied(snap)
-	}
-}
-
-// seenEvery is how often devices' last handshakes go to the registry. A
-// device shows as seen at most this much later than it connected.
-const seenEvery = 10 * time.Second
-
-// recordSeen writes the last handshake of each connected enrolled device
-// to the registry when it moved since the previous call (prev: what that
-// call recorded). It returns what this call knows as recorded, for the
-// devices connected now.
-func (g *Gateway) recordSeen(ctx context.Context, snap *identity.Snapshot, wg *wgPart, ids *identityPart, prev map[string]time.Time) map[string]time.Time {
-	g.mu.Lock()
-	reg := ids.reg
-	var peers []wireguard.PeerStatus
-	if wg.dev != nil && reg != nil {
-		peers = wg.dev.Status().Peers
-	}
-	g.mu.Unlock()
-	now := make(map[string]time.Time, len(peers))
-	for _, p := range peers {
-		d, ok := snap.ByKey(p.PublicKey)
-		if !ok || p.LastHandshake.IsZero() {
-			continue
-		}
-		now[d.ID] = prev[d.ID]
-		if !p.LastHandshake.After(prev[d.ID]) {
-			continue
-		}
-		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := reg.Touch(tctx, d.ID, p.LastHandshake)
-		cancel()
-		if err != nil {
-			g.log.Warn("enrolled devices: record last seen", "device", d.ID, "err", err)
-			continue
-		}
-		now[d.ID] = p.LastHandshake
-	}
-	return now
+// prepareOptions are the running gateway's facts for Prepare.
+func (g *Gateway) prepareOptions() PrepareOptions {
+	return PrepareOptions{Running: true, Fallback: g.opts.Fallback != ""}
 }
 
 // stopForwarding turns forwarding off at exit, before the parts close.
@@ -299,37 +264,12 @@ func (g *Gateway) stopForwarding() {
 	g.log.Info("forwarding off, and left off: it is on only while edgegw runs with its ruleset in the kernel")
 }
 
-// strictRPInterfaces are the interfaces that get strict reverse-path
-// filtering (rpFilter): the WireGuard interface, the LAN and the WAN.
-func strictRPInterfaces(cfg *config.Config, wan string) []string {
-	var out []string
-	if wg := cfg.Tunnels.WireGuard; wg != nil {
-		out = append(out, wg.Interface)
-	}
-	out = append(out, cfg.Interfaces.LAN...)
-	return append(out, wan)
-}
-
 // closeParts stops every part in reverse start order.
 func (g *Gateway) closeParts() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for i := len(g.parts) - 1; i >= 0; i-- {
 		g.parts[i].close()
-	}
-}
-
-// logPending says which configured sections this build validates but does
-// not act on yet, so an operator is never misled about what is enforced.
-func (g *Gateway) logPending(cfg *config.Config) {
-	pending := []struct {
-		section string
-		on      bool
-	}{}
-	for _, p := range pending {
-		if p.on {
-			g.log.Warn("section is validated but not yet enforced by this build", "section", p.section)
-		}
 	}
 }
 

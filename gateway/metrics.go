@@ -12,9 +12,10 @@ import (
 // metrics is the gateway's own Prometheus registry; subsystems register
 // collectors on it, never on the global default registry.
 type metrics struct {
-	reg           *prometheus.Registry
-	reloadOK      prometheus.Gauge
-	reloadSuccess prometheus.Gauge
+	reg            *prometheus.Registry
+	reloadOK       prometheus.Gauge
+	reloadSuccess  prometheus.Gauge
+	revertFailures prometheus.Counter
 
 	mu    sync.Mutex
 	parts map[string]prometheus.Collector // each running part's collector
@@ -30,13 +31,17 @@ func newMetrics(version string) *metrics {
 		Name: "edgegw_config_last_reload_success_timestamp_seconds",
 		Help: "When the configuration was last loaded successfully, as a Unix time.",
 	})
+	m.revertFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgegw_config_revert_failures_total",
+		Help: "Parts that could not be put back to the running configuration after a reload failed: each leaves that part on the new configuration.",
+	})
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "edgegw_build_info",
 		Help:        "Always 1; the labels carry the build's version.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.reloadOK, m.reloadSuccess, build,
+	m.reg.MustRegister(m.reloadOK, m.reloadSuccess, m.revertFailures, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -50,6 +55,9 @@ func (m *metrics) reload(ok bool, at time.Time) {
 		m.reloadOK.Set(0)
 	}
 }
+
+// revertFailed counts a part that could not be put back.
+func (m *metrics) revertFailed() { m.revertFailures.Inc() }
 
 // set swaps the collector a part registered under key (nil: none).
 func (m *metrics) set(key string, c prometheus.Collector) {

@@ -18,7 +18,7 @@ type accessPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	sink    access.RecordSink
-	devs    *devices
+	devs    *identity.Devices
 	local   http.Handler // enrollment and DoH, for host names that are no app's
 
 	srv *access.Server
@@ -27,20 +27,15 @@ type accessPart struct {
 
 func (p *accessPart) name() string { return "access" }
 
-func identityOf(c *config.Config) identity.Config {
-	if c.Identity == nil {
-		return identity.Config{}
-	}
-	return *c.Identity
-}
-
-func (p *accessPart) apply(ctx context.Context, prev, next *config.Config) error {
+func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
+	next := np.Config
 	if next.Access == nil {
 		p.close()
 		return nil
 	}
 	cfg, idp := *next.Access, identityOf(next)
 	if p.srv != nil {
+		prev := pp.Config
 		if reflect.DeepEqual(prev.Access, next.Access) && reflect.DeepEqual(prev.Identity, next.Identity) &&
 			config.SameFiles(prev, next, "access", "identity") {
 			return nil

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/dns"
 )
@@ -18,12 +19,10 @@ type dnsPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	sink    *recordSink
-	wan     func() string // the WAN interface the firewall part resolved
-	devs    *devices
+	res     *identity.Resolver
 	local   *local // serves DNS over HTTPS on the Access listener
 
 	srv    *dns.Server
-	ids    *peerIdentities
 	tunnel atomic.Pointer[string] // the WireGuard interface: the one that owns identities' addresses
 	run    actor
 }
@@ -41,23 +40,21 @@ func (p *dnsPart) setTunnel(next *config.Config) {
 
 func (p *dnsPart) name() string { return "gateway.dns" }
 
-func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
+func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
+	next := np.Config
 	nc := next.Gateway.DNS
 	if nc == nil {
 		p.close()
 		return nil
 	}
 	if p.srv != nil {
-		p.ids.set(next)
 		p.setTunnel(next)
 		// In place: no query is dropped. With the same section Set only
 		// re-reads the files it names (lists, the DoT certificate), so a
 		// certificate renewed in place is presented after SIGHUP.
 		return p.srv.Set(*nc)
 	}
-	egress := wanAddr(p.wan())
-	p.ids = &peerIdentities{devs: p.devs}
-	p.ids.set(next)
+	egress := wanAddr(np.WAN)
 	p.setTunnel(next)
 	srv, err := dns.New(*nc, dns.Options{
 		Logger:         p.log,
@@ -65,7 +62,7 @@ func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
 		StateDir:       next.Appliance.StateDir,
 		EgressAddr:     egress, // ECS from where traffic exits, never the client
 		SourceAddr:     egress,
-		IdentitySource: dnsIdentities{p.ids, &p.tunnel},
+		IdentitySource: dnsIdentities{p.res, &p.tunnel},
 		Sink:           p.sink,
 		ColoCode:       next.Appliance.Colo,
 	})
@@ -131,16 +128,16 @@ func (p *dnsPart) status(s *Status) {
 // client address, and the interface that owns it: the resolver gives a
 // query the identity only if it came through that interface.
 type dnsIdentities struct {
-	ids    *peerIdentities
+	res    *identity.Resolver
 	tunnel *atomic.Pointer[string]
 }
 
 func (d dnsIdentities) Identify(a netip.Addr) (dns.Identity, bool) {
-	email, groups, dev, ok := d.ids.who(a)
+	who, ok := d.res.Who(a)
 	if !ok {
 		return dns.Identity{}, false
 	}
-	id := dns.Identity{Email: email, Groups: groups, DeviceID: dev}
+	id := dns.Identity{Email: who.Email, Groups: who.Groups, DeviceID: who.DeviceID}
 	if t := d.tunnel.Load(); t != nil {
 		id.Interface = *t
 	}

@@ -13,34 +13,25 @@ import (
 type haPart struct {
 	log     *slog.Logger
 	metrics *metrics
-	wan     func() string // the WAN interface the firewall part resolved
 	node    *ha.Node
 }
 
 func (p *haPart) name() string { return "ha" }
 
-// links are the interfaces the virtual addresses go on.
-func (p *haPart) links(cfg *config.Config) ha.Links {
-	l := ha.Links{WAN: p.wan()}
-	if len(cfg.Interfaces.LAN) > 0 {
-		l.LAN = cfg.Interfaces.LAN[0]
-	}
-	return l
-}
-
-func (p *haPart) apply(_ context.Context, prev, next *config.Config) error {
+func (p *haPart) commit(_ context.Context, pp, np *Plan) error {
+	next := np.Config
 	if next.HA == nil {
 		p.close()
 		return nil
 	}
-	if p.node != nil && prev != nil && prev.HA != nil && reflect.DeepEqual(*prev.HA, *next.HA) &&
-		p.links(prev) == p.links(next) && config.SameFiles(prev, next, "ha") {
+	if p.node != nil && pp != nil && pp.Config.HA != nil && reflect.DeepEqual(*pp.Config.HA, *next.HA) &&
+		pp.haLinks == np.haLinks && config.SameFiles(pp.Config, next, "ha") {
 		return nil
 	}
 	// A changed section restarts keepalived: the peer holds the
 	// addresses meanwhile, or this node takes them back within seconds.
 	p.close()
-	n, err := ha.New(*next.HA, ha.Options{Logger: p.log, StateDir: next.Appliance.StateDir, Links: p.links(next)})
+	n, err := ha.New(*next.HA, ha.Options{Logger: p.log, StateDir: next.Appliance.StateDir, Links: np.haLinks})
 	if err != nil {
 		return err
 	}

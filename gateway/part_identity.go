@@ -3,136 +3,51 @@ package gateway
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"reflect"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
-	"github.com/edgegw/edgegw/gateway/config"
 )
 
-// devices is the gateway's view of the enrolled devices: the registry's
-// latest snapshot, read lock-free by the hot paths (Access, DNS, flows) and
-// pushed by the device loop into the WireGuard device and the firewall's
-// identity sets.
-type devices struct {
-	snap    atomic.Pointer[identity.Snapshot]
-	changed chan struct{} // capacity 1: "a newer snapshot is in snap"
-
-	mu        sync.Mutex
-	applied   *identity.Snapshot // the last snapshot the device loop pushed
-	appliedCh chan struct{}      // closed (and replaced) when applied moves
-}
-
-func newDevices() *devices {
-	return &devices{changed: make(chan struct{}, 1), appliedCh: make(chan struct{})}
-}
-
-// markApplied records that the device loop pushed s into the kernel.
-func (d *devices) markApplied(s *identity.Snapshot) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.applied = s
-	close(d.appliedCh)
-	d.appliedCh = make(chan struct{})
-}
-
-// waitApplied waits until the device loop has pushed s or a newer
-// snapshot, so that an enrollment or revocation answers only once the
-// WireGuard peers and identity sets follow it.
-func (d *devices) waitApplied(ctx context.Context, s *identity.Snapshot) error {
-	for {
-		d.mu.Lock()
-		a, ch := d.applied, d.appliedCh
-		d.mu.Unlock()
-		if a == s || (a != nil && s != nil && (a.Generation() > s.Generation() ||
-			a.Generation() == s.Generation() && !a.Built().Before(s.Built()))) {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// load returns the current snapshot, nil when no registry runs.
-func (d *devices) load() *identity.Snapshot { return d.snap.Load() }
-
-func (d *devices) publish(s *identity.Snapshot) {
-	if d.snap.Swap(s) == s {
-		return
-	}
-	select {
-	case d.changed <- struct{}{}:
-	default:
-	}
-}
-
-// DeviceOwner implements access.DeviceLookup.
-func (d *devices) DeviceOwner(a netip.Addr) (string, bool) {
-	s := d.load()
-	if s == nil {
-		return "", false
-	}
-	dev, ok := s.ByAddr(a.Unmap())
-	return dev.Subject, ok
-}
-
-// identityPart runs the device registry when WireGuard is configured with
-// an identity section or enrollment: it owns the registry and the goroutine
-// that keeps its snapshot current.
+// identityPart runs who is who: the static identities of the resolver
+// every consumer asks, and, when WireGuard is configured with an identity
+// section or enrollment, the device registry (and the goroutine that keeps
+// its snapshot current), the devices API and device enrollment on the
+// Access listener.
 type identityPart struct {
 	log     *slog.Logger
 	metrics *metrics
-	devs    *devices
+	devs    *identity.Devices
+	res     *identity.Resolver
 	api     *swapHandler // the admin API's /api/v1/devices
+	local   *local       // enrollment is served on the Access listener
 
 	reg   *identity.Registry
 	opts  identity.Options // what reg was opened with
 	unsub func()
 	run   actor
+	enr   *enroll.Handler
 }
 
 func (p *identityPart) name() string { return "identity" }
 
-// registryOptions is what the registry needs from cfg; ok is false when no
-// registry should run.
-func registryOptions(cfg *config.Config) (identity.Options, bool) {
-	wg := cfg.Tunnels.WireGuard
-	if wg == nil || (cfg.Identity == nil && wg.Enrollment == nil) {
-		return identity.Options{}, false
-	}
-	o := identity.Options{
-		Store:    identityOf(cfg).Store,
-		StateDir: cfg.Appliance.StateDir,
-		Pool:     wg.Address,
-		Reserved: []netip.Addr{wg.Address.Addr()},
-	}
-	for _, peer := range wg.Peers {
-		for _, pfx := range peer.AllowedIPs {
-			if pfx.IsSingleIP() && wg.Address.Contains(pfx.Addr()) {
-				o.Reserved = append(o.Reserved, pfx.Addr())
-			}
-		}
-	}
-	return o, true
-}
-
-func (p *identityPart) apply(ctx context.Context, prev, next *config.Config) error {
-	o, on := registryOptions(next)
-	if !on {
+func (p *identityPart) commit(ctx context.Context, prev, next *Plan) error {
+	p.res.SetStatic(next.static)
+	if !next.registryOn {
 		p.close()
 		return nil
 	}
-	if p.reg != nil && sameRegistry(p.opts, o) {
-		return nil
+	if p.reg == nil || !sameRegistry(p.opts, next.registry) {
+		if err := p.open(ctx, next.registry); err != nil {
+			return err
+		}
 	}
+	return p.commitEnroll(next)
+}
+
+func (p *identityPart) open(ctx context.Context, o identity.Options) error {
 	o.Logger = p.log.With("component", "identity")
 	reg, err := identity.Open(ctx, o)
 	if err != nil {
@@ -140,8 +55,8 @@ func (p *identityPart) apply(ctx context.Context, prev, next *config.Config) err
 	}
 	p.close()
 	p.reg, p.opts = reg, o
-	p.unsub = reg.Subscribe(p.devs.publish)
-	p.devs.publish(reg.Snapshot())
+	p.unsub = reg.Subscribe(p.devs.Publish)
+	p.devs.Publish(reg.Snapshot())
 	p.metrics.set("identity", reg.Collector())
 	api := enroll.NewAdmin(reg, enroll.AdminOptions{
 		Logger:  p.log,
@@ -151,6 +66,39 @@ func (p *identityPart) apply(ctx context.Context, prev, next *config.Config) err
 	p.api.set(api)
 	p.run.start(ctx, reg.Run)
 	p.log.Info("device registry open", "store", storeName(o.Store), "devices", reg.Snapshot().Len())
+	return nil
+}
+
+// commitEnroll serves device enrollment (tunnels.wireguard.enrollment)
+// when enabled, writing to the registry.
+func (p *identityPart) commitEnroll(next *Plan) error {
+	wg := next.Config.Tunnels.WireGuard
+	if wg.Enrollment == nil || !wg.Enrollment.Enabled {
+		p.closeEnroll()
+		return nil
+	}
+	reg, tun := p.reg, next.enrollTunnel
+	opts := enroll.Options{
+		Policies:  wg.Enrollment.Policies,
+		KeyExpiry: wg.Enrollment.KeyExpiry,
+		Registry:  reg,
+		Tunnel:    func(context.Context) (enroll.Tunnel, error) { return tun, nil },
+		Changed:   func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
+		Logger:    p.log,
+	}
+	for _, prov := range identityOf(next.Config).Providers {
+		opts.Providers = append(opts.Providers, enroll.Provider{Provider: prov, DeviceClientID: prov.DeviceClientID})
+	}
+	if p.enr != nil {
+		return p.enr.Update(opts) // in place: sign-ins in progress survive
+	}
+	h, err := enroll.New(opts)
+	if err != nil {
+		return err
+	}
+	p.enr = h
+	p.metrics.set("enroll", h)
+	p.local.enroll.set(h)
 	return nil
 }
 
@@ -178,12 +126,31 @@ func (p *identityPart) sync(ctx context.Context, reg *identity.Registry) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := p.devs.waitApplied(wctx, reg.Snapshot()); err != nil {
+	if err := p.devs.WaitApplied(wctx, reg.Snapshot()); err != nil {
 		p.log.Warn("enrolled devices: the kernel did not follow the registry in time", "err", err)
 	}
 }
 
+// touch records a device's last-seen time, when a registry runs. The
+// caller holds the gateway's lock.
+func (p *identityPart) touch(ctx context.Context, id string, t time.Time) error {
+	if p.reg == nil {
+		return nil
+	}
+	return p.reg.Touch(ctx, id, t)
+}
+
+func (p *identityPart) closeEnroll() {
+	if p.enr == nil {
+		return
+	}
+	p.local.enroll.set(nil)
+	p.metrics.set("enroll", nil)
+	p.enr = nil
+}
+
 func (p *identityPart) close() {
+	p.closeEnroll()
 	if p.reg == nil {
 		return
 	}
@@ -198,7 +165,7 @@ func (p *identityPart) close() {
 		p.log.Error("close device registry", "err", err)
 	}
 	p.reg = nil
-	p.devs.publish(nil)
+	p.devs.Publish(nil)
 }
 
 func (p *identityPart) ready() error { return nil }

@@ -6,7 +6,6 @@ import (
 	"reflect"
 	"sync/atomic"
 
-	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
@@ -25,13 +24,14 @@ type logpushPart struct {
 
 func (p *logpushPart) name() string { return "logpush" }
 
-func (p *logpushPart) apply(ctx context.Context, prev, next *config.Config) error {
+func (p *logpushPart) commit(ctx context.Context, pp, np *Plan) error {
+	next := np.Config
 	if len(next.Logpush) == 0 {
 		p.close()
 		return nil
 	}
 	if p.mgr != nil {
-		if prev != nil && reflect.DeepEqual(prev.Logpush, next.Logpush) && config.SameFiles(prev, next, "logpush") {
+		if pp != nil && reflect.DeepEqual(pp.Config.Logpush, next.Logpush) && config.SameFiles(pp.Config, next, "logpush") {
 			return nil
 		}
 		return p.mgr.Set(next.Logpush) // unchanged jobs keep running
@@ -89,29 +89,4 @@ func (s *recordSink) Push(dataset string, r logpush.Record) {
 	if m := s.mgr.Load(); m != nil {
 		m.Push(dataset, r)
 	}
-}
-
-// AccessRecord implements access.RecordSink with Cloudflare's
-// access_requests field names.
-func (s *recordSink) AccessRecord(r access.Record) {
-	m := s.mgr.Load()
-	if m == nil {
-		return
-	}
-	ip := ""
-	if r.IPAddress.IsValid() {
-		ip = r.IPAddress.String()
-	}
-	m.Push("access_requests", logpush.Record{
-		{Name: "Action", Value: logpush.String(r.Action)},
-		{Name: "Allowed", Value: logpush.Bool(r.Allowed)},
-		{Name: "AppDomain", Value: logpush.String(r.AppDomain)},
-		{Name: "Connection", Value: logpush.String(r.Connection)},
-		{Name: "Country", Value: logpush.String(r.Country)},
-		{Name: "CreatedAt", Value: logpush.Time(r.CreatedAt)},
-		{Name: "Email", Value: logpush.String(r.Email)},
-		{Name: "IPAddress", Value: logpush.String(ip)},
-		{Name: "RayID", Value: logpush.String(r.RayID)},
-		{Name: "UserUID", Value: logpush.String(r.UserUID)},
-	})
 }

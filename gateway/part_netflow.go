@@ -5,32 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
 
+	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
-	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/ingest"
 )
 
 // netflowPart turns the packets the firewall samples (netflow.sample_rate)
-// into network_analytics_logs records for Logpush. It owns the NFLOG
-// reader's goroutine. It is applied after the firewall and the tunnels, so
-// the ruleset it names and the interfaces it maps exist.
+// into network_analytics_logs records for Logpush, and runs the flow
+// ingest listeners. It owns the NFLOG reader's goroutine. It commits
+// before the firewall: the plan's table feeds the NFLOG group, which must
+// be bound first (go-nflog configures a group with several commands after
+// binding it, and a sample arriving in between breaks that exchange).
 type netflowPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	sink    *recordSink
-	fw      *fwPart
-	ids     *peerIdentities
+	res     *identity.Resolver
 
-	s     *netflow.Sampler
-	run   actor
-	bound atomic.Bool // s has bound its NFLOG group; read by the firewall part
+	s   *netflow.Sampler
+	run actor
 
 	// in receives flows from other routers (netflow.ingest); it owns its
 	// sockets' reader goroutines. inListen is what it listens on.
@@ -40,49 +38,52 @@ type netflowPart struct {
 
 func (p *netflowPart) name() string { return "netflow" }
 
-func (p *netflowPart) apply(ctx context.Context, prev, next *config.Config) error {
+func (p *netflowPart) commit(ctx context.Context, _, np *Plan) error {
+	next := np.Config
 	if next.Netflow == nil {
 		p.close()
 		return nil
 	}
 	colo := netflow.Colo{Code: next.Appliance.Colo, Name: next.Appliance.Name, Country: next.Appliance.Country}
 	if p.s == nil {
-		s, err := netflow.New(netflow.Options{
-			Group:  firewall.DefaultSamplingGroup,
-			Colo:   colo,
-			Sink:   p.sink,
-			Logger: p.log.With("component", "netflow"),
-		})
-		if err != nil {
+		if err := p.start(ctx, colo); err != nil {
 			return err
-		}
-		p.s = s
-		p.s.SetIdentities(flowIdentities{p.ids})
-		p.metrics.set("netflow", s.Collector())
-		p.run.start(ctx, s.Run)
-		// Samples logged before the group is bound are lost: the gateway
-		// forwards only after every part is applied, so wait here.
-		t := time.NewTimer(5 * time.Second)
-		defer t.Stop()
-		select {
-		case <-s.Bound():
-			p.bound.Store(true)
-		case err := <-p.run.done:
-			p.run.done <- err // kept for ready and close
-			return err
-		case <-t.C:
-			return fmt.Errorf("netflow: NFLOG group %d not bound after 5s", firewall.DefaultSamplingGroup)
 		}
 	}
-	// The group is bound: now the firewall may feed it.
-	if err := p.fw.enableSampling(next); err != nil {
+	p.s.SetColo(colo)
+	p.s.SetRules(np.flowRules)
+	p.s.SetRoles(np.flowRoles)
+	return p.applyIngest(next.Netflow.Ingest, colo)
+}
+
+// start runs the sampler and waits until it has bound its NFLOG group:
+// samples logged before are lost.
+func (p *netflowPart) start(ctx context.Context, colo netflow.Colo) error {
+	s, err := netflow.New(netflow.Options{
+		Group:  firewall.DefaultSamplingGroup,
+		Colo:   colo,
+		Sink:   p.sink,
+		Logger: p.log.With("component", "netflow"),
+	})
+	if err != nil {
 		return err
 	}
-	p.ids.set(next)
-	p.s.SetColo(colo)
-	p.s.SetRules(flowRules(p.fw.rules, next.Netflow.SampleRate))
-	p.s.SetInterfaces(flowInterfaces(next, p.fw.wan, p.log))
-	return p.applyIngest(next.Netflow.Ingest, colo)
+	s.SetIdentities(flowIdentities{p.res})
+	p.run.start(ctx, s.Run)
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-s.Bound():
+	case err := <-p.run.done:
+		p.run.done <- err // kept for ready and close
+		return err
+	case <-t.C:
+		p.run.stop()
+		return fmt.Errorf("netflow: NFLOG group %d not bound after 5s", firewall.DefaultSamplingGroup)
+	}
+	p.s = s
+	p.metrics.set("netflow", s.Collector())
+	return nil
 }
 
 // applyIngest starts, restarts (other addresses) or stops the flow ingest
@@ -120,64 +121,12 @@ func (p *netflowPart) closeIngest() {
 	p.in, p.inListen = nil, nil
 }
 
-// flowRules names the rules by their position in the configuration, as
-// the firewall's sample prefixes do (disabled rules keep their place).
-func flowRules(rs *firewall.Ruleset, rate int) netflow.Rules {
-	r := netflow.Rules{SampleInterval: rate}
-	if rs == nil {
-		return r
-	}
-	r.RulesetID = rs.ID()
-	last := 0
-	for _, info := range rs.Rules() {
-		last = max(last, info.Position)
-	}
-	r.RuleIDs = make([]string, last)
-	for n := 1; n <= last; n++ {
-		if info, ok := rs.ByPosition(n); ok {
-			r.RuleIDs[n-1] = info.ID
-		}
-	}
-	return r
-}
-
-// flowInterfaces maps the kernel's interface indexes to what each interface
-// is to the gateway, which sets a record's Direction and TunnelName.
-func flowInterfaces(cfg *config.Config, wan string, log *slog.Logger) netflow.Interfaces {
-	ifs := netflow.Interfaces{}
-	add := func(name string, role netflow.Role) {
-		if name == "" {
-			return
-		}
-		ifi, err := net.InterfaceByName(name)
-		if err != nil {
-			log.Warn("netflow: interface not found; its samples carry no direction", "interface", name, "err", err)
-			return
-		}
-		ifs[uint32(ifi.Index)] = netflow.Interface{Name: name, Role: role}
-	}
-	add(wan, netflow.RoleWAN)
-	for _, lan := range cfg.Interfaces.LAN {
-		add(lan, netflow.RoleLAN)
-	}
-	if wg := cfg.Tunnels.WireGuard; wg != nil {
-		add(wg.Interface, netflow.RoleTunnel)
-	}
-	for _, g := range cfg.Tunnels.GRE {
-		add(g.Name, netflow.RoleTunnel)
-	}
-	for _, t := range cfg.Tunnels.IPsec {
-		add(t.Name, netflow.RoleTunnel)
-	}
-	return ifs
-}
-
 // flowIdentities gives flow records the user and device behind a source.
-type flowIdentities struct{ ids *peerIdentities }
+type flowIdentities struct{ res *identity.Resolver }
 
 func (f flowIdentities) Lookup(a netip.Addr) (netflow.Identity, bool) {
-	email, _, dev, ok := f.ids.who(a)
-	return netflow.Identity{Email: email, DeviceID: dev}, ok
+	who, ok := f.res.Who(a)
+	return netflow.Identity{Email: who.Email, DeviceID: who.DeviceID}, ok
 }
 
 func (p *netflowPart) close() {
@@ -189,7 +138,6 @@ func (p *netflowPart) close() {
 		p.log.Error("netflow sampler stopped", "err", err)
 	}
 	p.metrics.set("netflow", nil)
-	p.bound.Store(false)
 	p.s = nil
 }
 

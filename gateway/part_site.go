@@ -20,39 +20,30 @@ type sitePart struct {
 
 func (p *sitePart) name() string { return "tunnels.site" }
 
-// siteConfig is the part of cfg the site manager runs.
-func siteConfig(cfg *config.Config) site.Config {
-	return site.Config{GRE: cfg.Tunnels.GRE, IPsec: cfg.Tunnels.IPsec, Routes: cfg.Routes}
-}
-
 // empty tells whether c has no site-to-site tunnel.
 func empty(c site.Config) bool { return len(c.GRE) == 0 && len(c.IPsec) == 0 }
 
-func (p *sitePart) apply(ctx context.Context, prev, next *config.Config) error {
-	want := siteConfig(next)
+func (p *sitePart) commit(ctx context.Context, prev, next *Plan) error {
+	want := next.site
 	if empty(want) {
 		p.close()
 		return nil
 	}
-	if p.mgr != nil && prev != nil && reflect.DeepEqual(siteConfig(prev), want) &&
-		config.SameFiles(prev, next, "tunnels.gre", "tunnels.ipsec") {
+	if p.mgr != nil && prev != nil && reflect.DeepEqual(prev.site, want) &&
+		config.SameFiles(prev.Config, next.Config, "tunnels.gre", "tunnels.ipsec") {
 		return nil
 	}
 	if p.mgr == nil {
-		mgr, err := site.New(ctx, site.Options{Logger: p.log, StateDir: next.Appliance.StateDir})
+		mgr, err := site.New(ctx, site.Options{Logger: p.log, StateDir: next.Config.Appliance.StateDir})
 		if err != nil {
 			return err
 		}
 		p.mgr = mgr
 		p.metrics.set("site", mgr)
 	}
-	if err := p.mgr.Set(want); err != nil {
-		if prev != nil && !empty(siteConfig(prev)) {
-			p.mgr.Set(siteConfig(prev)) // best effort back to what ran
-		}
-		return err
-	}
-	return nil
+	// On error the root puts the previous plan back (and reports it if
+	// that fails too).
+	return p.mgr.Set(want)
 }
 
 func (p *sitePart) close() {

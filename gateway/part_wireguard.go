@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
-	"sync/atomic"
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/config"
@@ -22,12 +21,9 @@ import (
 type wgPart struct {
 	log        *slog.Logger
 	metrics    *metrics
-	devs       *devices
+	devs       *identity.Devices
 	dev        *wireguard.Device
 	configured bool
-	// pub is dev's public key, for readers outside the reload lock
-	// (enrollment answers).
-	pub atomic.Pointer[wireguard.Key]
 }
 
 // enrolledPeers offers a registry snapshot's devices to the WireGuard
@@ -59,25 +55,26 @@ func (e enrolledPeers) OnDemandPeer(k wireguard.Key) (wireguard.Peer, bool) {
 
 func (p *wgPart) name() string { return "tunnels.wireguard" }
 
-func (p *wgPart) apply(ctx context.Context, prev, next *config.Config) error {
+func (p *wgPart) commit(ctx context.Context, prev, next *Plan) error {
 	var pc *wireguard.Config
-	if prev != nil && prev.Tunnels.WireGuard != nil {
-		pc = &prev.Tunnels.WireGuard.Config
+	if prev != nil && prev.Config.Tunnels.WireGuard != nil {
+		pc = &prev.Config.Tunnels.WireGuard.Config
 	}
 	var nc *wireguard.Config
-	if next.Tunnels.WireGuard != nil {
-		nc = &next.Tunnels.WireGuard.Config
+	if next.Config.Tunnels.WireGuard != nil {
+		nc = &next.Config.Tunnels.WireGuard.Config
 	}
+	stateDir := next.Config.Appliance.StateDir
 	switch {
 	case nc == nil:
 		p.close()
 	case p.dev == nil:
-		if err := p.start(*nc, next.Appliance.StateDir); err != nil {
+		if err := p.start(*nc, stateDir); err != nil {
 			return err
 		}
-	case pc != nil && reflect.DeepEqual(*pc, *nc) && config.SameFiles(prev, next, "tunnels.wireguard"):
+	case pc != nil && reflect.DeepEqual(*pc, *nc) && config.SameFiles(prev.Config, next.Config, "tunnels.wireguard"):
 	default:
-		if err := p.set(*nc, next.Appliance.StateDir); err != nil {
+		if err := p.set(*nc, stateDir); err != nil {
 			return err
 		}
 	}
@@ -112,10 +109,8 @@ func (p *wgPart) start(c wireguard.Config, stateDir string) error {
 	if err != nil {
 		return err
 	}
-	dev.SetPeerSource(peerSource(p.devs.load()))
+	dev.SetPeerSource(peerSource(p.devs.Load()))
 	p.dev = dev
-	pub := dev.PublicKey()
-	p.pub.Store(&pub)
 	p.metrics.set("wireguard", dev.Collector())
 	return nil
 }
@@ -125,11 +120,24 @@ func (p *wgPart) close() {
 		return
 	}
 	p.metrics.set("wireguard", nil)
-	p.pub.Store(nil)
 	if err := p.dev.Close(); err != nil {
 		p.log.Error("close wireguard", "err", err)
 	}
 	p.dev = nil
+}
+
+// handshakes lists when peers last completed a handshake, for last-seen
+// times. The caller holds the gateway's lock.
+func (p *wgPart) handshakes() []identity.Handshake {
+	if p.dev == nil {
+		return nil
+	}
+	peers := p.dev.Status().Peers
+	hs := make([]identity.Handshake, 0, len(peers))
+	for _, peer := range peers {
+		hs = append(hs, identity.Handshake{PublicKey: peer.PublicKey, At: peer.LastHandshake})
+	}
+	return hs
 }
 
 func (p *wgPart) ready() error {

@@ -62,42 +62,54 @@ func (g *Gateway) reload(pctx context.Context) error {
 	return nil
 }
 
-// apply moves every part from g.cfg to next, in start order. If a part
-// fails, the parts already moved are put back, in reverse order.
+// apply compiles next (Prepare) and commits the plan: every part in
+// start order, then the admin listeners. A plan that does not build
+// changes nothing. When a part or the admin listener refuses, the parts
+// already moved are put back, in reverse order; a part that cannot be put
+// back is named in the error, never ignored.
 func (g *Gateway) apply(pctx context.Context, next *config.Config) error {
-	prev := g.cfg
-	if reflect.DeepEqual(prev, next) {
+	prev := g.plan
+	if reflect.DeepEqual(prev.Config, next) {
 		g.log.Info("reload: configuration unchanged")
 		return nil
 	}
-	if prev.Appliance.StateDir != next.Appliance.StateDir {
+	np, err := Prepare(next, g.prepareOptions())
+	if err != nil {
+		return err
+	}
+	if prev.Config.Appliance.StateDir != next.Appliance.StateDir {
 		g.log.Warn("appliance.state_dir changes at the next start, not on reload")
 	}
-	if prev.Log.Format != next.Log.Format {
+	if prev.Config.Log.Format != next.Log.Format {
 		g.log.Warn("log.format changes at the next start, not on reload")
 	}
 	for i, p := range g.parts {
-		if err := p.apply(pctx, prev, next); err != nil {
-			for j := i - 1; j >= 0; j-- {
-				if rerr := g.parts[j].apply(pctx, next, prev); rerr != nil {
-					g.log.Error("could not put back the previous configuration", "section", g.parts[j].name(), "err", rerr)
-				}
-			}
-			return fmt.Errorf("%s: %w", p.name(), err)
+		if err := p.commit(pctx, prev, np); err != nil {
+			return g.putBack(pctx, i, np, fmt.Errorf("%s: %w", p.name(), err))
 		}
 	}
 	// Set every time: it re-reads the admin certificate and binds only
-	// what moved.
+	// what moved. On error it keeps its listeners as they were.
 	if err := g.admin.Set(next.Admin); err != nil {
-		// The parts run the new configuration; the admin listeners stay
-		// as they were, and the reload counts as failed so that it is
-		// noticed.
-		next.Admin = prev.Admin
-		g.cfg = next
-		return err
+		return g.putBack(pctx, len(g.parts), np, err)
 	}
 	g.level.Set(parseLevel(next.Log.Level))
-	g.logPending(next)
-	g.cfg = next
+	g.plan = np
 	return nil
+}
+
+// putBack commits the running plan again to the first n parts, which
+// already moved to np, in reverse order, after cause. A part that cannot
+// be put back is logged, counted and joined to the error: the gateway then
+// runs a mix, and the operator must know.
+func (g *Gateway) putBack(pctx context.Context, n int, np *Plan, cause error) error {
+	errs := []error{cause}
+	for j := n - 1; j >= 0; j-- {
+		if err := g.parts[j].commit(pctx, np, g.plan); err != nil {
+			g.log.Error("could not put back the previous configuration", "section", g.parts[j].name(), "err", err)
+			g.metrics.revertFailed()
+			errs = append(errs, fmt.Errorf("and %s could not be put back, it runs the new configuration: %w", g.parts[j].name(), err))
+		}
+	}
+	return errors.Join(errs...)
 }

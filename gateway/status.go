@@ -66,11 +66,11 @@ func (g *Gateway) Status() Status {
 	defer g.mu.Unlock()
 	s := Status{
 		Version:       g.opts.Version,
-		Appliance:     g.cfg.Appliance.Name,
+		Appliance:     g.plan.Config.Appliance.Name,
 		StartedAt:     g.started,
 		UptimeSeconds: time.Since(g.started).Seconds(),
 		Config: ConfigStatus{
-			File:                 g.cfg.File,
+			File:                 g.plan.Config.File,
 			LastReload:           g.reloadAt,
 			LastReloadSuccessful: g.reloadOK,
 			LastReloadError:      g.reloadE,
@@ -78,6 +78,7 @@ func (g *Gateway) Status() Status {
 		Ready:    len(notReady) == 0,
 		NotReady: notReady,
 		Tunnels:  []TunnelStatus{},
+		WAN:      g.plan.WAN,
 	}
 	for _, p := range g.parts {
 		p.status(&s)

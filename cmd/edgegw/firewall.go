@@ -55,11 +55,12 @@ func loadFirewall(path string) (*config.Config, firewall.Spec, error) {
 	if err != nil {
 		return nil, firewall.Spec{}, err
 	}
-	spec, err := gateway.FirewallSpec(cfg)
+	// The gateway's own plan builder: what is shown is what it applies.
+	pl, err := gateway.Prepare(cfg, gateway.PrepareOptions{})
 	if err != nil {
-		return nil, firewall.Spec{}, fmt.Errorf("%s: %w", cfg.File, err)
+		return nil, firewall.Spec{}, err
 	}
-	return cfg, spec, nil
+	return cfg, pl.Firewall, nil
 }
 
 func cmdFirewallShow(args []string, stdout, stderr io.Writer) error {
@@ -73,15 +74,12 @@ func cmdFirewallShow(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "edgegw firewall show: unexpected argument %q\n", pos[0])
 		return errUsage
 	}
-	cfg, spec, err := loadFirewall(*cfgPath)
+	_, spec, err := loadFirewall(*cfgPath)
 	if err != nil {
 		return err
 	}
 	if spec.WAN == "" {
 		fmt.Fprintln(stdout, "# interfaces.wan is not set: edgegw masquerades on the interface of the default route, found at start")
-	}
-	if cfg.Netflow != nil {
-		spec.Sampling = firewall.Sampling{Rate: cfg.Netflow.SampleRate, Group: firewall.DefaultSamplingGroup}
 	}
 	_, err = io.WriteString(stdout, firewall.Compile(spec).String())
 	return err

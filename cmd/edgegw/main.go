@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
 // version is set at build time with -ldflags "-X main.version=…"; otherwise
@@ -260,7 +261,13 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	if _, err := config.Load(*cfgPath, config.Options{SkipFiles: *skip}); err != nil {
+	cfg, err := config.Load(*cfgPath, config.Options{SkipFiles: *skip})
+	if err != nil {
+		return err
+	}
+	// The same compile a start or reload runs first: a configuration
+	// that passes here does not fail to compile there.
+	if _, err := gateway.Prepare(cfg, gateway.PrepareOptions{}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)
@@ -286,7 +293,7 @@ func cmdPeerConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return gateway.WritePeerConfig(stdout, cfg, gateway.PeerConfigOptions{
+	return gateway.WritePeerConfig(stdout, cfg, wireguard.PeerConfigOptions{
 		Peer:           pos[0],
 		Endpoint:       *endpoint,
 		PrivateKeyFile: *keyFile,

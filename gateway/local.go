@@ -1,0 +1,57 @@
+package gateway
+
+import (
+	"net/http"
+	"sync/atomic"
+
+	"github.com/edgegw/edgegw/access/enroll"
+)
+
+// swapHandler serves whichever handler a part last installed, or 404 with
+// why when none is: the Access listener and the admin listener outlive the
+// parts that serve paths on them.
+type swapHandler struct {
+	h    atomic.Pointer[http.Handler]
+	none string // the 404 text while nothing is installed
+}
+
+func (s *swapHandler) set(h http.Handler) {
+	if h == nil {
+		s.h.Store(nil)
+		return
+	}
+	s.h.Store(&h)
+}
+
+func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h := s.h.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	http.Error(w, s.none, http.StatusNotFound)
+}
+
+// local is what the Access listener serves for host names that are not an
+// app's: device enrollment and DNS over HTTPS, each installed by its part.
+type local struct {
+	enroll swapHandler
+	doh    swapHandler
+}
+
+func newLocal() *local {
+	l := &local{}
+	l.enroll.none = "Device enrollment is not enabled on this gateway."
+	l.doh.none = "DNS over HTTPS is not enabled on this gateway."
+	return l
+}
+
+func (l *local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case enroll.Handles(r.URL.Path):
+		l.enroll.ServeHTTP(w, r)
+	case r.URL.Path == "/dns-query":
+		l.doh.ServeHTTP(w, r)
+	default:
+		http.Error(w, "No application is configured for this host name.", http.StatusNotFound)
+	}
+}
