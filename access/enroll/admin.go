@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/access/identity"
-	"github.com/edgegw/edgegw/tunnel/wireguard"
+	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
 // Admin API paths, served by Admin on the admin listener.
@@ -72,19 +72,19 @@ func (a *Admin) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeH
 
 // Device is a device as the admin API shows it.
 type Device struct {
-	ID        string        `json:"id"`
-	Name      string        `json:"name"`
-	Email     string        `json:"email"`
-	Subject   string        `json:"subject"`
-	Groups    []string      `json:"groups"`
-	PublicKey wireguard.Key `json:"public_key"`
-	Address   netip.Addr    `json:"address"`
-	Created   time.Time     `json:"created"`
-	LastSeen  time.Time     `json:"last_seen"`
-	Expires   time.Time     `json:"expires"`
-	Revoked   bool          `json:"revoked"`
-	RevokedAt *time.Time    `json:"revoked_at,omitempty"`
-	Status    string        `json:"status"` // active | expired | revoked
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Email     string     `json:"email"`
+	Subject   string     `json:"subject"`
+	Groups    []string   `json:"groups"`
+	PublicKey wgconf.Key `json:"public_key"`
+	Address   netip.Addr `json:"address"`
+	Created   time.Time  `json:"created"`
+	LastSeen  time.Time  `json:"last_seen"`
+	Expires   time.Time  `json:"expires"`
+	Revoked   bool       `json:"revoked"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	Status    string     `json:"status"` // active | expired | revoked
 }
 
 // DeviceOf converts a registry device for the admin API at time now.

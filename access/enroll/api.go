@@ -20,7 +20,7 @@ import (
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
-	"github.com/edgegw/edgegw/tunnel/wireguard"
+	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
 // Discovery is the document at PathDiscovery. Issuer, ClientID and Scopes
@@ -63,13 +63,13 @@ type Response struct {
 
 // DeviceInfo describes the enrolled device.
 type DeviceInfo struct {
-	ID        string        `json:"id"`
-	Name      string        `json:"name"`
-	Email     string        `json:"email"`
-	Groups    []string      `json:"groups"`
-	PublicKey wireguard.Key `json:"public_key"`
-	Address   netip.Addr    `json:"address"`
-	Expires   time.Time     `json:"expires"`
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Email     string     `json:"email"`
+	Groups    []string   `json:"groups"`
+	PublicKey wgconf.Key `json:"public_key"`
+	Address   netip.Addr `json:"address"`
+	Expires   time.Time  `json:"expires"`
 }
 
 // InterfaceInfo is the client's [Interface] section without its key.
@@ -81,7 +81,7 @@ type InterfaceInfo struct {
 
 // PeerInfo is the gateway as the client's [Peer].
 type PeerInfo struct {
-	PublicKey           wireguard.Key  `json:"public_key"`
+	PublicKey           wgconf.Key     `json:"public_key"`
 	Endpoint            string         `json:"endpoint"`
 	AllowedIPs          []netip.Prefix `json:"allowed_ips"`
 	PersistentKeepalive int            `json:"persistent_keepalive,omitempty"` // seconds
@@ -89,8 +89,8 @@ type PeerInfo struct {
 
 // ClientConfig turns the response into a wg-quick configuration with the
 // device's private key.
-func (r *Response) ClientConfig(priv wireguard.Key) wireguard.ClientConfig {
-	return wireguard.ClientConfig{
+func (r *Response) ClientConfig(priv wgconf.Key) wgconf.ClientConfig {
+	return wgconf.ClientConfig{
 		Name: r.Device.Name, PrivateKey: priv, Address: r.Interface.Addresses, DNS: r.Interface.DNS, MTU: r.Interface.MTU,
 		GatewayPublicKey: r.Peer.PublicKey, Endpoint: r.Peer.Endpoint, AllowedIPs: r.Peer.AllowedIPs,
 		PersistentKeepalive: time.Duration(r.Peer.PersistentKeepalive) * time.Second,
@@ -217,15 +217,15 @@ func (h *Handler) serveAPI(st *state, w http.ResponseWriter, r *http.Request) {
 }
 
 // parseRequest reads and checks an enrollment request from a client.
-func parseRequest(body io.Reader) (Request, wireguard.Key, string, *apiError) {
+func parseRequest(body io.Reader) (Request, wgconf.Key, string, *apiError) {
 	var req Request
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return req, wireguard.Key{}, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request is not the expected JSON: "+err.Error(), err)
+		return req, wgconf.Key{}, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request is not the expected JSON: "+err.Error(), err)
 	}
 	if dec.More() {
-		return req, wireguard.Key{}, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request has data after its JSON object.", nil)
+		return req, wgconf.Key{}, "", refuse(http.StatusBadRequest, CodeBadRequest, "The request has data after its JSON object.", nil)
 	}
 	pub, name, aerr := checkDevice(req.PublicKey, req.Name)
 	if aerr == nil && req.IDToken == "" {
@@ -235,8 +235,8 @@ func parseRequest(body io.Reader) (Request, wireguard.Key, string, *apiError) {
 }
 
 // checkDevice validates the public key and the name a client sent.
-func checkDevice(key, name string) (wireguard.Key, string, *apiError) {
-	pub, err := wireguard.ParseKey(key)
+func checkDevice(key, name string) (wgconf.Key, string, *apiError) {
+	pub, err := wgconf.ParseKey(key)
 	if err != nil {
 		return pub, "", refuse(http.StatusBadRequest, CodeBadRequest, "public_key: "+err.Error(), err)
 	}
@@ -258,7 +258,7 @@ func checkDevice(key, name string) (wireguard.Key, string, *apiError) {
 
 // enroll decides and registers: policy, then the tunnel's settings (so a
 // gateway without them registers nothing), then the registry.
-func (h *Handler) enroll(ctx context.Context, st *state, r *http.Request, l *login, name string, pub wireguard.Key) (*Response, *apiError) {
+func (h *Handler) enroll(ctx context.Context, st *state, r *http.Request, l *login, name string, pub wgconf.Key) (*Response, *apiError) {
 	if aerr := h.decide(st, r, l); aerr != nil {
 		return nil, aerr
 	}
@@ -274,7 +274,7 @@ func (h *Handler) enroll(ctx context.Context, st *state, r *http.Request, l *log
 		return nil, registryError(err)
 	}
 	h.log.Info("device enrolled", "device", dev.ID, "name", dev.Name, "email", dev.Email, "provider", l.Provider,
-		"address", dev.Address, "public_key", wireguard.Key(dev.PublicKey).String(), "expires", dev.Expires)
+		"address", dev.Address, "public_key", wgconf.Key(dev.PublicKey).String(), "expires", dev.Expires)
 	if st.opts.Changed != nil {
 		st.opts.Changed(ctx, dev)
 	}

@@ -20,7 +20,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/edgegw/edgegw/access/internal/replay"
-	"github.com/edgegw/edgegw/tunnel/wireguard"
+	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
 // The browser path: /enroll → provider login (code flow, PKCE S256, state
@@ -297,7 +297,7 @@ type browserDevice struct {
 
 // parseBrowserDevice reads and checks the page's registration request:
 // one JSON object, a usable public key, a clean name and a ticket.
-func parseBrowserDevice(body io.Reader) (ticket string, pub wireguard.Key, name string, aerr *apiError) {
+func parseBrowserDevice(body io.Reader) (ticket string, pub wgconf.Key, name string, aerr *apiError) {
 	var req browserDevice
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
@@ -327,7 +327,7 @@ func (h *Handler) serveServerKey(st *state, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	priv, err := wireguard.GeneratePrivateKey()
+	priv, err := wgconf.GeneratePrivateKey()
 	if err != nil {
 		h.pageError(w, r, nil, refuse(http.StatusInternalServerError, CodeInternal, "Internal error.", err))
 		return
@@ -351,7 +351,7 @@ func (h *Handler) serveServerKey(st *state, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	var conf bytes.Buffer
-	if err := wireguard.WriteClientConfig(&conf, resp.ClientConfig(priv)); err != nil {
+	if err := wgconf.WriteClientConfig(&conf, resp.ClientConfig(priv)); err != nil {
 		h.pageError(w, r, &t.Login, refuse(http.StatusInternalServerError, CodeInternal, "The device was enrolled but its configuration could not be written; ask the administrator to revoke device "+resp.Device.ID+".", err))
 		return
 	}

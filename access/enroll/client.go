@@ -17,7 +17,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 
-	"github.com/edgegw/edgegw/tunnel/wireguard"
+	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
 // Client is the device side of enrollment: `edgegw enroll`.
@@ -197,7 +197,7 @@ func (f *DeviceFlow) Wait(ctx context.Context) (*Tokens, error) {
 }
 
 // Register sends the public key with the sign-in to the gateway.
-func (c *Client) Register(ctx context.Context, d *Discovery, provider string, t *Tokens, pub wireguard.Key, name string) (*Response, error) {
+func (c *Client) Register(ctx context.Context, d *Discovery, provider string, t *Tokens, pub wgconf.Key, name string) (*Response, error) {
 	body, _ := json.Marshal(Request{Provider: provider, IDToken: t.IDToken, AccessToken: t.AccessToken, PublicKey: pub.String(), Name: name})
 	// The endpoint must be on the gateway the user named, so a tampered
 	// discovery document cannot send the tokens elsewhere.
@@ -229,7 +229,7 @@ func (c *Client) Register(ctx context.Context, d *Discovery, provider string, t 
 // the enrollment, or the refusal as a RemoteError. The answer becomes a
 // wg-quick file, so what cannot be written into one safely is refused
 // here rather than there.
-func parseRegistration(status int, statusText string, b []byte, pub wireguard.Key) (*Response, error) {
+func parseRegistration(status int, statusText string, b []byte, pub wgconf.Key) (*Response, error) {
 	if status != http.StatusOK {
 		var e struct {
 			Error Error `json:"error"`
@@ -264,8 +264,8 @@ type Prompt func(auth *oauth2.DeviceAuthResponse, browserURL string)
 // returns the private key (never sent anywhere) and the gateway's answer.
 // The sign-in is the device grant, or with browser (or a provider without
 // the device grant) a browser on this machine with a loopback redirect.
-func (c *Client) Enroll(ctx context.Context, name string, browser bool, prompt Prompt) (wireguard.Key, *Response, error) {
-	priv, err := wireguard.GeneratePrivateKey()
+func (c *Client) Enroll(ctx context.Context, name string, browser bool, prompt Prompt) (wgconf.Key, *Response, error) {
+	priv, err := wgconf.GeneratePrivateKey()
 	if err != nil {
 		return priv, nil, err
 	}
@@ -308,9 +308,9 @@ func (c *Client) Enroll(ctx context.Context, name string, browser bool, prompt P
 // WriteConfig writes a wg-quick file readable only by its owner. Without
 // overwrite an existing file is left alone (it may hold another device's
 // key); with it the file is replaced in one rename.
-func WriteConfig(path string, cc wireguard.ClientConfig, overwrite bool) error {
+func WriteConfig(path string, cc wgconf.ClientConfig, overwrite bool) error {
 	var b bytes.Buffer
-	if err := wireguard.WriteClientConfig(&b, cc); err != nil {
+	if err := wgconf.WriteClientConfig(&b, cc); err != nil {
 		return err
 	}
 	if !overwrite {

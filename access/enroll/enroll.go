@@ -54,7 +54,7 @@ import (
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/internal/replay"
 	"github.com/edgegw/edgegw/access/policy"
-	"github.com/edgegw/edgegw/tunnel/wireguard"
+	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
 // Paths the Handler serves; Handles tells whether a path is one of them.
@@ -88,7 +88,7 @@ type Registry interface {
 // Tunnel is what a client configuration needs to know about the gateway's
 // WireGuard device.
 type Tunnel struct {
-	PublicKey wireguard.Key
+	PublicKey wgconf.Key
 	// Endpoint is host:port clients dial. Empty: the host name the user
 	// reached the enrollment endpoint at, with ListenPort.
 	Endpoint            string

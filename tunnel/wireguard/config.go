@@ -192,7 +192,7 @@ func (c *Config) validatePeers(report func(field, msg string)) {
 		switch {
 		case p.PublicKey.IsZero():
 			report(at("public_key"), "missing: expected the peer's public key, 44 characters of base64 as `wg pubkey` writes")
-		case p.PublicKey.lowOrder():
+		case p.PublicKey.LowOrder():
 			report(at("public_key"), "is a Curve25519 point of small order, not a usable public key")
 		default:
 			if j, dup := keys[p.PublicKey]; dup {

@@ -27,7 +27,7 @@ func initiationFrom(t testing.TB, client, gw Key) []byte {
 	d := device.NewDevice(tn.TUN(), conn.NewDefaultBind(), device.NewLogger(device.LogLevelError, ""))
 	defer d.Close()
 	if err := d.IpcSet(fmt.Sprintf("private_key=%s\npublic_key=%s\nendpoint=%s\nallowed_ip=0.0.0.0/0\n",
-		client.hex(), gw.hex(), ln.LocalAddr())); err != nil {
+		client.Hex(), gw.Hex(), ln.LocalAddr())); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Up(); err != nil {

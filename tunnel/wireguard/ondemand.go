@@ -329,7 +329,7 @@ func (o *onDemand) remove(keys []Key, counter *atomic.Uint64) {
 	}
 	var b strings.Builder
 	for _, k := range keys {
-		b.WriteString("public_key=" + k.hex() + "\nremove=true\n")
+		b.WriteString("public_key=" + k.Hex() + "\nremove=true\n")
 	}
 	if err := o.d.wg.IpcSet(b.String()); err != nil {
 		o.d.log.Error("remove on-demand peers", "count", len(keys), "err", err)
@@ -378,9 +378,9 @@ func samePeer(a, b Peer) bool {
 
 // writePeer writes the configuration-protocol lines that create peer k.
 func writePeer(b *strings.Builder, k Key, w *wgPeer) {
-	b.WriteString("public_key=" + k.hex() + "\n")
+	b.WriteString("public_key=" + k.Hex() + "\n")
 	if !w.psk.IsZero() {
-		b.WriteString("preshared_key=" + w.psk.hex() + "\n")
+		b.WriteString("preshared_key=" + w.psk.Hex() + "\n")
 	}
 	if w.keepalive != 0 {
 		b.WriteString("persistent_keepalive_interval=" + strconv.Itoa(w.keepalive) + "\n")

@@ -1,6 +1,8 @@
 package wireguard
 
 import (
+	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
+
 	"bufio"
 	"fmt"
 	"net/netip"
@@ -49,7 +51,7 @@ func loadState(c *Config, stateDir string) (wgState, error) {
 		}
 		wp := &wgPeer{keepalive: int(p.PersistentKeepalive / time.Second), allowedIPs: sortedPrefixes(p.AllowedIPs)}
 		if p.PresharedKeyFile != "" {
-			if wp.psk, err = readKeyFile(p.PresharedKeyFile); err != nil {
+			if wp.psk, err = wgconf.ReadKeyFile(p.PresharedKeyFile); err != nil {
 				return wgState{}, fmt.Errorf("peer %q: preshared key: %w", p.Name, err)
 			}
 		}
@@ -93,13 +95,13 @@ func parseIpcGet(s string) (wgState, error) {
 		var err error
 		switch key {
 		case "private_key":
-			st.privateKey, err = parseHexKey(value)
+			st.privateKey, err = wgconf.ParseHex(value)
 		case "listen_port":
 			st.listenPort, err = strconv.Atoi(value)
 		case "public_key":
 			flush()
 			var k Key
-			if k, err = parseHexKey(value); err == nil {
+			if k, err = wgconf.ParseHex(value); err == nil {
 				cur = &wgPeer{}
 				st.peers[k] = cur
 			}
@@ -109,7 +111,7 @@ func parseIpcGet(s string) (wgState, error) {
 			}
 			switch key {
 			case "preshared_key":
-				cur.psk, err = parseHexKey(value)
+				cur.psk, err = wgconf.ParseHex(value)
 			case "endpoint":
 				cur.endpoint = value
 			case "last_handshake_time_sec":
@@ -150,14 +152,14 @@ func uapiDiff(cur, want wgState) string {
 	var b strings.Builder
 	line := func(k, v string) { b.WriteString(k + "=" + v + "\n") }
 	if cur.privateKey != want.privateKey {
-		line("private_key", want.privateKey.hex())
+		line("private_key", want.privateKey.Hex())
 	}
 	if cur.listenPort != want.listenPort {
 		line("listen_port", strconv.Itoa(want.listenPort))
 	}
 	for _, k := range sortedKeys(cur.peers) {
 		if _, ok := want.peers[k]; !ok {
-			line("public_key", k.hex())
+			line("public_key", k.Hex())
 			line("remove", "true")
 		}
 	}
@@ -170,7 +172,7 @@ func uapiDiff(cur, want wgState) string {
 		}
 		var peer strings.Builder
 		if c.psk != w.psk {
-			peer.WriteString("preshared_key=" + w.psk.hex() + "\n")
+			peer.WriteString("preshared_key=" + w.psk.Hex() + "\n")
 		}
 		if c.keepalive != w.keepalive {
 			peer.WriteString("persistent_keepalive_interval=" + strconv.Itoa(w.keepalive) + "\n")
@@ -186,7 +188,7 @@ func uapiDiff(cur, want wgState) string {
 			}
 		}
 		if peer.Len() > 0 {
-			line("public_key", k.hex())
+			line("public_key", k.Hex())
 			line("update_only", "true")
 			b.WriteString(peer.String())
 		}

@@ -1,4 +1,4 @@
-package wireguard
+package wgconf
 
 import (
 	"crypto/rand"
@@ -40,7 +40,7 @@ func TestLowOrder(t *testing.T) {
 		keys = append(keys, k)
 	}
 	for _, k := range keys {
-		if got, want := k.lowOrder(), x25519LowOrder(k); got != want {
+		if got, want := k.LowOrder(), x25519LowOrder(k); got != want {
 			t.Errorf("lowOrder(%x) = %v, X25519 says %v", k, got, want)
 		}
 	}

@@ -1,4 +1,4 @@
-package wireguard
+package wgconf
 
 import (
 	"os"
@@ -37,7 +37,7 @@ func TestPublicKey(t *testing.T) {
 }
 
 func mustHex(s string) []byte {
-	k, err := parseHexKey(s)
+	k, err := ParseHex(s)
 	if err != nil {
 		panic(err)
 	}
@@ -96,3 +96,11 @@ func TestLoadOrCreatePrivateKey(t *testing.T) {
 		t.Errorf("load without newline: %v %v", k, err)
 	}
 }
+
+var testKeyA = func() Key {
+	k, err := ParseKey("hC4cM7hWkT4YpP9cWlH8G1SX0bE7PV0vq6Uu2nG1W3Q=")
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
