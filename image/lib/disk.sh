@@ -63,7 +63,6 @@ make_cfg() {
 	                      imported at the first boot only, unless
 	                      appliance.env says EDGEGW_AUTHORIZED_KEYS=replace
 	  appliance.env    -> appliance settings (EDGEGW_HEALTH_DEADLINE=180,
-	                      EDGEGW_FALLBACK_ADMIN=127.0.0.1:9100,
 	                      EDGEGW_AUTHORIZED_KEYS=first-boot|replace)
 	  any other file   -> /etc/edgegw/NAME (keys and certificates the
 	                      configuration names)

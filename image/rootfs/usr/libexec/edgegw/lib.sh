@@ -6,7 +6,6 @@ EDGEGW_RUN=/run/edgegw
 # Appliance settings: /etc/edgegw/appliance.env (shell assignments, from the
 # config partition), then edgegw.NAME=VALUE words on the kernel command line.
 EDGEGW_HEALTH_DEADLINE=180
-EDGEGW_FALLBACK_ADMIN=127.0.0.1:9100
 # first-boot: EDGEGW-CFG's authorized_keys is imported only while root has
 # no SSH keys; replace: a changed one replaces them (provision). Read from
 # the appliance.env an earlier boot imported: the one a stick brings takes
@@ -19,7 +18,6 @@ fi
 for _w in $(cat /proc/cmdline); do
 	case "$_w" in
 	edgegw.health_deadline=*) EDGEGW_HEALTH_DEADLINE=${_w#*=} ;;
-	edgegw.fallback_admin=*) EDGEGW_FALLBACK_ADMIN=${_w#*=} ;;
 	esac
 done
 unset _w
