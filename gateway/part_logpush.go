@@ -3,10 +3,8 @@ package gateway
 import (
 	"context"
 	"log/slog"
-	"reflect"
 	"sync/atomic"
 
-	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -24,19 +22,18 @@ type logpushPart struct {
 
 func (p *logpushPart) name() string { return "logpush" }
 
-func (p *logpushPart) commit(ctx context.Context, pp, np *Plan) error {
+func (p *logpushPart) commit(ctx context.Context, _, np *Plan) error {
 	next := np.Config
-	if len(next.Logpush) == 0 {
+	if np.logpush == nil {
 		p.close()
 		return nil
 	}
 	if p.mgr != nil {
-		if pp != nil && reflect.DeepEqual(pp.Config.Logpush, next.Logpush) && config.SameFiles(pp.Config, next, "logpush") {
-			return nil
-		}
-		return p.mgr.Set(next.Logpush) // unchanged jobs keep running
+		// Unchanged jobs (same section, same token) keep running.
+		p.mgr.Commit(np.logpush)
+		return nil
 	}
-	mgr, err := logpush.New(next.Logpush, logpush.Options{
+	mgr, err := logpush.NewPlan(np.logpush, logpush.Options{
 		Logger:   p.log,
 		StateDir: next.Appliance.StateDir,
 		Host:     next.Appliance.Name,

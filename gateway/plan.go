@@ -14,6 +14,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/netflow"
+	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
 	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
@@ -52,6 +53,7 @@ type Plan struct {
 	enrollTunnel enroll.Tunnel
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
+	logpush      *logpush.Plan // nil: no job
 }
 
 // PrepareOptions are the facts of the running gateway a plan needs.
@@ -61,6 +63,10 @@ type PrepareOptions struct {
 	// the office prefixes include the LAN interfaces' networks. A plan
 	// for `edgegw check` or `edgegw firewall show` leaves both out.
 	Running bool
+	// SkipFiles leaves out what reads the files the configuration names
+	// (Logpush tokens and CA bundles), as config.Options.SkipFiles does:
+	// `edgegw check --skip-files` and `edgegw firewall show|test`.
+	SkipFiles bool
 	// Fallback adds a forward chain that drops everything: the table of
 	// a gateway that must not forward even if forwarding is turned on
 	// behind its back.
@@ -121,6 +127,13 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 	}
 	p.site = site.Config{GRE: cfg.Tunnels.GRE, IPsec: cfg.Tunnels.IPsec, Routes: cfg.Routes}
 	p.registry, p.registryOn = registryOptions(cfg)
+	if len(cfg.Logpush) > 0 && !o.SkipFiles {
+		lp, err := logpush.Compile(cfg.Logpush)
+		if err != nil {
+			return nil, err
+		}
+		p.logpush = lp
+	}
 	p.strictRP = strictRPInterfaces(cfg, p.WAN)
 	p.haLinks = ha.Links{WAN: p.WAN}
 	if len(cfg.Interfaces.LAN) > 0 {

@@ -56,7 +56,7 @@ func loadFirewall(path string) (*config.Config, firewall.Spec, error) {
 		return nil, firewall.Spec{}, err
 	}
 	// The gateway's own plan builder: what is shown is what it applies.
-	pl, err := gateway.Prepare(cfg, gateway.PrepareOptions{})
+	pl, err := gateway.Prepare(cfg, gateway.PrepareOptions{SkipFiles: true})
 	if err != nil {
 		return nil, firewall.Spec{}, err
 	}

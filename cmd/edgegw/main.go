@@ -267,7 +267,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	}
 	// The same compile a start or reload runs first: a configuration
 	// that passes here does not fail to compile there.
-	if _, err := gateway.Prepare(cfg, gateway.PrepareOptions{}); err != nil {
+	if _, err := gateway.Prepare(cfg, gateway.PrepareOptions{SkipFiles: *skip}); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *cfgPath)

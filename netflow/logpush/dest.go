@@ -88,19 +88,26 @@ type httpDest struct {
 	headers http.Header
 }
 
-func newHTTPDest(spec *destSpec, job *Job, token string, timeout time.Duration) (*httpDest, error) {
-	tc := &tls.Config{InsecureSkipVerify: spec.insecure} //nolint:gosec // the operator's explicit choice
-	if job.CAFile != "" {
-		pem, err := os.ReadFile(job.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("ca_file %s: no PEM certificates", job.CAFile)
-		}
-		tc.RootCAs = pool
+// readCAFile reads the job's ca_file; nil without one.
+func readCAFile(job *Job) (*x509.CertPool, error) {
+	if job.CAFile == "" {
+		return nil, nil
 	}
+	pem, err := os.ReadFile(job.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("ca_file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("ca_file %s: no PEM certificates", job.CAFile)
+	}
+	return pool, nil
+}
+
+// newHTTPDest makes the client of a compiled job: it reads nothing and
+// opens nothing until a batch is sent.
+func newHTTPDest(spec *destSpec, job *Job, token string, roots *x509.CertPool, timeout time.Duration) *httpDest {
+	tc := &tls.Config{InsecureSkipVerify: spec.insecure, RootCAs: roots} //nolint:gosec // the operator's explicit choice
 	tr := &http.Transport{
 		TLSClientConfig:     tc,
 		ForceAttemptHTTP2:   true,
@@ -134,7 +141,7 @@ func newHTTPDest(spec *destSpec, job *Job, token string, timeout time.Duration) 
 			d.headers.Set("X-Splunk-Request-Channel", spec.channel)
 		}
 	}
-	return d, nil
+	return d
 }
 
 func (d *httpDest) format() string {

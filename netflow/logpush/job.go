@@ -2,6 +2,7 @@ package logpush
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,7 +101,20 @@ type stats struct {
 	droppedBatches map[string]uint64
 }
 
-func newJob(cfg Job, opts *Options) (*job, error) {
+// compiledJob is one job's configuration checked and compiled: its
+// destination parsed, its token and CA files read, its filter compiled.
+// It is immutable; jobs are made from it (newJob) as often as needed.
+type compiledJob struct {
+	cfg    Job
+	spec   *destSpec
+	token  string
+	roots  *x509.CertPool // from ca_file; nil: the system's
+	filter *compiledFilter
+}
+
+// compileJob checks and compiles cfg, reading the files it names. It
+// starts and opens nothing.
+func compileJob(cfg Job) (*compiledJob, error) {
 	cfg = *cfg.Clone()
 	cfg.SetDefaults()
 	var problems []string
@@ -109,18 +123,14 @@ func newJob(cfg Job, opts *Options) (*job, error) {
 		return nil, fmt.Errorf("logpush job %q: %s", cfg.Name, strings.Join(problems, "; "))
 	}
 	spec, _ := parseDestination(cfg.Destination)
-	j := &job{cfg: cfg, spec: spec, redacted: spec.redacted(cfg.Destination), opts: opts,
-		log: opts.Logger.With("job", cfg.Name), dir: filepath.Join(opts.StateDir, "logpush", cfg.Name),
-		wake: make(chan struct{}, 1)}
-	j.st.state = "idle"
-	j.st.retries, j.st.droppedRecords, j.st.droppedBatches = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
+	c := &compiledJob{cfg: cfg, spec: spec}
 	if cfg.TokenFile != "" {
 		b, err := os.ReadFile(cfg.TokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("logpush job %q: token_file: %w", cfg.Name, err)
 		}
-		j.token = strings.TrimSpace(string(b))
-		if j.token == "" {
+		c.token = strings.TrimSpace(string(b))
+		if c.token == "" {
 			return nil, fmt.Errorf("logpush job %q: token_file %s is empty", cfg.Name, cfg.TokenFile)
 		}
 	}
@@ -129,17 +139,31 @@ func newJob(cfg Job, opts *Options) (*job, error) {
 		if err != nil {
 			return nil, fmt.Errorf("logpush job %q: filter: %w", cfg.Name, err)
 		}
-		j.filter = f
+		c.filter = f
 	}
+	if spec.scheme != "file" {
+		roots, err := readCAFile(&cfg)
+		if err != nil {
+			return nil, fmt.Errorf("logpush job %q: %w", cfg.Name, err)
+		}
+		c.roots = roots
+	}
+	return c, nil
+}
+
+// newJob makes a job, not started, from a compiled one. It cannot fail.
+func newJob(c *compiledJob, opts *Options) *job {
+	cfg, spec := c.cfg, c.spec
+	j := &job{cfg: cfg, spec: spec, redacted: spec.redacted(cfg.Destination), opts: opts,
+		log: opts.Logger.With("job", cfg.Name), dir: filepath.Join(opts.StateDir, "logpush", cfg.Name),
+		wake: make(chan struct{}, 1), token: c.token, filter: c.filter}
+	j.st.state = "idle"
+	j.st.retries, j.st.droppedRecords, j.st.droppedBatches = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	switch spec.scheme {
 	case "file":
 		j.dest = &fileDest{spec: spec}
 	default:
-		d, err := newHTTPDest(spec, &cfg, j.token, opts.RequestTimeout)
-		if err != nil {
-			return nil, fmt.Errorf("logpush job %q: %w", cfg.Name, err)
-		}
-		j.dest = d
+		j.dest = newHTTPDest(spec, &cfg, j.token, c.roots, opts.RequestTimeout)
 	}
 	var meta *hecMeta
 	if j.dest.format() == formatHEC {
@@ -152,7 +176,7 @@ func newJob(cfg Job, opts *Options) (*job, error) {
 	if !*cfg.Enabled {
 		j.st.state = "disabled"
 	}
-	return j, nil
+	return j
 }
 
 // push queues a record for the open batch. It never blocks on I/O or on

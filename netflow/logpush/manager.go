@@ -76,21 +76,56 @@ type Manager struct {
 	routes atomic.Pointer[map[string][]*job] // dataset → enabled jobs
 }
 
-// New builds the jobs (reading token files, compiling filters) without
-// starting anything; Run starts them. Metrics are registered on
-// opts.Registerer.
+// Plan is a list of jobs compiled (Compile): checked, destinations
+// parsed, token and CA files read, filters compiled. It is immutable, and
+// a Manager commits it (New, Commit) without reading or compiling again.
+type Plan struct {
+	jobs []*compiledJob // in configuration order
+}
+
+// Compile checks and compiles jobs without starting or opening anything.
+func Compile(jobs []Job) (*Plan, error) {
+	var errs []error
+	seen := map[string]bool{}
+	p := &Plan{}
+	for _, c := range jobs {
+		if seen[c.Name] {
+			errs = append(errs, fmt.Errorf("logpush job %q: defined twice", c.Name))
+			continue
+		}
+		seen[c.Name] = true
+		cj, err := compileJob(c)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		p.jobs = append(p.jobs, cj)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// New compiles jobs and builds a Manager for them (NewPlan).
 func New(jobs []Job, opts Options) (*Manager, error) {
+	p, err := Compile(jobs)
+	if err != nil {
+		return nil, err
+	}
+	return NewPlan(p, opts)
+}
+
+// NewPlan builds a Manager for the compiled jobs without starting
+// anything; Run starts them. Metrics are registered on opts.Registerer.
+func NewPlan(p *Plan, opts Options) (*Manager, error) {
 	if opts.StateDir == "" {
 		return nil, errors.New("logpush: no state directory")
 	}
 	opts.setDefaults()
 	m := &Manager{opts: opts, log: opts.Logger.With("component", "logpush")}
 	m.opts.Logger = m.log
-	built, err := m.build(jobs)
-	if err != nil {
-		return nil, err
-	}
-	m.jobs = built
+	m.jobs = m.build(p)
 	m.publish()
 	if opts.Registerer != nil {
 		if err := opts.Registerer.Register(m.Collector()); err != nil {
@@ -105,30 +140,18 @@ func New(jobs []Job, opts Options) (*Manager, error) {
 // then). It reads the jobs at scrape time, so Set needs no re-registration.
 func (m *Manager) Collector() prometheus.Collector { return &collector{m: m} }
 
-// build makes jobs for cfgs, reusing the current job of the same name when
+// build makes jobs for p, reusing the current job of the same name when
 // its configuration and token are unchanged.
-func (m *Manager) build(cfgs []Job) ([]*job, error) {
-	var errs []error
-	seen := map[string]bool{}
-	out := make([]*job, 0, len(cfgs))
-	for _, c := range cfgs {
-		if seen[c.Name] {
-			errs = append(errs, fmt.Errorf("logpush job %q: defined twice", c.Name))
+func (m *Manager) build(p *Plan) []*job {
+	out := make([]*job, 0, len(p.jobs))
+	for _, c := range p.jobs {
+		if old := m.find(c.cfg.Name); old != nil && old.cfg.Equal(&c.cfg) && old.token == c.token {
+			out = append(out, old)
 			continue
 		}
-		seen[c.Name] = true
-		nj, err := newJob(c, &m.opts)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if old := m.find(c.Name); old != nil && old.cfg.Equal(&nj.cfg) && old.token == nj.token {
-			nj.dest.close()
-			nj = old
-		}
-		out = append(out, nj)
+		out = append(out, newJob(c, &m.opts))
 	}
-	return out, errors.Join(errs...)
+	return out
 }
 
 func (m *Manager) find(name string) *job {
@@ -188,27 +211,29 @@ func (m *Manager) Run(ctx context.Context) error {
 	return nil
 }
 
-// Set applies a new list of jobs: added jobs start, removed ones stop (their
-// in-memory batch is spooled; the spool stays on disk), changed ones are
-// restarted and keep their spool, unchanged ones are not touched. On error
-// nothing changes.
+// Set compiles jobs and commits them (Commit). On error nothing changes.
 func (m *Manager) Set(jobs []Job) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	next, err := m.build(jobs)
+	p, err := Compile(jobs)
 	if err != nil {
-		for _, j := range next {
-			if !slices.Contains(m.jobs, j) {
-				j.dest.close()
-			}
-		}
 		return err
 	}
+	m.Commit(p)
+	return nil
+}
+
+// Commit applies compiled jobs: added jobs start, removed ones stop (their
+// in-memory batch is spooled; the spool stays on disk), changed ones are
+// restarted and keep their spool, unchanged ones are not touched. It
+// reads and compiles nothing.
+func (m *Manager) Commit(p *Plan) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := m.build(p)
 	prev := m.jobs
 	m.jobs = next
 	m.publish()
 	if m.ctx == nil {
-		return nil
+		return
 	}
 	var wg sync.WaitGroup
 	for _, j := range prev {
@@ -233,7 +258,6 @@ func (m *Manager) Set(jobs []Job) error {
 			}
 		}
 	}
-	return nil
 }
 
 // enabled counts the enabled jobs: they share the spool filesystem.

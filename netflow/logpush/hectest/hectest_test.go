@@ -95,7 +95,9 @@ func TestStatusCodes(t *testing.T) {
 }
 
 func TestAcks(t *testing.T) {
-	s := New(Config{Ack: true, AckDelay: 50 * time.Millisecond})
+	// Long enough that the first ack query comes before it even on a
+	// loaded machine; the loop below waits for it.
+	s := New(Config{Ack: true, AckDelay: time.Second})
 	defer s.Close()
 	auth := map[string]string{"Authorization": "Splunk any"}
 	if status, body := post(t, s, "/services/collector/event", auth, `{"event":1}`); status != 400 || body["code"] != 10.0 {
@@ -109,7 +111,7 @@ func TestAcks(t *testing.T) {
 	if got := body["acks"].(map[string]any); got["0"] != false || got["5"] != false {
 		t.Errorf("acks before the delay: %v", got)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, body = post(t, s, "/services/collector/ack?channel="+ch, auth, `{"acks":[0,5]}`)
 		if got := body["acks"].(map[string]any); got["0"] == true && got["5"] == false {
