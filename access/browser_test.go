@@ -1,7 +1,6 @@
 package access
 
 import (
-	"context"
 	"net"
 	"strings"
 	"testing"
@@ -9,7 +8,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit/browser"
 )
 
 // TestBrowserLogin runs the full browser flow in headless Chromium: visit
@@ -20,29 +19,12 @@ func TestBrowserLogin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	bin := testkit.NeedTool(t, "chromium", "chromium")
 	e, z := zitadelEnv(t)
 	_, port, _ := net.SplitHostPort(e.srv.Addr().String())
 
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		// The app's name resolves to the proxy on loopback; its certificate
-		// is the self-signed one edgegw made.
-		chromedp.Flag("host-resolver-rules", "MAP wiki.test 127.0.0.1"),
-		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelTimeout()
+	// The app's name resolves to the proxy on loopback; its certificate
+	// is the self-signed one edgegw made.
+	ctx := browser.New(t, browser.Options{Hosts: map[string]string{"wiki.test": "127.0.0.1"}}, 60*time.Second)
 
 	err := chromedp.Do(ctx,
 		chromedp.Navigate("https://wiki.test:"+port+"/hello?from=browser"),

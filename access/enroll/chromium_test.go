@@ -2,7 +2,6 @@ package enroll
 
 import (
 	"bytes"
-	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -11,7 +10,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
-	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit/browser"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -25,29 +24,12 @@ func TestChromiumEnroll(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	bin := testkit.NeedTool(t, "chromium", "chromium")
 	t.Parallel()
 	e := newEnv(t, enrolltest.Options{}, nil)
 	port := e.srv.URL[strings.LastIndexByte(e.srv.URL, ':')+1:]
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		// The gateway's name resolves to the test listener on loopback,
-		// whose certificate is httptest's own.
-		chromedp.Flag("host-resolver-rules", "MAP enroll.test 127.0.0.1"),
-		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelTimeout()
+	// The gateway's name resolves to the test listener on loopback,
+	// whose certificate is httptest's own.
+	ctx := browser.New(t, browser.Options{Hosts: map[string]string{"enroll.test": "127.0.0.1"}}, 90*time.Second)
 	gw := "https://enroll.test:" + port
 
 	signIn := func() {

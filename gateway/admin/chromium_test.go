@@ -14,7 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgegw/edgegw/access/identity"
-	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	headless "github.com/edgegw/edgegw/gateway/netlab/testkit/browser"
 	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/gre"
 	"github.com/edgegw/edgegw/tunnel/health"
@@ -51,7 +51,6 @@ func TestChromiumConsole(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
-	bin := testkit.NeedTool(t, "chromium", "chromium")
 	e := newEnv(t, Config{Listen: gwAddr + ":9100", TLS: &TLS{}, Hosts: []string{"gw.corp.test"}})
 	started := time.Now().Add(-90 * time.Minute)
 	var devs []identity.Device
@@ -96,28 +95,9 @@ func TestChromiumConsole(t *testing.T) {
 	viewerTok := e.createToken("noc", RoleViewer)
 	adminTok := e.createToken("ops", RoleAdmin)
 
-	// Chromium runs on the LAN host: a wrapper enters the namespace and
-	// execs it (same process, so chromedp owns it as usual).
-	wrapper := filepath.Join(t.TempDir(), "chromium-lan")
-	script := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s %s \"$@\"\n", e.lan.Name(), bin)
-	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(wrapper),
-		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("host-resolver-rules", "MAP gw.corp.test "+gwAddr),
-		// The listener's certificate is the test's own CA's.
-		chromedp.Flag("ignore-certificate-errors", true),
-		chromedp.WindowSize(1280, 800),
-		chromedp.UserDataDir(t.TempDir()),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelAlloc()
+	// Chromium runs on the LAN host.
+	actx := headless.Allocator(t, headless.Options{Netns: e.lan.Name(),
+		Hosts: map[string]string{"gw.corp.test": gwAddr}, Width: 1280, Height: 800})
 	base := "https://gw.corp.test:9100"
 	shots := os.Getenv("EDGEGW_SCREENSHOTS")
 
