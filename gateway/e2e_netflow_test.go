@@ -299,220 +299,257 @@ logpush:
 		userNet, officeNet         = "192.0.2.0/24", "10.0.0.0/24"
 		gwNet, aliceNet            = "198.51.100.0/24", "100.96.0.0/24"
 	)
-	var wants []*flowWant
+	// What the steps share: the packets they expect records of, the
+	// records, when the traffic ended, the ruleset id.
+	var (
+		wants []*flowWant
+		in    map[string]any // internet → office TCP, as recorded
+		recs  []flowRecord
+		end   time.Time
+		rsID  string
+	)
 	tcpAbsent := []string{"ICMPType", "ICMPCode", "UDPChecksum", "TunnelName", "Email"}
 	udpAbsent := []string{"ICMPType", "ICMPCode", "TCPFlags", "TCPFlagsString", "TunnelName", "Email"}
 	icmpAbsent := []string{"SourcePort", "DestinationPort", "TCPFlags", "UDPChecksum", "TunnelName", "Email"}
 
-	// Internet → office web, allowed by wan-web: a TTL of 77 is 76 after
-	// the internet router.
-	c, err := dialTCP(ra.User, user+":40080", office+":80", 77, 2*time.Second)
-	must(t, err)
-	must(t, c.SetDeadline(time.Now().Add(5*time.Second)))
-	_, err = c.Write([]byte("hello\n"))
-	must(t, err)
-	_, err = c.Read(make([]byte, 6))
-	must(t, err)
-	c.Close()
-	in := map[string]any{"Direction": "ingress", "IPSourceAddress": user, "IPDestinationAddress": office,
-		"IPSourceSubnet": userNet, "IPDestinationSubnet": officeNet, "IPProtocol": 6, "IPProtocolName": "tcp",
-		"SourcePort": 40080, "DestinationPort": 80, "IPTTL": 76, "Outcome": "pass", "Verdict": "pass", "RuleID": "wan-web"}
-	wants = append(wants,
-		&flowWant{name: "wan tcp SYN to office:80", match: withFlags(tuple(user, office, 6, 40080, 80), 0x02),
-			fields: merge(in, map[string]any{"TCPFlags": 2, "TCPFlagsString": "S"}), absent: tcpAbsent,
-			check: all(tcpLength(0), func(r flowRecord) error {
-				if r["TCPMSS"] == nil || r.num("TCPMSS") != 1460 {
-					return fmt.Errorf("TCPMSS %s, want 1460 (MTU 1500)", r.str("TCPMSS"))
-				}
-				return nil
-			})},
-		&flowWant{name: "wan tcp data to office:80", match: withFlags(tuple(user, office, 6, 40080, 80), 0x18),
-			fields: merge(in, map[string]any{"TCPFlags": 0x18, "TCPFlagsString": "PA"}), absent: tcpAbsent, check: tcpLength(6)},
-		&flowWant{name: "office tcp SYN-ACK to internet", match: withFlags(tuple(office, user, 6, 80, 40080), 0x12),
-			fields: map[string]any{"Direction": "egress", "IPSourceSubnet": officeNet, "IPDestinationSubnet": userNet,
-				"IPProtocolName": "tcp", "IPTTL": 64, "TCPFlagsString": "SA", "Outcome": "pass", "Verdict": "pass"},
-			absent: append([]string{"RuleID"}, tcpAbsent...), check: tcpLength(0)},
-	)
-
-	// Internet → office SSH, dropped by wan-no-ssh.
-	if c, err := dialTCP(ra.User, user+":40022", office+":22", 77, 1500*time.Millisecond); err == nil {
+	if !t.Run("internet to office web", func(t *testing.T) {
+		// Internet → office web, allowed by wan-web: a TTL of 77 is 76 after
+		// the internet router.
+		c, err := dialTCP(ra.User, user+":40080", office+":80", 77, 2*time.Second)
+		must(t, err)
+		must(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		_, err = c.Write([]byte("hello\n"))
+		must(t, err)
+		_, err = c.Read(make([]byte, 6))
+		must(t, err)
 		c.Close()
-		t.Error("SSH from the internet passed; wan-no-ssh should drop it")
-	}
-	wants = append(wants, &flowWant{name: "wan tcp SYN to office:22 dropped", match: tuple(user, office, 6, 40022, 22),
-		fields: merge(in, map[string]any{"DestinationPort": 22, "SourcePort": 40022, "TCPFlags": 2, "TCPFlagsString": "S",
-			"Outcome": "drop", "Verdict": "drop", "RuleID": "wan-no-ssh"}), absent: tcpAbsent, check: tcpLength(0)})
-
-	// Office → internet UDP: 9998 allowed by lan-udp-9998, 9999 dropped.
-	// The sender is one hop from the gateway: TTL as sent.
-	for _, port := range []int{9998, 9999} {
-		sendUDP(t, ra.LAN, fmt.Sprintf("%s:4%d", office, port), fmt.Sprintf("%s:%d", user, port), 55, 100)
-	}
-	out := map[string]any{"Direction": "egress", "IPSourceAddress": office, "IPDestinationAddress": user,
-		"IPSourceSubnet": officeNet, "IPDestinationSubnet": userNet, "IPProtocol": 17, "IPProtocolName": "udp",
-		"IPTTL": 55, "IPTotalLength": 128, "UDPPayloadLength": 100}
-	wants = append(wants,
-		&flowWant{name: "lan udp 9998 passed", match: tuple(office, user, 17, 49998, 9998),
-			fields: merge(out, map[string]any{"SourcePort": 49998, "DestinationPort": 9998, "Outcome": "pass", "Verdict": "pass", "RuleID": "lan-udp-9998"}), absent: udpAbsent},
-		&flowWant{name: "lan udp 9999 dropped", match: tuple(office, user, 17, 49999, 9999),
-			fields: merge(out, map[string]any{"SourcePort": 49999, "DestinationPort": 9999, "Outcome": "drop", "Verdict": "drop", "RuleID": "lan-no-udp-9999"}), absent: udpAbsent},
-	)
-
-	// ICMP: the internet may not ping the office (wan-no-ping-office); the
-	// office pings the internet (no rule: the default passes), and the
-	// reply comes back to the masqueraded address: the sample is taken
-	// before conntrack undoes the NAT.
-	pingArgs := func(ttl, size int, dst string) []string {
-		return []string{"-c", "1", "-W", "1", "-t", strconv.Itoa(ttl), "-s", strconv.Itoa(size), dst}
-	}
-	if _, err := ra.User.Exec(context.Background(), "ping", pingArgs(50, 56, office)...); err == nil {
-		t.Error("ping from the internet to the office passed")
-	}
-	if out, err := ra.LAN.Exec(context.Background(), "ping", pingArgs(60, 200, user)...); err != nil {
-		t.Errorf("ping from the office to the internet: %v\n%s", err, out)
-	}
-	wants = append(wants,
-		&flowWant{name: "wan echo request to office dropped", match: withICMP(tuple(user, office, 1, 0, 0), 8),
-			fields: map[string]any{"Direction": "ingress", "IPSourceSubnet": userNet, "IPDestinationSubnet": officeNet,
-				"IPProtocolName": "icmp", "ICMPType": 8, "ICMPCode": 0, "IPTTL": 49, "IPTotalLength": 84,
-				"Outcome": "drop", "Verdict": "drop", "RuleID": "wan-no-ping-office"}, absent: icmpAbsent},
-		&flowWant{name: "lan echo request to internet passed", match: withICMP(tuple(office, user, 1, 0, 0), 8),
-			fields: map[string]any{"Direction": "egress", "IPProtocol": 1, "IPProtocolName": "icmp", "ICMPType": 8, "ICMPCode": 0,
-				"IPTTL": 60, "IPTotalLength": 228, "Outcome": "pass", "Verdict": "pass"}, absent: append([]string{"RuleID"}, icmpAbsent...)},
-		&flowWant{name: "echo reply to the masqueraded address", match: withICMP(tuple(user, gwWAN, 1, 0, 0), 0),
-			fields: map[string]any{"Direction": "ingress", "IPSourceSubnet": userNet, "IPDestinationSubnet": gwNet,
-				"ICMPCode": 0, "IPTTL": 63, "IPTotalLength": 228, "Outcome": "pass", "Verdict": "pass"}, absent: append([]string{"RuleID"}, icmpAbsent...)},
-	)
-
-	// A WireGuard user: records of tunnel traffic name the tunnel and the
-	// user; the encrypted packets are ordinary WAN ingress.
-	s.client(ra.User, s.lab.ID()+"u", "alice", aliceKey)
-	netlab.Eventually(t, 15*time.Second, "tunnel up", func() error { return ra.User.Ping(office) })
-	c, err = dialTCP(ra.User, alice+":40180", office+":80", 64, 2*time.Second)
-	must(t, err)
-	c.Close()
-	if c, err := dialTCP(ra.User, alice+":40123", office+":23", 64, 1500*time.Millisecond); err == nil {
-		c.Close()
-		t.Error("telnet through the tunnel passed; tunnel-no-telnet should drop it")
-	}
-	tun := map[string]any{"Direction": "egress", "TunnelName": s.wgIf, "Email": "alice@corp.example",
-		"IPSourceAddress": alice, "IPDestinationAddress": office, "IPSourceSubnet": aliceNet, "IPDestinationSubnet": officeNet,
-		"IPProtocol": 6, "IPProtocolName": "tcp", "TCPFlags": 2, "TCPFlagsString": "S", "IPTTL": 64}
-	wants = append(wants,
-		&flowWant{name: "tunnel tcp SYN to office:80", match: withFlags(tuple(alice, office, 6, 40180, 80), 2),
-			fields: merge(tun, map[string]any{"SourcePort": 40180, "DestinationPort": 80, "Outcome": "pass", "Verdict": "pass"}),
-			absent: []string{"RuleID", "ICMPType", "UDPChecksum"}, check: tcpLength(0)},
-		&flowWant{name: "tunnel tcp SYN to office:23 dropped", match: withFlags(tuple(alice, office, 6, 40123, 23), 2),
-			fields: merge(tun, map[string]any{"SourcePort": 40123, "DestinationPort": 23, "Outcome": "drop", "Verdict": "drop", "RuleID": "tunnel-no-telnet"}),
-			absent: []string{"ICMPType", "UDPChecksum"}, check: tcpLength(0)},
-		&flowWant{name: "WireGuard packets from the user", match: tuple(user, gwWAN, 17, 0, 51820),
-			fields: map[string]any{"Direction": "ingress", "IPProtocolName": "udp", "IPTTL": 63, "Outcome": "pass", "Verdict": "pass"},
-			absent: append([]string{"RuleID"}, udpAbsent...)},
-	)
-
-	// Every expected packet has records, and every record of it is right.
-	var recs []flowRecord
-	netlab.Eventually(t, 20*time.Second, "every flow in Splunk", func() error {
-		recs = flowRecords(t, hec)
-		for _, w := range wants {
-			if !anyRecord(recs, w.match) {
-				return fmt.Errorf("no record yet for %s (%d records)", w.name, len(recs))
-			}
-		}
-		return nil
-	})
-	end := time.Now().Add(time.Second)
-	for _, w := range wants {
-		n := 0
-		for _, r := range recs {
-			if !w.match(r) {
-				continue
-			}
-			n++
-			if err := w.verify(r); err != nil {
-				t.Errorf("%s: %v\n%s", w.name, err, r)
-			}
-		}
-		t.Logf("%s: %d records", w.name, n)
-	}
-
-	// What every record says: the appliance, the system, the sampling, one
-	// ruleset, a time during the test.
-	rulesets := map[string]int{}
-	for _, r := range recs {
-		for k, v := range map[string]string{"ColoCode": "AMS", "ColoName": "ams-office-1", "ColoCountry": "NL",
-			"MitigationSystem": "magic-firewall", "SampleInterval": "1"} {
-			if r.str(k) != v {
-				t.Errorf("%s = %q, want %q: %s", k, r.str(k), v, r)
-			}
-		}
-		if r.str("Outcome") != r.str("Verdict") {
-			t.Errorf("Outcome %q and Verdict %q differ: %s", r.str("Outcome"), r.str("Verdict"), r)
-		}
-		rulesets[r.str("RulesetID")]++
-		ts, err := time.Parse(time.RFC3339Nano, r.str("Datetime"))
-		if err != nil || ts.Before(begin) || ts.After(end) {
-			t.Errorf("Datetime %q not during the test (%v … %v): %v", r.str("Datetime"), begin, end, err)
-		}
-	}
-	if len(rulesets) != 1 || rulesets[""] > 0 {
-		t.Errorf("records name rulesets %v, want one non-empty id", rulesets)
-	}
-	var rsID string
-	for id := range rulesets {
-		rsID = id
-	}
-
-	// The ruleset id stays while the rules do, and a reload that adds a
-	// rule gives records a new id and the new rule's id.
-	after := func(sport, dport int) flowRecord {
-		t.Helper()
-		sendUDP(t, ra.LAN, fmt.Sprintf("%s:%d", office, sport), fmt.Sprintf("%s:%d", user, dport), 55, 100)
-		var rec flowRecord
-		netlab.Eventually(t, 10*time.Second, fmt.Sprintf("record of UDP %d → %d", sport, dport), func() error {
-			for _, r := range flowRecords(t, hec) {
-				if tuple(office, user, 17, sport, dport)(r) {
-					rec = r
+		in = map[string]any{"Direction": "ingress", "IPSourceAddress": user, "IPDestinationAddress": office,
+			"IPSourceSubnet": userNet, "IPDestinationSubnet": officeNet, "IPProtocol": 6, "IPProtocolName": "tcp",
+			"SourcePort": 40080, "DestinationPort": 80, "IPTTL": 76, "Outcome": "pass", "Verdict": "pass", "RuleID": "wan-web"}
+		wants = append(wants,
+			&flowWant{name: "wan tcp SYN to office:80", match: withFlags(tuple(user, office, 6, 40080, 80), 0x02),
+				fields: merge(in, map[string]any{"TCPFlags": 2, "TCPFlagsString": "S"}), absent: tcpAbsent,
+				check: all(tcpLength(0), func(r flowRecord) error {
+					if r["TCPMSS"] == nil || r.num("TCPMSS") != 1460 {
+						return fmt.Errorf("TCPMSS %s, want 1460 (MTU 1500)", r.str("TCPMSS"))
+					}
 					return nil
+				})},
+			&flowWant{name: "wan tcp data to office:80", match: withFlags(tuple(user, office, 6, 40080, 80), 0x18),
+				fields: merge(in, map[string]any{"TCPFlags": 0x18, "TCPFlagsString": "PA"}), absent: tcpAbsent, check: tcpLength(6)},
+			&flowWant{name: "office tcp SYN-ACK to internet", match: withFlags(tuple(office, user, 6, 80, 40080), 0x12),
+				fields: map[string]any{"Direction": "egress", "IPSourceSubnet": officeNet, "IPDestinationSubnet": userNet,
+					"IPProtocolName": "tcp", "IPTTL": 64, "TCPFlagsString": "SA", "Outcome": "pass", "Verdict": "pass"},
+				absent: append([]string{"RuleID"}, tcpAbsent...), check: tcpLength(0)},
+		)
+	}) {
+		return
+	}
+
+	if !t.Run("internet to office ssh dropped", func(t *testing.T) {
+		// Internet → office SSH, dropped by wan-no-ssh.
+		if c, err := dialTCP(ra.User, user+":40022", office+":22", 77, 1500*time.Millisecond); err == nil {
+			c.Close()
+			t.Error("SSH from the internet passed; wan-no-ssh should drop it")
+		}
+		wants = append(wants, &flowWant{name: "wan tcp SYN to office:22 dropped", match: tuple(user, office, 6, 40022, 22),
+			fields: merge(in, map[string]any{"DestinationPort": 22, "SourcePort": 40022, "TCPFlags": 2, "TCPFlagsString": "S",
+				"Outcome": "drop", "Verdict": "drop", "RuleID": "wan-no-ssh"}), absent: tcpAbsent, check: tcpLength(0)})
+	}) {
+		return
+	}
+
+	if !t.Run("office udp to internet", func(t *testing.T) {
+		// Office → internet UDP: 9998 allowed by lan-udp-9998, 9999 dropped.
+		// The sender is one hop from the gateway: TTL as sent.
+		for _, port := range []int{9998, 9999} {
+			sendUDP(t, ra.LAN, fmt.Sprintf("%s:4%d", office, port), fmt.Sprintf("%s:%d", user, port), 55, 100)
+		}
+		out := map[string]any{"Direction": "egress", "IPSourceAddress": office, "IPDestinationAddress": user,
+			"IPSourceSubnet": officeNet, "IPDestinationSubnet": userNet, "IPProtocol": 17, "IPProtocolName": "udp",
+			"IPTTL": 55, "IPTotalLength": 128, "UDPPayloadLength": 100}
+		wants = append(wants,
+			&flowWant{name: "lan udp 9998 passed", match: tuple(office, user, 17, 49998, 9998),
+				fields: merge(out, map[string]any{"SourcePort": 49998, "DestinationPort": 9998, "Outcome": "pass", "Verdict": "pass", "RuleID": "lan-udp-9998"}), absent: udpAbsent},
+			&flowWant{name: "lan udp 9999 dropped", match: tuple(office, user, 17, 49999, 9999),
+				fields: merge(out, map[string]any{"SourcePort": 49999, "DestinationPort": 9999, "Outcome": "drop", "Verdict": "drop", "RuleID": "lan-no-udp-9999"}), absent: udpAbsent},
+		)
+	}) {
+		return
+	}
+
+	if !t.Run("icmp both ways", func(t *testing.T) {
+		// ICMP: the internet may not ping the office (wan-no-ping-office); the
+		// office pings the internet (no rule: the default passes), and the
+		// reply comes back to the masqueraded address: the sample is taken
+		// before conntrack undoes the NAT.
+		pingArgs := func(ttl, size int, dst string) []string {
+			return []string{"-c", "1", "-W", "1", "-t", strconv.Itoa(ttl), "-s", strconv.Itoa(size), dst}
+		}
+		if _, err := ra.User.Exec(context.Background(), "ping", pingArgs(50, 56, office)...); err == nil {
+			t.Error("ping from the internet to the office passed")
+		}
+		if out, err := ra.LAN.Exec(context.Background(), "ping", pingArgs(60, 200, user)...); err != nil {
+			t.Errorf("ping from the office to the internet: %v\n%s", err, out)
+		}
+		wants = append(wants,
+			&flowWant{name: "wan echo request to office dropped", match: withICMP(tuple(user, office, 1, 0, 0), 8),
+				fields: map[string]any{"Direction": "ingress", "IPSourceSubnet": userNet, "IPDestinationSubnet": officeNet,
+					"IPProtocolName": "icmp", "ICMPType": 8, "ICMPCode": 0, "IPTTL": 49, "IPTotalLength": 84,
+					"Outcome": "drop", "Verdict": "drop", "RuleID": "wan-no-ping-office"}, absent: icmpAbsent},
+			&flowWant{name: "lan echo request to internet passed", match: withICMP(tuple(office, user, 1, 0, 0), 8),
+				fields: map[string]any{"Direction": "egress", "IPProtocol": 1, "IPProtocolName": "icmp", "ICMPType": 8, "ICMPCode": 0,
+					"IPTTL": 60, "IPTotalLength": 228, "Outcome": "pass", "Verdict": "pass"}, absent: append([]string{"RuleID"}, icmpAbsent...)},
+			&flowWant{name: "echo reply to the masqueraded address", match: withICMP(tuple(user, gwWAN, 1, 0, 0), 0),
+				fields: map[string]any{"Direction": "ingress", "IPSourceSubnet": userNet, "IPDestinationSubnet": gwNet,
+					"ICMPCode": 0, "IPTTL": 63, "IPTotalLength": 228, "Outcome": "pass", "Verdict": "pass"}, absent: append([]string{"RuleID"}, icmpAbsent...)},
+		)
+	}) {
+		return
+	}
+
+	if !t.Run("a wireguard user", func(t *testing.T) {
+		// A WireGuard user: records of tunnel traffic name the tunnel and the
+		// user; the encrypted packets are ordinary WAN ingress.
+		s.client(ra.User, s.lab.ID()+"u", "alice", aliceKey)
+		netlab.Eventually(t, 15*time.Second, "tunnel up", func() error { return ra.User.Ping(office) })
+		c, err := dialTCP(ra.User, alice+":40180", office+":80", 64, 2*time.Second)
+		must(t, err)
+		c.Close()
+		if c, err := dialTCP(ra.User, alice+":40123", office+":23", 64, 1500*time.Millisecond); err == nil {
+			c.Close()
+			t.Error("telnet through the tunnel passed; tunnel-no-telnet should drop it")
+		}
+		tun := map[string]any{"Direction": "egress", "TunnelName": s.wgIf, "Email": "alice@corp.example",
+			"IPSourceAddress": alice, "IPDestinationAddress": office, "IPSourceSubnet": aliceNet, "IPDestinationSubnet": officeNet,
+			"IPProtocol": 6, "IPProtocolName": "tcp", "TCPFlags": 2, "TCPFlagsString": "S", "IPTTL": 64}
+		wants = append(wants,
+			&flowWant{name: "tunnel tcp SYN to office:80", match: withFlags(tuple(alice, office, 6, 40180, 80), 2),
+				fields: merge(tun, map[string]any{"SourcePort": 40180, "DestinationPort": 80, "Outcome": "pass", "Verdict": "pass"}),
+				absent: []string{"RuleID", "ICMPType", "UDPChecksum"}, check: tcpLength(0)},
+			&flowWant{name: "tunnel tcp SYN to office:23 dropped", match: withFlags(tuple(alice, office, 6, 40123, 23), 2),
+				fields: merge(tun, map[string]any{"SourcePort": 40123, "DestinationPort": 23, "Outcome": "drop", "Verdict": "drop", "RuleID": "tunnel-no-telnet"}),
+				absent: []string{"ICMPType", "UDPChecksum"}, check: tcpLength(0)},
+			&flowWant{name: "WireGuard packets from the user", match: tuple(user, gwWAN, 17, 0, 51820),
+				fields: map[string]any{"Direction": "ingress", "IPProtocolName": "udp", "IPTTL": 63, "Outcome": "pass", "Verdict": "pass"},
+				absent: append([]string{"RuleID"}, udpAbsent...)},
+		)
+	}) {
+		return
+	}
+
+	if !t.Run("every flow in splunk", func(t *testing.T) {
+		// Every expected packet has records, and every record of it is right.
+		netlab.Eventually(t, 20*time.Second, "every flow in Splunk", func() error {
+			recs = flowRecords(t, hec)
+			for _, w := range wants {
+				if !anyRecord(recs, w.match) {
+					return fmt.Errorf("no record yet for %s (%d records)", w.name, len(recs))
 				}
 			}
-			return fmt.Errorf("none yet")
+			return nil
 		})
-		return rec
+		end = time.Now().Add(time.Second)
+		for _, w := range wants {
+			n := 0
+			for _, r := range recs {
+				if !w.match(r) {
+					continue
+				}
+				n++
+				if err := w.verify(r); err != nil {
+					t.Errorf("%s: %v\n%s", w.name, err, r)
+				}
+			}
+			t.Logf("%s: %d records", w.name, n)
+		}
+	}) {
+		return
 	}
-	s.signal(syscall.SIGHUP)
-	s.waitLog("configuration reloaded", 1)
-	if r := after(49996, 9998); r.str("RulesetID") != rsID || r.str("RuleID") != "lan-udp-9998" {
-		t.Errorf("after a reload without changes: RulesetID %q (was %q), RuleID %q", r.str("RulesetID"), rsID, r.str("RuleID"))
+
+	if !t.Run("what every record says", func(t *testing.T) {
+		// What every record says: the appliance, the system, the sampling, one
+		// ruleset, a time during the test.
+		rulesets := map[string]int{}
+		for _, r := range recs {
+			for k, v := range map[string]string{"ColoCode": "AMS", "ColoName": "ams-office-1", "ColoCountry": "NL",
+				"MitigationSystem": "magic-firewall", "SampleInterval": "1"} {
+				if r.str(k) != v {
+					t.Errorf("%s = %q, want %q: %s", k, r.str(k), v, r)
+				}
+			}
+			if r.str("Outcome") != r.str("Verdict") {
+				t.Errorf("Outcome %q and Verdict %q differ: %s", r.str("Outcome"), r.str("Verdict"), r)
+			}
+			rulesets[r.str("RulesetID")]++
+			ts, err := time.Parse(time.RFC3339Nano, r.str("Datetime"))
+			if err != nil || ts.Before(begin) || ts.After(end) {
+				t.Errorf("Datetime %q not during the test (%v … %v): %v", r.str("Datetime"), begin, end, err)
+			}
+		}
+		if len(rulesets) != 1 || rulesets[""] > 0 {
+			t.Errorf("records name rulesets %v, want one non-empty id", rulesets)
+		}
+		for id := range rulesets {
+			rsID = id
+		}
+	}) {
+		return
 	}
-	s.writeFlowConfig(strings.Replace(body, "logpush:", `    - id: lan-no-udp-9997
+
+	if !t.Run("ruleset id across reloads", func(t *testing.T) {
+		// The ruleset id stays while the rules do, and a reload that adds a
+		// rule gives records a new id and the new rule's id.
+		after := func(sport, dport int) flowRecord {
+			t.Helper()
+			sendUDP(t, ra.LAN, fmt.Sprintf("%s:%d", office, sport), fmt.Sprintf("%s:%d", user, dport), 55, 100)
+			var rec flowRecord
+			netlab.Eventually(t, 10*time.Second, fmt.Sprintf("record of UDP %d → %d", sport, dport), func() error {
+				for _, r := range flowRecords(t, hec) {
+					if tuple(office, user, 17, sport, dport)(r) {
+						rec = r
+						return nil
+					}
+				}
+				return fmt.Errorf("none yet")
+			})
+			return rec
+		}
+		s.signal(syscall.SIGHUP)
+		s.waitLog("configuration reloaded", 1)
+		if r := after(49996, 9998); r.str("RulesetID") != rsID || r.str("RuleID") != "lan-udp-9998" {
+			t.Errorf("after a reload without changes: RulesetID %q (was %q), RuleID %q", r.str("RulesetID"), rsID, r.str("RuleID"))
+		}
+		s.writeFlowConfig(strings.Replace(body, "logpush:", `    - id: lan-no-udp-9997
       expression: ingress == "lan" and udp.dstport == 9997
       action: block
 logpush:`, 1))
-	s.signal(syscall.SIGHUP)
-	s.waitLog("configuration reloaded", 2)
-	r := after(49997, 9997)
-	if id := r.str("RulesetID"); id == "" || id == rsID || r.str("RuleID") != "lan-no-udp-9997" || r.str("Outcome") != "drop" {
-		t.Errorf("after adding a rule: RulesetID %q (was %q), RuleID %q, Outcome %q", id, rsID, r.str("RuleID"), r.str("Outcome"))
-	}
-	if r2 := after(49995, 9998); r2.str("RulesetID") != r.str("RulesetID") || r2.str("RuleID") != "lan-udp-9998" {
-		t.Errorf("after adding a rule: RulesetID %q, want %q; RuleID %q", r2.str("RulesetID"), r.str("RulesetID"), r2.str("RuleID"))
-	}
-	for _, e := range hec.Events() {
-		if e.Sourcetype != "edgegw:network" || e.Host != "ams-office-1" {
-			t.Errorf("HEC envelope: sourcetype %q host %q", e.Sourcetype, e.Host)
-			break
+		s.signal(syscall.SIGHUP)
+		s.waitLog("configuration reloaded", 2)
+		r := after(49997, 9997)
+		if id := r.str("RulesetID"); id == "" || id == rsID || r.str("RuleID") != "lan-no-udp-9997" || r.str("Outcome") != "drop" {
+			t.Errorf("after adding a rule: RulesetID %q (was %q), RuleID %q, Outcome %q", id, rsID, r.str("RuleID"), r.str("Outcome"))
 		}
-	}
-	m := s.get("/metrics")
-	if v := metricValue(m, "edgegw_netflow_samples_lost_total"); v != 0 {
-		t.Errorf("edgegw_netflow_samples_lost_total = %v", v)
-	}
-	if v := metricValue(m, "edgegw_netflow_records_total"); v < float64(len(recs)) {
-		t.Errorf("edgegw_netflow_records_total = %v, but Splunk has %d records", v, len(recs))
+		if r2 := after(49995, 9998); r2.str("RulesetID") != r.str("RulesetID") || r2.str("RuleID") != "lan-udp-9998" {
+			t.Errorf("after adding a rule: RulesetID %q, want %q; RuleID %q", r2.str("RulesetID"), r.str("RulesetID"), r2.str("RuleID"))
+		}
+		for _, e := range hec.Events() {
+			if e.Sourcetype != "edgegw:network" || e.Host != "ams-office-1" {
+				t.Errorf("HEC envelope: sourcetype %q host %q", e.Sourcetype, e.Host)
+				break
+			}
+		}
+		m := s.get("/metrics")
+		if v := metricValue(m, "edgegw_netflow_samples_lost_total"); v != 0 {
+			t.Errorf("edgegw_netflow_samples_lost_total = %v", v)
+		}
+		if v := metricValue(m, "edgegw_netflow_records_total"); v < float64(len(recs)) {
+			t.Errorf("edgegw_netflow_records_total = %v, but Splunk has %d records", v, len(recs))
+		}
+	}) {
+		return
 	}
 }
-
 func merge(a, b map[string]any) map[string]any {
 	out := map[string]any{}
 	for k, v := range a {
