@@ -56,16 +56,36 @@ type serviceToken struct {
 	secret   [32]byte // SHA-256 of the secret, compared in constant time
 }
 
-// build turns a checked configuration into a snapshot, reading every file
-// it needs. It changes nothing on the Server.
-func (s *Server) build(cfg Config, idp identity.Config) (*snapshot, error) {
-	snap := &snapshot{
-		cfg:       cfg,
-		idp:       idp,
-		apps:      map[string]*appState{},
-		tokens:    map[string]*serviceToken{},
-		providers: map[string]*provider{},
+// Plan is an Access configuration checked and compiled by [Compile]:
+// service-token and client secrets read, policies compiled, upstreams
+// parsed, the TLS certificate and client CAs loaded. It is immutable; a
+// Server applies it (NewPlan, Commit) without reading a file or compiling
+// again.
+type Plan struct {
+	cfg       Config
+	idp       identity.Config
+	tokens    map[string]*serviceToken // by client id
+	secrets   map[string]string        // provider name → client secret
+	apps      []compiledApp
+	cert      *tls.Certificate // nil: a self-signed one from the state dir, made at commit
+	clientCAs *x509.CertPool
+}
+
+type compiledApp struct {
+	cfg      App
+	policies *policy.Set
+	upstream *url.URL
+}
+
+// Compile checks cfg and idp the way the config loader does (Check) and
+// compiles them, reading every file they name. It starts and binds
+// nothing.
+func Compile(cfg Config, idp identity.Config) (*Plan, error) {
+	normalize(&cfg, &idp)
+	if err := Check(&cfg, &idp); err != nil {
+		return nil, err
 	}
+	p := &Plan{cfg: cfg, idp: idp, tokens: map[string]*serviceToken{}, secrets: map[string]string{}}
 	for _, t := range cfg.ServiceTokens {
 		b, err := os.ReadFile(t.ClientSecretFile)
 		if err != nil {
@@ -75,16 +95,18 @@ func (s *Server) build(cfg Config, idp identity.Config) (*snapshot, error) {
 		if len(secret) < 16 {
 			return nil, fmt.Errorf("service token %q: the secret in %s is shorter than 16 characters", t.Name, t.ClientSecretFile)
 		}
-		snap.tokens[t.ClientID] = &serviceToken{name: t.Name, clientID: t.ClientID, secret: sha256.Sum256([]byte(secret))}
+		p.tokens[t.ClientID] = &serviceToken{name: t.Name, clientID: t.ClientID, secret: sha256.Sum256([]byte(secret))}
 	}
 	for _, pc := range idp.Providers {
-		p, err := newProvider(pc)
-		if err != nil {
-			return nil, err
+		if pc.ClientSecretFile == "" {
+			continue
 		}
-		snap.providers[pc.Name] = p
+		b, err := os.ReadFile(pc.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("provider %q client secret: %w", pc.Name, err)
+		}
+		p.secrets[pc.Name] = strings.TrimSpace(string(b))
 	}
-	transport := s.transport()
 	for _, a := range cfg.Apps {
 		set, err := policy.Compile(a.Policies)
 		if err != nil {
@@ -94,20 +116,61 @@ func (s *Server) build(cfg Config, idp identity.Config) (*snapshot, error) {
 		if err != nil {
 			return nil, fmt.Errorf("app %q upstream: %w", a.Name, err)
 		}
-		for _, p := range a.Policies {
-			if p.Action == policy.Allow && len(p.Require) == 0 && slices.ContainsFunc(p.Include, func(sel policy.Selector) bool { return sel.Key() == "everyone" }) {
+		p.apps = append(p.apps, compiledApp{cfg: a, policies: set, upstream: up})
+	}
+	if cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("access tls: %w", err)
+		}
+		p.cert = &cert
+	}
+	if cfg.TLS.ClientCAFile != "" {
+		b, err := os.ReadFile(cfg.TLS.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("access client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("access client CA %s: no PEM certificates", cfg.TLS.ClientCAFile)
+		}
+		p.clientCAs = pool
+	}
+	return p, nil
+}
+
+// build turns a compiled plan into a snapshot. It reads no file but the
+// self-signed certificate of the state dir (made there when missing), and
+// changes nothing on the Server.
+func (s *Server) build(p *Plan) (*snapshot, error) {
+	cfg, idp := p.cfg, p.idp
+	snap := &snapshot{
+		cfg:       cfg,
+		idp:       idp,
+		apps:      map[string]*appState{},
+		tokens:    p.tokens,
+		providers: map[string]*provider{},
+	}
+	for _, pc := range idp.Providers {
+		snap.providers[pc.Name] = newProvider(pc, p.secrets[pc.Name])
+	}
+	transport := s.transport()
+	for _, ca := range p.apps {
+		a := ca.cfg
+		for _, pol := range a.Policies {
+			if pol.Action == policy.Allow && len(pol.Require) == 0 && slices.ContainsFunc(pol.Include, func(sel policy.Selector) bool { return sel.Key() == "everyone" }) {
 				s.log.Warn("policy lets in anyone who can log in at any allowed provider; add a require rule if that is not meant",
-					"app", a.Name, "policy", p.Name)
+					"app", a.Name, "policy", pol.Name)
 			}
 		}
-		st := &appState{cfg: a, policies: set, claims: policy.Claims(a.Policies), providers: a.Providers}
+		st := &appState{cfg: a, policies: ca.policies, claims: policy.Claims(a.Policies), providers: a.Providers}
 		if len(st.providers) == 0 {
 			st.providers = idp.Names()
 		}
-		st.proxy = s.newProxy(a.Name, up, transport)
+		st.proxy = s.newProxy(a.Name, ca.upstream, transport)
 		snap.apps[a.Domain] = st
 	}
-	tc, err := s.tlsConfig(cfg)
+	tc, err := s.tlsConfig(p)
 	if err != nil {
 		return nil, err
 	}
@@ -192,19 +255,16 @@ func (s *Server) newProxy(app string, up *url.URL, t http.RoundTripper) *httputi
 	}
 }
 
-func (s *Server) tlsConfig(cfg Config) (*tls.Config, error) {
+func (s *Server) tlsConfig(p *Plan) (*tls.Config, error) {
 	var cert tls.Certificate
-	var err error
-	if cfg.TLS.CertFile != "" {
-		cert, err = tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("access tls: %w", err)
-		}
+	if p.cert != nil {
+		cert = *p.cert
 	} else {
 		var domains []string
-		for _, a := range cfg.Apps {
+		for _, a := range p.cfg.Apps {
 			domains = append(domains, a.Domain)
 		}
+		var err error
 		cert, err = s.selfSigned(domains)
 		if err != nil {
 			return nil, fmt.Errorf("access self-signed certificate: %w", err)
@@ -215,16 +275,8 @@ func (s *Server) tlsConfig(cfg Config) (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"h2", "http/1.1"},
 	}
-	if cfg.TLS.ClientCAFile != "" {
-		b, err := os.ReadFile(cfg.TLS.ClientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("access client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("access client CA %s: no PEM certificates", cfg.TLS.ClientCAFile)
-		}
-		tc.ClientCAs = pool
+	if p.clientCAs != nil {
+		tc.ClientCAs = p.clientCAs
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
 	}
 	return tc, nil

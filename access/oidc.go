@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,18 +37,11 @@ type discovered struct {
 	keys     *oidckeys.KeySet
 }
 
-func newProvider(pc identity.Provider) (*provider, error) {
-	p := &provider{cfg: pc}
-	if pc.ClientSecretFile != "" {
-		b, err := os.ReadFile(pc.ClientSecretFile)
-		if err != nil {
-			return nil, fmt.Errorf("provider %q client secret: %w", pc.Name, err)
-		}
-		p.secret = strings.TrimSpace(string(b))
-	}
+func newProvider(pc identity.Provider, secret string) *provider {
+	p := &provider{cfg: pc, secret: secret}
 	msg := "discovery not started"
 	p.err.Store(&msg)
-	return p, nil
+	return p
 }
 
 func (p *provider) same(o *provider) bool {

@@ -109,9 +109,19 @@ type Server struct {
 	stopped   atomic.Bool
 }
 
-// New checks the configuration and prepares a Server; nothing listens and
-// no provider is contacted until Run.
+// New compiles the configuration (Compile) and prepares a Server for it
+// (NewPlan).
 func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
+	p, err := Compile(cfg, idp)
+	if err != nil {
+		return nil, err
+	}
+	return NewPlan(p, opts)
+}
+
+// NewPlan prepares a Server for a compiled configuration; nothing listens
+// and no provider is contacted until Run.
+func NewPlan(p *Plan, opts Options) (*Server, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -135,10 +145,7 @@ func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("access state dir: %w", err)
 		}
 	}
-	normalize(&cfg, &idp)
-	if err := Check(&cfg, &idp); err != nil {
-		return nil, err
-	}
+	cfg := p.cfg
 	var err error
 	if s.keys, err = newKeyring(s.dir); err != nil {
 		return nil, err
@@ -161,7 +168,7 @@ func New(cfg Config, idp identity.Config, opts Options) (*Server, error) {
 	if _, err := s.keys.rotate(s.now(), jose.SignatureAlgorithm(cfg.Signing.Algorithm), cfg.Signing.Rotation, cfg.Signing.Grace, false); err != nil {
 		return nil, err
 	}
-	snap, err := s.build(cfg, idp)
+	snap, err := s.build(p)
 	if err != nil {
 		return nil, err
 	}
@@ -218,21 +225,30 @@ func Check(cfg *Config, idp *identity.Config) error {
 // everything first and changes nothing when that fails. The listen address
 // cannot change while running.
 func (s *Server) Set(cfg Config, idp identity.Config) error {
+	p, err := Compile(cfg, idp)
+	if err != nil {
+		s.metrics.reloadOK.Set(0)
+		return err
+	}
+	return s.Commit(p)
+}
+
+// Commit applies a compiled configuration in place, reading and compiling
+// nothing; on error nothing changes. The listen address cannot change
+// while running.
+func (s *Server) Commit(p *Plan) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	normalize(&cfg, &idp)
+	cfg, idp := p.cfg, p.idp
 	old := s.snap.Load()
 	fail := func(err error) error {
 		s.metrics.reloadOK.Set(0)
 		return err
 	}
-	if err := Check(&cfg, &idp); err != nil {
-		return fail(err)
-	}
 	if s.running && cfg.Listen != old.cfg.Listen {
 		return fail(fmt.Errorf("access.listen changed from %s to %s: that needs a restart", old.cfg.Listen, cfg.Listen))
 	}
-	snap, err := s.build(cfg, idp)
+	snap, err := s.build(p)
 	if err != nil {
 		return fail(err)
 	}

@@ -33,7 +33,7 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 		p.close()
 		return nil
 	}
-	cfg, idp := *next.Access, identityOf(next)
+	cfg := *next.Access
 	if p.srv != nil {
 		prev := pp.Config
 		if reflect.DeepEqual(prev.Access, next.Access) && reflect.DeepEqual(prev.Identity, next.Identity) &&
@@ -41,11 +41,11 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 			return nil
 		}
 		if prev.Access.Listen == cfg.Listen {
-			return p.srv.Set(cfg, idp) // in place: sessions and keys survive
+			return p.srv.Commit(np.access) // in place: sessions and keys survive
 		}
 		p.close() // a new listen address needs a new server
 	}
-	srv, err := access.New(cfg, idp, access.Options{
+	srv, err := access.NewPlan(np.access, access.Options{
 		Logger:     p.log,
 		Registerer: p.metrics.reg,
 		StateDir:   next.Appliance.StateDir,

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
@@ -54,6 +55,7 @@ type Plan struct {
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
 	logpush      *logpush.Plan // nil: no job
+	access       *access.Plan  // nil: no access section
 }
 
 // PrepareOptions are the facts of the running gateway a plan needs.
@@ -64,7 +66,8 @@ type PrepareOptions struct {
 	// for `edgegw check` or `edgegw firewall show` leaves both out.
 	Running bool
 	// SkipFiles leaves out what reads the files the configuration names
-	// (Logpush tokens and CA bundles), as config.Options.SkipFiles does:
+	// (Access and Logpush secrets, certificates, CA bundles), as
+	// config.Options.SkipFiles does:
 	// `edgegw check --skip-files` and `edgegw firewall show|test`.
 	SkipFiles bool
 	// Fallback adds a forward chain that drops everything: the table of
@@ -127,6 +130,13 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 	}
 	p.site = site.Config{GRE: cfg.Tunnels.GRE, IPsec: cfg.Tunnels.IPsec, Routes: cfg.Routes}
 	p.registry, p.registryOn = registryOptions(cfg)
+	if cfg.Access != nil && !o.SkipFiles {
+		ap, err := access.Compile(*cfg.Access, identityOf(cfg))
+		if err != nil {
+			return nil, err
+		}
+		p.access = ap
+	}
 	if len(cfg.Logpush) > 0 && !o.SkipFiles {
 		lp, err := logpush.Compile(cfg.Logpush)
 		if err != nil {
