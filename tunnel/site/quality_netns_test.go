@@ -1,0 +1,192 @@
+//go:build linux
+
+package site
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/tunnel"
+	"github.com/edgegw/edgegw/tunnel/health"
+)
+
+// testHold is the steering hysteresis in these tests (30 s by default).
+const testHold = 4 * time.Second
+
+// impairPrimary drops (or stops dropping) pct % of the packets the WAN
+// forwards to the branch's primary public address, chosen at random by
+// nftables' numgen (this kernel has no netem): gre1 loses that share of
+// what gw sends through it, and of its probes.
+func (x *siteToSite) impairPrimary(t testing.TB, pct int) {
+	t.Helper()
+	cmd := "delete table ip impair"
+	if pct > 0 {
+		cmd = "add table ip impair; add chain ip impair fwd_impair { type filter hook forward priority 0; };" +
+			fmt.Sprintf("add rule ip impair fwd_impair ip daddr 198.51.100.20 numgen random mod 100 < %d counter drop", pct)
+	}
+	if out, err := x.wan.Exec(t.Context(), "nft", cmd); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+}
+
+// newSteeredSiteToSite is newSiteToSite with the gw's branch prefix
+// quality-steered (gre1 priority 100, gre2 200) and a short hold.
+func newSteeredSiteToSite(t *testing.T) *siteToSite {
+	testkit.NeedTool(t, "nft", "nftables")
+	x := newSiteToSiteWith(t, [2]int{100, 200}, Options{Steer: tunnel.SteerOptions{Hold: testHold}})
+	for i := range x.gwCfg.Routes {
+		x.gwCfg.Routes[i].Steering = tunnel.SteerQuality
+	}
+	x.gw.set(t, x.gwCfg)
+	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
+	return x
+}
+
+// quality reads a tunnel's quality from the gw's status.
+func (e *end) quality(name string) health.QualityStatus {
+	if h := e.health(name); h != nil {
+		return h.Quality
+	}
+	return health.QualityStatus{}
+}
+
+// TestQualitySteering impairs the primary tunnel with 5 % loss: new flows
+// move to the clean backup within 3 s, before the health check calls the
+// primary down; the primary's loss and scores show the impairment; flows
+// come back only after the hold time once the loss ends.
+func TestQualitySteering(t *testing.T) {
+	x := newSteeredSiteToSite(t)
+	startEcho(t, x)
+	// Both tunnels measured and scored, without loss, before the
+	// impairment.
+	testkit.Eventually(t, 15*time.Second, "both tunnels scored", func() error {
+		for _, name := range []string{"gre1", "gre2"} {
+			q := x.gw.quality(name)
+			if q.Scores == nil || q.Loss != 0 || q.Samples < 500 {
+				return fmt.Errorf("%s: %+v", name, q)
+			}
+		}
+		return nil
+	})
+	if dev := x.gw.routeDev("10.20.0.2"); dev != "gre1" {
+		t.Fatalf("gw routes the branch LAN through %s before any impairment, want gre1", dev)
+	}
+	if q := x.gw.quality("gre1"); q.ProbeInterval != health.SteeringQualityInterval {
+		t.Errorf("a steered tunnel probes every %v, want %v", q.ProbeInterval, health.SteeringQualityInterval)
+	}
+	if got := x.branch.quality("bgre1").ProbeInterval; got != health.DefaultQualityInterval {
+		t.Errorf("an unsteered tunnel probes every %v, want %v", got, health.DefaultQualityInterval)
+	}
+	cleanPoints := x.gw.quality("gre1").Scores.VideoCallsPoints
+
+	// 5 % loss on the primary.
+	x.impairPrimary(t, 5)
+	impaired := time.Now()
+	var moved time.Duration
+	var stateAtMove tunnel.State
+	testkit.Eventually(t, 10*time.Second, "new flows leave the lossy tunnel", func() error {
+		if dev := x.gw.routeDev("10.20.0.2"); dev != "gre2" {
+			return fmt.Errorf("route through %s", dev)
+		}
+		moved = time.Since(impaired)
+		stateAtMove = x.gw.health("gre1").State
+		return nil
+	})
+	t.Logf("steered away from 5%% loss after %v; gre1's health check says %s", moved, stateAtMove)
+	if moved > 3*time.Second {
+		t.Errorf("steering took %v, want at most 3 s", moved)
+	}
+	if stateAtMove == tunnel.Down {
+		t.Errorf("gre1 was down when steering moved: health checks did the work")
+	}
+	steer := x.gw.m.Status().Steering["10.20.0.0/16"]
+	if steer.Via != "gre2" || !strings.Contains(steer.Reason, "gre1 lost") {
+		t.Errorf("status steering %+v", steer)
+	}
+	// A new flow takes the clean tunnel, and works.
+	before1, before2 := x.gw.tunnel("gre1").TxBytes, x.gw.tunnel("gre2").TxBytes
+	tcpEcho(t, x)
+	if d1, d2 := x.gw.tunnel("gre1").TxBytes-before1, x.gw.tunnel("gre2").TxBytes-before2; d2 < 4000 || d1 > 2000 {
+		t.Errorf("a new flow after steering: %d bytes through gre1, %d through gre2", d1, d2)
+	}
+
+	// The scores see the loss over the quality window.
+	testkit.Eventually(t, 15*time.Second, "gre1's loss and score show the impairment", func() error {
+		q1, q2 := x.gw.quality("gre1"), x.gw.quality("gre2")
+		if q1.Loss < 0.02 || q1.Loss > 0.12 || q1.Scores == nil || q2.Scores == nil ||
+			q1.Scores.VideoCallsPoints >= q2.Scores.VideoCallsPoints || q1.Scores.VideoCallsPoints >= cleanPoints {
+			return fmt.Errorf("gre1 %+v, gre2 %+v, clean points %d", q1, q2, cleanPoints)
+		}
+		return nil
+	})
+	if dev := x.gw.routeDev("10.20.0.2"); dev != "gre2" {
+		t.Fatalf("flapped back to %s while the loss continues", dev)
+	}
+
+	// The loss ends: gre2 keeps the prefix for at least the hold time
+	// after the move, then gre1 gets it back.
+	x.impairPrimary(t, 0)
+	restored := time.Now()
+	var back time.Time
+	testkit.Eventually(t, testHold+15*time.Second, "back on the primary", func() error {
+		if dev := x.gw.routeDev("10.20.0.2"); dev != "gre1" {
+			return fmt.Errorf("route through %s", dev)
+		}
+		back = time.Now()
+		return nil
+	})
+	t.Logf("back on gre1 %v after the loss ended (hold %v)", back.Sub(restored), testHold)
+	if held := back.Sub(impaired.Add(moved)); held < testHold {
+		t.Errorf("back on gre1 %v after moving away, before the hold time %v", held, testHold)
+	}
+	tcpEcho(t, x)
+	testkit.Eventually(t, 15*time.Second, "gre1's loss back to 0", func() error {
+		if q := x.gw.quality("gre1"); q.Loss != 0 {
+			return fmt.Errorf("%+v", q)
+		}
+		return nil
+	})
+
+	// The status as /api/v1/status serves it carries latency, jitter and
+	// loss per tunnel.
+	b, err := json.Marshal(x.gw.m.Status())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{`"latency_ns":`, `"jitter_ns":`, `"loss":`, `"video_calls":`, `"steering":{"10.20.0.0/16":{"via":"gre1"`} {
+		if !strings.Contains(string(b), key) {
+			t.Errorf("status lacks %s: %s", key, b)
+		}
+	}
+}
+
+// TestQualityLoadedLatency sends 8 Mbit/s of UDP through the primary:
+// its probes during the load measure loaded latency.
+func TestQualityLoadedLatency(t *testing.T) {
+	x := newSteeredSiteToSite(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	c, err := x.lan.DialContext(ctx, "udp4", "10.20.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 1000)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		<-tick.C
+		c.Write(payload) // refused datagrams (ICMP port unreachable) are fine
+	}
+	q := x.gw.quality("gre1")
+	t.Logf("gre1 under load: %+v", q.Measurement)
+	if q.LoadedSamples == 0 || q.LoadedLatency == 0 || q.Throughput < health.LoadedBitrate {
+		t.Errorf("no loaded latency after 3 s at 8 Mbit/s: %+v", q)
+	}
+}
