@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,5 +185,69 @@ func TestCheckerQuality(t *testing.T) {
 	c.SetQualityInterval(0)
 	if got := c.Quality().ProbeInterval; got != DefaultQualityInterval {
 		t.Errorf("interval %v after reset, want %v", got, DefaultQualityInterval)
+	}
+}
+
+// delayPath answers probes like a Linux peer after a delay it can change:
+// a path whose latency is impaired.
+type delayPath struct {
+	mu      sync.Mutex
+	handler func([]byte) bool
+	delay   time.Duration
+}
+
+func (p *delayPath) SetProbeHandler(f func([]byte) bool) { p.mu.Lock(); p.handler = f; p.mu.Unlock() }
+
+func (p *delayPath) setDelay(d time.Duration) { p.mu.Lock(); p.delay = d; p.mu.Unlock() }
+
+func (p *delayPath) Inject(pkt []byte) error {
+	p.mu.Lock()
+	h, d := p.handler, p.delay
+	p.mu.Unlock()
+	if h == nil {
+		return nil
+	}
+	back := append([]byte(nil), pkt...) // reply-type probes come back as they are
+	time.AfterFunc(d, func() { h(back) })
+	return nil
+}
+
+// TestCheckerQualityLatency delays a path's answers: the measured latency
+// follows the delay, and the grades drop as the rubric says.
+func TestCheckerQualityLatency(t *testing.T) {
+	path := &delayPath{}
+	c := New("t1", tunnel.HealthCheck{Type: "reply", Rate: "high"}, mustPrefix("10.200.1.0/31"), path,
+		Options{QualityInterval: 5 * time.Millisecond})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	for _, tc := range []struct {
+		delay     time.Duration
+		maxGaming Grade
+	}{
+		{0, Great},
+		{120 * time.Millisecond, Average}, // latency -10: 10 (loss) + 20 (no load) - 10 = 20
+		{0, Great},
+	} {
+		path.setDelay(tc.delay)
+		testkit.Eventually(t, 30*time.Second, fmt.Sprintf("latency follows a %v delay", tc.delay), func() error {
+			m := c.Recent(SteeringWindow)
+			// Only the window after the change counts: wait until its
+			// median is within 60 ms of the delay (scheduling adds some).
+			if m.Samples < MinQualitySamples || m.Latency < tc.delay || m.Latency > tc.delay+60*time.Millisecond {
+				return fmt.Errorf("%+v", m)
+			}
+			return nil
+		})
+		if tc.delay > 0 {
+			testkit.Eventually(t, 30*time.Second, "the quality window's grade drops", func() error {
+				if q := c.Quality(); q.Scores == nil || q.Scores.Gaming > tc.maxGaming {
+					return fmt.Errorf("%+v", q)
+				}
+				return nil
+			})
+		}
 	}
 }
