@@ -49,7 +49,8 @@ const (
 // Measurement is what a window of quality probes says about a path.
 type Measurement struct {
 	// Samples is the number of probes whose outcome is known (answered,
-	// or unanswered for LossTimeout) sent within the window.
+	// or unanswered for LossTimeout) sent within the window, from the
+	// first answered probe on.
 	Samples int `json:"samples"`
 	// Latency is the median round trip of probes sent while the tunnel
 	// was not under load (of all answered probes if every one was).
@@ -89,6 +90,13 @@ type quality struct {
 	ring  [ringSize]probeRecord
 	loads []loadRecord // oldest first, bounded to a QualityWindow
 
+	// first is when the first answered probe was sent. Probes sent
+	// before it are not measured: until the path has answered once it
+	// is being set up (the peer's tunnel not up yet, neighbours being
+	// resolved), and a path that never answers is the health check's to
+	// call down, not a quality to score.
+	first time.Time
+
 	// lastBytes and lastLoad are the load sampler's state.
 	lastBytes uint64
 	lastLoad  time.Time
@@ -117,6 +125,9 @@ func (q *quality) answer(seq uint16, now time.Time) bool {
 		return false
 	}
 	r.rtt, r.answered = rtt, true
+	if q.first.IsZero() || r.sent.Before(q.first) {
+		q.first = r.sent
+	}
 	return true
 }
 
@@ -153,7 +164,7 @@ func (q *quality) measure(now time.Time, window time.Duration) Measurement {
 	q.mu.Lock()
 	var recs []probeRecord
 	for _, r := range q.ring {
-		if r.valid && now.Sub(r.sent) <= window && !r.sent.After(now) {
+		if r.valid && now.Sub(r.sent) <= window && !r.sent.After(now) && !q.first.IsZero() && !r.sent.Before(q.first) {
 			recs = append(recs, r)
 		}
 	}

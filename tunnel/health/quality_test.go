@@ -251,3 +251,24 @@ func TestCheckerQualityLatency(t *testing.T) {
 		}
 	}
 }
+
+// TestQualityIgnoresSetup: probes lost before the path first answered
+// (a tunnel being set up) are not counted as loss.
+func TestQualityIgnoresSetup(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var q quality
+	for i := range 50 {
+		q.sent(uint16(i+1), t0.Add(time.Duration(i)*10*time.Millisecond))
+	}
+	if m := q.measure(t0.Add(3*time.Second), QualityWindow); m.Samples != 0 {
+		t.Errorf("a path that never answered: %+v, want no samples", m)
+	}
+	for i := 50; i < 100; i++ {
+		at := t0.Add(time.Duration(i) * 10 * time.Millisecond)
+		q.sent(uint16(i+1), at)
+		q.answer(uint16(i+1), at.Add(time.Millisecond))
+	}
+	if m := q.measure(t0.Add(3*time.Second), QualityWindow); m.Samples != 50 || m.Loss != 0 {
+		t.Errorf("after setup: %+v, want 50 samples without loss", m)
+	}
+}

@@ -102,7 +102,7 @@ func BenchmarkQualitySteering(b *testing.B) {
 	healthy := 0
 	for range b.N {
 		for range 10 {
-			poll(60*time.Second, on("gre1"))
+			x.waitSteeredTo(b, "gre1")
 			// Let the quality window forget the last round's loss.
 			poll(30*time.Second, func() error {
 				if q := x.gw.quality("gre1"); q.Loss != 0 {
@@ -119,6 +119,7 @@ func BenchmarkQualitySteering(b *testing.B) {
 			back = append(back, poll(60*time.Second, on("gre1")).Seconds())
 		}
 	}
+	b.Logf("in order: steered after %.3f s; back after %.2f s", over, back)
 	sort.Float64s(over)
 	b.ReportMetric(median(over), "steer-median-s")
 	b.ReportMetric(over[len(over)-1], "steer-worst-s")
