@@ -33,8 +33,11 @@ type PathQuality struct {
 	Loss    float64
 	Latency time.Duration
 	// Points rank the eligible tunnels (the video-calls points over the
-	// longer quality window): higher is better.
+	// longer quality window): higher is better. They count only when
+	// Scored (the window holds enough probes); two tunnels of which one
+	// is not scored yet are compared by priority alone.
 	Points int
+	Scored bool
 }
 
 // SteerOptions are quality steering's thresholds and hysteresis.
@@ -155,7 +158,8 @@ func (s *Steerer) Choose(routes []Route, states map[string]State, quality map[st
 			byPrefix[p][i].priority = min(byPrefix[p][i].priority, r.Priority)
 			continue
 		}
-		byPrefix[p] = append(byPrefix[p], cand{via: r.Via, priority: r.Priority, points: quality[r.Via].Points})
+		q := quality[r.Via]
+		byPrefix[p] = append(byPrefix[p], cand{via: r.Via, priority: r.Priority, points: q.Points, scored: q.Scored})
 	}
 	next := Steering{}
 	for p, cs := range byPrefix {
@@ -163,8 +167,10 @@ func (s *Steerer) Choose(routes []Route, states map[string]State, quality map[st
 		if len(eligible) == 0 {
 			continue
 		}
+		// The best: the most points among scored tunnels (unscored ones
+		// rank as 0), then the lowest priority, then the name.
 		slices.SortFunc(eligible, func(a, b cand) int {
-			return cmp.Or(cmp.Compare(b.points, a.points), cmp.Compare(a.priority, b.priority), strings.Compare(a.via, b.via))
+			return cmp.Or(cmp.Compare(b.rank(), a.rank()), cmp.Compare(a.priority, b.priority), strings.Compare(a.via, b.via))
 		})
 		best := eligible[0]
 		prev, had := s.chosen[p]
@@ -197,11 +203,22 @@ type cand struct {
 	via      string
 	priority int // the lowest of its routes for the prefix
 	points   int
+	scored   bool
+}
+
+func (c cand) rank() int {
+	if !c.scored {
+		return 0
+	}
+	return c.points
 }
 
 // better reports whether a should take a prefix from b, which is still
 // eligible.
 func (s *Steerer) better(a, b cand) bool {
+	if !a.scored || !b.scored {
+		return a.priority < b.priority
+	}
 	if a.points >= b.points+s.opts.Margin {
 		return true
 	}

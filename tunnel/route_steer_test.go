@@ -16,11 +16,11 @@ func qrt(prefix, via string, prio int) Route {
 // TestSteererScenarios feeds a steerer a timeline of health and quality
 // and checks the tunnel chosen for 10.20.0.0/16 after each step.
 func TestSteererScenarios(t *testing.T) {
-	clean := PathQuality{Measured: true, Points: 60}
-	lossy := PathQuality{Measured: true, Loss: 0.05, Points: 50}
-	slow := PathQuality{Measured: true, Latency: 300 * time.Millisecond, Points: 20}
-	okish := PathQuality{Measured: true, Points: 55} // within the margin of clean
-	great := PathQuality{Measured: true, Points: 75} // a margin above clean
+	clean := PathQuality{Measured: true, Scored: true, Points: 60}
+	lossy := PathQuality{Measured: true, Scored: true, Loss: 0.05, Points: 50}
+	slow := PathQuality{Measured: true, Scored: true, Latency: 300 * time.Millisecond, Points: 20}
+	okish := PathQuality{Measured: true, Scored: true, Points: 55} // within the margin of clean
+	great := PathQuality{Measured: true, Scored: true, Points: 75} // a margin above clean
 	type step struct {
 		at     time.Duration // since the start
 		states map[string]State
@@ -68,6 +68,11 @@ func TestSteererScenarios(t *testing.T) {
 		{"unmeasured tunnels rank last but are eligible", []step{
 			{0, nil, map[string]PathQuality{"b": clean}, "b"},
 			{time.Second, nil, map[string]PathQuality{"a": clean, "b": clean}, "a"}, // same points, lower priority
+		}},
+		{"a tunnel not scored yet does not lose to points", []step{
+			{0, nil, map[string]PathQuality{"a": {}, "b": {}}, "a"},
+			{time.Second, nil, map[string]PathQuality{"a": {Measured: true}, "b": great}, "a"},
+			{2 * time.Second, nil, map[string]PathQuality{"a": clean, "b": great}, "b"},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

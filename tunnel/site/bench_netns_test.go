@@ -125,5 +125,4 @@ func BenchmarkQualitySteering(b *testing.B) {
 	b.ReportMetric(over[len(over)-1], "steer-worst-s")
 	b.ReportMetric(float64(healthy)/float64(len(over)), "moved-while-healthy")
 	b.ReportMetric(median(back), "back-median-s")
-	b.Logf("steered after %.3f s; back after %.2f s", over, back)
 }

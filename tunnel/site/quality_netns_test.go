@@ -203,3 +203,74 @@ func TestQualityLoadedLatency(t *testing.T) {
 		t.Errorf("no loaded latency after 3 s at 8 Mbit/s: %+v", q)
 	}
 }
+
+// TestQualitySteeringLatency delays what the WAN forwards through gre1 by
+// 150 ms with a userspace relay: under the health checks' 250 ms timeout,
+// so the tunnel stays healthy, but over a 100 ms latency threshold. New
+// flows move to gre2, gre1's latency and scores show the delay, and the
+// prefix comes back after the hold once the delay ends.
+func TestQualitySteeringLatency(t *testing.T) {
+	x := newSiteToSiteWith(t, [2]int{100, 200},
+		Options{Steer: tunnel.SteerOptions{Hold: testHold, MaxLatency: 100 * time.Millisecond}})
+	relay := newDelayRelay(t, x, "198.51.100.20", "tobr")
+	for i := range x.gwCfg.Routes {
+		x.gwCfg.Routes[i].Steering = tunnel.SteerQuality
+	}
+	x.gw.set(t, x.gwCfg)
+	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
+	x.waitSteeredTo(t, "gre1")
+	testkit.Eventually(t, 15*time.Second, "gre1 scored", func() error {
+		if q := x.gw.quality("gre1"); q.Scores == nil || q.Latency > 20*time.Millisecond {
+			return fmt.Errorf("%+v", q)
+		}
+		return nil
+	})
+	cleanPoints := x.gw.quality("gre1").Scores.VideoCallsPoints
+
+	relay.set(150 * time.Millisecond)
+	delayed := time.Now()
+	var moved time.Duration
+	testkit.Eventually(t, 10*time.Second, "new flows leave the slow tunnel", func() error {
+		if dev := x.gw.routeDev("10.20.0.2"); dev != "gre2" {
+			return fmt.Errorf("route through %s", dev)
+		}
+		moved = time.Since(delayed)
+		return nil
+	})
+	h := x.gw.health("gre1")
+	t.Logf("steered away from +150 ms after %v; gre1's health check says %s", moved, h.State)
+	if h.State == tunnel.Down {
+		t.Errorf("gre1 was down: health checks did the work")
+	}
+	if c := x.gw.m.Status().Steering["10.20.0.0/16"]; c.Via != "gre2" || !strings.Contains(c.Reason, "gre1 median round trip") {
+		t.Errorf("steering %+v", c)
+	}
+	testkit.Eventually(t, 15*time.Second, "gre1's latency and score show the delay", func() error {
+		q := x.gw.quality("gre1")
+		if q.Latency < 150*time.Millisecond || q.Latency > 400*time.Millisecond || q.Scores == nil || q.Scores.VideoCallsPoints >= cleanPoints {
+			return fmt.Errorf("%+v (clean points %d)", q, cleanPoints)
+		}
+		return nil
+	})
+	startEcho(t, x)
+	tcpEcho(t, x)
+
+	relay.set(0)
+	var back time.Time
+	testkit.Eventually(t, testHold+20*time.Second, "back on the primary", func() error {
+		if dev := x.gw.routeDev("10.20.0.2"); dev != "gre1" {
+			return fmt.Errorf("route through %s", dev)
+		}
+		back = time.Now()
+		return nil
+	})
+	if held := back.Sub(delayed.Add(moved)); held < testHold {
+		t.Errorf("back on gre1 %v after moving away, before the hold time %v", held, testHold)
+	}
+	testkit.Eventually(t, 15*time.Second, "gre1's latency back to normal", func() error {
+		if q := x.gw.quality("gre1"); q.Latency > 20*time.Millisecond {
+			return fmt.Errorf("%+v", q)
+		}
+		return nil
+	})
+}

@@ -318,7 +318,7 @@ func (m *Manager) qualities() map[string]tunnel.PathQuality {
 		recent := c.Recent(health.SteeringWindow)
 		q := tunnel.PathQuality{Measured: recent.Samples >= health.MinQualitySamples, Loss: recent.Loss, Latency: recent.Latency}
 		if s := c.Quality().Scores; s != nil {
-			q.Points = s.VideoCallsPoints
+			q.Points, q.Scored = s.VideoCallsPoints, true
 		}
 		out[name] = q
 	}
