@@ -97,8 +97,10 @@ type Choice struct {
 //     scores Margin points more, or, within the margin, has a lower
 //     priority (so a recovered primary gets its traffic back after Hold,
 //     not before).
-//   - A prefix with no eligible tunnel is left to priority routing, whose
-//     health penalties still pick the least-bad path.
+//   - A prefix with no eligible tunnel stays on its healthy tunnel, or
+//     moves to the healthy one that loses least (by at least MaxLoss
+//     less); with no healthy tunnel it is left to priority routing, whose
+//     health penalties pick the least-bad path.
 //
 // Steering acts on routes, so it moves every packet of the prefix, new
 // and existing flows alike: edgegw does not pin established flows to
@@ -165,6 +167,9 @@ func (s *Steerer) Choose(routes []Route, states map[string]State, quality map[st
 	for p, cs := range byPrefix {
 		eligible := slices.DeleteFunc(slices.Clone(cs), func(c cand) bool { return now.Before(s.badUntil[c.via]) })
 		if len(eligible) == 0 {
+			if c, ok := s.leastBad(p, cs, states, quality, now); ok {
+				next[p] = c
+			}
 			continue
 		}
 		// The best: the most points among scored tunnels (unscored ones
@@ -196,6 +201,35 @@ func (s *Steerer) Choose(routes []Route, states map[string]State, quality map[st
 	}
 	s.chosen = next
 	return maps.Clone(next)
+}
+
+// leastBad chooses for prefix p when no tunnel is eligible: among the
+// healthy ones, the one losing least over the short window, keeping the
+// current choice unless another loses at least MaxLoss less, so that a
+// prefix whose tunnels all show some loss does not churn between them or
+// fall back to a lossy primary. With no healthy tunnel there is no
+// choice: priority routing's health penalties pick the least-bad path.
+func (s *Steerer) leastBad(p netip.Prefix, cs []cand, states map[string]State, quality map[string]PathQuality, now time.Time) (Choice, bool) {
+	healthy := slices.DeleteFunc(slices.Clone(cs), func(c cand) bool { return states[c.via] != Healthy })
+	if len(healthy) == 0 {
+		return Choice{}, false
+	}
+	slices.SortFunc(healthy, func(a, b cand) int {
+		return cmp.Or(cmp.Compare(quality[a.via].Loss, quality[b.via].Loss), cmp.Compare(a.priority, b.priority), strings.Compare(a.via, b.via))
+	})
+	best := healthy[0]
+	prev, had := s.chosen[p]
+	if had {
+		if i := slices.IndexFunc(healthy, func(c cand) bool { return c.via == prev.Via }); i >= 0 {
+			if quality[prev.Via].Loss-quality[best.via].Loss < s.opts.MaxLoss {
+				return prev, true
+			}
+		}
+	}
+	if had && prev.Via == best.via {
+		return prev, true
+	}
+	return Choice{Via: best.via, Since: now, Reason: fmt.Sprintf("no tunnel is clean; %s loses least (%.1f%%)", best.via, 100*quality[best.via].Loss)}, true
 }
 
 // cand is a tunnel that may carry a quality-steered prefix.

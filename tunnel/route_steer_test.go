@@ -60,10 +60,19 @@ func TestSteererScenarios(t *testing.T) {
 			{time.Second, nil, map[string]PathQuality{"a": okish, "b": clean}, "a"},
 			{2 * time.Second, nil, map[string]PathQuality{"a": okish, "b": great}, "b"},
 		}},
-		{"nothing eligible: priority routing decides", []step{
-			{0, nil, map[string]PathQuality{"a": lossy, "b": slow}, ""},
-			{time.Second, nil, map[string]PathQuality{"a": lossy, "b": clean}, ""}, // b held since 0 s
+		{"nothing eligible: the healthy tunnel losing least", []step{
+			{0, nil, map[string]PathQuality{"a": lossy, "b": slow}, "b"},
+			{time.Second, nil, map[string]PathQuality{"a": lossy, "b": clean}, "b"}, // b held since 0 s
 			{5 * time.Second, nil, map[string]PathQuality{"a": lossy, "b": clean}, "b"},
+		}},
+		{"nothing eligible: stay unless another loses MaxLoss less", []step{
+			{0, nil, map[string]PathQuality{"a": clean, "b": clean}, "a"},
+			{time.Second, nil, map[string]PathQuality{"a": {Measured: true, Loss: 0.02}, "b": {Measured: true, Loss: 0.015}}, "a"},
+			{2 * time.Second, nil, map[string]PathQuality{"a": {Measured: true, Loss: 0.04}, "b": {Measured: true, Loss: 0.015}}, "b"},
+			{3 * time.Second, nil, map[string]PathQuality{"a": {Measured: true, Loss: 0.01}, "b": {Measured: true, Loss: 0.015}}, "b"},
+		}},
+		{"nothing healthy: priority routing decides", []step{
+			{0, map[string]State{"a": Down, "b": Degraded}, map[string]PathQuality{"a": clean, "b": clean}, ""},
 		}},
 		{"unmeasured tunnels rank last but are eligible", []step{
 			{0, nil, map[string]PathQuality{"b": clean}, "b"},

@@ -273,8 +273,10 @@ func (c *Checker) observe(ok bool) {
 // ends, sampling the tunnel's load before each.
 func (c *Checker) runQuality(ctx context.Context) {
 	var seq uint16
+	var lastLoad time.Time
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	next := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -282,8 +284,9 @@ func (c *Checker) runQuality(ctx context.Context) {
 		case <-timer.C:
 		}
 		now := c.opts.Now()
-		if c.opts.Load != nil {
+		if c.opts.Load != nil && now.Sub(lastLoad) >= loadSlot {
 			c.quality.sampleLoad(c.opts.Load(), now)
+			lastLoad = now
 		}
 		seq++
 		c.quality.sent(seq, now)
@@ -291,7 +294,15 @@ func (c *Checker) runQuality(ctx context.Context) {
 		if err := c.path.Inject(c.packet(c.qid, seq)); err != nil {
 			c.log.Debug("send quality probe", "err", err)
 		}
-		timer.Reset(time.Duration(c.qualityT.Load()))
+		// Keep the pace whatever sending cost, without catching up in a
+		// burst after a stall.
+		next = next.Add(time.Duration(c.qualityT.Load()))
+		if wait := time.Until(next); wait > 0 {
+			timer.Reset(wait)
+		} else {
+			next = time.Now()
+			timer.Reset(0)
+		}
 	}
 }
 
