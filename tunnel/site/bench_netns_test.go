@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
-	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel"
 )
 
@@ -73,13 +72,7 @@ func median(v []float64) float64 {
 //
 //	go test -run '^$' -bench QualitySteering -benchtime 1x ./tunnel/site/
 func BenchmarkQualitySteering(b *testing.B) {
-	testkit.NeedTool(b, "nft", "nftables")
-	x := newSiteToSiteWith(b, [2]int{100, 200}, Options{Steer: tunnel.SteerOptions{Hold: testHold}})
-	for i := range x.gwCfg.Routes {
-		x.gwCfg.Routes[i].Steering = tunnel.SteerQuality
-	}
-	x.gw.set(b, x.gwCfg)
-	netlab.Eventually(b, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
+	x := newSteeredSiteToSite(b)
 	on := func(dev string) func() error {
 		return func() error {
 			if got := x.gw.routeDev("10.20.0.2"); got != dev {

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel"
@@ -37,12 +39,28 @@ func (x *siteToSite) impairPrimary(t testing.TB, pct int) {
 
 // newSteeredSiteToSite is newSiteToSite with the gw's branch prefix
 // quality-steered (gre1 priority 100, gre2 200) and a short hold.
-func newSteeredSiteToSite(t *testing.T) *siteToSite {
+func newSteeredSiteToSite(t testing.TB) *siteToSite {
+	return newSteeredSiteToSiteWith(t, tunnel.SteerOptions{Hold: testHold}, nil)
+}
+
+// newSteeredSiteToSiteWith is newSteeredSiteToSite with steer options;
+// before is called once the namespaces exist, before the gw's tunnels
+// are made again. They are made again, with their checks, once the
+// branch's tunnels are up: checks started before their peer count its
+// absence as failed probes, and one more failure within 5 minutes
+// degrades the tunnel, which would make the health check, not quality
+// steering, move the traffic.
+func newSteeredSiteToSiteWith(t testing.TB, steer tunnel.SteerOptions, before func(*siteToSite)) *siteToSite {
 	testkit.NeedTool(t, "nft", "nftables")
-	x := newSiteToSiteWith(t, [2]int{100, 200}, Options{Steer: tunnel.SteerOptions{Hold: testHold}})
+	x := newSiteToSiteWith(t, [2]int{100, 200}, Options{Steer: steer})
+	if before != nil {
+		before(x)
+	}
 	for i := range x.gwCfg.Routes {
 		x.gwCfg.Routes[i].Steering = tunnel.SteerQuality
 	}
+	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
+	x.gw.set(t, Config{})
 	x.gw.set(t, x.gwCfg)
 	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
 	return x
@@ -166,6 +184,29 @@ func TestQualitySteering(t *testing.T) {
 		return nil
 	})
 
+	// Metrics: the quality per tunnel, steering's choice and its two
+	// moves, all passing promlint.
+	problems, err := testutil.CollectAndLint(x.gw.m)
+	if err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %+v", err, problems)
+	}
+	want := `
+# HELP edgegw_route_steering_moves_total Times quality steering moved a prefix to another tunnel.
+# TYPE edgegw_route_steering_moves_total counter
+edgegw_route_steering_moves_total{prefix="10.20.0.0/16"} 2
+# HELP edgegw_route_steering_via 1 for the tunnel quality steering chose for a quality-steered prefix (none while no tunnel of the prefix is healthy).
+# TYPE edgegw_route_steering_via gauge
+edgegw_route_steering_via{prefix="10.20.0.0/16",via="gre1"} 1
+`
+	if err := testutil.CollectAndCompare(x.gw.m, strings.NewReader(want), "edgegw_route_steering_via", "edgegw_route_steering_moves_total"); err != nil {
+		t.Error(err)
+	}
+	for _, name := range []string{"edgegw_tunnel_latency_seconds", "edgegw_tunnel_jitter_seconds", "edgegw_tunnel_loss_ratio"} {
+		if n := testutil.CollectAndCount(x.gw.m, name); n != 2 {
+			t.Errorf("%d series of %s, want one per tunnel (2)", n, name)
+		}
+	}
+
 	// The status as /api/v1/status serves it carries latency, jitter and
 	// loss per tunnel.
 	b, err := json.Marshal(x.gw.m.Status())
@@ -210,14 +251,10 @@ func TestQualityLoadedLatency(t *testing.T) {
 // flows move to gre2, gre1's latency and scores show the delay, and the
 // prefix comes back after the hold once the delay ends.
 func TestQualitySteeringLatency(t *testing.T) {
-	x := newSiteToSiteWith(t, [2]int{100, 200},
-		Options{Steer: tunnel.SteerOptions{Hold: testHold, MaxLatency: 100 * time.Millisecond}})
-	relay := newDelayRelay(t, x, "198.51.100.20", "tobr")
-	for i := range x.gwCfg.Routes {
-		x.gwCfg.Routes[i].Steering = tunnel.SteerQuality
-	}
-	x.gw.set(t, x.gwCfg)
-	netlab.Eventually(t, 5*time.Second, "ping LAN to branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
+	var relay *delayRelay
+	x := newSteeredSiteToSiteWith(t, tunnel.SteerOptions{Hold: testHold, MaxLatency: 100 * time.Millisecond}, func(x *siteToSite) {
+		relay = newDelayRelay(t, x, "198.51.100.20", "tobr")
+	})
 	x.waitSteeredTo(t, "gre1")
 	testkit.Eventually(t, 15*time.Second, "gre1 scored", func() error {
 		if q := x.gw.quality("gre1"); q.Scores == nil || q.Latency > 20*time.Millisecond {

@@ -105,7 +105,18 @@ type Manager struct {
 	secure  map[string]*running
 	steerer *tunnel.Steerer
 	steer   tunnel.Steering // the choice the routes were last applied with
+	// steerMoves counts, per quality-steered prefix, the times steering
+	// moved it to another tunnel.
+	steerMoves map[netip.Prefix]uint64
 }
+
+var (
+	steeringViaDesc = prometheus.NewDesc("edgegw_route_steering_via",
+		"1 for the tunnel quality steering chose for a quality-steered prefix (none while no tunnel of the prefix is healthy).",
+		[]string{"prefix", "via"}, nil)
+	steeringMovesDesc = prometheus.NewDesc("edgegw_route_steering_moves_total",
+		"Times quality steering moved a prefix to another tunnel.", []string{"prefix"}, nil)
+)
 
 type running struct {
 	cfg      gre.Config
@@ -124,7 +135,8 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{log: log.With("component", "site"), eps: gre.NewEndpoints(log), tunnels: map[string]*running{},
-		secure: map[string]*running{}, opts: opts, now: time.Now, steerer: tunnel.NewSteerer(opts.Steer)}
+		secure: map[string]*running{}, opts: opts, now: time.Now, steerer: tunnel.NewSteerer(opts.Steer),
+		steerMoves: map[netip.Prefix]uint64{}}
 	nl := opts.Netlink
 	if nl == nil {
 		h, err := netlink.NewHandle()
@@ -279,6 +291,9 @@ func (m *Manager) applySteered(states map[string]tunnel.State, steer tunnel.Stee
 	for p, c := range steer {
 		if old, ok := m.steer[p]; !ok || old.Via != c.Via {
 			m.log.Warn("quality steering moved prefix", "prefix", p, "from", old.Via, "to", c.Via, "reason", c.Reason)
+			if ok {
+				m.steerMoves[p]++
+			}
 		}
 	}
 	for p, old := range m.steer {
@@ -287,6 +302,11 @@ func (m *Manager) applySteered(states map[string]tunnel.State, steer tunnel.Stee
 		}
 	}
 	m.steer = steer
+	for p := range m.steerMoves {
+		if !m.quality(p) {
+			delete(m.steerMoves, p)
+		}
+	}
 	return m.rm.SetSteered(m.cfg.Routes, states, steer)
 }
 
@@ -464,8 +484,9 @@ func (m *Manager) Status() Status {
 func (m *Manager) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector: every tunnel's and check's
-// metrics, the drops of packets that matched no tunnel, and the route
-// manager's installed paths and failovers.
+// metrics, the drops of packets that matched no tunnel, quality
+// steering's choices and moves, and the route manager's installed paths
+// and failovers.
 func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	var cs []prometheus.Collector
@@ -482,6 +503,19 @@ func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 	}
 	if m.ipsec != nil {
 		cs = append(cs, m.ipsec)
+	}
+	for p, c := range m.steer {
+		ch <- prometheus.MustNewConstMetric(steeringViaDesc, prometheus.GaugeValue, 1, p.String(), c.Via)
+	}
+	for _, r := range m.cfg.Routes {
+		if p := r.Prefix.Masked(); r.QualitySteered() {
+			if _, ok := m.steerMoves[p]; !ok {
+				m.steerMoves[p] = 0
+			}
+		}
+	}
+	for p, n := range m.steerMoves {
+		ch <- prometheus.MustNewConstMetric(steeringMovesDesc, prometheus.CounterValue, float64(n), p.String())
 	}
 	m.mu.Unlock()
 	for _, c := range cs {
