@@ -192,11 +192,16 @@ func (s *Steerer) Choose(routes []Route, states map[string]State, quality map[st
 			next[p] = Choice{Via: best.via, Since: now, Reason: reason}
 		case cur < 0:
 			next[p] = Choice{Via: best.via, Since: now, Reason: "best eligible tunnel"}
-		case best.via != prev.Via && s.better(best, eligible[cur]):
-			next[p] = Choice{Via: best.via, Since: now, Reason: fmt.Sprintf("scores %d points against %s's %d, priority %d against %d",
-				best.points, prev.Via, eligible[cur].points, best.priority, eligible[cur].priority)}
 		default:
 			next[p] = prev
+			// The best-ranked tunnel that beats the current one, if any.
+			for _, c := range eligible {
+				if c.via != prev.Via && s.better(c, eligible[cur]) {
+					next[p] = Choice{Via: c.via, Since: now, Reason: fmt.Sprintf("scores %d points against %s's %d, priority %d against %d",
+						c.points, prev.Via, eligible[cur].points, c.priority, eligible[cur].priority)}
+					break
+				}
+			}
 		}
 	}
 	s.chosen = next

@@ -60,6 +60,10 @@ func TestSteererScenarios(t *testing.T) {
 			{time.Second, nil, map[string]PathQuality{"a": okish, "b": clean}, "a"},
 			{2 * time.Second, nil, map[string]PathQuality{"a": okish, "b": great}, "b"},
 		}},
+		{"a lower priority within the margin wins over a higher score", []step{
+			{0, nil, map[string]PathQuality{"a": {}, "b": clean, "c": clean}, "b"},
+			{time.Second, nil, map[string]PathQuality{"a": okish, "b": clean, "c": {Measured: true, Scored: true, Points: 62}}, "a"},
+		}},
 		{"nothing eligible: the healthy tunnel losing least", []step{
 			{0, nil, map[string]PathQuality{"a": lossy, "b": slow}, "b"},
 			{time.Second, nil, map[string]PathQuality{"a": lossy, "b": clean}, "b"}, // b held since 0 s
@@ -89,6 +93,9 @@ func TestSteererScenarios(t *testing.T) {
 			t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 			p := netip.MustParsePrefix("10.20.0.0/16")
 			routes := []Route{qrt("10.20.0.0/16", "a", 100), qrt("10.20.0.0/16", "b", 200), rt("10.30.0.0/16", "a", 100, 1)}
+			if strings.HasPrefix(tc.name, "a lower priority") {
+				routes = append(routes, qrt("10.20.0.0/16", "c", 300))
+			}
 			for i, st := range tc.steps {
 				got := s.Choose(routes, st.states, st.q, t0.Add(st.at))
 				if got[p].Via != st.want {
