@@ -14,7 +14,8 @@
 // manager compares each tunnel's loss and latency over the last 2 s with
 // the thresholds, and re-plans the routes when the chosen tunnel changes,
 // so new flows leave a lossy tunnel within seconds, long before its
-// health check calls it degraded or down (measured: 1.1 s for 5 % loss).
+// health check calls it degraded or down (5 % loss: median 1.3 s, worst
+// 1.9 s over 10 impairments, BenchmarkQualitySteering).
 // The tunnels such a prefix uses probe every 10 ms instead of 100 ms.
 //
 // IPsec tunnels run in one charon ([ipsec.Engine]), started with the
