@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -63,7 +64,25 @@ type Route struct {
 	Via      string       `yaml:"via"`
 	Priority int          `yaml:"priority"` // default 100
 	Weight   int          `yaml:"weight"`   // ECMP weight, default 1
+	// Steering is how the prefix's tunnels share it: "priority" (the
+	// default: lowest priority plus health penalty wins, equal ones are
+	// ECMP) or "quality" (see [Steerer]: the best-scoring healthy tunnel
+	// carries it, and a tunnel whose loss or latency crosses a threshold
+	// is left before its health check calls it down). Every route of a
+	// prefix must name the same steering ([CheckRoutes]).
+	Steering string `yaml:"steering"`
 }
+
+// Route steering modes.
+const (
+	SteerPriority = "priority"
+	SteerQuality  = "quality"
+)
+
+// QualitySteered reports whether the route's prefix is steered by quality.
+func (r Route) QualitySteered() bool { return r.Steering == SteerQuality }
+
+func (r Route) steering() string { return cmp.Or(r.Steering, SteerPriority) }
 
 // SetDefaults gives a route Magic WAN's default priority.
 func (r *Route) SetDefaults() {
@@ -72,6 +91,9 @@ func (r *Route) SetDefaults() {
 	}
 	if r.Weight == 0 {
 		r.Weight = 1
+	}
+	if r.Steering == "" {
+		r.Steering = SteerPriority
 	}
 }
 
@@ -87,6 +109,11 @@ func (r *Route) Validate(report func(field, msg string)) {
 	}
 	if r.Weight < 1 || r.Weight > 256 {
 		report("weight", fmt.Sprintf("must be from 1 to 256, got %d", r.Weight))
+	}
+	switch r.Steering {
+	case "", SteerPriority, SteerQuality: // "" before SetDefaults is priority
+	default:
+		report("steering", fmt.Sprintf("%q: expected priority (the default) or quality", r.Steering))
 	}
 }
 
@@ -168,13 +195,25 @@ func OneOf(report func(field, msg string), field, v string, allowed ...string) {
 }
 
 // CheckRoutes reports routes whose via names none of tunnels (the names
-// of every configured tunnel, of every kind). Fields are "[i].via",
+// of every configured tunnel, of every kind), and routes of one prefix
+// that disagree on steering. Fields are "[i].via" and "[i].steering",
 // relative to the routes list.
 func CheckRoutes(report func(field, msg string), routes []Route, tunnels []string) {
+	first := map[netip.Prefix]int{}
 	for i, r := range routes {
 		if r.Via != "" && !slices.Contains(tunnels, r.Via) {
 			report(fmt.Sprintf("[%d].via", i), fmt.Sprintf("route %s: no tunnel is named %q (tunnels: %s)",
 				r.Prefix, r.Via, strings.Join(tunnels, ", ")))
+		}
+		p := r.Prefix.Masked()
+		j, seen := first[p]
+		if !seen {
+			first[p] = i
+			continue
+		}
+		if r.QualitySteered() != routes[j].QualitySteered() {
+			report(fmt.Sprintf("[%d].steering", i), fmt.Sprintf("route %s via %s: steering %s, but routes[%d] for the same prefix says %s; "+
+				"a prefix is steered one way", r.Prefix, r.Via, r.steering(), j, routes[j].steering()))
 		}
 	}
 }

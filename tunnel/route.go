@@ -80,6 +80,10 @@ func (r KernelRoute) String() string {
 // none of its tunnels' interfaces exist. The result is sorted by prefix
 // and metric.
 func Plan(routes []Route, states map[string]State) []KernelRoute {
+	return plan(routes, states, nil)
+}
+
+func plan(routes []Route, states map[string]State, steer Steering) []KernelRoute {
 	type key struct {
 		p      netip.Prefix
 		metric int
@@ -93,7 +97,11 @@ func Plan(routes []Route, states map[string]State) []KernelRoute {
 		}
 		// Validated priorities stay far below; an unvalidated one is
 		// kept under the unreachable route rather than replacing it.
-		k := key{p, min(r.Priority+states[r.Via].Penalty(), UnreachableMetric-1)}
+		metric := r.Priority + states[r.Via].Penalty()
+		if c, ok := steer[p]; ok && c.Via != r.Via {
+			metric += SteeredAwayPenalty
+		}
+		k := key{p, min(metric, UnreachableMetric-1)}
 		g := groups[k]
 		if g == nil {
 			g = &KernelRoute{Prefix: k.p, Metric: k.metric}

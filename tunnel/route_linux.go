@@ -87,9 +87,15 @@ func NewRouteManager(nl Netlink, opts RouteOptions) (*RouteManager, error) {
 // Set finds it; the prefix's unreachable route, which needs no interface,
 // is installed all the same.
 func (m *RouteManager) Set(routes []Route, states map[string]State) error {
+	return m.SetSteered(routes, states, nil)
+}
+
+// SetSteered is Set with quality steering: the kernel's routes are made
+// to match PlanSteered(routes, states, steer).
+func (m *RouteManager) SetSteered(routes []Route, states map[string]State, steer Steering) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	plan := Plan(routes, states)
+	plan := PlanSteered(routes, states, steer)
 	m.lastPlan = plan
 	return m.apply(plan)
 }

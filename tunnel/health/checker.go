@@ -36,6 +36,13 @@ type Options struct {
 	Thresholds Thresholds
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Load returns the bytes the tunnel has carried so far, both
+	// directions; quality probes sent while it moves at least
+	// LoadedBitrate measure latency under load. Nil: no loaded latency.
+	Load func() uint64
+	// QualityInterval is the quality probes' interval; zero means
+	// DefaultQualityInterval. SetQualityInterval changes it later.
+	QualityInterval time.Duration
 }
 
 // Checker probes one tunnel. Run it with Run; read it from any goroutine.
@@ -51,6 +58,13 @@ type Checker struct {
 	id     uint16
 
 	replies chan uint16
+
+	// qid is the ICMP identifier of quality probes (id with the top bit
+	// flipped), so that their answers never count as health answers.
+	qid      uint16
+	quality  quality
+	qualityT atomic.Int64 // the quality probes' interval, nanoseconds
+	qsent    atomic.Uint64
 
 	mu      sync.Mutex
 	machine *Machine
@@ -89,6 +103,11 @@ func New(name string, cfg tunnel.HealthCheck, address netip.Prefix, path Path, o
 	if c.rate == (Rate{}) {
 		c.rate = Rates["mid"]
 	}
+	c.qid = c.id ^ 0x8000
+	if opts.QualityInterval <= 0 {
+		opts.QualityInterval = DefaultQualityInterval
+	}
+	c.qualityT.Store(int64(opts.QualityInterval))
 	c.descs = newDescs(name)
 	return c
 }
@@ -111,7 +130,23 @@ type Status struct {
 	Sent    uint64        `json:"probes_sent"`
 	Failed  uint64        `json:"probes_failed"`
 	LastRTT time.Duration `json:"last_rtt_ns"`
+	// Quality is the quality probes' view over the last QualityWindow.
+	Quality QualityStatus `json:"quality"`
 }
+
+// QualityStatus is a tunnel's measured quality and its AIM-style scores.
+// Scores is nil until the window holds MinQualitySamples probes.
+type QualityStatus struct {
+	Window        time.Duration `json:"window_ns"`
+	ProbeInterval time.Duration `json:"probe_interval_ns"`
+	ProbesSent    uint64        `json:"probes_sent"`
+	Measurement
+	Scores *Scores `json:"scores,omitempty"`
+}
+
+// MinQualitySamples is the number of decided quality probes a window
+// needs before it is scored.
+const MinQualitySamples = 20
 
 // Status reads the check's state and counters.
 func (c *Checker) Status() Status {
@@ -119,7 +154,34 @@ func (c *Checker) Status() Status {
 	s, since := c.machine.State()
 	c.mu.Unlock()
 	return Status{State: s, Since: since, Target: c.target, Type: c.cfg.Type, Rate: c.cfg.Rate,
-		Sent: c.sent.Load(), Failed: c.failed.Load(), LastRTT: time.Duration(c.lastRTT.Load())}
+		Sent: c.sent.Load(), Failed: c.failed.Load(), LastRTT: time.Duration(c.lastRTT.Load()),
+		Quality: c.Quality()}
+}
+
+// Quality measures the last QualityWindow of quality probes and scores it.
+func (c *Checker) Quality() QualityStatus {
+	m := c.quality.measure(c.opts.Now(), QualityWindow)
+	qs := QualityStatus{Window: QualityWindow, ProbeInterval: time.Duration(c.qualityT.Load()),
+		ProbesSent: c.qsent.Load(), Measurement: m}
+	if m.Samples >= MinQualitySamples {
+		s := Score(m)
+		qs.Scores = &s
+	}
+	return qs
+}
+
+// Recent measures the quality probes of the last window, for steering.
+func (c *Checker) Recent(window time.Duration) Measurement {
+	return c.quality.measure(c.opts.Now(), window)
+}
+
+// SetQualityInterval changes the quality probes' interval (from the next
+// probe on); d ≤ 0 means DefaultQualityInterval.
+func (c *Checker) SetQualityInterval(d time.Duration) {
+	if d <= 0 {
+		d = DefaultQualityInterval
+	}
+	c.qualityT.Store(int64(d))
 }
 
 // Run probes until ctx ends; it installs the probe handler on the path
@@ -129,6 +191,13 @@ func (c *Checker) Run(ctx context.Context) error {
 	defer c.path.SetProbeHandler(nil)
 	c.log.Info("health check started", "target", c.target, "type", c.cfg.Type, "rate", c.cfg.Rate,
 		"detection", c.rate.DetectionTime(c.opts.Thresholds))
+	// The quality prober is Run's: it stops with ctx, and Run waits for
+	// it before removing the probe handler.
+	qctx, qcancel := context.WithCancel(ctx)
+	var qwg sync.WaitGroup
+	qwg.Go(func() { c.runQuality(qctx) })
+	defer qwg.Wait()
+	defer qcancel()
 	var seq uint16
 	retries := 0
 	timer := time.NewTimer(0)
@@ -163,7 +232,7 @@ func (c *Checker) probe(ctx context.Context, seq uint16) bool {
 	}
 	c.sent.Add(1)
 	start := time.Now()
-	if err := c.path.Inject(c.packet(seq)); err != nil {
+	if err := c.path.Inject(c.packet(c.id, seq)); err != nil {
 		c.log.Debug("send probe", "err", err)
 	}
 	timeout := time.NewTimer(c.rate.Timeout)
@@ -200,12 +269,53 @@ func (c *Checker) observe(ok bool) {
 	}
 }
 
+// runQuality sends quality probes at the current interval until ctx
+// ends, sampling the tunnel's load before each.
+func (c *Checker) runQuality(ctx context.Context) {
+	var seq uint16
+	var lastLoad time.Time
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	next := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := c.opts.Now()
+		if c.opts.Load != nil && now.Sub(lastLoad) >= loadSlot {
+			c.quality.sampleLoad(c.opts.Load(), now)
+			lastLoad = now
+		}
+		seq++
+		c.quality.sent(seq, now)
+		c.qsent.Add(1)
+		if err := c.path.Inject(c.packet(c.qid, seq)); err != nil {
+			c.log.Debug("send quality probe", "err", err)
+		}
+		// Keep the pace whatever sending cost, without catching up in a
+		// burst after a stall.
+		next = next.Add(time.Duration(c.qualityT.Load()))
+		if wait := time.Until(next); wait > 0 {
+			timer.Reset(wait)
+		} else {
+			next = time.Now()
+			timer.Reset(0)
+		}
+	}
+}
+
 // handle runs on the tunnel's receive path: it consumes echo replies from
-// the target to this end carrying our identifier.
+// the target to this end carrying our identifiers.
 func (c *Checker) handle(p []byte) bool {
 	r, ok := parseEchoReply(p)
-	if !ok || r.id != c.id || r.src != c.target || r.dst != c.local {
+	if !ok || (r.id != c.id && r.id != c.qid) || r.src != c.target || r.dst != c.local {
 		return false
+	}
+	if r.id == c.qid {
+		c.quality.answer(r.seq, c.opts.Now())
+		return true
 	}
 	select {
 	case c.replies <- r.seq:
@@ -249,9 +359,10 @@ func parseEchoReply(p []byte) (echoReply, bool) {
 	}, true
 }
 
-// packet builds probe seq: an echo reply from the target to this end
-// (type reply) or an echo request from this end to the target.
-func (c *Checker) packet(seq uint16) []byte {
+// packet builds probe seq with ICMP identifier id: an echo reply from the
+// target to this end (type reply) or an echo request from this end to the
+// target.
+func (c *Checker) packet(id, seq uint16) []byte {
 	const payload = "edgegw-health"
 	b := make([]byte, 20+8+len(payload))
 	b[0] = 0x45
@@ -268,7 +379,7 @@ func (c *Checker) packet(seq uint16) []byte {
 	binary.BigEndian.PutUint16(b[10:], checksum(b[:20]))
 	m := b[20:]
 	m[0] = icmpType
-	binary.BigEndian.PutUint16(m[4:], c.id)
+	binary.BigEndian.PutUint16(m[4:], id)
 	binary.BigEndian.PutUint16(m[6:], seq)
 	copy(m[8:], payload)
 	binary.BigEndian.PutUint16(m[2:], checksum(m))
@@ -290,7 +401,8 @@ func checksum(b []byte) uint16 {
 }
 
 type descs struct {
-	state, probes, failures, changes *prometheus.Desc
+	state, probes, failures, changes                     *prometheus.Desc
+	latency, jitter, loss, loaded, grade, qprobes, qsamp *prometheus.Desc
 }
 
 func newDescs(name string) *descs {
@@ -300,6 +412,20 @@ func newDescs(name string) *descs {
 		probes:   prometheus.NewDesc("edgegw_tunnel_health_probes_total", "Health-check probes sent through the tunnel.", nil, l),
 		failures: prometheus.NewDesc("edgegw_tunnel_health_probe_failures_total", "Health-check probes not answered within the timeout.", nil, l),
 		changes:  prometheus.NewDesc("edgegw_tunnel_health_state_changes_total", "Health state changes of the tunnel.", nil, l),
+		latency: prometheus.NewDesc("edgegw_tunnel_latency_seconds",
+			"Median round trip of the tunnel's quality probes over the quality window (10 s), while not under load.", nil, l),
+		jitter: prometheus.NewDesc("edgegw_tunnel_jitter_seconds",
+			"Mean absolute difference of consecutive quality-probe round trips over the quality window.", nil, l),
+		loss: prometheus.NewDesc("edgegw_tunnel_loss_ratio",
+			"Fraction of the tunnel's quality probes not answered within 1 s, over the quality window.", nil, l),
+		loaded: prometheus.NewDesc("edgegw_tunnel_loaded_latency_seconds",
+			"Median round trip of quality probes sent while the tunnel carried at least 1 Mbit/s; absent without such probes.", nil, l),
+		grade: prometheus.NewDesc("edgegw_tunnel_quality_grade",
+			"AIM-style grade of the tunnel per experience: 0 bad, 1 poor, 2 average, 3 good, 4 great; absent until enough probes.",
+			[]string{"experience"}, l),
+		qprobes: prometheus.NewDesc("edgegw_tunnel_quality_probes_total", "Quality probes sent through the tunnel.", nil, l),
+		qsamp: prometheus.NewDesc("edgegw_tunnel_quality_samples",
+			"Quality probes with a known outcome in the quality window.", nil, l),
 	}
 }
 
@@ -309,6 +435,13 @@ func (c *Checker) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.descs.probes
 	ch <- c.descs.failures
 	ch <- c.descs.changes
+	ch <- c.descs.latency
+	ch <- c.descs.jitter
+	ch <- c.descs.loss
+	ch <- c.descs.loaded
+	ch <- c.descs.grade
+	ch <- c.descs.qprobes
+	ch <- c.descs.qsamp
 }
 
 // Collect implements prometheus.Collector.
@@ -324,6 +457,26 @@ func (c *Checker) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.descs.probes, prometheus.CounterValue, float64(c.sent.Load()))
 	ch <- prometheus.MustNewConstMetric(c.descs.failures, prometheus.CounterValue, float64(c.failed.Load()))
 	ch <- prometheus.MustNewConstMetric(c.descs.changes, prometheus.CounterValue, float64(c.changes.Load()))
+	q := c.Quality()
+	ch <- prometheus.MustNewConstMetric(c.descs.qprobes, prometheus.CounterValue, float64(q.ProbesSent))
+	ch <- prometheus.MustNewConstMetric(c.descs.qsamp, prometheus.GaugeValue, float64(q.Samples))
+	if q.Samples == 0 {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.descs.latency, prometheus.GaugeValue, q.Latency.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.descs.jitter, prometheus.GaugeValue, q.Jitter.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.descs.loss, prometheus.GaugeValue, q.Loss)
+	if q.LoadedSamples > 0 {
+		ch <- prometheus.MustNewConstMetric(c.descs.loaded, prometheus.GaugeValue, q.LoadedLatency.Seconds())
+	}
+	if q.Scores != nil {
+		for _, e := range []struct {
+			name string
+			g    Grade
+		}{{"streaming", q.Scores.Streaming}, {"gaming", q.Scores.Gaming}, {"video_calls", q.Scores.VideoCalls}} {
+			ch <- prometheus.MustNewConstMetric(c.descs.grade, prometheus.GaugeValue, float64(e.g), e.name)
+		}
+	}
 }
 
 // String names the checker in logs.

@@ -51,6 +51,16 @@
 //
 // A tunnel starts healthy, as a new Magic WAN tunnel does.
 //
+// # Quality
+//
+// Beside the health probes a checker sends quality probes: the same ICMP
+// packets with another identifier, pipelined every 100 ms (every 10 ms on
+// a tunnel a quality-steered route uses). They measure median latency,
+// jitter, loss and latency under load over a rolling [QualityWindow]
+// (10 s), scored per experience as AIM does (see [Grade] for the rubric),
+// and a short [SteeringWindow] (2 s) that quality steering compares with
+// its thresholds. They never change the health state.
+//
 // Because the degraded penalty (500,000) exceeds any configurable
 // priority (≤ 65,535), traffic already leaves a tunnel at its second
 // failed probe, that is within one interval plus two timeouts (750 ms at

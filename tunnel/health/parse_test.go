@@ -26,7 +26,7 @@ func fixChecksum(p []byte) []byte {
 
 func TestParseEchoReply(t *testing.T) {
 	c := replyChecker()
-	good := c.packet(7)
+	good := c.packet(c.id, 7)
 	edit := func(f func(p []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
 	for _, tc := range []struct {
 		name string
@@ -94,9 +94,9 @@ func TestParseEchoReply(t *testing.T) {
 func FuzzEchoReply(f *testing.F) {
 	c := replyChecker()
 	req := New("t1", tunnel.HealthCheck{Type: "request", Rate: "high"}, mustPrefix("10.200.1.0/31"), &loopPath{}, Options{})
-	f.Add(c.packet(1))
-	f.Add(req.packet(2))
-	f.Add(append(c.packet(3), 0, 0))
+	f.Add(c.packet(c.id, 1))
+	f.Add(req.packet(req.id, 2))
+	f.Add(append(c.packet(c.qid, 3), 0, 0))
 	f.Add([]byte{0x45, 0, 0, 28, 0, 0, 0x20, 0, 64, 1})
 	f.Add(make([]byte, 28))
 	f.Fuzz(func(t *testing.T, p []byte) {
@@ -111,7 +111,7 @@ func FuzzEchoReply(f *testing.F) {
 		}
 		back := New("t1", tunnel.HealthCheck{Type: "reply", Rate: "high"}, netip.PrefixFrom(r.dst, 32), &loopPath{}, Options{})
 		back.target, back.id = r.src, r.id
-		again, ok := parseEchoReply(back.packet(r.seq))
+		again, ok := parseEchoReply(back.packet(r.id, r.seq))
 		if !ok || again != r {
 			t.Fatalf("rebuilt %+v parses as %+v, %v", r, again, ok)
 		}

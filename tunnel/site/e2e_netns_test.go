@@ -27,11 +27,12 @@ type end struct {
 	m  *Manager
 }
 
-func newEnd(t testing.TB, ns *netlab.NS) *end {
+func newEnd(t testing.TB, ns *netlab.NS, opts Options) *end {
 	e := &end{ns: ns}
+	opts.Logger = testLogger(t)
 	err := ns.Do(func() error {
 		var err error
-		e.m, err = New(context.Background(), Options{Logger: testLogger(t)})
+		e.m, err = New(context.Background(), opts)
 		return err
 	})
 	if err != nil {
@@ -106,6 +107,11 @@ type siteToSite struct {
 }
 
 func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
+	return newSiteToSiteWith(t, prios, Options{})
+}
+
+// newSiteToSiteWith is newSiteToSite with the managers' options.
+func newSiteToSiteWith(t testing.TB, prios [2]int, opts Options) *siteToSite {
 	lab := netlab.NewT(t)
 	x := &siteToSite{}
 	for _, n := range []struct {
@@ -139,7 +145,7 @@ func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
 		must(ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
 	}
 
-	x.gw, x.branch = newEnd(t, x.gwNS), newEnd(t, x.branchNS)
+	x.gw, x.branch = newEnd(t, x.gwNS, opts), newEnd(t, x.branchNS, opts)
 	r := func(p, via string, prio int) tunnel.Route {
 		return tunnel.Route{Prefix: netip.MustParsePrefix(p), Via: via, Priority: prio}
 	}

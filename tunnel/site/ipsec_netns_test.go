@@ -192,7 +192,7 @@ func newIPsecSite(t testing.TB) *ipsecSite {
 		Routes: []tunnel.Route{r("10.20.0.0/16", "ipsec1", 100), r("10.20.0.0/16", "gre1", 200)}})
 
 	// The branch: a GRE end (edgegw's site manager) and a stock strongSwan.
-	br := newEnd(t, x.branchNS)
+	br := newEnd(t, x.branchNS, Options{})
 	bg := cfg("bgre1", "198.51.100.20", "203.0.113.10", "10.200.1.1/31")
 	bg.HealthCheck = tunnel.HealthCheck{Rate: "high", Type: "request"}
 	br.set(t, Config{GRE: []gre.Config{bg}, Routes: []tunnel.Route{r("10.10.0.0/16", "bgre1", 200)}})

@@ -9,6 +9,15 @@
 // tunnel is healthy again, without restarting anything. An IPsec tunnel
 // whose SA is not up is down, whatever its probes say.
 //
+// Prefixes whose routes say steering: quality are steered by the
+// tunnels' quality probes as well ([tunnel.Steerer]): every 100 ms the
+// manager compares each tunnel's loss and latency over the last 2 s with
+// the thresholds, and re-plans the routes when the chosen tunnel changes,
+// so new flows leave a lossy tunnel within seconds, long before its
+// health check calls it degraded or down (5 % loss: median 1.3 s, worst
+// 1.9 s over 10 impairments, BenchmarkQualitySteering).
+// The tunnels such a prefix uses probe every 10 ms instead of 100 ms.
+//
 // IPsec tunnels run in one charon ([ipsec.Engine]), started with the
 // first IPsec tunnel and stopped with the last. The route manager sees
 // each IPsec tunnel's name resolve to the device that carries it
@@ -25,9 +34,11 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
@@ -66,6 +77,9 @@ type Options struct {
 	// IPsecBackend forces the ESP dataplane (ipsec.BackendKernel or
 	// ipsec.BackendLibipsec); "" is ipsec.DefaultBackend().
 	IPsecBackend string
+	// Steer are quality steering's thresholds and hold time (zero fields:
+	// tunnel.DefaultSteerOptions).
+	Steer tunnel.SteerOptions
 }
 
 // Manager owns the tunnels, their checks and the route manager. Its
@@ -77,9 +91,10 @@ type Manager struct {
 	eps    *gre.Endpoints
 	rm     *tunnel.RouteManager
 	ownNL  *netlink.Handle
-	wg     sync.WaitGroup // checkers and the applier
+	wg     sync.WaitGroup // checkers, the applier and the steering loop
 	cancel context.CancelFunc
 	kick   chan struct{}
+	now    func() time.Time
 
 	opts Options
 
@@ -89,7 +104,20 @@ type Manager struct {
 	tunnels map[string]*running
 	ipsec   *ipsec.Engine // nil without IPsec tunnels
 	secure  map[string]*running
+	steerer *tunnel.Steerer
+	steer   tunnel.Steering // the choice the routes were last applied with
+	// steerMoves counts, per quality-steered prefix, the times steering
+	// moved it to another tunnel.
+	steerMoves map[netip.Prefix]uint64
 }
+
+var (
+	steeringViaDesc = prometheus.NewDesc("edgegw_route_steering_via",
+		"1 for the tunnel quality steering chose for a quality-steered prefix (none while no tunnel of the prefix is healthy).",
+		[]string{"prefix", "via"}, nil)
+	steeringMovesDesc = prometheus.NewDesc("edgegw_route_steering_moves_total",
+		"Times quality steering moved a prefix to another tunnel.", []string{"prefix"}, nil)
+)
 
 type running struct {
 	cfg      gre.Config
@@ -108,7 +136,8 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	m := &Manager{log: log.With("component", "site"), eps: gre.NewEndpoints(log), tunnels: map[string]*running{},
-		secure: map[string]*running{}, opts: opts}
+		secure: map[string]*running{}, opts: opts, now: time.Now, steerer: tunnel.NewSteerer(opts.Steer),
+		steerMoves: map[netip.Prefix]uint64{}}
 	nl := opts.Netlink
 	if nl == nil {
 		h, err := netlink.NewHandle()
@@ -128,6 +157,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	m.ctx, m.cancel = context.WithCancel(ctx)
 	m.kick = make(chan struct{}, 1)
 	m.wg.Go(m.applier)
+	m.wg.Go(m.steerLoop)
 	return m, nil
 }
 
@@ -169,6 +199,7 @@ func (m *Manager) Set(cfg Config) error {
 	}
 	m.cfg = Config{GRE: slices.Clone(cfg.GRE), IPsec: slices.Clone(cfg.IPsec), Routes: slices.Clone(cfg.Routes)}
 	errs = errors.Join(errs, m.setIPsec(cfg))
+	m.setQualityIntervals()
 	return errors.Join(errs, m.applyRoutes())
 }
 
@@ -182,6 +213,10 @@ func (m *Manager) start(c gre.Config) (*running, error) {
 		r.checker = health.New(c.Name, c.HealthCheck, c.Address, t, health.Options{
 			Logger:   m.log,
 			OnChange: func(string, tunnel.State) { m.healthChanged() },
+			Load: func() uint64 {
+				st := t.Status()
+				return st.RxBytes + st.TxBytes
+			},
 		})
 		ctx, cancel := context.WithCancel(m.ctx)
 		r.stop = cancel
@@ -244,7 +279,133 @@ func (m *Manager) states() map[string]tunnel.State {
 	return s
 }
 
-func (m *Manager) applyRoutes() error { return m.rm.Set(m.cfg.Routes, m.states()) }
+// applyRoutes re-plans the routes from the current health and quality.
+// Called with m.mu held.
+func (m *Manager) applyRoutes() error {
+	states := m.states()
+	return m.applySteered(states, m.steerer.Choose(m.cfg.Routes, states, m.qualities(), m.now()))
+}
+
+// applySteered installs the routes for states and steer, logging every
+// prefix whose steering changed. Called with m.mu held.
+func (m *Manager) applySteered(states map[string]tunnel.State, steer tunnel.Steering) error {
+	for p, c := range steer {
+		if old, ok := m.steer[p]; !ok || old.Via != c.Via {
+			m.log.Warn("quality steering moved prefix", "prefix", p, "from", old.Via, "to", c.Via, "reason", c.Reason)
+			if ok {
+				m.steerMoves[p]++
+			}
+		}
+	}
+	for p, old := range m.steer {
+		if _, ok := steer[p]; !ok && m.quality(p) {
+			m.log.Warn("quality steering has no eligible tunnel; priority routing decides", "prefix", p, "was", old.Via)
+		}
+	}
+	m.steer = steer
+	for p := range m.steerMoves {
+		if !m.quality(p) {
+			delete(m.steerMoves, p)
+		}
+	}
+	return m.rm.SetSteered(m.cfg.Routes, states, steer)
+}
+
+// quality reports whether prefix p is quality-steered.
+func (m *Manager) quality(p netip.Prefix) bool {
+	return slices.ContainsFunc(m.cfg.Routes, func(r tunnel.Route) bool { return r.QualitySteered() && r.Prefix.Masked() == p })
+}
+
+// checkers returns every tunnel's checker by tunnel name. Called with
+// m.mu held.
+func (m *Manager) checkers() map[string]*health.Checker {
+	cs := map[string]*health.Checker{}
+	for _, rs := range []map[string]*running{m.tunnels, m.secure} {
+		for name, r := range rs {
+			if r.checker != nil {
+				cs[name] = r.checker
+			}
+		}
+	}
+	return cs
+}
+
+// qualities reads what steering needs of each checked tunnel: loss and
+// latency over the short window, points over the quality window.
+// Called with m.mu held.
+func (m *Manager) qualities() map[string]tunnel.PathQuality {
+	out := map[string]tunnel.PathQuality{}
+	for name, c := range m.checkers() {
+		recent := c.Recent(health.SteeringWindow)
+		q := tunnel.PathQuality{Measured: recent.Samples >= health.MinQualitySamples, Loss: recent.Loss, Latency: recent.Latency}
+		if s := c.Quality().Scores; s != nil {
+			q.Points, q.Scored = s.VideoCallsPoints, true
+		}
+		out[name] = q
+	}
+	return out
+}
+
+// setQualityIntervals makes the checks of tunnels that carry a
+// quality-steered prefix probe fast enough to steer within seconds, and
+// the others at the default pace. Called with m.mu held.
+func (m *Manager) setQualityIntervals() {
+	steered := map[string]bool{}
+	for _, r := range m.cfg.Routes {
+		if r.QualitySteered() {
+			steered[r.Via] = true
+		}
+	}
+	for name, c := range m.checkers() {
+		d := health.DefaultQualityInterval
+		if steered[name] {
+			d = health.SteeringQualityInterval
+		}
+		c.SetQualityInterval(d)
+	}
+}
+
+// steerTick is how often the steering loop re-evaluates quality.
+const steerTick = 100 * time.Millisecond
+
+// steerLoop re-evaluates quality steering every steerTick while some
+// prefix is quality-steered, and re-applies the routes when a choice
+// changes, until the manager's context ends.
+func (m *Manager) steerLoop() {
+	t := time.NewTicker(steerTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		if !m.closed && slices.ContainsFunc(m.cfg.Routes, tunnel.Route.QualitySteered) {
+			states := m.states()
+			steer := m.steerer.Choose(m.cfg.Routes, states, m.qualities(), m.now())
+			if !sameChoice(steer, m.steer) {
+				if err := m.applySteered(states, steer); err != nil {
+					m.log.Error("apply routes after a steering change", "err", err)
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+// sameChoice reports whether a and b send every prefix the same way.
+func sameChoice(a, b tunnel.Steering) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for p, c := range a {
+		if d, ok := b[p]; !ok || d.Via != c.Via {
+			return false
+		}
+	}
+	return true
+}
 
 // Close stops every check, removes the routes and closes the tunnels. It
 // is idempotent and waits for its goroutines.
@@ -275,9 +436,12 @@ func (m *Manager) Close() error {
 
 // Status is the site-to-site state for /api/v1/status.
 type Status struct {
-	Tunnels []TunnelStatus               `json:"tunnels"`
-	Routes  []string                     `json:"routes"` // as installed, `ip route` style
-	Dropped map[string]map[string]uint64 `json:"dropped_by_local_address"`
+	Tunnels []TunnelStatus `json:"tunnels"`
+	// Steering is the tunnel quality steering chose for each
+	// quality-steered prefix that has an eligible tunnel.
+	Steering map[string]tunnel.Choice     `json:"steering"`
+	Routes   []string                     `json:"routes"` // as installed, `ip route` style
+	Dropped  map[string]map[string]uint64 `json:"dropped_by_local_address"`
 }
 
 // TunnelStatus is one tunnel with its health. For an IPsec tunnel the
@@ -294,7 +458,10 @@ type TunnelStatus struct {
 func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := Status{Tunnels: []TunnelStatus{}, Routes: []string{}, Dropped: m.eps.Drops()}
+	st := Status{Tunnels: []TunnelStatus{}, Routes: []string{}, Dropped: m.eps.Drops(), Steering: map[string]tunnel.Choice{}}
+	for p, c := range m.steer {
+		st.Steering[p.String()] = c
+	}
 	for _, name := range slices.Sorted(maps.Keys(m.tunnels)) {
 		r := m.tunnels[name]
 		ts := TunnelStatus{Status: r.tun.Status(), Kind: "gre"}
@@ -318,8 +485,9 @@ func (m *Manager) Status() Status {
 func (m *Manager) Describe(chan<- *prometheus.Desc) {}
 
 // Collect implements prometheus.Collector: every tunnel's and check's
-// metrics, the drops of packets that matched no tunnel, and the route
-// manager's installed paths and failovers.
+// metrics, the drops of packets that matched no tunnel, quality
+// steering's choices and moves, and the route manager's installed paths
+// and failovers.
 func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 	m.mu.Lock()
 	var cs []prometheus.Collector
@@ -336,6 +504,19 @@ func (m *Manager) Collect(ch chan<- prometheus.Metric) {
 	}
 	if m.ipsec != nil {
 		cs = append(cs, m.ipsec)
+	}
+	for p, c := range m.steer {
+		ch <- prometheus.MustNewConstMetric(steeringViaDesc, prometheus.GaugeValue, 1, p.String(), c.Via)
+	}
+	for _, r := range m.cfg.Routes {
+		if p := r.Prefix.Masked(); r.QualitySteered() {
+			if _, ok := m.steerMoves[p]; !ok {
+				m.steerMoves[p] = 0
+			}
+		}
+	}
+	for p, n := range m.steerMoves {
+		ch <- prometheus.MustNewConstMetric(steeringMovesDesc, prometheus.CounterValue, float64(n), p.String())
 	}
 	m.mu.Unlock()
 	for _, c := range cs {
