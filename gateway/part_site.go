@@ -73,5 +73,6 @@ func (p *sitePart) status(s *Status) {
 		s.Tunnels = append(s.Tunnels, TunnelStatus{Name: t.Name, Kind: t.Kind, State: state, Site: &t})
 	}
 	s.Routes = slices.Clone(st.Routes)
+	s.Steering = st.Steering
 	s.DroppedByLocal = st.Dropped
 }

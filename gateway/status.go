@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/edgegw/edgegw/tunnel"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/dns"
@@ -30,6 +31,9 @@ type Status struct {
 	Devices int `json:"devices"`
 	// Routes are the site-to-site routes as installed, `ip route` style.
 	Routes []string `json:"routes,omitempty"`
+	// Steering is the tunnel quality steering chose for each prefix
+	// routed with steering: quality, and why.
+	Steering map[string]tunnel.Choice `json:"steering,omitempty"`
 	// DroppedByLocal counts GRE packets dropped per local address, by
 	// reason (unknown source, wrong key, truncated, …).
 	DroppedByLocal map[string]map[string]uint64 `json:"dropped_by_local_address,omitempty"`
