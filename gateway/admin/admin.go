@@ -83,6 +83,9 @@ type Options struct {
 	Audit func(Event)
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// HTTPClient reaches the console's identity provider; nil: the
+	// console's own (15 s timeout).
+	HTTPClient *http.Client
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their
@@ -163,6 +166,7 @@ func New(opts Options) (*Server, error) {
 	s.mux = s.routes()
 	s.console, err = console.New(console.Options{
 		Tokens: consoleTokens{toks}, Logger: opts.Logger.With("component", "console"), Audit: s.auditConsole, Now: opts.Now,
+		HTTPClient: opts.HTTPClient,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin console: %w", err)
@@ -215,6 +219,10 @@ func (s *Server) Set(cfg Config) error {
 		// the API to the network in the clear.
 		return fmt.Errorf("admin.listen %s is not a loopback address and has no admin.tls", cfg.Listen)
 	}
+	sso, err := consoleOIDC(cfg)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -245,6 +253,7 @@ func (s *Server) Set(cfg Config) error {
 	} else {
 		s.tcp.cert.Store(cert)
 	}
+	s.console.SetOIDC(sso)
 	// The old listeners stop in the background: a reload asked over one of
 	// them is still being answered on it.
 	for _, l := range []*listener{oldUnix, oldTCP} {
