@@ -86,6 +86,9 @@ type Options struct {
 	// HTTPClient reaches the console's identity provider; nil: the
 	// console's own (15 s timeout).
 	HTTPClient *http.Client
+	// StreamEvery is how often GET /api/v1/status/events sends the
+	// status (default 2 s).
+	StreamEvery time.Duration
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their

@@ -54,6 +54,7 @@ func (s *Server) routes() *http.ServeMux {
 		mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, s.opts.Status())
 		})
+		mux.HandleFunc("GET "+PathStatusEvents, s.statusEvents)
 	}
 	if s.opts.Logpush != nil {
 		mux.HandleFunc("GET "+PathLogpush, func(w http.ResponseWriter, r *http.Request) {

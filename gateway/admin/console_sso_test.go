@@ -346,8 +346,9 @@ func TestChromiumConsoleSSO(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Refusals it provokes: the revoke (403), its status poll after the
-	// policies block it (401), signing in again (403).
-	vctx, vdone := b.session("sso-viewer", "/revoke", console.Prefix+"oidc/callback", PathStatus)
+	// policies block it (401, the stream and then the session), signing in
+	// again (403).
+	vctx, vdone := b.session("sso-viewer", "/revoke", console.Prefix+"oidc/callback", PathStatus, console.Prefix+"session")
 	defer vdone()
 	signIn(vctx, "test-user2")
 	if got := b.text(vctx, "who") + " " + b.text(vctx, "role"); got != "test-user2@zitadel.ch viewer" {

@@ -8,12 +8,20 @@
 // action runs the API's handlers, role check and audit — there is no
 // second path to revoke a device.
 //
-// Login is break-glass: an admin API token pasted into a form. The
-// session it starts is remembered in memory and maps to the token's name
-// and role; it ends on logout, after an idle time or a maximum age, and as
-// soon as the token is revoked (the token store is asked on every
-// request). Every change needs the session's CSRF token and a same-origin
-// request (Sec-Fetch-Site or Origin).
+// Login is single sign-on through an OpenID provider when one is set
+// (SetOIDC: code flow with PKCE, state and nonce used once, the callback
+// bound to the browser that started it), with Access policies deciding
+// whether the user is an admin or a viewer; the policies judge the
+// session again on every request, so a reload that blocks a user ends
+// their session at once. Break-glass is an admin API token pasted into a
+// form. Sessions are remembered in memory and map to a name and a role;
+// one ends on logout, after an idle time or a maximum age, and as soon as
+// its token is revoked (the token store is asked on every request). Every
+// change needs the session's CSRF token and a same-origin request
+// (Sec-Fetch-Site or Origin).
+//
+// The Overview and Tunnels pages follow GET /api/v1/status/events
+// (server-sent events, the session checked before every event).
 package console
 
 import (

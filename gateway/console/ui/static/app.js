@@ -134,20 +134,42 @@
     rows("routes", s.routes || [], (r) => row(r), "no site routes");
   }
 
+  // render shows one status on every page that reads it.
+  function render(body) {
+    lastStatus = body;
+    renderOverview(body);
+    renderTunnels(body);
+    banner("");
+    const u = $("updated");
+    u.dateTime = new Date().toISOString();
+    u.textContent = new Date().toLocaleTimeString();
+    u.dataset.polls = String(Number(u.dataset.polls) + 1);
+  }
+
   async function pollStatus() {
     try {
       const { body } = await api("GET", "/api/v1/status");
-      lastStatus = body;
-      renderOverview(body);
-      renderTunnels(body);
-      banner("");
-      const u = $("updated");
-      u.dateTime = new Date().toISOString();
-      u.textContent = new Date().toLocaleTimeString();
-      u.dataset.polls = String(Number(u.dataset.polls) + 1);
+      render(body);
     } catch (e) {
       banner("Status: " + e.message);
     }
+  }
+
+  // live follows the status as server-sent events. The server checks the
+  // session before every event and ends the stream when it ended; the
+  // browser then reconnects, is refused, and the page goes to the login.
+  function live() {
+    const es = new EventSource("/api/v1/status/events");
+    es.addEventListener("status", (ev) => {
+      try { render(JSON.parse(ev.data)); } catch (e) { banner("Status: " + e.message); }
+    });
+    es.onerror = async () => {
+      if (es.readyState !== EventSource.CLOSED) return; // reconnecting by itself
+      const r = await fetch("/console/session", { credentials: "same-origin" });
+      if (r.status === 401) { location.assign("/console/login"); return; }
+      banner("Status: the live stream stopped; reconnecting.");
+      setTimeout(live, POLL_MS);
+    };
   }
 
   async function loadDevices() {
@@ -222,10 +244,10 @@
     $("device-next").addEventListener("click", () => { dev.offset += PAGE; loadDevices(); });
     window.addEventListener("hashchange", show);
     show();
-    pollStatus();
+    if (window.EventSource) live();
+    else { pollStatus(); setInterval(pollStatus, POLL_MS); }
     setInterval(() => {
-      pollStatus();
-      // The device list refreshes too, unless a revoke is being confirmed.
+      // The device list refreshes, unless a revoke is being confirmed.
       if (location.hash === "#devices" && !dev.confirm) loadDevices();
     }, POLL_MS);
   }
