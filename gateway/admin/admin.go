@@ -104,6 +104,8 @@ type Server struct {
 	// sessions is the number of console sessions.
 	sessions prometheus.GaugeFunc
 	denied   logLimiter
+	// auditLog is the recent audit trail, for GET /api/v1/audit.
+	auditLog auditRing
 
 	policy atomic.Pointer[policy]
 
@@ -329,6 +331,7 @@ func (s *Server) Audit(e Event) {
 		e.When = s.opts.Now()
 	}
 	s.audits.WithLabelValues(e.Action, e.ResultString()).Inc()
+	s.auditLog.add(e)
 	attrs := []any{
 		"id", e.ID, "action", e.Action, "result", e.ResultString(),
 		"resource_type", e.ResourceType, "resource_id", e.ResourceID,

@@ -66,6 +66,7 @@ func (s *Server) routes() *http.ServeMux {
 		mux.Handle(PathDevices, devs)
 		mux.Handle(PathDevices+"/", devs)
 	}
+	mux.HandleFunc("GET "+PathAudit, s.listAudit)
 	mux.HandleFunc("GET "+PathTokens, s.adminOnly(s.listTokens))
 	mux.HandleFunc("POST "+PathTokens, s.adminOnly(s.createToken))
 	mux.HandleFunc("POST "+PathTokens+"/{name}/revoke", s.adminOnly(s.revokeToken))

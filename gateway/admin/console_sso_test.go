@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,7 +23,9 @@ import (
 	"github.com/edgegw/edgegw/access/identity"
 	accesspolicy "github.com/edgegw/edgegw/access/policy"
 	"github.com/edgegw/edgegw/gateway/console"
+	"github.com/edgegw/edgegw/gateway/dns"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -337,6 +340,59 @@ func TestChromiumConsoleSSO(t *testing.T) {
 	if !revoked || !signedIn {
 		t.Errorf("audit trail: revoke by the signed-in admin %v, its sign-in %v: %+v", revoked, signedIn, e.audit())
 	}
+
+	// The DNS, Logpush and Audit pages, from the gateway's status and the
+	// audit trail.
+	failing := "dial tcp 192.0.2.53:853: i/o timeout"
+	e.mu.Lock()
+	e.status = func() any {
+		return map[string]any{
+			"version": "test", "uptime_seconds": 60,
+			"dns": dns.Status{
+				Listening: []netip.AddrPort{netip.MustParseAddrPort("10.9.0.1:53")}, Policies: 3, CacheEntries: 1234, CacheBytes: 5 << 20,
+				Upstreams: []dns.UpstreamStatus{{Upstream: "tls://1.1.1.1", Healthy: true}, {Upstream: "tls://192.0.2.53", Failures: 4, LastError: failing}},
+				Lists:     []dns.ListStatus{{Name: "malware", File: "/etc/edgegw/malware.txt", Entries: 48213, LoadedAt: time.Now().Add(-time.Hour)}},
+			},
+			"logpush": []logpush.JobStatus{{Name: "siem", Dataset: "gateway_dns", Destination: "splunk://hec.corp.example:8088/services/collector/raw?header_Authorization=REDACTED",
+				Enabled: true, State: "running", RecordsSent: 98765, SpooledBatches: 2, SpooledBytes: 3 << 20, SpoolLimit: 1 << 30, Dropped: 7}},
+		}
+	}
+	e.mu.Unlock()
+	if err := chromedp.Do(actx, chromedp.Click(chromedp.ID("nav-dns")), chromedp.WaitVisible(chromedp.ID("page-dns"))); err != nil {
+		t.Fatal(err)
+	}
+	b.poll(actx, "the DNS page", `document.getElementById("dns-cache").textContent === "1234 answers, 5.0 MiB"`)
+	up := b.text(actx, "dns-upstreams")
+	for _, want := range []string{"tls://1.1.1.1", "healthy", "tls://192.0.2.53", "failing", failing} {
+		if !strings.Contains(up, want) {
+			t.Errorf("DNS upstreams lack %q:\n%s", want, up)
+		}
+	}
+	if l := b.text(actx, "dns-lists"); !strings.Contains(l, "malware") || !strings.Contains(l, "48213") {
+		t.Errorf("DNS lists:\n%s", l)
+	}
+	b.screenshot(actx, "dns")
+	if err := chromedp.Do(actx, chromedp.Click(chromedp.ID("nav-logpush")), chromedp.WaitVisible(chromedp.ID("page-logpush"))); err != nil {
+		t.Fatal(err)
+	}
+	lp := b.text(actx, "logpush-jobs")
+	for _, want := range []string{"siem", "gateway_dns", "header_Authorization=REDACTED", "running", "98765", "2 batches, 3.0 MiB of 1.0 GiB"} {
+		if !strings.Contains(lp, want) {
+			t.Errorf("Logpush jobs lack %q:\n%s", want, lp)
+		}
+	}
+	b.screenshot(actx, "logpush")
+	if err := chromedp.Do(actx, chromedp.Click(chromedp.ID("nav-audit")), chromedp.WaitVisible(chromedp.ID("page-audit"))); err != nil {
+		t.Fatal(err)
+	}
+	b.poll(actx, "the revoke on the Audit page", `document.getElementById("audit").textContent.includes("device `+dev.ID+` revoked")`)
+	au := b.text(actx, "audit")
+	for _, want := range []string{"test-user@zitadel.ch (admin)", "UI from " + lanAddr, "console sign-in of \"test-user@zitadel.ch\" through corp (admin)", "success"} {
+		if !strings.Contains(au, want) {
+			t.Errorf("Audit page lacks %q:\n%s", want, au)
+		}
+	}
+	b.screenshot(actx, "audit")
 
 	// The viewer: no revoke button, and the server refuses a revoke even
 	// when its own page asks with its CSRF token.

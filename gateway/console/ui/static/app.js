@@ -134,11 +134,54 @@
     rows("routes", s.routes || [], (r) => row(r), "no site routes");
   }
 
+  function renderDNS(s) {
+    const d = s.dns;
+    $("dns-off").hidden = !!d;
+    $("dns-on").hidden = !d;
+    if (!d) return;
+    $("dns-listening").textContent = (d.listening || []).join(" ") || "none";
+    $("dns-dot").textContent = (d.dot_listening || []).join(" ") || "off";
+    $("dns-policies").textContent = String(d.policies || 0);
+    $("dns-cache").textContent = plural(d.cache_entries || 0, "answer") + ", " + bytes(d.cache_bytes);
+    rows("dns-upstreams", d.upstreams || [], (u) => row(u.upstream, el("td", {}, state(u.healthy ? "healthy" : "failing", u.healthy)),
+      String(u.consecutive_failures || 0), u.last_error || ""), "no upstreams");
+    rows("dns-lists", d.lists || [], (l) => row(l.name, l.file || "", String(l.entries || 0), when(l.loaded_at),
+      el("td", { class: l.error ? "error" : "" }, l.error || "")), "no lists");
+  }
+
+  function renderLogpush(s) {
+    rows("logpush-jobs", s.logpush || [], (j) => row(j.name, j.dataset, j.destination_conf,
+      el("td", {}, state(j.state, j.state === "running" && !j.error_message)),
+      String(j.records_sent || 0), j.last_complete ? ago(j.last_complete) : "never",
+      (j.spooled_batches || 0) + (j.spooled_batches === 1 ? " batch, " : " batches, ") + bytes(j.spooled_bytes) + " of " + bytes(j.spool_limit),
+      String(j.dropped || 0), el("td", { class: j.error_message ? "error" : "" }, j.error_message || "")), "no Logpush jobs");
+  }
+
+  async function loadAudit() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/audit?limit=200");
+    } catch (e) {
+      banner("Audit: " + e.message);
+      return;
+    }
+    rows("audit", res.body || [], (a) => {
+      const tr = row(when(a.when), a.actor.id + (a.actor.role ? " (" + a.actor.role + ")" : ""),
+        a.actor.interface + (a.actor.ip ? " from " + a.actor.ip : ""), a.action,
+        a.resource_type + (a.resource_id ? " " + a.resource_id : ""),
+        el("td", {}, state(a.result ? "success" : "failure", a.result)), a.description + (a.error ? ": " + a.error : ""));
+      tr.dataset.audit = a.id;
+      return tr;
+    }, "no audited actions since start");
+  }
+
   // render shows one status on every page that reads it.
   function render(body) {
     lastStatus = body;
     renderOverview(body);
     renderTunnels(body);
+    renderDNS(body);
+    renderLogpush(body);
     banner("");
     const u = $("updated");
     u.dateTime = new Date().toISOString();
@@ -218,11 +261,12 @@
 
   function show() {
     const page = (location.hash || "#overview").slice(1);
-    for (const p of ["overview", "tunnels", "devices"]) {
+    for (const p of ["overview", "tunnels", "devices", "dns", "logpush", "audit"]) {
       $("page-" + p).hidden = p !== page;
       $("nav-" + p).classList.toggle("active", p === page);
     }
     if (page === "devices") loadDevices();
+    if (page === "audit") loadAudit();
   }
 
   async function start() {
@@ -249,6 +293,7 @@
     setInterval(() => {
       // The device list refreshes, unless a revoke is being confirmed.
       if (location.hash === "#devices" && !dev.confirm) loadDevices();
+      if (location.hash === "#audit") loadAudit();
     }, POLL_MS);
   }
   start();
