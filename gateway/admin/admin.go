@@ -89,6 +89,13 @@ type Options struct {
 	// StreamEvery is how often GET /api/v1/status/events sends the
 	// status (default 2 s).
 	StreamEvery time.Duration
+	// RunningConfig returns the file and the configuration running now
+	// (the whole typed tree, defaults filled in) for GET /api/v1/config,
+	// which shows it as YAML with secrets redacted; nil answers 404.
+	RunningConfig func() (file string, cfg any)
+	// Firewall returns the rules with their counters for
+	// GET /api/v1/firewall; nil answers 404.
+	Firewall func() (FirewallView, error)
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their

@@ -67,6 +67,12 @@ func (s *Server) routes() *http.ServeMux {
 		mux.Handle(PathDevices+"/", devs)
 	}
 	mux.HandleFunc("GET "+PathAudit, s.listAudit)
+	if s.opts.Firewall != nil {
+		mux.HandleFunc("GET "+PathFirewall, s.showFirewall)
+	}
+	if s.opts.RunningConfig != nil {
+		mux.HandleFunc("GET "+PathConfig, s.showConfig)
+	}
 	mux.HandleFunc("GET "+PathTokens, s.adminOnly(s.listTokens))
 	mux.HandleFunc("POST "+PathTokens, s.adminOnly(s.createToken))
 	mux.HandleFunc("POST "+PathTokens+"/{name}/revoke", s.adminOnly(s.revokeToken))

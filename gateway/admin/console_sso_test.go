@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -246,9 +247,29 @@ func TestChromiumConsoleSSO(t *testing.T) {
 	if testing.Short() {
 		t.Skip("browser test skipped in -short mode")
 	}
+	var fwCalls atomic.Uint64
 	e := newEnvWith(t, Config{Listen: gwAddr + ":9100", TLS: &TLS{}, Hosts: []string{"gw.corp.test"}}, func(e *env, o *Options) {
 		// The gateway reaches the provider from its own host's network.
 		o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: e.gw.DialContext}}
+		// The gateway's firewall and configuration, as the gateway hands
+		// them over: counters that grow by 50 packets a read.
+		o.Firewall = func() (FirewallView, error) {
+			n := fwCalls.Add(1)
+			return FirewallView{
+				Rules: []FirewallRule{
+					{ID: "wan-no-ssh", Action: "block", Expression: `ingress == "wan" and tcp.dstport == 22`, Packets: 50 * n, Bytes: 3000 * n},
+					{ID: "staff-web", Action: "allow", Expression: `identity.groups contains "staff"`, Packets: 7, Bytes: 900},
+				},
+				Lists: []FirewallList{{Name: "blocked", Entries: 1234}},
+			}, nil
+		}
+		o.RunningConfig = func() (string, any) {
+			return "/etc/edgegw/edgegw.yaml", map[string]any{
+				"appliance": map[string]any{"name": "branch-office"},
+				"identity":  map[string]any{"store": "postgres://edgegw:hunter2@db.corp.example/edgegw?sslmode=verify-full"},
+				"tunnels":   map[string]any{"ipsec": []any{map[string]any{"name": "branch", "psk": "s3cr3t-psk"}}},
+			}
+		}
 	})
 	issuer := startOP(t, e)
 	cfg := ssoConfig(e, issuer, netopsAdmins, helpdeskViewers)
@@ -393,6 +414,36 @@ func TestChromiumConsoleSSO(t *testing.T) {
 		}
 	}
 	b.screenshot(actx, "audit")
+
+	// Firewall: the rules in order with their counters, a rate and a
+	// sparkline once the page has two readings.
+	if err := chromedp.Do(actx, chromedp.Click(chromedp.ID("nav-firewall")), chromedp.WaitVisible(chromedp.ID("page-firewall"))); err != nil {
+		t.Fatal(err)
+	}
+	b.poll(actx, "the firewall's rate and sparkline", `(() => { const r = document.querySelector('[data-rule="wan-no-ssh"]');
+		return !!r && r.cells[6].textContent !== "" && !!r.querySelector("svg polyline") })()`)
+	fw := b.text(actx, "firewall-rules")
+	if i, j := strings.Index(fw, "wan-no-ssh"), strings.Index(fw, "staff-web"); i < 0 || j < i || !strings.Contains(fw, `tcp.dstport == 22`) {
+		t.Errorf("firewall rules, in order:\n%s", fw)
+	}
+	if l := b.text(actx, "firewall-lists"); !strings.Contains(l, "blocked") || !strings.Contains(l, "1234") {
+		t.Errorf("firewall lists:\n%s", l)
+	}
+	b.screenshot(actx, "firewall")
+	// Config: the running configuration, secrets redacted.
+	if err := chromedp.Do(actx, chromedp.Click(chromedp.ID("nav-config")), chromedp.WaitVisible(chromedp.ID("page-config"))); err != nil {
+		t.Fatal(err)
+	}
+	b.poll(actx, "the configuration", `document.getElementById("config-yaml").textContent.includes("branch-office")`)
+	yml := b.text(actx, "config-yaml")
+	if strings.Contains(yml, "hunter2") || strings.Contains(yml, "s3cr3t-psk") || !strings.Contains(yml, "psk: REDACTED") ||
+		!strings.Contains(yml, "postgres://edgegw:REDACTED@db.corp.example") {
+		t.Errorf("configuration shown:\n%s", yml)
+	}
+	if f := b.text(actx, "config-source"); f != "/etc/edgegw/edgegw.yaml" {
+		t.Errorf("configuration file %q", f)
+	}
+	b.screenshot(actx, "config")
 
 	// The viewer: no revoke button, and the server refuses a revoke even
 	// when its own page asks with its CSRF token.

@@ -157,6 +157,73 @@
       String(j.dropped || 0), el("td", { class: j.error_message ? "error" : "" }, j.error_message || "")), "no Logpush jobs");
   }
 
+  // Firewall: the rules in order with their counters; the rate and the
+  // sparkline come from the counters' history in this page.
+  const fwHistory = new Map(); // rule id → [{t, packets}], the last minute
+  function sparkline(points) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", "120");
+    svg.setAttribute("height", "20");
+    svg.setAttribute("viewBox", "0 0 120 20");
+    svg.setAttribute("role", "img");
+    const rates = [];
+    for (let i = 1; i < points.length; i++) {
+      const dt = (points[i].t - points[i - 1].t) / 1000;
+      rates.push(dt > 0 ? Math.max(0, points[i].packets - points[i - 1].packets) / dt : 0);
+    }
+    const max = Math.max(1, ...rates);
+    svg.setAttribute("aria-label", "packets per second over the last minute, at most " + max.toFixed(1));
+    if (rates.length > 1) {
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", rates.map((r, i) => (i * 120 / (rates.length - 1)).toFixed(1) + "," + (19 - r / max * 18).toFixed(1)).join(" "));
+      line.setAttribute("class", "spark");
+      svg.append(line);
+    }
+    return svg;
+  }
+  async function loadFirewall() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/firewall");
+    } catch (e) {
+      $("firewall-message").textContent = "Firewall: " + e.message;
+      return;
+    }
+    $("firewall-message").textContent = "";
+    const now = Date.now();
+    const rules = res.body.rules || [];
+    rows("firewall-rules", rules, (r, i) => {
+      const h = fwHistory.get(r.id) || [];
+      h.push({ t: now, packets: r.packets });
+      while (h.length > 1 && now - h[0].t > 60000) h.shift();
+      fwHistory.set(r.id, h);
+      let rate = "";
+      if (h.length > 1) {
+        const a = h[h.length - 2], b = h[h.length - 1];
+        rate = (Math.max(0, b.packets - a.packets) / ((b.t - a.t) / 1000)).toFixed(1);
+      }
+      const tr = row(String(i + 1), r.id, el("td", {}, state(r.action, r.action !== "block")), el("td", { class: "expr" }, r.expression),
+        String(r.packets), bytes(r.bytes), rate, el("td", {}, sparkline(h)));
+      tr.dataset.rule = r.id;
+      return tr;
+    }, "no rules: the firewall forwards what the routes allow");
+    rows("firewall-lists", res.body.lists || [], (l) => row(l.name, String(l.entries)), "no lists");
+  }
+
+  async function loadConfig() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/config");
+    } catch (e) {
+      $("config-message").textContent = "Configuration: " + e.message;
+      return;
+    }
+    $("config-message").textContent = "";
+    $("config-source").textContent = res.body.file || "";
+    $("config-yaml").textContent = res.body.yaml || "";
+  }
+
   async function loadAudit() {
     let res;
     try {
@@ -261,12 +328,14 @@
 
   function show() {
     const page = (location.hash || "#overview").slice(1);
-    for (const p of ["overview", "tunnels", "devices", "dns", "logpush", "audit"]) {
+    for (const p of ["overview", "tunnels", "devices", "firewall", "dns", "logpush", "config", "audit"]) {
       $("page-" + p).hidden = p !== page;
       $("nav-" + p).classList.toggle("active", p === page);
     }
     if (page === "devices") loadDevices();
     if (page === "audit") loadAudit();
+    if (page === "firewall") loadFirewall();
+    if (page === "config") loadConfig();
   }
 
   async function start() {
@@ -294,6 +363,7 @@
       // The device list refreshes, unless a revoke is being confirmed.
       if (location.hash === "#devices" && !dev.confirm) loadDevices();
       if (location.hash === "#audit") loadAudit();
+      if (location.hash === "#firewall") loadFirewall();
     }, POLL_MS);
   }
   start();
