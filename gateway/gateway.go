@@ -170,6 +170,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		// Last: the node bids for the virtual addresses only once
 		// everything behind them runs.
 		&haPart{log: g.log, metrics: g.metrics, wan: func() string { return fw.wan }},
+		&consolePart{fw: fw},
 	}
 	defer g.closeParts()
 	// Runs before closeParts (last in, first out): forwarding stops
