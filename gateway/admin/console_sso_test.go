@@ -452,10 +452,10 @@ func TestChromiumConsoleSSO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Refusals it provokes: the revoke (403), its status poll after the
-	// policies block it (401, the stream and then the session), signing in
-	// again (403).
-	vctx, vdone := b.session("sso-viewer", "/revoke", console.Prefix+"oidc/callback", PathStatus, console.Prefix+"session")
+	// Refusals it provokes: the revoke, the reload and a token's revoke
+	// (403), its status stream after the policies block it (401, the
+	// stream and then the session), signing in again (403).
+	vctx, vdone := b.session("sso-viewer", "/revoke", PathReload, console.Prefix+"oidc/callback", PathStatus, console.Prefix+"session")
 	defer vdone()
 	signIn(vctx, "test-user2")
 	if got := b.text(vctx, "who") + " " + b.text(vctx, "role"); got != "test-user2@zitadel.ch viewer" {
@@ -468,10 +468,18 @@ func TestChromiumConsoleSSO(t *testing.T) {
 	if n, err := chromedp.Run(vctx, chromedp.Evaluate[int](`document.querySelectorAll("[data-revoke]").length`)); err != nil || n != 0 {
 		t.Errorf("a viewer sees %d revoke buttons (%v)", n, err)
 	}
-	status, err := chromedp.Run(vctx, chromedp.Evaluate[int](`fetch("/console/session").then(r => r.json()).then(s =>
-		fetch("/api/v1/devices/`+dev2.ID+`/revoke", {method: "POST", headers: {"X-CSRF-Token": s.csrf}})).then(r => r.status)`, chromedp.EvalAwaitPromise))
-	if err != nil || status != http.StatusForbidden {
-		t.Errorf("a viewer's page revokes: %d (%v), want 403", status, err)
+	for _, path := range []string{PathDevices + "/" + dev2.ID + "/revoke", PathReload, PathTokens + "/ops/revoke"} {
+		status, err := chromedp.Run(vctx, chromedp.Evaluate[int](`fetch("/console/session").then(r => r.json()).then(s =>
+			fetch("`+path+`", {method: "POST", headers: {"X-CSRF-Token": s.csrf}})).then(r => r.status)`, chromedp.EvalAwaitPromise))
+		if err != nil || status != http.StatusForbidden {
+			t.Errorf("a viewer's page posts %s: %d (%v), want 403", path, status, err)
+		}
+	}
+	e.mu.Lock()
+	reloads := e.reloads
+	e.mu.Unlock()
+	if reloads != 0 {
+		t.Errorf("a viewer reloaded the configuration %d times", reloads)
 	}
 	if d, _ := e.reg.Get(t.Context(), dev2.ID); d.Revoked {
 		t.Fatal("a viewer revoked a device")
