@@ -286,7 +286,7 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 				}
 				provoked := !m.IsException() && strings.HasPrefix(m.String(), "error: Failed to load resource") &&
 					slices.ContainsFunc(refused, func(u string) bool { return strings.Contains(m.URL, u) })
-				if (m.IsException() || m.Type == chromedp.ConsoleError) && strings.HasPrefix(m.URL, "https://gw.corp.example:9100/") && !provoked {
+				if (m.IsException() || m.Type == chromedp.ConsoleError) && (m.URL == "" || strings.HasPrefix(m.URL, "https://gw.corp.example:9100/")) && !provoked {
 					mu.Lock()
 					problems = append(problems, m.String()+" at "+m.URL)
 					mu.Unlock()

@@ -55,7 +55,8 @@ func newChromium(t *testing.T, e *env) *chromium {
 
 // session runs a browser of its own (a fresh profile, so a fresh cookie
 // jar); done fails the test on any JavaScript exception or console error
-// of the console's pages (the provider's pages are not ours to judge),
+// of the console's pages (the provider's pages, which the messages name,
+// are not ours to judge),
 // except the browser's report of a refused request to a URL containing
 // one of refused: a refusal the test provokes.
 func (c *chromium) session(name string, refused ...string) (ctx context.Context, done func()) {
@@ -91,7 +92,7 @@ func (c *chromium) session(name string, refused ...string) (ctx context.Context,
 			}
 			expected := !m.IsException() && strings.HasPrefix(m.String(), "error: Failed to load resource") &&
 				slices.ContainsFunc(refused, func(u string) bool { return strings.Contains(m.URL, u) })
-			if (m.IsException() || m.Type == chromedp.ConsoleError) && strings.HasPrefix(m.URL, consoleBase) && !expected {
+			if (m.IsException() || m.Type == chromedp.ConsoleError) && (m.URL == "" || strings.HasPrefix(m.URL, consoleBase)) && !expected {
 				mu.Lock()
 				problems = append(problems, m.String()+" at "+m.URL)
 				mu.Unlock()
