@@ -122,6 +122,10 @@ type pendingLogin struct {
 	redirect string
 	issuer   string
 	expires  time.Time
+	// from is the browser's address: one address holds at most
+	// maxPendingPerSource sign-ins, so that one host cannot push every
+	// other sign-in out of the table.
+	from netip.Addr
 }
 
 // pendingLogins holds sign-ins in flight, keyed by the SHA-256 of their
@@ -133,23 +137,29 @@ type pendingLogins struct {
 
 // Limits of sign-ins in flight.
 const (
-	loginTimeout = 10 * time.Minute
-	maxPending   = 1024
+	loginTimeout        = 10 * time.Minute
+	maxPending          = 1024
+	maxPendingPerSource = 16
 )
 
 func (p *pendingLogins) add(state string, l *pendingLogin, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	fromSource := 0
 	for k, v := range p.m {
 		if now.After(v.expires) {
 			delete(p.m, k)
+		} else if v.from == l.from {
+			fromSource++
 		}
 	}
-	if len(p.m) >= maxPending {
+	// The oldest sign-in gives way: this source's own when it holds its
+	// share, else anyone's when the table is full.
+	if fromSource >= maxPendingPerSource || len(p.m) >= maxPending {
 		var oldest [sha256.Size]byte
 		var at time.Time
 		for k, v := range p.m {
-			if at.IsZero() || v.expires.Before(at) {
+			if (fromSource < maxPendingPerSource || v.from == l.from) && (at.IsZero() || v.expires.Before(at)) {
 				oldest, at = k, v.expires
 			}
 		}
@@ -220,7 +230,7 @@ func (c *Console) startOIDC(w http.ResponseWriter, r *http.Request) {
 	now := c.opts.Now()
 	c.pending.add(state, &pendingLogin{
 		nonce: nonce, verifier: verifier, binding: sha256.Sum256([]byte(binding)),
-		redirect: redirect, issuer: st.cfg.Issuer, expires: now.Add(loginTimeout),
+		redirect: redirect, issuer: st.cfg.Issuer, expires: now.Add(loginTimeout), from: remoteIP(r),
 	}, now)
 	http.SetCookie(w, &http.Cookie{
 		Name: loginCookieName(r), Value: binding, Path: "/", MaxAge: int(loginTimeout / time.Second),

@@ -1,8 +1,10 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -171,12 +173,32 @@ func TestSSOCallbackRefusals(t *testing.T) {
 }
 
 // TestPendingLoginsBounded: sign-ins in flight expire and never exceed
-// maxPending, the oldest giving way.
+// maxPending, the oldest giving way; one source holds at most
+// maxPendingPerSource of them, so a flood from one host pushes out only
+// its own.
 func TestPendingLoginsBounded(t *testing.T) {
 	p := pendingLogins{m: map[[32]byte]*pendingLogin{}}
 	now := time.Now()
+	alice := netip.MustParseAddr("192.0.2.1")
+	p.add("alice", &pendingLogin{expires: now.Add(loginTimeout), from: alice}, now)
+	flooder := netip.MustParseAddr("192.0.2.66")
+	for i := range 5000 {
+		p.add(fmt.Sprint("flood-", i), &pendingLogin{expires: now.Add(loginTimeout + time.Duration(i)*time.Millisecond), from: flooder}, now)
+	}
+	if len(p.m) != 1+maxPendingPerSource {
+		t.Errorf("%d pending after a flood from one source, want %d", len(p.m), 1+maxPendingPerSource)
+	}
+	if _, ok := p.take("alice", now); !ok {
+		t.Error("a flood from another host pushed alice's sign-in out")
+	}
+	if _, ok := p.take("flood-4999", now); !ok {
+		t.Error("the flooder's newest sign-in is gone")
+	}
+
+	p = pendingLogins{m: map[[32]byte]*pendingLogin{}}
 	for i := range maxPending + 10 {
-		p.add(url.QueryEscape(time.Duration(i).String()), &pendingLogin{expires: now.Add(time.Duration(i) * time.Millisecond)}, now)
+		from := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+		p.add(url.QueryEscape(time.Duration(i).String()), &pendingLogin{expires: now.Add(time.Duration(i) * time.Millisecond), from: from}, now)
 	}
 	if len(p.m) != maxPending {
 		t.Fatalf("%d pending, want %d", len(p.m), maxPending)
