@@ -22,7 +22,14 @@
 // by logging in with a token) authenticates /api/* like that token's
 // bearer header, with a CSRF check on every change; actions made from the
 // console run the same handlers and are audited the same way, with the
-// actor's interface "UI".
+// actor's interface "UI". With admin.oidc the console also signs users in
+// through an identity provider, admin.policies deciding their role.
+//
+// Besides the status, devices, tokens and reload, the API serves what the
+// console's pages read: /api/v1/status/events (the status as server-sent
+// events, credentials checked before each), /api/v1/audit (the last 1000
+// audit events), /api/v1/firewall (rules with their counters) and
+// /api/v1/config (the running configuration, secrets redacted).
 //
 // Tokens (Create, list, revoke over the API; `edgegw admin token`) have a
 // role: a viewer may GET, an admin may do everything. Only a SHA-256 of each
