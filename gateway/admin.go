@@ -13,7 +13,7 @@ import (
 // status, readiness and metrics, the device API, reloads, and the audit
 // trail into Logpush. pctx is the context parts run under, for reloads
 // asked through the API.
-func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recordSink, devices http.Handler) (*admin.Server, error) {
+func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recordSink, devices http.Handler, fw *fwPart) (*admin.Server, error) {
 	srv, err := admin.New(admin.Options{
 		Logger:   g.log.With("component", "admin"),
 		StateDir: cfg.Appliance.StateDir,
@@ -32,6 +32,17 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			return g.opts.ConfigPath, g.reload(pctx)
 		},
 		Audit: sink.AuditRecord,
+		// The console's Config and Firewall pages: what runs now.
+		RunningConfig: func() (string, any) {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return g.plan.Config.File, g.plan.Config
+		},
+		Firewall: func() (admin.FirewallView, error) {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return fw.view()
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -199,7 +199,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	}
 	g.plan = pl
 
-	adm, err := g.newAdmin(pctx, cfg, sink, devicesAPI)
+	adm, err := g.newAdmin(pctx, cfg, sink, devicesAPI, fw)
 	if err != nil {
 		return err
 	}

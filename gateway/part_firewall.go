@@ -2,13 +2,16 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/gateway/admin"
 )
 
 // fwPart owns edgegw's nftables table: masquerade on the WAN, the
@@ -21,6 +24,7 @@ type fwPart struct {
 	table   *firewall.Table
 	static  []firewall.Identity // from the plan in the kernel
 	ids     []firewall.Identity // in the kernel: static plus enrolled devices
+	rules   *firewall.Config    // the section in the kernel, for view
 }
 
 func (p *fwPart) name() string { return "firewall" }
@@ -66,7 +70,7 @@ func (p *fwPart) commit(ctx context.Context, prev, next *Plan) error {
 			if err := p.updateInPlace(next.Firewall.Rules, lists, ids); err != nil {
 				return err
 			}
-			p.static = next.fwStatic
+			p.static, p.rules = next.fwStatic, next.Config.Firewall
 			return nil
 		}
 	}
@@ -109,7 +113,7 @@ func (p *fwPart) replace(next *Plan, ids []firewall.Identity) error {
 	if err := p.table.Apply(prog); err != nil {
 		return err
 	}
-	p.static, p.ids = next.fwStatic, ids
+	p.static, p.ids, p.rules = next.fwStatic, ids, next.Config.Firewall
 	if rs := next.Firewall.Rules; rs != nil {
 		p.log.Info("firewall rules applied", "rules", len(rs.Rules()))
 	}
@@ -134,6 +138,35 @@ func (p *fwPart) updateInPlace(rs *firewall.Ruleset, lists []string, ids []firew
 		p.ids = ids
 	}
 	return nil
+}
+
+// view is what the console shows of the firewall: the rules in force in
+// evaluation order with what the kernel counted for each, and the lists'
+// sizes. The caller holds the gateway's lock.
+func (p *fwPart) view() (admin.FirewallView, error) {
+	var v admin.FirewallView
+	if p.rules == nil {
+		return v, nil
+	}
+	counts := map[string]firewall.Counter{}
+	if p.table != nil {
+		var err error
+		if counts, err = p.table.Counters(); err != nil {
+			return v, fmt.Errorf("read the firewall's counters: %w", err)
+		}
+	}
+	for _, r := range p.rules.Rules {
+		if r.Enabled != nil && !*r.Enabled {
+			continue
+		}
+		n := counts[r.ID]
+		v.Rules = append(v.Rules, admin.FirewallRule{ID: r.ID, Action: r.Action, Expression: r.Expression, Packets: n.Packets, Bytes: n.Bytes})
+	}
+	for name, entries := range p.rules.Lists {
+		v.Lists = append(v.Lists, admin.FirewallList{Name: name, Entries: len(entries)})
+	}
+	slices.SortFunc(v.Lists, func(a, b admin.FirewallList) int { return strings.Compare(a.Name, b.Name) })
+	return v, nil
 }
 
 func (p *fwPart) close() {

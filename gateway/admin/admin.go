@@ -22,7 +22,14 @@
 // by logging in with a token) authenticates /api/* like that token's
 // bearer header, with a CSRF check on every change; actions made from the
 // console run the same handlers and are audited the same way, with the
-// actor's interface "UI".
+// actor's interface "UI". With admin.oidc the console also signs users in
+// through an identity provider, admin.policies deciding their role.
+//
+// Besides the status, devices, tokens and reload, the API serves what the
+// console's pages read: /api/v1/status/events (the status as server-sent
+// events, credentials checked before each), /api/v1/audit (the last 1000
+// audit events), /api/v1/firewall (rules with their counters) and
+// /api/v1/config (the running configuration, secrets redacted).
 //
 // Tokens (Create, list, revoke over the API; `edgegw admin token`) have a
 // role: a viewer may GET, an admin may do everything. Only a SHA-256 of each
@@ -83,6 +90,19 @@ type Options struct {
 	Audit func(Event)
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// HTTPClient reaches the console's identity provider; nil: the
+	// console's own (15 s timeout).
+	HTTPClient *http.Client
+	// StreamEvery is how often GET /api/v1/status/events sends the
+	// status (default 2 s).
+	StreamEvery time.Duration
+	// RunningConfig returns the file and the configuration running now
+	// (the whole typed tree, defaults filled in) for GET /api/v1/config,
+	// which shows it as YAML with secrets redacted; nil answers 404.
+	RunningConfig func() (file string, cfg any)
+	// Firewall returns the rules with their counters for
+	// GET /api/v1/firewall; nil answers 404.
+	Firewall func() (FirewallView, error)
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their
@@ -98,6 +118,8 @@ type Server struct {
 	// sessions is the number of console sessions.
 	sessions prometheus.GaugeFunc
 	denied   logLimiter
+	// auditLog is the recent audit trail, for GET /api/v1/audit.
+	auditLog auditRing
 
 	policy atomic.Pointer[policy]
 
@@ -163,6 +185,7 @@ func New(opts Options) (*Server, error) {
 	s.mux = s.routes()
 	s.console, err = console.New(console.Options{
 		Tokens: consoleTokens{toks}, Logger: opts.Logger.With("component", "console"), Audit: s.auditConsole, Now: opts.Now,
+		HTTPClient: opts.HTTPClient,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin console: %w", err)
@@ -215,6 +238,10 @@ func (s *Server) Set(cfg Config) error {
 		// the API to the network in the clear.
 		return fmt.Errorf("admin.listen %s is not a loopback address and has no admin.tls", cfg.Listen)
 	}
+	sso, err := consoleOIDC(cfg)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -245,6 +272,7 @@ func (s *Server) Set(cfg Config) error {
 	} else {
 		s.tcp.cert.Store(cert)
 	}
+	s.console.SetOIDC(sso)
 	// The old listeners stop in the background: a reload asked over one of
 	// them is still being answered on it.
 	for _, l := range []*listener{oldUnix, oldTCP} {
@@ -317,6 +345,7 @@ func (s *Server) Audit(e Event) {
 		e.When = s.opts.Now()
 	}
 	s.audits.WithLabelValues(e.Action, e.ResultString()).Inc()
+	s.auditLog.add(e)
 	attrs := []any{
 		"id", e.ID, "action", e.Action, "result", e.ResultString(),
 		"resource_type", e.ResourceType, "resource_id", e.ResourceID,

@@ -51,6 +51,8 @@ type env struct {
 	mu     sync.Mutex
 	events []Event
 	status func() any // GET /api/v1/status; nil: {"version": "test"}
+	// mod changes the server's options (newEnvWith).
+	mod    func(*Options)
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -61,6 +63,13 @@ const (
 )
 
 func newEnv(t *testing.T, cfg Config) *env {
+	t.Helper()
+	return newEnvWith(t, cfg, nil)
+}
+
+// newEnvWith is newEnv with the server's options changed by mod, which
+// may use the env (its namespaces are made before the server).
+func newEnvWith(t *testing.T, cfg Config, mod func(*env, *Options)) *env {
 	t.Helper()
 	lab := netlab.NewT(t)
 	gw, err := lab.NS("gw")
@@ -75,6 +84,9 @@ func newEnv(t *testing.T, cfg Config) *env {
 		t.Fatal(err)
 	}
 	e := &env{t: t, dir: t.TempDir(), gw: gw, lan: lan}
+	if mod != nil {
+		e.mod = func(o *Options) { mod(e, o) }
+	}
 	e.reg, err = identity.Open(t.Context(), identity.Options{
 		StateDir: e.dir, Pool: netip.MustParsePrefix("100.96.0.1/12"), Reserved: []netip.Addr{netip.MustParseAddr("100.96.0.1")},
 	})
@@ -104,7 +116,7 @@ func newEnv(t *testing.T, cfg Config) *env {
 // makes a second one).
 func (e *env) newServer() *Server {
 	reg := prometheus.NewRegistry()
-	srv, err := New(Options{
+	opts := Options{
 		StateDir: e.dir,
 		Metrics:  reg,
 		Status: func() any {
@@ -128,7 +140,11 @@ func (e *env) newServer() *Server {
 			defer e.mu.Unlock()
 			e.events = append(e.events, ev)
 		},
-	})
+	}
+	if e.mod != nil {
+		e.mod(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -54,6 +54,7 @@ func (s *Server) routes() *http.ServeMux {
 		mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, s.opts.Status())
 		})
+		mux.HandleFunc("GET "+PathStatusEvents, s.statusEvents)
 	}
 	if s.opts.Logpush != nil {
 		mux.HandleFunc("GET "+PathLogpush, func(w http.ResponseWriter, r *http.Request) {
@@ -64,6 +65,13 @@ func (s *Server) routes() *http.ServeMux {
 		devs := s.audited(s.opts.Devices)
 		mux.Handle(PathDevices, devs)
 		mux.Handle(PathDevices+"/", devs)
+	}
+	mux.HandleFunc("GET "+PathAudit, s.listAudit)
+	if s.opts.Firewall != nil {
+		mux.HandleFunc("GET "+PathFirewall, s.showFirewall)
+	}
+	if s.opts.RunningConfig != nil {
+		mux.HandleFunc("GET "+PathConfig, s.showConfig)
 	}
 	mux.HandleFunc("GET "+PathTokens, s.adminOnly(s.listTokens))
 	mux.HandleFunc("POST "+PathTokens, s.adminOnly(s.createToken))

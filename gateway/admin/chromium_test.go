@@ -4,17 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgegw/edgegw/access/identity"
-	headless "github.com/edgegw/edgegw/gateway/netlab/testkit/browser"
 	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/gre"
 	"github.com/edgegw/edgegw/tunnel/health"
@@ -95,61 +91,12 @@ func TestChromiumConsole(t *testing.T) {
 	viewerTok := e.createToken("noc", RoleViewer)
 	adminTok := e.createToken("ops", RoleAdmin)
 
-	// Chromium runs on the LAN host.
-	actx := headless.Allocator(t, headless.Options{Netns: e.lan.Name(),
-		Hosts: map[string]string{"gw.corp.test": gwAddr}, Width: 1280, Height: 800})
-	base := "https://gw.corp.test:9100"
-	shots := os.Getenv("EDGEGW_SCREENSHOTS")
+	// Chromium runs on the LAN host, a browser of its own per session.
+	b := newChromium(t, e)
+	base := consoleBase
+	session := func(name string) (context.Context, func()) { return b.session(name) }
+	screenshot := b.screenshot
 
-	// session runs one browser tab (a fresh cookie jar each: a new
-	// incognito-like context) and fails on any page error.
-	session := func(name string) (context.Context, func()) {
-		ctx, cancel := chromedp.NewContext(actx)
-		ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
-		if err := chromedp.Do(ctx); err != nil { // start the tab
-			t.Fatal(err)
-		}
-		var mu sync.Mutex
-		var problems []string
-		msgs := chromedp.Console(ctx)
-		done := make(chan struct{})
-		go func() { // owned by this session: ends with ctx
-			defer close(done)
-			for m, err := range msgs {
-				if err != nil {
-					return
-				}
-				if m.IsException() || m.Type == chromedp.ConsoleError {
-					mu.Lock()
-					problems = append(problems, m.String()+" at "+m.URL)
-					mu.Unlock()
-				}
-			}
-		}()
-		return ctx, func() {
-			cancelT()
-			cancel()
-			<-done
-			mu.Lock()
-			defer mu.Unlock()
-			for _, p := range problems {
-				t.Errorf("%s's page: %s", name, p)
-			}
-		}
-	}
-	screenshot := func(ctx context.Context, name string) {
-		if shots == "" {
-			return
-		}
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Errorf("screenshot %s: %v", name, err)
-			return
-		}
-		if err := os.MkdirAll(shots, 0o755); err == nil {
-			os.WriteFile(filepath.Join(shots, "console-"+name+".png"), png, 0o644)
-		}
-	}
 	login := func(ctx context.Context, token string) {
 		t.Helper()
 		err := chromedp.Do(ctx,

@@ -4,10 +4,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/edgegw/edgegw/access/identity"
+	accesspolicy "github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/gateway/console"
 )
 
 // DefaultSocket is where the admin socket is bound unless admin.socket says
@@ -39,6 +44,32 @@ type Config struct {
 	Hosts []string `yaml:"hosts"`
 	// Metrics opens /metrics on a non-loopback listener to a scraper.
 	Metrics Metrics `yaml:"metrics"`
+	// OIDC turns on single sign-on for the console through one of
+	// identity.providers; Policies then decide who may use it and as
+	// which role. Token logins keep working (break-glass).
+	OIDC *OIDC `yaml:"oidc"`
+	// Policies are Access policies (first match wins, block denies, no
+	// match denies) over the signed-in user and the browser's address,
+	// each allow policy with the role it grants.
+	Policies []RolePolicy `yaml:"policies"`
+}
+
+// OIDC names the identity provider the console signs users in with.
+type OIDC struct {
+	// Provider is the name of one of identity.providers. Its redirect
+	// URI must allow https://HOST:PORT/console/oidc/callback for every
+	// name operators use in the URL (admin.hosts).
+	Provider string `yaml:"provider"`
+	// IdP is that provider, resolved by the configuration loader.
+	IdP *identity.Provider `yaml:"-"`
+}
+
+// RolePolicy is an Access policy that grants a console role.
+type RolePolicy struct {
+	accesspolicy.Policy `yaml:",inline"`
+	// Role is admin or viewer for an allow policy; a block policy has
+	// none.
+	Role string `yaml:"role"`
 }
 
 // TLS names the admin listener's certificate and key (PEM).
@@ -91,6 +122,7 @@ func (c *Config) Validate(report func(field, msg string)) {
 			report("tls.key_file", "missing: expected the certificate's private key (PEM)")
 		}
 	}
+	c.validateConsole(report)
 	for i, h := range c.Hosts {
 		if !hostRE.MatchString(strings.TrimSuffix(h, ".")) || len(h) > 253 {
 			report(fmt.Sprintf("hosts[%d]", i), fmt.Sprintf("%q is not a host name (no port, no scheme, no wildcard)", h))
@@ -148,4 +180,92 @@ func hostAllowed(hostHeader string, local netip.Addr, names []string) bool {
 	return slices.ContainsFunc(names, func(n string) bool {
 		return strings.ToLower(strings.TrimSuffix(n, ".")) == host
 	})
+}
+
+// validateConsole checks admin.oidc and admin.policies: both or neither;
+// only allow and block policies, each allow with a role; selectors the
+// console can judge (identity ones, ip, everyone).
+func (c *Config) validateConsole(report func(field, msg string)) {
+	if c.OIDC != nil && c.OIDC.Provider == "" {
+		report("oidc.provider", "missing: expected the name of one of identity.providers")
+	}
+	if c.OIDC != nil && len(c.Policies) == 0 {
+		report("policies", "missing: single sign-on needs policies that say who is an admin and who a viewer")
+	}
+	if c.OIDC == nil && len(c.Policies) > 0 {
+		report("policies", "set without admin.oidc: they judge users signed in through the identity provider, so name it in admin.oidc.provider")
+	}
+	names := map[string]int{}
+	for i, p := range c.Policies {
+		f := fmt.Sprintf("policies[%d]", i)
+		p.Check(map[string]bool{}, func(field, msg string) { report(f+"."+field, msg) })
+		if j, ok := names[p.Name]; ok && p.Name != "" {
+			report(f+".name", fmt.Sprintf("%q is the name of policies[%d]: the name says which role a sign-in got, so each must be unique", p.Name, j))
+		}
+		names[p.Name] = i
+		switch p.Action {
+		case accesspolicy.Allow:
+			if !Role(p.Role).Valid() {
+				report(f+".role", fmt.Sprintf("%q: an allow policy grants admin or viewer", p.Role))
+			}
+		case accesspolicy.Block:
+			if p.Role != "" {
+				report(f+".role", "a block policy grants no role")
+			}
+		case accesspolicy.Bypass, accesspolicy.ServiceAuth:
+			report(f+".action", fmt.Sprintf("%s: the console signs every user in; use allow or block", p.Action))
+		}
+		for _, l := range []struct {
+			name string
+			list []accesspolicy.Selector
+		}{{"include", p.Include}, {"require", p.Require}, {"exclude", p.Exclude}} {
+			for k, s := range l.list {
+				if s.Kind() == accesspolicy.KindNetwork && s.IP == "" {
+					report(fmt.Sprintf("%s.%s[%d]", f, l.name, k), fmt.Sprintf("%s: the console judges a signed-in user and the browser's address (ip), not %s", s.Key(), s.Key()))
+				}
+			}
+		}
+	}
+}
+
+// consoleOIDC builds the console's single sign-on from the section: the
+// provider's client secret read, the policies compiled. nil when off.
+func consoleOIDC(c Config) (*console.OIDC, error) {
+	if c.OIDC == nil {
+		return nil, nil
+	}
+	if c.OIDC.IdP == nil {
+		return nil, fmt.Errorf("admin.oidc.provider %q: no such identity provider", c.OIDC.Provider)
+	}
+	p := c.OIDC.IdP
+	o := &console.OIDC{
+		Provider: p.Name, Issuer: p.Issuer, ClientID: p.ClientID, Scopes: p.Scopes, GroupsClaim: p.GroupsClaim,
+		Roles: map[string]string{},
+	}
+	if len(o.Scopes) == 0 {
+		o.Scopes = []string{"openid", "email", "profile"}
+	}
+	if o.GroupsClaim == "" {
+		o.GroupsClaim = "groups"
+	}
+	if p.ClientSecretFile != "" {
+		b, err := os.ReadFile(p.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin.oidc: the client secret of %q: %w", p.Name, err)
+		}
+		o.ClientSecret = strings.TrimSpace(string(b))
+	}
+	ps := make([]accesspolicy.Policy, len(c.Policies))
+	for i, rp := range c.Policies {
+		ps[i] = rp.Policy
+		if rp.Action == accesspolicy.Allow {
+			o.Roles[rp.Name] = rp.Role
+		}
+	}
+	set, err := accesspolicy.Compile(ps)
+	if err != nil {
+		return nil, fmt.Errorf("admin.policies: %w", err)
+	}
+	o.Policies, o.Claims = set, accesspolicy.Claims(ps)
+	return o, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 
 	"github.com/edgegw/edgegw/gateway/console"
 )
@@ -65,9 +66,19 @@ func (s *Server) auditConsole(e console.Event) {
 		ResourceType: "console_session", ResourceID: e.Actor.Name,
 		Metadata: map[string]any{"method": http.MethodPost, "path": console.Prefix + e.Action},
 	}
-	ev.Description = fmt.Sprintf("console logout of token %q", e.Actor.Name)
-	if e.Action == "login" {
+	provider, sso := strings.CutPrefix(e.Actor.Method, "oidc:")
+	switch {
+	case sso && e.Action == "login":
+		ev.Actor.Context = "oidc"
+		ev.Metadata = map[string]any{"method": http.MethodGet, "path": console.Prefix + "oidc/callback", "provider": provider}
+		ev.Description = fmt.Sprintf("console sign-in of %q through %s (%s)", e.Actor.Name, provider, e.Actor.Role)
+	case sso:
+		ev.Actor.Context = "oidc"
+		ev.Description = fmt.Sprintf("console logout of %q", e.Actor.Name)
+	case e.Action == "login":
 		ev.Description = fmt.Sprintf("console login with token %q (%s)", e.Actor.Name, e.Actor.Role)
+	default:
+		ev.Description = fmt.Sprintf("console logout of token %q", e.Actor.Name)
 	}
 	s.Audit(ev)
 }

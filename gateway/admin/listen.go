@@ -121,6 +121,9 @@ func (s *Server) serve(l *listener) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	closing := make(chan struct{})
+	l.srv.BaseContext = func(net.Listener) context.Context { return closingContext(context.Background(), closing) }
+	l.srv.RegisterOnShutdown(func() { close(closing) })
 	if l.unix {
 		l.srv.ConnContext = peerContext
 	}

@@ -349,6 +349,21 @@ func (d *decoder) crossChecks(c *Config) {
 			report(join("access", field), msg)
 		})
 	}
+	// The console signs users in through one of the identity providers:
+	// resolve it here, so that the admin section carries what it needs.
+	if o := c.Admin.OIDC; o != nil && o.Provider != "" {
+		if c.Identity != nil {
+			for i := range c.Identity.Providers {
+				if c.Identity.Providers[i].Name == o.Provider {
+					p := c.Identity.Providers[i]
+					o.IdP = &p
+				}
+			}
+		}
+		if o.IdP == nil {
+			report("admin.oidc.provider", fmt.Sprintf("%q is not one of identity.providers", o.Provider))
+		}
+	}
 	// The LAN virtual addresses go on the first LAN interface; the WAN ones
 	// on interfaces.wan, or the default route's interface when unset.
 	if c.HA != nil && len(c.HA.VirtualAddresses.LAN) > 0 && len(c.Interfaces.LAN) == 0 {

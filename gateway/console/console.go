@@ -8,12 +8,20 @@
 // action runs the API's handlers, role check and audit — there is no
 // second path to revoke a device.
 //
-// Login is break-glass: an admin API token pasted into a form. The
-// session it starts is remembered in memory and maps to the token's name
-// and role; it ends on logout, after an idle time or a maximum age, and as
-// soon as the token is revoked (the token store is asked on every
-// request). Every change needs the session's CSRF token and a same-origin
-// request (Sec-Fetch-Site or Origin).
+// Login is single sign-on through an OpenID provider when one is set
+// (SetOIDC: code flow with PKCE, state and nonce used once, the callback
+// bound to the browser that started it), with Access policies deciding
+// whether the user is an admin or a viewer; the policies judge the
+// session again on every request, so a reload that blocks a user ends
+// their session at once. Break-glass is an admin API token pasted into a
+// form. Sessions are remembered in memory and map to a name and a role;
+// one ends on logout, after an idle time or a maximum age, and as soon as
+// its token is revoked (the token store is asked on every request). Every
+// change needs the session's CSRF token and a same-origin request
+// (Sec-Fetch-Site or Origin).
+//
+// The Overview and Tunnels pages follow GET /api/v1/status/events
+// (server-sent events, the session checked before every event).
 package console
 
 import (
@@ -29,6 +37,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,10 +50,14 @@ const (
 	RoleViewer = "viewer"
 )
 
-// Identity is who a session acts as: an admin token's name and role.
+// Identity is who a session acts as: an admin token's name and role, or
+// a signed-in user's email and the role admin.policies gave it.
 type Identity struct {
 	Name string
 	Role string
+	// Method is how the session was made: "token", or "oidc:PROVIDER"
+	// for a sign-in through that identity provider.
+	Method string
 	// Key is what Tokens.Check recognises the token by (opaque to the
 	// console; the token's hash). A token revoked and made again under
 	// the same name is another token, and does not revive the session.
@@ -86,6 +99,9 @@ type Options struct {
 	// MaxSessions bounds the session table (default 256); the least
 	// recently used session ends when it is full.
 	MaxSessions int
+	// HTTPClient reaches the identity provider (single sign-on, SetOIDC);
+	// nil: a client with a 15 s timeout.
+	HTTPClient *http.Client
 }
 
 // Console serves the console's pages, login and logout.
@@ -96,6 +112,9 @@ type Console struct {
 	mux      *http.ServeMux
 	login    *template.Template
 	assets   map[string]asset
+	oidc     atomic.Pointer[oidcState]
+	pending  pendingLogins
+	client   *http.Client
 }
 
 //go:embed ui
@@ -133,7 +152,12 @@ func New(opts Options) (*Console, error) {
 		log:  opts.Logger,
 		sessions: &sessions{now: opts.Now, idle: opts.IdleTimeout, maxAge: opts.MaxAge, maxSess: opts.MaxSessions,
 			m: map[[sha256.Size]byte]*session{}},
-		assets: map[string]asset{},
+		assets:  map[string]asset{},
+		pending: pendingLogins{m: map[[sha256.Size]byte]*pendingLogin{}},
+		client:  opts.HTTPClient,
+	}
+	if c.client == nil {
+		c.client = &http.Client{Timeout: 15 * time.Second}
 	}
 	var err error
 	c.login, err = template.ParseFS(ui, "ui/login.html")
@@ -161,6 +185,8 @@ func New(opts Options) (*Console, error) {
 	mux.HandleFunc("POST "+Prefix+"login", c.doLogin)
 	mux.HandleFunc("POST "+Prefix+"logout", c.doLogout)
 	mux.HandleFunc("GET "+Prefix+"session", c.sessionInfo)
+	mux.HandleFunc("GET "+Prefix+"oidc/login", c.startOIDC)
+	mux.HandleFunc("GET "+Prefix+"oidc/callback", c.finishOIDC)
 	mux.HandleFunc("GET "+Prefix+"static/{file}", c.static)
 	c.mux = mux
 	return c, nil
@@ -227,11 +253,37 @@ func (c *Console) current(r *http.Request) (*session, string, error) {
 	if !ok {
 		return nil, "", ErrNoSession
 	}
+	if sess.sso != nil {
+		return c.currentSSO(r, sess, cookie)
+	}
 	id, ok := c.opts.Tokens.Check(sess.id.Key)
 	if !ok {
 		c.sessions.remove(cookie)
 		c.log.Info("console session ended: its token was revoked", "token", sess.id.Name)
 		return nil, "", ErrTokenRevoked
+	}
+	id.Method = sess.id.Method
+	if id != sess.id {
+		c.sessions.update(cookie, id)
+		sess.id = id
+	}
+	return sess, cookie, nil
+}
+
+// currentSSO judges a signed-in user's session against the policies in
+// force, from the request's address: a user they no longer allow is out,
+// a changed role applies at once.
+func (c *Console) currentSSO(r *http.Request, sess *session, cookie string) (*session, string, error) {
+	st := c.oidc.Load()
+	var id Identity
+	ok := false
+	if st != nil && "oidc:"+st.cfg.Provider == sess.id.Method {
+		id, ok = st.decide(*sess.sso, remoteIP(r))
+	}
+	if !ok {
+		c.sessions.remove(cookie)
+		c.log.Info("console session ended: admin.policies no longer allow its user", "user", sess.id.Name)
+		return nil, "", ErrPolicy
 	}
 	if id != sess.id {
 		c.sessions.update(cookie, id)
@@ -272,6 +324,9 @@ func (c *Console) static(w http.ResponseWriter, r *http.Request) {
 type loginData struct {
 	Error  string
 	Secure bool
+	// SSO names the identity provider to sign in with; "" when single
+	// sign-on is off.
+	SSO string
 }
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -284,7 +339,11 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 
 func (c *Console) renderLogin(w http.ResponseWriter, r *http.Request, status int, msg string) {
 	var buf bytes.Buffer
-	if err := c.login.Execute(&buf, loginData{Error: msg, Secure: r.TLS != nil}); err != nil {
+	d := loginData{Error: msg, Secure: r.TLS != nil}
+	if st := c.oidc.Load(); st != nil {
+		d.SSO = st.cfg.Provider
+	}
+	if err := c.login.Execute(&buf, d); err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -314,7 +373,8 @@ func (c *Console) doLogin(w http.ResponseWriter, r *http.Request) {
 	if old := sessionCookie(r); old != "" {
 		c.sessions.remove(old)
 	}
-	cookie, _ := c.sessions.create(id)
+	id.Method = "token"
+	cookie, _ := c.sessions.create(id, nil)
 	setCookie(w, r, cookie, c.opts.MaxAge)
 	c.audit(Event{Action: "login", Actor: id, Result: true, Remote: r.RemoteAddr})
 	http.Redirect(w, r, Prefix, http.StatusSeeOther)

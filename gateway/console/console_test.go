@@ -156,8 +156,11 @@ func TestAssetsEmbedded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The SVG namespace is a name the DOM needs for the sparklines'
+		// elements, never fetched (the CSP would refuse it anyway).
+		text := strings.ReplaceAll(string(b), `"http://www.w3.org/2000/svg"`, "")
 		for _, bad := range []string{"http://", "https://", "//cdn", "innerHTML", "eval("} {
-			if strings.Contains(string(b), bad) {
+			if strings.Contains(text, bad) {
 				t.Errorf("%s contains %q", p, bad)
 			}
 		}

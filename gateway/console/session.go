@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/edgegw/edgegw/access/policy"
 )
 
 // Cookie names. A Secure cookie (the listener is TLS) takes the __Host-
@@ -34,6 +36,10 @@ var (
 	ErrNoSession = errors.New("no console session")
 	// ErrTokenRevoked: the session's token was revoked; the session ended.
 	ErrTokenRevoked = errors.New("the console session's token was revoked")
+	// ErrPolicy: the session was signed in through the identity provider
+	// and admin.policies no longer let its user in (or single sign-on was
+	// turned off); the session ended.
+	ErrPolicy = errors.New("admin.policies no longer allow the console session's user")
 	// ErrCSRF: a change without the session's CSRF token, or from another
 	// site.
 	ErrCSRF = errors.New("cross-site request or missing CSRF token")
@@ -41,7 +47,10 @@ var (
 
 // session is one logged-in browser.
 type session struct {
-	id       Identity
+	id Identity
+	// sso is who signed in through the identity provider, judged again
+	// by the policies on every request; nil for a token's session.
+	sso      *policy.Identity
 	csrf     string
 	created  time.Time
 	lastSeen time.Time
@@ -68,10 +77,10 @@ func randomString() string {
 
 // create starts a session for id and returns its cookie value. When the
 // table is full the least recently used session ends.
-func (s *sessions) create(id Identity) (string, *session) {
+func (s *sessions) create(id Identity, sso *policy.Identity) (string, *session) {
 	cookie := randomString()
 	now := s.now()
-	sess := &session{id: id, csrf: randomString(), created: now, lastSeen: now}
+	sess := &session{id: id, sso: sso, csrf: randomString(), created: now, lastSeen: now}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, v := range s.m {

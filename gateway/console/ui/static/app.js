@@ -134,20 +134,152 @@
     rows("routes", s.routes || [], (r) => row(r), "no site routes");
   }
 
+  function renderDNS(s) {
+    const d = s.dns;
+    $("dns-off").hidden = !!d;
+    $("dns-on").hidden = !d;
+    if (!d) return;
+    $("dns-listening").textContent = (d.listening || []).join(" ") || "none";
+    $("dns-dot").textContent = (d.dot_listening || []).join(" ") || "off";
+    $("dns-policies").textContent = String(d.policies || 0);
+    $("dns-cache").textContent = plural(d.cache_entries || 0, "answer") + ", " + bytes(d.cache_bytes);
+    rows("dns-upstreams", d.upstreams || [], (u) => row(u.upstream, el("td", {}, state(u.healthy ? "healthy" : "failing", u.healthy)),
+      String(u.consecutive_failures || 0), u.last_error || ""), "no upstreams");
+    rows("dns-lists", d.lists || [], (l) => row(l.name, l.file || "", String(l.entries || 0), when(l.loaded_at),
+      el("td", { class: l.error ? "error" : "" }, l.error || "")), "no lists");
+  }
+
+  function renderLogpush(s) {
+    rows("logpush-jobs", s.logpush || [], (j) => row(j.name, j.dataset, j.destination_conf,
+      el("td", {}, state(j.state, j.state === "running" && !j.error_message)),
+      String(j.records_sent || 0), j.last_complete ? ago(j.last_complete) : "never",
+      (j.spooled_batches || 0) + (j.spooled_batches === 1 ? " batch, " : " batches, ") + bytes(j.spooled_bytes) + " of " + bytes(j.spool_limit),
+      String(j.dropped || 0), el("td", { class: j.error_message ? "error" : "" }, j.error_message || "")), "no Logpush jobs");
+  }
+
+  // Firewall: the rules in order with their counters; the rate and the
+  // sparkline come from the counters' history in this page.
+  const fwHistory = new Map(); // rule id → [{t, packets}], the last minute
+  function sparkline(points) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("width", "120");
+    svg.setAttribute("height", "20");
+    svg.setAttribute("viewBox", "0 0 120 20");
+    svg.setAttribute("role", "img");
+    const rates = [];
+    for (let i = 1; i < points.length; i++) {
+      const dt = (points[i].t - points[i - 1].t) / 1000;
+      rates.push(dt > 0 ? Math.max(0, points[i].packets - points[i - 1].packets) / dt : 0);
+    }
+    const max = Math.max(1, ...rates);
+    svg.setAttribute("aria-label", "packets per second over the last minute, at most " + max.toFixed(1));
+    if (rates.length > 1) {
+      const line = document.createElementNS(ns, "polyline");
+      line.setAttribute("points", rates.map((r, i) => (i * 120 / (rates.length - 1)).toFixed(1) + "," + (19 - r / max * 18).toFixed(1)).join(" "));
+      line.setAttribute("class", "spark");
+      svg.append(line);
+    }
+    return svg;
+  }
+  async function loadFirewall() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/firewall");
+    } catch (e) {
+      $("firewall-message").textContent = "Firewall: " + e.message;
+      return;
+    }
+    $("firewall-message").textContent = "";
+    const now = Date.now();
+    const rules = res.body.rules || [];
+    rows("firewall-rules", rules, (r, i) => {
+      const h = fwHistory.get(r.id) || [];
+      h.push({ t: now, packets: r.packets });
+      while (h.length > 1 && now - h[0].t > 60000) h.shift();
+      fwHistory.set(r.id, h);
+      let rate = "";
+      if (h.length > 1) {
+        const a = h[h.length - 2], b = h[h.length - 1];
+        rate = (Math.max(0, b.packets - a.packets) / ((b.t - a.t) / 1000)).toFixed(1);
+      }
+      const tr = row(String(i + 1), r.id, el("td", {}, state(r.action, r.action !== "block")), el("td", { class: "expr" }, r.expression),
+        String(r.packets), bytes(r.bytes), rate, el("td", {}, sparkline(h)));
+      tr.dataset.rule = r.id;
+      return tr;
+    }, "no rules: the firewall forwards what the routes allow");
+    rows("firewall-lists", res.body.lists || [], (l) => row(l.name, String(l.entries)), "no lists");
+  }
+
+  async function loadConfig() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/config");
+    } catch (e) {
+      $("config-message").textContent = "Configuration: " + e.message;
+      return;
+    }
+    $("config-message").textContent = "";
+    $("config-source").textContent = res.body.file || "";
+    $("config-yaml").textContent = res.body.yaml || "";
+  }
+
+  async function loadAudit() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/audit?limit=200");
+    } catch (e) {
+      banner("Audit: " + e.message);
+      return;
+    }
+    rows("audit", res.body || [], (a) => {
+      const tr = row(when(a.when), a.actor.id + (a.actor.role ? " (" + a.actor.role + ")" : ""),
+        a.actor.interface + (a.actor.ip ? " from " + a.actor.ip : ""), a.action,
+        a.resource_type + (a.resource_id ? " " + a.resource_id : ""),
+        el("td", {}, state(a.result ? "success" : "failure", a.result)), a.description + (a.error ? ": " + a.error : ""));
+      tr.dataset.audit = a.id;
+      return tr;
+    }, "no audited actions since start");
+  }
+
+  // render shows one status on every page that reads it.
+  function render(body) {
+    lastStatus = body;
+    renderOverview(body);
+    renderTunnels(body);
+    renderDNS(body);
+    renderLogpush(body);
+    banner("");
+    const u = $("updated");
+    u.dateTime = new Date().toISOString();
+    u.textContent = new Date().toLocaleTimeString();
+    u.dataset.polls = String(Number(u.dataset.polls) + 1);
+  }
+
   async function pollStatus() {
     try {
       const { body } = await api("GET", "/api/v1/status");
-      lastStatus = body;
-      renderOverview(body);
-      renderTunnels(body);
-      banner("");
-      const u = $("updated");
-      u.dateTime = new Date().toISOString();
-      u.textContent = new Date().toLocaleTimeString();
-      u.dataset.polls = String(Number(u.dataset.polls) + 1);
+      render(body);
     } catch (e) {
       banner("Status: " + e.message);
     }
+  }
+
+  // live follows the status as server-sent events. The server checks the
+  // session before every event and ends the stream when it ended; the
+  // browser then reconnects, is refused, and the page goes to the login.
+  function live() {
+    const es = new EventSource("/api/v1/status/events");
+    es.addEventListener("status", (ev) => {
+      try { render(JSON.parse(ev.data)); } catch (e) { banner("Status: " + e.message); }
+    });
+    es.onerror = async () => {
+      if (es.readyState !== EventSource.CLOSED) return; // reconnecting by itself
+      const r = await fetch("/console/session", { credentials: "same-origin" });
+      if (r.status === 401) { location.assign("/console/login"); return; }
+      banner("Status: the live stream stopped; reconnecting.");
+      setTimeout(live, POLL_MS);
+    };
   }
 
   async function loadDevices() {
@@ -196,11 +328,14 @@
 
   function show() {
     const page = (location.hash || "#overview").slice(1);
-    for (const p of ["overview", "tunnels", "devices"]) {
+    for (const p of ["overview", "tunnels", "devices", "firewall", "dns", "logpush", "config", "audit"]) {
       $("page-" + p).hidden = p !== page;
       $("nav-" + p).classList.toggle("active", p === page);
     }
     if (page === "devices") loadDevices();
+    if (page === "audit") loadAudit();
+    if (page === "firewall") loadFirewall();
+    if (page === "config") loadConfig();
   }
 
   async function start() {
@@ -222,11 +357,13 @@
     $("device-next").addEventListener("click", () => { dev.offset += PAGE; loadDevices(); });
     window.addEventListener("hashchange", show);
     show();
-    pollStatus();
+    if (window.EventSource) live();
+    else { pollStatus(); setInterval(pollStatus, POLL_MS); }
     setInterval(() => {
-      pollStatus();
-      // The device list refreshes too, unless a revoke is being confirmed.
+      // The device list refreshes, unless a revoke is being confirmed.
       if (location.hash === "#devices" && !dev.confirm) loadDevices();
+      if (location.hash === "#audit") loadAudit();
+      if (location.hash === "#firewall") loadFirewall();
     }, POLL_MS);
   }
   start();

@@ -40,6 +40,15 @@ type Options struct {
 // chromium is not installed.
 func Allocator(t testing.TB, o Options) context.Context {
 	t.Helper()
+	actx, _ := Start(t, o)
+	return actx
+}
+
+// Start is Allocator for a browser the caller may stop before the test
+// ends (a fresh browser per session, say): stop ends it; the test's end
+// does too.
+func Start(t testing.TB, o Options) (actx context.Context, stop context.CancelFunc) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("headless Chromium: skipped in -short mode")
 	}
@@ -77,7 +86,7 @@ func Allocator(t testing.TB, o Options) context.Context {
 	}
 	actx, cancel := chromedp.NewExecAllocator(context.WithoutCancel(t.Context()), opts...)
 	t.Cleanup(cancel)
-	return actx
+	return actx, cancel
 }
 
 // Tab opens a tab on a browser from Allocator, closed when the test ends
