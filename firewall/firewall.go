@@ -126,6 +126,10 @@ type Spec struct {
 	// policy drop): the table of a gateway that must not forward at all,
 	// such as the fallback, whatever the forwarding sysctls say.
 	DenyForward bool
+	// Egress, from [CompileEgress], SNATs forwarded traffic to the
+	// address its first matching egress policy chooses, ahead of the WAN
+	// masquerade (egress.go); nil: everything is masqueraded.
+	Egress *Egress
 }
 
 // Chain is one chain of the compiled program: a base chain when Hook is
@@ -232,6 +236,12 @@ func Compile(s Spec) *Program {
 		Type:     nftables.ChainTypeNAT,
 		Hook:     nftables.ChainHookPostrouting,
 		Priority: nftables.ChainPriorityNATSource,
+	}
+	egressRules, egressCtrs := s.Egress.natRules(s.WAN)
+	post.Rules = append(post.Rules, egressRules...)
+	p.Counters = append(p.Counters, egressCtrs...)
+	if s.Egress != nil {
+		p.Sets = append(p.Sets, s.Egress.sets...)
 	}
 	if s.WAN != "" {
 		// oifname "wan" masquerade
