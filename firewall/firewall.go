@@ -163,6 +163,8 @@ type Program struct {
 	// addresses Spec.IdentityInterface alone owns, per family (index 1:
 	// IPv6).
 	identityScope *[2][]interval
+	// egress is Spec.Egress, whose counters [Table.EgressCounts] reads.
+	egress *Egress
 }
 
 // RulesChain is the base chain of the firewall rules: hooked at
@@ -237,6 +239,7 @@ func Compile(s Spec) *Program {
 		Hook:     nftables.ChainHookPostrouting,
 		Priority: nftables.ChainPriorityNATSource,
 	}
+	p.egress = s.Egress
 	egressRules, egressCtrs := s.Egress.natRules(s.WAN)
 	post.Rules = append(post.Rules, egressRules...)
 	p.Counters = append(p.Counters, egressCtrs...)
