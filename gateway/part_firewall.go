@@ -172,6 +172,9 @@ func FirewallSpec(cfg *config.Config) (firewall.Spec, error) {
 			return firewall.Spec{}, err
 		}
 		spec.Rules = rs
+		if spec.Egress, err = firewall.CompileEgress(cfg.Firewall); err != nil {
+			return firewall.Spec{}, err
+		}
 	}
 	return spec, nil
 }
