@@ -165,8 +165,9 @@ func dialFrom(ctx context.Context, d *net.Dialer, network, addr string, src neti
 }
 
 // egressWatch follows the addresses of Options.EgressInterface: a
-// netlink socket subscribed to address events, made in Run's network
-// namespace, and a handle to read the addresses there.
+// netlink socket subscribed to address and route events (a DHCP client
+// changes the address, then the default route), made in Run's network
+// namespace, and a handle to read addresses and routes there.
 type egressWatch struct {
 	h  *netlink.Handle
 	fd int
@@ -182,7 +183,7 @@ func (s *Server) openEgressWatch() (*egressWatch, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_ROUTE)
 	if err == nil {
 		err = unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK,
-			Groups: unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV6_IFADDR})
+			Groups: unix.RTMGRP_IPV4_IFADDR | unix.RTMGRP_IPV6_IFADDR | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE})
 		if err != nil {
 			unix.Close(fd)
 		}
@@ -222,27 +223,17 @@ func (w *egressWatch) run(ctx context.Context, s *Server) {
 	}
 }
 
-// readEgress sets the default egress to the interface's first public
-// address, else its first global one (a NATed uplink: used as the source,
-// never as a client subnet), else none.
+// readEgress sets the default egress to the address the kernel sources
+// traffic from on the interface's default route, as masquerade does: the
+// route's preferred source, else the interface's address on the next
+// hop's subnet; without a default route there, the interface's first
+// global address. A private address (a NATed uplink) is used as the
+// egress, never as a client subnet.
 func (s *Server) readEgress(h *netlink.Handle) {
 	ifc := s.opts.EgressInterface
 	var best netip.Addr
 	if l, err := h.LinkByName(ifc); err == nil {
-		addrs, _ := h.AddrList(l, netlink.FAMILY_ALL)
-		for _, a := range addrs {
-			ip, ok := netip.AddrFromSlice(a.IP)
-			if !ok || !ip.Unmap().IsGlobalUnicast() {
-				continue
-			}
-			ip = ip.Unmap()
-			switch {
-			case !best.IsValid(),
-				publicAddr(ip) && !publicAddr(best),
-				publicAddr(ip) == publicAddr(best) && ip.Is4() && !best.Is4():
-				best = ip
-			}
-		}
+		best = defaultSource(h, l)
 	}
 	old := s.defEgress.Load()
 	if old != nil && *old == best {
@@ -253,4 +244,34 @@ func (s *Server) readEgress(h *netlink.Handle) {
 		s.m.egressChanges.Inc()
 	}
 	s.log.Info("egress address", "interface", ifc, "address", best, "sent_as_subnet", publicAddr(best))
+}
+
+func defaultSource(h *netlink.Handle, l netlink.Link) netip.Addr {
+	addrs, _ := h.AddrList(l, netlink.FAMILY_ALL)
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		routes, _ := h.RouteList(l, fam)
+		for _, r := range routes {
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
+					continue
+				}
+			}
+			if src, ok := netip.AddrFromSlice(r.Src); ok && src.IsValid() {
+				return src.Unmap()
+			}
+			for _, a := range addrs {
+				if a.IPNet != nil && r.Gw != nil && a.IPNet.Contains(r.Gw) {
+					if ip, ok := netip.AddrFromSlice(a.IP); ok {
+						return ip.Unmap()
+					}
+				}
+			}
+		}
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().IsGlobalUnicast() {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
 }
