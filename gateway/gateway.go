@@ -155,6 +155,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	fw.samplerBound = nf.bound.Load
 	wg := &wgPart{log: g.log, metrics: g.metrics, devs: devs}
 	ids := &identityPart{log: g.log, metrics: g.metrics, devs: devs, api: devicesAPI}
+	egress := &egressPart{log: g.log}
 	g.parts = []part{
 		ids,
 		fw,
@@ -166,7 +167,8 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
 		nf,
 		&accessPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local},
-		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }},
+		egress,
+		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }, egress: egress},
 		// Last: the node bids for the virtual addresses only once
 		// everything behind them runs.
 		&haPart{log: g.log, metrics: g.metrics, wan: func() string { return fw.wan }},

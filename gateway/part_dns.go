@@ -20,7 +20,8 @@ type dnsPart struct {
 	sink    *recordSink
 	wan     func() string // the WAN interface the firewall part resolved
 	devs    *devices
-	local   *local // serves DNS over HTTPS on the Access listener
+	local   *local           // serves DNS over HTTPS on the Access listener
+	egress  dns.EgressSource // each client's egress address (egress policies)
 
 	srv    *dns.Server
 	ids    *peerIdentities
@@ -60,14 +61,17 @@ func (p *dnsPart) apply(ctx context.Context, prev, next *config.Config) error {
 	p.ids.set(next)
 	p.setTunnel(next)
 	srv, err := dns.New(*nc, dns.Options{
-		Logger:         p.log,
-		Registerer:     p.metrics.reg,
-		StateDir:       next.Appliance.StateDir,
-		EgressAddr:     egress, // ECS from where traffic exits, never the client
-		SourceAddr:     egress,
-		IdentitySource: dnsIdentities{p.ids, &p.tunnel},
-		Sink:           p.sink,
-		ColoCode:       next.Appliance.Colo,
+		Logger:     p.log,
+		Registerer: p.metrics.reg,
+		StateDir:   next.Appliance.StateDir,
+		EgressAddr: egress, // ECS from where traffic exits, never the client
+		// The WAN's address is followed (DHCP); plain DNS goes from
+		// each client's egress, the rest from the kernel's choice.
+		EgressInterface: p.wan(),
+		Egress:          p.egress,
+		IdentitySource:  dnsIdentities{p.ids, &p.tunnel},
+		Sink:            p.sink,
+		ColoCode:        next.Appliance.Colo,
 	})
 	if err != nil {
 		return err
