@@ -45,7 +45,7 @@ egress:
       egress: us
 `
 
-func egressConfig(t *testing.T, y string) *Config {
+func egressConfig(t testing.TB, y string) *Config {
 	t.Helper()
 	var c Config
 	if err := yaml.Unmarshal([]byte(y), &c); err != nil {
