@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/edgegw/edgegw/firewall/rules"
-	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -329,31 +328,6 @@ func (e *Egress) Geofeed() []byte {
 // connections each policy gave its address since the last Apply (the NAT
 // chain sees the first packet of a connection only).
 func (t *Table) EgressCounts() (map[string]Counter, error) {
-	t.mu.Lock()
-	p := t.applied
-	t.mu.Unlock()
-	out := map[string]Counter{}
-	if p == nil || p.egress == nil {
-		return out, nil
-	}
-	byCounter := map[string]string{}
-	for _, pol := range p.egress.policies {
-		byCounter[pol.counter] = pol.id
-	}
-	c, err := nftables.New()
-	if err != nil {
-		return out, fmt.Errorf("firewall: netlink: %w", err)
-	}
-	objs, err := c.GetObjects(table())
-	if err != nil {
-		return out, fmt.Errorf("firewall: read egress counters: %w", err)
-	}
-	for _, o := range objs {
-		if co, ok := o.(*nftables.CounterObj); ok {
-			if id, ok := byCounter[co.Name]; ok {
-				out[id] = Counter{Packets: co.Packets, Bytes: co.Bytes}
-			}
-		}
-	}
-	return out, nil
+	cs, err := t.ReadCounts()
+	return cs.Egress, err
 }

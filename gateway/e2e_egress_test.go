@@ -111,6 +111,12 @@ func TestEgressByIdentity(t *testing.T) {
 	expect("alice", "203.0.113.80", "198.51.100.10")
 	expect("bob", "203.0.113.81", "198.51.100.11")
 
+	for _, policy := range []string{"eu-staff", "us-staff"} {
+		if !regexp.MustCompile(`(?m)^edgegw_firewall_egress_connections_total\{policy="` + policy + `"\} [1-9]`).MatchString(s.get("/metrics")) {
+			t.Errorf("no connections counted for egress policy %s", policy)
+		}
+	}
+
 	geofeed, err := os.ReadFile(filepath.Join(s.dir, "state", "egress", "geofeed.csv"))
 	must(t, err)
 	for _, line := range []string{"198.51.100.10/32,DE,DE-HE,Frankfurt,", "198.51.100.11/32,US,US-NY,,"} {
