@@ -14,10 +14,10 @@ import (
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
-// egressNet is testNet with two public egress addresses on r's uplink r1
-// and a TCP server on b that answers each connection with the address it
-// came from. alice (10.1.0.10), bob (10.1.0.11) and carol (10.1.0.12,
-// no identity) are addresses of a.
+// egressNet is testNet with two public egress addresses per family on
+// r's uplink r1 and a TCP server on b that answers each connection with
+// the address it came from. alice (10.1.0.10, fd01::10), bob (10.1.0.11,
+// fd01::11) and carol (10.1.0.12, no identity) are addresses of a.
 type egressNet struct {
 	*testNet
 	server string // b's listener
@@ -35,10 +35,23 @@ func newEgressNet(t *testing.T) *egressNet {
 			t.Fatal(err)
 		}
 	}
+	// IPv6: two egress addresses, alice and bob on a0 (no DAD: usable at once).
+	for _, x := range []struct {
+		ns        *netlab.NS
+		ifc, addr string
+	}{{n.r, "r1", "2001:db8:e::1/128"}, {n.r, "r1", "2001:db8:e::2/128"},
+		{n.a, "a0", "fd01::10/64"}, {n.a, "a0", "fd01::11/64"}} {
+		if out, err := x.ns.IP("addr", "add", x.addr, "dev", x.ifc, "nodad"); err != nil {
+			t.Fatalf("%s: %v %s", x.addr, err, out)
+		}
+	}
 	if err := n.b.Route("203.0.113.0/24", "10.2.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := n.b.Listen("tcp", "10.2.0.2:8080")
+	if err := n.b.Route("2001:db8:e::/64", "fd02::1"); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := n.b.Listen("tcp", ":8080")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +70,7 @@ func newEgressNet(t *testing.T) *egressNet {
 					if _, err := r.ReadString('\n'); err != nil {
 						return
 					}
-					fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
+					fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
 				}
 			}()
 		}
@@ -65,8 +78,8 @@ func newEgressNet(t *testing.T) *egressNet {
 	return &egressNet{testNet: n, server: "10.2.0.2:8080"}
 }
 
-// seenAs connects from src (an address of a) and returns the source
-// address b saw, and the connection.
+// seenAs connects from src (an address of a) to b's address of src's
+// family and returns the source address b saw, and the connection.
 func (n *egressNet) seenAs(t *testing.T, src string) (string, net.Conn) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -74,7 +87,11 @@ func (n *egressNet) seenAs(t *testing.T, src string) (string, net.Conn) {
 	var c net.Conn
 	err := n.a.Do(func() (err error) {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err = d.DialContext(ctx, "tcp", n.server)
+		dst := n.server
+		if strings.Contains(src, ":") {
+			dst = "[fd02::2]:8080"
+		}
+		c, err = d.DialContext(ctx, "tcp", dst)
 		return err
 	})
 	if err != nil {
@@ -102,6 +119,8 @@ egress:
   addresses:
     - {name: a, address: 203.0.113.1, country: DE}
     - {name: b, address: 203.0.113.2, country: US}
+    - {name: a6, address: 2001:db8:e::1, country: DE}
+    - {name: b6, address: 2001:db8:e::2, country: US}
   policies:
     - id: eu
       expression: identity.groups contains "eu"
@@ -109,11 +128,17 @@ egress:
     - id: us
       expression: identity.groups contains "us"
       egress: b
+    - id: eu6
+      expression: identity.groups contains "eu"
+      egress: a6
+    - id: us6
+      expression: identity.groups contains "us"
+      egress: b6
 `
 
 // TestKernelEgressByIdentity: alice's connections leave from egress
-// address A and bob's from B, carol's are masqueraded to the uplink's own
-// address; moving alice to another group moves her new connections, in
+// address A and bob's from B, over IPv4 and IPv6, carol's are masqueraded
+// to the uplink's own address; moving alice to another group moves her new connections, in
 // place, while the established one keeps its address; the gateway's own
 // packets from an egress address keep it.
 func TestKernelEgressByIdentity(t *testing.T) {
@@ -131,8 +156,8 @@ func TestKernelEgressByIdentity(t *testing.T) {
 	p := Compile(Spec{WAN: "r1", Rules: rs, Egress: eg})
 	pfx := netip.MustParsePrefix
 	ids := []Identity{
-		{Email: "alice@example.com", Groups: []string{"eu"}, Addrs: []netip.Prefix{pfx("10.1.0.10/32")}},
-		{Email: "bob@example.com", Groups: []string{"us"}, Addrs: []netip.Prefix{pfx("10.1.0.11/32")}},
+		{Email: "alice@example.com", Groups: []string{"eu"}, Addrs: []netip.Prefix{pfx("10.1.0.10/32"), pfx("fd01::10/128")}},
+		{Email: "bob@example.com", Groups: []string{"us"}, Addrs: []netip.Prefix{pfx("10.1.0.11/32"), pfx("fd01::11/128")}},
 	}
 	if err := n.r.Do(func() error {
 		if err := n.tbl.UpdateIdentities(ids); err != nil {
@@ -151,6 +176,11 @@ func TestKernelEgressByIdentity(t *testing.T) {
 	carol, _ := n.seenAs(t, "10.1.0.12")
 	if alice != "203.0.113.1" || bob != "203.0.113.2" || carol != "10.2.0.1" {
 		t.Fatalf("b saw alice as %s (want 203.0.113.1), bob as %s (want 203.0.113.2), carol as %s (want 10.2.0.1)", alice, bob, carol)
+	}
+	alice6, _ := n.seenAs(t, "fd01::10")
+	bob6, _ := n.seenAs(t, "fd01::11")
+	if alice6 != "2001:db8:e::1" || bob6 != "2001:db8:e::2" {
+		t.Fatalf("over IPv6 b saw alice as %s (want 2001:db8:e::1), bob as %s (want 2001:db8:e::2)", alice6, bob6)
 	}
 
 	// alice moves to "us": sets change in place, no Apply.
@@ -184,7 +214,7 @@ func TestKernelEgressByIdentity(t *testing.T) {
 	if err := n.r.Do(func() (err error) { cs, err = n.tbl.EgressCounts(); return err }); err != nil {
 		t.Fatal(err)
 	}
-	if cs["eu"].Packets != 1 || cs["us"].Packets != 2 {
-		t.Errorf("egress counters = %v, want eu: 1 connection, us: 2", cs)
+	if cs["eu"].Packets != 1 || cs["us"].Packets != 2 || cs["eu6"].Packets != 1 || cs["us6"].Packets != 1 {
+		t.Errorf("egress counters = %v, want eu: 1 connection, us: 2, eu6: 1, us6: 1", cs)
 	}
 }

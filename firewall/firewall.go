@@ -64,6 +64,17 @@
 // addresses the WireGuard interface owns, so an identity holds only for
 // packets that came through its tunnel.
 //
+// # Egress
+//
+// [Spec.Egress] ([CompileEgress], egress.go) SNATs forwarded traffic to the
+// egress address its first matching egress policy chooses, in the
+// postrouting NAT chain ahead of the WAN masquerade: one rule per policy
+// alternative, identity conditions as interval sets filled like the
+// rules' identity sets and updated in place, no chain per policy. The
+// gateway's own packets from an egress address keep it; other egress
+// links masquerade what no policy chose. [Egress.Geofeed] is the RFC 8805
+// feed of the egress prefixes.
+//
 // # Flow sampling
 //
 // With [Spec.Sampling] on, 1 in Rate packets takes a copy of the rules that
