@@ -98,6 +98,9 @@ func TestCompileEgress(t *testing.T) {
 		strings.Index(post, "accept") > strings.Index(post, `"eg1"`) {
 		t.Errorf("wrong order:\n%s", post)
 	}
+	if !strings.Contains(out, `counter eg2 { } # egress policy "eu-staff", connections`) {
+		t.Errorf("the egress counters are not named:\n%s", out)
+	}
 	for _, set := range []string{"set eid4_0 ", "set eid6_0 ", "set eid4_2 ", "set l4_partners "} {
 		if !strings.Contains(out, set) {
 			t.Errorf("table lacks %q:\n%s", set, out)

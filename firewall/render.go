@@ -29,6 +29,11 @@ func (p *Program) String() string {
 	for _, sc := range p.Spoof {
 		ids[sc.Counter] = fmt.Sprintf("sources owned by %s arriving elsewhere", sc.Interface)
 	}
+	if p.egress != nil {
+		for _, pol := range p.egress.policies {
+			ids[pol.counter] = fmt.Sprintf("egress policy %q, connections", pol.id)
+		}
+	}
 	for _, c := range p.Counters {
 		fmt.Fprintf(&b, "\tcounter %s { } # %s\n", c, ids[c])
 	}
