@@ -17,6 +17,9 @@ import (
 type Config struct {
 	Lists map[string][]string `yaml:"lists"` // name → IPs and CIDRs
 	Rules []Rule              `yaml:"rules"`
+	// Egress chooses the address forwarded traffic leaves from
+	// (egress_config.go); nil: everything is masqueraded to the WAN.
+	Egress *EgressConfig `yaml:"egress"`
 }
 
 // Rule is one Magic-Firewall-style rule. Rules are evaluated in order; the
@@ -120,6 +123,9 @@ func (c *Config) Validate(report func(field, msg string)) {
 			report(f+".action", fmt.Sprintf("%q is not one of block, allow, rate_limit", r.Action))
 		}
 	}
+	if c.Egress != nil {
+		c.Egress.validate(c, report)
+	}
 }
 
 // ParseListItem reads one list entry: an address (a host prefix) or a CIDR
@@ -213,7 +219,7 @@ func (c *Config) Clone() *Config {
 	if c == nil {
 		return nil
 	}
-	out := &Config{Lists: make(map[string][]string, len(c.Lists)), Rules: slices.Clone(c.Rules)}
+	out := &Config{Lists: make(map[string][]string, len(c.Lists)), Rules: slices.Clone(c.Rules), Egress: c.Egress.Clone()}
 	for k, v := range c.Lists {
 		out.Lists[k] = slices.Clone(v)
 	}
@@ -261,13 +267,14 @@ func (c *Config) lists() map[string][]string {
 
 func (c *Config) sameRules(o *Config) bool {
 	var a, b []Rule
+	var ea, eb *EgressConfig
 	if c != nil {
-		a = c.Rules
+		a, ea = c.Rules, c.Egress
 	}
 	if o != nil {
-		b = o.Rules
+		b, eb = o.Rules, o.Egress
 	}
-	return slices.EqualFunc(a, b, func(x, y Rule) bool {
+	return ea.Equal(eb) && slices.EqualFunc(a, b, func(x, y Rule) bool {
 		on := func(p *bool) bool { return p == nil || *p }
 		return x.ID == y.ID && x.Description == y.Description && x.Expression == y.Expression &&
 			x.Action == y.Action && x.Rate == y.Rate && on(x.Enabled) == on(y.Enabled)

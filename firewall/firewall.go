@@ -64,6 +64,17 @@
 // addresses the WireGuard interface owns, so an identity holds only for
 // packets that came through its tunnel.
 //
+// # Egress
+//
+// [Spec.Egress] ([CompileEgress], egress.go) SNATs forwarded traffic to the
+// egress address its first matching egress policy chooses, in the
+// postrouting NAT chain ahead of the WAN masquerade: one rule per policy
+// alternative, identity conditions as interval sets filled like the
+// rules' identity sets and updated in place, no chain per policy. The
+// gateway's own packets from an egress address keep it; other egress
+// links masquerade what no policy chose. [Egress.Geofeed] is the RFC 8805
+// feed of the egress prefixes.
+//
 // # Flow sampling
 //
 // With [Spec.Sampling] on, 1 in Rate packets takes a copy of the rules that
@@ -126,6 +137,10 @@ type Spec struct {
 	// policy drop): the table of a gateway that must not forward at all,
 	// such as the fallback, whatever the forwarding sysctls say.
 	DenyForward bool
+	// Egress, from [CompileEgress], SNATs forwarded traffic to the
+	// address its first matching egress policy chooses, ahead of the WAN
+	// masquerade (egress.go); nil: everything is masqueraded.
+	Egress *Egress
 }
 
 // Chain is one chain of the compiled program: a base chain when Hook is
@@ -159,6 +174,8 @@ type Program struct {
 	// addresses Spec.IdentityInterface alone owns, per family (index 1:
 	// IPv6).
 	identityScope *[2][]interval
+	// egress is Spec.Egress, whose counters [Table.EgressCounts] reads.
+	egress *Egress
 }
 
 // RulesChain is the base chain of the firewall rules: hooked at
@@ -232,6 +249,13 @@ func Compile(s Spec) *Program {
 		Type:     nftables.ChainTypeNAT,
 		Hook:     nftables.ChainHookPostrouting,
 		Priority: nftables.ChainPriorityNATSource,
+	}
+	p.egress = s.Egress
+	egressRules, egressCtrs := s.Egress.natRules(s.WAN)
+	post.Rules = append(post.Rules, egressRules...)
+	p.Counters = append(p.Counters, egressCtrs...)
+	if s.Egress != nil {
+		p.Sets = append(p.Sets, s.Egress.sets...)
 	}
 	if s.WAN != "" {
 		// oifname "wan" masquerade

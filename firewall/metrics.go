@@ -9,7 +9,8 @@ import (
 // edgegw_firewall_rule_bytes_total by rule id,
 // edgegw_firewall_spoofed_packets_total by the interface that owns the
 // forged source address, and
-// edgegw_firewall_rate_limit_dropped_packets_total by rule id.
+// edgegw_firewall_rate_limit_dropped_packets_total by rule id, and
+// edgegw_firewall_egress_connections_total by egress policy id.
 // Register it with the gateway's registry.
 type Collector struct {
 	t           *Table
@@ -18,6 +19,7 @@ type Collector struct {
 	bytes       *prometheus.Desc
 	spoofed     *prometheus.Desc
 	rateDropped *prometheus.Desc
+	egress      *prometheus.Desc
 	errs        *prometheus.Desc
 }
 
@@ -37,6 +39,9 @@ func NewCollector(t *Table) *Collector {
 		rateDropped: prometheus.NewDesc("edgegw_firewall_rate_limit_dropped_packets_total",
 			"Packets a rate_limit rule dropped (over the rate, or its meter of sources full), since the ruleset was applied.",
 			[]string{"rule"}, nil),
+		egress: prometheus.NewDesc("edgegw_firewall_egress_connections_total",
+			"Connections an egress policy gave its egress address, since the ruleset was applied.",
+			[]string{"policy"}, nil),
 		errs: prometheus.NewDesc("edgegw_firewall_counters_read_failed",
 			"1 if the last read of the rule counters from the kernel failed, else 0.", nil, nil),
 	}
@@ -48,6 +53,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.spoofed
 	ch <- c.rateDropped
+	ch <- c.egress
 	ch <- c.errs
 }
 
@@ -69,5 +75,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for id, v := range cs.RateDropped {
 		ch <- prometheus.MustNewConstMetric(c.rateDropped, prometheus.CounterValue, float64(v.Packets), id)
+	}
+	for id, v := range cs.Egress {
+		ch <- prometheus.MustNewConstMetric(c.egress, prometheus.CounterValue, float64(v.Packets), id)
 	}
 }

@@ -29,6 +29,11 @@ func (p *Program) String() string {
 	for _, sc := range p.Spoof {
 		ids[sc.Counter] = fmt.Sprintf("sources owned by %s arriving elsewhere", sc.Interface)
 	}
+	if p.egress != nil {
+		for _, pol := range p.egress.policies {
+			ids[pol.counter] = fmt.Sprintf("egress policy %q, connections", pol.id)
+		}
+	}
 	for _, c := range p.Counters {
 		fmt.Fprintf(&b, "\tcounter %s { } # %s\n", c, ids[c])
 	}
@@ -184,6 +189,7 @@ type renderer struct {
 	what             string
 	kind             valueKind
 	imm              string // the last immediate value, for "set"
+	immData          []byte // its bytes, for "snat to"
 	out              []string
 }
 
@@ -256,6 +262,8 @@ func (r *renderer) expr(e expr.Any) {
 		r.out = append(r.out, "counter")
 	case *expr.Masq:
 		r.out = append(r.out, "masquerade")
+	case *expr.NAT:
+		r.out = append(r.out, "snat to "+formatValue(r.immData, kindAddr))
 	case *expr.Exthdr:
 		name := fmt.Sprintf("tcp option %d offset %d length %d", e.Type, e.Offset, e.Len)
 		if e.Type == 2 && e.Offset == 2 && e.Len == 2 {
@@ -274,7 +282,7 @@ func (r *renderer) expr(e expr.Any) {
 	case *expr.Log:
 		r.out = append(r.out, fmt.Sprintf("log prefix %q group %d", e.Data, e.Group))
 	case *expr.Immediate:
-		r.imm = formatValue(e.Data, kindInt)
+		r.imm, r.immData = formatValue(e.Data, kindInt), e.Data
 	case *expr.Dynset:
 		s := fmt.Sprintf("update @%s { %s timeout %s", e.SetName, r.what, e.Timeout)
 		for _, x := range e.Exprs {

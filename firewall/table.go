@@ -319,6 +319,9 @@ type Counts struct {
 	// RateDropped are the packets rate_limit rules dropped (over the
 	// rate, or the meter full), by rule id.
 	RateDropped map[string]Counter
+	// Egress are the connections each egress policy gave its address
+	// (the NAT chain sees a connection's first packet only), by policy id.
+	Egress map[string]Counter
 }
 
 // Counters reads every rule's counter from the kernel, by rule id.
@@ -332,7 +335,8 @@ func (t *Table) ReadCounts() (Counts, error) {
 	t.mu.Lock()
 	p := t.applied
 	t.mu.Unlock()
-	out := Counts{Rules: map[string]Counter{}, Spoofed: map[string]Counter{}, RateDropped: map[string]Counter{}}
+	out := Counts{Rules: map[string]Counter{}, Spoofed: map[string]Counter{}, RateDropped: map[string]Counter{},
+		Egress: map[string]Counter{}}
 	if p == nil {
 		return out, nil
 	}
@@ -349,6 +353,11 @@ func (t *Table) ReadCounts() (Counts, error) {
 	}
 	for _, sc := range p.Spoof {
 		byName[sc.Counter] = dest{out.Spoofed, sc.Interface}
+	}
+	if p.egress != nil {
+		for _, pol := range p.egress.policies {
+			byName[pol.counter] = dest{out.Egress, pol.id}
+		}
 	}
 	c, err := nftables.New()
 	if err != nil {

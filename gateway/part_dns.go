@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/dns"
 )
@@ -23,7 +24,8 @@ type dnsPart struct {
 	local   *local // serves DNS over HTTPS on the Access listener
 
 	srv    *dns.Server
-	tunnel atomic.Pointer[string] // the WireGuard interface: the one that owns identities' addresses
+	tunnel atomic.Pointer[string]          // the WireGuard interface: the one that owns identities' addresses
+	egress atomic.Pointer[firewall.Egress] // the plan's egress policies; nil: none
 	run    actor
 }
 
@@ -47,6 +49,7 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 		p.close()
 		return nil
 	}
+	p.egress.Store(np.Firewall.Egress)
 	if p.srv != nil {
 		p.setTunnel(next)
 		// In place: no query is dropped. With the same section Set only
@@ -57,14 +60,17 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 	egress := wanAddr(np.WAN)
 	p.setTunnel(next)
 	srv, err := dns.New(*nc, dns.Options{
-		Logger:         p.log,
-		Registerer:     p.metrics.reg,
-		StateDir:       next.Appliance.StateDir,
-		EgressAddr:     egress, // ECS from where traffic exits, never the client
-		SourceAddr:     egress,
-		IdentitySource: dnsIdentities{p.res, &p.tunnel},
-		Sink:           p.sink,
-		ColoCode:       next.Appliance.Colo,
+		Logger:     p.log,
+		Registerer: p.metrics.reg,
+		StateDir:   next.Appliance.StateDir,
+		EgressAddr: egress, // ECS from where traffic exits, never the client
+		// The WAN's address is followed (DHCP); plain DNS goes from
+		// each client's egress, the rest from the kernel's choice.
+		EgressInterface: np.WAN,
+		Egress:          dnsEgress{&p.egress},
+		IdentitySource:  dnsIdentities{p.res, &p.tunnel},
+		Sink:            p.sink,
+		ColoCode:        next.Appliance.Colo,
 	})
 	if err != nil {
 		return err
@@ -142,4 +148,16 @@ func (d dnsIdentities) Identify(a netip.Addr) (dns.Identity, bool) {
 		id.Interface = *t
 	}
 	return id, true
+}
+
+// dnsEgress gives Gateway DNS each client's egress address: that of the
+// first egress policy that holds for the client and its identity, without
+// a destination (firewall.Egress.For).
+type dnsEgress struct {
+	cur *atomic.Pointer[firewall.Egress]
+}
+
+func (d dnsEgress) Egress(src netip.Addr, id dns.Identity, hasID bool) (netip.Addr, bool) {
+	c, ok := d.cur.Load().For(src, id.Email, id.Groups, hasID)
+	return c.Address.Address, ok
 }

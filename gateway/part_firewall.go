@@ -2,9 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -25,6 +29,7 @@ type fwPart struct {
 	static  []firewall.Identity // from the plan in the kernel
 	ids     []firewall.Identity // in the kernel: static plus enrolled devices
 	rules   *firewall.Config    // the section in the kernel, for view
+	geofeed string              // the egress geofeed written; "" none
 }
 
 func (p *fwPart) name() string { return "firewall" }
@@ -64,6 +69,14 @@ func (p *fwPart) setDevices(snap *identity.Snapshot) error {
 }
 
 func (p *fwPart) commit(ctx context.Context, prev, next *Plan) error {
+	if err := p.commitTable(prev, next); err != nil {
+		return err
+	}
+	p.publishGeofeed(next)
+	return nil
+}
+
+func (p *fwPart) commitTable(prev, next *Plan) error {
 	ids := withDeviceIdentities(next.fwStatic, p.devs.Load())
 	if p.table != nil && prev != nil && sameTable(prev.Firewall, next.Firewall) {
 		if lists, ok := changedLists(prev, next); ok {
@@ -77,10 +90,34 @@ func (p *fwPart) commit(ctx context.Context, prev, next *Plan) error {
 	return p.replace(next, ids)
 }
 
+// publishGeofeed writes the RFC 8805 geofeed of the egress addresses to
+// <state_dir>/egress/geofeed.csv (for the web server or the RPSL geofeed:
+// attribute that points at it), or removes the one an earlier plan wrote.
+// A geofeed that cannot be written is logged: the addresses are in the
+// kernel either way.
+func (p *fwPart) publishGeofeed(next *Plan) {
+	file := ""
+	if eg := next.Firewall.Egress; eg != nil {
+		file = filepath.Join(next.Config.Appliance.StateDir, "egress", "geofeed.csv")
+		if err := writeFileAtomic(file, eg.Geofeed()); err != nil {
+			p.log.Error("egress geofeed", "file", file, "err", err)
+		} else {
+			p.log.Info("egress policies", "addresses", len(eg.Addresses()), "geofeed", file)
+		}
+	}
+	if p.geofeed != "" && p.geofeed != file {
+		if err := os.Remove(p.geofeed); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			p.log.Warn("remove the old egress geofeed", "file", p.geofeed, "err", err)
+		}
+	}
+	p.geofeed = file
+}
+
 // sameTable tells whether two specs differ at most in their rules.
 func sameTable(a, b firewall.Spec) bool {
 	return a.WAN == b.WAN && slices.Equal(a.LAN, b.LAN) && a.Sampling == b.Sampling &&
 		a.DenyForward == b.DenyForward && a.IdentityInterface == b.IdentityInterface &&
+		reflect.DeepEqual(a.Egress, b.Egress) &&
 		reflect.DeepEqual(a.Clamp, b.Clamp) && reflect.DeepEqual(a.Tunnels, b.Tunnels)
 }
 

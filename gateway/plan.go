@@ -105,6 +105,9 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 			return nil, fmt.Errorf("%s: firewall: %w", cfg.File, err)
 		}
 		p.Firewall.Rules = rs
+		if p.Firewall.Egress, err = firewall.CompileEgress(cfg.Firewall); err != nil {
+			return nil, fmt.Errorf("%s: firewall.egress: %w", cfg.File, err)
+		}
 	}
 	if cfg.Netflow != nil {
 		p.Firewall.Sampling = firewall.Sampling{Rate: cfg.Netflow.SampleRate, Group: firewall.DefaultSamplingGroup}

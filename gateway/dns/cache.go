@@ -32,6 +32,9 @@ type cacheKey struct {
 	qtype  uint16
 	qclass uint16
 	do, cd bool
+	// egress is the client's egress address: answers depend on the
+	// subnet sent for it and on the address asked from (egress.go).
+	egress netip.Addr
 }
 
 // entry is one cached answer. msg is never modified after insertion.

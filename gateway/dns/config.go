@@ -19,9 +19,15 @@ var emptyList = newDomainList("")
 type Config struct {
 	Listen    []netip.AddrPort `yaml:"listen"`
 	Upstreams []string         `yaml:"upstreams"` // host:port, tls://host:port, https://…/dns-query
-	ECS       string           `yaml:"ecs"`       // egress | off
-	Lists     map[string]List  `yaml:"lists"`
-	Policies  []Policy         `yaml:"policies"`
+	// ECS is the EDNS Client Subnet sent upstream: egress (the /24 or
+	// /56 of the client's egress address, never a private one), none
+	// (off is the same), or fixed PREFIX (egress.go).
+	ECS string `yaml:"ecs"`
+	// UpstreamECS overrides ECS for the upstreams it names (as written
+	// in upstreams).
+	UpstreamECS map[string]string `yaml:"upstream_ecs"`
+	Lists       map[string]List   `yaml:"lists"`
+	Policies    []Policy          `yaml:"policies"`
 	// BlockResponse is what a blocked query gets: zero_ip (0.0.0.0 or ::
 	// for A and AAAA, NXDOMAIN otherwise; the default), nxdomain, refused.
 	BlockResponse string `yaml:"block_response"`
@@ -98,8 +104,16 @@ func (c *Config) Validate(report func(field, msg string)) {
 			report(fmt.Sprintf("upstreams[%d]", i), msg)
 		}
 	}
-	if c.ECS != "egress" && c.ECS != "off" {
-		report("ecs", fmt.Sprintf("%q is not one of egress, off", c.ECS))
+	if _, err := parseECS(c.ECS); err != nil {
+		report("ecs", err.Error())
+	}
+	for _, u := range slices.Sorted(maps.Keys(c.UpstreamECS)) {
+		if !slices.Contains(c.Upstreams, u) {
+			report("upstream_ecs."+u, fmt.Sprintf("%q is not one of upstreams", u))
+		}
+		if _, err := parseECS(c.UpstreamECS[u]); err != nil {
+			report("upstream_ecs."+u, err.Error())
+		}
 	}
 	switch c.BlockResponse {
 	case "zero_ip", "nxdomain", "refused":
@@ -185,7 +199,7 @@ func (c *Config) Validate(report func(field, msg string)) {
 // Equal reports whether c and o are the same configuration.
 func (c *Config) Equal(o *Config) bool {
 	return slices.Equal(c.Listen, o.Listen) && slices.Equal(c.Upstreams, o.Upstreams) &&
-		c.ECS == o.ECS && c.BlockResponse == o.BlockResponse && c.CacheMB == o.CacheMB &&
+		c.ECS == o.ECS && maps.Equal(c.UpstreamECS, o.UpstreamECS) && c.BlockResponse == o.BlockResponse && c.CacheMB == o.CacheMB &&
 		c.MaxInflight == o.MaxInflight && c.DoT.equal(o.DoT) &&
 		maps.Equal(c.Lists, o.Lists) &&
 		slices.EqualFunc(c.Policies, o.Policies, func(a, b Policy) bool {
@@ -199,6 +213,7 @@ func (c *Config) Clone() *Config {
 	n.Listen = slices.Clone(c.Listen)
 	n.Upstreams = slices.Clone(c.Upstreams)
 	n.Lists = maps.Clone(c.Lists)
+	n.UpstreamECS = maps.Clone(c.UpstreamECS)
 	n.Policies = slices.Clone(c.Policies)
 	for i := range n.Policies {
 		n.Policies[i].Override = slices.Clone(c.Policies[i].Override)

@@ -26,9 +26,13 @@
 // to plain DNS, DNS-over-TLS (tls://) and DNS-over-HTTPS (https://, RFC
 // 8484) upstreams in order, passing over failing ones for a backoff. Queries go
 // upstream as fresh messages: the client's RD, CD and DO bits, a 1232-byte
-// EDNS size and, with ecs: egress, an EDNS Client Subnet of the egress
-// address (/24 or /56); the client's own options, ECS included, are never
-// forwarded. DNSSEC records pass through to clients that set DO.
+// EDNS size and the EDNS Client Subnet of the upstream's ecs mode (egress:
+// the /24 or /56 of the client's egress address, never a private one;
+// none; fixed PREFIX); the client's own options, ECS included, are never
+// forwarded. Queries are resolved as from the client's egress
+// ([Options.Egress], else the WAN's address followed on netlink events):
+// plain-DNS queries are sent from it, answers are cached per egress, and
+// gateway_dns records carry it as EgressIP (egress.go). DNSSEC records pass through to clients that set DO.
 //
 // Answers are cached by name, type, class, DO and CD, within a memory
 // bound: positive answers for their smallest TTL, negative ones per RFC

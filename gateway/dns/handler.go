@@ -185,10 +185,13 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 	v.domains = parents(make([]string, 0, 4), v.fqdn)
 	v.qtype = qq.Qtype
 	v.src = q.src.Addr()
-	if id, ok := s.identify(q); ok {
+	id, hasID := s.identify(q)
+	if hasID {
 		v.hasID = true
 		v.email, v.groups, v.device = id.Email, id.Groups, id.DeviceID
 	}
+	// Resolved as from the client's egress (egress.go).
+	q.key.egress = s.egressOf(v.src, id, hasID)
 	if q.proto == "tls" && !v.hasID && snap.cfg.DoT != nil && snap.cfg.DoT.IdentifiedOnly {
 		out.Rcode = mdns.RcodeRefused
 		q.decision = decRefusedUnidentified

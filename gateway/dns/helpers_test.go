@@ -125,9 +125,6 @@ func (u *testUpstream) close() {
 // CNAMEs within the zone.
 func (u *testUpstream) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 	u.queries.Add(1)
-	if u.silent.Load() {
-		return
-	}
 	ecs := ""
 	do := false
 	if o := r.IsEdns0(); o != nil {
@@ -140,6 +137,9 @@ func (u *testUpstream) ServeDNS(w mdns.ResponseWriter, r *mdns.Msg) {
 	}
 	u.lastECS.Store(&ecs)
 	u.lastDO.Store(do)
+	if u.silent.Load() {
+		return
+	}
 	m := new(mdns.Msg)
 	m.SetReply(r)
 	m.RecursionAvailable = true

@@ -31,6 +31,7 @@ type metrics struct {
 	upstreamUp       *prometheus.GaugeVec
 	listEntries      *prometheus.GaugeVec
 	listFailures     *prometheus.CounterVec
+	egressChanges    prometheus.Counter
 
 	mu        sync.Mutex
 	upstreams []string
@@ -88,6 +89,10 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m.listFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edgegw_dns_list_load_failures_total", Help: "Failed reads of each domain list (the last good copy stays).",
 	}, []string{"list"})
+	m.egressChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "edgegw_dns_egress_address_changes_total",
+		Help: "Changes of the default egress address read from gateway's egress interface (netlink address events).",
+	})
 	cacheEntries := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "edgegw_dns_cache_entries", Help: "Answers in the DNS cache.",
 	}, func() float64 { n, _ := s.cache.len(); return float64(n) })
@@ -96,7 +101,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	}, func() float64 { _, b := s.cache.len(); return float64(b) })
 	m.collectors = []prometheus.Collector{m.queries, m.duration, m.malformed, m.policyMatches,
 		m.cacheLookups, m.prefetches, m.overloaded, m.unidentified, inflight, m.upstreamReqs, m.upstreamDuration, m.upstreamUp,
-		m.listEntries, m.listFailures, cacheEntries, cacheBytes}
+		m.listEntries, m.listFailures, m.egressChanges, cacheEntries, cacheBytes}
 	if reg != nil {
 		for _, c := range m.collectors {
 			if err := reg.Register(c); err != nil {

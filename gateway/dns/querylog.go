@@ -68,6 +68,9 @@ func (s *Server) record(q *query, out *mdns.Msg) logpush.Record {
 		{Name: "Email", Value: logpush.String(q.v.email)},
 		{Name: "DeviceID", Value: logpush.String(q.v.device)},
 		{Name: "ColoCode", Value: logpush.String(s.opts.ColoCode)},
+		// edgegw's own: the egress address the query was resolved for
+		// (and sent from, for plain DNS); empty without one.
+		{Name: "EgressIP", Value: addrValue(q.key.egress)},
 	}
 }
 

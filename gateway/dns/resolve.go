@@ -148,10 +148,10 @@ func (s *Server) maybePrefetch(snap *snapshot, key cacheKey, e *entry, now time.
 }
 
 // upstreamQuery is what is sent upstream for key: a fresh message with RD,
-// the client's CD and DO bits, edgegw's EDNS size and, with ecs: egress,
-// the egress subnet. Nothing else of the client's message (its ECS or
-// other options) is forwarded.
-func upstreamQuery(snap *snapshot, key cacheKey) *mdns.Msg {
+// the client's CD and DO bits, edgegw's EDNS size and the client subnet
+// the upstream's ecs mode gives for the key's egress (egress.go). Nothing
+// else of the client's message (its ECS or other options) is forwarded.
+func upstreamQuery(mode ecsMode, key cacheKey) *mdns.Msg {
 	q := &mdns.Msg{
 		MsgHdr:   mdns.MsgHdr{Id: mdns.Id(), RecursionDesired: true, CheckingDisabled: key.cd},
 		Question: []mdns.Question{{Name: mdns.Fqdn(key.name), Qtype: key.qtype, Qclass: key.qclass}},
@@ -161,8 +161,8 @@ func upstreamQuery(snap *snapshot, key cacheKey) *mdns.Msg {
 	if key.do {
 		opt.SetDo()
 	}
-	if snap.ecs != nil {
-		opt.Option = append(opt.Option, snap.ecs)
+	if ecs := mode.subnetOption(key.egress); ecs != nil {
+		opt.Option = append(opt.Option, ecs)
 	}
 	q.Extra = []mdns.RR{opt}
 	return q
@@ -177,25 +177,29 @@ func (s *Server) forward(snap *snapshot, key cacheKey) (*mdns.Msg, error) {
 	}
 	ctx, cancel := context.WithTimeout(*pctx, queryTimeout)
 	defer cancel()
-	q := upstreamQuery(snap, key)
+	if key.egress.IsValid() {
+		ctx = WithEgress(ctx, key.egress)
+	}
 	now := s.now()
-	order := make([]*upstream, 0, len(snap.ups))
-	for _, u := range snap.ups {
+	order := make([]int, 0, len(snap.ups))
+	for i, u := range snap.ups {
 		if u.healthy(now) {
-			order = append(order, u)
+			order = append(order, i)
 		}
 	}
-	for _, u := range snap.ups {
+	for i, u := range snap.ups {
 		if !u.healthy(now) {
-			order = append(order, u)
+			order = append(order, i)
 		}
 	}
 	var last *mdns.Msg
 	var errs []error
-	for _, u := range order {
+	for _, i := range order {
 		if ctx.Err() != nil {
 			break
 		}
+		u := snap.ups[i]
+		q := upstreamQuery(snap.ecs[i], key)
 		start := time.Now()
 		r, err := u.exchange(ctx, q)
 		s.m.upstreamDuration.WithLabelValues(u.spec).Observe(time.Since(start).Seconds())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -51,10 +52,18 @@ type Options struct {
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
 	StateDir   string                // reserved for a persistent cache; unused
-	// EgressAddr is the public address queries leave from; with ecs: egress
-	// its /24 (IPv4) or /56 (IPv6) is sent upstream as EDNS Client Subnet.
-	// Invalid: no ECS is sent.
+	// EgressAddr is the default egress: the address traffic leaves from
+	// when Egress names none; with ecs: egress its /24 (IPv4) or /56
+	// (IPv6) is sent upstream as EDNS Client Subnet, if it is public.
+	// Invalid: no ECS is sent. EgressInterface replaces it once Run runs.
 	EgressAddr netip.Addr
+	// EgressInterface, when set, is the uplink whose address is the
+	// default egress: Run reads it in its network namespace and again on
+	// every address event (a DHCP renumbering needs no reload).
+	EgressInterface string
+	// Egress names each client's egress address (egress policies); nil:
+	// every client uses the default egress.
+	Egress EgressSource
 	// SourceAddr is the local address upstream queries are sent from, so
 	// they leave the way user traffic does. Invalid: the kernel picks.
 	SourceAddr netip.Addr
@@ -89,6 +98,7 @@ type Server struct {
 	inflight       atomic.Int64
 	overloadLogged atomic.Int64 // Unix nanoseconds of the last "max_inflight reached" line
 	snap           atomic.Pointer[snapshot]
+	defEgress      atomic.Pointer[netip.Addr] // the default egress; nil: none
 	// arrival looks up interfaces in Run's network namespace; nil
 	// before Run (no query then carries an identity).
 	arrival atomic.Pointer[arrival]
@@ -112,7 +122,7 @@ type snapshot struct {
 	cfg      *Config
 	policies []*policy
 	ups      []*upstream
-	ecs      *mdns.EDNS0_SUBNET // nil: none
+	ecs      []ecsMode // per upstream, as ups
 	block    string
 }
 
@@ -135,6 +145,9 @@ func New(cfg Config, opts Options) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if a := opts.EgressAddr.Unmap(); a.IsValid() {
+		s.defEgress.Store(&a)
 	}
 	s.m = newMetrics(opts.Registerer, s)
 	c := cfg.Clone()
@@ -209,9 +222,7 @@ func (s *Server) apply(c, old *Config) error {
 			u = newUpstream(spec, s.opts.TLSConfig, s.opts.SourceAddr, s.opts.Dial)
 		}
 		snap.ups = append(snap.ups, u)
-	}
-	if c.ECS == "egress" && s.opts.EgressAddr.IsValid() {
-		snap.ecs = egressSubnet(s.opts.EgressAddr)
+		snap.ecs = append(snap.ecs, ecsFor(c, spec))
 	}
 	if s.runCtx != nil && (old == nil || !slices.Equal(old.Listen, c.Listen)) {
 		if err := s.bindLocked(c.Listen); err != nil {
@@ -226,7 +237,7 @@ func (s *Server) apply(c, old *Config) error {
 	s.snap.Store(snap)
 	s.cfg, s.lists = c, lists
 	s.cache.setMax(int64(c.CacheMB) << 20)
-	if old != nil && old.ECS != c.ECS {
+	if old != nil && (old.ECS != c.ECS || !maps.Equal(old.UpstreamECS, c.UpstreamECS)) {
 		s.cache.flush() // answers depend on the subnet sent
 	}
 	if prev != nil {
@@ -301,6 +312,18 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.arrival.Store(a)
 	defer a.close()
+	if s.opts.EgressInterface != "" {
+		w, err := s.openEgressWatch()
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("dns: follow the egress interface %s: %w", s.opts.EgressInterface, err)
+		}
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			w.run(ctx, s)
+		}()
+	}
 	err = s.bindLocked(s.cfg.Listen)
 	if err == nil {
 		err = s.bindDoTLocked(dotListen(s.cfg))

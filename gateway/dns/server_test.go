@@ -82,6 +82,13 @@ func TestECS(t *testing.T) {
 		{"egress", "2001:db8:1234:5678::9", "[2001:db8:1234:5600::]/56/0"},
 		{"off", "198.51.100.77", ""},
 		{"egress", "", ""}, // no egress address known: nothing, never the client's
+		{"none", "198.51.100.77", ""},
+		{"fixed 192.0.2.0/25", "198.51.100.77", "192.0.2.0/25/0"},
+		// A private egress (a NATed uplink) is never sent unless named.
+		{"egress", "10.20.30.40", ""},
+		{"egress", "100.64.7.8", ""},
+		{"egress", "fd00::1", ""},
+		{"fixed 10.20.0.0/16", "10.20.30.40", "10.20.0.0/16/0"},
 	} {
 		up := newTestUpstream(t)
 		var eg netip.Addr

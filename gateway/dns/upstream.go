@@ -99,6 +99,11 @@ func (u *upstream) dial(ctx context.Context, network, addr string) (net.Conn, er
 			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(u.src, 0))
 		}
 	}
+	// Plain DNS goes from the query's egress; pooled TCP and TLS
+	// connections and DoH keep the default source (egress.go).
+	if e, ok := EgressFrom(ctx); ok && u.kind == "dns" && strings.HasPrefix(network, "udp") {
+		return dialFrom(ctx, d, network, addr, e)
+	}
 	return d.DialContext(ctx, network, addr)
 }
 

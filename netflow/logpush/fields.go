@@ -52,7 +52,7 @@ QueryIndicatorFeedIDs:x QueryIndicatorFeedNames:ss ApplicationID:i
 ApplicationName:s CustomResolverAddress:s CustomResolverPolicyID:s
 CustomResolverPolicyName:s CustomResolverResponse:s CustomResolveDurationMs:i
 Location:s LocationID:s DeviceID:s DeviceName:s Email:s UserID:s ColoCode:s
-ColoID:i TimeZone:s`,
+ColoID:i TimeZone:s EgressIP:ip`,
 
 	"access_requests": `
 Action:s Allowed:b AppDomain:s AppUUID:s Connection:s Country:s CreatedAt:t

@@ -1,0 +1,220 @@
+package firewall
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+)
+
+// egressNet is testNet with two public egress addresses per family on
+// r's uplink r1 and a TCP server on b that answers each connection with
+// the address it came from. alice (10.1.0.10, fd01::10), bob (10.1.0.11,
+// fd01::11) and carol (10.1.0.12, no identity) are addresses of a.
+type egressNet struct {
+	*testNet
+	server string // b's listener
+}
+
+func newEgressNet(t *testing.T) *egressNet {
+	t.Helper()
+	n := newTestNet(t)
+	for _, x := range []struct {
+		ns        *netlab.NS
+		ifc, addr string
+	}{{n.r, "r1", "203.0.113.1/32"}, {n.r, "r1", "203.0.113.2/32"},
+		{n.a, "a0", "10.1.0.10/24"}, {n.a, "a0", "10.1.0.11/24"}, {n.a, "a0", "10.1.0.12/24"}} {
+		if err := x.ns.AddAddr(x.ifc, x.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// IPv6: two egress addresses, alice and bob on a0 (no DAD: usable at once).
+	for _, x := range []struct {
+		ns        *netlab.NS
+		ifc, addr string
+	}{{n.r, "r1", "2001:db8:e::1/128"}, {n.r, "r1", "2001:db8:e::2/128"},
+		{n.a, "a0", "fd01::10/64"}, {n.a, "a0", "fd01::11/64"}} {
+		if out, err := x.ns.IP("addr", "add", x.addr, "dev", x.ifc, "nodad"); err != nil {
+			t.Fatalf("%s: %v %s", x.addr, err, out)
+		}
+	}
+	if err := n.b.Route("203.0.113.0/24", "10.2.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.b.Route("2001:db8:e::/64", "fd02::1"); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := n.b.Listen("tcp", ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	// Accept loop owned by the test: it ends when the listener closes.
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					if _, err := r.ReadString('\n'); err != nil {
+						return
+					}
+					fmt.Fprintf(c, "%s\n", c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap())
+				}
+			}()
+		}
+	}()
+	return &egressNet{testNet: n, server: "10.2.0.2:8080"}
+}
+
+// seenAs connects from src (an address of a) to b's address of src's
+// family and returns the source address b saw, and the connection.
+func (n *egressNet) seenAs(t *testing.T, src string) (string, net.Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var c net.Conn
+	err := n.a.Do(func() (err error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		dst := n.server
+		if strings.Contains(src, ":") {
+			dst = "[fd02::2]:8080"
+		}
+		c, err = d.DialContext(ctx, "tcp", dst)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("connect from %s: %v", src, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ask(t, c), c
+}
+
+func ask(t *testing.T, c net.Conn) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintln(c, "who"); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(line)
+}
+
+const egressKernelYAML = `
+egress:
+  addresses:
+    - {name: a, address: 203.0.113.1, country: DE}
+    - {name: b, address: 203.0.113.2, country: US}
+    - {name: a6, address: 2001:db8:e::1, country: DE}
+    - {name: b6, address: 2001:db8:e::2, country: US}
+  policies:
+    - id: eu
+      expression: identity.groups contains "eu"
+      egress: a
+    - id: us
+      expression: identity.groups contains "us"
+      egress: b
+    - id: eu6
+      expression: identity.groups contains "eu"
+      egress: a6
+    - id: us6
+      expression: identity.groups contains "us"
+      egress: b6
+`
+
+// TestKernelEgressByIdentity: alice's connections leave from egress
+// address A and bob's from B, over IPv4 and IPv6, carol's are masqueraded
+// to the uplink's own address; moving alice to another group moves her new connections, in
+// place, while the established one keeps its address; the gateway's own
+// packets from an egress address keep it.
+func TestKernelEgressByIdentity(t *testing.T) {
+	testkit.NeedTool(t, "nft", "nftables")
+	n := newEgressNet(t)
+	c := egressConfig(t, egressKernelYAML)
+	eg, err := CompileEgress(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := CompileRules(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Compile(Spec{WAN: "r1", Rules: rs, Egress: eg})
+	pfx := netip.MustParsePrefix
+	ids := []Identity{
+		{Email: "alice@example.com", Groups: []string{"eu"}, Addrs: []netip.Prefix{pfx("10.1.0.10/32"), pfx("fd01::10/128")}},
+		{Email: "bob@example.com", Groups: []string{"us"}, Addrs: []netip.Prefix{pfx("10.1.0.11/32"), pfx("fd01::11/128")}},
+	}
+	if err := n.r.Do(func() error {
+		if err := n.tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return n.tbl.Apply(p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	list := n.nftList(t)
+	if !strings.Contains(list, "snat ip to 203.0.113.1") {
+		t.Errorf("no snat in the kernel's listing:\n%s", list)
+	}
+	alice, aliceConn := n.seenAs(t, "10.1.0.10")
+	bob, _ := n.seenAs(t, "10.1.0.11")
+	carol, _ := n.seenAs(t, "10.1.0.12")
+	if alice != "203.0.113.1" || bob != "203.0.113.2" || carol != "10.2.0.1" {
+		t.Fatalf("b saw alice as %s (want 203.0.113.1), bob as %s (want 203.0.113.2), carol as %s (want 10.2.0.1)", alice, bob, carol)
+	}
+	alice6, _ := n.seenAs(t, "fd01::10")
+	bob6, _ := n.seenAs(t, "fd01::11")
+	if alice6 != "2001:db8:e::1" || bob6 != "2001:db8:e::2" {
+		t.Fatalf("over IPv6 b saw alice as %s (want 2001:db8:e::1), bob as %s (want 2001:db8:e::2)", alice6, bob6)
+	}
+
+	// alice moves to "us": sets change in place, no Apply.
+	ids[0].Groups = []string{"us"}
+	if err := n.r.Do(func() error { return n.tbl.UpdateIdentities(ids) }); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := n.seenAs(t, "10.1.0.10"); again != "203.0.113.2" {
+		t.Errorf("alice's new connection after the move came from %s, want 203.0.113.2", again)
+	}
+	if old := ask(t, aliceConn); old != "203.0.113.1" {
+		t.Errorf("alice's established connection now comes from %s, want 203.0.113.1 (conntrack keeps it)", old)
+	}
+
+	// The gateway's own connection from egress B leaves from B, not
+	// masqueraded to r1's primary address.
+	var own net.Conn
+	if err := n.r.Do(func() (err error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("203.0.113.2")}, Timeout: 10 * time.Second}
+		own, err = d.Dial("tcp", n.server)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if got := ask(t, own); got != "203.0.113.2" {
+		t.Errorf("r's own connection from 203.0.113.2 reached b from %s", got)
+	}
+
+	var cs map[string]Counter
+	if err := n.r.Do(func() (err error) { cs, err = n.tbl.EgressCounts(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if cs["eu"].Packets != 1 || cs["us"].Packets != 2 || cs["eu6"].Packets != 1 || cs["us6"].Packets != 1 {
+		t.Errorf("egress counters = %v, want eu: 1 connection, us: 2, eu6: 1, us6: 1", cs)
+	}
+}
