@@ -115,6 +115,7 @@ func (n *haNode) wantMetric(line string) func() error {
 func TestHAPair(t *testing.T) {
 	testkit.NeedRoot(t)
 	testkit.NeedTool(t, "keepalived", "keepalived")
+	testkit.NeedTool(t, "conntrackd", "conntrackd")
 	lab := netlab.NewT(t)
 	var nodes [2]*haNode
 	for i := range nodes {

@@ -56,11 +56,13 @@ General {
 	}
 }
 Sync {
-	# FTFW: acknowledged, resent on loss. The standby keeps the active
-	# node's sessions in conntrackd's external cache and commits them to
-	# its kernel when it becomes active.
+	# FTFW: acknowledged, resent on loss. The standby writes the active
+	# node's sessions into its kernel table as they arrive (no external
+	# cache to commit at failover): a segment that reaches the new active
+	# node before a commit finished would meet its own stack, which
+	# answers with a reset.
 	Mode FTFW {
-		DisableExternalCache Off
+		DisableExternalCache On
 		StartupResync On
 	}
 	UDP {
@@ -164,8 +166,22 @@ var ctActions = map[string][]ctAction{
 // ctClient runs one conntrackd client command against this node's
 // conntrackd (its control socket named in conf).
 func (n *Node) ctClient(ctx context.Context, flag string) error {
+	_, err := n.ctRun(ctx, flag)
+	return err
+}
+
+// ctClientOutput runs a conntrackd client command that prints (-s, -i,
+// -e) and returns what it printed.
+func (n *Node) ctClientOutput(flag string) (string, error) {
+	return n.ctRun(context.Background(), flag)
+}
+
+func (n *Node) ctRun(ctx context.Context, flag string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// The client reads the same file to find the control socket; it runs
+	// in the node's namespace, where the sync interface the file names
+	// exists.
 	cmd := exec.CommandContext(ctx, n.opts.Conntrackd, "-C", n.ctConf, flag)
 	var out []byte
 	err := n.opts.Enter(func() error {
@@ -174,9 +190,9 @@ func (n *Node) ctClient(ctx context.Context, flag string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("conntrackd %s: %w: %s", flag, err, strings.TrimSpace(string(out)))
+		return "", fmt.Errorf("conntrackd %s: %w: %s", flag, err, strings.TrimSpace(string(out)))
 	}
-	return nil
+	return string(out), nil
 }
 
 // waitConntrackd polls conntrackd's control socket until it answers.

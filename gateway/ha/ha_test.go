@@ -438,3 +438,95 @@ func TestLeftoverKilled(t *testing.T) {
 	testkit.Eventually(t, 30*time.Second, "new keepalived master", wantRole(n, RoleMaster))
 	testkit.Eventually(t, 30*time.Second, "VIP", wantVIP(a, true))
 }
+
+func TestRenderConntrackd(t *testing.T) {
+	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
+		VirtualAddresses: VirtualAddresses{
+			WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")},
+			LAN: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")},
+		}}
+	paths := ctPaths{Lock: "/s/ha/conntrackd.lock", Ctl: "/s/ha/conntrackd.ctl"}
+	local := netip.MustParseAddr("10.9.0.1")
+	got, err := RenderConntrackd(c, paths, local, []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fe80::1"), local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"LockFile /s/ha/conntrackd.lock", "Path /s/ha/conntrackd.ctl", "Mode FTFW",
+		"DisableExternalCache On", "IPv4_address 10.9.0.1\n", "IPv4_Destination_Address 10.9.0.2", "Port 3780",
+		"Interface sync0", "IPv4_address 192.0.2.10", "IPv4_address 10.1.0.1\n", "IPv4_address 192.0.2.1\n",
+		"IPv6_address fe80::1", "IPv4_address 127.0.0.1", "IPv6_address ::1"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in\n%s", w, got)
+		}
+	}
+	if n := strings.Count(got, "IPv4_address 10.9.0.1\n"); n != 2 { // the UDP source and one filter entry
+		t.Errorf("local address %d times, want 2 (duplicates compacted)\n%s", n, got)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config, *ctPaths, *netip.Addr)
+	}{
+		{"v6 local", func(_ *Config, _ *ctPaths, l *netip.Addr) { *l = netip.MustParseAddr("fd00::1") }},
+		{"no local", func(_ *Config, _ *ctPaths, l *netip.Addr) { *l = netip.Addr{} }},
+		{"path with space", func(_ *Config, p *ctPaths, _ *netip.Addr) { p.Ctl = "/a b" }},
+		{"empty lock", func(_ *Config, p *ctPaths, _ *netip.Addr) { p.Lock = "" }},
+		{"bad interface", func(c *Config, _ *ctPaths, _ *netip.Addr) { c.Interface = "x}" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, p, l := c, paths, local
+			tc.edit(&c, &p, &l)
+			if _, err := RenderConntrackd(c, p, l, nil); err == nil {
+				t.Fatal("rendered")
+			}
+		})
+	}
+}
+
+// TestConntrackdAccepted starts conntrackd on a rendered file in a
+// namespace and asks it for its statistics over the private socket.
+func TestConntrackdAccepted(t *testing.T) {
+	testkit.NeedRoot(t)
+	bin := testkit.NeedTool(t, "conntrackd", "conntrackd")
+	lab := netlab.NewT(t)
+	a, err := lab.NS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(a, "sync0", "10.9.0.1/24", a, "peer0", ""); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
+		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}}}
+	var local netip.Addr
+	var own []netip.Addr
+	if err := a.Do(func() (err error) { local, own, err = syncAddrs("sync0", c.Peer); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if local != netip.MustParseAddr("10.9.0.1") {
+		t.Fatalf("sync address %v", local)
+	}
+	text, err := RenderConntrackd(c, ctPaths{Lock: filepath.Join(dir, "lock"), Ctl: filepath.Join(dir, "ctl")}, local, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "conntrackd.conf")
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Start(bin, "-C", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	testkit.Eventually(t, 30*time.Second, "conntrackd answers", func() error {
+		out, err := a.Exec(context.Background(), bin, "-C", conf, "-s")
+		if err != nil {
+			return fmt.Errorf("%w: %s\n%s", err, out, p.Output())
+		}
+		return nil
+	})
+	if err := a.Do(func() error { _, _, err := syncAddrs("sync0", netip.MustParseAddr("10.8.0.2")); return err }); err == nil {
+		t.Fatal("a peer outside the sync link's subnet was accepted")
+	}
+}
