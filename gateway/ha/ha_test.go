@@ -78,7 +78,8 @@ func TestRender(t *testing.T) {
 	}{
 		{name: "nopreempt, no auth", want: []string{"nopreempt", "unicast_peer {\n\t\t10.9.0.2", "virtual_router_id 7",
 			"priority 150", "192.0.2.10/24 dev wan0", "10.1.0.1/24 dev lan0", "track_interface {\n\t\twan0\n\t\tlan0",
-			"notify_fifo /run/x.fifo", "interface sync0"}, notWant: []string{"authentication"}},
+			"notify_fifo /run/x.fifo", "interface sync0", "track_file edgegw_yield {\n\tfile \"/run/yield\"\n\tweight 0",
+			"track_file {\n\t\tedgegw_yield"}, notWant: []string{"authentication"}},
 		{name: "preempt", preempt: true, notWant: []string{"nopreempt"}},
 		{name: "key cut to 8", key: "0123456789abc\n", want: []string{"auth_type PASS", "auth_pass 01234567\n"}},
 		{name: "key with brace", key: "ab}cdef", wantErr: true},
@@ -86,7 +87,7 @@ func TestRender(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := c
 			c.Preempt = tc.preempt
-			got, err := Render(c, Links{WAN: "wan0", LAN: "lan0"}, tc.key, "/run/x.fifo")
+			got, err := Render(c, Links{WAN: "wan0", LAN: "lan0"}, tc.key, "/run/x.fifo", "/run/yield")
 			if tc.wantErr {
 				if err == nil {
 					t.Fatal("no error")
@@ -108,7 +109,7 @@ func TestRender(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Render(c, Links{WAN: "", LAN: "lan0"}, "", "/f"); err == nil {
+	if _, err := Render(c, Links{WAN: "", LAN: "lan0"}, "", "/f", ""); err == nil {
 		t.Fatal("wan VIPs without a WAN interface rendered")
 	}
 }
@@ -127,7 +128,7 @@ func TestRenderAccepted(t *testing.T) {
 	}
 	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}}}
-	text, err := Render(c, Links{WAN: "wan0"}, "secret12", filepath.Join(t.TempDir(), "f"))
+	text, err := Render(c, Links{WAN: "wan0"}, "secret12", filepath.Join(t.TempDir(), "f"), filepath.Join(t.TempDir(), "yield"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +411,7 @@ func TestLeftoverKilled(t *testing.T) {
 	}
 	c := Config{Priority: 200, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: DefaultVRID,
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("10.9.0.100/24")}}}
-	text, err := Render(c, Links{WAN: "sync0"}, "", filepath.Join(hd, "old.fifo"))
+	text, err := Render(c, Links{WAN: "sync0"}, "", filepath.Join(hd, "old.fifo"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

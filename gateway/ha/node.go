@@ -52,6 +52,9 @@ type Options struct {
 	// Enter, when set, runs fn where keepalived must start (a test's
 	// network namespace); nil starts it in the current namespace.
 	Enter func(fn func() error) error
+	// ProbeInterval is how often a master (or a node that yielded) looks
+	// for a split brain (1 s when zero).
+	ProbeInterval time.Duration
 	// Backoff is the first restart delay after a daemon exits (1 s when
 	// zero); it doubles up to 30 s and resets after a minute of running.
 	Backoff time.Duration
@@ -68,9 +71,18 @@ type Status struct {
 	// ConntrackdRestarts counts conntrackd exits; ConntrackSyncFailures
 	// the client commands that failed while following a role change
 	// (sessions may not survive the next failover).
-	ConntrackdRestarts    uint64     `json:"conntrackd_restarts"`
-	ConntrackSyncFailures uint64     `json:"conntrack_sync_failures"`
-	Last                  *time.Time `json:"last_transition,omitempty"`
+	ConntrackdRestarts    uint64 `json:"conntrackd_restarts"`
+	ConntrackSyncFailures uint64 `json:"conntrack_sync_failures"`
+	// SplitBrain is true while this node is master and another node
+	// answers for the virtual addresses; SplitBrains counts such
+	// episodes. Yielded: this node gave the addresses up because of one
+	// (keepalived FAULT) and waits for the sync link or for the
+	// addresses to fall free.
+	SplitBrain     bool       `json:"split_brain"`
+	SplitBrains    uint64     `json:"split_brains"`
+	LastSplitBrain *time.Time `json:"last_split_brain,omitempty"`
+	Yielded        bool       `json:"yielded"`
+	Last           *time.Time `json:"last_transition,omitempty"`
 }
 
 // Node supervises this node's keepalived and conntrackd.
@@ -87,10 +99,13 @@ type Node struct {
 
 	ctConf, ctPid string
 	ct            ctPaths
+	yieldFile     string // keepalived's track file: 1 makes this node give way
+	yields        bool   // this node is the one that gives way in a split brain
 
 	keepalived, conntrackd *daemon
 	cancel                 context.CancelFunc // ends followRole
 	followed               chan struct{}      // closed when followRole returns
+	watched                chan struct{}      // closed when watchSplitBrain returns
 	read                   chan struct{}      // closed when the FIFO reader returns
 	closed                 bool
 
@@ -105,8 +120,14 @@ type Node struct {
 	ctSynced   map[string]uint64
 	ctFailures uint64
 
-	roleDesc, transDesc, restartDesc, ctRestartDesc, ctSyncDesc, ctFailDesc *prometheus.Desc
-	transitions                                                             map[string]uint64 // by new role
+	splitBrain     bool
+	splitBrains    uint64
+	lastSplitBrain *time.Time
+	splitWith      string
+	yielded        bool
+
+	roleDesc, transDesc, restartDesc, ctRestartDesc, ctSyncDesc, ctFailDesc, sbDesc, sbTotalDesc *prometheus.Desc
+	transitions                                                                                  map[string]uint64 // by new role
 }
 
 // New renders keepalived.conf and conntrackd.conf, kills a keepalived or
@@ -125,6 +146,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if opts.Backoff == 0 {
 		opts.Backoff = time.Second
 	}
+	if opts.ProbeInterval == 0 {
+		opts.ProbeInterval = time.Second
+	}
 	if opts.Enter == nil {
 		opts.Enter = func(fn func() error) error { return fn() }
 	}
@@ -139,8 +163,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 		conf: filepath.Join(dir, "keepalived.conf"), pid: filepath.Join(dir, "keepalived.pid"),
 		vpid: filepath.Join(dir, "vrrp.pid"), fifoP: filepath.Join(dir, "notify.fifo"),
 		ctConf: filepath.Join(dir, "conntrackd.conf"), ctPid: filepath.Join(dir, "conntrackd.pid"),
-		ct:       ctPaths{Lock: filepath.Join(dir, "conntrackd.lock"), Ctl: filepath.Join(dir, "conntrackd.ctl")},
-		followed: make(chan struct{}), read: make(chan struct{}), role: RoleInit, since: time.Now(), changed: make(chan struct{}),
+		yieldFile: filepath.Join(dir, "yield"),
+		ct:        ctPaths{Lock: filepath.Join(dir, "conntrackd.lock"), Ctl: filepath.Join(dir, "conntrackd.ctl")},
+		followed:  make(chan struct{}), watched: make(chan struct{}), read: make(chan struct{}), role: RoleInit, since: time.Now(), changed: make(chan struct{}),
 		ctStarted: make(chan struct{}), ctSynced: map[string]uint64{},
 		transitions:   map[string]uint64{},
 		roleDesc:      prometheus.NewDesc("edgegw_ha_role", "1 for this node's current HA role (master, backup, fault, …).", []string{"role"}, nil),
@@ -149,6 +174,8 @@ func New(cfg Config, opts Options) (*Node, error) {
 		ctRestartDesc: prometheus.NewDesc("edgegw_ha_conntrackd_restarts_total", "Times conntrackd exited and was restarted.", nil, nil),
 		ctSyncDesc:    prometheus.NewDesc("edgegw_ha_conntrack_role_syncs_total", "Times conntrackd was brought in line with a new role (master: commit, flush, resync, bulk send; backup: shorten timers, request resync), by role.", []string{"role"}, nil),
 		ctFailDesc:    prometheus.NewDesc("edgegw_ha_conntrack_role_sync_failures_total", "conntrackd client commands that failed while following a role change.", nil, nil),
+		sbDesc:        prometheus.NewDesc("edgegw_ha_split_brain", "1 while this node is master and another node answers for the virtual addresses.", nil, nil),
+		sbTotalDesc:   prometheus.NewDesc("edgegw_ha_split_brains_total", "Split brains this node saw (master while another node answered for the virtual addresses).", nil, nil),
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("ha: %w", err)
@@ -168,7 +195,10 @@ func New(cfg Config, opts Options) (*Node, error) {
 		}
 		key = string(b)
 	}
-	text, err := Render(cfg, opts.Links, key, n.fifoP)
+	if err := n.setYield(false); err != nil {
+		return nil, err
+	}
+	text, err := Render(cfg, opts.Links, key, n.fifoP, n.yieldFile)
 	if err != nil {
 		return nil, fmt.Errorf("ha: %w", err)
 	}
@@ -180,6 +210,9 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := opts.Enter(func() (err error) { local, own, err = syncAddrs(cfg.Interface, cfg.Peer); return err }); err != nil {
 		return nil, fmt.Errorf("ha: %w", err)
 	}
+	// The node with the higher sync-link address gives way in a split
+	// brain: both decide alike without talking.
+	n.yields = local.Compare(cfg.Peer) > 0
 	ctText, err := RenderConntrackd(cfg, n.ct, local, own)
 	if err != nil {
 		return nil, fmt.Errorf("ha: %w", err)
@@ -187,13 +220,19 @@ func New(cfg Config, opts Options) (*Node, error) {
 	if err := os.WriteFile(n.ctConf, []byte(ctText), 0o600); err != nil {
 		return nil, fmt.Errorf("ha: %w", err)
 	}
+	var adverts *advertListener
+	if err := opts.Enter(func() (err error) { adverts, err = listenAdverts(cfg.Interface, cfg.Peer); return err }); err != nil {
+		return nil, fmt.Errorf("ha: %w", err)
+	}
 	os.Remove(n.fifoP)
 	if err := unix.Mkfifo(n.fifoP, 0o600); err != nil {
+		adverts.close()
 		return nil, fmt.Errorf("ha: notify fifo: %w", err)
 	}
 	// Read-write, so the FIFO never reports end of file while keepalived
 	// restarts, and the open does not block waiting for a writer.
 	if n.fifo, err = os.OpenFile(n.fifoP, os.O_RDWR, 0); err != nil {
+		adverts.close()
 		return nil, fmt.Errorf("ha: notify fifo: %w", err)
 	}
 	n.conntrackd = newDaemon(daemonSpec{log: n.log, name: "conntrackd", enter: opts.Enter, backoff: opts.Backoff,
@@ -227,6 +266,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 	go n.readFIFO()
 	go n.conntrackd.run()
 	go n.followRole(ctx)
+	go n.watchSplitBrain(ctx, adverts)
 	// conntrackd first, so the sessions of a node that becomes master at
 	// once are already tracked.
 	go n.keepalived.run()
@@ -310,7 +350,11 @@ func (n *Node) Status() Status {
 	defer n.mu.Unlock()
 	s := Status{Role: n.role, Peer: n.cfg.Peer.String(), Priority: n.cfg.Priority, Since: n.since,
 		Reason: n.reason, Restarts: n.keepalived.Restarts(), ConntrackdRestarts: n.conntrackd.Restarts(),
-		ConntrackSyncFailures: n.ctFailures}
+		ConntrackSyncFailures: n.ctFailures, SplitBrain: n.splitBrain, SplitBrains: n.splitBrains, Yielded: n.yielded}
+	if n.lastSplitBrain != nil {
+		t := *n.lastSplitBrain
+		s.LastSplitBrain = &t
+	}
 	if n.last != nil {
 		t := *n.last
 		s.Last = &t
@@ -326,6 +370,8 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	ch <- n.ctRestartDesc
 	ch <- n.ctSyncDesc
 	ch <- n.ctFailDesc
+	ch <- n.sbDesc
+	ch <- n.sbTotalDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -346,6 +392,12 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(n.restartDesc, prometheus.CounterValue, float64(n.keepalived.Restarts()))
 	ch <- prometheus.MustNewConstMetric(n.ctRestartDesc, prometheus.CounterValue, float64(n.conntrackd.Restarts()))
 	ch <- prometheus.MustNewConstMetric(n.ctFailDesc, prometheus.CounterValue, float64(n.ctFailures))
+	sb := 0.0
+	if n.splitBrain {
+		sb = 1
+	}
+	ch <- prometheus.MustNewConstMetric(n.sbDesc, prometheus.GaugeValue, sb)
+	ch <- prometheus.MustNewConstMetric(n.sbTotalDesc, prometheus.CounterValue, float64(n.splitBrains))
 }
 
 // Close stops keepalived (the addresses go to the peer), then conntrackd
@@ -364,9 +416,10 @@ func (n *Node) Close() error {
 	<-n.read
 	n.cancel()
 	<-n.followed
+	<-n.watched
 	n.conntrackd.close()
 	err := n.fifo.Close()
-	for _, f := range []string{n.fifoP, n.pid, n.vpid, n.ctPid, n.ct.Ctl, n.ct.Lock} {
+	for _, f := range []string{n.fifoP, n.pid, n.vpid, n.ctPid, n.ct.Ctl, n.ct.Lock, n.yieldFile} {
 		os.Remove(f)
 	}
 	return err

@@ -26,6 +26,17 @@ global_defs {
 	script_user root
 }
 
+{{- if .YieldFile}}
+
+# edgegw writes 1 here when this node must give the addresses up (a
+# split brain, see gateway/ha/splitbrain.go): weight 0 makes a non-zero
+# value a fault.
+track_file edgegw_yield {
+	file "{{.YieldFile}}"
+	weight 0
+}
+{{- end}}
+
 vrrp_instance {{.Instance}} {
 	state BACKUP
 	interface {{.Interface}}
@@ -53,6 +64,11 @@ vrrp_instance {{.Instance}} {
 		auth_pass {{.AuthPass}}
 	}
 {{- end}}
+{{- if .YieldFile}}
+	track_file {
+		edgegw_yield
+	}
+{{- end}}
 	virtual_ipaddress {
 {{- range .VIPs}}
 		{{.}}
@@ -65,16 +81,21 @@ vrrp_instance {{.Instance}} {
 // unicast to the peer on the sync link, carrying the WAN and LAN virtual
 // addresses together (so they cannot end up on different nodes) and
 // tracking both links. authKey is the content of c.AuthKeyFile ("" for
-// none); fifo is where keepalived reports state changes.
-func Render(c Config, l Links, authKey, fifo string) (string, error) {
+// none); fifo is where keepalived reports state changes; yieldFile ("" for
+// none) is the track file that puts the instance in FAULT when it holds a
+// non-zero value.
+func Render(c Config, l Links, authKey, fifo, yieldFile string) (string, error) {
 	type params struct {
-		RouterID, FIFO, Instance, Interface, AuthPass string
-		VRID, Priority                                int
-		Preempt                                       bool
-		Peer                                          netip.Addr
-		Track, VIPs                                   []string
+		RouterID, FIFO, Instance, Interface, AuthPass, YieldFile string
+		VRID, Priority                                           int
+		Preempt                                                  bool
+		Peer                                                     netip.Addr
+		Track, VIPs                                              []string
 	}
-	p := params{RouterID: "edgegw_" + c.Interface, FIFO: fifo, Instance: instance, Interface: c.Interface,
+	if strings.ContainsAny(yieldFile, "\"\n") {
+		return "", fmt.Errorf("yield file: unusable path %q", yieldFile)
+	}
+	p := params{RouterID: "edgegw_" + c.Interface, FIFO: fifo, YieldFile: yieldFile, Instance: instance, Interface: c.Interface,
 		VRID: c.VRID, Priority: c.Priority, Preempt: c.Preempt, Peer: c.Peer}
 	if authKey != "" {
 		k := strings.TrimSpace(authKey)

@@ -100,12 +100,23 @@ func nft(ns *netlab.NS, rules string) error {
 // start runs node i's half of the pair.
 func (p *pairLab) start(t *testing.T, i int) *Node {
 	t.Helper()
+	return p.startWith(t, i, 0)
+}
+
+// startProbe runs node i with a split-brain probe every 200 ms.
+func (p *pairLab) startProbe(t *testing.T, i int) *Node {
+	t.Helper()
+	return p.startWith(t, i, 200*time.Millisecond)
+}
+
+func (p *pairLab) startWith(t *testing.T, i int, probe time.Duration) *Node {
+	t.Helper()
 	c := Config{Priority: p.priorities[i], Peer: netip.MustParseAddr(p.syncAddrs[1-i]), Interface: "sync0",
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix(wanVIP)},
 			LAN: []netip.Prefix{netip.MustParsePrefix(lanVIP)}}}
 	c.SetDefaults()
 	n, err := New(c, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i+1),
-		StateDir: p.dirs[i], Links: Links{WAN: "wan0", LAN: "lan0"}, Enter: p.nodes[i].Do, Backoff: 200 * time.Millisecond})
+		StateDir: p.dirs[i], Links: Links{WAN: "wan0", LAN: "lan0"}, Enter: p.nodes[i].Do, Backoff: 200 * time.Millisecond, ProbeInterval: probe})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,6 +306,20 @@ func wantSession(ns *netlab.NS, conntrack string) func() error {
 		}
 		if !strings.Contains(string(out), "ESTABLISHED") || !strings.Contains(string(out), "dst="+wanAddr) {
 			return fmt.Errorf("%s's kernel has no masqueraded session to the WAN virtual address:\n%s", ns, out)
+		}
+		return nil
+	}
+}
+
+// wantWANVIP checks whether ns holds the pair's WAN virtual address.
+func wantWANVIP(ns *netlab.NS, want bool) func() error {
+	return func() error {
+		out, err := ns.IP("-4", "addr", "show", "dev", "wan0")
+		if err != nil {
+			return err
+		}
+		if has := strings.Contains(string(out), wanVIP); has != want {
+			return fmt.Errorf("%s has %s: %v, want %v", ns, wanVIP, has, want)
 		}
 		return nil
 	}
