@@ -256,14 +256,35 @@ func eventually(t *testing.T, timeout time.Duration, what string, f func() error
 }
 
 // TestSessionSurvivesFailover streams a download from a WAN server to a
-// LAN host through the active node's masquerade, stops the active node's
-// keepalived and conntrackd (Close), and checks that the same TCP
-// connection keeps delivering through the other node with no error on
-// either end: conntrackd synced the session to the standby, which
-// committed it to its kernel when it became master, so the server's next
-// segment to the WAN virtual address is translated back to the LAN host
-// instead of being answered with a reset by the new node's own stack.
+// LAN host through the active node's masquerade, makes the active node
+// fail, and checks that the same TCP connection keeps delivering through
+// the other node with no error on either end: conntrackd synced the
+// session into the standby's kernel, so the server's next segment to the
+// WAN virtual address is translated back to the LAN host instead of being
+// answered with a reset by the new node's own stack.
 func TestSessionSurvivesFailover(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fail func(t *testing.T, p *pairLab, active *Node)
+	}{
+		{"active stops", func(t *testing.T, _ *pairLab, active *Node) {
+			// keepalived and conntrackd leave as at a clean exit.
+			if err := active.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"active loses its WAN link", func(t *testing.T, p *pairLab, active *Node) {
+			if _, err := p.nodes[0].IP("link", "set", "wan0", "down"); err != nil {
+				t.Fatal(err)
+			}
+			testkit.Eventually(t, 30*time.Second, "n1 in fault", wantRole(active, RoleFault))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { sessionSurvives(t, tc.fail) })
+	}
+}
+
+func sessionSurvives(t *testing.T, fail func(t *testing.T, p *pairLab, active *Node)) {
 	ctTool := testkit.NeedTool(t, "conntrack", "conntrack")
 	p := newPairLab(t)
 	na := p.start(t, 0)
@@ -281,9 +302,7 @@ func TestSessionSurvivesFailover(t *testing.T) {
 	// its translation to the WAN virtual address.
 	testkit.Eventually(t, deadline, "session in n2's kernel", wantSession(p.nodes[1], ctTool))
 
-	if err := na.Close(); err != nil {
-		t.Fatal(err)
-	}
+	fail(t, p, na)
 	testkit.Eventually(t, deadline, "n2 master", wantRole(nb, RoleMaster))
 	// The same connection keeps going: the server's writes and the host's
 	// reads never fail, and another 256 KiB arrive.
