@@ -32,9 +32,21 @@ func TestValidate(t *testing.T) {
 		{"bad interface", func(c *Config) { c.Interface = "a b{" }, "interface"},
 		{"vrid 256", func(c *Config) { c.VRID = 256 }, "vrid"},
 		{"no vips", func(c *Config) { c.VirtualAddresses = VirtualAddresses{} }, "virtual_addresses"},
-		{"v6 vip", func(c *Config) {
+		{"v6 vip beside a v4 one", func(c *Config) {
 			c.VirtualAddresses.LAN = []netip.Prefix{netip.MustParsePrefix("fd00::1/64")}
+		}, ""},
+		{"link-local v6 vip", func(c *Config) {
+			c.VirtualAddresses.LAN = []netip.Prefix{netip.MustParsePrefix("fe80::1/64")}
 		}, "virtual_addresses.lan[0]"},
+		{"only v6 vips", func(c *Config) {
+			c.VirtualAddresses = VirtualAddresses{LAN: []netip.Prefix{netip.MustParsePrefix("fd00::1/64")}}
+		}, "virtual_addresses"},
+		{"vrrp 4", func(c *Config) { c.VRRPVersion = 4 }, "vrrp_version"},
+		{"v2 sub-second", func(c *Config) { c.AdvertInterval = 300 * time.Millisecond }, "advert_interval"},
+		{"v2 1.5s", func(c *Config) { c.AdvertInterval = 1500 * time.Millisecond }, "advert_interval"},
+		{"v3 300ms", func(c *Config) { c.VRRPVersion, c.AdvertInterval = 3, 300*time.Millisecond }, ""},
+		{"v3 5ms", func(c *Config) { c.VRRPVersion, c.AdvertInterval = 3, 5*time.Millisecond }, "advert_interval"},
+		{"v3 with a key", func(c *Config) { c.VRRPVersion, c.AuthKeyFile = 3, "/etc/edgegw/ha-key" }, "auth_key_file"},
 		{"vip is peer", func(c *Config) {
 			c.VirtualAddresses.WAN = []netip.Prefix{netip.MustParsePrefix("10.9.0.2/24")}
 		}, "virtual_addresses.wan[0]"},
@@ -50,8 +62,8 @@ func TestValidate(t *testing.T) {
 				if len(got) != 0 {
 					t.Fatalf("valid config reported %v", got)
 				}
-				if c.VRID != DefaultVRID {
-					t.Fatalf("vrid default %d, want %d", c.VRID, DefaultVRID)
+				if c.VRID != DefaultVRID || c.VRRPVersion == 0 || c.AdvertInterval == 0 {
+					t.Fatalf("defaults: vrid %d, version %d, advert %v", c.VRID, c.VRRPVersion, c.AdvertInterval)
 				}
 				return
 			}
@@ -68,9 +80,11 @@ func TestRender(t *testing.T) {
 			WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")},
 			LAN: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")},
 		}}
+	c.SetDefaults()
 	for _, tc := range []struct {
 		name    string
 		preempt bool
+		v3      bool
 		key     string
 		want    []string
 		notWant []string
@@ -81,12 +95,20 @@ func TestRender(t *testing.T) {
 			"notify_fifo /run/x.fifo", "interface sync0", "track_file edgegw_yield {\n\tfile \"/run/yield\"\n\tweight 0",
 			"track_file {\n\t\tedgegw_yield"}, notWant: []string{"authentication"}},
 		{name: "preempt", preempt: true, notWant: []string{"nopreempt"}},
+		{name: "v2 defaults", want: []string{"version 2\n", "advert_int 1\n"}},
+		{name: "v3, 300ms, v6", v3: true, want: []string{"version 3\n", "advert_int 0.3\n",
+			"virtual_ipaddress_excluded {\n\t\tfd00::1/64 dev lan0\n\t}", "10.1.0.1/24 dev lan0"}},
+		{name: "v3 with a key", v3: true, key: "k", wantErr: true},
 		{name: "key cut to 8", key: "0123456789abc\n", want: []string{"auth_type PASS", "auth_pass 01234567\n"}},
 		{name: "key with brace", key: "ab}cdef", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := c
 			c.Preempt = tc.preempt
+			if tc.v3 {
+				c.VRRPVersion, c.AdvertInterval = 3, 300*time.Millisecond
+				c.VirtualAddresses.LAN = []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24"), netip.MustParsePrefix("fd00::1/64")}
+			}
 			got, err := Render(c, Links{WAN: "wan0", LAN: "lan0"}, tc.key, "/run/x.fifo", "/run/yield")
 			if tc.wantErr {
 				if err == nil {
@@ -139,6 +161,18 @@ func TestRenderAccepted(t *testing.T) {
 	out, err := ns.Exec(context.Background(), bin, "--config-test", "--use-file", f)
 	if err != nil {
 		t.Fatalf("keepalived --config-test: %v\n%s\n%s", err, out, text)
+	}
+	// VRRPv3, sub-second adverts, IPv6 addresses beside the IPv4 one.
+	c.VRRPVersion, c.AdvertInterval = 3, 300*time.Millisecond
+	c.VirtualAddresses.WAN = append(c.VirtualAddresses.WAN, netip.MustParsePrefix("2001:db8::10/64"))
+	if text, err = Render(c, Links{WAN: "wan0"}, "", filepath.Join(t.TempDir(), "f"), filepath.Join(t.TempDir(), "yield")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ns.Exec(context.Background(), bin, "--config-test", "--use-file", f); err != nil {
+		t.Fatalf("keepalived --config-test (v3): %v\n%s\n%s", err, out, text)
 	}
 }
 

@@ -111,10 +111,22 @@ func (p *pairLab) startProbe(t *testing.T, i int) *Node {
 
 func (p *pairLab) startWith(t *testing.T, i int, probe time.Duration) *Node {
 	t.Helper()
+	return p.startConfig(t, i, probe, func(*Config) {})
+}
+
+// startConfig runs node i with the pair's section changed by edit.
+func (p *pairLab) startConfig(t *testing.T, i int, probe time.Duration, edit func(*Config)) *Node {
+	t.Helper()
 	c := Config{Priority: p.priorities[i], Peer: netip.MustParseAddr(p.syncAddrs[1-i]), Interface: "sync0",
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix(wanVIP)},
 			LAN: []netip.Prefix{netip.MustParsePrefix(lanVIP)}}}
+	edit(&c)
 	c.SetDefaults()
+	var bad []string
+	c.Validate(func(f, m string) { bad = append(bad, f+": "+m) })
+	if len(bad) > 0 {
+		t.Fatal(bad)
+	}
 	n, err := New(c, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i+1),
 		StateDir: p.dirs[i], Links: Links{WAN: "wan0", LAN: "lan0"}, Enter: p.nodes[i].Do, Backoff: 200 * time.Millisecond, ProbeInterval: probe})
 	if err != nil {

@@ -86,12 +86,20 @@ func (s *sbState) step(o sbObs, yields bool) sbStep {
 	return r
 }
 
-// probeTarget is the virtual address the probe asks for and its link.
+// probeTarget is the virtual address the probe asks for and its link:
+// the first IPv4 one, WAN before LAN (Validate requires one).
 func (n *Node) probeTarget() (netip.Addr, string) {
-	if len(n.cfg.VirtualAddresses.WAN) > 0 {
-		return n.cfg.VirtualAddresses.WAN[0].Addr(), n.opts.Links.WAN
+	for _, p := range n.cfg.VirtualAddresses.WAN {
+		if p.Addr().Is4() {
+			return p.Addr(), n.opts.Links.WAN
+		}
 	}
-	return n.cfg.VirtualAddresses.LAN[0].Addr(), n.opts.Links.LAN
+	for _, p := range n.cfg.VirtualAddresses.LAN {
+		if p.Addr().Is4() {
+			return p.Addr(), n.opts.Links.LAN
+		}
+	}
+	return netip.Addr{}, ""
 }
 
 // setYield writes keepalived's track file: "1" puts the instance in
