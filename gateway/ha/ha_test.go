@@ -229,7 +229,7 @@ func startNodeOn(t *testing.T, ns *netlab.NS, prio int, peer, dir, wan string) *
 	return n
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

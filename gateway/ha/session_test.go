@@ -30,6 +30,7 @@ type pairLab struct {
 	dirs       [2]string
 	syncAddrs  [2]string
 	priorities [2]int
+	logLevel   slog.Level // of the nodes' loggers (debug unless a benchmark quiets them)
 }
 
 const (
@@ -39,7 +40,7 @@ const (
 	srvAddr = "203.0.113.100"
 )
 
-func newPairLab(t *testing.T) *pairLab {
+func newPairLab(t testing.TB) *pairLab {
 	t.Helper()
 	testkit.NeedRoot(t)
 	testkit.NeedTool(t, "keepalived", "keepalived")
@@ -98,24 +99,24 @@ func nft(ns *netlab.NS, rules string) error {
 }
 
 // start runs node i's half of the pair.
-func (p *pairLab) start(t *testing.T, i int) *Node {
+func (p *pairLab) start(t testing.TB, i int) *Node {
 	t.Helper()
 	return p.startWith(t, i, 0)
 }
 
 // startProbe runs node i with a split-brain probe every 200 ms.
-func (p *pairLab) startProbe(t *testing.T, i int) *Node {
+func (p *pairLab) startProbe(t testing.TB, i int) *Node {
 	t.Helper()
 	return p.startWith(t, i, 200*time.Millisecond)
 }
 
-func (p *pairLab) startWith(t *testing.T, i int, probe time.Duration) *Node {
+func (p *pairLab) startWith(t testing.TB, i int, probe time.Duration) *Node {
 	t.Helper()
 	return p.startConfig(t, i, probe, func(*Config) {})
 }
 
 // startConfig runs node i with the pair's section changed by edit.
-func (p *pairLab) startConfig(t *testing.T, i int, probe time.Duration, edit func(*Config)) *Node {
+func (p *pairLab) startConfig(t testing.TB, i int, probe time.Duration, edit func(*Config)) *Node {
 	t.Helper()
 	c := Config{Priority: p.priorities[i], Peer: netip.MustParseAddr(p.syncAddrs[1-i]), Interface: "sync0",
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix(wanVIP)},
@@ -127,7 +128,7 @@ func (p *pairLab) startConfig(t *testing.T, i int, probe time.Duration, edit fun
 	if len(bad) > 0 {
 		t.Fatal(bad)
 	}
-	n, err := New(c, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", i+1),
+	n, err := New(c, Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: p.logLevel})).With("node", i+1),
 		StateDir: p.dirs[i], Links: Links{WAN: "wan0", LAN: "lan0"}, Enter: p.nodes[i].Do, Backoff: 200 * time.Millisecond, ProbeInterval: probe})
 	if err != nil {
 		t.Fatal(err)
