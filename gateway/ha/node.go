@@ -267,8 +267,8 @@ func New(cfg Config, opts Options) (*Node, error) {
 	go n.conntrackd.run()
 	go n.followRole(ctx)
 	go n.watchSplitBrain(ctx, adverts)
-	// conntrackd first, so the sessions of a node that becomes master at
-	// once are already tracked.
+	// keepalived starts as backup and waits three advert intervals before
+	// it makes this node master: conntrackd is up and tracking by then.
 	go n.keepalived.run()
 	return n, nil
 }

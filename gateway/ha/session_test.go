@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
@@ -326,6 +329,14 @@ func sessionSurvives(t *testing.T, fail func(t *testing.T, p *pairLab, active *N
 	if s := nb.Status(); s.ConntrackSyncFailures != 0 {
 		t.Fatalf("conntrackd sync failures: %+v", s)
 	}
+	m := gatherMetrics(t, nb)
+	for k, want := range map[string]float64{`edgegw_ha_role{role="master"}`: 1, `edgegw_ha_transitions_total{role="master"}`: 1,
+		`edgegw_ha_conntrack_role_syncs_total{role="master"}`: 1, "edgegw_ha_conntrack_role_sync_failures_total": 0,
+		"edgegw_ha_split_brain": 0} {
+		if got, ok := m[k]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
 }
 
 // wantSession looks for the download's masqueraded session in ns's
@@ -355,4 +366,41 @@ func wantWANVIP(ns *netlab.NS, want bool) func() error {
 		}
 		return nil
 	}
+}
+
+// gatherMetrics registers n, lints its metrics with promlint and returns
+// the value of each sample as "name{labels}" → value.
+func gatherMetrics(t *testing.T, n *Node) map[string]float64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(n); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := promlint.NewWithMetricFamilies(mfs).Lint(); err != nil || len(problems) > 0 {
+		t.Fatalf("promlint: %v %v", problems, err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			if len(m.GetLabel()) > 0 {
+				var ls []string
+				for _, l := range m.GetLabel() {
+					ls = append(ls, l.GetName()+`="`+l.GetValue()+`"`)
+				}
+				key += "{" + strings.Join(ls, ",") + "}"
+			}
+			switch {
+			case m.GetGauge() != nil:
+				out[key] = m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				out[key] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
 }

@@ -126,6 +126,10 @@ func (n *Node) watchSplitBrain(ctx context.Context, adverts *advertListener) {
 	defer close(n.watched)
 	defer adverts.close()
 	ip, link := n.probeTarget()
+	if !ip.IsValid() { // Validate requires an IPv4 virtual address
+		n.log.Error("split brain: no IPv4 virtual address to probe for; not watching")
+		return
+	}
 	var st sbState
 	t := time.NewTicker(n.opts.ProbeInterval)
 	defer t.Stop()

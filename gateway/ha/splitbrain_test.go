@@ -183,6 +183,11 @@ func TestSplitBrain(t *testing.T) {
 	if err := nb.Err(); err != nil {
 		t.Fatalf("a node that yielded reports %v", err)
 	}
+	for i, n := range []*Node{na, nb} {
+		if m := gatherMetrics(t, n); m["edgegw_ha_split_brains_total"] != 1 || m["edgegw_ha_split_brain"] != 0 {
+			t.Errorf("n%d: split brains %v, now %v; want 1, 0", i+1, m["edgegw_ha_split_brains_total"], m["edgegw_ha_split_brain"])
+		}
+	}
 	// One address holder: the LAN host reaches the server.
 	testkit.Eventually(t, deadline, "LAN host reaches the server", func() error { return p.lan.Ping(srvAddr) })
 
