@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,10 +150,26 @@ func TestHAPair(t *testing.T) {
 		t.Fatalf("the standby's ruleset differs from the active's:\n--- n1\n%s\n--- n2\n%s", r1, r2)
 	}
 
-	// kill -9: edgegw cannot clean up, its keepalived goes with it
-	// (parent-death signal) and the peer takes the address.
+	// kill -9: edgegw cannot clean up, its keepalived and conntrackd go
+	// with it (parent-death signal) and the peer takes the address.
+	var daemons []int
+	for _, f := range []string{"keepalived.pid", "conntrackd.pid"} {
+		b, err := os.ReadFile(filepath.Join(nodes[0].dir, "state", "ha", f))
+		must(t, err)
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		must(t, err)
+		daemons = append(daemons, pid)
+	}
 	must(t, syscall.Kill(nodes[0].proc.Pid(), syscall.SIGKILL))
 	<-nodes[0].proc.Done()
+	testkit.Eventually(t, deadline, "n1's daemons gone with it", func() error {
+		for _, pid := range daemons {
+			if syscall.Kill(pid, 0) == nil {
+				return fmt.Errorf("pid %d still runs", pid)
+			}
+		}
+		return nil
+	})
 	testkit.Eventually(t, deadline, "VIP moved to n2", nodes[1].wantVIP(true))
 	testkit.Eventually(t, deadline, "n2 master", nodes[1].wantRole("master"))
 	testkit.Eventually(t, deadline, "VIP gone from n1", nodes[0].wantVIP(false))
