@@ -150,17 +150,22 @@ type ctAction struct {
 }
 
 // ctActions are what a role asks of conntrackd:
-//   - master: commit the peer's sessions (external cache) to the kernel
-//     before they time out, flush both caches, resync the internal cache
-//     from the kernel (now the committed sessions too) and send it all to
-//     the peer in bulk;
-//   - backup: shorten the kernel timers of the sessions this node held
-//     as master (the peer owns them now), ask the peer for a resync;
-//   - fault: shorten the timers.
+//   - master: commit what an external cache would hold (nothing while the
+//     cache is off; kept so the steps stay right if it is turned on),
+//     flush both caches, resync the internal cache from the kernel (now
+//     the peer's sessions too) and send it all to the peer in bulk;
+//   - backup: ask the peer for a resync, so its sessions are in this
+//     node's kernel before the next failover.
+//
+// The primary-backup pattern also shortens the kernel timers (-t) on
+// backup and fault, to age out sessions the node held as master. With
+// the external cache off those entries are the peer's live sessions,
+// written here as they change, and shortening their timers would drop
+// an idle session's copy before the next failover; so this node lets
+// them expire on their own timers.
 var ctActions = map[string][]ctAction{
 	RoleMaster: {{"-c", "commit"}, {"-f", "flush"}, {"-R", "resync from kernel"}, {"-B", "bulk send"}},
-	RoleBackup: {{"-t", "shorten kernel timers"}, {"-n", "request resync"}},
-	RoleFault:  {{"-t", "shorten kernel timers"}},
+	RoleBackup: {{"-n", "request resync"}},
 }
 
 // ctClient runs one conntrackd client command against this node's

@@ -159,13 +159,19 @@ func (n *Node) watchSplitBrain(ctx context.Context, adverts *advertListener) {
 				"address", ip, "link", link, "others", macs(others), "this_node_yields", n.yields)
 		}
 		if r.yield || r.standDown {
-			if err := n.setYield(r.yield); err != nil {
-				n.log.Error("split brain: cannot change the track file", "err", err)
-				continue
-			}
+			// Status first: keepalived acts on the file at once, and the
+			// role it reports must not be seen beside a stale Yielded.
 			n.mu.Lock()
 			n.yielded = r.yield
 			n.mu.Unlock()
+			if err := n.setYield(r.yield); err != nil {
+				n.log.Error("split brain: cannot change the track file", "err", err)
+				n.mu.Lock()
+				n.yielded = !r.yield
+				n.mu.Unlock()
+				st.yielded = !r.yield // try again next round
+				continue
+			}
 			if r.yield {
 				n.log.Warn("split brain: this node yields and gives up the virtual addresses (keepalived FAULT)")
 			} else if o.peerAdverts {
