@@ -149,6 +149,19 @@ func TestHAPair(t *testing.T) {
 	if r1 != r2 {
 		t.Fatalf("the standby's ruleset differs from the active's:\n--- n1\n%s\n--- n2\n%s", r1, r2)
 	}
+	// conntrackd's messages cross the sync link through edgegw's ruleset.
+	for _, n := range nodes {
+		testkit.Eventually(t, deadline, "conntrackd sync on "+n.ns.Name(), func() error {
+			s, err := n.status()
+			if err != nil {
+				return err
+			}
+			if s.ConntrackSync == nil || s.ConntrackSync.PacketsReceived == 0 {
+				return fmt.Errorf("%s: sync %+v", n.ns, s.ConntrackSync)
+			}
+			return nil
+		})
+	}
 
 	// kill -9: edgegw cannot clean up, its keepalived and conntrackd go
 	// with it (parent-death signal) and the peer takes the address.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -267,4 +268,60 @@ func (n *Node) ctFailed(role, what string, err error) {
 	n.mu.Lock()
 	n.ctFailures++
 	n.mu.Unlock()
+}
+
+// SyncStats are conntrackd's counters of its sync channel: datagrams
+// sent to and received from the peer over the sync link, and the peer's
+// session messages written into this node's kernel (created or updated
+// entries).
+type SyncStats struct {
+	PacketsSent     uint64 `json:"packets_sent"`
+	PacketsReceived uint64 `json:"packets_received"`
+	Injected        uint64 `json:"sessions_injected"`
+}
+
+// parseCtStats reads `conntrackd -s` output: the UDP channel's
+// "N Pckts sent  M Pckts recv" line and the "external inject" section's
+// "connections created" and "connections updated" counts.
+func parseCtStats(out string) (SyncStats, bool) {
+	var s SyncStats
+	var pk, inj bool
+	section := ""
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if strings.HasSuffix(line, ":") && !strings.HasPrefix(line, " ") && !strings.HasPrefix(line, "\t") {
+			section = strings.TrimSuffix(strings.TrimSpace(line), ":")
+			continue
+		}
+		if len(f) == 6 && f[1] == "Pckts" && f[2] == "sent" && f[4] == "Pckts" && f[5] == "recv" {
+			a, err1 := strconv.ParseUint(f[0], 10, 64)
+			b, err2 := strconv.ParseUint(f[3], 10, 64)
+			if err1 == nil && err2 == nil {
+				s.PacketsSent, s.PacketsReceived, pk = a, b, true
+			}
+		}
+		if section == "external inject" && len(f) >= 3 && f[0] == "connections" && (f[1] == "created:" || f[1] == "updated:") {
+			if v, err := strconv.ParseUint(f[2], 10, 64); err == nil {
+				s.Injected += v
+				inj = true
+			}
+		}
+	}
+	return s, pk && inj
+}
+
+// Sync asks this node's conntrackd for its sync channel's counters.
+func (n *Node) Sync() (SyncStats, error) {
+	out, err := n.ctClientOutput("-s")
+	if err != nil {
+		return SyncStats{}, err
+	}
+	s, ok := parseCtStats(out)
+	if !ok {
+		return SyncStats{}, fmt.Errorf("conntrackd -s: unexpected output %q", out)
+	}
+	return s, nil
 }

@@ -82,7 +82,11 @@ type Status struct {
 	SplitBrains    uint64     `json:"split_brains"`
 	LastSplitBrain *time.Time `json:"last_split_brain,omitempty"`
 	Yielded        bool       `json:"yielded"`
-	Last           *time.Time `json:"last_transition,omitempty"`
+	// ConntrackSync is conntrackd's sync channel (nil when conntrackd
+	// does not answer): packets received from the peer show the sync
+	// link carries conntrackd's messages.
+	ConntrackSync *SyncStats `json:"conntrack_sync,omitempty"`
+	Last          *time.Time `json:"last_transition,omitempty"`
 }
 
 // Node supervises this node's keepalived and conntrackd.
@@ -126,8 +130,8 @@ type Node struct {
 	splitWith      string
 	yielded        bool
 
-	roleDesc, transDesc, restartDesc, ctRestartDesc, ctSyncDesc, ctFailDesc, sbDesc, sbTotalDesc *prometheus.Desc
-	transitions                                                                                  map[string]uint64 // by new role
+	roleDesc, transDesc, restartDesc, ctRestartDesc, ctSyncDesc, ctFailDesc, sbDesc, sbTotalDesc, ctPktDesc *prometheus.Desc
+	transitions                                                                                             map[string]uint64 // by new role
 }
 
 // New renders keepalived.conf and conntrackd.conf, kills a keepalived or
@@ -175,6 +179,7 @@ func New(cfg Config, opts Options) (*Node, error) {
 		ctSyncDesc:    prometheus.NewDesc("edgegw_ha_conntrack_role_syncs_total", "Times conntrackd was brought in line with a new role (master: commit, flush, resync, bulk send; backup: shorten timers, request resync), by role.", []string{"role"}, nil),
 		ctFailDesc:    prometheus.NewDesc("edgegw_ha_conntrack_role_sync_failures_total", "conntrackd client commands that failed while following a role change.", nil, nil),
 		sbDesc:        prometheus.NewDesc("edgegw_ha_split_brain", "1 while this node is master and another node answers for the virtual addresses.", nil, nil),
+		ctPktDesc:     prometheus.NewDesc("edgegw_ha_conntrack_sync_packets_total", "conntrackd's datagrams on the sync link, by direction (sent, received); absent while conntrackd does not answer.", []string{"direction"}, nil),
 		sbTotalDesc:   prometheus.NewDesc("edgegw_ha_split_brains_total", "Split brains this node saw (master while another node answered for the virtual addresses).", nil, nil),
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -344,13 +349,19 @@ func (n *Node) Role() (string, <-chan struct{}) {
 	return n.role, n.changed
 }
 
-// Status returns the node's view of the pair.
+// Status returns the node's view of the pair. It asks conntrackd for its
+// counters (a few milliseconds).
 func (n *Node) Status() Status {
+	var sync *SyncStats
+	if s, err := n.Sync(); err == nil {
+		sync = &s
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	s := Status{Role: n.role, Peer: n.cfg.Peer.String(), Priority: n.cfg.Priority, Since: n.since,
 		Reason: n.reason, Restarts: n.keepalived.Restarts(), ConntrackdRestarts: n.conntrackd.Restarts(),
-		ConntrackSyncFailures: n.ctFailures, SplitBrain: n.splitBrain, SplitBrains: n.splitBrains, Yielded: n.yielded}
+		ConntrackSyncFailures: n.ctFailures, SplitBrain: n.splitBrain, SplitBrains: n.splitBrains, Yielded: n.yielded,
+		ConntrackSync: sync}
 	if n.lastSplitBrain != nil {
 		t := *n.lastSplitBrain
 		s.LastSplitBrain = &t
@@ -372,10 +383,16 @@ func (n *Node) Describe(ch chan<- *prometheus.Desc) {
 	ch <- n.ctFailDesc
 	ch <- n.sbDesc
 	ch <- n.sbTotalDesc
+	ch <- n.ctPktDesc
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector. It asks conntrackd for its
+// counters (a few milliseconds).
 func (n *Node) Collect(ch chan<- prometheus.Metric) {
+	if s, err := n.Sync(); err == nil {
+		ch <- prometheus.MustNewConstMetric(n.ctPktDesc, prometheus.CounterValue, float64(s.PacketsSent), "sent")
+		ch <- prometheus.MustNewConstMetric(n.ctPktDesc, prometheus.CounterValue, float64(s.PacketsReceived), "received")
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, r := range roles {

@@ -317,6 +317,9 @@ func sessionSurvives(t *testing.T, fail func(t *testing.T, p *pairLab, active *N
 	// The session reaches the standby's kernel over the sync link, with
 	// its translation to the WAN virtual address.
 	testkit.Eventually(t, deadline, "session in n2's kernel", wantSession(p.nodes[1], ctTool))
+	if s := nb.Status(); s.ConntrackSync == nil || s.ConntrackSync.PacketsReceived == 0 || s.ConntrackSync.Injected == 0 {
+		t.Fatalf("n2's sync counters: %+v", s.ConntrackSync)
+	}
 
 	fail(t, p, na)
 	testkit.Eventually(t, deadline, "n2 master", wantRole(nb, RoleMaster))
@@ -335,6 +338,11 @@ func sessionSurvives(t *testing.T, fail func(t *testing.T, p *pairLab, active *N
 		"edgegw_ha_split_brain": 0} {
 		if got, ok := m[k]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
+	for _, k := range []string{`edgegw_ha_conntrack_sync_packets_total{direction="sent"}`, `edgegw_ha_conntrack_sync_packets_total{direction="received"}`} {
+		if m[k] == 0 {
+			t.Errorf("%s = 0", k)
 		}
 	}
 }
