@@ -51,7 +51,13 @@ func (p *haPart) close() {
 	p.node = nil
 }
 
-func (p *haPart) ready() error { return nil }
+// ready fails while this node sees a split brain: both nodes active.
+func (p *haPart) ready() error {
+	if p.node == nil {
+		return nil
+	}
+	return p.node.Err()
+}
 
 func (p *haPart) status(s *Status) {
 	if p.node == nil {

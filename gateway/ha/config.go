@@ -8,6 +8,7 @@ package ha
 import (
 	"net/netip"
 	"strconv"
+	"time"
 )
 
 // DefaultVRID is the VRRP router id used when the section names none. It
@@ -33,23 +34,40 @@ type Config struct {
 	Preempt bool `yaml:"preempt"`
 	// AuthKeyFile holds the pair's VRRP password. VRRPv2 keeps only its
 	// first 8 characters: it keeps a stray VRRP speaker on the sync link
-	// from joining the pair, it is no cryptographic protection.
+	// from joining the pair, it is no cryptographic protection. VRRPv3
+	// has no authentication at all.
 	AuthKeyFile string `yaml:"auth_key_file" file:"secret"`
+	// VRRPVersion is 2 (the default) or 3. Version 3 allows adverts
+	// faster than one a second (AdvertInterval), so the addresses move
+	// within about a second, but carries no password.
+	VRRPVersion int `yaml:"vrrp_version"`
+	// AdvertInterval is how often the active node advertises (1 s by
+	// default). The standby takes over after about three intervals
+	// without an advert. VRRPv2: whole seconds; VRRPv3: steps of 10 ms.
+	AdvertInterval time.Duration `yaml:"advert_interval"`
 	// VirtualAddresses are the addresses that follow the active node.
 	VirtualAddresses VirtualAddresses `yaml:"virtual_addresses"`
 }
 
-// VirtualAddresses are the pair's addresses on each side (IPv4 in this
-// version), as prefixes so the node installs the right subnet route.
+// VirtualAddresses are the pair's addresses on each side, as prefixes so
+// the node installs the right subnet route. IPv6 addresses move with the
+// IPv4 ones (one VRRP instance, one state); at least one address is IPv4,
+// which VRRP advertises and the split-brain probe asks for.
 type VirtualAddresses struct {
 	WAN []netip.Prefix `yaml:"wan"`
 	LAN []netip.Prefix `yaml:"lan"`
 }
 
-// SetDefaults fills the VRID.
+// SetDefaults fills the VRID, the VRRP version and the advert interval.
 func (c *Config) SetDefaults() {
 	if c.VRID == 0 {
 		c.VRID = DefaultVRID
+	}
+	if c.VRRPVersion == 0 {
+		c.VRRPVersion = 2
+	}
+	if c.AdvertInterval == 0 {
+		c.AdvertInterval = time.Second
 	}
 }
 
@@ -71,8 +89,25 @@ func (c *Config) Validate(report func(field, msg string)) {
 	if c.VRID < 1 || c.VRID > 255 {
 		report("vrid", "must be between 1 and 255")
 	}
+	switch c.VRRPVersion {
+	case 2:
+		if c.AdvertInterval < time.Second || c.AdvertInterval > 255*time.Second || c.AdvertInterval%time.Second != 0 {
+			report("advert_interval", "VRRPv2 advertises in whole seconds from 1s to 255s (vrrp_version: 3 for less)")
+		}
+	case 3:
+		if c.AdvertInterval < 10*time.Millisecond || c.AdvertInterval > 40950*time.Millisecond || c.AdvertInterval%(10*time.Millisecond) != 0 {
+			report("advert_interval", "VRRPv3 advertises in steps of 10ms from 10ms to 40.95s")
+		}
+		if c.AuthKeyFile != "" {
+			report("auth_key_file", "VRRPv3 has no authentication: remove the key or use vrrp_version: 2")
+		}
+	default:
+		report("vrrp_version", "must be 2 or 3")
+	}
 	if len(c.VirtualAddresses.WAN)+len(c.VirtualAddresses.LAN) == 0 {
 		report("virtual_addresses", "needs at least one address on wan or lan")
+	} else if !c.VirtualAddresses.has4() {
+		report("virtual_addresses", "needs at least one IPv4 address (VRRP advertises it; IPv6 addresses move with it)")
 	}
 	for side, ps := range map[string][]netip.Prefix{"wan": c.VirtualAddresses.WAN, "lan": c.VirtualAddresses.LAN} {
 		for i, p := range ps {
@@ -80,13 +115,22 @@ func (c *Config) Validate(report func(field, msg string)) {
 			switch {
 			case !p.IsValid():
 				report(f, "is not a prefix")
-			case !p.Addr().Is4():
-				report(f, "IPv6 virtual addresses are not supported yet")
+			case p.Addr().Is6() && (p.Addr().IsLinkLocalUnicast() || p.Addr().Is4In6()):
+				report(f, "must be a global or unique-local IPv6 address")
 			case p.Addr() == c.Peer:
 				report(f, "is the peer's own address")
 			}
 		}
 	}
+}
+
+func (v VirtualAddresses) has4() bool {
+	for _, p := range append(append([]netip.Prefix(nil), v.WAN...), v.LAN...) {
+		if p.Addr().Is4() {
+			return true
+		}
+	}
+	return false
 }
 
 // validIfname tells whether s can name a Linux interface and is safe to

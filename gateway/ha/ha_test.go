@@ -32,9 +32,21 @@ func TestValidate(t *testing.T) {
 		{"bad interface", func(c *Config) { c.Interface = "a b{" }, "interface"},
 		{"vrid 256", func(c *Config) { c.VRID = 256 }, "vrid"},
 		{"no vips", func(c *Config) { c.VirtualAddresses = VirtualAddresses{} }, "virtual_addresses"},
-		{"v6 vip", func(c *Config) {
+		{"v6 vip beside a v4 one", func(c *Config) {
 			c.VirtualAddresses.LAN = []netip.Prefix{netip.MustParsePrefix("fd00::1/64")}
+		}, ""},
+		{"link-local v6 vip", func(c *Config) {
+			c.VirtualAddresses.LAN = []netip.Prefix{netip.MustParsePrefix("fe80::1/64")}
 		}, "virtual_addresses.lan[0]"},
+		{"only v6 vips", func(c *Config) {
+			c.VirtualAddresses = VirtualAddresses{LAN: []netip.Prefix{netip.MustParsePrefix("fd00::1/64")}}
+		}, "virtual_addresses"},
+		{"vrrp 4", func(c *Config) { c.VRRPVersion = 4 }, "vrrp_version"},
+		{"v2 sub-second", func(c *Config) { c.AdvertInterval = 300 * time.Millisecond }, "advert_interval"},
+		{"v2 1.5s", func(c *Config) { c.AdvertInterval = 1500 * time.Millisecond }, "advert_interval"},
+		{"v3 300ms", func(c *Config) { c.VRRPVersion, c.AdvertInterval = 3, 300*time.Millisecond }, ""},
+		{"v3 5ms", func(c *Config) { c.VRRPVersion, c.AdvertInterval = 3, 5*time.Millisecond }, "advert_interval"},
+		{"v3 with a key", func(c *Config) { c.VRRPVersion, c.AuthKeyFile = 3, "/etc/edgegw/ha-key" }, "auth_key_file"},
 		{"vip is peer", func(c *Config) {
 			c.VirtualAddresses.WAN = []netip.Prefix{netip.MustParsePrefix("10.9.0.2/24")}
 		}, "virtual_addresses.wan[0]"},
@@ -50,8 +62,8 @@ func TestValidate(t *testing.T) {
 				if len(got) != 0 {
 					t.Fatalf("valid config reported %v", got)
 				}
-				if c.VRID != DefaultVRID {
-					t.Fatalf("vrid default %d, want %d", c.VRID, DefaultVRID)
+				if c.VRID != DefaultVRID || c.VRRPVersion == 0 || c.AdvertInterval == 0 {
+					t.Fatalf("defaults: vrid %d, version %d, advert %v", c.VRID, c.VRRPVersion, c.AdvertInterval)
 				}
 				return
 			}
@@ -68,9 +80,11 @@ func TestRender(t *testing.T) {
 			WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")},
 			LAN: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")},
 		}}
+	c.SetDefaults()
 	for _, tc := range []struct {
 		name    string
 		preempt bool
+		v3      bool
 		key     string
 		want    []string
 		notWant []string
@@ -78,15 +92,24 @@ func TestRender(t *testing.T) {
 	}{
 		{name: "nopreempt, no auth", want: []string{"nopreempt", "unicast_peer {\n\t\t10.9.0.2", "virtual_router_id 7",
 			"priority 150", "192.0.2.10/24 dev wan0", "10.1.0.1/24 dev lan0", "track_interface {\n\t\twan0\n\t\tlan0",
-			"notify_fifo /run/x.fifo", "interface sync0"}, notWant: []string{"authentication"}},
+			"notify_fifo /run/x.fifo", "interface sync0", "track_file edgegw_yield {\n\tfile \"/run/yield\"\n\tweight 0",
+			"track_file {\n\t\tedgegw_yield"}, notWant: []string{"authentication"}},
 		{name: "preempt", preempt: true, notWant: []string{"nopreempt"}},
+		{name: "v2 defaults", want: []string{"version 2\n", "advert_int 1\n"}},
+		{name: "v3, 300ms, v6", v3: true, want: []string{"version 3\n", "advert_int 0.3\n",
+			"virtual_ipaddress_excluded {\n\t\tfd00::1/64 dev lan0\n\t}", "10.1.0.1/24 dev lan0"}},
+		{name: "v3 with a key", v3: true, key: "k", wantErr: true},
 		{name: "key cut to 8", key: "0123456789abc\n", want: []string{"auth_type PASS", "auth_pass 01234567\n"}},
 		{name: "key with brace", key: "ab}cdef", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := c
 			c.Preempt = tc.preempt
-			got, err := Render(c, Links{WAN: "wan0", LAN: "lan0"}, tc.key, "/run/x.fifo")
+			if tc.v3 {
+				c.VRRPVersion, c.AdvertInterval = 3, 300*time.Millisecond
+				c.VirtualAddresses.LAN = []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24"), netip.MustParsePrefix("fd00::1/64")}
+			}
+			got, err := Render(c, Links{WAN: "wan0", LAN: "lan0"}, tc.key, "/run/x.fifo", "/run/yield")
 			if tc.wantErr {
 				if err == nil {
 					t.Fatal("no error")
@@ -108,7 +131,7 @@ func TestRender(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Render(c, Links{WAN: "", LAN: "lan0"}, "", "/f"); err == nil {
+	if _, err := Render(c, Links{WAN: "", LAN: "lan0"}, "", "/f", ""); err == nil {
 		t.Fatal("wan VIPs without a WAN interface rendered")
 	}
 }
@@ -127,7 +150,7 @@ func TestRenderAccepted(t *testing.T) {
 	}
 	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}}}
-	text, err := Render(c, Links{WAN: "wan0"}, "secret12", filepath.Join(t.TempDir(), "f"))
+	text, err := Render(c, Links{WAN: "wan0"}, "secret12", filepath.Join(t.TempDir(), "f"), filepath.Join(t.TempDir(), "yield"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +161,18 @@ func TestRenderAccepted(t *testing.T) {
 	out, err := ns.Exec(context.Background(), bin, "--config-test", "--use-file", f)
 	if err != nil {
 		t.Fatalf("keepalived --config-test: %v\n%s\n%s", err, out, text)
+	}
+	// VRRPv3, sub-second adverts, IPv6 addresses beside the IPv4 one.
+	c.VRRPVersion, c.AdvertInterval = 3, 300*time.Millisecond
+	c.VirtualAddresses.WAN = append(c.VirtualAddresses.WAN, netip.MustParsePrefix("2001:db8::10/64"))
+	if text, err = Render(c, Links{WAN: "wan0"}, "", filepath.Join(t.TempDir(), "f"), filepath.Join(t.TempDir(), "yield")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ns.Exec(context.Background(), bin, "--config-test", "--use-file", f); err != nil {
+		t.Fatalf("keepalived --config-test (v3): %v\n%s\n%s", err, out, text)
 	}
 }
 
@@ -194,7 +229,7 @@ func startNodeOn(t *testing.T, ns *netlab.NS, prio int, peer, dir, wan string) *
 	return n
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
@@ -410,7 +445,7 @@ func TestLeftoverKilled(t *testing.T) {
 	}
 	c := Config{Priority: 200, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: DefaultVRID,
 		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("10.9.0.100/24")}}}
-	text, err := Render(c, Links{WAN: "sync0"}, "", filepath.Join(hd, "old.fifo"))
+	text, err := Render(c, Links{WAN: "sync0"}, "", filepath.Join(hd, "old.fifo"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -437,4 +472,144 @@ func TestLeftoverKilled(t *testing.T) {
 	}
 	testkit.Eventually(t, 30*time.Second, "new keepalived master", wantRole(n, RoleMaster))
 	testkit.Eventually(t, 30*time.Second, "VIP", wantVIP(a, true))
+}
+
+func TestRenderConntrackd(t *testing.T) {
+	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
+		VirtualAddresses: VirtualAddresses{
+			WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")},
+			LAN: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24")},
+		}}
+	paths := ctPaths{Lock: "/s/ha/conntrackd.lock", Ctl: "/s/ha/conntrackd.ctl"}
+	local := netip.MustParseAddr("10.9.0.1")
+	got, err := RenderConntrackd(c, paths, local, []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fe80::1"), local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"LockFile /s/ha/conntrackd.lock", "Path /s/ha/conntrackd.ctl", "Mode FTFW",
+		"DisableExternalCache On", "IPv4_address 10.9.0.1\n", "IPv4_Destination_Address 10.9.0.2", "Port 3780",
+		"Interface sync0", "IPv4_address 192.0.2.10", "IPv4_address 10.1.0.1\n", "IPv4_address 192.0.2.1\n",
+		"IPv6_address fe80::1", "IPv4_address 127.0.0.1", "IPv6_address ::1"} {
+		if !strings.Contains(got, w) {
+			t.Errorf("missing %q in\n%s", w, got)
+		}
+	}
+	if n := strings.Count(got, "IPv4_address 10.9.0.1\n"); n != 2 { // the UDP source and one filter entry
+		t.Errorf("local address %d times, want 2 (duplicates compacted)\n%s", n, got)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config, *ctPaths, *netip.Addr)
+	}{
+		{"v6 local", func(_ *Config, _ *ctPaths, l *netip.Addr) { *l = netip.MustParseAddr("fd00::1") }},
+		{"no local", func(_ *Config, _ *ctPaths, l *netip.Addr) { *l = netip.Addr{} }},
+		{"path with space", func(_ *Config, p *ctPaths, _ *netip.Addr) { p.Ctl = "/a b" }},
+		{"empty lock", func(_ *Config, p *ctPaths, _ *netip.Addr) { p.Lock = "" }},
+		{"bad interface", func(c *Config, _ *ctPaths, _ *netip.Addr) { c.Interface = "x}" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, p, l := c, paths, local
+			tc.edit(&c, &p, &l)
+			if _, err := RenderConntrackd(c, p, l, nil); err == nil {
+				t.Fatal("rendered")
+			}
+		})
+	}
+}
+
+// TestConntrackdAccepted starts conntrackd on a rendered file in a
+// namespace and asks it for its statistics over the private socket.
+func TestConntrackdAccepted(t *testing.T) {
+	testkit.NeedRoot(t)
+	bin := testkit.NeedTool(t, "conntrackd", "conntrackd")
+	lab := netlab.NewT(t)
+	a, err := lab.NS("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(a, "sync0", "10.9.0.1/24", a, "peer0", ""); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c := Config{Priority: 150, Peer: netip.MustParseAddr("10.9.0.2"), Interface: "sync0", VRID: 7,
+		VirtualAddresses: VirtualAddresses{WAN: []netip.Prefix{netip.MustParsePrefix("192.0.2.10/24")}}}
+	var local netip.Addr
+	var own []netip.Addr
+	if err := a.Do(func() (err error) { local, own, err = syncAddrs("sync0", c.Peer); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if local != netip.MustParseAddr("10.9.0.1") {
+		t.Fatalf("sync address %v", local)
+	}
+	text, err := RenderConntrackd(c, ctPaths{Lock: filepath.Join(dir, "lock"), Ctl: filepath.Join(dir, "ctl")}, local, own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "conntrackd.conf")
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p, err := a.Start(bin, "-C", conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	testkit.Eventually(t, 30*time.Second, "conntrackd answers", func() error {
+		out, err := a.Exec(context.Background(), bin, "-C", conf, "-s")
+		if err != nil {
+			return fmt.Errorf("%w: %s\n%s", err, out, p.Output())
+		}
+		return nil
+	})
+	if err := a.Do(func() error { _, _, err := syncAddrs("sync0", netip.MustParseAddr("10.8.0.2")); return err }); err == nil {
+		t.Fatal("a peer outside the sync link's subnet was accepted")
+	}
+}
+
+// ctStatsOut is `conntrackd -s` as conntrackd 1.4.7 prints it.
+const ctStatsOut = `cache internal:
+current active connections:	           0
+connections created:		           0	failed:	           0
+connections updated:		           0	failed:	           0
+connections destroyed:		           0	failed:	           0
+
+external inject:
+connections created:		           3	failed:	           0
+connections updated:		          17	failed:	           0
+connections destroyed:		           1	failed:	           0
+
+traffic processed:
+                   0 Bytes                         0 Pckts
+
+UDP traffic (active device=sync0):
+                  96 Bytes sent                   96 Bytes recv
+                   6 Pckts sent                    7 Pckts recv
+                   0 Error send                    0 Error recv
+
+message tracking:
+                   0 Malformed msgs                    0 Lost msgs
+`
+
+func TestParseCtStats(t *testing.T) {
+	s, ok := parseCtStats(ctStatsOut)
+	if !ok || s != (SyncStats{PacketsSent: 6, PacketsReceived: 7, Injected: 20}) {
+		t.Fatalf("parseCtStats = %+v %v", s, ok)
+	}
+	for name, out := range map[string]string{
+		"empty":        "",
+		"no udp":       strings.Replace(ctStatsOut, "Pckts sent", "Packets sent", 1),
+		"no inject":    strings.Replace(ctStatsOut, "external inject:", "external cache:", 1),
+		"bad number":   strings.Replace(ctStatsOut, "6 Pckts sent", "x Pckts sent", 1),
+		"error output": "[ERROR] can't connect: is conntrackd running? appropriate permissions?",
+	} {
+		if _, ok := parseCtStats(out); ok {
+			t.Errorf("%s parsed", name)
+		}
+	}
+}
+
+func FuzzParseCtStats(f *testing.F) {
+	f.Add(ctStatsOut)
+	f.Add("")
+	f.Fuzz(func(t *testing.T, out string) { parseCtStats(out) })
 }

@@ -3,6 +3,7 @@ package ha
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"text/template"
 )
@@ -26,12 +27,24 @@ global_defs {
 	script_user root
 }
 
+{{- if .YieldFile}}
+
+# edgegw writes 1 here when this node must give the addresses up (a
+# split brain, see gateway/ha/splitbrain.go): weight 0 makes a non-zero
+# value a fault.
+track_file edgegw_yield {
+	file "{{.YieldFile}}"
+	weight 0
+}
+{{- end}}
+
 vrrp_instance {{.Instance}} {
 	state BACKUP
 	interface {{.Interface}}
+	version {{.Version}}
 	virtual_router_id {{.VRID}}
 	priority {{.Priority}}
-	advert_int 1
+	advert_int {{.Advert}}
 {{- if not .Preempt}}
 	nopreempt
 {{- end}}
@@ -53,11 +66,24 @@ vrrp_instance {{.Instance}} {
 		auth_pass {{.AuthPass}}
 	}
 {{- end}}
+{{- if .YieldFile}}
+	track_file {
+		edgegw_yield
+	}
+{{- end}}
 	virtual_ipaddress {
 {{- range .VIPs}}
 		{{.}}
 {{- end}}
 	}
+{{- if .VIPs6}}
+	# IPv6 addresses move with the IPv4 ones: one instance, one state.
+	virtual_ipaddress_excluded {
+{{- range .VIPs6}}
+		{{.}}
+{{- end}}
+	}
+{{- end}}
 }
 `))
 
@@ -65,17 +91,32 @@ vrrp_instance {{.Instance}} {
 // unicast to the peer on the sync link, carrying the WAN and LAN virtual
 // addresses together (so they cannot end up on different nodes) and
 // tracking both links. authKey is the content of c.AuthKeyFile ("" for
-// none); fifo is where keepalived reports state changes.
-func Render(c Config, l Links, authKey, fifo string) (string, error) {
+// none); fifo is where keepalived reports state changes; yieldFile ("" for
+// none) is the track file that puts the instance in FAULT when it holds a
+// non-zero value.
+func Render(c Config, l Links, authKey, fifo, yieldFile string) (string, error) {
 	type params struct {
-		RouterID, FIFO, Instance, Interface, AuthPass string
-		VRID, Priority                                int
-		Preempt                                       bool
-		Peer                                          netip.Addr
-		Track, VIPs                                   []string
+		RouterID, FIFO, Instance, Interface, AuthPass, YieldFile, Advert string
+		VRID, Priority, Version                                          int
+		Preempt                                                          bool
+		Peer                                                             netip.Addr
+		Track, VIPs, VIPs6                                               []string
 	}
-	p := params{RouterID: "edgegw_" + c.Interface, FIFO: fifo, Instance: instance, Interface: c.Interface,
-		VRID: c.VRID, Priority: c.Priority, Preempt: c.Preempt, Peer: c.Peer}
+	if strings.ContainsAny(yieldFile, "\"\n") {
+		return "", fmt.Errorf("yield file: unusable path %q", yieldFile)
+	}
+	p := params{RouterID: "edgegw_" + c.Interface, FIFO: fifo, YieldFile: yieldFile, Instance: instance, Interface: c.Interface,
+		VRID: c.VRID, Priority: c.Priority, Preempt: c.Preempt, Peer: c.Peer, Version: c.VRRPVersion,
+		Advert: strconv.FormatFloat(c.AdvertInterval.Seconds(), 'f', -1, 64)}
+	if p.Version == 0 {
+		p.Version = 2
+	}
+	if c.AdvertInterval == 0 {
+		p.Advert = "1"
+	}
+	if authKey != "" && p.Version == 3 {
+		return "", fmt.Errorf("auth key: VRRPv3 has no authentication")
+	}
 	if authKey != "" {
 		k := strings.TrimSpace(authKey)
 		if len(k) > 8 { // VRRPv2 keeps 8 characters; say so rather than let keepalived cut it
@@ -94,7 +135,11 @@ func Render(c Config, l Links, authKey, fifo string) (string, error) {
 			return fmt.Errorf("%s virtual addresses: no usable %s interface (%q)", side, side, dev)
 		}
 		for _, v := range ps {
-			p.VIPs = append(p.VIPs, v.String()+" dev "+dev)
+			if v.Addr().Is4() {
+				p.VIPs = append(p.VIPs, v.String()+" dev "+dev)
+			} else {
+				p.VIPs6 = append(p.VIPs6, v.String()+" dev "+dev)
+			}
 		}
 		if dev != c.Interface && !containsStr(p.Track, dev) {
 			p.Track = append(p.Track, dev)
