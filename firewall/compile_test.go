@@ -107,3 +107,18 @@ func TestValidateGolden(t *testing.T) {
 		return b.String()
 	})
 }
+
+// TestWANAddress: with a WAN address (an HA pair's virtual one), IPv4
+// leaving the WAN is translated to it, not masqueraded to the node's own;
+// IPv6 is still masqueraded.
+func TestWANAddress(t *testing.T) {
+	out := Compile(Spec{WAN: "eth0", WANAddress: netip.MustParseAddr("198.51.100.10")}).String()
+	snat := strings.Index(out, "snat to 198.51.100.10")
+	masq := strings.Index(out, "masquerade")
+	if snat < 0 || masq < snat || !strings.Contains(out, "meta nfproto ipv4") {
+		t.Errorf("postrouting without snat to the WAN address before the masquerade:\n%s", out)
+	}
+	if strings.Contains(Compile(Spec{WAN: "eth0"}).String(), "snat") {
+		t.Error("snat without a WAN address")
+	}
+}

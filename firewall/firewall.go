@@ -92,6 +92,7 @@ package firewall
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 
 	"github.com/google/nftables"
@@ -109,6 +110,12 @@ type Spec struct {
 	// masqueraded to the uplink's address. Empty: no NAT. Rules name it
 	// ingress == "wan".
 	WAN string
+	// WANAddress, when valid, is the IPv4 address forwarded traffic
+	// leaving through WAN is translated to instead of the interface's
+	// primary address (snat, not masquerade): the HA pair's virtual WAN
+	// address, so connections keep their address when the other node
+	// takes over with the synced conntrack entries. IPv6 is masqueraded.
+	WANAddress netip.Addr
 	// LAN are the office interfaces; rules name them ingress == "lan".
 	LAN []string
 	// Rules are the Magic-Firewall-style rules from [CompileRules]; nil:
@@ -256,6 +263,18 @@ func Compile(s Spec) *Program {
 	p.Counters = append(p.Counters, egressCtrs...)
 	if s.Egress != nil {
 		p.Sets = append(p.Sets, s.Egress.sets...)
+	}
+	if s.WAN != "" && s.WANAddress.Is4() {
+		// oifname "wan" meta nfproto ipv4 snat ip to <address>
+		post.Rules = append(post.Rules, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(s.WAN)},
+			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+			&expr.Counter{},
+			&expr.Immediate{Register: 1, Data: s.WANAddress.AsSlice()},
+			&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1},
+		})
 	}
 	if s.WAN != "" {
 		// oifname "wan" masquerade

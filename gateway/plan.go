@@ -148,6 +148,17 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 		p.logpush = lp
 	}
 	p.strictRP = strictRPInterfaces(cfg, p.WAN)
+	if cfg.HA != nil {
+		// Connections leave from the pair's virtual WAN address, so they
+		// keep it when the other node takes over with the synced
+		// conntrack entries (masquerade would pick this node's own).
+		for _, v := range cfg.HA.VirtualAddresses.WAN {
+			if v.Addr().Is4() {
+				p.Firewall.WANAddress = v.Addr()
+				break
+			}
+		}
+	}
 	p.haLinks = ha.Links{WAN: p.WAN}
 	if len(cfg.Interfaces.LAN) > 0 {
 		p.haLinks.LAN = cfg.Interfaces.LAN[0]
