@@ -20,6 +20,7 @@ import (
 // already scaled by the sampling interval.
 type Flow struct {
 	Time     time.Time  // when the flow was seen (its end, or its arrival)
+	Start    time.Time  // when it began, if the exporter said; zero otherwise
 	Source   string     // "nflog", "netflow", "ipfix" or "sflow"
 	Exporter netip.Addr // the router that exported it; invalid for the gateway's own samples
 	Src, Dst netip.Addr
@@ -46,6 +47,10 @@ func FromRecord(r logpush.Record) (f Flow, ok bool) {
 		switch r[i].Name {
 		case "Datetime":
 			f.Time, haveTime = time.Unix(0, v.Int()), v.Kind() == logpush.KindTime
+		case "FlowStartTime":
+			if v.Kind() == logpush.KindTime {
+				f.Start = time.Unix(0, v.Int())
+			}
 		case "Source":
 			f.Source = v.Str()
 		case "SamplerAddress":

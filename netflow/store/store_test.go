@@ -198,7 +198,7 @@ func TestFromRecord(t *testing.T) {
 		{Name: "SamplerAddress", Value: logpush.String("192.0.2.1")},
 		{Name: "IPSourceAddress", Value: logpush.String("2001:db8::1")}, {Name: "IPDestinationAddress", Value: logpush.String("2001:db8::2")},
 		{Name: "IPProtocol", Value: logpush.Uint(17)}, {Name: "Packets", Value: logpush.Uint(40)}, {Name: "Bytes", Value: logpush.Uint(5120)},
-		{Name: "SampleInterval", Value: logpush.Uint(4)},
+		{Name: "SampleInterval", Value: logpush.Uint(4)}, {Name: "FlowStartTime", Value: logpush.Time(t0.Add(-time.Minute))},
 	}
 	for _, tc := range []struct {
 		name string
@@ -208,7 +208,7 @@ func TestFromRecord(t *testing.T) {
 	}{
 		{"nflog sample", nflog, Flow{Time: t0, Source: "nflog", Src: netip.MustParseAddr("100.96.0.2"), Dst: netip.MustParseAddr("10.0.0.9"),
 			SrcPort: 4000, DstPort: 22, Protocol: 6, TCPFlags: 2, Verdict: "drop", Tunnel: "wg0", Packets: 100, Bytes: 6000}, true},
-		{"ingested flow", ingested, Flow{Time: t0, Source: "ipfix", Exporter: netip.MustParseAddr("192.0.2.1"),
+		{"ingested flow", ingested, Flow{Time: t0, Start: t0.Add(-time.Minute), Source: "ipfix", Exporter: netip.MustParseAddr("192.0.2.1"),
 			Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"), Protocol: 17, Packets: 40, Bytes: 5120}, true},
 		{"no destination", nflog[:3], Flow{}, false},
 		{"no time", ingested[1:], Flow{}, false},
@@ -220,6 +220,9 @@ func TestFromRecord(t *testing.T) {
 			}
 			if ok && !reflect.DeepEqual(got, tc.want) {
 				got.Time, tc.want.Time = got.Time.UTC(), tc.want.Time.UTC()
+				if !got.Start.IsZero() {
+					got.Start, tc.want.Start = got.Start.UTC(), tc.want.Start.UTC()
+				}
 				if !reflect.DeepEqual(got, tc.want) {
 					t.Errorf("got  %+v\nwant %+v", got, tc.want)
 				}

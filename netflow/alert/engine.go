@@ -1,0 +1,438 @@
+package alert
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgegw/edgegw/netflow/logpush"
+	"github.com/edgegw/edgegw/netflow/store"
+)
+
+// Options configure an Engine.
+type Options struct {
+	Rules    []Rule
+	Webhooks []Webhook
+	Logger   *slog.Logger     // nil: discard
+	Now      func() time.Time // nil: time.Now
+	// Client sends webhooks; nil: a client with a 10-second timeout.
+	Client *http.Client
+	// Attempts is how often a notification is tried, 5; RetryDelay the
+	// first wait between tries, doubled each time up to 30 s, 1 s.
+	Attempts   int
+	RetryDelay time.Duration
+	// History is how many events History keeps, 1000.
+	History int
+	// OnEvent, if set, is called with each event as it is raised (the
+	// owner's hook to emit it as a record); it must not block.
+	OnEvent func(Event)
+}
+
+// window is one watched rate: a counter per second over a rule's
+// duration, indexed by Unix second modulo its length.
+type window struct {
+	secs    []int64 // the Unix second each slot holds
+	bytes   []uint64
+	packets []uint64
+	firing  *Event // the open alert, nil when quiet
+}
+
+func newWindow(d time.Duration) *window {
+	n := int(d / time.Second)
+	return &window{secs: make([]int64, n), bytes: make([]uint64, n), packets: make([]uint64, n)}
+}
+
+// add counts bytes and packets in second sec.
+func (w *window) add(sec int64, bytes, packets uint64) {
+	i := int(sec % int64(len(w.secs)))
+	if w.secs[i] != sec {
+		w.secs[i], w.bytes[i], w.packets[i] = sec, 0, 0
+	}
+	w.bytes[i] += bytes
+	w.packets[i] += packets
+}
+
+// rate is the average over the len(secs) seconds ending with sec.
+func (w *window) rate(sec int64) (bps, pps float64) {
+	var b, p uint64
+	for i, s := range w.secs {
+		if s > sec-int64(len(w.secs)) && s <= sec {
+			b += w.bytes[i]
+			p += w.packets[i]
+		}
+	}
+	d := float64(len(w.secs))
+	return float64(b) * 8 / d, float64(p) / d
+}
+
+// watch is a rule with its windows: one per prefix, or one for a Sum rule.
+type watch struct {
+	rule    Rule
+	windows []*window // parallel to rule.Prefixes, or one
+}
+
+// Stats are an Engine's counters.
+type Stats struct {
+	Flows         uint64 // flows observed
+	Fired         uint64 // alerts fired
+	Resolved      uint64 // alerts resolved
+	Delivered     uint64 // notifications a webhook accepted
+	Failed        uint64 // notifications given up after every attempt
+	QueueDropped  uint64 // notifications dropped because the queue was full
+	Firing        int    // alerts open now
+	LateFlowBytes uint64 // bytes of flows that ended before any window (not counted)
+}
+
+// Engine evaluates rules on the flows it is given. Push and Observe are
+// safe for concurrent use and never block on delivery; Run (one
+// goroutine, the owner's) evaluates every second and delivers
+// notifications.
+type Engine struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	watches []*watch
+	history []Event // a ring of opts.History
+	next    int     // where the ring writes next
+	st      Stats
+
+	queue chan Event // to the sender
+}
+
+// New checks the rules and webhooks and returns an Engine; Run starts it.
+func New(opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Client == nil {
+		opts.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opts.Attempts == 0 {
+		opts.Attempts = 5
+	}
+	if opts.RetryDelay == 0 {
+		opts.RetryDelay = time.Second
+	}
+	if opts.History == 0 {
+		opts.History = 1000
+	}
+	for i := range opts.Webhooks {
+		if err := opts.Webhooks[i].validate(); err != nil {
+			return nil, err
+		}
+	}
+	e := &Engine{opts: opts, log: opts.Logger.With("component", "flow_alerts"), queue: make(chan Event, 256)}
+	if err := e.SetRules(opts.Rules); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// SetRules replaces the rules. A rule whose name, prefixes and duration
+// are unchanged keeps its counters and open alerts; open alerts of rules
+// that go away are resolved.
+func (e *Engine) SetRules(rules []Rule) error {
+	seen := map[string]bool{}
+	for i := range rules {
+		if err := rules[i].Validate(); err != nil {
+			return err
+		}
+		if seen[rules[i].Name] {
+			return fmt.Errorf("alert rule %q: the name is used twice", rules[i].Name)
+		}
+		seen[rules[i].Name] = true
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := map[string]*watch{}
+	for _, w := range e.watches {
+		old[w.rule.Name] = w
+	}
+	var ws []*watch
+	for _, r := range rules {
+		if w := old[r.Name]; w != nil && w.rule.Duration == r.Duration && w.rule.Sum == r.Sum && samePrefixes(w.rule.Prefixes, r.Prefixes) {
+			w.rule = r
+			ws = append(ws, w)
+			delete(old, r.Name)
+			continue
+		}
+		w := &watch{rule: r}
+		n := len(r.Prefixes)
+		if r.Sum {
+			n = 1
+		}
+		for range n {
+			w.windows = append(w.windows, newWindow(r.Duration))
+		}
+		ws = append(ws, w)
+	}
+	now := e.opts.Now()
+	for _, w := range old {
+		for i, win := range w.windows {
+			if win.firing != nil {
+				e.resolve(w, i, win, now, 0, 0)
+			}
+		}
+	}
+	e.watches = ws
+	return nil
+}
+
+func samePrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Push observes a network_analytics_logs record (Engine is a
+// logpush.Sink, to sit on the gateway's record stream).
+func (e *Engine) Push(dataset string, r logpush.Record) {
+	if dataset != "network_analytics_logs" {
+		return
+	}
+	if f, ok := store.FromRecord(r); ok {
+		e.Observe(f)
+	}
+}
+
+// Observe counts a flow toward every rule watching its destination. A
+// flow with a start time is spread evenly over the seconds from start to
+// end, so that a flow an exporter reports after a minute counts as a
+// minute's traffic, not one second's.
+func (e *Engine) Observe(f store.Flow) {
+	now := e.opts.Now().Unix()
+	end := min(f.Time.Unix(), now)
+	start := end
+	if !f.Start.IsZero() && f.Start.Unix() < end {
+		start = f.Start.Unix()
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.st.Flows++
+	for _, w := range e.watches {
+		for i, p := range w.rule.Prefixes {
+			if !p.Contains(f.Dst) {
+				continue
+			}
+			win := w.windows[0]
+			if !w.rule.Sum {
+				win = w.windows[i]
+			}
+			e.spread(win, start, end, now, f.Bytes, f.Packets)
+			if w.rule.Sum {
+				break // counted once however many of its prefixes match
+			}
+		}
+	}
+}
+
+// spread adds bytes and packets evenly over the seconds [start, end],
+// keeping only the part inside the window ending at now. e.mu is held.
+func (e *Engine) spread(w *window, start, end, now int64, bytes, packets uint64) {
+	n := uint64(end - start + 1)
+	lo := max(start, now-int64(len(w.secs))+1)
+	if lo > end {
+		e.st.LateFlowBytes += bytes
+		return
+	}
+	for s := lo; s <= end; s++ {
+		// Share the remainder to the first seconds so the sum is exact.
+		k := uint64(s - start)
+		b, p := bytes/n, packets/n
+		if k < bytes%n {
+			b++
+		}
+		if k < packets%n {
+			p++
+		}
+		w.add(s, b, p)
+	}
+}
+
+// Evaluate checks every rule at now and raises the events due; Run calls
+// it every second.
+func (e *Engine) Evaluate(now time.Time) []Event {
+	sec := now.Unix()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []Event
+	for _, w := range e.watches {
+		for i, win := range w.windows {
+			bps, pps := win.rate(sec)
+			over := (w.rule.BitsPerSecond > 0 && bps >= float64(w.rule.BitsPerSecond)) ||
+				(w.rule.PacketsPerSecond > 0 && pps >= float64(w.rule.PacketsPerSecond))
+			switch {
+			case over && win.firing == nil:
+				ev := Event{ID: newID(), Rule: w.rule.Name, Prefix: prefixLabel(w, i), State: Firing, Time: now,
+					BitsPerSecond: bps, PacketsPerSecond: pps, ThresholdBitsPerSecond: w.rule.BitsPerSecond,
+					ThresholdPacketsPerSecond: w.rule.PacketsPerSecond, DurationSeconds: w.rule.Duration.Seconds()}
+				win.firing = &ev
+				e.st.Fired++
+				e.raise(ev)
+				out = append(out, ev)
+			case !over && win.firing != nil:
+				out = append(out, e.resolve(w, i, win, now, bps, pps))
+			}
+		}
+	}
+	return out
+}
+
+// resolve closes win's open alert. e.mu is held.
+func (e *Engine) resolve(w *watch, i int, win *window, now time.Time, bps, pps float64) Event {
+	ev := *win.firing
+	ev.State, ev.Time, ev.BitsPerSecond, ev.PacketsPerSecond = Resolved, now, bps, pps
+	win.firing = nil
+	e.st.Resolved++
+	e.raise(ev)
+	return ev
+}
+
+// raise records an event and queues its notifications. e.mu is held.
+func (e *Engine) raise(ev Event) {
+	if len(e.history) < e.opts.History {
+		e.history = append(e.history, ev)
+	} else {
+		e.history[e.next] = ev
+	}
+	e.next = (e.next + 1) % e.opts.History
+	e.log.Warn("flow alert", "rule", ev.Rule, "prefix", ev.Prefix, "state", ev.State, "bits_per_second", ev.BitsPerSecond, "packets_per_second", ev.PacketsPerSecond)
+	if e.opts.OnEvent != nil {
+		e.opts.OnEvent(ev)
+	}
+	if len(e.opts.Webhooks) == 0 {
+		return
+	}
+	select {
+	case e.queue <- ev:
+	default:
+		e.st.QueueDropped++
+	}
+}
+
+func prefixLabel(w *watch, i int) string {
+	if !w.rule.Sum {
+		return w.rule.Prefixes[i].String()
+	}
+	ss := make([]string, len(w.rule.Prefixes))
+	for j, p := range w.rule.Prefixes {
+		ss[j] = p.String()
+	}
+	return strings.Join(ss, ",")
+}
+
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// History returns the kept events, oldest first.
+func (e *Engine) History() []Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.history) < e.opts.History {
+		return append([]Event(nil), e.history...)
+	}
+	return append(append([]Event(nil), e.history[e.next:]...), e.history[:e.next]...)
+}
+
+// Stats returns the counters.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.st
+	for _, w := range e.watches {
+		for _, win := range w.windows {
+			if win.firing != nil {
+				st.Firing++
+			}
+		}
+	}
+	return st
+}
+
+// Run evaluates the rules every second and delivers notifications until
+// ctx ends. It owns one sender goroutine, which it waits for.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // the sender: owned by Run, stops with ctx
+		defer wg.Done()
+		e.send(ctx)
+	}()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return nil
+		case <-t.C:
+			e.Evaluate(e.opts.Now())
+		}
+	}
+}
+
+// send delivers queued events to every webhook in turn.
+func (e *Engine) send(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-e.queue:
+			for i := range e.opts.Webhooks {
+				err := e.deliver(ctx, &e.opts.Webhooks[i], ev)
+				e.mu.Lock()
+				if err != nil {
+					e.st.Failed++
+				} else {
+					e.st.Delivered++
+				}
+				e.mu.Unlock()
+				if err != nil && ctx.Err() == nil {
+					e.log.Error("flow alert notification failed", "url", e.opts.Webhooks[i].URL, "rule", ev.Rule, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// deliver posts ev to w, retrying with exponential backoff on network
+// errors, 429 and 5xx answers.
+func (e *Engine) deliver(ctx context.Context, w *Webhook, ev Event) error {
+	delay := e.opts.RetryDelay
+	var err error
+	for attempt := 1; ; attempt++ {
+		var retry bool
+		if retry, err = w.post(ctx, e.opts.Client, ev); err == nil || !retry || attempt >= e.opts.Attempts {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
