@@ -22,7 +22,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 func pfx(ss ...string) []netip.Prefix {
@@ -79,7 +79,9 @@ func TestEvaluate(t *testing.T) {
 	sum := Rule{Name: "both", Prefixes: pfx("10.1.0.0/24", "10.2.0.0/24", "10.0.0.0/8"), PacketsPerSecond: 10, Duration: 10 * time.Second, Sum: true}
 	// 1000 bytes/s = 8000 bits/s: 10 s of it reach the per-prefix threshold.
 	flood := func(dst string, bytes, packets uint64) func(sec int) []store.Flow {
-		return func(sec int) []store.Flow { return []store.Flow{toDst(dst, t0.Add(time.Duration(sec)*time.Second), bytes, packets)} }
+		return func(sec int) []store.Flow {
+			return []store.Flow{toDst(dst, t0.Add(time.Duration(sec)*time.Second), bytes, packets)}
+		}
 	}
 	for _, tc := range []struct {
 		name  string
