@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgegw/edgegw/netflow/logpush"
@@ -20,7 +21,7 @@ import (
 // Options configure an Engine.
 type Options struct {
 	Rules    []Rule
-	Webhooks []Webhook
+	Webhooks []Webhook // SetWebhooks replaces them
 	Logger   *slog.Logger     // nil: discard
 	Now      func() time.Time // nil: time.Now
 	// Client sends webhooks; nil: a client with a 10-second timeout.
@@ -105,7 +106,8 @@ type Engine struct {
 	next    int     // where the ring writes next
 	st      Stats
 
-	queue chan Event // to the sender
+	queue    chan Event // to the sender
+	webhooks atomic.Pointer[[]Webhook]
 }
 
 // New checks the rules and webhooks and returns an Engine; Run starts it.
@@ -128,16 +130,26 @@ func New(opts Options) (*Engine, error) {
 	if opts.History == 0 {
 		opts.History = 1000
 	}
-	for i := range opts.Webhooks {
-		if err := opts.Webhooks[i].validate(); err != nil {
-			return nil, err
-		}
-	}
 	e := &Engine{opts: opts, log: opts.Logger.With("component", "flow_alerts"), queue: make(chan Event, 256)}
+	if err := e.SetWebhooks(opts.Webhooks); err != nil {
+		return nil, err
+	}
 	if err := e.SetRules(opts.Rules); err != nil {
 		return nil, err
 	}
 	return e, nil
+}
+
+// SetWebhooks replaces where notifications go, from the next one.
+func (e *Engine) SetWebhooks(hs []Webhook) error {
+	for i := range hs {
+		if err := hs[i].validate(); err != nil {
+			return err
+		}
+	}
+	hs = append([]Webhook(nil), hs...)
+	e.webhooks.Store(&hs)
+	return nil
 }
 
 // SetRules replaces the rules. A rule whose name, prefixes and duration
@@ -318,7 +330,7 @@ func (e *Engine) raise(ev Event) {
 	if e.opts.OnEvent != nil {
 		e.opts.OnEvent(ev)
 	}
-	if len(e.opts.Webhooks) == 0 {
+	if len(*e.webhooks.Load()) == 0 {
 		return
 	}
 	select {
@@ -399,8 +411,9 @@ func (e *Engine) send(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ev := <-e.queue:
-			for i := range e.opts.Webhooks {
-				err := e.deliver(ctx, &e.opts.Webhooks[i], ev)
+			hs := *e.webhooks.Load()
+			for i := range hs {
+				err := e.deliver(ctx, &hs[i], ev)
 				e.mu.Lock()
 				if err != nil {
 					e.st.Failed++
@@ -409,7 +422,7 @@ func (e *Engine) send(ctx context.Context) {
 				}
 				e.mu.Unlock()
 				if err != nil && ctx.Err() == nil {
-					e.log.Error("flow alert notification failed", "url", e.opts.Webhooks[i].URL, "rule", ev.Rule, "err", err)
+					e.log.Error("flow alert notification failed", "url", hs[i].URL, "rule", ev.Rule, "err", err)
 				}
 			}
 		}

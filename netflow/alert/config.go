@@ -1,0 +1,102 @@
+package alert
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is `netflow.alerts:`: volumetric rules and where their events go.
+type Config struct {
+	Rules    []RuleConfig    `yaml:"rules"`
+	Webhooks []WebhookConfig `yaml:"webhooks"`
+}
+
+// RuleConfig is one rule (see Rule).
+type RuleConfig struct {
+	Name             string         `yaml:"name"`
+	Prefixes         []netip.Prefix `yaml:"prefixes"`
+	BitsPerSecond    uint64         `yaml:"bits_per_second"`
+	PacketsPerSecond uint64         `yaml:"packets_per_second"`
+	Duration         time.Duration  `yaml:"duration"` // default 60s
+	Sum              bool           `yaml:"sum"`
+}
+
+// WebhookConfig is one webhook (see Webhook).
+type WebhookConfig struct {
+	URL string `yaml:"url"`
+	// SecretFile holds the value of the cf-webhook-auth header; empty: none.
+	SecretFile string `yaml:"secret_file" file:"secret"`
+}
+
+// SetDefaults fills each rule's default duration.
+func (c *Config) SetDefaults() {
+	for i := range c.Rules {
+		if c.Rules[i].Duration == 0 {
+			c.Rules[i].Duration = time.Minute
+		}
+	}
+}
+
+// Validate checks the section; field names are relative to it.
+func (c *Config) Validate(report func(field, msg string)) {
+	seen := map[string]int{}
+	for i := range c.Rules {
+		rc := &c.Rules[i]
+		f := fmt.Sprintf("rules[%d]", i)
+		if j, ok := seen[rc.Name]; ok && rc.Name != "" {
+			report(f+".name", fmt.Sprintf("%q is already the name of rules[%d]", rc.Name, j))
+		}
+		seen[rc.Name] = i
+		r := rc.Rule()
+		if err := r.Validate(); err != nil {
+			report(f, err.Error())
+		}
+		for k, p := range rc.Prefixes {
+			if p != p.Masked() {
+				report(fmt.Sprintf("%s.prefixes[%d]", f, k), fmt.Sprintf("%v has host bits set; did you mean %v?", p, p.Masked()))
+			}
+		}
+	}
+	for i, w := range c.Webhooks {
+		f := fmt.Sprintf("webhooks[%d]", i)
+		h := Webhook{URL: w.URL}
+		if err := h.validate(); err != nil {
+			report(f+".url", err.Error())
+		}
+	}
+}
+
+// Rule is the rule the section describes.
+func (rc *RuleConfig) Rule() Rule {
+	return Rule{Name: rc.Name, Prefixes: rc.Prefixes, BitsPerSecond: rc.BitsPerSecond,
+		PacketsPerSecond: rc.PacketsPerSecond, Duration: rc.Duration, Sum: rc.Sum}
+}
+
+// AllRules are the section's rules.
+func (c *Config) AllRules() []Rule {
+	rs := make([]Rule, len(c.Rules))
+	for i := range c.Rules {
+		rs[i] = c.Rules[i].Rule()
+	}
+	return rs
+}
+
+// LoadWebhooks reads the webhooks' secret files.
+func (c *Config) LoadWebhooks() ([]Webhook, error) {
+	var hs []Webhook
+	for _, w := range c.Webhooks {
+		h := Webhook{URL: w.URL}
+		if w.SecretFile != "" {
+			b, err := os.ReadFile(w.SecretFile)
+			if err != nil {
+				return nil, fmt.Errorf("alert webhook %s: secret: %w", w.URL, err)
+			}
+			h.Secret = strings.TrimSpace(string(b))
+		}
+		hs = append(hs, h)
+	}
+	return hs, nil
+}
