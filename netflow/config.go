@@ -5,6 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+
+	"github.com/edgegw/edgegw/netflow/alert"
+	"github.com/edgegw/edgegw/netflow/store"
 )
 
 // Config is the `netflow:` section.
@@ -12,6 +15,10 @@ type Config struct {
 	SampleRate int `yaml:"sample_rate"` // 1 in N packets; default 100
 	// Ingest receives flows from other routers; nil: none.
 	Ingest *IngestConfig `yaml:"ingest"`
+	// Analytics keeps flows for /api/v1/flows; nil: no store.
+	Analytics *store.Config `yaml:"analytics"`
+	// Alerts are volumetric rules on the flows; nil: none.
+	Alerts *alert.Config `yaml:"alerts"`
 }
 
 // IngestConfig is `netflow.ingest:`: flow records other routers export
@@ -28,6 +35,12 @@ func (c *Config) SetDefaults() {
 	if c.SampleRate == 0 {
 		c.SampleRate = 100
 	}
+	if c.Analytics != nil {
+		c.Analytics.SetDefaults()
+	}
+	if c.Alerts != nil {
+		c.Alerts.SetDefaults()
+	}
 }
 
 // Validate checks the rate.
@@ -37,6 +50,12 @@ func (c *Config) Validate(report func(field, msg string)) {
 	}
 	if c.Ingest != nil {
 		c.Ingest.validate(report)
+	}
+	if c.Analytics != nil {
+		c.Analytics.Validate(func(f, msg string) { report("analytics."+f, msg) })
+	}
+	if c.Alerts != nil {
+		c.Alerts.Validate(func(f, msg string) { report("alerts."+f, msg) })
 	}
 }
 
