@@ -21,7 +21,7 @@ import (
 // Options configure an Engine.
 type Options struct {
 	Rules    []Rule
-	Webhooks []Webhook // SetWebhooks replaces them
+	Webhooks []Webhook        // SetWebhooks replaces them
 	Logger   *slog.Logger     // nil: discard
 	Now      func() time.Time // nil: time.Now
 	// Client sends webhooks; nil: a client with a 10-second timeout.
