@@ -165,6 +165,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		// first one, and spools the last ones they hand over at shutdown.
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
 		nf,
+		&analyticsPart{log: g.log, metrics: g.metrics, tap: &sink.analytics},
 		&accessPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local},
 		&dnsPart{log: g.log, metrics: g.metrics, sink: sink, devs: devs, local: local, wan: func() string { return fw.wan }},
 		// Last: the node bids for the virtual addresses only once

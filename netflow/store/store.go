@@ -214,3 +214,6 @@ func (s *Store) Stats() Stats {
 	st.Minutes, st.Rows, st.Bytes = len(s.minutes), s.rows, int64(s.rows)*entryBytes
 	return st
 }
+
+// Options returns the options the store runs with, defaults filled.
+func (s *Store) Options() Options { return s.opts }
