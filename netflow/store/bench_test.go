@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
 // BenchmarkAdd measures rolling flows into the current minute, in
@@ -60,4 +62,30 @@ func BenchmarkQuery7Days(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPush measures the record sink's path: reading an ingested
+// flow's network_analytics_logs record and rolling it up, in records per
+// second.
+func BenchmarkPush(b *testing.B) {
+	s, _ := New(Options{Now: func() time.Time { return t0.Add(30 * time.Second) }})
+	rs := make([]logpush.Record, 1024)
+	for i := range rs {
+		rs[i] = logpush.Record{
+			{Name: "Datetime", Value: logpush.Time(t0)}, {Name: "Source", Value: logpush.String("ipfix")},
+			{Name: "SamplerAddress", Value: logpush.String("192.0.2.1")},
+			{Name: "IPSourceAddress", Value: logpush.String(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).String())},
+			{Name: "IPDestinationAddress", Value: logpush.String("198.51.100.7")},
+			{Name: "IPProtocol", Value: logpush.Uint(6)}, {Name: "SourcePort", Value: logpush.Uint(uint64(40000 + i))},
+			{Name: "DestinationPort", Value: logpush.Uint(443)}, {Name: "TCPFlags", Value: logpush.Uint(0x18)},
+			{Name: "Packets", Value: logpush.Uint(10)}, {Name: "Bytes", Value: logpush.Uint(15000)},
+			{Name: "SampleInterval", Value: logpush.Uint(1)},
+		}
+	}
+	n := 0
+	for b.Loop() {
+		s.Push("network_analytics_logs", rs[n%len(rs)])
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
 }

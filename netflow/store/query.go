@@ -177,10 +177,13 @@ func (s *Store) Query(q Query) (Result, error) {
 	var keys []key
 	s.mu.Lock()
 	lo, _ := slices.BinarySearchFunc(s.minutes, q.From, func(m *minute, t time.Time) int { return m.start.Compare(t) })
-	for _, m := range s.minutes[lo:] {
-		if !m.start.Before(q.To) {
-			break
-		}
+	hi, _ := slices.BinarySearchFunc(s.minutes, q.To, func(m *minute, t time.Time) int { return m.start.Compare(t) })
+	// A copy: Add may insert or evict minutes while the query runs; an
+	// evicted minute is still read whole.
+	minutes := slices.Clone(s.minutes[lo:max(lo, hi)])
+	s.mu.Unlock()
+	for _, m := range minutes {
+		m.mu.Lock()
 		step := 0
 		if nsteps > 0 {
 			step = int(m.start.Sub(q.From) / q.Step)
@@ -209,8 +212,8 @@ func (s *Store) Query(q Query) (Result, error) {
 				a.steps[step].bytes += c.bytes
 			}
 		}
+		m.mu.Unlock()
 	}
-	s.mu.Unlock()
 
 	metric := func(i int) uint64 {
 		if q.OrderBy == Packets {

@@ -49,9 +49,13 @@ type key struct {
 
 type counts struct{ packets, bytes uint64 }
 
-// minute is one minute's rollup.
+// minute is one minute's rollup. Add changes rows with both the store's
+// lock and mu held; Query reads them with mu alone, one minute at a time,
+// so a long query never holds up the producers for more than a minute's
+// rows.
 type minute struct {
 	start time.Time // truncated to the minute, UTC
+	mu    sync.Mutex
 	rows  map[key]counts
 }
 
@@ -69,7 +73,8 @@ type Stats struct {
 }
 
 // Store holds per-minute flow rollups. It is safe for concurrent use:
-// Push and Add take a short lock and never wait on I/O.
+// Push and Add take a short lock and never wait on I/O; a query holds the
+// store's lock only to list the minutes.
 type Store struct {
 	opts Options
 
@@ -157,7 +162,9 @@ func (s *Store) Add(f Flow) {
 	}
 	c.packets += f.Packets
 	c.bytes += f.Bytes
+	m.mu.Lock()
 	m.rows[k] = c
+	m.mu.Unlock()
 	s.st.Flows++
 }
 

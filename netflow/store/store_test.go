@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -322,6 +323,38 @@ func TestSelectTop(t *testing.T) {
 		want := full[:min(n, len(full))]
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("top %d: %v, want %v", n, got, want)
+		}
+	}
+}
+
+// TestConcurrentQuery runs queries while flows are added across minutes
+// (and old ones evicted), for the race detector.
+func TestConcurrentQuery(t *testing.T) {
+	var mu sync.Mutex
+	now := t0
+	clk := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, _ := New(Options{Now: clk, Retention: 5 * time.Minute, MaxBytes: 50 * entryBytes})
+	done := make(chan struct{})
+	go func() { // owned by this test: ends after 2000 flows
+		defer close(done)
+		for i := range 2000 {
+			mu.Lock()
+			now = t0.Add(time.Duration(i) * time.Second)
+			mu.Unlock()
+			s.Add(flow(i/60, "192.0.2.1", "10.0.0.1", "10.0.0.2", uint16(i%100), 2, 17, 1, 100))
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			if st := s.Stats(); st.Flows == 0 {
+				t.Errorf("stats %+v", st)
+			}
+			return
+		default:
+		}
+		if _, err := s.Query(Query{From: t0, To: clk().Add(time.Minute), GroupBy: []Dimension{DimSrcPort}, Top: 3, Step: time.Minute}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
