@@ -77,7 +77,7 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
     rules:
       - name: branch-flood
         prefixes: [10.9.0.2/32]
-        bits_per_second: 400000
+        bits_per_second: 200000
         duration: 10s
       - name: quiet
         prefixes: [10.0.0.99/32]

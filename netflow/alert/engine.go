@@ -32,23 +32,29 @@ type Options struct {
 	RetryDelay time.Duration
 	// History is how many events History keeps, 1000.
 	History int
+	// Lag is how long after a second its flows are judged, in whole
+	// seconds: exporters send a flow after it ends. 2 s.
+	Lag time.Duration
 	// OnEvent, if set, is called with each event as it is raised (the
 	// owner's hook to emit it as a record); it must not block.
 	OnEvent func(Event)
 }
 
-// window is one watched rate: a counter per second over a rule's
-// duration, indexed by Unix second modulo its length.
+// window is one watched rate: a counter per second, indexed by Unix
+// second modulo its length, which is the rule's duration plus Lag (so a
+// flow that arrives late still lands in its seconds) plus slack.
 type window struct {
+	n       int64   // the rule's duration in seconds
 	secs    []int64 // the Unix second each slot holds
 	bytes   []uint64
 	packets []uint64
 	firing  *Event // the open alert, nil when quiet
 }
 
-func newWindow(d time.Duration) *window {
-	n := int(d / time.Second)
-	return &window{secs: make([]int64, n), bytes: make([]uint64, n), packets: make([]uint64, n)}
+func newWindow(d, lag time.Duration) *window {
+	n := int64(d / time.Second)
+	size := n + int64(lag/time.Second) + 1
+	return &window{n: n, secs: make([]int64, size), bytes: make([]uint64, size), packets: make([]uint64, size)}
 }
 
 // add counts bytes and packets in second sec.
@@ -61,17 +67,34 @@ func (w *window) add(sec int64, bytes, packets uint64) {
 	w.packets[i] += packets
 }
 
-// rate is the average over the len(secs) seconds ending with sec.
-func (w *window) rate(sec int64) (bps, pps float64) {
+// at returns the counts of second sec (zero if nothing was counted).
+func (w *window) at(sec int64) (bytes, packets uint64) {
+	i := int(sec % int64(len(w.secs)))
+	if w.secs[i] != sec {
+		return 0, 0
+	}
+	return w.bytes[i], w.packets[i]
+}
+
+// measure looks at the rule's duration ending with second end: the
+// average rates, and whether every second of it reached a threshold.
+func (w *window) measure(end int64, r *Rule) (bps, pps float64, sustained bool) {
 	var b, p uint64
-	for i, s := range w.secs {
-		if s > sec-int64(len(w.secs)) && s <= sec {
-			b += w.bytes[i]
-			p += w.packets[i]
+	sustained = true
+	for s := end - w.n + 1; s <= end; s++ {
+		sb, sp := w.at(s)
+		b += sb
+		p += sp
+		if !over(r, float64(sb)*8, float64(sp)) {
+			sustained = false
 		}
 	}
-	d := float64(len(w.secs))
-	return float64(b) * 8 / d, float64(p) / d
+	return float64(b) * 8 / float64(w.n), float64(p) / float64(w.n), sustained
+}
+
+// over reports whether rates reach either of a rule's thresholds.
+func over(r *Rule, bps, pps float64) bool {
+	return (r.BitsPerSecond > 0 && bps >= float64(r.BitsPerSecond)) || (r.PacketsPerSecond > 0 && pps >= float64(r.PacketsPerSecond))
 }
 
 // watch is a rule with its windows: one per prefix, or one for a Sum rule.
@@ -130,6 +153,12 @@ func New(opts Options) (*Engine, error) {
 	if opts.History == 0 {
 		opts.History = 1000
 	}
+	if opts.Lag == 0 {
+		opts.Lag = 2 * time.Second
+	}
+	if opts.Lag < 0 || opts.Lag%time.Second != 0 || opts.Lag > time.Minute {
+		return nil, fmt.Errorf("flow alerts: lag %v: whole seconds up to a minute", opts.Lag)
+	}
 	e := &Engine{opts: opts, log: opts.Logger.With("component", "flow_alerts"), queue: make(chan Event, 256)}
 	if err := e.SetWebhooks(opts.Webhooks); err != nil {
 		return nil, err
@@ -186,7 +215,7 @@ func (e *Engine) SetRules(rules []Rule) error {
 			n = 1
 		}
 		for range n {
-			w.windows = append(w.windows, newWindow(r.Duration))
+			w.windows = append(w.windows, newWindow(r.Duration, e.opts.Lag))
 		}
 		ws = append(ws, w)
 	}
@@ -257,7 +286,7 @@ func (e *Engine) Observe(f store.Flow) {
 }
 
 // spread adds bytes and packets evenly over the seconds [start, end],
-// keeping only the part inside the window ending at now. e.mu is held.
+// keeping only the part the window still holds. e.mu is held.
 func (e *Engine) spread(w *window, start, end, now int64, bytes, packets uint64) {
 	n := uint64(end - start + 1)
 	lo := max(start, now-int64(len(w.secs))+1)
@@ -280,19 +309,21 @@ func (e *Engine) spread(w *window, start, end, now int64, bytes, packets uint64)
 }
 
 // Evaluate checks every rule at now and raises the events due; Run calls
-// it every second.
+// it every second. A rule fires when the traffic reached its threshold in
+// every second of its duration (as MNM's rules do), and resolves when the
+// average over the duration falls below it, so a one-second dip does not
+// end an alert. The duration looked at ends Lag before now, when the
+// exporters' flows for it have arrived.
 func (e *Engine) Evaluate(now time.Time) []Event {
-	sec := now.Unix()
+	sec := now.Unix() - int64(e.opts.Lag/time.Second)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []Event
 	for _, w := range e.watches {
 		for i, win := range w.windows {
-			bps, pps := win.rate(sec)
-			over := (w.rule.BitsPerSecond > 0 && bps >= float64(w.rule.BitsPerSecond)) ||
-				(w.rule.PacketsPerSecond > 0 && pps >= float64(w.rule.PacketsPerSecond))
+			bps, pps, sustained := win.measure(sec, &w.rule)
 			switch {
-			case over && win.firing == nil:
+			case sustained && win.firing == nil:
 				ev := Event{ID: newID(), Rule: w.rule.Name, Prefix: prefixLabel(w, i), State: Firing, Time: now,
 					BitsPerSecond: bps, PacketsPerSecond: pps, ThresholdBitsPerSecond: w.rule.BitsPerSecond,
 					ThresholdPacketsPerSecond: w.rule.PacketsPerSecond, DurationSeconds: w.rule.Duration.Seconds()}
@@ -300,7 +331,7 @@ func (e *Engine) Evaluate(now time.Time) []Event {
 				e.st.Fired++
 				e.raise(ev)
 				out = append(out, ev)
-			case !over && win.firing != nil:
+			case !over(&w.rule, bps, pps) && win.firing != nil:
 				out = append(out, e.resolve(w, i, win, now, bps, pps))
 			}
 		}

@@ -90,15 +90,32 @@ func TestEvaluate(t *testing.T) {
 		flows func(sec int) []store.Flow
 		want  map[int][]string // second → events
 	}{
-		{"per prefix fires at the window's end and resolves", []Rule{perPrefix}, 25,
+		// Judged 2 s (Lag) late: seconds 0–9 are complete at second 11.
+		{"per prefix fires after the duration and resolves", []Rule{perPrefix}, 25,
 			func(sec int) []store.Flow {
 				if sec < 12 {
 					return flood("10.1.0.7", 1000, 1)(sec)
 				}
 				return nil
 			},
-			map[int][]string{9: {"office 10.1.0.0/24 firing"}, 12: {"office 10.1.0.0/24 resolved"}}},
+			map[int][]string{11: {"office 10.1.0.0/24 firing"}, 14: {"office 10.1.0.0/24 resolved"}}},
 		{"under the threshold never fires", []Rule{perPrefix}, 30, flood("10.1.0.7", 999, 1), nil},
+		{"one quiet second in the duration holds it off", []Rule{perPrefix}, 20,
+			func(sec int) []store.Flow {
+				if sec == 5 {
+					return nil
+				}
+				return flood("10.1.0.7", 2000, 1)(sec)
+			},
+			map[int][]string{17: {"office 10.1.0.0/24 firing"}}},
+		{"a dip does not resolve", []Rule{perPrefix}, 30,
+			func(sec int) []store.Flow {
+				if sec == 15 {
+					return nil
+				}
+				return flood("10.1.0.7", 1500, 1)(sec)
+			},
+			map[int][]string{11: {"office 10.1.0.0/24 firing"}}},
 		{"another prefix's traffic does not add", []Rule{perPrefix}, 30,
 			func(sec int) []store.Flow {
 				return append(flood("10.1.0.7", 600, 1)(sec), flood("10.2.0.7", 600, 1)(sec)...)
@@ -107,20 +124,20 @@ func TestEvaluate(t *testing.T) {
 			func(sec int) []store.Flow {
 				return append(flood("10.1.0.7", 1, 6)(sec), flood("10.2.0.7", 1, 4)(sec)...)
 			},
-			map[int][]string{9: {"both 10.1.0.0/24,10.2.0.0/24,10.0.0.0/8 firing"}}},
-		{"one long flow is spread over its life", []Rule{perPrefix}, 12,
+			map[int][]string{11: {"both 10.1.0.0/24,10.2.0.0/24,10.0.0.0/8 firing"}}},
+		{"one long flow reported late is spread over its life", []Rule{perPrefix}, 14,
 			func(sec int) []store.Flow {
-				if sec == 11 { // 12 s at 900 bytes/s, reported at once
-					f := toDst("10.1.0.7", t0.Add(11*time.Second), 12*900, 12)
+				if sec == 13 { // 14 s at 1100 bytes/s, reported at once
+					f := toDst("10.1.0.7", t0.Add(13*time.Second), 14*1100, 14)
 					f.Start = t0
 					return []store.Flow{f}
 				}
 				return nil
-			}, nil},
-		{"a late flow before the window is not counted", []Rule{perPrefix}, 12,
+			}, map[int][]string{13: {"office 10.1.0.0/24 firing"}}},
+		{"one burst is not a flood", []Rule{perPrefix}, 14,
 			func(sec int) []store.Flow {
-				if sec == 11 {
-					return []store.Flow{toDst("10.1.0.7", t0, 1e9, 1)}
+				if sec == 2 {
+					return []store.Flow{toDst("10.1.0.7", t0.Add(2*time.Second), 1e9, 1)}
 				}
 				return nil
 			}, nil},
@@ -166,7 +183,7 @@ func TestSetRulesKeepsState(t *testing.T) {
 	c := &clock{t: t0}
 	r := Rule{Name: "r", Prefixes: pfx("10.1.0.0/24"), PacketsPerSecond: 1, Duration: 10 * time.Second}
 	e, _ := New(Options{Rules: []Rule{r}, Now: c.now})
-	for sec := range 10 {
+	for sec := range 13 {
 		c.set(t0.Add(time.Duration(sec) * time.Second))
 		e.Observe(toDst("10.1.0.1", c.now(), 1, 1))
 	}
@@ -247,8 +264,13 @@ func TestWebhookDelivery(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	e.Observe(toDst("10.1.0.1", t0, 1000, 10))
-	e.Evaluate(t0)
+	for sec := range 13 {
+		c.set(t0.Add(time.Duration(sec) * time.Second))
+		e.Observe(toDst("10.1.0.1", c.now(), 1000, 10))
+	}
+	if evs := e.Evaluate(c.now()); len(evs) != 1 {
+		t.Fatalf("events %v", evs)
+	}
 	c.set(t0.Add(time.Minute))
 	e.Evaluate(c.now())
 	testkit.Eventually(t, 10*time.Second, "firing and resolve delivered", func() error {

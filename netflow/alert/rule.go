@@ -1,8 +1,9 @@
 // Package alert raises volumetric alerts on flows, in the manner of
 // Cloudflare Magic Network Monitoring's rules: a rule names prefixes, a
 // threshold in bits/s or packets/s and a duration; when the traffic to a
-// prefix (or to all of them together) averages over the threshold for the
-// duration, the rule fires, and it resolves when the average falls back.
+// prefix (or to all of them together) stays at or above the threshold in
+// every second of the duration, the rule fires, and it resolves when the
+// average over the duration falls back below it.
 // Events go to webhooks (JSON, retried) and into a bounded history.
 //
 // Durations start at 10 seconds, finer than MNM's one minute, so a branch
@@ -33,8 +34,9 @@ type Rule struct {
 	// Either one exceeded fires the rule.
 	BitsPerSecond    uint64
 	PacketsPerSecond uint64
-	// Duration is the window the rate is averaged over, from MinDuration
-	// to MaxDuration, in whole seconds.
+	// Duration is how long the rate must stay at the threshold, and the
+	// window its average is taken over to resolve: from MinDuration to
+	// MaxDuration, in whole seconds.
 	Duration time.Duration
 	// Sum applies the threshold to the traffic of all Prefixes together;
 	// otherwise each prefix is watched on its own.
