@@ -19,8 +19,9 @@ import (
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
-// alertHook is a local webhook receiver: the events' prefix and
-// alert_event, in order.
+// alertHook is a local receiver of alerts: a webhook at /hook (events
+// noted as rule, prefix and alert_event) and a PagerDuty-Events-v2-shaped
+// endpoint at /v2/enqueue (noted as "pagerduty", the action, the rule).
 type alertHook struct {
 	mu     sync.Mutex
 	events []string
@@ -28,17 +29,41 @@ type alertHook struct {
 
 func (h *alertHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var m struct {
-		Data       struct{ Prefix, Rule string }
-		AlertEvent string `json:"alert_event"`
+		Data        struct{ Prefix, Rule string }
+		AlertEvent  string `json:"alert_event"`
+		RoutingKey  string `json:"routing_key"`
+		EventAction string `json:"event_action"`
+		DedupKey    string `json:"dedup_key"`
+		Payload     struct {
+			Source, Severity, Summary, Group string
+		}
 	}
 	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	var e string
+	switch r.URL.Path {
+	case "/hook":
+		e = m.Data.Rule + " " + m.Data.Prefix + " " + m.AlertEvent
+	case "/v2/enqueue":
+		if m.RoutingKey != pdKey || m.DedupKey == "" || (m.EventAction == "trigger" && (m.Payload.Source != "ams-office-1" || m.Payload.Summary == "")) {
+			http.Error(w, `{"status":"invalid event"}`, http.StatusBadRequest)
+			return
+		}
+		e = "pagerduty " + m.EventAction + " " + m.Payload.Group
+		w.WriteHeader(http.StatusAccepted)
+	default:
+		http.NotFound(w, r)
+		return
+	}
 	h.mu.Lock()
-	h.events = append(h.events, m.Data.Rule+" "+m.Data.Prefix+" "+m.AlertEvent)
+	h.events = append(h.events, e)
 	h.mu.Unlock()
 }
+
+// pdKey is the test's PagerDuty integration key.
+const pdKey = "0123456789abcdef0123456789abcdef"
 
 func (h *alertHook) seen(e string) error {
 	h.mu.Lock()
@@ -57,7 +82,7 @@ func (h *alertHook) seen(e string) error {
 // network and exports IPFIX to the gateway's LAN address while it floods
 // a branch host (traffic the gateway itself never sees, so only the
 // ingested flows can fire the rule). The rule fires to a webhook
-// receiver, /api/v1/flows on the admin socket names the flooded address
+// receiver and a PagerDuty-Events-v2-shaped one, /api/v1/flows on the admin socket names the flooded address
 // and the exporter as the top destination, /api/v1/flows/alerts holds the
 // history, and the alert resolves when the flood stops.
 func TestFlowAnalyticsThroughGateway(t *testing.T) {
@@ -69,6 +94,8 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 	h := &alertHook{}
 	recv, err := s.ra.GW.ServeHTTP("127.0.0.1:0", h)
 	must(t, err)
+	keyFile := filepath.Join(s.dir, "pagerduty-key")
+	must(t, os.WriteFile(keyFile, []byte(pdKey+"\n"), 0o600))
 	s.writeFlowConfig(fmt.Sprintf(`  ingest:
     listen: ["10.0.0.1:2055"]
   analytics:
@@ -85,7 +112,10 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
         duration: 10s
     webhooks:
       - url: %s/hook
-`, recv.URL))
+    pagerduty:
+      - routing_key_file: %s
+        url: %s/v2/enqueue
+`, recv.URL, keyFile, recv.URL))
 	s.start()
 	branch, err := s.lab.NS("branch")
 	must(t, err)
@@ -143,7 +173,10 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 	defer stopFlood()
 
 	netlab.Eventually(t, 90*time.Second, "the alert at the webhook", func() error {
-		return h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_START")
+		if err := h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_START"); err != nil {
+			return err
+		}
+		return h.seen("pagerduty trigger branch-flood")
 	})
 
 	q := url.Values{"group_by": {"dst,exporter,source"}, "top": {"1"}, "protocol": {"udp"}}
@@ -166,7 +199,10 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 	stopFlood()
 	s.ra.LAN.Exec(ctx, "softflowctl", "-c", ctl, "expire-all")
 	netlab.Eventually(t, 90*time.Second, "the resolve at the webhook", func() error {
-		return h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_END")
+		if err := h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_END"); err != nil {
+			return err
+		}
+		return h.seen("pagerduty resolve ")
 	})
 	var hist struct {
 		Events []struct{ Rule, Prefix, State string }
@@ -177,7 +213,7 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 		t.Errorf("alert history: %s", body)
 	}
 	if m := s.get("/metrics"); !strings.Contains(m, `edgegw_flow_alert_events_total{state="resolved"} 1`) ||
-		!strings.Contains(m, `edgegw_flow_alert_notifications_total{result="delivered"} 2`) {
+		!strings.Contains(m, `edgegw_flow_alert_notifications_total{result="delivered"} 4`) {
 		t.Errorf("metrics lack the alert's events and deliveries")
 	}
 }

@@ -83,7 +83,7 @@ func (p *analyticsPart) apply(ctx context.Context, prev, next *config.Config) er
 	if next.Netflow != nil {
 		sc, ac = next.Netflow.Analytics, next.Netflow.Alerts
 	}
-	if err := p.applyAlerts(ctx, ac); err != nil {
+	if err := p.applyAlerts(ctx, ac, next.Appliance.Name); err != nil {
 		return err
 	}
 	p.applyStore(sc)
@@ -118,9 +118,10 @@ func (p *analyticsPart) applyStore(c *store.Config) {
 	p.metrics.set("flow_store", s.Collector())
 }
 
-// applyAlerts starts the engine, changes its rules and webhooks (open
-// alerts of unchanged rules stay open), or stops it.
-func (p *analyticsPart) applyAlerts(ctx context.Context, c *alert.Config) error {
+// applyAlerts starts the engine, changes its rules, webhooks and PagerDuty
+// services (open alerts of unchanged rules stay open), or stops it.
+// appliance names the gateway in PagerDuty events.
+func (p *analyticsPart) applyAlerts(ctx context.Context, c *alert.Config, appliance string) error {
 	if c == nil {
 		p.closeAlerts()
 		return nil
@@ -129,13 +130,17 @@ func (p *analyticsPart) applyAlerts(ctx context.Context, c *alert.Config) error 
 	if err != nil {
 		return err
 	}
+	pds, err := c.LoadPagerDuty(appliance)
+	if err != nil {
+		return err
+	}
 	if p.alerts != nil {
-		if err := p.alerts.SetWebhooks(hooks); err != nil {
+		if err := p.alerts.SetNotifiers(hooks, pds); err != nil {
 			return err
 		}
 		return p.alerts.SetRules(c.AllRules())
 	}
-	e, err := alert.New(alert.Options{Rules: c.AllRules(), Webhooks: hooks, Logger: p.log})
+	e, err := alert.New(alert.Options{Rules: c.AllRules(), Webhooks: hooks, PagerDuty: pds, Logger: p.log})
 	if err != nil {
 		return err
 	}

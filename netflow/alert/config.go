@@ -12,6 +12,16 @@ import (
 type Config struct {
 	Rules    []RuleConfig    `yaml:"rules"`
 	Webhooks []WebhookConfig `yaml:"webhooks"`
+	// PagerDuty are services that get a trigger per alert and its resolve.
+	PagerDuty []PagerDutyConfig `yaml:"pagerduty"`
+}
+
+// PagerDutyConfig is one PagerDuty service (see PagerDuty).
+type PagerDutyConfig struct {
+	// RoutingKeyFile holds the service's integration key.
+	RoutingKeyFile string `yaml:"routing_key_file" file:"secret"`
+	// URL is the Events API v2 endpoint; default DefaultPagerDutyURL.
+	URL string `yaml:"url"`
 }
 
 // RuleConfig is one rule (see Rule).
@@ -60,6 +70,16 @@ func (c *Config) Validate(report func(field, msg string)) {
 			}
 		}
 	}
+	for i, pc := range c.PagerDuty {
+		f := fmt.Sprintf("pagerduty[%d]", i)
+		if pc.RoutingKeyFile == "" {
+			report(f+".routing_key_file", "missing: the file holding the service's integration key")
+		}
+		p := PagerDuty{RoutingKey: strings.Repeat("k", 32), URL: pc.URL}
+		if err := p.validate(); err != nil {
+			report(f+".url", err.Error())
+		}
+	}
 	for i, w := range c.Webhooks {
 		f := fmt.Sprintf("webhooks[%d]", i)
 		h := Webhook{URL: w.URL}
@@ -82,6 +102,24 @@ func (c *Config) AllRules() []Rule {
 		rs[i] = c.Rules[i].Rule()
 	}
 	return rs
+}
+
+// LoadPagerDuty reads the PagerDuty services' key files; source names
+// the gateway in their events.
+func (c *Config) LoadPagerDuty(source string) ([]PagerDuty, error) {
+	var ps []PagerDuty
+	for _, pc := range c.PagerDuty {
+		b, err := os.ReadFile(pc.RoutingKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("alert pagerduty: routing key: %w", err)
+		}
+		p := PagerDuty{RoutingKey: strings.TrimSpace(string(b)), URL: pc.URL, Source: source}
+		if err := p.validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", pc.RoutingKeyFile, err)
+		}
+		ps = append(ps, p)
+	}
+	return ps, nil
 }
 
 // LoadWebhooks reads the webhooks' secret files.

@@ -27,6 +27,8 @@ func TestConfig(t *testing.T) {
 		{"short", func(c *Config) { c.Rules[0].Duration = 5 * time.Second }, []string{"rules[0]: alert rule \"a\": duration 5s"}},
 		{"host bits", func(c *Config) { c.Rules[0].Prefixes[0] = netip.MustParsePrefix("10.0.0.1/24") }, []string{"rules[0].prefixes[0]: 10.0.0.1/24 has host bits set"}},
 		{"no threshold", func(c *Config) { c.Rules[0].BitsPerSecond = 0 }, []string{"rules[0]: alert rule \"a\": no threshold"}},
+		{"pagerduty", func(c *Config) { c.PagerDuty = []PagerDutyConfig{{URL: "mailto:x"}} }, []string{
+			"pagerduty[0].routing_key_file: missing", "pagerduty[0].url: alert pagerduty: events URL \"mailto:x\" must be an http or https URL"}},
 		{"bad url", func(c *Config) { c.Webhooks[0].URL = "mailto:x@example.net" }, []string{"webhooks[0].url: alert webhook \"mailto:x@example.net\": must be an http or https URL"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -56,6 +58,14 @@ func TestConfig(t *testing.T) {
 	hs, err := c.LoadWebhooks()
 	if err != nil || !slices.Equal(hs, []Webhook{{URL: c.Webhooks[0].URL, Secret: "hunter2"}}) {
 		t.Errorf("webhooks %+v, %v", hs, err)
+	}
+	c.PagerDuty = []PagerDutyConfig{{RoutingKeyFile: secret}}
+	if _, err := c.LoadPagerDuty("gw"); err == nil || !strings.Contains(err.Error(), "32 characters") {
+		t.Errorf("a 7-character routing key: %v", err)
+	}
+	os.WriteFile(secret, []byte(strings.Repeat("k", 32)+"\n"), 0o600)
+	if ps, err := c.LoadPagerDuty("gw"); err != nil || len(ps) != 1 || ps[0].Source != "gw" || ps[0].RoutingKey != strings.Repeat("k", 32) {
+		t.Errorf("pagerduty %+v, %v", ps, err)
 	}
 	c.Webhooks[0].SecretFile = secret + ".gone"
 	if _, err := c.LoadWebhooks(); err == nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,10 +21,11 @@ import (
 
 // Options configure an Engine.
 type Options struct {
-	Rules    []Rule
-	Webhooks []Webhook        // SetWebhooks replaces them
-	Logger   *slog.Logger     // nil: discard
-	Now      func() time.Time // nil: time.Now
+	Rules     []Rule
+	Webhooks  []Webhook        // SetNotifiers replaces them
+	PagerDuty []PagerDuty      // likewise
+	Logger    *slog.Logger     // nil: discard
+	Now       func() time.Time // nil: time.Now
 	// Client sends webhooks; nil: a client with a 10-second timeout.
 	Client *http.Client
 	// Attempts is how often a notification is tried, 5; RetryDelay the
@@ -129,8 +131,8 @@ type Engine struct {
 	next    int     // where the ring writes next
 	st      Stats
 
-	queue    chan Event // to the sender
-	webhooks atomic.Pointer[[]Webhook]
+	queue     chan Event // to the sender
+	notifiers atomic.Pointer[[]notifier]
 }
 
 // New checks the rules and webhooks and returns an Engine; Run starts it.
@@ -160,7 +162,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("flow alerts: lag %v: whole seconds up to a minute", opts.Lag)
 	}
 	e := &Engine{opts: opts, log: opts.Logger.With("component", "flow_alerts"), queue: make(chan Event, 256)}
-	if err := e.SetWebhooks(opts.Webhooks); err != nil {
+	if err := e.SetNotifiers(opts.Webhooks, opts.PagerDuty); err != nil {
 		return nil, err
 	}
 	if err := e.SetRules(opts.Rules); err != nil {
@@ -169,15 +171,31 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// SetWebhooks replaces where notifications go, from the next one.
-func (e *Engine) SetWebhooks(hs []Webhook) error {
+// notifier is one place events go.
+type notifier interface {
+	// post sends ev once; retry says whether a failure may pass on a retry.
+	post(ctx context.Context, c *http.Client, ev Event) (retry bool, err error)
+	// String names it for logs, without secrets.
+	String() string
+}
+
+// SetNotifiers replaces where notifications go, from the next one.
+func (e *Engine) SetNotifiers(hs []Webhook, pds []PagerDuty) error {
+	hs, pds = slices.Clone(hs), slices.Clone(pds) // the notifiers point into them
+	var ns []notifier
 	for i := range hs {
 		if err := hs[i].validate(); err != nil {
 			return err
 		}
+		ns = append(ns, &hs[i])
 	}
-	hs = append([]Webhook(nil), hs...)
-	e.webhooks.Store(&hs)
+	for i := range pds {
+		if err := pds[i].validate(); err != nil {
+			return err
+		}
+		ns = append(ns, &pds[i])
+	}
+	e.notifiers.Store(&ns)
 	return nil
 }
 
@@ -361,7 +379,7 @@ func (e *Engine) raise(ev Event) {
 	if e.opts.OnEvent != nil {
 		e.opts.OnEvent(ev)
 	}
-	if len(*e.webhooks.Load()) == 0 {
+	if len(*e.notifiers.Load()) == 0 {
 		return
 	}
 	select {
@@ -435,16 +453,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// send delivers queued events to every webhook in turn.
+// send delivers queued events to every notifier in turn.
 func (e *Engine) send(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-e.queue:
-			hs := *e.webhooks.Load()
-			for i := range hs {
-				err := e.deliver(ctx, &hs[i], ev)
+			ns := *e.notifiers.Load()
+			for _, n := range ns {
+				err := e.deliver(ctx, n, ev)
 				e.mu.Lock()
 				if err != nil {
 					e.st.Failed++
@@ -453,21 +471,21 @@ func (e *Engine) send(ctx context.Context) {
 				}
 				e.mu.Unlock()
 				if err != nil && ctx.Err() == nil {
-					e.log.Error("flow alert notification failed", "url", hs[i].URL, "rule", ev.Rule, "err", err)
+					e.log.Error("flow alert notification failed", "to", n.String(), "rule", ev.Rule, "err", err)
 				}
 			}
 		}
 	}
 }
 
-// deliver posts ev to w, retrying with exponential backoff on network
+// deliver posts ev to n, retrying with exponential backoff on network
 // errors, 429 and 5xx answers.
-func (e *Engine) deliver(ctx context.Context, w *Webhook, ev Event) error {
+func (e *Engine) deliver(ctx context.Context, n notifier, ev Event) error {
 	delay := e.opts.RetryDelay
 	var err error
 	for attempt := 1; ; attempt++ {
 		var retry bool
-		if retry, err = w.post(ctx, e.opts.Client, ev); err == nil || !retry || attempt >= e.opts.Attempts {
+		if retry, err = n.post(ctx, e.opts.Client, ev); err == nil || !retry || attempt >= e.opts.Attempts {
 			return err
 		}
 		t := time.NewTimer(delay)

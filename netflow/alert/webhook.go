@@ -20,6 +20,16 @@ type Webhook struct {
 	Secret string
 }
 
+// String is the webhook's scheme and host: its path and query may hold a
+// token.
+func (w *Webhook) String() string {
+	u, err := url.Parse(w.URL)
+	if err != nil {
+		return "webhook"
+	}
+	return "webhook " + u.Scheme + "://" + u.Host
+}
+
 func (w *Webhook) validate() error {
 	u, err := url.Parse(w.URL)
 	if err != nil {
@@ -82,5 +92,5 @@ func (w *Webhook) post(ctx context.Context, c *http.Client, ev Event) (retry boo
 		return false, nil
 	}
 	return resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500,
-		fmt.Errorf("alert webhook: %s answered %s", w.URL, resp.Status)
+		fmt.Errorf("alert %s answered %s", w, resp.Status)
 }
