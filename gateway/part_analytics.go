@@ -118,8 +118,8 @@ func (p *analyticsPart) applyStore(c *store.Config) {
 	p.metrics.set("flow_store", s.Collector())
 }
 
-// applyAlerts starts the engine, changes its rules, webhooks and PagerDuty
-// services (open alerts of unchanged rules stay open), or stops it.
+// applyAlerts starts the engine, changes its rules, webhooks, PagerDuty
+// services and mail servers (open alerts of unchanged rules stay open), or stops it.
 // appliance names the gateway in PagerDuty events.
 func (p *analyticsPart) applyAlerts(ctx context.Context, c *alert.Config, appliance string) error {
 	if c == nil {
@@ -134,13 +134,17 @@ func (p *analyticsPart) applyAlerts(ctx context.Context, c *alert.Config, applia
 	if err != nil {
 		return err
 	}
+	mails, err := c.LoadEmail()
+	if err != nil {
+		return err
+	}
 	if p.alerts != nil {
-		if err := p.alerts.SetNotifiers(hooks, pds); err != nil {
+		if err := p.alerts.SetNotifiers(hooks, pds, mails); err != nil {
 			return err
 		}
 		return p.alerts.SetRules(c.AllRules())
 	}
-	e, err := alert.New(alert.Options{Rules: c.AllRules(), Webhooks: hooks, PagerDuty: pds, Logger: p.log})
+	e, err := alert.New(alert.Options{Rules: c.AllRules(), Webhooks: hooks, PagerDuty: pds, Email: mails, Logger: p.log})
 	if err != nil {
 		return err
 	}

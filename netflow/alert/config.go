@@ -1,6 +1,8 @@
 package alert
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"os"
@@ -14,6 +16,18 @@ type Config struct {
 	Webhooks []WebhookConfig `yaml:"webhooks"`
 	// PagerDuty are services that get a trigger per alert and its resolve.
 	PagerDuty []PagerDutyConfig `yaml:"pagerduty"`
+	// Email are SMTP servers (always STARTTLS) that mail each event.
+	Email []EmailConfig `yaml:"email"`
+}
+
+// EmailConfig is one SMTP destination (see Email).
+type EmailConfig struct {
+	Server       string   `yaml:"server"` // host:port, e.g. smtp.example.net:587
+	From         string   `yaml:"from"`
+	To           []string `yaml:"to"`
+	Username     string   `yaml:"username"`                    // "": no authentication
+	PasswordFile string   `yaml:"password_file" file:"secret"` // with username
+	CAFile       string   `yaml:"ca_file" file:"read"`         // PEM roots for the server's certificate; "": the system's
 }
 
 // PagerDutyConfig is one PagerDuty service (see PagerDuty).
@@ -80,6 +94,16 @@ func (c *Config) Validate(report func(field, msg string)) {
 			report(f+".url", err.Error())
 		}
 	}
+	for i, ec := range c.Email {
+		f := fmt.Sprintf("email[%d]", i)
+		m := Email{Server: ec.Server, From: ec.From, To: ec.To}
+		if err := m.validate(); err != nil {
+			report(f, err.Error())
+		}
+		if (ec.Username == "") != (ec.PasswordFile == "") {
+			report(f+".password_file", "username and password_file go together")
+		}
+	}
 	for i, w := range c.Webhooks {
 		f := fmt.Sprintf("webhooks[%d]", i)
 		h := Webhook{URL: w.URL}
@@ -120,6 +144,34 @@ func (c *Config) LoadPagerDuty(source string) ([]PagerDuty, error) {
 		ps = append(ps, p)
 	}
 	return ps, nil
+}
+
+// LoadEmail reads the SMTP destinations' password and CA files.
+func (c *Config) LoadEmail() ([]Email, error) {
+	var ms []Email
+	for _, ec := range c.Email {
+		m := Email{Server: ec.Server, From: ec.From, To: ec.To, Username: ec.Username}
+		if ec.PasswordFile != "" {
+			b, err := os.ReadFile(ec.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("alert email %s: password: %w", ec.Server, err)
+			}
+			m.Password = strings.TrimRight(string(b), "\r\n")
+		}
+		if ec.CAFile != "" {
+			b, err := os.ReadFile(ec.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("alert email %s: CA: %w", ec.Server, err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(b) {
+				return nil, fmt.Errorf("alert email %s: %s holds no PEM certificate", ec.Server, ec.CAFile)
+			}
+			m.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
 }
 
 // LoadWebhooks reads the webhooks' secret files.

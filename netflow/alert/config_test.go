@@ -29,6 +29,11 @@ func TestConfig(t *testing.T) {
 		{"no threshold", func(c *Config) { c.Rules[0].BitsPerSecond = 0 }, []string{"rules[0]: alert rule \"a\": no threshold"}},
 		{"pagerduty", func(c *Config) { c.PagerDuty = []PagerDutyConfig{{URL: "mailto:x"}} }, []string{
 			"pagerduty[0].routing_key_file: missing", "pagerduty[0].url: alert pagerduty: events URL \"mailto:x\" must be an http or https URL"}},
+		{"email", func(c *Config) {
+			c.Email = []EmailConfig{{Server: "smtp.example.net", From: "gw@example.net", To: []string{"noc@example.net"}, Username: "gw"}}
+		}, []string{"email[0]: alert email: server \"smtp.example.net\" is not host:port", "email[0].password_file: username and password_file go together"}},
+		{"email recipients", func(c *Config) { c.Email = []EmailConfig{{Server: "smtp.example.net:587", From: "gw@example.net"}} },
+			[]string{"email[0]: alert email: no recipients"}},
 		{"bad url", func(c *Config) { c.Webhooks[0].URL = "mailto:x@example.net" }, []string{"webhooks[0].url: alert webhook \"mailto:x@example.net\": must be an http or https URL"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,6 +71,14 @@ func TestConfig(t *testing.T) {
 	os.WriteFile(secret, []byte(strings.Repeat("k", 32)+"\n"), 0o600)
 	if ps, err := c.LoadPagerDuty("gw"); err != nil || len(ps) != 1 || ps[0].Source != "gw" || ps[0].RoutingKey != strings.Repeat("k", 32) {
 		t.Errorf("pagerduty %+v, %v", ps, err)
+	}
+	c.Email = []EmailConfig{{Server: "smtp.example.net:587", From: "gw@example.net", To: []string{"noc@example.net"}, Username: "gw", PasswordFile: secret, CAFile: secret}}
+	if _, err := c.LoadEmail(); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("a CA file without certificates: %v", err)
+	}
+	c.Email[0].CAFile = ""
+	if ms, err := c.LoadEmail(); err != nil || len(ms) != 1 || ms[0].Password != strings.Repeat("k", 32) || ms[0].TLS != nil {
+		t.Errorf("email %+v, %v", ms, err)
 	}
 	c.Webhooks[0].SecretFile = secret + ".gone"
 	if _, err := c.LoadWebhooks(); err == nil {

@@ -24,6 +24,7 @@ type Options struct {
 	Rules     []Rule
 	Webhooks  []Webhook        // SetNotifiers replaces them
 	PagerDuty []PagerDuty      // likewise
+	Email     []Email          // likewise
 	Logger    *slog.Logger     // nil: discard
 	Now       func() time.Time // nil: time.Now
 	// Client sends webhooks; nil: a client with a 10-second timeout.
@@ -162,7 +163,7 @@ func New(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("flow alerts: lag %v: whole seconds up to a minute", opts.Lag)
 	}
 	e := &Engine{opts: opts, log: opts.Logger.With("component", "flow_alerts"), queue: make(chan Event, 256)}
-	if err := e.SetNotifiers(opts.Webhooks, opts.PagerDuty); err != nil {
+	if err := e.SetNotifiers(opts.Webhooks, opts.PagerDuty, opts.Email); err != nil {
 		return nil, err
 	}
 	if err := e.SetRules(opts.Rules); err != nil {
@@ -180,8 +181,8 @@ type notifier interface {
 }
 
 // SetNotifiers replaces where notifications go, from the next one.
-func (e *Engine) SetNotifiers(hs []Webhook, pds []PagerDuty) error {
-	hs, pds = slices.Clone(hs), slices.Clone(pds) // the notifiers point into them
+func (e *Engine) SetNotifiers(hs []Webhook, pds []PagerDuty, ms []Email) error {
+	hs, pds, ms = slices.Clone(hs), slices.Clone(pds), slices.Clone(ms) // the notifiers point into them
 	var ns []notifier
 	for i := range hs {
 		if err := hs[i].validate(); err != nil {
@@ -194,6 +195,12 @@ func (e *Engine) SetNotifiers(hs []Webhook, pds []PagerDuty) error {
 			return err
 		}
 		ns = append(ns, &pds[i])
+	}
+	for i := range ms {
+		if err := ms[i].validate(); err != nil {
+			return err
+		}
+		ns = append(ns, &ms[i])
 	}
 	e.notifiers.Store(&ns)
 	return nil
