@@ -4,11 +4,20 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -62,6 +71,23 @@ func (h *alertHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 }
 
+// smtpCert writes a self-signed certificate for 127.0.0.1 (the mail
+// sink's) and its key.
+func smtpCert(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(25), Subject: pkix.Name{CommonName: "mail sink"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	must(t, err)
+	must(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600))
+	must(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+}
+
 // pdKey is the test's PagerDuty integration key.
 const pdKey = "0123456789abcdef0123456789abcdef"
 
@@ -79,10 +105,11 @@ func (h *alertHook) seen(e string) error {
 // TestFlowAnalyticsThroughGateway runs the gateway with flow ingest, the
 // analytics store and an alert rule, no Logpush: the office server, as
 // another router would, runs Debian's softflowd on its link to a branch
-// network and exports IPFIX to the gateway's LAN address while it floods
-// a branch host (traffic the gateway itself never sees, so only the
+// network and exports IPFIX to the gateway's LAN address while hping3
+// floods a branch host from it (traffic the gateway itself never sees, so only the
 // ingested flows can fire the rule). The rule fires to a webhook
-// receiver and a PagerDuty-Events-v2-shaped one, /api/v1/flows on the admin socket names the flooded address
+// receiver, a PagerDuty-Events-v2-shaped one and Debian's aiosmtpd (over
+// STARTTLS), /api/v1/flows on the admin socket names the flooded address
 // and the exporter as the top destination, /api/v1/flows/alerts holds the
 // history, and the alert resolves when the flood stops.
 func TestFlowAnalyticsThroughGateway(t *testing.T) {
@@ -90,10 +117,28 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 		t.Skip("end-to-end test")
 	}
 	testkit.NeedTool(t, "softflowd", "softflowd")
+	testkit.NeedTool(t, "hping3", "hping3")
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import aiosmtpd").CombinedOutput(); err != nil {
+		t.Fatalf("python3-aiosmtpd is required (apt-get install python3-aiosmtpd): %v: %s", err, out)
+	}
 	s := newSite(t)
 	h := &alertHook{}
 	recv, err := s.ra.GW.ServeHTTP("127.0.0.1:0", h)
 	must(t, err)
+	// The mail sink: Debian's aiosmtpd on the gateway's loopback, STARTTLS
+	// with a certificate the configuration's ca_file trusts.
+	certFile, smtpKey := filepath.Join(s.dir, "smtp.pem"), filepath.Join(s.dir, "smtp.key")
+	smtpCert(t, certFile, smtpKey)
+	smtp, err := s.ra.GW.Start("/usr/bin/python3", "-m", "aiosmtpd", "-n", "-d", "-l", "127.0.0.1:2525", "--tlscert", certFile, "--tlskey", smtpKey)
+	must(t, err)
+	defer smtp.Stop()
+	netlab.Eventually(t, 20*time.Second, "the mail sink listening", func() error {
+		c, err := s.ra.GW.DialContext(context.Background(), "tcp", "127.0.0.1:2525")
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
 	keyFile := filepath.Join(s.dir, "pagerduty-key")
 	must(t, os.WriteFile(keyFile, []byte(pdKey+"\n"), 0o600))
 	s.writeFlowConfig(fmt.Sprintf(`  ingest:
@@ -115,7 +160,12 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
     pagerduty:
       - routing_key_file: %s
         url: %s/v2/enqueue
-`, recv.URL, keyFile, recv.URL))
+    email:
+      - server: 127.0.0.1:2525
+        from: edgegw <edgegw@office.example>
+        to: [noc@office.example]
+        ca_file: %s
+`, recv.URL, keyFile, recv.URL, certFile))
 	s.start()
 	branch, err := s.lab.NS("branch")
 	must(t, err)
@@ -132,51 +182,49 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 		return err
 	})
 
-	// The flood: 20 datagrams of 200 bytes every 10 ms from the office
-	// server (about 1.8 Mbit/s), softflowd exporting every second.
+	// The flood: hping3 from the office server, 1000 UDP datagrams a
+	// second of 200 bytes (about 1.8 Mbit/s), softflowd told to export
+	// what it holds every second.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rx, err := branch.ListenPacket("udp", "10.9.0.2:7777") // no ICMP errors back
 	must(t, err)
 	defer rx.Close()
-	c, err := s.ra.LAN.DialContext(ctx, "udp", "10.9.0.2:7777")
+	flood, err := s.ra.LAN.Start("hping3", "--udp", "-p", "7777", "-d", "200", "-i", "u1000", "-q", "10.9.0.2")
 	must(t, err)
-	defer c.Close()
-	stop := make(chan struct{})
-	flooding := make(chan struct{})
-	go func() { // owned by this test: ends on stop
-		defer close(flooding)
-		tick := time.NewTicker(10 * time.Millisecond)
+	defer flood.Stop()
+	exporting := make(chan struct{})
+	go func() { // owned by this test: ends with ctx
+		defer close(exporting)
+		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
-		for i := 0; ; i++ {
+		for {
 			select {
-			case <-stop:
+			case <-ctx.Done():
 				return
 			case <-tick.C:
-			}
-			for range 20 {
-				c.Write(make([]byte, 200))
-			}
-			if i%100 == 0 {
 				s.ra.LAN.Exec(ctx, "softflowctl", "-c", ctl, "expire-all")
 			}
 		}
 	}()
-	stopped := false
+	defer func() { cancel(); <-exporting }()
 	stopFlood := func() {
-		if !stopped {
-			stopped = true
-			close(stop)
-			<-flooding
+		if err := flood.Stop(); err != nil {
+			t.Logf("hping3: %v", err)
 		}
 	}
-	defer stopFlood()
 
 	netlab.Eventually(t, 90*time.Second, "the alert at the webhook", func() error {
 		if err := h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_START"); err != nil {
 			return err
 		}
-		return h.seen("pagerduty trigger branch-flood")
+		if err := h.seen("pagerduty trigger branch-flood"); err != nil {
+			return err
+		}
+		if !strings.Contains(smtp.Output(), "Subject: [edgegw] Flow alert: branch-flood firing on 10.9.0.2/32") {
+			return fmt.Errorf("no mail yet")
+		}
+		return nil
 	})
 
 	q := url.Values{"group_by": {"dst,exporter,source"}, "top": {"1"}, "protocol": {"udp"}}
@@ -197,13 +245,21 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 	}
 
 	stopFlood()
-	s.ra.LAN.Exec(ctx, "softflowctl", "-c", ctl, "expire-all")
 	netlab.Eventually(t, 90*time.Second, "the resolve at the webhook", func() error {
 		if err := h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_END"); err != nil {
 			return err
 		}
-		return h.seen("pagerduty resolve ")
+		if err := h.seen("pagerduty resolve "); err != nil {
+			return err
+		}
+		if !strings.Contains(smtp.Output(), "Subject: [edgegw] Flow alert: branch-flood resolved on 10.9.0.2/32") {
+			return fmt.Errorf("no resolve mail yet")
+		}
+		return nil
 	})
+	if i, j := strings.Index(smtp.Output(), "STARTTLS"), strings.Index(smtp.Output(), "MAIL FROM"); i < 0 || j < i {
+		t.Errorf("mail sent before STARTTLS:\n%s", smtp.Output())
+	}
 	var hist struct {
 		Events []struct{ Rule, Prefix, State string }
 	}
@@ -213,7 +269,7 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 		t.Errorf("alert history: %s", body)
 	}
 	if m := s.get("/metrics"); !strings.Contains(m, `edgegw_flow_alert_events_total{state="resolved"} 1`) ||
-		!strings.Contains(m, `edgegw_flow_alert_notifications_total{result="delivered"} 4`) {
+		!strings.Contains(m, `edgegw_flow_alert_notifications_total{result="delivered"} 6`) {
 		t.Errorf("metrics lack the alert's events and deliveries")
 	}
 }
