@@ -460,27 +460,35 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// send delivers queued events to every notifier in turn.
+// send delivers queued events, one at a time, to every notifier at once:
+// an event waits for its slowest notifier (a mail server retried), not
+// for the sum of them. The delivery goroutines are send's, waited for
+// before the next event.
 func (e *Engine) send(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ev := <-e.queue:
-			ns := *e.notifiers.Load()
-			for _, n := range ns {
-				err := e.deliver(ctx, n, ev)
-				e.mu.Lock()
-				if err != nil {
-					e.st.Failed++
-				} else {
-					e.st.Delivered++
-				}
-				e.mu.Unlock()
-				if err != nil && ctx.Err() == nil {
-					e.log.Error("flow alert notification failed", "to", n.String(), "rule", ev.Rule, "err", err)
-				}
+			var wg sync.WaitGroup
+			for _, n := range *e.notifiers.Load() {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					err := e.deliver(ctx, n, ev)
+					e.mu.Lock()
+					if err != nil {
+						e.st.Failed++
+					} else {
+						e.st.Delivered++
+					}
+					e.mu.Unlock()
+					if err != nil && ctx.Err() == nil {
+						e.log.Error("flow alert notification failed", "to", n.String(), "rule", ev.Rule, "err", err)
+					}
+				}()
 			}
+			wg.Wait()
 		}
 	}
 }
