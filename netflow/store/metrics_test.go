@@ -21,7 +21,7 @@ func TestMetricsLint(t *testing.T) {
 	if problems, err := promlint.NewWithMetricFamilies(mfs).Lint(); err != nil || len(problems) > 0 {
 		t.Errorf("promlint: %v %v", problems, err)
 	}
-	if len(mfs) != 6 {
+	if len(mfs) != 7 {
 		t.Errorf("%d metric families", len(mfs))
 	}
 }

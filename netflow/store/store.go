@@ -26,8 +26,9 @@ type Options struct {
 	// Retention is how long a minute's rollup is kept; DefaultRetention.
 	Retention time.Duration
 	// MaxBytes bounds the rollups' memory (estimated at entryBytes an
-	// entry); DefaultMaxBytes. Over it the oldest minutes are dropped
-	// first; a single minute over it rolls new entries up coarser (see
+	// entry); DefaultMaxBytes. Over it the oldest minutes are first rolled
+	// up coarser (addresses to /24 or /64, ports from 1024 to 0), then
+	// dropped, oldest first; a single minute over it rolls new entries up coarser (see
 	// Stats.Coarsened), in up to a sixteenth more rows (at least one), and beyond that drops
 	// them (Stats.Full).
 	MaxBytes int64
@@ -54,9 +55,10 @@ type counts struct{ packets, bytes uint64 }
 // so a long query never holds up the producers for more than a minute's
 // rows.
 type minute struct {
-	start time.Time // truncated to the minute, UTC
-	mu    sync.Mutex
-	rows  map[key]counts
+	start   time.Time // truncated to the minute, UTC
+	mu      sync.Mutex
+	rows    map[key]counts
+	compact bool // rolled up coarser to make room (see compactKey)
 }
 
 // Stats are a Store's counters since it was built, and its current size.
@@ -67,6 +69,7 @@ type Stats struct {
 	Full      uint64 // flows dropped because even their coarse row did not fit
 	Invalid   uint64 // records without addresses or time
 	Evicted   uint64 // minutes dropped to stay under MaxBytes
+	Compacted uint64 // minutes rolled up coarser to stay under MaxBytes
 	Minutes   int    // minutes held
 	Rows      int    // rollup rows held
 	Bytes     int64  // estimated memory of the rows
@@ -203,14 +206,58 @@ func (s *Store) expire(now time.Time) {
 	}
 }
 
-// evictFor drops the oldest minutes other than keep until one more row
-// fits. s.mu is held.
+// evictFor makes room for one more row in keep: first it rolls the
+// oldest full-detail minutes up coarser (compactKey), then, when every
+// other minute is coarse already, drops the oldest. History thus
+// outlives detail. s.mu is held.
 func (s *Store) evictFor(keep *minute) {
-	for len(s.minutes) > 0 && s.minutes[0] != keep && int64(s.rows+1)*entryBytes > s.opts.MaxBytes {
+	next := 0 // minutes before next are compact or keep
+	for int64(s.rows+1)*entryBytes > s.opts.MaxBytes {
+		for next < len(s.minutes) && (s.minutes[next].compact || s.minutes[next] == keep) {
+			next++
+		}
+		if next < len(s.minutes) {
+			s.compactMinute(s.minutes[next])
+			continue
+		}
+		if len(s.minutes) == 0 || s.minutes[0] == keep {
+			return
+		}
 		s.rows -= len(s.minutes[0].rows)
 		s.minutes = slices.Delete(s.minutes, 0, 1)
 		s.st.Evicted++
 	}
+}
+
+// compactMinute rolls m up by compactKey. s.mu is held.
+func (s *Store) compactMinute(m *minute) {
+	rows := make(map[key]counts, len(m.rows)/4)
+	for k, c := range m.rows {
+		ck := compactKey(k)
+		a := rows[ck]
+		a.packets += c.packets
+		a.bytes += c.bytes
+		rows[ck] = a
+	}
+	s.rows += len(rows) - len(m.rows)
+	m.mu.Lock()
+	m.rows, m.compact = rows, true
+	m.mu.Unlock()
+	s.st.Compacted++
+}
+
+// compactKey is a row with addresses cut to their /24 (IPv4) or /64
+// (IPv6) and ports from 1024 up (mostly ephemeral) as 0: what a compact
+// minute keeps. Queries finer than that see those minutes coarse.
+func compactKey(k key) key {
+	k.src, k.dst = coarse(k.src), coarse(k.dst)
+	if k.srcPort >= 1024 {
+		k.srcPort = 0
+	}
+	if k.dstPort >= 1024 {
+		k.dstPort = 0
+	}
+	return k
 }
 
 // Stats returns the counters and the current size.

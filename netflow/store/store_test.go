@@ -358,3 +358,43 @@ func TestConcurrentQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestCompaction: over its size the store rolls its oldest minutes up
+// coarser before it drops any, so totals over the whole retention stay
+// exact while detail goes.
+func TestCompaction(t *testing.T) {
+	c := &clock{t0}
+	s, err := New(Options{Now: c.now, Retention: time.Hour, MaxBytes: 10 * entryBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Five minutes of four flows each, from four hosts of one /24 with
+	// ephemeral ports to one service: 20 rows, twice the budget.
+	for m := range 5 {
+		c.t = t0.Add(time.Duration(m)*time.Minute + 30*time.Second)
+		for i := range 4 {
+			s.Add(flow(m, "192.0.2.1", "10.0.0."+string(rune('1'+i)), "198.51.100.7", uint16(40000+i), 443, 6, 1, 100))
+		}
+	}
+	st := s.Stats()
+	if st.Evicted != 0 || st.Compacted < 3 || st.Rows > 10 || st.Minutes != 5 || st.Flows != 20 {
+		t.Fatalf("stats %+v", st)
+	}
+	res, err := s.Query(Query{From: t0, To: t0.Add(5 * time.Minute), GroupBy: []Dimension{DimDstPort}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Groups) != 1 || res.Groups[0].Packets != 20 || res.Groups[0].Bytes != 2000 {
+		t.Errorf("totals after compaction: %+v", res.Groups)
+	}
+	// The oldest minute is coarse: one row for the /24, ports gone but
+	// the service's; the newest keeps its hosts and ports.
+	old, _ := s.Query(Query{From: t0, To: t0.Add(time.Minute), GroupBy: []Dimension{DimSrc, DimSrcPort, DimDstPort}})
+	if len(old.Groups) != 1 || old.Groups[0].Key[DimSrc] != "10.0.0.0" || old.Groups[0].Key[DimSrcPort] != "0" || old.Groups[0].Key[DimDstPort] != "443" {
+		t.Errorf("oldest minute: %+v", old.Groups)
+	}
+	last, _ := s.Query(Query{From: t0.Add(4 * time.Minute), To: t0.Add(5 * time.Minute), GroupBy: []Dimension{DimSrc}})
+	if len(last.Groups) != 4 {
+		t.Errorf("newest minute: %+v", last.Groups)
+	}
+}
