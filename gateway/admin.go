@@ -28,6 +28,7 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			return jobs
 		},
 		Devices: devices,
+		Flows:   &sink.analytics,
 		Reload: func(context.Context) (string, error) {
 			return g.opts.ConfigPath, g.reload(pctx)
 		},

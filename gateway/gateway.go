@@ -167,6 +167,8 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},
 		// The sampler binds its NFLOG group before the firewall feeds it.
 		&netflowPart{log: g.log, metrics: g.metrics, sink: sink, res: res},
+		// The flow store and alerts take records from the sink.
+		&analyticsPart{log: g.log, metrics: g.metrics, tap: &sink.analytics},
 		fw,
 		wg,
 		&sitePart{log: g.log, metrics: g.metrics},

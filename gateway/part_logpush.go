@@ -78,11 +78,15 @@ func (p *logpushPart) status(s *Status) {
 // counted in edgegw_logpush_dropped_records_total{reason="queue_full"}.
 type recordSink struct {
 	mgr atomic.Pointer[logpush.Manager]
+	// analytics takes flow records for the flow store and alerts
+	// (part_analytics.go), with or without Logpush.
+	analytics analyticsTap
 }
 
 // Push implements logpush.Sink for producers that build their own records
 // (Gateway DNS).
 func (s *recordSink) Push(dataset string, r logpush.Record) {
+	s.analytics.push(dataset, r)
 	if m := s.mgr.Load(); m != nil {
 		m.Push(dataset, r)
 	}

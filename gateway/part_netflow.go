@@ -90,18 +90,20 @@ func (p *netflowPart) start(ctx context.Context, colo netflow.Colo) error {
 // listeners. Their records go to the same sink as the sampler's.
 func (p *netflowPart) applyIngest(cfg *netflow.IngestConfig, colo netflow.Colo) error {
 	var listen []string
+	var exporters []netip.Prefix
 	if cfg != nil {
-		listen = cfg.Listen
+		listen, exporters = cfg.Listen, cfg.Exporters
 	}
 	if p.in != nil && slices.Equal(p.inListen, listen) {
 		p.in.SetColo(colo)
+		p.in.SetExporters(exporters)
 		return nil
 	}
 	p.closeIngest()
 	if len(listen) == 0 {
 		return nil
 	}
-	in, err := ingest.New(ingest.Options{Listen: listen, Sink: p.sink, Colo: colo, Logger: p.log})
+	in, err := ingest.New(ingest.Options{Listen: listen, Sink: p.sink, Colo: colo, Logger: p.log, Exporters: exporters})
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,7 @@ type Plan struct {
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
 	logpush      *logpush.Plan // nil: no job
+	alerts       *alertsPlan   // nil: no netflow.alerts
 	access       *access.Plan  // nil: no access section
 }
 
@@ -139,6 +140,13 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 			return nil, err
 		}
 		p.access = ap
+	}
+	if cfg.Netflow != nil && cfg.Netflow.Alerts != nil && !o.SkipFiles {
+		ap, err := prepareAlerts(cfg.Netflow.Alerts, cfg.Appliance.Name)
+		if err != nil {
+			return nil, fmt.Errorf("netflow.alerts: %w", err)
+		}
+		p.alerts = ap
 	}
 	if len(cfg.Logpush) > 0 && !o.SkipFiles {
 		lp, err := logpush.Compile(cfg.Logpush)

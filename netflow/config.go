@@ -5,6 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+
+	"github.com/edgegw/edgegw/netflow/alert"
+	"github.com/edgegw/edgegw/netflow/store"
 )
 
 // Config is the `netflow:` section.
@@ -12,6 +15,10 @@ type Config struct {
 	SampleRate int `yaml:"sample_rate"` // 1 in N packets; default 100
 	// Ingest receives flows from other routers; nil: none.
 	Ingest *IngestConfig `yaml:"ingest"`
+	// Analytics keeps flows for /api/v1/flows; nil: no store.
+	Analytics *store.Config `yaml:"analytics"`
+	// Alerts are volumetric rules on the flows; nil: none.
+	Alerts *alert.Config `yaml:"alerts"`
 }
 
 // IngestConfig is `netflow.ingest:`: flow records other routers export
@@ -21,12 +28,23 @@ type IngestConfig struct {
 	// empty (every address), e.g. ":2055" or "10.0.0.1:4739". Each takes
 	// every supported version.
 	Listen []string `yaml:"listen"`
+	// Exporters are the routers allowed to send flows (addresses or
+	// prefixes); a datagram from any other source is counted and dropped
+	// before it is decoded. Empty: every source is accepted, which a
+	// listener off loopback should not do.
+	Exporters []netip.Prefix `yaml:"exporters"`
 }
 
 // SetDefaults applies the default sampling rate.
 func (c *Config) SetDefaults() {
 	if c.SampleRate == 0 {
 		c.SampleRate = 100
+	}
+	if c.Analytics != nil {
+		c.Analytics.SetDefaults()
+	}
+	if c.Alerts != nil {
+		c.Alerts.SetDefaults()
 	}
 }
 
@@ -38,11 +56,22 @@ func (c *Config) Validate(report func(field, msg string)) {
 	if c.Ingest != nil {
 		c.Ingest.validate(report)
 	}
+	if c.Analytics != nil {
+		c.Analytics.Validate(func(f, msg string) { report("analytics."+f, msg) })
+	}
+	if c.Alerts != nil {
+		c.Alerts.Validate(func(f, msg string) { report("alerts."+f, msg) })
+	}
 }
 
 func (c *IngestConfig) validate(report func(field, msg string)) {
 	if len(c.Listen) == 0 {
 		report("ingest.listen", "missing: at least one UDP address such as \":2055\"")
+	}
+	for i, p := range c.Exporters {
+		if p.Masked() != p {
+			report(fmt.Sprintf("ingest.exporters[%d]", i), fmt.Sprintf("%s has host bits set; did you mean %s?", p, p.Masked()))
+		}
 	}
 	seen := map[string]bool{}
 	for i, a := range c.Listen {

@@ -66,6 +66,7 @@ const (
 	PathDevices = "/api/v1/devices"
 	PathTokens  = "/api/v1/tokens"
 	PathReload  = "/api/v1/reload"
+	PathFlows   = "/api/v1/flows"
 )
 
 // Options are what the server serves, from the gateway.
@@ -83,6 +84,9 @@ type Options struct {
 	Logpush func() any
 	// Devices serves /api/v1/devices (list, show, POST …/revoke).
 	Devices http.Handler
+	// Flows serves GET /api/v1/flows (the flow analytics query) and the
+	// paths under it (…/alerts); nil answers 404.
+	Flows http.Handler
 	// Reload reads the configuration again and applies it
 	// (POST /api/v1/reload), returning the file it read; nil answers 404.
 	Reload func(context.Context) (string, error)

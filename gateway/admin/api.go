@@ -73,6 +73,10 @@ func (s *Server) routes() *http.ServeMux {
 	if s.opts.RunningConfig != nil {
 		mux.HandleFunc("GET "+PathConfig, s.showConfig)
 	}
+	if s.opts.Flows != nil {
+		mux.Handle("GET "+PathFlows, s.opts.Flows)
+		mux.Handle("GET "+PathFlows+"/", s.opts.Flows)
+	}
 	mux.HandleFunc("GET "+PathTokens, s.adminOnly(s.listTokens))
 	mux.HandleFunc("POST "+PathTokens, s.adminOnly(s.createToken))
 	mux.HandleFunc("POST "+PathTokens+"/{name}/revoke", s.adminOnly(s.revokeToken))

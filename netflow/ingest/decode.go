@@ -37,10 +37,11 @@ const (
 	ReasonUnknownTemplate = "unknown_template" // a data set whose template has not been seen
 	ReasonNoAddress       = "no_address"       // a flow without source or destination address
 	ReasonPanic           = "decoder_panic"    // the decoder panicked (a bug; the datagram is dropped)
+	ReasonNotAllowed      = "not_allowed"      // from an address outside the allowed exporters
 )
 
 // Reasons lists every drop reason, for metrics.
-var Reasons = []string{ReasonShort, ReasonBadVersion, ReasonMalformed, ReasonUnknownTemplate, ReasonNoAddress, ReasonPanic}
+var Reasons = []string{ReasonShort, ReasonBadVersion, ReasonMalformed, ReasonUnknownTemplate, ReasonNoAddress, ReasonPanic, ReasonNotAllowed}
 
 // Flow is one flow record an exporter sent, with its counts already scaled
 // by the exporter's sampling interval.

@@ -32,6 +32,12 @@ type Options struct {
 	// of datagrams waits in the kernel rather than being lost.
 	ReadBuffer int
 	Now        func() time.Time // nil: time.Now
+	// Exporters are the routers allowed to send flows: a datagram from an
+	// address outside every prefix is counted (ReasonNotAllowed) and
+	// dropped before it is decoded, so it can neither add records nor
+	// make the decoder remember (and evict) exporters. Empty: every
+	// source is accepted. SetExporters replaces the list.
+	Exporters []netip.Prefix
 }
 
 // Stats are a Server's counters since it was built.
@@ -50,6 +56,7 @@ type Server struct {
 	log   *slog.Logger
 	conns []net.PacketConn
 	colo  atomic.Pointer[netflow.Colo]
+	allow atomic.Pointer[allowList]
 	wg    sync.WaitGroup
 
 	datagrams, records atomic.Uint64
@@ -83,6 +90,7 @@ func New(opts Options) (*Server, error) {
 		s.dropped[r] = new(atomic.Uint64)
 	}
 	s.colo.Store(&opts.Colo)
+	s.SetExporters(opts.Exporters)
 	for _, a := range opts.Listen {
 		c, err := opts.ListenPacket("udp", a)
 		if err != nil {
@@ -117,6 +125,39 @@ func (s *Server) Addrs() []net.Addr {
 
 // SetColo changes the Colo… fields of later records.
 func (s *Server) SetColo(c netflow.Colo) { s.colo.Store(&c) }
+
+// SetExporters replaces the allowed exporters (see Options.Exporters);
+// the readers use the new list from their next datagram.
+func (s *Server) SetExporters(ps []netip.Prefix) { s.allow.Store(newAllowList(ps)) }
+
+// allowList is an immutable set of exporter prefixes, read by every
+// reader without a lock. nil or empty allows every address.
+type allowList struct{ prefixes []netip.Prefix }
+
+func newAllowList(ps []netip.Prefix) *allowList {
+	l := &allowList{}
+	for _, p := range ps {
+		p = p.Masked()
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		l.prefixes = append(l.prefixes, p)
+	}
+	return l
+}
+
+// allows reports whether a (unmapped) may send flows.
+func (l *allowList) allows(a netip.Addr) bool {
+	if len(l.prefixes) == 0 {
+		return true
+	}
+	for _, p := range l.prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
 
 // Close closes the sockets and waits for their readers to return.
 func (s *Server) Close() error {
@@ -158,7 +199,16 @@ func (s *Server) read(c net.PacketConn) {
 			continue
 		}
 		ap := ua.AddrPort()
-		if err := d.Decode(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), buf[:n], s.opts.Now(), emit); err != nil {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if !s.allow.Load().allows(ap.Addr()) {
+			s.dropped[ReasonNotAllowed].Add(1)
+			if now := time.Now(); now.Sub(lastWarn) >= 10*time.Second {
+				lastWarn = now
+				s.log.Warn("flow datagram from an exporter not in netflow.ingest.exporters dropped (see edgegw_netflow_ingest_dropped_total)", "exporter", ap)
+			}
+			continue
+		}
+		if err := d.Decode(ap, buf[:n], s.opts.Now(), emit); err != nil {
 			var de *DropError
 			reason := ReasonMalformed
 			if errors.As(err, &de) {

@@ -1,0 +1,275 @@
+//go:build linux
+
+package gateway_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+)
+
+// alertHook is a local receiver of alerts: a webhook at /hook (events
+// noted as rule, prefix and alert_event) and a PagerDuty-Events-v2-shaped
+// endpoint at /v2/enqueue (noted as "pagerduty", the action, the rule).
+type alertHook struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (h *alertHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var m struct {
+		Data        struct{ Prefix, Rule string }
+		AlertEvent  string `json:"alert_event"`
+		RoutingKey  string `json:"routing_key"`
+		EventAction string `json:"event_action"`
+		DedupKey    string `json:"dedup_key"`
+		Payload     struct {
+			Source, Severity, Summary, Group string
+		}
+	}
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var e string
+	switch r.URL.Path {
+	case "/hook":
+		e = m.Data.Rule + " " + m.Data.Prefix + " " + m.AlertEvent
+	case "/v2/enqueue":
+		if m.RoutingKey != pdKey || m.DedupKey == "" || (m.EventAction == "trigger" && (m.Payload.Source != "ams-office-1" || m.Payload.Summary == "")) {
+			http.Error(w, `{"status":"invalid event"}`, http.StatusBadRequest)
+			return
+		}
+		e = "pagerduty " + m.EventAction + " " + m.Payload.Group
+		w.WriteHeader(http.StatusAccepted)
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	h.mu.Lock()
+	h.events = append(h.events, e)
+	h.mu.Unlock()
+}
+
+// smtpCert writes a self-signed certificate for 127.0.0.1 (the mail
+// sink's) and its key.
+func smtpCert(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(25), Subject: pkix.Name{CommonName: "mail sink"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	must(t, err)
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	must(t, err)
+	must(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600))
+	must(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
+}
+
+// pdKey is the test's PagerDuty integration key.
+const pdKey = "0123456789abcdef0123456789abcdef"
+
+func (h *alertHook) seen(e string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range h.events {
+		if x == e {
+			return nil
+		}
+	}
+	return fmt.Errorf("no %q among %v", e, h.events)
+}
+
+// TestFlowAnalyticsThroughGateway runs the gateway with flow ingest, the
+// analytics store and an alert rule, no Logpush: the office server, as
+// another router would, runs Debian's softflowd on its link to a branch
+// network and exports IPFIX to the gateway's LAN address while hping3
+// floods a branch host from it (traffic the gateway itself never sees, so only the
+// ingested flows can fire the rule). The rule fires to a webhook
+// receiver, a PagerDuty-Events-v2-shaped one and Debian's aiosmtpd (over
+// STARTTLS), /api/v1/flows on the admin socket names the flooded address
+// and the exporter as the top destination, /api/v1/flows/alerts holds the
+// history, and the alert resolves when the flood stops.
+func TestFlowAnalyticsThroughGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	testkit.NeedTool(t, "softflowd", "softflowd")
+	testkit.NeedTool(t, "hping3", "hping3")
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import aiosmtpd").CombinedOutput(); err != nil {
+		t.Fatalf("python3-aiosmtpd is required (apt-get install python3-aiosmtpd): %v: %s", err, out)
+	}
+	s := newSite(t)
+	h := &alertHook{}
+	recv, err := s.ra.GW.ServeHTTP("127.0.0.1:0", h)
+	must(t, err)
+	// The mail sink: Debian's aiosmtpd on the gateway's loopback, STARTTLS
+	// with a certificate the configuration's ca_file trusts.
+	certFile, smtpKey := filepath.Join(s.dir, "smtp.pem"), filepath.Join(s.dir, "smtp.key")
+	smtpCert(t, certFile, smtpKey)
+	smtp, err := s.ra.GW.Start("/usr/bin/python3", "-m", "aiosmtpd", "-n", "-d", "-l", "127.0.0.1:2525", "--tlscert", certFile, "--tlskey", smtpKey)
+	must(t, err)
+	defer smtp.Stop()
+	netlab.Eventually(t, 20*time.Second, "the mail sink listening", func() error {
+		c, err := s.ra.GW.DialContext(context.Background(), "tcp", "127.0.0.1:2525")
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	keyFile := filepath.Join(s.dir, "pagerduty-key")
+	must(t, os.WriteFile(keyFile, []byte(pdKey+"\n"), 0o600))
+	s.writeFlowConfig(fmt.Sprintf(`  ingest:
+    listen: ["10.0.0.1:2055"]
+  analytics:
+    retention: 1h
+  alerts:
+    rules:
+      - name: branch-flood
+        prefixes: [10.9.0.2/32]
+        bits_per_second: 200000
+        duration: 10s
+      - name: quiet
+        prefixes: [10.0.0.99/32]
+        packets_per_second: 1
+        duration: 10s
+    webhooks:
+      - url: %s/hook
+    pagerduty:
+      - routing_key_file: %s
+        url: %s/v2/enqueue
+    email:
+      - server: 127.0.0.1:2525
+        from: edgegw <edgegw@office.example>
+        to: [noc@office.example]
+        ca_file: %s
+`, recv.URL, keyFile, recv.URL, certFile))
+	s.start()
+	branch, err := s.lab.NS("branch")
+	must(t, err)
+	must(t, s.lab.Link(s.ra.LAN, "eth9", "10.9.0.1/24", branch, "eth0", "10.9.0.2/24"))
+
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "ctl")
+	sf, err := s.ra.LAN.Start("softflowd", "-d", "-v", "10", "-i", "eth9", "-n", "10.0.0.1:2055",
+		"-c", ctl, "-p", filepath.Join(dir, "pid"), "udp and dst port 7777")
+	must(t, err)
+	defer sf.Stop()
+	netlab.Eventually(t, 10*time.Second, "softflowd control socket", func() error {
+		_, err := os.Stat(ctl)
+		return err
+	})
+
+	// The flood: hping3 from the office server, 1000 UDP datagrams a
+	// second of 200 bytes (about 1.8 Mbit/s), softflowd told to export
+	// what it holds every second.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rx, err := branch.ListenPacket("udp", "10.9.0.2:7777") // no ICMP errors back
+	must(t, err)
+	defer rx.Close()
+	flood, err := s.ra.LAN.Start("hping3", "--udp", "-p", "7777", "-d", "200", "-i", "u1000", "-q", "10.9.0.2")
+	must(t, err)
+	defer flood.Stop()
+	exporting := make(chan struct{})
+	go func() { // owned by this test: ends with ctx
+		defer close(exporting)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				s.ra.LAN.Exec(ctx, "softflowctl", "-c", ctl, "expire-all")
+			}
+		}
+	}()
+	defer func() { cancel(); <-exporting }()
+	stopFlood := func() {
+		if err := flood.Stop(); err != nil {
+			t.Logf("hping3: %v", err)
+		}
+	}
+
+	netlab.Eventually(t, 90*time.Second, "the alert at the webhook", func() error {
+		if err := h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_START"); err != nil {
+			return err
+		}
+		if err := h.seen("pagerduty trigger branch-flood"); err != nil {
+			return err
+		}
+		if !strings.Contains(smtp.Output(), "Subject: [edgegw] Flow alert: branch-flood firing on 10.9.0.2/32") {
+			return fmt.Errorf("no mail yet")
+		}
+		return nil
+	})
+
+	q := url.Values{"group_by": {"dst,exporter,source"}, "top": {"1"}, "protocol": {"udp"}}
+	var res struct {
+		Groups []struct {
+			Key     map[string]string
+			Packets uint64
+		}
+	}
+	body := s.get("/api/v1/flows?" + q.Encode())
+	must(t, json.Unmarshal([]byte(body), &res))
+	if len(res.Groups) != 1 || res.Groups[0].Key["dst"] != "10.9.0.2" || res.Groups[0].Key["exporter"] != "10.0.0.5" ||
+		res.Groups[0].Key["source"] != "ipfix" || res.Groups[0].Packets < 1000 {
+		t.Errorf("top destination: %s", body)
+	}
+	if body := s.get("/api/v1/flows?group_by=colour"); !strings.Contains(body, `cannot group by \"colour\"`) {
+		t.Errorf("a bad query: %s", body)
+	}
+
+	stopFlood()
+	netlab.Eventually(t, 90*time.Second, "the resolve at the webhook", func() error {
+		if err := h.seen("branch-flood 10.9.0.2/32 ALERT_STATE_EVENT_END"); err != nil {
+			return err
+		}
+		if err := h.seen("pagerduty resolve "); err != nil {
+			return err
+		}
+		if !strings.Contains(smtp.Output(), "Subject: [edgegw] Flow alert: branch-flood resolved on 10.9.0.2/32") {
+			return fmt.Errorf("no resolve mail yet")
+		}
+		return nil
+	})
+	if i, j := strings.Index(smtp.Output(), "STARTTLS"), strings.Index(smtp.Output(), "MAIL FROM"); i < 0 || j < i {
+		t.Errorf("mail sent before STARTTLS:\n%s", smtp.Output())
+	}
+	var hist struct {
+		Events []struct{ Rule, Prefix, State string }
+	}
+	body = s.get("/api/v1/flows/alerts")
+	must(t, json.Unmarshal([]byte(body), &hist))
+	if len(hist.Events) != 2 || hist.Events[0].State != "firing" || hist.Events[1].State != "resolved" || hist.Events[0].Rule != "branch-flood" {
+		t.Errorf("alert history: %s", body)
+	}
+	if m := s.get("/metrics"); !strings.Contains(m, `edgegw_flow_alert_events_total{state="resolved"} 1`) ||
+		!strings.Contains(m, `edgegw_flow_alert_notifications_total{result="delivered"} 6`) {
+		t.Errorf("metrics lack the alert's events and deliveries")
+	}
+}
