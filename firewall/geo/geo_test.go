@@ -14,6 +14,8 @@ import (
 
 	"github.com/edgegw/edgegw/firewall/geo/geotest"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -278,4 +280,37 @@ func FuzzParse(f *testing.F) {
 		db.Lookup(netip.MustParseAddr("192.0.2.1"))
 		db.Lookup(netip.MustParseAddr("2001:db8::1"))
 	})
+}
+
+func TestCollector(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "geo.mmdb")
+	if err := geotest.WriteFile(path, testEntries); err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(Files{Country: path, ASN: path}, 0, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(w))
+	want := `
+# HELP edgegw_geoip_load_failures_total GeoIP database files that changed but could not be loaded; the previous snapshot stayed in use.
+# TYPE edgegw_geoip_load_failures_total counter
+edgegw_geoip_load_failures_total 0
+# HELP edgegw_geoip_loads_total GeoIP database snapshots loaded, the first included.
+# TYPE edgegw_geoip_loads_total counter
+edgegw_geoip_loads_total 1
+# HELP edgegw_geoip_networks Networks with a country (kind country) or an AS number (kind asn) in the current GeoIP snapshot.
+# TYPE edgegw_geoip_networks gauge
+edgegw_geoip_networks{kind="asn"} 5
+edgegw_geoip_networks{kind="country"} 5
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"edgegw_geoip_loads_total", "edgegw_geoip_load_failures_total", "edgegw_geoip_networks"); err != nil {
+		t.Error(err)
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Errorf("promlint: %v %v", problems, err)
+	}
 }

@@ -28,6 +28,7 @@ type Watcher struct {
 	stamp [2]stamp // what Country and ASN looked like when cur was loaded
 
 	loads, failures atomic.Uint64
+	loadedAt        atomic.Int64 // Unix nanoseconds of the current snapshot's load
 }
 
 // stamp identifies one version of a file cheaply: a rename gives a new
@@ -72,6 +73,7 @@ func NewWatcher(f Files, interval time.Duration, log *slog.Logger, onChange func
 	w.cur.Store(db)
 	w.stamp = st
 	w.loads.Add(1)
+	w.loadedAt.Store(time.Now().UnixNano())
 	w.logLoaded(db)
 	return w, nil
 }
@@ -84,6 +86,9 @@ func (w *Watcher) Files() Files { return w.files }
 
 // Stats returns how many snapshots were loaded and how many loads failed.
 func (w *Watcher) Stats() (loads, failures uint64) { return w.loads.Load(), w.failures.Load() }
+
+// LoadedAt returns when the current snapshot was loaded.
+func (w *Watcher) LoadedAt() time.Time { return time.Unix(0, w.loadedAt.Load()) }
 
 // Run polls the files every interval until ctx ends.
 func (w *Watcher) Run(ctx context.Context) {
@@ -120,6 +125,7 @@ func (w *Watcher) Check() (bool, error) {
 	w.stamp = st
 	w.cur.Store(db)
 	w.loads.Add(1)
+	w.loadedAt.Store(time.Now().UnixNano())
 	w.logLoaded(db)
 	if w.onChange != nil {
 		if err := w.onChange(db); err != nil {
