@@ -158,6 +158,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 	g.parts = []part{
 		ids,
 		fw,
+		&geoPart{log: g.log, metrics: g.metrics, fw: fw},
 		wg,
 		&enrollPart{log: g.log, metrics: g.metrics, local: local, ids: ids, wg: wg},
 		&sitePart{log: g.log, metrics: g.metrics},
