@@ -59,13 +59,13 @@ func checkPaths(r *maxminddb.Reader, b []byte) error {
 		v4 = node
 	}
 	limit := 4*uint64(n) + 64
-	memo := make(map[uint]uint64)
+	memo := make([]uint64, n) // 0: not yet counted; a count is at least 1
 	var paths func(node uint, depth int) uint64
 	paths = func(node uint, depth int) uint64 {
 		if node >= n || depth > 128 { // a leaf (Verify bounds the depth to 128)
 			return 1
 		}
-		if c, ok := memo[node]; ok {
+		if c := memo[node]; c != 0 {
 			return c
 		}
 		l, r := records(node)
