@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 
 	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/firewall/rules"
@@ -49,6 +50,26 @@ func (g *GeoIP) Files() geo.Files {
 func (g *GeoIP) Validate(report func(field, msg string)) {
 	if g.Country == "" && g.ASN == "" {
 		report("", "names no database: set country (a GeoLite2-Country or DB-IP country mmdb file) and/or asn")
+	}
+}
+
+// CheckFiles checks, for the configuration check, that each database
+// opens and carries the data it is named for (a missing or unreadable
+// file has been reported already).
+func (g *GeoIP) CheckFiles(report func(field, msg string)) {
+	for _, f := range []struct {
+		field, path string
+		country     bool
+	}{{"country", g.Country, true}, {"asn", g.ASN, false}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			continue // reported by the file check
+		}
+		if err := geo.Check(f.path, f.country); err != nil {
+			report(f.field, err.Error())
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -279,4 +280,38 @@ func TestKernelGeo(t *testing.T) {
 		t.Errorf("geo set sizes %v after the swap, want g?_0 empty and g?_1 one interval", sizes)
 	}
 	n.nftList(t)
+}
+
+func TestGeoIPConfigChecks(t *testing.T) {
+	dir := t.TempDir()
+	countries := filepath.Join(dir, "country.mmdb")
+	asns := filepath.Join(dir, "asn.mmdb")
+	text := filepath.Join(dir, "list.txt")
+	must(t, geotest.WriteFile(countries, []geotest.Entry{{Prefix: gp("192.0.2.0/24"), Country: "KP"}}))
+	must(t, geotest.WriteFile(asns, []geotest.Entry{{Prefix: gp("192.0.2.0/24"), ASN: 64512}}))
+	must(t, os.WriteFile(text, []byte("192.0.2.0/24\n"), 0o600))
+	tests := []struct {
+		g    GeoIP
+		want []string
+	}{
+		{GeoIP{}, []string{": names no database"}},
+		{GeoIP{Country: countries, ASN: asns}, nil},
+		{GeoIP{Country: asns}, []string{"country: " + asns + " (edgegw-test) has no country.iso_code"}},
+		{GeoIP{ASN: countries}, []string{"asn: " + countries + " (edgegw-test) has no autonomous_system_number"}},
+		{GeoIP{Country: text}, []string{"country: " + text + " is not a MaxMind DB (mmdb) file"}},
+		{GeoIP{Country: filepath.Join(dir, "missing.mmdb")}, nil}, // the file check's
+	}
+	for _, tt := range tests {
+		var got []string
+		report := func(f, m string) { got = append(got, f+": "+m) }
+		tt.g.Validate(report)
+		tt.g.CheckFiles(report)
+		ok := len(got) == len(tt.want)
+		for i := 0; ok && i < len(got); i++ {
+			ok = strings.HasPrefix(got[i], tt.want[i])
+		}
+		if !ok {
+			t.Errorf("%+v: %q, want %q", tt.g, got, tt.want)
+		}
+	}
 }

@@ -317,3 +317,44 @@ func (db *DB) Lookup(a netip.Addr) Info {
 	}
 	return info
 }
+
+// checkSample is how many networks Check decodes looking for the data a
+// database must have.
+const checkSample = 1000
+
+// Check is the configuration check of one database file, cheap enough for
+// every `edgegw check` and reload: the file must open as a MaxMind DB and,
+// among its first networks, one must carry a country (country is true) or
+// an AS number. The full verification happens when the file is loaded.
+func Check(path string, country bool) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("geoip database: %w", err)
+	}
+	r, err := maxminddb.OpenBytes(b)
+	if err != nil {
+		return fmt.Errorf("%s is not a MaxMind DB (mmdb) file: %w", path, err)
+	}
+	n := 0
+	for res := range r.Networks() {
+		if res.Err() != nil || n >= checkSample {
+			break
+		}
+		n++
+		if country {
+			var rec countryRecord
+			if res.Decode(&rec) == nil && rec.code() != "" {
+				return nil
+			}
+		} else {
+			var rec asnRecord
+			if res.Decode(&rec) == nil && rec.Number != 0 {
+				return nil
+			}
+		}
+	}
+	if country {
+		return fmt.Errorf("%s (%s) has no country.iso_code in its first networks: is it a country or city database?", path, r.Metadata.DatabaseType)
+	}
+	return fmt.Errorf("%s (%s) has no autonomous_system_number in its first networks: is it an ASN database?", path, r.Metadata.DatabaseType)
+}
