@@ -272,6 +272,13 @@ func TestKernelGeo(t *testing.T) {
 	if got := n.counters(t)["no-ssh-from-kp"].Packets; got < counted {
 		t.Errorf("counter no-ssh-from-kp went from %d to %d: the swap reset it", counted, got)
 	}
+	// A later Apply (a reload that changes rules) fills the new table's
+	// sets from the snapshot the watcher handed over last.
+	if err := n.r.Do(func() error { return n.tbl.Apply(p) }); err != nil {
+		t.Fatal(err)
+	}
+	check("re-applied: client in GB, ssh", true, "10.2.0.2:22")
+	check("re-applied: server in AS64999, web", false, "10.2.0.2:80")
 	sizes := n.tbl.GeoSetSizes()
 	if len(sizes) != 4 {
 		t.Errorf("geo set sizes %v, want 4 sets", sizes)
@@ -280,6 +287,12 @@ func TestKernelGeo(t *testing.T) {
 		t.Errorf("geo set sizes %v after the swap, want g?_0 empty and g?_1 one interval", sizes)
 	}
 	n.nftList(t)
+
+	// Without a snapshot the sets are empty: the geo fields are absent.
+	if err := n.r.Do(func() error { return n.tbl.UpdateGeo(nil) }); err != nil {
+		t.Fatal(err)
+	}
+	check("no database", true, "10.2.0.2:80", "[fd02::2]:80")
 }
 
 func TestGeoIPConfigChecks(t *testing.T) {
