@@ -67,7 +67,11 @@ type Set struct {
 	// identity.groups whose users' source addresses the set holds;
 	// Table.UpdateIdentities and Table.Apply fill it.
 	Identity *rules.Program
-	// V6 tells which family a List or Identity set is for.
+	// Geo, when set, is the condition on a geo field (ip.src.country …
+	// ip.dst.asnum) whose networks the set holds; Table.UpdateGeo and
+	// Table.Apply fill it from the GeoIP snapshot (geo.go).
+	Geo *rules.Program
+	// V6 tells which family a List, Identity or Geo set is for.
 	V6 bool
 	// Alias, when set, is the ingress alias ("wan" or "lan") whose
 	// interface names the set holds, filled by Compile from the Spec.
@@ -133,6 +137,7 @@ func CompileRules(c *Config) (*Ruleset, error) {
 	}
 	resolve := c.listResolver()
 	comp := newCompiler()
+	comp.geoip = c.GeoIP
 	for i, r := range c.Rules {
 		if r.Enabled != nil && !*r.Enabled {
 			continue
@@ -175,6 +180,7 @@ func CompileRules(c *Config) (*Ruleset, error) {
 			})
 		}
 	}
+	rs.sets = append(rs.sets, comp.geoSets()...)
 	return rs, nil
 }
 
@@ -281,10 +287,14 @@ type compiler struct {
 	setNames map[string]string // elements → set name
 	aliases  []string          // ingress aliases used, sorted
 	owners   map[string]int    // rate-limit chain → Position of its rule
+	geoip    *GeoIP            // the configured databases; nil: geo fields are refused
+	geoPreds map[string]int    // geo condition → set number
+	geoList  []rules.Expr
 }
 
 func newCompiler() *compiler {
-	return &compiler{preds: map[string]int{}, setNames: map[string]string{}, owners: map[string]int{}}
+	return &compiler{preds: map[string]int{}, setNames: map[string]string{}, owners: map[string]int{},
+		geoPreds: map[string]int{}}
 }
 
 func (c *compiler) identityPred(e rules.Expr) int {

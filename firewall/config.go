@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/firewall/rules"
 )
 
@@ -20,6 +21,9 @@ type Config struct {
 	// Egress chooses the address forwarded traffic leaves from
 	// (egress_config.go); nil: everything is masqueraded to the WAN.
 	Egress *EgressConfig `yaml:"egress"`
+	// GeoIP names the databases behind ip.src.country, ip.dst.country,
+	// ip.src.asnum and ip.dst.asnum; nil: rules on them are refused.
+	GeoIP *GeoIP `yaml:"geoip"`
 }
 
 // Rule is one Magic-Firewall-style rule. Rules are evaluated in order; the
@@ -157,6 +161,7 @@ func (c *Config) checkExpression(i int, r Rule, resolve rules.ListResolver) erro
 		return c.suggestLists(err)
 	}
 	comp := newCompiler()
+	comp.geoip = c.GeoIP
 	action := r.Action
 	if action != "block" && action != "allow" && action != "rate_limit" {
 		action = "block" // reported as an action error
@@ -220,6 +225,10 @@ func (c *Config) Clone() *Config {
 		return nil
 	}
 	out := &Config{Lists: make(map[string][]string, len(c.Lists)), Rules: slices.Clone(c.Rules), Egress: c.Egress.Clone()}
+	if c.GeoIP != nil {
+		g := *c.GeoIP
+		out.GeoIP = &g
+	}
 	for k, v := range c.Lists {
 		out.Lists[k] = slices.Clone(v)
 	}
@@ -234,7 +243,15 @@ func (c *Config) Clone() *Config {
 
 // Equal reports whether c and o are the same configuration.
 func (c *Config) Equal(o *Config) bool {
-	return c.sameRules(o) && maps.EqualFunc(c.lists(), o.lists(), slices.Equal)
+	return c.sameRules(o) && maps.EqualFunc(c.lists(), o.lists(), slices.Equal) && c.geoFiles() == o.geoFiles()
+}
+
+// geoFiles returns the GeoIP databases of c, which may be nil.
+func (c *Config) geoFiles() geo.Files {
+	if c == nil {
+		return geo.Files{}
+	}
+	return c.GeoIP.Files()
 }
 
 // ChangedLists compares c with the applied configuration old. If only the

@@ -50,7 +50,12 @@
 // which [Table.UpdateList] changes in place, element by element, without
 // touching rules. Conditions on identity.email and identity.groups become
 // sets of the source addresses of the users for whom the condition holds,
-// filled from the snapshot given to [Table.UpdateIdentities]. ingress is the
+// filled from the snapshot given to [Table.UpdateIdentities]. Conditions on
+// the geo fields (ip.src.country, ip.dst.country, ip.src.asnum, ip.dst.asnum)
+// become sets of the networks of the GeoIP database for which the condition
+// holds, filled from the snapshot given to [Table.UpdateGeo] and changed in
+// place when the database changes (geo.go); a rule on a geo field whose
+// database [Config.GeoIP] does not name is refused. ingress is the
 // input interface name (iifname); "contains" on it is not supported. The
 // aliases ingress == "wan" and "lan" stand for [Spec.WAN] and [Spec.LAN]
 // (alias.go).

@@ -218,6 +218,9 @@ func (rc *ruleCompiler) leaf(e rules.Expr) ([]alt, error) {
 		return nil, fmt.Errorf("firewall: unexpected node %T", e)
 	}
 	name := ref.Field.Name
+	if _, _, ok := rules.GeoField(name); ok {
+		return rc.geo(ref, e)
+	}
 	switch {
 	case name == "identity.email" || name == "identity.groups":
 		return rc.identity(e), nil

@@ -131,6 +131,8 @@ func renderSet(b *strings.Builder, s *Set) {
 		fmt.Fprintf(b, "\t\t# list $%s\n", s.List)
 	case s.Identity != nil:
 		fmt.Fprintf(b, "\t\t# source addresses of users with %s\n", s.Identity.Source)
+	case s.Geo != nil:
+		fmt.Fprintf(b, "\t\t# networks of the GeoIP database with %s\n", s.Geo.Source)
 	case s.Alias != "":
 		fmt.Fprintf(b, "\t\t# ingress == %q\n", s.Alias)
 	}

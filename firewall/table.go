@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -36,6 +37,7 @@ type Table struct {
 	applied    *Program // nil until an Apply succeeds
 	setState   map[string][]interval
 	identities []Identity
+	geo        *geo.DB // the GeoIP snapshot for geo sets (geo.go)
 	closed     bool
 }
 
@@ -72,7 +74,7 @@ func nftSet(s *Set) *nftables.Set {
 // table is added (a no-op if present), deleted and created afresh in the
 // same batch, so there is no moment with a partial ruleset and a failure
 // leaves the previous table in place. Identity sets are filled from the
-// last UpdateIdentities; list sets get the Program's elements (from the
+// last UpdateIdentities, geo sets from the last UpdateGeo; list sets get the Program's elements (from the
 // Config), replacing any UpdateList since the last Apply. Counters start
 // from zero.
 func (t *Table) Apply(p *Program) error {
@@ -107,6 +109,9 @@ func (t *Table) Apply(p *Program) error {
 		switch {
 		case s.Identity != nil:
 			rs := p.identityIntervals(s, t.identities)
+			state[s.Name], elems = rs, intervalElements(rs)
+		case s.Geo != nil:
+			rs := geoIntervals(s, t.geo)
 			state[s.Name], elems = rs, intervalElements(rs)
 		case s.List != "":
 			state[s.Name] = elementIntervals(s.Elements)

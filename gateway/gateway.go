@@ -252,7 +252,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 
 // prepareOptions are the running gateway's facts for Prepare.
 func (g *Gateway) prepareOptions() PrepareOptions {
-	return PrepareOptions{Running: true, Fallback: g.opts.Fallback != ""}
+	return PrepareOptions{Running: true, Fallback: g.opts.Fallback != "", Logger: g.log}
 }
 
 // stopForwarding turns forwarding off at exit, before the parts close.

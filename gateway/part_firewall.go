@@ -15,6 +15,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/gateway/admin"
 )
 
@@ -30,6 +31,10 @@ type fwPart struct {
 	ids     []firewall.Identity // in the kernel: static plus enrolled devices
 	rules   *firewall.Config    // the section in the kernel, for view
 	geofeed string              // the egress geofeed written; "" none
+	// geo follows firewall.geoip's files for a replaced database and
+	// updates the table's geo sets in place; geoRun owns its goroutine.
+	geo    *geo.Watcher
+	geoRun actor
 }
 
 func (p *fwPart) name() string { return "firewall" }
@@ -69,11 +74,52 @@ func (p *fwPart) setDevices(snap *identity.Snapshot) error {
 }
 
 func (p *fwPart) commit(ctx context.Context, prev, next *Plan) error {
+	if p.table == nil {
+		p.table = firewall.New(p.log)
+		p.metrics.set("firewall", firewall.NewCollector(p.table))
+	}
+	// The plan's databases go in first, so the rules that use them are
+	// applied with their sets filled, in one batch.
+	var db *geo.DB
+	if next.geo != nil {
+		db = next.geo.Current()
+	}
+	if err := p.table.UpdateGeo(db); err != nil {
+		return fmt.Errorf("geoip sets: %w", err)
+	}
 	if err := p.commitTable(prev, next); err != nil {
 		return err
 	}
+	p.followGeo(ctx, next.geo)
 	p.publishGeofeed(next)
 	return nil
+}
+
+// followGeo runs the plan's database watcher, unless the one running
+// follows the same files: a database replaced on disk then updates the geo
+// sets in place, without a reload.
+func (p *fwPart) followGeo(ctx context.Context, w *geo.Watcher) {
+	if w != nil && p.geo != nil && w.Files() == p.geo.Files() {
+		return
+	}
+	p.stopGeo()
+	if w == nil {
+		return
+	}
+	table := p.table
+	w.OnChange(table.UpdateGeo)
+	p.geo = w
+	p.geoRun.start(ctx, func(ctx context.Context) error { w.Run(ctx); return nil })
+	p.metrics.set("geoip", geo.NewCollector(w))
+}
+
+func (p *fwPart) stopGeo() {
+	if p.geo == nil {
+		return
+	}
+	p.geoRun.stop()
+	p.metrics.set("geoip", nil)
+	p.geo = nil
 }
 
 func (p *fwPart) commitTable(prev, next *Plan) error {
@@ -140,10 +186,6 @@ func (p *fwPart) replace(next *Plan, ids []firewall.Identity) error {
 		p.log.Warn("no interfaces.wan and no default route: internet-bound traffic is not masqueraded")
 	}
 	prog := firewall.Compile(next.Firewall)
-	if p.table == nil {
-		p.table = firewall.New(p.log)
-		p.metrics.set("firewall", firewall.NewCollector(p.table))
-	}
 	if err := p.table.UpdateIdentities(ids); err != nil {
 		return err
 	}
@@ -207,6 +249,7 @@ func (p *fwPart) view() (admin.FirewallView, error) {
 }
 
 func (p *fwPart) close() {
+	p.stopGeo()
 	if p.table == nil {
 		return
 	}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/netflow"
@@ -55,6 +57,7 @@ type Plan struct {
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
 	logpush      *logpush.Plan // nil: no job
+	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
 	alerts       *alertsPlan   // nil: no netflow.alerts
 	access       *access.Plan  // nil: no access section
 }
@@ -71,10 +74,19 @@ type PrepareOptions struct {
 	// config.Options.SkipFiles does:
 	// `edgegw check --skip-files` and `edgegw firewall show|test`.
 	SkipFiles bool
+	// Logger receives what loading names (GeoIP databases); nil: none.
+	Logger *slog.Logger
 	// Fallback adds a forward chain that drops everything: the table of
 	// a gateway that must not forward even if forwarding is turned on
 	// behind its back.
 	Fallback bool
+}
+
+func (o PrepareOptions) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
 }
 
 // Prepare compiles cfg into a Plan. It is pure apart from reading the
@@ -109,6 +121,15 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 		if p.Firewall.Egress, err = firewall.CompileEgress(cfg.Firewall); err != nil {
 			return nil, fmt.Errorf("%s: firewall.egress: %w", cfg.File, err)
 		}
+	}
+	if f := cfg.Firewall; f != nil && f.GeoIP != nil && o.Running {
+		// Loaded here, once: the firewall's geo sets are filled from it
+		// in the same batch as the rules that use them.
+		w, err := geo.NewWatcher(f.GeoIP.Files(), 0, o.logger(), nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: firewall.geoip: %w", cfg.File, err)
+		}
+		p.geo = w
 	}
 	if cfg.Netflow != nil {
 		p.Firewall.Sampling = firewall.Sampling{Rate: cfg.Netflow.SampleRate, Group: firewall.DefaultSamplingGroup}

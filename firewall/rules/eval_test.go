@@ -11,6 +11,7 @@ const (
 	tcpSYN    = "ip.src=10.1.2.3 ip.dst=192.168.1.10 ip.proto=6 ip.len=60 ip.ttl=64 ip.hdr_len=5 tcp.srcport=40000 tcp.dstport=22 tcp.flags=2 tcp.flags.syn=true tcp.flags.ack=false tcp.flags.fin=false tcp.flags.reset=false tcp.flags.push=false tcp.flags.urg=false tcp.flags.ecn=false tcp.flags.cwr=false ingress=wan"
 	tcpSYNACK = "ip.src=192.168.1.10 ip.dst=10.1.2.3 ip.proto=6 ip.len=60 ip.ttl=63 ip.hdr_len=5 tcp.srcport=22 tcp.dstport=40000 tcp.flags=18 tcp.flags.syn=true tcp.flags.ack=true tcp.flags.fin=false tcp.flags.reset=false tcp.flags.push=false tcp.flags.urg=false tcp.flags.ecn=false tcp.flags.cwr=false ingress=lan"
 	udpDNS    = "ip.src=192.168.1.20 ip.dst=1.1.1.1 ip.proto=17 ip.len=70 ip.ttl=64 ip.hdr_len=5 udp.srcport=5353 udp.dstport=53 ingress=lan identity.email=ann@example.com identity.groups=eng,ops"
+	geoTCP    = "ip.src=203.0.113.9 ip.dst=192.0.2.1 ip.proto=6 tcp.dstport=443 ip.src.country=KP ip.src.asnum=64512 ip.dst.country=GB"
 	icmp6     = "ip.src=2001:db8:bad::1 ip.dst=2001:db8::2 ip.proto=58 ip.len=64 ip.ttl=255 icmp.type=128 icmp.code=0 ingress=wg0 identity.groups="
 )
 
@@ -99,6 +100,17 @@ func TestEval(t *testing.T) {
 		{"ip.src != ::1", tcpSYN, false},
 		{"ip.src < ::1", tcpSYN, false},
 		{"not ip.src == ::1", tcpSYN, true},
+		// Geo fields; absent without a database entry.
+		{`ip.src.country in {"KP" "IR"}`, geoTCP, true},
+		{`ip.src.country == "IR"`, geoTCP, false},
+		{`ip.dst.country == "GB"`, geoTCP, true},
+		{"ip.src.asnum == 64512", geoTCP, true},
+		{"ip.src.asnum in {64512..65534 4200000000}", geoTCP, true},
+		{"ip.dst.asnum == 64512", geoTCP, false},
+		{"ip.dst.asnum != 64512", geoTCP, false},
+		{"not ip.dst.asnum == 64512", geoTCP, true},
+		{`ip.src.country != "KP"`, tcpSYN, false},
+		{`not ip.src.country == "KP"`, tcpSYN, true},
 	}
 	for _, tt := range tests {
 		p, err := Compile(tt.expr, FirewallSchema(), lists)
@@ -272,5 +284,35 @@ func BenchmarkCompile(b *testing.B) {
 		if _, err := Compile(benchRule, FirewallSchema(), lists); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestGeoField(t *testing.T) {
+	tests := []struct {
+		name    string
+		addr    string
+		country bool
+		ok      bool
+	}{
+		{"ip.src.country", "ip.src", true, true},
+		{"ip.dst.country", "ip.dst", true, true},
+		{"ip.src.asnum", "ip.src", false, true},
+		{"ip.dst.asnum", "ip.dst", false, true},
+		{"ip.src", "", false, false},
+		{"identity.email", "", false, false},
+	}
+	for _, tt := range tests {
+		addr, country, ok := GeoField(tt.name)
+		if addr != tt.addr || country != tt.country || ok != tt.ok {
+			t.Errorf("GeoField(%q) = %q, %v, %v; want %q, %v, %v", tt.name, addr, country, ok, tt.addr, tt.country, tt.ok)
+		}
+		if f, found := FirewallSchema().Field(tt.name); tt.ok && !found {
+			t.Errorf("FirewallSchema has no field %q", tt.name)
+		} else if tt.ok && f.Type != map[bool]Type{true: TypeString, false: TypeInt}[tt.country] {
+			t.Errorf("field %q has type %v", tt.name, f.Type)
+		}
+	}
+	if _, err := Compile("ip.src.asnum == 4294967296", FirewallSchema(), nil); err == nil {
+		t.Error("ip.src.asnum == 2^32 compiled; want out of range")
 	}
 }

@@ -213,6 +213,13 @@ var ipProtoNames = map[string]uint64{
 //	ingress               string  name of the interface or tunnel the packet came in on
 //	identity.email        string  the user behind the source address
 //	identity.groups       strings that user's groups
+//	ip.src.country,       string  ISO 3166-1 alpha-2 code (upper case, "GB") of
+//	ip.dst.country                the address's country in the GeoIP database
+//	ip.src.asnum,         32 bits number of the autonomous system announcing
+//	ip.dst.asnum                  the address, from the GeoIP database
+//
+// The geo fields (ip.src.country … ip.dst.asnum) are absent for an address
+// the database does not hold, and without a database.
 //
 // The returned schema is shared; schemas are immutable.
 func FirewallSchema() *Schema { return firewallSchema() }
@@ -243,12 +250,33 @@ var firewallSchema = sync.OnceValue(func() *Schema {
 		Field{Name: "ingress", Type: TypeString, Noun: "interface name"},
 		Field{Name: "identity.email", Type: TypeString, Noun: "email address"},
 		Field{Name: "identity.groups", Type: TypeStrings, Noun: "group name"},
+		Field{Name: "ip.src.country", Type: TypeString, Noun: "country code"},
+		Field{Name: "ip.dst.country", Type: TypeString, Noun: "country code"},
+		Field{Name: "ip.src.asnum", Type: TypeInt, Bits: 32, Noun: "AS number"},
+		Field{Name: "ip.dst.asnum", Type: TypeInt, Bits: 32, Noun: "AS number"},
 	)
 	if err != nil {
 		panic("rules: firewall schema: " + err.Error())
 	}
 	return s
 })
+
+// GeoField tells whether name is one of the geo fields of
+// [FirewallSchema] and which address it describes: "ip.src" or "ip.dst",
+// and whether it is the country (else the AS number).
+func GeoField(name string) (addr string, country, ok bool) {
+	switch name {
+	case "ip.src.country":
+		return "ip.src", true, true
+	case "ip.dst.country":
+		return "ip.dst", true, true
+	case "ip.src.asnum":
+		return "ip.src", false, true
+	case "ip.dst.asnum":
+		return "ip.dst", false, true
+	}
+	return "", false, false
+}
 
 // TCPFlagBit returns the bit in tcp.flags that the boolean field name of
 // [FirewallSchema] (tcp.flags.fin … tcp.flags.cwr) stands for.
