@@ -89,6 +89,7 @@ type Manager struct {
 	tunnels map[string]*running
 	ipsec   *ipsec.Engine // nil without IPsec tunnels
 	secure  map[string]*running
+	learned tunnel.Learned // from BGP (tunnel/bgp), planned with cfg.Routes
 }
 
 type running struct {
@@ -244,7 +245,24 @@ func (m *Manager) states() map[string]tunnel.State {
 	return s
 }
 
-func (m *Manager) applyRoutes() error { return m.rm.Set(m.cfg.Routes, m.states()) }
+func (m *Manager) applyRoutes() error {
+	return m.rm.Set(m.learned.Merge(m.cfg.Routes), m.states())
+}
+
+// Learn replaces the routes source (a BGP neighbor) learned and re-plans
+// at once when they changed: they go through their tunnels with the
+// same health penalties as configured routes.
+func (m *Manager) Learn(source string, routes []tunnel.Route) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("site-to-site: closed")
+	}
+	if !m.learned.Replace(source, routes) {
+		return nil
+	}
+	return m.applyRoutes()
+}
 
 // Close stops every check, removes the routes and closes the tunnels. It
 // is idempotent and waits for its goroutines.

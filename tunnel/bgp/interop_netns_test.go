@@ -1,0 +1,272 @@
+//go:build linux
+
+package bgp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/tunnel"
+	"github.com/edgegw/edgegw/tunnel/gre"
+	"github.com/edgegw/edgegw/tunnel/site"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return nil
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newSite runs a site-to-site manager with cfg in ns.
+func newSite(t testing.TB, ns *netlab.NS, cfg site.Config) *site.Manager {
+	t.Helper()
+	for i := range cfg.GRE {
+		cfg.GRE[i].SetDefaults()
+		cfg.GRE[i].HealthCheck.SetDefaults()
+	}
+	var m *site.Manager
+	must(t, ns.Do(func() error {
+		var err error
+		if m, err = site.New(context.Background(), site.Options{Logger: testLogger(t)}); err != nil {
+			return err
+		}
+		return m.Set(cfg)
+	}))
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("close site in %s: %v", ns, err)
+		}
+	})
+	return m
+}
+
+// newSpeaker runs edgegw's BGP speaker with cfg in ns.
+func newSpeaker(t testing.TB, ns *netlab.NS, sink Sink, cfg Config) *Manager {
+	t.Helper()
+	cfg.SetDefaults()
+	var errs []string
+	cfg.Validate(func(f, msg string) { errs = append(errs, f+": "+msg) })
+	if len(errs) > 0 {
+		t.Fatalf("config: %s", strings.Join(errs, "; "))
+	}
+	var m *Manager
+	must(t, ns.Do(func() error {
+		var err error
+		if m, err = New(context.Background(), Options{Logger: testLogger(t), Sink: sink}); err != nil {
+			return err
+		}
+		return m.Set(cfg)
+	}))
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Errorf("close bgp: %v", err)
+		}
+	})
+	return m
+}
+
+// neighbor returns the named neighbor's status.
+func neighbor(m *Manager, name string) NeighborStatus {
+	for _, n := range m.Status().Neighbors {
+		if n.Name == name {
+			return n
+		}
+	}
+	return NeighborStatus{}
+}
+
+// bird runs BIRD 2 in ns with conf, its socket, pid file and log in a
+// temporary directory; it returns the control socket for birdc.
+func bird(t testing.TB, ns *netlab.NS, conf string) string {
+	t.Helper()
+	bin := testkit.NeedTool(t, "bird", "bird2")
+	testkit.NeedTool(t, "birdc", "bird2")
+	dir := t.TempDir()
+	cf := filepath.Join(dir, "bird.conf")
+	must(t, os.WriteFile(cf, []byte(conf), 0o600))
+	sock := filepath.Join(dir, "bird.ctl")
+	p, err := ns.Start(bin, "-f", "-c", cf, "-s", sock, "-P", filepath.Join(dir, "bird.pid"))
+	must(t, err)
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("bird in %s:\n%s", ns, p.Output())
+		}
+	})
+	testkit.Eventually(t, 10*time.Second, "bird's control socket", func() error {
+		_, err := os.Stat(sock)
+		return err
+	})
+	return sock
+}
+
+func birdc(t testing.TB, ns *netlab.NS, sock string, args ...string) string {
+	t.Helper()
+	out, err := ns.Exec(t.Context(), "birdc", append([]string{"-s", sock}, args...)...)
+	if err != nil {
+		t.Fatalf("birdc %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// routeIn returns `ip route show <prefix> proto 237` in ns.
+func routeIn(t testing.TB, ns *netlab.NS, prefix string) string {
+	t.Helper()
+	out, err := ns.IP("-4", "route", "show", prefix, "proto", "237")
+	if err != nil {
+		t.Fatalf("ip route: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// branchTopology is office LAN ⇄ gw ⇄ WAN ⇄ branch router (BIRD) ⇄
+// branch LAN, with one GRE tunnel, gre1, between gw and the branch:
+//
+//	lan 10.10.0.2 ─ 10.10.0.1 gw 203.0.113.10 ─ wan ─ 198.51.100.20 br 10.20.0.1 ─ 10.20.0.2 blan
+//	gre1: 10.200.1.0/31 (gw) ⇄ 10.200.1.1/31 (br)
+type branchTopology struct {
+	lan, gw, wan, br, blan *netlab.NS
+	gwSite                 *site.Manager
+}
+
+func newBranchTopology(t *testing.T) *branchTopology {
+	testkit.NeedRoot(t)
+	lab := netlab.NewT(t)
+	x := &branchTopology{}
+	for _, n := range []struct {
+		p    **netlab.NS
+		name string
+	}{{&x.lan, "lan"}, {&x.gw, "gw"}, {&x.wan, "wan"}, {&x.br, "br"}, {&x.blan, "blan"}} {
+		ns, err := lab.NS(n.name)
+		must(t, err)
+		*n.p = ns
+	}
+	must(t, lab.Link(x.lan, "eth0", "10.10.0.2/24", x.gw, "eth1", "10.10.0.1/24"))
+	must(t, lab.Link(x.gw, "eth0", "203.0.113.10/24", x.wan, "togw", "203.0.113.1/24"))
+	must(t, lab.Link(x.br, "eth0", "198.51.100.20/24", x.wan, "tobr", "198.51.100.1/24"))
+	must(t, lab.Link(x.br, "eth1", "10.20.0.1/24", x.blan, "eth0", "10.20.0.2/24"))
+	must(t, x.lan.Route("default", "10.10.0.1"))
+	must(t, x.blan.Route("default", "10.20.0.1"))
+	must(t, x.gw.Route("default", "203.0.113.1"))
+	must(t, x.br.Route("default", "198.51.100.1"))
+	for _, ns := range []*netlab.NS{x.gw, x.wan, x.br} {
+		must(t, ns.Sysctl("net.ipv4.ip_forward", "1"))
+		must(t, ns.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
+		must(t, ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
+	}
+	tun := func(name, local, remote, addr, hcType string) gre.Config {
+		return gre.Config{Name: name, Local: netip.MustParseAddr(local), Remote: netip.MustParseAddr(remote),
+			Address: netip.MustParsePrefix(addr), HealthCheck: tunnel.HealthCheck{Rate: "high", Type: hcType}}
+	}
+	// No routes configured on either side: BGP brings them.
+	x.gwSite = newSite(t, x.gw, site.Config{GRE: []gre.Config{tun("gre1", "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "reply")}})
+	newSite(t, x.br, site.Config{GRE: []gre.Config{tun("bgre1", "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "request")}})
+	return x
+}
+
+// branchBird is the branch router's configuration: it announces its
+// connected LAN networks (eth1's) and, to test the
+// import policy, a default route and a prefix outside the branch's range;
+// it installs what edgegw announces into its kernel.
+const branchBird = `
+router id 198.51.100.20;
+protocol device { scan time 1; }
+protocol direct { ipv4; interface "eth1"; }
+protocol static { ipv4; route 0.0.0.0/0 blackhole; route 10.99.0.0/16 blackhole; }
+protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; learn off; }
+protocol bgp edgegw {
+	local 10.200.1.1 as 65020;
+	neighbor 10.200.1.0 as 65000;
+	hold time 3;
+	connect retry time 1;
+	error wait time 1, 5;
+	ipv4 { import all; export where source ~ [RTS_DEVICE, RTS_STATIC]; };
+}
+`
+
+func branchSpeakerConfig() Config {
+	return Config{
+		ASN: 65000, RouterID: netip.MustParseAddr("203.0.113.10"),
+		Announce: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/16")},
+		Neighbors: []Neighbor{{
+			Name: "branch1", Address: netip.MustParseAddr("10.200.1.1"), RemoteAS: 65020, Tunnel: "gre1",
+			Passive: true, HoldTime: 3,
+			Import: ImportPolicy{Prefixes: []PrefixRange{{Prefix: netip.MustParsePrefix("10.20.0.0/16"), MaxLength: 24}}},
+		}},
+	}
+}
+
+// TestBIRDBranchOverGRE: a BIRD branch router peers with edgegw over a
+// GRE tunnel. Its LAN becomes a route through the tunnel that the office
+// LAN reaches (and the branch learns the office prefix the same way);
+// its default route and a prefix outside the import range are refused; a
+// subnet the branch adds is reachable without touching edgegw; a WAN
+// cut ends the session and withdraws the branch's routes, leaving
+// nothing behind.
+func TestBIRDBranchOverGRE(t *testing.T) {
+	x := newBranchTopology(t)
+	sock := bird(t, x.br, branchBird)
+	m := newSpeaker(t, x.gw, x.gwSite, branchSpeakerConfig())
+
+	testkit.Eventually(t, 30*time.Second, "branch LAN routed through gre1", func() error {
+		if got := routeIn(t, x.gw, "10.20.0.0/24"); !strings.Contains(got, "dev gre1") {
+			return fmt.Errorf("route 10.20.0.0/24: %q; bgp: %+v", got, neighbor(m, "branch1"))
+		}
+		return nil
+	})
+	testkit.Eventually(t, 30*time.Second, "office LAN reaches branch LAN", func() error { return x.lan.Ping("10.20.0.2") })
+
+	n := neighbor(m, "branch1")
+	if n.State != "established" || n.Received != 3 || n.Accepted != 1 || n.Advertised != 1 {
+		t.Errorf("neighbor status %+v: want established, received 3 (LAN, default, 10.99/16), accepted 1, advertised 1", n)
+	}
+	for _, p := range []string{"0.0.0.0/0", "10.99.0.0/16"} {
+		if got := routeIn(t, x.gw, p); got != "" {
+			t.Errorf("%s was refused by the import policy but is routed: %q", p, got)
+		}
+	}
+	if got := birdc(t, x.br, sock, "show", "route", "for", "10.10.0.1"); !strings.Contains(got, "10.10.0.0/16") || !strings.Contains(got, "AS65000") {
+		t.Errorf("bird did not learn the office prefix from edgegw:\n%s", got)
+	}
+
+	// The branch adds a subnet; edgegw's configuration stays as it is.
+	must(t, x.br.AddAddr("eth1", "10.20.7.1/24"))
+	testkit.Eventually(t, 30*time.Second, "the branch's new subnet reachable from the office LAN", func() error {
+		if got := routeIn(t, x.gw, "10.20.7.0/24"); !strings.Contains(got, "dev gre1") {
+			return fmt.Errorf("route 10.20.7.0/24: %q", got)
+		}
+		return x.lan.Ping("10.20.7.1")
+	})
+
+	// Cut the WAN: the session's hold timer (3 s) ends it, and every
+	// route it brought goes, unreachable fallback included.
+	if out, err := x.wan.Exec(t.Context(), "nft", "add table ip cut; add chain ip cut f { type filter hook forward priority 0; policy drop; }"); err != nil {
+		t.Fatalf("cut the WAN: %v: %s", err, out)
+	}
+	testkit.Eventually(t, 30*time.Second, "branch routes withdrawn after the cut", func() error {
+		if got := routeIn(t, x.gw, "10.20.0.0/24") + routeIn(t, x.gw, "10.20.7.0/24"); got != "" {
+			return fmt.Errorf("still routed: %q (bgp %+v)", got, neighbor(m, "branch1"))
+		}
+		return nil
+	})
+	if n := neighbor(m, "branch1"); n.State == "established" || n.Flaps < 1 {
+		t.Errorf("after the cut: %+v, want the session down with one flap", n)
+	}
+}
