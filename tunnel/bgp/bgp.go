@@ -155,8 +155,15 @@ func (m *Manager) Set(cfg Config) error {
 	policy := exportPolicy(&cfg)
 	policyChanged := !reflect.DeepEqual(policy, m.policy)
 	if policyChanged {
+		// SetPolicies replaces sets and policies but keeps assignments,
+		// which are set one by one.
 		if err := m.srv.SetPolicies(ctx, policy); err != nil {
 			return fmt.Errorf("bgp: export policy: %w", err)
+		}
+		for _, a := range policy.Assignments {
+			if err := m.srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: a}); err != nil {
+				return fmt.Errorf("bgp: assign %s policy: %w", a.Direction, err)
+			}
 		}
 		m.policy = policy
 	}

@@ -1,0 +1,116 @@
+//go:build linux
+
+package bgp
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+)
+
+// frr runs FRR's bgpd in ns with conf (no zebra: routes stay in bgpd),
+// its pid file and vty socket in a temporary directory; it returns a
+// function running vtysh commands against it.
+func frr(t testing.TB, ns *netlab.NS, conf string) func(cmd string) string {
+	t.Helper()
+	bgpd := testkit.NeedTool(t, "/usr/lib/frr/bgpd", "frr")
+	vtysh := testkit.NeedTool(t, "vtysh", "frr")
+	dir := t.TempDir()
+	cf := filepath.Join(dir, "bgpd.conf")
+	must(t, os.WriteFile(cf, []byte(conf), 0o600))
+	p, err := ns.Start(bgpd, "-Z", "-S", "-u", "root", "-g", "root", "-f", cf, "-i", filepath.Join(dir, "bgpd.pid"),
+		"--vty_socket", dir, "-P", "0", "--log", "stdout")
+	must(t, err)
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("bgpd in %s:\n%s", ns, p.Output())
+		}
+	})
+	testkit.Eventually(t, 10*time.Second, "bgpd's vty socket", func() error {
+		_, err := os.Stat(filepath.Join(dir, "bgpd.vty"))
+		return err
+	})
+	return func(cmd string) string {
+		t.Helper()
+		out, err := ns.Exec(t.Context(), vtysh, "--vty_socket", dir, "-d", "bgpd", "-c", cmd)
+		if err != nil {
+			t.Fatalf("vtysh -c %q: %v: %s", cmd, err, out)
+		}
+		return string(out)
+	}
+}
+
+// TestFRRISPSeesCommunitiesAndPrepends: FRR plays an ISP on the WAN
+// link, with a TCP MD5 password. edgegw announces two office prefixes
+// with per-prefix export rules: one carries a local-preference action
+// community (standard and large), the other is prepended twice. FRR's
+// own `show bgp` output must show exactly that, and must not show a
+// prefix edgegw does not announce to it.
+func TestFRRISPSeesCommunitiesAndPrepends(t *testing.T) {
+	testkit.NeedRoot(t)
+	lab := netlab.NewT(t)
+	gw, err := lab.NS("gw")
+	must(t, err)
+	isp, err := lab.NS("isp")
+	must(t, err)
+	must(t, lab.Link(gw, "eth0", "203.0.113.10/24", isp, "eth0", "203.0.113.1/24"))
+
+	pw := filepath.Join(t.TempDir(), "isp.key")
+	must(t, os.WriteFile(pw, []byte("s3cret-md5\n"), 0o600))
+	vtysh := frr(t, isp, `
+frr defaults traditional
+hostname isp
+log stdout
+router bgp 64500
+ bgp router-id 203.0.113.1
+ no bgp ebgp-requires-policy
+ neighbor 203.0.113.10 remote-as 65000
+ neighbor 203.0.113.10 password s3cret-md5
+ neighbor 203.0.113.10 timers connect 1
+`)
+	m := newSpeaker(t, gw, nil, Config{
+		ASN: 65000, RouterID: netip.MustParseAddr("203.0.113.10"),
+		Announce: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/16"), netip.MustParsePrefix("10.11.0.0/16"),
+			netip.MustParsePrefix("10.12.0.0/16")},
+		Neighbors: []Neighbor{{
+			Name: "isp1", Address: netip.MustParseAddr("203.0.113.1"), RemoteAS: 64500, Passive: true, PasswordFile: pw,
+			Export: []ExportRule{
+				{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.10.0.0/16")},
+					Communities: []string{"64500:80", "no-export"}, LargeCommunities: []string{"64500:1:80"}},
+				{Prefixes: []netip.Prefix{netip.MustParsePrefix("10.11.0.0/16")}, Prepend: 2},
+			},
+		}},
+	})
+
+	testkit.Eventually(t, 30*time.Second, "FRR learns both exported prefixes", func() error {
+		out := vtysh("show bgp ipv4 unicast")
+		if !strings.Contains(out, "10.10.0.0/16") || !strings.Contains(out, "10.11.0.0/16") {
+			return fmt.Errorf("show bgp ipv4 unicast:\n%s\nedgegw: %+v", out, neighbor(m, "isp1"))
+		}
+		return nil
+	})
+	p1 := vtysh("show bgp ipv4 unicast 10.10.0.0/16")
+	for _, want := range []string{"Community: 64500:80 no-export", "Large Community: 64500:1:80"} {
+		if !strings.Contains(p1, want) {
+			t.Errorf("10.10.0.0/16 at the ISP lacks %q:\n%s", want, p1)
+		}
+	}
+	p2 := vtysh("show bgp ipv4 unicast 10.11.0.0/16")
+	if !strings.Contains(p2, "65000 65000 65000") || strings.Contains(p2, "Community") {
+		t.Errorf("10.11.0.0/16 at the ISP: want AS path 65000 65000 65000 and no communities:\n%s", p2)
+	}
+	if out := vtysh("show bgp ipv4 unicast"); strings.Contains(out, "10.12.0.0/16") {
+		t.Errorf("10.12.0.0/16 matches no export rule of isp1 but the ISP has it:\n%s", out)
+	}
+	if n := neighbor(m, "isp1"); n.State != "established" || n.Advertised != 2 {
+		t.Errorf("edgegw's view: %+v, want established with 2 advertised", n)
+	}
+}
