@@ -264,7 +264,7 @@ func (m *Manager) startServer(cfg Config) error {
 	err := srv.WatchEvent(m.ctx, server.WatchEventMessageCallbacks{
 		OnPathUpdate: func([]*apiutil.Path, time.Time) { poke() },
 		OnPeerUpdate: func(ev *apiutil.WatchEventMessage_PeerEvent, _ time.Time) {
-			m.log.Info("neighbor state", "address", ev.Peer.State.NeighborAddress, "state", ev.Peer.State.SessionState.String())
+			m.peerEvent(ev.Peer.State)
 			poke()
 		},
 	}, server.WatchUpdate(false, "", ""), server.WatchPeer(), server.WatchAdjInWithdraw())
@@ -285,6 +285,25 @@ func (m *Manager) stopServer() {
 	m.srv.Stop()
 	<-m.served
 	m.srv, m.served = nil, nil
+}
+
+// peerEvent logs a session's change, and why a session ended.
+func (m *Manager) peerEvent(st apiutil.PeerState) {
+	args := []any{"address", st.NeighborAddress, "state", st.SessionState.String()}
+	if st.DisconnectReason != api.PeerState_DISCONNECT_REASON_UNSPECIFIED {
+		args = append(args, "reason", st.DisconnectReason.String(), "message", st.DisconnectMessage)
+	}
+	switch {
+	case st.AdminState == api.PeerState_ADMIN_STATE_PFX_CT:
+		// GoBGP sent a Cease (maximum number of prefixes reached) and
+		// keeps the session down until the neighbor is configured anew.
+		m.log.Warn("session torn down: the neighbor sent more prefixes than import.max_prefixes allows; "+
+			"it stays down until its configuration changes or edgegw restarts", args...)
+	case st.SessionState == bgp.BGP_FSM_ESTABLISHED:
+		m.log.Info("session established", args...)
+	default:
+		m.log.Info("session state", args...)
+	}
 }
 
 // announce makes the originated paths equal want.

@@ -60,6 +60,11 @@ func newSite(t testing.TB, ns *netlab.NS, cfg site.Config) *site.Manager {
 // newSpeaker runs edgegw's BGP speaker with cfg in ns.
 func newSpeaker(t testing.TB, ns *netlab.NS, sink Sink, cfg Config) *Manager {
 	t.Helper()
+	return newSpeakerOpts(t, ns, Options{Logger: testLogger(t), Sink: sink}, cfg)
+}
+
+func newSpeakerOpts(t testing.TB, ns *netlab.NS, opts Options, cfg Config) *Manager {
+	t.Helper()
 	cfg.SetDefaults()
 	var errs []string
 	cfg.Validate(func(f, msg string) { errs = append(errs, f+": "+msg) })
@@ -69,7 +74,7 @@ func newSpeaker(t testing.TB, ns *netlab.NS, sink Sink, cfg Config) *Manager {
 	var m *Manager
 	must(t, ns.Do(func() error {
 		var err error
-		if m, err = New(context.Background(), Options{Logger: testLogger(t), Sink: sink}); err != nil {
+		if m, err = New(context.Background(), opts); err != nil {
 			return err
 		}
 		return m.Set(cfg)
@@ -268,5 +273,38 @@ func TestBIRDBranchOverGRE(t *testing.T) {
 	})
 	if n := neighbor(m, "branch1"); n.State == "established" || n.Flaps < 1 {
 		t.Errorf("after the cut: %+v, want the session down with one flap", n)
+	}
+}
+
+// TestMaxPrefixTearsDown: a branch that sends more prefixes than its
+// import.max_prefixes gets a Cease NOTIFICATION (BIRD's own status says
+// so), none of its routes is installed, the session stays down, and
+// edgegw logs why.
+func TestMaxPrefixTearsDown(t *testing.T) {
+	x := newBranchTopology(t)
+	sock := bird(t, x.br, branchBird) // announces 3 prefixes
+	var logs testkit.Buffer
+	cfg := branchSpeakerConfig()
+	cfg.Neighbors[0].Import.MaxPrefixes = 2
+	m := newSpeakerOpts(t, x.gw, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Sink: x.gwSite}, cfg)
+
+	testkit.Eventually(t, 30*time.Second, "BIRD told of the prefix limit", func() error {
+		out := birdc(t, x.br, sock, "show", "protocols", "all", "edgegw")
+		if !strings.Contains(out, "Maximum number of prefixes reached") {
+			return fmt.Errorf("bird's edgegw session:\n%s", out)
+		}
+		return nil
+	})
+	testkit.Eventually(t, 10*time.Second, "edgegw logs the teardown", func() error {
+		if !strings.Contains(logs.String(), "more prefixes than import.max_prefixes") {
+			return fmt.Errorf("log:\n%s", logs.String())
+		}
+		return nil
+	})
+	if n := neighbor(m, "branch1"); n.State == "established" || n.Shutdown != "max_prefixes" {
+		t.Errorf("neighbor %+v: want down with shutdown max_prefixes", n)
+	}
+	if got := routeIn(t, x.gw, "10.20.0.0/24"); got != "" {
+		t.Errorf("a torn-down session's prefix is routed: %q", got)
 	}
 }

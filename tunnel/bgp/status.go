@@ -20,16 +20,19 @@ type Status struct {
 // neighbor's Adj-RIB-In; Accepted those the import policy took (routes
 // through Tunnel when it is set); Advertised what edgegw sends it.
 type NeighborStatus struct {
-	Name       string     `json:"name"`
-	Address    netip.Addr `json:"address"`
-	RemoteAS   uint32     `json:"remote_as"`
-	Tunnel     string     `json:"tunnel,omitempty"`
-	State      string     `json:"state"` // idle, connect, active, opensent, openconfirm, established
-	Since      time.Time  `json:"since,omitzero"`
-	Received   int        `json:"received"`
-	Accepted   int        `json:"accepted"`
-	Advertised int        `json:"advertised"`
-	Flaps      int        `json:"flaps"`
+	Name     string     `json:"name"`
+	Address  netip.Addr `json:"address"`
+	RemoteAS uint32     `json:"remote_as"`
+	Tunnel   string     `json:"tunnel,omitempty"`
+	State    string     `json:"state"` // idle, connect, active, opensent, openconfirm, established
+	// Shutdown says why edgegw holds the session down: "max_prefixes"
+	// after the neighbor sent more than import.max_prefixes.
+	Shutdown   string    `json:"shutdown,omitempty"`
+	Since      time.Time `json:"since,omitzero"`
+	Received   int       `json:"received"`
+	Accepted   int       `json:"accepted"`
+	Advertised int       `json:"advertised"`
+	Flaps      int       `json:"flaps"`
 }
 
 // Status reads the current state of every configured neighbor.
@@ -55,6 +58,9 @@ func (m *Manager) Status() Status {
 			s := p.GetState()
 			ns.State = strings.ToLower(strings.TrimPrefix(s.GetSessionState().String(), "SESSION_STATE_"))
 			ns.Flaps = int(s.GetFlops())
+			if s.GetAdminState() == api.PeerState_ADMIN_STATE_PFX_CT {
+				ns.Shutdown = "max_prefixes"
+			}
 			if up := p.GetTimers().GetState().GetUptime(); up != nil && s.GetSessionState() == api.PeerState_SESSION_STATE_ESTABLISHED {
 				ns.Since = up.AsTime()
 			}
