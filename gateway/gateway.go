@@ -161,6 +161,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		wg,
 		&enrollPart{log: g.log, metrics: g.metrics, local: local, ids: ids, wg: wg},
 		&sitePart{log: g.log, metrics: g.metrics},
+		&bgpPart{log: g.log, metrics: g.metrics, site: g.siteManager},
 		// Logpush before its producers: it takes their records from the
 		// first one, and spools the last ones they hand over at shutdown.
 		&logpushPart{log: g.log, metrics: g.metrics, sink: sink},

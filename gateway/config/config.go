@@ -31,6 +31,7 @@ import (
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel"
+	"github.com/edgegw/edgegw/tunnel/bgp"
 	"github.com/edgegw/edgegw/tunnel/gre"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
 	"github.com/edgegw/edgegw/tunnel/site"
@@ -53,6 +54,7 @@ type Config struct {
 	Netflow    *netflow.Config  `yaml:"netflow"`
 	Logpush    []logpush.Job    `yaml:"logpush"`
 	HA         *ha.Config       `yaml:"ha"`
+	BGP        *bgp.Config      `yaml:"bgp"`
 
 	// File is where the configuration came from ("(built-in default)" for
 	// the embedded one).
@@ -312,6 +314,14 @@ func (d *decoder) crossChecks(c *Config) {
 				report(fmt.Sprintf("routes[%d]", i), fmt.Sprintf("routes[%d] already sends %s via %s", j, r.Prefix, r.Via))
 			}
 		}
+	}
+	if c.BGP != nil {
+		var siteTunnels []string // BGP runs over GRE and IPsec tunnels only
+		for _, g := range c.Tunnels.GRE {
+			siteTunnels = append(siteTunnels, g.Name)
+		}
+		siteTunnels = append(siteTunnels, ipsecNames...)
+		bgp.CheckTunnels(func(field, msg string) { report("bgp."+field, msg) }, c.BGP, siteTunnels)
 	}
 	if c.Interfaces.WAN != "" && names[c.Interfaces.WAN] != "" {
 		report("interfaces.wan", fmt.Sprintf("%q is a tunnel", c.Interfaces.WAN))

@@ -40,7 +40,7 @@ type Neighbor struct {
 	Passive bool `yaml:"passive"`
 	// PasswordFile holds the TCP MD5 signature password (RFC 2385), the
 	// file's first line.
-	PasswordFile string `yaml:"password_file"`
+	PasswordFile string `yaml:"password_file" file:"secret"`
 	// HoldTime in seconds (default 90, or 3 to 65535); keepalives go
 	// every third of it.
 	HoldTime int `yaml:"hold_time"`
