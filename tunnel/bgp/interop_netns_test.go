@@ -151,7 +151,13 @@ type branchTopology struct {
 	gwSite                 *site.Manager
 }
 
-func newBranchTopology(t *testing.T) *branchTopology {
+func newBranchTopology(t *testing.T) *branchTopology { return newTopology(t, false) }
+
+// newTopology builds the branch topology; with two, the branch has a
+// second public address, 198.51.100.21, and a second tunnel, gre2
+// (10.200.2.0/31 ⇄ 10.200.2.1/31), and routes the office prefix back
+// through its tunnels statically (bgre1 first), as in tunnel/site's tests.
+func newTopology(t *testing.T, two bool) *branchTopology {
 	testkit.NeedRoot(t)
 	lab := netlab.NewT(t)
 	x := &branchTopology{}
@@ -180,9 +186,22 @@ func newBranchTopology(t *testing.T) *branchTopology {
 		return gre.Config{Name: name, Local: netip.MustParseAddr(local), Remote: netip.MustParseAddr(remote),
 			Address: netip.MustParsePrefix(addr), HealthCheck: tunnel.HealthCheck{Rate: "high", Type: hcType}}
 	}
-	// No routes configured on either side: BGP brings them.
-	x.gwSite = newSite(t, x.gw, site.Config{GRE: []gre.Config{tun("gre1", "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "reply")}})
-	newSite(t, x.br, site.Config{GRE: []gre.Config{tun("bgre1", "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "request")}})
+	// No routes configured on the office side: BGP brings them.
+	gwCfg := site.Config{GRE: []gre.Config{tun("gre1", "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "reply")}}
+	brCfg := site.Config{GRE: []gre.Config{tun("bgre1", "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "request")}}
+	if two {
+		must(t, x.br.AddAddr("eth0", "198.51.100.21/24"))
+		gwCfg.GRE = append(gwCfg.GRE, tun("gre2", "203.0.113.10", "198.51.100.21", "10.200.2.0/31", "reply"))
+		brCfg.GRE = append(brCfg.GRE, tun("bgre2", "198.51.100.21", "203.0.113.10", "10.200.2.1/31", "request"))
+		back := func(via string, prio int) tunnel.Route {
+			r := tunnel.Route{Prefix: netip.MustParsePrefix("10.10.0.0/16"), Via: via, Priority: prio}
+			r.SetDefaults()
+			return r
+		}
+		brCfg.Routes = []tunnel.Route{back("bgre1", 100), back("bgre2", 200)}
+	}
+	x.gwSite = newSite(t, x.gw, gwCfg)
+	newSite(t, x.br, brCfg)
 	return x
 }
 
@@ -306,5 +325,87 @@ func TestMaxPrefixTearsDown(t *testing.T) {
 	}
 	if got := routeIn(t, x.gw, "10.20.0.0/24"); got != "" {
 		t.Errorf("a torn-down session's prefix is routed: %q", got)
+	}
+}
+
+// branchTwoTunnels is a branch router with a session over each tunnel,
+// announcing its LAN over both; the way back is the branch's static
+// routes, so its kernel table is left alone.
+const branchTwoTunnels = `
+router id 198.51.100.20;
+protocol device { scan time 1; }
+protocol direct { ipv4; interface "eth1"; }
+template bgp office {
+	local as 65020;
+	neighbor as 65000;
+	connect retry time 1;
+	ipv4 { import all; export where source = RTS_DEVICE; };
+}
+protocol bgp via1 from office { local 10.200.1.1; neighbor 10.200.1.0; }
+protocol bgp via2 from office { local 10.200.2.1; neighbor 10.200.2.0; }
+`
+
+// TestFailoverKeepsHealthPenalties: a branch announces its LAN over two
+// tunnels, each session's routes at its own priority. The learned routes
+// carry the health checks' penalties exactly as configured routes do:
+// when the primary tunnel's path is cut, its check marks it down and
+// traffic moves to the second tunnel within the checks' detection time,
+// long before the primary session's hold timer (30 s) would notice.
+func TestFailoverKeepsHealthPenalties(t *testing.T) {
+	x := newTopology(t, true)
+	bird(t, x.br, branchTwoTunnels)
+	cfg := branchSpeakerConfig()
+	cfg.Neighbors[0].HoldTime = 30
+	second := cfg.Neighbors[0]
+	second.Name, second.Address, second.Tunnel, second.Priority = "branch1b", netip.MustParseAddr("10.200.2.1"), "gre2", 200
+	cfg.Neighbors = append(cfg.Neighbors, second)
+	m := newSpeaker(t, x.gw, x.gwSite, cfg)
+
+	routeDev := func() string {
+		out, err := x.gw.IP("-4", "route", "get", "10.20.0.2")
+		if err != nil {
+			return err.Error()
+		}
+		f := strings.Fields(string(out))
+		for i := range f[:len(f)-1] {
+			if f[i] == "dev" {
+				return f[i+1]
+			}
+		}
+		return string(out)
+	}
+	testkit.Eventually(t, 30*time.Second, "both sessions' routes installed, gre1 preferred", func() error {
+		got := routeIn(t, x.gw, "10.20.0.0/24")
+		if !strings.Contains(got, "dev gre1 scope link metric 100") || !strings.Contains(got, "dev gre2 scope link metric 200") {
+			return fmt.Errorf("routes: %q; bgp %+v", got, m.Status().Neighbors)
+		}
+		if dev := routeDev(); dev != "gre1" {
+			return fmt.Errorf("10.20.0.2 goes through %s", dev)
+		}
+		return x.lan.Ping("10.20.0.2")
+	})
+
+	cut := time.Now()
+	if out, err := x.wan.Exec(t.Context(), "nft", "add table ip cut; add chain ip cut f { type filter hook forward priority 0; };"+
+		"add rule ip cut f ip saddr 198.51.100.20 drop; add rule ip cut f ip daddr 198.51.100.20 drop"); err != nil {
+		t.Fatalf("cut the primary: %v: %s", err, out)
+	}
+	testkit.Eventually(t, 20*time.Second, "traffic moves to gre2", func() error {
+		if dev := routeDev(); dev != "gre2" {
+			return fmt.Errorf("10.20.0.2 goes through %s; routes %q", dev, routeIn(t, x.gw, "10.20.0.0/24"))
+		}
+		return x.lan.Ping("10.20.0.2")
+	})
+	t.Logf("failover after %v", time.Since(cut))
+	// The move came from the health check: the primary session is still
+	// up (30 s hold time) and its route is still there, penalised.
+	got := routeIn(t, x.gw, "10.20.0.0/24")
+	penalised := strings.Contains(got, fmt.Sprintf("dev gre1 scope link metric %d", 100+tunnel.DegradedPenalty)) ||
+		strings.Contains(got, fmt.Sprintf("dev gre1 scope link metric %d", 100+tunnel.DownPenalty))
+	if n := neighbor(m, "branch1"); n.State != "established" || !penalised {
+		t.Errorf("after the cut: primary session %s, routes %q: want it established with its route penalised", n.State, got)
+	}
+	if got := routeIn(t, x.gw, "10.20.0.0/24"); !strings.Contains(got, "dev gre2 scope link metric 200") {
+		t.Errorf("after the cut: %q", got)
 	}
 }
