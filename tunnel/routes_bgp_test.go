@@ -8,7 +8,9 @@ import (
 )
 
 func TestLearned(t *testing.T) {
-	r := func(p, via string) Route { return Route{Prefix: netip.MustParsePrefix(p), Via: via, Priority: 100, Weight: 1} }
+	r := func(p, via string) Route {
+		return Route{Prefix: netip.MustParsePrefix(p), Via: via, Priority: 100, Weight: 1}
+	}
 	static := []Route{r("10.20.0.0/16", "gre1")}
 	var l Learned
 	if got := l.Merge(static); !slices.Equal(got, static) {
