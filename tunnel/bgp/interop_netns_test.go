@@ -151,13 +151,13 @@ type branchTopology struct {
 	gwSite                 *site.Manager
 }
 
-func newBranchTopology(t *testing.T) *branchTopology { return newTopology(t, false) }
+func newBranchTopology(t testing.TB) *branchTopology { return newTopology(t, false) }
 
 // newTopology builds the branch topology; with two, the branch has a
 // second public address, 198.51.100.21, and a second tunnel, gre2
 // (10.200.2.0/31 ⇄ 10.200.2.1/31), and routes the office prefix back
 // through its tunnels statically (bgre1 first), as in tunnel/site's tests.
-func newTopology(t *testing.T, two bool) *branchTopology {
+func newTopology(t testing.TB, two bool) *branchTopology {
 	testkit.NeedRoot(t)
 	lab := netlab.NewT(t)
 	x := &branchTopology{}
