@@ -301,6 +301,13 @@ func (m *Manager) peerEvent(st apiutil.PeerState) {
 			"it stays down until its configuration changes or edgegw restarts", args...)
 	case st.SessionState == bgp.BGP_FSM_ESTABLISHED:
 		m.log.Info("session established", args...)
+	case st.DisconnectReason == api.PeerState_DISCONNECT_REASON_NOTIFICATION_SENT ||
+		st.DisconnectReason == api.PeerState_DISCONNECT_REASON_NOTIFICATION_RECEIVED ||
+		st.DisconnectReason == api.PeerState_DISCONNECT_REASON_HOLD_TIMER_EXPIRED ||
+		st.DisconnectReason == api.PeerState_DISCONNECT_REASON_INVALID_MSG:
+		// A session torn down (a malformed UPDATE, a peer's Cease, a
+		// dead tunnel): its routes are withdrawn now.
+		m.log.Warn("session ended", args...)
 	default:
 		m.log.Info("session state", args...)
 	}
