@@ -417,11 +417,14 @@ func (m *Manager) resync() {
 			err := m.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_ADJ_IN,
 				Name: n.Address.String(), Family: bgp.RF_IPv4_UC}, func(nlri bgp.NLRI, paths []*apiutil.Path) {
 				pfx, ok := nlri.(*bgp.IPAddrPrefix)
-				if !ok || !slices.ContainsFunc(paths, func(p *apiutil.Path) bool { return !p.Withdrawal }) {
+				i := slices.IndexFunc(paths, func(p *apiutil.Path) bool { return !p.Withdrawal })
+				if !ok || i < 0 {
 					return
 				}
 				c.received++
-				if !n.Import.Accepts(pfx.Prefix) {
+				// A path through edgegw's own AS is its own announcement
+				// coming back (RFC 4271 9.1.2): never a way to that prefix.
+				if hasAS(paths[i].Attrs, m.cfg.ASN) || !n.Import.Accepts(pfx.Prefix) {
 					return
 				}
 				c.accepted++
@@ -449,6 +452,20 @@ func (m *Manager) resync() {
 			delete(m.counted, name)
 		}
 	}
+}
+
+// hasAS tells whether the AS_PATH among attrs holds asn.
+func hasAS(attrs []bgp.PathAttributeInterface, asn uint32) bool {
+	for _, a := range attrs {
+		if p, ok := a.(*bgp.PathAttributeAsPath); ok {
+			for _, seg := range p.Value {
+				if slices.Contains(seg.GetAS(), asn) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (m *Manager) push(name string, routes []tunnel.Route) {

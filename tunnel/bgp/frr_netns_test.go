@@ -114,3 +114,53 @@ router bgp 64500
 		t.Errorf("edgegw's view: %+v, want established with 2 advertised", n)
 	}
 }
+
+// TestFRRBranchOverGRE: FRR's bgpd as the branch router over the GRE
+// tunnel. Its LAN becomes a route through gre1 that the office LAN
+// reaches, it learns the office prefix, and a network the branch adds
+// later (configured in FRR only) is reachable from the office without
+// touching edgegw. edgegw's own prefix, sent back by FRR, is refused.
+func TestFRRBranchOverGRE(t *testing.T) {
+	x := newTopology(t, true) // the branch routes back statically
+	vtysh := frr(t, x.br, `
+frr defaults traditional
+hostname branch
+log stdout
+router bgp 65020
+ bgp router-id 198.51.100.20
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.200.1.0 remote-as 65000
+ neighbor 10.200.1.0 timers connect 1
+ address-family ipv4 unicast
+  network 10.20.0.0/24
+ exit-address-family
+`)
+	cfg := branchSpeakerConfig()
+	cfg.Neighbors[0].Import.Prefixes = nil // anything but the default route
+	m := newSpeaker(t, x.gw, x.gwSite, cfg)
+
+	testkit.Eventually(t, 30*time.Second, "office LAN reaches the FRR branch's LAN", func() error {
+		if got := routeIn(t, x.gw, "10.20.0.0/24"); !strings.Contains(got, "dev gre1") {
+			return fmt.Errorf("route 10.20.0.0/24: %q; bgp %+v", got, neighbor(m, "branch1"))
+		}
+		return x.lan.Ping("10.20.0.2")
+	})
+	if out := vtysh("show bgp ipv4 unicast 10.10.0.0/16"); !strings.Contains(out, "65000") || !strings.Contains(out, "10.200.1.0 from 10.200.1.0") {
+		t.Errorf("FRR did not learn the office prefix from edgegw:\n%s", out)
+	}
+
+	must(t, x.br.AddAddr("eth1", "10.20.9.1/24"))
+	vtysh("configure terminal\nrouter bgp 65020\naddress-family ipv4 unicast\nnetwork 10.20.9.0/24\nend")
+	testkit.Eventually(t, 30*time.Second, "the branch's new network reachable from the office LAN", func() error {
+		if got := routeIn(t, x.gw, "10.20.9.0/24"); !strings.Contains(got, "dev gre1") {
+			return fmt.Errorf("route 10.20.9.0/24: %q; FRR: %s", got, vtysh("show bgp ipv4 unicast"))
+		}
+		return x.lan.Ping("10.20.9.1")
+	})
+	// FRR sends the office prefix back (its AS path holds 65000): that
+	// is received, never accepted, even with no import prefix list.
+	if n := neighbor(m, "branch1"); n.Accepted != 2 || n.Received != 3 {
+		t.Errorf("neighbor %+v: want 3 received, 2 accepted", n)
+	}
+}
