@@ -322,6 +322,18 @@ func (d *decoder) crossChecks(c *Config) {
 		}
 		siteTunnels = append(siteTunnels, ipsecNames...)
 		bgp.CheckTunnels(func(field, msg string) { report("bgp."+field, msg) }, c.BGP, siteTunnels)
+		if ipsec.DefaultBackend() == ipsec.BackendLibipsec {
+			// Userspace ESP sends only what a child SA's traffic selectors
+			// (the configured routes) hold: a learned prefix would be
+			// routed into ipsec0 and dropped there.
+			for i, n := range c.BGP.Neighbors {
+				if slices.Contains(ipsecNames, n.Tunnel) {
+					report(fmt.Sprintf("bgp.neighbors[%d].tunnel", i), fmt.Sprintf("%q is an IPsec tunnel, and this machine has no kernel ESP "+
+						"(esp4, xfrm_interface): with userspace ESP only configured routes: get traffic selectors, so routes learned "+
+						"over it would be dropped; peer over a GRE tunnel here", n.Tunnel))
+				}
+			}
+		}
 	}
 	if c.Interfaces.WAN != "" && names[c.Interfaces.WAN] != "" {
 		report("interfaces.wan", fmt.Sprintf("%q is a tunnel", c.Interfaces.WAN))
