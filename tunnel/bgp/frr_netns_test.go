@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,25 @@ router bgp 64500
 	}
 	if n := neighbor(m, "isp1"); n.State != "established" || n.Advertised != 2 {
 		t.Errorf("edgegw's view: %+v, want established with 2 advertised", n)
+	}
+
+	// A reload that changes only the export (inbound traffic should now
+	// prefer this ISP) reaches FRR by a soft reset: the session stays.
+	cfg := m.cfg
+	cfg.Neighbors = slices.Clone(cfg.Neighbors)
+	cfg.Neighbors[0].Export = []ExportRule{{Communities: []string{"64500:120"}}}
+	must(t, gw.Do(func() error { return m.Set(cfg) }))
+	testkit.Eventually(t, 30*time.Second, "FRR sees the new community on every announced prefix", func() error {
+		for _, p := range []string{"10.10.0.0/16", "10.11.0.0/16", "10.12.0.0/16"} {
+			out := vtysh("show bgp ipv4 unicast " + p)
+			if !strings.Contains(out, "Community: 64500:120") || strings.Contains(out, "64500:80") || strings.Contains(out, "65000 65000") {
+				return fmt.Errorf("%s at the ISP:\n%s", p, out)
+			}
+		}
+		return nil
+	})
+	if n := neighbor(m, "isp1"); n.State != "established" || n.Flaps != 0 {
+		t.Errorf("after an export change: %+v, want the session kept", n)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/tunnel"
@@ -241,8 +243,9 @@ func branchSpeakerConfig() Config {
 // GRE tunnel. Its LAN becomes a route through the tunnel that the office
 // LAN reaches (and the branch learns the office prefix the same way);
 // its default route and a prefix outside the import range are refused; a
-// subnet the branch adds is reachable without touching edgegw; a WAN
-// cut ends the session and withdraws the branch's routes, leaving
+// subnet the branch adds is reachable without touching edgegw; reloads
+// keep an unchanged session and withdraw a removed neighbor's routes; a
+// WAN cut ends the session and withdraws the branch's routes, leaving
 // nothing behind.
 func TestBIRDBranchOverGRE(t *testing.T) {
 	x := newBranchTopology(t)
@@ -261,6 +264,16 @@ func TestBIRDBranchOverGRE(t *testing.T) {
 	if n.State != "established" || n.Received != 3 || n.Accepted != 1 || n.Advertised != 1 {
 		t.Errorf("neighbor status %+v: want established, received 3 (LAN, default, 10.99/16), accepted 1, advertised 1", n)
 	}
+	if problems, err := testutil.CollectAndLint(m); err != nil || len(problems) > 0 {
+		t.Errorf("metrics lint: %v %v", problems, err)
+	}
+	if err := testutil.CollectAndCompare(m, strings.NewReader(`
+# HELP edgegw_bgp_session_up 1 if the BGP session with the neighbor is established.
+# TYPE edgegw_bgp_session_up gauge
+edgegw_bgp_session_up{neighbor="branch1"} 1
+`), "edgegw_bgp_session_up"); err != nil {
+		t.Error(err)
+	}
 	for _, p := range []string{"0.0.0.0/0", "10.99.0.0/16"} {
 		if got := routeIn(t, x.gw, p); got != "" {
 			t.Errorf("%s was refused by the import policy but is routed: %q", p, got)
@@ -277,6 +290,32 @@ func TestBIRDBranchOverGRE(t *testing.T) {
 			return fmt.Errorf("route 10.20.7.0/24: %q", got)
 		}
 		return x.lan.Ping("10.20.7.1")
+	})
+
+	// Reloads: the same configuration changes nothing; a removed
+	// neighbor's routes go at once; put back, they come back.
+	cfg := branchSpeakerConfig()
+	cfg.SetDefaults()
+	set := func(c Config) { t.Helper(); must(t, x.gw.Do(func() error { return m.Set(c) })) }
+	set(cfg)
+	if n := neighbor(m, "branch1"); n.State != "established" || n.Flaps != 0 || routeIn(t, x.gw, "10.20.0.0/24") == "" {
+		t.Errorf("the same configuration disturbed the session: %+v", n)
+	}
+	noNeighbor := cfg
+	noNeighbor.Neighbors = nil
+	set(noNeighbor)
+	testkit.Eventually(t, 10*time.Second, "a removed neighbor's routes withdrawn", func() error {
+		if got := routeIn(t, x.gw, "10.20.0.0/24") + routeIn(t, x.gw, "10.20.7.0/24"); got != "" {
+			return fmt.Errorf("still routed: %q", got)
+		}
+		return nil
+	})
+	set(cfg)
+	testkit.Eventually(t, 30*time.Second, "the neighbor's routes back", func() error {
+		if got := routeIn(t, x.gw, "10.20.7.0/24"); !strings.Contains(got, "dev gre1") {
+			return fmt.Errorf("route 10.20.7.0/24: %q", got)
+		}
+		return nil
 	})
 
 	// Cut the WAN: the session's hold timer (3 s) ends it, and every
