@@ -144,7 +144,7 @@ func (m *Manager) Set(cfg Config) error {
 	}
 	if m.srv != nil && (m.global.ASN != cfg.ASN || m.global.RouterID != cfg.RouterID || m.global.ListenPort != cfg.ListenPort) {
 		m.log.Info("speaker restarts: asn, router_id or listen_port changed")
-		m.stopServer()
+		m.stopServer(false)
 	}
 	if m.srv == nil {
 		if err := m.startServer(cfg); err != nil {
@@ -278,11 +278,19 @@ func (m *Manager) startServer(cfg Config) error {
 	return nil
 }
 
-func (m *Manager) stopServer() {
+// stopServer ends every session and the server loop. With graceful,
+// sessions with graceful restart end without a NOTIFICATION (just the
+// TCP connection), so the neighbor keeps edgegw's routes as stale for
+// the restart time and keeps forwarding while edgegw restarts; the others
+// get a Cease.
+func (m *Manager) stopServer(graceful bool) {
 	if m.srv == nil {
 		return
 	}
-	m.srv.Stop()
+	// The context is not m.ctx: Close has cancelled that already.
+	if err := m.srv.StopBgp(context.WithoutCancel(m.ctx), &api.StopBgpRequest{AllowGracefulRestart: graceful}); err != nil {
+		m.log.Warn("stop the speaker", "err", err)
+	}
 	<-m.served
 	m.srv, m.served = nil, nil
 }
@@ -494,8 +502,9 @@ func (m *Manager) sessionStates() map[netip.Addr]api.PeerState_SessionState {
 	return out
 }
 
-// Close stops the speaker (sessions end with a Cease), withdraws what it
-// handed the sink and waits for its goroutines. It is idempotent.
+// Close stops the speaker (sessions with graceful restart just close, the
+// others end with a Cease), withdraws what it handed the sink and waits
+// for its goroutines. It is idempotent.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -504,7 +513,7 @@ func (m *Manager) Close() error {
 	}
 	m.closed = true
 	m.cancel()
-	m.stopServer()
+	m.stopServer(true)
 	var errs error
 	if m.sink != nil {
 		for name := range m.pushed {

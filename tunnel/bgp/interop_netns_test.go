@@ -448,3 +448,55 @@ func TestFailoverKeepsHealthPenalties(t *testing.T) {
 		t.Errorf("after the cut: %q", got)
 	}
 }
+
+// TestGracefulRestart: with graceful restart on both sides, edgegw's
+// speaker stops (as at a restart) without a NOTIFICATION; the BIRD branch
+// keeps the office prefix in its kernel, so it keeps forwarding toward
+// the office, until edgegw is back, and then the session and the routes
+// both ways return.
+func TestGracefulRestart(t *testing.T) {
+	x := newBranchTopology(t)
+	sock := bird(t, x.br, strings.Replace(branchBird, "hold time 3;", "hold time 3;\n\tgraceful restart on;", 1))
+	cfg := branchSpeakerConfig()
+	cfg.Neighbors[0].GracefulRestart = 120
+	m := newSpeaker(t, x.gw, x.gwSite, cfg)
+	officeRoute := func() string {
+		out, err := x.br.IP("-4", "route", "show", "10.10.0.0/16")
+		if err != nil {
+			t.Fatalf("ip route: %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	testkit.Eventually(t, 30*time.Second, "office and branch routes installed", func() error {
+		if routeIn(t, x.gw, "10.20.0.0/24") == "" || !strings.Contains(officeRoute(), "bgre1") {
+			return fmt.Errorf("gw %q, branch %q", routeIn(t, x.gw, "10.20.0.0/24"), officeRoute())
+		}
+		return x.lan.Ping("10.20.0.2")
+	})
+	caps := birdc(t, x.br, sock, "show", "protocols", "all", "edgegw")
+	if _, neighborCaps, _ := strings.Cut(caps, "Neighbor capabilities"); !strings.Contains(neighborCaps, "Graceful restart\n        Restart time: 120") &&
+		!strings.Contains(strings.Join(strings.Fields(neighborCaps), " "), "Graceful restart Restart time: 120") {
+		t.Errorf("edgegw did not advertise graceful restart (120 s) to BIRD:\n%s", caps)
+	}
+
+	must(t, m.Close())
+	testkit.Eventually(t, 15*time.Second, "BIRD sees the session gone", func() error {
+		if out := birdc(t, x.br, sock, "show", "protocols", "edgegw"); strings.Contains(out, "Established") {
+			return fmt.Errorf("%s", out)
+		}
+		return nil
+	})
+	out := birdc(t, x.br, sock, "show", "route", "for", "10.10.0.1", "all")
+	if !strings.Contains(out, "10.10.0.0/16") || !strings.Contains(officeRoute(), "bgre1") {
+		t.Errorf("during the restart the branch dropped the office prefix: bird\n%s\nkernel %q", out, officeRoute())
+	}
+
+	// edgegw is back (a new speaker, as after a restart).
+	m2 := newSpeaker(t, x.gw, x.gwSite, cfg)
+	testkit.Eventually(t, 30*time.Second, "session and routes back after the restart", func() error {
+		if n := neighbor(m2, "branch1"); n.State != "established" || routeIn(t, x.gw, "10.20.0.0/24") == "" {
+			return fmt.Errorf("%+v", n)
+		}
+		return x.lan.Ping("10.20.0.2")
+	})
+}
