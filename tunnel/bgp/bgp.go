@@ -60,10 +60,14 @@ type Sink interface {
 // "bgp:<neighbor name>".
 const SourcePrefix = "bgp:"
 
-// settle is how long the manager waits after an update before it reads
-// the tables, so that a burst of UPDATEs (a full table arriving) is
-// installed once, not once per message.
-const settle = 20 * time.Millisecond
+// settle is the pause in updates the manager waits for before it reads
+// the tables, and maxSettle the longest it waits, so that a burst of
+// UPDATEs (a full table arriving) is installed in a few passes, not once
+// per message, and a withdrawal still goes within maxSettle.
+const (
+	settle    = 20 * time.Millisecond
+	maxSettle = 500 * time.Millisecond
+)
 
 // Options are a manager's collaborators.
 type Options struct {
@@ -398,10 +402,22 @@ func (m *Manager) worker() {
 			return
 		case <-m.kick:
 		}
-		select {
-		case <-m.ctx.Done():
-			return
-		case <-time.After(settle):
+		// Wait until the updates pause for settle, or maxSettle passed:
+		// a full table arriving is installed in a few passes, not one
+		// per UPDATE, and a lone change waits only settle.
+		deadline := time.After(maxSettle)
+	quiet:
+		for {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.kick:
+				continue
+			case <-deadline:
+				break quiet
+			case <-time.After(settle):
+				break quiet
+			}
 		}
 		m.mu.Lock()
 		if !m.closed {
