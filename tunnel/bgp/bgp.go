@@ -9,6 +9,9 @@
 // Each neighbor's import policy (prefix ranges, no default route unless
 // asked) decides what is installed; a neighbor that sends more than its
 // max_prefixes is torn down with a Cease NOTIFICATION by GoBGP itself.
+// Each import range of a neighbor on a tunnel is also kept as an
+// unreachable route (see [GuardMetric]): when the session is gone, the
+// branch's traffic is refused, never leaked out of the WAN.
 //
 // What edgegw originates (announce) goes to each neighbor through its
 // export rules, compiled to one GoBGP export policy that adds standard and
@@ -44,6 +47,8 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/edgegw/edgegw/tunnel"
@@ -96,6 +101,7 @@ type Manager struct {
 	sink    Sink
 	pushed  map[string][]tunnel.Route // by neighbor name: what the sink has
 	counted map[string]counts
+	guards  guards
 }
 
 type peer struct {
@@ -116,8 +122,13 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bgp: open network namespace: %w", err)
 	}
+	nl, err := netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_ROUTE)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("bgp: netlink: %w", err)
+	}
 	m := &Manager{log: log.With("component", "bgp"), netns: fd, kick: make(chan struct{}, 1), sink: opts.Sink,
-		peers: map[string]peer{}, pushed: map[string][]tunnel.Route{}, counted: map[string]counts{}}
+		peers: map[string]peer{}, pushed: map[string][]tunnel.Route{}, counted: map[string]counts{}, guards: guards{nl: nl}}
 	m.ctx, m.cancel = context.WithCancel(ctx)
 	m.wg.Go(m.worker)
 	return m, nil
@@ -199,6 +210,7 @@ func (m *Manager) Set(cfg Config) error {
 		m.peers[n.Name] = p
 	}
 	errs = errors.Join(errs, m.announce(cfg.Announce))
+	errs = errors.Join(errs, m.guards.set(wantGuards(&cfg)))
 	m.cfg = cfg
 	m.poke()
 	return errs
@@ -519,8 +531,8 @@ func (m *Manager) sessionStates() map[netip.Addr]api.PeerState_SessionState {
 }
 
 // Close stops the speaker (sessions with graceful restart just close, the
-// others end with a Cease), withdraws what it handed the sink and waits
-// for its goroutines. It is idempotent.
+// others end with a Cease), withdraws what it handed the sink, removes
+// its unreachable guards and waits for its goroutines. It is idempotent.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -537,8 +549,10 @@ func (m *Manager) Close() error {
 		}
 	}
 	m.pushed = map[string][]tunnel.Route{}
+	errs = errors.Join(errs, m.guards.set(nil))
 	m.mu.Unlock()
 	m.wg.Wait()
+	m.guards.nl.Close()
 	unix.Close(m.netns)
 	return errs
 }

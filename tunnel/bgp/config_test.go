@@ -222,3 +222,19 @@ func TestExportPolicy(t *testing.T) {
 		t.Errorf("export assignment: %v", export)
 	}
 }
+
+// TestWantGuards: the guarded ranges are the import ranges of neighbors on
+// tunnels, once each, masked and sorted; a WAN neighbor's are not.
+func TestWantGuards(t *testing.T) {
+	rng := func(p string) PrefixRange { return PrefixRange{Prefix: netip.MustParsePrefix(p), MaxLength: 24} }
+	c := Config{Neighbors: []Neighbor{
+		{Tunnel: "gre1", Import: ImportPolicy{Prefixes: []PrefixRange{rng("10.30.0.0/16"), rng("10.20.0.0/16")}}},
+		{Tunnel: "gre2", Import: ImportPolicy{Prefixes: []PrefixRange{rng("10.20.0.0/16")}}},
+		{Import: ImportPolicy{Prefixes: []PrefixRange{rng("192.0.2.0/24")}}},
+		{Tunnel: "gre3"}, // anything: no range to guard
+	}}
+	want := []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("10.30.0.0/16")}
+	if got := wantGuards(&c); !slices.Equal(got, want) {
+		t.Errorf("guards %v, want %v", got, want)
+	}
+}

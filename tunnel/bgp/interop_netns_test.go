@@ -245,8 +245,9 @@ func branchSpeakerConfig() Config {
 // its default route and a prefix outside the import range are refused; a
 // subnet the branch adds is reachable without touching edgegw; reloads
 // keep an unchanged session and withdraw a removed neighbor's routes; a
-// WAN cut ends the session and withdraws the branch's routes, leaving
-// nothing behind.
+// WAN cut ends the session and withdraws the branch's routes, and the
+// import range's unreachable guard refuses the branch's traffic rather
+// than leak it to the WAN.
 func TestBIRDBranchOverGRE(t *testing.T) {
 	x := newBranchTopology(t)
 	sock := bird(t, x.br, branchBird)
@@ -331,6 +332,18 @@ edgegw_bgp_session_up{neighbor="branch1"} 1
 	})
 	if n := neighbor(m, "branch1"); n.State == "established" || n.Flaps < 1 {
 		t.Errorf("after the cut: %+v, want the session down with one flap", n)
+	}
+	// Nothing leaks: the import range's guard refuses the branch's
+	// traffic instead of the default route taking it out of the WAN.
+	if got := routeIn(t, x.gw, "10.20.0.0/16"); got != fmt.Sprintf("unreachable 10.20.0.0/16 metric %d", GuardMetric) {
+		t.Errorf("guard of the import range: %q", got)
+	}
+	if out, err := x.gw.IP("-4", "route", "get", "10.20.0.2"); err == nil || !strings.Contains(string(out), "No route to host") {
+		t.Errorf("ip route get 10.20.0.2 after the cut: %v: %s, want it refused", err, out)
+	}
+	must(t, m.Close())
+	if got := routeIn(t, x.gw, "10.20.0.0/16"); got != "" {
+		t.Errorf("Close left the guard: %q", got)
 	}
 }
 
