@@ -7,15 +7,20 @@ import (
 	"slices"
 
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/tunnel/bgp"
 	"github.com/edgegw/edgegw/tunnel/site"
 )
 
 // sitePart runs site-to-site tunnels (GRE and IPsec), their health checks
-// and the route manager.
+// and the route manager, and the BGP speaker whose learned routes go to
+// that route manager: the two share the routing table, so one part owns
+// both (BGP to an ISP on the WAN runs without any tunnel).
 type sitePart struct {
 	log     *slog.Logger
 	metrics *metrics
 	mgr     *site.Manager
+	bgp     *bgp.Manager
+	sink    *site.Manager // what bgp hands learned routes to
 }
 
 func (p *sitePart) name() string { return "tunnels.site" }
@@ -24,9 +29,16 @@ func (p *sitePart) name() string { return "tunnels.site" }
 func empty(c site.Config) bool { return len(c.GRE) == 0 && len(c.IPsec) == 0 }
 
 func (p *sitePart) commit(ctx context.Context, prev, next *Plan) error {
+	if err := p.commitSite(ctx, prev, next); err != nil {
+		return err
+	}
+	return p.commitBGP(ctx, prev, next)
+}
+
+func (p *sitePart) commitSite(ctx context.Context, prev, next *Plan) error {
 	want := next.site
 	if empty(want) {
-		p.close()
+		p.closeSite()
 		return nil
 	}
 	if p.mgr != nil && prev != nil && reflect.DeepEqual(prev.site, want) &&
@@ -46,7 +58,55 @@ func (p *sitePart) commit(ctx context.Context, prev, next *Plan) error {
 	return p.mgr.Set(want)
 }
 
+// commitBGP runs the BGP speaker of next, handing its learned routes to
+// the site manager that runs now (none: it learns, but installs nothing).
+func (p *sitePart) commitBGP(ctx context.Context, prev, next *Plan) error {
+	nc := next.Config.BGP
+	if nc == nil {
+		p.closeBGP()
+		return nil
+	}
+	if p.bgp == nil {
+		mgr, err := bgp.New(ctx, bgp.Options{Logger: p.log})
+		if err != nil {
+			return err
+		}
+		p.bgp, p.sink = mgr, nil
+		p.metrics.set("bgp", mgr)
+	}
+	if p.mgr != p.sink {
+		p.sink = p.mgr
+		if p.mgr == nil {
+			p.bgp.SetSink(nil) // not a typed nil in the interface
+		} else {
+			p.bgp.SetSink(p.mgr)
+		}
+	}
+	if prev != nil && prev.Config.BGP != nil && reflect.DeepEqual(prev.Config.BGP, nc) &&
+		config.SameFiles(prev.Config, next.Config, "bgp") {
+		return nil
+	}
+	// On error the root puts the previous plan back.
+	return p.bgp.Set(*nc)
+}
+
+func (p *sitePart) closeBGP() {
+	if p.bgp == nil {
+		return
+	}
+	p.metrics.set("bgp", nil)
+	if err := p.bgp.Close(); err != nil {
+		p.log.Error("close bgp", "err", err)
+	}
+	p.bgp, p.sink = nil, nil
+}
+
 func (p *sitePart) close() {
+	p.closeBGP()
+	p.closeSite()
+}
+
+func (p *sitePart) closeSite() {
 	if p.mgr == nil {
 		return
 	}
@@ -60,6 +120,10 @@ func (p *sitePart) close() {
 func (p *sitePart) ready() error { return nil }
 
 func (p *sitePart) status(s *Status) {
+	if p.bgp != nil {
+		st := p.bgp.Status()
+		s.BGP = &st
+	}
 	if p.mgr == nil {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/dns"
 	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/netflow/logpush"
+	"github.com/edgegw/edgegw/tunnel/bgp"
 	"github.com/edgegw/edgegw/tunnel/site"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -27,6 +28,8 @@ type Status struct {
 	DNS           *dns.Status         `json:"dns,omitempty"`
 	// HA is this node's role in an active/standby pair, when ha: is set.
 	HA *ha.Status `json:"ha,omitempty"`
+	// BGP is the speaker's sessions, when bgp: is set.
+	BGP *bgp.Status `json:"bgp,omitempty"`
 	// Devices is the number of active enrolled devices.
 	Devices int `json:"devices"`
 	// Routes are the site-to-site routes as installed, `ip route` style.

@@ -31,6 +31,7 @@ import (
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel"
+	"github.com/edgegw/edgegw/tunnel/bgp"
 	"github.com/edgegw/edgegw/tunnel/gre"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
 	"github.com/edgegw/edgegw/tunnel/site"
@@ -53,6 +54,7 @@ type Config struct {
 	Netflow    *netflow.Config  `yaml:"netflow"`
 	Logpush    []logpush.Job    `yaml:"logpush"`
 	HA         *ha.Config       `yaml:"ha"`
+	BGP        *bgp.Config      `yaml:"bgp"`
 
 	// File is where the configuration came from ("(built-in default)" for
 	// the embedded one).
@@ -310,6 +312,26 @@ func (d *decoder) crossChecks(c *Config) {
 		for j, o := range c.Routes[:i] {
 			if o.Prefix == r.Prefix && o.Via == r.Via {
 				report(fmt.Sprintf("routes[%d]", i), fmt.Sprintf("routes[%d] already sends %s via %s", j, r.Prefix, r.Via))
+			}
+		}
+	}
+	if c.BGP != nil {
+		var siteTunnels []string // BGP runs over GRE and IPsec tunnels only
+		for _, g := range c.Tunnels.GRE {
+			siteTunnels = append(siteTunnels, g.Name)
+		}
+		siteTunnels = append(siteTunnels, ipsecNames...)
+		bgp.CheckTunnels(func(field, msg string) { report("bgp."+field, msg) }, c.BGP, siteTunnels)
+		if ipsec.DefaultBackend() == ipsec.BackendLibipsec {
+			// Userspace ESP sends only what a child SA's traffic selectors
+			// (the configured routes) hold: a learned prefix would be
+			// routed into ipsec0 and dropped there.
+			for i, n := range c.BGP.Neighbors {
+				if slices.Contains(ipsecNames, n.Tunnel) {
+					report(fmt.Sprintf("bgp.neighbors[%d].tunnel", i), fmt.Sprintf("%q is an IPsec tunnel, and this machine has no kernel ESP "+
+						"(esp4, xfrm_interface): with userspace ESP only configured routes: get traffic selectors, so routes learned "+
+						"over it would be dropped; peer over a GRE tunnel here", n.Tunnel))
+				}
 			}
 		}
 	}

@@ -109,6 +109,7 @@ type Manager struct {
 	// steerMoves counts, per quality-steered prefix, the times steering
 	// moved it to another tunnel.
 	steerMoves map[netip.Prefix]uint64
+	learned    tunnel.Learned // from BGP (tunnel/bgp), planned with cfg.Routes
 }
 
 var (
@@ -283,7 +284,26 @@ func (m *Manager) states() map[string]tunnel.State {
 // Called with m.mu held.
 func (m *Manager) applyRoutes() error {
 	states := m.states()
-	return m.applySteered(states, m.steerer.Choose(m.cfg.Routes, states, m.qualities(), m.now()))
+	return m.applySteered(states, m.steerer.Choose(m.routes(), states, m.qualities(), m.now()))
+}
+
+// routes are the configured routes and those learned from BGP. Called
+// with m.mu held.
+func (m *Manager) routes() []tunnel.Route { return m.learned.Merge(m.cfg.Routes) }
+
+// Learn replaces the routes source (a BGP neighbor) learned and re-plans
+// at once when they changed: they go through their tunnels with the
+// same health penalties as configured routes.
+func (m *Manager) Learn(source string, routes []tunnel.Route) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("site-to-site: closed")
+	}
+	if !m.learned.Replace(source, routes) {
+		return nil
+	}
+	return m.applyRoutes()
 }
 
 // applySteered installs the routes for states and steer, logging every
@@ -308,7 +328,7 @@ func (m *Manager) applySteered(states map[string]tunnel.State, steer tunnel.Stee
 			delete(m.steerMoves, p)
 		}
 	}
-	return m.rm.SetSteered(m.cfg.Routes, states, steer)
+	return m.rm.SetSteered(m.routes(), states, steer)
 }
 
 // quality reports whether prefix p is quality-steered.
@@ -383,7 +403,7 @@ func (m *Manager) steerLoop() {
 		m.mu.Lock()
 		if !m.closed && slices.ContainsFunc(m.cfg.Routes, tunnel.Route.QualitySteered) {
 			states := m.states()
-			steer := m.steerer.Choose(m.cfg.Routes, states, m.qualities(), m.now())
+			steer := m.steerer.Choose(m.routes(), states, m.qualities(), m.now())
 			if !sameChoice(steer, m.steer) {
 				if err := m.applySteered(states, steer); err != nil {
 					m.log.Error("apply routes after a steering change", "err", err)

@@ -1,0 +1,145 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/gateway/netlab"
+)
+
+// TestBGPOverGRE runs the real edgegw binary with a bgp section and no
+// routes: a BIRD branch router announces its LAN over the GRE tunnel
+// (the branch's tunnel end is another edgegw), the office LAN reaches it
+// through the route BGP brought, status shows the session, and edgegw
+// leaves no route behind at exit.
+//
+//	olan 10.0.0.5 ── ogw (edgegw, bgp) ── wan ── bgw (edgegw + BIRD 2) ── blan 10.20.0.5
+func TestBGPOverGRE(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	if _, err := exec.LookPath("bird"); err != nil {
+		t.Fatal("bird not found: install the Debian package bird2")
+	}
+	lab := netlab.NewT(t)
+	ns := map[string]*netlab.NS{}
+	for _, n := range []string{"olan", "ogw", "wan", "bgw", "blan"} {
+		x, err := lab.NS(n)
+		must(t, err)
+		ns[n] = x
+	}
+	must(t, lab.Link(ns["olan"], "eth0", "10.0.0.5/24", ns["ogw"], "eth1", "10.0.0.1/24"))
+	must(t, lab.Link(ns["ogw"], "eth0", "203.0.113.10/24", ns["wan"], "eth0", "203.0.113.1/24"))
+	must(t, lab.Link(ns["wan"], "eth1", "198.51.100.1/24", ns["bgw"], "eth0", "198.51.100.20/24"))
+	must(t, lab.Link(ns["bgw"], "eth1", "10.20.0.1/24", ns["blan"], "eth0", "10.20.0.5/24"))
+	must(t, ns["olan"].Route("default", "10.0.0.1"))
+	must(t, ns["blan"].Route("default", "10.20.0.1"))
+	must(t, ns["ogw"].Route("default", "203.0.113.1"))
+	must(t, ns["bgw"].Route("default", "198.51.100.1"))
+	must(t, ns["wan"].Sysctl("net.ipv4.ip_forward", "1"))
+
+	dir := t.TempDir()
+	tun := lab.ID() + "t"
+	start := func(gw *netlab.NS, name, local, remote, addr, tail string) *netlab.Proc {
+		cfg := filepath.Join(dir, name+".yaml")
+		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
+  name: %s
+  state_dir: %s/%s
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  socket: %s/%s.sock
+tunnels:
+  gre:
+    - name: %s
+      local: %s
+      remote: %s
+      address: %s
+      health_check:
+        rate: high
+%s`, name, dir, name, dir, name, tun, local, remote, addr, tail)), 0o600))
+		p, err := gw.Start(binary, "run", "--config", cfg)
+		must(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
+			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s:\n%s", name, p.Output())
+			}
+		})
+		return p
+	}
+	office := start(ns["ogw"], "office", "203.0.113.10", "198.51.100.20", "10.200.1.0/31", fmt.Sprintf(`bgp:
+  asn: 65000
+  router_id: 203.0.113.10
+  announce: [10.0.0.0/24]
+  neighbors:
+    - name: branch
+      address: 10.200.1.1
+      remote_as: 65020
+      tunnel: %s
+      hold_time: 9
+      import:
+        prefixes: [{prefix: 10.20.0.0/16, max_length: 24}]
+`, tun))
+	branch := start(ns["bgw"], "branch", "198.51.100.20", "203.0.113.10", "10.200.1.1/31", fmt.Sprintf(`routes:
+  - prefix: 10.0.0.0/24
+    via: %s
+`, tun))
+
+	birdDir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(birdDir, "bird.conf"), []byte(`
+router id 198.51.100.20;
+protocol device { scan time 1; }
+protocol direct { ipv4; interface "eth1"; }
+protocol bgp office {
+	local 10.200.1.1 as 65020;
+	neighbor 10.200.1.0 as 65000;
+	connect retry time 1;
+	ipv4 { import all; export where source = RTS_DEVICE; };
+}
+`), 0o600))
+	bird, err := ns["bgw"].Start("bird", "-f", "-c", filepath.Join(birdDir, "bird.conf"), "-s", filepath.Join(birdDir, "bird.ctl"),
+		"-P", filepath.Join(birdDir, "bird.pid"))
+	must(t, err)
+	defer bird.Stop()
+
+	netlab.Eventually(t, 30*time.Second, "office LAN reaches the branch LAN through the BGP route", func() error {
+		if out := run(t, ns["ogw"], "ip", "route", "show", "10.20.0.0/24", "proto", "237"); !strings.Contains(out, "dev "+tun) {
+			return fmt.Errorf("route 10.20.0.0/24: %q", out)
+		}
+		return ns["olan"].Ping("10.20.0.5")
+	})
+	st := run(t, ns["ogw"], binary, "status", "--socket", filepath.Join(dir, "office.sock"))
+	for _, want := range []string{`"bgp"`, `"state": "established"`, `"accepted": 1`, `"advertised": 1`, "10.20.0.0/24"} {
+		if !strings.Contains(st, want) {
+			t.Errorf("status lacks %s:\n%s", want, st)
+		}
+	}
+	if out := run(t, ns["bgw"], "birdc", "-s", filepath.Join(birdDir, "bird.ctl"), "show", "route", "for", "10.0.0.5"); !strings.Contains(out, "10.0.0.0/24") {
+		t.Errorf("BIRD did not learn the office prefix:\n%s", out)
+	}
+
+	for _, p := range []*netlab.Proc{office, branch} {
+		must(t, syscall.Kill(p.Pid(), syscall.SIGTERM))
+		select {
+		case <-p.Done():
+		case <-time.After(15 * time.Second):
+			t.Fatal("gateway did not exit on SIGTERM")
+		}
+	}
+	if out := run(t, ns["ogw"], "ip", "route", "show", "table", "all", "proto", "237"); strings.TrimSpace(out) != "" {
+		t.Errorf("routes left behind:\n%s", out)
+	}
+}
