@@ -102,11 +102,17 @@ func TestUserChangesInvalid(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, call := range map[string]func() error{
-		"no emails":     func() error { _, err := r.RevokeUser(ctx(t), nil); return err },
-		"control char":  func() error { _, err := r.RevokeUser(ctx(t), []string{"alice@corp.example\n"}); return err },
-		"empty group":   func() error { _, err := r.SetUserGroups(ctx(t), []string{"alice@corp.example"}, []string{""}); return err },
-		"too many":      func() error { _, err := r.SetUserGroups(ctx(t), make([]string, maxUserEmails+1), nil); return err },
-		"group too big": func() error { _, err := r.SetUserGroups(ctx(t), []string{"alice@corp.example"}, make([]string, maxGroups+1)); return err },
+		"no emails":    func() error { _, err := r.RevokeUser(ctx(t), nil); return err },
+		"control char": func() error { _, err := r.RevokeUser(ctx(t), []string{"alice@corp.example\n"}); return err },
+		"empty group": func() error {
+			_, err := r.SetUserGroups(ctx(t), []string{"alice@corp.example"}, []string{""})
+			return err
+		},
+		"too many": func() error { _, err := r.SetUserGroups(ctx(t), make([]string, maxUserEmails+1), nil); return err },
+		"group too big": func() error {
+			_, err := r.SetUserGroups(ctx(t), []string{"alice@corp.example"}, make([]string, maxGroups+1))
+			return err
+		},
 	} {
 		if err := call(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: %v, want ErrInvalid", name, err)
