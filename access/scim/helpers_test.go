@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -214,4 +215,13 @@ func userBody(name string, active bool) map[string]any {
 
 func patchBody(ops ...map[string]any) map[string]any {
 	return map[string]any{"schemas": []string{msgPatchOp}, "Operations": ops}
+}
+
+func escape(s string) string { return url.QueryEscape(s) }
+
+func decodeJSONReader(t testing.TB, resp *http.Response, v any) {
+	t.Helper()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("decode answer: %v", err)
+	}
 }

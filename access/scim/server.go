@@ -530,3 +530,7 @@ func (s *Server) delGroupOf(uid, gid string) {
 		}
 	}
 }
+
+// clock is the time at the store's precision (microseconds), so a
+// resource reads the same before and after a restart.
+func (s *Server) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }

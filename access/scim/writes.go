@@ -104,7 +104,7 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, body []byte)
 	if other := s.byName[strings.ToLower(u.userName())]; other != "" {
 		return &Error{Status: http.StatusConflict, Type: "uniqueness", Detail: "userName " + u.userName() + " is taken by user " + other}
 	}
-	u.created = s.now().UTC()
+	u.created = s.clock()
 	u.modified = u.created
 	if !u.active() {
 		// Provisioned inactive: a device enrolled under this address
@@ -160,7 +160,7 @@ func (s *Server) changeUser(w http.ResponseWriter, r *http.Request, id string, b
 			return err
 		}
 	}
-	u := &user{id: id, doc: doc, created: old.created, modified: s.now().UTC()}
+	u := &user{id: id, doc: doc, created: old.created, modified: s.clock()}
 	name := strings.ToLower(u.userName())
 	if other := s.byName[name]; other != "" && other != id {
 		return &Error{Status: http.StatusConflict, Type: "uniqueness", Detail: "userName " + u.userName() + " is taken by user " + other}
@@ -235,7 +235,7 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, body []byte
 		}
 		g.members[uid] = struct{}{}
 	}
-	g.created = s.now().UTC()
+	g.created = s.clock()
 	g.modified = g.created
 	return s.storeGroup(w, r, nil, g, http.StatusCreated)
 }
@@ -263,7 +263,7 @@ func (s *Server) changeGroup(w http.ResponseWriter, r *http.Request, id string, 
 	if old == nil {
 		return notFound("no group %q", id)
 	}
-	g := &group{id: id, created: old.created, modified: s.now().UTC()}
+	g := &group{id: id, created: old.created, modified: s.clock()}
 	if r.Method == http.MethodPut {
 		g.doc, g.members = doc, map[string]struct{}{}
 		for _, uid := range ids {
