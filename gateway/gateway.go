@@ -160,6 +160,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		fw,
 		wg,
 		&enrollPart{log: g.log, metrics: g.metrics, local: local, ids: ids, wg: wg},
+		&scimPart{log: g.log, metrics: g.metrics, local: local, ids: ids},
 		&sitePart{log: g.log, metrics: g.metrics},
 		// Logpush before its producers: it takes their records from the
 		// first one, and spools the last ones they hand over at shutdown.
