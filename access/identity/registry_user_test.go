@@ -3,6 +3,7 @@ package identity
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -125,5 +126,28 @@ func TestUserChangesInvalid(t *testing.T) {
 		if !slices.Equal(d.Groups, []string{"staff"}) {
 			t.Errorf("groups changed to %v", d.Groups)
 		}
+	}
+}
+
+// TestUserLookupIndexed: finding a user's devices uses the email index,
+// not a scan of every device.
+func TestUserLookupIndexed(t *testing.T) {
+	r := open(t, storeKinds[0].fresh(t), Options{})
+	rows, err := r.db.QueryContext(ctx(t), `EXPLAIN QUERY PLAN SELECT `+deviceCols+` FROM devices WHERE NOT revoked AND lower(email) IN ($1, $2) ORDER BY created_us, id`, "a", "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if !slices.ContainsFunc(plan, func(s string) bool { return strings.Contains(s, "devices_active_email") }) {
+		t.Errorf("query plan does not use devices_active_email: %v", plan)
 	}
 }
