@@ -45,8 +45,8 @@ func (p *scimPart) apply(ctx context.Context, prev, next *config.Config) error {
 	srv, err := scim.Open(ctx, scim.Options{
 		StateDir: next.Appliance.StateDir,
 		Registry: reg,
-		// The provider's request is answered once the WireGuard peers
-		// and identity sets follow the registry.
+		// A deactivation is answered once the WireGuard peers and
+		// identity sets follow the registry.
 		Applied: func(ctx context.Context) { p.ids.sync(ctx, reg) },
 		Token:   tok,
 		Logger:  p.log.With("component", "scim"),

@@ -154,9 +154,14 @@ func (e *env) doToken(tok, method, path string, body any) (int, map[string]any) 
 }
 
 // devicesOf returns the active devices enrolled with email (any case) in
-// the current snapshot, and how many of its devices are revoked.
+// the registry's snapshot, and how many of its devices are revoked.
 func (e *env) devicesOf(email string) (active []identity.Device, revoked int) {
 	e.t.Helper()
+	// Group changes reach the snapshot by the registry's refresh (its Run
+	// in the gateway); a revocation was refreshed before the answer.
+	if err := e.reg.Refresh(testCtx(e.t)); err != nil {
+		e.t.Fatal(err)
+	}
 	for d := range e.reg.Snapshot().All() {
 		if strings.EqualFold(d.Email, email) {
 			active = append(active, d)

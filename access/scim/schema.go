@@ -7,7 +7,7 @@
 // device revoked in the device registry; a change to a user's group
 // memberships changes the groups of that user's devices. Both reach the
 // WireGuard peers and the firewall's identity sets through the registry's
-// snapshots, and the request answers once the gateway applied them.
+// snapshots; a deactivation is answered once the gateway applied it.
 //
 // Users and groups are kept as the provider sent them (JSON objects),
 // with the attributes of RFC 7643's core schemas (and the enterprise

@@ -43,9 +43,11 @@ type Options struct {
 	StateDir string
 	// Registry takes the effects of the provider's changes.
 	Registry Registry
-	// Applied, when set, is called after the registry changed devices and
+	// Applied, when set, is called after the registry revoked devices and
 	// returns once the gateway follows (WireGuard peers, identity sets), so
-	// a provider's request is answered only when it took effect.
+	// a deactivation is answered only when it took effect. Group changes
+	// do not wait: the registry's refresh, which its writes wake, carries
+	// them.
 	Applied func(ctx context.Context)
 	// Token is the bearer token the provider must send (SetToken rotates it).
 	Token  []byte

@@ -16,11 +16,15 @@ type effect struct {
 	groups []string // otherwise the user's groups, which the devices take
 }
 
-// applyEffects changes the registry, then waits until the gateway follows.
+// applyEffects changes the registry. After a revocation it waits until
+// the gateway follows (Options.Applied), so a provider's answer means the
+// user's devices are cut off; group changes are left to the registry's
+// own refresh, which a write wakes at once and which takes a burst of
+// them (a provider's initial sync) in one snapshot instead of one each.
 // The effects are idempotent: a request that fails after some of them is
 // retried by the provider and applies them again.
 func (s *Server) applyEffects(ctx context.Context, effs []effect) error {
-	changed := 0
+	revoked := 0
 	for _, e := range effs {
 		if e.revoke {
 			devs, err := s.reg.RevokeUser(ctx, e.emails)
@@ -31,7 +35,7 @@ func (s *Server) applyEffects(ctx context.Context, effs []effect) error {
 				s.log.Info("scim: device revoked: its user was deactivated or deleted at the identity provider", "user", e.user, "device", d.ID, "email", d.Email)
 			}
 			s.metrics.devices.WithLabelValues("revoked").Add(float64(len(devs)))
-			changed += len(devs)
+			revoked += len(devs)
 			continue
 		}
 		devs, err := s.reg.SetUserGroups(ctx, e.emails, e.groups)
@@ -42,9 +46,8 @@ func (s *Server) applyEffects(ctx context.Context, effs []effect) error {
 			s.log.Info("scim: device groups changed", "user", e.user, "device", d.ID, "email", d.Email, "groups", d.Groups)
 		}
 		s.metrics.devices.WithLabelValues("regrouped").Add(float64(len(devs)))
-		changed += len(devs)
 	}
-	if changed > 0 && s.applied != nil {
+	if revoked > 0 && s.applied != nil {
 		s.applied(ctx)
 	}
 	return nil
