@@ -241,3 +241,26 @@ func TestListPaging(t *testing.T) {
 		t.Errorf("attributes=userName: %v", r)
 	}
 }
+
+// TestMetricsLint: the metrics pass promlint and count what happened.
+func TestMetricsLint(t *testing.T) {
+	e := newEnv(t)
+	e.enroll("hal@corp.example")
+	_, u := e.do("POST", "/Users", userBody("hal@corp.example", true))
+	e.do("DELETE", "/Users/"+u["id"].(string), nil)
+	e.doToken("bad", "GET", "/Users", nil)
+	problems, err := testutil.CollectAndLint(e.srv.Collector())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+	m := e.srv.metrics
+	if testutil.ToFloat64(m.devices.WithLabelValues("revoked")) != 1 || testutil.ToFloat64(m.writes.WithLabelValues("User", "DELETE")) != 1 {
+		t.Errorf("revoked %v, deletes %v", testutil.ToFloat64(m.devices.WithLabelValues("revoked")), testutil.ToFloat64(m.writes.WithLabelValues("User", "DELETE")))
+	}
+	if n, _ := e.srv.Counts(); n != 0 {
+		t.Errorf("%d users after the delete", n)
+	}
+}
