@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/access/scim"
 )
 
 // swapHandler serves whichever handler a part last installed, or 404 with
@@ -32,16 +33,19 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // local is what the Access listener serves for host names that are not an
-// app's: device enrollment and DNS over HTTPS, each installed by its part.
+// app's: device enrollment, DNS over HTTPS and SCIM, each installed by its
+// part.
 type local struct {
 	enroll swapHandler
 	doh    swapHandler
+	scim   swapHandler
 }
 
 func newLocal() *local {
 	l := &local{}
 	l.enroll.none = "Device enrollment is not enabled on this gateway."
 	l.doh.none = "DNS over HTTPS is not enabled on this gateway."
+	l.scim.none = "SCIM provisioning is not enabled on this gateway."
 	return l
 }
 
@@ -51,6 +55,8 @@ func (l *local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.enroll.ServeHTTP(w, r)
 	case r.URL.Path == "/dns-query":
 		l.doh.ServeHTTP(w, r)
+	case scim.Handles(r.URL.Path):
+		l.scim.ServeHTTP(w, r)
 	default:
 		http.Error(w, "No application is configured for this host name.", http.StatusNotFound)
 	}

@@ -9,13 +9,15 @@ import (
 
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/scim"
 )
 
 // identityPart runs who is who: the static identities of the resolver
 // every consumer asks, and, when WireGuard is configured with an identity
 // section or enrollment, the device registry (and the goroutine that keeps
-// its snapshot current), the devices API and device enrollment on the
-// Access listener.
+// its snapshot current), the devices API, device enrollment and SCIM
+// provisioning (/scim/v2) on the Access listener: everything that writes
+// to the registry.
 type identityPart struct {
 	log     *slog.Logger
 	metrics *metrics
@@ -29,6 +31,7 @@ type identityPart struct {
 	unsub func()
 	run   actor
 	enr   *enroll.Handler
+	scim  *scim.Server // SCIM provisioning, writing to reg
 }
 
 func (p *identityPart) name() string { return "identity" }
@@ -44,7 +47,56 @@ func (p *identityPart) commit(ctx context.Context, prev, next *Plan) error {
 			return err
 		}
 	}
-	return p.commitEnroll(next)
+	if err := p.commitEnroll(next); err != nil {
+		return err
+	}
+	return p.commitSCIM(ctx, next)
+}
+
+// commitSCIM serves SCIM provisioning (scim:) on the Access listener. The
+// plan read the token file, so a reload after it was rewritten rotates
+// the token, and one that cannot be read fails with the old token still
+// in force.
+func (p *identityPart) commitSCIM(ctx context.Context, next *Plan) error {
+	if next.Config.SCIM == nil {
+		p.closeSCIM()
+		return nil
+	}
+	if p.scim != nil {
+		p.scim.SetToken(next.scimToken)
+		return nil
+	}
+	reg := p.reg
+	srv, err := scim.Open(ctx, scim.Options{
+		StateDir: next.Config.Appliance.StateDir,
+		Registry: reg,
+		// A deactivation is answered once the WireGuard peers and
+		// identity sets follow the registry.
+		Applied: func(ctx context.Context) { p.sync(ctx, reg) },
+		Token:   next.scimToken,
+		Logger:  p.log.With("component", "scim"),
+	})
+	if err != nil {
+		return err
+	}
+	p.scim = srv
+	p.metrics.set("scim", srv.Collector())
+	p.local.scim.set(srv)
+	users, groups := srv.Counts()
+	p.log.Info("SCIM provisioning served at "+scim.Prefix, "users", users, "groups", groups)
+	return nil
+}
+
+func (p *identityPart) closeSCIM() {
+	if p.scim == nil {
+		return
+	}
+	p.local.scim.set(nil)
+	p.metrics.set("scim", nil)
+	if err := p.scim.Close(); err != nil {
+		p.log.Error("close SCIM store", "err", err)
+	}
+	p.scim = nil
 }
 
 func (p *identityPart) open(ctx context.Context, o identity.Options) error {
@@ -150,6 +202,7 @@ func (p *identityPart) closeEnroll() {
 }
 
 func (p *identityPart) close() {
+	p.closeSCIM()
 	p.closeEnroll()
 	if p.reg == nil {
 		return

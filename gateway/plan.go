@@ -12,6 +12,7 @@ import (
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/scim"
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/gateway/config"
@@ -57,6 +58,7 @@ type Plan struct {
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
 	logpush      *logpush.Plan // nil: no job
+	scimToken []byte // scim.token_file read; nil: no scim section, or not read
 	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
 	alerts       *alertsPlan   // nil: no netflow.alerts
 	access       *access.Plan  // nil: no access section
@@ -168,6 +170,13 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 			return nil, fmt.Errorf("netflow.alerts: %w", err)
 		}
 		p.alerts = ap
+	}
+	if cfg.SCIM != nil && !o.SkipFiles {
+		tok, err := scim.ReadToken(cfg.SCIM.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		p.scimToken = tok
 	}
 	if len(cfg.Logpush) > 0 && !o.SkipFiles {
 		lp, err := logpush.Compile(cfg.Logpush)

@@ -131,20 +131,11 @@ func (e Enrollment) normalize(now time.Time) (Enrollment, error) {
 	if e.PublicKey == ([32]byte{}) {
 		return bad("the public key is all zeros")
 	}
-	if len(e.Groups) > maxGroups {
-		return bad("%d groups (at most %d)", len(e.Groups), maxGroups)
+	groups, err := normalizeGroups(e.Groups)
+	if err != nil {
+		return Enrollment{}, err
 	}
-	groups := slices.Clone(e.Groups)
-	for _, g := range groups {
-		if g == "" {
-			return bad("an empty group name")
-		}
-		if err := checkText("group", g, maxGroupLen); err != nil {
-			return bad("%v", err)
-		}
-	}
-	slices.Sort(groups)
-	e.Groups = slices.Compact(groups)
+	e.Groups = groups
 	if !e.Expires.IsZero() {
 		e.Expires = dbTime(e.Expires)
 		if !e.Expires.After(now) {
@@ -152,6 +143,25 @@ func (e Enrollment) normalize(now time.Time) (Enrollment, error) {
 		}
 	}
 	return e, nil
+}
+
+// normalizeGroups checks a group list and returns it as a set: sorted,
+// without duplicates.
+func normalizeGroups(in []string) ([]string, error) {
+	if len(in) > maxGroups {
+		return nil, fmt.Errorf("%w: %d groups (at most %d)", ErrInvalid, len(in), maxGroups)
+	}
+	groups := slices.Clone(in)
+	for _, g := range groups {
+		if g == "" {
+			return nil, fmt.Errorf("%w: an empty group name", ErrInvalid)
+		}
+		if err := checkText("group", g, maxGroupLen); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	}
+	slices.Sort(groups)
+	return slices.Compact(groups), nil
 }
 
 func checkText(what, s string, limit int) error {

@@ -21,7 +21,8 @@ type migration struct {
 // unique index over non-revoked devices, so two appliances can never hand
 // out one address) and added the revocation time and the generation
 // counter that other appliances poll; version 3 records in each row the
-// generation that last changed it.
+// generation that last changed it; version 4 indexes active devices by
+// their lower-case email.
 var migrations = []migration{
 	{1, "devices", []string{
 		`CREATE TABLE devices (
@@ -56,6 +57,12 @@ var migrations = []migration{
 		// it holds instead of every device on every change.
 		`ALTER TABLE devices ADD COLUMN changed_gen BIGINT NOT NULL DEFAULT 0`,
 		`CREATE INDEX devices_changed_gen ON devices (changed_gen)`,
+	}},
+	{4, "active devices by email", []string{
+		// RevokeUser and SetUserGroups find a user's devices by address
+		// without regard to case (an identity provider's SCIM changes);
+		// without it each change scans every device.
+		`CREATE INDEX devices_active_email ON devices (lower(email)) WHERE NOT revoked`,
 	}},
 }
 

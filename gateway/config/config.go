@@ -24,6 +24,7 @@ import (
 
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/scim"
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/gateway/dns"
@@ -50,6 +51,7 @@ type Config struct {
 	Routes     []tunnel.Route   `yaml:"routes"`
 	Firewall   *firewall.Config `yaml:"firewall"`
 	Access     *access.Config   `yaml:"access"`
+	SCIM       *scim.Config     `yaml:"scim"`
 	Gateway    Gateway          `yaml:"gateway"`
 	Netflow    *netflow.Config  `yaml:"netflow"`
 	Logpush    []logpush.Job    `yaml:"logpush"`
@@ -386,6 +388,14 @@ func (d *decoder) crossChecks(c *Config) {
 			report("admin.oidc.provider", fmt.Sprintf("%q is not one of identity.providers", o.Provider))
 		}
 	}
+	if c.SCIM != nil {
+		if c.Access == nil {
+			report("scim", "SCIM is served at https://GATEWAY/scim/v2 on the Access listener: add an access: section (its listen address)")
+		}
+		if !registryOn(c) {
+			report("scim", "SCIM changes the devices of the device registry: configure tunnels.wireguard with identity or enrollment")
+		}
+	}
 	// The LAN virtual addresses go on the first LAN interface; the WAN ones
 	// on interfaces.wan, or the default route's interface when unset.
 	if c.HA != nil && len(c.HA.VirtualAddresses.LAN) > 0 && len(c.Interfaces.LAN) == 0 {
@@ -403,3 +413,10 @@ var exampleYAML []byte
 // for `edgegw config example`: every section, with the values a real office
 // would use. Tests keep it valid; it is the contract for the file's shape.
 func ExampleYAML() []byte { return exampleYAML }
+
+// registryOn reports whether c runs a device registry: WireGuard with an
+// identity section or enrollment.
+func registryOn(c *Config) bool {
+	wg := c.Tunnels.WireGuard
+	return wg != nil && (c.Identity != nil || wg.Enrollment != nil)
+}
