@@ -58,7 +58,7 @@ type Plan struct {
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
 	logpush      *logpush.Plan // nil: no job
-	scimToken []byte // scim.token_file read; nil: no scim section, or not read
+	scimToken    []byte        // scim.token_file read; nil: no scim section, or not read
 	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
 	alerts       *alertsPlan   // nil: no netflow.alerts
 	access       *access.Plan  // nil: no access section
