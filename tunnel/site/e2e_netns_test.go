@@ -105,9 +105,12 @@ type siteToSite struct {
 	gwCfg, branchCfg               Config
 }
 
-func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
+// newSiteNS makes the topology's five namespaces, links them, and routes
+// and forwards between them; the branch has one public address,
+// 198.51.100.20. must fails t on an error.
+func newSiteNS(t testing.TB) (x *siteToSite, must func(error)) {
 	lab := netlab.NewT(t)
-	x := &siteToSite{}
+	x = &siteToSite{}
 	for _, n := range []struct {
 		p    **netlab.NS
 		name string
@@ -118,7 +121,7 @@ func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
 		}
 		*n.p = ns
 	}
-	must := func(err error) {
+	must = func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
@@ -127,7 +130,6 @@ func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
 	must(lab.Link(x.lan, "eth0", "10.10.0.2/24", x.gwNS, "eth1", "10.10.0.1/24"))
 	must(lab.Link(x.gwNS, "eth0", "203.0.113.10/24", x.wan, "togw", "203.0.113.1/24"))
 	must(lab.Link(x.branchNS, "eth0", "198.51.100.20/24", x.wan, "tobr", "198.51.100.1/24"))
-	must(x.branchNS.AddAddr("eth0", "198.51.100.21/24"))
 	must(lab.Link(x.branchNS, "eth1", "10.20.0.1/24", x.blan, "eth0", "10.20.0.2/24"))
 	must(x.lan.Route("default", "10.10.0.1"))
 	must(x.blan.Route("default", "10.20.0.1"))
@@ -138,6 +140,12 @@ func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
 		must(ns.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
 		must(ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
 	}
+	return x, must
+}
+
+func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
+	x, must := newSiteNS(t)
+	must(x.branchNS.AddAddr("eth0", "198.51.100.21/24"))
 
 	x.gw, x.branch = newEnd(t, x.gwNS), newEnd(t, x.branchNS)
 	r := func(p, via string, prio int) tunnel.Route {
