@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,27 +19,6 @@ import (
 	"github.com/edgegw/edgegw/gateway/netlab/swanbranch"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
-
-// logBuffer collects the engine's log records as text for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if testing.Verbose() {
-		os.Stderr.Write(p)
-	}
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // lab is office LAN ⇄ gw (edgegw's engine) ⇄ WAN ⇄ branch (a stock
 // strongSwan configured by the test) ⇄ branch LAN:
@@ -52,7 +30,7 @@ type lab struct {
 	l                          *netlab.Lab
 	lan, gwNS, wan, brNS, blan *netlab.NS
 	eng                        *Engine
-	log                        *logBuffer
+	log                        *testkit.Buffer // the engine's log, for assertions
 	dir                        string
 	changes                    chan string
 	branch                     *swanbranch.Branch // the branch's charon, once started
@@ -82,7 +60,7 @@ func testBackend() string {
 
 func newLab(t *testing.T) *lab {
 	skipWithoutStrongSwan(t)
-	x := &lab{l: netlab.NewT(t), log: &logBuffer{}, dir: t.TempDir(), branchDir: t.TempDir(), changes: make(chan string, 64)}
+	x := &lab{l: netlab.NewT(t), log: &testkit.Buffer{}, dir: t.TempDir(), branchDir: t.TempDir(), changes: make(chan string, 64)}
 	for _, n := range []struct {
 		p    **netlab.NS
 		name string
@@ -121,7 +99,11 @@ func newLab(t *testing.T) *lab {
 // startEngine runs edgegw's engine in gw.
 func (x *lab) startEngine(t *testing.T) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(x.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var w io.Writer = x.log
+	if testing.Verbose() {
+		w = io.MultiWriter(x.log, os.Stderr)
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	err := x.gwNS.Do(func() error {
 		var err error
 		x.eng, err = New(context.Background(), Options{Logger: log, Dir: filepath.Join(x.dir, "ipsec"), Backend: testBackend(),
