@@ -61,35 +61,11 @@ func testBackend() string {
 func newLab(t *testing.T) *lab {
 	skipWithoutStrongSwan(t)
 	x := &lab{l: netlab.NewT(t), log: &testkit.Buffer{}, dir: t.TempDir(), branchDir: t.TempDir(), changes: make(chan string, 64)}
-	for _, n := range []struct {
-		p    **netlab.NS
-		name string
-	}{{&x.lan, "lan"}, {&x.gwNS, "gw"}, {&x.wan, "wan"}, {&x.brNS, "br"}, {&x.blan, "blan"}} {
-		ns, err := x.l.NS(n.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*n.p = ns
+	b, err := x.l.Branch()
+	if err != nil {
+		t.Fatal(err)
 	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(x.l.Link(x.lan, "eth0", "10.10.0.2/24", x.gwNS, "eth1", "10.10.0.1/24"))
-	must(x.l.Link(x.gwNS, "eth0", "203.0.113.10/24", x.wan, "togw", "203.0.113.1/24"))
-	must(x.l.Link(x.brNS, "eth0", "198.51.100.20/24", x.wan, "tobr", "198.51.100.1/24"))
-	must(x.l.Link(x.brNS, "eth1", "10.20.0.1/24", x.blan, "eth0", "10.20.0.2/24"))
-	must(x.lan.Route("default", "10.10.0.1"))
-	must(x.blan.Route("default", "10.20.0.1"))
-	must(x.gwNS.Route("default", "203.0.113.1"))
-	must(x.brNS.Route("default", "198.51.100.1"))
-	for _, ns := range []*netlab.NS{x.gwNS, x.wan, x.brNS} {
-		must(ns.Sysctl("net.ipv4.ip_forward", "1"))
-		must(ns.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
-		must(ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
-	}
+	x.lan, x.gwNS, x.wan, x.brNS, x.blan = b.LAN, b.GW, b.WAN, b.BR, b.BLAN
 	if _, err := x.brNS.IP("addr", "add", "10.200.3.1/32", "dev", "lo"); err != nil {
 		t.Fatal(err)
 	}

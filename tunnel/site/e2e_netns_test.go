@@ -105,40 +105,20 @@ type siteToSite struct {
 	gwCfg, branchCfg               Config
 }
 
-// newSiteNS makes the topology's five namespaces, links them, and routes
-// and forwards between them; the branch has one public address,
-// 198.51.100.20. must fails t on an error.
+// newSiteNS makes the topology's five namespaces, netlab's [netlab.Branch]
+// (the branch has one public address, 198.51.100.20); must fails t on
+// an error.
 func newSiteNS(t testing.TB) (x *siteToSite, must func(error)) {
-	lab := netlab.NewT(t)
-	x = &siteToSite{}
-	for _, n := range []struct {
-		p    **netlab.NS
-		name string
-	}{{&x.lan, "lan"}, {&x.gwNS, "gw"}, {&x.wan, "wan"}, {&x.branchNS, "br"}, {&x.blan, "blan"}} {
-		ns, err := lab.NS(n.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*n.p = ns
+	b, err := netlab.NewT(t).Branch()
+	if err != nil {
+		t.Fatal(err)
 	}
+	x = &siteToSite{lan: b.LAN, gwNS: b.GW, wan: b.WAN, branchNS: b.BR, blan: b.BLAN}
 	must = func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	must(lab.Link(x.lan, "eth0", "10.10.0.2/24", x.gwNS, "eth1", "10.10.0.1/24"))
-	must(lab.Link(x.gwNS, "eth0", "203.0.113.10/24", x.wan, "togw", "203.0.113.1/24"))
-	must(lab.Link(x.branchNS, "eth0", "198.51.100.20/24", x.wan, "tobr", "198.51.100.1/24"))
-	must(lab.Link(x.branchNS, "eth1", "10.20.0.1/24", x.blan, "eth0", "10.20.0.2/24"))
-	must(x.lan.Route("default", "10.10.0.1"))
-	must(x.blan.Route("default", "10.20.0.1"))
-	must(x.gwNS.Route("default", "203.0.113.1"))
-	must(x.branchNS.Route("default", "198.51.100.1"))
-	for _, ns := range []*netlab.NS{x.gwNS, x.wan, x.branchNS} {
-		must(ns.Sysctl("net.ipv4.ip_forward", "1"))
-		must(ns.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
-		must(ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
 	}
 	return x, must
 }
