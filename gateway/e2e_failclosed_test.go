@@ -152,8 +152,9 @@ func TestFailClosedAcrossRestarts(t *testing.T) {
 		return err == nil
 	}
 	// What the steps share: the flood that runs from the first start to
-	// the end (it belongs to the whole test, whole), and the count of
-	// blocked datagrams that arrived before it.
+	// the end (started on whole, the test itself, so that it outlives the
+	// step that starts it), and the count of blocked datagrams that
+	// arrived before it.
 	var (
 		stop  func() int
 		sent  func() int64
