@@ -105,26 +105,10 @@ type siteToSite struct {
 	gwCfg, branchCfg               Config
 }
 
-// newSiteNS makes the topology's five namespaces, netlab's [netlab.Branch]
-// (the branch has one public address, 198.51.100.20); must fails t on
-// an error.
-func newSiteNS(t testing.TB) (x *siteToSite, must func(error)) {
-	b, err := netlab.NewT(t).Branch()
-	if err != nil {
-		t.Fatal(err)
-	}
-	x = &siteToSite{lan: b.LAN, gwNS: b.GW, wan: b.WAN, branchNS: b.BR, blan: b.BLAN}
-	must = func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	return x, must
-}
-
 func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
-	x, must := newSiteNS(t)
+	lab := netlab.NewT(t)
+	x := &siteToSite{}
+	must := branchTopology(t, lab, x)
 	must(x.branchNS.AddAddr("eth0", "198.51.100.21/24"))
 
 	x.gw, x.branch = newEnd(t, x.gwNS), newEnd(t, x.branchNS)
@@ -151,6 +135,23 @@ func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
 	x.gw.set(t, x.gwCfg)
 	x.branch.set(t, x.branchCfg)
 	return x
+}
+
+// branchTopology builds netlab's [netlab.Branch] topology in lab and
+// puts its namespaces into x (the branch has one public address,
+// 198.51.100.20); must fails t on an error.
+func branchTopology(t testing.TB, lab *netlab.Lab, x *siteToSite) (must func(error)) {
+	b, err := lab.Branch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.lan, x.gwNS, x.wan, x.branchNS, x.blan = b.LAN, b.GW, b.WAN, b.BR, b.BLAN
+	return func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // cutPrimary drops (or stops dropping) all packets to and from the

@@ -59,7 +59,9 @@ type ipsecSite struct {
 
 func newIPsecSite(t testing.TB) *ipsecSite {
 	skipWithoutStrongSwan(t)
-	x, must := newSiteNS(t)
+	lab := netlab.NewT(t)
+	x := &siteToSite{}
+	must := branchTopology(t, lab, x)
 	if _, err := x.branchNS.IP("addr", "add", "10.200.3.1/32", "dev", "lo"); err != nil {
 		t.Fatal(err)
 	}
