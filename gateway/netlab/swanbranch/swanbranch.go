@@ -13,6 +13,7 @@ package swanbranch
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -242,30 +243,56 @@ func (b *Branch) WriteSwanctl(tb testing.TB, swanctl string) {
 // until its VICI socket is there and loads swanctl.conf.
 func (b *Branch) Start(tb testing.TB) {
 	tb.Helper()
-	sock := b.VICI()
-	os.Remove(sock) // a killed charon leaves it behind
-	conf := filepath.Join(b.Dir, "strongswan.conf")
-	c := Charon{Backend: b.Backend, VICI: sock, Log: b.LogFile(), RetransmitTries: b.RetransmitTries}
-	if err := os.WriteFile(conf, []byte(c.Conf()), 0o600); err != nil {
+	c := Charon{Backend: b.Backend, VICI: b.VICI(), Log: b.LogFile(), RetransmitTries: b.RetransmitTries}
+	if err := os.WriteFile(filepath.Join(b.Dir, "strongswan.conf"), []byte(c.Conf()), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	cmd := b.NS.Command(b.Charon)
-	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+conf)
-	p, err := b.NS.StartCmd(cmd)
+	ctx, cancel := context.WithTimeout(tb.Context(), 30*time.Second)
+	defer cancel()
+	p, err := Launch(ctx, b.NS, b.Charon, b.Dir, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	b.Proc = p
-	testkit.Eventually(tb, 10*time.Second, "branch charon's VICI socket", func() error {
+}
+
+// Launch runs charon in ns with the strongswan.conf and swanctl.conf in
+// dir (its VICI socket dir/charon.vici), waits for the socket and loads
+// swanctl.conf. Charon's output goes to out, or to [netlab.Proc.Output]
+// if out is nil. The lab that owns ns stops charon; on an error after
+// the start Launch kills it.
+func Launch(ctx context.Context, ns *netlab.NS, charon, dir string, out io.Writer) (*netlab.Proc, error) {
+	sock := filepath.Join(dir, "charon.vici")
+	os.Remove(sock) // a killed charon leaves it behind
+	cmd := ns.Command(charon)
+	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+filepath.Join(dir, "strongswan.conf"))
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	}
+	p, err := ns.StartCmd(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("start the branch's charon: %w", err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
 		select {
 		case <-p.Done():
-			return fmt.Errorf("charon exited: %v\n%s", p.Wait(), p.Output())
-		default:
+			return nil, fmt.Errorf("the branch's charon exited: %v\n%s", p.Wait(), p.Output())
+		case <-ctx.Done():
+			p.Kill()
+			return nil, fmt.Errorf("the branch's charon opened no VICI socket: %w", ctx.Err())
+		case <-tick.C:
 		}
-		_, err := os.Stat(sock)
-		return err
-	})
-	b.Swanctl(tb, "--load-all", "--file", filepath.Join(b.Dir, "swanctl.conf"))
+	}
+	if b, err := ns.Exec(ctx, "swanctl", "--load-all", "--file", filepath.Join(dir, "swanctl.conf"), "--uri", "unix://"+sock); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("swanctl --load-all: %w\n%s", err, b)
+	}
+	return p, nil
 }
 
 // Kill kills the branch's charon (its SAs and TUN die with it) and waits
