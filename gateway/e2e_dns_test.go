@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // TestGatewayDNS: a remote WireGuard user resolves through Gateway DNS on
@@ -130,11 +130,8 @@ func TestGatewayDNSIdentityFromTunnelOnly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
-	for _, tool := range []string{"dig", "kdig"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (Debian bind9-dnsutils, knot-dnsutils)", tool)
-		}
-	}
+	testkit.NeedTool(t, "dig", "bind9-dnsutils")
+	testkit.NeedTool(t, "kdig", "knot-dnsutils")
 	s := newSite(t)
 	ra := s.ra
 	upstreamAnswers(t, ra.LAN, "10.0.0.5:53", "192.0.2.99")
@@ -180,7 +177,7 @@ logpush:
 	s.client(ra.User, s.lab.ID()+"u", "alice", key)
 	netlab.Eventually(t, 15*time.Second, "tunnel up", func() error { return ra.User.Ping("10.0.0.5") })
 
-	query := func(ns *netlab.NS, tool string, args ...string) string {
+	query := func(t *testing.T, ns *netlab.NS, tool string, args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		out, err := ns.Exec(ctx, tool, args...)
@@ -190,124 +187,144 @@ logpush:
 		return string(out)
 	}
 	dotArgs := []string{"+tls", "+tls-ca=" + caFile, "+tls-hostname=gw.corp.example", "+timeout=5", "+retry=0"}
+	// What the steps share: the names of the forged queries and how many
+	// answers to them came back through alice's tunnel.
+	var (
+		forged  = map[string]bool{}
+		answers int
+	)
 
-	// Alice through the tunnel: her answer on every transport.
-	for _, tc := range []struct {
-		tool string
-		args []string
-	}{
-		{"dig", []string{"+short", "+tries=2", "+time=2", "@100.96.0.1", "udp.secret.corp.example", "A"}},
-		{"dig", []string{"+short", "+tcp", "+tries=2", "+time=2", "@100.96.0.1", "tcp.secret.corp.example", "A"}},
-		{"dig", []string{"+short", "+tries=2", "+time=2", "@10.0.0.1", "lanaddr.secret.corp.example", "A"}},
-		{"kdig", append([]string{"+short", "@100.96.0.1"}, append(dotArgs, "dot.secret.corp.example", "A")...)},
-	} {
-		netlab.Eventually(t, 10*time.Second, "alice's answer over "+strings.Join(tc.args, " "), func() error {
-			if got := strings.TrimSpace(query(ra.User, tc.tool, tc.args...)); got != "10.0.0.42" {
-				return fmt.Errorf("%s %v = %q, want alice's 10.0.0.42", tc.tool, tc.args, got)
+	if !t.Run("alice gets her answer on every transport", func(t *testing.T) {
+		// Alice through the tunnel: her answer on every transport.
+		for _, tc := range []struct {
+			tool string
+			args []string
+		}{
+			{"dig", []string{"+short", "+tries=2", "+time=2", "@100.96.0.1", "udp.secret.corp.example", "A"}},
+			{"dig", []string{"+short", "+tcp", "+tries=2", "+time=2", "@100.96.0.1", "tcp.secret.corp.example", "A"}},
+			{"dig", []string{"+short", "+tries=2", "+time=2", "@10.0.0.1", "lanaddr.secret.corp.example", "A"}},
+			{"kdig", append([]string{"+short", "@100.96.0.1"}, append(dotArgs, "dot.secret.corp.example", "A")...)},
+		} {
+			netlab.Eventually(t, 10*time.Second, "alice's answer over "+strings.Join(tc.args, " "), func() error {
+				if got := strings.TrimSpace(query(t, ra.User, tc.tool, tc.args...)); got != "10.0.0.42" {
+					return fmt.Errorf("%s %v = %q, want alice's 10.0.0.42", tc.tool, tc.args, got)
+				}
+				return nil
+			})
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("a forged tunnel address gets no policy", func(t *testing.T) {
+		// The LAN host forges alice's address. A socket on alice's side, on
+		// the forged source port, reads whatever answer comes back through
+		// her tunnel.
+		const forgedPort = 40053
+		var aliceSide net.PacketConn
+		must(t, ra.User.Do(func() (err error) {
+			aliceSide, err = net.ListenPacket("udp", fmt.Sprintf("100.96.0.10:%d", forgedPort))
+			return err
+		}))
+		defer aliceSide.Close()
+		must(t, ra.LAN.AddAddr("lo", "100.96.0.10/32"))
+		for i, dst := range []string{"10.0.0.1:53", "100.96.0.1:53"} {
+			name := fmt.Sprintf("forged%d.secret.corp.example.", i)
+			forged[strings.TrimSuffix(name, ".")] = true
+			m := new(dns.Msg)
+			m.SetQuestion(name, dns.TypeA)
+			b, _ := m.Pack()
+			must(t, ra.LAN.Do(func() error {
+				c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(fmt.Sprintf("100.96.0.10:%d", forgedPort))))
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_, err = c.WriteToUDPAddrPort(b, netip.MustParseAddrPort(dst))
+				return err
+			}))
+		}
+		buf := make([]byte, 2048)
+		for answers < len(forged) {
+			aliceSide.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, _, err := aliceSide.ReadFrom(buf)
+			if err != nil {
+				break // none (more): dropped before the resolver
+			}
+			r := new(dns.Msg)
+			if r.Unpack(buf[:n]) != nil || len(r.Question) != 1 || !forged[strings.TrimSuffix(r.Question[0].Name, ".")] {
+				continue
+			}
+			answers++
+			for _, rr := range r.Answer {
+				if a, ok := rr.(*dns.A); ok && a.A.String() != "0.0.0.0" {
+					t.Errorf("forged query %s answered %s: alice's policy", r.Question[0].Name, a.A)
+				}
+			}
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("LAN DoT refused to an unidentified client", func(t *testing.T) {
+		// The LAN host's own DNS over TLS: refused, identified clients only.
+		out := query(t, ra.LAN, "kdig", append([]string{"@10.0.0.1"}, append(dotArgs, "dotlan.secret.corp.example", "A")...)...)
+		if !strings.Contains(out, "status: REFUSED") || !strings.Contains(out, "18 (Prohibited)") {
+			t.Errorf("DoT from the LAN: want REFUSED with EDE 18:\n%s", out)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("records carry identity only for alice", func(t *testing.T) {
+		// The records: alice's queries carry her identity and policy; forged
+		// ones (if they reached the resolver) neither.
+		want := []string{"udp.secret.corp.example", "tcp.secret.corp.example", "lanaddr.secret.corp.example", "dot.secret.corp.example", "dotlan.secret.corp.example"}
+		var recs []map[string]any
+		netlab.Eventually(t, 15*time.Second, "gateway_dns records", func() error {
+			recs = readRecords(t, log)
+			seen := map[string]bool{}
+			for _, r := range recs {
+				seen[fmt.Sprint(r["QueryName"])] = true
+			}
+			for _, n := range want {
+				if !seen[n] {
+					return fmt.Errorf("no record of %s", n)
+				}
+			}
+			for n := range forged {
+				if answers > 0 && !seen[n] {
+					return fmt.Errorf("no record of %s", n)
+				}
 			}
 			return nil
 		})
-	}
-
-	// The LAN host forges alice's address. A socket on alice's side, on
-	// the forged source port, reads whatever answer comes back through
-	// her tunnel.
-	const forgedPort = 40053
-	var aliceSide net.PacketConn
-	must(t, ra.User.Do(func() (err error) {
-		aliceSide, err = net.ListenPacket("udp", fmt.Sprintf("100.96.0.10:%d", forgedPort))
-		return err
-	}))
-	defer aliceSide.Close()
-	must(t, ra.LAN.AddAddr("lo", "100.96.0.10/32"))
-	forged := map[string]bool{}
-	for i, dst := range []string{"10.0.0.1:53", "100.96.0.1:53"} {
-		name := fmt.Sprintf("forged%d.secret.corp.example.", i)
-		forged[strings.TrimSuffix(name, ".")] = true
-		m := new(dns.Msg)
-		m.SetQuestion(name, dns.TypeA)
-		b, _ := m.Pack()
-		must(t, ra.LAN.Do(func() error {
-			c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(fmt.Sprintf("100.96.0.10:%d", forgedPort))))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_, err = c.WriteToUDPAddrPort(b, netip.MustParseAddrPort(dst))
-			return err
-		}))
-	}
-	answers := 0
-	buf := make([]byte, 2048)
-	for answers < len(forged) {
-		aliceSide.SetReadDeadline(time.Now().Add(5 * time.Second))
-		n, _, err := aliceSide.ReadFrom(buf)
-		if err != nil {
-			break // none (more): dropped before the resolver
-		}
-		r := new(dns.Msg)
-		if r.Unpack(buf[:n]) != nil || len(r.Question) != 1 || !forged[strings.TrimSuffix(r.Question[0].Name, ".")] {
-			continue
-		}
-		answers++
-		for _, rr := range r.Answer {
-			if a, ok := rr.(*dns.A); ok && a.A.String() != "0.0.0.0" {
-				t.Errorf("forged query %s answered %s: alice's policy", r.Question[0].Name, a.A)
-			}
-		}
-	}
-
-	// The LAN host's own DNS over TLS: refused, identified clients only.
-	out := query(ra.LAN, "kdig", append([]string{"@10.0.0.1"}, append(dotArgs, "dotlan.secret.corp.example", "A")...)...)
-	if !strings.Contains(out, "status: REFUSED") || !strings.Contains(out, "18 (Prohibited)") {
-		t.Errorf("DoT from the LAN: want REFUSED with EDE 18:\n%s", out)
-	}
-
-	// The records: alice's queries carry her identity and policy; forged
-	// ones (if they reached the resolver) neither.
-	want := []string{"udp.secret.corp.example", "tcp.secret.corp.example", "lanaddr.secret.corp.example", "dot.secret.corp.example", "dotlan.secret.corp.example"}
-	var recs []map[string]any
-	netlab.Eventually(t, 15*time.Second, "gateway_dns records", func() error {
-		recs = readRecords(t, log)
-		seen := map[string]bool{}
+		forgedRecs := 0
 		for _, r := range recs {
-			seen[fmt.Sprint(r["QueryName"])] = true
-		}
-		for _, n := range want {
-			if !seen[n] {
-				return fmt.Errorf("no record of %s", n)
+			name, email, policy := fmt.Sprint(r["QueryName"]), fmt.Sprint(r["Email"]), fmt.Sprint(r["PolicyID"])
+			switch {
+			case forged[name]:
+				forgedRecs++
+				if email != "" || fmt.Sprint(r["DeviceID"]) != "" || policy != "others-secret" || fmt.Sprint(r["SrcIP"]) != "100.96.0.10" {
+					t.Errorf("forged query's record carries an identity or alice's policy: %v", r)
+				}
+			case name == "dotlan.secret.corp.example":
+				if email != "" || r["ResolverDecision"] != "refusedUnidentified" {
+					t.Errorf("LAN DoT record: %v", r)
+				}
+			case strings.HasSuffix(name, ".secret.corp.example"):
+				if email != "alice@corp.example" || policy != "alice-secret" {
+					t.Errorf("alice's record without her identity: %v", r)
+				}
 			}
 		}
-		for n := range forged {
-			if answers > 0 && !seen[n] {
-				return fmt.Errorf("no record of %s", n)
-			}
+		if forgedRecs != answers {
+			t.Errorf("%d answers to forged queries reached alice's side, %d records of them", answers, forgedRecs)
 		}
-		return nil
-	})
-	forgedRecs := 0
-	for _, r := range recs {
-		name, email, policy := fmt.Sprint(r["QueryName"]), fmt.Sprint(r["Email"]), fmt.Sprint(r["PolicyID"])
-		switch {
-		case forged[name]:
-			forgedRecs++
-			if email != "" || fmt.Sprint(r["DeviceID"]) != "" || policy != "others-secret" || fmt.Sprint(r["SrcIP"]) != "100.96.0.10" {
-				t.Errorf("forged query's record carries an identity or alice's policy: %v", r)
-			}
-		case name == "dotlan.secret.corp.example":
-			if email != "" || r["ResolverDecision"] != "refusedUnidentified" {
-				t.Errorf("LAN DoT record: %v", r)
-			}
-		case strings.HasSuffix(name, ".secret.corp.example"):
-			if email != "alice@corp.example" || policy != "alice-secret" {
-				t.Errorf("alice's record without her identity: %v", r)
-			}
-		}
+		t.Logf("forged queries: %d of %d reached the resolver; the others were dropped before it", answers, len(forged))
+	}) {
+		return
 	}
-	if forgedRecs != answers {
-		t.Errorf("%d answers to forged queries reached alice's side, %d records of them", answers, forgedRecs)
-	}
-	t.Logf("forged queries: %d of %d reached the resolver; the others were dropped before it", answers, len(forged))
 }
 
 // upstreamAnswers runs, in ns on addr, a resolver that answers every A

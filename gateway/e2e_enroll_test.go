@@ -138,29 +138,7 @@ firewall:
 		echoServer(t, ra.LAN, port)
 	}
 	gwURL := "https://" + ra.GWWANAddr.String() + ":8443"
-
-	start := time.Now()
-	outFile := filepath.Join(s.dir, "alice.conf")
-	out, err := enrollCmd(t, ra.User, op, op.Username(), gwURL, "alice-laptop", outFile)
-	if err != nil {
-		t.Fatalf("edgegw enroll: %v\n%s\ngateway log:\n%s", err, out, s.proc.Output())
-	}
-	t.Logf("enrolled in %s (device grant, approval, registration)", time.Since(start).Round(time.Millisecond))
-	conf, err := os.ReadFile(outFile)
-	must(t, err)
-	for _, want := range []string{"Endpoint = " + ra.GWWANAddr.String() + ":51820", "10.0.0.0/24"} {
-		if !strings.Contains(string(conf), want) {
-			t.Errorf("the wg-quick file lacks %q:\n%s", want, conf)
-		}
-	}
-	if !strings.Contains(string(conf), "DNS = 100.96.0.1") {
-		t.Errorf("the wg-quick file does not name Gateway DNS:\n%s", conf)
-	}
-	// wg-quick hands DNS = to resolvconf, which the test namespaces lack;
-	// the test asks the resolver directly instead.
-	noDNS := regexp.MustCompile(`(?m)^DNS = .*\n`).ReplaceAllString(string(conf), "")
-	s.upClient(ra.User, s.lab.ID()+"u", noDNS, "")
-
+	// dial connects from the user's machine to the office server.
 	dial := func(port string, timeout time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -170,104 +148,164 @@ firewall:
 		}
 		return err
 	}
-	netlab.Eventually(t, 15*time.Second, "ping the office server through the enrolled tunnel", func() error {
-		return ra.User.Ping(ra.ServerAddr.String())
-	})
-	if err := dial("80", 2*time.Second); err != nil {
-		t.Fatalf("TCP to the office web server: %v", err)
-	}
-	if err := dial("22", 2*time.Second); err != nil {
-		t.Errorf("the enrolled user (in engineering) cannot reach SSH: %v", err)
-	}
-	if err := dial("5432", 2*time.Second); err == nil {
-		t.Error("the enrolled user (not in finance) reached the ledger; rule ledger-finance should block it")
-	}
-	if n := counter(t, s, "ledger-finance"); n == 0 {
-		t.Error("the ledger-finance counter did not move")
-	}
-	if n := counter(t, s, "ssh-engineering"); n != 0 {
-		t.Errorf("the ssh-engineering counter is %v for an engineer", n)
-	}
 
-	// Gateway DNS knows the enrolled device's user: the engineering-only
-	// override answers over UDP and over DNS over HTTPS on the Access
-	// listener, which refuses a client it cannot identify.
-	dnsCtx, dnsCancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer dnsCancel()
-	if out, err := ra.User.Exec(dnsCtx, "dig", "+short", "+tries=2", "+time=2", "@100.96.0.1", "intranet.corp.example", "A"); err != nil || strings.TrimSpace(string(out)) != "10.0.0.5" {
-		t.Errorf("dig through the tunnel: %v %q", err, out)
-	}
-	if out, err := ra.User.Exec(dnsCtx, "kdig", "+https", "+short", "@100.96.0.1", "-p", "8443", "intranet.corp.example", "A"); err != nil || !strings.Contains(string(out), "10.0.0.5") {
-		t.Errorf("kdig over DoH through the tunnel: %v %q", err, out)
-	}
-	if out, _ := ra.User.Exec(dnsCtx, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
-		"https://"+ra.GWWANAddr.String()+":8443/dns-query?dns=AAABAAABAAAAAAAACGludHJhbmV0BGNvcnAHZXhhbXBsZQAAAQAB"); strings.TrimSpace(string(out)) != "403" {
-		t.Errorf("DoH from an unidentified address: HTTP %q, want 403", out)
-	}
+	// What the steps share: the wg-quick file enroll wrote, the device.
+	var (
+		conf []byte
+		dev  enroll.Device
+	)
 
-	// The admin sees the device, with the identity the provider vouched
-	// for.
-	var devs []enroll.Device
-	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
-	if len(devs) != 1 {
-		t.Fatalf("/api/v1/devices: %+v", devs)
-	}
-	dev := devs[0]
-	if dev.Name != "alice-laptop" || dev.Status != "active" || !strings.Contains(strings.Join(dev.Groups, ","), "staff") ||
-		!strings.Contains(string(conf), "Address = "+dev.Address.String()+"/32") {
-		t.Errorf("device %+v does not match the wg-quick file:\n%s", dev, conf)
-	}
-
-	// Its handshakes are its last-seen time, recorded every 10 s.
-	netlab.Eventually(t, 25*time.Second, "the registry records when the device was last seen", func() error {
-		var d enroll.Device
-		must(t, json.Unmarshal([]byte(s.get("/api/v1/devices/"+dev.ID)), &d))
-		if d.LastSeen.IsZero() || d.LastSeen.Before(dev.Created) || time.Since(d.LastSeen) > time.Minute {
-			return fmt.Errorf("last_seen %v (created %v)", d.LastSeen, dev.Created)
+	if !t.Run("a user enrolls with edgegw enroll", func(t *testing.T) {
+		// The user enrolls with edgegw enroll and brings up the file it wrote.
+		start := time.Now()
+		outFile := filepath.Join(s.dir, "alice.conf")
+		out, err := enrollCmd(t, ra.User, op, op.Username(), gwURL, "alice-laptop", outFile)
+		if err != nil {
+			t.Fatalf("edgegw enroll: %v\n%s\ngateway log:\n%s", err, out, s.proc.Output())
 		}
-		return nil
-	})
-
-	// A user outside the policy is refused, and told why.
-	out2, err := enrollCmd(t, ra.User, op, enrolltest.SecondUser, gwURL, "bob-laptop", filepath.Join(s.dir, "bob.conf"))
-	if err == nil {
-		t.Errorf("a contractor enrolled:\n%s", out2)
-	} else if !strings.Contains(out2, "may not enroll devices on this gateway") {
-		t.Errorf("the refusal does not say why:\n%s", out2)
-	} else {
-		t.Logf("refused: %s", out2[strings.LastIndex(strings.TrimSpace(out2), "\n")+1:])
-	}
-	if _, err := os.Stat(filepath.Join(s.dir, "bob.conf")); err == nil {
-		t.Error("a refused enrollment wrote a configuration")
-	}
-	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
-	if len(devs) != 1 {
-		t.Errorf("the refused enrollment left a device: %+v", devs)
-	}
-
-	// Revocation: the tunnel stops carrying traffic within 5 s.
-	resp, body := s.post("/api/v1/devices/" + dev.ID + "/revoke")
-	revoked := time.Now()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"revoked"`) {
-		t.Fatalf("revoke: %s %s", resp.Status, body)
-	}
-	probes := 0
-	netlab.Eventually(t, 5*time.Second, "traffic stops after the revocation", func() error {
-		probes++
-		if dial("80", 300*time.Millisecond) == nil {
-			return fmt.Errorf("TCP to the office still connects")
+		t.Logf("enrolled in %s (device grant, approval, registration)", time.Since(start).Round(time.Millisecond))
+		conf, err = os.ReadFile(outFile)
+		must(t, err)
+		for _, want := range []string{"Endpoint = " + ra.GWWANAddr.String() + ":51820", "10.0.0.0/24"} {
+			if !strings.Contains(string(conf), want) {
+				t.Errorf("the wg-quick file lacks %q:\n%s", want, conf)
+			}
 		}
-		return nil
-	})
-	// Each probe is a TCP connect with a 300 ms timeout: the time is an
-	// upper bound with that resolution.
-	t.Logf("traffic cut %s after the revoke call returned (%d probe(s) of 300 ms; the first one that failed ends it)",
-		time.Since(revoked).Round(time.Millisecond), probes)
-	if err := ra.User.Ping(ra.ServerAddr.String()); err == nil {
-		t.Error("ping still passes after the revocation")
+		if !strings.Contains(string(conf), "DNS = 100.96.0.1") {
+			t.Errorf("the wg-quick file does not name Gateway DNS:\n%s", conf)
+		}
+		// wg-quick hands DNS = to resolvconf, which the test namespaces lack;
+		// the test asks the resolver directly instead.
+		noDNS := regexp.MustCompile(`(?m)^DNS = .*\n`).ReplaceAllString(string(conf), "")
+		s.upClient(ra.User, s.lab.ID()+"u", noDNS, "")
+	}) {
+		return
 	}
-	if dump := run(t, ra.GW, "wg", "show", s.wgIf, "dump"); strings.Contains(dump, dev.PublicKey.String()) {
-		t.Errorf("the revoked key is still a WireGuard peer:\n%s", dump)
+
+	if !t.Run("the firewall knows the user's groups", func(t *testing.T) {
+		// The firewall knows the enrolled user's groups from the provider.
+		netlab.Eventually(t, 15*time.Second, "ping the office server through the enrolled tunnel", func() error {
+			return ra.User.Ping(ra.ServerAddr.String())
+		})
+		if err := dial("80", 2*time.Second); err != nil {
+			t.Fatalf("TCP to the office web server: %v", err)
+		}
+		if err := dial("22", 2*time.Second); err != nil {
+			t.Errorf("the enrolled user (in engineering) cannot reach SSH: %v", err)
+		}
+		if err := dial("5432", 2*time.Second); err == nil {
+			t.Error("the enrolled user (not in finance) reached the ledger; rule ledger-finance should block it")
+		}
+		if n := counter(t, s, "ledger-finance"); n == 0 {
+			t.Error("the ledger-finance counter did not move")
+		}
+		if n := counter(t, s, "ssh-engineering"); n != 0 {
+			t.Errorf("the ssh-engineering counter is %v for an engineer", n)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("Gateway DNS knows the device's user", func(t *testing.T) {
+		// Gateway DNS knows the enrolled device's user: the engineering-only
+		// override answers over UDP and over DNS over HTTPS on the Access
+		// listener, which refuses a client it cannot identify.
+		dnsCtx, dnsCancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer dnsCancel()
+		if out, err := ra.User.Exec(dnsCtx, "dig", "+short", "+tries=2", "+time=2", "@100.96.0.1", "intranet.corp.example", "A"); err != nil || strings.TrimSpace(string(out)) != "10.0.0.5" {
+			t.Errorf("dig through the tunnel: %v %q", err, out)
+		}
+		if out, err := ra.User.Exec(dnsCtx, "kdig", "+https", "+short", "@100.96.0.1", "-p", "8443", "intranet.corp.example", "A"); err != nil || !strings.Contains(string(out), "10.0.0.5") {
+			t.Errorf("kdig over DoH through the tunnel: %v %q", err, out)
+		}
+		if out, _ := ra.User.Exec(dnsCtx, "curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}",
+			"https://"+ra.GWWANAddr.String()+":8443/dns-query?dns=AAABAAABAAAAAAAACGludHJhbmV0BGNvcnAHZXhhbXBsZQAAAQAB"); strings.TrimSpace(string(out)) != "403" {
+			t.Errorf("DoH from an unidentified address: HTTP %q, want 403", out)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("the admin sees the device", func(t *testing.T) {
+		// The admin sees the device, with the identity the provider vouched
+		// for.
+		var devs []enroll.Device
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
+		if len(devs) != 1 {
+			t.Fatalf("/api/v1/devices: %+v", devs)
+		}
+		dev = devs[0]
+		if dev.Name != "alice-laptop" || dev.Status != "active" || !strings.Contains(strings.Join(dev.Groups, ","), "staff") ||
+			!strings.Contains(string(conf), "Address = "+dev.Address.String()+"/32") {
+			t.Errorf("device %+v does not match the wg-quick file:\n%s", dev, conf)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("handshakes are recorded as last seen", func(t *testing.T) {
+		// Its handshakes are its last-seen time, recorded every 10 s.
+		netlab.Eventually(t, 25*time.Second, "the registry records when the device was last seen", func() error {
+			var d enroll.Device
+			must(t, json.Unmarshal([]byte(s.get("/api/v1/devices/"+dev.ID)), &d))
+			if d.LastSeen.IsZero() || d.LastSeen.Before(dev.Created) || time.Since(d.LastSeen) > time.Minute {
+				return fmt.Errorf("last_seen %v (created %v)", d.LastSeen, dev.Created)
+			}
+			return nil
+		})
+	}) {
+		return
+	}
+
+	if !t.Run("a user outside the policy is refused", func(t *testing.T) {
+		// A user outside the policy is refused, and told why.
+		out2, err := enrollCmd(t, ra.User, op, enrolltest.SecondUser, gwURL, "bob-laptop", filepath.Join(s.dir, "bob.conf"))
+		if err == nil {
+			t.Errorf("a contractor enrolled:\n%s", out2)
+		} else if !strings.Contains(out2, "may not enroll devices on this gateway") {
+			t.Errorf("the refusal does not say why:\n%s", out2)
+		} else {
+			t.Logf("refused: %s", out2[strings.LastIndex(strings.TrimSpace(out2), "\n")+1:])
+		}
+		if _, err := os.Stat(filepath.Join(s.dir, "bob.conf")); err == nil {
+			t.Error("a refused enrollment wrote a configuration")
+		}
+		var devs []enroll.Device
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
+		if len(devs) != 1 {
+			t.Errorf("the refused enrollment left a device: %+v", devs)
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("revocation stops traffic within 5 s", func(t *testing.T) {
+		// Revocation: the tunnel stops carrying traffic within 5 s.
+		resp, body := s.post("/api/v1/devices/" + dev.ID + "/revoke")
+		revoked := time.Now()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"revoked"`) {
+			t.Fatalf("revoke: %s %s", resp.Status, body)
+		}
+		probes := 0
+		netlab.Eventually(t, 5*time.Second, "traffic stops after the revocation", func() error {
+			probes++
+			if dial("80", 300*time.Millisecond) == nil {
+				return fmt.Errorf("TCP to the office still connects")
+			}
+			return nil
+		})
+		// Each probe is a TCP connect with a 300 ms timeout: the time is an
+		// upper bound with that resolution.
+		t.Logf("traffic cut %s after the revoke call returned (%d probe(s) of 300 ms; the first one that failed ends it)",
+			time.Since(revoked).Round(time.Millisecond), probes)
+		if err := ra.User.Ping(ra.ServerAddr.String()); err == nil {
+			t.Error("ping still passes after the revocation")
+		}
+		if dump := run(t, ra.GW, "wg", "show", s.wgIf, "dump"); strings.Contains(dump, dev.PublicKey.String()) {
+			t.Errorf("the revoked key is still a WireGuard peer:\n%s", dump)
+		}
+	}) {
+		return
 	}
 }
 

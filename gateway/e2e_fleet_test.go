@@ -109,192 +109,221 @@ tunnels:
 		}
 	}
 
-	// A remote user enrolls a laptop at A the real way: `edgegw enroll`,
-	// the device grant, approval at the provider.
-	t0 := time.Now()
-	confFile := filepath.Join(a.dir, "roaming.conf")
-	if out, err := enrollCmd(t, a.ra.User, op, op.Username(), "https://"+a.ra.GWWANAddr.String()+":8443", "roaming-laptop", confFile); err != nil {
-		t.Fatalf("edgegw enroll at gateway A: %v\n%s\ngateway A log:\n%s", err, out, a.proc.Output())
-	}
-	t.Logf("enrolled at gateway A in %s", time.Since(t0).Round(time.Millisecond))
-	rawConf, err := os.ReadFile(confFile)
-	must(t, err)
-	// wg-quick hands DNS = to resolvconf, which the test namespaces lack.
-	clientConf := regexp.MustCompile(`(?m)^DNS = .*\n`).ReplaceAllString(string(rawConf), "")
-	var listed []enroll.Device
-	must(t, json.Unmarshal([]byte(a.get(enroll.PathDevices)), &listed))
-	if len(listed) != 1 || listed[0].Name != "roaming-laptop" {
-		t.Fatalf("gateway A lists %+v after one enrollment", listed)
-	}
-	client := listed[0]
-	clientPub := client.PublicKey.String()
-
-	// The registries a fleet's enrollment endpoints write through: one per
-	// appliance, opened as the gateway opens its own.
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	// What the steps share: the laptop enrolled at A (its wg-quick file,
+	// its device, its key), every device's address by public key, and the
+	// address pool.
+	var (
+		clientConf string
+		client     enroll.Device
+		clientPub  string
+		want       map[string]netip.Addr
+	)
 	pool := netip.MustParsePrefix("100.96.0.1/12")
-	regs := make([]*identity.Registry, 2)
-	for i := range regs {
-		r, err := identity.Open(ctx, identity.Options{
-			Store: store, Pool: pool, Reserved: []netip.Addr{pool.Addr()},
-		})
+
+	if !t.Run("a laptop enrolls at A with edgegw enroll", func(t *testing.T) {
+		// A remote user enrolls a laptop at A the real way: `edgegw enroll`,
+		// the device grant, approval at the provider.
+		t0 := time.Now()
+		confFile := filepath.Join(a.dir, "roaming.conf")
+		if out, err := enrollCmd(t, a.ra.User, op, op.Username(), "https://"+a.ra.GWWANAddr.String()+":8443", "roaming-laptop", confFile); err != nil {
+			t.Fatalf("edgegw enroll at gateway A: %v\n%s\ngateway A log:\n%s", err, out, a.proc.Output())
+		}
+		t.Logf("enrolled at gateway A in %s", time.Since(t0).Round(time.Millisecond))
+		rawConf, err := os.ReadFile(confFile)
 		must(t, err)
-		t.Cleanup(func() { r.Close() })
-		regs[i] = r
-	}
-
-	const perAppliance = 50
-	const twins = 6
-	keys := make([]string, 0, 2*perAppliance)
-	enrollments := make([]identity.Enrollment, 0, cap(keys))
-	for i := range 2 * perAppliance {
-		var k [32]byte
-		rand.Read(k[:])
-		keys = append(keys, base64.StdEncoding.EncodeToString(k[:]))
-		enrollments = append(enrollments, fleetEnrollment(fmt.Sprintf("user%d", i), k))
-	}
-	var tk [32]byte
-	rand.Read(tk[:])
-	twinPub := base64.StdEncoding.EncodeToString(tk[:])
-	twin := fleetEnrollment("twin", tk)
-
-	// All at once: 50 devices through each appliance's registry, and one
-	// key through both several times, as a user retrying at two
-	// appliances would.
-	start := time.Now()
-	devs := make([]identity.Device, len(enrollments))
-	twinDevs := make([]identity.Device, twins)
-	var wg sync.WaitGroup
-	errc := make(chan error, len(enrollments)+twins)
-	for i, e := range enrollments {
-		wg.Go(func() {
-			d, err := regs[i%2].Enroll(ctx, e)
-			if err != nil {
-				errc <- fmt.Errorf("enroll %s through appliance %c: %w", e.Name, 'A'+i%2, err)
-			}
-			devs[i] = d
-		})
-	}
-	for i := range twins {
-		wg.Go(func() {
-			d, err := regs[i%2].Enroll(ctx, twin)
-			if err != nil {
-				errc <- fmt.Errorf("enroll the twin device through appliance %c: %w", 'A'+i%2, err)
-			}
-			twinDevs[i] = d
-		})
-	}
-	wg.Wait()
-	close(errc)
-	for err := range errc {
-		t.Error(err)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	t.Logf("%d enrollments through two registries in %s (retries after address or key collisions: %v + %v)",
-		len(enrollments)+twins, time.Since(start).Round(time.Millisecond), enrollRetries(t, regs[0]), enrollRetries(t, regs[1]))
-	for _, d := range twinDevs[1:] {
-		if d.ID != twinDevs[0].ID || d.Address != twinDevs[0].Address {
-			t.Errorf("one key became two devices: %s at %s and %s at %s", twinDevs[0].ID, twinDevs[0].Address, d.ID, d.Address)
-		}
-	}
-	want := map[string]netip.Addr{ // public key -> address
-		clientPub: client.Address,
-		twinPub:   twinDevs[0].Address,
-	}
-	for i, d := range devs {
-		want[keys[i]] = d.Address
-	}
-
-	// Both gateways follow the shared registry: each one's snapshot, from
-	// which its WireGuard device creates peers on demand, holds every
-	// device, and the registry gave no address twice.
-	for i, s := range fleet {
-		name := fmt.Sprintf("gateway %c", 'A'+i)
-		netlab.Eventually(t, 15*time.Second, name+" holds every enrolled device", func() error {
-			if n := activeDevices(t, s); n != len(want) {
-				return fmt.Errorf("%d active devices, want %d", n, len(want))
-			}
-			return nil
-		})
+		// wg-quick hands DNS = to resolvconf, which the test namespaces lack.
+		clientConf = regexp.MustCompile(`(?m)^DNS = .*\n`).ReplaceAllString(string(rawConf), "")
 		var listed []enroll.Device
-		must(t, json.Unmarshal([]byte(s.get(enroll.PathDevices)), &listed))
-		byAddr := map[netip.Addr]string{}
-		for _, d := range listed {
-			key := d.PublicKey.String()
-			if other, dup := byAddr[d.Address]; dup {
-				t.Errorf("%s: %s is the address of two devices, %s and %s", name, d.Address, other, key)
-			}
-			byAddr[d.Address] = key
-			if addr, ok := want[key]; !ok {
-				t.Errorf("%s: device %s was not enrolled here", name, key)
-			} else if d.Address != addr {
-				t.Errorf("%s: device %s has address %s, the enrollment got %s", name, key, d.Address, addr)
-			}
-			if !pool.Contains(d.Address) || d.Address == pool.Addr() {
-				t.Errorf("%s: device %s has address %s, not one of %s other than the gateway's", name, key, d.Address, pool)
-			}
+		must(t, json.Unmarshal([]byte(a.get(enroll.PathDevices)), &listed))
+		if len(listed) != 1 || listed[0].Name != "roaming-laptop" {
+			t.Fatalf("gateway A lists %+v after one enrollment", listed)
 		}
-		if len(listed) != len(want) {
-			t.Errorf("%s lists %d devices, want %d", name, len(listed), len(want))
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
+		client = listed[0]
+		clientPub = client.PublicKey.String()
+	}) {
+		return
 	}
 
-	// The laptop enrolled at A reaches the LAN through either appliance
-	// with the file enroll wrote; for B only the gateway's key differs
-	// (both topologies give the gateway the same WAN address).
-	aPub := strings.TrimSpace(run(t, a.ra.GW, "wg", "show", a.wgIf, "public-key"))
-	if !strings.Contains(clientConf, "PublicKey = "+aPub) {
-		t.Fatalf("the wg-quick file does not name gateway A's key %s:\n%s", aPub, clientConf)
-	}
-	for i, s := range fleet {
-		gwPub := strings.TrimSpace(run(t, s.ra.GW, "wg", "show", s.wgIf, "public-key"))
-		s.upClient(s.ra.User, s.lab.ID()+"u", strings.Replace(clientConf, aPub, gwPub, 1), "")
-		netlab.Eventually(t, 15*time.Second, fmt.Sprintf("the laptop enrolled at A pings the office through gateway %c", 'A'+i), func() error {
-			return s.ra.User.Ping(s.ra.ServerAddr.String())
-		})
-		// Its handshake made it a peer, with the registry's address.
-		if got := allowedIPs(t, s); len(got) != 1 || got[clientPub] != client.Address.String()+"/32" {
-			t.Errorf("gateway %c's peers after the laptop connected: %v, want %s with %s/32", 'A'+i, got, clientPub, client.Address)
+	if !t.Run("enrollments all at once through both registries", func(t *testing.T) {
+		// The registries a fleet's enrollment endpoints write through: one per
+		// appliance, opened as the gateway opens its own.
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		regs := make([]*identity.Registry, 2)
+		for i := range regs {
+			r, err := identity.Open(ctx, identity.Options{
+				Store: store, Pool: pool, Reserved: []netip.Addr{pool.Addr()},
+			})
+			must(t, err)
+			t.Cleanup(func() { r.Close() })
+			regs[i] = r
 		}
+
+		const perAppliance = 50
+		const twins = 6
+		keys := make([]string, 0, 2*perAppliance)
+		enrollments := make([]identity.Enrollment, 0, cap(keys))
+		for i := range 2 * perAppliance {
+			var k [32]byte
+			rand.Read(k[:])
+			keys = append(keys, base64.StdEncoding.EncodeToString(k[:]))
+			enrollments = append(enrollments, fleetEnrollment(fmt.Sprintf("user%d", i), k))
+		}
+		var tk [32]byte
+		rand.Read(tk[:])
+		twinPub := base64.StdEncoding.EncodeToString(tk[:])
+		twin := fleetEnrollment("twin", tk)
+		// All at once: 50 devices through each appliance's registry, and one
+		// key through both several times, as a user retrying at two
+		// appliances would.
+		start := time.Now()
+		devs := make([]identity.Device, len(enrollments))
+		twinDevs := make([]identity.Device, twins)
+		var wg sync.WaitGroup
+		errc := make(chan error, len(enrollments)+twins)
+		for i, e := range enrollments {
+			wg.Go(func() {
+				d, err := regs[i%2].Enroll(ctx, e)
+				if err != nil {
+					errc <- fmt.Errorf("enroll %s through appliance %c: %w", e.Name, 'A'+i%2, err)
+				}
+				devs[i] = d
+			})
+		}
+		for i := range twins {
+			wg.Go(func() {
+				d, err := regs[i%2].Enroll(ctx, twin)
+				if err != nil {
+					errc <- fmt.Errorf("enroll the twin device through appliance %c: %w", 'A'+i%2, err)
+				}
+				twinDevs[i] = d
+			})
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		t.Logf("%d enrollments through two registries in %s (retries after address or key collisions: %v + %v)",
+			len(enrollments)+twins, time.Since(start).Round(time.Millisecond), enrollRetries(t, regs[0]), enrollRetries(t, regs[1]))
+		for _, d := range twinDevs[1:] {
+			if d.ID != twinDevs[0].ID || d.Address != twinDevs[0].Address {
+				t.Errorf("one key became two devices: %s at %s and %s at %s", twinDevs[0].ID, twinDevs[0].Address, d.ID, d.Address)
+			}
+		}
+		want = map[string]netip.Addr{ // public key -> address
+			clientPub: client.Address,
+			twinPub:   twinDevs[0].Address,
+		}
+		for i, d := range devs {
+			want[keys[i]] = d.Address
+		}
+	}) {
+		return
 	}
 
-	// Revoked at A's admin API, gone from B.
-	resp, body := a.post(enroll.PathDevices + "/" + client.ID + "/revoke")
-	revoked := time.Now()
-	var dev enroll.Device
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &dev) != nil || dev.Status != "revoked" {
-		t.Fatalf("revoke %s at gateway A: %s %s", client.ID, resp.Status, body)
-	}
-	if _, ok := allowedIPs(t, a)[clientPub]; ok {
-		t.Error("gateway A answered the revocation with the device still a peer")
-	}
-	netlab.Eventually(t, 5*time.Second, "the device revoked at gateway A leaves gateway B's peers", func() error {
-		if _, ok := allowedIPs(t, b)[clientPub]; ok {
-			return fmt.Errorf("still a peer")
+	if !t.Run("both gateways follow the shared registry", func(t *testing.T) {
+		// Both gateways follow the shared registry: each one's snapshot, from
+		// which its WireGuard device creates peers on demand, holds every
+		// device, and the registry gave no address twice.
+		for i, s := range fleet {
+			name := fmt.Sprintf("gateway %c", 'A'+i)
+			netlab.Eventually(t, 15*time.Second, name+" holds every enrolled device", func() error {
+				if n := activeDevices(t, s); n != len(want) {
+					return fmt.Errorf("%d active devices, want %d", n, len(want))
+				}
+				return nil
+			})
+			var listed []enroll.Device
+			must(t, json.Unmarshal([]byte(s.get(enroll.PathDevices)), &listed))
+			byAddr := map[netip.Addr]string{}
+			for _, d := range listed {
+				key := d.PublicKey.String()
+				if other, dup := byAddr[d.Address]; dup {
+					t.Errorf("%s: %s is the address of two devices, %s and %s", name, d.Address, other, key)
+				}
+				byAddr[d.Address] = key
+				if addr, ok := want[key]; !ok {
+					t.Errorf("%s: device %s was not enrolled here", name, key)
+				} else if d.Address != addr {
+					t.Errorf("%s: device %s has address %s, the enrollment got %s", name, key, d.Address, addr)
+				}
+				if !pool.Contains(d.Address) || d.Address == pool.Addr() {
+					t.Errorf("%s: device %s has address %s, not one of %s other than the gateway's", name, key, d.Address, pool)
+				}
+			}
+			if len(listed) != len(want) {
+				t.Errorf("%s lists %d devices, want %d", name, len(listed), len(want))
+			}
 		}
-		return nil
-	})
-	t.Logf("revoked at A: gone from B's WireGuard peers %s after A's admin API answered (polled every 50 ms)",
-		time.Since(revoked).Round(time.Millisecond))
-	if err := b.ra.User.Ping(b.ra.ServerAddr.String()); err == nil {
-		t.Error("the device revoked at A still reaches the office through B")
-	}
-	for i, s := range fleet {
-		if n := len(allowedIPs(t, s)); n != 0 {
-			t.Errorf("gateway %c has %d peers after the revocation, want none", 'A'+i, n)
+		if t.Failed() {
+			t.FailNow()
 		}
-		netlab.Eventually(t, 5*time.Second, fmt.Sprintf("gateway %c drops the revoked device", 'A'+i), func() error {
-			if n := activeDevices(t, s); n != len(want)-1 {
-				return fmt.Errorf("%d active devices, want %d", n, len(want)-1)
+	}) {
+		return
+	}
+
+	if !t.Run("the laptop reaches the LAN through either gateway", func(t *testing.T) {
+		// The laptop enrolled at A reaches the LAN through either appliance
+		// with the file enroll wrote; for B only the gateway's key differs
+		// (both topologies give the gateway the same WAN address).
+		aPub := strings.TrimSpace(run(t, a.ra.GW, "wg", "show", a.wgIf, "public-key"))
+		if !strings.Contains(clientConf, "PublicKey = "+aPub) {
+			t.Fatalf("the wg-quick file does not name gateway A's key %s:\n%s", aPub, clientConf)
+		}
+		for i, s := range fleet {
+			gwPub := strings.TrimSpace(run(t, s.ra.GW, "wg", "show", s.wgIf, "public-key"))
+			s.upClient(s.ra.User, s.lab.ID()+"u", strings.Replace(clientConf, aPub, gwPub, 1), "")
+			netlab.Eventually(t, 15*time.Second, fmt.Sprintf("the laptop enrolled at A pings the office through gateway %c", 'A'+i), func() error {
+				return s.ra.User.Ping(s.ra.ServerAddr.String())
+			})
+			// Its handshake made it a peer, with the registry's address.
+			if got := allowedIPs(t, s); len(got) != 1 || got[clientPub] != client.Address.String()+"/32" {
+				t.Errorf("gateway %c's peers after the laptop connected: %v, want %s with %s/32", 'A'+i, got, clientPub, client.Address)
+			}
+		}
+	}) {
+		return
+	}
+
+	if !t.Run("revoked at A, gone from B", func(t *testing.T) {
+		// Revoked at A's admin API, gone from B.
+		resp, body := a.post(enroll.PathDevices + "/" + client.ID + "/revoke")
+		revoked := time.Now()
+		var dev enroll.Device
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &dev) != nil || dev.Status != "revoked" {
+			t.Fatalf("revoke %s at gateway A: %s %s", client.ID, resp.Status, body)
+		}
+		if _, ok := allowedIPs(t, a)[clientPub]; ok {
+			t.Error("gateway A answered the revocation with the device still a peer")
+		}
+		netlab.Eventually(t, 5*time.Second, "the device revoked at gateway A leaves gateway B's peers", func() error {
+			if _, ok := allowedIPs(t, b)[clientPub]; ok {
+				return fmt.Errorf("still a peer")
 			}
 			return nil
 		})
+		t.Logf("revoked at A: gone from B's WireGuard peers %s after A's admin API answered (polled every 50 ms)",
+			time.Since(revoked).Round(time.Millisecond))
+		if err := b.ra.User.Ping(b.ra.ServerAddr.String()); err == nil {
+			t.Error("the device revoked at A still reaches the office through B")
+		}
+		for i, s := range fleet {
+			if n := len(allowedIPs(t, s)); n != 0 {
+				t.Errorf("gateway %c has %d peers after the revocation, want none", 'A'+i, n)
+			}
+			netlab.Eventually(t, 5*time.Second, fmt.Sprintf("gateway %c drops the revoked device", 'A'+i), func() error {
+				if n := activeDevices(t, s); n != len(want)-1 {
+					return fmt.Errorf("%d active devices, want %d", n, len(want)-1)
+				}
+				return nil
+			})
+		}
+	}) {
+		return
 	}
 }
 

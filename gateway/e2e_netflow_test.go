@@ -550,6 +550,7 @@ logpush:`, 1))
 		return
 	}
 }
+
 func merge(a, b map[string]any) map[string]any {
 	out := map[string]any{}
 	for k, v := range a {
@@ -716,12 +717,11 @@ func TestNetflowChaos(t *testing.T) {
 		sendDone <- nil
 	}()
 	reach := func(k int64) {
-		t.Helper()
 		for progress.Load() < k {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	lost := func(when string) {
+	lost := func(t *testing.T, when string) {
 		t.Helper()
 		if v := metricValue(s.get("/metrics"), "edgegw_netflow_samples_lost_total"); v != 0 {
 			t.Fatalf("%s: edgegw_netflow_samples_lost_total = %v: the kernel dropped samples because the "+
@@ -730,88 +730,123 @@ func TestNetflowChaos(t *testing.T) {
 		}
 	}
 	start := time.Now()
+	// What the steps share: the first run's log, the batches it spooled,
+	// how long sending took, the records per key and how many datagrams
+	// arrived.
+	var (
+		first   string
+		spooled []string
+		sent    time.Duration
+		counts  map[int]int
+		arrived int
+	)
 
-	// Splunk is busy, then drops every connection.
-	reach(25_000)
-	hec.Fault(hectest.Busy(), hectest.Busy(), hectest.Busy())
-	reach(35_000)
-	hec.SetDown(true)
-	// A graceful restart while batches wait in the spool, samples are on
-	// their way through the kernel, the sampler and the batcher, and
-	// packets keep coming.
-	reach(55_000)
-	lost("before the restart")
-	s.signal(syscall.SIGTERM)
-	select {
-	case <-s.proc.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gateway did not stop on SIGTERM\n%s", s.proc.Output())
+	if !t.Run("a restart while Splunk is down keeps the spool", func(t *testing.T) {
+		// Splunk is busy, then drops every connection.
+		reach(25_000)
+		hec.Fault(hectest.Busy(), hectest.Busy(), hectest.Busy())
+		reach(35_000)
+		hec.SetDown(true)
+		// A graceful restart while batches wait in the spool, samples are on
+		// their way through the kernel, the sampler and the batcher, and
+		// packets keep coming.
+		reach(55_000)
+		lost(t, "before the restart")
+		s.signal(syscall.SIGTERM)
+		select {
+		case <-s.proc.Done():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("gateway did not stop on SIGTERM\n%s", s.proc.Output())
+		}
+		if err := s.proc.Wait(); err != nil {
+			t.Fatalf("exit: %v\n%s", err, s.proc.Output())
+		}
+		first = s.proc.Output()
+		// Splunk was down: what the first run took in waits in the spool,
+		// including the batch it had in memory at SIGTERM.
+		var err error
+		spooled, err = filepath.Glob(filepath.Join(s.dir, "state", "logpush", "flows", "*.hec.gz"))
+		must(t, err)
+		if len(spooled) < 2 {
+			t.Fatalf("the first run left %d batches in the spool, want several: %v", len(spooled), spooled)
+		}
+		s.start()
+	}) {
+		return
 	}
-	if err := s.proc.Wait(); err != nil {
-		t.Fatalf("exit: %v\n%s", err, s.proc.Output())
-	}
-	first := s.proc.Output()
-	// Splunk was down: what the first run took in waits in the spool,
-	// including the batch it had in memory at SIGTERM.
-	spooled, err := filepath.Glob(filepath.Join(s.dir, "state", "logpush", "flows", "*.hec.gz"))
-	must(t, err)
-	if len(spooled) < 2 {
-		t.Fatalf("the first run left %d batches in the spool, want several: %v", len(spooled), spooled)
-	}
-	s.start()
-	reach(75_000)
-	hec.SetDown(false)
-	must(t, <-sendDone)
-	sent := time.Since(start)
-	lost("after the restart")
 
-	// Every datagram that arrived at the far side crossed the running
-	// gateway: each must have a record.
-	var counts map[int]int
-	var missing []int
-	arrived := 0
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		time.Sleep(2 * time.Second)
-		counts = chaosKeys(t, hec, firstSrc, firstDst, dports, ra.ServerAddr.String(), ra.UserAddr.String())
-		missing, arrived = missing[:0], 0
-		for k := range total {
-			if received[k].Load() {
-				arrived++
-				if counts[k] == 0 {
-					missing = append(missing, k)
+	if !t.Run("Splunk back, no sample lost", func(t *testing.T) {
+		// Splunk comes back while the last of the datagrams are sent.
+		reach(75_000)
+		hec.SetDown(false)
+		must(t, <-sendDone)
+		sent = time.Since(start)
+		lost(t, "after the restart")
+	}) {
+		return
+	}
+
+	if !t.Run("every datagram that crossed has a record", func(t *testing.T) {
+		// Every datagram that arrived at the far side crossed the running
+		// gateway: each must have a record.
+		var missing []int
+		deadline := time.Now().Add(45 * time.Second)
+		for {
+			time.Sleep(2 * time.Second)
+			counts = chaosKeys(t, hec, firstSrc, firstDst, dports, ra.ServerAddr.String(), ra.UserAddr.String())
+			missing, arrived = missing[:0], 0
+			for k := range total {
+				if received[k].Load() {
+					arrived++
+					if counts[k] == 0 {
+						missing = append(missing, k)
+					}
 				}
 			}
+			if len(missing) == 0 || time.Now().After(deadline) {
+				break
+			}
 		}
-		if len(missing) == 0 || time.Now().After(deadline) {
-			break
+		if len(missing) > 0 {
+			t.Errorf("%d of %d datagrams that crossed the gateway have no record, e.g. keys %v\nreceiver answers: %v\nfirst run's log tail:\n%s\nsecond run's log tail:\n%s",
+				len(missing), arrived, missing[:min(len(missing), 20)], hec.Requests(), tail(first, 15), tail(s.proc.Output(), 15))
 		}
+	}) {
+		return
 	}
-	if len(missing) > 0 {
-		t.Errorf("%d of %d datagrams that crossed the gateway have no record, e.g. keys %v\nreceiver answers: %v\nfirst run's log tail:\n%s\nsecond run's log tail:\n%s",
-			len(missing), arrived, missing[:min(len(missing), 20)], hec.Requests(), tail(first, 15), tail(s.proc.Output(), 15))
+
+	if !t.Run("most datagrams arrived", func(t *testing.T) {
+		// The far side got all but what was sent while the gateway was down:
+		// the run proves something.
+		if arrived < total*9/10 {
+			t.Errorf("only %d of %d datagrams arrived at the far side", arrived, total)
+		}
+	}) {
+		return
 	}
-	// The far side got all but what was sent while the gateway was down:
-	// the run proves something.
-	if arrived < total*9/10 {
-		t.Errorf("only %d of %d datagrams arrived at the far side", arrived, total)
+
+	if !t.Run("few duplicates, faults exercised, spool empty", func(t *testing.T) {
+		// At most a batch is recorded twice per failure, the receiver's faults
+		// were exercised, and the spool is empty.
+		dups := 0
+		for _, n := range counts {
+			dups += max(n-1, 0)
+		}
+		if maxDups := 2 * batch; dups > maxDups {
+			t.Errorf("%d duplicate records, more than %d (one batch per failure: the outage and the restart)", dups, maxDups)
+		}
+		req := hec.Requests()
+		if req[0] == 0 || req[503] == 0 {
+			t.Errorf("the receiver's faults were not exercised: answers %v", req)
+		}
+		if lp := s.get("/api/v1/logpush"); !strings.Contains(lp, `"spooled_batches": 0`) {
+			t.Errorf("batches left in the spool:\n%s", lp)
+		}
+		t.Logf("%d datagrams sent in %v, %d arrived, %d keys recorded, %d duplicates, %d batches spooled across the restart; receiver answers %v; load %s",
+			total, sent.Round(time.Millisecond), arrived, len(counts), dups, len(spooled), req, loadavg())
+	}) {
+		return
 	}
-	dups := 0
-	for _, n := range counts {
-		dups += max(n-1, 0)
-	}
-	if maxDups := 2 * batch; dups > maxDups {
-		t.Errorf("%d duplicate records, more than %d (one batch per failure: the outage and the restart)", dups, maxDups)
-	}
-	req := hec.Requests()
-	if req[0] == 0 || req[503] == 0 {
-		t.Errorf("the receiver's faults were not exercised: answers %v", req)
-	}
-	if lp := s.get("/api/v1/logpush"); !strings.Contains(lp, `"spooled_batches": 0`) {
-		t.Errorf("batches left in the spool:\n%s", lp)
-	}
-	t.Logf("%d datagrams sent in %v, %d arrived, %d keys recorded, %d duplicates, %d batches spooled across the restart; receiver answers %v; load %s",
-		total, sent.Round(time.Millisecond), arrived, len(counts), dups, len(spooled), req, loadavg())
 }
 
 // chaosKeys counts the records of each chaos key: UDP from the office

@@ -325,12 +325,27 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 	userIf := s.lab.ID() + "u"
 	s.client(ra.User, userIf, "alice", aliceKey)
 
-	t.Run("ping", func(t *testing.T) {
+	// What the steps share: alice's TCP connection to the echo server,
+	// open across the reloads.
+	var (
+		echoConn net.Conn
+		echoR    *bufio.Reader
+	)
+	defer func() {
+		if echoConn != nil {
+			echoConn.Close()
+		}
+	}()
+
+	if !t.Run("ping the office through the tunnel", func(t *testing.T) {
 		netlab.Eventually(t, 15*time.Second, "ping office server through the tunnel", func() error {
 			return ra.User.Ping(ra.ServerAddr.String())
 		})
-	})
-	t.Run("http", func(t *testing.T) {
+	}) {
+		return
+	}
+
+	if !t.Run("the office sees the tunnel address", func(t *testing.T) {
 		resp, err := ra.User.HTTPClient().Get("http://10.0.0.5:8080/")
 		must(t, err)
 		body, _ := io.ReadAll(resp.Body)
@@ -340,8 +355,11 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if !strings.HasPrefix(string(body), "hello 100.96.0.10:") {
 			t.Errorf("body = %q", body)
 		}
-	})
-	t.Run("unknown key", func(t *testing.T) {
+	}) {
+		return
+	}
+
+	if !t.Run("an unknown key gets no handshake", func(t *testing.T) {
 		if err := eve.Ping(ra.ServerAddr.String()); err == nil {
 			t.Fatal("a key the gateway does not know got traffic through")
 		}
@@ -353,8 +371,11 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if strings.Contains(dump, evePub) || strings.Contains(dump, "203.0.113.2") {
 			t.Errorf("gateway knows eve:\n%s", dump)
 		}
-	})
-	t.Run("status and metrics", func(t *testing.T) {
+	}) {
+		return
+	}
+
+	if !t.Run("status and metrics", func(t *testing.T) {
 		st := s.get("/api/v1/status")
 		for _, want := range []string{`"name": "alice"`, `"kind": "wireguard"`, `"ready": true`} {
 			if !strings.Contains(st, want) {
@@ -376,8 +397,13 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 				t.Errorf("metrics lack %s", want)
 			}
 		}
-		// Garbage to the WireGuard port is counted and dropped; the
-		// gateway keeps serving.
+	}) {
+		return
+	}
+
+	// Garbage to the WireGuard port is counted and dropped; the gateway
+	// keeps serving.
+	if !t.Run("malformed datagrams counted and dropped", func(t *testing.T) {
 		c, err := ra.User.DialContext(context.Background(), "udp", s.ra.GWWANAddr.String()+":51820")
 		must(t, err)
 		for i := range 5 {
@@ -395,15 +421,16 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if r := s.get("/readyz"); !strings.HasPrefix(r, "ready") {
 			t.Errorf("readyz = %q", r)
 		}
-	})
+	}) {
+		return
+	}
 
 	// A reload that adds a peer keeps alice's open TCP connection alive.
-	t.Run("reload keeps sessions", func(t *testing.T) {
+	if !t.Run("a reload that adds a peer keeps sessions", func(t *testing.T) {
 		c, err := ra.User.DialContext(context.Background(), "tcp", "10.0.0.5:7")
 		must(t, err)
-		defer c.Close()
-		r := bufio.NewReader(c)
-		echo(t, c, r, "before reload")
+		echoConn, echoR = c, bufio.NewReader(c)
+		echo(t, echoConn, echoR, "before reload")
 
 		before := handshake(t, ra.GW, s.wgIf, alicePub)
 		_, bobPub := wgKey(t, ra.User, s.dir, "bob")
@@ -412,7 +439,7 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		s.writeConfig()
 		s.signal(syscall.SIGHUP)
 		s.waitLog("configuration reloaded", 1)
-		echo(t, c, r, "after reload")
+		echo(t, echoConn, echoR, "after reload")
 		if after := handshake(t, ra.GW, s.wgIf, alicePub); after != before {
 			t.Errorf("alice's session was re-established by the reload: handshake %s → %s", before, after)
 		}
@@ -422,8 +449,12 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if st := s.get("/api/v1/status"); !strings.Contains(st, `"name": "bob"`) {
 			t.Errorf("bob missing after reload:\n%s", st)
 		}
+	}) {
+		return
+	}
 
-		// A bad file is rejected and changes nothing.
+	// A bad file is rejected and changes nothing.
+	if !t.Run("a bad file is rejected", func(t *testing.T) {
 		must(t, os.WriteFile(s.cfg, []byte("tunnels:\n  wireguard:\n    listen_port: nope\n"), 0o600))
 		s.signal(syscall.SIGHUP)
 		s.waitLog("reload rejected", 1)
@@ -433,11 +464,13 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if m := s.get("/metrics"); !strings.Contains(m, "edgegw_config_last_reload_successful 0") {
 			t.Error("gauge does not show the failed reload")
 		}
-		echo(t, c, r, "after bad reload")
-	})
+		echo(t, echoConn, echoR, "after bad reload")
+	}) {
+		return
+	}
 
 	// A crash leaves the nft table behind; the next start removes it.
-	t.Run("crash cleanup", func(t *testing.T) {
+	if !t.Run("a start after a crash cleans up", func(t *testing.T) {
 		s.writeConfig()
 		s.signal(syscall.SIGKILL)
 		<-s.proc.Done()
@@ -456,9 +489,11 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		netlab.Eventually(t, 40*time.Second, "ping after restart", func() error {
 			return ra.User.Ping(ra.ServerAddr.String())
 		})
-	})
+	}) {
+		return
+	}
 
-	t.Run("shutdown leaves nothing", func(t *testing.T) {
+	if !t.Run("shutdown leaves nothing", func(t *testing.T) {
 		s.signal(syscall.SIGTERM)
 		select {
 		case <-s.proc.Done():
@@ -477,5 +512,7 @@ func TestWireGuardRemoteAccess(t *testing.T) {
 		if out := run(t, ra.GW, "ip", "route", "show", "table", "all", "proto", "237"); strings.TrimSpace(out) != "" {
 			t.Errorf("routes left behind:\n%s", out)
 		}
-	})
+	}) {
+		return
+	}
 }

@@ -111,6 +111,47 @@ func TestRemoteAccess(t *testing.T) {
 	}
 }
 
+func TestBranch(t *testing.T) {
+	requirePing(t)
+	lab := NewT(t)
+	b, err := lab.Branch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		what     string
+		from     *NS
+		to       string
+		reaching bool
+	}{
+		{"lan to its gateway", b.LAN, "10.10.0.1", true},
+		{"gw to the branch router over the WAN", b.GW, "198.51.100.20", true},
+		{"blan to its branch router", b.BLAN, "10.20.0.1", true},
+		{"the branch router to the gateway's public address", b.BR, "203.0.113.10", true},
+		// The WAN routes no private prefix: only a tunnel joins the LANs.
+		{"lan to blan without a tunnel", b.LAN, "10.20.0.2", false},
+		{"blan to lan without a tunnel", b.BLAN, "10.10.0.2", false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			if !c.reaching {
+				if err := ping(t, c.from, c.to); err == nil {
+					t.Errorf("%s reached %s", c.from.Name(), c.to)
+				}
+				return
+			}
+			Eventually(t, 10*time.Second, "ping "+c.to, func() error { return ping(t, c.from, c.to) })
+		})
+	}
+	for _, ns := range []*NS{b.GW, b.WAN, b.BR} {
+		for key, want := range map[string]string{"ip_forward": "1", "conf/all/rp_filter": "0"} {
+			out, err := ns.Exec(t.Context(), "cat", "/proc/sys/net/ipv4/"+key)
+			if err != nil || strings.TrimSpace(string(out)) != want {
+				t.Errorf("%s %s = %q, %v; want %s", ns.Name(), key, out, err, want)
+			}
+		}
+	}
+}
+
 func TestHTTPInNamespace(t *testing.T) {
 	lab := NewT(t)
 	ra, err := lab.RemoteAccess()

@@ -12,34 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/swanbranch"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
-
-// logBuffer collects the engine's log records as text for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if testing.Verbose() {
-		os.Stderr.Write(p)
-	}
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // lab is office LAN ⇄ gw (edgegw's engine) ⇄ WAN ⇄ branch (a stock
 // strongSwan configured by the test) ⇄ branch LAN:
@@ -51,11 +30,11 @@ type lab struct {
 	l                          *netlab.Lab
 	lan, gwNS, wan, brNS, blan *netlab.NS
 	eng                        *Engine
-	log                        *logBuffer
+	log                        *testkit.Buffer // the engine's log, for assertions
 	dir                        string
 	changes                    chan string
-	branchCharon               *netlab.Proc
-	branchDir                  string
+	branch                     *swanbranch.Branch // the branch's charon, once started
+	branchDir                  string             // its files, for the whole test
 }
 
 // skipWithoutStrongSwan fails the test (skips it in -short mode) unless
@@ -63,8 +42,7 @@ type lab struct {
 // installed.
 func skipWithoutStrongSwan(t *testing.T) {
 	t.Helper()
-	testkit.NeedTool(t, DefaultCharon, "charon-systemd")
-	testkit.NeedTool(t, "swanctl", "strongswan-swanctl")
+	swanbranch.Need(t, DefaultCharon, testBackend())
 	if err := checkPlugins(testBackend()); err != nil {
 		testkit.Unavailable(t, fmt.Sprintf("%v (make deps installs them)", err))
 	}
@@ -82,36 +60,12 @@ func testBackend() string {
 
 func newLab(t *testing.T) *lab {
 	skipWithoutStrongSwan(t)
-	x := &lab{l: netlab.NewT(t), log: &logBuffer{}, dir: t.TempDir(), branchDir: t.TempDir(), changes: make(chan string, 64)}
-	for _, n := range []struct {
-		p    **netlab.NS
-		name string
-	}{{&x.lan, "lan"}, {&x.gwNS, "gw"}, {&x.wan, "wan"}, {&x.brNS, "br"}, {&x.blan, "blan"}} {
-		ns, err := x.l.NS(n.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*n.p = ns
+	x := &lab{l: netlab.NewT(t), log: &testkit.Buffer{}, dir: t.TempDir(), branchDir: t.TempDir(), changes: make(chan string, 64)}
+	b, err := x.l.Branch()
+	if err != nil {
+		t.Fatal(err)
 	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(x.l.Link(x.lan, "eth0", "10.10.0.2/24", x.gwNS, "eth1", "10.10.0.1/24"))
-	must(x.l.Link(x.gwNS, "eth0", "203.0.113.10/24", x.wan, "togw", "203.0.113.1/24"))
-	must(x.l.Link(x.brNS, "eth0", "198.51.100.20/24", x.wan, "tobr", "198.51.100.1/24"))
-	must(x.l.Link(x.brNS, "eth1", "10.20.0.1/24", x.blan, "eth0", "10.20.0.2/24"))
-	must(x.lan.Route("default", "10.10.0.1"))
-	must(x.blan.Route("default", "10.20.0.1"))
-	must(x.gwNS.Route("default", "203.0.113.1"))
-	must(x.brNS.Route("default", "198.51.100.1"))
-	for _, ns := range []*netlab.NS{x.gwNS, x.wan, x.brNS} {
-		must(ns.Sysctl("net.ipv4.ip_forward", "1"))
-		must(ns.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
-		must(ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
-	}
+	x.lan, x.gwNS, x.wan, x.brNS, x.blan = b.LAN, b.GW, b.WAN, b.BR, b.BLAN
 	if _, err := x.brNS.IP("addr", "add", "10.200.3.1/32", "dev", "lo"); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +75,11 @@ func newLab(t *testing.T) *lab {
 // startEngine runs edgegw's engine in gw.
 func (x *lab) startEngine(t *testing.T) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(x.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var w io.Writer = x.log
+	if testing.Verbose() {
+		w = io.MultiWriter(x.log, os.Stderr)
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	err := x.gwNS.Do(func() error {
 		var err error
 		x.eng, err = New(context.Background(), Options{Logger: log, Dir: filepath.Join(x.dir, "ipsec"), Backend: testBackend(),
@@ -190,118 +148,31 @@ func (x *lab) routeGW(t *testing.T) {
 // branchConf is the branch's own swanctl.conf: a stock strongSwan set up
 // as a branch router's documentation would, independent of edgegw's code.
 func branchConf(psk, ike, esp string, initiate bool) string {
-	start := "none"
-	if initiate {
-		start = "start"
-	}
-	return fmt.Sprintf(`connections {
-	gw {
-		version = 2
-		local_addrs = 198.51.100.20
-		remote_addrs = 203.0.113.10
-		proposals = %s
-		dpd_delay = 2s
-		local {
-			auth = psk
-			id = fra.corp.example
-		}
-		remote {
-			auth = psk
-			id = lon.corp.example
-		}
-		children {
-			gw {
-				local_ts = 10.20.0.0/16, 10.200.3.1/32
-				remote_ts = 10.10.0.0/16, 10.200.3.0/32
-				esp_proposals = %s
-				start_action = %s
-				dpd_action = restart
-			}
-		}
-	}
+	return swanbranch.Conn{
+		Name: "gw", Local: "198.51.100.20", Remote: "203.0.113.10",
+		LocalID: "fra.corp.example", RemoteID: "lon.corp.example",
+		LocalTS:   []string{"10.20.0.0/16", "10.200.3.1/32"},
+		RemoteTS:  []string{"10.10.0.0/16", "10.200.3.0/32"},
+		Proposals: ike, ESPProposals: esp, PSK: psk, Initiate: initiate,
+	}.Swanctl()
 }
-secrets {
-	ike-gw {
-		id-1 = fra.corp.example
-		id-2 = lon.corp.example
-		secret = "%s"
-	}
-}
-`, ike, esp, start, psk)
-}
-
-// branchStrongswanConf is the branch's strongswan.conf: policy-based, its
-// routes in table 220 as strongSwan does by default, ESP where edgegw's
-// is (the plugin list of the test's backend).
-const branchStrongswanConf = `charon-systemd {
-	load = %s
-	install_routes = yes
-	retransmit_tries = 2
-	retransmit_timeout = 1
-	plugins {
-		vici {
-			socket = unix://%s
-		}
-	}
-	journal {
-		default = -1
-	}
-	filelog {
-		f {
-			path = %s
-			default = 1
-		}
-	}
-}
-`
 
 // startBranch starts the branch's charon and loads its swanctl.conf.
 func (x *lab) startBranch(t *testing.T, swanctl string) {
 	t.Helper()
-	x.branchCharon = startStrongSwan(t, x.brNS, x.branchDir, swanctl)
+	x.branch = startStrongSwan(t, x.brNS, x.branchDir, swanctl)
 }
 
 // startStrongSwan starts a stock charon in ns with its files in dir and
-// loads swanctl into it.
-func startStrongSwan(t *testing.T, ns *netlab.NS, dir, swanctl string) *netlab.Proc {
+// loads swanctl into it; its ESP is where edgegw's is.
+func startStrongSwan(t *testing.T, ns *netlab.NS, dir, swanctl string) *swanbranch.Branch {
 	t.Helper()
-	sock := filepath.Join(dir, "charon.vici")
-	conf := filepath.Join(dir, "strongswan.conf")
-	os.Remove(sock)
-	if err := os.WriteFile(conf, fmt.Appendf(nil, branchStrongswanConf, pluginList(testBackend()), sock, filepath.Join(dir, "charon.log")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "swanctl.conf"), []byte(swanctl), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := ns.Command(DefaultCharon)
-	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+conf)
-	p, err := ns.StartCmd(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	netlab.Eventually(t, 10*time.Second, "branch charon's VICI socket", func() error {
-		_, err := os.Stat(sock)
-		return err
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	if out, err := ns.Exec(ctx, "swanctl", "--load-all", "--file", filepath.Join(dir, "swanctl.conf"), "--uri", "unix://"+sock); err != nil {
-		t.Fatalf("swanctl --load-all: %v\n%s", err, out)
-	}
-	return p
+	return swanbranch.Start(t, ns, DefaultCharon, testBackend(), dir, swanctl)
 }
 
 func (x *lab) swanctl(t *testing.T, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	args = append(args, "--uri", "unix://"+filepath.Join(x.branchDir, "charon.vici"))
-	out, err := x.brNS.Exec(ctx, "swanctl", args...)
-	if err != nil {
-		t.Fatalf("swanctl %v: %v\n%s", args, err, out)
-	}
-	return string(out)
+	return x.branch.Swanctl(t, args...)
 }
 
 func (x *lab) status(name string) TunnelStatus {
@@ -317,12 +188,11 @@ func (x *lab) waitUp(t *testing.T, name string, timeout time.Duration) {
 	t.Helper()
 	netlab.Eventually(t, timeout, name+" up", func() error {
 		if s := x.status(name); !s.Up {
-			b, _ := os.ReadFile(filepath.Join(x.branchDir, "charon.log"))
-			out := ""
-			if x.branchCharon != nil {
-				out = x.branchCharon.Output()
+			branch, out := "", ""
+			if x.branch != nil {
+				branch, out = x.branch.Log(), x.branch.Proc.Output()
 			}
-			return fmt.Errorf("down (last error %q); log:\n%s\nbranch:\n%s\n%s", s.LastError, tail(x.log.String(), 15), tail(string(b), 20), tail(out, 10))
+			return fmt.Errorf("down (last error %q); log:\n%s\nbranch:\n%s\n%s", s.LastError, tail(x.log.String(), 15), tail(branch, 20), tail(out, 10))
 		}
 		return nil
 	})
@@ -331,8 +201,11 @@ func (x *lab) waitUp(t *testing.T, name string, timeout time.Duration) {
 // diag is what explains an SA that changed: edgegw's log and the
 // branch charon's, ends only.
 func (x *lab) diag() string {
-	b, _ := os.ReadFile(filepath.Join(x.branchDir, "charon.log"))
-	return "edgegw:\n" + tail(x.log.String(), 40) + "\nbranch:\n" + tail(string(b), 40)
+	branch := ""
+	if x.branch != nil {
+		branch = x.branch.Log()
+	}
+	return "edgegw:\n" + tail(x.log.String(), 40) + "\nbranch:\n" + tail(branch, 40)
 }
 
 func tail(s string, n int) string {
@@ -383,13 +256,5 @@ func (x *lab) tcpEcho(t *testing.T, n int) {
 // reloadBranch replaces the branch's configuration and restarts its SA.
 func (x *lab) reloadBranch(t *testing.T, swanctl string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(x.branchDir, "swanctl.conf"), []byte(swanctl), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	uri := "unix://" + filepath.Join(x.branchDir, "charon.vici")
-	x.brNS.Exec(ctx, "swanctl", "--terminate", "--ike", "gw", "--force", "--timeout", "2", "--uri", uri)
-	x.swanctl(t, "--load-all", "--file", filepath.Join(x.branchDir, "swanctl.conf"))
-	x.brNS.Exec(ctx, "swanctl", "--initiate", "--child", "gw", "--timeout", "10", "--uri", uri)
+	x.branch.Reload(t, swanctl, "gw")
 }

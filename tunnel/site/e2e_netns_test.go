@@ -114,36 +114,8 @@ func newSiteToSite(t testing.TB, prios [2]int) *siteToSite {
 func newSiteToSiteWith(t testing.TB, prios [2]int, opts Options) *siteToSite {
 	lab := netlab.NewT(t)
 	x := &siteToSite{}
-	for _, n := range []struct {
-		p    **netlab.NS
-		name string
-	}{{&x.lan, "lan"}, {&x.gwNS, "gw"}, {&x.wan, "wan"}, {&x.branchNS, "br"}, {&x.blan, "blan"}} {
-		ns, err := lab.NS(n.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*n.p = ns
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(lab.Link(x.lan, "eth0", "10.10.0.2/24", x.gwNS, "eth1", "10.10.0.1/24"))
-	must(lab.Link(x.gwNS, "eth0", "203.0.113.10/24", x.wan, "togw", "203.0.113.1/24"))
-	must(lab.Link(x.branchNS, "eth0", "198.51.100.20/24", x.wan, "tobr", "198.51.100.1/24"))
+	must := branchTopology(t, lab, x)
 	must(x.branchNS.AddAddr("eth0", "198.51.100.21/24"))
-	must(lab.Link(x.branchNS, "eth1", "10.20.0.1/24", x.blan, "eth0", "10.20.0.2/24"))
-	must(x.lan.Route("default", "10.10.0.1"))
-	must(x.blan.Route("default", "10.20.0.1"))
-	must(x.gwNS.Route("default", "203.0.113.1"))
-	must(x.branchNS.Route("default", "198.51.100.1"))
-	for _, ns := range []*netlab.NS{x.gwNS, x.wan, x.branchNS} {
-		must(ns.Sysctl("net.ipv4.ip_forward", "1"))
-		must(ns.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
-		must(ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
-	}
 
 	x.gw, x.branch = newEnd(t, x.gwNS, opts), newEnd(t, x.branchNS, opts)
 	r := func(p, via string, prio int) tunnel.Route {
@@ -169,6 +141,23 @@ func newSiteToSiteWith(t testing.TB, prios [2]int, opts Options) *siteToSite {
 	x.gw.set(t, x.gwCfg)
 	x.branch.set(t, x.branchCfg)
 	return x
+}
+
+// branchTopology builds netlab's [netlab.Branch] topology in lab and
+// puts its namespaces into x (the branch has one public address,
+// 198.51.100.20); must fails t on an error.
+func branchTopology(t testing.TB, lab *netlab.Lab, x *siteToSite) (must func(error)) {
+	b, err := lab.Branch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.lan, x.gwNS, x.wan, x.branchNS, x.blan = b.LAN, b.GW, b.WAN, b.BR, b.BLAN
+	return func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // cutPrimary drops (or stops dropping) all packets to and from the

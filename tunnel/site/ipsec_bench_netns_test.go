@@ -78,7 +78,7 @@ func BenchmarkIPsecIperf3(b *testing.B) {
 		return n
 	}
 	gwCharon := pidOf(filepath.Join(s.state, "ipsec", "charon.pid"))
-	brCharon := s.bc.proc.Pid()
+	brCharon := s.bc.Proc.Pid()
 	ends := func() time.Duration { return selfCPU() + procCPU(gwCharon) + procCPU(brCharon) }
 
 	paths := []struct{ name, dst string }{{"veth", "198.51.100.20"}, {"gre", "10.200.1.1"}, {"ipsec", "10.200.3.1"}}

@@ -229,8 +229,21 @@ func TestStockClient(t *testing.T) {
 		}},
 	}
 	stateDir := t.TempDir()
+	dir := t.TempDir() // the client's files
+	// What the steps share: the gateway's device, closed when the test
+	// ends however far it got (Close is idempotent), and the goroutines
+	// that ran before it.
+	var (
+		d        *Device
+		baseline int
+	)
+	defer func() {
+		if d != nil {
+			d.Close()
+		}
+	}()
 
-	t.Run("failed New leaves nothing", func(t *testing.T) {
+	if !t.Run("failed New leaves nothing", func(t *testing.T) {
 		defer noLeak(t, runtime.NumGoroutine())
 		var err error
 		l.inNetns(l.a, func() {
@@ -252,72 +265,79 @@ func TestStockClient(t *testing.T) {
 		if out, err := l.exec(l.a, "ip", "link", "show", gwIf); err == nil {
 			t.Fatalf("interface left behind:\n%s", out)
 		}
-	})
+	}) {
+		return
+	}
 
-	var d *Device
-	var err error
-	baseline := runtime.NumGoroutine()
-	l.inNetns(l.a, func() {
-		d, err = New(cfg, Options{StateDir: stateDir, UAPI: true, Logger: testLogger(t)})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	if !t.Run("New makes the key, the routes and the UAPI socket", func(t *testing.T) {
+		baseline = runtime.NumGoroutine()
+		var err error
+		l.inNetns(l.a, func() {
+			d, err = New(cfg, Options{StateDir: stateDir, UAPI: true, Logger: testLogger(t)})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 
-	if _, err := os.Stat(filepath.Join(stateDir, "wireguard", gwIf+".key")); err != nil {
-		t.Errorf("private key not generated: %v", err)
-	}
-	if out := l.mustExec(l.a, "ip", "route", "show", "proto", "237"); !strings.Contains(out, "10.99.0.0/24 dev "+gwIf) {
-		t.Errorf("no route for the peer's prefix outside the interface prefix:\n%s", out)
-	}
-	if out := l.mustExec(l.a, "wg", "show", gwIf); !strings.Contains(out, d.PublicKey().String()) {
-		t.Errorf("wg show through the UAPI socket:\n%s", out)
+		if _, err := os.Stat(filepath.Join(stateDir, "wireguard", gwIf+".key")); err != nil {
+			t.Errorf("private key not generated: %v", err)
+		}
+		if out := l.mustExec(l.a, "ip", "route", "show", "proto", "237"); !strings.Contains(out, "10.99.0.0/24 dev "+gwIf) {
+			t.Errorf("no route for the peer's prefix outside the interface prefix:\n%s", out)
+		}
+		if out := l.mustExec(l.a, "wg", "show", gwIf); !strings.Contains(out, d.PublicKey().String()) {
+			t.Errorf("wg show through the UAPI socket:\n%s", out)
+		}
+	}) {
+		return
 	}
 
 	// The client, configured the way a user would be.
-	l.startStockClient(l.b, clIf)
-	cc, err := cfg.ClientConfigFor("laptop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc.GatewayPublicKey = d.PublicKey()
-	cc.Endpoint = fmt.Sprintf("192.0.2.1:%d", port)
-	dir := t.TempDir()
-	stripped := func(cc ClientConfig) string {
-		conf := filepath.Join(dir, clIf+".conf")
-		f, _ := os.OpenFile(conf, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-		if err := WriteClientConfig(f, cc); err != nil {
+	if !t.Run("a stock client connects with the config edgegw wrote", func(t *testing.T) {
+		l.startStockClient(l.b, clIf)
+		cc, err := cfg.ClientConfigFor("laptop")
+		if err != nil {
 			t.Fatal(err)
 		}
-		f.Close()
-		out, err := exec.Command("wg-quick", "strip", conf).Output()
-		if err != nil {
-			t.Fatalf("wg-quick strip: %v", err)
+		cc.GatewayPublicKey = d.PublicKey()
+		cc.Endpoint = fmt.Sprintf("192.0.2.1:%d", port)
+		stripped := func(cc ClientConfig) string {
+			conf := filepath.Join(dir, clIf+".conf")
+			f, _ := os.OpenFile(conf, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+			if err := WriteClientConfig(f, cc); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			out, err := exec.Command("wg-quick", "strip", conf).Output()
+			if err != nil {
+				t.Fatalf("wg-quick strip: %v", err)
+			}
+			path := filepath.Join(dir, "stripped")
+			os.WriteFile(path, out, 0o600)
+			return path
 		}
-		path := filepath.Join(dir, "stripped")
-		os.WriteFile(path, out, 0o600)
-		return path
-	}
-	if out, err := l.exec(l.b, "wg", "setconf", clIf, stripped(cc)); err == nil {
-		t.Errorf("wg setconf accepted the placeholder private key:\n%s", out)
-	}
-	cc.PrivateKey = clientPriv
-	l.mustExec(l.b, "wg", "setconf", clIf, stripped(cc))
-	l.mustExec(l.b, "ip", "addr", "add", "100.96.0.10/12", "dev", clIf)
-	l.mustExec(l.b, "ip", "link", "set", clIf, "up")
+		if out, err := l.exec(l.b, "wg", "setconf", clIf, stripped(cc)); err == nil {
+			t.Errorf("wg setconf accepted the placeholder private key:\n%s", out)
+		}
+		cc.PrivateKey = clientPriv
+		l.mustExec(l.b, "wg", "setconf", clIf, stripped(cc))
+		l.mustExec(l.b, "ip", "addr", "add", "100.96.0.10/12", "dev", clIf)
+		l.mustExec(l.b, "ip", "link", "set", clIf, "up")
 
-	testkit.Eventually(t, 15*time.Second, "client pings the gateway", func() error { return l.ping(l.b, "100.96.0.1") })
-	if err := l.ping(l.a, "100.96.0.10"); err != nil {
-		t.Errorf("gateway → client: %v", err)
-	}
-	st := d.Status()
-	if len(st.Peers) != 1 || st.Peers[0].Name != "laptop" || st.Peers[0].LastHandshake.IsZero() ||
-		!strings.HasPrefix(st.Peers[0].Endpoint, "192.0.2.2:") || st.Peers[0].RxBytes == 0 || st.ListenPort != port {
-		t.Errorf("Status = %+v", st)
+		testkit.Eventually(t, 15*time.Second, "client pings the gateway", func() error { return l.ping(l.b, "100.96.0.1") })
+		if err := l.ping(l.a, "100.96.0.10"); err != nil {
+			t.Errorf("gateway → client: %v", err)
+		}
+		st := d.Status()
+		if len(st.Peers) != 1 || st.Peers[0].Name != "laptop" || st.Peers[0].LastHandshake.IsZero() ||
+			!strings.HasPrefix(st.Peers[0].Endpoint, "192.0.2.2:") || st.Peers[0].RxBytes == 0 || st.ListenPort != port {
+			t.Errorf("Status = %+v", st)
+		}
+	}) {
+		return
 	}
 
-	t.Run("adding a peer keeps the session", func(t *testing.T) {
+	if !t.Run("adding a peer keeps the session", func(t *testing.T) {
 		before := peerState(t, d, clientPriv.PublicKey())
 		more := *cfg.Clone()
 		more.Peers = append(more.Peers, Peer{Name: "phone", PublicKey: testKeyC, AllowedIPs: pfx("100.96.0.11/32")})
@@ -342,9 +362,11 @@ func TestStockClient(t *testing.T) {
 		if len(d.Status().Peers) != 1 {
 			t.Errorf("phone not removed: %+v", d.Status().Peers)
 		}
-	})
+	}) {
+		return
+	}
 
-	t.Run("malformed datagrams are counted", func(t *testing.T) {
+	if !t.Run("malformed datagrams are counted", func(t *testing.T) {
 		before := dropped(t, d, "malformed")
 		l.mustExec(l.b, "bash", "-c", fmt.Sprintf("printf 'not wireguard' > /dev/udp/192.0.2.1/%d", port))
 		testkit.Eventually(t, 5*time.Second, "malformed counter", func() error {
@@ -356,9 +378,11 @@ func TestStockClient(t *testing.T) {
 		if err := l.ping(l.b, "100.96.0.1"); err != nil {
 			t.Error(err)
 		}
-	})
+	}) {
+		return
+	}
 
-	t.Run("metrics pass promlint", func(t *testing.T) {
+	if !t.Run("metrics pass promlint", func(t *testing.T) {
 		problems, err := testutil.CollectAndLint(d.Collector())
 		if err != nil || len(problems) > 0 {
 			t.Errorf("lint: %v %+v", err, problems)
@@ -366,10 +390,13 @@ func TestStockClient(t *testing.T) {
 		if n := testutil.CollectAndCount(d.Collector(), "edgegw_wireguard_peer_receive_bytes_total"); n != 1 {
 			t.Errorf("%d receive series, want 1", n)
 		}
-	})
+	}) {
+		return
+	}
 
-	t.Run("busy port is refused and the old one kept", func(t *testing.T) {
+	if !t.Run("busy port is refused and the old one kept", func(t *testing.T) {
 		var busy *net.UDPConn
+		var err error
 		l.inNetns(l.a, func() { busy, err = net.ListenUDP("udp", &net.UDPAddr{Port: port + 3}) })
 		if err != nil {
 			t.Fatal(err)
@@ -386,9 +413,11 @@ func TestStockClient(t *testing.T) {
 		if err := l.ping(l.b, "100.96.0.1"); err != nil {
 			t.Error(err)
 		}
-	})
+	}) {
+		return
+	}
 
-	t.Run("port, address and MTU change in place", func(t *testing.T) {
+	if !t.Run("port, address and MTU change in place", func(t *testing.T) {
 		moved := *cfg.Clone()
 		moved.ListenPort = port + 1
 		moved.MTU = 1380
@@ -417,9 +446,11 @@ func TestStockClient(t *testing.T) {
 		if err := d.Set(moved); err != nil {
 			t.Errorf("repeating Set: %v", err)
 		}
-	})
+	}) {
+		return
+	}
 
-	t.Run("unknown key gets no traffic through", func(t *testing.T) {
+	if !t.Run("unknown key gets no traffic through", func(t *testing.T) {
 		before := dropped(t, d, "invalid_handshake")
 		other, _ := GeneratePrivateKey()
 		keyFile := filepath.Join(dir, "other.key")
@@ -433,25 +464,31 @@ func TestStockClient(t *testing.T) {
 		if v := dropped(t, d, "invalid_handshake"); v <= before {
 			t.Errorf("invalid_handshake = %v, want > %v", v, before)
 		}
-	})
+	}) {
+		return
+	}
 
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if out, err := l.exec(l.a, "ip", "link", "show", gwIf); err == nil {
-		t.Errorf("interface remains after Close:\n%s", out)
-	}
-	if out := l.mustExec(l.a, "ip", "route", "show", "proto", "237"); strings.TrimSpace(out) != "" {
-		t.Errorf("routes remain after Close:\n%s", out)
-	}
-	if _, err := os.Stat("/var/run/wireguard/" + gwIf + ".sock"); err == nil {
-		t.Error("UAPI socket remains after Close")
-	}
-	noLeak(t, baseline)
-	if err := d.Set(cfg); err != ErrClosed {
-		t.Errorf("Set after Close: %v", err)
+	if !t.Run("Close leaves nothing and is idempotent", func(t *testing.T) {
+		if err := d.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+		if out, err := l.exec(l.a, "ip", "link", "show", gwIf); err == nil {
+			t.Errorf("interface remains after Close:\n%s", out)
+		}
+		if out := l.mustExec(l.a, "ip", "route", "show", "proto", "237"); strings.TrimSpace(out) != "" {
+			t.Errorf("routes remain after Close:\n%s", out)
+		}
+		if _, err := os.Stat("/var/run/wireguard/" + gwIf + ".sock"); err == nil {
+			t.Error("UAPI socket remains after Close")
+		}
+		noLeak(t, baseline)
+		if err := d.Set(cfg); err != ErrClosed {
+			t.Errorf("Set after Close: %v", err)
+		}
+	}) {
+		return
 	}
 }

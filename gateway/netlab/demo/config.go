@@ -3,7 +3,8 @@ package main
 import (
 	"fmt"
 	"net/url"
-	"strings"
+
+	"github.com/edgegw/edgegw/gateway/netlab/swanbranch"
 )
 
 // The demo's names, addresses and secrets in one place: the configuration
@@ -175,69 +176,18 @@ routes:
 // stock charon with its ESP where edgegw's is (kernel-libipsec on kernels
 // without ESP), routes installed as strongSwan does by default.
 func ipsecBranchStrongswan(backend, vici, logFile string) string {
-	plugins := "random nonce openssl aes gcm sha1 sha2 hmac kdf pem pkcs1 x509 pubkey kernel-libipsec kernel-netlink socket-default vici"
-	if backend != "kernel-libipsec" {
-		plugins = strings.Replace(plugins, "kernel-libipsec ", "", 1)
-	}
-	return fmt.Sprintf(`charon-systemd {
-	load = %s
-	install_routes = yes
-	retransmit_tries = 3
-	retransmit_timeout = 1
-	plugins {
-		vici {
-			socket = unix://%s
-		}
-	}
-	journal {
-		default = -1
-	}
-	filelog {
-		f {
-			path = %s
-			default = 1
-		}
-	}
-}
-`, plugins, vici, logFile)
+	return swanbranch.Charon{Backend: backend, VICI: vici, Log: logFile, RetransmitTries: 3}.Conf()
 }
 
 // ipsecBranchSwanctl is the IPsec branch's swanctl.conf, written as a
 // branch router's documentation would: it initiates, offers its LAN and
 // its tunnel address, and wants the office LAN and the gateway's end.
 func (d *demo) ipsecBranchSwanctl() string {
-	return fmt.Sprintf(`connections {
-	office {
-		version = 2
-		local_addrs = %s
-		remote_addrs = %s
-		proposals = aes256gcm16-prfsha256-ecp384
-		dpd_delay = 2s
-		local {
-			auth = psk
-			id = %s
-		}
-		remote {
-			auth = psk
-			id = %s
-		}
-		children {
-			office {
-				local_ts = %s, 10.200.2.1/32
-				remote_ts = %s, 10.200.2.0/32
-				esp_proposals = aes256gcm16-ecp384
-				start_action = start
-				dpd_action = restart
-			}
-		}
-	}
-}
-secrets {
-	ike-office {
-		id-1 = %s
-		id-2 = %s
-		secret = "%s"
-	}
-}
-`, d.o.IPsecBranchAddr, d.o.GWWANAddr, branchID, officeID, d.o.IPsecLANNet, d.o.LANNet, branchID, officeID, ipsecPSK)
+	return swanbranch.Conn{
+		Name: "office", Local: d.o.IPsecBranchAddr.String(), Remote: d.o.GWWANAddr.String(),
+		LocalID: branchID, RemoteID: officeID,
+		LocalTS:  []string{d.o.IPsecLANNet.String(), "10.200.2.1/32"},
+		RemoteTS: []string{d.o.LANNet.String(), "10.200.2.0/32"},
+		PSK:      ipsecPSK, Initiate: true,
+	}.Swanctl()
 }

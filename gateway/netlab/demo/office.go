@@ -20,6 +20,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/enroll/enrolltest"
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/swanbranch"
 	"github.com/edgegw/edgegw/netflow/logpush/hectest"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
 )
@@ -421,30 +422,10 @@ func (d *demo) startIPsecBranch(ctx context.Context) error {
 		return err
 	}
 	d.closers = append(d.closers, func() { out.Close() })
-	cmd := ns.Command(ipsec.DefaultCharon)
-	cmd.Env = append(os.Environ(), "STRONGSWAN_CONF="+d.path("ibr/strongswan.conf"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if d.ibr, err = ns.StartCmd(cmd); err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	for {
-		if _, err := os.Stat(d.path("ibr/charon.vici")); err == nil {
-			break
-		}
-		select {
-		case <-d.ibr.Done():
-			return fmt.Errorf("the branch's charon exited: %v", d.ibr.Wait())
-		case <-ctx.Done():
-			return fmt.Errorf("the branch's charon opened no VICI socket: %w", ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	if out, err := ns.Exec(ctx, "swanctl", "--load-all", "--file", d.path("ibr/swanctl.conf"), "--uri", "unix://"+d.path("ibr/charon.vici")); err != nil {
-		return fmt.Errorf("swanctl --load-all: %w\n%s", err, out)
-	}
-	return nil
+	d.ibr, err = swanbranch.Launch(ctx, ns, ipsec.DefaultCharon, d.path("ibr"), out)
+	return err
 }
 
 // mirrorHEC appends what the HEC receiver gets to f (hec-received.ndjson)
