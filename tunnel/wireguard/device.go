@@ -14,6 +14,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/edgegw/edgegw/tunnel"
 )
 
 // Options are what the owner provides besides the configuration.
@@ -42,7 +44,8 @@ type Device struct {
 	index    int // interface index
 	netns    int // fd of the network namespace the device lives in
 	nl       *netlink.Handle
-	tun      tun.Device // until wg owns it
+	routes   *tunnel.RouteManager // the allowed prefixes' routes; nil until the link is set up
+	tun      tun.Device           // until wg owns it
 	ntun     *nsTUN
 	bind     *checkedBind
 	wg       *device.Device
@@ -302,8 +305,8 @@ func countMissing(a, b map[Key]*wgPeer) int {
 	return n
 }
 
-// Close stops the device and removes its interface, and with it the
-// interface's addresses and routes. It waits for wireguard-go to stop and
+// Close stops the device, removes its routes and its interface, and with
+// it the interface's addresses. It waits for wireguard-go to stop and
 // may be called more than once.
 func (d *Device) Close() error {
 	d.od.stop() // before d.mu: the worker takes it
@@ -321,6 +324,14 @@ func (d *Device) Close() error {
 // teardown releases whatever New got as far as creating.
 func (d *Device) teardown() {
 	d.stopUAPI()
+	if d.routes != nil {
+		// Before the interface goes: the unreachable fallbacks have no
+		// device to vanish with.
+		if err := d.routes.Close(); err != nil {
+			d.log.Warn("remove routes", "err", err)
+		}
+		d.routes = nil
+	}
 	if d.wg != nil {
 		d.wg.Close() // closes bind and TUN; waits for its goroutines
 	}

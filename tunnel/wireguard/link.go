@@ -1,22 +1,22 @@
 package wireguard
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/edgegw/edgegw/tunnel"
 )
 
 // syncLink makes the interface match c: MTU, the one address, up, and a
-// route (protocol tunnel.RouteProtocol) for every allowed prefix outside the
-// interface's own prefix. Routes go away with the interface, so Close needs
-// no bookkeeping, and none survive a crash.
+// route for every allowed prefix outside the interface's own prefix,
+// through the route manager every tunnel kind shares (protocol
+// tunnel.RouteProtocol, and under each route the prefix's unreachable
+// fallback, so a peer's prefix is refused rather than sent to the WAN
+// while the interface is gone). Close removes them; a crash's leftovers
+// are removed at the next start with every proto-237 route.
 func (d *Device) syncLink(c *Config) error {
 	link, err := d.nl.LinkByIndex(d.index)
 	if err != nil {
@@ -85,39 +85,27 @@ func wantRoutes(c *Config) []netip.Prefix {
 	return sortedPrefixes(out)
 }
 
+// syncRoutes hands the routes to the device's route manager: every prefix
+// via this interface, which is up while the device runs.
 func (d *Device) syncRoutes(link netlink.Link, want []netip.Prefix) error {
-	filter := &netlink.Route{LinkIndex: d.index, Protocol: tunnel.RouteProtocol}
-	routes, err := d.nl.RouteListFiltered(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return fmt.Errorf("list routes: %w", err)
-	}
-	var have []netip.Prefix
-	for _, r := range routes {
-		p, ok := tunnel.PrefixOf(r.Dst)
-		if ok && slices.Contains(want, p) {
-			have = append(have, p)
-			continue
+	if d.routes == nil {
+		rm, err := tunnel.NewRouteManager(d.nl, tunnel.RouteOptions{
+			Logger: d.log,
+			// The multipath hash policy is the site-to-site manager's:
+			// WireGuard routes have one path each.
+			Sysctl: func(string, string) (func() error, error) { return func() error { return nil }, nil },
+		})
+		if err != nil {
+			return err
 		}
-		if err := d.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("remove route %s: %w", r.Dst, err)
-		}
-		d.log.Info("removed route", "prefix", r.Dst)
+		d.routes = rm
 	}
+	name := link.Attrs().Name
+	routes := make([]tunnel.Route, 0, len(want))
 	for _, p := range want {
-		if slices.Contains(have, p) {
-			continue
-		}
-		r := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: tunnel.IPNet(p), Protocol: tunnel.RouteProtocol}
-		if p.Addr().Is4() {
-			r.Scope = netlink.SCOPE_LINK
-		}
-		if err := d.nl.RouteAdd(r); err != nil {
-			if errors.Is(err, unix.EEXIST) {
-				return fmt.Errorf("add route %s: another route for this prefix exists already: %w", p, err)
-			}
-			return fmt.Errorf("add route %s: %w", p, err)
-		}
-		d.log.Info("added route", "prefix", p)
+		r := tunnel.Route{Prefix: p, Via: name}
+		r.SetDefaults()
+		routes = append(routes, r)
 	}
-	return nil
+	return d.routes.Set(routes, map[string]tunnel.State{name: tunnel.Healthy})
 }

@@ -282,8 +282,11 @@ func TestStockClient(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(stateDir, "wireguard", gwIf+".key")); err != nil {
 			t.Errorf("private key not generated: %v", err)
 		}
-		if out := l.mustExec(l.a, "ip", "route", "show", "proto", "237"); !strings.Contains(out, "10.99.0.0/24 dev "+gwIf) {
-			t.Errorf("no route for the peer's prefix outside the interface prefix:\n%s", out)
+		// Through the shared route manager: the route, and under it the
+		// prefix's unreachable fallback (never to the WAN).
+		if out := l.mustExec(l.a, "ip", "route", "show", "proto", "237"); !strings.Contains(out, "10.99.0.0/24 dev "+gwIf) ||
+			!strings.Contains(out, "unreachable 10.99.0.0/24") {
+			t.Errorf("no route and unreachable fallback for the peer's prefix outside the interface prefix:\n%s", out)
 		}
 		if out := l.mustExec(l.a, "wg", "show", gwIf); !strings.Contains(out, d.PublicKey().String()) {
 			t.Errorf("wg show through the UAPI socket:\n%s", out)
