@@ -148,6 +148,11 @@ func compileJob(cfg Job) (*compiledJob, error) {
 		}
 		c.roots = roots
 	}
+	if spec.scheme == "s3" {
+		if _, err := newS3Dest(spec.s3, c.token, c.roots, time.Minute); err != nil {
+			return nil, fmt.Errorf("logpush job %q: %w", cfg.Name, err)
+		}
+	}
 	return c, nil
 }
 
@@ -162,6 +167,11 @@ func newJob(c *compiledJob, opts *Options) *job {
 	switch spec.scheme {
 	case "file":
 		j.dest = &fileDest{spec: spec}
+	case "syslog":
+		j.dest = newSyslogDest(spec.sys, c.roots, opts.Host, syslogMsgID(cfg.Dataset), opts.RequestTimeout)
+	case "s3":
+		// compileJob made one already: the same inputs cannot fail here.
+		j.dest, _ = newS3Dest(spec.s3, c.token, c.roots, opts.RequestTimeout)
 	default:
 		j.dest = newHTTPDest(spec, &cfg, j.token, c.roots, opts.RequestTimeout)
 	}
@@ -533,7 +543,7 @@ func (j *job) runSender(ctx context.Context) {
 // ctx ends.
 func (j *job) deliver(ctx context.Context, e spoolEntry, data []byte) outcome {
 	for attempt := 0; ; attempt++ {
-		o := j.dest.send(ctx, data, e.records)
+		o := j.dest.send(ctx, data, e)
 		if o.err == nil || ctx.Err() != nil || o.permanent {
 			return o
 		}
