@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -195,19 +196,20 @@ func (d *syslogDest) deliver(ctx context.Context, r io.Reader) error {
 	defer raw.Close()
 	// The context ends the connection too: a receiver that stops reading
 	// must not hold the sender past shutdown.
-	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	dl := &deadlines{conn: raw}
+	stop := context.AfterFunc(ctx, dl.cancel)
 	defer stop()
 	conn := raw
 	var tc *tls.Conn
 	if d.tlsConf != nil {
 		tc = tls.Client(raw, d.tlsConf)
-		raw.SetDeadline(time.Now().Add(d.timeout))
+		dl.set(time.Now().Add(d.timeout), false)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fmt.Errorf("syslog TLS handshake with %s: %w", d.spec.addr, err)
 		}
 		conn = tc
 	}
-	w := bufio.NewWriterSize(deadlineWriter{conn: raw, w: conn, timeout: d.timeout}, 64<<10)
+	w := bufio.NewWriterSize(deadlineWriter{dl: dl, w: conn, timeout: d.timeout}, 64<<10)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
 	var msg []byte
@@ -231,7 +233,7 @@ func (d *syslogDest) deliver(ctx context.Context, r io.Reader) error {
 	}
 	// Shut down our side and wait for the receiver's: it closes only
 	// after it has read everything we sent.
-	raw.SetDeadline(time.Now().Add(d.timeout))
+	dl.set(time.Now().Add(d.timeout), false)
 	if tc != nil {
 		if err := tc.CloseWrite(); err != nil {
 			return fmt.Errorf("syslog: close_notify to %s: %w", d.spec.addr, err)
@@ -257,16 +259,44 @@ func (d *syslogDest) appendMessage(b, record []byte, now time.Time) []byte {
 	return append(b, record...)
 }
 
+// deadlines sets a connection's deadlines until the context ends it:
+// after cancel, every operation fails at once, whatever set asks later.
+type deadlines struct {
+	mu       sync.Mutex
+	conn     net.Conn
+	canceled bool
+}
+
+func (d *deadlines) set(t time.Time, writeOnly bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.canceled {
+		return
+	}
+	if writeOnly {
+		d.conn.SetWriteDeadline(t)
+	} else {
+		d.conn.SetDeadline(t)
+	}
+}
+
+func (d *deadlines) cancel() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.canceled = true
+	d.conn.SetDeadline(time.Unix(1, 0))
+}
+
 // deadlineWriter renews the write deadline before each write, so a large
 // batch may take as long as it needs while a stalled receiver fails it.
 type deadlineWriter struct {
-	conn    net.Conn // the socket
+	dl      *deadlines
 	w       io.Writer
 	timeout time.Duration
 }
 
 func (w deadlineWriter) Write(p []byte) (int, error) {
-	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	w.dl.set(time.Now().Add(w.timeout), true)
 	return w.w.Write(p)
 }
 
