@@ -212,15 +212,15 @@ func (d *syslogDest) deliver(ctx context.Context, r io.Reader) error {
 	w := bufio.NewWriterSize(deadlineWriter{dl: dl, w: conn, timeout: d.timeout}, 64<<10)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<20)
-	var msg []byte
+	var msg, count []byte
 	for sc.Scan() {
 		line := sc.Bytes()
 		if len(line) == 0 {
 			continue
 		}
 		msg = d.appendMessage(msg[:0], line, time.Now())
-		w.WriteString(strconv.Itoa(len(msg)))
-		w.WriteByte(' ')
+		count = append(strconv.AppendInt(count[:0], int64(len(msg)), 10), ' ')
+		w.Write(count) // an error sticks in w: the next Write returns it
 		if _, err := w.Write(msg); err != nil {
 			return fmt.Errorf("syslog: send to %s: %w", d.spec.addr, err)
 		}
