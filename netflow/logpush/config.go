@@ -15,11 +15,16 @@ import (
 
 // Job is one entry of the `logpush:` list.
 type Job struct {
-	Name              string        `yaml:"name"`
-	Dataset           string        `yaml:"dataset"`     // network_analytics_logs | gateway_dns | access_requests
-	Destination       string        `yaml:"destination"` // splunk://…, https://…, file://…, syslog+tls://…, syslog+tcp://…, s3://…
-	TokenFile         string        `yaml:"token_file" file:"secret"`
-	CAFile            string        `yaml:"ca_file" file:"read"`
+	Name        string `yaml:"name"`
+	Dataset     string `yaml:"dataset"`     // network_analytics_logs | gateway_dns | access_requests
+	Destination string `yaml:"destination"` // splunk://…, https://…, file://…, syslog+tls://…, syslog+tcp://…, s3://…
+	TokenFile   string `yaml:"token_file" file:"secret"`
+	CAFile      string `yaml:"ca_file" file:"read"`
+	// CertFile and KeyFile are a client certificate and its key (PEM)
+	// for destinations that authenticate their senders by certificate
+	// (mutual TLS: syslog+tls, https, splunk, s3).
+	CertFile          string        `yaml:"cert_file" file:"read"`
+	KeyFile           string        `yaml:"key_file" file:"secret"`
 	Fields            []string      `yaml:"fields"`
 	Filter            string        `yaml:"filter"`
 	TimestampFormat   string        `yaml:"timestamp_format"` // unixnano | unix | rfc3339
@@ -84,6 +89,12 @@ func (j *Job) Validate(report func(field, msg string)) {
 	}
 	if d != nil && d.scheme == "splunk" && j.TokenFile == "" && d.headers.Get("Authorization") == "" {
 		report("token_file", "missing: Splunk HEC needs a token")
+	}
+	if (j.CertFile == "") != (j.KeyFile == "") {
+		report("cert_file", "cert_file and key_file go together: a client certificate and its key")
+	}
+	if j.CertFile != "" && d != nil && (d.scheme == "file" || d.sys != nil && !d.sys.tls || d.s3 != nil && !d.s3.secure) {
+		report("cert_file", "a client certificate needs a TLS destination: syslog+tls://, https://, splunk:// or s3:// with an https endpoint")
 	}
 	if d != nil && d.scheme == "s3" && j.TokenFile == "" {
 		report("token_file", "missing: s3 needs the secret access key in token_file (and access-key-id= in the destination)")

@@ -44,6 +44,16 @@ func TestValidate(t *testing.T) {
 		{"syslog tls", func(j *Job) {
 			j.Destination, j.TokenFile = "syslog+tls://siem.example?facility=security&severity=notice&app-name=edgegw&msgid=flows", ""
 		}, ""},
+		{"syslog mutual TLS", func(j *Job) {
+			j.Destination, j.TokenFile, j.CertFile, j.KeyFile = "syslog+tls://siem.example", "", "/etc/edgegw/c.pem", "/etc/edgegw/k.pem"
+		}, ""},
+		{"cert without key", func(j *Job) { j.CertFile = "/etc/edgegw/c.pem" }, "cert_file: cert_file and key_file go together"},
+		{"cert on plain syslog", func(j *Job) {
+			j.Destination, j.CertFile, j.KeyFile = "syslog+tcp://h", "/c.pem", "/k.pem"
+		}, "cert_file: a client certificate needs a TLS destination"},
+		{"cert on file", func(j *Job) {
+			j.Destination, j.CertFile, j.KeyFile = "file:///var/log/x", "/c.pem", "/k.pem"
+		}, "cert_file: a client certificate needs a TLS destination"},
 		{"syslog tcp", func(j *Job) { j.Destination, j.TokenFile = "syslog+tcp://192.0.2.7:1514", "" }, ""},
 		{"syslog no host", func(j *Job) { j.Destination = "syslog+tls://:6514" }, "destination: expected a host"},
 		{"syslog path", func(j *Job) { j.Destination = "syslog+tcp://h/x" }, "destination: a syslog destination has no path"},
@@ -197,7 +207,7 @@ func FuzzParseDestination(f *testing.F) {
 			}
 		}
 		if d.sys != nil {
-			sd := newSyslogDest(d.sys, nil, "gw", "m", time.Second)
+			sd := newSyslogDest(d.sys, nil, nil, "gw", "m", time.Second)
 			hdr := strings.Fields(string(sd.appendMessage(nil, nil, time.Unix(0, 0))))
 			if len(hdr) != 7 {
 				t.Fatalf("syslog header %q has %d fields, want 7", hdr, len(hdr))

@@ -105,10 +105,22 @@ func readCAFile(job *Job) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// readClientCert reads the job's cert_file and key_file; nil without them.
+func readClientCert(job *Job) ([]tls.Certificate, error) {
+	if job.CertFile == "" {
+		return nil, nil
+	}
+	c, err := tls.LoadX509KeyPair(job.CertFile, job.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cert_file/key_file: %w", err)
+	}
+	return []tls.Certificate{c}, nil
+}
+
 // newHTTPDest makes the client of a compiled job: it reads nothing and
 // opens nothing until a batch is sent.
-func newHTTPDest(spec *destSpec, job *Job, token string, roots *x509.CertPool, timeout time.Duration) *httpDest {
-	tc := &tls.Config{InsecureSkipVerify: spec.insecure, RootCAs: roots} //nolint:gosec // the operator's explicit choice
+func newHTTPDest(spec *destSpec, job *Job, token string, roots *x509.CertPool, certs []tls.Certificate, timeout time.Duration) *httpDest {
+	tc := &tls.Config{InsecureSkipVerify: spec.insecure, RootCAs: roots, Certificates: certs} //nolint:gosec // the operator's explicit choice
 	tr := &http.Transport{
 		TLSClientConfig:     tc,
 		ForceAttemptHTTP2:   true,

@@ -119,10 +119,10 @@ type s3Dest struct {
 	opts   minio.PutObjectOptions
 }
 
-func newS3Dest(spec *s3Spec, secret string, roots *x509.CertPool, timeout time.Duration) (*s3Dest, error) {
+func newS3Dest(spec *s3Spec, secret string, roots *x509.CertPool, certs []tls.Certificate, timeout time.Duration) (*s3Dest, error) {
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		TLSClientConfig:       &tls.Config{RootCAs: roots, InsecureSkipVerify: spec.insecure, MinVersion: tls.VersionTLS12}, //nolint:gosec // the operator's explicit choice
+		TLSClientConfig:       &tls.Config{RootCAs: roots, Certificates: certs, InsecureSkipVerify: spec.insecure, MinVersion: tls.VersionTLS12}, //nolint:gosec // the operator's explicit choice
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,

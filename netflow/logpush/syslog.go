@@ -144,10 +144,10 @@ type syslogDest struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-func newSyslogDest(spec *syslogSpec, roots *x509.CertPool, host, msgID string, timeout time.Duration) *syslogDest {
+func newSyslogDest(spec *syslogSpec, roots *x509.CertPool, certs []tls.Certificate, host, msgID string, timeout time.Duration) *syslogDest {
 	d := &syslogDest{spec: spec, timeout: timeout}
 	if spec.tls {
-		d.tlsConf = &tls.Config{ServerName: spec.serverName, RootCAs: roots, MinVersion: tls.VersionTLS12,
+		d.tlsConf = &tls.Config{ServerName: spec.serverName, RootCAs: roots, Certificates: certs, MinVersion: tls.VersionTLS12,
 			InsecureSkipVerify: spec.insecure} //nolint:gosec // the operator's explicit choice
 	}
 	if spec.hostname != "" {

@@ -39,6 +39,12 @@ type rsyslog struct {
 // startRsyslog writes the configuration (TLS with imtcp and gtls, or
 // plain TCP with imptcp, on 127.0.0.1:port in ns) and starts rsyslogd.
 func startRsyslog(t *testing.T, ns *netlab.NS, tlsOn bool, port int, certs *testPKI) *rsyslog {
+	return startRsyslogAuth(t, ns, tlsOn, port, certs, "anon")
+}
+
+// startRsyslogAuth is startRsyslog with the gtls authMode: anon, or
+// x509/certvalid to demand a client certificate from the test CA.
+func startRsyslogAuth(t *testing.T, ns *netlab.NS, tlsOn bool, port int, certs *testPKI, authMode string) *rsyslog {
 	t.Helper()
 	testkit.NeedTool(t, "rsyslogd", "rsyslog")
 	dir := t.TempDir()
@@ -54,8 +60,8 @@ func startRsyslog(t *testing.T, ns *netlab.NS, tlsOn bool, port int, certs *test
 		}
 		global += fmt.Sprintf(` defaultNetstreamDriverCAFile="%s" defaultNetstreamDriverCertFile="%s" defaultNetstreamDriverKeyFile="%s"`,
 			certs.caFile, certs.certFile, certs.keyFile)
-		input = fmt.Sprintf(`module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
-input(type="imtcp" address="127.0.0.1" port="%d")`, port)
+		input = fmt.Sprintf(`module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="%s")
+input(type="imtcp" address="127.0.0.1" port="%d")`, authMode, port)
 	} else {
 		input = fmt.Sprintf(`module(load="imptcp")
 input(type="imptcp" address="127.0.0.1" port="%d")`, port)
@@ -290,9 +296,53 @@ func TestSyslogTCPRsyslogRestart(t *testing.T) {
 	})
 }
 
-// testPKI is a CA and a server certificate for 127.0.0.1, as PEM files.
+// TestSyslogMutualTLS: rsyslog demands a client certificate from the
+// test CA (gtls x509/certvalid). With cert_file and key_file every record
+// arrives; without them nothing does, and the batch stays spooled.
+func TestSyslogMutualTLS(t *testing.T) {
+	testkit.NeedRoot(t)
+	lab := netlab.NewT(t)
+	ns, err := lab.NS("syslog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pki := newTestPKI(t)
+	r := startRsyslogAuth(t, ns, true, 6514, pki, "x509/certvalid")
+
+	anon := syslogJob("anon", "syslog+tls://127.0.0.1")
+	anon.CAFile = pki.caFile
+	withCert := syslogJob("mtls", "syslog+tls://127.0.0.1")
+	withCert.CAFile, withCert.CertFile, withCert.KeyFile = pki.caFile, pki.clientCert, pki.clientKey
+	withCert.Filter = "pfpcustomtag >= 100" // the two jobs' records told apart
+	anon.Filter = "pfpcustomtag < 100"
+	m := newManager(t, []Job{anon, withCert}, testOpts(t))
+	dialIn(t, m, "anon", ns)
+	dialIn(t, m, "mtls", ns)
+	run(t, m)
+	pushN(m, 0, 1100)
+	lines := r.waitLines(1000)
+	seqs := lineSeqs(t, lines)
+	for i := range seqs {
+		seqs[i] -= 100
+	}
+	checkInOrder(t, seqs, 1000)
+	testkit.Eventually(t, 20*time.Second, "the job without a certificate to be refused", func() error {
+		if st := statusOf(m, "anon"); st.Retries["transport"] < 2 || st.RecordsSent != 0 || st.SpooledBatches != 1 {
+			return fmt.Errorf("status = %+v (error %s)", st, derefStr(st.ErrorMessage))
+		}
+		return nil
+	})
+	t.Logf("refused: %s", derefStr(statusOf(m, "anon").ErrorMessage))
+	if n := len(r.lines()); n != 1000 {
+		t.Errorf("rsyslog wrote %d messages, want only the 1000 of the job with a certificate", n)
+	}
+}
+
+// testPKI is a CA, a server certificate for 127.0.0.1 and a client
+// certificate, as PEM files.
 type testPKI struct {
 	caFile, certFile, keyFile string
+	clientCert, clientKey     string
 }
 
 func newTestPKI(t *testing.T) *testPKI {
@@ -308,24 +358,31 @@ func newTestPKI(t *testing.T) *testPKI {
 		t.Fatal(err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "syslog.test"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{"syslog.test"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
+	issue := func(serial int64, tmpl *x509.Certificate) ([]byte, []byte) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl.SerialNumber, tmpl.NotBefore, tmpl.NotAfter = big.NewInt(serial), now.Add(-time.Hour), now.Add(24*time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der, keyDER
 	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &testPKI{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
+	der, keyDER := issue(2, &x509.Certificate{Subject: pkix.Name{CommonName: "syslog.test"}, DNSNames: []string{"syslog.test"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	cder, ckeyDER := issue(3, &x509.Certificate{Subject: pkix.Name{CommonName: "gw-test"}, DNSNames: []string{"gw-test"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	p := &testPKI{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"),
+		clientCert: filepath.Join(dir, "client.pem"), clientKey: filepath.Join(dir, "client-key.pem")}
 	for _, f := range []struct {
 		path, typ string
 		der       []byte
-	}{{p.caFile, "CERTIFICATE", caDER}, {p.certFile, "CERTIFICATE", der}, {p.keyFile, "PRIVATE KEY", keyDER}} {
+	}{{p.caFile, "CERTIFICATE", caDER}, {p.certFile, "CERTIFICATE", der}, {p.keyFile, "PRIVATE KEY", keyDER},
+		{p.clientCert, "CERTIFICATE", cder}, {p.clientKey, "PRIVATE KEY", ckeyDER}} {
 		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -68,7 +68,7 @@ func TestSyslogFraming(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tt.dest, err)
 		}
-		sd := newSyslogDest(d.sys, nil, tt.host, syslogMsgID(tt.dataset), time.Second)
+		sd := newSyslogDest(d.sys, nil, nil, tt.host, syslogMsgID(tt.dataset), time.Second)
 		now := time.Date(2026, 12, 7, 1, 2, 3, 456789000, time.UTC)
 		msg := string(sd.appendMessage(nil, []byte(`{"a":1}`), now))
 		if got := strings.Replace(msg, "2026-12-07T01:02:03.456789Z", "T", 1); got != tt.want {
@@ -107,7 +107,7 @@ func TestSyslogWaitsForReceiver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sd := newSyslogDest(d.sys, nil, "gw", "x", 30*time.Second) // generous: CI may be loaded
+	sd := newSyslogDest(d.sys, nil, nil, "gw", "x", 30*time.Second) // generous: CI may be loaded
 	body := gzipLines(t, `{"n":1}`, `{"n":2}`, `{"n":3}`)
 
 	closeAfterRead <- true
@@ -164,7 +164,7 @@ func BenchmarkSyslogSend(b *testing.B) {
 	}
 	zw.Close()
 	d, _ := parseDestination("syslog+tcp://" + ln.Addr().String())
-	sd := newSyslogDest(d.sys, nil, "gw", "network_analytics_logs", 10*time.Second)
+	sd := newSyslogDest(d.sys, nil, nil, "gw", "network_analytics_logs", 10*time.Second)
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
