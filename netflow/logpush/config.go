@@ -15,11 +15,16 @@ import (
 
 // Job is one entry of the `logpush:` list.
 type Job struct {
-	Name              string        `yaml:"name"`
-	Dataset           string        `yaml:"dataset"`     // network_analytics_logs | gateway_dns | access_requests
-	Destination       string        `yaml:"destination"` // splunk://…, https://…, file://…
-	TokenFile         string        `yaml:"token_file" file:"secret"`
-	CAFile            string        `yaml:"ca_file" file:"read"`
+	Name        string `yaml:"name"`
+	Dataset     string `yaml:"dataset"`     // network_analytics_logs | gateway_dns | access_requests
+	Destination string `yaml:"destination"` // splunk://…, https://…, file://…, syslog+tls://…, syslog+tcp://…, s3://…
+	TokenFile   string `yaml:"token_file" file:"secret"`
+	CAFile      string `yaml:"ca_file" file:"read"`
+	// CertFile and KeyFile are a client certificate and its key (PEM)
+	// for destinations that authenticate their senders by certificate
+	// (mutual TLS: syslog+tls, https, splunk, s3).
+	CertFile          string        `yaml:"cert_file" file:"read"`
+	KeyFile           string        `yaml:"key_file" file:"secret"`
 	Fields            []string      `yaml:"fields"`
 	Filter            string        `yaml:"filter"`
 	TimestampFormat   string        `yaml:"timestamp_format"` // unixnano | unix | rfc3339
@@ -85,6 +90,15 @@ func (j *Job) Validate(report func(field, msg string)) {
 	if d != nil && d.scheme == "splunk" && j.TokenFile == "" && d.headers.Get("Authorization") == "" {
 		report("token_file", "missing: Splunk HEC needs a token")
 	}
+	if (j.CertFile == "") != (j.KeyFile == "") {
+		report("cert_file", "cert_file and key_file go together: a client certificate and its key")
+	}
+	if j.CertFile != "" && d != nil && (d.scheme == "file" || d.sys != nil && !d.sys.tls || d.s3 != nil && !d.s3.secure) {
+		report("cert_file", "a client certificate needs a TLS destination: syslog+tls://, https://, splunk:// or s3:// with an https endpoint")
+	}
+	if d != nil && d.scheme == "s3" && j.TokenFile == "" {
+		report("token_file", "missing: s3 needs the secret access key in token_file (and access-key-id= in the destination)")
+	}
 	if j.IndexerAck && d != nil && (d.scheme != "splunk" || d.channel == "") {
 		report("indexer_ack", "needs a splunk:// destination with a channel=<GUID> parameter")
 	}
@@ -146,7 +160,7 @@ func (j *Job) Clone() *Job {
 
 // destSpec is a parsed destination URL.
 type destSpec struct {
-	scheme  string  // splunk, https or file
+	scheme  string  // splunk, https, file, syslog or s3
 	url     url.URL // the request URL: https://host:port/path?remaining query
 	raw     bool    // splunk …/raw endpoint
 	headers http.Header
@@ -157,6 +171,10 @@ type destSpec struct {
 	path     string
 	maxBytes int64 // rotate when the file grows past this
 	keep     int   // rotated files kept
+	// syslog
+	sys *syslogSpec
+	// s3
+	s3 *s3Spec
 }
 
 var hecPaths = map[string]bool{
@@ -167,7 +185,7 @@ var hecPaths = map[string]bool{
 // parseDestination parses and checks a destination URL.
 func parseDestination(s string) (*destSpec, error) {
 	if s == "" {
-		return nil, errors.New("missing: expected splunk://, https:// or file:// destination")
+		return nil, errors.New("missing: expected a splunk://, https://, file://, syslog+tls://, syslog+tcp:// or s3:// destination")
 	}
 	u, err := url.Parse(s)
 	if err != nil {
@@ -179,7 +197,7 @@ func parseDestination(s string) (*destSpec, error) {
 	}
 	d := &destSpec{scheme: u.Scheme, headers: http.Header{}}
 	for k, vs := range q {
-		if name, ok := strings.CutPrefix(k, "header_"); ok && name != "" && u.Scheme != "file" {
+		if name, ok := strings.CutPrefix(k, "header_"); ok && name != "" && (u.Scheme == "splunk" || u.Scheme == "https") {
 			d.headers[http.CanonicalHeaderKey(name)] = vs
 			q.Del(k)
 		}
@@ -238,8 +256,20 @@ func parseDestination(s string) (*destSpec, error) {
 		for k := range q {
 			return nil, fmt.Errorf("unknown parameter %q: expected max_size or keep", k)
 		}
+	case "syslog+tls", "syslog+tcp", "syslog":
+		sys, err := parseSyslogDest(u, q)
+		if err != nil {
+			return nil, err
+		}
+		d.scheme, d.sys = "syslog", sys
+	case "s3":
+		s3, err := parseS3Dest(u, q)
+		if err != nil {
+			return nil, err
+		}
+		d.s3 = s3
 	default:
-		return nil, fmt.Errorf("scheme %q is not one of splunk, https, file", u.Scheme)
+		return nil, fmt.Errorf("scheme %q is not one of splunk, https, file, syslog+tls, syslog+tcp, s3", u.Scheme)
 	}
 	return d, nil
 }

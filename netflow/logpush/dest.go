@@ -32,7 +32,8 @@ type outcome struct {
 // destination delivers spooled batches (gzip bodies).
 type destination interface {
 	format() string
-	send(ctx context.Context, body []byte, records int) outcome
+	// send delivers the spooled batch e, whose bytes are body.
+	send(ctx context.Context, body []byte, e spoolEntry) outcome
 	// pollAcks asks which ack ids are done (HEC with indexer acks only).
 	pollAcks(ctx context.Context, ids []int64) (map[int64]bool, outcome)
 	close()
@@ -104,10 +105,22 @@ func readCAFile(job *Job) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// readClientCert reads the job's cert_file and key_file; nil without them.
+func readClientCert(job *Job) ([]tls.Certificate, error) {
+	if job.CertFile == "" {
+		return nil, nil
+	}
+	c, err := tls.LoadX509KeyPair(job.CertFile, job.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("cert_file/key_file: %w", err)
+	}
+	return []tls.Certificate{c}, nil
+}
+
 // newHTTPDest makes the client of a compiled job: it reads nothing and
 // opens nothing until a batch is sent.
-func newHTTPDest(spec *destSpec, job *Job, token string, roots *x509.CertPool, timeout time.Duration) *httpDest {
-	tc := &tls.Config{InsecureSkipVerify: spec.insecure, RootCAs: roots} //nolint:gosec // the operator's explicit choice
+func newHTTPDest(spec *destSpec, job *Job, token string, roots *x509.CertPool, certs []tls.Certificate, timeout time.Duration) *httpDest {
+	tc := &tls.Config{InsecureSkipVerify: spec.insecure, RootCAs: roots, Certificates: certs} //nolint:gosec // the operator's explicit choice
 	tr := &http.Transport{
 		TLSClientConfig:     tc,
 		ForceAttemptHTTP2:   true,
@@ -184,7 +197,7 @@ func (d *httpDest) post(ctx context.Context, url string, body []byte, gz bool) (
 	return resp.StatusCode, resp.Header, rb, nil
 }
 
-func (d *httpDest) send(ctx context.Context, body []byte, _ int) outcome {
+func (d *httpDest) send(ctx context.Context, body []byte, _ spoolEntry) outcome {
 	status, hdr, rb, err := d.post(ctx, d.url, body, true)
 	if err != nil {
 		return outcome{err: fmt.Errorf("post: %w", err), code: "transport", ackID: -1}
@@ -288,7 +301,7 @@ func (d *fileDest) pollAcks(context.Context, []int64) (map[int64]bool, outcome) 
 	return nil, outcome{err: errors.New("no acks on file destinations"), permanent: true}
 }
 
-func (d *fileDest) send(_ context.Context, body []byte, _ int) outcome {
+func (d *fileDest) send(_ context.Context, body []byte, _ spoolEntry) outcome {
 	if err := d.write(body); err != nil {
 		return outcome{err: err, code: "file", ackID: -1}
 	}

@@ -47,5 +47,16 @@
 // header_* parameters, sending "Authorization: Splunk <token>" from
 // token_file; https://… (ndjson; header_* parameters become headers); and
 // file:///path (ndjson appended and fsynced, rotated at max_size, keeping
-// keep old files). Package hectest is a HEC receiver for tests.
+// keep old files); syslog+tls://host[:6514] and syslog+tcp://host[:514]
+// (one RFC 5424 message per record, the record's JSON as MSG, octet
+// counting; facility, severity, app-name, hostname, msgid and
+// insecure-skip-verify parameters), each batch over a connection of its
+// own that counts as delivered once the receiver has read everything and
+// closed its side, syslog having no acknowledgements; and
+// s3://bucket/prefix (region, access-key-id, endpoint, sse, path-style,
+// insecure-skip-verify; the secret access key in token_file), one object
+// per batch, the spooled gzip as is, named
+// <prefix>/{DATE}/{start}_{end}_{hash}.log.gz like Cloudflare Logpush's,
+// the same name when a batch is sent again. Package hectest is a HEC
+// receiver for tests.
 package logpush

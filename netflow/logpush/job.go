@@ -2,6 +2,7 @@ package logpush
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -108,7 +109,8 @@ type compiledJob struct {
 	cfg    Job
 	spec   *destSpec
 	token  string
-	roots  *x509.CertPool // from ca_file; nil: the system's
+	roots  *x509.CertPool    // from ca_file; nil: the system's
+	certs  []tls.Certificate // from cert_file and key_file
 	filter *compiledFilter
 }
 
@@ -147,6 +149,14 @@ func compileJob(cfg Job) (*compiledJob, error) {
 			return nil, fmt.Errorf("logpush job %q: %w", cfg.Name, err)
 		}
 		c.roots = roots
+		if c.certs, err = readClientCert(&cfg); err != nil {
+			return nil, fmt.Errorf("logpush job %q: %w", cfg.Name, err)
+		}
+	}
+	if spec.scheme == "s3" {
+		if _, err := newS3Dest(spec.s3, c.token, c.roots, c.certs, time.Minute); err != nil {
+			return nil, fmt.Errorf("logpush job %q: %w", cfg.Name, err)
+		}
 	}
 	return c, nil
 }
@@ -162,8 +172,13 @@ func newJob(c *compiledJob, opts *Options) *job {
 	switch spec.scheme {
 	case "file":
 		j.dest = &fileDest{spec: spec}
+	case "syslog":
+		j.dest = newSyslogDest(spec.sys, c.roots, c.certs, opts.Host, syslogMsgID(cfg.Dataset), opts.RequestTimeout)
+	case "s3":
+		// compileJob made one already: the same inputs cannot fail here.
+		j.dest, _ = newS3Dest(spec.s3, c.token, c.roots, c.certs, opts.RequestTimeout)
 	default:
-		j.dest = newHTTPDest(spec, &cfg, j.token, c.roots, opts.RequestTimeout)
+		j.dest = newHTTPDest(spec, &cfg, j.token, c.roots, c.certs, opts.RequestTimeout)
 	}
 	var meta *hecMeta
 	if j.dest.format() == formatHEC {
@@ -533,7 +548,7 @@ func (j *job) runSender(ctx context.Context) {
 // ctx ends.
 func (j *job) deliver(ctx context.Context, e spoolEntry, data []byte) outcome {
 	for attempt := 0; ; attempt++ {
-		o := j.dest.send(ctx, data, e.records)
+		o := j.dest.send(ctx, data, e)
 		if o.err == nil || ctx.Err() != nil || o.permanent {
 			return o
 		}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Batch file formats: what the bytes are, so that a job whose destination
@@ -25,6 +26,7 @@ type spoolEntry struct {
 	records int
 	format  string
 	size    int64
+	closed  time.Time // when the batch was closed: the file's modification time
 }
 
 func (e spoolEntry) name() string {
@@ -90,7 +92,7 @@ func openSpool(dir string, limit int64) (*spool, error) {
 		if err != nil {
 			continue
 		}
-		e.size = fi.Size()
+		e.size, e.closed = fi.Size(), fi.ModTime()
 		s.entries = append(s.entries, e)
 		s.bytes += e.size
 		s.next = max(s.next, e.seq+1)
@@ -148,6 +150,11 @@ func (s *spool) newEntry(records int, format string, size int64) spoolEntry {
 // commit renames the durable file src to e's name, syncs the directory and
 // enforces the limit and the reserve.
 func (s *spool) commit(src string, e spoolEntry) (dropped []spoolEntry, err error) {
+	// The file's time, as openSpool will read it after a restart, so a
+	// destination naming objects by it names a batch the same way.
+	if fi, err := os.Stat(src); err == nil {
+		e.closed = fi.ModTime()
+	}
 	if err := os.Rename(src, filepath.Join(s.dir, e.name())); err != nil {
 		if strings.HasPrefix(filepath.Base(src), ".tmp-") {
 			os.Remove(src)

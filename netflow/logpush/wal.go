@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 )
@@ -115,6 +116,9 @@ func (w *wal) write(data []byte, n int) {
 		// megabyte buffer by doubling copies it over and over.
 		s.stream.Grow(w.last + w.last/8 + 4096)
 		w.gz.Reset(&s.stream)
+		// The batch's start, in the gzip header (written with the
+		// first bytes): s3 object names carry it.
+		w.gz.ModTime = time.Now()
 	}
 	w.gz.Write(data) // into a bytes.Buffer: cannot fail
 	s.n += n
