@@ -48,6 +48,7 @@ type udpServer struct {
 	// (until one is handed to a goroutine that waits for an upstream)
 	// and the scratch its answers are made in.
 	req *mdns.Msg
+	qp  queryParser
 	sc  scratch
 }
 
@@ -149,10 +150,12 @@ func (u *udpServer) packet(m *ipv4.Message, q *query, o *ipv4.Message, buf, oob 
 		req = new(mdns.Msg)
 		u.req = req
 	}
-	*req = mdns.Msg{}
-	if err := req.Unpack(m.Buffers[0][:m.N]); err != nil {
-		u.s.m.malformed.Inc()
-		return false
+	if b := m.Buffers[0][:m.N]; !u.qp.parse(b, req) {
+		*req = mdns.Msg{}
+		if err := req.Unpack(b); err != nil {
+			u.s.m.malformed.Inc()
+			return false
+		}
 	}
 	// One pass answers from the cache or policy, or past max_inflight;
 	// else it reserves a slot for the goroutine that waits for the
@@ -161,6 +164,7 @@ func (u *udpServer) packet(m *ipv4.Message, q *query, o *ipv4.Message, buf, oob 
 	ans := u.s.answer(q)
 	if q.wouldWait {
 		u.req = nil // req now belongs to the goroutine
+		u.qp.detach(req)
 		u.s.bg.Go(func() { u.wait(req, src, local, via) })
 		return false
 	}
