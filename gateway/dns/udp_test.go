@@ -8,6 +8,7 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestUDPReaderMixesHitsAndMisses sends one burst of queries from one
@@ -21,7 +22,7 @@ func TestUDPReaderMixesHitsAndMisses(t *testing.T) {
 	for i := range n {
 		up.add(fmt.Sprintf("n%d.mix.test. 300 IN A 192.0.2.%d", i, i%250+1))
 	}
-	_, addr := startServer(t, Config{Upstreams: []string{up.addr}}, Options{})
+	s, addr := startServer(t, Config{Upstreams: []string{up.addr}}, Options{})
 	for i := 0; i < n; i += 2 {
 		ask(t, addr, "udp", fmt.Sprintf("n%d.mix.test", i), mdns.TypeA)
 	}
@@ -67,23 +68,31 @@ func TestUDPReaderMixesHitsAndMisses(t *testing.T) {
 		if err := a.Unpack(buf[:k]); err != nil {
 			t.Fatal(err)
 		}
-		s, ok := byID[a.Id]
+		sq, ok := byID[a.Id]
 		if !ok {
 			t.Fatalf("answer with unknown or repeated ID %d", a.Id)
 		}
 		delete(byID, a.Id)
-		if len(a.Question) != 1 || a.Question[0].Name != s.name {
-			t.Errorf("ID %d: question %v, want %s", a.Id, a.Question, s.name)
+		if len(a.Question) != 1 || a.Question[0].Name != sq.name {
+			t.Errorf("ID %d: question %v, want %s", a.Id, a.Question, sq.name)
 		}
 		if len(a.Answer) != 1 {
-			t.Errorf("ID %d (%s): answer %v", a.Id, s.name, a.Answer)
+			t.Errorf("ID %d (%s): answer %v", a.Id, sq.name, a.Answer)
 			continue
 		}
-		if rr, ok := a.Answer[0].(*mdns.A); !ok || rr.A.String() != s.want.String() {
-			t.Errorf("ID %d (%s): answer %v, want %s", a.Id, s.name, a.Answer[0], s.want)
+		if rr, ok := a.Answer[0].(*mdns.A); !ok || rr.A.String() != sq.want.String() {
+			t.Errorf("ID %d (%s): answer %v, want %s", a.Id, sq.name, a.Answer[0], sq.want)
 		}
-		if (a.IsEdns0() != nil) != s.edns {
-			t.Errorf("ID %d (%s): OPT in answer %v, asked with EDNS %v", a.Id, s.name, a.IsEdns0() != nil, s.edns)
+		if (a.IsEdns0() != nil) != sq.edns {
+			t.Errorf("ID %d (%s): OPT in answer %v, asked with EDNS %v", a.Id, sq.name, a.IsEdns0() != nil, sq.edns)
 		}
+	}
+	// Every answer is counted once, under its transport and rcode (the
+	// counters the readers share without a lock). The last answers are
+	// counted just after they are written.
+	noerror := s.m.queries.WithLabelValues("udp", "NOERROR")
+	eventually(t, 5*time.Second, "queries counted", func() bool { return testutil.ToFloat64(noerror) == n/2+n })
+	if c := testutil.ToFloat64(s.m.queries.WithLabelValues("udp", "SERVFAIL")); c != 0 {
+		t.Errorf("%v SERVFAIL counted", c)
 	}
 }
