@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	mdns "github.com/miekg/dns"
 )
@@ -312,6 +314,10 @@ func FuzzQueryParser(f *testing.F) {
 		if !reflect.DeepEqual(&got, &want) {
 			t.Fatalf("parsed %x\n as %v\nUnpack: %v", data, &got, &want)
 		}
+		// Again, now with the name interned.
+		if !p.parse(data, &got) || !reflect.DeepEqual(&got, &want) {
+			t.Fatalf("parsed %x again as %v\nUnpack: %v", data, &got, &want)
+		}
 		p.detach(&got)
 		p.parse(data[:12], new(mdns.Msg)) // a later parse must not touch got
 		other := slices.Clone(data)
@@ -362,5 +368,29 @@ func TestQueryParserShapes(t *testing.T) {
 				t.Fatalf("parsed %v, Unpack %v", &got, &want)
 			}
 		})
+	}
+}
+
+// TestQueryParserInternBounded: a flood of distinct names keeps the
+// parser's interned names bounded, and a name asked again is the same
+// string (no copy).
+func TestQueryParserInternBounded(t *testing.T) {
+	var p queryParser
+	var req mdns.Msg
+	for i := range maxInterned*2 + 10 {
+		b, _ := new(mdns.Msg).SetQuestion(fmt.Sprintf("r%d.flood.test.", i), mdns.TypeA).Pack()
+		if !p.parse(b, &req) {
+			t.Fatalf("query %d not parsed", i)
+		}
+		if len(p.names) > maxInterned {
+			t.Fatalf("%d names interned, bound %d", len(p.names), maxInterned)
+		}
+	}
+	b, _ := new(mdns.Msg).SetQuestion("again.test.", mdns.TypeA).Pack()
+	p.parse(b, &req)
+	first := req.Question[0].Name
+	p.parse(b, &req)
+	if again := req.Question[0].Name; unsafe.StringData(again) != unsafe.StringData(first) {
+		t.Error("a name asked again was copied, not interned")
 	}
 }

@@ -15,12 +15,19 @@ import (
 // A message parsed here shares the parser's memory until the next parse:
 // [queryParser.detach] copies it for a query that outlives that.
 type queryParser struct {
+	// names interns the names of recent queries, so that a name asked
+	// again (what a cache hit is) costs no string. Bounded: cleared when
+	// full, so a flood of random names only costs what it did before.
+	names    map[string]string
 	hdr      [12]byte
 	name     [255]byte
 	question [1]mdns.Question
 	opt      mdns.OPT
 	extra    [1]mdns.RR
 }
+
+// maxInterned bounds queryParser.names.
+const maxInterned = 4096
 
 // parse fills req from b and reports whether b had the common shape;
 // when it reports false, req is to be unpacked in full.
@@ -62,10 +69,19 @@ func (p *queryParser) parse(b []byte, req *mdns.Msg) bool {
 	}
 	q := mdns.Question{Qtype: binary.BigEndian.Uint16(b[off:]), Qclass: binary.BigEndian.Uint16(b[off+2:])}
 	off += 4
-	if n == 0 {
+	switch name, ok := p.names[string(p.name[:n])]; {
+	case n == 0:
 		q.Name = "."
-	} else {
+	case ok:
+		q.Name = name
+	default:
 		q.Name = string(p.name[:n])
+		if p.names == nil {
+			p.names = make(map[string]string)
+		} else if len(p.names) >= maxInterned {
+			clear(p.names)
+		}
+		p.names[q.Name] = q.Name
 	}
 	var opt *mdns.OPT
 	if ar == 1 {
