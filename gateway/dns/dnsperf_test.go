@@ -33,7 +33,10 @@ import (
 // EDGEGW_DNSPERF_SECONDS (default 6) and EDGEGW_DNSPERF_ROUNDS (default
 // 5: short rounds, so that the ratio of each round is taken under one
 // load) size it; without EDGEGW_COREDNS CoreDNS is left out;
-// EDGEGW_DNSPERF_PROFILE=FILE writes edgegw's CPU profile of the runs.
+// EDGEGW_DNSPERF_PROFILE=FILE writes edgegw's CPU profile of the runs;
+// EDGEGW_DNSPERF_BASELINE=BINARY adds "edgegw-base", the edgegw process
+// of another build of this package's tests (go test -c at an earlier
+// commit), so that a change is measured before and after in one run.
 func TestDNSPerf(t *testing.T) {
 	if os.Getenv("EDGEGW_DNSPERF") == "" {
 		t.Skip("set EDGEGW_DNSPERF=1 to run")
@@ -61,8 +64,12 @@ func TestDNSPerf(t *testing.T) {
 	// edgegw runs in a process of its own, as Unbound and CoreDNS do, so
 	// that this process's work (the upstream, reading dnsperf's output)
 	// does not share its heap and scheduler.
-	addr, pid := startEdgegwProcess(t, up.addr)
+	addr, pid := startEdgegwProcess(t, os.Args[0], up.addr)
 	targets := []*target{{name: "edgegw", addr: addr, pid: pid}}
+	if bin := os.Getenv("EDGEGW_DNSPERF_BASELINE"); bin != "" {
+		addr, pid := startEdgegwProcess(t, bin, up.addr)
+		targets = append(targets, &target{name: "edgegw-base", addr: addr, pid: pid})
+	}
 	if ub, pid := startUnbound(t, dir, up.addr); ub != "" {
 		targets = append(targets, &target{name: "unbound", addr: ub, pid: pid})
 	}
@@ -112,7 +119,7 @@ func TestDNSPerf(t *testing.T) {
 			}
 			tg.p50 = append(tg.p50, lats[len(lats)/2])
 			tg.p99 = append(tg.p99, lats[len(lats)*99/100])
-			t.Logf("round %d %-8s %8.0f q/s  saturated avg %6.2f ms  at 10k q/s p50 %.3f ms p99 %.3f ms",
+			t.Logf("round %d %-11s %8.0f q/s  saturated avg %6.2f ms  at 10k q/s p50 %.3f ms p99 %.3f ms",
 				r+1, tg.name, tg.qps[r], tg.avg[r]*1e3, tg.p50[r]*1e3, tg.p99[r]*1e3)
 		}
 	}
@@ -120,7 +127,7 @@ func TestDNSPerf(t *testing.T) {
 	t.Logf("load average at the end: %s", strings.TrimSpace(string(load)))
 	for _, tg := range targets {
 		rss := rssMB(tg.pid)
-		t.Logf("%-8s median %8.0f q/s  p99 at 10k q/s %.3f ms  RSS %.1f MB", tg.name, median(tg.qps), median(tg.p99)*1e3, rss)
+		t.Logf("%-11s median %8.0f q/s  p99 at 10k q/s %.3f ms  RSS %.1f MB", tg.name, median(tg.qps), median(tg.p99)*1e3, rss)
 	}
 	for _, tg := range targets[1:] {
 		var ratios []float64
@@ -156,10 +163,10 @@ func TestDNSPerfServer(t *testing.T) {
 	io.Copy(io.Discard, os.Stdin)
 }
 
-// startEdgegwProcess runs TestDNSPerfServer in a child process and returns
-// its address and pid.
-func startEdgegwProcess(t *testing.T, upstream string) (string, int) {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestDNSPerfServer$", "-test.count=1")
+// startEdgegwProcess runs TestDNSPerfServer of the test binary bin in a
+// child process and returns its address and pid.
+func startEdgegwProcess(t *testing.T, bin, upstream string) (string, int) {
+	cmd := exec.Command(bin, "-test.run=^TestDNSPerfServer$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "EDGEGW_DNSPERF_UPSTREAM="+upstream)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

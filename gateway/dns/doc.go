@@ -14,8 +14,9 @@
 // address from the LAN or the WAN never carries one, and with
 // dot.identified_only such a client's DNS over TLS is refused. UDP uses
 // one SO_REUSEPORT socket per CPU with batched reads and writes (recvmmsg,
-// sendmmsg) for every answer that needs no upstream; TCP and TLS are
-// served by github.com/miekg/dns.
+// sendmmsg) for every answer that needs no upstream, and each reader
+// answers cache hits in memory it reuses (one allocation a hit); TCP and
+// TLS are served by github.com/miekg/dns.
 //
 // Upstream work is bounded: at most max_inflight client queries (default
 // 1000) wait for upstreams at once, each holding one goroutine and at

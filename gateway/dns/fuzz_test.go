@@ -5,14 +5,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	mdns "github.com/miekg/dns"
 )
@@ -273,4 +276,121 @@ func FuzzUpstreamAnswer(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzQueryParser feeds arbitrary packets to the UDP reader's query
+// parser: whatever it accepts, mdns.Msg.Unpack must accept too and give
+// the same message; detach must then leave a message equal to it that no
+// later parse changes.
+func FuzzQueryParser(f *testing.F) {
+	for _, m := range []*mdns.Msg{
+		new(mdns.Msg).SetQuestion("n1.perf.test.", mdns.TypeA),
+		new(mdns.Msg).SetQuestion("A-b_c.Example.", mdns.TypeAAAA).SetEdns0(1232, true),
+		new(mdns.Msg).SetQuestion(".", mdns.TypeNS),
+		new(mdns.Msg).SetQuestion(`a\.b.example.`, mdns.TypeTXT),
+		new(mdns.Msg).SetQuestion("x.example.", mdns.TypeA).SetEdns0(4096, false),
+	} {
+		m.CheckingDisabled = true
+		b, err := m.Pack()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	withCookie := new(mdns.Msg).SetQuestion("c.example.", mdns.TypeA).SetEdns0(1232, false)
+	withCookie.IsEdns0().Option = append(withCookie.IsEdns0().Option, &mdns.EDNS0_COOKIE{Code: mdns.EDNS0COOKIE, Cookie: "0102030405060708"})
+	b, _ := withCookie.Pack()
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var p queryParser
+		var got mdns.Msg
+		if !p.parse(data, &got) {
+			return
+		}
+		var want mdns.Msg
+		if err := want.Unpack(data); err != nil {
+			t.Fatalf("parsed what Unpack rejects (%v): %x", err, data)
+		}
+		if !reflect.DeepEqual(&got, &want) {
+			t.Fatalf("parsed %x\n as %v\nUnpack: %v", data, &got, &want)
+		}
+		// Again, now with the name interned.
+		if !p.parse(data, &got) || !reflect.DeepEqual(&got, &want) {
+			t.Fatalf("parsed %x again as %v\nUnpack: %v", data, &got, &want)
+		}
+		p.detach(&got)
+		p.parse(data[:12], new(mdns.Msg)) // a later parse must not touch got
+		other := slices.Clone(data)
+		other[len(other)-1] ^= 0xff
+		p.parse(other, new(mdns.Msg))
+		if !reflect.DeepEqual(&got, &want) {
+			t.Fatalf("detached message changed by a later parse: %v, want %v", &got, &want)
+		}
+	})
+}
+
+// TestQueryParserShapes: the common query shapes take the parser's path,
+// anything unusual is left to Unpack.
+func TestQueryParserShapes(t *testing.T) {
+	cookie := new(mdns.Msg).SetQuestion("c.example.", mdns.TypeA).SetEdns0(1232, false)
+	cookie.IsEdns0().Option = append(cookie.IsEdns0().Option, &mdns.EDNS0_COOKIE{Code: mdns.EDNS0COOKIE, Cookie: "0102030405060708"})
+	withAnswer := new(mdns.Msg).SetQuestion("a.example.", mdns.TypeA)
+	withAnswer.Answer = []mdns.RR{addrRR("a.example.", netip.MustParseAddr("192.0.2.1"), mdns.TypeA, 60)}
+	for _, tc := range []struct {
+		name string
+		msg  *mdns.Msg
+		fast bool
+	}{
+		{"plain (dnsperf)", new(mdns.Msg).SetQuestion("n1.perf.test.", mdns.TypeA), true},
+		{"EDNS without options", new(mdns.Msg).SetQuestion("A-b_c.Example.", mdns.TypeAAAA).SetEdns0(1232, true), true},
+		{"root", new(mdns.Msg).SetQuestion(".", mdns.TypeNS), true},
+		{"EDNS cookie", cookie, false},
+		{"escaped label", new(mdns.Msg).SetQuestion(`a\.b.example.`, mdns.TypeA), false},
+		{"answer section", withAnswer, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := tc.msg.Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p queryParser
+			var got, want mdns.Msg
+			if fast := p.parse(b, &got); fast != tc.fast {
+				t.Fatalf("parsed: %v, want %v", fast, tc.fast)
+			}
+			if !tc.fast {
+				return
+			}
+			if err := want.Unpack(b); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(&got, &want) {
+				t.Fatalf("parsed %v, Unpack %v", &got, &want)
+			}
+		})
+	}
+}
+
+// TestQueryParserInternBounded: a flood of distinct names keeps the
+// parser's interned names bounded, and a name asked again is the same
+// string (no copy).
+func TestQueryParserInternBounded(t *testing.T) {
+	var p queryParser
+	var req mdns.Msg
+	for i := range maxInterned*2 + 10 {
+		b, _ := new(mdns.Msg).SetQuestion(fmt.Sprintf("r%d.flood.test.", i), mdns.TypeA).Pack()
+		if !p.parse(b, &req) {
+			t.Fatalf("query %d not parsed", i)
+		}
+		if len(p.names) > maxInterned {
+			t.Fatalf("%d names interned, bound %d", len(p.names), maxInterned)
+		}
+	}
+	b, _ := new(mdns.Msg).SetQuestion("again.test.", mdns.TypeA).Pack()
+	p.parse(b, &req)
+	first := req.Question[0].Name
+	p.parse(b, &req)
+	if again := req.Question[0].Name; unsafe.StringData(again) != unsafe.StringData(first) {
+		t.Error("a name asked again was copied, not interned")
+	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"slices"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -60,6 +59,45 @@ type query struct {
 	pol      *policy
 	decision string
 	ede      []mdns.EDNS0_EDE
+
+	// sc, when set, lends the answer's memory: a UDP reader's own, reused
+	// once the answer is packed and logged (see scratch).
+	sc *scratch
+}
+
+// scratch is the memory a UDP reader lends to the query it is answering,
+// so that a cache hit allocates little: the answer message, its
+// question, sections and OPT record, and the parent domains of the name.
+// Its arrays are only ever appended to by the query that holds it;
+// nothing keeps a reference once the answer is packed and logged.
+type scratch struct {
+	out      mdns.Msg
+	opt      mdns.OPT
+	question [1]mdns.Question
+	answer   [8]mdns.RR
+	extra    [4]mdns.RR
+	options  [2]mdns.EDNS0
+	domains  [8]string
+}
+
+// reply returns the empty answer to req, in q's scratch memory if it
+// has any; it sets the header and question as [mdns.Msg.SetReply] does.
+func (q *query) reply(req *mdns.Msg) *mdns.Msg {
+	sc := q.sc
+	if sc == nil {
+		return new(mdns.Msg).SetReply(req)
+	}
+	out := &sc.out
+	*out = mdns.Msg{Answer: sc.answer[:0:len(sc.answer)], Extra: sc.extra[:0:len(sc.extra)]}
+	out.Id, out.Response, out.Opcode = req.Id, true, req.Opcode
+	if out.Opcode == mdns.OpcodeQuery {
+		out.RecursionDesired, out.CheckingDisabled = req.RecursionDesired, req.CheckingDisabled
+	}
+	if len(req.Question) > 0 {
+		sc.question[0] = req.Question[0]
+		out.Question = sc.question[:1:1]
+	}
+	return out
 }
 
 func (q *query) addEDE(code uint16, text string) {
@@ -154,8 +192,7 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 	if req.Response {
 		return nil
 	}
-	out := new(mdns.Msg)
-	out.SetReply(req)
+	out := q.reply(req)
 	out.RecursionAvailable = true
 	if req.Opcode != mdns.OpcodeQuery {
 		out.Rcode = mdns.RcodeNotImplemented
@@ -182,7 +219,11 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 	}
 	v := &q.v
 	v.fqdn = q.key.name
-	v.domains = parents(make([]string, 0, 4), v.fqdn)
+	if q.sc != nil {
+		v.domains = parents(q.sc.domains[:0:len(q.sc.domains)], v.fqdn)
+	} else {
+		v.domains = parents(make([]string, 0, 4), v.fqdn)
+	}
 	v.qtype = qq.Qtype
 	v.src = q.src.Addr()
 	id, hasID := s.identify(q)
@@ -352,15 +393,15 @@ func (s *Server) fromResult(q *query, out *mdns.Msg, res result) *mdns.Msg {
 	if res.age < time.Second && fixed == 0 {
 		// Records are never modified once received: share them.
 		out.Answer = append(out.Answer, m.Answer...)
-		out.Ns = slices.Clone(m.Ns)
-		out.Extra = slices.Clone(m.Extra)
+		out.Ns = append(out.Ns, m.Ns...)
+		out.Extra = append(out.Extra, m.Extra...)
 		return out
 	}
 	if res.e != nil && fixed == 0 {
 		a := res.e.agedBy(res.age)
 		out.Answer = append(out.Answer, a.answer...)
-		out.Ns = slices.Clone(a.ns)
-		out.Extra = slices.Clone(a.extra)
+		out.Ns = append(out.Ns, a.ns...)
+		out.Extra = append(out.Extra, a.extra...)
 		return out
 	}
 	out.Answer = append(out.Answer, ageTTLs(m.Answer, res.age, fixed)...)
@@ -427,7 +468,13 @@ func (s *Server) finish(q *query, out *mdns.Msg) *mdns.Msg {
 	if q.opt == nil {
 		return out
 	}
-	o := &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT}}
+	var o *mdns.OPT
+	if q.sc != nil {
+		o = &q.sc.opt
+		*o = mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT}, Option: q.sc.options[:0:len(q.sc.options)]}
+	} else {
+		o = &mdns.OPT{Hdr: mdns.RR_Header{Name: ".", Rrtype: mdns.TypeOPT}}
+	}
 	o.SetUDPSize(ednsSize)
 	if q.key.do {
 		o.SetDo()

@@ -3,6 +3,7 @@ package dns
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mdns "github.com/miekg/dns"
@@ -35,11 +36,13 @@ type metrics struct {
 
 	mu        sync.Mutex
 	upstreams []string
-	hot       map[[2]int]prometheus.Counter // (proto, rcode) → counter
+	// hot holds the queries counter of each (proto, rcode), looked up
+	// once: readers of every socket count each answer, so no lock.
+	hot [4][mdns.RcodeBadCookie + 1]atomic.Pointer[prometheus.Counter]
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
-	m := &metrics{reg: reg, hot: map[[2]int]prometheus.Counter{}}
+	m := &metrics{reg: reg}
 	m.queries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edgegw_dns_queries_total", Help: "DNS queries answered, by transport and response code.",
 	}, []string{"protocol", "rcode"})
@@ -131,19 +134,25 @@ func (m *metrics) observe(q *query, out *mdns.Msg, d time.Duration) {
 	case "tls":
 		p = 3
 	}
-	k := [2]int{p, out.Rcode}
-	m.mu.Lock()
-	c := m.hot[k]
-	if c == nil {
-		name := mdns.RcodeToString[out.Rcode]
-		if name == "" {
-			name = "OTHER"
+	name := func() string {
+		if n := mdns.RcodeToString[out.Rcode]; n != "" {
+			return n
 		}
-		c = m.queries.WithLabelValues(q.proto, name)
-		m.hot[k] = c
+		return "OTHER"
 	}
-	m.mu.Unlock()
-	c.Inc()
+	if out.Rcode < 0 || out.Rcode >= len(m.hot[p]) {
+		m.queries.WithLabelValues(q.proto, name()).Inc()
+	} else {
+		slot := &m.hot[p][out.Rcode]
+		c := slot.Load()
+		if c == nil {
+			// Racing readers store the same counter.
+			cc := m.queries.WithLabelValues(q.proto, name())
+			c = &cc
+			slot.Store(c)
+		}
+		(*c).Inc()
+	}
 	m.duration.Observe(d.Seconds())
 }
 

@@ -21,6 +21,12 @@ import (
 // costs the reader one quick answer for each query beyond them: cache
 // hits keep flowing.
 //
+// A reader answers a cache hit in memory of its own, reused from query to
+// query: plain queries are parsed by its queryParser (anything unusual
+// by Unpack), the answer is made in its scratch, so a hit allocates only
+// the compression map of the packed answer (BenchmarkCacheHitPath). A
+// query handed to a waiting goroutine is detached from that memory first.
+//
 // Every socket receives IP_PKTINFO (IPV6_PKTINFO): the arrival interface
 // decides whether the client's identity holds, and on a wildcard address
 // the query's destination becomes the answer's source.
@@ -43,6 +49,13 @@ type udpServer struct {
 	ln       netip.AddrPort // the socket's address, for the query log
 	v6       bool           // an AF_INET6 socket (IPV6_PKTINFO)
 	wildcard bool           // answers need their source address set
+
+	// The reader's reusable memory: the message queries are parsed into
+	// (until one is handed to a goroutine that waits for an upstream)
+	// and the scratch its answers are made in.
+	req *mdns.Msg
+	qp  queryParser
+	sc  scratch
 }
 
 func newUDPServer(s *Server, c *net.UDPConn) (*udpServer, error) {
@@ -113,41 +126,9 @@ func (u *udpServer) serve() {
 		}
 		nout := 0
 		for i := range n {
-			m := &in[i]
-			src := addrPort(m.Addr)
-			dst, via := pktinfo(m.OOB[:m.NN])
-			m.OOB = m.OOB[:cap(m.OOB)]
-			local := u.ln
-			if u.wildcard && dst.IsValid() {
-				local = netip.AddrPortFrom(dst, u.ln.Port())
+			if u.packet(&in[i], q, &out[nout], outBufs[nout], outOOB[nout]) {
+				nout++
 			}
-			req := new(mdns.Msg)
-			if err := req.Unpack(m.Buffers[0][:m.N]); err != nil {
-				u.s.m.malformed.Inc()
-				continue
-			}
-			// One pass answers from the cache or policy, or past
-			// max_inflight; else it reserves a slot for the goroutine
-			// that waits for the upstream.
-			*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: u.s.now(), noWait: true}
-			ans := u.s.answer(q)
-			if q.wouldWait {
-				u.s.bg.Go(func() { u.wait(req, src, local, via) })
-				continue
-			}
-			if ans == nil {
-				continue
-			}
-			b, err := ans.PackBuffer(outBufs[nout][:0])
-			if err != nil {
-				continue
-			}
-			out[nout].Buffers[0], out[nout].Addr, out[nout].OOB = b, m.Addr, nil
-			if u.wildcard && dst.IsValid() {
-				out[nout].OOB = srcInfo(outOOB[nout], u.v6, dst)
-			}
-			nout++
-			u.s.logQuery(q, ans)
 		}
 		for sent := 0; sent < nout; {
 			k, err := u.bc.WriteBatch(out[sent:nout], 0)
@@ -157,6 +138,55 @@ func (u *udpServer) serve() {
 			sent += k
 		}
 	}
+}
+
+// packet answers the query in m, if it needs no upstream, into o (with
+// buf and oob as its buffers) and reports whether o is to be sent. A
+// query that needs an upstream is handed to a goroutine of its own.
+func (u *udpServer) packet(m *ipv4.Message, q *query, o *ipv4.Message, buf, oob []byte) bool {
+	src := addrPort(m.Addr)
+	dst, via := pktinfo(m.OOB[:m.NN])
+	m.OOB = m.OOB[:cap(m.OOB)]
+	local := u.ln
+	if u.wildcard && dst.IsValid() {
+		local = netip.AddrPortFrom(dst, u.ln.Port())
+	}
+	req := u.req
+	if req == nil {
+		req = new(mdns.Msg)
+		u.req = req
+	}
+	if b := m.Buffers[0][:m.N]; !u.qp.parse(b, req) {
+		*req = mdns.Msg{}
+		if err := req.Unpack(b); err != nil {
+			u.s.m.malformed.Inc()
+			return false
+		}
+	}
+	// One pass answers from the cache or policy, or past max_inflight;
+	// else it reserves a slot for the goroutine that waits for the
+	// upstream.
+	*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: u.s.now(), noWait: true, sc: &u.sc}
+	ans := u.s.answer(q)
+	if q.wouldWait {
+		u.req = nil // req now belongs to the goroutine
+		u.qp.detach(req)
+		u.s.bg.Go(func() { u.wait(req, src, local, via) })
+		return false
+	}
+	if ans == nil {
+		return false
+	}
+	b, err := ans.PackBuffer(buf[:0])
+	if err != nil {
+		return false
+	}
+	o.Buffers[0], o.Addr, o.OOB = b, m.Addr, nil
+	if u.wildcard && dst.IsValid() {
+		o.OOB = srcInfo(oob, u.v6, dst)
+	}
+	u.s.logQuery(q, ans)
+	return true
 }
 
 // wait answers a query that needs an upstream; it holds a max_inflight

@@ -1,0 +1,98 @@
+package dns
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// TestUDPReaderMixesHitsAndMisses sends one burst of queries from one
+// socket, cached names between names that need the upstream, with and
+// without EDNS and in mixed case, so that the reader reuses its memory
+// for hits while misses it handed to goroutines are still waiting: every
+// answer must carry its own ID, question (case kept), address and OPT.
+func TestUDPReaderMixesHitsAndMisses(t *testing.T) {
+	up := newTestUpstream(t)
+	const n = 200
+	for i := range n {
+		up.add(fmt.Sprintf("n%d.mix.test. 300 IN A 192.0.2.%d", i, i%250+1))
+	}
+	s, addr := startServer(t, Config{Upstreams: []string{up.addr}}, Options{})
+	for i := 0; i < n; i += 2 {
+		ask(t, addr, "udp", fmt.Sprintf("n%d.mix.test", i), mdns.TypeA)
+	}
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	type sent struct {
+		name string
+		want netip.Addr
+		edns bool
+	}
+	byID := map[uint16]sent{}
+	for i := range n {
+		name := fmt.Sprintf("n%d.mix.test.", i)
+		if i%3 == 0 {
+			name = fmt.Sprintf("N%d.Mix.TEST.", i)
+		}
+		m := new(mdns.Msg).SetQuestion(name, mdns.TypeA)
+		m.Id = uint16(1000 + i)
+		edns := i%4 < 2
+		if edns {
+			m.SetEdns0(1232, false)
+		}
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID[m.Id] = sent{name, netip.AddrFrom4([4]byte{192, 0, 2, byte(i%250 + 1)}), edns}
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 4096)
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for len(byID) > 0 {
+		k, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("%d answers missing: %v", len(byID), err)
+		}
+		var a mdns.Msg
+		if err := a.Unpack(buf[:k]); err != nil {
+			t.Fatal(err)
+		}
+		sq, ok := byID[a.Id]
+		if !ok {
+			t.Fatalf("answer with unknown or repeated ID %d", a.Id)
+		}
+		delete(byID, a.Id)
+		if len(a.Question) != 1 || a.Question[0].Name != sq.name {
+			t.Errorf("ID %d: question %v, want %s", a.Id, a.Question, sq.name)
+		}
+		if len(a.Answer) != 1 {
+			t.Errorf("ID %d (%s): answer %v", a.Id, sq.name, a.Answer)
+			continue
+		}
+		if rr, ok := a.Answer[0].(*mdns.A); !ok || rr.A.String() != sq.want.String() {
+			t.Errorf("ID %d (%s): answer %v, want %s", a.Id, sq.name, a.Answer[0], sq.want)
+		}
+		if (a.IsEdns0() != nil) != sq.edns {
+			t.Errorf("ID %d (%s): OPT in answer %v, asked with EDNS %v", a.Id, sq.name, a.IsEdns0() != nil, sq.edns)
+		}
+	}
+	// Every answer is counted once, under its transport and rcode (the
+	// counters the readers share without a lock). The last answers are
+	// counted just after they are written.
+	noerror := s.m.queries.WithLabelValues("udp", "NOERROR")
+	eventually(t, 5*time.Second, "queries counted", func() bool { return testutil.ToFloat64(noerror) == n/2+n })
+	if c := testutil.ToFloat64(s.m.queries.WithLabelValues("udp", "SERVFAIL")); c != 0 {
+		t.Errorf("%v SERVFAIL counted", c)
+	}
+}
