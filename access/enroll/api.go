@@ -34,6 +34,11 @@ type Discovery struct {
 	Providers       []DiscoveryProvider `json:"providers"`
 	EnrollEndpoint  string              `json:"enroll_endpoint"`
 	BrowserEndpoint string              `json:"browser_endpoint"`
+	// StartEndpoint and PollEndpoint run the gateway-started device
+	// grant; a client that finds them uses them rather than EnrollEndpoint.
+	StartEndpoint string `json:"start_endpoint,omitempty"`
+	PollEndpoint  string `json:"poll_endpoint,omitempty"`
+	Gateway       string `json:"gateway,omitempty"` // the name the approval page shows
 }
 
 // DiscoveryProvider is one provider in the discovery document.
@@ -148,7 +153,8 @@ func (h *Handler) serveDiscovery(st *state, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	base := baseURL(r)
-	d := Discovery{EnrollEndpoint: base + PathAPI, BrowserEndpoint: base + PathBrowser}
+	d := Discovery{EnrollEndpoint: base + PathAPI, BrowserEndpoint: base + PathBrowser,
+		StartEndpoint: base + PathStart, PollEndpoint: base + PathPoll, Gateway: st.opts.GatewayName}
 	for i, p := range st.providers {
 		dp := DiscoveryProvider{Name: p.cfg.Name, Issuer: p.cfg.Issuer, ClientID: p.cfg.deviceClientID(), Scopes: p.cfg.Scopes}
 		if i == 0 {
@@ -164,6 +170,10 @@ func (h *Handler) serveAPI(st *state, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		writeError(w, refuse(http.StatusMethodNotAllowed, CodeBadRequest, "Use POST with a JSON body.", nil))
+		return
+	}
+	if !st.opts.ClientTokens {
+		h.fail(w, r, "device", nil, refuse(http.StatusForbidden, CodeClientTokens, "This gateway enrolls devices only through sign-ins it starts itself: update edgegw and run edgegw enroll again.", errors.New("id_token from the client refused: require_gateway_grant")))
 		return
 	}
 	req, pub, name, aerr := parseRequest(http.MaxBytesReader(w, r.Body, 64<<10))

@@ -73,7 +73,7 @@ const (
 // Handles reports whether path belongs to the enrollment handler, so the
 // Access listener can send it there before its own host routing.
 func Handles(path string) bool {
-	return path == PathDiscovery || path == PathAPI || path == PathBrowser || strings.HasPrefix(path, PathBrowser+"/")
+	return path == PathDiscovery || path == PathAPI || path == PathStart || path == PathPoll || path == PathBrowser || strings.HasPrefix(path, PathBrowser+"/")
 }
 
 // Registry is the part of the device registry enrollment uses
@@ -137,11 +137,19 @@ type Options struct {
 	// steps): a token bucket of Burst refilled at Rate per second; past it
 	// the answer is 429. Zero: DefaultRate and DefaultBurst; a negative
 	// Rate turns the limit off.
-	Rate       float64
-	Burst      int
-	Logger     *slog.Logger
-	HTTPClient *http.Client // talks to the providers; default 30s timeout
-	Now        func() time.Time
+	Rate  float64
+	Burst int
+	// GatewayName is what the approval page and `edgegw enroll` show the
+	// user as the gateway asking; default the host name.
+	GatewayName string
+	// ClientTokens lets PathAPI enroll with an ID token the client got
+	// from the provider by itself (the old flow). Off, only grants this
+	// gateway started (PathStart) enroll, and a device code a phisher
+	// started cannot be redeemed here.
+	ClientTokens bool
+	Logger       *slog.Logger
+	HTTPClient   *http.Client // talks to the providers; default 30s timeout
+	Now          func() time.Time
 }
 
 // Handler serves enrollment. It is safe for concurrent use; Update swaps
@@ -155,6 +163,7 @@ type Handler struct {
 	metrics *metrics
 	state   atomic.Pointer[state]
 	limit   atomic.Pointer[limiter] // nil: no limit
+	grants  *grants                 // device grants this gateway started
 }
 
 // state is one configuration, immutable once built.
@@ -177,7 +186,7 @@ func New(opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics()}
+	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics(), grants: newGrants()}
 	if err := h.Update(opts); err != nil {
 		return nil, err
 	}
@@ -218,6 +227,9 @@ func (h *Handler) Update(opts Options) error {
 	}
 	if opts.Rate == 0 {
 		opts.Rate = DefaultRate
+	}
+	if opts.GatewayName == "" {
+		opts.GatewayName, _ = os.Hostname()
 	}
 	if opts.Burst <= 0 {
 		opts.Burst = DefaultBurst
@@ -267,6 +279,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveDiscovery(st, w, r)
 	case PathAPI:
 		h.serveAPI(st, w, r)
+	case PathStart:
+		h.serveGrantStart(st, w, r)
+	case PathPoll:
+		h.servePoll(st, w, r)
+	case PathApprove:
+		h.serveApprove(st, w, r)
 	case PathBrowser, PathBrowser + "/":
 		h.serveStart(st, w, r)
 	case PathBrowserLogin:
@@ -284,7 +302,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // limited are the paths that cost the gateway work with the identity
 // provider or the registry, and so are limited per source.
-var limited = map[string]bool{PathAPI: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
+var limited = map[string]bool{PathAPI: true, PathStart: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
 
 // allow applies the per-source limit; past it, it answers 429 with a
 // Retry-After and counts the refusal without logging it (a flood would
@@ -310,8 +328,11 @@ func (h *Handler) allow(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func via(path string) string {
-	if path == PathAPI {
+	switch path {
+	case PathAPI:
 		return "device"
+	case PathStart, PathPoll:
+		return "grant"
 	}
 	return "browser"
 }

@@ -219,3 +219,67 @@ func FuzzParseListQuery(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseGrantRequest feeds arbitrary bodies to the parser of the
+// gateway-started grant's start and poll requests: no panic, and what it
+// accepts has a usable key and a clean name.
+func FuzzParseGrantRequest(f *testing.F) {
+	f.Add([]byte(`{"public_key":"hC4cM7hWkT4YpP9cWlH8G1SX0bE7PV0vq6Uu2nG1W3Q=","name":"laptop"}`))
+	f.Add([]byte(`{"handle":"h","public_key":"hC4cM7hWkT4YpP9cWlH8G1SX0bE7PV0vq6Uu2nG1W3Q=","name":" x "}`))
+	f.Add([]byte(`{"provider":"p","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","name":"x"}`))
+	f.Add([]byte(`{"handle":1}`))
+	f.Add([]byte(`{} []`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, v := range []struct {
+			v         any
+			key, name *string
+		}{func() (r struct {
+			v         any
+			key, name *string
+		}) {
+			var s StartRequest
+			r.v, r.key, r.name = &s, &s.PublicKey, &s.Name
+			return
+		}(), func() (r struct {
+			v         any
+			key, name *string
+		}) {
+			var p PollRequest
+			r.v, r.key, r.name = &p, &p.PublicKey, &p.Name
+			return
+		}()} {
+			pub, name, aerr := parseGrantRequest(bytes.NewReader(body), v.v, v.key, v.name)
+			if aerr != nil {
+				if aerr.Code == "" || aerr.Message == "" || aerr.status < 400 {
+					t.Fatalf("refusal without code, message or status: %+v", aerr)
+				}
+				continue
+			}
+			if pub.IsZero() || name == "" || !utf8.ValidString(name) || strings.TrimSpace(name) != name {
+				t.Fatalf("accepted %q: key %v name %q", body, pub, name)
+			}
+		}
+	})
+}
+
+// FuzzParseGrantAnswers feeds arbitrary gateway answers to the client's
+// parsers of the grant start and of a pending poll: no panic, a start
+// accepted only with the gateway's own approval page, a wait of 1 to 60 s.
+func FuzzParseGrantAnswers(f *testing.F) {
+	f.Add([]byte(`{"handle":"h","user_code":"ABCD-EFGH","verification_uri":"https://gw.test/enroll/approve?code=ABCD-EFGH","interval":5,"expires_in":300}`))
+	f.Add([]byte(`{"handle":"h","user_code":"A","verification_uri":"https://evil.test/enroll/approve?code=A","interval":5,"expires_in":300}`))
+	f.Add([]byte(`{"status":"authorization_pending","interval":5}`))
+	f.Add([]byte(`{"status":"authorization_pending","interval":-7}`))
+	f.Add([]byte(`null`))
+	d := &Discovery{StartEndpoint: "https://gw.test" + PathStart}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if sr, err := parseStart(b, d); err == nil {
+			if sr.Handle == "" || sr.UserCode == "" || !strings.HasPrefix(sr.VerificationURI, "https://gw.test"+PathApprove+"?") {
+				t.Fatalf("accepted start %+v", sr)
+			}
+		}
+		if wait, err := parsePending(b); err == nil && (wait < 1 || wait > 60) {
+			t.Fatalf("wait %d", wait)
+		}
+	})
+}
