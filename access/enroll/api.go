@@ -124,6 +124,7 @@ const (
 	CodeInternal            = "internal_error"
 	CodeBusy                = "busy"         // the one-use set is full
 	CodeRateLimited         = "rate_limited" // too many requests from one source
+	CodeDeviceLimit         = "device_limit" // the user has max_devices_per_user devices
 	resultEnrolled          = "enrolled"
 )
 
@@ -276,19 +277,52 @@ func (h *Handler) enroll(ctx context.Context, st *state, r *http.Request, l *log
 	if err != nil {
 		return nil, refuse(http.StatusServiceUnavailable, CodeTunnelUnavailable, "The gateway's WireGuard tunnel is not ready; nothing was registered. Try again shortly.", err)
 	}
+	subject := SubjectOf(l.Issuer, l.Subject)
+	if st.opts.MaxDevicesPerUser > 0 {
+		h.limitMu.Lock()
+		defer h.limitMu.Unlock()
+		if aerr := h.checkDeviceLimit(ctx, st, subject, pub); aerr != nil {
+			return nil, aerr
+		}
+	}
 	dev, err := st.opts.Registry.Enroll(ctx, identity.Enrollment{
-		Name: name, Email: l.Email, Subject: SubjectOf(l.Issuer, l.Subject), Groups: l.Groups,
+		Name: name, Email: l.Email, Subject: subject, Groups: l.Groups,
 		PublicKey: pub, Expires: h.now().Add(st.opts.KeyExpiry),
 	})
 	if err != nil {
 		return nil, registryError(err)
 	}
+	h.notify(st, r, l.Provider, dev)
 	h.log.Info("device enrolled", "device", dev.ID, "name", dev.Name, "email", dev.Email, "provider", l.Provider,
 		"address", dev.Address, "public_key", wgconf.Key(dev.PublicKey).String(), "expires", dev.Expires)
 	if st.opts.Changed != nil {
 		st.opts.Changed(ctx, dev)
 	}
 	return buildResponse(r, dev, tun), nil
+}
+
+// checkDeviceLimit refuses a new key to a user who already has
+// MaxDevicesPerUser usable devices; a key the user already has renews.
+func (h *Handler) checkDeviceLimit(ctx context.Context, st *state, subject string, pub wgconf.Key) *apiError {
+	devs, err := st.opts.Registry.List(ctx)
+	if err != nil {
+		return registryError(err)
+	}
+	now, n := h.now(), 0
+	for _, d := range devs {
+		if d.Subject != subject || d.Revoked || !d.Expires.After(now) {
+			continue
+		}
+		if d.PublicKey == pub {
+			return nil // a renewal: the count does not grow
+		}
+		n++
+	}
+	if n >= st.opts.MaxDevicesPerUser {
+		return refuse(http.StatusForbidden, CodeDeviceLimit, fmt.Sprintf("You already have %d devices on this gateway, the most allowed; nothing was registered. Revoke one you no longer use (or ask your administrator) and enroll again.", n),
+			fmt.Errorf("user has %d usable devices, limit %d", n, st.opts.MaxDevicesPerUser))
+	}
+	return nil
 }
 
 // decide evaluates the enrollment policies for a login coming from the

@@ -147,9 +147,16 @@ type Options struct {
 	// gateway started (PathStart) enroll, and a device code a phisher
 	// started cannot be redeemed here.
 	ClientTokens bool
-	Logger       *slog.Logger
-	HTTPClient   *http.Client // talks to the providers; default 30s timeout
-	Now          func() time.Time
+	// MaxDevicesPerUser refuses a new device to a user who has this many
+	// usable (neither revoked nor expired) devices; renewing one of them
+	// (its key again) is allowed. 0: no limit.
+	MaxDevicesPerUser int
+	// NotifyURL receives a JSON Notification (POST) for every device
+	// enrolled; Run delivers them. Empty: no notifications.
+	NotifyURL  string
+	Logger     *slog.Logger
+	HTTPClient *http.Client // talks to the providers; default 30s timeout
+	Now        func() time.Time
 }
 
 // Handler serves enrollment. It is safe for concurrent use; Update swaps
@@ -164,6 +171,11 @@ type Handler struct {
 	state   atomic.Pointer[state]
 	limit   atomic.Pointer[limiter] // nil: no limit
 	grants  *grants                 // device grants this gateway started
+	notes   chan Notification       // to Run, which delivers them
+	// limitMu makes counting a user's devices and registering one a
+	// single step on this gateway, so two enrollments at once cannot both
+	// take the last place under MaxDevicesPerUser.
+	limitMu sync.Mutex
 }
 
 // state is one configuration, immutable once built.
@@ -186,7 +198,7 @@ func New(opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics(), grants: newGrants()}
+	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics(), grants: newGrants(), notes: make(chan Notification, notifyQueue)}
 	if err := h.Update(opts); err != nil {
 		return nil, err
 	}
@@ -230,6 +242,9 @@ func (h *Handler) Update(opts Options) error {
 	}
 	if opts.GatewayName == "" {
 		opts.GatewayName, _ = os.Hostname()
+	}
+	if opts.MaxDevicesPerUser < 0 {
+		return errors.New("enroll: the device limit per user is negative")
 	}
 	if opts.Burst <= 0 {
 		opts.Burst = DefaultBurst
