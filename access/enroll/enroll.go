@@ -316,8 +316,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // limited are the paths that cost the gateway work with the identity
-// provider or the registry, and so are limited per source.
-var limited = map[string]bool{PathAPI: true, PathStart: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
+// provider or the registry, and so are limited per source; and the
+// approval page, so that guessing user codes there (to read which device
+// waits) is slow.
+var limited = map[string]bool{PathAPI: true, PathStart: true, PathApprove: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
 
 // allow applies the per-source limit; past it, it answers 429 with a
 // Retry-After and counts the refusal without logging it (a flood would

@@ -310,6 +310,8 @@ func (h *Handler) servePoll(st *state, w http.ResponseWriter, r *http.Request) {
 	// The provider handed out the token: the device code is spent, so the
 	// grant ends here whatever follows, and its handle stays refused.
 	h.grants.remove(gr)
+	// Recorded so a replay reads "already used"; should the one-use set
+	// be full, the replay still fails, as an unknown handle.
 	h.used.Add(grantUse(gr.handle), now, gr.expires.Add(time.Minute))
 	p := st.byName[gr.provider]
 	if p == nil {

@@ -346,3 +346,39 @@ func TestApprovePageChromium(t *testing.T) {
 		return nil
 	})
 }
+
+// TestGrantsBounded: the grants in progress are bounded; past the bound a
+// start is refused rather than an older grant forgotten, and expired
+// grants make room.
+func TestGrantsBounded(t *testing.T) {
+	g := newGrants()
+	now := time.Unix(1_800_000_000, 0)
+	mk := func(i int, exp time.Time) *grant {
+		return &grant{handle: fmt.Sprint("h", i), auth: &oauth2.DeviceAuthResponse{UserCode: fmt.Sprint("C-", i)}, expires: exp}
+	}
+	for i := range maxGrants {
+		exp := now.Add(time.Minute)
+		if i == 7 {
+			exp = now.Add(time.Second)
+		}
+		if err := g.add(mk(i, exp), now); err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+	}
+	if err := g.add(mk(maxGrants, now.Add(time.Minute)), now); err == nil {
+		t.Fatal("a grant past the bound was accepted")
+	}
+	if g.byUserCode("c1", now) == nil || g.byUserCode("C-1", now) == nil {
+		t.Fatal("user codes are not found regardless of case and dash")
+	}
+	later := now.Add(2 * time.Second) // grant 7 expired
+	if g.byUserCode("C-7", later) != nil {
+		t.Fatal("an expired grant is still shown")
+	}
+	if err := g.add(mk(maxGrants, later.Add(time.Minute)), later); err != nil {
+		t.Fatalf("no room after an expiry: %v", err)
+	}
+	if g.Len() != maxGrants {
+		t.Fatalf("%d grants", g.Len())
+	}
+}
