@@ -79,6 +79,9 @@ type EnrollmentConfig struct {
 	MaxDevicesPerUser int `yaml:"max_devices_per_user"`
 	// NotifyURL receives a JSON POST for every enrolled device.
 	NotifyURL string `yaml:"notify_url"`
+	// Approval is "none" (default) or "admin": new devices wait, pending,
+	// until an admin approves them with the devices API.
+	Approval string `yaml:"approval"`
 }
 
 // GatewayGrantRequired tells whether only gateway-started grants enroll.
@@ -274,6 +277,9 @@ func (e *EnrollmentConfig) Validate(report func(field, msg string)) {
 	}
 	if n := len([]rune(e.GatewayName)); n > 64 || strings.ContainsFunc(e.GatewayName, unicode.IsControl) {
 		report("gateway_name", "expected at most 64 characters without control characters")
+	}
+	if e.Approval != "" && e.Approval != "none" && e.Approval != "admin" {
+		report("approval", fmt.Sprintf("%q: expected none or admin", e.Approval))
 	}
 	if e.MaxDevicesPerUser < 0 {
 		report("max_devices_per_user", "expected 0 (no limit) or a positive number")

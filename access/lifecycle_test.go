@@ -316,6 +316,7 @@ func TestEnrollmentConfig(t *testing.T) {
 		want string
 	}{
 		{func(e *EnrollmentConfig) { e.MaxDevicesPerUser = -1 }, "max_devices_per_user: expected 0"},
+		{func(e *EnrollmentConfig) { e.Approval = "manager" }, "approval: \"manager\": expected none or admin"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "ftp://x" }, "notify_url: \"ftp://x\" is not an http(s) URL"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "https://" }, "notify_url: "},
 		{func(e *EnrollmentConfig) { e.GatewayName = "gw\nfake" }, "gateway_name: expected at most 64"},

@@ -112,8 +112,9 @@ func (p *identityPart) open(ctx context.Context, o identity.Options) error {
 	p.devs.Publish(reg.Snapshot())
 	p.metrics.set("identity", reg.Collector())
 	api := enroll.NewAdmin(reg, enroll.AdminOptions{
-		Logger:  p.log,
-		Revoked: func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
+		Logger:   p.log,
+		Revoked:  func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
+		Approved: func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
 	})
 	p.metrics.set("devices-api", api)
 	p.api.set(api)
@@ -143,6 +144,7 @@ func (p *identityPart) commitEnroll(ctx context.Context, next *Plan) error {
 		ClientTokens:      !wg.Enrollment.GatewayGrantRequired(),
 		MaxDevicesPerUser: wg.Enrollment.MaxDevicesPerUser,
 		NotifyURL:         wg.Enrollment.NotifyURL,
+		AdminApproval:     wg.Enrollment.Approval == "admin",
 	}
 	for _, prov := range identityOf(next.Config).Providers {
 		opts.Providers = append(opts.Providers, enroll.Provider{Provider: prov, DeviceClientID: prov.DeviceClientID})

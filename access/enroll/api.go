@@ -75,6 +75,9 @@ type DeviceInfo struct {
 	PublicKey wgconf.Key `json:"public_key"`
 	Address   netip.Addr `json:"address"`
 	Expires   time.Time  `json:"expires"`
+	// Pending: the device waits for an admin's approval; the tunnel
+	// carries nothing until then.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // InterfaceInfo is the client's [Interface] section without its key.
@@ -287,14 +290,14 @@ func (h *Handler) enroll(ctx context.Context, st *state, r *http.Request, l *log
 	}
 	dev, err := st.opts.Registry.Enroll(ctx, identity.Enrollment{
 		Name: name, Email: l.Email, Subject: subject, Groups: l.Groups,
-		PublicKey: pub, Expires: h.now().Add(st.opts.KeyExpiry),
+		PublicKey: pub, Expires: h.now().Add(st.opts.KeyExpiry), Pending: st.opts.AdminApproval,
 	})
 	if err != nil {
 		return nil, registryError(err)
 	}
 	h.notify(st, r, l.Provider, dev)
 	h.log.Info("device enrolled", "device", dev.ID, "name", dev.Name, "email", dev.Email, "provider", l.Provider,
-		"address", dev.Address, "public_key", wgconf.Key(dev.PublicKey).String(), "expires", dev.Expires)
+		"address", dev.Address, "public_key", wgconf.Key(dev.PublicKey).String(), "expires", dev.Expires, "pending", dev.Pending)
 	if st.opts.Changed != nil {
 		st.opts.Changed(ctx, dev)
 	}
@@ -382,7 +385,7 @@ func buildResponse(r *http.Request, dev identity.Device, tun Tunnel) *Response {
 	return &Response{
 		Device: DeviceInfo{
 			ID: dev.ID, Name: dev.Name, Email: dev.Email, Groups: dev.Groups,
-			PublicKey: dev.PublicKey, Address: dev.Address, Expires: dev.Expires,
+			PublicKey: dev.PublicKey, Address: dev.Address, Expires: dev.Expires, Pending: dev.Pending,
 		},
 		Interface: InterfaceInfo{Addresses: []netip.Prefix{netip.PrefixFrom(dev.Address, bits)}, DNS: tun.DNS, MTU: tun.MTU},
 		Peer: PeerInfo{

@@ -81,6 +81,7 @@ func Handles(path string) bool {
 type Registry interface {
 	Enroll(ctx context.Context, e identity.Enrollment) (identity.Device, error)
 	Revoke(ctx context.Context, id string) (identity.Device, error)
+	Approve(ctx context.Context, id string) (identity.Device, error)
 	Get(ctx context.Context, id string) (identity.Device, error)
 	List(ctx context.Context) ([]identity.Device, error)
 }
@@ -153,10 +154,14 @@ type Options struct {
 	MaxDevicesPerUser int
 	// NotifyURL receives a JSON Notification (POST) for every device
 	// enrolled; Run delivers them. Empty: no notifications.
-	NotifyURL  string
-	Logger     *slog.Logger
-	HTTPClient *http.Client // talks to the providers; default 30s timeout
-	Now        func() time.Time
+	NotifyURL string
+	// AdminApproval registers new devices pending: they get their
+	// configuration but no tunnel until an admin approves them
+	// (POST /api/v1/devices/{id}/approve).
+	AdminApproval bool
+	Logger        *slog.Logger
+	HTTPClient    *http.Client // talks to the providers; default 30s timeout
+	Now           func() time.Time
 }
 
 // Handler serves enrollment. It is safe for concurrent use; Update swaps

@@ -51,6 +51,7 @@ type NotificationDevice struct {
 	PublicKey wgconf.Key `json:"public_key"`
 	Address   netip.Addr `json:"address"`
 	Expires   time.Time  `json:"expires"`
+	Pending   bool       `json:"pending"` // waits for an admin's approval
 }
 
 // notify queues a notification of dev; it never blocks.
@@ -60,7 +61,7 @@ func (h *Handler) notify(st *state, r *http.Request, provider string, dev identi
 	}
 	n := Notification{
 		Event: EventEnrolled, Time: h.now().UTC(), Gateway: st.opts.GatewayName, Provider: provider, Remote: r.RemoteAddr,
-		Device: NotificationDevice{ID: dev.ID, Name: dev.Name, Email: dev.Email, Groups: dev.Groups, PublicKey: dev.PublicKey, Address: dev.Address, Expires: dev.Expires},
+		Device: NotificationDevice{ID: dev.ID, Name: dev.Name, Email: dev.Email, Groups: dev.Groups, PublicKey: dev.PublicKey, Address: dev.Address, Expires: dev.Expires, Pending: dev.Pending},
 	}
 	select {
 	case h.notes <- n:
