@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/edgegw/edgegw/access/policy"
 )
@@ -66,6 +67,26 @@ type EnrollmentConfig struct {
 	Enabled   bool            `yaml:"enabled"`
 	KeyExpiry time.Duration   `yaml:"key_expiry"` // default 720h
 	Policies  []policy.Policy `yaml:"policies"`
+	// GatewayName is shown to users approving a device; default the
+	// host name.
+	GatewayName string `yaml:"gateway_name"`
+	// RequireGatewayGrant (default true) enrolls only through device
+	// grants the gateway started itself; false also accepts an ID token
+	// a client obtained by itself (older edgegw enroll), which a phished
+	// device code can produce.
+	RequireGatewayGrant *bool `yaml:"require_gateway_grant"`
+	// MaxDevicesPerUser refuses more usable devices per user; 0: no limit.
+	MaxDevicesPerUser int `yaml:"max_devices_per_user"`
+	// NotifyURL receives a JSON POST for every enrolled device.
+	NotifyURL string `yaml:"notify_url"`
+	// Approval is "none" (default) or "admin": new devices wait, pending,
+	// until an admin approves them with the devices API.
+	Approval string `yaml:"approval"`
+}
+
+// GatewayGrantRequired tells whether only gateway-started grants enroll.
+func (e *EnrollmentConfig) GatewayGrantRequired() bool {
+	return e.RequireGatewayGrant == nil || *e.RequireGatewayGrant
 }
 
 // Defaults.
@@ -253,6 +274,20 @@ func (e *EnrollmentConfig) SetDefaults() {
 func (e *EnrollmentConfig) Validate(report func(field, msg string)) {
 	if e.KeyExpiry < time.Hour {
 		report("key_expiry", "expected a duration of at least 1h")
+	}
+	if n := len([]rune(e.GatewayName)); n > 64 || strings.ContainsFunc(e.GatewayName, unicode.IsControl) {
+		report("gateway_name", "expected at most 64 characters without control characters")
+	}
+	if e.Approval != "" && e.Approval != "none" && e.Approval != "admin" {
+		report("approval", fmt.Sprintf("%q: expected none or admin", e.Approval))
+	}
+	if e.MaxDevicesPerUser < 0 {
+		report("max_devices_per_user", "expected 0 (no limit) or a positive number")
+	}
+	if e.NotifyURL != "" {
+		if u, err := url.Parse(e.NotifyURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			report("notify_url", fmt.Sprintf("%q is not an http(s) URL such as https://hooks.corp.example/edgegw", e.NotifyURL))
+		}
 	}
 	if e.Enabled && len(e.Policies) == 0 {
 		report("policies", "missing: enrollment is enabled but no policy says who may enroll")

@@ -307,6 +307,34 @@ func TestEnrollmentConfig(t *testing.T) {
 	if len(got) != 1 || !strings.HasPrefix(got[0], "policies[1].action: bypass is meaningless") {
 		t.Fatalf("%v", got)
 	}
+	if !e.GatewayGrantRequired() {
+		t.Fatal("require_gateway_grant defaults to false")
+	}
+	e.Policies = e.Policies[:1]
+	for _, c := range []struct {
+		set  func(*EnrollmentConfig)
+		want string
+	}{
+		{func(e *EnrollmentConfig) { e.MaxDevicesPerUser = -1 }, "max_devices_per_user: expected 0"},
+		{func(e *EnrollmentConfig) { e.Approval = "manager" }, "approval: \"manager\": expected none or admin"},
+		{func(e *EnrollmentConfig) { e.NotifyURL = "ftp://x" }, "notify_url: \"ftp://x\" is not an http(s) URL"},
+		{func(e *EnrollmentConfig) { e.NotifyURL = "https://" }, "notify_url: "},
+		{func(e *EnrollmentConfig) { e.GatewayName = "gw\nfake" }, "gateway_name: expected at most 64"},
+		{func(e *EnrollmentConfig) { e.GatewayName = strings.Repeat("g", 65) }, "gateway_name: expected at most 64"},
+	} {
+		got = nil
+		ec := e
+		c.set(&ec)
+		ec.Validate(func(f, m string) { got = append(got, f+": "+m) })
+		if len(got) != 1 || !strings.HasPrefix(got[0], c.want) {
+			t.Errorf("want %q, got %v", c.want, got)
+		}
+	}
+	no := false
+	e.RequireGatewayGrant = &no
+	if e.GatewayGrantRequired() {
+		t.Fatal("require_gateway_grant: false ignored")
+	}
 }
 
 func TestStateFilesArePrivate(t *testing.T) {

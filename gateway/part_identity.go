@@ -26,12 +26,13 @@ type identityPart struct {
 	api     *swapHandler // the admin API's /api/v1/devices
 	local   *local       // enrollment is served on the Access listener
 
-	reg   *identity.Registry
-	opts  identity.Options // what reg was opened with
-	unsub func()
-	run   actor
-	enr   *enroll.Handler
-	scim  *scim.Server // SCIM provisioning, writing to reg
+	reg    *identity.Registry
+	opts   identity.Options // what reg was opened with
+	unsub  func()
+	run    actor
+	enr    *enroll.Handler
+	enrRun actor        // enr.Run: enrollment notifications
+	scim   *scim.Server // SCIM provisioning, writing to reg
 }
 
 func (p *identityPart) name() string { return "identity" }
@@ -47,7 +48,7 @@ func (p *identityPart) commit(ctx context.Context, prev, next *Plan) error {
 			return err
 		}
 	}
-	if err := p.commitEnroll(next); err != nil {
+	if err := p.commitEnroll(ctx, next); err != nil {
 		return err
 	}
 	return p.commitSCIM(ctx, next)
@@ -111,8 +112,9 @@ func (p *identityPart) open(ctx context.Context, o identity.Options) error {
 	p.devs.Publish(reg.Snapshot())
 	p.metrics.set("identity", reg.Collector())
 	api := enroll.NewAdmin(reg, enroll.AdminOptions{
-		Logger:  p.log,
-		Revoked: func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
+		Logger:   p.log,
+		Revoked:  func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
+		Approved: func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
 	})
 	p.metrics.set("devices-api", api)
 	p.api.set(api)
@@ -123,7 +125,7 @@ func (p *identityPart) open(ctx context.Context, o identity.Options) error {
 
 // commitEnroll serves device enrollment (tunnels.wireguard.enrollment)
 // when enabled, writing to the registry.
-func (p *identityPart) commitEnroll(next *Plan) error {
+func (p *identityPart) commitEnroll(ctx context.Context, next *Plan) error {
 	wg := next.Config.Tunnels.WireGuard
 	if wg.Enrollment == nil || !wg.Enrollment.Enabled {
 		p.closeEnroll()
@@ -137,6 +139,12 @@ func (p *identityPart) commitEnroll(next *Plan) error {
 		Tunnel:    func(context.Context) (enroll.Tunnel, error) { return tun, nil },
 		Changed:   func(ctx context.Context, _ identity.Device) { p.sync(ctx, reg) },
 		Logger:    p.log,
+
+		GatewayName:       wg.Enrollment.GatewayName,
+		ClientTokens:      !wg.Enrollment.GatewayGrantRequired(),
+		MaxDevicesPerUser: wg.Enrollment.MaxDevicesPerUser,
+		NotifyURL:         wg.Enrollment.NotifyURL,
+		AdminApproval:     wg.Enrollment.Approval == "admin",
 	}
 	for _, prov := range identityOf(next.Config).Providers {
 		opts.Providers = append(opts.Providers, enroll.Provider{Provider: prov, DeviceClientID: prov.DeviceClientID})
@@ -149,6 +157,7 @@ func (p *identityPart) commitEnroll(next *Plan) error {
 		return err
 	}
 	p.enr = h
+	p.enrRun.start(ctx, h.Run)
 	p.metrics.set("enroll", h)
 	p.local.enroll.set(h)
 	return nil
@@ -198,6 +207,7 @@ func (p *identityPart) closeEnroll() {
 	}
 	p.local.enroll.set(nil)
 	p.metrics.set("enroll", nil)
+	p.enrRun.stop()
 	p.enr = nil
 }
 

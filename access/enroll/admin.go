@@ -30,7 +30,9 @@ type AdminOptions struct {
 	// context, so the WireGuard device can drop the peer now (for example
 	// with the registry's Refresh) rather than at its next sync.
 	Revoked func(context.Context, identity.Device)
-	Now     func() time.Time
+	// Approved is called after a pending device was approved, as Revoked.
+	Approved func(context.Context, identity.Device)
+	Now      func() time.Time
 }
 
 // Admin serves the device endpoints of the admin API:
@@ -40,6 +42,7 @@ type AdminOptions struct {
 //	                                   one page of the devices that match
 //	GET  /api/v1/devices/{id}          one device
 //	POST /api/v1/devices/{id}/revoke   revoke it (idempotent)
+//	POST /api/v1/devices/{id}/approve  let a pending device in (idempotent; 409 if revoked)
 //
 // A list answer carries X-Total-Count, the number of devices that match
 // before paging. Answers are JSON; errors are {"error":{"code","message"}} with 404 for an
@@ -64,6 +67,7 @@ func NewAdmin(reg Registry, opts AdminOptions) *Admin {
 	a.mux.HandleFunc("GET "+PathDevices, a.list)
 	a.mux.HandleFunc("GET "+PathDevices+"/{id}", a.show)
 	a.mux.HandleFunc("POST "+PathDevices+"/{id}/revoke", a.revoke)
+	a.mux.HandleFunc("POST "+PathDevices+"/{id}/approve", a.approve)
 	return a
 }
 
@@ -84,7 +88,8 @@ type Device struct {
 	Expires   time.Time  `json:"expires"`
 	Revoked   bool       `json:"revoked"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	Status    string     `json:"status"` // active | expired | revoked
+	Status    string     `json:"status"` // active | pending | expired | revoked
+	Pending   bool       `json:"pending"`
 }
 
 // DeviceOf converts a registry device for the admin API at time now.
@@ -92,6 +97,7 @@ func DeviceOf(d identity.Device, now time.Time) Device {
 	out := Device{
 		ID: d.ID, Name: d.Name, Email: d.Email, Subject: d.Subject, Groups: d.Groups, PublicKey: d.PublicKey,
 		Address: d.Address, Created: d.Created, LastSeen: d.LastSeen, Expires: d.Expires, Revoked: d.Revoked, Status: "active",
+		Pending: d.Pending,
 	}
 	if out.Groups == nil {
 		out.Groups = []string{}
@@ -102,8 +108,24 @@ func DeviceOf(d identity.Device, now time.Time) Device {
 		out.RevokedAt, out.Status = &t, "revoked"
 	case !d.Expires.IsZero() && !now.Before(d.Expires):
 		out.Status = "expired"
+	case d.Pending:
+		out.Status = "pending"
 	}
 	return out
+}
+
+func (a *Admin) approve(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	d, err := a.reg.Approve(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, id, err)
+		return
+	}
+	a.log.Info("device approved", "device", d.ID, "name", d.Name, "email", d.Email, "address", d.Address, "remote", r.RemoteAddr)
+	if a.opts.Approved != nil {
+		a.opts.Approved(r.Context(), d)
+	}
+	writeJSON(w, http.StatusOK, DeviceOf(d, a.opts.Now()))
 }
 
 // Pager is a registry that filters and pages in its database, as
@@ -244,6 +266,8 @@ func (a *Admin) fail(w http.ResponseWriter, r *http.Request, id string, err erro
 	switch {
 	case errors.Is(err, identity.ErrNotFound):
 		e = refuse(http.StatusNotFound, "not_found", "No device has the id "+quote(id)+".", err)
+	case errors.Is(err, identity.ErrNotPending):
+		e = refuse(http.StatusConflict, CodeDeviceRevoked, "Device "+quote(id)+" was revoked; it cannot be approved.", err)
 	case errors.Is(err, identity.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		e = refuse(http.StatusServiceUnavailable, CodeRegistryUnavailable, "The device registry is unavailable: "+err.Error(), err)
 	default:

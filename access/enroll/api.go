@@ -34,6 +34,11 @@ type Discovery struct {
 	Providers       []DiscoveryProvider `json:"providers"`
 	EnrollEndpoint  string              `json:"enroll_endpoint"`
 	BrowserEndpoint string              `json:"browser_endpoint"`
+	// StartEndpoint and PollEndpoint run the gateway-started device
+	// grant; a client that finds them uses them rather than EnrollEndpoint.
+	StartEndpoint string `json:"start_endpoint,omitempty"`
+	PollEndpoint  string `json:"poll_endpoint,omitempty"`
+	Gateway       string `json:"gateway,omitempty"` // the name the approval page shows
 }
 
 // DiscoveryProvider is one provider in the discovery document.
@@ -70,6 +75,9 @@ type DeviceInfo struct {
 	PublicKey wgconf.Key `json:"public_key"`
 	Address   netip.Addr `json:"address"`
 	Expires   time.Time  `json:"expires"`
+	// Pending: the device waits for an admin's approval; the tunnel
+	// carries nothing until then.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // InterfaceInfo is the client's [Interface] section without its key.
@@ -119,6 +127,7 @@ const (
 	CodeInternal            = "internal_error"
 	CodeBusy                = "busy"         // the one-use set is full
 	CodeRateLimited         = "rate_limited" // too many requests from one source
+	CodeDeviceLimit         = "device_limit" // the user has max_devices_per_user devices
 	resultEnrolled          = "enrolled"
 )
 
@@ -148,7 +157,8 @@ func (h *Handler) serveDiscovery(st *state, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	base := baseURL(r)
-	d := Discovery{EnrollEndpoint: base + PathAPI, BrowserEndpoint: base + PathBrowser}
+	d := Discovery{EnrollEndpoint: base + PathAPI, BrowserEndpoint: base + PathBrowser,
+		StartEndpoint: base + PathStart, PollEndpoint: base + PathPoll, Gateway: st.opts.GatewayName}
 	for i, p := range st.providers {
 		dp := DiscoveryProvider{Name: p.cfg.Name, Issuer: p.cfg.Issuer, ClientID: p.cfg.deviceClientID(), Scopes: p.cfg.Scopes}
 		if i == 0 {
@@ -164,6 +174,10 @@ func (h *Handler) serveAPI(st *state, w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		writeError(w, refuse(http.StatusMethodNotAllowed, CodeBadRequest, "Use POST with a JSON body.", nil))
+		return
+	}
+	if !st.opts.ClientTokens {
+		h.fail(w, r, "device", nil, refuse(http.StatusForbidden, CodeClientTokens, "This gateway enrolls devices only through sign-ins it starts itself: update edgegw and run edgegw enroll again.", errors.New("id_token from the client refused: require_gateway_grant")))
 		return
 	}
 	req, pub, name, aerr := parseRequest(http.MaxBytesReader(w, r.Body, 64<<10))
@@ -266,19 +280,52 @@ func (h *Handler) enroll(ctx context.Context, st *state, r *http.Request, l *log
 	if err != nil {
 		return nil, refuse(http.StatusServiceUnavailable, CodeTunnelUnavailable, "The gateway's WireGuard tunnel is not ready; nothing was registered. Try again shortly.", err)
 	}
+	subject := SubjectOf(l.Issuer, l.Subject)
+	if st.opts.MaxDevicesPerUser > 0 {
+		h.limitMu.Lock()
+		defer h.limitMu.Unlock()
+		if aerr := h.checkDeviceLimit(ctx, st, subject, pub); aerr != nil {
+			return nil, aerr
+		}
+	}
 	dev, err := st.opts.Registry.Enroll(ctx, identity.Enrollment{
-		Name: name, Email: l.Email, Subject: SubjectOf(l.Issuer, l.Subject), Groups: l.Groups,
-		PublicKey: pub, Expires: h.now().Add(st.opts.KeyExpiry),
+		Name: name, Email: l.Email, Subject: subject, Groups: l.Groups,
+		PublicKey: pub, Expires: h.now().Add(st.opts.KeyExpiry), Pending: st.opts.AdminApproval,
 	})
 	if err != nil {
 		return nil, registryError(err)
 	}
+	h.notify(st, r, l.Provider, dev)
 	h.log.Info("device enrolled", "device", dev.ID, "name", dev.Name, "email", dev.Email, "provider", l.Provider,
-		"address", dev.Address, "public_key", wgconf.Key(dev.PublicKey).String(), "expires", dev.Expires)
+		"address", dev.Address, "public_key", wgconf.Key(dev.PublicKey).String(), "expires", dev.Expires, "pending", dev.Pending)
 	if st.opts.Changed != nil {
 		st.opts.Changed(ctx, dev)
 	}
 	return buildResponse(r, dev, tun), nil
+}
+
+// checkDeviceLimit refuses a new key to a user who already has
+// MaxDevicesPerUser usable devices; a key the user already has renews.
+func (h *Handler) checkDeviceLimit(ctx context.Context, st *state, subject string, pub wgconf.Key) *apiError {
+	devs, err := st.opts.Registry.List(ctx)
+	if err != nil {
+		return registryError(err)
+	}
+	now, n := h.now(), 0
+	for _, d := range devs {
+		if d.Subject != subject || d.Revoked || !d.Expires.After(now) {
+			continue
+		}
+		if d.PublicKey == pub {
+			return nil // a renewal: the count does not grow
+		}
+		n++
+	}
+	if n >= st.opts.MaxDevicesPerUser {
+		return refuse(http.StatusForbidden, CodeDeviceLimit, fmt.Sprintf("You already have %d devices on this gateway, the most allowed; nothing was registered. Revoke one you no longer use (or ask your administrator) and enroll again.", n),
+			fmt.Errorf("user has %d usable devices, limit %d", n, st.opts.MaxDevicesPerUser))
+	}
+	return nil
 }
 
 // decide evaluates the enrollment policies for a login coming from the
@@ -338,7 +385,7 @@ func buildResponse(r *http.Request, dev identity.Device, tun Tunnel) *Response {
 	return &Response{
 		Device: DeviceInfo{
 			ID: dev.ID, Name: dev.Name, Email: dev.Email, Groups: dev.Groups,
-			PublicKey: dev.PublicKey, Address: dev.Address, Expires: dev.Expires,
+			PublicKey: dev.PublicKey, Address: dev.Address, Expires: dev.Expires, Pending: dev.Pending,
 		},
 		Interface: InterfaceInfo{Addresses: []netip.Prefix{netip.PrefixFrom(dev.Address, bits)}, DNS: tun.DNS, MTU: tun.MTU},
 		Peer: PeerInfo{

@@ -242,6 +242,7 @@ func TestDiscovery(t *testing.T) {
 		Issuer: e.op.Issuer, ClientID: deviceClient, Scopes: []string{"openid", "email", "profile"}, Provider: "test-op",
 		Providers:      []DiscoveryProvider{{Name: "test-op", Issuer: e.op.Issuer, ClientID: deviceClient, Scopes: []string{"openid", "email", "profile"}}},
 		EnrollEndpoint: e.srv.URL + PathAPI, BrowserEndpoint: e.srv.URL + PathBrowser,
+		StartEndpoint: e.srv.URL + PathStart, PollEndpoint: e.srv.URL + PathPoll, Gateway: "gw-one.test",
 	}
 	got, _ := json.Marshal(d)
 	exp, _ := json.Marshal(want)

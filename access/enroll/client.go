@@ -273,6 +273,10 @@ func (c *Client) Enroll(ctx context.Context, name string, browser bool, prompt P
 	if err != nil {
 		return priv, nil, err
 	}
+	if !browser && d.StartEndpoint != "" {
+		resp, err := c.EnrollWithGateway(ctx, d, priv.PublicKey(), name, prompt)
+		return priv, resp, err
+	}
 	var tok *Tokens
 	var provider string
 	if !browser {
@@ -353,4 +357,142 @@ func WriteConfig(path string, cc wgconf.ClientConfig, overwrite bool) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// onGateway checks that an endpoint from discovery is on the gateway the
+// user named, so a tampered discovery document cannot send the device
+// elsewhere.
+func (c *Client) onGateway(endpoint string) error {
+	base, err := c.base()
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(endpoint, base+"/") {
+		return fmt.Errorf("the gateway's endpoint %q is not on %s", endpoint, base)
+	}
+	return nil
+}
+
+// post sends v as JSON and returns the status and the body.
+func (c *Client) post(ctx context.Context, endpoint string, v any) (int, string, []byte, error) {
+	if err := c.onGateway(endpoint); err != nil {
+		return 0, "", nil, err
+	}
+	body, _ := json.Marshal(v)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("reach the gateway: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, "", nil, fmt.Errorf("read the gateway's answer: %w", err)
+	}
+	return resp.StatusCode, resp.Status, b, nil
+}
+
+// StartGrant asks the gateway to start a device grant for pub and name.
+func (c *Client) StartGrant(ctx context.Context, d *Discovery, pub wgconf.Key, name string) (*StartResponse, error) {
+	status, text, b, err := c.post(ctx, d.StartEndpoint, StartRequest{Provider: c.Provider, PublicKey: pub.String(), Name: name})
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusOK {
+		_, err := parseRegistration(status, text, b, pub)
+		return nil, err
+	}
+	return parseStart(b, d)
+}
+
+// parseStart reads the gateway's answer to a grant start. The client shows
+// the verification URI to the user, so it must be the gateway's own
+// approval page: a tampered answer cannot send the user to a look-alike.
+func parseStart(b []byte, d *Discovery) (*StartResponse, error) {
+	var sr StartResponse
+	if err := json.Unmarshal(b, &sr); err != nil {
+		return nil, fmt.Errorf("the gateway's answer to the sign-in start is not JSON: %w", err)
+	}
+	if sr.Handle == "" || sr.UserCode == "" || sr.VerificationURI == "" || sr.Interval < 0 || sr.Interval > 3600 || sr.ExpiresIn <= 0 {
+		return nil, errors.New("the gateway's answer to the sign-in start lacks the handle, the code or the verification URI, or has an out-of-range interval or expiry")
+	}
+	base := strings.TrimSuffix(d.StartEndpoint, PathStart)
+	for _, u := range []string{sr.VerificationURI, sr.VerificationURIComplete} {
+		if u != "" && !strings.HasPrefix(u, base+PathApprove+"?") {
+			return nil, fmt.Errorf("the gateway's verification URI %q is not its approval page", u)
+		}
+	}
+	return &sr, nil
+}
+
+// PollGrant asks the gateway once about the grant: the enrollment once
+// the user approved, or nil with the seconds to wait while pending.
+func (c *Client) PollGrant(ctx context.Context, d *Discovery, handle string, pub wgconf.Key, name string) (*Response, int, error) {
+	status, text, b, err := c.post(ctx, d.PollEndpoint, PollRequest{Handle: handle, PublicKey: pub.String(), Name: name})
+	if err != nil {
+		return nil, 0, err
+	}
+	if status == http.StatusAccepted {
+		wait, err := parsePending(b)
+		return nil, wait, err
+	}
+	r, err := parseRegistration(status, text, b, pub)
+	return r, 0, err
+}
+
+// EnrollWithGateway runs the gateway-started device grant: the gateway
+// asks the provider for the code, the user approves it (the gateway's
+// approval page first), and this side polls the gateway until it enrolled
+// the key or refused.
+func (c *Client) EnrollWithGateway(ctx context.Context, d *Discovery, pub wgconf.Key, name string, prompt Prompt) (*Response, error) {
+	sr, err := c.StartGrant(ctx, d, pub, name)
+	if err != nil {
+		return nil, err
+	}
+	prompt(&oauth2.DeviceAuthResponse{
+		UserCode: sr.UserCode, VerificationURI: sr.VerificationURI, VerificationURIComplete: sr.VerificationURIComplete,
+		Expiry: time.Now().Add(time.Duration(sr.ExpiresIn) * time.Second), Interval: int64(sr.Interval),
+	}, "")
+	wait := max(1, sr.Interval)
+	for {
+		t := time.NewTimer(time.Duration(wait) * time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("waiting for the sign-in: %w", ctx.Err())
+		case <-t.C:
+		}
+		resp, next, err := c.PollGrant(ctx, d, sr.Handle, pub, name)
+		var re *RemoteError
+		switch {
+		case errors.As(err, &re) && re.Code == CodeGrantExpired:
+			return nil, ErrCodeExpired
+		case errors.As(err, &re) && re.Code == CodeGrantDenied:
+			return nil, ErrSignInDenied
+		case errors.As(err, &re) && re.Code == CodeProviderUnavailable:
+			continue // the gateway asks the provider again at the next poll
+		case err != nil:
+			return nil, err
+		case resp != nil:
+			return resp, nil
+		}
+		wait = next
+	}
+}
+
+// parsePending reads a 202 answer to a poll: the seconds to wait, at
+// least 1 and at most a minute whatever the gateway says.
+func parsePending(b []byte) (int, error) {
+	var p Pending
+	if err := json.Unmarshal(b, &p); err != nil {
+		return 0, fmt.Errorf("the gateway's pending answer is not JSON: %w", err)
+	}
+	if p.Status != statusPending {
+		return 0, fmt.Errorf("the gateway's pending answer has status %q", p.Status)
+	}
+	return min(60, max(1, p.Interval)), nil
 }

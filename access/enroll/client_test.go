@@ -40,7 +40,7 @@ func TestClientEnroll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if shown == nil || shown.UserCode == "" || !strings.HasPrefix(shown.VerificationURI, e.op.Issuer+"/device") {
+	if shown == nil || shown.UserCode == "" || !strings.HasPrefix(shown.VerificationURI, e.srv.URL+PathApprove+"?code=") {
 		t.Fatalf("prompt got %+v", shown)
 	}
 	dev, err := e.reg.Get(ctx, resp.Device.ID)

@@ -73,7 +73,7 @@ const (
 // Handles reports whether path belongs to the enrollment handler, so the
 // Access listener can send it there before its own host routing.
 func Handles(path string) bool {
-	return path == PathDiscovery || path == PathAPI || path == PathBrowser || strings.HasPrefix(path, PathBrowser+"/")
+	return path == PathDiscovery || path == PathAPI || path == PathStart || path == PathPoll || path == PathBrowser || strings.HasPrefix(path, PathBrowser+"/")
 }
 
 // Registry is the part of the device registry enrollment uses
@@ -81,6 +81,7 @@ func Handles(path string) bool {
 type Registry interface {
 	Enroll(ctx context.Context, e identity.Enrollment) (identity.Device, error)
 	Revoke(ctx context.Context, id string) (identity.Device, error)
+	Approve(ctx context.Context, id string) (identity.Device, error)
 	Get(ctx context.Context, id string) (identity.Device, error)
 	List(ctx context.Context) ([]identity.Device, error)
 }
@@ -137,11 +138,30 @@ type Options struct {
 	// steps): a token bucket of Burst refilled at Rate per second; past it
 	// the answer is 429. Zero: DefaultRate and DefaultBurst; a negative
 	// Rate turns the limit off.
-	Rate       float64
-	Burst      int
-	Logger     *slog.Logger
-	HTTPClient *http.Client // talks to the providers; default 30s timeout
-	Now        func() time.Time
+	Rate  float64
+	Burst int
+	// GatewayName is what the approval page and `edgegw enroll` show the
+	// user as the gateway asking; default the host name.
+	GatewayName string
+	// ClientTokens lets PathAPI enroll with an ID token the client got
+	// from the provider by itself (the old flow). Off, only grants this
+	// gateway started (PathStart) enroll, and a device code a phisher
+	// started cannot be redeemed here.
+	ClientTokens bool
+	// MaxDevicesPerUser refuses a new device to a user who has this many
+	// usable (neither revoked nor expired) devices; renewing one of them
+	// (its key again) is allowed. 0: no limit.
+	MaxDevicesPerUser int
+	// NotifyURL receives a JSON Notification (POST) for every device
+	// enrolled; Run delivers them. Empty: no notifications.
+	NotifyURL string
+	// AdminApproval registers new devices pending: they get their
+	// configuration but no tunnel until an admin approves them
+	// (POST /api/v1/devices/{id}/approve).
+	AdminApproval bool
+	Logger        *slog.Logger
+	HTTPClient    *http.Client // talks to the providers; default 30s timeout
+	Now           func() time.Time
 }
 
 // Handler serves enrollment. It is safe for concurrent use; Update swaps
@@ -155,6 +175,12 @@ type Handler struct {
 	metrics *metrics
 	state   atomic.Pointer[state]
 	limit   atomic.Pointer[limiter] // nil: no limit
+	grants  *grants                 // device grants this gateway started
+	notes   chan Notification       // to Run, which delivers them
+	// limitMu makes counting a user's devices and registering one a
+	// single step on this gateway, so two enrollments at once cannot both
+	// take the last place under MaxDevicesPerUser.
+	limitMu sync.Mutex
 }
 
 // state is one configuration, immutable once built.
@@ -177,7 +203,7 @@ func New(opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics()}
+	h := &Handler{seal: s, used: replay.New(replay.DefaultMax), metrics: newMetrics(), grants: newGrants(), notes: make(chan Notification, notifyQueue)}
 	if err := h.Update(opts); err != nil {
 		return nil, err
 	}
@@ -218,6 +244,12 @@ func (h *Handler) Update(opts Options) error {
 	}
 	if opts.Rate == 0 {
 		opts.Rate = DefaultRate
+	}
+	if opts.GatewayName == "" {
+		opts.GatewayName, _ = os.Hostname()
+	}
+	if opts.MaxDevicesPerUser < 0 {
+		return errors.New("enroll: the device limit per user is negative")
 	}
 	if opts.Burst <= 0 {
 		opts.Burst = DefaultBurst
@@ -267,6 +299,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveDiscovery(st, w, r)
 	case PathAPI:
 		h.serveAPI(st, w, r)
+	case PathStart:
+		h.serveGrantStart(st, w, r)
+	case PathPoll:
+		h.servePoll(st, w, r)
+	case PathApprove:
+		h.serveApprove(st, w, r)
 	case PathBrowser, PathBrowser + "/":
 		h.serveStart(st, w, r)
 	case PathBrowserLogin:
@@ -283,8 +321,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // limited are the paths that cost the gateway work with the identity
-// provider or the registry, and so are limited per source.
-var limited = map[string]bool{PathAPI: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
+// provider or the registry, and so are limited per source; and the
+// approval page, so that guessing user codes there (to read which device
+// waits) is slow.
+var limited = map[string]bool{PathAPI: true, PathStart: true, PathApprove: true, PathBrowserLogin: true, PathCallback: true, PathBrowserDevice: true, PathBrowserServer: true}
 
 // allow applies the per-source limit; past it, it answers 429 with a
 // Retry-After and counts the refusal without logging it (a flood would
@@ -310,8 +350,11 @@ func (h *Handler) allow(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func via(path string) string {
-	if path == PathAPI {
+	switch path {
+	case PathAPI:
 		return "device"
+	case PathStart, PathPoll:
+		return "grant"
 	}
 	return "browser"
 }

@@ -32,6 +32,7 @@ type env struct {
 	logs    *testkit.Buffer
 	changed chan string
 	caFile  string
+	opts    Options // as given to New
 	// tunnelDown makes the Tunnel option fail, as before the WireGuard
 	// device is up.
 	tunnelDown atomic.Bool
@@ -85,6 +86,10 @@ func newEnv(t testing.TB, opOpts enrolltest.Options, tweak func(*Options)) *env 
 		},
 		Changed: func(_ context.Context, d identity.Device) { e.changed <- d.ID },
 		Logger:  slog.New(slog.NewTextHandler(e.logs, nil)),
+		// Most tests here exercise the client-token path (PathAPI);
+		// grant_test.go turns it off.
+		ClientTokens: true,
+		GatewayName:  "gw-one.test",
 	}
 	opts.Providers = []Provider{{DeviceClientID: deviceClient}}
 	opts.Providers[0].Name = "test-op"
@@ -95,6 +100,7 @@ func newEnv(t testing.TB, opOpts enrolltest.Options, tweak func(*Options)) *env 
 	if tweak != nil {
 		tweak(&opts)
 	}
+	e.opts = opts
 	if e.h, err = New(opts); err != nil {
 		t.Fatal(err)
 	}

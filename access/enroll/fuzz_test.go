@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/edgegw/edgegw/tunnel/wireguard"
+	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
 // FuzzParseRequest feeds arbitrary bodies to the enrollment API's parser:
@@ -216,6 +217,56 @@ func FuzzParseListQuery(f *testing.F) {
 		}
 		if q.Offset < 0 || q.Limit < 0 || q.Limit > MaxPage || len(q.Q) > 256 {
 			t.Fatalf("%q accepted as %+v", raw, q)
+		}
+	})
+}
+
+// FuzzParseGrantRequest feeds arbitrary bodies to the parser of the
+// gateway-started grant's start and poll requests: no panic, and what it
+// accepts has a usable key and a clean name.
+func FuzzParseGrantRequest(f *testing.F) {
+	f.Add([]byte(`{"public_key":"hC4cM7hWkT4YpP9cWlH8G1SX0bE7PV0vq6Uu2nG1W3Q=","name":"laptop"}`))
+	f.Add([]byte(`{"handle":"h","public_key":"hC4cM7hWkT4YpP9cWlH8G1SX0bE7PV0vq6Uu2nG1W3Q=","name":" x "}`))
+	f.Add([]byte(`{"provider":"p","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","name":"x"}`))
+	f.Add([]byte(`{"handle":1}`))
+	f.Add([]byte(`{} []`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var sr StartRequest
+		var pr PollRequest
+		check := func(pub wgconf.Key, name string, aerr *apiError) {
+			if aerr != nil {
+				if aerr.Code == "" || aerr.Message == "" || aerr.status < 400 {
+					t.Fatalf("refusal without code, message or status: %+v", aerr)
+				}
+				return
+			}
+			if pub.IsZero() || name == "" || !utf8.ValidString(name) || strings.TrimSpace(name) != name {
+				t.Fatalf("accepted %q: key %v name %q", body, pub, name)
+			}
+		}
+		check(parseGrantRequest(bytes.NewReader(body), &sr, &sr.PublicKey, &sr.Name))
+		check(parseGrantRequest(bytes.NewReader(body), &pr, &pr.PublicKey, &pr.Name))
+	})
+}
+
+// FuzzParseGrantAnswers feeds arbitrary gateway answers to the client's
+// parsers of the grant start and of a pending poll: no panic, a start
+// accepted only with the gateway's own approval page, a wait of 1 to 60 s.
+func FuzzParseGrantAnswers(f *testing.F) {
+	f.Add([]byte(`{"handle":"h","user_code":"ABCD-EFGH","verification_uri":"https://gw.test/enroll/approve?code=ABCD-EFGH","interval":5,"expires_in":300}`))
+	f.Add([]byte(`{"handle":"h","user_code":"A","verification_uri":"https://evil.test/enroll/approve?code=A","interval":5,"expires_in":300}`))
+	f.Add([]byte(`{"status":"authorization_pending","interval":5}`))
+	f.Add([]byte(`{"status":"authorization_pending","interval":-7}`))
+	f.Add([]byte(`null`))
+	d := &Discovery{StartEndpoint: "https://gw.test" + PathStart}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if sr, err := parseStart(b, d); err == nil {
+			if sr.Handle == "" || sr.UserCode == "" || !strings.HasPrefix(sr.VerificationURI, "https://gw.test"+PathApprove+"?") {
+				t.Fatalf("accepted start %+v", sr)
+			}
+		}
+		if wait, err := parsePending(b); err == nil && (wait < 1 || wait > 60) {
+			t.Fatalf("wait %d", wait)
 		}
 	})
 }

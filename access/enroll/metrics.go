@@ -11,6 +11,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	revoked  prometheus.Counter
 	limited  prometheus.Counter
+	notify   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -28,6 +29,10 @@ func newMetrics() *metrics {
 			Name: "edgegw_enroll_rate_limited_total",
 			Help: "Enrollment requests refused with 429 because their source address was over its limit.",
 		}),
+		notify: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgegw_enroll_notifications_total",
+			Help: "Enrollment webhook notifications by result: delivered, failed (after retries) or dropped (queue full).",
+		}, []string{"result"}),
 		revoked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edgegw_device_revocations_total",
 			Help: "Devices revoked through the admin API.",
@@ -48,6 +53,7 @@ func (h *Handler) Describe(ch chan<- *prometheus.Desc) {
 	h.metrics.requests.Describe(ch)
 	h.metrics.duration.Describe(ch)
 	h.metrics.limited.Describe(ch)
+	h.metrics.notify.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -55,6 +61,7 @@ func (h *Handler) Collect(ch chan<- prometheus.Metric) {
 	h.metrics.requests.Collect(ch)
 	h.metrics.duration.Collect(ch)
 	h.metrics.limited.Collect(ch)
+	h.metrics.notify.Collect(ch)
 }
 
 // Describe implements prometheus.Collector.

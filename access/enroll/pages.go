@@ -131,6 +131,16 @@ the QR code can use the tunnel as you: close it once the device is set up.</p>
 })();
 </script></body></html>{{end}}
 
+{{define "approve"}}{{template "head" .}}
+<h1>Approve a device?</h1>
+<p>The gateway <strong id="gateway">{{.Gateway}}</strong> asks you to sign in so that the device
+<strong id="device">{{.Device}}</strong> can join the network as you.</p>
+<p>Code: <strong id="user-code">{{.UserCode}}</strong>. Requested at {{.Started}}; the device's key is <code id="public-key">{{.PublicKey}}</code>.</p>
+<p class="note">Continue only if you are enrolling this device yourself, right now, on
+this gateway. If someone sent you this link or code, do not approve: report it to your administrator.</p>
+<p><a id="continue" href="{{.Link}}">Continue to the identity provider</a></p>
+</body></html>{{end}}
+
 {{define "server-key"}}{{template "head" .}}
 <h1>Your device is enrolled</h1>
 <p id="status" data-device="{{.Device.ID}}">Device {{.Device.Name}} ({{.Device.ID}}) has address {{.Device.Address}} until {{.Device.Expires.Format "2006-01-02 15:04 MST"}}.</p>

@@ -32,6 +32,10 @@ type Device struct {
 	Created, LastSeen, Expires time.Time
 	Revoked                    bool
 	RevokedAt                  time.Time
+	// Pending devices wait for an admin's approval (enrollment.approval:
+	// admin): they hold an address but are in no snapshot, so no tunnel,
+	// identity set or policy sees them.
+	Pending bool
 }
 
 // Enrollment is what the enrollment endpoint knows after a sign-in: who the
@@ -41,6 +45,7 @@ type Enrollment struct {
 	Groups               []string
 	PublicKey            [32]byte
 	Expires              time.Time
+	Pending              bool // a new device waits for approval; a renewal keeps its state
 }
 
 // Errors callers match with errors.Is. Messages wrap them with the device id,

@@ -22,7 +22,8 @@ type migration struct {
 // out one address) and added the revocation time and the generation
 // counter that other appliances poll; version 3 records in each row the
 // generation that last changed it; version 4 indexes active devices by
-// their lower-case email.
+// their lower-case email; version 5 adds the pending state of devices
+// that wait for an admin's approval.
 var migrations = []migration{
 	{1, "devices", []string{
 		`CREATE TABLE devices (
@@ -63,6 +64,11 @@ var migrations = []migration{
 		// without regard to case (an identity provider's SCIM changes);
 		// without it each change scans every device.
 		`CREATE INDEX devices_active_email ON devices (lower(email)) WHERE NOT revoked`,
+	}},
+	{5, "pending devices", []string{
+		// enrollment.approval: admin registers new devices pending: they
+		// hold an address but stay out of every snapshot until approved.
+		`ALTER TABLE devices ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE`,
 	}},
 }
 

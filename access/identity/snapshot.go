@@ -24,7 +24,7 @@ type Snapshot struct {
 	nextExpiry time.Time // the earliest Expires among devices; zero if none expire
 
 	// Counts by state for metrics; revoked comes from the database.
-	expired, revoked int
+	expired, revoked, pending int
 }
 
 // newSnapshot builds the snapshot of devs (in any order) as of now;
@@ -35,6 +35,10 @@ func newSnapshot(generation int64, now time.Time, devs []Device) *Snapshot {
 	for _, d := range devs {
 		if d.Revoked {
 			s.revoked++
+			continue
+		}
+		if d.Pending {
+			s.pending++
 			continue
 		}
 		if !d.Expires.IsZero() && !now.Before(d.Expires) {

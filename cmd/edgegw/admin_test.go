@@ -105,6 +105,25 @@ func TestCmdDevice(t *testing.T) {
 	if _, err := remote(viewer, "revoke", d.ID); err == nil || !strings.Contains(err.Error(), "viewer") {
 		t.Fatalf("revoke with a viewer token: %v, want refused", err)
 	}
+	// A device waiting for approval (enrollment.approval: admin): a
+	// viewer cannot let it in, an admin can.
+	k2, _ := wireguard.GeneratePrivateKey()
+	p, err := reg.Enroll(t.Context(), identity.Enrollment{Name: "bob-laptop", Email: "bob@corp.example", Subject: "iss#bob", PublicKey: k2.PublicKey(), Expires: time.Now().Add(time.Hour), Pending: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run("show", p.ID); err != nil || !strings.Contains(out, "status:      pending") {
+		t.Fatalf("show pending: %v\n%s", err, out)
+	}
+	if _, err := remote(viewer, "approve", p.ID); err == nil || !strings.Contains(err.Error(), "viewer") {
+		t.Fatalf("approve with a viewer token: %v, want refused", err)
+	}
+	if out, err := remote(ops, "approve", p.ID); err != nil || !strings.Contains(out, "Approved device "+p.ID) {
+		t.Fatalf("approve with an admin token: %v\n%s", err, out)
+	}
+	if got, _ := reg.Get(t.Context(), p.ID); got.Pending {
+		t.Fatal("the device is still pending after approve")
+	}
 	out, err = remote(ops, "revoke", d.ID)
 	if err != nil || !strings.Contains(out, "Revoked device "+d.ID) {
 		t.Fatalf("revoke with an admin token: %v\n%s", err, out)

@@ -111,10 +111,13 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	d := resp.Device
 	fmt.Fprintf(stdout, "Enrolled %q as device %s for %s: address %s, valid until %s.\n", d.Name, d.ID, d.Email, d.Address, d.Expires.Local().Format(time.DateTime))
 	fmt.Fprintf(stdout, "Wrote %s. Start the tunnel with: wg-quick up %s\n", abs, abs)
+	if d.Pending {
+		fmt.Fprintf(stdout, "The device waits for an administrator's approval; the tunnel carries nothing until then (the admin runs: edgegw device approve %s, or POST /api/v1/devices/%s/approve).\n", d.ID, d.ID)
+	}
 	return nil
 }
 
-const deviceSynopsis = "edgegw device list|show ID|revoke ID [--json] [--socket PATH | --admin URL --token-file FILE [--ca-file FILE]]"
+const deviceSynopsis = "edgegw device list|show ID|revoke ID|approve ID [--json] [--socket PATH | --admin URL --token-file FILE [--ca-file FILE]]"
 
 func cmdDevice(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("device", deviceSynopsis, stderr)
@@ -130,8 +133,8 @@ func cmdDevice(args []string, stdout, stderr io.Writer) error {
 		method, path = http.MethodGet, enroll.PathDevices
 	case len(pos) == 2 && pos[0] == "show":
 		method, path = http.MethodGet, enroll.PathDevices+"/"+url.PathEscape(pos[1])
-	case len(pos) == 2 && pos[0] == "revoke":
-		method, path = http.MethodPost, enroll.PathDevices+"/"+url.PathEscape(pos[1])+"/revoke"
+	case len(pos) == 2 && (pos[0] == "revoke" || pos[0] == "approve"):
+		method, path = http.MethodPost, enroll.PathDevices+"/"+url.PathEscape(pos[1])+"/"+pos[0]
 	default:
 		fs.Usage()
 		return errUsage
@@ -170,6 +173,10 @@ func cmdDevice(args []string, stdout, stderr io.Writer) error {
 	}
 	if pos[0] == "revoke" {
 		fmt.Fprintf(stdout, "Revoked device %s (%q, %s, %s).\n", d.ID, d.Name, d.Email, d.Address)
+		return nil
+	}
+	if pos[0] == "approve" {
+		fmt.Fprintf(stdout, "Approved device %s (%q, %s, %s): its tunnel works now.\n", d.ID, d.Name, d.Email, d.Address)
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

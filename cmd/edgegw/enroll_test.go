@@ -139,7 +139,7 @@ func TestCmdEnrollUsage(t *testing.T) {
 			t.Errorf("enroll %q: %v, want a usage error", args, err)
 		}
 	}
-	for _, args := range [][]string{{}, {"list", "x"}, {"show"}, {"revoke"}, {"delete", "x"}} {
+	for _, args := range [][]string{{}, {"list", "x"}, {"show"}, {"revoke"}, {"approve"}, {"delete", "x"}} {
 		if err := cmdDevice(args, io.Discard, io.Discard); !errors.Is(err, errUsage) {
 			t.Errorf("device %q: %v, want a usage error", args, err)
 		}

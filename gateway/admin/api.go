@@ -143,6 +143,8 @@ func pastTense(action string) string {
 		return "created"
 	case "revoke":
 		return "revoked"
+	case "approve":
+		return "approved"
 	}
 	return action
 }

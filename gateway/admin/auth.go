@@ -225,6 +225,9 @@ func actionOf(r *http.Request) (action, bool) {
 			if id, ok := strings.CutSuffix(rest, "/revoke"); ok && id != "" && !strings.Contains(id, "/") {
 				return action{"revoke", typ, id}, true
 			}
+			if id, ok := strings.CutSuffix(rest, "/approve"); ok && typ == "device" && id != "" && !strings.Contains(id, "/") {
+				return action{"approve", typ, id}, true
+			}
 		}
 	}
 	return action{}, false

@@ -80,7 +80,7 @@ func (r *Registry) Enroll(ctx context.Context, e identity.Enrollment) (identity.
 	d := identity.Device{
 		ID: fmt.Sprintf("dev_test%06d", r.next), Name: e.Name, Email: e.Email, Subject: e.Subject,
 		Groups: slices.Clone(e.Groups), PublicKey: e.PublicKey, Address: addr,
-		Created: now, LastSeen: now, Expires: e.Expires,
+		Created: now, LastSeen: now, Expires: e.Expires, Pending: e.Pending,
 	}
 	r.devices = append(r.devices, d)
 	return d, nil
@@ -112,6 +112,27 @@ func (r *Registry) Revoke(ctx context.Context, id string) (identity.Device, erro
 		}
 	}
 	return identity.Device{}, fmt.Errorf("revoke %q: %w", id, identity.ErrNotFound)
+}
+
+// Approve implements the registry's Approve: a pending device becomes
+// approved; a revoked one cannot.
+func (r *Registry) Approve(ctx context.Context, id string) (identity.Device, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.check(); err != nil {
+		return identity.Device{}, err
+	}
+	for i, d := range r.devices {
+		if d.ID == id {
+			if d.Revoked {
+				return identity.Device{}, fmt.Errorf("approve %q: %w", id, identity.ErrNotPending)
+			}
+			d.Pending = false
+			r.devices[i] = d
+			return d, nil
+		}
+	}
+	return identity.Device{}, fmt.Errorf("approve %q: %w", id, identity.ErrNotFound)
 }
 
 // Get implements the registry's Get.
