@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgegw/edgegw/access/acme"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
 )
@@ -69,7 +70,12 @@ type Plan struct {
 	apps      []compiledApp
 	cert      *tls.Certificate // nil: a self-signed one from the state dir, made at commit
 	clientCAs *x509.CertPool
+	acme      *acme.Plan // nil: no access.acme
 }
+
+// ACME is the compiled access.acme section, nil without one. Whoever runs
+// it (an [acme.Manager]) hands it to the Server with SetCertificates.
+func (p *Plan) ACME() *acme.Plan { return p.acme }
 
 type compiledApp struct {
 	cfg      App
@@ -124,6 +130,13 @@ func Compile(cfg Config, idp identity.Config) (*Plan, error) {
 			return nil, fmt.Errorf("access tls: %w", err)
 		}
 		p.cert = &cert
+	}
+	if cfg.ACME != nil {
+		ap, err := acme.Compile(*cfg.ACME)
+		if err != nil {
+			return nil, err
+		}
+		p.acme = ap
 	}
 	if cfg.TLS.ClientCAFile != "" {
 		b, err := os.ReadFile(cfg.TLS.ClientCAFile)
@@ -274,6 +287,18 @@ func (s *Server) tlsConfig(p *Plan) (*tls.Config, error) {
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
 		NextProtos:   []string{"h2", "http/1.1"},
+		// A certificate from the source (ACME) when it has one for the
+		// name; nil falls back to Certificates, the configured or
+		// self-signed one.
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if src := s.certs.Load(); src != nil {
+				return (*src).GetCertificate(hello)
+			}
+			return nil, nil
+		},
+	}
+	if p.acme != nil {
+		tc.NextProtos = append(tc.NextProtos, p.acme.NextProtos()...)
 	}
 	if p.clientCAs != nil {
 		tc.ClientCAs = p.clientCAs
