@@ -52,13 +52,13 @@ type Options struct {
 // Manager keeps the certificates of one Plan current. GetCertificate is
 // safe for concurrent use, also before Run and after it returned.
 type Manager struct {
-	plan    *Plan
-	opts    Options
-	log     *slog.Logger
-	magic   atomic.Pointer[certmagic.Config] // set while Run runs
-	cache   atomic.Pointer[certmagic.Cache]  // set while Run runs
-	expiry  *prometheus.Desc
-	failed  *prometheus.CounterVec
+	plan   *Plan
+	opts   Options
+	log    *slog.Logger
+	magic  atomic.Pointer[certmagic.Config] // set while Run runs
+	cache  atomic.Pointer[certmagic.Cache]  // set while Run runs
+	expiry *prometheus.Desc
+	failed *prometheus.CounterVec
 }
 
 // New prepares a Manager for p; it starts nothing and touches no file.

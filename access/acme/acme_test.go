@@ -298,5 +298,3 @@ func metricFor(t *testing.T, reg *prometheus.Registry, name, domain string) prom
 	}
 	return g
 }
-
-

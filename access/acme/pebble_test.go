@@ -1,7 +1,6 @@
 package acme_test
 
 import (
-
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -245,5 +244,3 @@ func served(ctx context.Context, addr, name string, roots *x509.CertPool) (*x509
 	defer c.Close()
 	return c.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
 }
-
-
