@@ -298,3 +298,23 @@ func metricFor(t *testing.T, reg *prometheus.Registry, name, domain string) prom
 	}
 	return g
 }
+
+// TestAccessChecksTheSection: access.Compile refuses a bad access.acme
+// with the field's full path.
+func TestAccessChecksTheSection(t *testing.T) {
+	yes := true
+	cfg := access.Config{
+		Listen: "127.0.0.1:0",
+		ACME:   &acme.Config{Challenges: []string{"dns-01"}},
+		Apps: []access.App{{Name: "app", Domain: appDomain, Upstream: "http://127.0.0.1:1", Policies: []policy.Policy{
+			{Name: "public", Action: policy.Bypass, Include: []policy.Selector{{Everyone: &yes}}},
+		}}},
+	}
+	_, err := access.Compile(cfg, identity.Config{})
+	if err == nil || !strings.Contains(err.Error(), `access.acme.challenges[0]: "dns-01" is not one of`) {
+		t.Fatalf("got %v", err)
+	}
+	if cfg.ACME.Directory != "" {
+		t.Fatal("Compile changed the caller's section")
+	}
+}
