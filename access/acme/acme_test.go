@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,12 +23,19 @@ import (
 
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/acme"
+	"github.com/edgegw/edgegw/access/acme/acmetest"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 const appDomain = "app.example.test"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	acmetest.Cleanup()
+	os.Exit(code)
+}
 
 // gateway is an Access server whose certificate an acme.Manager keeps,
 // run as the gateway's access part runs them.
@@ -104,7 +112,7 @@ func (g *gateway) waitIssued(t *testing.T, roots *x509.CertPool) *x509.Certifica
 	var leaf *x509.Certificate
 	testkit.Eventually(t, 60*time.Second, "the listener serves a certificate the CA issued", func() error {
 		var err error
-		leaf, err = served(t.Context(), g.addr(), appDomain, roots)
+		leaf, err = acmetest.Served(t.Context(), nil, g.addr(), appDomain, roots)
 		return err
 	})
 	return leaf
@@ -117,8 +125,8 @@ func (g *gateway) waitIssued(t *testing.T, roots *x509.CertPool) *x509.Certifica
 // certificate without a restart, while a connection opened on the first
 // certificate keeps working.
 func TestHTTP01ObtainServeRenew(t *testing.T) {
-	httpPort := freePort(t)
-	p := startPebble(t, pebbleOptions{HTTPPort: httpPort, TLSPort: freePort(t), Validity: 45 * time.Second})
+	httpPort := acmetest.FreePort(t, nil)
+	p := acmetest.Start(t, acmetest.Options{HTTPPort: httpPort, TLSPort: acmetest.FreePort(t, nil), Validity: 45 * time.Second})
 	g := startGateway(t, "127.0.0.1:0", acme.Config{
 		Directory: p.Directory, CAFile: p.CAFile, Email: "ops@example.test",
 		Challenges: []string{acme.HTTP01}, HTTPListen: fmt.Sprintf("127.0.0.1:%d", httpPort),
@@ -177,7 +185,7 @@ func TestHTTP01ObtainServeRenew(t *testing.T) {
 	// first expires.
 	var second *x509.Certificate
 	testkit.Eventually(t, 60*time.Second, "a renewed certificate is served", func() error {
-		c, err := served(t.Context(), g.addr(), appDomain, p.Roots)
+		c, err := acmetest.Served(t.Context(), nil, g.addr(), appDomain, p.Roots)
 		if err != nil {
 			return err
 		}
@@ -204,8 +212,8 @@ func TestHTTP01ObtainServeRenew(t *testing.T) {
 // connecting to the Access listener itself, which answers the challenge
 // and then serves the issued certificate.
 func TestTLSALPN01OnTheAccessListener(t *testing.T) {
-	tlsPort := freePort(t)
-	p := startPebble(t, pebbleOptions{HTTPPort: freePort(t), TLSPort: tlsPort, Validity: time.Hour})
+	tlsPort := acmetest.FreePort(t, nil)
+	p := acmetest.Start(t, acmetest.Options{HTTPPort: acmetest.FreePort(t, nil), TLSPort: tlsPort, Validity: time.Hour})
 	g := startGateway(t, fmt.Sprintf("127.0.0.1:%d", tlsPort), acme.Config{
 		Directory: p.Directory, CAFile: p.CAFile, Challenges: []string{acme.TLSALPN01},
 	})
@@ -219,10 +227,10 @@ func TestTLSALPN01OnTheAccessListener(t *testing.T) {
 // listener serves its self-signed certificate, counts the failure and
 // logs why.
 func TestFallbackWhenTheCAFails(t *testing.T) {
-	dead := freePort(t) // nothing listens there
+	dead := acmetest.FreePort(t, nil) // nothing listens there
 	g := startGateway(t, "127.0.0.1:0", acme.Config{
 		Directory:  fmt.Sprintf("https://127.0.0.1:%d/dir", dead),
-		Challenges: []string{acme.HTTP01}, HTTPListen: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		Challenges: []string{acme.HTTP01}, HTTPListen: fmt.Sprintf("127.0.0.1:%d", acmetest.FreePort(t, nil)),
 	})
 	testkit.Eventually(t, 60*time.Second, "the failure is counted", func() error {
 		if v := testutil.ToFloat64(counterFor(t, g.reg, appDomain)); v < 1 {

@@ -1,4 +1,9 @@
-package acme_test
+// Package acmetest runs Pebble, Let's Encrypt's ACME test server, for
+// tests: installed with go install from the module proxy into a temporary
+// directory (never a binary already on the machine), on loopback or in a
+// network namespace, with a resolver that sends every validation to one
+// address.
+package acmetest
 
 import (
 	"context"
@@ -32,62 +37,106 @@ import (
 const pebbleVersion = "v2.10.3"
 
 var pebbleBin struct {
-	once sync.Once
+	mu   sync.Mutex
 	path string
 	err  error
 	dir  string
 }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
+// Cleanup removes the installed Pebble; call it from TestMain after
+// m.Run.
+func Cleanup() {
+	pebbleBin.mu.Lock()
+	defer pebbleBin.mu.Unlock()
 	if pebbleBin.dir != "" {
 		os.RemoveAll(pebbleBin.dir)
+		pebbleBin.dir, pebbleBin.path = "", ""
 	}
-	os.Exit(code)
 }
 
 // installPebble builds Pebble once per test binary from the Go module
 // proxy; the Go build cache makes later runs quick.
-func installPebble(t *testing.T) string {
+func installPebble(t testing.TB) string {
 	t.Helper()
-	pebbleBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "edgegw-pebble-")
-		if err != nil {
-			pebbleBin.err = err
-			return
-		}
-		pebbleBin.dir = dir
-		cmd := exec.Command("go", "install", "github.com/letsencrypt/pebble/v2/cmd/pebble@"+pebbleVersion)
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=", "GOWORK=off")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			pebbleBin.err = fmt.Errorf("go install pebble@%s: %w\n%s", pebbleVersion, err, out)
-			return
-		}
-		pebbleBin.path = filepath.Join(dir, "pebble")
-	})
+	pebbleBin.mu.Lock()
+	defer pebbleBin.mu.Unlock()
+	if pebbleBin.path == "" && pebbleBin.err == nil {
+		func() {
+			dir, err := os.MkdirTemp("", "edgegw-pebble-")
+			if err != nil {
+				pebbleBin.err = err
+				return
+			}
+			pebbleBin.dir = dir
+			cmd := exec.Command("go", "install", "github.com/letsencrypt/pebble/v2/cmd/pebble@"+pebbleVersion)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=", "GOWORK=off")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				pebbleBin.err = fmt.Errorf("go install pebble@%s: %w\n%s", pebbleVersion, err, out)
+				return
+			}
+			pebbleBin.path = filepath.Join(dir, "pebble")
+		}()
+	}
 	if pebbleBin.err != nil {
 		testkit.Unavailable(t, pebbleBin.err.Error())
 	}
 	return pebbleBin.path
 }
 
-// pebble is one running Pebble.
-type pebble struct {
+// Pebble is one running Pebble.
+type Pebble struct {
 	Directory string         // the ACME directory URL
 	CAFile    string         // the roots of the directory's own HTTPS
 	Roots     *x509.CertPool // the roots of the certificates Pebble issues
 	RootsPEM  []byte
 }
 
-type pebbleOptions struct {
-	HTTPPort, TLSPort int           // where validations connect (on 127.0.0.1)
+// Options say where Pebble runs and validates.
+type Options struct {
+	HTTPPort, TLSPort int           // where validations connect
 	Validity          time.Duration // of the issued certificates
+	// Net runs Pebble and its resolver; default this process's
+	// namespace. A *netlab.NS runs them in a namespace.
+	Net Net
+	// ResolveTo is the address every name resolves to for validations;
+	// default 127.0.0.1 (in Net).
+	ResolveTo net.IP
 }
 
-// startPebble runs Pebble on loopback with a resolver that answers every
-// name with 127.0.0.1, so validations reach the gateway here.
-func startPebble(t *testing.T, o pebbleOptions) *pebble {
+// Net is where Pebble runs: a *netlab.NS has these methods.
+type Net interface {
+	Command(name string, args ...string) *exec.Cmd
+	Listen(network, addr string) (net.Listener, error)
+	ListenPacket(network, addr string) (net.PacketConn, error)
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+type hostNet struct{}
+
+func (hostNet) Command(name string, args ...string) *exec.Cmd { return exec.Command(name, args...) }
+func (hostNet) Listen(network, addr string) (net.Listener, error) {
+	return net.Listen(network, addr)
+}
+func (hostNet) ListenPacket(network, addr string) (net.PacketConn, error) {
+	return net.ListenPacket(network, addr)
+}
+func (hostNet) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
+// Start runs Pebble on 127.0.0.1 of o.Net with a resolver that answers
+// every name with o.ResolveTo, so validations reach the gateway there. It
+// is stopped when t ends.
+func Start(t testing.TB, o Options) *Pebble {
+	t.Helper()
+	if o.Net == nil {
+		o.Net = hostNet{}
+	}
+	if o.ResolveTo == nil {
+		o.ResolveTo = net.IPv4(127, 0, 0, 1)
+	}
 	bin := installPebble(t)
 	dir := t.TempDir()
 	caPEM, certPEM, keyPEM := serverCert(t, "127.0.0.1")
@@ -97,7 +146,7 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 			t.Fatal(err)
 		}
 	}
-	listen, mgmt := freePort(t), freePort(t)
+	listen, mgmt := FreePort(t, o.Net), FreePort(t, o.Net)
 	conf := map[string]any{"pebble": map[string]any{
 		"listenAddress":           fmt.Sprintf("127.0.0.1:%d", listen),
 		"managementListenAddress": fmt.Sprintf("127.0.0.1:%d", mgmt),
@@ -115,8 +164,8 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 	if err := os.WriteFile(confFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	resolver := startResolver(t)
-	cmd := exec.Command(bin, "-config", confFile, "-dnsserver", resolver)
+	resolver := startResolver(t, o.Net, o.ResolveTo)
+	cmd := o.Net.Command(bin, "-config", confFile, "-dnsserver", resolver)
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
 	out := &testkit.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -124,6 +173,7 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		// ip netns exec execs Pebble: the process is Pebble itself.
 		cmd.Process.Kill()
 		cmd.Wait()
 		if t.Failed() {
@@ -132,8 +182,9 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 	})
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	p := &pebble{Directory: fmt.Sprintf("https://127.0.0.1:%d/dir", listen), CAFile: caFile}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: o.Net.DialContext}}
+	p := &Pebble{Directory: fmt.Sprintf("https://127.0.0.1:%d/dir", listen), CAFile: caFile}
 	testkit.Eventually(t, 30*time.Second, "pebble serves its directory", func() error {
 		resp, err := client.Get(p.Directory)
 		if err != nil {
@@ -161,14 +212,15 @@ func startPebble(t *testing.T, o pebbleOptions) *pebble {
 	return p
 }
 
-// startResolver answers every A question with 127.0.0.1 and every other
-// with no data, over UDP and TCP on one port; it returns its address.
-func startResolver(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// startResolver answers every A question with to and every other with no
+// data, over UDP and TCP on one port of 127.0.0.1 in n; it returns its
+// address.
+func startResolver(t testing.TB, n Net, to net.IP) string {
+	ln, err := n.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp", ln.Addr().String())
+	pc, err := n.ListenPacket("udp", ln.Addr().String())
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
@@ -178,7 +230,7 @@ func startResolver(t *testing.T) string {
 		m.SetReply(q)
 		for _, qq := range q.Question {
 			if qq.Qtype == dns.TypeA {
-				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(127, 0, 0, 1)})
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: qq.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: to})
 			}
 		}
 		w.WriteMsg(m)
@@ -198,7 +250,7 @@ func startResolver(t *testing.T) string {
 }
 
 // serverCert makes a CA and a certificate it signs for ip.
-func serverCert(t *testing.T, ip string) (caPEM, certPEM, keyPEM []byte) {
+func serverCert(t testing.TB, ip string) (caPEM, certPEM, keyPEM []byte) {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
@@ -223,9 +275,14 @@ func serverCert(t *testing.T, ip string) (caPEM, certPEM, keyPEM []byte) {
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
 
-// freePort is a TCP port free on 127.0.0.1 a moment ago.
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// FreePort is a TCP port free on 127.0.0.1 of n (nil: this process's
+// namespace) a moment ago.
+func FreePort(t testing.TB, n Net) int {
+	t.Helper()
+	if n == nil {
+		n = hostNet{}
+	}
+	ln, err := n.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,14 +290,24 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// served is the leaf the listener at addr serves for name, verified
-// against roots.
-func served(ctx context.Context, addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
-	d := tls.Dialer{Config: &tls.Config{ServerName: name, RootCAs: roots}}
-	c, err := d.DialContext(ctx, "tcp", addr)
+// Served is the leaf the listener at addr serves for name, verified
+// against roots, dialled in n (nil: this process's namespace).
+func Served(ctx context.Context, n Net, addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
+	if n == nil {
+		n = hostNet{}
+	}
+	raw, err := n.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, &tls.Config{ServerName: name, RootCAs: roots})
+	if err := c.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	return c.(*tls.Conn).ConnectionState().PeerCertificates[0], nil
+	return c.ConnectionState().PeerCertificates[0], nil
 }
