@@ -41,6 +41,7 @@ type snapshot struct {
 	tokens    map[string]*serviceToken
 	providers map[string]*provider
 	tls       *tls.Config
+	cert      *tls.Certificate // the configured or self-signed one, served unless a CertificateSource has one
 }
 
 type appState struct {
@@ -183,11 +184,11 @@ func (s *Server) build(p *Plan) (*snapshot, error) {
 		st.proxy = s.newProxy(a.Name, ca.upstream, transport)
 		snap.apps[a.Domain] = st
 	}
-	tc, err := s.tlsConfig(p)
+	tc, cert, err := s.tlsConfig(p)
 	if err != nil {
 		return nil, err
 	}
-	snap.tls = tc
+	snap.tls, snap.cert = tc, cert
 	return snap, nil
 }
 
@@ -208,7 +209,7 @@ func (snap *snapshot) sameAs(old *snapshot) bool {
 		}
 	}
 	a, b := snap.tls, old.tls
-	if !bytes.Equal(a.Certificates[0].Certificate[0], b.Certificates[0].Certificate[0]) || (a.ClientCAs == nil) != (b.ClientCAs == nil) {
+	if !bytes.Equal(snap.cert.Certificate[0], old.cert.Certificate[0]) || (a.ClientCAs == nil) != (b.ClientCAs == nil) {
 		return false
 	}
 	return a.ClientCAs == nil || a.ClientCAs.Equal(b.ClientCAs)
@@ -268,7 +269,7 @@ func (s *Server) newProxy(app string, up *url.URL, t http.RoundTripper) *httputi
 	}
 }
 
-func (s *Server) tlsConfig(p *Plan) (*tls.Config, error) {
+func (s *Server) tlsConfig(p *Plan) (*tls.Config, *tls.Certificate, error) {
 	var cert tls.Certificate
 	if p.cert != nil {
 		cert = *p.cert
@@ -280,21 +281,23 @@ func (s *Server) tlsConfig(p *Plan) (*tls.Config, error) {
 		var err error
 		cert, err = s.selfSigned(domains)
 		if err != nil {
-			return nil, fmt.Errorf("access self-signed certificate: %w", err)
+			return nil, nil, fmt.Errorf("access self-signed certificate: %w", err)
 		}
 	}
 	tc := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"h2", "http/1.1"},
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
 		// A certificate from the source (ACME) when it has one for the
-		// name; nil falls back to Certificates, the configured or
-		// self-signed one.
+		// hello, else the configured or self-signed one. Not in
+		// Certificates: crypto/tls would serve that to every client
+		// without SNI (one that dialled an address) without asking.
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if src := s.certs.Load(); src != nil {
-				return (*src).GetCertificate(hello)
+				if c, err := (*src).GetCertificate(hello); c != nil || err != nil {
+					return c, err
+				}
 			}
-			return nil, nil
+			return &cert, nil
 		},
 	}
 	if p.acme != nil {
@@ -304,7 +307,7 @@ func (s *Server) tlsConfig(p *Plan) (*tls.Config, error) {
 		tc.ClientCAs = p.clientCAs
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	return tc, nil
+	return tc, &cert, nil
 }
 
 // selfSigned loads the generated certificate from the state dir when it

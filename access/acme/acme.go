@@ -241,7 +241,15 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if slices.Contains(hello.SupportedProtos, acmeTLSALPN) {
 		return magic.GetCertificate(hello) // the challenge answer, or a failed handshake
 	}
-	if !slices.Contains(m.plan.cfg.Domains, normalizeName(hello.ServerName)) {
+	name := normalizeName(hello.ServerName)
+	if name == "" && hello.Conn != nil {
+		// No SNI: a client that dialled an address; certmagic looks the
+		// certificate up by the local address then.
+		if host, _, err := net.SplitHostPort(hello.Conn.LocalAddr().String()); err == nil {
+			name = host
+		}
+	}
+	if !slices.Contains(m.plan.cfg.Domains, name) {
 		return nil, nil
 	}
 	c, err := magic.GetCertificate(hello)

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"regexp"
@@ -25,7 +26,9 @@ type Config struct {
 	// for a private CA; default the system roots.
 	CAFile string `yaml:"ca_file" file:"read"`
 	// Domains are the names on the certificate; default the Access apps'
-	// domains.
+	// domains. An IP address (RFC 8738) serves clients that reach the
+	// gateway by address, such as `edgegw enroll https://192.0.2.1`, where
+	// the CA issues for addresses.
 	Domains []string `yaml:"domains"`
 	// Challenges are the ACME challenges answered: http-01 (on
 	// HTTPListen) and tls-alpn-01 (on the Access listener itself, which
@@ -87,10 +90,11 @@ func (c *Config) Validate(report func(field, msg string)) {
 	}
 	seen := map[string]bool{}
 	for i, d := range c.Domains {
+		_, ipErr := netip.ParseAddr(d)
 		switch {
-		case !domainRE.MatchString(d):
+		case ipErr != nil && !domainRE.MatchString(d):
 			// Wildcards need DNS-01, which this section does not do yet.
-			report(fmt.Sprintf("domains[%d]", i), fmt.Sprintf("%q is not a host name such as wiki.corp.example (wildcards need DNS-01)", d))
+			report(fmt.Sprintf("domains[%d]", i), fmt.Sprintf("%q is not a host name such as wiki.corp.example or an IP address (wildcards need DNS-01)", d))
 		case seen[d]:
 			report(fmt.Sprintf("domains[%d]", i), fmt.Sprintf("%q is listed twice", d))
 		}

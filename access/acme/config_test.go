@@ -39,6 +39,7 @@ func TestConfigValidate(t *testing.T) {
 		{"twice", Config{Domains: []string{"a.example", "a.example"}}, []string{"domains[1]: \"a.example\" is listed twice"}},
 		{"unknown challenge", Config{Challenges: []string{"dns-01"}}, []string{"challenges[0]: \"dns-01\" is not one of http-01, tls-alpn-01"}},
 		{"bad http_listen", Config{HTTPListen: "80"}, []string{"http_listen: \"80\" is not host:port"}},
+		{"an address", Config{Domains: []string{"192.0.2.1", "2001:db8::1"}}, nil},
 		{"http_listen unused", Config{HTTPListen: "80", Challenges: []string{TLSALPN01}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
