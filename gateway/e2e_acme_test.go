@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -73,6 +74,19 @@ func TestACMEThroughGateway(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || string(body) != "wiki" {
 		t.Fatalf("through the verified listener: %s %q", resp.Status, body)
+	}
+	var st struct {
+		Access struct {
+			ACME []struct {
+				Domain  string    `json:"domain"`
+				Expires time.Time `json:"expires"`
+			} `json:"acme"`
+		} `json:"access"`
+	}
+	raw := s.get("/api/v1/status")
+	must(t, json.Unmarshal([]byte(raw), &st))
+	if a := st.Access.ACME; len(a) != 1 || a[0].Domain != "wiki.corp.example" || !a[0].Expires.Equal(expiry) {
+		t.Errorf("the status lacks the certificate's expiry %s:\n%s", expiry, raw)
 	}
 	netlab.Eventually(t, 10*time.Second, "the expiry metric", func() error {
 		m := s.get("/metrics")

@@ -143,5 +143,10 @@ func (p *accessPart) status(s *Status) {
 	if addr := p.srv.Addr(); addr != nil {
 		a.Listen = addr.String()
 	}
+	if p.acme != nil {
+		for _, d := range p.acme.Domains() {
+			a.ACME = append(a.ACME, ACMECertificate{Domain: d, Expires: p.acme.Expiry(d)})
+		}
+	}
 	s.Access = &a
 }

@@ -100,6 +100,9 @@ func (m *Manager) Close() {
 	}
 }
 
+// Domains are the names the Manager keeps certificates for.
+func (m *Manager) Domains() []string { return slices.Clone(m.plan.cfg.Domains) }
+
 // Dir is where the account key and certificates are kept.
 func (m *Manager) Dir() string { return filepath.Join(m.opts.StateDir, "acme") }
 
