@@ -18,7 +18,8 @@ import (
 type Config struct {
 	// Directory is the ACME directory URL; default Let's Encrypt's
 	// production directory. A private CA (step-ca, an enterprise ACME)
-	// gives its own.
+	// gives its own. Configuring the section agrees to the CA's terms of
+	// service for the account it creates.
 	Directory string `yaml:"directory"`
 	// Email is the account's contact, for the CA's expiry warnings.
 	Email string `yaml:"email"`
