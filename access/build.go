@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/edgegw/edgegw/access/acme"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
 )
@@ -40,6 +41,7 @@ type snapshot struct {
 	tokens    map[string]*serviceToken
 	providers map[string]*provider
 	tls       *tls.Config
+	cert      *tls.Certificate // the configured or self-signed one, served unless a CertificateSource has one
 }
 
 type appState struct {
@@ -69,7 +71,12 @@ type Plan struct {
 	apps      []compiledApp
 	cert      *tls.Certificate // nil: a self-signed one from the state dir, made at commit
 	clientCAs *x509.CertPool
+	acme      *acme.Plan // nil: no access.acme
 }
+
+// ACME is the compiled access.acme section, nil without one. Whoever runs
+// it (an [acme.Manager]) hands it to the Server with SetCertificates.
+func (p *Plan) ACME() *acme.Plan { return p.acme }
 
 type compiledApp struct {
 	cfg      App
@@ -125,6 +132,13 @@ func Compile(cfg Config, idp identity.Config) (*Plan, error) {
 		}
 		p.cert = &cert
 	}
+	if cfg.ACME != nil {
+		ap, err := acme.Compile(*cfg.ACME)
+		if err != nil {
+			return nil, err
+		}
+		p.acme = ap
+	}
 	if cfg.TLS.ClientCAFile != "" {
 		b, err := os.ReadFile(cfg.TLS.ClientCAFile)
 		if err != nil {
@@ -170,11 +184,11 @@ func (s *Server) build(p *Plan) (*snapshot, error) {
 		st.proxy = s.newProxy(a.Name, ca.upstream, transport)
 		snap.apps[a.Domain] = st
 	}
-	tc, err := s.tlsConfig(p)
+	tc, cert, err := s.tlsConfig(p)
 	if err != nil {
 		return nil, err
 	}
-	snap.tls = tc
+	snap.tls, snap.cert = tc, cert
 	return snap, nil
 }
 
@@ -195,7 +209,7 @@ func (snap *snapshot) sameAs(old *snapshot) bool {
 		}
 	}
 	a, b := snap.tls, old.tls
-	if !bytes.Equal(a.Certificates[0].Certificate[0], b.Certificates[0].Certificate[0]) || (a.ClientCAs == nil) != (b.ClientCAs == nil) {
+	if !bytes.Equal(snap.cert.Certificate[0], old.cert.Certificate[0]) || (a.ClientCAs == nil) != (b.ClientCAs == nil) {
 		return false
 	}
 	return a.ClientCAs == nil || a.ClientCAs.Equal(b.ClientCAs)
@@ -255,7 +269,7 @@ func (s *Server) newProxy(app string, up *url.URL, t http.RoundTripper) *httputi
 	}
 }
 
-func (s *Server) tlsConfig(p *Plan) (*tls.Config, error) {
+func (s *Server) tlsConfig(p *Plan) (*tls.Config, *tls.Certificate, error) {
 	var cert tls.Certificate
 	if p.cert != nil {
 		cert = *p.cert
@@ -267,19 +281,33 @@ func (s *Server) tlsConfig(p *Plan) (*tls.Config, error) {
 		var err error
 		cert, err = s.selfSigned(domains)
 		if err != nil {
-			return nil, fmt.Errorf("access self-signed certificate: %w", err)
+			return nil, nil, fmt.Errorf("access self-signed certificate: %w", err)
 		}
 	}
 	tc := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"h2", "http/1.1"},
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		// A certificate from the source (ACME) when it has one for the
+		// hello, else the configured or self-signed one. Not in
+		// Certificates: crypto/tls would serve that to every client
+		// without SNI (one that dialled an address) without asking.
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if src := s.certs.Load(); src != nil {
+				if c, err := (*src).GetCertificate(hello); c != nil || err != nil {
+					return c, err
+				}
+			}
+			return &cert, nil
+		},
+	}
+	if p.acme != nil {
+		tc.NextProtos = append(tc.NextProtos, p.acme.NextProtos()...)
 	}
 	if p.clientCAs != nil {
 		tc.ClientCAs = p.clientCAs
 		tc.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	return tc, nil
+	return tc, &cert, nil
 }
 
 // selfSigned loads the generated certificate from the state dir when it

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/edgegw/edgegw/access/acme"
 	"github.com/edgegw/edgegw/access/policy"
 )
 
@@ -18,6 +19,7 @@ import (
 type Config struct {
 	Listen          string         `yaml:"listen"` // host:port; default 0.0.0.0:443
 	TLS             TLSConfig      `yaml:"tls"`
+	ACME            *acme.Config   `yaml:"acme"`             // nil: the certificate of tls, or a self-signed one
 	SessionDuration time.Duration  `yaml:"session_duration"` // default 24h
 	Signing         SigningConfig  `yaml:"signing"`
 	Apps            []App          `yaml:"apps"`
@@ -135,6 +137,13 @@ func (c *Config) SetDefaults() {
 			a.SessionDuration = c.SessionDuration
 		}
 	}
+	if c.ACME != nil {
+		var domains []string
+		for _, a := range c.Apps {
+			domains = append(domains, a.Domain)
+		}
+		c.ACME.SetDefaults(domains)
+	}
 }
 
 // Validate reports every problem of the section, naming app and policy.
@@ -144,6 +153,9 @@ func (c *Config) Validate(report func(field, msg string)) {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		report("tls", "cert_file and key_file go together: give both, or neither for a self-signed certificate")
+	}
+	if c.ACME != nil {
+		c.ACME.Validate(func(field, msg string) { report("acme."+field, msg) })
 	}
 	if c.SessionDuration < time.Minute || c.SessionDuration > maxSessionDuration {
 		report("session_duration", "expected a duration between 1m and 744h")
@@ -310,6 +322,7 @@ func (c *Config) Equal(o *Config) bool { return reflect.DeepEqual(c, o) }
 func (c *Config) Clone() Config {
 	n := *c
 	n.ServiceTokens = slices.Clone(c.ServiceTokens)
+	n.ACME = c.ACME.Clone()
 	n.Apps = slices.Clone(c.Apps)
 	for i := range n.Apps {
 		n.Apps[i].Providers = slices.Clone(n.Apps[i].Providers)

@@ -141,7 +141,7 @@ func startEnv(t testing.TB, cfg Config, idp identity.Config, dir string, upstrea
 	})
 	e.waitReady()
 	e.roots = x509.NewCertPool()
-	e.roots.AddCert(srv.snap.Load().tls.Certificates[0].Leaf)
+	e.roots.AddCert(srv.snap.Load().cert.Leaf)
 	return e
 }
 

@@ -98,7 +98,8 @@ type Server struct {
 	svc     assertionCache
 	recs    *recordQueue
 
-	snap atomic.Pointer[snapshot]
+	snap  atomic.Pointer[snapshot]
+	certs atomic.Pointer[CertificateSource] // nil: the snapshot's certificate only
 
 	mu        sync.Mutex // guards the fields below and serialises Set
 	providers map[string]*provider
@@ -403,6 +404,23 @@ func (s *Server) RotateKeys() error {
 	_, err := s.keys.rotate(s.now(), jose.SignatureAlgorithm(cfg.Signing.Algorithm), cfg.Signing.Rotation, cfg.Signing.Grace, true)
 	s.cache.reset()
 	return err
+}
+
+// CertificateSource supplies the listener's certificate per handshake
+// ([acme.Manager]). GetCertificate returns nil, nil when it has none for
+// the hello, and the configured or self-signed certificate is served.
+type CertificateSource interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// SetCertificates makes src the first place handshakes take their
+// certificate from, from the next handshake on; nil: none.
+func (s *Server) SetCertificates(src CertificateSource) {
+	if src == nil {
+		s.certs.Store(nil)
+		return
+	}
+	s.certs.Store(&src)
 }
 
 // Close unregisters the metrics; call it after Run returned when the Server

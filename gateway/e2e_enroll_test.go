@@ -313,9 +313,13 @@ var enrollCodeRE = regexp.MustCompile(`(?m)^    ([A-Z0-9-]{6,})$`)
 
 // enrollCmd runs `edgegw enroll` in ns and approves the code it prints at
 // the provider as user. It returns the command's output and exit error.
-func enrollCmd(t *testing.T, ns *netlab.NS, op *enrolltest.OP, user, gwURL, name, out string) (string, error) {
+// trust is how the gateway's certificate is checked; default --insecure.
+func enrollCmd(t *testing.T, ns *netlab.NS, op *enrolltest.OP, user, gwURL, name, out string, trust ...string) (string, error) {
 	t.Helper()
-	p, err := ns.Start(binary, "enroll", gwURL, "--name", name, "--out", out, "--insecure", "--timeout", "30s")
+	if len(trust) == 0 {
+		trust = []string{"--insecure"}
+	}
+	p, err := ns.Start(binary, append([]string{"enroll", gwURL, "--name", name, "--out", out, "--timeout", "30s"}, trust...)...)
 	must(t, err)
 	defer p.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

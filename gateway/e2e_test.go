@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 
+	"github.com/edgegw/edgegw/access/acme/acmetest"
 	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
@@ -35,6 +36,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	defer acmetest.Cleanup() // the Pebble TestACMEThroughGateway installed
 	binary = filepath.Join(dir, "edgegw")
 	out, err := exec.Command("go", "build", "-o", binary, "../cmd/edgegw").CombinedOutput()
 	if err != nil {

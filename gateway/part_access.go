@@ -8,12 +8,14 @@ import (
 	"reflect"
 
 	"github.com/edgegw/edgegw/access"
+	"github.com/edgegw/edgegw/access/acme"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/config"
 )
 
 // accessPart runs the Access identity-aware proxy. It owns the goroutine
-// that runs the server: started with the part, stopped by close.
+// that runs the server and, with access.acme, the one that keeps the
+// listener's certificate: started with the part, stopped by close.
 type accessPart struct {
 	log     *slog.Logger
 	metrics *metrics
@@ -23,6 +25,9 @@ type accessPart struct {
 
 	srv *access.Server
 	run actor
+
+	acme    *acme.Manager // nil: no access.acme
+	acmeRun actor
 }
 
 func (p *accessPart) name() string { return "access" }
@@ -41,7 +46,14 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 			return nil
 		}
 		if prev.Access.Listen == cfg.Listen {
-			return p.srv.Commit(np.access) // in place: sessions and keys survive
+			if err := p.srv.Commit(np.access); err != nil { // in place: sessions and keys survive
+				return err
+			}
+			if reflect.DeepEqual(prev.Access.ACME, next.Access.ACME) && prev.Appliance.StateDir == next.Appliance.StateDir &&
+				config.SameFiles(prev, next, "access.acme") {
+				return nil
+			}
+			return p.startACME(ctx, np)
 		}
 		p.close() // a new listen address needs a new server
 	}
@@ -58,13 +70,50 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 	}
 	p.srv = srv
 	p.run.start(ctx, srv.Run)
+	return p.startACME(ctx, np)
+}
+
+// startACME replaces the certificate manager with one for np's
+// access.acme (none without it). The listener serves its configured or
+// self-signed certificate until the new manager has one.
+func (p *accessPart) startACME(ctx context.Context, np *Plan) error {
+	p.stopACME()
+	if np.access == nil || np.access.ACME() == nil {
+		return nil
+	}
+	ap := np.access.ACME()
+	m, err := acme.New(ap, acme.Options{
+		StateDir:   np.Config.Appliance.StateDir,
+		Logger:     p.log,
+		Registerer: p.metrics.reg,
+		Listening:  p.srv.Addr,
+	})
+	if err != nil {
+		return err
+	}
+	p.acme = m
+	p.srv.SetCertificates(m)
+	p.acmeRun.start(ctx, m.Run)
 	return nil
+}
+
+func (p *accessPart) stopACME() {
+	if p.acme == nil {
+		return
+	}
+	p.srv.SetCertificates(nil)
+	if err := p.acmeRun.stop(); err != nil {
+		p.log.Error("acme stopped", "err", err)
+	}
+	p.acme.Close()
+	p.acme = nil
 }
 
 func (p *accessPart) close() {
 	if p.srv == nil {
 		return
 	}
+	p.stopACME()
 	if err := p.run.stop(); err != nil {
 		p.log.Error("access proxy stopped", "err", err)
 	}
@@ -93,6 +142,11 @@ func (p *accessPart) status(s *Status) {
 	}
 	if addr := p.srv.Addr(); addr != nil {
 		a.Listen = addr.String()
+	}
+	if p.acme != nil {
+		for _, d := range p.acme.Domains() {
+			a.ACME = append(a.ACME, ACMECertificate{Domain: d, Expires: p.acme.Expiry(d)})
+		}
 	}
 	s.Access = &a
 }

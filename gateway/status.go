@@ -47,6 +47,15 @@ type AccessStatus struct {
 	Listen string `json:"listen"`
 	Ready  bool   `json:"ready"`
 	Error  string `json:"error,omitempty"`
+	// ACME is the certificates access.acme keeps, one per name.
+	ACME []ACMECertificate `json:"acme,omitempty"`
+}
+
+// ACMECertificate is one name of access.acme. Expires is zero while no
+// certificate was obtained: the listener serves its fallback then.
+type ACMECertificate struct {
+	Domain  string    `json:"domain"`
+	Expires time.Time `json:"expires,omitzero"`
 }
 
 // ConfigStatus says which file runs and how the last reload went.

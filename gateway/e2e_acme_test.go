@@ -1,0 +1,177 @@
+package gateway_test
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgegw/edgegw/access/acme/acmetest"
+	"github.com/edgegw/edgegw/gateway/netlab"
+)
+
+// TestACMEThroughGateway: with access.acme the gateway's Access listener
+// gets its certificate from an ACME CA (Pebble, in the gateway's
+// namespace) over http-01 and serves it: a LAN client that trusts only
+// the CA's root reaches the app through it, and /metrics has the
+// certificate's expiry.
+func TestACMEThroughGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	httpPort := acmetest.FreePort(t, ra.GW)
+	p := acmetest.Start(t, acmetest.Options{Net: ra.GW, HTTPPort: httpPort, TLSPort: acmetest.FreePort(t, ra.GW), Validity: time.Hour})
+	s.extras = fmt.Sprintf(`access:
+  listen: 10.0.0.1:8443
+  acme:
+    directory: %s
+    ca_file: %s
+    email: ops@corp.example
+    challenges: [http-01]
+    http_listen: 127.0.0.1:%d
+  apps:
+    - name: wiki
+      domain: wiki.corp.example
+      upstream: http://10.0.0.5:8080
+      policies:
+        - name: public
+          action: bypass
+          include: [{everyone: true}]
+`, p.Directory, p.CAFile, httpPort)
+	s.writeConfig()
+	s.start()
+
+	srv, err := ra.LAN.ServeHTTP(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "wiki")
+	}))
+	must(t, err)
+	defer srv.Close()
+
+	var expiry time.Time
+	netlab.Eventually(t, 60*time.Second, "the Access listener serves the CA's certificate", func() error {
+		leaf, err := acmetest.Served(t.Context(), ra.LAN, "10.0.0.1:8443", "wiki.corp.example", p.Roots)
+		if err != nil {
+			return err
+		}
+		expiry = leaf.NotAfter
+		return nil
+	})
+	c := ra.LAN.HTTPClient()
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: p.Roots, ServerName: "wiki.corp.example"}
+	req, _ := http.NewRequest("GET", "https://10.0.0.1:8443/", nil)
+	req.Host = "wiki.corp.example"
+	resp, err := c.Do(req)
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "wiki" {
+		t.Fatalf("through the verified listener: %s %q", resp.Status, body)
+	}
+	var st struct {
+		Access struct {
+			ACME []struct {
+				Domain  string    `json:"domain"`
+				Expires time.Time `json:"expires"`
+			} `json:"acme"`
+		} `json:"access"`
+	}
+	raw := s.get("/api/v1/status")
+	must(t, json.Unmarshal([]byte(raw), &st))
+	if a := st.Access.ACME; len(a) != 1 || a[0].Domain != "wiki.corp.example" || !a[0].Expires.Equal(expiry) {
+		t.Errorf("the status lacks the certificate's expiry %s:\n%s", expiry, raw)
+	}
+	netlab.Eventually(t, 10*time.Second, "the expiry metric", func() error {
+		m := s.get("/metrics")
+		if v := metricValue(m, `edgegw_acme_certificate_expiry_timestamp_seconds{domain="wiki.corp.example"}`); int64(v) != expiry.Unix() {
+			return fmt.Errorf("edgegw_acme_certificate_expiry_timestamp_seconds = %v, want %d", v, expiry.Unix())
+		}
+		return nil
+	})
+}
+
+// TestEnrollWithACMECertificate: a gateway whose Access listener has an
+// ACME certificate for its WAN address (RFC 8738, from Pebble over
+// http-01) enrolls a device with `edgegw enroll --ca-file <the CA's
+// root>`, without --insecure: the laptop verifies the gateway.
+func TestEnrollWithACMECertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	needStockWireGuard(t)
+	s := newSite(t)
+	ra := s.ra
+	op := startProvider(t, ra.GW, ra.User)
+	webSecret := writeWebSecret(t, s)
+	httpPort := acmetest.FreePort(t, ra.GW)
+	p := acmetest.Start(t, acmetest.Options{Net: ra.GW, HTTPPort: httpPort, TLSPort: acmetest.FreePort(t, ra.GW), Validity: time.Hour})
+	root := filepath.Join(s.dir, "pebble-root.pem")
+	must(t, os.WriteFile(root, p.RootsPEM, 0o644))
+	cfg := fmt.Sprintf(`appliance:
+  name: e2e
+  state_dir: %[1]s/state
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  listen: 127.0.0.1:9100
+  socket: %[1]s/admin.sock
+log:
+  level: debug
+identity:
+  providers:
+    - name: corp
+      issuer: %[2]s
+      client_id: edgegw-web
+      client_secret_file: %[3]s
+      device_client_id: edgegw-cli
+access:
+  listen: 0.0.0.0:8443
+  acme:
+    directory: %[6]s
+    ca_file: %[7]s
+    domains: [%[4]s]
+    challenges: [http-01]
+    http_listen: 0.0.0.0:%[8]d
+tunnels:
+  wireguard:
+    interface: %[5]s
+    listen_port: 51820
+    address: 100.96.0.1/12
+    enrollment:
+      enabled: true
+      policies:
+        - name: staff
+          action: allow
+          include: [{group: staff}]
+`, s.dir, op.Issuer, webSecret, ra.GWWANAddr, s.wgIf, p.Directory, p.CAFile, httpPort)
+	must(t, os.WriteFile(s.cfg, []byte(cfg), 0o600))
+	s.start()
+	gw := ra.GWWANAddr.String()
+	defer func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", s.proc.Output())
+		}
+	}()
+	netlab.Eventually(t, 60*time.Second, "the Access listener serves the CA's certificate for its address", func() error {
+		_, err := acmetest.Served(t.Context(), ra.User, gw+":8443", gw, p.Roots)
+		return err
+	})
+	outFile := filepath.Join(s.dir, "alice.conf")
+	out, err := enrollCmd(t, ra.User, op, op.Username(), "https://"+gw+":8443", "alice-laptop", outFile, "--ca-file", root)
+	if err != nil {
+		t.Fatalf("edgegw enroll --ca-file: %v\n%s\ngateway log:\n%s", err, out, s.proc.Output())
+	}
+	conf, err := os.ReadFile(outFile)
+	must(t, err)
+	if !strings.Contains(string(conf), "Endpoint = "+gw+":51820") {
+		t.Errorf("the wg-quick file lacks the gateway's endpoint:\n%s", conf)
+	}
+}
