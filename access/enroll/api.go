@@ -177,7 +177,7 @@ func (h *Handler) serveAPI(st *state, w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !st.opts.ClientTokens {
-		h.fail(w, r, "device", nil, refuse(http.StatusForbidden, CodeClientTokens, "This gateway enrolls devices only through sign-ins it starts itself: update edgegw and run edgegw enroll again.", errors.New("id_token from the client refused: require_gateway_grant")))
+		h.fail(w, r, "device", nil, refuse(http.StatusForbidden, CodeClientTokens, "This gateway enrolls devices only through sign-ins it starts itself (enrollment.require_gateway_grant): run edgegw enroll from this release or later, without --browser.", errors.New("id_token from the client refused: require_gateway_grant")))
 		return
 	}
 	req, pub, name, aerr := parseRequest(http.MaxBytesReader(w, r.Body, 64<<10))

@@ -30,6 +30,14 @@ import (
 // written to caFile.
 func enrollGateway(t *testing.T) (gw *httptest.Server, op *enrolltest.OP, reg *enrolltest.Registry, caFile string) {
 	t.Helper()
+	return enrollGatewayWith(t, false)
+}
+
+// enrollGatewayWith is enrollGateway; clientTokens also takes ID tokens
+// the client got itself (require_gateway_grant: false), which `edgegw
+// enroll --browser` needs.
+func enrollGatewayWith(t *testing.T, clientTokens bool) (gw *httptest.Server, op *enrolltest.OP, reg *enrolltest.Registry, caFile string) {
+	t.Helper()
 	op = enrolltest.Start(t, enrolltest.Options{})
 	op.AddDeviceClient("edgegw-cli")
 	reg = enrolltest.NewRegistry(netip.MustParseAddr("100.96.0.2"), 4)
@@ -37,9 +45,10 @@ func enrollGateway(t *testing.T) (gw *httptest.Server, op *enrolltest.OP, reg *e
 	p := enroll.Provider{DeviceClientID: "edgegw-cli"}
 	p.Name, p.Issuer, p.ClientID = "corp", op.Issuer, "edgegw-web"
 	h, err := enroll.New(enroll.Options{
-		Providers: []enroll.Provider{p},
-		Policies:  []policy.Policy{{Name: "staff", Action: policy.Allow, Include: []policy.Selector{{Group: "staff"}}}},
-		Registry:  reg,
+		Providers:    []enroll.Provider{p},
+		Policies:     []policy.Policy{{Name: "staff", Action: policy.Allow, Include: []policy.Selector{{Group: "staff"}}}},
+		Registry:     reg,
+		ClientTokens: clientTokens,
 		Tunnel: func(context.Context) (enroll.Tunnel, error) {
 			return enroll.Tunnel{PublicKey: gwKey.PublicKey(), Endpoint: "gw.example.com:51820", AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.96.0.0/12")}}, nil
 		},
@@ -88,7 +97,9 @@ func TestCmdEnroll(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("enroll: %v\nstderr:\n%s", err, prompt.String())
 	}
-	if !approved || !strings.Contains(prompt.String(), op.Issuer+"/device") {
+	// The user is sent to the gateway's own approval page first, which
+	// names the gateway and the device, then on to the provider.
+	if !approved || !strings.Contains(prompt.String(), gw.URL+"/enroll/approve") {
 		t.Fatalf("no verification URL and code shown:\n%s", prompt.String())
 	}
 	devs, _ := reg.List(t.Context())
@@ -147,9 +158,11 @@ func TestCmdEnrollUsage(t *testing.T) {
 }
 
 // TestCmdEnrollBrowser runs `edgegw enroll --browser`: the user opens the
-// printed URL on the same machine and the redirect comes back to it.
+// printed URL on the same machine and the redirect comes back to it. The
+// client gets the ID token itself, so only a gateway with
+// require_gateway_grant off takes it.
 func TestCmdEnrollBrowser(t *testing.T) {
-	gw, op, reg, caFile := enrollGateway(t)
+	gw, op, reg, caFile := enrollGatewayWith(t, true)
 	out := filepath.Join(t.TempDir(), "wg-corp.conf")
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
