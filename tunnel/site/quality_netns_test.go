@@ -279,7 +279,11 @@ func TestQualitySteeringLatency(t *testing.T) {
 	if h.State == tunnel.Down {
 		t.Errorf("gre1 was down: health checks did the work")
 	}
-	if c := x.gw.m.Status().Steering["10.20.0.0/16"]; c.Via != "gre2" || !strings.Contains(c.Reason, "gre1 median round trip") {
+	// The move is for gre1's latency: past the threshold, or (under load,
+	// when the score moves first) gre2 scoring better than the delayed
+	// gre1.
+	if c := x.gw.m.Status().Steering["10.20.0.0/16"]; c.Via != "gre2" ||
+		!strings.Contains(c.Reason, "gre1 median round trip") && !strings.Contains(c.Reason, "against gre1's") {
 		t.Errorf("steering %+v", c)
 	}
 	testkit.Eventually(t, 15*time.Second, "gre1's latency and score show the delay", func() error {
