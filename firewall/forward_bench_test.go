@@ -51,6 +51,7 @@ import (
 // the router sees MTU-sized packets, as from a NIC without GRO.
 //
 //	go test -run '^$' -bench ForwardTCP -benchtime 1x ./firewall/
+//
 // forwardLab is the forwarding benchmarks' topology: client c
 // (10.1.0.2) → router r (r0 10.1.0.1, r1 10.2.0.1, forwarding on) →
 // server s (10.2.0.2).
