@@ -21,6 +21,26 @@ import (
 	"github.com/florianl/go-nflog/v2"
 )
 
+// forwardLab is the forwarding benchmarks' topology: client c
+// (10.1.0.2) → router r (r0 10.1.0.1, r1 10.2.0.1, forwarding on) →
+// server s (10.2.0.2).
+func forwardLab(b *testing.B) (c, r, s *netlab.NS) {
+	b.Helper()
+	lab := netlab.NewT(b)
+	c, err := lab.NS("c")
+	must(b, err)
+	r, err = lab.NS("r")
+	must(b, err)
+	s, err = lab.NS("s")
+	must(b, err)
+	must(b, lab.Link(c, "c0", "10.1.0.2/24", r, "r0", "10.1.0.1/24"))
+	must(b, lab.Link(r, "r1", "10.2.0.1/24", s, "s0", "10.2.0.2/24"))
+	must(b, c.Route("default", "10.1.0.1"))
+	must(b, s.Route("default", "10.2.0.1"))
+	must(b, r.Sysctl("net.ipv4.ip_forward", "1"))
+	return c, r, s
+}
+
 // BenchmarkForwardTCP measures iperf3 TCP forwarded through a router
 // namespace, client 10.1.0.2 → r → server 10.2.0.2:5201, for each kernel
 // configuration below, interleaved round by round so that drifting load
@@ -51,27 +71,6 @@ import (
 // the router sees MTU-sized packets, as from a NIC without GRO.
 //
 //	go test -run '^$' -bench ForwardTCP -benchtime 1x ./firewall/
-//
-// forwardLab is the forwarding benchmarks' topology: client c
-// (10.1.0.2) → router r (r0 10.1.0.1, r1 10.2.0.1, forwarding on) →
-// server s (10.2.0.2).
-func forwardLab(b *testing.B) (c, r, s *netlab.NS) {
-	b.Helper()
-	lab := netlab.NewT(b)
-	c, err := lab.NS("c")
-	must(b, err)
-	r, err = lab.NS("r")
-	must(b, err)
-	s, err = lab.NS("s")
-	must(b, err)
-	must(b, lab.Link(c, "c0", "10.1.0.2/24", r, "r0", "10.1.0.1/24"))
-	must(b, lab.Link(r, "r1", "10.2.0.1/24", s, "s0", "10.2.0.2/24"))
-	must(b, c.Route("default", "10.1.0.1"))
-	must(b, s.Route("default", "10.2.0.1"))
-	must(b, r.Sysctl("net.ipv4.ip_forward", "1"))
-	return c, r, s
-}
-
 func BenchmarkForwardTCP(b *testing.B) {
 	testkit.NeedTool(b, "iperf3", "iperf3")
 	testkit.NeedTool(b, "nft", "nftables")
