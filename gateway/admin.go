@@ -44,6 +44,12 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			defer g.mu.Unlock()
 			return fw.view()
 		},
+		Egress: func() (admin.EgressView, error) {
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return fw.egressView()
+		},
+		Geofeed: fw.servedFeed,
 	})
 	if err != nil {
 		return nil, err
