@@ -46,8 +46,9 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 		},
 		Egress: func() (admin.EgressView, error) {
 			g.mu.Lock()
-			defer g.mu.Unlock()
-			return fw.egressView()
+			in := fw.egressInputs()
+			g.mu.Unlock()
+			return in.view()
 		},
 		Geofeed: fw.servedFeed,
 	})

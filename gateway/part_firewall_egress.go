@@ -8,23 +8,46 @@ import (
 	"github.com/edgegw/edgegw/gateway/admin"
 )
 
-// egressView is who leaves from where, for GET /api/v1/egress: the egress
+// egressInputs is what the egress view is made of, taken under the
+// gateway's lock; the kernel is read afterwards, without it (a conntrack
+// dump of a busy gateway takes a while).
+type egressInputs struct {
+	egress   *firewall.Egress
+	policies []firewall.EgressPolicy
+	ids      []firewall.Identity
+	table    *firewall.Table
+	wan      string
+	geofeed  string
+}
+
+// egressInputs takes the view's inputs. The caller holds the gateway's
+// lock.
+func (p *fwPart) egressInputs() egressInputs {
+	in := egressInputs{egress: p.egress, ids: p.ids, table: p.table, wan: p.wan}
+	if p.rules != nil && p.rules.Egress != nil {
+		in.policies = p.rules.Egress.Policies
+	}
+	in.geofeed, _ = p.servedFeed()
+	return in
+}
+
+// view is who leaves from where, for GET /api/v1/egress: the egress
 // addresses in force with the identities the policies map to each, the
 // policies' connection counters from the NAT chain, and what connection
 // tracking holds now per address and per identity. A conntrack table that
 // cannot be read is reported in the view, not as a failure: the rest
-// still answers. The caller holds the gateway's lock.
-func (p *fwPart) egressView() (admin.EgressView, error) {
+// still answers.
+func (in egressInputs) view() (admin.EgressView, error) {
 	var v admin.EgressView
-	eg := p.egress
-	if eg == nil || p.rules == nil || p.rules.Egress == nil {
+	eg := in.egress
+	if eg == nil {
 		return v, nil
 	}
-	v.GeofeedPath, _ = p.servedFeed()
+	v.GeofeedPath = in.geofeed
 	counts := map[string]firewall.Counter{}
-	if p.table != nil {
+	if in.table != nil {
 		var err error
-		if counts, err = p.table.EgressCounts(); err != nil {
+		if counts, err = in.table.EgressCounts(); err != nil {
 			return v, err
 		}
 	}
@@ -37,12 +60,12 @@ func (p *fwPart) egressView() (admin.EgressView, error) {
 		byName[a.Name] = len(v.Addresses)
 		v.Addresses = append(v.Addresses, admin.EgressAddress{
 			Name: a.Name, Address: a.Address.String(), Prefix: a.Prefix.String(),
-			Interface: ifaceOr(a.Interface, p.wan), Country: a.Country, Region: a.Region, City: a.City,
+			Interface: ifaceOr(a.Interface, in.wan), Country: a.Country, Region: a.Region, City: a.City,
 			Policies: []string{}, Identities: []string{},
 			EgressFlows: egressFlows(flows.ByEgress[a.Address]),
 		})
 	}
-	for _, pol := range p.rules.Egress.Policies {
+	for _, pol := range in.policies {
 		n := counts[pol.ID].Packets // the counter of a NAT rule: first packets
 		v.Policies = append(v.Policies, admin.EgressPolicy{ID: pol.ID, Expression: pol.Expression, Egress: pol.Egress, Connections: n})
 		if i, ok := byName[pol.Egress]; ok {
@@ -51,7 +74,7 @@ func (p *fwPart) egressView() (admin.EgressView, error) {
 			a.ConnectionsTotal += n
 		}
 	}
-	for _, as := range eg.Assignments(p.ids) {
+	for _, as := range eg.Assignments(in.ids) {
 		id := admin.EgressIdentity{Email: as.Email, Source: as.Addr.String(), Egress: as.Egress, Country: as.Country,
 			Policy: as.Policy, Active: []admin.EgressActive{}}
 		if as.Address.IsValid() {
