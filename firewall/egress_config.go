@@ -3,6 +3,7 @@ package firewall
 import (
 	"fmt"
 	"net/netip"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -15,7 +16,17 @@ import (
 type EgressConfig struct {
 	Addresses []EgressAddress `yaml:"addresses"`
 	Policies  []EgressPolicy  `yaml:"policies"`
+	// GeofeedPath is the URL path at which the admin TCP listener serves
+	// the geofeed without authentication (a geofeed URL, such as the one
+	// an inetnum's geofeed: attribute names, must be public), for any
+	// Host; empty: the geofeed is only written to
+	// <state_dir>/egress/geofeed.csv.
+	GeofeedPath string `yaml:"geofeed_path"`
 }
+
+// reservedPaths are the admin listener's own paths, which the geofeed may
+// not shadow.
+var reservedPaths = []string{"/api/", "/console/", "/metrics", "/healthz", "/readyz"}
 
 // EgressAddress is one address forwarded traffic may leave from. It must
 // be an address of Interface (the kernel answers for it there), or routed
@@ -120,6 +131,16 @@ func (c *EgressConfig) validate(fw *Config, report func(field, msg string)) {
 			report(f+".city", "a city may not contain commas, quotes, '#' or line breaks (it is a geofeed CSV field)")
 		}
 	}
+	if p := c.GeofeedPath; p != "" {
+		switch {
+		case !strings.HasPrefix(p, "/") || p == "/":
+			report("egress.geofeed_path", fmt.Sprintf("%q: expected a URL path such as /geofeed.csv", p))
+		case strings.ContainsAny(p, "?#%\\ \t\r\n") || path.Clean(p) != p:
+			report("egress.geofeed_path", fmt.Sprintf("%q: expected a clean URL path (no query, escapes, spaces or dot segments), such as /geofeed.csv", p))
+		case slices.ContainsFunc(reservedPaths, func(r string) bool { return p == strings.TrimSuffix(r, "/") || strings.HasPrefix(p, r) }):
+			report("egress.geofeed_path", fmt.Sprintf("%q is the admin listener's own (%s)", p, strings.Join(reservedPaths, ", ")))
+		}
+	}
 	ids := map[string]int{}
 	resolve := fw.listResolver()
 	for i, p := range c.Policies {
@@ -164,7 +185,7 @@ func (c *EgressConfig) Clone() *EgressConfig {
 	if c == nil {
 		return nil
 	}
-	return &EgressConfig{Addresses: slices.Clone(c.Addresses), Policies: slices.Clone(c.Policies)}
+	return &EgressConfig{Addresses: slices.Clone(c.Addresses), Policies: slices.Clone(c.Policies), GeofeedPath: c.GeofeedPath}
 }
 
 // Equal reports whether c and o are the same section.
@@ -172,5 +193,5 @@ func (c *EgressConfig) Equal(o *EgressConfig) bool {
 	if c == nil || o == nil {
 		return c == o
 	}
-	return slices.Equal(c.Addresses, o.Addresses) && slices.Equal(c.Policies, o.Policies)
+	return slices.Equal(c.Addresses, o.Addresses) && slices.Equal(c.Policies, o.Policies) && c.GeofeedPath == o.GeofeedPath
 }

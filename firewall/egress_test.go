@@ -208,6 +208,30 @@ egress:
 egress:
   addresses: [{name: a, address: 203.0.113.1, country: DE, city: "Berlin, Mitte"}]`,
 			`egress.addresses[0].city: a city may not contain commas`},
+		{"geofeed path not a path", `
+egress:
+  addresses: [{name: a, address: 203.0.113.1, country: DE}]
+  geofeed_path: geofeed.csv`,
+			`egress.geofeed_path: "geofeed.csv": expected a URL path such as /geofeed.csv`},
+		{"geofeed path with dot segments", `
+egress:
+  addresses: [{name: a, address: 203.0.113.1, country: DE}]
+  geofeed_path: /a/../geofeed.csv`,
+			`egress.geofeed_path: "/a/../geofeed.csv": expected a clean URL path`},
+		{"geofeed path of the API", `
+egress:
+  addresses: [{name: a, address: 203.0.113.1, country: DE}]
+  geofeed_path: /api/v1/geofeed`,
+			`egress.geofeed_path: "/api/v1/geofeed" is the admin listener's own`},
+		{"geofeed path of the metrics", `
+egress:
+  addresses: [{name: a, address: 203.0.113.1, country: DE}]
+  geofeed_path: /metrics`,
+			`egress.geofeed_path: "/metrics" is the admin listener's own`},
+		{"geofeed path is fine", `
+egress:
+  addresses: [{name: a, address: 203.0.113.1, country: DE}]
+  geofeed_path: /.well-known/geofeed.csv`, ""},
 		{"private address is fine", `
 egress:
   addresses: [{name: a, address: 10.0.0.1, country: DE}]`, ""},
@@ -242,6 +266,11 @@ func TestEgressConfigEqual(t *testing.T) {
 	b.Egress.Policies[1].Egress = "us"
 	if a.Equal(b) {
 		t.Error("a changed egress policy is Equal")
+	}
+	c := a.Clone()
+	c.Egress.GeofeedPath = "/geofeed.csv"
+	if a.Equal(c) || !c.Equal(c.Clone()) {
+		t.Error("Equal or Clone ignores geofeed_path")
 	}
 	if _, only := b.ChangedLists(a); only {
 		t.Error("a changed egress policy was taken for a list change")

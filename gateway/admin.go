@@ -44,6 +44,13 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			defer g.mu.Unlock()
 			return fw.view()
 		},
+		Egress: func() (admin.EgressView, error) {
+			g.mu.Lock()
+			in := fw.egressInputs()
+			g.mu.Unlock()
+			return in.view()
+		},
+		Geofeed: fw.servedFeed,
 	})
 	if err != nil {
 		return nil, err

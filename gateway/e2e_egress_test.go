@@ -3,11 +3,15 @@ package gateway_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +20,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
@@ -25,7 +30,10 @@ import (
 // from egress B, and a resolver there gets their Gateway DNS queries from
 // their own egress with its subnet; a reload that moves alice to bob's
 // group moves her new connections and queries, in place; the geofeed of
-// the egress addresses is published in the state directory.
+// the egress addresses is published in the state directory and served,
+// open to all, on the admin listener; GET /api/v1/egress and `edgegw
+// egress` show which identity leaves from where, with the connections and
+// bytes connection tracking holds for each.
 func TestEgressByIdentity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -80,6 +88,7 @@ func TestEgressByIdentity(t *testing.T) {
       - id: us-staff
         expression: identity.groups contains "us"
         egress: nyc
+    geofeed_path: /geofeed.csv
 gateway:
   dns:
     listen: [100.96.0.1:53]
@@ -159,6 +168,8 @@ gateway:
 			t.Errorf("geofeed lacks %q:\n%s", line, geofeed)
 		}
 	}
+	checkGeofeedServed(t, ra.GW, string(geofeed))
+	checkEgressView(t, s, map[string]string{"alice@corp.example": "fra", "bob@corp.example": "nyc"})
 
 	// alice moves to "us": an identity change, the sets updated in place.
 	peers("us")
@@ -170,8 +181,113 @@ gateway:
 	if got, want := resolver.get("alice2.example.com."), "from 198.18.0.11 ecs 198.18.0.0/24/0"; got != want {
 		t.Errorf("alice2.example.com. at the resolver after the move: %q, want %q", got, want)
 	}
+	checkEgressView(t, s, map[string]string{"alice@corp.example": "nyc", "bob@corp.example": "nyc"})
 	if t.Failed() {
 		t.Logf("nft list table inet edgegw:\n%s", run(t, ra.GW, "nft", "list", "table", "inet", "edgegw"))
+	}
+}
+
+// egressAddrs are the egress addresses of TestEgressByIdentity by name.
+var egressAddrs = map[string]string{"fra": "198.51.100.10", "nyc": "198.18.0.11"}
+
+// checkEgressView checks GET /api/v1/egress and `edgegw egress` against
+// where each identity should leave from (want: email → egress name): each
+// address lists the identities and policies that map to it and counts the
+// connections given to it, and connection tracking shows each identity's
+// connections through its egress address, with bytes both ways. After a
+// move, an identity's earlier connections still show through the address
+// they began on (conntrack keeps them), so only the presence of the new
+// one is checked.
+func checkEgressView(t *testing.T, s *site, want map[string]string) {
+	t.Helper()
+	var v admin.EgressView
+	must(t, json.Unmarshal([]byte(s.get(admin.PathEgress)), &v))
+	if v.GeofeedPath != "/geofeed.csv" {
+		t.Errorf("geofeed_path = %q", v.GeofeedPath)
+	}
+	if v.FlowsError != "" {
+		t.Errorf("flows_error: %s", v.FlowsError)
+	}
+	byName := map[string]admin.EgressAddress{}
+	for _, a := range v.Addresses {
+		byName[a.Name] = a
+	}
+	for name, addr := range egressAddrs {
+		a := byName[name]
+		var ids []string
+		for email, eg := range want {
+			if eg == name {
+				ids = append(ids, email)
+			}
+		}
+		slices.Sort(ids)
+		got := slices.Sorted(slices.Values(a.Identities))
+		if a.Address != addr || !slices.Equal(got, ids) {
+			t.Errorf("egress %s: address %s identities %v, want %s %v", name, a.Address, got, addr, ids)
+		}
+		if len(ids) > 0 && (a.ConnectionsTotal == 0 || a.ActiveConnections == 0 || a.BytesOut == 0 || a.BytesIn == 0) {
+			t.Errorf("egress %s: no connections or bytes counted: %+v", name, a)
+		}
+	}
+	if p := byName["fra"].Policies; !slices.Equal(p, []string{"eu-staff"}) {
+		t.Errorf("fra's policies = %v", p)
+	}
+	seen := map[string]bool{}
+	for _, id := range v.Identities {
+		eg, ok := want[id.Email]
+		if !ok {
+			t.Errorf("unexpected identity %+v", id)
+			continue
+		}
+		seen[id.Email] = true
+		if id.Egress != eg || id.EgressAddress != egressAddrs[eg] {
+			t.Errorf("%s leaves from %s (%s), want %s", id.Email, id.Egress, id.EgressAddress, eg)
+		}
+		if !slices.ContainsFunc(id.Active, func(a admin.EgressActive) bool {
+			return a.EgressAddress == egressAddrs[eg] && a.ActiveConnections > 0 && a.BytesIn > 0
+		}) {
+			t.Errorf("%s: no tracked connections through %s: %+v", id.Email, egressAddrs[eg], id.Active)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("identities shown: %v, want %v", seen, want)
+	}
+	// The CLI, as an operator runs it on the box.
+	out := run(t, s.ra.GW, binary, "egress", "--socket", s.socket())
+	for email, eg := range want {
+		re := `(?m)^` + regexp.QuoteMeta(email) + `\s+100\.96\.0\.1[01]/32\s+` + eg + `\s+` + regexp.QuoteMeta(egressAddrs[eg]) + `\s`
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("edgegw egress does not show %s leaving from %s:\n%s", email, eg, out)
+		}
+	}
+	if !regexp.MustCompile(`(?m)^fra\s+198\.51\.100\.10\s+eth0\s+DE DE-HE Frankfurt\s+eu-staff\s`).MatchString(out) {
+		t.Errorf("edgegw egress does not show the fra address:\n%s", out)
+	}
+}
+
+// checkGeofeedServed fetches the geofeed from the admin TCP listener as a
+// geolocation provider would: no token, under a name not in admin.hosts.
+// The API beside it still needs a token.
+func checkGeofeedServed(t *testing.T, gw *netlab.NS, want string) {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: gw.DialContext}}
+	get := func(path string) (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:9100"+path, nil)
+		must(t, err)
+		req.Host = "geofeed.corp.example"
+		resp, err := c.Do(req)
+		must(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		must(t, err)
+		return resp, string(b)
+	}
+	resp, body := get("/geofeed.csv")
+	if resp.StatusCode != http.StatusOK || body != want || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/csv") {
+		t.Errorf("GET /geofeed.csv: %s %q %q, want 200 text/csv %q", resp.Status, resp.Header.Get("Content-Type"), body, want)
+	}
+	if resp, _ := get(admin.PathEgress); resp.StatusCode == http.StatusOK {
+		t.Errorf("GET %s without a token under another Host: %s", admin.PathEgress, resp.Status)
 	}
 }
 

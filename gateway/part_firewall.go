@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
@@ -31,6 +32,11 @@ type fwPart struct {
 	ids     []firewall.Identity // in the kernel: static plus enrolled devices
 	rules   *firewall.Config    // the section in the kernel, for view
 	geofeed string              // the egress geofeed written; "" none
+	egress  *firewall.Egress    // the egress policies in the kernel; nil none
+	wan     string              // the plan's WAN, where egress addresses default to
+	// served is the geofeed the admin listener serves, read without the
+	// gateway's lock on every request to that listener.
+	served atomic.Pointer[servedGeofeed]
 	// geo follows firewall.geoip's files for a replaced database and
 	// updates the table's geo sets in place; geoRun owns its goroutine.
 	geo    *geo.Watcher
@@ -92,6 +98,14 @@ func (p *fwPart) commit(ctx context.Context, prev, next *Plan) error {
 	}
 	p.followGeo(ctx, next.geo)
 	p.publishGeofeed(next)
+	p.egress, p.wan = next.Firewall.Egress, next.WAN
+	if p.egress != nil {
+		// The admin API's bytes per egress come from connection tracking;
+		// without it, it shows connections only.
+		if err := firewall.EnableFlowAccounting(); err != nil {
+			p.log.Warn("egress: bytes per egress address are not counted", "err", err)
+		}
+	}
 	return nil
 }
 
@@ -157,6 +171,26 @@ func (p *fwPart) publishGeofeed(next *Plan) {
 		}
 	}
 	p.geofeed = file
+	served := &servedGeofeed{}
+	if eg := next.Firewall.Egress; eg != nil && next.Config.Firewall.Egress.GeofeedPath != "" {
+		served = &servedGeofeed{path: next.Config.Firewall.Egress.GeofeedPath, csv: eg.Geofeed()}
+	}
+	p.served.Store(served)
+}
+
+// servedGeofeed is the geofeed the admin listener serves at path; path ""
+// serves none.
+type servedGeofeed struct {
+	path string
+	csv  []byte
+}
+
+// servedFeed is admin.Options.Geofeed.
+func (p *fwPart) servedFeed() (string, []byte) {
+	if g := p.served.Load(); g != nil {
+		return g.path, g.csv
+	}
+	return "", nil
 }
 
 // sameTable tells whether two specs differ at most in their rules.
@@ -250,6 +284,8 @@ func (p *fwPart) view() (admin.FirewallView, error) {
 
 func (p *fwPart) close() {
 	p.stopGeo()
+	p.served.Store(nil)
+	p.egress = nil
 	if p.table == nil {
 		return
 	}

@@ -112,6 +112,7 @@ func (p *wgPart) start(c wireguard.Config, stateDir string) error {
 	dev.SetPeerSource(peerSource(p.devs.Load()))
 	p.dev = dev
 	p.metrics.set("wireguard", dev.Collector())
+	p.metrics.set("wireguard_health", dev.HealthCollector())
 	return nil
 }
 
@@ -120,6 +121,7 @@ func (p *wgPart) close() {
 		return
 	}
 	p.metrics.set("wireguard", nil)
+	p.metrics.set("wireguard_health", nil)
 	if err := p.dev.Close(); err != nil {
 		p.log.Error("close wireguard", "err", err)
 	}

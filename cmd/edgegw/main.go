@@ -74,6 +74,7 @@ Usage:
   edgegw admin token create NAME --role admin|viewer | token list | token revoke NAME
                                         tokens for the admin API over TCP (shown once, stored hashed)
   edgegw status                         print the running gateway's status (JSON)
+  edgegw egress [--json]                who leaves from which egress address, with counters
   edgegw reload                         reload the configuration and say how it went
   edgegw update BUNDLE [--tries N] [--no-reboot] | --status | --verify BUNDLE [--pubkey FILE]
                                         on the appliance: write BUNDLE to the inactive slot, boot it
@@ -158,6 +159,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdAdmin(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
+	case "egress":
+		return cmdEgress(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
 	case "update":

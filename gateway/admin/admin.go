@@ -107,6 +107,12 @@ type Options struct {
 	// Firewall returns the rules with their counters for
 	// GET /api/v1/firewall; nil answers 404.
 	Firewall func() (FirewallView, error)
+	// Egress returns who leaves from where for GET /api/v1/egress; nil
+	// answers 404.
+	Egress func() (EgressView, error)
+	// Geofeed returns the path the TCP listener serves the egress
+	// geofeed at, open to all, and its CSV; path "" or nil: not served.
+	Geofeed func() (path string, csv []byte)
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their

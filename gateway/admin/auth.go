@@ -76,6 +76,9 @@ func (s *Server) serveUnix(w http.ResponseWriter, r *http.Request) {
 // rule: health open, metrics per admin.metrics, the console's pages by
 // their own session check, everything else a token or a console session.
 func (s *Server) serveTCP(l *listener, w http.ResponseWriter, r *http.Request) {
+	if s.serveGeofeed(w, r) { // public, for any Host: see serveGeofeed
+		return
+	}
 	pol := s.policy.Load()
 	remote := remoteAddr(r)
 	if !hostAllowed(r.Host, localAddr(r), pol.hosts) {

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgegw/edgegw/tunnel"
 )
 
 // Defaults for the zero values of Config.
@@ -41,6 +43,12 @@ type Peer struct {
 	PersistentKeepalive time.Duration  `yaml:"persistent_keepalive"` // 0 (off) or whole seconds up to 65535s
 	Email               string         `yaml:"email"`                // optional identity for identity.* selectors
 	Groups              []string       `yaml:"groups"`
+	// HealthCheck makes a site-to-site peer (a branch router, not a
+	// remote user) health-checked like a GRE or IPsec tunnel: ICMP probes
+	// through the tunnel to Target, healthy/degraded/down, and quality
+	// probes giving latency, jitter, loss, loaded latency and AIM-style
+	// grades (see sitehealth.go). Nil: none.
+	HealthCheck *tunnel.HealthCheck `yaml:"health_check"`
 }
 
 // SetDefaults fills the zero values.
@@ -56,6 +64,17 @@ func (c *Config) SetDefaults() {
 	}
 	if c.MTU == 0 {
 		c.MTU = DefaultMTU
+	}
+	for i := range c.Peers {
+		if hc := c.Peers[i].HealthCheck; hc != nil {
+			// Probes go through the kernel (sitehealth.go): a reply-style
+			// probe, addressed to the gateway itself, would be delivered
+			// locally and never cross the tunnel.
+			if hc.Type == "" {
+				hc.Type = "request"
+			}
+			hc.SetDefaults()
+		}
 	}
 }
 
@@ -247,6 +266,9 @@ func (c *Config) validatePeers(report func(field, msg string)) {
 			}
 			seenGroup[g] = true
 		}
+		if p.HealthCheck != nil {
+			c.validateHealthCheck(p, func(field, msg string) { report(at("health_check."+field), msg) })
+		}
 	}
 	checkOverlaps(claimed, c.Peers, report)
 }
@@ -338,6 +360,10 @@ func (c *Config) Clone() *Config {
 	for i, p := range c.Peers {
 		p.AllowedIPs = slices.Clone(p.AllowedIPs)
 		p.Groups = slices.Clone(p.Groups)
+		if p.HealthCheck != nil {
+			hc := *p.HealthCheck
+			p.HealthCheck = &hc
+		}
 		n.Peers[i] = p
 	}
 	if c.Peers == nil {

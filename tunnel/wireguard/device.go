@@ -60,6 +60,8 @@ type Device struct {
 	mu     sync.Mutex // serializes Set, Close and the readers of kernel state
 	closed bool
 	snap   atomic.Pointer[snapshot]
+	// checks are the site-to-site peers' health checks (sitehealth.go).
+	checks *siteChecks
 }
 
 // snapshot is the applied configuration, read without locks by Status.
@@ -145,6 +147,10 @@ func New(cfg Config, opts Options) (_ *Device, err error) {
 	}
 	pub := want.privateKey.PublicKey()
 	d.snap.Store(&snapshot{cfg: c, pub: pub})
+	d.checks = newSiteChecks(log, c.Interface, d.index, d.netns)
+	if err := d.checks.set(c); err != nil {
+		return nil, err
+	}
 	go d.od.run()
 	log.Info("wireguard device up", "listen_port", c.ListenPort, "address", c.Address, "public_key", pub, "peers", len(c.Peers))
 	return d, nil
@@ -264,6 +270,9 @@ func (d *Device) Set(cfg Config) error {
 	}
 	d.snap.Store(&snapshot{cfg: c, pub: want.privateKey.PublicKey()})
 	applied = true
+	if err := d.checks.set(c); err != nil {
+		return fmt.Errorf("wireguard %s: site peers' health checks: %w", d.name, err)
+	}
 	return nil
 }
 
@@ -323,6 +332,9 @@ func (d *Device) Close() error {
 
 // teardown releases whatever New got as far as creating.
 func (d *Device) teardown() {
+	if d.checks != nil {
+		d.checks.stop() // first: its sockets live in d.netns
+	}
 	d.stopUAPI()
 	if d.routes != nil {
 		// Before the interface goes: the unreachable fallbacks have no

@@ -3,6 +3,8 @@ package wireguard
 import (
 	"net/netip"
 	"time"
+
+	"github.com/edgegw/edgegw/tunnel/health"
 )
 
 // Status is the device's state for the admin API.
@@ -26,6 +28,10 @@ type PeerStatus struct {
 	RxBytes       uint64         `json:"rx_bytes"`
 	TxBytes       uint64         `json:"tx_bytes"`
 	Email         string         `json:"email,omitempty"`
+	// Health is a site-to-site peer's health check (health_check):
+	// state, probes, and quality (latency, jitter, loss, loaded latency,
+	// grades); nil for a peer without one.
+	Health *health.Status `json:"health,omitempty"`
 }
 
 // Status reads the device's state: configured peers in configuration order,
@@ -66,6 +72,9 @@ func (d *Device) Status() Status {
 	for _, cp := range snap.cfg.Peers {
 		if p, ok := cur.peers[cp.PublicKey]; ok {
 			add(cp.Name, cp.Email, cp.PublicKey, p)
+			if hs, ok := d.checks.status(cp.Name); ok {
+				st.Peers[len(st.Peers)-1].Health = &hs
+			}
 			delete(cur.peers, cp.PublicKey)
 		}
 	}
