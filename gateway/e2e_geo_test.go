@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -163,7 +164,7 @@ func TestGeoFieldsInRecords(t *testing.T) {
 	go func() { defer close(upDone); up.ActivateAndServe() }()
 	defer func() { up.Shutdown(); <-upDone }()
 
-	s.writeFlowConfig(fmt.Sprintf(`firewall:
+	body := fmt.Sprintf(`firewall:
   geoip:
     country: %[1]s
     asn: %[1]s
@@ -195,7 +196,8 @@ gateway:
     listen: [10.0.0.1:53]
     upstreams: [10.0.0.5:53]
 logpush:
-%[3]s`, db, secret, jobs.String()))
+%[3]s`, db, secret, jobs.String())
+	s.writeFlowConfig(body)
 	s.start()
 	defer func() {
 		if t.Failed() {
@@ -300,4 +302,25 @@ logpush:
 	if strings.Contains(s.proc.Output(), "configuration reloaded") {
 		t.Error("the swap went through a configuration reload")
 	}
+
+	// A reload that keeps the same database files, then another swap: the
+	// records follow the reloaded plan's watcher, which must be the one
+	// that runs.
+	s.writeFlowConfig(strings.Replace(body, "  rules:\n", "  rules:\n    - id: wan-no-telnet\n      expression: ingress == \"wan\" and tcp.dstport == 23\n      action: block\n", 1))
+	s.signal(syscall.SIGHUP)
+	s.waitLog("configuration reloaded", 1)
+	write("FR")
+	netlab.Eventually(t, 30*time.Second, "after a reload, a flow record with the next database's country", func() error {
+		if err := web(); err != nil {
+			return err
+		}
+		b, _ := os.ReadFile(logs["network_analytics_logs"])
+		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && webFlow("FR")(m) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no web flow record with SourceCountry FR yet")
+	})
 }
