@@ -118,7 +118,7 @@ func TestGeoThroughGateway(t *testing.T) {
 // of the client of the Access listener, gateway_dns has the client's
 // SrcIPCountryCode and the ResolvedIPCountryCodes of the answer. A
 // database replaced on disk changes the fields of later records without
-// a reload.
+// a reload. Access geo selectors judge the client by the same database.
 func TestGeoFieldsInRecords(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -187,6 +187,20 @@ access:
         - name: ci
           action: service_auth
           include: [{service_token: ci-bot}]
+    - name: de-only
+      domain: de.corp.example
+      upstream: http://10.0.0.5:8080
+      policies:
+        - name: from-de
+          action: bypass
+          include: [{geo: DE}]
+    - name: kp-only
+      domain: kp.corp.example
+      upstream: http://10.0.0.5:8080
+      policies:
+        - name: from-kp
+          action: bypass
+          include: [{geo: KP}]
   service_tokens:
     - name: ci-bot
       client_id: 6f2c1a0e.access
@@ -232,6 +246,20 @@ logpush:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("the service token's request: %s", resp.Status)
+	}
+	// Access geo selectors: the office client ("DE") passes the app
+	// whose bypass policy includes DE, not the one that includes KP.
+	for host, want := range map[string]int{"de.corp.example": http.StatusOK, "kp.corp.example": http.StatusUnauthorized} {
+		req, _ := http.NewRequest("GET", "https://10.0.0.1:8443/", nil)
+		req.Host = host
+		req.Header.Set("Accept", "application/json") // 401 rather than a login redirect
+		c.Transport.(*http.Transport).TLSClientConfig.ServerName = host
+		resp, err := c.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s from the office (DE): %s, want %d", host, resp.Status, want)
+		}
 	}
 	// DNS: the office client asks Gateway DNS; the answer is "KP".
 	netlab.Eventually(t, 10*time.Second, "Gateway DNS answers", func() error {
@@ -279,7 +307,9 @@ logpush:
 	flow := findRecord("network_analytics_logs", "a flow record of the web connection", webFlow("KP"))
 	checkFields("network_analytics_logs", flow, map[string]any{"SourceCountry": "KP", "SourceASN": 64512,
 		"DestinationCountry": "DE", "DestinationASN": 64999, "DestinationASNName": "Office Net"})
-	acc := findRecord("access_requests", "the access_requests record", func(m map[string]any) bool { return m["IPAddress"] == "10.0.0.5" })
+	acc := findRecord("access_requests", "the access_requests record", func(m map[string]any) bool {
+		return m["IPAddress"] == "10.0.0.5" && m["AppDomain"] == "wiki.corp.example"
+	})
 	checkFields("access_requests", acc, map[string]any{"Country": "DE", "Allowed": true, "AppDomain": "wiki.corp.example"})
 	q := findRecord("gateway_dns", "the gateway_dns record", func(m map[string]any) bool { return m["QueryName"] == "www.example.com" })
 	checkFields("gateway_dns", q, map[string]any{"SrcIPCountryCode": "DE", "ResolvedIPs": []any{"192.0.2.99"}, "ResolvedIPCountryCodes": []any{"KP"}})
