@@ -54,8 +54,25 @@ firewall:
 			}
 		})
 	}
-	// Enrollment policies, checked the same way.
+	// Gateway DNS policies with a geo field.
 	cfg, err := config.Parse("t.yaml", []byte(`
+gateway:
+  dns:
+    listen: [127.0.0.1:53]
+    upstreams: [192.0.2.53:53]
+    policies:
+      - id: no-kp-answers
+        expression: dns.dst.geo.country == "KP"
+        action: block
+`), config.Options{SkipFiles: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Prepare(cfg, PrepareOptions{SkipFiles: true}); err == nil || !strings.Contains(err.Error(), "gateway.dns.policies (dns.src.geo.country, dns.dst.geo.country): a geo selector needs") {
+		t.Fatalf("gateway.dns: err = %v", err)
+	}
+	// Enrollment policies, checked the same way.
+	cfg, err = config.Parse("t.yaml", []byte(`
 tunnels:
   wireguard:
     interface: wg0

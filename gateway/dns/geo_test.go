@@ -53,3 +53,52 @@ func TestRecordCountries(t *testing.T) {
 		})
 	}
 }
+
+// TestGeoPolicies: dns.src.geo.country judges the client before
+// resolution, dns.dst.geo.country the answer's addresses after it; an
+// unknown country matches neither, and without a lookup nothing matches.
+func TestGeoPolicies(t *testing.T) {
+	up := newTestUpstream(t)
+	nl := countryMap{netip.MustParseAddr("127.0.0.1"): "NL", netip.MustParseAddr("198.51.100.7"): "KP"}
+	cfg := Config{Upstreams: []string{up.addr}, Policies: []Policy{
+		{ID: "nl-no-bad-ip", Expression: `dns.src.geo.country == "NL" and dns.fqdn == "bad-ip.test"`, Action: "block"},
+		{ID: "no-kp-answers", Expression: `dns.dst.geo.country in {"KP" "IR"}`, Action: "block"},
+	}}
+	for _, tc := range []struct {
+		name      string
+		countries CountryLookup
+		qname     string
+		policy    string // "": allowed on no match
+		decision  string
+	}{
+		{"client country", nl, "bad-ip.test", "nl-no-bad-ip", decBlockQuery},
+		{"answer country", nl, "chain.test", "no-kp-answers", decBlockAnswer},
+		{"other client country", countryMap{netip.MustParseAddr("127.0.0.1"): "DE"}, "bad-ip.test", "", decAllowNoMatch},
+		{"unknown answer country", countryMap{netip.MustParseAddr("127.0.0.1"): "NL"}, "chain.test", "", decAllowNoMatch},
+		{"no lookup", nil, "chain.test", "", decAllowNoMatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := &recSink{}
+			_, addr := startServer(t, cfg, Options{Sink: sink, Countries: tc.countries})
+			r := ask(t, addr, "udp", tc.qname, mdns.TypeA)
+			blocked := len(r.Answer) == 1 && r.Answer[0].(*mdns.A).A.IsUnspecified()
+			if blocked != (tc.policy != "") {
+				t.Errorf("answer %v, want blocked=%v", r.Answer, tc.policy != "")
+			}
+			eventually(t, 5*time.Second, "record", func() bool { return sink.len() == 1 })
+			rec := sink.last()
+			if v, _ := rec.Get("PolicyID"); v.Str() != tc.policy {
+				t.Errorf("PolicyID = %q, want %q", v.Str(), tc.policy)
+			}
+			if v, _ := rec.Get("ResolverDecision"); v.Str() != tc.decision {
+				t.Errorf("ResolverDecision = %q, want %q", v.Str(), tc.decision)
+			}
+		})
+	}
+	if !UsesGeo(cfg.Policies[1:]) || !UsesGeo(cfg.Policies[:1]) {
+		t.Error("UsesGeo misses a geo field")
+	}
+	if UsesGeo([]Policy{{ID: "x", Expression: `dns.fqdn in $ads and dns.src == 10.0.0.0/8`, Action: "block"}}) {
+		t.Error("UsesGeo: no geo field, yet true")
+	}
+}
