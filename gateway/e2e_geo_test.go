@@ -118,7 +118,8 @@ func TestGeoThroughGateway(t *testing.T) {
 // of the client of the Access listener, gateway_dns has the client's
 // SrcIPCountryCode and the ResolvedIPCountryCodes of the answer. A
 // database replaced on disk changes the fields of later records without
-// a reload. Access geo selectors judge the client by the same database.
+// a reload. Access geo selectors and Gateway DNS geo fields judge by the
+// same database.
 func TestGeoFieldsInRecords(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -209,6 +210,10 @@ gateway:
   dns:
     listen: [10.0.0.1:53]
     upstreams: [10.0.0.5:53]
+    policies:
+      - id: no-kp-answers-for-de
+        expression: dns.src.geo.country == "DE" and dns.dst.geo.country == "KP" and dns.fqdn == "blocked.example.com"
+        action: block
 logpush:
 %[3]s`, db, secret, jobs.String())
 	s.writeFlowConfig(body)
@@ -262,15 +267,22 @@ logpush:
 		}
 	}
 	// DNS: the office client asks Gateway DNS; the answer is "KP".
-	netlab.Eventually(t, 10*time.Second, "Gateway DNS answers", func() error {
-		ctx, cancel := context.WithTimeout(t.Context(), 8*time.Second)
-		defer cancel()
-		out, err := ra.LAN.Exec(ctx, "dig", "+short", "+tries=2", "+time=2", "@10.0.0.1", "www.example.com", "A")
-		if got := strings.TrimSpace(string(out)); err != nil || got != "192.0.2.99" {
-			return fmt.Errorf("www.example.com = %q (%v), want 192.0.2.99", got, err)
-		}
-		return nil
-	})
+	dig := func(name, want string) {
+		t.Helper()
+		netlab.Eventually(t, 10*time.Second, "Gateway DNS answers "+name, func() error {
+			ctx, cancel := context.WithTimeout(t.Context(), 8*time.Second)
+			defer cancel()
+			out, err := ra.LAN.Exec(ctx, "dig", "+short", "+tries=2", "+time=2", "@10.0.0.1", name, "A")
+			if got := strings.TrimSpace(string(out)); err != nil || got != want {
+				return fmt.Errorf("%s = %q (%v), want %s", name, got, err, want)
+			}
+			return nil
+		})
+	}
+	dig("www.example.com", "192.0.2.99")
+	// A DNS policy on both countries: the client's (DE) and the
+	// answer's (KP).
+	dig("blocked.example.com", "0.0.0.0")
 
 	// findRecord waits for a record of ds for which match holds, and
 	// returns it.
@@ -313,6 +325,8 @@ logpush:
 	checkFields("access_requests", acc, map[string]any{"Country": "DE", "Allowed": true, "AppDomain": "wiki.corp.example"})
 	q := findRecord("gateway_dns", "the gateway_dns record", func(m map[string]any) bool { return m["QueryName"] == "www.example.com" })
 	checkFields("gateway_dns", q, map[string]any{"SrcIPCountryCode": "DE", "ResolvedIPs": []any{"192.0.2.99"}, "ResolvedIPCountryCodes": []any{"KP"}})
+	q = findRecord("gateway_dns", "the blocked query's record", func(m map[string]any) bool { return m["QueryName"] == "blocked.example.com" })
+	checkFields("gateway_dns", q, map[string]any{"PolicyID": "no-kp-answers-for-de", "ResolverDecision": "blockedByAnswerPolicy"})
 
 	// The internet's networks move to IR in a new file: no reload.
 	write("IR")
