@@ -364,7 +364,7 @@ func TestAccessChecksTheSection(t *testing.T) {
 		}}},
 	}
 	_, err := access.Compile(cfg, identity.Config{})
-	if err == nil || !strings.Contains(err.Error(), `access.acme.challenges[0]: "dns-01" is not one of`) {
+	if err == nil || !strings.Contains(err.Error(), `access.acme.rfc2136: missing: dns-01 needs the zone to update`) {
 		t.Fatalf("got %v", err)
 	}
 	if cfg.ACME.Directory != "" {
