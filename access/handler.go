@@ -159,6 +159,9 @@ func newRayID() string {
 // wrong, which is answered with 401 whatever the policies say.
 func (s *Server) network(q *request) (ok bool) {
 	q.net.Addr = q.addr
+	if c := s.opts.Countries; c != nil && q.addr.IsValid() {
+		q.net.Country = c.Country(q.addr) // for geo selectors
+	}
 	if tls := q.r.TLS; tls != nil && len(tls.VerifiedChains) > 0 && len(tls.VerifiedChains[0]) > 0 {
 		q.net.Certificate = true
 		q.net.CommonName = tls.VerifiedChains[0][0].Subject.CommonName

@@ -97,6 +97,79 @@ func TestACMEThroughGateway(t *testing.T) {
 	})
 }
 
+// TestACMEDNS01ThroughGateway: with access.acme challenges [dns-01] the
+// gateway publishes the challenge by a TSIG-signed DNS UPDATE to a knotd
+// (in the gateway's namespace, the zone's primary), Pebble validates it
+// there, and the Access listener serves the certificate to a LAN client
+// that trusts only the CA's root.
+func TestACMEDNS01ThroughGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	k := acmetest.StartKnot(t, ra.GW, "corp.example")
+	p := acmetest.Start(t, acmetest.Options{Net: ra.GW, HTTPPort: acmetest.FreePort(t, ra.GW), TLSPort: acmetest.FreePort(t, ra.GW),
+		Validity: time.Hour, DNSServer: k.Addr})
+	s.extras = fmt.Sprintf(`access:
+  listen: 10.0.0.1:8443
+  acme:
+    directory: %s
+    ca_file: %s
+    challenges: [dns-01]
+    rfc2136:
+      server: %s
+      zone: corp.example
+      tsig_key_name: %s
+      tsig_algorithm: %s
+      tsig_secret_file: %s
+  apps:
+    - name: wiki
+      domain: wiki.corp.example
+      upstream: http://10.0.0.5:8080
+      policies:
+        - name: public
+          action: bypass
+          include: [{everyone: true}]
+`, p.Directory, p.CAFile, k.Addr, k.KeyName, k.Algorithm, k.SecretFile)
+	s.writeConfig()
+	s.start()
+	defer func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", s.proc.Output())
+		}
+	}()
+
+	srv, err := ra.LAN.ServeHTTP(":8080", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "wiki")
+	}))
+	must(t, err)
+	defer srv.Close()
+
+	netlab.Eventually(t, 60*time.Second, "the Access listener serves the certificate got over dns-01", func() error {
+		_, err := acmetest.Served(t.Context(), ra.LAN, "10.0.0.1:8443", "wiki.corp.example", p.Roots)
+		return err
+	})
+	c := ra.LAN.HTTPClient()
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: p.Roots, ServerName: "wiki.corp.example"}
+	req, _ := http.NewRequest("GET", "https://10.0.0.1:8443/", nil)
+	req.Host = "wiki.corp.example"
+	resp, err := c.Do(req)
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "wiki" {
+		t.Fatalf("through the verified listener: %s %q", resp.Status, body)
+	}
+	netlab.Eventually(t, 30*time.Second, "the challenge record is removed from the zone", func() error {
+		got, err := k.TXT("_acme-challenge.wiki.corp.example")
+		if err != nil || len(got) != 0 {
+			return fmt.Errorf("TXT %q (%v)", got, err)
+		}
+		return nil
+	})
+}
+
 // TestEnrollWithACMECertificate: a gateway whose Access listener has an
 // ACME certificate for its WAN address (RFC 8738, from Pebble over
 // http-01) enrolls a device with `edgegw enroll --ca-file <the CA's

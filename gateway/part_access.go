@@ -10,6 +10,7 @@ import (
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/acme"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/gateway/config"
 )
 
@@ -28,6 +29,10 @@ type accessPart struct {
 
 	acme    *acme.Manager // nil: no access.acme
 	acmeRun actor
+
+	// geo follows the plan's GeoIP databases for the Country of
+	// access_requests; the server outlives reloads, so it reads through.
+	geo geo.Live
 }
 
 func (p *accessPart) name() string { return "access" }
@@ -38,6 +43,7 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 		p.close()
 		return nil
 	}
+	p.geo.Set(np.geo)
 	cfg := *next.Access
 	if p.srv != nil {
 		prev := pp.Config
@@ -64,6 +70,7 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 		Sink:       p.sink,
 		Devices:    p.devs,
 		Local:      p.local,
+		Countries:  &p.geo,
 	})
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/dns"
 )
@@ -27,6 +28,9 @@ type dnsPart struct {
 	tunnel atomic.Pointer[string]          // the WireGuard interface: the one that owns identities' addresses
 	egress atomic.Pointer[firewall.Egress] // the plan's egress policies; nil: none
 	run    actor
+	// geo follows the plan's GeoIP databases for the countries of the
+	// query log; the server outlives reloads, so it reads through.
+	geo geo.Live
 }
 
 // setTunnel records which interface owns the addresses of next's
@@ -50,6 +54,7 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 		return nil
 	}
 	p.egress.Store(np.Firewall.Egress)
+	p.geo.Set(np.geo)
 	if p.srv != nil {
 		p.setTunnel(next)
 		// In place: no query is dropped. With the same section Set only
@@ -71,6 +76,7 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 		IdentitySource:  dnsIdentities{p.res, &p.tunnel},
 		Sink:            p.sink,
 		ColoCode:        next.Appliance.Colo,
+		Countries:       &p.geo,
 	})
 	if err != nil {
 		return err

@@ -109,11 +109,13 @@ func (p *fwPart) commit(ctx context.Context, prev, next *Plan) error {
 	return nil
 }
 
-// followGeo runs the plan's database watcher, unless the one running
-// follows the same files: a database replaced on disk then updates the geo
-// sets in place, without a reload.
+// followGeo runs the plan's database watcher in place of the one
+// running: a database replaced on disk then updates the geo sets in place,
+// without a reload. The plan's own watcher runs (not the previous one,
+// even for the same files) because the flow, Access and DNS parts look up
+// records' countries through the plan's watcher.
 func (p *fwPart) followGeo(ctx context.Context, w *geo.Watcher) {
-	if w != nil && p.geo != nil && w.Files() == p.geo.Files() {
+	if w == p.geo {
 		return
 	}
 	p.stopGeo()

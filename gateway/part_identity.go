@@ -10,6 +10,7 @@ import (
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/scim"
+	"github.com/edgegw/edgegw/firewall/geo"
 )
 
 // identityPart runs who is who: the static identities of the resolver
@@ -33,6 +34,9 @@ type identityPart struct {
 	enr    *enroll.Handler
 	enrRun actor        // enr.Run: enrollment notifications
 	scim   *scim.Server // SCIM provisioning, writing to reg
+	// geo follows the plan's GeoIP databases for enrollment policies'
+	// geo selectors.
+	geo geo.Live
 }
 
 func (p *identityPart) name() string { return "identity" }
@@ -132,8 +136,10 @@ func (p *identityPart) commitEnroll(ctx context.Context, next *Plan) error {
 		return nil
 	}
 	reg, tun := p.reg, next.enrollTunnel
+	p.geo.Set(next.geo)
 	opts := enroll.Options{
 		Policies:  wg.Enrollment.Policies,
+		Countries: &p.geo,
 		KeyExpiry: wg.Enrollment.KeyExpiry,
 		Registry:  reg,
 		Tunnel:    func(context.Context) (enroll.Tunnel, error) { return tun, nil },

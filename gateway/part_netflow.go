@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/ingest"
 )
@@ -29,6 +30,9 @@ type netflowPart struct {
 
 	s   *netflow.Sampler
 	run actor
+	// geo follows the plan's GeoIP databases for the records' country
+	// and AS fields; the sampler outlives reloads, so it reads through.
+	geo geo.Live
 
 	// in receives flows from other routers (netflow.ingest); it owns its
 	// sockets' reader goroutines. inListen is what it listens on.
@@ -45,6 +49,7 @@ func (p *netflowPart) commit(ctx context.Context, _, np *Plan) error {
 		return nil
 	}
 	colo := netflow.Colo{Code: next.Appliance.Colo, Name: next.Appliance.Name, Country: next.Appliance.Country}
+	p.geo.Set(np.geo)
 	if p.s == nil {
 		if err := p.start(ctx, colo); err != nil {
 			return err
@@ -64,6 +69,7 @@ func (p *netflowPart) start(ctx context.Context, colo netflow.Colo) error {
 		Colo:   colo,
 		Sink:   p.sink,
 		Logger: p.log.With("component", "netflow"),
+		Places: &p.geo,
 	})
 	if err != nil {
 		return err

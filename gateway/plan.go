@@ -124,6 +124,9 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 			return nil, fmt.Errorf("%s: firewall.egress: %w", cfg.File, err)
 		}
 	}
+	if err := checkGeoSelectors(cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.File, err)
+	}
 	if f := cfg.Firewall; f != nil && f.GeoIP != nil && o.Running {
 		// Loaded here, once: the firewall's geo sets are filled from it
 		// in the same batch as the rules that use them.

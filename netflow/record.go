@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/firewall"
+	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -80,6 +81,13 @@ func (m IdentityMap) Lookup(src netip.Addr) (Identity, bool) {
 	return id, ok
 }
 
+// Places tells the country and autonomous system of an address: the
+// GeoIP databases of firewall.geoip (a *geo.Live). Implementations must be
+// safe for concurrent use and must not block; the zero Info means unknown.
+type Places interface {
+	Lookup(netip.Addr) geo.Info
+}
+
 // Sample is one packet the kernel logged: the NFLOG prefix, the ingress
 // interface index (0 if none), the time (zero if the kernel gave none) and
 // the packet from its network header on.
@@ -97,10 +105,11 @@ var ErrNotOurs = firewall.ErrNotSample
 // view is what a record is built from besides the packet: the snapshots
 // current when the sample was read.
 type view struct {
-	colo  Colo
-	rules *Rules
-	ifs   Interfaces
-	ids   Identities
+	colo   Colo
+	rules  *Rules
+	ifs    Interfaces
+	ids    Identities
+	places Places // nil: no GeoIP fields
 }
 
 // buildRecord turns a decoded sample into a network_analytics_logs record.
@@ -149,6 +158,21 @@ func buildRecord(v *view, s *Sample, vd firewall.SampleVerdict, p *Packet, now t
 	add("IPDestinationAddress", logpush.String(ip.Dst.String()))
 	add("IPSourceSubnet", logpush.String(subnet(ip.Src)))
 	add("IPDestinationSubnet", logpush.String(subnet(ip.Dst)))
+	if v.places != nil {
+		// Cloudflare's names; a field the databases do not know is left
+		// out rather than written empty.
+		src, dst := v.places.Lookup(ip.Src), v.places.Lookup(ip.Dst)
+		str("SourceCountry", src.Country)
+		str("DestinationCountry", dst.Country)
+		if src.ASN != 0 {
+			num("SourceASN", uint64(src.ASN))
+		}
+		if dst.ASN != 0 {
+			num("DestinationASN", uint64(dst.ASN))
+		}
+		str("SourceASNName", src.ASOrg)
+		str("DestinationASNName", dst.ASOrg)
+	}
 	num("IPProtocol", uint64(ip.Protocol))
 	str("IPProtocolName", ProtocolName(ip.Protocol))
 	num("IPTotalLength", uint64(ip.TotalLength))

@@ -46,6 +46,9 @@ type Options struct {
 	// Now is the clock for samples without a kernel timestamp; nil:
 	// time.Now.
 	Now func() time.Time
+	// Places tells the country and AS of the addresses (record.go); nil:
+	// the Source/Destination Country and ASN fields are left out.
+	Places Places
 }
 
 // Stats are the Sampler's counters since it was built.
@@ -224,7 +227,7 @@ func (s *Sampler) Handle(sm Sample) error {
 		s.countMalformed(reason(err))
 		return fmt.Errorf("sample of rule %d: %w", vd.Rule, err)
 	}
-	v := view{colo: *s.colo.Load(), rules: s.rules.Load(), ifs: s.interfaces(sm.InDev), ids: s.ids.Load().ids}
+	v := view{colo: *s.colo.Load(), rules: s.rules.Load(), ifs: s.interfaces(sm.InDev), ids: s.ids.Load().ids, places: s.opts.Places}
 	r, err := buildRecord(&v, &sm, vd, &s.pkt, s.opts.Now())
 	if err != nil {
 		s.countMalformed("unknown_rule")

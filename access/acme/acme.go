@@ -1,7 +1,8 @@
 // Package acme gets and renews the Access listener's certificate from an
 // ACME CA (RFC 8555: Let's Encrypt, or a private CA such as step-ca) with
-// certmagic, answering http-01 on its own short-lived listener and
-// tls-alpn-01 on the Access listener itself.
+// certmagic, answering http-01 on its own short-lived listener,
+// tls-alpn-01 on the Access listener itself, or dns-01 with TXT records
+// added by DNS UPDATE (RFC 2136, package rfc2136) to the zone's primary.
 //
 // The account key and the certificates live in StateDir/acme (files 0600,
 // directories 0700). Renewal runs in the background well ahead of expiry
@@ -47,6 +48,9 @@ type Options struct {
 	// renewal; default 10m. Tests with minute-long certificates shorten
 	// it.
 	RenewCheckInterval time.Duration
+	// DNSPropagationTimeout is how long dns-01 waits for its TXT record
+	// on the zone's primary before it gives up on the attempt; default 2m.
+	DNSPropagationTimeout time.Duration
 }
 
 // Manager keeps the certificates of one Plan current. GetCertificate is
@@ -161,6 +165,19 @@ func (m *Manager) Run(ctx context.Context) error {
 		if ta, ok := addr.(*net.TCPAddr); ok {
 			iss.AltTLSALPNPort = ta.Port
 		}
+	}
+	if d := m.plan.dns; d != nil {
+		iss.DNS01Solver = &certmagic.DNS01Solver{DNSManager: certmagic.DNSManager{
+			DNSProvider: d,
+			TTL:         time.Minute,
+			// The zone's primary is asked for the zone's SOA and, until
+			// it answers with the new TXT record, for that record: the
+			// gateway may have no recursive resolver that sees an internal
+			// zone, and the primary is the first server to know.
+			Resolvers:          []string{d.Server},
+			PropagationTimeout: m.opts.DNSPropagationTimeout,
+			Logger:             zl,
+		}}
 	}
 	magic.Issuers = []certmagic.Issuer{certmagic.NewACMEIssuer(magic, iss)}
 	m.magic.Store(magic)

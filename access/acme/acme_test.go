@@ -208,6 +208,51 @@ func TestHTTP01ObtainServeRenew(t *testing.T) {
 	})
 }
 
+// TestDNS01ThroughKnot: with dns-01 the Manager publishes the challenge
+// as a TXT record by a TSIG-signed DNS UPDATE to a real knotd, Pebble
+// validates it by asking that knotd, the listener serves the issued
+// certificate, the record is removed afterwards, and the short-lived
+// certificate is renewed the same way while an open connection keeps
+// working.
+func TestDNS01ThroughKnot(t *testing.T) {
+	k := acmetest.StartKnot(t, nil, "example.test")
+	p := acmetest.Start(t, acmetest.Options{HTTPPort: acmetest.FreePort(t, nil), TLSPort: acmetest.FreePort(t, nil),
+		Validity: 45 * time.Second, DNSServer: k.Addr})
+	g := startGateway(t, "127.0.0.1:0", acme.Config{
+		Directory: p.Directory, CAFile: p.CAFile, Challenges: []string{acme.DNS01},
+		RFC2136: &acme.RFC2136{Server: k.Addr, Zone: k.Zone, TSIGKeyName: k.KeyName, TSIGAlgorithm: k.Algorithm, TSIGSecretFile: k.SecretFile},
+	})
+	first := g.waitIssued(t, p.Roots)
+	if err := first.VerifyHostname(appDomain); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, "the challenge record is removed", func() error {
+		got, err := k.TXT("_acme-challenge." + appDomain)
+		if err != nil || len(got) != 0 {
+			return fmt.Errorf("TXT %q (%v)", got, err)
+		}
+		return nil
+	})
+	conn, err := tls.Dial("tcp", g.addr(), &tls.Config{ServerName: appDomain, RootCAs: p.Roots, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	get(t, conn, br)
+	testkit.Eventually(t, 90*time.Second, "a certificate renewed over dns-01 is served", func() error {
+		c, err := acmetest.Served(t.Context(), nil, g.addr(), appDomain, p.Roots)
+		if err != nil {
+			return err
+		}
+		if c.SerialNumber.Cmp(first.SerialNumber) == 0 {
+			return fmt.Errorf("still the first certificate (expires %s)", first.NotAfter)
+		}
+		return nil
+	})
+	get(t, conn, br)
+}
+
 // TestTLSALPN01OnTheAccessListener: Pebble validates over tls-alpn-01 by
 // connecting to the Access listener itself, which answers the challenge
 // and then serves the issued certificate.
@@ -319,7 +364,7 @@ func TestAccessChecksTheSection(t *testing.T) {
 		}}},
 	}
 	_, err := access.Compile(cfg, identity.Config{})
-	if err == nil || !strings.Contains(err.Error(), `access.acme.challenges[0]: "dns-01" is not one of`) {
+	if err == nil || !strings.Contains(err.Error(), `access.acme.rfc2136: missing: dns-01 needs the zone to update`) {
 		t.Fatalf("got %v", err)
 	}
 	if cfg.ACME.Directory != "" {

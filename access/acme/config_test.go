@@ -24,6 +24,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	rfc := RFC2136{Server: "192.0.2.53", Zone: "Corp.Example.", TSIGKeyName: "edgegw-acme", TSIGSecretFile: "/etc/edgegw/tsig.secret"}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -37,12 +38,22 @@ func TestConfigValidate(t *testing.T) {
 		{"wildcard", Config{Domains: []string{"*.corp.example"}}, []string{"domains[0]: \"*.corp.example\" is not a host name", "wildcards need DNS-01"}},
 		{"single label", Config{Domains: []string{"intranet"}}, []string{"domains[0]: \"intranet\" is not a host name"}},
 		{"twice", Config{Domains: []string{"a.example", "a.example"}}, []string{"domains[1]: \"a.example\" is listed twice"}},
-		{"unknown challenge", Config{Challenges: []string{"dns-01"}}, []string{"challenges[0]: \"dns-01\" is not one of http-01, tls-alpn-01"}},
+		{"unknown challenge", Config{Challenges: []string{"dns-02"}}, []string{"challenges[0]: \"dns-02\" is not one of http-01, tls-alpn-01, dns-01"}},
+		{"dns-01", Config{Challenges: []string{DNS01}, Domains: []string{"wiki.corp.example", "*.corp.example", "corp.example"}, RFC2136: &rfc}, nil},
+		{"dns-01 without rfc2136", Config{Challenges: []string{DNS01}}, []string{"rfc2136: missing: dns-01 needs the zone"}},
+		{"dns-01 with others", Config{Challenges: []string{DNS01, HTTP01}, RFC2136: &rfc}, []string{"challenges: dns-01 is answered alone"}},
+		{"rfc2136 unused", Config{RFC2136: &rfc}, []string{"rfc2136: set, but dns-01 is not among challenges"}},
+		{"dns-01 outside the zone", Config{Challenges: []string{DNS01}, Domains: []string{"wiki.other.example"}, RFC2136: &rfc}, []string{"domains[0]: \"wiki.other.example\" is outside rfc2136.zone \"corp.example\""}},
+		{"dns-01 for an address", Config{Challenges: []string{DNS01}, Domains: []string{"192.0.2.1"}, RFC2136: &rfc}, []string{"domains[0]: \"192.0.2.1\" is an address"}},
+		{"rfc2136 fields", Config{Challenges: []string{DNS01}, RFC2136: &RFC2136{Server: "ns1.corp.example:", Zone: "-bad", TSIGKeyName: "", TSIGAlgorithm: "hmac-md5"}}, []string{
+			"rfc2136.server: \"ns1.corp.example:\" is not", "rfc2136.zone: \"-bad\" is not a zone name", "rfc2136.tsig_key_name: \"\" is not a key name",
+			"rfc2136.tsig_algorithm: \"hmac-md5\" is not one of", "rfc2136.tsig_secret_file: missing"}},
 		{"bad http_listen", Config{HTTPListen: "80"}, []string{"http_listen: \"80\" is not host:port"}},
 		{"an address", Config{Domains: []string{"192.0.2.1", "2001:db8::1"}}, nil},
 		{"http_listen unused", Config{HTTPListen: "80", Challenges: []string{TLSALPN01}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg = *tc.cfg.Clone() // rfc is shared; SetDefaults writes
 			tc.cfg.SetDefaults([]string{"wiki.corp.example"})
 			var got []string
 			tc.cfg.Validate(func(f, m string) { got = append(got, f+": "+m) })
@@ -88,5 +99,35 @@ func TestCompileReadsTheCABundle(t *testing.T) {
 	p, err := Compile(c)
 	if err != nil || p.roots != nil || !slices.Equal(p.NextProtos(), []string{"acme-tls/1"}) {
 		t.Fatalf("no ca_file: %v, %+v", err, p)
+	}
+}
+
+func TestRFC2136DefaultsAndCompile(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{Challenges: []string{DNS01}, Domains: []string{"wiki.corp.example"},
+		RFC2136: &RFC2136{Server: "192.0.2.53", Zone: "corp.example.", TSIGKeyName: "edgegw-acme", TSIGSecretFile: filepath.Join(dir, "missing")}}
+	c.SetDefaults(nil)
+	if r := c.RFC2136; r.Server != "192.0.2.53:53" || r.Zone != "corp.example" || r.TSIGAlgorithm != DefaultTSIG {
+		t.Fatalf("defaults: %+v", r)
+	}
+	if _, err := Compile(c); err == nil || !strings.Contains(err.Error(), "access.acme.rfc2136.tsig_secret_file") {
+		t.Fatalf("a missing secret file: %v", err)
+	}
+	for _, tc := range []struct{ content, want string }{
+		{"not base64!\n", "not base64"},
+		{"c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n", ""},
+	} {
+		f := filepath.Join(dir, "secret")
+		if err := os.WriteFile(f, []byte(tc.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c.RFC2136.TSIGSecretFile = f
+		p, err := Compile(c)
+		switch {
+		case tc.want == "" && (err != nil || p.dns == nil || p.dns.Secret != "c2VjcmV0LXNlY3JldC1zZWNyZXQ=" || p.NextProtos() != nil):
+			t.Fatalf("a good secret: %v %+v", err, p)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), f)):
+			t.Fatalf("%q: err = %v, want %q naming the file", tc.content, err, tc.want)
+		}
 	}
 }

@@ -335,9 +335,13 @@ func (h *Handler) decide(st *state, r *http.Request, l *login) *apiError {
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		src = ap.Addr().Unmap()
 	}
+	nw := policy.Network{Addr: src}
+	if c := st.opts.Countries; c != nil && src.IsValid() {
+		nw.Country = c.Country(src)
+	}
 	dec := st.policies.Evaluate(policy.Input{
 		Identity: &policy.Identity{Email: l.Email, Groups: l.Groups, Claims: l.Claims},
-		Network:  policy.Network{Addr: src},
+		Network:  nw,
 	})
 	if dec.Allowed {
 		return nil

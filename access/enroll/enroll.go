@@ -162,6 +162,9 @@ type Options struct {
 	Logger        *slog.Logger
 	HTTPClient    *http.Client // talks to the providers; default 30s timeout
 	Now           func() time.Time
+	// Countries tells the country of the request's source for the
+	// policies' geo selectors (the GeoIP databases); nil: none matches.
+	Countries interface{ Country(netip.Addr) string }
 }
 
 // Handler serves enrollment. It is safe for concurrent use; Update swaps

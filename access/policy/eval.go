@@ -24,6 +24,7 @@ type Network struct {
 	Certificate  bool   // a client certificate verified against the configured CA
 	CommonName   string // its subject CN, when Certificate
 	Device       bool   // the source is an enrolled device of the requesting user
+	Country      string // Addr's country (ISO 3166-1 alpha-2) by the GeoIP databases; "" unknown
 }
 
 // Input is what a Set decides on. Identity is nil when there is no login.
@@ -118,6 +119,12 @@ func compileSelector(s Selector) matcher {
 	case "ip":
 		p, _ := parsePrefix(s.IP)
 		m.match = func(in *Input) bool { return in.Network.Addr.IsValid() && p.Contains(in.Network.Addr.Unmap()) }
+	case "geo":
+		// An unknown country matches no geo selector: include fails
+		// closed, and so does an exclude meant to keep a country out
+		// (require a known country with another include to be strict).
+		want := strings.ToUpper(s.Geo)
+		m.match = func(in *Input) bool { return in.Network.Country != "" && in.Network.Country == want }
 	case "everyone":
 		m.match = func(*Input) bool { return true }
 	case "service_token":

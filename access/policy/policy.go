@@ -54,6 +54,7 @@ type Selector struct {
 	Certificate     *bool  `yaml:"certificate"`       // network: a client certificate verified by the configured CA
 	CommonName      string `yaml:"common_name"`       // network: the verified client certificate has this CN
 	Device          *bool  `yaml:"device"`            // network: the request comes from a device the requesting user enrolled
+	Geo             string `yaml:"geo"`               // network: the source address is in this country (ISO 3166-1 alpha-2, by the GeoIP databases)
 }
 
 // Claim matches an ID token claim by name; a list claim matches when any of
@@ -93,6 +94,7 @@ func (s Selector) keys() []string {
 	add(s.Certificate != nil, "certificate")
 	add(s.CommonName != "", "common_name")
 	add(s.Device != nil, "device")
+	add(s.Geo != "", "geo")
 	return k
 }
 
@@ -189,7 +191,7 @@ func (s Selector) check(serviceTokens map[string]bool, report func(field, msg st
 	keys := s.keys()
 	switch len(keys) {
 	case 0:
-		report("", "empty selector: expected exactly one of email, email_domain, group, claim, ip, everyone, service_token, any_service_token, certificate, common_name, device")
+		report("", "empty selector: expected exactly one of email, email_domain, group, claim, ip, everyone, service_token, any_service_token, certificate, common_name, device, geo")
 		return
 	case 1:
 	default:
@@ -222,6 +224,10 @@ func (s Selector) check(serviceTokens map[string]bool, report func(field, msg st
 		if _, err := parsePrefix(s.IP); err != nil {
 			report("ip", fmt.Sprintf("%q is not a CIDR such as 10.0.0.0/8 or an address", s.IP))
 		}
+	case "geo":
+		if !validCountry(s.Geo) {
+			report("geo", fmt.Sprintf("%q is not a country code such as DE (ISO 3166-1 alpha-2)", s.Geo))
+		}
 	case "everyone":
 		mustTrue("everyone", s.Everyone)
 	case "any_service_token":
@@ -235,6 +241,35 @@ func (s Selector) check(serviceTokens map[string]bool, report func(field, msg st
 			report("service_token", fmt.Sprintf("%q is not a service token defined in access.service_tokens", s.ServiceToken))
 		}
 	}
+}
+
+// validCountry reports whether s is two ASCII letters, either case.
+func validCountry(s string) bool {
+	if len(s) != 2 {
+		return false
+	}
+	for _, c := range []byte(strings.ToUpper(s)) {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// UsesGeo reports whether any selector of ps is a geo selector: the
+// caller must then fill [Network.Country], and refuse the policies when
+// there is no GeoIP database to fill it from.
+func UsesGeo(ps []Policy) bool {
+	for _, p := range ps {
+		for _, list := range [][]Selector{p.Include, p.Require, p.Exclude} {
+			for _, s := range list {
+				if s.Geo != "" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

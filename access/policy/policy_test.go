@@ -82,6 +82,12 @@ func TestEvaluate(t *testing.T) {
 		{"exclude is NOT OR", []Policy{{Name: "p", Action: Allow, Include: []Selector{{EmailDomain: "corp.example"}}, Exclude: []Selector{{Group: "contractors"}, {Group: "staff"}}}}, Input{Identity: alice()}, false, ""},
 		{"exclude miss", []Policy{{Name: "p", Action: Allow, Include: []Selector{{EmailDomain: "corp.example"}}, Exclude: []Selector{{Group: "contractors"}}}}, Input{Identity: alice()}, true, "p"},
 		{"network require re-checked per request", []Policy{{Name: "p", Action: Allow, Include: []Selector{{EmailDomain: "corp.example"}}, Require: []Selector{{IP: "10.0.0.0/8"}}}}, Input{Identity: alice(), Network: from("203.0.113.1")}, false, ""},
+		{"geo", []Policy{{Name: "p", Action: Bypass, Include: []Selector{{Geo: "DE"}}}}, Input{Network: Network{Country: "DE"}}, true, "p"},
+		{"geo lower case", []Policy{{Name: "p", Action: Bypass, Include: []Selector{{Geo: "de"}}}}, Input{Network: Network{Country: "DE"}}, true, "p"},
+		{"geo other country", []Policy{{Name: "p", Action: Bypass, Include: []Selector{{Geo: "DE"}}}}, Input{Network: Network{Country: "FR"}}, false, ""},
+		{"geo unknown country", []Policy{{Name: "p", Action: Bypass, Include: []Selector{{Geo: "DE"}}}}, Input{Network: from("192.0.2.1")}, false, ""},
+		{"geo exclude", []Policy{{Name: "p", Action: Allow, Include: everyone, Exclude: []Selector{{Geo: "KP"}, {Geo: "IR"}}}}, Input{Identity: alice(), Network: Network{Country: "IR"}}, false, ""},
+		{"geo require re-checked per request", []Policy{{Name: "p", Action: Allow, Include: []Selector{{EmailDomain: "corp.example"}}, Require: []Selector{{Geo: "DE"}}}}, Input{Identity: alice(), Network: Network{Country: "NL"}}, false, ""},
 		{"no match falls through to deny", []Policy{
 			{Name: "a", Action: Allow, Include: []Selector{{Group: "finance"}}},
 			{Name: "b", Action: Block, Include: []Selector{{Group: "hr"}}},
@@ -121,6 +127,8 @@ func TestCheck(t *testing.T) {
 		{"claim halves", Policy{Name: "p", Action: Allow, Include: []Selector{{Claim: &Claim{}}}}, []string{"include[0].claim.name: missing", "include[0].claim.value: missing"}},
 		{"bypass with identity", Policy{Name: "p", Action: Bypass, Include: []Selector{{Everyone: yes()}}, Exclude: []Selector{{Email: "a@b.c"}}}, []string{"exclude[0]: bypass policies run without a login"}},
 		{"service_auth with identity", Policy{Name: "p", Action: ServiceAuth, Include: []Selector{{Group: "g"}}}, []string{"include[0]: service_auth policies run without a login"}},
+		{"bad geo", Policy{Name: "p", Action: Bypass, Include: []Selector{{Geo: "Germany"}}}, []string{`include[0].geo: "Germany" is not a country code`}},
+		{"geo in bypass", Policy{Name: "p", Action: Bypass, Include: []Selector{{Geo: "de"}}}, nil},
 		{"unknown service token", Policy{Name: "p", Action: ServiceAuth, Include: []Selector{{ServiceToken: "cd"}}}, []string{`include[0].service_token: "cd" is not a service token`}},
 	}
 	for _, tt := range tests {
@@ -155,6 +163,12 @@ func TestKindsAndClaims(t *testing.T) {
 	}
 	if k := (Selector{IP: "10.0.0.0/8"}).Kind(); k != KindNetwork {
 		t.Fatalf("ip kind %v", k)
+	}
+	if k := (Selector{Geo: "DE"}).Kind(); k != KindNetwork {
+		t.Fatalf("geo kind %v", k)
+	}
+	if UsesGeo(ps) || !UsesGeo([]Policy{{Exclude: []Selector{{Geo: "KP"}}}}) {
+		t.Fatal("UsesGeo")
 	}
 	if k := (Selector{Everyone: yes()}).Kind(); k != KindNone {
 		t.Fatalf("everyone kind %v", k)

@@ -42,8 +42,8 @@
 //
 // Policies are expressions of the rules language over [Schema], in order,
 // first match wins, default allow. Policies on dns.resolved_ips,
-// dns.cnames or dns.cname_domains are evaluated after resolution, the
-// others before; the query is resolved when the first such policy is
+// dns.cnames, dns.cname_domains or dns.dst.geo.country are evaluated
+// after resolution, the others before; the query is resolved when the first such policy is
 // reached. Actions: allow, block (0.0.0.0 or :: for A and AAAA, NXDOMAIN
 // otherwise, or as block_response says), override (addresses, or a CNAME
 // to a name) and safe_search (Google, Bing, DuckDuckGo, Yandex, YouTube

@@ -226,6 +226,7 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 	}
 	v.qtype = qq.Qtype
 	v.src = q.src.Addr()
+	v.geo, v.srcCountry, v.srcLooked = s.opts.Countries, "", false
 	id, hasID := s.identify(q)
 	if hasID {
 		v.hasID = true

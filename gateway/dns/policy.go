@@ -69,7 +69,27 @@ func compilePolicies(ps []Policy, lists map[string]*domainList) ([]*policy, erro
 
 // afterResolution reports whether prog uses a field of the answer.
 func afterResolution(prog *rules.Program) bool {
-	after := false
+	return usesField(prog, func(f *rules.Field) bool { return f.Index() >= fResolvedIPs })
+}
+
+// UsesGeo reports whether a policy of ps uses dns.src.geo.country or
+// dns.dst.geo.country: the owner must then hand [Options.Countries] a
+// GeoIP database, and refuse the policies without one. Policies that do
+// not compile are left to Validate.
+func UsesGeo(ps []Policy) bool {
+	anyList := func(name string) (rules.List, bool) { return &domainList{name: name}, true }
+	for _, p := range ps {
+		prog, err := rules.Compile(p.Expression, Schema(), anyList)
+		if err == nil && usesField(prog, func(f *rules.Field) bool { return f.Index() == fSrcCountry || f.Index() == fDstCountry }) {
+			return true
+		}
+	}
+	return false
+}
+
+// usesField reports whether prog uses a field for which is holds.
+func usesField(prog *rules.Program, is func(*rules.Field) bool) bool {
+	found := false
 	rules.Walk(prog.Expr, func(e rules.Expr) bool {
 		var f *rules.Field
 		switch e := e.(type) {
@@ -84,12 +104,12 @@ func afterResolution(prog *rules.Program) bool {
 		case *rules.BoolField:
 			f = e.Field
 		}
-		if f != nil && f.Index() >= fResolvedIPs {
-			after = true
+		if f != nil && is(f) {
+			found = true
 		}
-		return !after
+		return !found
 	})
-	return after
+	return found
 }
 
 // parseOverride reads an override: IP addresses, or exactly one name.

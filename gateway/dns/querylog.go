@@ -13,13 +13,23 @@ import (
 // record returns the gateway_dns record of one answered query, with
 // Cloudflare's field names.
 func (s *Server) record(q *query, out *mdns.Msg) logpush.Record {
-	var ips, cnames []string
+	var ips, cnames, countries []string
+	places := s.opts.Countries
+	country := func(ip []byte) {
+		if places == nil {
+			return
+		}
+		a, _ := netip.AddrFromSlice(ip)
+		countries = append(countries, places.Country(a.Unmap()))
+	}
 	for _, rr := range out.Answer {
 		switch rr := rr.(type) {
 		case *mdns.A:
 			ips = append(ips, rr.A.String())
+			country(rr.A)
 		case *mdns.AAAA:
 			ips = append(ips, rr.AAAA.String())
+			country(rr.AAAA)
 		case *mdns.CNAME:
 			cnames = append(cnames, canonical(rr.Target))
 		}
@@ -28,6 +38,10 @@ func (s *Server) record(q *query, out *mdns.Msg) logpush.Record {
 	name := q.key.name
 	if len(q.req.Question) > 0 && name == "" {
 		name, qtype = canonical(q.req.Question[0].Name), q.req.Question[0].Qtype
+	}
+	var srcCountry string
+	if places != nil {
+		srcCountry = places.Country(q.src.Addr().Unmap())
 	}
 	var polID, polName string
 	if q.pol != nil {
@@ -56,9 +70,13 @@ func (s *Server) record(q *query, out *mdns.Msg) logpush.Record {
 		{Name: "Protocol", Value: logpush.String(q.proto)},
 		{Name: "SrcIP", Value: addrValue(q.src.Addr())},
 		{Name: "SrcPort", Value: logpush.Int(int64(q.src.Port()))},
+		{Name: "SrcIPCountryCode", Value: logpush.String(srcCountry)},
 		{Name: "DstIP", Value: addrValue(q.dst.Addr())},
 		{Name: "DstPort", Value: logpush.Int(int64(q.dst.Port()))},
 		{Name: "ResolvedIPs", Value: logpush.Strings(ips...)},
+		// One per ResolvedIPs entry, "" where the GeoIP databases do not
+		// know the address; empty without databases.
+		{Name: "ResolvedIPCountryCodes", Value: logpush.Strings(countries...)},
 		{Name: "CNAMEs", Value: logpush.Strings(cnames...)},
 		{Name: "IsResponseCached", Value: logpush.Bool(q.res.cached)},
 		{Name: "EDEErrors", Value: logpush.RawJSON(ede)},

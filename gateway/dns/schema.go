@@ -18,9 +18,11 @@ const (
 	fSrc
 	fEmail
 	fGroups
-	fResolvedIPs
+	fSrcCountry
+	fResolvedIPs // this and later fields are known after resolution
 	fCNAMEs
 	fCNAMEDomains
+	fDstCountry
 	numFields
 )
 
@@ -32,13 +34,17 @@ const (
 //	dns.src            IP       the client's address
 //	identity.email     string   the user behind the client's address
 //	identity.groups    strings  that user's groups
+//	dns.src.geo.country string  the client's country (ISO 3166-1 alpha-2, upper
+//	                            case) by the GeoIP databases; absent if unknown
 //	dns.resolved_ips   IP       after resolution: an address of the answer; the
 //	                            policy matches if it matches for any one of them
 //	dns.cnames         strings  after resolution: every name of the CNAME chain
 //	dns.cname_domains  strings  after resolution: those names and all their parents
+//	dns.dst.geo.country string  after resolution: the country of an address of
+//	                            the answer, tried one by one as dns.resolved_ips
 //
-// Policies that use the last three are evaluated after resolution; the
-// others before. The returned schema is shared and immutable.
+// Policies that use the fields from dns.resolved_ips on are evaluated after
+// resolution; the others before. The returned schema is shared and immutable.
 func Schema() *rules.Schema { return dnsSchema() }
 
 var dnsSchema = sync.OnceValue(func() *rules.Schema {
@@ -56,9 +62,11 @@ var dnsSchema = sync.OnceValue(func() *rules.Schema {
 		rules.Field{Name: "dns.src", Type: rules.TypeIP},
 		rules.Field{Name: "identity.email", Type: rules.TypeString, Noun: "email address"},
 		rules.Field{Name: "identity.groups", Type: rules.TypeStrings, Noun: "group name"},
+		rules.Field{Name: "dns.src.geo.country", Type: rules.TypeString, Noun: "country code"},
 		rules.Field{Name: "dns.resolved_ips", Type: rules.TypeIP},
 		rules.Field{Name: "dns.cnames", Type: rules.TypeStrings, Noun: "domain name"},
 		rules.Field{Name: "dns.cname_domains", Type: rules.TypeStrings, Noun: "domain name"},
+		rules.Field{Name: "dns.dst.geo.country", Type: rules.TypeString, Noun: "country code"},
 	)
 	if err != nil {
 		panic("dns: schema: " + err.Error())
@@ -68,19 +76,24 @@ var dnsSchema = sync.OnceValue(func() *rules.Schema {
 
 // values are the fields of one query, as [rules.Values].
 type values struct {
-	fqdn     string
-	domains  []string
-	qtype    uint16
-	src      netip.Addr
-	email    string
-	groups   []string
-	device   string // DeviceID in the query log; no policy field yet
-	hasID    bool
-	resolved bool // the fields below are set
-	ips      []netip.Addr
-	ip       netip.Addr // the one of ips being tried
-	cnames   []string
-	cdomains []string
+	fqdn    string
+	domains []string
+	qtype   uint16
+	src     netip.Addr
+	email   string
+	groups  []string
+	device  string // DeviceID in the query log; no policy field yet
+	hasID   bool
+	// geo looks up countries (nil: none); the client's is looked up once,
+	// when a policy first asks.
+	geo        CountryLookup
+	srcCountry string
+	srcLooked  bool
+	resolved   bool // the fields below are set
+	ips        []netip.Addr
+	ip         netip.Addr // the one of ips being tried
+	cnames     []string
+	cdomains   []string
 }
 
 // Get implements [rules.Values].
@@ -98,6 +111,17 @@ func (v *values) Get(f *rules.Field) (rules.Value, bool) {
 		return rules.StringValue(v.email), v.hasID && v.email != ""
 	case fGroups:
 		return rules.StringsValue(v.groups...), v.hasID
+	case fSrcCountry:
+		if !v.srcLooked && v.geo != nil && v.src.IsValid() {
+			v.srcCountry, v.srcLooked = v.geo.Country(v.src.Unmap()), true
+		}
+		return rules.StringValue(v.srcCountry), v.srcCountry != ""
+	case fDstCountry:
+		if !v.resolved || !v.ip.IsValid() || v.geo == nil {
+			return rules.Value{}, false
+		}
+		c := v.geo.Country(v.ip.Unmap())
+		return rules.StringValue(c), c != ""
 	case fResolvedIPs:
 		return rules.IPValue(v.ip), v.resolved && v.ip.IsValid()
 	case fCNAMEs:

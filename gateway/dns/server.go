@@ -79,8 +79,18 @@ type Options struct {
 	// TLSConfig is the base of DoT and DoH client configs, e.g. RootCAs for
 	// a private resolver. Nil: system roots.
 	TLSConfig *tls.Config
+	// Countries tells the country of the client and of the resolved
+	// addresses (SrcIPCountryCode, ResolvedIPCountryCodes) from the GeoIP
+	// databases of firewall.geoip; nil: those fields are empty.
+	Countries CountryLookup
 	ColoCode  string           // ColoCode of query log records, e.g. the appliance name
 	Now       func() time.Time // nil: time.Now
+}
+
+// CountryLookup tells the ISO 3166-1 alpha-2 country of an address, ""
+// when unknown. It must be safe for concurrent use and must not block.
+type CountryLookup interface {
+	Country(netip.Addr) string
 }
 
 // Server is Gateway DNS: a filtering, caching forwarder. Make one with

@@ -40,7 +40,7 @@ Source:s SamplerAddress:ip ObservationDomainID:i Packets:i Bytes:i FlowStartTime
 
 	"gateway_dns": `
 Datetime:t QueryID:s QueryName:s QueryNameReversed:s QueryType:i QueryTypeName:s
-QuerySize:i RCode:i Protocol:s SrcIP:ip SrcPort:i DstIP:ip DstPort:i
+QuerySize:i RCode:i Protocol:s SrcIP:ip SrcPort:i SrcIPCountryCode:s DstIP:ip DstPort:i
 DoHSubdomain:s DoTSubdomain:s ResolvedIPs:ss ResolvedIPCountryCodes:ss
 ResourceRecords:x ResourceRecordsJSON:s CNAMEs:ss AuthoritativeNameServerIPs:ss
 IsResponseCached:b EDEErrors:x PolicyID:s PolicyName:s ResolverDecision:s

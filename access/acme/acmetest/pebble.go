@@ -102,6 +102,9 @@ type Options struct {
 	// ResolveTo is the address every name resolves to for validations;
 	// default 127.0.0.1 (in Net).
 	ResolveTo net.IP
+	// DNSServer, host:port, is the server Pebble asks instead (for
+	// dns-01: the Knot that holds the zone); ResolveTo is then unused.
+	DNSServer string
 }
 
 // Net is where Pebble runs: a *netlab.NS has these methods.
@@ -164,7 +167,10 @@ func Start(t testing.TB, o Options) *Pebble {
 	if err := os.WriteFile(confFile, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	resolver := startResolver(t, o.Net, o.ResolveTo)
+	resolver := o.DNSServer
+	if resolver == "" {
+		resolver = startResolver(t, o.Net, o.ResolveTo)
+	}
 	cmd := o.Net.Command(bin, "-config", confFile, "-dnsserver", resolver)
 	cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
 	out := &testkit.Buffer{}
