@@ -58,6 +58,11 @@ type Config struct {
 	GRE    []gre.Config
 	IPsec  []ipsec.Config
 	Routes []tunnel.Route
+	// Wide names the IPsec tunnels that carry BGP: their child SAs are
+	// route-based (selectors 0.0.0.0/0 both ways) with userspace ESP too,
+	// since learned prefixes are not known when SAs are negotiated (see
+	// [ipsec.Tunnel.Wide] and [CheckWideIPsec]). Kernel ESP is always so.
+	Wide []string
 }
 
 // Options are the manager's collaborators.
@@ -198,7 +203,7 @@ func (m *Manager) Set(cfg Config) error {
 		}
 		m.tunnels[c.Name] = r
 	}
-	m.cfg = Config{GRE: slices.Clone(cfg.GRE), IPsec: slices.Clone(cfg.IPsec), Routes: slices.Clone(cfg.Routes)}
+	m.cfg = Config{GRE: slices.Clone(cfg.GRE), IPsec: slices.Clone(cfg.IPsec), Routes: slices.Clone(cfg.Routes), Wide: slices.Clone(cfg.Wide)}
 	errs = errors.Join(errs, m.setIPsec(cfg))
 	m.setQualityIntervals()
 	return errors.Join(errs, m.applyRoutes())
