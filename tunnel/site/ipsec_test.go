@@ -61,7 +61,7 @@ func TestCheckWideIPsec(t *testing.T) {
 	}{
 		{name: "disjoint ranges", ranges: map[string][]WideRange{"fra": {
 			{Prefix: pfx("10.20.0.0/16"), MaxLength: 24, Source: "bgp.neighbors[0].import.prefixes[0]"},
-			{Prefix: pfx("10.0.0.0/8"), Source: "bgp.neighbors[0].import.prefixes[1]"}, // holds 10.30/16: the longer route wins, fine
+			{Prefix: pfx("10.0.0.0/8"), Source: "bgp.neighbors[0].import.prefixes[1]"},                  // holds 10.30/16: the longer route wins, fine
 			{Prefix: pfx("10.40.0.0/16"), MaxLength: 24, Source: "bgp.neighbors[0].import.prefixes[2]"}, // a GRE tunnel's prefix: fine
 		}}},
 		{name: "inside another tunnel's routed prefix", ranges: map[string][]WideRange{"fra": {
