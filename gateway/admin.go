@@ -44,6 +44,7 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			defer g.mu.Unlock()
 			return fw.view()
 		},
+		Routes: g.routesView, // part_site.go
 	})
 	if err != nil {
 		return nil, err

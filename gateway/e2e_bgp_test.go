@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -151,7 +152,8 @@ protocol bgp office {
 // child SA is route-based (0.0.0.0/0 both ways, even with this machine's
 // userspace ESP). A BIRD branch router behind a stock strongSwan
 // configured the same way announces its LAN, which the office LAN then
-// reaches.
+// reaches, and `edgegw routes` shows the route, active, with the
+// neighbor as its source, under the import range's guard.
 //
 //	olan 10.0.0.5 ── ogw (edgegw, ipsec + bgp) ── wan ── bgw (strongSwan + BIRD 2) ── blan 10.20.0.5
 func TestBGPOverIPsec(t *testing.T) {
@@ -279,6 +281,26 @@ protocol bgp office {
 			t.Errorf("status lacks %s:\n%s", want, st)
 		}
 	}
+	// The tunnel's check may still be recovering from the probes sent
+	// before the SA was up: wait for it to call the tunnel healthy.
+	netlab.Eventually(t, 60*time.Second, "edgegw routes shows the BGP route, healthy and active", func() error {
+		routes := run(t, ns["ogw"], binary, "routes", "--socket", filepath.Join(dir, "office.sock"))
+		var rows []string
+		for _, l := range strings.Split(strings.TrimSpace(routes), "\n") {
+			rows = append(rows, strings.Join(strings.Fields(l), " "))
+		}
+		for _, want := range []string{
+			"* 10.20.0.0/16 - bgp guard - - - 2000000001",
+			"* 10.20.0.0/24 fra bgp:branch 100 healthy - 100",
+			"10.20.0.0/24 - fallback - - - 2000000000",
+			"* 10.200.3.0/31 fra connected - - - 0",
+		} {
+			if !slices.Contains(rows, want) {
+				return fmt.Errorf("edgegw routes lacks %q:\n%s", want, routes)
+			}
+		}
+		return nil
+	})
 
 	must(t, syscall.Kill(office.Pid(), syscall.SIGTERM))
 	select {

@@ -14,6 +14,7 @@ const (
 	SourceStatic    = "static"    // the routes section
 	SourceConnected = "connected" // a tunnel's own subnet, on its device
 	SourceFallback  = "fallback"  // the unreachable route under every routed prefix
+	SourceGuard     = "bgp guard" // the unreachable route under a BGP neighbor's import range
 )
 
 // TableRoute is one route of the site-to-site routing table, as `edgegw
@@ -76,21 +77,24 @@ func Table(configured []Route, learned map[string][]Route, states map[string]Sta
 	for p := range prefixes {
 		out = append(out, TableRoute{Prefix: p, Source: SourceFallback, Metric: UnreachableMetric})
 	}
+	SettleTable(out)
+	return out
+}
+
+// SettleTable marks the rows with the lowest metric of their prefix
+// active, the others not, and sorts rows by prefix, metric, source and
+// tunnel. Rows added to a [Table] (connected subnets, BGP's guards) go
+// through it again.
+func SettleTable(rows []TableRoute) {
 	best := map[netip.Prefix]int{}
-	for _, r := range out {
+	for _, r := range rows {
 		if b, ok := best[r.Prefix]; !ok || r.Metric < b {
 			best[r.Prefix] = r.Metric
 		}
 	}
-	for i := range out {
-		out[i].Active = out[i].Metric == best[out[i].Prefix]
+	for i := range rows {
+		rows[i].Active = rows[i].Metric == best[rows[i].Prefix]
 	}
-	SortTable(out)
-	return out
-}
-
-// SortTable sorts rows by prefix, metric, source and tunnel.
-func SortTable(rows []TableRoute) {
 	slices.SortFunc(rows, func(a, b TableRoute) int {
 		return cmp.Or(a.Prefix.Addr().Compare(b.Prefix.Addr()), cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits()),
 			cmp.Compare(a.Metric, b.Metric), strings.Compare(a.Source, b.Source), strings.Compare(a.Via, b.Via))

@@ -74,6 +74,7 @@ Usage:
   edgegw admin token create NAME --role admin|viewer | token list | token revoke NAME
                                         tokens for the admin API over TCP (shown once, stored hashed)
   edgegw status                         print the running gateway's status (JSON)
+  edgegw routes [--json]                print the site-to-site routing table: source, health, metric, active path
   edgegw reload                         reload the configuration and say how it went
   edgegw update BUNDLE [--tries N] [--no-reboot] | --status | --verify BUNDLE [--pubkey FILE]
                                         on the appliance: write BUNDLE to the inactive slot, boot it
@@ -160,6 +161,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
+	case "routes":
+		return cmdRoutes(args[1:], stdout, stderr)
 	case "update":
 		return cmdUpdate(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -107,6 +107,9 @@ type Options struct {
 	// Firewall returns the rules with their counters for
 	// GET /api/v1/firewall; nil answers 404.
 	Firewall func() (FirewallView, error)
+	// Routes returns the site-to-site routing table for
+	// GET /api/v1/routes; nil answers 404.
+	Routes func() (RoutesView, error)
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their

@@ -70,6 +70,9 @@ func (s *Server) routes() *http.ServeMux {
 	if s.opts.Firewall != nil {
 		mux.HandleFunc("GET "+PathFirewall, s.showFirewall)
 	}
+	if s.opts.Routes != nil {
+		mux.HandleFunc("GET "+PathRoutes, s.showRoutes)
+	}
 	if s.opts.RunningConfig != nil {
 		mux.HandleFunc("GET "+PathConfig, s.showConfig)
 	}

@@ -169,12 +169,16 @@ func TestBIRDBranchOverIPsec(t *testing.T) {
 	if got := birdc(t, x.br, sock, "show", "route", "for", "10.10.0.1"); !strings.Contains(got, "10.10.0.0/16") || !strings.Contains(got, "AS65000") {
 		t.Errorf("bird did not learn the office prefix from edgegw:\n%s", got)
 	}
-	// The traffic went through the SA, not around it.
-	for _, ts := range x.gwSite.Status().Tunnels {
-		if ts.Name == "ipsec1" && (ts.TxPackets == 0 || ts.RxPackets == 0) {
-			t.Errorf("ipsec1 counted no traffic: %+v", ts)
+	// The traffic went through the SA, not around it (the counters are
+	// read from charon every 2 s).
+	testkit.Eventually(t, 10*time.Second, "ipsec1's SA counts the traffic", func() error {
+		for _, ts := range x.gwSite.Status().Tunnels {
+			if ts.Name == "ipsec1" && ts.TxPackets > 0 && ts.RxPackets > 0 {
+				return nil
+			}
 		}
-	}
+		return fmt.Errorf("no packets counted through ipsec1: %+v", x.gwSite.Status().Tunnels)
+	})
 
 	// The branch adds a subnet; edgegw's configuration stays as it is,
 	// and so do the SAs: their selectors already hold it.
