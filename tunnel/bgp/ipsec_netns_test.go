@@ -34,7 +34,20 @@ type ipsecTopology struct {
 	lan, gw, wan, br, blan *netlab.NS
 	gwSite                 *site.Manager
 	branch                 *swanbranch.Branch
+	// With a second branch (newIPsecTopology's narrow): br2 and its LAN
+	// blan2, behind a policy-based strongSwan on ipsec2.
+	br2, blan2 *netlab.NS
 }
+
+// narrowBranchSwanctl is the second branch's swanctl.conf: policy-based,
+// its LAN and tunnel address to the office's, as in tunnel/site's tests.
+var narrowBranchSwanctl = swanbranch.Conn{
+	Name: "gw", Local: "192.0.2.30", Remote: "203.0.113.10",
+	LocalID: "ams.corp.example", RemoteID: "lon.corp.example",
+	LocalTS:  []string{"10.30.0.0/16", "10.200.4.1/32"},
+	RemoteTS: []string{"10.10.0.0/16", "10.200.4.0/32"},
+	PSK:      "bgp-ipsec-test-psk-of-20-chars", Initiate: true,
+}.Swanctl()
 
 // wideBranchSwanctl is the branch's swanctl.conf: one child SA with
 // any-to-any selectors, the route-based profile (Magic WAN's, and every
@@ -46,7 +59,11 @@ var wideBranchSwanctl = swanbranch.Conn{
 	PSK: "bgp-ipsec-test-psk-of-20-chars", Initiate: true,
 }.Swanctl()
 
-func newIPsecTopology(t testing.TB) *ipsecTopology {
+// newIPsecTopology builds the topology; with narrow, a second branch
+// (192.0.2.30, LAN 10.30.0.0/24) on a second IPsec tunnel, ipsec2
+// (10.200.4.0/31), which carries no BGP: its selectors are its routed
+// prefix, 10.30.0.0/16, on the gw's same userspace-ESP device.
+func newIPsecTopology(t testing.TB, narrow bool) *ipsecTopology {
 	testkit.NeedRoot(t)
 	swanbranch.Need(t, ipsec.DefaultCharon, swanbranch.BackendLibipsec)
 	lab := netlab.NewT(t)
@@ -67,7 +84,21 @@ func newIPsecTopology(t testing.TB) *ipsecTopology {
 	must(t, x.blan.Route("default", "10.20.0.1"))
 	must(t, x.gw.Route("default", "203.0.113.1"))
 	must(t, x.br.Route("default", "198.51.100.1"))
-	for _, ns := range []*netlab.NS{x.gw, x.wan, x.br} {
+	routers := []*netlab.NS{x.gw, x.wan, x.br}
+	if narrow {
+		var err error
+		x.br2, err = lab.NS("br2")
+		must(t, err)
+		x.blan2, err = lab.NS("blan2")
+		must(t, err)
+		must(t, lab.Link(x.br2, "eth0", "192.0.2.30/24", x.wan, "tobr2", "192.0.2.1/24"))
+		must(t, lab.Link(x.br2, "eth1", "10.30.0.1/24", x.blan2, "eth0", "10.30.0.2/24"))
+		must(t, x.blan2.Route("default", "10.30.0.1"))
+		must(t, x.br2.Route("default", "192.0.2.1"))
+		must(t, x.br2.AddAddr("lo", "10.200.4.1/32"))
+		routers = append(routers, x.br2)
+	}
+	for _, ns := range routers {
 		must(t, ns.Sysctl("net.ipv4.ip_forward", "1"))
 		must(t, ns.Sysctl("net.ipv4.conf.all.rp_filter", "0"))
 		must(t, ns.Sysctl("net.ipv4.conf.default.rp_filter", "0"))
@@ -83,12 +114,25 @@ func newIPsecTopology(t testing.TB) *ipsecTopology {
 		DPD: 2 * time.Second, HealthCheck: tunnel.HealthCheck{Rate: "high"}}
 	sec.SetDefaults()
 	sec.HealthCheck.SetDefaults()
+	cfg := site.Config{IPsec: []ipsec.Config{sec}, Wide: []string{"ipsec1"}}
+	if narrow {
+		sec2 := sec
+		sec2.Name, sec2.Remote, sec2.RemoteID, sec2.Address = "ipsec2", netip.MustParseAddr("192.0.2.30"), "ams.corp.example",
+			netip.MustParsePrefix("10.200.4.0/31")
+		cfg.IPsec = append(cfg.IPsec, sec2)
+		r := tunnel.Route{Prefix: netip.MustParsePrefix("10.30.0.0/16"), Via: "ipsec2"}
+		r.SetDefaults()
+		cfg.Routes = []tunnel.Route{r}
+		// What edgegw check would say of it: nothing.
+		site.CheckWideIPsec(func(f, m string) { t.Errorf("config check: %s: %s", f, m) }, cfg,
+			map[string][]site.WideRange{"ipsec1": {{Prefix: netip.MustParsePrefix("10.20.0.0/16"), MaxLength: 24}}})
+	}
 	must(t, x.gw.Do(func() error {
 		var err error
 		if x.gwSite, err = site.New(context.Background(), site.Options{Logger: testLogger(t), StateDir: state}); err != nil {
 			return err
 		}
-		return x.gwSite.Set(site.Config{IPsec: []ipsec.Config{sec}, Wide: []string{"ipsec1"}})
+		return x.gwSite.Set(cfg)
 	}))
 	t.Cleanup(func() {
 		if err := x.gwSite.Close(); err != nil {
@@ -122,15 +166,35 @@ func newIPsecTopology(t testing.TB) *ipsecTopology {
 	if out, err := x.br.IP("link", "set", "ipsec0", "up"); err != nil {
 		t.Fatalf("ipsec0 up: %v: %s", err, out)
 	}
-	testkit.Eventually(t, 60*time.Second, "the IPsec tunnel up", func() error {
-		for _, ts := range x.gwSite.Status().Tunnels {
-			if ts.Name == "ipsec1" && ts.IPsec != nil && ts.IPsec.Up {
+	want := []string{"ipsec1"}
+	if narrow {
+		b2 := swanbranch.Start(t, x.br2, ipsec.DefaultCharon, swanbranch.BackendLibipsec, t.TempDir(), narrowBranchSwanctl)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("second branch charon:\n%s", b2.Log())
+			}
+		})
+		want = append(want, "ipsec2")
+	}
+	for _, name := range want {
+		testkit.Eventually(t, 60*time.Second, name+" up", func() error {
+			if ts := ipsecStatus(x.gwSite, name); ts.IPsec != nil && ts.IPsec.Up {
 				return nil
 			}
-		}
-		return fmt.Errorf("ipsec1 not up: %+v", x.gwSite.Status().Tunnels)
-	})
+			return fmt.Errorf("%s not up: %+v", name, x.gwSite.Status().Tunnels)
+		})
+	}
 	return x
+}
+
+// ipsecStatus is the named tunnel's status on m.
+func ipsecStatus(m *site.Manager, name string) site.TunnelStatus {
+	for _, ts := range m.Status().Tunnels {
+		if ts.Name == name {
+			return ts
+		}
+	}
+	return site.TunnelStatus{}
 }
 
 // ipsecSpeakerConfig is the gw's BGP: the branch's router on the far end
@@ -151,7 +215,7 @@ func ipsecSpeakerConfig() Config {
 // edgegw's configuration: wide selectors carry prefixes nobody
 // configured.
 func TestBIRDBranchOverIPsec(t *testing.T) {
-	x := newIPsecTopology(t)
+	x := newIPsecTopology(t, false)
 	sock := bird(t, x.br, strings.ReplaceAll(branchBird, "10.200.1.", "10.200.3."))
 	m := newSpeaker(t, x.gw, x.gwSite, ipsecSpeakerConfig())
 
@@ -172,12 +236,10 @@ func TestBIRDBranchOverIPsec(t *testing.T) {
 	// The traffic went through the SA, not around it (the counters are
 	// read from charon every 2 s).
 	testkit.Eventually(t, 10*time.Second, "ipsec1's SA counts the traffic", func() error {
-		for _, ts := range x.gwSite.Status().Tunnels {
-			if ts.Name == "ipsec1" && ts.TxPackets > 0 && ts.RxPackets > 0 {
-				return nil
-			}
+		if ts := ipsecStatus(x.gwSite, "ipsec1"); ts.TxPackets == 0 || ts.RxPackets == 0 {
+			return fmt.Errorf("no packets counted through ipsec1: %+v", ts)
 		}
-		return fmt.Errorf("no packets counted through ipsec1: %+v", x.gwSite.Status().Tunnels)
+		return nil
 	})
 
 	// The branch adds a subnet; edgegw's configuration stays as it is,
@@ -198,7 +260,7 @@ func TestBIRDBranchOverIPsec(t *testing.T) {
 // reaches through edgegw's route over the IPsec tunnel; FRR's own
 // `show bgp` has the office prefix from edgegw's AS.
 func TestFRRBranchOverIPsec(t *testing.T) {
-	x := newIPsecTopology(t)
+	x := newIPsecTopology(t, false)
 	vtysh := frr(t, x.br, `
 frr defaults traditional
 hostname branch
@@ -236,5 +298,59 @@ router bgp 65020
 	})
 	if n := neighbor(m, "branch1"); n.State != "established" || n.Accepted != 1 {
 		t.Errorf("neighbor status %+v: want established, accepted 1", n)
+	}
+}
+
+// TestWideAndNarrowIPsecShareDevice: with userspace ESP every IPsec
+// tunnel shares charon's one device, and the child SA whose selector is
+// the most specific for a packet's destination takes it. A wide
+// (BGP-carrying) tunnel beside a policy-based one, as edgegw check
+// allows them (the learned range outside the other's selectors), each
+// carry their own branch's traffic: the learned prefix leaves through
+// the wide SA, the configured one through the narrow SA, and neither
+// through the other's (each SA's packet counters say so).
+func TestWideAndNarrowIPsecShareDevice(t *testing.T) {
+	x := newIPsecTopology(t, true)
+	bird(t, x.br, strings.ReplaceAll(branchBird, "10.200.1.", "10.200.3."))
+	newSpeaker(t, x.gw, x.gwSite, ipsecSpeakerConfig())
+	testkit.Eventually(t, 60*time.Second, "office LAN reaches both branches", func() error {
+		if got := routeIn(t, x.gw, "10.20.0.0/24"); !strings.Contains(got, "dev ipsec") {
+			return fmt.Errorf("route 10.20.0.0/24: %q", got)
+		}
+		if err := x.lan.Ping("10.20.0.2"); err != nil {
+			return err
+		}
+		return x.lan.Ping("10.30.0.2")
+	})
+
+	// Each branch's traffic through its own SA: send a burst to one
+	// branch and see only that tunnel's counters move (the health
+	// probes, a few a second, move both a little).
+	const burst = 200
+	for _, c := range []struct{ dst, via, other string }{{"10.20.0.2", "ipsec1", "ipsec2"}, {"10.30.0.2", "ipsec2", "ipsec1"}} {
+		// Counters are read from charon every 2 s: wait for a fresh
+		// reading before and after.
+		settle := func() (via, other uint64) {
+			var last [2]uint64
+			testkit.Eventually(t, 20*time.Second, "SA counters settle", func() error {
+				time.Sleep(2500 * time.Millisecond) // one listing period; not an assertion
+				now := [2]uint64{ipsecStatus(x.gwSite, c.via).TxPackets, ipsecStatus(x.gwSite, c.other).TxPackets}
+				if now[0]-last[0] > 50 || now[1]-last[1] > 50 {
+					last = now
+					return fmt.Errorf("still moving: %v", now)
+				}
+				last = now
+				return nil
+			})
+			return last[0], last[1]
+		}
+		via0, other0 := settle()
+		if out, err := x.lan.Exec(t.Context(), "ping", "-q", "-c", fmt.Sprint(burst), "-i", "0.005", "-W", "2", c.dst); err != nil {
+			t.Fatalf("ping %s: %v: %s", c.dst, err, out)
+		}
+		via1, other1 := settle()
+		if via1-via0 < burst || other1-other0 >= burst/2 {
+			t.Errorf("a burst of %d to %s: %s sent %d, %s sent %d; want it all through %s", burst, c.dst, c.via, via1-via0, c.other, other1-other0, c.via)
+		}
 	}
 }
