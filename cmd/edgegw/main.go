@@ -74,10 +74,10 @@ Usage:
   edgegw admin token create NAME --role admin|viewer | token list | token revoke NAME
                                         tokens for the admin API over TCP (shown once, stored hashed)
   edgegw status                         print the running gateway's status (JSON)
-  edgegw routes [--json]                print the site-to-site routing table: source, health, metric, active path
   edgegw reload                         reload the configuration and say how it went
   edgegw update BUNDLE [--tries N] [--no-reboot] | --status | --verify BUNDLE [--pubkey FILE]
                                         on the appliance: write BUNDLE to the inactive slot, boot it
+  edgegw routes [--json]                print the site-to-site routing table: source, health, metric, active path
   edgegw config default                 print the built-in default configuration
   edgegw config example                 print the commented example of a whole office
   edgegw version                        print the version
@@ -161,10 +161,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdStatus(args[1:], stdout, stderr)
 	case "reload":
 		return cmdReload(args[1:], stdout, stderr)
-	case "routes":
-		return cmdRoutes(args[1:], stdout, stderr)
 	case "update":
 		return cmdUpdate(args[1:], stdout, stderr)
+	case "routes":
+		return cmdRoutes(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "edgegw", buildVersion())
 		return nil
