@@ -25,7 +25,8 @@
 // interface, of the tunnel's name, and IPsec routes behave as GRE's do.
 // With charon's userspace ESP every IPsec tunnel shares its TUN device,
 // and the routes through a tunnel become its child SA's remote traffic
-// selectors.
+// selectors, except for a tunnel that carries BGP (Config.Wide), whose
+// selectors are 0.0.0.0/0 ([CheckWideIPsec] keeps that unambiguous).
 package site
 
 import (
