@@ -29,6 +29,7 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 		},
 		Devices: devices,
 		Flows:   &sink.analytics,
+		Routes:  g.routesView, // part_site.go
 		Reload: func(context.Context) (string, error) {
 			return g.opts.ConfigPath, g.reload(pctx)
 		},

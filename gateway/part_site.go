@@ -6,7 +6,9 @@ import (
 	"reflect"
 	"slices"
 
+	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/tunnel"
 	"github.com/edgegw/edgegw/tunnel/bgp"
 	"github.com/edgegw/edgegw/tunnel/site"
 )
@@ -139,4 +141,38 @@ func (p *sitePart) status(s *Status) {
 	s.Routes = slices.Clone(st.Routes)
 	s.Steering = st.Steering
 	s.DroppedByLocal = st.Dropped
+}
+
+// routesView is GET /api/v1/routes: the site manager's table (static,
+// learned, connected, fallbacks) with BGP's import-range guards.
+// Called with g.mu held, as every part's state is read.
+func (p *sitePart) routesView() admin.RoutesView {
+	var rows []tunnel.TableRoute
+	if p.mgr != nil {
+		rows = p.mgr.Table()
+	}
+	if p.bgp != nil {
+		for _, g := range p.bgp.Guards() {
+			rows = append(rows, tunnel.TableRoute{Prefix: g, Source: tunnel.SourceGuard, Metric: bgp.GuardMetric})
+		}
+	}
+	tunnel.SettleTable(rows)
+	v := admin.RoutesView{Routes: make([]admin.RouteRow, 0, len(rows))}
+	for _, r := range rows {
+		v.Routes = append(v.Routes, admin.RouteRow{Prefix: r.Prefix.String(), Via: r.Via, Source: r.Source, Priority: r.Priority,
+			Weight: r.Weight, State: r.State, Steering: r.Steering, Metric: r.Metric, Active: r.Active})
+	}
+	return v
+}
+
+// routesView finds the site part for the admin API's routing table.
+func (g *Gateway) routesView() (admin.RoutesView, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, p := range g.parts {
+		if sp, ok := p.(*sitePart); ok {
+			return sp.routesView(), nil
+		}
+	}
+	return admin.RoutesView{}, nil
 }

@@ -159,6 +159,9 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 		}
 	}
 	p.site = site.Config{GRE: cfg.Tunnels.GRE, IPsec: cfg.Tunnels.IPsec, Routes: cfg.Routes}
+	if cfg.BGP != nil {
+		p.site.Wide = cfg.BGP.Tunnels() // IPsec tunnels carrying BGP: route-based child SAs
+	}
 	p.registry, p.registryOn = registryOptions(cfg)
 	if cfg.Access != nil && !o.SkipFiles {
 		ap, err := access.Compile(*cfg.Access, identityOf(cfg))

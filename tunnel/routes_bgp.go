@@ -62,3 +62,14 @@ func (l *Learned) Sources() map[string]int {
 	}
 	return out
 }
+
+// BySource returns a copy of the learned routes, by source.
+func (l *Learned) BySource() map[string][]Route {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string][]Route, len(l.by))
+	for s, r := range l.by {
+		out[s] = slices.Clone(r)
+	}
+	return out
+}

@@ -78,6 +78,7 @@ Usage:
   edgegw reload                         reload the configuration and say how it went
   edgegw update BUNDLE [--tries N] [--no-reboot] | --status | --verify BUNDLE [--pubkey FILE]
                                         on the appliance: write BUNDLE to the inactive slot, boot it
+  edgegw routes [--json]                print the site-to-site routing table: source, health, metric, active path
   edgegw config default                 print the built-in default configuration
   edgegw config example                 print the commented example of a whole office
   edgegw version                        print the version
@@ -165,6 +166,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdReload(args[1:], stdout, stderr)
 	case "update":
 		return cmdUpdate(args[1:], stdout, stderr)
+	case "routes":
+		return cmdRoutes(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "edgegw", buildVersion())
 		return nil

@@ -82,6 +82,9 @@ type Options struct {
 	// /api/v1/logpush.
 	Status  func() any
 	Logpush func() any
+	// Routes returns the site-to-site routing table for
+	// GET /api/v1/routes; nil answers 404.
+	Routes func() (RoutesView, error)
 	// Devices serves /api/v1/devices (list, show, POST …/revoke).
 	Devices http.Handler
 	// Flows serves GET /api/v1/flows (the flow analytics query) and the

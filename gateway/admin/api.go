@@ -61,6 +61,9 @@ func (s *Server) routes() *http.ServeMux {
 			writeJSON(w, http.StatusOK, s.opts.Logpush())
 		})
 	}
+	if s.opts.Routes != nil {
+		mux.HandleFunc("GET "+PathRoutes, s.showRoutes)
+	}
 	if s.opts.Devices != nil {
 		devs := s.audited(s.opts.Devices)
 		mux.Handle(PathDevices, devs)

@@ -325,16 +325,21 @@ func (d *decoder) crossChecks(c *Config) {
 		siteTunnels = append(siteTunnels, ipsecNames...)
 		bgp.CheckTunnels(func(field, msg string) { report("bgp."+field, msg) }, c.BGP, siteTunnels)
 		if ipsec.DefaultBackend() == ipsec.BackendLibipsec {
-			// Userspace ESP sends only what a child SA's traffic selectors
-			// (the configured routes) hold: a learned prefix would be
-			// routed into ipsec0 and dropped there.
+			// Userspace ESP: the IPsec tunnels that carry BGP negotiate
+			// 0.0.0.0/0 on the one shared device; refuse what would let
+			// charon's selectors, not the routes, pick the tunnel.
+			ranges := map[string][]site.WideRange{}
 			for i, n := range c.BGP.Neighbors {
-				if slices.Contains(ipsecNames, n.Tunnel) {
-					report(fmt.Sprintf("bgp.neighbors[%d].tunnel", i), fmt.Sprintf("%q is an IPsec tunnel, and this machine has no kernel ESP "+
-						"(esp4, xfrm_interface): with userspace ESP only configured routes: get traffic selectors, so routes learned "+
-						"over it would be dropped; peer over a GRE tunnel here", n.Tunnel))
+				for j, r := range n.Import.Prefixes {
+					ranges[n.Tunnel] = append(ranges[n.Tunnel], site.WideRange{Prefix: r.Prefix.Masked(), MaxLength: r.MaxLength,
+						Source: fmt.Sprintf("bgp.neighbors[%d].import.prefixes[%d]", i, j)})
+				}
+				if len(n.Import.Prefixes) == 0 { // any prefix accepted
+					ranges[n.Tunnel] = append(ranges[n.Tunnel], site.WideRange{Prefix: netip.MustParsePrefix("0.0.0.0/0"), MaxLength: 32,
+						Source: fmt.Sprintf("bgp.neighbors[%d].import.prefixes", i)})
 				}
 			}
+			site.CheckWideIPsec(report, site.Config{IPsec: c.Tunnels.IPsec, Routes: c.Routes, Wide: c.BGP.Tunnels()}, ranges)
 		}
 	}
 	if c.Interfaces.WAN != "" && names[c.Interfaces.WAN] != "" {

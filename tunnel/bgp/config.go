@@ -222,6 +222,19 @@ func (n *Neighbor) validate(c *Config, at func(field, msg string)) {
 	}
 }
 
+// Tunnels names the tunnels that carry sessions, each once, in neighbor
+// order: prefixes not known in advance are routed through them, so IPsec
+// ones among them need route-based child SAs (site.Config.Wide).
+func (c *Config) Tunnels() []string {
+	var out []string
+	for _, n := range c.Neighbors {
+		if n.Tunnel != "" && !slices.Contains(out, n.Tunnel) {
+			out = append(out, n.Tunnel)
+		}
+	}
+	return out
+}
+
 // CheckTunnels reports neighbors whose tunnel names none of tunnels (the
 // names of every GRE and IPsec tunnel). Fields are relative to the
 // section.

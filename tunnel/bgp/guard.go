@@ -82,3 +82,11 @@ func (g *guards) set(want []netip.Prefix) error {
 	g.have = kept
 	return errs
 }
+
+// Guards returns the import ranges whose unreachable guards are
+// installed now (at [GuardMetric]).
+func (m *Manager) Guards() []netip.Prefix {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.guards.have)
+}

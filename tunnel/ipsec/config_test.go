@@ -226,17 +226,21 @@ func TestPSKLength(t *testing.T) {
 }
 
 // TestConnMessage compares the VICI messages for a responder and an
-// initiator (kernel-libipsec), and an initiator of the kernel backend,
-// with golden files (-update rewrites them).
+// initiator (kernel-libipsec), a responder carrying BGP (kernel-libipsec,
+// wide selectors whatever is routed) and an initiator of the kernel
+// backend, with golden files (-update rewrites them).
 func TestConnMessage(t *testing.T) {
 	resp := Tunnel{Config: valid(), Routed: []netip.Prefix{netip.MustParsePrefix("10.30.0.0/16"), netip.MustParsePrefix("10.20.0.0/16")}}
 	init := resp
 	init.Initiator = true
 	init.Remote = netip.MustParseAddr("192.0.2.31")
+	wide := resp
+	wide.Wide = true
 	cases := map[string]struct {
 		tun  Tunnel
 		ifID uint32
-	}{"responder": {resp, 0}, "initiator": {init, 0}, "kernel-initiator": {init, allocIfID(init.Name, nil)}}
+	}{"responder": {resp, 0}, "initiator": {init, 0}, "kernel-initiator": {init, allocIfID(init.Name, nil)},
+		"wide-responder": {wide, 0}}
 	for name, c := range cases {
 		tun := c.tun
 		m, err := connMessage(tun, c.ifID)

@@ -22,16 +22,41 @@ type Tunnel struct {
 	// The kernel backend is route-based and does not need them: the
 	// tunnel's own xfrm interface is what sends a packet into it.
 	Routed []netip.Prefix
+	// Wide makes the child SA route-based with the userspace backend too:
+	// remote selectors 0.0.0.0/0 (or ::/0), as the kernel backend always
+	// has them, for a tunnel that carries BGP, whose routes are not known
+	// when the SA is negotiated. On the shared TUN, kernel-libipsec picks
+	// the most specific selector that holds a packet's destination, so
+	// the other tunnels' narrower selectors still win for their prefixes
+	// and the wide tunnel takes whatever else is routed into the device;
+	// the site's configuration check keeps that unambiguous (one wide
+	// tunnel, and no prefix routed through it inside another tunnel's
+	// selectors: see site.CheckWideIPsec).
+	Wide bool
 }
 
 // Equal reports whether t and o run the same way.
 func (t Tunnel) Equal(o Tunnel) bool {
-	return t.Config.Equal(o.Config) && slices.Equal(t.RemoteTS(), o.RemoteTS())
+	return t.Config.Equal(o.Config) && t.Wide == o.Wide && slices.Equal(t.RemoteTS(), o.RemoteTS())
 }
 
-// RemoteTS are the child SA's remote traffic selectors: the far end of
-// the tunnel address, the health-check target, and the routed prefixes.
+// anyPrefix is the selector that holds every address of the tunnel
+// address's family.
+func (t Tunnel) anyPrefix() netip.Prefix {
+	if t.Address.Addr().Is6() {
+		return netip.MustParsePrefix("::/0")
+	}
+	return netip.MustParsePrefix("0.0.0.0/0")
+}
+
+// RemoteTS are the child SA's remote traffic selectors with the
+// userspace backend: for a Wide tunnel every address; otherwise the far
+// end of the tunnel address, the health-check target, and the routed
+// prefixes.
 func (t Tunnel) RemoteTS() []netip.Prefix {
+	if t.Wide {
+		return []netip.Prefix{t.anyPrefix()}
+	}
 	ts := []netip.Prefix{netip.PrefixFrom(tunnel.Peer(t.Address), t.Address.Addr().BitLen())}
 	if tg := t.HealthCheck.Target; tg.IsValid() && !ts[0].Contains(tg) {
 		ts = append(ts, netip.PrefixFrom(tg, tg.BitLen()))
@@ -93,7 +118,8 @@ func seconds(d time.Duration) string { return fmt.Sprintf("%ds", int64(d/time.Se
 
 // connMessage renders t as charon's connection of the same name, with one
 // child SA, also of that name. With ifID 0 (kernel-libipsec) the child's
-// remote selectors are [Tunnel.RemoteTS]; otherwise (the kernel backend)
+// remote selectors are [Tunnel.RemoteTS] (any-to-any for a Wide tunnel);
+// otherwise (the kernel backend)
 // the child is route-based: any-to-any selectors, as Magic WAN's IPsec
 // tunnels have, and its states and policies bound to the xfrm interface
 // with if_id ifID, so that only packets routed into that interface enter
@@ -104,10 +130,7 @@ func connMessage(t Tunnel, ifID uint32) (*vici.Message, error) {
 	if t.Remote.IsValid() {
 		remote = t.Remote.String()
 	}
-	any := "0.0.0.0/0"
-	if t.Address.Addr().Is6() {
-		any = "::/0"
-	}
+	any := t.anyPrefix().String()
 	c := connMsg{
 		Version:     "2", // IKEv2 only
 		LocalAddrs:  []string{t.Local.String()},

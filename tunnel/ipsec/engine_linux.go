@@ -64,7 +64,9 @@ type Options struct {
 // tunnel's ESP goes through it. A packet routed into it is matched
 // against the child SAs' traffic selectors, so each tunnel's remote
 // selectors are exactly its routed prefixes and the far end of its tunnel
-// address ([Tunnel.RemoteTS]); the tunnel addresses are on the device.
+// address ([Tunnel.RemoteTS]), except for a tunnel that carries BGP
+// ([Tunnel.Wide]: 0.0.0.0/0, taking what no narrower selector holds);
+// the tunnel addresses are on the device.
 // Routes "via" an IPsec tunnel are routes through the device, and the
 // route manager's priorities and health penalties decide whether the
 // device (and so this tunnel's SA) or another tunnel carries a prefix. Two IPsec tunnels can therefore not

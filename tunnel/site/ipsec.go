@@ -42,7 +42,7 @@ func (l *ipsecLinks) LinkByName(name string) (netlink.Link, error) {
 func ipsecTunnels(cfg Config) []ipsec.Tunnel {
 	out := make([]ipsec.Tunnel, 0, len(cfg.IPsec))
 	for _, c := range cfg.IPsec {
-		t := ipsec.Tunnel{Config: c}
+		t := ipsec.Tunnel{Config: c, Wide: slices.Contains(cfg.Wide, c.Name)}
 		for _, r := range cfg.Routes {
 			if r.Via == c.Name && !slices.Contains(t.Routed, r.Prefix.Masked()) {
 				t.Routed = append(t.Routed, r.Prefix.Masked())
@@ -185,4 +185,87 @@ func CheckIPsecRoutes(report func(field, msg string), routes []tunnel.Route, ips
 		}
 		first[p] = r.Via
 	}
+}
+
+// WideRange is a range of prefixes that may be routed through a wide
+// (BGP-carrying) IPsec tunnel: Prefix and its more-specifics up to
+// MaxLength bits (0: the prefix's own length). Source is the
+// configuration field it comes from, where an error is reported.
+type WideRange struct {
+	Prefix    netip.Prefix
+	MaxLength int
+	Source    string
+}
+
+// CheckWideIPsec refuses what would make wide (BGP-carrying) IPsec
+// tunnels ambiguous with userspace ESP, where every IPsec tunnel shares
+// charon's one TUN and kernel-libipsec sends a packet routed into it
+// through the child SA with the most specific selector that holds its
+// destination, whatever route put it there:
+//
+//   - two wide tunnels: both would negotiate 0.0.0.0/0, so charon, not
+//     the routes, would choose between them, for every prefix;
+//   - a prefix that may be routed through the wide tunnel (a configured
+//     route through it, or a range its BGP neighbors' import policies
+//     accept, via ranges) lying inside another IPsec tunnel's selectors
+//     (its routed prefixes, its peer's tunnel address, its health-check
+//     target): its packets would leave through that other tunnel.
+//
+// A wide tunnel's prefixes that merely contain another tunnel's
+// selectors are fine: the longer route and the narrower selector agree.
+// With kernel ESP every tunnel has its own xfrm interface and none of
+// this applies: call it only for ipsec.BackendLibipsec. Fields are
+// full paths: "tunnels.ipsec[i].name" for the first case, the range's
+// Source ("routes[i]" for configured routes) for the second.
+func CheckWideIPsec(report func(field, msg string), cfg Config, ranges map[string][]WideRange) {
+	var wide []string
+	for i, c := range cfg.IPsec {
+		if !slices.Contains(cfg.Wide, c.Name) {
+			continue
+		}
+		if len(wide) > 0 {
+			report(fmt.Sprintf("tunnels.ipsec[%d].name", i), fmt.Sprintf("IPsec tunnels %q and %q both carry BGP: this machine has no "+
+				"kernel ESP (esp4, xfrm_interface), and with userspace ESP every IPsec tunnel shares one device, where both would "+
+				"negotiate 0.0.0.0/0 and charon, not the routes, would pick the tunnel for every prefix; run the second session "+
+				"over a GRE tunnel, or on a kernel with ESP", wide[0], c.Name))
+		}
+		wide = append(wide, c.Name)
+	}
+	for _, w := range wide {
+		var rs []WideRange
+		for i, r := range cfg.Routes {
+			if r.Via == w {
+				rs = append(rs, WideRange{Prefix: r.Prefix.Masked(), Source: fmt.Sprintf("routes[%d]", i)})
+			}
+		}
+		rs = append(rs, ranges[w]...)
+		for _, o := range ipsecTunnels(cfg) {
+			if o.Name == w || o.Wide {
+				continue
+			}
+			for _, sel := range o.RemoteTS() {
+				for _, r := range rs {
+					if r.within(sel) {
+						report(r.Source, fmt.Sprintf("%s may be routed through IPsec tunnel %q, which carries BGP, but it lies inside "+
+							"%s, a traffic selector of IPsec tunnel %q: with userspace ESP (no kernel ESP here) its packets would "+
+							"leave through %q; narrow it so that it stays outside %s", r, w, sel, o.Name, o.Name, sel))
+					}
+				}
+			}
+		}
+	}
+}
+
+// within reports whether r may hold a prefix that lies inside sel.
+func (r WideRange) within(sel netip.Prefix) bool {
+	maxLen := max(r.MaxLength, r.Prefix.Bits())
+	return r.Prefix.Addr().Is4() == sel.Addr().Is4() && r.Prefix.Overlaps(sel) && maxLen >= sel.Bits()
+}
+
+// String is the range as the configuration writes it.
+func (r WideRange) String() string {
+	if r.MaxLength > r.Prefix.Bits() {
+		return fmt.Sprintf("%s (up to /%d)", r.Prefix, r.MaxLength)
+	}
+	return r.Prefix.String()
 }

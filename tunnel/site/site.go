@@ -25,7 +25,8 @@
 // interface, of the tunnel's name, and IPsec routes behave as GRE's do.
 // With charon's userspace ESP every IPsec tunnel shares its TUN device,
 // and the routes through a tunnel become its child SA's remote traffic
-// selectors.
+// selectors, except for a tunnel that carries BGP (Config.Wide), whose
+// selectors are 0.0.0.0/0 ([CheckWideIPsec] keeps that unambiguous).
 package site
 
 import (
@@ -58,6 +59,11 @@ type Config struct {
 	GRE    []gre.Config
 	IPsec  []ipsec.Config
 	Routes []tunnel.Route
+	// Wide names the IPsec tunnels that carry BGP: their child SAs are
+	// route-based (selectors 0.0.0.0/0 both ways) with userspace ESP too,
+	// since learned prefixes are not known when SAs are negotiated (see
+	// [ipsec.Tunnel.Wide] and [CheckWideIPsec]). Kernel ESP is always so.
+	Wide []string
 }
 
 // Options are the manager's collaborators.
@@ -198,7 +204,7 @@ func (m *Manager) Set(cfg Config) error {
 		}
 		m.tunnels[c.Name] = r
 	}
-	m.cfg = Config{GRE: slices.Clone(cfg.GRE), IPsec: slices.Clone(cfg.IPsec), Routes: slices.Clone(cfg.Routes)}
+	m.cfg = Config{GRE: slices.Clone(cfg.GRE), IPsec: slices.Clone(cfg.IPsec), Routes: slices.Clone(cfg.Routes), Wide: slices.Clone(cfg.Wide)}
 	errs = errors.Join(errs, m.setIPsec(cfg))
 	m.setQualityIntervals()
 	return errors.Join(errs, m.applyRoutes())
