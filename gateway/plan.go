@@ -57,7 +57,7 @@ type Plan struct {
 	enrollTunnel enroll.Tunnel
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
-	haVIP        netip.Addr // the pair's first IPv4 WAN virtual address; WireGuard answers from it
+	haVIP        netip.Addr    // the pair's first IPv4 WAN virtual address; WireGuard answers from it
 	logpush      *logpush.Plan // nil: no job
 	scimToken    []byte        // scim.token_file read; nil: no scim section, or not read
 	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
