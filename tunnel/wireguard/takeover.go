@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,7 +38,13 @@ type TakeoverConfig struct {
 // the other node. When the virtual address arrives on this node (keepalived
 // made it active), it reads those sessions back, finds each peer by its
 // tunnel address, and initiates a handshake to the endpoint from the
-// virtual address (Device.Initiate). A mark holds an IPv4 address, so
+// virtual address (Device.Initiate). When the address leaves this node,
+// the device drops every session and endpoint (configured peers are made
+// again, empty): otherwise wireguard-go would go on retrying handshakes
+// with its peers from this node's own address, and a peer that answers
+// moves its endpoint to the standby.
+//
+// A mark holds an IPv4 address, so
 // peers are found by their first single IPv4 allowed address; peers
 // without one are left to reconnect by themselves.
 type Takeover struct {
@@ -50,7 +57,7 @@ type Takeover struct {
 	done chan struct{}
 	once sync.Once
 
-	takeovers, initiated, marked, errs atomic.Uint64
+	takeovers, released, initiated, marked, errs atomic.Uint64
 	mu                                 sync.Mutex
 	last                               TakeoverResult
 }
@@ -67,6 +74,7 @@ type TakeoverResult struct {
 // TakeoverStats counts what a Takeover did.
 type TakeoverStats struct {
 	Takeovers uint64          `json:"takeovers"` // times the virtual address arrived
+	Released  uint64          `json:"released"`  // times it left, and the sessions were dropped
 	Initiated uint64          `json:"initiated"` // handshake initiations sent on takeovers
 	Marked    uint64          `json:"marked"`    // conntrack sessions marked
 	Errors    uint64          `json:"errors"`    // conntrack reads and writes that failed
@@ -120,7 +128,7 @@ func (t *Takeover) Close() {
 
 // Stats returns the counters and the last takeover.
 func (t *Takeover) Stats() TakeoverStats {
-	s := TakeoverStats{Takeovers: t.takeovers.Load(), Initiated: t.initiated.Load(), Marked: t.marked.Load(), Errors: t.errs.Load()}
+	s := TakeoverStats{Takeovers: t.takeovers.Load(), Released: t.released.Load(), Initiated: t.initiated.Load(), Marked: t.marked.Load(), Errors: t.errs.Load()}
 	t.mu.Lock()
 	if !t.last.At.IsZero() {
 		l := t.last
@@ -145,6 +153,15 @@ func (t *Takeover) run() {
 		if has && !held {
 			t.takeover()
 			lastMark = time.Time{} // mark at once: the sessions are ours now
+		}
+		if held && !has && err == nil {
+			t.released.Add(1)
+			if err := t.d.dropSessions(); err != nil {
+				t.errs.Add(1)
+				t.d.log.Error("takeover: drop sessions after the virtual address left", "err", err)
+			} else {
+				t.d.log.Info("the virtual address left: sessions dropped", "vip", t.cfg.VIP)
+			}
 		}
 		held = has
 		if held && time.Since(lastMark) >= t.cfg.MarkEvery {
@@ -292,4 +309,40 @@ func markAddr(m uint32) netip.Addr {
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], m)
 	return netip.AddrFrom4(b)
+}
+
+// dropSessions removes every peer, with its session and endpoint, and
+// makes the configured ones again.
+func (d *Device) dropSessions() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	text, err := d.wg.IpcGet()
+	var cur wgState
+	if err == nil {
+		cur, err = parseIpcGet(text)
+	}
+	if err != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("read state: %w", err)
+	}
+	var b strings.Builder
+	for k := range cur.peers {
+		b.WriteString("public_key=" + k.Hex() + "\nremove=true\n")
+	}
+	if b.Len() > 0 {
+		if err := d.wg.IpcSet(b.String()); err != nil {
+			d.mu.Unlock()
+			return fmt.Errorf("remove peers: %w", err)
+		}
+	}
+	d.od.mu.Lock()
+	clear(d.od.active)
+	d.od.mu.Unlock()
+	cfg := *d.snap.Load().cfg
+	d.mu.Unlock()
+	// Set finds the configured peers missing and adds them.
+	return d.Set(cfg)
 }

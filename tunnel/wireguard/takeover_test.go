@@ -113,6 +113,14 @@ func TestTakeover(t *testing.T) {
 	// Failover: the address leaves, the other node (a new device, no
 	// sessions) gets it back.
 	l.ip("-n", l.a, "addr", "del", vip.String()+"/24", "dev", veth)
+	// The node that gave the address up drops its sessions: its
+	// wireguard-go must not retry handshakes from its own address.
+	testkit.Eventually(t, 10*time.Second, "sessions dropped", func() error {
+		if s := tk.Stats(); s.Released != 1 || len(d.Status().Peers) != 0 {
+			return fmt.Errorf("%+v, peers %+v", s, d.Status().Peers)
+		}
+		return nil
+	})
 	tk.Close()
 	d.Close()
 	d, tk = start()
