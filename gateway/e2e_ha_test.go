@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
@@ -27,7 +27,7 @@ import (
 
 // haNode is one real edgegw of a pair.
 type haNode struct {
-	t    *testing.T
+	t    testing.TB
 	ns   *netlab.NS
 	dir  string
 	cfg  string
@@ -101,6 +101,15 @@ func (n *haNode) wantMetric(line string) func() error {
 	}
 }
 
+// haStatus is what the HA tests read of /api/v1/status (gateway.Status
+// itself does not decode: some of its types only marshal).
+type haStatus struct {
+	HA      *ha.Status `json:"ha"`
+	Tunnels []struct {
+		WireGuard *wireguard.Status `json:"wireguard"`
+	} `json:"tunnels"`
+}
+
 // status reads the node's HA status from /api/v1/status.
 func (n *haNode) status() (*ha.Status, error) {
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
@@ -113,7 +122,7 @@ func (n *haNode) status() (*ha.Status, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var s gateway.Status
+	var s haStatus
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		return nil, err
 	}
@@ -322,7 +331,7 @@ ha:
 // one private key (tunnels.wireguard.private_key_file) and VRRPv3 with
 // 300 ms adverts.
 type haLab struct {
-	t          *testing.T
+	t          testing.TB
 	lab        *netlab.Lab
 	nodes      [2]*haNode
 	wan, lan   *netlab.NS
@@ -332,6 +341,7 @@ type haLab struct {
 	wanLinks   [2]string // each node's WAN interface
 	wgIfs      [2]string
 	pairPubKey string
+	branch     *netlab.NS // a branch router (edgegw) with a GRE tunnel to the WAN virtual address
 }
 
 const (
@@ -340,16 +350,23 @@ const (
 	haServer  = "203.0.113.100"
 	haLANHost = "10.1.0.100"
 	haUserTun = "100.96.0.10"
+	haBranch  = "203.0.113.60"
+	// haBranchLAN is an address of the branch's LAN, reached from the
+	// office LAN through the GRE tunnel.
+	haBranchLAN = "10.20.0.1"
 )
 
-func newHALab(t *testing.T) *haLab {
+func newHALab(t testing.TB) *haLab {
 	t.Helper()
 	testkit.NeedRoot(t)
 	testkit.NeedTool(t, "keepalived", "keepalived")
 	testkit.NeedTool(t, "conntrackd", "conntrackd")
 	testkit.NeedTool(t, "nft", "nftables")
 	testkit.NeedTool(t, "conntrack", "conntrack")
-	needStockWireGuard(t)
+	for _, tool := range [][2]string{{"wireguard-go", "wireguard-go"}, {"wg", "wireguard-tools"},
+		{"wg-quick", "wireguard-tools"}, {"ping", "iputils-ping"}} {
+		testkit.NeedTool(t, tool[0], tool[1])
+	}
 	l := &haLab{t: t, lab: netlab.NewT(t)}
 	var err error
 	l.wan, err = l.lab.NS("wan")
@@ -369,12 +386,18 @@ func newHALab(t *testing.T) *haLab {
 		l.wgIfs[i] = fmt.Sprintf("%sw%d", l.lab.ID(), i+1)
 	}
 	must(t, l.lab.Link(l.user, "eth0", "203.0.113.50/24", l.wan, "pu", ""))
+	l.branch, err = l.lab.NS("branch")
+	must(t, err)
+	must(t, l.lab.Link(l.branch, "eth0", haBranch+"/24", l.wan, "pb", ""))
+	blan, err := l.lab.NS("blan")
+	must(t, err)
+	must(t, l.lab.Link(l.branch, "eth1", haBranchLAN+"/24", blan, "eth0", ""))
 	must(t, l.lab.Link(l.nodes[0].ns, "sync0", "10.255.0.1/30", l.nodes[1].ns, "sync0", "10.255.0.2/30"))
 	for _, sw := range []struct {
 		ns    *netlab.NS
 		ports []string
 		addr  string
-	}{{l.wan, []string{"p1", "p2", "pu"}, haServer + "/24"}, {l.lan, []string{"p1", "p2"}, haLANHost + "/24"}} {
+	}{{l.wan, []string{"p1", "p2", "pu", "pb"}, haServer + "/24"}, {l.lan, []string{"p1", "p2"}, haLANHost + "/24"}} {
 		run(t, sw.ns, "ip", "link", "add", "br0", "type", "bridge")
 		for _, p := range sw.ports {
 			run(t, sw.ns, "ip", "link", "set", p, "master", "br0")
@@ -416,6 +439,16 @@ tunnels:
       - name: user
         public_key: %q
         allowed_ips: [%s/32]
+  gre:
+    - name: gre1
+      local: %s
+      remote: %s
+      address: 10.200.1.0/31
+      health_check:
+        rate: high
+routes:
+  - prefix: 10.20.0.0/16
+    via: gre1
 ha:
   priority: %d
   peer: %s
@@ -425,8 +458,40 @@ ha:
   virtual_addresses:
     wan: [%s/24]
     lan: [%s/24]
-`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, userPub, haUserTun, prio, peer, haWANVIP, haLANVIP)), 0o600))
+`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, userPub, haUserTun, haWANVIP, haBranch, prio, peer, haWANVIP, haLANVIP)), 0o600))
 		n.start()
+	}
+	// The branch: one edgegw whose GRE tunnel's remote is the WAN virtual
+	// address, whichever node holds it.
+	bdir := t.TempDir()
+	bcfg := filepath.Join(bdir, "edgegw.yaml")
+	must(t, os.WriteFile(bcfg, []byte(fmt.Sprintf(`appliance:
+  name: branch
+  state_dir: %s/state
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  socket: %s/admin.sock
+tunnels:
+  gre:
+    - name: gre1
+      local: %s
+      remote: %s
+      address: 10.200.1.1/31
+      health_check:
+        rate: high
+routes:
+  - prefix: 10.1.0.0/24
+    via: gre1
+`, bdir, bdir, haBranch, haWANVIP)), 0o600))
+	bp, err := l.branch.Start(binary, "run", "--config", bcfg)
+	must(t, err)
+	t.Cleanup(func() { bp.Stop() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := bp.WaitOutput(ctx, "edgegw is up"); err != nil {
+		t.Fatalf("the branch did not start: %v\n%s", err, bp.Output())
 	}
 
 	// The remote user: stock wg-quick and wireguard-go, no keepalive (a
@@ -494,6 +559,18 @@ func (l *haLab) ping() error {
 	return nil
 }
 
+// pingBranch sends one echo request from the LAN host through the active
+// node's GRE tunnel to the branch's LAN.
+func (l *haLab) pingBranch() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := l.lan.Exec(ctx, "ping", "-c1", "-W1", haBranchLAN)
+	if err != nil {
+		return fmt.Errorf("ping %s: %v: %s", haBranchLAN, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // userEndpoint is the address the user's client last heard the pair from.
 func (l *haLab) userEndpoint() string {
 	l.t.Helper()
@@ -516,7 +593,7 @@ func (n *haNode) takeover() (*wireguard.TakeoverStats, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var s gateway.Status
+	var s haStatus
 	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
 		return nil, err
 	}
@@ -540,7 +617,7 @@ type stream struct {
 	done     sync.WaitGroup
 }
 
-func startStream(t *testing.T, l *haLab) *stream {
+func startStream(t testing.TB, l *haLab) *stream {
 	t.Helper()
 	ln, err := l.wan.Listen("tcp", haServer+":5001")
 	must(t, err)
@@ -630,7 +707,7 @@ func (s *stream) close() {
 
 // flowing waits until more than `more` bytes arrived after now, and fails
 // on any error of the stream.
-func (s *stream) flowing(t *testing.T, deadline time.Duration, more int64) {
+func (s *stream) flowing(t testing.TB, deadline time.Duration, more int64) {
 	t.Helper()
 	base := s.received.Load()
 	testkit.Eventually(t, deadline, "the TCP transfer goes on", func() error {
@@ -662,6 +739,7 @@ func TestHAFailover(t *testing.T) {
 	if ep := l.userEndpoint(); ep != haWANVIP+":51820" {
 		t.Fatalf("the user hears the pair at %s, not the WAN virtual address", ep)
 	}
+	testkit.Eventually(t, deadline, "LAN host pings the branch over GRE", l.pingBranch)
 	// The active node marks the user's session for the peer (conntrackd
 	// copies it to the standby).
 	testkit.Eventually(t, deadline, "session marked", func() error {
@@ -689,6 +767,10 @@ func TestHAFailover(t *testing.T) {
 		// that the node reached out.
 		testkit.Eventually(t, 10*time.Second, "user's ping back", l.ping)
 		t.Logf("user's ping back %v after the failure", time.Since(start).Round(10*time.Millisecond))
+		// GRE: the tunnel ends on the virtual address; the new active
+		// node's health checks find it up again (3 probes at rate high).
+		testkit.Eventually(t, 10*time.Second, "GRE branch back", l.pingBranch)
+		t.Logf("GRE branch back %v after the failure", time.Since(start).Round(10*time.Millisecond))
 		after, err := l.nodes[to].takeover()
 		must(t, err)
 		if after.Takeovers <= before.Takeovers || after.Initiated <= before.Initiated || after.Last == nil {
@@ -722,16 +804,7 @@ func TestHAFailover(t *testing.T) {
 	t.Run("WAN link pulled", func(t *testing.T) {
 		// The returning node must have the sessions and their marks
 		// (conntrackd's startup resync) before it can take over.
-		testkit.Eventually(t, deadline, "marked session synced to the standby", func() error {
-			out, err := l.nodes[1-m].ns.Exec(context.Background(), "conntrack", "-L", "-p", "udp", "--dport", "51820", "--dst", haWANVIP)
-			if err != nil {
-				return fmt.Errorf("conntrack: %v: %s", err, out)
-			}
-			if !strings.Contains(string(out), "mark="+strconv.FormatUint(uint64(tunMark(haUserTun)), 10)) {
-				return fmt.Errorf("no marked session on the standby: %s", out)
-			}
-			return nil
-		})
+		testkit.Eventually(t, deadline, "marked session synced to the standby", l.marked(1-m))
 		failover(t, m, func() { run(t, l.nodes[m].ns, "ip", "link", "set", l.wanLinks[m], "down") })
 		run(t, l.nodes[m].ns, "ip", "link", "set", l.wanLinks[m], "up")
 		testkit.Eventually(t, deadline, "node with its link back is backup", l.nodes[m].wantRole(ha.RoleBackup))
@@ -743,8 +816,199 @@ func TestHAFailover(t *testing.T) {
 	}
 }
 
+// marked is nil once node i's conntrack table holds the user's WireGuard
+// session marked with the user's tunnel address: what a node needs to
+// reach the user when it takes over.
+func (l *haLab) marked(i int) func() error {
+	return func() error {
+		out, err := l.nodes[i].ns.Exec(context.Background(), "conntrack", "-L", "-p", "udp", "--dport", "51820", "--dst", haWANVIP)
+		if err != nil {
+			return fmt.Errorf("conntrack: %v: %s", err, out)
+		}
+		if !strings.Contains(string(out), "mark="+strconv.FormatUint(uint64(tunMark(haUserTun)), 10)) {
+			return fmt.Errorf("no marked session on n%d: %s", i+1, out)
+		}
+		return nil
+	}
+}
+
 // tunMark is the conntrack mark naming a peer: its tunnel address.
 func tunMark(addr string) uint32 {
 	b := netip.MustParseAddr(addr).As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// echoFlow is a UDP flow from the remote user through the tunnel to an
+// echo on the LAN host, one datagram every 10 ms; the longest gap between
+// echoes is how long the user's traffic was gone.
+type echoFlow struct {
+	mu      sync.Mutex
+	replies []time.Time
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+func startUserEcho(tb testing.TB, l *haLab) *echoFlow {
+	tb.Helper()
+	f := &echoFlow{stop: make(chan struct{})}
+	srv, err := l.lan.ListenPacket("udp", haLANHost+":7001")
+	must(tb, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := l.user.DialContext(ctx, "udp", haLANHost+":7001")
+	if err != nil {
+		srv.Close()
+		tb.Fatal(err)
+	}
+	f.wg.Add(3)
+	go func() { // the echo, until its socket closes
+		defer f.wg.Done()
+		buf := make([]byte, 64)
+		for {
+			n, from, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			srv.WriteTo(buf[:n], from)
+		}
+	}()
+	go func() { // the user sends every 10 ms until stop
+		defer f.wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		b := make([]byte, 8)
+		for {
+			select {
+			case <-f.stop:
+				return
+			case <-tick.C:
+			}
+			c.Write(b) // a moment without a path is what is measured
+		}
+	}()
+	go func() { // the user records echoes until its socket closes
+		defer f.wg.Done()
+		buf := make([]byte, 64)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				select {
+				case <-f.stop:
+					return
+				default:
+					continue // refused while no node holds the address
+				}
+			}
+			f.mu.Lock()
+			f.replies = append(f.replies, time.Now())
+			f.mu.Unlock()
+		}
+	}()
+	tb.Cleanup(func() {
+		close(f.stop)
+		srv.Close()
+		c.Close()
+		f.wg.Wait()
+	})
+	return f
+}
+
+// gap is the longest time without an echo between from and to.
+func (f *echoFlow) gap(from, to time.Time) time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	last, worst := from, time.Duration(0)
+	for _, r := range f.replies {
+		if r.Before(from) || r.After(to) {
+			continue
+		}
+		worst = max(worst, r.Sub(last))
+		last = r
+	}
+	return max(worst, to.Sub(last))
+}
+
+// BenchmarkHAFailover measures ten failovers of two real edgegw nodes
+// (VRRPv3, 300 ms adverts) for each way to fail: "kill", kill -9 of the
+// active node's edgegw (its keepalived and conntrackd go with it), which
+// then starts again and stays standby; "wan-down", the active node's WAN
+// link goes down and comes back. Each round fails the other node.
+// Reported, median and worst: the time until the WAN virtual address is
+// on the other node; the longest gap in a remote user's UDP flow through
+// WireGuard to the LAN (100 datagrams a second: the user's traffic back);
+// and the TCP transfers from the LAN host through the masquerade that
+// broke (a reset or any error; must be 0). Run with -benchtime 1x.
+func BenchmarkHAFailover(b *testing.B) {
+	for _, wan := range []bool{false, true} {
+		name := "kill"
+		if wan {
+			name = "wan-down"
+		}
+		b.Run(name, func(b *testing.B) {
+			l := newHALab(b)
+			const deadline = 30 * time.Second
+			active := l.master(deadline)
+			testkit.Eventually(b, deadline, "user pings the LAN host", l.ping)
+			echo := startUserEcho(b, l)
+			steady := func(since time.Time) func() error {
+				return func() error {
+					if time.Since(since) < time.Second || echo.gap(time.Now().Add(-time.Second), time.Now()) > 100*time.Millisecond {
+						return fmt.Errorf("the user's flow is not steady")
+					}
+					return nil
+				}
+			}
+			testkit.Eventually(b, deadline, "user's flow steady", steady(time.Now()))
+			st := startStream(b, l)
+			st.flowing(b, deadline, 256<<10)
+			resets := 0
+			var moved, back []time.Duration
+			for range 10 {
+				standby := 1 - active
+				testkit.Eventually(b, deadline, "the standby has the user's session", l.marked(standby))
+				t0 := time.Now()
+				if wan {
+					run(b, l.nodes[active].ns, "ip", "link", "set", l.wanLinks[active], "down")
+				} else {
+					must(b, syscall.Kill(l.nodes[active].proc.Pid(), syscall.SIGKILL))
+				}
+				var t1 time.Time
+				testkit.Eventually(b, deadline, "VIP moved", func() error {
+					if err := l.nodes[standby].wantVIP(true)(); err != nil {
+						return err
+					}
+					t1 = time.Now()
+					return nil
+				})
+				moved = append(moved, t1.Sub(t0))
+				testkit.Eventually(b, deadline, "user's flow back", steady(t1))
+				back = append(back, echo.gap(t0, time.Now()))
+				if err := st.Err(); err != nil {
+					resets++
+					b.Logf("transfer broke: %v", err)
+					st = startStream(b, l)
+				}
+				st.flowing(b, deadline, 256<<10)
+				if st.Err() != nil {
+					b.Fatalf("a new transfer does not flow: %v", st.Err())
+				}
+				if wan {
+					run(b, l.nodes[active].ns, "ip", "link", "set", l.wanLinks[active], "up")
+				} else {
+					<-l.nodes[active].proc.Done()
+					l.nodes[active].start()
+				}
+				testkit.Eventually(b, deadline, "failed node back as standby", l.nodes[active].wantRole(ha.RoleBackup))
+				active = standby
+			}
+			report := func(name string, d []time.Duration) {
+				slices.Sort(d)
+				b.ReportMetric(float64(d[len(d)/2].Milliseconds()), name+"-median-ms")
+				b.ReportMetric(float64(d[len(d)-1].Milliseconds()), name+"-worst-ms")
+				b.Logf("%s: %v", name, d)
+			}
+			report("vip-moved", moved)
+			report("user-back", back)
+			b.ReportMetric(float64(resets), "tcp-resets")
+		})
+	}
 }
