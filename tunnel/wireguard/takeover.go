@@ -58,8 +58,8 @@ type Takeover struct {
 	once sync.Once
 
 	takeovers, released, initiated, marked, errs atomic.Uint64
-	mu                                 sync.Mutex
-	last                               TakeoverResult
+	mu                                           sync.Mutex
+	last                                         TakeoverResult
 }
 
 // TakeoverResult is what the last takeover did.
