@@ -21,7 +21,9 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/swanbranch"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/tunnel/ipsec"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -342,7 +344,12 @@ type haLab struct {
 	wgIfs      [2]string
 	pairPubKey string
 	branch     *netlab.NS // a branch router (edgegw) with a GRE tunnel to the WAN virtual address
+	// swan is a branch router running stock strongSwan, with an IPsec
+	// tunnel to the WAN virtual address that it initiates (DPD every 2 s).
+	swan *swanbranch.Branch
 }
+
+const haSwanPSK = "ha-test-psk-of-20-characters"
 
 const (
 	haWANVIP  = "203.0.113.10"
@@ -354,6 +361,8 @@ const (
 	// haBranchLAN is an address of the branch's LAN, reached from the
 	// office LAN through the GRE tunnel.
 	haBranchLAN = "10.20.0.1"
+	haSwan      = "203.0.113.70"
+	haSwanLAN   = "10.30.0.1" // the strongSwan branch's LAN
 )
 
 func newHALab(t testing.TB) *haLab {
@@ -392,12 +401,19 @@ func newHALab(t testing.TB) *haLab {
 	blan, err := l.lab.NS("blan")
 	must(t, err)
 	must(t, l.lab.Link(l.branch, "eth1", haBranchLAN+"/24", blan, "eth0", ""))
+	swanbranch.Need(t, ipsec.DefaultCharon, swanbranch.BackendLibipsec)
+	swanNS, err := l.lab.NS("swan")
+	must(t, err)
+	must(t, l.lab.Link(swanNS, "eth0", haSwan+"/24", l.wan, "ps", ""))
+	for _, a := range []string{haSwanLAN + "/32", "10.200.2.1/32"} {
+		must(t, swanNS.AddAddr("lo", a))
+	}
 	must(t, l.lab.Link(l.nodes[0].ns, "sync0", "10.255.0.1/30", l.nodes[1].ns, "sync0", "10.255.0.2/30"))
 	for _, sw := range []struct {
 		ns    *netlab.NS
 		ports []string
 		addr  string
-	}{{l.wan, []string{"p1", "p2", "pu", "pb"}, haServer + "/24"}, {l.lan, []string{"p1", "p2"}, haLANHost + "/24"}} {
+	}{{l.wan, []string{"p1", "p2", "pu", "pb", "ps"}, haServer + "/24"}, {l.lan, []string{"p1", "p2"}, haLANHost + "/24"}} {
 		run(t, sw.ns, "ip", "link", "add", "br0", "type", "bridge")
 		for _, p := range sw.ports {
 			run(t, sw.ns, "ip", "link", "set", p, "master", "br0")
@@ -407,8 +423,11 @@ func newHALab(t testing.TB) *haLab {
 	}
 	must(t, l.lan.Route("default", haLANVIP))
 
-	// The pair's one WireGuard key, and the remote user's.
+	// The pair's one WireGuard key, and the remote user's; the IPsec
+	// branch's pre-shared key.
 	keys := t.TempDir()
+	psk := filepath.Join(keys, "swan.psk")
+	must(t, os.WriteFile(psk, []byte(haSwanPSK+"\n"), 0o600))
 	pairKey, pairPub := wgKey(t, l.wan, keys, "pair")
 	userKey, userPub := wgKey(t, l.user, keys, "user")
 	l.pairPubKey, l.userPub = pairPub, userPub
@@ -446,9 +465,22 @@ tunnels:
       address: 10.200.1.0/31
       health_check:
         rate: high
+  ipsec:
+    - name: ips1
+      local: %s
+      remote: %s
+      local_id: hq.corp.example
+      remote_id: br2.corp.example
+      psk_file: %s
+      address: 10.200.2.0/31
+      dpd: 2s
+      health_check:
+        rate: high
 routes:
   - prefix: 10.20.0.0/16
     via: gre1
+  - prefix: 10.30.0.0/16
+    via: ips1
 ha:
   priority: %d
   peer: %s
@@ -458,7 +490,7 @@ ha:
   virtual_addresses:
     wan: [%s/24]
     lan: [%s/24]
-`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, userPub, haUserTun, haWANVIP, haBranch, prio, peer, haWANVIP, haLANVIP)), 0o600))
+`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, userPub, haUserTun, haWANVIP, haBranch, haWANVIP, haSwan, psk, prio, peer, haWANVIP, haLANVIP)), 0o600))
 		n.start()
 	}
 	// The branch: one edgegw whose GRE tunnel's remote is the WAN virtual
@@ -493,6 +525,16 @@ routes:
 	if err := bp.WaitOutput(ctx, "edgegw is up"); err != nil {
 		t.Fatalf("the branch did not start: %v\n%s", err, bp.Output())
 	}
+	// The IPsec branch, as its router's documentation configures it: it
+	// initiates to the WAN virtual address and restarts on dead peer
+	// detection, which is how it finds the new active node.
+	l.swan = swanbranch.Start(t, swanNS, ipsec.DefaultCharon, swanbranch.BackendLibipsec, t.TempDir(), swanbranch.Conn{
+		Name: "hq", Local: haSwan, Remote: haWANVIP,
+		LocalID: "br2.corp.example", RemoteID: "hq.corp.example",
+		LocalTS:  []string{"10.30.0.0/16", "10.200.2.1/32"},
+		RemoteTS: []string{"10.1.0.0/24", "10.200.2.0/32"},
+		PSK:      haSwanPSK, Initiate: true,
+	}.Swanctl())
 
 	// The remote user: stock wg-quick and wireguard-go, no keepalive (a
 	// silent client is the hard case: it notices nothing by itself).
@@ -567,6 +609,18 @@ func (l *haLab) pingBranch() error {
 	out, err := l.lan.Exec(ctx, "ping", "-c1", "-W1", haBranchLAN)
 	if err != nil {
 		return fmt.Errorf("ping %s: %v: %s", haBranchLAN, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// pingSwan sends one echo request from the LAN host through the active
+// node's IPsec tunnel to the strongSwan branch's LAN.
+func (l *haLab) pingSwan() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := l.lan.Exec(ctx, "ping", "-c1", "-W1", haSwanLAN)
+	if err != nil {
+		return fmt.Errorf("ping %s: %v: %s", haSwanLAN, err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
@@ -740,6 +794,7 @@ func TestHAFailover(t *testing.T) {
 		t.Fatalf("the user hears the pair at %s, not the WAN virtual address", ep)
 	}
 	testkit.Eventually(t, deadline, "LAN host pings the branch over GRE", l.pingBranch)
+	testkit.Eventually(t, deadline, "LAN host pings the branch over IPsec", l.pingSwan)
 	// The active node marks the user's session for the peer (conntrackd
 	// copies it to the standby).
 	testkit.Eventually(t, deadline, "session marked", func() error {
@@ -771,13 +826,19 @@ func TestHAFailover(t *testing.T) {
 		// node's health checks find it up again (3 probes at rate high).
 		testkit.Eventually(t, 10*time.Second, "GRE branch back", l.pingBranch)
 		t.Logf("GRE branch back %v after the failure", time.Since(start).Round(10*time.Millisecond))
+		// IPsec: the branch's dead peer detection (2 s) notices that
+		// the new active node has no SA and starts IKE again, to the
+		// same virtual address.
+		testkit.Eventually(t, 30*time.Second, "IPsec branch back", l.pingSwan)
+		t.Logf("IPsec branch back %v after the failure", time.Since(start).Round(10*time.Millisecond))
 		after, err := l.nodes[to].takeover()
 		must(t, err)
 		if after.Takeovers <= before.Takeovers || after.Initiated <= before.Initiated || after.Last == nil {
 			t.Errorf("n%d took over without initiating: before %+v, after %+v", to+1, before, after)
 		}
 		if ep := l.userEndpoint(); ep != haWANVIP+":51820" {
-			t.Errorf("the user hears the pair at %s, not the WAN virtual address", ep)
+			out, _ := l.nodes[to].ns.Exec(context.Background(), "conntrack", "-L", "-p", "udp")
+			t.Errorf("the user hears the pair at %s, not the WAN virtual address; n%d's UDP sessions:\n%s", ep, to+1, out)
 		}
 		must(t, l.nodes[to].wantRole(ha.RoleMaster)())
 		st.flowing(t, deadline, 256<<10)

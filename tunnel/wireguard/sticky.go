@@ -2,13 +2,14 @@ package wireguard
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"syscall"
 	_ "unsafe" // go:linkname
 
 	"golang.org/x/sys/unix"
-	_ "golang.zx2c4.com/wireguard/conn" // controlFns lives there
+	"golang.zx2c4.com/wireguard/conn"
 )
 
 // wireguard-go answers a peer from the address the peer's datagram was
@@ -80,4 +81,35 @@ func noGRO(network, address string, c syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// Send sends bufs to ep. While the device answers for an HA pair's
+// virtual address (a Takeover sets defaultSrc), a datagram to an endpoint
+// without a sticky source leaves from that address: wireguard-go clears a
+// peer's sticky source when a handshake is retried or its bind changes,
+// and the kernel would then pick this node's own address, which the
+// pair's masquerade rewrites to the virtual address with another port (the
+// peer's session already holds virtual address and port): the peer would
+// move its endpoint to a port that means nothing after the next failover.
+func (b *checkedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if src := b.defaultSrc.Load(); src != nil {
+		if se, ok := ep.(*conn.StdNetEndpoint); ok && !se.SrcIP().IsValid() {
+			// A copy: wireguard-go may send to the peer's endpoint from
+			// other goroutines.
+			if e, err := sourcedEndpoint(se.AddrPort, *src); err == nil {
+				ep = e
+			}
+		}
+	}
+	return b.Bind.Send(bufs, ep)
+}
+
+// setDefaultSource sets (or, with an invalid address, clears) the source
+// of datagrams to endpoints without a sticky one.
+func (d *Device) setDefaultSource(a netip.Addr) {
+	if a.IsValid() {
+		d.bind.defaultSrc.Store(&a)
+	} else {
+		d.bind.defaultSrc.Store(nil)
+	}
 }

@@ -122,6 +122,7 @@ func (t *Takeover) Close() {
 	t.once.Do(func() {
 		close(t.quit)
 		<-t.done
+		t.d.setDefaultSource(netip.Addr{})
 		t.nl.Close()
 	})
 }
@@ -151,11 +152,13 @@ func (t *Takeover) run() {
 			t.d.log.Warn("takeover: read addresses", "err", err)
 		}
 		if has && !held {
+			t.d.setDefaultSource(t.cfg.VIP)
 			t.takeover()
 			lastMark = time.Time{} // mark at once: the sessions are ours now
 		}
 		if held && !has && err == nil {
 			t.released.Add(1)
+			t.d.setDefaultSource(netip.Addr{})
 			if err := t.d.dropSessions(); err != nil {
 				t.errs.Add(1)
 				t.d.log.Error("takeover: drop sessions after the virtual address left", "err", err)
