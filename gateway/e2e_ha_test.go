@@ -793,6 +793,11 @@ func TestHAFailover(t *testing.T) {
 	if ep := l.userEndpoint(); ep != haWANVIP+":51820" {
 		t.Fatalf("the user hears the pair at %s, not the WAN virtual address", ep)
 	}
+	// Each node reaches the WAN from its own address, the standby too:
+	// its Logpush, DNS upstreams and identity provider are out there.
+	for i, n := range l.nodes {
+		testkit.Eventually(t, deadline, fmt.Sprintf("n%d reaches the WAN server", i+1), func() error { return tcpHello(n.ns, l.wan) })
+	}
 	testkit.Eventually(t, deadline, "LAN host pings the branch over GRE", l.pingBranch)
 	testkit.Eventually(t, deadline, "LAN host pings the branch over IPsec", l.pingSwan)
 	// The active node marks the user's session for the peer (conntrackd
@@ -891,6 +896,37 @@ func (l *haLab) marked(i int) func() error {
 		}
 		return nil
 	}
+}
+
+// tcpHello opens a TCP connection from ns to a one-shot server on the WAN
+// server's address and reads its greeting.
+func tcpHello(ns, wan *netlab.NS) error {
+	ln, err := wan.Listen("tcp", haServer+":0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() { // ends when the listener closes
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Write([]byte("hello\n"))
+		c.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := ns.DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		return fmt.Errorf("%s: %w", ns, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "hello\n" {
+		return fmt.Errorf("%s: read %q, %v", ns, b, err)
+	}
+	return nil
 }
 
 // tunMark is the conntrack mark naming a peer: its tunnel address.
