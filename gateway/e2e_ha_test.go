@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/swanbranch"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/netflow/logpush/hectest"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
@@ -347,6 +350,9 @@ type haLab struct {
 	// swan is a branch router running stock strongSwan, with an IPsec
 	// tunnel to the WAN virtual address that it initiates (DPD every 2 s).
 	swan *swanbranch.Branch
+	// hec receives both nodes' Logpush (audit_logs), at the WAN server's
+	// address.
+	hec *hectest.Server
 }
 
 const haSwanPSK = "ha-test-psk-of-20-characters"
@@ -423,9 +429,17 @@ func newHALab(t testing.TB) *haLab {
 	}
 	must(t, l.lan.Route("default", haLANVIP))
 
+	// The Logpush receiver runs in the test process, reached at the WAN
+	// server's address.
+	l.hec = hectest.New(hectest.Config{Tokens: []string{"ha-token"}})
+	t.Cleanup(l.hec.Close)
+	forwardTo(t, l.wan, haServer+":8088", l.hec.Addr())
+
 	// The pair's one WireGuard key, and the remote user's; the IPsec
 	// branch's pre-shared key.
 	keys := t.TempDir()
+	hecToken := filepath.Join(keys, "hec-token")
+	must(t, os.WriteFile(hecToken, []byte("ha-token\n"), 0o600))
 	psk := filepath.Join(keys, "swan.psk")
 	must(t, os.WriteFile(psk, []byte(haSwanPSK+"\n"), 0o600))
 	pairKey, pairPub := wgKey(t, l.wan, keys, "pair")
@@ -481,6 +495,12 @@ routes:
     via: gre1
   - prefix: 10.30.0.0/16
     via: ips1
+logpush:
+  - name: audit
+    dataset: audit_logs
+    destination: splunk://%s:8088/services/collector/event?insecure-skip-verify=true
+    token_file: %s
+    max_upload_interval: 1s
 ha:
   priority: %d
   peer: %s
@@ -490,7 +510,7 @@ ha:
   virtual_addresses:
     wan: [%s/24]
     lan: [%s/24]
-`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, userPub, haUserTun, haWANVIP, haBranch, haWANVIP, haSwan, psk, prio, peer, haWANVIP, haLANVIP)), 0o600))
+`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, userPub, haUserTun, haWANVIP, haBranch, haWANVIP, haSwan, psk, haServer, hecToken, prio, peer, haWANVIP, haLANVIP)), 0o600))
 		n.start()
 	}
 	// The branch: one edgegw whose GRE tunnel's remote is the WAN virtual
@@ -849,6 +869,18 @@ func TestHAFailover(t *testing.T) {
 		st.flowing(t, deadline, 256<<10)
 	}
 
+	// Audit records on both nodes while the receiver refuses them: each
+	// node holds its own in its spool, and the active node is killed
+	// with them there (once they are written ahead: a crash loses at most
+	// the last 500 ms, logpush.Options.SyncInterval). It delivers them
+	// when it comes back; the other node delivers its own.
+	l.hec.SetDown(true)
+	var ids []string
+	for _, n := range l.nodes {
+		nids := n.audited(t)
+		testkit.Eventually(t, deadline, "audit records spooled on "+n.ns.Name(), n.spooled(nids))
+		ids = append(ids, nids...)
+	}
 	ok := t.Run("kill -9", func(t *testing.T) {
 		failover(t, m, func() {
 			must(t, syscall.Kill(l.nodes[m].proc.Pid(), syscall.SIGKILL))
@@ -862,6 +894,7 @@ func TestHAFailover(t *testing.T) {
 		}
 		st.flowing(t, deadline, 256<<10)
 	})
+	l.hec.SetDown(false)
 	if !ok {
 		return // the roles are unknown
 	}
@@ -880,6 +913,10 @@ func TestHAFailover(t *testing.T) {
 	if err := st.Err(); err != nil {
 		t.Fatalf("the TCP transfer broke: %v", err)
 	}
+	// Nothing lost from Logpush: every audit record of both nodes,
+	// including those of the node killed with records in its spool.
+	// Senders back off while the receiver is down (doubling from 1 s).
+	testkit.Eventually(t, 2*deadline, "audit records delivered", l.delivered(ids))
 }
 
 // marked is nil once node i's conntrack table holds the user's WireGuard
@@ -927,6 +964,151 @@ func tcpHello(ns, wan *netlab.NS) error {
 		return fmt.Errorf("%s: read %q, %v", ns, b, err)
 	}
 	return nil
+}
+
+// forwardTo makes the test process's TCP address to reachable at addr
+// inside ns (a receiver in the test process, seen on a lab network).
+func forwardTo(t testing.TB, ns *netlab.NS, addr, to string) {
+	ln, err := ns.Listen("tcp", addr)
+	must(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() { // the acceptor, until the listener closes
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { // one connection, until either end closes
+				defer wg.Done()
+				defer c.Close()
+				up, err := net.DialTimeout("tcp", to, 5*time.Second)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{})
+				go func() {
+					io.Copy(up, c)
+					up.(*net.TCPConn).CloseWrite()
+					close(done)
+				}()
+				io.Copy(c, up)
+				c.(*net.TCPConn).CloseWrite()
+				<-done
+			}()
+		}
+	}()
+}
+
+// audited makes n audit three events (reloads that change nothing) and
+// returns the ids of every audit event the node holds.
+func (n *haNode) audited(t testing.TB) []string {
+	t.Helper()
+	c := n.admin()
+	for range 3 {
+		resp, err := c.Post("http://localhost/api/v1/reload", "", nil)
+		must(t, err)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: reload: %s", n.ns, resp.Status)
+		}
+	}
+	resp, err := c.Get("http://localhost/api/v1/audit")
+	must(t, err)
+	defer resp.Body.Close()
+	var entries []struct {
+		ID string `json:"id"`
+	}
+	body, err := io.ReadAll(resp.Body)
+	must(t, err)
+	if err := json.Unmarshal(body, &entries); err != nil {
+		t.Fatalf("%s: /api/v1/audit: %v: %s", n.ns, err, body)
+	}
+	var ids []string
+	for _, e := range entries {
+		ids = append(ids, e.ID)
+	}
+	if len(ids) < 3 {
+		t.Fatalf("%s: %d audit events", n.ns, len(ids))
+	}
+	return ids
+}
+
+// spooled is nil once each of ids is in a finished batch of the node's
+// Logpush spool (a gzip file; write-ahead segments, "wal-*", are left
+// out), where a crash does not lose it.
+func (n *haNode) spooled(ids []string) func() error {
+	return func() error {
+		var all []byte
+		dir := filepath.Join(n.dir, "state", "logpush", "audit")
+		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), "wal-") {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return nil // sent and removed meanwhile
+			}
+			defer f.Close()
+			zr, err := gzip.NewReader(f)
+			if err != nil {
+				return nil // not a batch (a temporary file being written)
+			}
+			b, _ := io.ReadAll(zr)
+			all = append(all, b...)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if !bytes.Contains(all, []byte(id)) {
+				return fmt.Errorf("%s: %s not in the spool yet", n.ns, id)
+			}
+		}
+		return nil
+	}
+}
+
+// admin is a client of the node's admin socket.
+func (n *haNode) admin() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", filepath.Join(n.dir, "admin.sock"))
+		}}}
+}
+
+// delivered is nil once the receiver holds an audit_logs record for each
+// of ids.
+func (l *haLab) delivered(ids []string) func() error {
+	return func() error {
+		got := map[string]bool{}
+		for _, e := range l.hec.Events() {
+			var r struct{ ID string }
+			if json.Unmarshal(e.Event, &r) == nil {
+				got[r.ID] = true
+			}
+		}
+		var missing []string
+		for _, id := range ids {
+			if !got[id] {
+				missing = append(missing, id)
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%d of %d audit records not delivered: %v", len(missing), len(ids), missing)
+		}
+		return nil
+	}
 }
 
 // tunMark is the conntrack mark naming a peer: its tunnel address.
