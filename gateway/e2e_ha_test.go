@@ -21,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/access/enroll/enrolltest"
+	"github.com/edgegw/edgegw/access/identity/pgtest"
 	"github.com/edgegw/edgegw/gateway/ha"
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/swanbranch"
@@ -371,7 +374,11 @@ const (
 	haSwanLAN   = "10.30.0.1" // the strongSwan branch's LAN
 )
 
-func newHALab(t testing.TB) *haLab {
+//
+// setup, when not nil, runs once the namespaces exist and before the
+// nodes start; it returns YAML for both nodes' configurations: top-level
+// sections, and lines under tunnels.wireguard (indented by four).
+func newHALab(t testing.TB, setup func(*haLab) (top, wireguard string)) *haLab {
 	t.Helper()
 	testkit.NeedRoot(t)
 	testkit.NeedTool(t, "keepalived", "keepalived")
@@ -429,6 +436,10 @@ func newHALab(t testing.TB) *haLab {
 	}
 	must(t, l.lan.Route("default", haLANVIP))
 
+	var topYAML, wgYAML string
+	if setup != nil {
+		topYAML, wgYAML = setup(l)
+	}
 	// The Logpush receiver runs in the test process, reached at the WAN
 	// server's address.
 	l.hec = hectest.New(hectest.Config{Tokens: []string{"ha-token"}})
@@ -468,7 +479,7 @@ tunnels:
     listen_port: 51820
     address: 100.96.0.1/12
     private_key_file: %s
-    peers:
+%s    peers:
       - name: user
         public_key: %q
         allowed_ips: [%s/32]
@@ -501,7 +512,7 @@ logpush:
     destination: splunk://%s:8088/services/collector/event?insecure-skip-verify=true
     token_file: %s
     max_upload_interval: 1s
-ha:
+%sha:
   priority: %d
   peer: %s
   interface: sync0
@@ -510,7 +521,7 @@ ha:
   virtual_addresses:
     wan: [%s/24]
     lan: [%s/24]
-`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, userPub, haUserTun, haWANVIP, haBranch, haWANVIP, haSwan, psk, haServer, hecToken, prio, peer, haWANVIP, haLANVIP)), 0o600))
+`, i+1, n.dir, n.dir, l.wgIfs[i], pairKey, wgYAML, userPub, haUserTun, haWANVIP, haBranch, haWANVIP, haSwan, psk, haServer, hecToken, topYAML, prio, peer, haWANVIP, haLANVIP)), 0o600))
 		n.start()
 	}
 	// The branch: one edgegw whose GRE tunnel's remote is the WAN virtual
@@ -806,7 +817,34 @@ func (s *stream) flowing(t testing.TB, deadline time.Duration, more int64) {
 // handshake by itself (about 15 s: the new active node initiates it, from
 // the virtual address), and the transfer goes on without a reset.
 func TestHAFailover(t *testing.T) {
-	l := newHALab(t)
+	// The device registry both nodes see: one PostgreSQL (reached over its
+	// unix socket from every namespace), and one OpenID provider.
+	pg := pgtest.Start(t)
+	_, store := pg.NewDB(t)
+	var op *enrolltest.OP
+	l := newHALab(t, func(l *haLab) (string, string) {
+		op = startProvider(t, l.user, l.nodes[0].ns, l.nodes[1].ns)
+		secret := filepath.Join(t.TempDir(), "web.secret")
+		must(t, os.WriteFile(secret, []byte("web-secret\n"), 0o600))
+		return fmt.Sprintf(`identity:
+  store: %q
+  providers:
+    - name: corp
+      issuer: %s
+      client_id: edgegw-web
+      client_secret_file: %s
+      device_client_id: edgegw-cli
+access:
+  listen: 0.0.0.0:8443
+`, store, op.Issuer, secret), `    enrollment:
+      enabled: true
+      key_expiry: 24h
+      policies:
+        - name: staff
+          action: allow
+          include: [{group: staff}]
+`
+	})
 	const deadline = 30 * time.Second // VRRP needs ~1 s; CI load adds more
 	m := l.master(deadline)
 	testkit.Eventually(t, deadline, "user pings the LAN host", l.ping)
@@ -836,6 +874,7 @@ func TestHAFailover(t *testing.T) {
 	st.flowing(t, deadline, 256<<10)
 
 	// failover checks what a failover from node `from` must leave behind.
+	enrolls, enrolled := 0, ""
 	failover := func(t *testing.T, from int, fail func()) {
 		to := 1 - from
 		before, err := l.nodes[to].takeover()
@@ -867,6 +906,35 @@ func TestHAFailover(t *testing.T) {
 		}
 		must(t, l.nodes[to].wantRole(ha.RoleMaster)())
 		st.flowing(t, deadline, 256<<10)
+		// A device enrolls at the virtual address: the new active node
+		// answers, and the other node sees the device in the registry.
+		enrolls++
+		name := fmt.Sprintf("laptop-%d", enrolls)
+		out, err := enrollCmd(t, l.user, op, op.Username(), "https://"+haWANVIP+":8443", name, filepath.Join(t.TempDir(), name+".conf"))
+		if err != nil {
+			t.Fatalf("edgegw enroll at the virtual address: %v\n%s", err, out)
+		}
+		enrolled = name
+	}
+	// sees is nil once node i lists the device enrolled last.
+	sees := func(i int) func() error {
+		return func() error {
+			resp, err := l.nodes[i].admin().Get("http://localhost" + enroll.PathDevices)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var devs []enroll.Device
+			if err := json.NewDecoder(resp.Body).Decode(&devs); err != nil {
+				return err
+			}
+			for _, d := range devs {
+				if d.Name == enrolled {
+					return nil
+				}
+			}
+			return fmt.Errorf("n%d lists %d devices, not %s", i+1, len(devs), enrolled)
+		}
 	}
 
 	// Audit records on both nodes while the receiver refuses them: each
@@ -889,6 +957,7 @@ func TestHAFailover(t *testing.T) {
 		// The old active node comes back and stays standby.
 		l.nodes[m].start()
 		testkit.Eventually(t, deadline, "returning node backup", l.nodes[m].wantRole(ha.RoleBackup))
+		testkit.Eventually(t, deadline, "the returning node sees the device enrolled meanwhile", sees(m))
 		if got := l.master(deadline); got != 1-m {
 			t.Fatalf("n%d took the addresses back", got+1)
 		}
@@ -907,6 +976,7 @@ func TestHAFailover(t *testing.T) {
 		failover(t, m, func() { run(t, l.nodes[m].ns, "ip", "link", "set", l.wanLinks[m], "down") })
 		run(t, l.nodes[m].ns, "ip", "link", "set", l.wanLinks[m], "up")
 		testkit.Eventually(t, deadline, "node with its link back is backup", l.nodes[m].wantRole(ha.RoleBackup))
+		testkit.Eventually(t, deadline, "the standby sees the device enrolled meanwhile", sees(m))
 		must(t, l.nodes[1-m].wantRole(ha.RoleMaster)())
 		st.flowing(t, deadline, 256<<10)
 	})
@@ -1223,7 +1293,7 @@ func BenchmarkHAFailover(b *testing.B) {
 			name = "wan-down"
 		}
 		b.Run(name, func(b *testing.B) {
-			l := newHALab(b)
+			l := newHALab(b, nil)
 			const deadline = 30 * time.Second
 			active := l.master(deadline)
 			testkit.Eventually(b, deadline, "user pings the LAN host", l.ping)
