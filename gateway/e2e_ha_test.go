@@ -374,7 +374,6 @@ const (
 	haSwanLAN   = "10.30.0.1" // the strongSwan branch's LAN
 )
 
-//
 // setup, when not nil, runs once the namespaces exist and before the
 // nodes start; it returns YAML for both nodes' configurations: top-level
 // sections, and lines under tunnels.wireguard (indented by four).
