@@ -374,8 +374,9 @@ const (
 	haSwanLAN   = "10.30.0.1" // the strongSwan branch's LAN
 )
 
-// setup, when not nil, runs once the namespaces exist and before the
-// nodes start; it returns YAML for both nodes' configurations: top-level
+// newHALab builds the topology and starts both nodes (n1 with the higher
+// priority), the branches and the remote user's client. setup, when not
+// nil, runs once the namespaces exist and before the nodes start; it returns YAML for both nodes' configurations: top-level
 // sections, and lines under tunnels.wireguard (indented by four).
 func newHALab(t testing.TB, setup func(*haLab) (top, wireguard string)) *haLab {
 	t.Helper()
