@@ -351,7 +351,7 @@ type haLab struct {
 	pairPubKey string
 	branch     *netlab.NS // a branch router (edgegw) with a GRE tunnel to the WAN virtual address
 	// swan is a branch router running stock strongSwan, with an IPsec
-	// tunnel to the WAN virtual address that it initiates (DPD every 2 s).
+	// tunnel to the WAN virtual address that the pair initiates.
 	swan *swanbranch.Branch
 	// hec receives both nodes' Logpush (audit_logs), at the WAN server's
 	// address.
@@ -498,6 +498,7 @@ tunnels:
       remote_id: br2.corp.example
       psk_file: %s
       address: 10.200.2.0/31
+      initiator: true
       dpd: 2s
       health_check:
         rate: high
@@ -556,15 +557,17 @@ routes:
 	if err := bp.WaitOutput(ctx, "edgegw is up"); err != nil {
 		t.Fatalf("the branch did not start: %v\n%s", err, bp.Output())
 	}
-	// The IPsec branch, as its router's documentation configures it: it
-	// initiates to the WAN virtual address and restarts on dead peer
-	// detection, which is how it finds the new active node.
+	// The IPsec branch, as its router's documentation configures it,
+	// answering only: the pair initiates (tunnels.ipsec[].initiator), so
+	// the node that takes over must start IKE again by itself. (A branch
+	// that initiates finds the new node through its dead peer detection
+	// instead: 7-9 s here with DPD every 2 s.)
 	l.swan = swanbranch.Start(t, swanNS, ipsec.DefaultCharon, swanbranch.BackendLibipsec, t.TempDir(), swanbranch.Conn{
 		Name: "hq", Local: haSwan, Remote: haWANVIP,
 		LocalID: "br2.corp.example", RemoteID: "hq.corp.example",
 		LocalTS:  []string{"10.30.0.0/16", "10.200.2.1/32"},
 		RemoteTS: []string{"10.1.0.0/24", "10.200.2.0/32"},
-		PSK:      haSwanPSK, Initiate: true,
+		PSK:      haSwanPSK, Initiate: false,
 	}.Swanctl())
 
 	// The remote user: stock wg-quick and wireguard-go, no keepalive (a
@@ -890,9 +893,9 @@ access:
 		// node's health checks find it up again (3 probes at rate high).
 		testkit.Eventually(t, 10*time.Second, "GRE branch back", l.pingBranch)
 		t.Logf("GRE branch back %v after the failure", time.Since(start).Round(10*time.Millisecond))
-		// IPsec: the branch's dead peer detection (2 s) notices that
-		// the new active node has no SA and starts IKE again, to the
-		// same virtual address.
+		// IPsec: the new active node's charon, which kept retrying IKE
+		// from the virtual address while it was not here, now reaches
+		// the branch.
 		testkit.Eventually(t, 30*time.Second, "IPsec branch back", l.pingSwan)
 		t.Logf("IPsec branch back %v after the failure", time.Since(start).Round(10*time.Millisecond))
 		after, err := l.nodes[to].takeover()
