@@ -109,6 +109,10 @@ func TestTakeover(t *testing.T) {
 		}
 		return nil
 	})
+	// While it holds the address, what has no sticky source leaves from it.
+	if a := d.bind.defaultSrc.Load(); a == nil || *a != vip {
+		t.Errorf("default source %v while holding %v", a, vip)
+	}
 
 	// Failover: the address leaves, the other node (a new device, no
 	// sessions) gets it back.
@@ -121,6 +125,9 @@ func TestTakeover(t *testing.T) {
 		}
 		return nil
 	})
+	if a := d.bind.defaultSrc.Load(); a != nil {
+		t.Errorf("default source %v after the address left", *a)
+	}
 	tk.Close()
 	d.Close()
 	d, tk = start()
