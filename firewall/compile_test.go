@@ -118,6 +118,10 @@ func TestWANAddress(t *testing.T) {
 	if snat < 0 || masq < snat || !strings.Contains(out, "meta nfproto ipv4") {
 		t.Errorf("postrouting without snat to the WAN address before the masquerade:\n%s", out)
 	}
+	// The node's own packets (no input interface) keep their source.
+	if own := strings.Index(out, `iifname "" counter accept`); own < 0 || own > snat {
+		t.Errorf("postrouting does not exempt the node's own packets before the snat:\n%s", out)
+	}
 	if strings.Contains(Compile(Spec{WAN: "eth0"}).String(), "snat") {
 		t.Error("snat without a WAN address")
 	}

@@ -270,6 +270,20 @@ func Compile(s Spec) *Program {
 		p.Sets = append(p.Sets, s.Egress.sets...)
 	}
 	if s.WAN != "" && s.WANAddress.Is4() {
+		// oifname "wan" iifname "" accept: the node's own packets keep
+		// their source. A standby's connections (Logpush, DNS, the
+		// identity provider) would otherwise leave from the virtual
+		// address, whose answers go to the active node; and what the
+		// active node sends from the virtual address itself (WireGuard,
+		// GRE, IKE) must not be masqueraded to its own.
+		post.Rules = append(post.Rules, []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(s.WAN)},
+			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("")},
+			&expr.Counter{},
+			verdict(expr.VerdictAccept, ""),
+		})
 		// oifname "wan" meta nfproto ipv4 snat ip to <address>
 		post.Rules = append(post.Rules, []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/gateway/config"
@@ -24,6 +25,10 @@ type wgPart struct {
 	devs       *identity.Devices
 	dev        *wireguard.Device
 	configured bool
+	// vip is the HA pair's IPv4 WAN virtual address the device runs for
+	// (invalid: no pair); takeover follows it.
+	vip      netip.Addr
+	takeover *wireguard.Takeover
 }
 
 // enrolledPeers offers a registry snapshot's devices to the WireGuard
@@ -65,11 +70,17 @@ func (p *wgPart) commit(ctx context.Context, prev, next *Plan) error {
 		nc = &next.Config.Tunnels.WireGuard.Config
 	}
 	stateDir := next.Config.Appliance.StateDir
+	if p.dev != nil && next.haVIP != p.vip {
+		// Joining or leaving a pair changes how the device binds its
+		// port (wireguard.Options.KeepSource): a new device, whose
+		// peers reconnect.
+		p.close()
+	}
 	switch {
 	case nc == nil:
 		p.close()
 	case p.dev == nil:
-		if err := p.start(*nc, stateDir); err != nil {
+		if err := p.start(*nc, stateDir, next.haVIP); err != nil {
 			return err
 		}
 	case pc != nil && reflect.DeepEqual(*pc, *nc) && config.SameFiles(prev.Config, next.Config, "tunnels.wireguard"):
@@ -84,13 +95,20 @@ func (p *wgPart) commit(ctx context.Context, prev, next *Plan) error {
 
 // set moves the running device to c.
 func (p *wgPart) set(c wireguard.Config, stateDir string) error {
+	// A Takeover knows the port it watches: follow a change.
+	if p.takeover != nil && p.dev.Status().ListenPort != c.ListenPort {
+		vip := p.vip
+		p.close()
+		return p.start(c, stateDir, vip)
+	}
 	// Set diffs peers itself: unchanged peers keep their sessions.
 	err := p.dev.Set(c)
 	if errors.Is(err, wireguard.ErrRecreate) {
 		// A new interface name: nothing was applied; replace the
 		// device (its peers reconnect to the new one).
+		vip := p.vip
 		p.close()
-		err = p.start(c, stateDir)
+		err = p.start(c, stateDir, vip)
 	}
 	return err
 }
@@ -104,13 +122,41 @@ func (p *wgPart) setDevices(snap *identity.Snapshot) error {
 	return nil
 }
 
-func (p *wgPart) start(c wireguard.Config, stateDir string) error {
-	dev, err := wireguard.New(c, wireguard.Options{Logger: p.log, StateDir: stateDir, UAPI: true})
+// start creates the device. In an HA pair (vip valid) it answers peers
+// from the address they sent to and follows the virtual address with a
+// Takeover, which finds peers by tunnel address: configured peers by
+// their allowed addresses, enrolled devices in the registry's snapshot.
+func (p *wgPart) start(c wireguard.Config, stateDir string, vip netip.Addr) error {
+	dev, err := wireguard.New(c, wireguard.Options{Logger: p.log, StateDir: stateDir, UAPI: true, KeepSource: vip.IsValid()})
 	if err != nil {
 		return err
 	}
 	dev.SetPeerSource(peerSource(p.devs.Load()))
-	p.dev = dev
+	if vip.IsValid() {
+		static := slices.Clone(c.Peers)
+		lookup := func(a netip.Addr) (wireguard.Peer, bool) {
+			for _, peer := range static {
+				for _, ap := range peer.AllowedIPs {
+					if ap.IsSingleIP() && ap.Addr() == a {
+						return peer, true
+					}
+				}
+			}
+			if snap := p.devs.Load(); snap != nil {
+				if d, ok := snap.ByAddr(a); ok {
+					return enrolledPeers{snap}.OnDemandPeer(d.PublicKey)
+				}
+			}
+			return wireguard.Peer{}, false
+		}
+		tk, err := dev.FollowTakeover(wireguard.TakeoverConfig{VIP: vip, Lookup: lookup})
+		if err != nil {
+			dev.Close()
+			return err
+		}
+		p.takeover = tk
+	}
+	p.dev, p.vip = dev, vip
 	p.metrics.set("wireguard", dev.Collector())
 	p.metrics.set("wireguard_health", dev.HealthCollector())
 	return nil
@@ -122,6 +168,11 @@ func (p *wgPart) close() {
 	}
 	p.metrics.set("wireguard", nil)
 	p.metrics.set("wireguard_health", nil)
+	if p.takeover != nil {
+		p.takeover.Close() // before the device it reads
+		p.takeover = nil
+	}
+	p.vip = netip.Addr{}
 	if err := p.dev.Close(); err != nil {
 		p.log.Error("close wireguard", "err", err)
 	}
@@ -154,5 +205,10 @@ func (p *wgPart) status(s *Status) {
 		return
 	}
 	ws := p.dev.Status()
+	if p.takeover != nil {
+		ts := p.takeover.Stats()
+		ws.Takeover = &ts
+	}
 	s.Tunnels = append(s.Tunnels, TunnelStatus{Name: p.dev.Name(), Kind: "wireguard", State: "up", WireGuard: &ws})
+
 }

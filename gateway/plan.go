@@ -57,6 +57,7 @@ type Plan struct {
 	enrollTunnel enroll.Tunnel
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
+	haVIP        netip.Addr    // the pair's first IPv4 WAN virtual address; WireGuard answers from it
 	logpush      *logpush.Plan // nil: no job
 	scimToken    []byte        // scim.token_file read; nil: no scim section, or not read
 	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
@@ -199,6 +200,7 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 		for _, v := range cfg.HA.VirtualAddresses.WAN {
 			if v.Addr().Is4() {
 				p.Firewall.WANAddress = v.Addr()
+				p.haVIP = v.Addr()
 				break
 			}
 		}

@@ -47,8 +47,11 @@ General {
 			DCCP
 			UDP
 		}
-		# The nodes' own and the virtual addresses as a connection's
-		# real ends: sessions of the node itself, not forwarded ones.
+		# The nodes' own and the LAN virtual addresses as a connection's
+		# real ends: sessions of the node itself, not forwarded ones. The
+		# WAN virtual addresses are not here: sessions to them (remote
+		# users' WireGuard, with the mark that names the peer) are what
+		# the next active node needs to reach its users first.
 		Address Ignore {
 {{- range .Ignore}}
 			{{if .Is4}}IPv4_address{{else}}IPv6_address{{end}} {{.}}
@@ -78,8 +81,11 @@ Sync {
 
 // RenderConntrackd returns conntrackd.conf for c: FTFW over UDP between
 // local (this node's address on the sync link) and the peer; sessions
-// whose real ends are in ignore (the nodes' own and virtual addresses)
-// are not synced.
+// whose real ends are in ignore (the nodes' own addresses) or the LAN
+// virtual addresses are not synced. Sessions to the WAN virtual addresses
+// are: the WireGuard part marks remote users' sessions with their tunnel
+// address, and the node that takes over reads them to initiate handshakes
+// (wireguard.Takeover).
 func RenderConntrackd(c Config, p ctPaths, local netip.Addr, ignore []netip.Addr) (string, error) {
 	if !local.Is4() || !c.Peer.Is4() {
 		return "", fmt.Errorf("conntrackd: sync addresses must be IPv4 (local %v, peer %v)", local, c.Peer)
@@ -93,10 +99,17 @@ func RenderConntrackd(c Config, p ctPaths, local netip.Addr, ignore []netip.Addr
 		return "", fmt.Errorf("conntrackd: invalid interface %q", c.Interface)
 	}
 	ign := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback(), local, c.Peer}
-	for _, a := range ignore {
-		ign = append(ign, a.Unmap())
+	wan := map[netip.Addr]bool{}
+	for _, v := range c.VirtualAddresses.WAN {
+		wan[v.Addr()] = true
 	}
-	for _, v := range append(slices.Clone(c.VirtualAddresses.WAN), c.VirtualAddresses.LAN...) {
+	for _, a := range ignore {
+		// A WAN virtual address this node holds now is no own address.
+		if !wan[a.Unmap()] {
+			ign = append(ign, a.Unmap())
+		}
+	}
+	for _, v := range c.VirtualAddresses.LAN {
 		ign = append(ign, v.Addr())
 	}
 	slices.SortFunc(ign, func(a, b netip.Addr) int { return a.Compare(b) })

@@ -482,17 +482,22 @@ func TestRenderConntrackd(t *testing.T) {
 		}}
 	paths := ctPaths{Lock: "/s/ha/conntrackd.lock", Ctl: "/s/ha/conntrackd.ctl"}
 	local := netip.MustParseAddr("10.9.0.1")
-	got, err := RenderConntrackd(c, paths, local, []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fe80::1"), local})
+	// 192.0.2.10, the WAN virtual address, is among the node's addresses
+	// when it holds it: sessions to it are synced all the same.
+	got, err := RenderConntrackd(c, paths, local, []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("fe80::1"), local, netip.MustParseAddr("192.0.2.10")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range []string{"LockFile /s/ha/conntrackd.lock", "Path /s/ha/conntrackd.ctl", "Mode FTFW",
 		"DisableExternalCache On", "IPv4_address 10.9.0.1\n", "IPv4_Destination_Address 10.9.0.2", "Port 3780",
-		"Interface sync0", "IPv4_address 192.0.2.10", "IPv4_address 10.1.0.1\n", "IPv4_address 192.0.2.1\n",
+		"Interface sync0", "IPv4_address 10.1.0.1\n", "IPv4_address 192.0.2.1\n",
 		"IPv6_address fe80::1", "IPv4_address 127.0.0.1", "IPv6_address ::1"} {
 		if !strings.Contains(got, w) {
 			t.Errorf("missing %q in\n%s", w, got)
 		}
+	}
+	if strings.Contains(got, "192.0.2.10") {
+		t.Errorf("the WAN virtual address is ignored: sessions to it (WireGuard) would not be synced\n%s", got)
 	}
 	if n := strings.Count(got, "IPv4_address 10.9.0.1\n"); n != 2 { // the UDP source and one filter entry
 		t.Errorf("local address %d times, want 2 (duplicates compacted)\n%s", n, got)

@@ -1,6 +1,7 @@
 package gre
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
@@ -166,7 +168,20 @@ func (e *Endpoints) detach(ep *endpoint, t *Tunnel) error {
 }
 
 func (e *Endpoints) open(local netip.Addr) (*endpoint, error) {
-	pconn, err := net.ListenPacket("ip4:gre", local.String())
+	// IP_FREEBIND: the local address may not be on this host yet (an HA
+	// pair's virtual address on the standby); packets to it arrive once
+	// it is, and IP_HDRINCL sends from it meanwhile.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	// Opening a raw socket never waits: there is nothing to cancel.
+	pconn, err := lc.ListenPacket(context.Background(), "ip4:gre", local.String())
 	if err != nil {
 		return nil, fmt.Errorf("open GRE socket on %s: %w", local, err)
 	}

@@ -3,6 +3,7 @@ package wireguard
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,9 @@ type checkedBind struct {
 	malformed *atomic.Uint64
 	divert    func(msg []byte, ep conn.Endpoint) bool // nil: none; set before Open
 	injected  chan injected
+	// defaultSrc, when set, is the source of datagrams to endpoints
+	// without a sticky one (see Send in sticky.go).
+	defaultSrc atomic.Pointer[netip.Addr]
 
 	mu      sync.Mutex
 	openErr error         // of the last Open

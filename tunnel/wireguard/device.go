@@ -26,6 +26,10 @@ type Options struct {
 	// and `wg set` work. The path is the same in every network namespace:
 	// devices in different namespaces need different interface names.
 	UAPI bool
+	// KeepSource makes every reply leave from the address the peer's
+	// datagram was sent to, which an HA pair's virtual address needs (see
+	// sticky.go); it turns UDP GRO off on the device's sockets.
+	KeepSource bool
 }
 
 var (
@@ -51,6 +55,8 @@ type Device struct {
 	wg       *device.Device
 	drops    drops
 	od       *onDemand
+	// keptPort is the port registered for KeepSource (0: none).
+	keptPort int
 
 	uapi      net.Listener
 	uapiWG    sync.WaitGroup
@@ -123,6 +129,12 @@ func New(cfg Config, opts Options) (_ *Device, err error) {
 	d.bind = &checkedBind{Bind: conn.NewDefaultBind(), netns: d.netns, malformed: &d.drops.malformed,
 		divert: d.od.divert, injected: make(chan injected, 16)}
 	d.ntun = &nsTUN{Device: d.tun, nl: d.nl, index: d.index, mtu: c.MTU}
+	if opts.KeepSource {
+		// Before the first bind: wireguard-go may bring the device up
+		// as soon as the link is.
+		keepSource(c.ListenPort, true)
+		d.keptPort = c.ListenPort
+	}
 	d.wg = device.NewDevice(d.ntun, d.bind, newLogger(log, &d.drops))
 	d.tun = nil // closed by d.wg from now on
 	if err := d.wg.IpcSet(uapiDiff(wgState{}, want)); err != nil {
@@ -253,9 +265,20 @@ func (d *Device) Set(cfg Config) error {
 			"added", countMissing(want.peers, cur.peers), "removed", countMissing(cur.peers, want.peers))
 	}
 	if wantPort != cur.listenPort {
+		if d.keptPort != 0 {
+			keepSource(wantPort, true)
+		}
 		err := d.wg.IpcSet(fmt.Sprintf("listen_port=%d\n", wantPort))
 		if err == nil {
 			err = d.checkPort(wantPort)
+		}
+		if d.keptPort != 0 {
+			if err == nil {
+				keepSource(d.keptPort, false)
+				d.keptPort = wantPort
+			} else {
+				keepSource(wantPort, false)
+			}
 		}
 		if err != nil {
 			if rerr := d.wg.IpcSet(fmt.Sprintf("listen_port=%d\n", cur.listenPort)); rerr != nil {
@@ -349,6 +372,10 @@ func (d *Device) teardown() {
 	}
 	if d.tun != nil {
 		d.tun.Close()
+	}
+	if d.keptPort != 0 {
+		keepSource(d.keptPort, false)
+		d.keptPort = 0
 	}
 	// Closing the TUN's last file descriptor unregisters the interface. Make
 	// sure of it: an interface left behind would keep its routes.

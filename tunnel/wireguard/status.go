@@ -16,6 +16,10 @@ type Status struct {
 	// OnDemand counts the enrolled devices that connect on demand; those
 	// connected now are among Peers.
 	OnDemand OnDemandStats `json:"on_demand"`
+	// Takeover is what the device did to reach its remote users after
+	// taking over an HA pair's virtual address (nil: not in a pair; set
+	// by the owner of the Takeover).
+	Takeover *TakeoverStats `json:"ha_takeover,omitempty"`
 }
 
 // PeerStatus is one peer's configuration and counters.

@@ -1,0 +1,351 @@
+package wireguard
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// TakeoverConfig is what Takeover follows.
+type TakeoverConfig struct {
+	// VIP is the HA pair's WAN virtual address (IPv4) that peers send to.
+	VIP netip.Addr
+	// Lookup finds the peer whose tunnel address is a: a configured peer
+	// or an enrolled device. It must be safe for concurrent use.
+	Lookup func(a netip.Addr) (Peer, bool)
+	// MarkEvery is how often the node that holds VIP records its peers
+	// in conntrack (2 s when zero); Poll how often it looks whether it
+	// holds VIP (100 ms when zero).
+	MarkEvery, Poll time.Duration
+}
+
+// Takeover brings a device's remote users back at once after an HA
+// failover. Their sessions were with the other node, and a stock client
+// waits about 15 s before it starts a new handshake by itself.
+//
+// While this node holds the virtual address it writes, every MarkEvery,
+// each peer's tunnel address into the conntrack mark of the peer's
+// session (endpoint → VIP:port). conntrackd copies sessions and marks to
+// the other node. When the virtual address arrives on this node (keepalived
+// made it active), it reads those sessions back, finds each peer by its
+// tunnel address, and initiates a handshake to the endpoint from the
+// virtual address (Device.Initiate). When the address leaves this node,
+// the device drops every session and endpoint (configured peers are made
+// again, empty): otherwise wireguard-go would go on retrying handshakes
+// with its peers from this node's own address, and a peer that answers
+// moves its endpoint to the standby.
+//
+// A mark holds an IPv4 address, so
+// peers are found by their first single IPv4 allowed address; peers
+// without one are left to reconnect by themselves.
+type Takeover struct {
+	d    *Device
+	cfg  TakeoverConfig
+	port uint16
+	nl   *netlink.Handle
+
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	takeovers, released, initiated, marked, errs atomic.Uint64
+	mu                                           sync.Mutex
+	last                                         TakeoverResult
+}
+
+// TakeoverResult is what the last takeover did.
+type TakeoverResult struct {
+	At        time.Time     `json:"at"`
+	Sessions  int           `json:"sessions"`  // marked sessions found in conntrack
+	Initiated int           `json:"initiated"` // handshake initiations sent
+	Took      time.Duration `json:"took"`
+	Err       string        `json:"error,omitempty"`
+}
+
+// TakeoverStats counts what a Takeover did.
+type TakeoverStats struct {
+	Takeovers uint64          `json:"takeovers"` // times the virtual address arrived
+	Released  uint64          `json:"released"`  // times it left, and the sessions were dropped
+	Initiated uint64          `json:"initiated"` // handshake initiations sent on takeovers
+	Marked    uint64          `json:"marked"`    // conntrack sessions marked
+	Errors    uint64          `json:"errors"`    // conntrack reads and writes that failed
+	Last      *TakeoverResult `json:"last,omitempty"`
+}
+
+// FollowTakeover starts a Takeover for the device. The caller owns it and
+// stops it with Close, before closing the device.
+func (d *Device) FollowTakeover(cfg TakeoverConfig) (*Takeover, error) {
+	if !cfg.VIP.Is4() {
+		return nil, fmt.Errorf("takeover: the virtual address %v is not IPv4", cfg.VIP)
+	}
+	if cfg.Lookup == nil {
+		return nil, fmt.Errorf("takeover: no peer lookup")
+	}
+	if cfg.MarkEvery <= 0 {
+		cfg.MarkEvery = 2 * time.Second
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 100 * time.Millisecond
+	}
+	d.mu.Lock()
+	closed, nsfd := d.closed, d.netns
+	var h *netlink.Handle
+	var err error
+	if !closed {
+		// The device's namespace, wherever the caller runs.
+		h, err = netlink.NewHandleAt(netns.NsHandle(nsfd), unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
+	}
+	d.mu.Unlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if err != nil {
+		return nil, fmt.Errorf("takeover: netlink: %w", err)
+	}
+	t := &Takeover{d: d, cfg: cfg, port: uint16(d.snap.Load().cfg.ListenPort), nl: h,
+		quit: make(chan struct{}), done: make(chan struct{})}
+	go t.run()
+	return t, nil
+}
+
+// Close stops the Takeover and waits for it; it is idempotent.
+func (t *Takeover) Close() {
+	t.once.Do(func() {
+		close(t.quit)
+		<-t.done
+		t.d.setDefaultSource(netip.Addr{})
+		t.nl.Close()
+	})
+}
+
+// Stats returns the counters and the last takeover.
+func (t *Takeover) Stats() TakeoverStats {
+	s := TakeoverStats{Takeovers: t.takeovers.Load(), Released: t.released.Load(), Initiated: t.initiated.Load(), Marked: t.marked.Load(), Errors: t.errs.Load()}
+	t.mu.Lock()
+	if !t.last.At.IsZero() {
+		l := t.last
+		s.Last = &l
+	}
+	t.mu.Unlock()
+	return s
+}
+
+func (t *Takeover) run() {
+	defer close(t.done)
+	poll := time.NewTicker(t.cfg.Poll)
+	defer poll.Stop()
+	held := false
+	var lastMark time.Time
+	for {
+		has, err := t.holdsVIP()
+		if err != nil {
+			t.errs.Add(1)
+			t.d.log.Warn("takeover: read addresses", "err", err)
+		}
+		if has && !held {
+			t.d.setDefaultSource(t.cfg.VIP)
+			t.takeover()
+			lastMark = time.Time{} // mark at once: the sessions are ours now
+		}
+		if held && !has && err == nil {
+			t.released.Add(1)
+			t.d.setDefaultSource(netip.Addr{})
+			if err := t.d.dropSessions(); err != nil {
+				t.errs.Add(1)
+				t.d.log.Error("takeover: drop sessions after the virtual address left", "err", err)
+			} else {
+				t.d.log.Info("the virtual address left: sessions dropped", "vip", t.cfg.VIP)
+			}
+		}
+		held = has
+		if held && time.Since(lastMark) >= t.cfg.MarkEvery {
+			t.mark()
+			lastMark = time.Now()
+		}
+		select {
+		case <-t.quit:
+			return
+		case <-poll.C:
+		}
+	}
+}
+
+// holdsVIP tells whether the virtual address is on one of this node's
+// interfaces.
+func (t *Takeover) holdsVIP() (bool, error) {
+	addrs, err := t.nl.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == t.cfg.VIP {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// sessions lists the UDP sessions from peers to VIP:port.
+func (t *Takeover) sessions() ([]*netlink.ConntrackFlow, error) {
+	flows, err := t.nl.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+	if err != nil {
+		return nil, fmt.Errorf("conntrack: %w", err)
+	}
+	vip := t.cfg.VIP.AsSlice()
+	out := flows[:0]
+	for _, f := range flows {
+		if f.Forward.Protocol == unix.IPPROTO_UDP && f.Forward.DstPort == t.port && f.Forward.DstIP.Equal(net.IP(vip)) {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// takeover initiates handshakes to the peers named by the marked sessions.
+func (t *Takeover) takeover() {
+	start := time.Now()
+	t.takeovers.Add(1)
+	res := TakeoverResult{At: start}
+	defer func() {
+		res.Took = time.Since(start)
+		t.mu.Lock()
+		t.last = res
+		t.mu.Unlock()
+		t.d.log.Info("took over the virtual address: handshakes initiated to remote users",
+			"vip", t.cfg.VIP, "sessions", res.Sessions, "initiated", res.Initiated, "took", res.Took, "err", res.Err)
+	}()
+	flows, err := t.sessions()
+	if err != nil {
+		t.errs.Add(1)
+		res.Err = err.Error()
+		return
+	}
+	var targets []Target
+	seen := map[Key]bool{}
+	for _, f := range flows {
+		if f.Mark == 0 {
+			continue
+		}
+		res.Sessions++
+		p, ok := t.cfg.Lookup(markAddr(f.Mark))
+		if !ok || seen[p.PublicKey] {
+			continue // revoked meanwhile, or a second session of one peer
+		}
+		src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
+		if !ok {
+			continue
+		}
+		seen[p.PublicKey] = true
+		targets = append(targets, Target{Peer: p, Endpoint: netip.AddrPortFrom(src.Unmap(), f.Forward.SrcPort)})
+	}
+	n, err := t.d.Initiate(t.cfg.VIP, targets)
+	res.Initiated = n
+	t.initiated.Add(uint64(n))
+	if err != nil {
+		res.Err = err.Error()
+	}
+}
+
+// mark writes each connected peer's tunnel address into the mark of its
+// session to the virtual address, where it differs. It lists the whole
+// conntrack table every MarkEvery: a few milliseconds for the tens of
+// thousands of sessions of an office gateway.
+func (t *Takeover) mark() {
+	want := map[netip.AddrPort]uint32{}
+	for _, p := range t.d.Status().Peers {
+		ep, err := netip.ParseAddrPort(p.Endpoint)
+		if err != nil || p.LastHandshake.IsZero() {
+			continue
+		}
+		if m, ok := peerMark(p.AllowedIPs); ok {
+			want[netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())] = m
+		}
+	}
+	if len(want) == 0 {
+		return
+	}
+	flows, err := t.sessions()
+	if err != nil {
+		t.errs.Add(1)
+		t.d.log.Warn("takeover: mark sessions", "err", err)
+		return
+	}
+	for _, f := range flows {
+		src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
+		if !ok {
+			continue
+		}
+		m, ok := want[netip.AddrPortFrom(src.Unmap(), f.Forward.SrcPort)]
+		if !ok || f.Mark == m {
+			continue
+		}
+		f.Mark = m
+		if err := t.nl.ConntrackUpdate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+			t.errs.Add(1)
+			t.d.log.Warn("takeover: mark a session", "session", f.String(), "err", err)
+			continue
+		}
+		t.marked.Add(1)
+	}
+}
+
+// peerMark is the mark naming a peer: its first single IPv4 address.
+func peerMark(allowed []netip.Prefix) (uint32, bool) {
+	for _, p := range allowed {
+		if p.Addr().Is4() && p.IsSingleIP() {
+			return binary.BigEndian.Uint32(p.Addr().AsSlice()), true
+		}
+	}
+	return 0, false
+}
+
+func markAddr(m uint32) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], m)
+	return netip.AddrFrom4(b)
+}
+
+// dropSessions removes every peer, with its session and endpoint, and
+// makes the configured ones again.
+func (d *Device) dropSessions() error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	text, err := d.wg.IpcGet()
+	var cur wgState
+	if err == nil {
+		cur, err = parseIpcGet(text)
+	}
+	if err != nil {
+		d.mu.Unlock()
+		return fmt.Errorf("read state: %w", err)
+	}
+	var b strings.Builder
+	for k := range cur.peers {
+		b.WriteString("public_key=" + k.Hex() + "\nremove=true\n")
+	}
+	if b.Len() > 0 {
+		if err := d.wg.IpcSet(b.String()); err != nil {
+			d.mu.Unlock()
+			return fmt.Errorf("remove peers: %w", err)
+		}
+	}
+	d.od.mu.Lock()
+	clear(d.od.active)
+	d.od.mu.Unlock()
+	cfg := *d.snap.Load().cfg
+	d.mu.Unlock()
+	// Set finds the configured peers missing and adds them.
+	return d.Set(cfg)
+}
