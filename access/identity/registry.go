@@ -66,6 +66,7 @@ type Registry struct {
 	nextSub  int
 	nudge    chan struct{}
 	lastFull time.Time // when sync last read every device; guarded by pubMu
+	list     listIndex // what Page filters (page.go)
 
 	syncErrors   atomic.Uint64
 	retries      atomic.Uint64
