@@ -148,7 +148,7 @@ func compareEntries(a, b *listEntry) int {
 // listIndex is the in-memory index Page filters: every device, revoked
 // and pending ones included, in list order. It is built on the first Page
 // (an appliance whose console nobody opens does not pay for it: about
-// 250 bytes a device) and follows the database the way snapshots do: a
+// 290 bytes a device, 2.8 MB for 10,000) and follows the database the way snapshots do: a
 // poll of the generation counter, then the rows whose changed_gen is
 // newer (every write bumps it; last-seen times, which are not searched,
 // do not), with a full read when the generation went back (a restored
