@@ -124,7 +124,7 @@ func BenchmarkPatch(b *testing.B) {
 	// snapshot, which the gateway's device loop puts into the firewall's
 	// identity sets, holds the device's new groups; the registry runs as
 	// in the gateway (Run, woken by each write).
-	b.Run("group-member/snapshot", func(b *testing.B) {
+	b.Run("group-effect", func(b *testing.B) {
 		// Not testCtx: its 60 s would end Run within a long run.
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
