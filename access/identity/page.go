@@ -31,10 +31,11 @@ type Filter struct {
 // The filter runs over the registry's list index (listIndex): every
 // device's searchable fields in list order, in memory, brought up to date
 // from the rows changed since the generation it holds. Only the page's
-// own rows are then read from the database, by id. A substring search
-// cannot use a database index (SQLite's trigram FTS5 was measured slower
-// than a scan for device names, whose trigrams nearly all devices share),
-// and a scan of 10,000 rows that evaluates five LIKEs each took 40 ms on
+// own rows are then read from the database, by id. An ordinary index
+// cannot serve a substring search (PostgreSQL's pg_trgm is an extension a
+// shared database may not allow; SQLite's trigram FTS5 was measured
+// slower than a scan for device names, whose trigrams nearly all devices
+// share), and a scan of 10,000 rows that evaluates five LIKEs each took 40 ms on
 // an idle machine (pure-Go SQLite) and several times that under load,
 // twice per request (the count and the page). The index filters the same
 // 10,000 devices in about a millisecond.
