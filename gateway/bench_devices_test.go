@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -27,7 +28,10 @@ import (
 // a stock WireGuard client and reaches the office (beside the start of the
 // same gateway without devices); the resident memory they add; and the
 // time a revocation through the admin API takes to cut that connected
-// device off. Run with -benchtime 1x (see BENCHMARKS.md).
+// device off; and the console's device list through the admin API (the
+// first page, which builds the registry's list index, then p50 and p99 of
+// a page deep in the list and of a search for one user; goal 50 ms at
+// p99). Run with -benchtime 1x (see BENCHMARKS.md).
 //
 // The WireGuard device holds enrolled devices as on-demand peers (see
 // wireguard.PeerSource): a device becomes a wireguard-go peer with its
@@ -84,6 +88,12 @@ firewall:
 		})
 		connected := time.Since(t0)
 		memMB := float64(rss(b, s.proc.Pid())-baseRSS) / (1 << 20)
+
+		// The console's device list through the admin API: the first
+		// request builds the registry's list index, the others use it.
+		firstList := timeDeviceList(b, s, "?limit=50&offset=0", 50, n)
+		pageP50, pageP99 := deviceListPercentiles(b, s, "?limit=50&offset=7500", 50, n)
+		searchP50, searchP99 := deviceListPercentiles(b, s, "?limit=50&q=u9876%40", 1, 1)
 		if got := strings.TrimSpace(run(b, s.ra.GW, "wg", "show", s.wgIf, "peers")); got != last.pub {
 			b.Fatalf("WireGuard peers after one device connected: %q, want %s", got, last.pub)
 		}
@@ -113,7 +123,45 @@ firewall:
 		b.ReportMetric(emptyStart.Seconds(), "s-start-empty")
 		b.ReportMetric(revoke.Seconds(), "s-revoke")
 		b.ReportMetric(memMB, "MB-10k")
+		b.ReportMetric(firstList, "ms-list-first")
+		b.ReportMetric(pageP50, "ms-page150-p50")
+		b.ReportMetric(pageP99, "ms-page150-p99")
+		b.ReportMetric(searchP50, "ms-search-p50")
+		b.ReportMetric(searchP99, "ms-search-p99")
 	}
+}
+
+// deviceListRounds is how many times deviceListPercentiles asks.
+const deviceListRounds = 100
+
+// deviceListPercentiles asks the admin API for a device list page
+// (query: the query string) deviceListRounds times and returns the 50th
+// and 99th percentile of the answer times in ms.
+func deviceListPercentiles(b *testing.B, s *site, query string, wantLen, wantTotal int) (p50, p99 float64) {
+	d := make([]float64, deviceListRounds)
+	for i := range d {
+		d[i] = timeDeviceList(b, s, query, wantLen, wantTotal)
+	}
+	slices.Sort(d)
+	return d[len(d)/2], d[len(d)*99/100-1]
+}
+
+// timeDeviceList asks once and returns the time in ms, after checking
+// the page's length and the total (X-Total-Count).
+func timeDeviceList(b *testing.B, s *site, query string, wantLen, wantTotal int) float64 {
+	hc := s.adminClient()
+	t0 := time.Now()
+	resp, err := hc.Get("http://localhost/api/v1/devices" + query)
+	must(b, err)
+	var devs []json.RawMessage
+	err = json.NewDecoder(resp.Body).Decode(&devs)
+	resp.Body.Close()
+	el := time.Since(t0)
+	must(b, err)
+	if resp.StatusCode != http.StatusOK || len(devs) != wantLen || resp.Header.Get("X-Total-Count") != strconv.Itoa(wantTotal) {
+		b.Fatalf("GET /api/v1/devices%s: %s, %d devices of %s, want %d of %d", query, resp.Status, len(devs), resp.Header.Get("X-Total-Count"), wantLen, wantTotal)
+	}
+	return float64(el) / float64(time.Millisecond)
 }
 
 // benchDevice is an enrolled device whose private key the test keeps.

@@ -75,3 +75,74 @@ func TestPage(t *testing.T) {
 		}
 	})
 }
+
+// TestPageFollowsChanges: Page's index follows changes made after it was
+// built, by this registry and by another appliance on the same database:
+// a new device joins at the end, a changed one keeps its place with its
+// new groups, a revoked one moves to the revoked status.
+func TestPageFollowsChanges(t *testing.T) {
+	eachStore(t, func(t *testing.T, env storeEnv) {
+		clk := newClock()
+		a := open(t, env, Options{Now: clk.Now})
+		b := open(t, env, Options{Now: clk.Now}) // another appliance
+		var ids []string
+		for i := range 5 {
+			d, err := a.Enroll(ctx(t), enrollment(t, fmt.Sprintf("user%02d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, d.ID)
+			clk.Advance(time.Second)
+		}
+		page := func(r *Registry, f Filter) ([]int, int) {
+			t.Helper()
+			devs, total, err := r.Page(ctx(t), f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int
+			for _, d := range devs {
+				got = append(got, slices.Index(ids, d.ID))
+			}
+			return got, total
+		}
+		if got, total := page(a, Filter{}); !slices.Equal(got, []int{0, 1, 2, 3, 4}) || total != 5 {
+			t.Fatalf("before: %v of %d", got, total)
+		}
+		// Another appliance enrolls, regroups and revokes.
+		d, err := b.Enroll(ctx(t), enrollment(t, "late"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, d.ID)
+		if _, err := b.SetUserGroups(ctx(t), []string{"USER01@corp.example"}, []string{"Audit"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Revoke(ctx(t), ids[3]); err != nil {
+			t.Fatal(err)
+		}
+		// And this one too.
+		if _, err := a.RevokeUser(ctx(t), []string{"user04@corp.example"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range []struct {
+			name  string
+			f     Filter
+			want  []int
+			total int
+		}{
+			{"all, in order", Filter{}, []int{0, 1, 2, 3, 4, 5}, 6},
+			{"second page", Filter{Offset: 4, Limit: 1}, []int{4}, 6},
+			{"new groups", Filter{Query: "audit"}, []int{1}, 1},
+			{"old groups gone", Filter{Query: "staff", Status: "active", Now: clk.Now()}, []int{0, 2, 5}, 3},
+			{"revoked", Filter{Status: "revoked"}, []int{3, 4}, 2},
+			{"new device", Filter{Query: "LATE"}, []int{5}, 1},
+		} {
+			for _, r := range []*Registry{a, b} {
+				if got, total := page(r, tt.f); !slices.Equal(got, tt.want) || total != tt.total {
+					t.Errorf("%s: %v of %d, want %v of %d", tt.name, got, total, tt.want, tt.total)
+				}
+			}
+		}
+	})
+}

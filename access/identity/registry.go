@@ -65,7 +65,9 @@ type Registry struct {
 	subs     map[int]func(*Snapshot)
 	nextSub  int
 	nudge    chan struct{}
-	lastFull time.Time // when sync last read every device; guarded by pubMu
+	lastFull time.Time     // when sync last read every device; guarded by pubMu
+	list     listIndex     // what Page filters (page.go)
+	ckpt     *checkpointer // SQLite's background checkpoints (store.go)
 
 	syncErrors   atomic.Uint64
 	retries      atomic.Uint64
@@ -144,12 +146,13 @@ func Open(ctx context.Context, o Options) (*Registry, error) {
 	if a, perr := netip.ParseAddr(newest); err == nil && perr == nil && r.pool.Contains(a) {
 		r.cursor = a
 	}
+	r.ckpt = startCheckpointer(ctx, db, d)
 	return r, nil
 }
 
 // Close closes the database. It is idempotent; Run must have returned.
 func (r *Registry) Close() error {
-	r.closeOnce.Do(func() { r.closeErr = r.db.Close() })
+	r.closeOnce.Do(func() { r.ckpt.close(); r.closeErr = r.db.Close() })
 	return r.closeErr
 }
 

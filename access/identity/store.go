@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -61,7 +62,8 @@ func openStore(store, stateDir string) (*sql.DB, dialect, string, error) {
 		// read transaction tries to upgrade. WAL lets snapshot loads run
 		// beside a writer.
 		dsn := "file:" + path + "?_txlock=immediate" +
-			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+			"&_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+			fmt.Sprintf("&_pragma=wal_autocheckpoint(%d)", backstopPages)
 		db, err := sql.Open("sqlite", dsn)
 		if err != nil {
 			return nil, 0, "", fmt.Errorf("open %s: %w", path, err)
@@ -117,4 +119,67 @@ func unavailable(op string, err error) error {
 		return fmt.Errorf("%s: %w", op, err)
 	}
 	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}
+
+// checkpointEvery is how often a SQLite registry's checkpointer copies
+// the write-ahead log into the database file. backstopPages is the log
+// size (4 KiB pages) at which a commit checkpoints by itself all the
+// same: SQLite's default is 1,000 pages, which writes of a few pages each
+// (SCIM group changes, enrollments) reach every few hundred commits, and
+// that commit's caller then waited for the copy and two fsyncs (tens of
+// ms on a busy disk, more on an appliance's flash).
+const (
+	checkpointEvery = time.Second
+	backstopPages   = 4000
+)
+
+// checkpointer runs SQLite's passive checkpoints in the background, so a
+// write does not. The Registry owns it: Open starts it, Close stops it.
+type checkpointer struct {
+	stop        context.CancelFunc
+	done        chan struct{}
+	checkpoints atomic.Uint64 // for tests
+}
+
+// startCheckpointer starts the checkpointer of a SQLite store; PostgreSQL
+// needs none (nil).
+func startCheckpointer(ctx context.Context, db *sql.DB, d dialect) *checkpointer {
+	if d != dialectSQLite {
+		return nil
+	}
+	// Open's ctx without its end: the Registry outlives Open.
+	ctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c := &checkpointer{stop: stop, done: make(chan struct{})}
+	go c.run(ctx, db, checkpointEvery)
+	return c
+}
+
+// run checkpoints every interval until ctx ends. A passive checkpoint
+// waits for no reader or writer, and does nothing (no write, no fsync)
+// when the log holds nothing new; what it cannot copy now it copies next
+// time. Its errors are no caller's: the next run, or the backstop,
+// retries.
+func (c *checkpointer) run(ctx context.Context, db *sql.DB, interval time.Duration) {
+	defer close(c.done)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err == nil {
+			c.checkpoints.Add(1)
+		}
+	}
+}
+
+// close stops the checkpointer and waits for it; nil is a no-op.
+func (c *checkpointer) close() {
+	if c == nil {
+		return
+	}
+	c.stop()
+	<-c.done
 }

@@ -1,6 +1,7 @@
 package scim
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -43,17 +44,19 @@ func serve(tb testing.TB, s *Server, method, path string, body any) (int, []byte
 	return w.Code, w.Body.Bytes()
 }
 
-// fill provisions benchUsers users (each with an enrolled device) and
-// benchGroups groups of benchMembers members.
-func fill(b *testing.B, e *env) (users, groups []string) {
+// fill provisions benchUsers users (each with an enrolled device: devs,
+// by user) and benchGroups groups of benchMembers members.
+func fill(b *testing.B, e *env) (users, groups, devs []string) {
 	start := time.Now()
 	for i := range benchUsers {
 		name := fmt.Sprintf("user%05d@corp.example", i)
 		var k [32]byte
 		rand.Read(k[:])
-		if _, err := e.reg.Enroll(testCtx(b), identity.Enrollment{Name: "laptop", Email: name, Subject: "idp#" + name, PublicKey: k}); err != nil {
+		d, err := e.reg.Enroll(testCtx(b), identity.Enrollment{Name: "laptop", Email: name, Subject: "idp#" + name, PublicKey: k})
+		if err != nil {
 			b.Fatal(err)
 		}
+		devs = append(devs, d.ID)
 		code, body := serve(b, e.srv, "POST", "/Users", userBody(name, true))
 		if code != 201 {
 			b.Fatalf("create user: %d %s", code, body)
@@ -79,7 +82,7 @@ func fill(b *testing.B, e *env) (users, groups []string) {
 		b.Fatal(err)
 	}
 	b.Logf("filled %d users with devices and %d groups in %s", benchUsers, benchGroups, time.Since(start).Round(time.Millisecond))
-	return users, groups
+	return users, groups, devs
 }
 
 // BenchmarkPatch: PATCH requests as the providers send them against 10,000
@@ -94,7 +97,7 @@ func fill(b *testing.B, e *env) (users, groups []string) {
 //	go test -run XXX -bench Patch -benchtime 2000x ./access/scim/
 func BenchmarkPatch(b *testing.B) {
 	e := newEnv(b)
-	users, groups := fill(b, e)
+	users, groups, devs := fill(b, e)
 	applied := e.srv.applied
 	b.Run("group-member", func(b *testing.B) {
 		lat := make([]time.Duration, 0, b.N)
@@ -114,6 +117,59 @@ func BenchmarkPatch(b *testing.B) {
 			if code != http.StatusNoContent {
 				b.Fatalf("PATCH: %d %s", code, body)
 			}
+		}
+		report(b, lat, cpu0)
+	})
+	// The effect of a group change: from the PATCH until the registry's
+	// snapshot, which the gateway's device loop puts into the firewall's
+	// identity sets, holds the device's new groups; the registry runs as
+	// in the gateway (Run, woken by each write).
+	b.Run("group-effect", func(b *testing.B) {
+		// Not testCtx: its 60 s would end Run within a long run.
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { // owned by this sub-benchmark: stopped below
+			defer close(done)
+			e.reg.Run(ctx)
+		}()
+		defer func() { cancel(); <-done }()
+		published := make(chan struct{}, 1)
+		defer e.reg.Subscribe(func(*identity.Snapshot) {
+			select {
+			case published <- struct{}{}:
+			default:
+			}
+		})()
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		cpu0 := cpuTime()
+		for i := range b.N {
+			gi := (i/2 + len(groups)/2) % len(groups)
+			ui := (i/2*7919 + benchMembers*benchGroups + len(users)/4) % (len(users) / 2)
+			u, name := users[ui], fmt.Sprintf("group%04d", gi)
+			op := map[string]any{"op": "add", "path": "members", "value": []any{map[string]any{"value": u}}}
+			if i%2 == 1 {
+				op = map[string]any{"op": "remove", "path": fmt.Sprintf("members[value eq %q]", u)}
+			}
+			t0 := time.Now()
+			code, body := serve(b, e.srv, "PATCH", "/Groups/"+groups[gi], patchBody(op))
+			if code != http.StatusNoContent {
+				b.Fatalf("PATCH: %d %s", code, body)
+			}
+			for {
+				d, ok := e.reg.Snapshot().ByID(devs[ui])
+				if ok && slices.Contains(d.Groups, name) == (i%2 == 0) {
+					break
+				}
+				select {
+				case <-published:
+				case <-time.After(10 * time.Second):
+					_, ub := serve(b, e.srv, "GET", "/Users/"+u, nil)
+					db, err := e.reg.Get(testCtx(b), devs[ui])
+					b.Fatalf("iteration %d (%v): device of %s: groups %v after 10 s (snapshot generation %d), want %s in them %v; in the database %v %v; the user: %s", i, op["op"], u, d.Groups, e.reg.Snapshot().Generation(), name, i%2 == 0, db.Groups, err, ub)
+				}
+			}
+			lat = append(lat, time.Since(t0))
 		}
 		report(b, lat, cpu0)
 	})

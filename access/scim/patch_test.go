@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	filter "github.com/scim2/filter-parser/v2"
 )
 
 // TestPatchUser: each PATCH form the RFC and the providers use, on a copy
@@ -179,4 +181,61 @@ func FuzzPatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// pathCases are the paths TestParsePathFast and FuzzParsePath start from:
+// the forms the fast path takes, and near misses it must leave to the
+// library.
+var pathCases = []string{
+	"members", "active", "displayName", "x-y_z9",
+	`members[value eq "2819c223-7f76-453a-919d-413861904646"]`,
+	`members[value eq "alice@corp.example"]`,
+	`emails[type eq "work"]`,
+	// Left to the library (parsed or refused there):
+	"name.givenName", `emails[type eq "work"].value`, `members[value eq ""]`,
+	`members[value eq "a\"b"]`, `members[value eq "a\u00e9"]`, `members[value EQ "x"]`,
+	`members[value  eq "x"]`, `members[value eq "x" ]`, `members[value eq 5]`,
+	`members[value eq "x"] `, "urn:ietf:params:scim:schemas:core:2.0:User:active",
+	"9lives", "-x", "", `members[value eq "x"`, `members[value eq "x" and type eq "y"]`,
+}
+
+// TestParsePathFast: the fast path gives exactly the library's Path for
+// each form it takes, and takes the forms a PATCH sends most.
+func TestParsePathFast(t *testing.T) {
+	for _, s := range pathCases {
+		checkParsePath(t, s)
+	}
+	for _, s := range []string{"members", `members[value eq "2819c223-7f76-453a-919d-413861904646"]`, "active"} {
+		if _, ok := parsePathFast(s); !ok {
+			t.Errorf("%q: not taken by the fast path", s)
+		}
+	}
+	for _, s := range []string{"name.givenName", `members[value eq "a\"b"]`, ""} {
+		if _, ok := parsePathFast(s); ok {
+			t.Errorf("%q: taken by the fast path", s)
+		}
+	}
+}
+
+// FuzzParsePath: for every input, parsePath agrees with the library.
+func FuzzParsePath(f *testing.F) {
+	for _, s := range pathCases {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkParsePath(t, s) })
+}
+
+func checkParsePath(t *testing.T, s string) {
+	t.Helper()
+	fast, ok := parsePathFast(s)
+	if !ok {
+		return
+	}
+	lib, err := filter.ParsePath([]byte(s))
+	if err != nil {
+		t.Fatalf("%q: the fast path took what the library refuses: %v", s, err)
+	}
+	if !reflect.DeepEqual(fast, lib) {
+		t.Fatalf("%q: fast path %#v, library %#v", s, fast, lib)
+	}
 }

@@ -309,10 +309,14 @@ func (s *Server) changeGroup(w http.ResponseWriter, r *http.Request, id string, 
 // changed) take their new groups, then the store, then the state.
 func (s *Server) storeGroup(w http.ResponseWriter, r *http.Request, old, g *group, status int) error {
 	// Entra ID needs displayName unique; a group's name is what the
-	// devices' groups, and so the policies, hold.
-	for gid, other := range s.groups {
-		if gid != g.id && strings.EqualFold(other.displayName(), g.displayName()) {
-			return &Error{Status: http.StatusConflict, Type: "uniqueness", Detail: "displayName " + g.displayName() + " is taken by group " + gid}
+	// devices' groups, and so the policies, hold. A change that keeps the
+	// name (a member added or removed: nearly every PATCH) cannot break
+	// uniqueness, and skips the walk over every group.
+	if old == nil || !strings.EqualFold(old.displayName(), g.displayName()) {
+		for gid, other := range s.groups {
+			if gid != g.id && strings.EqualFold(other.displayName(), g.displayName()) {
+				return &Error{Status: http.StatusConflict, Type: "uniqueness", Detail: "displayName " + g.displayName() + " is taken by group " + gid}
+			}
 		}
 	}
 	var added, removed, affected []string
