@@ -2,6 +2,8 @@ package export_test
 
 import (
 	"context"
+	"encoding/binary"
+	"github.com/edgegw/edgegw/netflow/logpush"
 	"net"
 	"net/netip"
 	"sync"
@@ -104,5 +106,173 @@ func TestRoundTrip(t *testing.T) {
 			f.Bytes != w.Bytes || f.Packets != w.Packets || !f.Start.Equal(start) || !f.End.Equal(start) {
 			t.Errorf("flow %d: %+v, want %+v (domain 42, rate 10, at %v)", i, f, w, start)
 		}
+	}
+}
+
+// header reads an IPFIX message header: length, sequence number, domain.
+func header(t *testing.T, d []byte) (length int, seq, domain uint32) {
+	t.Helper()
+	if len(d) < 16 || binary.BigEndian.Uint16(d) != 10 {
+		t.Fatalf("not an IPFIX message: % x", d)
+	}
+	return int(binary.BigEndian.Uint16(d[2:])), binary.BigEndian.Uint32(d[8:]), binary.BigEndian.Uint32(d[12:])
+}
+
+// TestMessages sends more flows than fit in one datagram, IPv4 and IPv6
+// mixed, then changes the sampling rate: every message fits in 1400 bytes
+// and is as long as its header says, sequence numbers count the data
+// records sent before each message (options records too, RFC 7011 §3.1),
+// two collectors get their own domain and sequence, and each flow is
+// decoded at the rate it was sampled at.
+func TestMessages(t *testing.T) {
+	c1, c2 := newCapture(t), newCapture(t)
+	ex := run(t, export.Collector{Addr: c1.pc.LocalAddr().String(), Domain: 1}, export.Collector{Addr: c2.pc.LocalAddr().String(), Domain: 2})
+	at := time.Now().Add(-time.Minute)
+	const n = 120
+	for i := range n {
+		src, dst := "10.0.0.1", "10.0.0.2"
+		if i%3 == 0 {
+			src, dst = "fd00::1", "fd00::2"
+		}
+		rate := 4
+		if i >= n/2 {
+			rate = 8
+		}
+		ex.Push("network_analytics_logs", sample(at, src, dst, 17, 1000+i, 53, 100, 0, rate, "egress", "pass"))
+	}
+	for ci, c := range []*capture{c1, c2} {
+		var flows []ingest.Flow
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			flows = flows[:0]
+			dec := ingest.NewDecoder()
+			var seq uint32
+			for i, d := range c.datagrams() {
+				l, s, dom := header(t, d)
+				if l != len(d) || len(d) > 1400 {
+					t.Fatalf("message %d: %d bytes, header says %d", i, len(d), l)
+				}
+				if s != seq {
+					t.Fatalf("message %d: sequence %d, want %d", i, s, seq)
+				}
+				if dom != uint32(ci+1) {
+					t.Fatalf("collector %d: domain %d, want %d", ci+1, dom, ci+1)
+				}
+				before := len(flows)
+				if err := dec.Decode(netip.MustParseAddrPort("127.0.0.1:1"), d, time.Now(), func(f *ingest.Flow) { flows = append(flows, *f) }); err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+				seq += uint32(len(flows) - before)
+				if len(flows) == before {
+					seq++ // templates and the sampler's options record
+				}
+			}
+			if len(flows) >= n || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if len(flows) != n {
+			t.Fatalf("%d flows decoded, want %d", len(flows), n)
+		}
+		for i, f := range flows {
+			rate := uint32(4)
+			if i >= n/2 {
+				rate = 8
+			}
+			if f.SrcPort != uint16(1000+i) || f.SampleRate != rate || f.Packets != uint64(rate) || f.Bytes != 100*uint64(rate) {
+				t.Errorf("flow %d: %+v, want source port %d at rate %d", i, f, 1000+i, rate)
+			}
+		}
+	}
+	if st := ex.Stats(); st.Records != 2*n || st.Dropped != 0 || st.SendErrors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestTemplateRefresh: templates go out again after TemplateRefresh, so a
+// collector that starts late can still decode.
+func TestTemplateRefresh(t *testing.T) {
+	c := newCapture(t)
+	ex := run(t, export.Collector{Addr: c.pc.LocalAddr().String(), TemplateRefresh: time.Millisecond})
+	ex.Push("network_analytics_logs", sample(time.Now(), "10.0.0.1", "10.0.0.2", 17, 1, 2, 100, 0, 1, "egress", "pass"))
+	templates := func() int {
+		n := 0
+		for _, d := range c.datagrams() {
+			if len(d) > 17 && binary.BigEndian.Uint16(d[16:]) == 2 { // a template set first
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for templates() < 3 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Only the latest datagrams are needed: a fresh decoder that sees the
+	// last template message and then a data record decodes it.
+	if n := templates(); n < 3 {
+		t.Fatalf("%d template messages, want at least 3 (every tick)", n)
+	}
+	ex.Push("network_analytics_logs", sample(time.Now(), "10.0.0.1", "10.0.0.2", 17, 7, 8, 100, 0, 1, "egress", "pass"))
+	var got []ingest.Flow
+	for time.Now().Before(deadline) && len(got) == 0 {
+		ds := c.datagrams()
+		dec := ingest.NewDecoder()
+		got = got[:0]
+		for _, d := range ds[1:] { // the first templates never arrived
+			dec.Decode(netip.MustParseAddrPort("127.0.0.1:1"), d, time.Now(), func(f *ingest.Flow) { got = append(got, *f) })
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(got) == 0 || got[len(got)-1].SrcPort != 7 {
+		t.Fatalf("late collector decoded %+v", got)
+	}
+}
+
+// TestFromRecord: which records are exported, and how.
+func TestFromRecord(t *testing.T) {
+	at := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		name string
+		r    logpush.Record
+		ok   bool
+		f    export.Flow
+		rate uint32
+	}{
+		{"tcp", sample(at, "10.0.0.1", "10.0.0.2", 6, 1, 2, 60, 0x10, 100, "ingress", "drop"), true,
+			export.Flow{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 1, DstPort: 2, Protocol: 6, TCPFlags: 0x10,
+				Octets: 60, Packets: 1, Start: at, End: at, Dropped: true}, 100},
+		{"icmp", append(sample(at, "10.0.0.1", "10.0.0.2", 1, 0, 0, 84, 0, 1, "egress", "pass"),
+			logpush.Field{Name: "ICMPType", Value: logpush.Uint(3)}, logpush.Field{Name: "ICMPCode", Value: logpush.Uint(4)}), true,
+			export.Flow{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), DstPort: 3<<8 | 4, Protocol: 1,
+				Octets: 84, Packets: 1, Start: at, End: at, Egress: true}, 1},
+		{"ingested", append(sample(at, "10.0.0.1", "10.0.0.2", 6, 1, 2, 60, 0, 1, "", ""), logpush.Field{Name: "Source", Value: logpush.String("netflow")}), false, export.Flow{}, 0},
+		{"no address", logpush.Record{{Name: "Source", Value: logpush.String("nflog")}}, false, export.Flow{}, 0},
+		{"mixed families", sample(at, "10.0.0.1", "fd00::2", 17, 1, 2, 60, 0, 1, "", ""), false, export.Flow{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, rate, ok := export.FromRecord(tc.r)
+			if ok != tc.ok || f != tc.f || rate != tc.rate {
+				t.Errorf("FromRecord = %+v, %d, %v; want %+v, %d, %v", f, rate, ok, tc.f, tc.rate, tc.ok)
+			}
+		})
+	}
+}
+
+// TestPushNeverBlocks: with Run not reading, Push drops and counts.
+func TestPushNeverBlocks(t *testing.T) {
+	c := newCapture(t)
+	ex, err := export.New(context.Background(), export.Options{Collectors: []export.Collector{{Addr: c.pc.LocalAddr().String()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	r := sample(time.Now(), "10.0.0.1", "10.0.0.2", 17, 1, 2, 100, 0, 1, "egress", "pass")
+	for range 5000 {
+		ex.Push("network_analytics_logs", r)
+	}
+	if st := ex.Stats(); st.Dropped != 5000-4096 {
+		t.Errorf("dropped %d, want %d", st.Dropped, 5000-4096)
 	}
 }
