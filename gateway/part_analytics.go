@@ -6,11 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync/atomic"
 
 	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/alert"
+	"github.com/edgegw/edgegw/netflow/export"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/netflow/store"
 )
@@ -18,7 +20,9 @@ import (
 // analyticsPart keeps the gateway's flow records (its own NFLOG samples
 // and flows ingested from other routers) in the embedded store behind
 // /api/v1/flows (netflow.analytics), and evaluates volumetric alert rules
-// on them (netflow.alerts). It owns the alert engine's Run goroutine.
+// on them (netflow.alerts), and sends the gateway's own flows to IPFIX
+// collectors (netflow.export). It owns the alert engine's and the
+// exporter's Run goroutines.
 // The record sink hands it records through tap whether or not Logpush
 // runs.
 type analyticsPart struct {
@@ -29,6 +33,12 @@ type analyticsPart struct {
 	store  *store.Store
 	alerts *alert.Engine
 	run    actor
+
+	// exp sends the gateway's own flows to IPFIX collectors
+	// (netflow.export); expRun owns its goroutine, expTo is what it sends to.
+	exp    *export.Exporter
+	expRun actor
+	expTo  []export.Collector
 }
 
 // analyticsTap is where the record sink hands network_analytics_logs
@@ -37,6 +47,7 @@ type analyticsPart struct {
 type analyticsTap struct {
 	store  atomic.Pointer[store.Store]
 	alerts atomic.Pointer[alert.Engine]
+	export atomic.Pointer[export.Exporter]
 	api    atomic.Pointer[http.Handler]
 }
 
@@ -54,6 +65,9 @@ func (t *analyticsTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (t *analyticsTap) push(dataset string, r logpush.Record) {
 	if dataset != netflow.Dataset {
 		return
+	}
+	if e := t.export.Load(); e != nil {
+		e.Push(dataset, r) // queued; never blocks
 	}
 	s, a := t.store.Load(), t.alerts.Load()
 	if s == nil && a == nil {
@@ -107,7 +121,14 @@ func (p *analyticsPart) commit(ctx context.Context, _, np *Plan) error {
 	if next := np.Config; next.Netflow != nil {
 		sc = next.Netflow.Analytics
 	}
+	var to []export.Collector
+	if next := np.Config; next.Netflow != nil {
+		to = next.Netflow.ExportCollectors()
+	}
 	if err := p.applyAlerts(ctx, np.alerts); err != nil {
+		return err
+	}
+	if err := p.applyExport(ctx, to); err != nil {
 		return err
 	}
 	p.applyStore(sc)
@@ -209,13 +230,52 @@ func (p *analyticsPart) handler() http.Handler {
 	return mux
 }
 
+// applyExport starts the IPFIX exporter, restarts it when its collectors
+// change (templates go out again at once), or stops it (to empty).
+func (p *analyticsPart) applyExport(ctx context.Context, to []export.Collector) error {
+	if p.exp != nil && slices.Equal(p.expTo, to) {
+		return nil
+	}
+	p.closeExport()
+	if len(to) == 0 {
+		return nil
+	}
+	e, err := export.New(ctx, export.Options{Collectors: to, Logger: p.log})
+	if err != nil {
+		return err
+	}
+	p.exp, p.expTo = e, slices.Clone(to)
+	p.expRun.start(ctx, e.Run)
+	p.tap.export.Store(e)
+	p.metrics.set("flow_export", e.Collector())
+	return nil
+}
+
+func (p *analyticsPart) closeExport() {
+	if p.exp == nil {
+		return
+	}
+	p.tap.export.Store(nil)
+	if err := p.expRun.stop(); err != nil {
+		p.log.Error("ipfix export stopped", "err", err)
+	}
+	p.metrics.set("flow_export", nil)
+	p.exp, p.expTo = nil, nil
+}
+
 func (p *analyticsPart) close() {
 	p.tap.api.Store(nil)
+	p.closeExport()
 	p.closeAlerts()
 	p.applyStore(nil)
 }
 
 func (p *analyticsPart) ready() error {
+	if p.exp != nil {
+		if exited, err := p.expRun.exited(); exited {
+			return errors.Join(errors.New("ipfix export stopped"), err)
+		}
+	}
 	if p.alerts == nil {
 		return nil
 	}
