@@ -29,6 +29,11 @@ type analyticsPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	tap     *analyticsTap
+	// sink takes the alert events as flow_alerts records (for Logpush).
+	sink *recordSink
+	// coloName is the appliance's name in flow_alerts records, from the
+	// latest plan (read by the engine's goroutine).
+	coloName atomic.Pointer[string]
 
 	store  *store.Store
 	alerts *alert.Engine
@@ -125,6 +130,8 @@ func (p *analyticsPart) commit(ctx context.Context, _, np *Plan) error {
 	if next := np.Config; next.Netflow != nil {
 		to = next.Netflow.ExportCollectors()
 	}
+	name := np.Config.Appliance.Name
+	p.coloName.Store(&name)
 	if err := p.applyAlerts(ctx, np.alerts); err != nil {
 		return err
 	}
@@ -177,7 +184,8 @@ func (p *analyticsPart) applyAlerts(ctx context.Context, c *alertsPlan) error {
 		}
 		return p.alerts.SetRules(c.rules)
 	}
-	e, err := alert.New(alert.Options{Rules: c.rules, Webhooks: c.hooks, PagerDuty: c.pds, Email: c.mails, Logger: p.log})
+	e, err := alert.New(alert.Options{Rules: c.rules, Webhooks: c.hooks, PagerDuty: c.pds, Email: c.mails, Logger: p.log,
+		OnEvent: p.emitAlert})
 	if err != nil {
 		return err
 	}
@@ -186,6 +194,19 @@ func (p *analyticsPart) applyAlerts(ctx context.Context, c *alertsPlan) error {
 	p.tap.alerts.Store(e)
 	p.metrics.set("flow_alerts", e.Collector())
 	return nil
+}
+
+// emitAlert hands an alert event to Logpush as a flow_alerts record; the
+// sink never blocks.
+func (p *analyticsPart) emitAlert(ev alert.Event) {
+	if p.sink == nil {
+		return
+	}
+	name := ""
+	if n := p.coloName.Load(); n != nil {
+		name = *n
+	}
+	p.sink.Push(alert.Dataset, ev.Logpush(name))
 }
 
 func (p *analyticsPart) closeAlerts() {
