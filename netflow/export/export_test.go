@@ -3,6 +3,7 @@ package export_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/netflow/export"
 	"github.com/edgegw/edgegw/netflow/ingest"
 )
@@ -275,4 +277,62 @@ func TestPushNeverBlocks(t *testing.T) {
 	if st := ex.Stats(); st.Dropped != 5000-4096 {
 		t.Errorf("dropped %d, want %d", st.Dropped, 5000-4096)
 	}
+}
+
+// TestUnresolvedCollector: a collector that cannot be dialled at start
+// (a name that does not resolve yet) neither fails New nor stops the
+// others; its messages count as send errors until a dial succeeds.
+func TestUnresolvedCollector(t *testing.T) {
+	c := newCapture(t)
+	var mu sync.Mutex
+	fail := true
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if addr == "collector.invalid:4739" && fail {
+			return nil, &net.DNSError{Err: "no such host", Name: "collector.invalid", IsNotFound: true}
+		}
+		if addr == "collector.invalid:4739" {
+			addr = c.pc.LocalAddr().String()
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	other := newCapture(t)
+	clock := time.Now()
+	var cmu sync.Mutex
+	now := func() time.Time { cmu.Lock(); defer cmu.Unlock(); return clock }
+	ctx, cancel := context.WithCancel(context.Background())
+	ex, err := export.New(ctx, export.Options{Collectors: []export.Collector{{Addr: "collector.invalid:4739"}, {Addr: other.pc.LocalAddr().String()}},
+		Dial: dial, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ex.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	push := func(port int) {
+		ex.Push("network_analytics_logs", sample(time.Now(), "10.0.0.1", "10.0.0.2", 17, port, 2, 100, 0, 1, "egress", "pass"))
+	}
+	push(1)
+	testkit.Eventually(t, 10*time.Second, "the other collector's datagrams and the send errors", func() error {
+		if len(other.datagrams()) < 2 || ex.Stats().SendErrors < 2 {
+			return fmt.Errorf("other got %d datagrams; stats %+v", len(other.datagrams()), ex.Stats())
+		}
+		return nil
+	})
+	// The name resolves now; the next send after 10 s dials again.
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	cmu.Lock()
+	clock = clock.Add(11 * time.Second)
+	cmu.Unlock()
+	push(2)
+	testkit.Eventually(t, 10*time.Second, "the late collector's datagrams", func() error {
+		if len(c.datagrams()) < 2 {
+			return fmt.Errorf("%d datagrams; stats %+v", len(c.datagrams()), ex.Stats())
+		}
+		return nil
+	})
 }

@@ -78,13 +78,21 @@ type queued struct {
 // dest is one collector's socket and stream state.
 type dest struct {
 	c        Collector
-	conn     net.Conn
+	conn     net.Conn  // nil until a dial succeeds
+	lastDial time.Time // the last failed dial
 	seq      uint32    // data records sent so far (the header's sequence number)
 	lastTmpl time.Time // when templates were last sent; zero: never
 }
 
-// New checks the options and opens a UDP socket to every collector. Run
-// owns the sockets from then on; call Run, or Close if Run is never called.
+// redialAfter spaces dial attempts to a collector whose name did not
+// resolve.
+const redialAfter = 10 * time.Second
+
+// New checks the options and opens a UDP socket to every collector. A
+// collector whose name does not resolve yet is dialled again when there is
+// something to send (at most every 10 s), its messages counted as send
+// errors meanwhile: a DNS outage does not stop the gateway. Run owns the
+// sockets from then on; call Run, or Close if Run is never called.
 func New(ctx context.Context, opts Options) (*Exporter, error) {
 	if len(opts.Collectors) == 0 {
 		return nil, errors.New("ipfix export: no collectors")
@@ -104,21 +112,35 @@ func New(ctx context.Context, opts Options) (*Exporter, error) {
 		if c.TemplateRefresh <= 0 {
 			c.TemplateRefresh = DefaultTemplateRefresh
 		}
-		conn, err := opts.Dial(ctx, "udp", c.Addr)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("ipfix export to %s: %w", c.Addr, err)
 		}
-		e.dests = append(e.dests, &dest{c: c, conn: conn})
+		d := &dest{c: c}
+		e.dial(ctx, d)
+		e.dests = append(e.dests, d)
 	}
 	return e, nil
+}
+
+// dial opens d's socket, logging a failure.
+func (e *Exporter) dial(ctx context.Context, d *dest) {
+	conn, err := e.opts.Dial(ctx, "udp", d.c.Addr)
+	if err != nil {
+		d.lastDial = e.opts.Now()
+		e.log.Warn("collector", "collector", d.c.Addr, "err", err)
+		return
+	}
+	d.conn = conn
 }
 
 // Close closes the sockets of an Exporter whose Run was never called.
 func (e *Exporter) Close() error {
 	var errs []error
 	for _, d := range e.dests {
-		errs = append(errs, d.conn.Close())
+		if d.conn != nil {
+			errs = append(errs, d.conn.Close())
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -159,10 +181,10 @@ func (e *Exporter) Run(ctx context.Context) error {
 		now := e.opts.Now()
 		for _, d := range e.dests {
 			if d.lastTmpl.IsZero() || now.Sub(d.lastTmpl) >= d.c.TemplateRefresh {
-				buf = e.sendTemplates(buf, d, rate, now)
+				buf = e.sendTemplates(ctx, buf, d, rate, now)
 			}
 		}
-		buf = e.sendFlows(buf, pending, now)
+		buf = e.sendFlows(ctx, buf, pending, now)
 		pending = pending[:0]
 	}
 	// take queues a flow. Flows sampled at another rate than the last
@@ -203,7 +225,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 			if rate != 0 {
 				for _, d := range e.dests {
 					if now.Sub(d.lastTmpl) >= d.c.TemplateRefresh {
-						buf = e.sendTemplates(buf, d, rate, e.opts.Now())
+						buf = e.sendTemplates(ctx, buf, d, rate, e.opts.Now())
 					}
 				}
 			}
@@ -212,21 +234,22 @@ func (e *Exporter) Run(ctx context.Context) error {
 }
 
 // sendTemplates sends d the templates and the sampler's options record in
-// one message.
-func (e *Exporter) sendTemplates(buf []byte, d *dest, rate uint32, now time.Time) []byte {
+// one message; after a failed send they go again with the next flows.
+func (e *Exporter) sendTemplates(ctx context.Context, buf []byte, d *dest, rate uint32, now time.Time) []byte {
 	buf = append(buf[:0], make([]byte, headerLen)...)
 	buf = appendTemplates(buf)
 	buf = appendSampling(buf, d.c.Domain, rate)
 	putHeader(buf, now, d.seq, d.c.Domain)
-	d.seq++ // the options record is a data record
-	d.lastTmpl = now
-	e.send(d, buf)
+	if e.send(ctx, d, buf) {
+		d.seq++ // the options record is a data record
+		d.lastTmpl = now
+	}
 	return buf
 }
 
 // sendFlows encodes flows into messages of at most maxMessage bytes and
 // sends each to every collector.
-func (e *Exporter) sendFlows(buf []byte, flows []queued, now time.Time) []byte {
+func (e *Exporter) sendFlows(ctx context.Context, buf []byte, flows []queued, now time.Time) []byte {
 	for len(flows) > 0 {
 		buf = append(buf[:0], make([]byte, headerLen)...)
 		n := 0
@@ -257,8 +280,8 @@ func (e *Exporter) sendFlows(buf []byte, flows []queued, now time.Time) []byte {
 		closeSet(buf, setStart)
 		for _, d := range e.dests {
 			putHeader(buf, now, d.seq, d.c.Domain)
-			d.seq += uint32(n)
-			if e.send(d, buf) {
+			if e.send(ctx, d, buf) {
+				d.seq += uint32(n)
 				e.records.Add(uint64(n))
 			}
 		}
@@ -277,7 +300,14 @@ func closeSet(b []byte, start int) {
 // send writes one message; a refused write (the collector is down) is
 // counted, logged at debug level and otherwise ignored: UDP export does
 // not wait for collectors.
-func (e *Exporter) send(d *dest, msg []byte) bool {
+func (e *Exporter) send(ctx context.Context, d *dest, msg []byte) bool {
+	if d.conn == nil && e.opts.Now().Sub(d.lastDial) >= redialAfter {
+		e.dial(ctx, d)
+	}
+	if d.conn == nil {
+		e.sendErrors.Add(1)
+		return false
+	}
 	if _, err := d.conn.Write(msg); err != nil {
 		e.sendErrors.Add(1)
 		e.log.Debug("send", "collector", d.c.Addr, "err", err)
