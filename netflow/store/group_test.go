@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -10,8 +11,9 @@ import (
 )
 
 // TestGroupingPaths checks every way Query finds a row's group (one
-// address, string or small-number dimension; several dimensions; none)
-// against a plain sum over the flows added, over frozen minutes, the
+// address, string or small-number dimension; several dimensions; none),
+// the range split among parallel scanners and merged (with -cpu 1, one
+// scanner), against a plain sum over the flows added, over frozen minutes, the
 // current one and flows that arrive late for a frozen minute, IPv4 and
 // IPv6, with and without prefix cuts.
 func TestGroupingPaths(t *testing.T) {
@@ -56,6 +58,10 @@ func TestGroupingPaths(t *testing.T) {
 		t.Fatalf("%d frozen minutes, want 19 (all but the latest)", frozen)
 	}
 
+	// Split the 20 minutes among scanners, as a long range would be.
+	defer func(n int) { minutesPerScanner = n }(minutesPerScanner)
+	minutesPerScanner = 1
+
 	cases := [][]Dimension{nil}
 	for _, d := range Dimensions {
 		cases = append(cases, []Dimension{d})
@@ -65,7 +71,7 @@ func TestGroupingPaths(t *testing.T) {
 		for _, bits := range [][2]int{{0, 0}, {24, 64}, {16, 48}} {
 			t.Run(fmt.Sprintf("%v/%d", dims, bits), func(t *testing.T) {
 				q := Query{From: t0, To: t0.Add(30 * time.Minute), GroupBy: dims, PrefixLen4: bits[0], PrefixLen6: bits[1],
-					Filter: Filter{Protocol: []uint8{0, 1}}}
+					Filter: Filter{Protocol: []uint8{0, 1}}, Step: 5 * time.Minute}
 				res, err := s.Query(q)
 				if err != nil {
 					t.Fatal(err)
@@ -73,6 +79,14 @@ func TestGroupingPaths(t *testing.T) {
 				got := map[string]counts{}
 				for _, g := range res.Groups {
 					got[fmt.Sprint(g.Key)] = counts{g.Packets, g.Bytes}
+					// The series adds up to the group's totals.
+					var pk float64
+					for _, p := range g.Series {
+						pk += p.PacketsPerSecond * q.Step.Seconds()
+					}
+					if len(g.Series) != 6 || math.Abs(pk-float64(g.Packets)) > 1e-6*float64(g.Packets) {
+						t.Errorf("group %v: %d points adding up to %f packets, want 6 and %d", g.Key, len(g.Series), pk, g.Packets)
+					}
 				}
 				var by [nDims]bool
 				for _, d := range dims {

@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -176,10 +178,6 @@ func (s *Store) Query(q Query) (Result, error) {
 	if q.Step > 0 {
 		nsteps = int((q.To.Sub(q.From) + q.Step - 1) / q.Step)
 	}
-	// gs indexes accs: values, not pointers, so a query with a million
-	// groups makes a few large allocations, not a million.
-	gs := newGroups(q, &by)
-	var accs []acc
 	s.mu.Lock()
 	lo, _ := slices.BinarySearchFunc(s.minutes, q.From, func(m *minute, t time.Time) int { return m.start.Compare(t) })
 	hi, _ := slices.BinarySearchFunc(s.minutes, q.To, func(m *minute, t time.Time) int { return m.start.Compare(t) })
@@ -187,6 +185,74 @@ func (s *Store) Query(q Query) (Result, error) {
 	// evicted minute is still read whole.
 	minutes := slices.Clone(s.minutes[lo:max(lo, hi)])
 	s.mu.Unlock()
+
+	// A long range is scanned in parallel, a share of the minutes per
+	// core, and the shares merged: on a busy appliance each scanning
+	// thread gets its own share of the CPU.
+	parts := min(runtime.GOMAXPROCS(0), maxScanners, max(len(minutes)/minutesPerScanner, 1))
+	scans := make([]scan, parts)
+	var wg sync.WaitGroup
+	for i := range scans {
+		chunk := minutes[i*len(minutes)/parts : (i+1)*len(minutes)/parts]
+		wg.Add(1)
+		go func() { // owned here: Query waits for it below
+			defer wg.Done()
+			scans[i] = scanMinutes(&q, &by, nsteps, chunk)
+		}()
+	}
+	wg.Wait()
+	keys, accs := mergeScans(scans, nsteps)
+
+	metric := func(i int) uint64 {
+		if q.OrderBy == Packets {
+			return accs[i].packets
+		}
+		return accs[i].bytes
+	}
+	// larger orders groups: bigger metric first, then by key so equal
+	// groups come out in the same order every time.
+	larger := func(i, j int) int {
+		if c := cmp.Compare(metric(j), metric(i)); c != 0 {
+			return c
+		}
+		return compareKeys(&keys[i], &keys[j])
+	}
+	top := selectTop(len(accs), q.Top, larger)
+	secs := q.To.Sub(q.From).Seconds()
+	res := Result{From: q.From, To: q.To, Groups: make([]Group, 0, len(top))}
+	for _, idx := range top {
+		a := &accs[idx]
+		g := Group{Key: render(&keys[idx], q.GroupBy), Packets: a.packets, Bytes: a.bytes,
+			BitsPerSecond: float64(a.bytes) * 8 / secs, PacketsPerSecond: float64(a.packets) / secs}
+		for i, c := range a.steps {
+			t := q.From.Add(time.Duration(i) * q.Step)
+			d := min(q.Step, q.To.Sub(t)).Seconds()
+			g.Series = append(g.Series, Point{Time: t, BitsPerSecond: float64(c.bytes) * 8 / d, PacketsPerSecond: float64(c.packets) / d})
+		}
+		res.Groups = append(res.Groups, g)
+	}
+	return res, nil
+}
+
+// Parallel scans: at most maxScanners goroutines, each with at least
+// minutesPerScanner minutes (a short range is not worth a goroutine; a
+// variable so that tests can split short ranges).
+const maxScanners = 8
+
+var minutesPerScanner = 360
+
+// scan is one scanner's groups: gs.keys[i] and accs[i].
+type scan struct {
+	gs   *groups
+	accs []acc
+}
+
+// scanMinutes sums the rows of minutes that pass q's filter by group.
+// gs indexes accs: values, not pointers, so a query with a million groups
+// makes a few large allocations, not a million.
+func scanMinutes(q *Query, by *[nDims]bool, nsteps int, minutes []*minute) scan {
+	gs := newGroups(*q, by)
+	var accs []acc
 	filtered := !q.Filter.empty()
 	for _, m := range minutes {
 		m.mu.Lock()
@@ -222,37 +288,30 @@ func (s *Store) Query(q Query) (Result, error) {
 		}
 		m.mu.Unlock()
 	}
-	keys := gs.keys
+	return scan{gs: gs, accs: accs}
+}
 
-	metric := func(i int) uint64 {
-		if q.OrderBy == Packets {
-			return accs[i].packets
+// mergeScans adds the later scans' groups into the first's, through the
+// first's index (a group key finds its own group).
+func mergeScans(scans []scan, nsteps int) ([]key, []acc) {
+	gs, accs := scans[0].gs, scans[0].accs
+	for _, sc := range scans[1:] {
+		for j := range sc.gs.keys {
+			i := gs.find(&sc.gs.keys[j])
+			if i == len(accs) {
+				accs = append(accs, sc.accs[j])
+				continue
+			}
+			a := &accs[i]
+			a.packets += sc.accs[j].packets
+			a.bytes += sc.accs[j].bytes
+			for s := range nsteps {
+				a.steps[s].packets += sc.accs[j].steps[s].packets
+				a.steps[s].bytes += sc.accs[j].steps[s].bytes
+			}
 		}
-		return accs[i].bytes
 	}
-	// larger orders groups: bigger metric first, then by key so equal
-	// groups come out in the same order every time.
-	larger := func(i, j int) int {
-		if c := cmp.Compare(metric(j), metric(i)); c != 0 {
-			return c
-		}
-		return compareKeys(&keys[i], &keys[j])
-	}
-	top := selectTop(len(accs), q.Top, larger)
-	secs := q.To.Sub(q.From).Seconds()
-	res := Result{From: q.From, To: q.To, Groups: make([]Group, 0, len(top))}
-	for _, idx := range top {
-		a := &accs[idx]
-		g := Group{Key: render(&keys[idx], q.GroupBy), Packets: a.packets, Bytes: a.bytes,
-			BitsPerSecond: float64(a.bytes) * 8 / secs, PacketsPerSecond: float64(a.packets) / secs}
-		for i, c := range a.steps {
-			t := q.From.Add(time.Duration(i) * q.Step)
-			d := min(q.Step, q.To.Sub(t)).Seconds()
-			g.Series = append(g.Series, Point{Time: t, BitsPerSecond: float64(c.bytes) * 8 / d, PacketsPerSecond: float64(c.packets) / d})
-		}
-		res.Groups = append(res.Groups, g)
-	}
-	return res, nil
+	return gs.keys, accs
 }
 
 // selectTop returns the indexes of the n first of count items in the
