@@ -203,7 +203,7 @@ func (rv *recordValues) Get(f *rules.Field) (rules.Value, bool) {
 		}
 	case rules.TypeStrings:
 		if v.kind == KindStrings {
-			return rules.StringsValue(v.strs...), true
+			return rules.StringsValue(*v.strs...), true
 		}
 	}
 	return rules.Value{}, false
