@@ -47,10 +47,16 @@ fuzz:
 # Rounds, not -count: -count runs each case back to back; separate runs
 # interleave them, which matters on a machine whose load drifts.
 ROUNDS ?= 3
+# The flow benchmarks compare within one run (edgegw's ingest and nfcapd on
+# the same datagrams), so they run once, after the rounds.
 bench:
-	@for i in $$(seq $(ROUNDS)); do \
+	@{ for i in $$(seq $(ROUNDS)); do \
 	  $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./gateway/ || exit 1; \
-	done | tee bench.out
+	done; \
+	$(GO) test -run '^$$' -bench 'IngestVsNfcapd|AlertLatency|Memory7Days' -benchtime 1x -timeout 20m \
+	  ./netflow/ingest/ ./netflow/alert/ ./netflow/store/ || exit 1; \
+	$(GO) test -run '^$$' -bench 'Query7Days' -benchtime 10x -timeout 20m ./netflow/store/ || exit 1; \
+	} | tee bench.out
 
 ## demo: the whole office in namespaces with the real binary (enrollment, GRE and IPsec branches, firewall, DNS, Logpush), until Ctrl-C
 demo: build

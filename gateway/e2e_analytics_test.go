@@ -111,7 +111,8 @@ func (h *alertHook) seen(e string) error {
 // receiver, a PagerDuty-Events-v2-shaped one and Debian's aiosmtpd (over
 // STARTTLS), /api/v1/flows on the admin socket names the flooded address
 // and the exporter as the top destination, /api/v1/flows/alerts holds the
-// history, and the alert resolves when the flood stops.
+// history, the alert resolves when the flood stops, and a Logpush job
+// writes both events as flow_alerts records to a file.
 func TestFlowAnalyticsThroughGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -140,6 +141,7 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 		return c.Close()
 	})
 	keyFile := filepath.Join(s.dir, "pagerduty-key")
+	alertsFile := filepath.Join(s.dir, "alerts.ndjson")
 	must(t, os.WriteFile(keyFile, []byte(pdKey+"\n"), 0o600))
 	s.writeFlowConfig(fmt.Sprintf(`  ingest:
     listen: ["10.0.0.1:2055"]
@@ -165,7 +167,12 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
         from: edgegw <edgegw@office.example>
         to: [noc@office.example]
         ca_file: %s
-`, recv.URL, keyFile, recv.URL, certFile))
+logpush:
+  - name: alerts
+    dataset: flow_alerts
+    destination: file://%s
+    max_upload_interval: 1s
+`, recv.URL, keyFile, recv.URL, certFile, alertsFile))
 	s.start()
 	branch, err := s.lab.NS("branch")
 	must(t, err)
@@ -268,6 +275,36 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 	if len(hist.Events) != 2 || hist.Events[0].State != "firing" || hist.Events[1].State != "resolved" || hist.Events[0].Rule != "branch-flood" {
 		t.Errorf("alert history: %s", body)
 	}
+	// The same history as Logpush's flow_alerts dataset, in a file.
+	netlab.Eventually(t, 20*time.Second, "flow_alerts records in the Logpush file", func() error {
+		b, err := os.ReadFile(alertsFile)
+		if err != nil {
+			return err
+		}
+		var recs []map[string]any
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var r map[string]any
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				return fmt.Errorf("%v: %s", err, line)
+			}
+			recs = append(recs, r)
+		}
+		if len(recs) != 2 {
+			return fmt.Errorf("%d records: %s", len(recs), b)
+		}
+		for i, want := range []struct{ event, state string }{{"ALERT_STATE_EVENT_START", "firing"}, {"ALERT_STATE_EVENT_END", "resolved"}} {
+			r := recs[i]
+			if r["AlertEvent"] != want.event || r["State"] != want.state || r["PolicyName"] != "branch-flood" || r["Prefix"] != "10.9.0.2/32" ||
+				r["AlertType"] != "fbm_volumetric_attack" || r["ColoName"] != "ams-office-1" || r["AlertCorrelationID"] != recs[0]["AlertCorrelationID"] ||
+				r["ThresholdBitsPerSecond"] != float64(200000) || r["DurationSeconds"] != float64(10) {
+				t.Errorf("flow_alerts record %d: %v", i, r)
+			}
+		}
+		if bps, _ := recs[0]["BitsPerSecond"].(float64); bps < 200000 {
+			t.Errorf("the firing record's BitsPerSecond %v is below the threshold", recs[0]["BitsPerSecond"])
+		}
+		return nil
+	})
 	if m := s.get("/metrics"); !strings.Contains(m, `edgegw_flow_alert_events_total{state="resolved"} 1`) ||
 		!strings.Contains(m, `edgegw_flow_alert_notifications_total{result="delivered"} 6`) {
 		t.Errorf("metrics lack the alert's events and deliveries")

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 	"github.com/edgegw/edgegw/netflow/logpush/hectest"
 )
 
@@ -882,4 +883,93 @@ func tail(s string, n int) string {
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
+}
+
+// TestIPFIXExportThroughGateway runs the gateway with netflow.export to
+// Debian's nfdump collector, nfcapd, on the office server: the office
+// sends UDP to the internet through the gateway, and nfdump -r reads the
+// gateway's export back: addresses, ports, protocol, direction, packets
+// and bytes (sampled 1 in 1: what was sent) and times within the test.
+func TestIPFIXExportThroughGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	testkit.NeedTool(t, "nfcapd", "nfdump")
+	testkit.NeedTool(t, "nfdump", "nfdump")
+	testkit.NeedTool(t, "stdbuf", "coreutils")
+	s := newSite(t)
+	ra := s.ra
+	dir := t.TempDir()
+	// -E prints each flow as it arrives, line-buffered through stdbuf.
+	nfcapd, err := ra.LAN.Start("stdbuf", "-oL", "nfcapd", "-w", dir, "-b", "10.0.0.5", "-p", "4739", "-t", "3600", "-E")
+	must(t, err)
+	defer nfcapd.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := nfcapd.WaitOutput(ctx, "Startup"); err != nil {
+		t.Fatalf("nfcapd: %v: %s", err, nfcapd.Output())
+	}
+	s.writeFlowConfig(`  export:
+    - collector: 10.0.0.5:4739
+      observation_domain: 9
+      template_refresh: 5s
+`)
+	begin := time.Now().Add(-time.Second)
+	s.start()
+
+	const office, user, n, payload = "10.0.0.5", "192.0.2.2", 5, 100
+	for range n {
+		sendUDP(t, ra.LAN, office+":49998", user+":9998", 64, payload)
+	}
+	netlab.Eventually(t, 30*time.Second, "nfcapd printing the office's flows", func() error {
+		if c := strings.Count(nfcapd.Output(), "9998"); c < n {
+			return fmt.Errorf("%d of %d flows; nfcapd: %s", c, n, tail(nfcapd.Output(), 2000))
+		}
+		return nil
+	})
+	end := time.Now().Add(time.Second)
+	if err := nfcapd.Stop(); err != nil {
+		t.Logf("nfcapd stop: %v", err)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "nfcapd.2*"))
+	if err != nil || len(files) != 1 {
+		t.Fatalf("nfcapd files %v, %v", files, err)
+	}
+	out, err := ra.LAN.Exec(context.Background(), "env", "TZ=UTC", "nfdump", "-r", files[0], "-o", "json", "dst port 9998")
+	if err != nil {
+		t.Fatalf("nfdump: %v: %s", err, out)
+	}
+	var flows []struct {
+		First, Last string
+		Packets     uint64 `json:"in_packets"`
+		Bytes       uint64 `json:"in_bytes"`
+		Proto       int
+		SrcPort     int    `json:"src_port"`
+		DstPort     int    `json:"dst_port"`
+		Src         string `json:"src4_addr"`
+		Dst         string `json:"dst4_addr"`
+		Direction   int
+		Router      string `json:"ip4_router"`
+	}
+	must(t, json.Unmarshal(out, &flows))
+	var pk, by uint64
+	for _, f := range flows {
+		if f.Src != office || f.Dst != user || f.Proto != 17 || f.SrcPort != 49998 || f.DstPort != 9998 || f.Direction != 1 || f.Router != "10.0.0.1" {
+			t.Errorf("flow %+v: want %s:49998 → %s:9998 udp, egress, from the gateway's LAN address", f, office, user)
+		}
+		for _, ts := range []string{f.First, f.Last} {
+			at, err := time.Parse("2006-01-02T15:04:05.000", ts)
+			if err != nil || at.Before(begin.Truncate(time.Millisecond)) || at.After(end) {
+				t.Errorf("flow time %q (%v) not between %v and %v", ts, err, begin, end)
+			}
+		}
+		pk += f.Packets
+		by += f.Bytes
+	}
+	if pk != n || by != n*(20+8+payload) {
+		t.Errorf("nfdump read %d packets, %d bytes; sent %d packets, %d bytes:\n%s", pk, by, n, n*(20+8+payload), out)
+	}
+	if m := s.get("/metrics"); metricValue(m, "edgegw_netflow_export_records_total") < n {
+		t.Errorf("edgegw_netflow_export_records_total below %d", n)
+	}
 }

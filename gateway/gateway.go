@@ -168,7 +168,7 @@ func (g *Gateway) run(ctx context.Context, cfg *config.Config) error {
 		// The sampler binds its NFLOG group before the firewall feeds it.
 		&netflowPart{log: g.log, metrics: g.metrics, sink: sink, res: res},
 		// The flow store and alerts take records from the sink.
-		&analyticsPart{log: g.log, metrics: g.metrics, tap: &sink.analytics},
+		&analyticsPart{log: g.log, metrics: g.metrics, tap: &sink.analytics, sink: sink},
 		fw,
 		wg,
 		&sitePart{log: g.log, metrics: g.metrics},

@@ -6,11 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync/atomic"
 
 	"github.com/edgegw/edgegw/gateway/admin"
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/alert"
+	"github.com/edgegw/edgegw/netflow/export"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/netflow/store"
 )
@@ -18,17 +20,30 @@ import (
 // analyticsPart keeps the gateway's flow records (its own NFLOG samples
 // and flows ingested from other routers) in the embedded store behind
 // /api/v1/flows (netflow.analytics), and evaluates volumetric alert rules
-// on them (netflow.alerts). It owns the alert engine's Run goroutine.
+// on them (netflow.alerts), and sends the gateway's own flows to IPFIX
+// collectors (netflow.export). It owns the alert engine's and the
+// exporter's Run goroutines.
 // The record sink hands it records through tap whether or not Logpush
 // runs.
 type analyticsPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	tap     *analyticsTap
+	// sink takes the alert events as flow_alerts records (for Logpush).
+	sink *recordSink
+	// coloName is the appliance's name in flow_alerts records, from the
+	// latest plan (read by the engine's goroutine).
+	coloName atomic.Pointer[string]
 
 	store  *store.Store
 	alerts *alert.Engine
 	run    actor
+
+	// exp sends the gateway's own flows to IPFIX collectors
+	// (netflow.export); expRun owns its goroutine, expTo is what it sends to.
+	exp    *export.Exporter
+	expRun actor
+	expTo  []export.Collector
 }
 
 // analyticsTap is where the record sink hands network_analytics_logs
@@ -37,6 +52,7 @@ type analyticsPart struct {
 type analyticsTap struct {
 	store  atomic.Pointer[store.Store]
 	alerts atomic.Pointer[alert.Engine]
+	export atomic.Pointer[export.Exporter]
 	api    atomic.Pointer[http.Handler]
 }
 
@@ -54,6 +70,9 @@ func (t *analyticsTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (t *analyticsTap) push(dataset string, r logpush.Record) {
 	if dataset != netflow.Dataset {
 		return
+	}
+	if e := t.export.Load(); e != nil {
+		e.Push(dataset, r) // queued; never blocks
 	}
 	s, a := t.store.Load(), t.alerts.Load()
 	if s == nil && a == nil {
@@ -107,7 +126,16 @@ func (p *analyticsPart) commit(ctx context.Context, _, np *Plan) error {
 	if next := np.Config; next.Netflow != nil {
 		sc = next.Netflow.Analytics
 	}
+	var to []export.Collector
+	if next := np.Config; next.Netflow != nil {
+		to = next.Netflow.ExportCollectors()
+	}
+	name := np.Config.Appliance.Name
+	p.coloName.Store(&name)
 	if err := p.applyAlerts(ctx, np.alerts); err != nil {
+		return err
+	}
+	if err := p.applyExport(ctx, to); err != nil {
 		return err
 	}
 	p.applyStore(sc)
@@ -156,7 +184,8 @@ func (p *analyticsPart) applyAlerts(ctx context.Context, c *alertsPlan) error {
 		}
 		return p.alerts.SetRules(c.rules)
 	}
-	e, err := alert.New(alert.Options{Rules: c.rules, Webhooks: c.hooks, PagerDuty: c.pds, Email: c.mails, Logger: p.log})
+	e, err := alert.New(alert.Options{Rules: c.rules, Webhooks: c.hooks, PagerDuty: c.pds, Email: c.mails, Logger: p.log,
+		OnEvent: p.emitAlert})
 	if err != nil {
 		return err
 	}
@@ -165,6 +194,19 @@ func (p *analyticsPart) applyAlerts(ctx context.Context, c *alertsPlan) error {
 	p.tap.alerts.Store(e)
 	p.metrics.set("flow_alerts", e.Collector())
 	return nil
+}
+
+// emitAlert hands an alert event to Logpush as a flow_alerts record; the
+// sink never blocks.
+func (p *analyticsPart) emitAlert(ev alert.Event) {
+	if p.sink == nil {
+		return
+	}
+	name := ""
+	if n := p.coloName.Load(); n != nil {
+		name = *n
+	}
+	p.sink.Push(alert.Dataset, ev.Logpush(name))
 }
 
 func (p *analyticsPart) closeAlerts() {
@@ -209,13 +251,52 @@ func (p *analyticsPart) handler() http.Handler {
 	return mux
 }
 
+// applyExport starts the IPFIX exporter, restarts it when its collectors
+// change (templates go out again at once), or stops it (to empty).
+func (p *analyticsPart) applyExport(ctx context.Context, to []export.Collector) error {
+	if p.exp != nil && slices.Equal(p.expTo, to) {
+		return nil
+	}
+	p.closeExport()
+	if len(to) == 0 {
+		return nil
+	}
+	e, err := export.New(ctx, export.Options{Collectors: to, Logger: p.log})
+	if err != nil {
+		return err
+	}
+	p.exp, p.expTo = e, slices.Clone(to)
+	p.expRun.start(ctx, e.Run)
+	p.tap.export.Store(e)
+	p.metrics.set("flow_export", e.Collector())
+	return nil
+}
+
+func (p *analyticsPart) closeExport() {
+	if p.exp == nil {
+		return
+	}
+	p.tap.export.Store(nil)
+	if err := p.expRun.stop(); err != nil {
+		p.log.Error("ipfix export stopped", "err", err)
+	}
+	p.metrics.set("flow_export", nil)
+	p.exp, p.expTo = nil, nil
+}
+
 func (p *analyticsPart) close() {
 	p.tap.api.Store(nil)
+	p.closeExport()
 	p.closeAlerts()
 	p.applyStore(nil)
 }
 
 func (p *analyticsPart) ready() error {
+	if p.exp != nil {
+		if exited, err := p.expRun.exited(); exited {
+			return errors.Join(errors.New("ipfix export stopped"), err)
+		}
+	}
 	if p.alerts == nil {
 		return nil
 	}

@@ -5,8 +5,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/edgegw/edgegw/netflow/alert"
+	"github.com/edgegw/edgegw/netflow/export"
 	"github.com/edgegw/edgegw/netflow/store"
 )
 
@@ -19,6 +21,24 @@ type Config struct {
 	Analytics *store.Config `yaml:"analytics"`
 	// Alerts are volumetric rules on the flows; nil: none.
 	Alerts *alert.Config `yaml:"alerts"`
+	// Export sends the gateway's own sampled flows to IPFIX collectors;
+	// empty: none.
+	Export []ExportConfig `yaml:"export"`
+}
+
+// ExportConfig is one `netflow.export:` entry: an IPFIX collector (nfdump's
+// nfcapd, pmacct's nfacctd, …) that receives the gateway's sampled flows
+// over UDP, with the sampling rate announced in an options record.
+type ExportConfig struct {
+	// Collector is host:port, e.g. "192.0.2.10:4739" or
+	// "collector.office.example:2055".
+	Collector string `yaml:"collector"`
+	// ObservationDomain is the IPFIX observation domain ID; collectors
+	// keep templates and sampling per exporter address and domain.
+	ObservationDomain uint32 `yaml:"observation_domain"`
+	// TemplateRefresh is how often templates are sent again (UDP has no
+	// session to learn them from); default 60s.
+	TemplateRefresh time.Duration `yaml:"template_refresh"`
 }
 
 // IngestConfig is `netflow.ingest:`: flow records other routers export
@@ -46,6 +66,11 @@ func (c *Config) SetDefaults() {
 	if c.Alerts != nil {
 		c.Alerts.SetDefaults()
 	}
+	for i := range c.Export {
+		if c.Export[i].TemplateRefresh == 0 {
+			c.Export[i].TemplateRefresh = export.DefaultTemplateRefresh
+		}
+	}
 }
 
 // Validate checks the rate.
@@ -62,6 +87,32 @@ func (c *Config) Validate(report func(field, msg string)) {
 	if c.Alerts != nil {
 		c.Alerts.Validate(func(f, msg string) { report("alerts."+f, msg) })
 	}
+	seen := map[string]bool{}
+	for i, e := range c.Export {
+		field := fmt.Sprintf("export[%d]", i)
+		host, port, err := net.SplitHostPort(e.Collector)
+		if err != nil {
+			report(field+".collector", fmt.Sprintf("%q is not host:port: %v", e.Collector, err))
+		} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || host == "" {
+			report(field+".collector", fmt.Sprintf("%q: needs a host and a port from 1 to 65535", e.Collector))
+		}
+		if e.TemplateRefresh < time.Second || e.TemplateRefresh > time.Hour {
+			report(field+".template_refresh", fmt.Sprintf("must be from 1s to 1h, got %v", e.TemplateRefresh))
+		}
+		if seen[e.Collector] {
+			report(field+".collector", fmt.Sprintf("%q is listed twice", e.Collector))
+		}
+		seen[e.Collector] = true
+	}
+}
+
+// ExportCollectors returns the collectors netflow.export names.
+func (c *Config) ExportCollectors() []export.Collector {
+	var cs []export.Collector
+	for _, e := range c.Export {
+		cs = append(cs, export.Collector{Addr: e.Collector, Domain: e.ObservationDomain, TemplateRefresh: e.TemplateRefresh})
+	}
+	return cs
 }
 
 func (c *IngestConfig) validate(report func(field, msg string)) {

@@ -58,11 +58,11 @@ const AlertType = "fbm_volumetric_attack"
 
 func newPayload(ev Event) payload {
 	p := payload{Name: "Flow alert: " + ev.Rule, Data: ev, TS: ev.Time.Unix(), AlertType: AlertType,
-		CorrelationID: ev.ID, PolicyName: ev.Rule, AlertEvent: "ALERT_STATE_EVENT_START"}
+		CorrelationID: ev.ID, PolicyName: ev.Rule, AlertEvent: EventStart}
 	p.Text = fmt.Sprintf("%s: traffic to %s at %.0f bits/s, %.0f packets/s over %.0f s (thresholds: %d bits/s, %d packets/s)",
 		ev.Rule, ev.Prefix, ev.BitsPerSecond, ev.PacketsPerSecond, ev.DurationSeconds, ev.ThresholdBitsPerSecond, ev.ThresholdPacketsPerSecond)
 	if ev.State == Resolved {
-		p.AlertEvent = "ALERT_STATE_EVENT_END"
+		p.AlertEvent = EventEnd
 		p.Text = fmt.Sprintf("%s resolved: traffic to %s is back to %.0f bits/s, %.0f packets/s", ev.Rule, ev.Prefix, ev.BitsPerSecond, ev.PacketsPerSecond)
 	}
 	return p

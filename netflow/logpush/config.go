@@ -16,7 +16,7 @@ import (
 // Job is one entry of the `logpush:` list.
 type Job struct {
 	Name        string `yaml:"name"`
-	Dataset     string `yaml:"dataset"`     // network_analytics_logs | gateway_dns | access_requests
+	Dataset     string `yaml:"dataset"`     // network_analytics_logs | gateway_dns | access_requests | audit_logs | audit_logs_v2 | flow_alerts
 	Destination string `yaml:"destination"` // splunk://…, https://…, file://…, syslog+tls://…, syslog+tcp://…, s3://…
 	TokenFile   string `yaml:"token_file" file:"secret"`
 	CAFile      string `yaml:"ca_file" file:"read"`
@@ -70,7 +70,7 @@ func (j *Job) SetDefaults() {
 }
 
 // Datasets lists the datasets a job may name.
-var Datasets = []string{"network_analytics_logs", "gateway_dns", "access_requests", "audit_logs", "audit_logs_v2"}
+var Datasets = []string{"network_analytics_logs", "gateway_dns", "access_requests", "audit_logs", "audit_logs_v2", "flow_alerts"}
 
 // Validate checks a job on its own: dataset, destination URL, field
 // names, filter and limits.

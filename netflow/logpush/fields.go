@@ -59,6 +59,13 @@ Action:s Allowed:b AppDomain:s AppUUID:s Connection:s Country:s CreatedAt:t
 Email:s IPAddress:ip PurposeJustificationPrompt:s PurposeJustificationResponse:s
 RayID:s TemporaryAccessApprovers:ss TemporaryAccessDuration:i UserUID:s`,
 
+	// edgegw's volumetric flow alerts (netflow/alert): Cloudflare's
+	// notification webhook fields in Logpush's spelling, and the event's.
+	"flow_alerts": `
+Datetime:t Name:s Text:s AlertType:s AlertEvent:s AlertCorrelationID:s
+PolicyName:s ColoName:s Prefix:s State:s BitsPerSecond:i PacketsPerSecond:i DurationSeconds:i
+ThresholdBitsPerSecond:i ThresholdPacketsPerSecond:i`,
+
 	// Cloudflare's audit logs, for edgegw's admin actions (gateway/admin):
 	// the classic field names and the v2 shape.
 	"audit_logs": `
@@ -196,7 +203,7 @@ func (rv *recordValues) Get(f *rules.Field) (rules.Value, bool) {
 		}
 	case rules.TypeStrings:
 		if v.kind == KindStrings {
-			return rules.StringsValue(v.strs...), true
+			return rules.StringsValue(*v.strs...), true
 		}
 	}
 	return rules.Value{}, false

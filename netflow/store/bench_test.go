@@ -2,6 +2,7 @@ package store
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -88,4 +89,46 @@ func BenchmarkPush(b *testing.B) {
 		n++
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkMemory7Days fills a store with the default options as seven
+// days at 1,000 flows/s of an office would: 60,000 flows a minute that
+// fold into rowsPerMinute rows (250 LAN hosts talking to 40 servers on
+// three ports from ephemeral ports), then reports the rows kept, the live
+// heap after a collection, the heap per row against the store's estimate
+// (entryBytes), and the minutes compacted and evicted to stay under
+// max_bytes. The store keeps nothing on disk.
+//
+//	go test -run '^$' -bench Memory7Days -benchtime 1x ./netflow/store/
+func BenchmarkMemory7Days(b *testing.B) {
+	const rowsPerMinute, flowsPerRow = 1000, 60
+	for b.Loop() {
+		var before runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		now := t0
+		s, _ := New(Options{Now: func() time.Time { return now }})
+		for m := range 7 * 24 * 60 {
+			now = t0.Add(time.Duration(m)*time.Minute + 30*time.Second)
+			for i := range rowsPerMinute {
+				s.Add(Flow{Time: now, Source: "nflog", Verdict: "pass",
+					Src: netip.AddrFrom4([4]byte{10, 0, 0, byte(i % 250)}), Dst: netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 40)}),
+					SrcPort: uint16(32768 + (i*7919+m)%28000), DstPort: []uint16{443, 80, 53}[i%3], Protocol: 6, TCPFlags: 0x18,
+					Packets: flowsPerRow * 10, Bytes: flowsPerRow * 10 * 800})
+			}
+		}
+		var after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		st := s.Stats()
+		heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		b.ReportMetric(float64(st.Rows), "rows")
+		b.ReportMetric(heap/(1<<20), "heap-MiB")
+		b.ReportMetric(heap/float64(st.Rows), "heap-B/row")
+		b.ReportMetric(float64(st.Bytes)/(1<<20), "estimate-MiB")
+		b.ReportMetric(float64(st.Compacted), "minutes-compacted")
+		b.ReportMetric(float64(st.Evicted), "minutes-evicted")
+		b.ReportMetric(float64(st.Minutes), "minutes-kept")
+		runtime.KeepAlive(s)
+	}
 }

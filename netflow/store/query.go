@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -55,6 +57,12 @@ func anyPrefix(ps []netip.Prefix, a netip.Addr) bool {
 }
 
 func anyOf[T comparable](vs []T, v T) bool { return len(vs) == 0 || slices.Contains(vs, v) }
+
+// empty reports whether f keeps every flow.
+func (f *Filter) empty() bool {
+	return len(f.Exporter) == 0 && len(f.Src) == 0 && len(f.Dst) == 0 && len(f.SrcPort) == 0 && len(f.DstPort) == 0 &&
+		len(f.Protocol) == 0 && len(f.TCPFlags) == 0 && len(f.Source) == 0 && len(f.Verdict) == 0 && len(f.Tunnel) == 0
+}
 
 func (f *Filter) match(k *key) bool {
 	return anyPrefix(f.Exporter, k.exporter) && anyPrefix(f.Src, k.src) && anyPrefix(f.Dst, k.dst) &&
@@ -170,11 +178,6 @@ func (s *Store) Query(q Query) (Result, error) {
 	if q.Step > 0 {
 		nsteps = int((q.To.Sub(q.From) + q.Step - 1) / q.Step)
 	}
-	// groups indexes accs: values, not pointers, so a query with a
-	// million groups makes a few large allocations, not a million.
-	groups := map[key]int{}
-	var accs []acc
-	var keys []key
 	s.mu.Lock()
 	lo, _ := slices.BinarySearchFunc(s.minutes, q.From, func(m *minute, t time.Time) int { return m.start.Compare(t) })
 	hi, _ := slices.BinarySearchFunc(s.minutes, q.To, func(m *minute, t time.Time) int { return m.start.Compare(t) })
@@ -182,38 +185,23 @@ func (s *Store) Query(q Query) (Result, error) {
 	// evicted minute is still read whole.
 	minutes := slices.Clone(s.minutes[lo:max(lo, hi)])
 	s.mu.Unlock()
-	for _, m := range minutes {
-		m.mu.Lock()
-		step := 0
-		if nsteps > 0 {
-			step = int(m.start.Sub(q.From) / q.Step)
-		}
-		for k, c := range m.rows {
-			if !q.Filter.match(&k) {
-				continue
-			}
-			g := groupKey(&k, &by, q.PrefixLen4, q.PrefixLen6)
-			i, ok := groups[g]
-			if !ok {
-				i = len(accs)
-				groups[g] = i
-				a := acc{}
-				if nsteps > 0 {
-					a.steps = make([]counts, nsteps)
-				}
-				accs = append(accs, a)
-				keys = append(keys, g)
-			}
-			a := &accs[i]
-			a.packets += c.packets
-			a.bytes += c.bytes
-			if nsteps > 0 {
-				a.steps[step].packets += c.packets
-				a.steps[step].bytes += c.bytes
-			}
-		}
-		m.mu.Unlock()
+
+	// A long range is scanned in parallel, a share of the minutes per
+	// core, and the shares merged: on a busy appliance each scanning
+	// thread gets its own share of the CPU.
+	parts := min(runtime.GOMAXPROCS(0), maxScanners, max(len(minutes)/minutesPerScanner, 1))
+	scans := make([]scan, parts)
+	var wg sync.WaitGroup
+	for i := range scans {
+		chunk := minutes[i*len(minutes)/parts : (i+1)*len(minutes)/parts]
+		wg.Add(1)
+		go func() { // owned here: Query waits for it below
+			defer wg.Done()
+			scans[i] = scanMinutes(&q, &by, nsteps, chunk)
+		}()
 	}
+	wg.Wait()
+	keys, accs := mergeScans(scans, nsteps)
 
 	metric := func(i int) uint64 {
 		if q.OrderBy == Packets {
@@ -244,6 +232,86 @@ func (s *Store) Query(q Query) (Result, error) {
 		res.Groups = append(res.Groups, g)
 	}
 	return res, nil
+}
+
+// Parallel scans: at most maxScanners goroutines, each with at least
+// minutesPerScanner minutes (a short range is not worth a goroutine; a
+// variable so that tests can split short ranges).
+const maxScanners = 8
+
+var minutesPerScanner = 360
+
+// scan is one scanner's groups: gs.keys[i] and accs[i].
+type scan struct {
+	gs   *groups
+	accs []acc
+}
+
+// scanMinutes sums the rows of minutes that pass q's filter by group.
+// gs indexes accs: values, not pointers, so a query with a million groups
+// makes a few large allocations, not a million.
+func scanMinutes(q *Query, by *[nDims]bool, nsteps int, minutes []*minute) scan {
+	gs := newGroups(*q, by)
+	var accs []acc
+	filtered := !q.Filter.empty()
+	for _, m := range minutes {
+		m.mu.Lock()
+		step := 0
+		if nsteps > 0 {
+			step = int(m.start.Sub(q.From) / q.Step)
+		}
+		add := func(k *key, c counts) {
+			if filtered && !q.Filter.match(k) {
+				return
+			}
+			i := gs.find(k)
+			if i == len(accs) {
+				a := acc{}
+				if nsteps > 0 {
+					a.steps = make([]counts, nsteps)
+				}
+				accs = append(accs, a)
+			}
+			a := &accs[i]
+			a.packets += c.packets
+			a.bytes += c.bytes
+			if nsteps > 0 {
+				a.steps[step].packets += c.packets
+				a.steps[step].bytes += c.bytes
+			}
+		}
+		for i := range m.frozen {
+			add(&m.frozen[i].k, m.frozen[i].c)
+		}
+		for k, c := range m.rows {
+			add(&k, c)
+		}
+		m.mu.Unlock()
+	}
+	return scan{gs: gs, accs: accs}
+}
+
+// mergeScans adds the later scans' groups into the first's, through the
+// first's index (a group key finds its own group).
+func mergeScans(scans []scan, nsteps int) ([]key, []acc) {
+	gs, accs := scans[0].gs, scans[0].accs
+	for _, sc := range scans[1:] {
+		for j := range sc.gs.keys {
+			i := gs.find(&sc.gs.keys[j])
+			if i == len(accs) {
+				accs = append(accs, sc.accs[j])
+				continue
+			}
+			a := &accs[i]
+			a.packets += sc.accs[j].packets
+			a.bytes += sc.accs[j].bytes
+			for s := range nsteps {
+				a.steps[s].packets += sc.accs[j].steps[s].packets
+				a.steps[s].bytes += sc.accs[j].steps[s].bytes
+			}
+		}
+	}
+	return gs.keys, accs
 }
 
 // selectTop returns the indexes of the n first of count items in the
@@ -299,8 +367,159 @@ func selectTop(count, n int, cmp func(i, j int) int) []int {
 	return h
 }
 
-// groupKey keeps the dimensions grouped by and zeroes the others.
-func groupKey(k *key, by *[nDims]bool, bits4, bits6 int) key {
+// groups finds the group of each row. Grouping by one dimension, the most
+// common query (a top-N by destination, by port, by exporter), takes an
+// index on that dimension alone: a small array for ports, protocols and
+// flags, a map keyed by one address or string otherwise, which is several
+// times cheaper than hashing a whole row key. Other groupings hash the
+// row's key with the other dimensions zeroed.
+type groups struct {
+	mode         int // one of the group* constants
+	by           *[nDims]bool
+	bits4, bits6 int
+	dim          int // the one dimension (groupAddr, groupString, groupSmall)
+
+	keys  []key       // each group's key, by index
+	all   map[key]int // groupKey
+	addrs map[netip.Addr]int
+	v4    map[uint32]int // IPv4 addresses, cut to bits4: a cheaper hash
+	mask4 uint32
+	strs  map[string]int
+	small []int32 // index+1 by port, protocol or flags; 0: none yet
+	// The last address and its group: rows of a minute often repeat it.
+	last    netip.Addr
+	lastIdx int
+}
+
+const (
+	groupKey = iota
+	groupNone
+	groupAddr
+	groupString
+	groupSmall
+)
+
+func newGroups(q Query, by *[nDims]bool) *groups {
+	g := &groups{mode: groupKey, by: by, bits4: q.PrefixLen4, bits6: q.PrefixLen6, lastIdx: -1}
+	dims := 0
+	for i, b := range by {
+		if b {
+			dims++
+			g.dim = i
+		}
+	}
+	switch {
+	case dims == 0:
+		g.mode = groupNone
+	case dims > 1:
+		g.all = map[key]int{}
+	case g.dim == 0 || g.dim == 2 || g.dim == 3: // exporter, src, dst
+		g.mode, g.addrs, g.v4 = groupAddr, map[netip.Addr]int{}, map[uint32]int{}
+		g.mask4 = ^uint32(0)
+		if g.dim != 0 && g.bits4 > 0 {
+			g.mask4 = ^uint32(0) << (32 - g.bits4)
+		}
+	case g.dim == 1 || g.dim == 8 || g.dim == 9: // source, verdict, tunnel
+		g.mode, g.strs = groupString, map[string]int{}
+	case g.dim == 4 || g.dim == 5: // ports
+		g.mode, g.small = groupSmall, make([]int32, 1<<16)
+	default: // protocol, TCP flags
+		g.mode, g.small = groupSmall, make([]int32, 1<<8)
+	}
+	return g
+}
+
+// find returns the index of k's group; len(g.keys)-1 after adding a new
+// one, so the caller adds its accumulator when the index is new.
+func (g *groups) find(k *key) int {
+	switch g.mode {
+	case groupNone:
+		if len(g.keys) == 0 {
+			g.keys = append(g.keys, key{})
+		}
+		return 0
+	case groupAddr:
+		a := k.exporter
+		switch g.dim {
+		case 2:
+			a = k.src
+		case 3:
+			a = k.dst
+		}
+		if g.lastIdx >= 0 && a == g.last {
+			return g.lastIdx
+		}
+		g.last = a
+		if a.Is4() {
+			b := a.As4()
+			v := (uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])) & g.mask4
+			i, ok := g.v4[v]
+			if !ok {
+				i = g.add(groupKeyOf(k, g.by, g.bits4, g.bits6))
+				g.v4[v] = i
+			}
+			g.lastIdx = i
+			return i
+		}
+		if g.dim != 0 {
+			a = cut(a, g.bits4, g.bits6)
+		}
+		i, ok := g.addrs[a]
+		if !ok {
+			i = g.add(groupKeyOf(k, g.by, g.bits4, g.bits6))
+			g.addrs[a] = i
+		}
+		g.lastIdx = i
+		return i
+	case groupString:
+		v := k.source
+		switch g.dim {
+		case 8:
+			v = k.verdict
+		case 9:
+			v = k.tunnel
+		}
+		i, ok := g.strs[v]
+		if !ok {
+			i = g.add(groupKeyOf(k, g.by, g.bits4, g.bits6))
+			g.strs[v] = i
+		}
+		return i
+	case groupSmall:
+		var v int
+		switch g.dim {
+		case 4:
+			v = int(k.srcPort)
+		case 5:
+			v = int(k.dstPort)
+		case 6:
+			v = int(k.protocol)
+		default:
+			v = int(k.tcpFlags)
+		}
+		if i := g.small[v]; i > 0 {
+			return int(i - 1)
+		}
+		i := g.add(groupKeyOf(k, g.by, g.bits4, g.bits6))
+		g.small[v] = int32(i + 1)
+		return i
+	}
+	gk := groupKeyOf(k, g.by, g.bits4, g.bits6)
+	i, ok := g.all[gk]
+	if !ok {
+		i = g.add(gk)
+		g.all[gk] = i
+	}
+	return i
+}
+
+func (g *groups) add(k key) int {
+	g.keys = append(g.keys, k)
+	return len(g.keys) - 1
+}
+
+// groupKeyOf keeps the dimensions grouped by and zeroes the others.
+func groupKeyOf(k *key, by *[nDims]bool, bits4, bits6 int) key {
 	var g key
 	if by[0] {
 		g.exporter = k.exporter

@@ -54,11 +54,41 @@ type counts struct{ packets, bytes uint64 }
 // lock and mu held; Query reads them with mu alone, one minute at a time,
 // so a long query never holds up the producers for more than a minute's
 // rows.
+//
+// Once a minute is past, its rows are frozen into a slice, which a query
+// scans several times faster than a map; flows that arrive late for it
+// (an exporter's flow that ended then) go to rows again, which may then
+// hold keys frozen also holds: queries add both.
 type minute struct {
 	start   time.Time // truncated to the minute, UTC
 	mu      sync.Mutex
 	rows    map[key]counts
+	frozen  []row
 	compact bool // rolled up coarser to make room (see compactKey)
+}
+
+// row is one frozen rollup row.
+type row struct {
+	k key
+	c counts
+}
+
+// count is the minute's number of rows. s.mu is held.
+func (m *minute) count() int { return len(m.rows) + len(m.frozen) }
+
+// freeze moves the rows into frozen. s.mu is held.
+func (m *minute) freeze() {
+	if len(m.rows) == 0 {
+		return
+	}
+	f := make([]row, 0, len(m.frozen)+len(m.rows))
+	f = append(f, m.frozen...)
+	for k, c := range m.rows {
+		f = append(f, row{k, c})
+	}
+	m.mu.Lock()
+	m.frozen, m.rows = f, map[key]counts{}
+	m.mu.Unlock()
 }
 
 // Stats are a Store's counters since it was built, and its current size.
@@ -190,6 +220,10 @@ func (s *Store) minute(start time.Time) *minute {
 	}
 	m := &minute{start: start, rows: map[key]counts{}}
 	s.minutes = slices.Insert(s.minutes, i, m)
+	// A new latest minute: the one before it is past.
+	if i == len(s.minutes)-1 && i > 0 {
+		s.minutes[i-1].freeze()
+	}
 	return m
 }
 
@@ -198,7 +232,7 @@ func (s *Store) expire(now time.Time) {
 	cut := now.Add(-s.opts.Retention)
 	n := 0
 	for n < len(s.minutes) && !s.minutes[n].start.After(cut) {
-		s.rows -= len(s.minutes[n].rows)
+		s.rows -= s.minutes[n].count()
 		n++
 	}
 	if n > 0 {
@@ -223,26 +257,37 @@ func (s *Store) evictFor(keep *minute) {
 		if len(s.minutes) == 0 || s.minutes[0] == keep {
 			return
 		}
-		s.rows -= len(s.minutes[0].rows)
+		s.rows -= s.minutes[0].count()
 		s.minutes = slices.Delete(s.minutes, 0, 1)
 		s.st.Evicted++
 	}
 }
 
-// compactMinute rolls m up by compactKey. s.mu is held.
+// compactMinute rolls m up by compactKey; a frozen minute stays frozen.
+// s.mu is held.
 func (s *Store) compactMinute(m *minute) {
-	rows := make(map[key]counts, len(m.rows)/4)
-	for k, c := range m.rows {
+	rows := make(map[key]counts, m.count()/4)
+	add := func(k key, c counts) {
 		ck := compactKey(k)
 		a := rows[ck]
 		a.packets += c.packets
 		a.bytes += c.bytes
 		rows[ck] = a
 	}
-	s.rows += len(rows) - len(m.rows)
+	for k, c := range m.rows {
+		add(k, c)
+	}
+	for i := range m.frozen {
+		add(m.frozen[i].k, m.frozen[i].c)
+	}
+	s.rows += len(rows) - m.count()
+	wasFrozen := len(m.frozen) > 0
 	m.mu.Lock()
-	m.rows, m.compact = rows, true
+	m.rows, m.frozen, m.compact = rows, nil, true
 	m.mu.Unlock()
+	if wasFrozen {
+		m.freeze()
+	}
 	s.st.Compacted++
 }
 
