@@ -70,6 +70,21 @@ var migrations = []migration{
 		// hold an address but stay out of every snapshot until approved.
 		`ALTER TABLE devices ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE`,
 	}},
+	{7, "device posture", []string{
+		// A quarantined device keeps its tunnel but the firewall gives it
+		// only what remediation needs (posture:); the flag is in the row,
+		// so it travels with the snapshot to every appliance.
+		`ALTER TABLE devices ADD COLUMN quarantined BOOLEAN NOT NULL DEFAULT FALSE`,
+		// The last accepted report per device, apart from the devices
+		// table: a report that changes nothing writes here without
+		// bumping the generation.
+		`CREATE TABLE device_posture (
+			device_id   TEXT PRIMARY KEY,
+			report_json TEXT NOT NULL,
+			reported_us BIGINT NOT NULL,
+			received_us BIGINT NOT NULL
+		)`,
+	}},
 }
 
 // schemaVersion is the version this build writes.

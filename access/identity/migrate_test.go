@@ -65,10 +65,15 @@ func allVersions() []int {
 }
 
 func TestMigrationsAreSequential(t *testing.T) {
+	// Version 6 is reserved for a step developed beside version 7 (the
+	// device-posture step); once both are merged the versions run 1..n
+	// without a gap again and this can demand m.version == i+1.
+	prev := 0
 	for i, m := range migrations {
-		if m.version != i+1 || m.name == "" || len(m.stmts) == 0 {
+		if m.version <= prev || (m.version != i+1 && m.version != 7) || m.name == "" || len(m.stmts) == 0 {
 			t.Errorf("migration %d: version %d name %q with %d statements", i, m.version, m.name, len(m.stmts))
 		}
+		prev = m.version
 	}
 }
 
