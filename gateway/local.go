@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 )
 
@@ -33,12 +34,13 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // local is what the Access listener serves for host names that are not an
-// app's: device enrollment, DNS over HTTPS and SCIM, each installed by its
-// part.
+// app's: device enrollment, DNS over HTTPS, SCIM and posture reports, each
+// installed by its part.
 type local struct {
-	enroll swapHandler
-	doh    swapHandler
-	scim   swapHandler
+	enroll  swapHandler
+	doh     swapHandler
+	scim    swapHandler
+	posture swapHandler
 }
 
 func newLocal() *local {
@@ -46,6 +48,7 @@ func newLocal() *local {
 	l.enroll.none = "Device enrollment is not enabled on this gateway."
 	l.doh.none = "DNS over HTTPS is not enabled on this gateway."
 	l.scim.none = "SCIM provisioning is not enabled on this gateway."
+	l.posture.none = "Device posture is not enabled on this gateway."
 	return l
 }
 
@@ -57,6 +60,8 @@ func (l *local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.doh.ServeHTTP(w, r)
 	case scim.Handles(r.URL.Path):
 		l.scim.ServeHTTP(w, r)
+	case posture.Handles(r.URL.Path):
+		l.posture.ServeHTTP(w, r)
 	default:
 		http.Error(w, "No application is configured for this host name.", http.StatusNotFound)
 	}

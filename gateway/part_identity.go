@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 )
 
@@ -33,6 +34,10 @@ type identityPart struct {
 	enr    *enroll.Handler
 	enrRun actor        // enr.Run: enrollment notifications
 	scim   *scim.Server // SCIM provisioning, writing to reg
+	// posture takes devices' posture reports and quarantines; postRun
+	// owns its staleness sweep.
+	posture *posture.Server
+	postRun actor
 }
 
 func (p *identityPart) name() string { return "identity" }
@@ -51,7 +56,53 @@ func (p *identityPart) commit(ctx context.Context, prev, next *Plan) error {
 	if err := p.commitEnroll(ctx, next); err != nil {
 		return err
 	}
+	if err := p.commitPosture(ctx, next); err != nil {
+		return err
+	}
 	return p.commitSCIM(ctx, next)
+}
+
+// commitPosture serves posture reports (posture:) on the Access listener
+// and runs the sweep that quarantines devices whose reports went stale.
+// A reload swaps the rules in place.
+func (p *identityPart) commitPosture(ctx context.Context, next *Plan) error {
+	if next.posture == nil {
+		p.closePosture()
+		return nil
+	}
+	if p.posture != nil {
+		p.posture.Update(next.posture, next.postureKey)
+		return nil
+	}
+	reg := p.reg
+	srv, err := posture.New(posture.Options{
+		Registry:   reg,
+		Policy:     next.posture,
+		GatewayKey: next.postureKey,
+		// A quarantine or release is answered once the identity sets
+		// follow the registry.
+		Applied: func(ctx context.Context) { p.sync(ctx, reg) },
+		Logger:  p.log.With("component", "posture"),
+	})
+	if err != nil {
+		return err
+	}
+	p.posture = srv
+	p.postRun.start(ctx, srv.Run)
+	p.metrics.set("posture", srv)
+	p.local.posture.set(srv)
+	p.log.Info("device posture: reports taken at "+posture.Path, "max_age", next.posture.MaxAge())
+	return nil
+}
+
+func (p *identityPart) closePosture() {
+	if p.posture == nil {
+		return
+	}
+	p.local.posture.set(nil)
+	p.metrics.set("posture", nil)
+	p.postRun.stop()
+	p.posture = nil
 }
 
 // commitSCIM serves SCIM provisioning (scim:) on the Access listener. The
@@ -213,6 +264,7 @@ func (p *identityPart) closeEnroll() {
 
 func (p *identityPart) close() {
 	p.closeSCIM()
+	p.closePosture()
 	p.closeEnroll()
 	if p.reg == nil {
 		return

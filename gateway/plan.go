@@ -12,6 +12,7 @@ import (
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/firewall/geo"
@@ -62,6 +63,14 @@ type Plan struct {
 	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
 	alerts       *alertsPlan   // nil: no netflow.alerts
 	access       *access.Plan  // nil: no access section
+	// posture is the compiled posture: section (nil: none) and
+	// postureKey the gateway's WireGuard private key its reports are
+	// checked with (read when Running); quarantineRule is the firewall
+	// rule in front of the configured ones that confines quarantined
+	// devices ("" without posture).
+	posture        *posture.Policy
+	postureKey     wireguard.Key
+	quarantineRule string
 }
 
 // PrepareOptions are the facts of the running gateway a plan needs.
@@ -114,8 +123,25 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 		IdentityInterface: identityInterface(cfg),
 		DenyForward:       o.Fallback,
 	}
-	if cfg.Firewall != nil {
-		rs, err := firewall.CompileRules(cfg.Firewall)
+	fwc := cfg.Firewall
+	if cfg.Posture != nil {
+		pol, err := posture.Compile(*cfg.Posture)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.File, err)
+		}
+		p.posture = pol
+		if p.quarantineRule, err = quarantineExpression(cfg, pol); err != nil {
+			return nil, fmt.Errorf("%s: posture: %w", cfg.File, err)
+		}
+		fwc = withQuarantineRule(cfg.Firewall, p.quarantineRule)
+		if wg := cfg.Tunnels.WireGuard; wg != nil && o.Running {
+			if p.postureKey, err = wireguard.LoadOrCreatePrivateKey(wg.PrivateKeyPath(cfg.Appliance.StateDir)); err != nil {
+				return nil, fmt.Errorf("posture: the gateway's WireGuard key: %w", err)
+			}
+		}
+	}
+	if fwc != nil {
+		rs, err := firewall.CompileRules(fwc)
 		if err != nil {
 			return nil, fmt.Errorf("%s: firewall: %w", cfg.File, err)
 		}
