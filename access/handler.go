@@ -338,7 +338,7 @@ func (s *Server) session(q *request) *cachedSession {
 		s.clearCookie(q.w, CookieSession, "/")
 		return nil
 	}
-	if s.revoked.revoked(userKey(cl.IdP, cl.Subject), cl.AuthMillis) {
+	if s.revoked.revoked(userKey(cl.IdP, cl.Subject), cl.AuthMillis) || s.revoked.revoked(emailKey(cl.Email), cl.AuthMillis) {
 		s.clearCookie(q.w, CookieSession, "/")
 		return nil
 	}

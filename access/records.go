@@ -183,7 +183,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		wsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "edgegw", Subsystem: "access", Name: "websockets_closed_total",
-			Help: "Upgraded connections (WebSockets) Access closed, by reason (logout, expired).",
+			Help: "Upgraded connections (WebSockets) Access closed, by reason (logout, expired, deprovisioned: the user was deactivated or deleted by SCIM).",
 		}, []string{"reason"}),
 	}
 	if reg == nil {

@@ -41,6 +41,30 @@ type local struct {
 	doh     swapHandler
 	scim    swapHandler
 	posture swapHandler
+	// sessions ends users' Access sessions: the access part installs its
+	// server's, the identity part's SCIM deactivations call it.
+	sessions sessionEnder
+}
+
+// sessionEnder hands a SCIM deactivation to whichever Access server runs.
+type sessionEnder struct {
+	fn atomic.Pointer[func(emails []string) int]
+}
+
+func (e *sessionEnder) set(fn func(emails []string) int) {
+	if fn == nil {
+		e.fn.Store(nil)
+		return
+	}
+	e.fn.Store(&fn)
+}
+
+// end ends the sessions of the users with these addresses, if an Access
+// server runs (without one there are no sessions).
+func (e *sessionEnder) end(emails []string) {
+	if fn := e.fn.Load(); fn != nil {
+		(*fn)(emails)
+	}
 }
 
 func newLocal() *local {

@@ -121,7 +121,9 @@ func (p *identityPart) commitSCIM(ctx context.Context, next *Plan) error {
 	reg := p.reg
 	srv, err := scim.Open(ctx, scim.Options{
 		StateDir: next.Config.Appliance.StateDir,
-		Registry: reg,
+		// A deactivated or deleted user's Access sessions end with their
+		// devices.
+		Registry: endingSessions{reg, &p.local.sessions},
 		// A deactivation is answered once the WireGuard peers and
 		// identity sets follow the registry.
 		Applied: func(ctx context.Context) { p.sync(ctx, reg) },
@@ -137,6 +139,21 @@ func (p *identityPart) commitSCIM(ctx context.Context, next *Plan) error {
 	users, groups := srv.Counts()
 	p.log.Info("SCIM provisioning served at "+scim.Prefix, "users", users, "groups", groups)
 	return nil
+}
+
+// endingSessions is the registry as SCIM sees it: revoking a user also
+// ends their Access sessions, whether or not they have devices.
+type endingSessions struct {
+	*identity.Registry
+	sessions *sessionEnder
+}
+
+func (e endingSessions) RevokeUser(ctx context.Context, emails []string) ([]identity.Device, error) {
+	devs, err := e.Registry.RevokeUser(ctx, emails)
+	// Sessions end even when the registry failed: the provider retries
+	// the request, and ending them twice is harmless.
+	e.sessions.end(emails)
+	return devs, err
 }
 
 func (p *identityPart) closeSCIM() {
