@@ -1,7 +1,10 @@
 package access
 
 import (
+	"context"
 	"net/http"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -46,5 +49,34 @@ func TestEndSessions(t *testing.T) {
 	f.set(func(f *fakeIdP) { f.claims["email"] = "alice@corp.example" })
 	if resp, _ := e.get(alice, e.url("wiki.test", "/again")); resp.StatusCode != 200 {
 		t.Fatalf("alice signs in again: %d", resp.StatusCode)
+	}
+}
+
+// TestSignedInTellsGroups: every confirmed sign-in hands the provider's
+// issuer, the subject and the fresh groups to Options.SignedIn, also when
+// the app's policy then refuses the user.
+func TestSignedInTellsGroups(t *testing.T) {
+	dir := t.TempDir()
+	f := newFakeIdP(t)
+	up := newUpstream(t)
+	var (
+		mu  sync.Mutex
+		got [][]string
+	)
+	e := startEnv(t, defaultConfig(t, up.URL, dir), idpConfig(t, f, dir), dir, up, func(o *Options) {
+		o.SignedIn = func(_ context.Context, iss, sub string, groups []string) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, append([]string{iss, sub}, groups...))
+		}
+	})
+	e.login("wiki.test")
+	f.set(func(f *fakeIdP) { f.claims["groups"] = []string{"finance"} })
+	e.get(e.client(true), e.url("wiki.test", "/")) // a fresh browser signs in again
+	mu.Lock()
+	defer mu.Unlock()
+	want := [][]string{{f.issuer, "user-1", "engineering"}, {f.issuer, "user-1", "finance"}}
+	if len(got) != len(want) || !slices.Equal(got[0], want[0]) || !slices.Equal(got[1], want[1]) {
+		t.Errorf("SignedIn calls %q, want %q", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"sync/atomic"
 
@@ -44,6 +45,29 @@ type local struct {
 	// sessions ends users' Access sessions: the access part installs its
 	// server's, the identity part's SCIM deactivations call it.
 	sessions sessionEnder
+	// signIns takes the groups of each Access sign-in: the identity part
+	// installs the registry's refresh when no SCIM keeps groups current.
+	signIns signInHook
+}
+
+// signInHook hands an Access sign-in's groups to the device registry.
+type signInHook struct {
+	fn atomic.Pointer[func(ctx context.Context, issuer, subject string, groups []string)]
+}
+
+func (h *signInHook) set(fn func(ctx context.Context, issuer, subject string, groups []string)) {
+	if fn == nil {
+		h.fn.Store(nil)
+		return
+	}
+	h.fn.Store(&fn)
+}
+
+// signedIn is access.Options.SignedIn.
+func (h *signInHook) signedIn(ctx context.Context, issuer, subject string, groups []string) {
+	if fn := h.fn.Load(); fn != nil {
+		(*fn)(ctx, issuer, subject, groups)
+	}
 }
 
 // sessionEnder hands a SCIM deactivation to whichever Access server runs.

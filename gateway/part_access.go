@@ -63,6 +63,7 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 		Sink:       p.sink,
 		Devices:    p.devs,
 		Local:      p.local,
+		SignedIn:   p.local.signIns.signedIn,
 	})
 	if err != nil {
 		return err

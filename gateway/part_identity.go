@@ -38,6 +38,9 @@ type identityPart struct {
 	// owns its staleness sweep.
 	posture *posture.Server
 	postRun actor
+	// groupRun owns the identity.max_group_age sweep while groupAge > 0.
+	groupRun actor
+	groupAge time.Duration
 }
 
 func (p *identityPart) name() string { return "identity" }
@@ -59,7 +62,49 @@ func (p *identityPart) commit(ctx context.Context, prev, next *Plan) error {
 	if err := p.commitPosture(ctx, next); err != nil {
 		return err
 	}
+	p.commitGroupRefresh(ctx, next)
 	return p.commitSCIM(ctx, next)
+}
+
+// commitGroupRefresh, for providers without SCIM, takes each Access
+// sign-in's groups into the user's devices and, with
+// identity.max_group_age, drops groups no sign-in refreshed within it.
+// With SCIM the provider pushes changes itself and neither runs.
+func (p *identityPart) commitGroupRefresh(ctx context.Context, next *Plan) {
+	maxAge := identityOf(next.Config).MaxGroupAge
+	if next.Config.SCIM != nil {
+		maxAge = 0
+		p.local.signIns.set(nil)
+	} else {
+		reg := p.reg
+		p.local.signIns.set(func(ctx context.Context, issuer, subject string, groups []string) {
+			devs, err := reg.RefreshUserGroups(ctx, identity.SubjectOf(issuer, subject), groups)
+			if err != nil {
+				p.log.Warn("refresh a device's groups at sign-in", "err", err)
+				return
+			}
+			if len(devs) > 0 {
+				p.sync(ctx, reg)
+			}
+		})
+	}
+	if maxAge == p.groupAge {
+		return
+	}
+	p.stopGroupExpiry()
+	if maxAge > 0 {
+		reg := p.reg
+		p.groupRun.start(ctx, func(ctx context.Context) error { return reg.RunGroupExpiry(ctx, maxAge, 10*time.Second) })
+		p.groupAge = maxAge
+	}
+}
+
+func (p *identityPart) stopGroupExpiry() {
+	if p.groupAge == 0 {
+		return
+	}
+	p.groupRun.stop()
+	p.groupAge = 0
 }
 
 // commitPosture serves posture reports (posture:) on the Access listener
@@ -282,6 +327,8 @@ func (p *identityPart) closeEnroll() {
 func (p *identityPart) close() {
 	p.closeSCIM()
 	p.closePosture()
+	p.stopGroupExpiry()
+	p.local.signIns.set(nil)
 	p.closeEnroll()
 	if p.reg == nil {
 		return

@@ -78,6 +78,9 @@ var migrations = []migration{
 		// The last accepted report per device, apart from the devices
 		// table: a report that changes nothing writes here without
 		// bumping the generation.
+		// When a sign-in last set the device's groups (NULL: at
+		// creation), for identity.max_group_age.
+		`ALTER TABLE devices ADD COLUMN groups_us BIGINT`,
 		`CREATE TABLE device_posture (
 			device_id   TEXT PRIMARY KEY,
 			report_json TEXT NOT NULL,

@@ -337,6 +337,10 @@ func (r *Registry) enrollOnce(ctx context.Context, e Enrollment) (Device, bool, 
 		}
 		return Device{}, false, unavailable("enroll: write device", err)
 	}
+	// The sign-in just read the user's groups (identity.max_group_age).
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET groups_us = $2 WHERE id = $1`, d.ID, now.UnixMicro()); err != nil {
+		return Device{}, false, unavailable("enroll: write groups time", err)
+	}
 	if err := bumpGeneration(ctx, tx, d.ID); err != nil {
 		return Device{}, false, unavailable("enroll: bump generation", err)
 	}

@@ -398,6 +398,9 @@ func (d *decoder) crossChecks(c *Config) {
 			report("scim", "SCIM changes the devices of the device registry: configure tunnels.wireguard with identity or enrollment")
 		}
 	}
+	if c.SCIM != nil && c.Identity != nil && c.Identity.MaxGroupAge > 0 {
+		report("identity.max_group_age", "is for providers without SCIM: with scim: the provider pushes group changes at once; remove one of them")
+	}
 	if c.Posture != nil {
 		if c.Access == nil {
 			report("posture", "devices report posture to https://GATEWAY/api/v1/posture on the Access listener: add an access: section (its listen address)")
