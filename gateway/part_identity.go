@@ -133,6 +133,7 @@ func (p *identityPart) commitPosture(ctx context.Context, next *Plan) error {
 		return err
 	}
 	p.posture = srv
+	p.devs.SetPosture(true)
 	p.postRun.start(ctx, srv.Run)
 	p.metrics.set("posture", srv)
 	p.local.posture.set(srv)
@@ -145,6 +146,7 @@ func (p *identityPart) closePosture() {
 		return
 	}
 	p.local.posture.set(nil)
+	p.devs.SetPosture(false)
 	p.metrics.set("posture", nil)
 	p.postRun.stop()
 	p.posture = nil

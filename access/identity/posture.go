@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -156,4 +157,19 @@ func (r *Registry) QuarantineStale(ctx context.Context, reportedBefore, enrolled
 	}
 	r.poke()
 	return out, nil
+}
+
+// SetPosture tells the view whether posture rules run (posture:): only
+// then can a device be compliant.
+func (d *Devices) SetPosture(on bool) { d.postureOn.Store(on) }
+
+// DeviceCompliant tells whether the enrolled device at a passes its
+// posture checks: posture rules run and the device is not quarantined
+// (access.PostureLookup, for the device_posture selector).
+func (d *Devices) DeviceCompliant(a netip.Addr) bool {
+	if !d.postureOn.Load() {
+		return false
+	}
+	dev, ok := d.Load().ByAddr(a.Unmap())
+	return ok && !dev.Quarantined
 }

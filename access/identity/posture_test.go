@@ -2,6 +2,7 @@ package identity
 
 import (
 	"errors"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -131,4 +132,22 @@ func TestQuarantineStale(t *testing.T) {
 			t.Errorf("second sweep: %+v %v", again, err)
 		}
 	})
+}
+
+// TestDeviceCompliant: only with posture on, and only a device that is
+// not quarantined.
+func TestDeviceCompliant(t *testing.T) {
+	a, b := netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("100.96.0.3")
+	d := NewDevices()
+	d.Publish(newSnapshot(1, time.Now(), []Device{
+		{ID: "dev_a", Address: a, PublicKey: [32]byte{1}},
+		{ID: "dev_b", Address: b, PublicKey: [32]byte{2}, Quarantined: true},
+	}))
+	if d.DeviceCompliant(a) {
+		t.Error("compliant without posture rules")
+	}
+	d.SetPosture(true)
+	if !d.DeviceCompliant(a) || d.DeviceCompliant(b) || d.DeviceCompliant(netip.MustParseAddr("100.96.0.4")) {
+		t.Error("with posture: want only the unquarantined device compliant")
+	}
 }

@@ -18,6 +18,8 @@ type Devices struct {
 	snap    atomic.Pointer[Snapshot]
 	changed chan struct{} // capacity 1: "a newer snapshot is in snap"
 
+	postureOn atomic.Bool // posture: configured (SetPosture); DeviceCompliant needs it
+
 	mu        sync.Mutex
 	applied   *Snapshot     // the last snapshot the device loop pushed
 	appliedCh chan struct{} // closed (and replaced) when applied moves

@@ -54,6 +54,10 @@ type Selector struct {
 	Certificate     *bool  `yaml:"certificate"`       // network: a client certificate verified by the configured CA
 	CommonName      string `yaml:"common_name"`       // network: the verified client certificate has this CN
 	Device          *bool  `yaml:"device"`            // network: the request comes from a device the requesting user enrolled
+	// DevicePosture: network: the request comes from a device the
+	// requesting user enrolled, and its posture passes (posture:): it is
+	// not quarantined. Without posture: it never matches.
+	DevicePosture *bool `yaml:"device_posture"`
 }
 
 // Claim matches an ID token claim by name; a list claim matches when any of
@@ -93,6 +97,7 @@ func (s Selector) keys() []string {
 	add(s.Certificate != nil, "certificate")
 	add(s.CommonName != "", "common_name")
 	add(s.Device != nil, "device")
+	add(s.DevicePosture != nil, "device_posture")
 	return k
 }
 
@@ -230,6 +235,8 @@ func (s Selector) check(serviceTokens map[string]bool, report func(field, msg st
 		mustTrue("certificate", s.Certificate)
 	case "device":
 		mustTrue("device", s.Device)
+	case "device_posture":
+		mustTrue("device_posture", s.DevicePosture)
 	case "service_token":
 		if serviceTokens != nil && !serviceTokens[s.ServiceToken] {
 			report("service_token", fmt.Sprintf("%q is not a service token defined in access.service_tokens", s.ServiceToken))
