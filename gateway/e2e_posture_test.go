@@ -123,6 +123,11 @@ posture:
 	if out := report(); !strings.Contains(out, "QUARANTINED") || !strings.Contains(out, `linux version "4.19.0-27-amd64" is not >= 6.1`) {
 		t.Fatalf("old kernel report:\n%s", out)
 	}
+	var dev enroll.Device
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices/"+devs[0].ID)), &dev))
+	if !dev.Quarantined || dev.Status != "active" {
+		t.Errorf("device in quarantine, as the admin API shows it: %+v", dev)
+	}
 	netlab.Eventually(t, 5*time.Second, "the quarantined laptop's ping stops", func() error {
 		if ra.User.Ping(ra.ServerAddr.String()) == nil {
 			return fmt.Errorf("ping still passes")
@@ -149,6 +154,10 @@ posture:
 	netlab.Eventually(t, 5*time.Second, "the released laptop reaches the office again", func() error {
 		return ra.User.Ping(ra.ServerAddr.String())
 	})
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices/"+devs[0].ID)), &dev))
+	if dev.Quarantined {
+		t.Errorf("device after the release, as the admin API shows it: %+v", dev)
+	}
 	t.Logf("release: ping passed %s after the report was sent", time.Since(start).Round(time.Millisecond))
 
 	m := s.get("/metrics")

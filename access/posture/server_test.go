@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
@@ -287,4 +289,19 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("forged report accepted: key %q mac %q body %q", key, mac, b)
 		}
 	})
+}
+
+// TestMetricsLint: the server's metric names and help pass promlint.
+func TestMetricsLint(t *testing.T) {
+	e := newEnv(t)
+	e.srv.metrics.reports.WithLabelValues("compliant").Inc()
+	e.srv.metrics.refused.WithLabelValues("replay").Inc()
+	e.srv.metrics.quarantined.WithLabelValues("stale").Inc()
+	problems, err := testutil.CollectAndLint(e.srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
 }
