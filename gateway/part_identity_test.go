@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edgegw/edgegw/access/identity"
 )
@@ -42,5 +44,38 @@ func TestSCIMRevocationEndsSessions(t *testing.T) {
 	l.sessions.set(nil)
 	if _, err := r.RevokeUser(ctx, []string{"dave@corp.example"}); err != nil || len(ended) != 2 {
 		t.Errorf("after the Access server stopped: %v, %v", ended, err)
+	}
+}
+
+// TestDNSIdentityQuarantined: with posture on, a quarantined device's DNS
+// identity carries only the quarantine group (its address stays, for the
+// query log); with posture off, its own groups.
+func TestDNSIdentityQuarantined(t *testing.T) {
+	ctx := context.Background()
+	reg, err := identity.Open(ctx, identity.Options{StateDir: t.TempDir(), Pool: netip.MustParsePrefix("100.96.0.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	d, err := reg.Enroll(ctx, identity.Enrollment{Email: "alice@corp.example", Subject: "iss#alice", Groups: []string{"finance"}, PublicKey: [32]byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.RecordPosture(ctx, d.ID, time.Now(), []byte(`{}`), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	devs := identity.NewDevices()
+	devs.Publish(reg.Snapshot())
+	var tun atomic.Pointer[string]
+	ids := dnsIdentities{identity.NewResolver(devs), &tun}
+	if id, ok := ids.Identify(d.Address); !ok || !slices.Equal(id.Groups, []string{"finance"}) {
+		t.Errorf("posture off: %+v %v", id, ok)
+	}
+	devs.SetPosture(true)
+	if id, ok := ids.Identify(d.Address); !ok || !slices.Equal(id.Groups, []string{QuarantineGroup}) || id.Email != "alice@corp.example" {
+		t.Errorf("quarantined: %+v %v", id, ok)
 	}
 }

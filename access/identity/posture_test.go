@@ -151,3 +151,19 @@ func TestDeviceCompliant(t *testing.T) {
 		t.Error("with posture: want only the unquarantined device compliant")
 	}
 }
+
+// TestWhoQuarantined: the resolver says a device is quarantined only
+// while posture rules run.
+func TestWhoQuarantined(t *testing.T) {
+	a := netip.MustParseAddr("100.96.0.3")
+	d := NewDevices()
+	d.Publish(newSnapshot(1, time.Now(), []Device{{ID: "dev_b", Email: "b@corp.example", Address: a, PublicKey: [32]byte{2}, Quarantined: true}}))
+	r := NewResolver(d)
+	if w, ok := r.Who(a); !ok || w.Quarantined || w.Email != "b@corp.example" {
+		t.Errorf("posture off: %+v %v", w, ok)
+	}
+	d.SetPosture(true)
+	if w, ok := r.Who(a); !ok || !w.Quarantined {
+		t.Errorf("posture on: %+v %v", w, ok)
+	}
+}

@@ -93,6 +93,9 @@ type Who struct {
 	Email    string
 	Groups   []string
 	DeviceID string // empty for a static peer
+	// Quarantined: an enrolled device that fails its posture checks,
+	// while posture rules run (Devices.SetPosture).
+	Quarantined bool
 }
 
 // Resolver answers "who is behind this tunnel address" for every consumer
@@ -128,7 +131,7 @@ func (r *Resolver) Who(a netip.Addr) (Who, bool) {
 	}
 	if r.devs != nil {
 		if d, ok := r.devs.Load().ByAddr(a); ok {
-			return Who{Email: d.Email, Groups: d.Groups, DeviceID: d.ID}, true
+			return Who{Email: d.Email, Groups: d.Groups, DeviceID: d.ID, Quarantined: d.Quarantined && r.devs.postureOn.Load()}, true
 		}
 	}
 	return Who{}, false
