@@ -175,7 +175,8 @@ posture:
 	if q := metricValue(m, `edgegw_posture_quarantines_total{cause="report"}`); q < 1 || q > 2 ||
 		metricValue(m, `edgegw_posture_reports_total{result="compliant"}`)+metricValue(m, `edgegw_posture_reports_total{result="noncompliant"}`) != 4 ||
 		metricValue(m, `edgegw_posture_reports_total{result="noncompliant"}`) < 1 ||
-		metricValue(m, `edgegw_posture_reports_refused_total{reason="unauthenticated"}`) != 1 {
+		metricValue(m, `edgegw_posture_reports_refused_total{reason="unauthenticated"}`) != 1 ||
+		metricValue(m, `edgegw_posture_devices_quarantined`) != 0 {
 		t.Errorf("posture metrics:\n%s", grepLines(m, "edgegw_posture_"))
 	}
 }

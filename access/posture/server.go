@@ -243,9 +243,10 @@ func (s *Server) sweep(ctx context.Context) {
 
 // metrics counts reports and quarantines.
 type metrics struct {
-	reports     *prometheus.CounterVec
-	refused     *prometheus.CounterVec
-	quarantined *prometheus.CounterVec
+	reports      *prometheus.CounterVec
+	refused      *prometheus.CounterVec
+	quarantined  *prometheus.CounterVec
+	inQuarantine *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -262,6 +263,7 @@ func newMetrics() *metrics {
 			Name: "edgegw_posture_quarantines_total",
 			Help: "Devices quarantined, by cause: report (a failing report) or stale (no report within max_age, or none within the grace after enrolling).",
 		}, []string{"cause"}),
+		inQuarantine: prometheus.NewDesc("edgegw_posture_devices_quarantined", "Active enrolled devices in quarantine now.", nil, nil),
 	}
 }
 
@@ -270,6 +272,7 @@ func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	s.metrics.reports.Describe(ch)
 	s.metrics.refused.Describe(ch)
 	s.metrics.quarantined.Describe(ch)
+	ch <- s.metrics.inQuarantine
 }
 
 // Collect implements prometheus.Collector.
@@ -277,4 +280,11 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	s.metrics.reports.Collect(ch)
 	s.metrics.refused.Collect(ch)
 	s.metrics.quarantined.Collect(ch)
+	n := 0
+	for d := range s.reg.Snapshot().All() {
+		if d.Quarantined {
+			n++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(s.metrics.inQuarantine, prometheus.GaugeValue, float64(n))
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/edgegw/edgegw/access/identity"
@@ -126,6 +127,9 @@ func TestServerQuarantineAndRelease(t *testing.T) {
 	}
 	if !e.quarantined(t) || e.applied != 1 {
 		t.Fatalf("after the failing report: quarantined %v, applied %d", e.quarantined(t), e.applied)
+	}
+	if g := testutil.ToFloat64(gauge{e.srv}); g != 1 {
+		t.Errorf("edgegw_posture_devices_quarantined = %v, want 1", g)
 	}
 	// The same report again is a replay.
 	if _, err := c.Send(ctx, old); refusal(t, err).Code != "replay" {
@@ -303,5 +307,20 @@ func TestMetricsLint(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+// gauge is the server's one gauge, for testutil.ToFloat64.
+type gauge struct{ s *Server }
+
+func (g gauge) Describe(ch chan<- *prometheus.Desc) { ch <- g.s.metrics.inQuarantine }
+func (g gauge) Collect(ch chan<- prometheus.Metric) {
+	all := make(chan prometheus.Metric, 64)
+	g.s.Collect(all)
+	close(all)
+	for m := range all {
+		if m.Desc() == g.s.metrics.inQuarantine {
+			ch <- m
+		}
 	}
 }
