@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -68,9 +70,10 @@ type Plan struct {
 	// checked with (read when Running); quarantineRule is the firewall
 	// rule in front of the configured ones that confines quarantined
 	// devices ("" without posture).
-	posture        *posture.Policy
-	postureKey     wireguard.Key
-	quarantineRule string
+	enrollMailPassword string // tunnels.wireguard.enrollment.notify_email.password_file read
+	posture            *posture.Policy
+	postureKey         wireguard.Key
+	quarantineRule     string
 }
 
 // PrepareOptions are the facts of the running gateway a plan needs.
@@ -179,6 +182,13 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 				return nil, err
 			}
 			p.enrollTunnel = t
+			if m := wg.Enrollment.NotifyEmail; m != nil && m.PasswordFile != "" && !o.SkipFiles {
+				b, err := os.ReadFile(m.PasswordFile)
+				if err != nil {
+					return nil, fmt.Errorf("tunnels.wireguard.enrollment.notify_email: %w", err)
+				}
+				p.enrollMailPassword = strings.TrimSpace(string(b))
+			}
 		}
 	}
 	p.site = site.Config{GRE: cfg.Tunnels.GRE, IPsec: cfg.Tunnels.IPsec, Routes: cfg.Routes}
