@@ -319,7 +319,9 @@ func TestEnrollmentConfig(t *testing.T) {
 		{func(e *EnrollmentConfig) { e.Approval = "manager" }, "approval: \"manager\": expected none or admin"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "ftp://x" }, "notify_url: \"ftp://x\" is not an http(s) URL"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "https://" }, "notify_url: "},
-		{func(e *EnrollmentConfig) { e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example", From: "gw@corp.example"} }, "notify_email: server \"smtp.corp.example\" is not host:port"},
+		{func(e *EnrollmentConfig) {
+			e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example", From: "gw@corp.example"}
+		}, "notify_email: server \"smtp.corp.example\" is not host:port"},
 		{func(e *EnrollmentConfig) {
 			e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example:587", From: "gw@corp.example", Admins: []string{"not an address"}}
 		}, "notify_email: admin \"not an address\""},
