@@ -3,6 +3,7 @@ package access
 import (
 	"fmt"
 	"net"
+	"net/mail"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -84,7 +85,24 @@ type EnrollmentConfig struct {
 	// Approval is "none" (default) or "admin": new devices wait, pending,
 	// until an admin approves them with the devices API.
 	Approval string `yaml:"approval"`
+	// NotifyEmail mails every enrolled device to the admins and the user.
+	NotifyEmail *EnrollmentMail `yaml:"notify_email"`
 }
+
+// EnrollmentMail is `tunnels.wireguard.enrollment.notify_email:`. The
+// gateway always upgrades to STARTTLS and verifies the server.
+type EnrollmentMail struct {
+	Server string   `yaml:"server"` // host:port, e.g. smtp.corp.example:587
+	From   string   `yaml:"from"`
+	Admins []string `yaml:"admins"`
+	// User (default true) also mails the user the device enrolled for.
+	User         *bool  `yaml:"user"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file" file:"secret"`
+}
+
+// TellUser tells whether the device's user is mailed too.
+func (m *EnrollmentMail) TellUser() bool { return m.User == nil || *m.User }
 
 // GatewayGrantRequired tells whether only gateway-started grants enroll.
 func (e *EnrollmentConfig) GatewayGrantRequired() bool {
@@ -301,6 +319,14 @@ func (e *EnrollmentConfig) Validate(report func(field, msg string)) {
 			report("notify_url", fmt.Sprintf("%q is not an http(s) URL such as https://hooks.corp.example/edgegw", e.NotifyURL))
 		}
 	}
+	if m := e.NotifyEmail; m != nil {
+		if err := enrollMailCheck(m); err != nil {
+			report("notify_email", err.Error())
+		}
+		if (m.Username == "") != (m.PasswordFile == "") {
+			report("notify_email.password_file", "username and password_file go together")
+		}
+	}
 	if e.Enabled && len(e.Policies) == 0 {
 		report("policies", "missing: enrollment is enabled but no policy says who may enroll")
 	}
@@ -357,4 +383,24 @@ func cloneSelectors(ss []policy.Selector) []policy.Selector {
 		}
 	}
 	return ss
+}
+
+// enrollMailCheck checks the server and the addresses of notify_email.
+func enrollMailCheck(m *EnrollmentMail) error {
+	host, port, err := net.SplitHostPort(m.Server)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("server %q is not host:port, such as smtp.corp.example:587", m.Server)
+	}
+	if _, err := mail.ParseAddress(m.From); err != nil {
+		return fmt.Errorf("from %q: %w", m.From, err)
+	}
+	if len(m.Admins) == 0 && !m.TellUser() {
+		return fmt.Errorf("no recipients: name admins, or leave user on")
+	}
+	for _, a := range m.Admins {
+		if _, err := mail.ParseAddress(a); err != nil {
+			return fmt.Errorf("admin %q: %w", a, err)
+		}
+	}
+	return nil
 }

@@ -168,6 +168,9 @@ func (s *Server) network(q *request) (ok bool) {
 	}
 	if d := s.opts.Devices; d != nil && q.addr.IsValid() {
 		q.devOwner, q.devOK = d.DeviceOwner(q.addr)
+		if pl, ok := d.(PostureLookup); ok && q.devOK {
+			q.net.DevicePosture = pl.DeviceCompliant(q.addr)
+		}
 	}
 	h := q.r.Header
 	id, secret := h.Get(HeaderClientID), h.Get(HeaderClientSecret)
@@ -207,6 +210,8 @@ func (s *Server) serveApp(q *request) {
 		in.Identity = &policy.Identity{Email: sess.claims.Email, Groups: sess.claims.Groups, Claims: sess.claims.Custom}
 		in.Network.Device = q.deviceOf(q.sessionIssuer(sess.claims), sess.claims.Subject)
 	}
+	// device_posture also needs the device to be the user's (Device).
+	in.Network.DevicePosture = in.Network.DevicePosture && in.Network.Device
 	d := app.policies.Evaluate(in)
 	switch {
 	case d.Allowed && d.Action == policy.Bypass:
@@ -341,7 +346,7 @@ func (s *Server) session(q *request) *cachedSession {
 		s.clearCookie(q.w, CookieSession, "/")
 		return nil
 	}
-	if s.revoked.revoked(userKey(cl.IdP, cl.Subject), cl.AuthMillis) {
+	if s.revoked.revoked(userKey(cl.IdP, cl.Subject), cl.AuthMillis) || s.revoked.revoked(emailKey(cl.Email), cl.AuthMillis) {
 		s.clearCookie(q.w, CookieSession, "/")
 		return nil
 	}

@@ -319,6 +319,19 @@ func TestEnrollmentConfig(t *testing.T) {
 		{func(e *EnrollmentConfig) { e.Approval = "manager" }, "approval: \"manager\": expected none or admin"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "ftp://x" }, "notify_url: \"ftp://x\" is not an http(s) URL"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "https://" }, "notify_url: "},
+		{func(e *EnrollmentConfig) {
+			e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example", From: "gw@corp.example"}
+		}, "notify_email: server \"smtp.corp.example\" is not host:port"},
+		{func(e *EnrollmentConfig) {
+			e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example:587", From: "gw@corp.example", Admins: []string{"not an address"}}
+		}, "notify_email: admin \"not an address\""},
+		{func(e *EnrollmentConfig) {
+			no := false
+			e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example:587", From: "gw@corp.example", User: &no}
+		}, "notify_email: no recipients"},
+		{func(e *EnrollmentConfig) {
+			e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example:587", From: "gw@corp.example", Username: "gw"}
+		}, "notify_email.password_file: username and password_file go together"},
 		{func(e *EnrollmentConfig) { e.GatewayName = "gw\nfake" }, "gateway_name: expected at most 64"},
 		{func(e *EnrollmentConfig) { e.GatewayName = strings.Repeat("g", 65) }, "gateway_name: expected at most 64"},
 	} {

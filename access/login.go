@@ -193,6 +193,11 @@ func (s *Server) serveCallback(q *request) {
 		fail(http.StatusUnauthorized, "The service token was not accepted.", "bad service token at login")
 		return
 	}
+	if f := s.opts.SignedIn; f != nil {
+		// The provider just vouched for these groups: a device's groups
+		// follow each sign-in (identity.max_group_age).
+		f(ctx, p.cfg.Issuer, login.Subject, login.Groups)
+	}
 	id := &policy.Identity{Email: login.Email, Groups: login.Groups, Claims: login.Custom}
 	q.net.Device = q.deviceOf(p.cfg.Issuer, login.Subject)
 	dec := app.policies.Evaluate(policy.Input{Identity: id, Network: q.net})

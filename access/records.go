@@ -129,6 +129,13 @@ type DeviceLookup interface {
 	DeviceOwner(a netip.Addr) (subject string, ok bool)
 }
 
+// PostureLookup, when the DeviceLookup also implements it, tells whether
+// the enrolled device at a passes its posture checks (the device_posture
+// selector); without it that selector never matches.
+type PostureLookup interface {
+	DeviceCompliant(a netip.Addr) bool
+}
+
 type metrics struct {
 	requests     *prometheus.CounterVec
 	logins       *prometheus.CounterVec
@@ -183,7 +190,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		wsClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "edgegw", Subsystem: "access", Name: "websockets_closed_total",
-			Help: "Upgraded connections (WebSockets) Access closed, by reason (logout, expired).",
+			Help: "Upgraded connections (WebSockets) Access closed, by reason (logout, expired, deprovisioned: the user was deactivated or deleted by SCIM).",
 		}, []string{"reason"}),
 	}
 	if reg == nil {

@@ -77,6 +77,11 @@ type Options struct {
 	HTTPClient *http.Client
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// SignedIn, when set, is told of every sign-in the provider confirmed
+	// (whatever the app's policy then decided), with the groups the
+	// provider just gave: the gateway refreshes the user's devices' groups
+	// from it when no SCIM does. It must not block for long.
+	SignedIn func(ctx context.Context, issuer, subject string, groups []string)
 }
 
 // Server is the Access proxy. Its methods are safe for concurrent use.

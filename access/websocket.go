@@ -78,6 +78,10 @@ func (s *Server) proxyUpgrade(q *request, sess *cachedSession) {
 	c := &wsConn{authMillis: cl.AuthMillis, cancel: cancel}
 	s.ws.add(key, c)
 	defer s.ws.remove(key, c)
+	// Also by address, for EndSessions (a SCIM deactivation).
+	ekey := emailKey(cl.Email)
+	s.ws.add(ekey, c)
+	defer s.ws.remove(ekey, c)
 	q.app.proxy.ServeHTTP(q.w, q.r.WithContext(ctx))
 	if ctx.Err() == context.DeadlineExceeded {
 		s.metrics.wsClosed.WithLabelValues("expired").Inc()

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"sync/atomic"
 
 	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 )
 
@@ -33,12 +35,60 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // local is what the Access listener serves for host names that are not an
-// app's: device enrollment, DNS over HTTPS and SCIM, each installed by its
-// part.
+// app's: device enrollment, DNS over HTTPS, SCIM and posture reports, each
+// installed by its part.
 type local struct {
-	enroll swapHandler
-	doh    swapHandler
-	scim   swapHandler
+	enroll  swapHandler
+	doh     swapHandler
+	scim    swapHandler
+	posture swapHandler
+	// sessions ends users' Access sessions: the access part installs its
+	// server's, the identity part's SCIM deactivations call it.
+	sessions sessionEnder
+	// signIns takes the groups of each Access sign-in: the identity part
+	// installs the registry's refresh when no SCIM keeps groups current.
+	signIns signInHook
+}
+
+// signInHook hands an Access sign-in's groups to the device registry.
+type signInHook struct {
+	fn atomic.Pointer[func(ctx context.Context, issuer, subject string, groups []string)]
+}
+
+func (h *signInHook) set(fn func(ctx context.Context, issuer, subject string, groups []string)) {
+	if fn == nil {
+		h.fn.Store(nil)
+		return
+	}
+	h.fn.Store(&fn)
+}
+
+// signedIn is access.Options.SignedIn.
+func (h *signInHook) signedIn(ctx context.Context, issuer, subject string, groups []string) {
+	if fn := h.fn.Load(); fn != nil {
+		(*fn)(ctx, issuer, subject, groups)
+	}
+}
+
+// sessionEnder hands a SCIM deactivation to whichever Access server runs.
+type sessionEnder struct {
+	fn atomic.Pointer[func(emails []string) int]
+}
+
+func (e *sessionEnder) set(fn func(emails []string) int) {
+	if fn == nil {
+		e.fn.Store(nil)
+		return
+	}
+	e.fn.Store(&fn)
+}
+
+// end ends the sessions of the users with these addresses, if an Access
+// server runs (without one there are no sessions).
+func (e *sessionEnder) end(emails []string) {
+	if fn := e.fn.Load(); fn != nil {
+		(*fn)(emails)
+	}
 }
 
 func newLocal() *local {
@@ -46,6 +96,7 @@ func newLocal() *local {
 	l.enroll.none = "Device enrollment is not enabled on this gateway."
 	l.doh.none = "DNS over HTTPS is not enabled on this gateway."
 	l.scim.none = "SCIM provisioning is not enabled on this gateway."
+	l.posture.none = "Device posture is not enabled on this gateway."
 	return l
 }
 
@@ -57,6 +108,8 @@ func (l *local) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.doh.ServeHTTP(w, r)
 	case scim.Handles(r.URL.Path):
 		l.scim.ServeHTTP(w, r)
+	case posture.Handles(r.URL.Path):
+		l.posture.ServeHTTP(w, r)
 	default:
 		http.Error(w, "No application is configured for this host name.", http.StatusNotFound)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"reflect"
 
 	"github.com/edgegw/edgegw/access"
@@ -22,7 +21,7 @@ type accessPart struct {
 	metrics *metrics
 	sink    access.RecordSink
 	devs    *identity.Devices
-	local   http.Handler // enrollment and DoH, for host names that are no app's
+	local   *local // enrollment, DoH, SCIM, posture for host names that are no app's; the session ender
 
 	srv *access.Server
 	run actor
@@ -71,11 +70,13 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 		Devices:    p.devs,
 		Local:      p.local,
 		Countries:  &p.geo,
+		SignedIn:   p.local.signIns.signedIn,
 	})
 	if err != nil {
 		return err
 	}
 	p.srv = srv
+	p.local.sessions.set(srv.EndSessions)
 	p.run.start(ctx, srv.Run)
 	return p.startACME(ctx, np)
 }
@@ -121,6 +122,7 @@ func (p *accessPart) close() {
 		return
 	}
 	p.stopACME()
+	p.local.sessions.set(nil)
 	if err := p.run.stop(); err != nil {
 		p.log.Error("access proxy stopped", "err", err)
 	}

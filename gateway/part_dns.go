@@ -150,6 +150,13 @@ func (d dnsIdentities) Identify(a netip.Addr) (dns.Identity, bool) {
 		return dns.Identity{}, false
 	}
 	id := dns.Identity{Email: who.Email, Groups: who.Groups, DeviceID: who.DeviceID}
+	if who.Quarantined {
+		// As in the firewall's identity sets: the device's groups give it
+		// nothing while quarantined; DNS policies name it by the
+		// quarantine group (a remediation page, say). The address stays,
+		// for the query log.
+		id.Groups = []string{QuarantineGroup}
+	}
 	if t := d.tunnel.Load(); t != nil {
 		id.Interface = *t
 	}

@@ -29,11 +29,14 @@ type fwPart struct {
 	devs    *identity.Devices
 	table   *firewall.Table
 	static  []firewall.Identity // from the plan in the kernel
-	ids     []firewall.Identity // in the kernel: static plus enrolled devices
-	rules   *firewall.Config    // the section in the kernel, for view
-	geofeed string              // the egress geofeed written; "" none
-	egress  *firewall.Egress    // the egress policies in the kernel; nil none
-	wan     string              // the plan's WAN, where egress addresses default to
+	// quarantine: the plan in the kernel has posture:, so quarantined
+	// devices get only the quarantine group.
+	quarantine bool
+	ids        []firewall.Identity // in the kernel: static plus enrolled devices
+	rules      *firewall.Config    // the section in the kernel, for view
+	geofeed    string              // the egress geofeed written; "" none
+	egress     *firewall.Egress    // the egress policies in the kernel; nil none
+	wan        string              // the plan's WAN, where egress addresses default to
 	// served is the geofeed the admin listener serves, read without the
 	// gateway's lock on every request to that listener.
 	served atomic.Pointer[servedGeofeed]
@@ -45,17 +48,20 @@ type fwPart struct {
 
 func (p *fwPart) name() string { return "firewall" }
 
-// withDeviceIdentities appends every active enrolled device in snap.
-func withDeviceIdentities(static []firewall.Identity, snap *identity.Snapshot) []firewall.Identity {
+// withDeviceIdentities appends every active enrolled device in snap;
+// with quarantine (posture: configured), a quarantined device has only
+// the quarantine group.
+func withDeviceIdentities(static []firewall.Identity, snap *identity.Snapshot, quarantine bool) []firewall.Identity {
 	if snap == nil || snap.Len() == 0 {
 		return static
 	}
 	ids := make([]firewall.Identity, len(static), len(static)+snap.Len())
 	copy(ids, static)
 	for d := range snap.All() {
+		email, groups := deviceIdentity(d, quarantine)
 		ids = append(ids, firewall.Identity{
-			Email:  d.Email,
-			Groups: d.Groups,
+			Email:  email,
+			Groups: groups,
 			Addrs:  []netip.Prefix{netip.PrefixFrom(d.Address, d.Address.BitLen())},
 		})
 	}
@@ -68,7 +74,7 @@ func (p *fwPart) setDevices(snap *identity.Snapshot) error {
 	if p.table == nil {
 		return nil
 	}
-	ids := withDeviceIdentities(p.static, snap)
+	ids := withDeviceIdentities(p.static, snap, p.quarantine)
 	if reflect.DeepEqual(ids, p.ids) {
 		return nil
 	}
@@ -139,13 +145,15 @@ func (p *fwPart) stopGeo() {
 }
 
 func (p *fwPart) commitTable(prev, next *Plan) error {
-	ids := withDeviceIdentities(next.fwStatic, p.devs.Load())
-	if p.table != nil && prev != nil && sameTable(prev.Firewall, next.Firewall) {
+	ids := withDeviceIdentities(next.fwStatic, p.devs.Load(), next.posture != nil)
+	// The quarantine rule is not in firewall:, so a change of it is a
+	// change of the rules.
+	if p.table != nil && prev != nil && sameTable(prev.Firewall, next.Firewall) && prev.quarantineRule == next.quarantineRule {
 		if lists, ok := changedLists(prev, next); ok {
 			if err := p.updateInPlace(next.Firewall.Rules, lists, ids); err != nil {
 				return err
 			}
-			p.static, p.rules = next.fwStatic, next.Config.Firewall
+			p.static, p.rules, p.quarantine = next.fwStatic, next.Config.Firewall, next.posture != nil
 			return nil
 		}
 	}
@@ -228,7 +236,7 @@ func (p *fwPart) replace(next *Plan, ids []firewall.Identity) error {
 	if err := p.table.Apply(prog); err != nil {
 		return err
 	}
-	p.static, p.ids, p.rules = next.fwStatic, ids, next.Config.Firewall
+	p.static, p.ids, p.rules, p.quarantine = next.fwStatic, ids, next.Config.Firewall, next.posture != nil
 	if rs := next.Firewall.Rules; rs != nil {
 		p.log.Info("firewall rules applied", "rules", len(rs.Rules()))
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 	"github.com/edgegw/edgegw/firewall/geo"
 )
@@ -37,6 +38,13 @@ type identityPart struct {
 	// geo follows the plan's GeoIP databases for enrollment policies'
 	// geo selectors.
 	geo geo.Live
+	// posture takes devices' posture reports and quarantines; postRun
+	// owns its staleness sweep.
+	posture *posture.Server
+	postRun actor
+	// groupRun owns the identity.max_group_age sweep while groupAge > 0.
+	groupRun actor
+	groupAge time.Duration
 }
 
 func (p *identityPart) name() string { return "identity" }
@@ -55,7 +63,97 @@ func (p *identityPart) commit(ctx context.Context, prev, next *Plan) error {
 	if err := p.commitEnroll(ctx, next); err != nil {
 		return err
 	}
+	if err := p.commitPosture(ctx, next); err != nil {
+		return err
+	}
+	p.commitGroupRefresh(ctx, next)
 	return p.commitSCIM(ctx, next)
+}
+
+// commitGroupRefresh, for providers without SCIM, takes each Access
+// sign-in's groups into the user's devices and, with
+// identity.max_group_age, drops groups no sign-in refreshed within it.
+// With SCIM the provider pushes changes itself and neither runs.
+func (p *identityPart) commitGroupRefresh(ctx context.Context, next *Plan) {
+	maxAge := identityOf(next.Config).MaxGroupAge
+	if next.Config.SCIM != nil {
+		maxAge = 0
+		p.local.signIns.set(nil)
+	} else {
+		reg := p.reg
+		p.local.signIns.set(func(ctx context.Context, issuer, subject string, groups []string) {
+			devs, err := reg.RefreshUserGroups(ctx, identity.SubjectOf(issuer, subject), groups)
+			if err != nil {
+				p.log.Warn("refresh a device's groups at sign-in", "err", err)
+				return
+			}
+			if len(devs) > 0 {
+				p.sync(ctx, reg)
+			}
+		})
+	}
+	if maxAge == p.groupAge {
+		return
+	}
+	p.stopGroupExpiry()
+	if maxAge > 0 {
+		reg := p.reg
+		p.groupRun.start(ctx, func(ctx context.Context) error { return reg.RunGroupExpiry(ctx, maxAge, 10*time.Second) })
+		p.groupAge = maxAge
+	}
+}
+
+func (p *identityPart) stopGroupExpiry() {
+	if p.groupAge == 0 {
+		return
+	}
+	p.groupRun.stop()
+	p.groupAge = 0
+}
+
+// commitPosture serves posture reports (posture:) on the Access listener
+// and runs the sweep that quarantines devices whose reports went stale.
+// A reload swaps the rules in place.
+func (p *identityPart) commitPosture(ctx context.Context, next *Plan) error {
+	if next.posture == nil {
+		p.closePosture()
+		return nil
+	}
+	if p.posture != nil {
+		p.posture.Update(next.posture, next.postureKey)
+		return nil
+	}
+	reg := p.reg
+	srv, err := posture.New(posture.Options{
+		Registry:   reg,
+		Policy:     next.posture,
+		GatewayKey: next.postureKey,
+		// A quarantine or release is answered once the identity sets
+		// follow the registry.
+		Applied: func(ctx context.Context) { p.sync(ctx, reg) },
+		Logger:  p.log.With("component", "posture"),
+	})
+	if err != nil {
+		return err
+	}
+	p.posture = srv
+	p.devs.SetPosture(true)
+	p.postRun.start(ctx, srv.Run)
+	p.metrics.set("posture", srv)
+	p.local.posture.set(srv)
+	p.log.Info("device posture: reports taken at "+posture.Path, "max_age", next.posture.MaxAge())
+	return nil
+}
+
+func (p *identityPart) closePosture() {
+	if p.posture == nil {
+		return
+	}
+	p.local.posture.set(nil)
+	p.devs.SetPosture(false)
+	p.metrics.set("posture", nil)
+	p.postRun.stop()
+	p.posture = nil
 }
 
 // commitSCIM serves SCIM provisioning (scim:) on the Access listener. The
@@ -74,7 +172,9 @@ func (p *identityPart) commitSCIM(ctx context.Context, next *Plan) error {
 	reg := p.reg
 	srv, err := scim.Open(ctx, scim.Options{
 		StateDir: next.Config.Appliance.StateDir,
-		Registry: reg,
+		// A deactivated or deleted user's Access sessions end with their
+		// devices.
+		Registry: endingSessions{reg, &p.local.sessions},
 		// A deactivation is answered once the WireGuard peers and
 		// identity sets follow the registry.
 		Applied: func(ctx context.Context) { p.sync(ctx, reg) },
@@ -90,6 +190,21 @@ func (p *identityPart) commitSCIM(ctx context.Context, next *Plan) error {
 	users, groups := srv.Counts()
 	p.log.Info("SCIM provisioning served at "+scim.Prefix, "users", users, "groups", groups)
 	return nil
+}
+
+// endingSessions is the registry as SCIM sees it: revoking a user also
+// ends their Access sessions, whether or not they have devices.
+type endingSessions struct {
+	*identity.Registry
+	sessions *sessionEnder
+}
+
+func (e endingSessions) RevokeUser(ctx context.Context, emails []string) ([]identity.Device, error) {
+	devs, err := e.Registry.RevokeUser(ctx, emails)
+	// Sessions end even when the registry failed: the provider retries
+	// the request, and ending them twice is harmless.
+	e.sessions.end(emails)
+	return devs, err
 }
 
 func (p *identityPart) closeSCIM() {
@@ -151,6 +266,10 @@ func (p *identityPart) commitEnroll(ctx context.Context, next *Plan) error {
 		MaxDevicesPerUser: wg.Enrollment.MaxDevicesPerUser,
 		NotifyURL:         wg.Enrollment.NotifyURL,
 		AdminApproval:     wg.Enrollment.Approval == "admin",
+	}
+	if m := wg.Enrollment.NotifyEmail; m != nil {
+		opts.NotifyMail = &enroll.Mail{Server: m.Server, From: m.From, Admins: m.Admins, User: m.TellUser(),
+			Username: m.Username, Password: next.enrollMailPassword}
 	}
 	for _, prov := range identityOf(next.Config).Providers {
 		opts.Providers = append(opts.Providers, enroll.Provider{Provider: prov, DeviceClientID: prov.DeviceClientID})
@@ -219,6 +338,9 @@ func (p *identityPart) closeEnroll() {
 
 func (p *identityPart) close() {
 	p.closeSCIM()
+	p.closePosture()
+	p.stopGroupExpiry()
+	p.local.signIns.set(nil)
 	p.closeEnroll()
 	if p.reg == nil {
 		return

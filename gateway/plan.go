@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -12,6 +14,7 @@ import (
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/firewall/geo"
@@ -63,6 +66,15 @@ type Plan struct {
 	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
 	alerts       *alertsPlan   // nil: no netflow.alerts
 	access       *access.Plan  // nil: no access section
+	// posture is the compiled posture: section (nil: none) and
+	// postureKey the gateway's WireGuard private key its reports are
+	// checked with (read when Running); quarantineRule is the firewall
+	// rule in front of the configured ones that confines quarantined
+	// devices ("" without posture).
+	enrollMailPassword string // tunnels.wireguard.enrollment.notify_email.password_file read
+	posture            *posture.Policy
+	postureKey         wireguard.Key
+	quarantineRule     string
 }
 
 // PrepareOptions are the facts of the running gateway a plan needs.
@@ -115,8 +127,25 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 		IdentityInterface: identityInterface(cfg),
 		DenyForward:       o.Fallback,
 	}
-	if cfg.Firewall != nil {
-		rs, err := firewall.CompileRules(cfg.Firewall)
+	fwc := cfg.Firewall
+	if cfg.Posture != nil {
+		pol, err := posture.Compile(*cfg.Posture)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", cfg.File, err)
+		}
+		p.posture = pol
+		if p.quarantineRule, err = quarantineExpression(cfg, pol); err != nil {
+			return nil, fmt.Errorf("%s: posture: %w", cfg.File, err)
+		}
+		fwc = withQuarantineRule(cfg.Firewall, p.quarantineRule)
+		if wg := cfg.Tunnels.WireGuard; wg != nil && o.Running {
+			if p.postureKey, err = wireguard.LoadOrCreatePrivateKey(wg.PrivateKeyPath(cfg.Appliance.StateDir)); err != nil {
+				return nil, fmt.Errorf("posture: the gateway's WireGuard key: %w", err)
+			}
+		}
+	}
+	if fwc != nil {
+		rs, err := firewall.CompileRules(fwc)
 		if err != nil {
 			return nil, fmt.Errorf("%s: firewall: %w", cfg.File, err)
 		}
@@ -157,6 +186,13 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 				return nil, err
 			}
 			p.enrollTunnel = t
+			if m := wg.Enrollment.NotifyEmail; m != nil && m.PasswordFile != "" && !o.SkipFiles {
+				b, err := os.ReadFile(m.PasswordFile)
+				if err != nil {
+					return nil, fmt.Errorf("tunnels.wireguard.enrollment.notify_email: %w", err)
+				}
+				p.enrollMailPassword = strings.TrimSpace(string(b))
+			}
 		}
 	}
 	p.site = site.Config{GRE: cfg.Tunnels.GRE, IPsec: cfg.Tunnels.IPsec, Routes: cfg.Routes}

@@ -90,6 +90,9 @@ type Device struct {
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	Status    string     `json:"status"` // active | pending | expired | revoked
 	Pending   bool       `json:"pending"`
+	// Quarantined: the device failed its posture checks or stopped
+	// reporting (posture:); it reaches only what remediation needs.
+	Quarantined bool `json:"quarantined"`
 }
 
 // DeviceOf converts a registry device for the admin API at time now.
@@ -97,7 +100,7 @@ func DeviceOf(d identity.Device, now time.Time) Device {
 	out := Device{
 		ID: d.ID, Name: d.Name, Email: d.Email, Subject: d.Subject, Groups: d.Groups, PublicKey: d.PublicKey,
 		Address: d.Address, Created: d.Created, LastSeen: d.LastSeen, Expires: d.Expires, Revoked: d.Revoked, Status: "active",
-		Pending: d.Pending,
+		Pending: d.Pending, Quarantined: d.Quarantined,
 	}
 	if out.Groups == nil {
 		out.Groups = []string{}

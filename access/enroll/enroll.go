@@ -155,6 +155,9 @@ type Options struct {
 	// NotifyURL receives a JSON Notification (POST) for every device
 	// enrolled; Run delivers them. Empty: no notifications.
 	NotifyURL string
+	// NotifyMail, when set, also mails every enrollment to the admins
+	// and the user (mail.go).
+	NotifyMail *Mail
 	// AdminApproval registers new devices pending: they get their
 	// configuration but no tunnel until an admin approves them
 	// (POST /api/v1/devices/{id}/approve).

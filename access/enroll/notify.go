@@ -56,7 +56,7 @@ type NotificationDevice struct {
 
 // notify queues a notification of dev; it never blocks.
 func (h *Handler) notify(st *state, r *http.Request, provider string, dev identity.Device) {
-	if st.opts.NotifyURL == "" {
+	if st.opts.NotifyURL == "" && st.opts.NotifyMail == nil {
 		return
 	}
 	n := Notification{
@@ -84,24 +84,34 @@ func (h *Handler) Run(ctx context.Context) error {
 	}
 }
 
-// deliver POSTs n to the URL configured now, retrying failures that may
-// pass (transport errors, 429 and 5xx) with a doubling backoff.
+// deliver POSTs n to the URL configured now and mails it to the
+// recipients configured now, each retrying failures that may pass
+// (transport errors, 429 and 5xx, SMTP errors before the message is
+// taken) with a doubling backoff.
 func (h *Handler) deliver(ctx context.Context, n Notification) {
-	url := h.state.Load().opts.NotifyURL
-	if url == "" {
-		return // turned off by a reload
+	opts := h.state.Load().opts
+	if url := opts.NotifyURL; url != "" {
+		body, _ := json.Marshal(n)
+		h.retry(ctx, n, "url", url, func(ctx context.Context) (bool, error) { return h.post(ctx, url, body) })
 	}
-	body, _ := json.Marshal(n)
+	if m := opts.NotifyMail; m != nil {
+		h.retry(ctx, n, "mail", m.Server, func(ctx context.Context) (bool, error) { return m.send(ctx, n) })
+	}
+}
+
+// retry runs attempt until it succeeds, says a retry is pointless, or
+// notifyAttempts ran; it counts and logs the outcome.
+func (h *Handler) retry(ctx context.Context, n Notification, kind, dest string, attempt func(context.Context) (bool, error)) {
 	wait := notifyBackoff
 	var last error
-	for attempt := 1; attempt <= notifyAttempts; attempt++ {
-		retry, err := h.post(ctx, url, body)
+	for try := 1; try <= notifyAttempts; try++ {
+		retry, err := attempt(ctx)
 		if err == nil {
 			h.metrics.notify.WithLabelValues("delivered").Inc()
 			return
 		}
 		last = err
-		if !retry || attempt == notifyAttempts {
+		if !retry || try == notifyAttempts {
 			break
 		}
 		t := time.NewTimer(wait)
@@ -115,7 +125,7 @@ func (h *Handler) deliver(ctx context.Context, n Notification) {
 		wait *= 2
 	}
 	h.metrics.notify.WithLabelValues("failed").Inc()
-	h.log.Error("enrollment notification not delivered", "device", n.Device.ID, "email", n.Device.Email, "url", url, "err", last)
+	h.log.Error("enrollment notification not delivered", "device", n.Device.ID, "email", n.Device.Email, kind, dest, "err", last)
 }
 
 // post makes one attempt; retry says whether another may succeed.

@@ -20,6 +20,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Config is the `identity:` section.
@@ -31,6 +32,12 @@ type Config struct {
 	// accepts whatever sslmode the URL has and logs a warning at start.
 	StoreTLS  string     `yaml:"store_tls"`
 	Providers []Provider `yaml:"providers"`
+	// MaxGroupAge, for providers without SCIM: a device's groups taken
+	// longer ago than this at a sign-in (enrollment, renewal, an Access
+	// login) are dropped until the user signs in again, so a user moved
+	// out of a group at the provider loses it within this time. 0: groups
+	// last until the device's key expires.
+	MaxGroupAge time.Duration `yaml:"max_group_age"`
 }
 
 // StoreTLS values.
@@ -71,6 +78,9 @@ func (c *Config) Validate(report func(field, msg string)) {
 		} else if msg := CheckStoreTLS(c.Store, c.StoreTLS); msg != "" {
 			report("store", msg)
 		}
+	}
+	if c.MaxGroupAge < 0 || (c.MaxGroupAge > 0 && c.MaxGroupAge < time.Minute) {
+		report("max_group_age", fmt.Sprintf("%s: 0 (off) or at least 1m", c.MaxGroupAge))
 	}
 	switch c.StoreTLS {
 	case "", StoreTLSVerifyFull, StoreTLSDisable:

@@ -36,6 +36,10 @@ type Device struct {
 	// admin): they hold an address but are in no snapshot, so no tunnel,
 	// identity set or policy sees them.
 	Pending bool
+	// Quarantined devices failed their posture checks (posture:) or
+	// stopped reporting: they keep their tunnel, but the firewall lets
+	// them reach only what remediation needs, until a passing report.
+	Quarantined bool
 }
 
 // Enrollment is what the enrollment endpoint knows after a sign-in: who the

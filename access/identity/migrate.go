@@ -23,7 +23,8 @@ type migration struct {
 // counter that other appliances poll; version 3 records in each row the
 // generation that last changed it; version 4 indexes active devices by
 // their lower-case email; version 5 adds the pending state of devices
-// that wait for an admin's approval.
+// that wait for an admin's approval; version 6 adds device posture
+// (the quarantined flag and the last report).
 var migrations = []migration{
 	{1, "devices", []string{
 		`CREATE TABLE devices (
@@ -69,6 +70,24 @@ var migrations = []migration{
 		// enrollment.approval: admin registers new devices pending: they
 		// hold an address but stay out of every snapshot until approved.
 		`ALTER TABLE devices ADD COLUMN pending BOOLEAN NOT NULL DEFAULT FALSE`,
+	}},
+	{6, "device posture", []string{
+		// A quarantined device keeps its tunnel but the firewall gives it
+		// only what remediation needs (posture:); the flag is in the row,
+		// so it travels with the snapshot to every appliance.
+		`ALTER TABLE devices ADD COLUMN quarantined BOOLEAN NOT NULL DEFAULT FALSE`,
+		// The last accepted report per device, apart from the devices
+		// table: a report that changes nothing writes here without
+		// bumping the generation.
+		// When a sign-in last set the device's groups (NULL: at
+		// creation), for identity.max_group_age.
+		`ALTER TABLE devices ADD COLUMN groups_us BIGINT`,
+		`CREATE TABLE device_posture (
+			device_id   TEXT PRIMARY KEY,
+			report_json TEXT NOT NULL,
+			reported_us BIGINT NOT NULL,
+			received_us BIGINT NOT NULL
+		)`,
 	}},
 }
 

@@ -65,10 +65,12 @@ func allVersions() []int {
 }
 
 func TestMigrationsAreSequential(t *testing.T) {
+	prev := 0
 	for i, m := range migrations {
-		if m.version != i+1 || m.name == "" || len(m.stmts) == 0 {
+		if m.version <= prev || m.version != i+1 || m.name == "" || len(m.stmts) == 0 {
 			t.Errorf("migration %d: version %d name %q with %d statements", i, m.version, m.name, len(m.stmts))
 		}
+		prev = m.version
 	}
 }
 

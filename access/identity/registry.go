@@ -163,7 +163,7 @@ func (r *Registry) clock() time.Time { return dbTime(r.now()) }
 func (r *Registry) Snapshot() *Snapshot { return r.snap.Load() }
 
 // deviceCols is the column list every query reads devices with.
-const deviceCols = `id, name, email, subject, groups_json, public_key, address, created_us, last_seen_us, expires_us, revoked, revoked_us, pending`
+const deviceCols = `id, name, email, subject, groups_json, public_key, address, created_us, last_seen_us, expires_us, revoked, revoked_us, pending, quarantined`
 
 type scanner interface{ Scan(...any) error }
 
@@ -174,7 +174,7 @@ func scanDevice(sc scanner) (Device, error) {
 		created                int64
 		lastSeen, exp, revoked sql.NullInt64
 	)
-	if err := sc.Scan(&d.ID, &d.Name, &d.Email, &d.Subject, &groups, &key, &addr, &created, &lastSeen, &exp, &d.Revoked, &revoked, &d.Pending); err != nil {
+	if err := sc.Scan(&d.ID, &d.Name, &d.Email, &d.Subject, &groups, &key, &addr, &created, &lastSeen, &exp, &d.Revoked, &revoked, &d.Pending, &d.Quarantined); err != nil {
 		return Device{}, err
 	}
 	if err := json.Unmarshal([]byte(groups), &d.Groups); err != nil {
@@ -330,15 +330,19 @@ func (r *Registry) enrollOnce(ctx context.Context, e Enrollment) (Device, bool, 
 		_, err = tx.ExecContext(ctx, `UPDATE devices SET name = $2, email = $3, groups_json = $4, address = $5, expires_us = $6 WHERE id = $1`,
 			d.ID, d.Name, d.Email, groupsText(d.Groups), d.Address.String(), toMicro(d.Expires))
 	} else {
-		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 			d.ID, d.Name, d.Email, d.Subject, groupsText(d.Groups), key, d.Address.String(),
-			d.Created.UnixMicro(), toMicro(d.LastSeen), toMicro(d.Expires), false, sql.NullInt64{}, d.Pending)
+			d.Created.UnixMicro(), toMicro(d.LastSeen), toMicro(d.Expires), false, sql.NullInt64{}, d.Pending, false)
 	}
 	if err != nil {
 		if isUniqueViolation(err) {
 			return Device{}, false, err
 		}
 		return Device{}, false, unavailable("enroll: write device", err)
+	}
+	// The sign-in just read the user's groups (identity.max_group_age).
+	if _, err := tx.ExecContext(ctx, `UPDATE devices SET groups_us = $2 WHERE id = $1`, d.ID, now.UnixMicro()); err != nil {
+		return Device{}, false, unavailable("enroll: write groups time", err)
 	}
 	if err := bumpGeneration(ctx, tx, d.ID); err != nil {
 		return Device{}, false, unavailable("enroll: bump generation", err)

@@ -18,6 +18,8 @@ type Devices struct {
 	snap    atomic.Pointer[Snapshot]
 	changed chan struct{} // capacity 1: "a newer snapshot is in snap"
 
+	postureOn atomic.Bool // posture: configured (SetPosture); DeviceCompliant needs it
+
 	mu        sync.Mutex
 	applied   *Snapshot     // the last snapshot the device loop pushed
 	appliedCh chan struct{} // closed (and replaced) when applied moves
@@ -91,6 +93,9 @@ type Who struct {
 	Email    string
 	Groups   []string
 	DeviceID string // empty for a static peer
+	// Quarantined: an enrolled device that fails its posture checks,
+	// while posture rules run (Devices.SetPosture).
+	Quarantined bool
 }
 
 // Resolver answers "who is behind this tunnel address" for every consumer
@@ -126,7 +131,7 @@ func (r *Resolver) Who(a netip.Addr) (Who, bool) {
 	}
 	if r.devs != nil {
 		if d, ok := r.devs.Load().ByAddr(a); ok {
-			return Who{Email: d.Email, Groups: d.Groups, DeviceID: d.ID}, true
+			return Who{Email: d.Email, Groups: d.Groups, DeviceID: d.ID, Quarantined: d.Quarantined && r.devs.postureOn.Load()}, true
 		}
 	}
 	return Who{}, false

@@ -25,6 +25,9 @@ type Network struct {
 	CommonName   string // its subject CN, when Certificate
 	Device       bool   // the source is an enrolled device of the requesting user
 	Country      string // Addr's country (ISO 3166-1 alpha-2) by the GeoIP databases; "" unknown
+	// DevicePosture: Device, and the device's posture passes (it is not
+	// quarantined, and posture: is configured).
+	DevicePosture bool
 }
 
 // Input is what a Set decides on. Identity is nil when there is no login.
@@ -139,6 +142,8 @@ func compileSelector(s Selector) matcher {
 		m.match = func(in *Input) bool { return in.Network.Certificate && in.Network.CommonName == want }
 	case "device":
 		m.match = func(in *Input) bool { return in.Network.Device }
+	case "device_posture":
+		m.match = func(in *Input) bool { return in.Network.Device && in.Network.DevicePosture }
 	default: // unreachable after Check; fail closed
 		m.match = func(*Input) bool { return false }
 	}

@@ -55,6 +55,10 @@ type Selector struct {
 	CommonName      string `yaml:"common_name"`       // network: the verified client certificate has this CN
 	Device          *bool  `yaml:"device"`            // network: the request comes from a device the requesting user enrolled
 	Geo             string `yaml:"geo"`               // network: the source address is in this country (ISO 3166-1 alpha-2, by the GeoIP databases)
+	// DevicePosture: network: the request comes from a device the
+	// requesting user enrolled, and its posture passes (posture:): it is
+	// not quarantined. Without posture: it never matches.
+	DevicePosture *bool `yaml:"device_posture"`
 }
 
 // Claim matches an ID token claim by name; a list claim matches when any of
@@ -95,6 +99,7 @@ func (s Selector) keys() []string {
 	add(s.CommonName != "", "common_name")
 	add(s.Device != nil, "device")
 	add(s.Geo != "", "geo")
+	add(s.DevicePosture != nil, "device_posture")
 	return k
 }
 
@@ -236,6 +241,8 @@ func (s Selector) check(serviceTokens map[string]bool, report func(field, msg st
 		mustTrue("certificate", s.Certificate)
 	case "device":
 		mustTrue("device", s.Device)
+	case "device_posture":
+		mustTrue("device_posture", s.DevicePosture)
 	case "service_token":
 		if serviceTokens != nil && !serviceTokens[s.ServiceToken] {
 			report("service_token", fmt.Sprintf("%q is not a service token defined in access.service_tokens", s.ServiceToken))

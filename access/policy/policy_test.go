@@ -58,6 +58,10 @@ func TestEvaluate(t *testing.T) {
 		{"common_name without verified cert", []Policy{{Name: "p", Action: ServiceAuth, Include: []Selector{{CommonName: "host1"}}}}, Input{Network: Network{CommonName: "host1"}}, false, ""},
 		{"device", []Policy{{Name: "p", Action: Allow, Include: []Selector{{Device: yes()}}}}, Input{Identity: alice(), Network: Network{Device: true}}, true, "p"},
 		{"device absent", []Policy{{Name: "p", Action: Allow, Include: []Selector{{Device: yes()}}}}, Input{Identity: alice()}, false, ""},
+		{"device_posture", []Policy{{Name: "p", Action: Allow, Include: []Selector{{DevicePosture: yes()}}}}, Input{Identity: alice(), Network: Network{Device: true, DevicePosture: true}}, true, "p"},
+		{"device_posture quarantined", []Policy{{Name: "p", Action: Allow, Include: []Selector{{DevicePosture: yes()}}}}, Input{Identity: alice(), Network: Network{Device: true}}, false, ""},
+		{"device_posture of another user's device", []Policy{{Name: "p", Action: Allow, Include: []Selector{{DevicePosture: yes()}}}}, Input{Identity: alice(), Network: Network{DevicePosture: true}}, false, ""},
+		{"require device_posture", []Policy{{Name: "p", Action: Allow, Include: everyone, Require: []Selector{{DevicePosture: yes()}}}}, Input{Identity: alice(), Network: Network{Device: true}}, false, ""},
 		{"block", []Policy{{Name: "b", Action: Block, Include: []Selector{{Group: "staff"}}}}, Input{Identity: alice()}, false, "b"},
 		{"first match wins: block before allow", []Policy{
 			{Name: "b", Action: Block, Include: []Selector{{Email: "alice@corp.example"}}},

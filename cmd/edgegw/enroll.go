@@ -24,6 +24,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/gateway/admin"
 )
 
@@ -104,13 +105,17 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("enroll: %w", err)
 	}
-	if err := enroll.WriteConfig(*out, resp.ClientConfig(priv), *force); err != nil {
+	cc := resp.ClientConfig(priv)
+	if err := enroll.WriteConfig(*out, cc, *force); err != nil {
 		return fmt.Errorf("enroll: device %s is registered but its configuration could not be written (enroll again, and ask the admin to revoke it): %w", resp.Device.ID, err)
 	}
 	abs, _ := filepath.Abs(*out)
 	d := resp.Device
 	fmt.Fprintf(stdout, "Enrolled %q as device %s for %s: address %s, valid until %s.\n", d.Name, d.ID, d.Email, d.Address, d.Expires.Local().Format(time.DateTime))
 	fmt.Fprintf(stdout, "Wrote %s. Start the tunnel with: wg-quick up %s\n", abs, abs)
+	if !d.Pending {
+		reportAfterEnroll(ctx, &posture.Client{Gateway: gateway, HTTPClient: client(*insecure), PrivateKey: priv, GatewayPublicKey: cc.GatewayPublicKey}, stdout, stderr)
+	}
 	if d.Pending {
 		fmt.Fprintf(stdout, "The device waits for an administrator's approval; the tunnel carries nothing until then (the admin runs: edgegw device approve %s, or POST /api/v1/devices/%s/approve).\n", d.ID, d.ID)
 	}

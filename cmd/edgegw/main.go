@@ -71,6 +71,9 @@ Usage:
                                         enroll this machine: sign in, get a WireGuard config
   edgegw device list|show ID|revoke ID
                                         manage enrolled devices through the admin API
+  edgegw posture report https://GATEWAY --config FILE [--every 5m]
+                                        report this device's posture, signed with its key
+  edgegw posture show                   print what a posture report would say
   edgegw admin token create NAME --role admin|viewer | token list | token revoke NAME
                                         tokens for the admin API over TCP (shown once, stored hashed)
   edgegw status                         print the running gateway's status (JSON)
@@ -156,6 +159,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdEnroll(args[1:], stdout, stderr)
 	case "device":
 		return cmdDevice(args[1:], stdout, stderr)
+	case "posture":
+		return cmdPosture(args[1:], stdout, stderr)
 	case "admin":
 		return cmdAdmin(args[1:], stdout, stderr)
 	case "status":

@@ -24,6 +24,7 @@ import (
 
 	"github.com/edgegw/edgegw/access"
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/gateway/admin"
@@ -52,6 +53,7 @@ type Config struct {
 	Firewall   *firewall.Config `yaml:"firewall"`
 	Access     *access.Config   `yaml:"access"`
 	SCIM       *scim.Config     `yaml:"scim"`
+	Posture    *posture.Config  `yaml:"posture"`
 	Gateway    Gateway          `yaml:"gateway"`
 	Netflow    *netflow.Config  `yaml:"netflow"`
 	Logpush    []logpush.Job    `yaml:"logpush"`
@@ -399,6 +401,17 @@ func (d *decoder) crossChecks(c *Config) {
 		}
 		if !registryOn(c) {
 			report("scim", "SCIM changes the devices of the device registry: configure tunnels.wireguard with identity or enrollment")
+		}
+	}
+	if c.SCIM != nil && c.Identity != nil && c.Identity.MaxGroupAge > 0 {
+		report("identity.max_group_age", "is for providers without SCIM: with scim: the provider pushes group changes at once; remove one of them")
+	}
+	if c.Posture != nil {
+		if c.Access == nil {
+			report("posture", "devices report posture to https://GATEWAY/api/v1/posture on the Access listener: add an access: section (its listen address)")
+		}
+		if !registryOn(c) {
+			report("posture", "posture quarantines devices of the device registry: configure tunnels.wireguard with identity or enrollment")
 		}
 	}
 	// The LAN virtual addresses go on the first LAN interface; the WAN ones
