@@ -107,6 +107,10 @@ type Options struct {
 	// Firewall returns the rules with their counters for
 	// GET /api/v1/firewall; nil answers 404.
 	Firewall func() (FirewallView, error)
+	// Config edits the configuration file: GET /api/v1/config/source,
+	// POST …/check and …/apply, and the history of applied files
+	// (<StateDir>/admin/config-history) with rollback; nil answers 404.
+	Config ConfigEditor
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their
@@ -124,6 +128,8 @@ type Server struct {
 	denied   logLimiter
 	// auditLog is the recent audit trail, for GET /api/v1/audit.
 	auditLog auditRing
+	// history keeps the configuration files applied through the API.
+	history *configHistory
 
 	policy atomic.Pointer[policy]
 
@@ -168,10 +174,15 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	hist, err := openHistory(filepath.Join(opts.StateDir, "admin", "config-history"))
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		opts:   opts,
-		log:    opts.Logger,
-		tokens: toks,
+		opts:    opts,
+		log:     opts.Logger,
+		tokens:  toks,
+		history: hist,
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegw_admin_requests_total",
 			Help: "Requests to the admin listeners, by result: ok, unauthenticated (no or an unknown token), forbidden (the role or the socket peer may not), misdirected (a Host header that does not name the listener).",
