@@ -1,9 +1,12 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit/browser"
 )
 
 // TestConsoleThroughGateway runs the operator console of a running edgegw
@@ -362,4 +366,256 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 	if who := text(vctx, "who"); who != "test-user2@zitadel.ch" {
 		t.Errorf("signed in as %q", who)
 	}
+}
+
+// consoleTab opens a tab of a fresh headless Chromium on the office LAN
+// host, reaching the gateway's admin listener as gw.corp.example; done
+// fails the test on any JavaScript exception or console error of the
+// console's pages.
+func consoleTab(t *testing.T, s *site) (ctx context.Context, done func()) {
+	t.Helper()
+	actx, stop := browser.Start(t, browser.Options{
+		Netns: s.ra.LAN.Name(), Hosts: map[string]string{"gw.corp.example": s.ra.GWLANAddr.String()}, Width: 1280, Height: 800,
+	})
+	ctx, cancel := chromedp.NewContext(actx)
+	must(t, chromedp.Do(ctx))
+	ctx, cancelT := context.WithTimeout(ctx, 150*time.Second)
+	var mu sync.Mutex
+	var problems []string
+	msgs := chromedp.Console(ctx)
+	finished := make(chan struct{})
+	go func() { // ends with ctx
+		defer close(finished)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.IsException() || m.Type == chromedp.ConsoleError {
+				mu.Lock()
+				problems = append(problems, m.String()+" at "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	return ctx, func() {
+		cancelT()
+		cancel()
+		stop()
+		<-finished
+		for _, p := range problems {
+			t.Errorf("page error: %s", p)
+		}
+	}
+}
+
+// consolePoll waits for a JavaScript condition on the page.
+func consolePoll(t *testing.T, ctx context.Context, what, expr string) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second)))
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+			t.Fatalf("%s: %v\n%.2500s", what, err, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// consoleShot saves a screenshot of the page as
+// $EDGEGW_SCREENSHOTS/gateway-<name>.png, when that is set.
+func consoleShot(t *testing.T, ctx context.Context, name string) {
+	dir := os.Getenv("EDGEGW_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err == nil && os.MkdirAll(dir, 0o755) == nil {
+		err = os.WriteFile(filepath.Join(dir, "gateway-"+name+".png"), png, 0o644)
+	}
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+	}
+}
+
+// lastReload is the status's last reload, read over the admin socket.
+func (s *site) lastReload() (at time.Time, ok bool, appliance string) {
+	s.t.Helper()
+	var st struct {
+		Appliance string `json:"appliance"`
+		Config    struct {
+			LastReload time.Time `json:"last_reload"`
+			OK         bool      `json:"last_reload_successful"`
+		} `json:"config"`
+	}
+	must(s.t, json.Unmarshal([]byte(s.get("/api/v1/status")), &st))
+	return st.Config.LastReload, st.Config.OK, st.Appliance
+}
+
+// TestConsoleConfigEditor edits the configuration of a running edgegw
+// from the console in headless Chromium on the office LAN, as an admin
+// logged in with a token. The Config page shows the file as it is on
+// disk; a file with an error (a port that is not a number) is refused
+// with the error at its line and column, marked in the text, and changes
+// nothing (the file on disk, the last reload); a good file (a new
+// appliance name) shows its diff, applies through the reload, and the
+// open Overview shows the new reload and name with no page reload; the
+// history keeps the file that ran before and the applied one, and a
+// rollback puts the first back. A viewer's token is refused the check,
+// the apply and the rollback by the server, and the file stays. Any
+// JavaScript error fails the test; screenshots go to $EDGEGW_SCREENSHOTS.
+func TestConsoleConfigEditor(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	s.writeConfig()
+	certFile, keyFile, pool := writeAdminCert(t, s.dir, ra.GWLANAddr)
+	cfg, err := os.ReadFile(s.cfg)
+	must(t, err)
+	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
+	original := strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)
+	must(t, os.WriteFile(s.cfg, []byte(original), 0o600))
+	s.start()
+	opsTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "ops", "--role", "admin", "--socket", s.socket()), "\n")
+	nocTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", s.socket()), "\n")
+	startedReload, _, _ := s.lastReload()
+
+	// A viewer's token, over the network: every change refused by the
+	// server, the file untouched.
+	lanClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return ra.LAN.DialContext(ctx, network, ra.GWLANAddr.String()+":9100")
+		},
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "gw.corp.example"},
+	}}
+	good := strings.Replace(original, "  name: e2e\n", "  name: e2e-console\n", 1)
+	for _, path := range []string{"/api/v1/config/check", "/api/v1/config/apply", "/api/v1/config/history/1/rollback"} {
+		body, _ := json.Marshal(map[string]string{"yaml": good})
+		req, err := http.NewRequest(http.MethodPost, "https://gw.corp.example:9100"+path, bytes.NewReader(body))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+nocTok)
+		resp, err := lanClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a viewer's POST %s: %s, want 403", path, resp.Status)
+		}
+	}
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Fatalf("a viewer changed the file:\n%s", b)
+	}
+	// The server refuses a bad file even when a client skips the check.
+	bad := strings.Replace(original, "listen_port: 51820", "listen_port: lots", 1)
+	badLine := 1 + strings.Count(bad[:strings.Index(bad, "listen_port: lots")], "\n")
+	{
+		body, _ := json.Marshal(map[string]string{"yaml": bad})
+		req, err := http.NewRequest(http.MethodPost, "https://gw.corp.example:9100/api/v1/config/apply", bytes.NewReader(body))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+opsTok)
+		resp, err := lanClient.Do(req)
+		must(t, err)
+		var res struct {
+			Applied  bool `json:"applied"`
+			Problems []struct {
+				Line, Column int
+				Field        string
+			} `json:"problems"`
+		}
+		must(t, json.NewDecoder(resp.Body).Decode(&res))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity || res.Applied || len(res.Problems) != 1 || res.Problems[0].Line != badLine || res.Problems[0].Column != 18 {
+			t.Errorf("apply of a bad file over the API: %s %+v, want 422 with one problem at %d:18", resp.Status, res, badLine)
+		}
+	}
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Fatalf("a refused file was written:\n%s", b)
+	}
+	if at, _, _ := s.lastReload(); !at.Equal(startedReload) {
+		t.Fatalf("a refused file reloaded (last reload %v, started %v)", at, startedReload)
+	}
+
+	ctx, done := consoleTab(t, s)
+	defer done()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), opsTok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	consolePoll(t, ctx, "the overview", `!!document.getElementById("role") && document.getElementById("role").textContent === "admin" && document.getElementById("appliance").textContent === "e2e"`)
+	reloadBefore, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("reload-at")))
+	must(t, err)
+
+	// The file as it is on disk, in the editor.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-config")), chromedp.WaitVisible(chromedp.ID("config-edit"))))
+	consolePoll(t, ctx, "the file in the editor", `document.getElementById("config-edit").value.includes("listen_port: 51820")`)
+	shown, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("config-edit")))
+	must(t, err)
+	if shown != original {
+		t.Errorf("the editor shows:\n%s\nthe file is:\n%s", shown, original)
+	}
+
+	// A bad file: the error at its line, marked in the text; nothing
+	// applied.
+	must(t, chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("config-edit"), bad), chromedp.Click(chromedp.ID("config-apply"))))
+	consolePoll(t, ctx, "the error at its line", fmt.Sprintf(
+		`!!document.querySelector('#config-problems li[data-line="%d"]') && !!document.querySelector('#config-annotated .bad[data-line="%d"]')`, badLine, badLine))
+	probs, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("config-problems")))
+	must(t, err)
+	result, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("config-result")))
+	must(t, err)
+	if want := fmt.Sprintf("line %d, column 18: tunnels.wireguard.listen_port:", badLine); !strings.Contains(probs, want) || !strings.Contains(result, "nothing changed") {
+		t.Errorf("problems %q (want %q), result %q", probs, want, result)
+	}
+	consoleShot(t, ctx, "config-error")
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Fatalf("the refused file was written:\n%s", b)
+	}
+	if at, _, _ := s.lastReload(); !at.Equal(startedReload) {
+		t.Fatalf("the refused file reloaded")
+	}
+
+	// A good file: its diff, then applied through the reload.
+	must(t, chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("config-edit"), good), chromedp.Click(chromedp.ID("config-check"))))
+	consolePoll(t, ctx, "the diff", `document.getElementById("config-diff").textContent.includes("+   name: e2e-console") && document.getElementById("config-diff").textContent.includes("-   name: e2e")`)
+	consoleShot(t, ctx, "config-diff")
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("config-apply"))))
+	consolePoll(t, ctx, "applied", `document.getElementById("config-result").textContent.startsWith("Applied at")`)
+	if b, _ := os.ReadFile(s.cfg); string(b) != good {
+		t.Errorf("the file after apply:\n%s", b)
+	}
+	at, ok, name := s.lastReload()
+	if !at.After(startedReload) || !ok || name != "e2e-console" {
+		t.Errorf("after apply: last reload %v (ok %v), appliance %q", at, ok, name)
+	}
+	consolePoll(t, ctx, "the history", `document.querySelectorAll("#config-history tr[data-history]").length === 2`)
+	consoleShot(t, ctx, "config-history")
+
+	// The open overview shows the new reload and the new name.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-overview")), chromedp.WaitVisible(chromedp.ID("page-overview"))))
+	consolePoll(t, ctx, "the reload on the overview", fmt.Sprintf(
+		`document.getElementById("appliance").textContent === "e2e-console" && document.getElementById("reload-result").textContent === "applied" && document.getElementById("reload-at").textContent !== %q`, reloadBefore))
+	consoleShot(t, ctx, "overview-after-apply")
+
+	// Roll back to the file that ran first.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-config")), chromedp.WaitVisible(chromedp.ID("config-history"))))
+	consolePoll(t, ctx, "the base entry", `!!document.querySelector('button[data-rollback="1"]')`)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[data-rollback="1"]`))))
+	consolePoll(t, ctx, "the confirmation", `!!document.querySelector('button[data-confirm-rollback="1"]')`)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[data-confirm-rollback="1"]`))))
+	consolePoll(t, ctx, "rolled back", `document.getElementById("config-result").textContent.startsWith("Applied at") && document.querySelectorAll("#config-history tr[data-history]").length === 3`)
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Errorf("the file after the rollback:\n%s", b)
+	}
+	if _, _, name := s.lastReload(); name != "e2e" {
+		t.Errorf("after the rollback the appliance is %q", name)
+	}
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-audit")), chromedp.WaitVisible(chromedp.ID("page-audit"))))
+	consolePoll(t, ctx, "the audit trail", `document.getElementById("audit").textContent.includes("configuration rolled back to history entry 1") && document.getElementById("audit").textContent.includes("configuration applied")`)
+	consoleShot(t, ctx, "audit-config")
 }

@@ -69,6 +69,15 @@ func redactedValue(key, v string) (string, bool) {
 	return redactURL(v)
 }
 
+// shownAs is redactedValue of a scalar node; a boolean is never a secret
+// (admin.metrics.token: true says whether a token is needed).
+func shownAs(n *yaml.Node, key string) (string, bool) {
+	if n.Tag == "!!bool" {
+		return "", false
+	}
+	return redactedValue(key, n.Value)
+}
+
 // replacement is a scalar's token in the text and what replaces it.
 type replacement struct {
 	n    *yaml.Node
@@ -166,7 +175,7 @@ func redactSource(data []byte) ([]byte, error) {
 	}
 	var reps []replacement
 	walkScalars(&doc, "", "", func(n *yaml.Node, _, key string) {
-		if v, ok := redactedValue(key, n.Value); ok {
+		if v, ok := shownAs(n, key); ok {
 			reps = append(reps, replacement{n, quoteScalar(v)})
 		}
 	})
@@ -194,7 +203,7 @@ func unredact(shown, running []byte) ([]byte, []ConfigProblem) {
 	secrets := map[string]*string{}
 	if yaml.Unmarshal(running, &old) == nil {
 		walkScalars(&old, "", "", func(n *yaml.Node, path, key string) {
-			if v, ok := redactedValue(key, n.Value); ok {
+			if v, ok := shownAs(n, key); ok {
 				k := path + "\x00" + v
 				if prev, seen := secrets[k]; seen && *prev != n.Value {
 					secrets[k] = new(string)

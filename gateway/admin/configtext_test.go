@@ -2,8 +2,8 @@ package admin
 
 import (
 	"os"
-	"reflect"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +24,9 @@ tunnels:
 logpush:
   password: plain-secret
   password_file: /etc/edgegw/pw
+admin:
+  metrics:
+    token: true
 `
 
 // TestRedactSourceKeepsLines: every secret of the file is replaced where
@@ -43,7 +46,7 @@ func TestRedactSourceKeepsLines(t *testing.T) {
 		t.Fatalf("%d lines, want %d:\n%s", len(gl), len(wl), got)
 	}
 	for _, want := range []string{"# the branch office", "  name: branch   # the name in logs", "      psk: REDACTED",
-		"  password: REDACTED", "  password_file: /etc/edgegw/pw"} {
+		"  password: REDACTED", "  password_file: /etc/edgegw/pw", "    token: true"} {
 		if !strings.Contains(string(got), want+"\n") {
 			t.Errorf("missing line %q:\n%s", want, got)
 		}

@@ -56,9 +56,15 @@
     return (i ? n.toFixed(1) : n) + " " + u[i];
   }
 
-  async function api(method, path) {
+  // api calls the admin API; a refusal throws an Error carrying the
+  // answer's body (err.body) and status (err.status).
+  async function api(method, path, json) {
     const opts = { method, credentials: "same-origin", headers: {} };
     if (method !== "GET") opts.headers["X-CSRF-Token"] = session.csrf;
+    if (json !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(json);
+    }
     const r = await fetch(path, opts);
     if (r.status === 404 && path.startsWith("/api/v1/devices")) {
       throw new Error("this gateway has no device registry (no identity section in its configuration)");
@@ -70,7 +76,12 @@
     const text = await r.text();
     let body = null;
     try { body = JSON.parse(text); } catch (e) { body = null; }
-    if (!r.ok) throw new Error((body && body.error && body.error.message) || (r.status + " " + r.statusText));
+    if (!r.ok) {
+      const err = new Error((body && body.error && body.error.message) || (r.status + " " + r.statusText));
+      err.body = body;
+      err.status = r.status;
+      throw err;
+    }
     return { body, headers: r.headers };
   }
   function banner(msg) {
@@ -211,6 +222,9 @@
     rows("firewall-lists", res.body.lists || [], (l) => row(l.name, String(l.entries)), "no lists");
   }
 
+  // Config: the file as on disk (redacted), edited here, checked and
+  // applied through the API; problems shown at their lines.
+  const cfg = { loaded: false, confirm: "" };
   async function loadConfig() {
     let res;
     try {
@@ -220,8 +234,157 @@
       return;
     }
     $("config-message").textContent = "";
-    $("config-source").textContent = res.body.file || "";
+    $("config-source").textContent = res.body.file || "built-in default";
     $("config-yaml").textContent = res.body.yaml || "";
+    $("config-editor").hidden = !res.body.editable;
+    $("config-edit").readOnly = session.role !== "admin";
+    if (!res.body.editable) return;
+    if (!cfg.loaded) await loadSource();
+    loadHistory();
+  }
+  async function loadSource() {
+    try {
+      const { body } = await api("GET", "/api/v1/config/source");
+      $("config-path").textContent = body.file;
+      $("config-edit").value = body.yaml;
+      cfg.loaded = true;
+    } catch (e) {
+      $("config-message").textContent = "Configuration file: " + e.message;
+    }
+  }
+  // showCheck shows a check's or an apply's answer: the problems at their
+  // lines, and the diff.
+  function showCheck(text, c) {
+    const probs = c.problems || [];
+    const byLine = new Map();
+    for (const p of probs) {
+      if (!p.line) continue;
+      if (!byLine.has(p.line)) byLine.set(p.line, []);
+      byLine.get(p.line).push(p);
+    }
+    $("config-problems").replaceChildren(...probs.map((p) => {
+      const li = el("li", {}, (p.line ? "line " + p.line + ", column " + p.column + ": " : "") + (p.field ? p.field + ": " : "") + p.message);
+      if (p.line) li.dataset.line = String(p.line);
+      return li;
+    }));
+    const ann = $("config-annotated");
+    ann.hidden = byLine.size === 0;
+    ann.replaceChildren();
+    if (byLine.size) {
+      const lines = text.split("\n");
+      const kids = [];
+      lines.forEach((t, i) => {
+        const n = i + 1;
+        // Only the lines around a problem: the whole file is above.
+        let near = false;
+        for (const l of byLine.keys()) if (Math.abs(l - n) <= 2) near = true;
+        if (!near) return;
+        const d = el("div", { class: "l" + (byLine.has(n) ? " bad" : "") }, el("span", { class: "n" }, String(n)), el("span", {}, t));
+        d.dataset.line = String(n);
+        kids.push(d);
+        for (const p of byLine.get(n) || []) {
+          kids.push(el("div", { class: "msg" }, " ".repeat(Math.max(0, p.column - 1)) + "^ " + (p.field ? p.field + ": " : "") + p.message));
+        }
+      });
+      ann.replaceChildren(...kids);
+      // Put the cursor on the first problem.
+      const first = Math.min(...byLine.keys());
+      const ta = $("config-edit");
+      const at = text.split("\n").slice(0, first - 1).join("\n").length + (first > 1 ? 1 : 0);
+      ta.setSelectionRange(at, at);
+    }
+    const diff = c.diff || [];
+    $("config-diff").replaceChildren(...(c.changed ? diff.map((d) => {
+      if (d.op === "…") return el("div", { class: "l gap" }, el("span", { class: "n" }, "…"), el("span", {}, ""));
+      const cls = d.op === "+" ? "add" : d.op === "-" ? "del" : "";
+      return el("div", { class: "l " + cls }, el("span", { class: "n" }, String(d.op === "-" ? d.old : d.new)), el("span", {}, d.op + " " + d.text));
+    }) : [el("span", { class: "muted" }, "No change against the running file.")]));
+  }
+  async function configCall(path, what) {
+    const text = $("config-edit").value;
+    $("config-result").textContent = what + "…";
+    try {
+      const { body } = await api("POST", path, { yaml: text });
+      showCheck(text, body);
+      return body;
+    } catch (e) {
+      if (e.body && e.body.problems) {
+        showCheck(text, e.body);
+        $("config-result").textContent = e.body.error
+          ? "Refused by the reload; the previous configuration keeps running: " + e.body.error
+          : "Refused: " + plural(e.body.problems.length, "problem") + "; nothing changed.";
+        $("config-result").className = "error";
+      } else {
+        $("config-result").textContent = what + ": " + e.message;
+        $("config-result").className = "error";
+      }
+      return null;
+    }
+  }
+  async function checkConfig() {
+    const c = await configCall("/api/v1/config/check", "Checking");
+    if (!c) return;
+    $("config-result").className = c.valid ? "" : "error";
+    $("config-result").textContent = c.valid
+      ? (c.changed ? "Valid. Apply it to make it run." : "Valid, and the same as the running file.")
+      : plural(c.problems.length, "problem") + ": the file would be refused.";
+  }
+  function applied(c) {
+    $("config-result").className = "";
+    $("config-result").textContent = "Applied at " + new Date().toLocaleTimeString() +
+      (c.history ? " (history #" + c.history.id + ")" : "") + ".";
+    cfg.loaded = false;
+    loadConfig();
+  }
+  // applyConfig checks first (a refusal is shown, not sent to the
+  // reload); the server checks again, under the reload lock.
+  async function applyConfig() {
+    const chk = await configCall("/api/v1/config/check", "Checking");
+    if (!chk) return;
+    if (!chk.valid) {
+      $("config-result").className = "error";
+      $("config-result").textContent = "Not applied: " + plural(chk.problems.length, "problem") + "; nothing changed.";
+      return;
+    }
+    const c = await configCall("/api/v1/config/apply", "Applying");
+    if (c) applied(c);
+  }
+  async function loadHistory() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/config/history");
+    } catch (e) {
+      $("config-message").textContent = "History: " + e.message;
+      return;
+    }
+    const admin = session.role === "admin";
+    rows("config-history", res.body || [], (h) => {
+      let what = h.action === "base" ? "the file that ran before the first change made here" : h.action === "rollback" ? "rollback to #" + h.from : "applied";
+      let act = "";
+      if (admin) {
+        act = cfg.confirm === h.id
+          ? el("span", { class: "confirm" }, "Roll back to #" + h.id + "? ",
+            el("button", { class: "danger", "data-confirm-rollback": h.id, onclick: () => rollback(h) }, "Roll back"), " ",
+            el("button", { onclick: () => { cfg.confirm = ""; loadHistory(); } }, "Cancel"))
+          : el("button", { "data-rollback": h.id, onclick: () => { cfg.confirm = h.id; loadHistory(); } }, "Roll back…");
+      }
+      const tr = row("#" + h.id + " " + when(h.when), h.actor || "", what, el("td", { class: "expr" }, h.sha256.slice(0, 12)), bytes(h.bytes), el("td", {}, act));
+      tr.dataset.history = h.id;
+      return tr;
+    }, "nothing applied here yet");
+  }
+  async function rollback(h) {
+    cfg.confirm = "";
+    $("config-result").textContent = "Rolling back to #" + h.id + "…";
+    try {
+      const { body } = await api("POST", "/api/v1/config/history/" + encodeURIComponent(h.id) + "/rollback");
+      showCheck("", body);
+      applied(body);
+    } catch (e) {
+      $("config-result").className = "error";
+      $("config-result").textContent = "Roll back to #" + h.id + ": " + ((e.body && e.body.error) || (e.body && e.body.problems && e.body.problems.length && e.body.problems[0].message) || e.message);
+      loadHistory();
+    }
   }
 
   async function loadAudit() {
@@ -352,6 +515,13 @@
       dev.status = $("device-status").value;
       dev.offset = 0;
       loadDevices();
+    });
+    $("config-check").addEventListener("click", checkConfig);
+    $("config-apply").addEventListener("click", applyConfig);
+    $("config-reset").addEventListener("click", async () => { cfg.loaded = false; await loadSource(); $("config-result").textContent = ""; });
+    $("config-upload").addEventListener("change", async () => {
+      const f = $("config-upload").files[0];
+      if (f) { $("config-edit").value = await f.text(); $("config-result").textContent = "Loaded " + f.name + ": check it, then apply."; }
     });
     $("device-prev").addEventListener("click", () => { dev.offset = Math.max(0, dev.offset - PAGE); loadDevices(); });
     $("device-next").addEventListener("click", () => { dev.offset += PAGE; loadDevices(); });
