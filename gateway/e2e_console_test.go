@@ -619,3 +619,121 @@ func TestConsoleConfigEditor(t *testing.T) {
 	consolePoll(t, ctx, "the audit trail", `document.getElementById("audit").textContent.includes("configuration rolled back to history entry 1") && document.getElementById("audit").textContent.includes("configuration applied")`)
 	consoleShot(t, ctx, "audit-config")
 }
+
+// TestConsoleRevokeStopsTraffic: an admin revokes, from the console's
+// Devices page in headless Chromium on the office LAN, an enrolled laptop
+// whose stock WireGuard (wg-quick, wireguard-go) is reaching the office
+// server through the gateway; the laptop's pings stop, its key leaves the
+// WireGuard interface, the page shows it revoked and the Audit page names
+// the admin and the console as who did it.
+func TestConsoleRevokeStopsTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	needStockWireGuard(t)
+	s := newSite(t)
+	ra := s.ra
+	op := startProvider(t, ra.GW, ra.User)
+	webSecret := writeWebSecret(t, s)
+	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
+	cfg := fmt.Sprintf(`appliance:
+  name: e2e
+  state_dir: %[1]s/state
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  listen: %[5]s:9100
+  hosts: [gw.corp.example]
+  tls:
+    cert_file: %[6]s
+    key_file: %[7]s
+  socket: %[1]s/admin.sock
+log:
+  level: debug
+identity:
+  providers:
+    - name: corp
+      issuer: %[2]s
+      client_id: edgegw-web
+      client_secret_file: %[3]s
+      device_client_id: edgegw-cli
+access:
+  listen: 0.0.0.0:8443
+tunnels:
+  wireguard:
+    interface: %[4]s
+    listen_port: 51820
+    address: 100.96.0.1/12
+    enrollment:
+      enabled: true
+      key_expiry: 24h
+      policies:
+        - name: staff
+          action: allow
+          include: [{group: staff}]
+`, s.dir, op.Issuer, webSecret, s.wgIf, ra.GWLANAddr, certFile, keyFile)
+	must(t, os.WriteFile(s.cfg, []byte(cfg), 0o600))
+	s.start()
+	gwURL := "https://" + ra.GWWANAddr.String() + ":8443"
+	out, err := enrollCmd(t, ra.User, op, op.Username(), gwURL, "alice-laptop", filepath.Join(s.dir, "alice.conf"))
+	if err != nil {
+		t.Fatalf("edgegw enroll: %v\n%s\ngateway log:\n%s", err, out, s.proc.Output())
+	}
+	conf, err := os.ReadFile(filepath.Join(s.dir, "alice.conf"))
+	must(t, err)
+	s.upClient(ra.User, s.lab.ID()+"u", strings.Replace(string(conf), "DNS = ", "# DNS = ", 1), "")
+	var devs []struct {
+		ID        string `json:"id"`
+		PublicKey string `json:"public_key"`
+		Status    string `json:"status"`
+	}
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
+	if len(devs) != 1 {
+		t.Fatalf("devices: %+v", devs)
+	}
+	dev := devs[0]
+	netlab.Eventually(t, 15*time.Second, "the laptop reaches the office through its tunnel", func() error {
+		return ra.User.Ping(ra.ServerAddr.String())
+	})
+	opsTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "ops", "--role", "admin", "--socket", s.socket()), "\n")
+
+	ctx, done := consoleTab(t, s)
+	defer done()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), opsTok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	consolePoll(t, ctx, "the overview", `!!document.getElementById("role") && document.getElementById("role").textContent === "admin"`)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-devices")), chromedp.WaitVisible(chromedp.ID("page-devices"))))
+	row := fmt.Sprintf(`#devices tr[data-device=%q]`, dev.ID)
+	consolePoll(t, ctx, "the laptop in the list", fmt.Sprintf(`!!document.querySelector('%s button[data-revoke]')`, row))
+	// Still reaching the office right before the click.
+	must(t, ra.User.Ping(ra.ServerAddr.String()))
+	consoleShot(t, ctx, "devices-before-revoke")
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" button[data-revoke]"))))
+	consolePoll(t, ctx, "the confirmation", fmt.Sprintf(`!!document.querySelector('%s button[data-confirm]')`, row))
+	start := time.Now()
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" button[data-confirm]"))))
+	netlab.Eventually(t, 10*time.Second, "the laptop's traffic stops after the revoke", func() error {
+		if ra.User.Ping(ra.ServerAddr.String()) == nil {
+			return fmt.Errorf("ping still passes")
+		}
+		return nil
+	})
+	t.Logf("revoked from the console: ping stopped %s after the click", time.Since(start).Round(time.Millisecond))
+	consolePoll(t, ctx, "revoked in the list", fmt.Sprintf(`document.querySelector('%s').textContent.includes("revoked") && document.getElementById("device-message").textContent.startsWith("Revoked alice-laptop")`, row))
+	consoleShot(t, ctx, "devices-after-revoke")
+	if dump := run(t, ra.GW, "wg", "show", s.wgIf, "dump"); strings.Contains(dump, dev.PublicKey) {
+		t.Errorf("the revoked device's key is still a WireGuard peer:\n%s", dump)
+	}
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
+	if len(devs) != 1 || devs[0].Status != "revoked" {
+		t.Errorf("devices after the revoke: %+v", devs)
+	}
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-audit")), chromedp.WaitVisible(chromedp.ID("page-audit"))))
+	consolePoll(t, ctx, "the revoke in the audit trail", fmt.Sprintf(
+		`[...document.querySelectorAll("#audit tbody tr")].some((r) => r.textContent.includes("device %s revoked") && r.textContent.includes("ops (admin)") && r.textContent.includes("UI"))`, dev.ID))
+}
