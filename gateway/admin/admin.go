@@ -130,6 +130,9 @@ type Server struct {
 	auditLog auditRing
 	// history keeps the configuration files applied through the API.
 	history *configHistory
+	// series is the plots' history, sampled from Metrics by Run.
+	series  *seriesStore
+	sampler *sampler
 
 	policy atomic.Pointer[policy]
 
@@ -183,6 +186,7 @@ func New(opts Options) (*Server, error) {
 		log:     opts.Logger,
 		tokens:  toks,
 		history: hist,
+		series:  newSeriesStore(),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegw_admin_requests_total",
 			Help: "Requests to the admin listeners, by result: ok, unauthenticated (no or an unknown token), forbidden (the role or the socket peer may not), misdirected (a Host header that does not name the listener).",
@@ -195,6 +199,9 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, r := range []string{resultOK, resultUnauthenticated, resultForbidden, resultMisdirected} {
 		s.results.WithLabelValues(r)
+	}
+	if opts.Metrics != nil {
+		s.sampler = &sampler{reg: opts.Metrics, store: s.series}
 	}
 	s.policy.Store(&policy{})
 	s.mux = s.routes()
@@ -307,10 +314,17 @@ func (s *Server) Set(cfg Config) error {
 func (s *Server) Run(ctx context.Context) error {
 	tick := time.NewTicker(lastUsedEvery)
 	defer tick.Stop()
+	// The plots' sampler runs here too: one goroutine, owned by Run.
+	sample := time.NewTicker(sampleEvery)
+	defer sample.Stop()
+	s.sample()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
+		case <-sample.C:
+			s.sample()
+			continue
 		case <-tick.C:
 		}
 		if err := s.tokens.flush(); err != nil {
@@ -328,6 +342,16 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	return nil
+}
+
+// sample adds a point to every series of the console's plots.
+func (s *Server) sample() {
+	if s.sampler == nil {
+		return
+	}
+	if err := s.sampler.sample(s.opts.Now()); err != nil {
+		s.log.Warn("admin: sample the metrics for the console's plots", "err", err)
+	}
 }
 
 // Addr is the TCP listener's bound address.

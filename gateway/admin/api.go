@@ -73,6 +73,7 @@ func (s *Server) routes() *http.ServeMux {
 	if s.opts.RunningConfig != nil {
 		mux.HandleFunc("GET "+PathConfig, s.showConfig)
 	}
+	mux.HandleFunc("GET "+PathSeries, s.listSeries)
 	if s.opts.Config != nil {
 		mux.HandleFunc("GET "+PathConfigSource, s.configSource)
 		mux.HandleFunc("POST "+PathConfigCheck, s.adminOnly(s.checkConfig))
