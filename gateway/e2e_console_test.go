@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -736,4 +737,103 @@ tunnels:
 	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-audit")), chromedp.WaitVisible(chromedp.ID("page-audit"))))
 	consolePoll(t, ctx, "the revoke in the audit trail", fmt.Sprintf(
 		`[...document.querySelectorAll("#audit tbody tr")].some((r) => r.textContent.includes("device %s revoked") && r.textContent.includes("ops (admin)") && r.textContent.includes("UI"))`, dev.ID))
+}
+
+// TestConsoleFlowsAndPlots: a running edgegw samples every packet into
+// its flow analytics while a remote user's stock WireGuard fetches from
+// the office web server; the console's Flows page (headless Chromium on
+// the office LAN, a viewer's token) shows the user's tunnel address and
+// her address on the internet among the top talkers, port 80 and TCP,
+// over the last hour; the Overview plots
+// the throughput from the in-process history (/api/v1/series, sampled
+// every 10 s), which has a point above zero for the traffic.
+func TestConsoleFlowsAndPlots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	aliceKey, alicePub := wgKey(t, ra.User, s.dir, "alice")
+	s.addPeer("alice", alicePub, "100.96.0.10/32")
+	s.writeFlowConfig(`  analytics:
+    retention: 1h
+firewall:
+  rules:
+    - id: office-web
+      expression: tcp.dstport == 80
+      action: allow
+`)
+	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
+	cfg, err := os.ReadFile(s.cfg)
+	must(t, err)
+	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
+	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)), 0o600))
+	s.start()
+	echoServer(t, ra.LAN, ":80")
+	s.client(ra.User, s.lab.ID()+"u", "alice", aliceKey)
+	netlab.Eventually(t, 15*time.Second, "alice's handshake", func() error { return ra.User.Ping("100.96.0.1") })
+	nocTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", s.socket()), "\n")
+
+	// Traffic through the tunnel until the history has a throughput point
+	// above zero (the sampler's rate needs two samples 10 s apart).
+	fetch := func() error {
+		c, err := ra.User.DialContext(context.Background(), "tcp", "10.0.0.5:80")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		must(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		line := strings.Repeat("x", 1000)
+		r := bufio.NewReader(c)
+		for range 50 {
+			echo(t, c, r, line)
+		}
+		return nil
+	}
+	netlab.Eventually(t, 45*time.Second, "a throughput point above zero", func() error {
+		if err := fetch(); err != nil {
+			return err
+		}
+		var ans struct {
+			Series []struct {
+				Name   string        `json:"name"`
+				Points [][2]*float64 `json:"points"`
+			} `json:"series"`
+		}
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/series?name=throughput.&window=1h")), &ans))
+		for _, sr := range ans.Series {
+			for _, p := range sr.Points {
+				if sr.Name == "throughput.in_bps" && p[1] != nil && *p[1] > 0 {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("series %+v", ans.Series)
+	})
+
+	ctx, done := consoleTab(t, s)
+	defer done()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), nocTok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	consolePoll(t, ctx, "the throughput plot", `!!document.querySelector("#chart-throughput figure") && Number(document.querySelector("#chart-throughput figure").dataset.samples) >= 1 && !!document.querySelector("#chart-throughput polyline, #chart-throughput circle")`)
+	if axis, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("chart-throughput"))); err != nil || !strings.Contains(axis, "bit/s") {
+		t.Errorf("the throughput plot's axis: %q %v", axis, err)
+	}
+	consoleShot(t, ctx, "overview-throughput")
+
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-flows")), chromedp.WaitVisible(chromedp.ID("page-flows"))))
+	consolePoll(t, ctx, "alice as the top talker", `!!document.querySelector('#flows-talkers tr[data-key="100.96.0.10"]') && !!document.querySelector('#flows-ports tr[data-key="80"]') && !!document.querySelector('#flows-protocols tr[data-key="TCP"]')`)
+	// Alice's inner address, and her outer one (the WireGuard datagrams
+	// from the internet side).
+	for _, key := range []string{"100.96.0.10", ra.UserAddr.String()} {
+		if tr, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#flows-talkers tr[data-key="`+key+`"]`))); err != nil || !strings.Contains(tr, "bit/s") || !strings.Contains(tr, "iB") {
+			t.Errorf("talker %s: %q %v", key, tr, err)
+		}
+	}
+	consolePoll(t, ctx, "the flows plot", `Number(document.querySelector("#chart-flows figure").dataset.samples) >= 1`)
+	consoleShot(t, ctx, "flows")
 }

@@ -405,6 +405,146 @@
     }, "no audited actions since start");
   }
 
+
+  // Plots: server-side history (/api/v1/series) drawn as SVG here, with
+  // units on the y axis and times in the viewer's zone on the x axis.
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function unitText(v, unit) {
+    if (unit === "bit/s") {
+      const u = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"];
+      let i = 0;
+      while (Math.abs(v) >= 1000 && i < u.length - 1) { v /= 1000; i++; }
+      return (v >= 100 || v === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + u[i];
+    }
+    return (v >= 100 || v === 0 ? v.toFixed(0) : v.toFixed(v >= 10 ? 1 : 2)) + " " + unit;
+  }
+  function clock(t, span) {
+    const d = new Date(t * 1000);
+    if (span > 2 * 86400) return d.toLocaleDateString([], { weekday: "short" }) + " " + d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+  // chart draws lines [{label, points: [[t, v|null]]}] over window
+  // seconds up to now; a gap in the data is a gap in the line.
+  function chart(title, unit, lines, window) {
+    const W = 560, H = 170, L = 72, R = 8, T = 18, B = 22;
+    const now = Date.now() / 1000, t0 = now - window;
+    let max = 0;
+    for (const l of lines) for (const p of l.points) if (p[1] !== null) max = Math.max(max, p[1]);
+    max = max > 0 ? max * 1.1 : 1;
+    const x = (t) => L + (t - t0) / window * (W - L - R);
+    const y = (v) => T + (1 - v / max) * (H - T - B);
+    const g = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img", "aria-label": title + ", in " + unit });
+    for (const f of [0, 0.5, 1]) {
+      g.append(svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), class: "axis" }));
+      g.append(svg("text", { x: L - 4, y: y(max * f) + 4, "text-anchor": "end" }, unitText(max * f, unit)));
+    }
+    for (const f of [0, 0.5, 1]) {
+      g.append(svg("text", { x: L + f * (W - L - R), y: H - 6, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle" }, clock(t0 + f * window, window)));
+    }
+    let samples = 0;
+    lines.forEach((l, i) => {
+      let seg = [];
+      const flush = () => {
+        if (seg.length === 1) g.append(svg("circle", { cx: seg[0][0], cy: seg[0][1], r: 1.5, class: "s" + i }));
+        if (seg.length > 1) g.append(svg("polyline", { points: seg.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" "), class: "line s" + i }));
+        seg = [];
+      };
+      for (const p of l.points) {
+        if (p[1] === null || p[0] < t0) { flush(); continue; }
+        seg.push([x(p[0]), y(p[1])]);
+        samples++;
+      }
+      flush();
+      g.append(svg("text", { x: L + 6 + i * 120, y: 12, class: "legend s" + i }, "● " + l.label));
+    });
+    const fig = el("figure", { class: "chart" }, el("figcaption", {}, title), g);
+    fig.dataset.samples = String(samples);
+    fig.dataset.title = title;
+    return fig;
+  }
+  async function series(names, window) {
+    const { body } = await api("GET", "/api/v1/series?name=" + encodeURIComponent(names.join(",")) + "&window=" + window);
+    const m = new Map();
+    for (const s of body.series || []) m.set(s.name, s);
+    return { m, window: body.window };
+  }
+  function pts(m, name) { return (m.get(name) || { points: [] }).points; }
+  async function loadOverviewCharts() {
+    try {
+      const { m, window } = await series(["throughput."], "1h");
+      $("chart-throughput").replaceChildren(chart("Throughput in and out", "bit/s",
+        [{ label: "in", points: pts(m, "throughput.in_bps") }, { label: "out", points: pts(m, "throughput.out_bps") }], window));
+    } catch (e) {
+      $("chart-throughput").textContent = "Throughput: " + e.message;
+    }
+  }
+  async function loadTunnelCharts() {
+    try {
+      const { m, window } = await series(["tunnel."], $("tunnel-window").value);
+      const names = new Set();
+      for (const k of m.keys()) names.add(k.slice(k.indexOf(":") + 1));
+      const figs = [];
+      for (const n of [...names].sort()) {
+        const rtt = chart(n + ": round trip", "ms", [{ label: "RTT", points: pts(m, "tunnel.rtt_ms:" + n) }], window);
+        rtt.dataset.tunnel = n;
+        const loss = chart(n + ": probe loss", "%", [{ label: "loss", points: pts(m, "tunnel.loss_percent:" + n) }], window);
+        loss.dataset.tunnel = n;
+        figs.push(rtt, loss);
+      }
+      $("tunnel-charts").replaceChildren(...(figs.length ? figs : [el("p", { class: "muted" }, "No tunnel health checks yet.")]));
+    } catch (e) {
+      $("tunnel-charts").textContent = "Tunnel quality: " + e.message;
+    }
+  }
+  async function loadDNSCharts() {
+    try {
+      const { m, window } = await series(["dns."], "1h");
+      $("dns-charts").replaceChildren(
+        chart("Queries per second", "/s", [{ label: "queries", points: pts(m, "dns.queries_per_second") }], window),
+        chart("Cache hit rate", "%", [{ label: "hits", points: pts(m, "dns.cache_hit_percent") }], window));
+    } catch (e) {
+      $("dns-charts").textContent = "DNS history: " + e.message;
+    }
+  }
+
+  // Flows: the top talkers, ports and protocols from the flow analytics
+  // store over the chosen range, with the total as a series.
+  const PROTOCOLS = { 1: "ICMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 58: "ICMPv6", 132: "SCTP" };
+  async function loadFlows() {
+    const span = Number($("flows-window").value);
+    const from = Math.floor(Date.now() / 1000) - span;
+    const q = (extra) => api("GET", "/api/v1/flows?from=" + from + "&" + extra);
+    let talkers, ports, protos, total;
+    try {
+      [talkers, ports, protos, total] = await Promise.all([
+        q("group_by=src&top=10"), q("group_by=dst_port&top=10"), q("group_by=protocol&top=10"),
+        q("step=" + (span > 3600 ? "10m" : "1m"))]);
+    } catch (e) {
+      $("flows-message").textContent = e.status === 404
+        ? "Flow analytics is not running: configure netflow.analytics."
+        : "Flows: " + e.message;
+      return;
+    }
+    $("flows-message").textContent = "";
+    const render = (id, res, key) => rows(id, res.body.groups || [], (g) => {
+      const tr = row(key(g.key || {}), unitText(g.bits_per_second, "bit/s"), g.packets_per_second.toFixed(2), bytes(g.bytes));
+      tr.dataset.key = key(g.key || {});
+      return tr;
+    }, "no flows in this range");
+    render("flows-talkers", talkers, (k) => k.src || "");
+    render("flows-ports", ports, (k) => String(k.dst_port ?? ""));
+    render("flows-protocols", protos, (k) => PROTOCOLS[k.protocol] || String(k.protocol ?? ""));
+    const g = (total.body.groups || [])[0];
+    const points = g && g.series ? g.series.map((p) => [new Date(p.time) / 1000, p.bits_per_second]) : [];
+    $("chart-flows").replaceChildren(chart("Sampled traffic", "bit/s", [{ label: "all flows", points }], span));
+  }
+
   // render shows one status on every page that reads it.
   function render(body) {
     lastStatus = body;
@@ -491,7 +631,7 @@
 
   function show() {
     const page = (location.hash || "#overview").slice(1);
-    for (const p of ["overview", "tunnels", "devices", "firewall", "dns", "logpush", "config", "audit"]) {
+    for (const p of ["overview", "tunnels", "devices", "firewall", "dns", "flows", "logpush", "config", "audit"]) {
       $("page-" + p).hidden = p !== page;
       $("nav-" + p).classList.toggle("active", p === page);
     }
@@ -499,6 +639,14 @@
     if (page === "audit") loadAudit();
     if (page === "firewall") loadFirewall();
     if (page === "config") loadConfig();
+    if (page === "flows") loadFlows();
+    charts(page);
+  }
+  // charts loads the page's plots (the history moves every 10 s).
+  function charts(page) {
+    if (page === "overview") loadOverviewCharts();
+    if (page === "tunnels") loadTunnelCharts();
+    if (page === "dns" && lastStatus && lastStatus.dns) loadDNSCharts();
   }
 
   async function start() {
@@ -516,6 +664,8 @@
       dev.offset = 0;
       loadDevices();
     });
+    $("tunnel-window").addEventListener("change", loadTunnelCharts);
+    $("flows-window").addEventListener("change", loadFlows);
     $("config-check").addEventListener("click", checkConfig);
     $("config-apply").addEventListener("click", applyConfig);
     $("config-reset").addEventListener("click", async () => { cfg.loaded = false; await loadSource(); $("config-result").textContent = ""; });
@@ -535,6 +685,11 @@
       if (location.hash === "#audit") loadAudit();
       if (location.hash === "#firewall") loadFirewall();
     }, POLL_MS);
+    setInterval(() => {
+      const page = (location.hash || "#overview").slice(1);
+      charts(page);
+      if (page === "flows") loadFlows();
+    }, 10000);
   }
   start();
 })();
