@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -836,4 +837,130 @@ firewall:
 	}
 	consolePoll(t, ctx, "the flows plot", `Number(document.querySelector("#chart-flows figure").dataset.samples) >= 1`)
 	consoleShot(t, ctx, "flows")
+}
+
+// TestConsoleTunnelPlots joins two offices with GRE, both ends running
+// edgegw with health checks, and opens the office gateway's console in
+// headless Chromium on the office LAN: the Tunnels page plots the
+// tunnel's round trip (ms) and probe loss (%) from the in-process
+// history, live (the page is not reloaded while the history fills), and
+// the week's view answers at its 10-minute resolution.
+func TestConsoleTunnelPlots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	lab := netlab.NewT(t)
+	ns := map[string]*netlab.NS{}
+	for _, n := range []string{"olan", "ogw", "wan", "bgw", "blan"} {
+		x, err := lab.NS(n)
+		must(t, err)
+		ns[n] = x
+	}
+	must(t, lab.Link(ns["olan"], "eth0", "10.0.0.5/24", ns["ogw"], "eth1", "10.0.0.1/24"))
+	must(t, lab.Link(ns["ogw"], "eth0", "203.0.113.10/24", ns["wan"], "eth0", "203.0.113.1/24"))
+	must(t, lab.Link(ns["wan"], "eth1", "198.51.100.1/24", ns["bgw"], "eth0", "198.51.100.20/24"))
+	must(t, lab.Link(ns["bgw"], "eth1", "10.20.0.1/24", ns["blan"], "eth0", "10.20.0.5/24"))
+	must(t, ns["olan"].Route("default", "10.0.0.1"))
+	must(t, ns["blan"].Route("default", "10.20.0.1"))
+	must(t, ns["ogw"].Route("default", "203.0.113.1"))
+	must(t, ns["bgw"].Route("default", "198.51.100.1"))
+	must(t, ns["wan"].Sysctl("net.ipv4.ip_forward", "1"))
+	dir := t.TempDir()
+	certFile, keyFile, _ := writeAdminCert(t, dir, netip.MustParseAddr("10.0.0.1"))
+	start := func(gw *netlab.NS, name, tunName, local, remote, addr, route, admin string) {
+		cfg := filepath.Join(dir, name+".yaml")
+		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
+  name: %s
+  state_dir: %s/%s
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  socket: %s/%s.sock
+%s
+tunnels:
+  gre:
+    - name: %s
+      local: %s
+      remote: %s
+      address: %s
+      health_check:
+        rate: high
+routes:
+  - prefix: %s
+    via: %s
+`, name, dir, name, dir, name, admin, tunName, local, remote, addr, route, tunName)), 0o600))
+		p, err := gw.Start(binary, "run", "--config", cfg)
+		must(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
+			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
+		}
+	}
+	tun := lab.ID() + "t"
+	start(ns["ogw"], "office", tun, "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "10.20.0.0/16",
+		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile))
+	start(ns["bgw"], "branch", tun, "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "10.0.0.0/24", "")
+	netlab.Eventually(t, 15*time.Second, "ping across the GRE tunnel", func() error {
+		return ns["olan"].Ping("10.20.0.5")
+	})
+	tok, _, _ := strings.Cut(run(t, ns["ogw"], binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", filepath.Join(dir, "office.sock")), "\n")
+
+	actx, stop := browser.Start(t, browser.Options{Netns: ns["olan"].Name(), Hosts: map[string]string{"gw.corp.example": "10.0.0.1"}, Width: 1280, Height: 800})
+	defer stop()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)
+	defer cancelT()
+	var mu sync.Mutex
+	var problems []string
+	msgs := chromedp.Console(ctx)
+	finished := make(chan struct{})
+	go func() { // ends with ctx
+		defer close(finished)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.IsException() || m.Type == chromedp.ConsoleError {
+				mu.Lock()
+				problems = append(problems, m.String()+" at "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	defer func() {
+		cancelT()
+		<-finished
+		for _, p := range problems {
+			t.Errorf("page error: %s", p)
+		}
+	}()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/#tunnels"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), tok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	must(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("nav-tunnels")), chromedp.Click(chromedp.ID("nav-tunnels")), chromedp.WaitVisible(chromedp.ID("page-tunnels"))))
+	// The loss needs two samples of the probe counters, 10 s apart; the
+	// page refreshes its plots by itself.
+	plot := func(kind string) string {
+		return fmt.Sprintf(`[...document.querySelectorAll('#tunnel-charts figure[data-tunnel=%q]')].some((f) => f.dataset.title.endsWith(%q) && Number(f.dataset.samples) >= 1)`, tun, kind)
+	}
+	consolePoll(t, ctx, "the tunnel's RTT and loss plots", plot("round trip")+" && "+plot("probe loss"))
+	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("tunnel-charts")))
+	must(t, err)
+	for _, want := range []string{tun + ": round trip", " ms", tun + ": probe loss", " %"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("tunnel plots lack %q:\n%s", want, text)
+		}
+	}
+	consoleShot(t, ctx, "tunnels-plots")
+	// The week's view: the same series at 10-minute steps.
+	must(t, chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("tunnel-window"), "7d")))
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("tunnel-window").dispatchEvent(new Event("change"))`))
+	must(t, err)
+	consolePoll(t, ctx, "the week's plot", plot("round trip")+` && /(Mon|Tue|Wed|Thu|Fri|Sat|Sun)/.test(document.querySelector('#tunnel-charts figure').textContent)`)
 }
