@@ -28,8 +28,22 @@
 // Besides the status, devices, tokens and reload, the API serves what the
 // console's pages read: /api/v1/status/events (the status as server-sent
 // events, credentials checked before each), /api/v1/audit (the last 1000
-// audit events), /api/v1/firewall (rules with their counters) and
-// /api/v1/config (the running configuration, secrets redacted).
+// audit events), /api/v1/firewall (rules with their counters),
+// /api/v1/config (the running configuration, secrets redacted) and
+// /api/v1/series (the plots' history: series sampled from the metrics
+// every 10 s, kept in memory at 10 s for an hour, 1 min for a day and
+// 10 min for a week).
+//
+// The configuration editor: /api/v1/config/source is the file as on
+// disk with its secrets replaced in place (so lines and columns are the
+// file's); POST …/check validates a proposed file exactly as a reload
+// does and diffs it against the running one; POST …/apply (admin)
+// writes it and reloads, the SIGHUP path, putting the old file back if
+// the reload fails; a secret sent back REDACTED keeps the running value
+// at the same place. The last 20 applied files are kept (0600) in
+// <state_dir>/admin/config-history, with POST
+// /api/v1/config/history/{id}/rollback. Applies and rollbacks are
+// audited.
 //
 // Tokens (Create, list, revoke over the API; `edgegw admin token`) have a
 // role: a viewer may GET, an admin may do everything. Only a SHA-256 of each
