@@ -511,6 +511,24 @@ func TestConsoleConfigEditor(t *testing.T) {
 	if b, _ := os.ReadFile(s.cfg); string(b) != original {
 		t.Fatalf("a viewer changed the file:\n%s", b)
 	}
+	// The refused apply and rollback are in the audit trail, as failures.
+	var trail []struct {
+		Action string `json:"action"`
+		Result bool   `json:"result"`
+		Actor  struct {
+			ID string `json:"id"`
+		} `json:"actor"`
+	}
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/audit")), &trail))
+	refused := map[string]bool{}
+	for _, e := range trail {
+		if e.Actor.ID == "noc" && !e.Result {
+			refused[e.Action] = true
+		}
+	}
+	if !refused["apply"] || !refused["rollback"] {
+		t.Errorf("the viewer's refused changes in the audit trail: %+v", trail)
+	}
 	// The server refuses a bad file even when a client skips the check.
 	bad := strings.Replace(original, "listen_port: 51820", "listen_port: lots", 1)
 	badLine := 1 + strings.Count(bad[:strings.Index(bad, "listen_port: lots")], "\n")
@@ -747,7 +765,9 @@ tunnels:
 // her address on the internet among the top talkers, port 80 and TCP,
 // over the last hour; the Overview plots
 // the throughput from the in-process history (/api/v1/series, sampled
-// every 10 s), which has a point above zero for the traffic.
+// every 10 s), which has a point above zero for the traffic; the user's
+// queries to Gateway DNS on the tunnel address (repeated: cache hits)
+// show on the DNS page's queries-per-second and cache-hit plots.
 func TestConsoleFlowsAndPlots(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -756,6 +776,8 @@ func TestConsoleFlowsAndPlots(t *testing.T) {
 	ra := s.ra
 	aliceKey, alicePub := wgKey(t, ra.User, s.dir, "alice")
 	s.addPeer("alice", alicePub, "100.96.0.10/32")
+	testkit.NeedTool(t, "dig", "bind9-dnsutils")
+	upstreamAnswers(t, ra.LAN, "10.0.0.5:53", "192.0.2.99")
 	s.writeFlowConfig(`  analytics:
     retention: 1h
 firewall:
@@ -763,6 +785,10 @@ firewall:
     - id: office-web
       expression: tcp.dstport == 80
       action: allow
+gateway:
+  dns:
+    listen: [100.96.0.1:53]
+    upstreams: [10.0.0.5:53]
 `)
 	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
 	cfg, err := os.ReadFile(s.cfg)
@@ -791,8 +817,23 @@ firewall:
 		}
 		return nil
 	}
-	netlab.Eventually(t, 45*time.Second, "a throughput point above zero", func() error {
+	// Queries for one name: the first from the upstream, the rest cached.
+	dig := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for range 5 {
+			out, err := ra.User.Exec(ctx, "dig", "+short", "+tries=2", "+time=2", "@100.96.0.1", "www.example.com", "A")
+			if err != nil || strings.TrimSpace(string(out)) != "192.0.2.99" {
+				return fmt.Errorf("dig: %v %s", err, out)
+			}
+		}
+		return nil
+	}
+	netlab.Eventually(t, 60*time.Second, "throughput and DNS points above zero", func() error {
 		if err := fetch(); err != nil {
+			return err
+		}
+		if err := dig(); err != nil {
 			return err
 		}
 		var ans struct {
@@ -801,15 +842,21 @@ firewall:
 				Points [][2]*float64 `json:"points"`
 			} `json:"series"`
 		}
-		must(t, json.Unmarshal([]byte(s.get("/api/v1/series?name=throughput.&window=1h")), &ans))
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/series?name=throughput.,dns.&window=1h")), &ans))
+		above := map[string]bool{}
 		for _, sr := range ans.Series {
 			for _, p := range sr.Points {
-				if sr.Name == "throughput.in_bps" && p[1] != nil && *p[1] > 0 {
-					return nil
+				if p[1] != nil && *p[1] > 0 {
+					above[sr.Name] = true
 				}
 			}
 		}
-		return fmt.Errorf("series %+v", ans.Series)
+		for _, name := range []string{"throughput.in_bps", "throughput.out_bps", "dns.queries_per_second", "dns.cache_hit_percent"} {
+			if !above[name] {
+				return fmt.Errorf("no point above zero in %s yet (%v)", name, above)
+			}
+		}
+		return nil
 	})
 
 	ctx, done := consoleTab(t, s)
@@ -825,6 +872,13 @@ firewall:
 		t.Errorf("the throughput plot's axis: %q %v", axis, err)
 	}
 	consoleShot(t, ctx, "overview-throughput")
+
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-dns")), chromedp.WaitVisible(chromedp.ID("page-dns"))))
+	consolePoll(t, ctx, "the DNS plots", `[...document.querySelectorAll("#dns-charts figure")].filter((f) => Number(f.dataset.samples) >= 1).length === 2`)
+	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("dns-charts"))); err != nil || !strings.Contains(txt, "Queries per second") || !strings.Contains(txt, "/s") || !strings.Contains(txt, "Cache hit rate") || !strings.Contains(txt, " %") {
+		t.Errorf("DNS plots: %q %v", txt, err)
+	}
+	consoleShot(t, ctx, "dns-plots")
 
 	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-flows")), chromedp.WaitVisible(chromedp.ID("page-flows"))))
 	consolePoll(t, ctx, "alice as the top talker", `!!document.querySelector('#flows-talkers tr[data-key="100.96.0.10"]') && !!document.querySelector('#flows-ports tr[data-key="80"]') && !!document.querySelector('#flows-protocols tr[data-key="TCP"]')`)

@@ -437,6 +437,7 @@
     let max = 0;
     for (const l of lines) for (const p of l.points) if (p[1] !== null) max = Math.max(max, p[1]);
     max = max > 0 ? max * 1.1 : 1;
+    if (unit === "%") max = Math.min(max, 100); // a share never passes 100 %
     const x = (t) => L + (t - t0) / window * (W - L - R);
     const y = (v) => T + (1 - v / max) * (H - T - B);
     const g = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img", "aria-label": title + ", in " + unit });
