@@ -838,15 +838,15 @@ gateway:
 		}
 		var ans struct {
 			Series []struct {
-				Name   string        `json:"name"`
-				Points [][2]*float64 `json:"points"`
+				Name   string     `json:"name"`
+				Values []*float64 `json:"values"`
 			} `json:"series"`
 		}
 		must(t, json.Unmarshal([]byte(s.get("/api/v1/series?name=throughput.,dns.&window=1h")), &ans))
 		above := map[string]bool{}
 		for _, sr := range ans.Series {
-			for _, p := range sr.Points {
-				if p[1] != nil && *p[1] > 0 {
+			for _, v := range sr.Values {
+				if v != nil && *v > 0 {
 					above[sr.Name] = true
 				}
 			}

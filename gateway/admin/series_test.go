@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"testing"
@@ -12,10 +13,10 @@ import (
 func values(d SeriesData) []any {
 	var out []any
 	for _, p := range d.Points {
-		if p[1] == nil {
+		if !p.OK {
 			out = append(out, nil)
 		} else {
-			out = append(out, *p[1])
+			out = append(out, float64(p.V))
 		}
 	}
 	return out
@@ -59,7 +60,7 @@ func TestSeriesResolutions(t *testing.T) {
 	// step restarted when time went back; the minute did not).
 	got := st.query([]string{"a"}, 2*time.Hour, now)[0]
 	last := got.Points[len(got.Points)-1]
-	if *last[0] != float64(t0.Unix()) || last[1] == nil || *last[1] != 3.5 {
+	if last.T != t0.Unix() || !last.OK || last.V != 3.5 {
 		t.Errorf("the minute: %v", values(got)[len(got.Points)-1])
 	}
 	if b := st.query([]string{"b"}, time.Hour, now); len(b) != 0 {
@@ -72,17 +73,17 @@ func TestSeriesResolutions(t *testing.T) {
 	h := st.query([]string{"a"}, time.Hour, later)[0]
 	n := 0
 	for _, p := range h.Points {
-		if p[1] != nil {
+		if p.OK {
 			n++
 		}
 	}
-	if n != 1 || *h.Points[len(h.Points)-1][1] != 7 {
+	if n != 1 || h.Points[len(h.Points)-1].V != 7 {
 		t.Errorf("after an hour: %d points, %v", n, values(h)[len(h.Points)-3:])
 	}
 	d := st.query([]string{"a"}, 24*time.Hour, later)[0]
 	kept := false
 	for _, p := range d.Points {
-		kept = kept || *p[0] == float64(t0.Unix()) && p[1] != nil && *p[1] == 3.5
+		kept = kept || p.T == t0.Unix() && p.OK && p.V == 3.5
 	}
 	if !kept {
 		t.Errorf("the day lost the first minute")
@@ -90,6 +91,19 @@ func TestSeriesResolutions(t *testing.T) {
 }
 
 func math0() float64 { z := 0.0; return z / z }
+
+// TestSeriesJSON: a series is written as its start, step and values
+// (null for a gap), as the console's script reads it.
+func TestSeriesJSON(t *testing.T) {
+	b, err := json.Marshal(SeriesAnswer{Window: 20, Series: []SeriesData{{Name: "a\"b", Step: 10,
+		Points: []SeriesPoint{{T: 10, V: 1.5, OK: true}, {T: 20}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"window":20,"dropped":0,"series":[{"name":"a\"b","step":10,"start":10,"values":[1.5,null]}]}`; string(b) != want {
+		t.Errorf("got  %s\nwant %s", b, want)
+	}
+}
 
 // TestSeriesBound: past maxSeries a new series is not kept, and counted.
 func TestSeriesBound(t *testing.T) {
@@ -156,7 +170,7 @@ func TestSampler(t *testing.T) {
 	}
 	for _, d := range got {
 		p := d.Points[len(d.Points)-1]
-		if w, ok := want[d.Name]; !ok || p[1] == nil || fmt.Sprintf("%.3f", *p[1]) != fmt.Sprintf("%.3f", w) {
+		if w, ok := want[d.Name]; !ok || !p.OK || fmt.Sprintf("%.3f", p.V) != fmt.Sprintf("%.3f", w) {
 			t.Errorf("%s = %v, want %v", d.Name, values(d)[len(d.Points)-1], w)
 		}
 	}
@@ -168,8 +182,8 @@ func TestSampler(t *testing.T) {
 	rule2.WithLabelValues("ssh").Add(1)
 	must(sm.sample(t0.Add(20 * time.Second)))
 	d := st.query([]string{seriesRulePackets}, time.Minute, t0.Add(20*time.Second))[0]
-	if p := d.Points[len(d.Points)-1]; p[1] != nil {
-		t.Errorf("a reset counter made a rate: %v", *p[1])
+	if p := d.Points[len(d.Points)-1]; p.OK {
+		t.Errorf("a reset counter made a rate: %v", p.V)
 	}
 }
 
@@ -181,26 +195,14 @@ func TestSampler(t *testing.T) {
 // history holds (goal: ≤ 50 MB) and the cost of one sampling pass over a
 // registry with 10,000 WireGuard peers' byte counters.
 func BenchmarkSeriesWeek(b *testing.B) {
-	names := []string{seriesThroughputIn, seriesThroughputOut, seriesDNSQueries, seriesDNSHits}
-	for i := range 64 {
-		names = append(names, fmt.Sprint(seriesTunnelRTT, "branch-", i), fmt.Sprint(seriesTunnelLoss, "branch-", i))
-	}
-	for i := range 200 {
-		names = append(names, fmt.Sprint(seriesRulePackets, "rule-", i))
-	}
+	names := benchSeriesNames()
 	b.Run("memory", func(b *testing.B) {
 		for b.Loop() {
 			runtime.GC()
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
 			st := newSeriesStore()
-			t0 := time.Unix(1_800_000_000, 0)
-			for k := range 7 * 24 * 360 {
-				now := t0.Add(time.Duration(k) * sampleEvery)
-				for j, n := range names {
-					st.add(n, now, float64(k+j))
-				}
-			}
+			fillWeek(st, names, time.Unix(1_800_000_000, 0))
 			runtime.GC()
 			runtime.ReadMemStats(&after)
 			b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/1e6, "MB/week")
@@ -226,4 +228,29 @@ func BenchmarkSeriesWeek(b *testing.B) {
 			}
 		}
 	})
+}
+
+// benchSeriesNames are the series of a large site: throughput, DNS, 64
+// site tunnels (RTT and loss), 200 firewall rules; 332 in all.
+func benchSeriesNames() []string {
+	names := []string{seriesThroughputIn, seriesThroughputOut, seriesDNSQueries, seriesDNSHits}
+	for i := range 64 {
+		names = append(names, fmt.Sprint(seriesTunnelRTT, "branch-", i), fmt.Sprint(seriesTunnelLoss, "branch-", i))
+	}
+	for i := range 200 {
+		names = append(names, fmt.Sprint(seriesRulePackets, "rule-", i))
+	}
+	return names
+}
+
+// fillWeek adds a week of 10 s samples to every series, ending at end.
+func fillWeek(st *seriesStore, names []string, end time.Time) {
+	const n = 7 * 24 * 360
+	t0 := end.Add(-n * sampleEvery)
+	for k := range n {
+		now := t0.Add(time.Duration(k+1) * sampleEvery)
+		for j, name := range names {
+			st.add(name, now, float64(k+j))
+		}
+	}
 }

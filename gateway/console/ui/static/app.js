@@ -475,7 +475,11 @@
     for (const s of body.series || []) m.set(s.name, s);
     return { m, window: body.window };
   }
-  function pts(m, name) { return (m.get(name) || { points: [] }).points; }
+  // pts is a series' points, [t, v|null], from its start, step and values.
+  function pts(m, name) {
+    const s = m.get(name);
+    return s ? s.values.map((v, i) => [s.start + i * s.step, v]) : [];
+  }
   async function loadOverviewCharts() {
     try {
       const { m, window } = await series(["throughput."], "1h");
