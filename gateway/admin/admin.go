@@ -118,13 +118,13 @@ type Options struct {
 	// (the whole typed tree, defaults filled in) for GET /api/v1/config,
 	// which shows it as YAML with secrets redacted; nil answers 404.
 	RunningConfig func() (file string, cfg any)
-	// Firewall returns the rules with their counters for
-	// GET /api/v1/firewall; nil answers 404.
-	Firewall func() (FirewallView, error)
 	// Config edits the configuration file: GET /api/v1/config/source,
 	// POST …/check and …/apply, and the history of applied files
 	// (<StateDir>/admin/config-history) with rollback; nil answers 404.
 	Config ConfigEditor
+	// Firewall returns the rules with their counters for
+	// GET /api/v1/firewall; nil answers 404.
+	Firewall func() (FirewallView, error)
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their
