@@ -40,6 +40,7 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			defer g.mu.Unlock()
 			return g.plan.Config.File, g.plan.Config
 		},
+		Config: configEditor{g: g, pctx: pctx},
 		Firewall: func() (admin.FirewallView, error) {
 			g.mu.Lock()
 			defer g.mu.Unlock()

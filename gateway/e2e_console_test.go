@@ -1,10 +1,15 @@
 package gateway_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,6 +26,7 @@ import (
 
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit/browser"
 )
 
 // TestConsoleThroughGateway runs the operator console of a running edgegw
@@ -362,4 +368,653 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 	if who := text(vctx, "who"); who != "test-user2@zitadel.ch" {
 		t.Errorf("signed in as %q", who)
 	}
+}
+
+// consoleTab opens a tab of a fresh headless Chromium on the office LAN
+// host, reaching the gateway's admin listener as gw.corp.example; done
+// fails the test on any JavaScript exception or console error of the
+// console's pages.
+func consoleTab(t *testing.T, s *site) (ctx context.Context, done func()) {
+	t.Helper()
+	actx, stop := browser.Start(t, browser.Options{
+		Netns: s.ra.LAN.Name(), Hosts: map[string]string{"gw.corp.example": s.ra.GWLANAddr.String()}, Width: 1280, Height: 800,
+	})
+	ctx, cancel := chromedp.NewContext(actx)
+	must(t, chromedp.Do(ctx))
+	ctx, cancelT := context.WithTimeout(ctx, 150*time.Second)
+	var mu sync.Mutex
+	var problems []string
+	msgs := chromedp.Console(ctx)
+	finished := make(chan struct{})
+	go func() { // ends with ctx
+		defer close(finished)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.IsException() || m.Type == chromedp.ConsoleError {
+				mu.Lock()
+				problems = append(problems, m.String()+" at "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	return ctx, func() {
+		cancelT()
+		cancel()
+		stop()
+		<-finished
+		for _, p := range problems {
+			t.Errorf("page error: %s", p)
+		}
+	}
+}
+
+// consolePoll waits for a JavaScript condition on the page.
+func consolePoll(t *testing.T, ctx context.Context, what, expr string) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second)))
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
+			t.Fatalf("%s: %v\n%.2500s", what, err, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// consoleShot saves a screenshot of the page as
+// $EDGEGW_SCREENSHOTS/gateway-<name>.png, when that is set.
+func consoleShot(t *testing.T, ctx context.Context, name string) {
+	dir := os.Getenv("EDGEGW_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err == nil && os.MkdirAll(dir, 0o755) == nil {
+		err = os.WriteFile(filepath.Join(dir, "gateway-"+name+".png"), png, 0o644)
+	}
+	if err != nil {
+		t.Logf("screenshot %s: %v", name, err)
+	}
+}
+
+// lastReload is the status's last reload, read over the admin socket.
+func (s *site) lastReload() (at time.Time, ok bool, appliance string) {
+	s.t.Helper()
+	var st struct {
+		Appliance string `json:"appliance"`
+		Config    struct {
+			LastReload time.Time `json:"last_reload"`
+			OK         bool      `json:"last_reload_successful"`
+		} `json:"config"`
+	}
+	must(s.t, json.Unmarshal([]byte(s.get("/api/v1/status")), &st))
+	return st.Config.LastReload, st.Config.OK, st.Appliance
+}
+
+// TestConsoleConfigEditor edits the configuration of a running edgegw
+// from the console in headless Chromium on the office LAN, as an admin
+// logged in with a token. The Config page shows the file as it is on
+// disk; a file with an error (a port that is not a number) is refused
+// with the error at its line and column, marked in the text, and changes
+// nothing (the file on disk, the last reload); a good file (a new
+// appliance name) shows its diff, applies through the reload, and the
+// open Overview shows the new reload and name with no page reload; the
+// history keeps the file that ran before and the applied one, and a
+// rollback puts the first back. A viewer's token is refused the check,
+// the apply and the rollback by the server, and the file stays. Any
+// JavaScript error fails the test; screenshots go to $EDGEGW_SCREENSHOTS.
+func TestConsoleConfigEditor(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	s.writeConfig()
+	certFile, keyFile, pool := writeAdminCert(t, s.dir, ra.GWLANAddr)
+	cfg, err := os.ReadFile(s.cfg)
+	must(t, err)
+	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
+	original := strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)
+	must(t, os.WriteFile(s.cfg, []byte(original), 0o600))
+	s.start()
+	opsTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "ops", "--role", "admin", "--socket", s.socket()), "\n")
+	nocTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", s.socket()), "\n")
+	startedReload, _, _ := s.lastReload()
+
+	// A viewer's token, over the network: every change refused by the
+	// server, the file untouched.
+	lanClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return ra.LAN.DialContext(ctx, network, ra.GWLANAddr.String()+":9100")
+		},
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "gw.corp.example"},
+	}}
+	good := strings.Replace(original, "  name: e2e\n", "  name: e2e-console\n", 1)
+	for _, path := range []string{"/api/v1/config/check", "/api/v1/config/apply", "/api/v1/config/history/1/rollback"} {
+		body, _ := json.Marshal(map[string]string{"yaml": good})
+		req, err := http.NewRequest(http.MethodPost, "https://gw.corp.example:9100"+path, bytes.NewReader(body))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+nocTok)
+		resp, err := lanClient.Do(req)
+		must(t, err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a viewer's POST %s: %s, want 403", path, resp.Status)
+		}
+	}
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Fatalf("a viewer changed the file:\n%s", b)
+	}
+	// The refused apply and rollback are in the audit trail, as failures.
+	var trail []struct {
+		Action string `json:"action"`
+		Result bool   `json:"result"`
+		Actor  struct {
+			ID string `json:"id"`
+		} `json:"actor"`
+	}
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/audit")), &trail))
+	refused := map[string]bool{}
+	for _, e := range trail {
+		if e.Actor.ID == "noc" && !e.Result {
+			refused[e.Action] = true
+		}
+	}
+	if !refused["apply"] || !refused["rollback"] {
+		t.Errorf("the viewer's refused changes in the audit trail: %+v", trail)
+	}
+	// The server refuses a bad file even when a client skips the check.
+	bad := strings.Replace(original, "listen_port: 51820", "listen_port: lots", 1)
+	badLine := 1 + strings.Count(bad[:strings.Index(bad, "listen_port: lots")], "\n")
+	{
+		body, _ := json.Marshal(map[string]string{"yaml": bad})
+		req, err := http.NewRequest(http.MethodPost, "https://gw.corp.example:9100/api/v1/config/apply", bytes.NewReader(body))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+opsTok)
+		resp, err := lanClient.Do(req)
+		must(t, err)
+		var res struct {
+			Applied  bool `json:"applied"`
+			Problems []struct {
+				Line, Column int
+				Field        string
+			} `json:"problems"`
+		}
+		must(t, json.NewDecoder(resp.Body).Decode(&res))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnprocessableEntity || res.Applied || len(res.Problems) != 1 || res.Problems[0].Line != badLine || res.Problems[0].Column != 18 {
+			t.Errorf("apply of a bad file over the API: %s %+v, want 422 with one problem at %d:18", resp.Status, res, badLine)
+		}
+	}
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Fatalf("a refused file was written:\n%s", b)
+	}
+	if at, _, _ := s.lastReload(); !at.Equal(startedReload) {
+		t.Fatalf("a refused file reloaded (last reload %v, started %v)", at, startedReload)
+	}
+
+	ctx, done := consoleTab(t, s)
+	defer done()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), opsTok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	consolePoll(t, ctx, "the overview", `!!document.getElementById("role") && document.getElementById("role").textContent === "admin" && document.getElementById("appliance").textContent === "e2e"`)
+	reloadBefore, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("reload-at")))
+	must(t, err)
+
+	// The file as it is on disk, in the editor.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-config")), chromedp.WaitVisible(chromedp.ID("config-edit"))))
+	consolePoll(t, ctx, "the file in the editor", `document.getElementById("config-edit").value.includes("listen_port: 51820")`)
+	shown, err := chromedp.Run(ctx, chromedp.Value(chromedp.ID("config-edit")))
+	must(t, err)
+	if shown != original {
+		t.Errorf("the editor shows:\n%s\nthe file is:\n%s", shown, original)
+	}
+
+	// A bad file: the error at its line, marked in the text; nothing
+	// applied.
+	must(t, chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("config-edit"), bad), chromedp.Click(chromedp.ID("config-apply"))))
+	consolePoll(t, ctx, "the error at its line", fmt.Sprintf(
+		`!!document.querySelector('#config-problems li[data-line="%d"]') && !!document.querySelector('#config-annotated .bad[data-line="%d"]')`, badLine, badLine))
+	probs, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("config-problems")))
+	must(t, err)
+	result, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("config-result")))
+	must(t, err)
+	if want := fmt.Sprintf("line %d, column 18: tunnels.wireguard.listen_port:", badLine); !strings.Contains(probs, want) || !strings.Contains(result, "nothing changed") {
+		t.Errorf("problems %q (want %q), result %q", probs, want, result)
+	}
+	consoleShot(t, ctx, "config-error")
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Fatalf("the refused file was written:\n%s", b)
+	}
+	if at, _, _ := s.lastReload(); !at.Equal(startedReload) {
+		t.Fatalf("the refused file reloaded")
+	}
+
+	// A good file: its diff, then applied through the reload.
+	must(t, chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("config-edit"), good), chromedp.Click(chromedp.ID("config-check"))))
+	consolePoll(t, ctx, "the diff", `document.getElementById("config-diff").textContent.includes("+   name: e2e-console") && document.getElementById("config-diff").textContent.includes("-   name: e2e")`)
+	consoleShot(t, ctx, "config-diff")
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("config-apply"))))
+	consolePoll(t, ctx, "applied", `document.getElementById("config-result").textContent.startsWith("Applied at")`)
+	if b, _ := os.ReadFile(s.cfg); string(b) != good {
+		t.Errorf("the file after apply:\n%s", b)
+	}
+	at, ok, name := s.lastReload()
+	if !at.After(startedReload) || !ok || name != "e2e-console" {
+		t.Errorf("after apply: last reload %v (ok %v), appliance %q", at, ok, name)
+	}
+	consolePoll(t, ctx, "the history", `document.querySelectorAll("#config-history tr[data-history]").length === 2`)
+	consoleShot(t, ctx, "config-history")
+
+	// The open overview shows the new reload and the new name.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-overview")), chromedp.WaitVisible(chromedp.ID("page-overview"))))
+	consolePoll(t, ctx, "the reload on the overview", fmt.Sprintf(
+		`document.getElementById("appliance").textContent === "e2e-console" && document.getElementById("reload-result").textContent === "applied" && document.getElementById("reload-at").textContent !== %q`, reloadBefore))
+	consoleShot(t, ctx, "overview-after-apply")
+
+	// Roll back to the file that ran first.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-config")), chromedp.WaitVisible(chromedp.ID("config-history"))))
+	consolePoll(t, ctx, "the base entry", `!!document.querySelector('button[data-rollback="1"]')`)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[data-rollback="1"]`))))
+	consolePoll(t, ctx, "the confirmation", `!!document.querySelector('button[data-confirm-rollback="1"]')`)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[data-confirm-rollback="1"]`))))
+	consolePoll(t, ctx, "rolled back", `document.getElementById("config-result").textContent.startsWith("Applied at") && document.querySelectorAll("#config-history tr[data-history]").length === 3`)
+	if b, _ := os.ReadFile(s.cfg); string(b) != original {
+		t.Errorf("the file after the rollback:\n%s", b)
+	}
+	if _, _, name := s.lastReload(); name != "e2e" {
+		t.Errorf("after the rollback the appliance is %q", name)
+	}
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-audit")), chromedp.WaitVisible(chromedp.ID("page-audit"))))
+	consolePoll(t, ctx, "the audit trail", `document.getElementById("audit").textContent.includes("configuration rolled back to history entry 1") && document.getElementById("audit").textContent.includes("configuration applied")`)
+	consoleShot(t, ctx, "audit-config")
+}
+
+// TestConsoleRevokeStopsTraffic: an admin revokes, from the console's
+// Devices page in headless Chromium on the office LAN, an enrolled laptop
+// whose stock WireGuard (wg-quick, wireguard-go) is reaching the office
+// server through the gateway; the laptop's pings stop, its key leaves the
+// WireGuard interface, the page shows it revoked and the Audit page names
+// the admin and the console as who did it.
+func TestConsoleRevokeStopsTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	needStockWireGuard(t)
+	s := newSite(t)
+	ra := s.ra
+	op := startProvider(t, ra.GW, ra.User)
+	webSecret := writeWebSecret(t, s)
+	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
+	cfg := fmt.Sprintf(`appliance:
+  name: e2e
+  state_dir: %[1]s/state
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  listen: %[5]s:9100
+  hosts: [gw.corp.example]
+  tls:
+    cert_file: %[6]s
+    key_file: %[7]s
+  socket: %[1]s/admin.sock
+log:
+  level: debug
+identity:
+  providers:
+    - name: corp
+      issuer: %[2]s
+      client_id: edgegw-web
+      client_secret_file: %[3]s
+      device_client_id: edgegw-cli
+access:
+  listen: 0.0.0.0:8443
+tunnels:
+  wireguard:
+    interface: %[4]s
+    listen_port: 51820
+    address: 100.96.0.1/12
+    enrollment:
+      enabled: true
+      key_expiry: 24h
+      policies:
+        - name: staff
+          action: allow
+          include: [{group: staff}]
+`, s.dir, op.Issuer, webSecret, s.wgIf, ra.GWLANAddr, certFile, keyFile)
+	must(t, os.WriteFile(s.cfg, []byte(cfg), 0o600))
+	s.start()
+	gwURL := "https://" + ra.GWWANAddr.String() + ":8443"
+	out, err := enrollCmd(t, ra.User, op, op.Username(), gwURL, "alice-laptop", filepath.Join(s.dir, "alice.conf"))
+	if err != nil {
+		t.Fatalf("edgegw enroll: %v\n%s\ngateway log:\n%s", err, out, s.proc.Output())
+	}
+	conf, err := os.ReadFile(filepath.Join(s.dir, "alice.conf"))
+	must(t, err)
+	s.upClient(ra.User, s.lab.ID()+"u", strings.Replace(string(conf), "DNS = ", "# DNS = ", 1), "")
+	var devs []struct {
+		ID        string `json:"id"`
+		PublicKey string `json:"public_key"`
+		Status    string `json:"status"`
+	}
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
+	if len(devs) != 1 {
+		t.Fatalf("devices: %+v", devs)
+	}
+	dev := devs[0]
+	netlab.Eventually(t, 15*time.Second, "the laptop reaches the office through its tunnel", func() error {
+		return ra.User.Ping(ra.ServerAddr.String())
+	})
+	opsTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "ops", "--role", "admin", "--socket", s.socket()), "\n")
+
+	ctx, done := consoleTab(t, s)
+	defer done()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), opsTok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	consolePoll(t, ctx, "the overview", `!!document.getElementById("role") && document.getElementById("role").textContent === "admin"`)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-devices")), chromedp.WaitVisible(chromedp.ID("page-devices"))))
+	row := fmt.Sprintf(`#devices tr[data-device=%q]`, dev.ID)
+	consolePoll(t, ctx, "the laptop in the list", fmt.Sprintf(`!!document.querySelector('%s button[data-revoke]')`, row))
+	// Still reaching the office right before the click.
+	must(t, ra.User.Ping(ra.ServerAddr.String()))
+	consoleShot(t, ctx, "devices-before-revoke")
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" button[data-revoke]"))))
+	consolePoll(t, ctx, "the confirmation", fmt.Sprintf(`!!document.querySelector('%s button[data-confirm]')`, row))
+	start := time.Now()
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS(row+" button[data-confirm]"))))
+	netlab.Eventually(t, 10*time.Second, "the laptop's traffic stops after the revoke", func() error {
+		if ra.User.Ping(ra.ServerAddr.String()) == nil {
+			return fmt.Errorf("ping still passes")
+		}
+		return nil
+	})
+	t.Logf("revoked from the console: ping stopped %s after the click", time.Since(start).Round(time.Millisecond))
+	consolePoll(t, ctx, "revoked in the list", fmt.Sprintf(`document.querySelector('%s').textContent.includes("revoked") && document.getElementById("device-message").textContent.startsWith("Revoked alice-laptop")`, row))
+	consoleShot(t, ctx, "devices-after-revoke")
+	if dump := run(t, ra.GW, "wg", "show", s.wgIf, "dump"); strings.Contains(dump, dev.PublicKey) {
+		t.Errorf("the revoked device's key is still a WireGuard peer:\n%s", dump)
+	}
+	must(t, json.Unmarshal([]byte(s.get("/api/v1/devices")), &devs))
+	if len(devs) != 1 || devs[0].Status != "revoked" {
+		t.Errorf("devices after the revoke: %+v", devs)
+	}
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-audit")), chromedp.WaitVisible(chromedp.ID("page-audit"))))
+	consolePoll(t, ctx, "the revoke in the audit trail", fmt.Sprintf(
+		`[...document.querySelectorAll("#audit tbody tr")].some((r) => r.textContent.includes("device %s revoked") && r.textContent.includes("ops (admin)") && r.textContent.includes("UI"))`, dev.ID))
+}
+
+// TestConsoleFlowsAndPlots: a running edgegw samples every packet into
+// its flow analytics while a remote user's stock WireGuard fetches from
+// the office web server; the console's Flows page (headless Chromium on
+// the office LAN, a viewer's token) shows the user's tunnel address and
+// her address on the internet among the top talkers, port 80 and TCP,
+// over the last hour; the Overview plots
+// the throughput from the in-process history (/api/v1/series, sampled
+// every 10 s), which has a point above zero for the traffic; the user's
+// queries to Gateway DNS on the tunnel address (repeated: cache hits)
+// show on the DNS page's queries-per-second and cache-hit plots.
+func TestConsoleFlowsAndPlots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	aliceKey, alicePub := wgKey(t, ra.User, s.dir, "alice")
+	s.addPeer("alice", alicePub, "100.96.0.10/32")
+	testkit.NeedTool(t, "dig", "bind9-dnsutils")
+	upstreamAnswers(t, ra.LAN, "10.0.0.5:53", "192.0.2.99")
+	s.writeFlowConfig(`  analytics:
+    retention: 1h
+firewall:
+  rules:
+    - id: office-web
+      expression: tcp.dstport == 80
+      action: allow
+gateway:
+  dns:
+    listen: [100.96.0.1:53]
+    upstreams: [10.0.0.5:53]
+`)
+	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
+	cfg, err := os.ReadFile(s.cfg)
+	must(t, err)
+	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
+	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)), 0o600))
+	s.start()
+	echoServer(t, ra.LAN, ":80")
+	s.client(ra.User, s.lab.ID()+"u", "alice", aliceKey)
+	netlab.Eventually(t, 15*time.Second, "alice's handshake", func() error { return ra.User.Ping("100.96.0.1") })
+	nocTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", s.socket()), "\n")
+
+	// Traffic through the tunnel until the history has a throughput point
+	// above zero (the sampler's rate needs two samples 10 s apart).
+	fetch := func() error {
+		c, err := ra.User.DialContext(context.Background(), "tcp", "10.0.0.5:80")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		must(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		line := strings.Repeat("x", 1000)
+		r := bufio.NewReader(c)
+		for range 50 {
+			echo(t, c, r, line)
+		}
+		return nil
+	}
+	// Queries for one name: the first from the upstream, the rest cached.
+	dig := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for range 5 {
+			out, err := ra.User.Exec(ctx, "dig", "+short", "+tries=2", "+time=2", "@100.96.0.1", "www.example.com", "A")
+			if err != nil || strings.TrimSpace(string(out)) != "192.0.2.99" {
+				return fmt.Errorf("dig: %v %s", err, out)
+			}
+		}
+		return nil
+	}
+	netlab.Eventually(t, 60*time.Second, "throughput and DNS points above zero", func() error {
+		if err := fetch(); err != nil {
+			return err
+		}
+		if err := dig(); err != nil {
+			return err
+		}
+		var ans struct {
+			Series []struct {
+				Name   string     `json:"name"`
+				Values []*float64 `json:"values"`
+			} `json:"series"`
+		}
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/series?name=throughput.,dns.&window=1h")), &ans))
+		above := map[string]bool{}
+		for _, sr := range ans.Series {
+			for _, v := range sr.Values {
+				if v != nil && *v > 0 {
+					above[sr.Name] = true
+				}
+			}
+		}
+		for _, name := range []string{"throughput.in_bps", "throughput.out_bps", "dns.queries_per_second", "dns.cache_hit_percent"} {
+			if !above[name] {
+				return fmt.Errorf("no point above zero in %s yet (%v)", name, above)
+			}
+		}
+		return nil
+	})
+
+	ctx, done := consoleTab(t, s)
+	defer done()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), nocTok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	consolePoll(t, ctx, "the throughput plot", `!!document.querySelector("#chart-throughput figure") && Number(document.querySelector("#chart-throughput figure").dataset.samples) >= 1 && !!document.querySelector("#chart-throughput polyline, #chart-throughput circle")`)
+	if axis, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("chart-throughput"))); err != nil || !strings.Contains(axis, "bit/s") {
+		t.Errorf("the throughput plot's axis: %q %v", axis, err)
+	}
+	consoleShot(t, ctx, "overview-throughput")
+
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-dns")), chromedp.WaitVisible(chromedp.ID("page-dns"))))
+	consolePoll(t, ctx, "the DNS plots", `[...document.querySelectorAll("#dns-charts figure")].filter((f) => Number(f.dataset.samples) >= 1).length === 2`)
+	if txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("dns-charts"))); err != nil || !strings.Contains(txt, "Queries per second") || !strings.Contains(txt, "/s") || !strings.Contains(txt, "Cache hit rate") || !strings.Contains(txt, " %") {
+		t.Errorf("DNS plots: %q %v", txt, err)
+	}
+	consoleShot(t, ctx, "dns-plots")
+
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-flows")), chromedp.WaitVisible(chromedp.ID("page-flows"))))
+	consolePoll(t, ctx, "alice as the top talker", `!!document.querySelector('#flows-talkers tr[data-key="100.96.0.10"]') && !!document.querySelector('#flows-ports tr[data-key="80"]') && !!document.querySelector('#flows-protocols tr[data-key="TCP"]')`)
+	// Alice's inner address, and her outer one (the WireGuard datagrams
+	// from the internet side).
+	for _, key := range []string{"100.96.0.10", ra.UserAddr.String()} {
+		if tr, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#flows-talkers tr[data-key="`+key+`"]`))); err != nil || !strings.Contains(tr, "bit/s") || !strings.Contains(tr, "iB") {
+			t.Errorf("talker %s: %q %v", key, tr, err)
+		}
+	}
+	consolePoll(t, ctx, "the flows plot", `Number(document.querySelector("#chart-flows figure").dataset.samples) >= 1`)
+	consoleShot(t, ctx, "flows")
+}
+
+// TestConsoleTunnelPlots joins two offices with GRE, both ends running
+// edgegw with health checks, and opens the office gateway's console in
+// headless Chromium on the office LAN: the Tunnels page plots the
+// tunnel's round trip (ms) and probe loss (%) from the in-process
+// history, live (the page is not reloaded while the history fills), and
+// the week's view answers at its 10-minute resolution.
+func TestConsoleTunnelPlots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	lab := netlab.NewT(t)
+	ns := map[string]*netlab.NS{}
+	for _, n := range []string{"olan", "ogw", "wan", "bgw", "blan"} {
+		x, err := lab.NS(n)
+		must(t, err)
+		ns[n] = x
+	}
+	must(t, lab.Link(ns["olan"], "eth0", "10.0.0.5/24", ns["ogw"], "eth1", "10.0.0.1/24"))
+	must(t, lab.Link(ns["ogw"], "eth0", "203.0.113.10/24", ns["wan"], "eth0", "203.0.113.1/24"))
+	must(t, lab.Link(ns["wan"], "eth1", "198.51.100.1/24", ns["bgw"], "eth0", "198.51.100.20/24"))
+	must(t, lab.Link(ns["bgw"], "eth1", "10.20.0.1/24", ns["blan"], "eth0", "10.20.0.5/24"))
+	must(t, ns["olan"].Route("default", "10.0.0.1"))
+	must(t, ns["blan"].Route("default", "10.20.0.1"))
+	must(t, ns["ogw"].Route("default", "203.0.113.1"))
+	must(t, ns["bgw"].Route("default", "198.51.100.1"))
+	must(t, ns["wan"].Sysctl("net.ipv4.ip_forward", "1"))
+	dir := t.TempDir()
+	certFile, keyFile, _ := writeAdminCert(t, dir, netip.MustParseAddr("10.0.0.1"))
+	start := func(gw *netlab.NS, name, tunName, local, remote, addr, route, admin string) {
+		cfg := filepath.Join(dir, name+".yaml")
+		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
+  name: %s
+  state_dir: %s/%s
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  socket: %s/%s.sock
+%s
+tunnels:
+  gre:
+    - name: %s
+      local: %s
+      remote: %s
+      address: %s
+      health_check:
+        rate: high
+routes:
+  - prefix: %s
+    via: %s
+`, name, dir, name, dir, name, admin, tunName, local, remote, addr, route, tunName)), 0o600))
+		p, err := gw.Start(binary, "run", "--config", cfg)
+		must(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
+			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
+		}
+	}
+	tun := lab.ID() + "t"
+	start(ns["ogw"], "office", tun, "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "10.20.0.0/16",
+		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile))
+	start(ns["bgw"], "branch", tun, "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "10.0.0.0/24", "")
+	netlab.Eventually(t, 15*time.Second, "ping across the GRE tunnel", func() error {
+		return ns["olan"].Ping("10.20.0.5")
+	})
+	tok, _, _ := strings.Cut(run(t, ns["ogw"], binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", filepath.Join(dir, "office.sock")), "\n")
+
+	actx, stop := browser.Start(t, browser.Options{Netns: ns["olan"].Name(), Hosts: map[string]string{"gw.corp.example": "10.0.0.1"}, Width: 1280, Height: 800})
+	defer stop()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)
+	defer cancelT()
+	var mu sync.Mutex
+	var problems []string
+	msgs := chromedp.Console(ctx)
+	finished := make(chan struct{})
+	go func() { // ends with ctx
+		defer close(finished)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if m.IsException() || m.Type == chromedp.ConsoleError {
+				mu.Lock()
+				problems = append(problems, m.String()+" at "+m.URL)
+				mu.Unlock()
+			}
+		}
+	}()
+	defer func() {
+		cancelT()
+		<-finished
+		for _, p := range problems {
+			t.Errorf("page error: %s", p)
+		}
+	}()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate("https://gw.corp.example:9100/#tunnels"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), tok),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	must(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.ID("nav-tunnels")), chromedp.Click(chromedp.ID("nav-tunnels")), chromedp.WaitVisible(chromedp.ID("page-tunnels"))))
+	// The loss needs two samples of the probe counters, 10 s apart; the
+	// page refreshes its plots by itself.
+	plot := func(kind string) string {
+		return fmt.Sprintf(`[...document.querySelectorAll('#tunnel-charts figure[data-tunnel=%q]')].some((f) => f.dataset.title.endsWith(%q) && Number(f.dataset.samples) >= 1)`, tun, kind)
+	}
+	consolePoll(t, ctx, "the tunnel's RTT and loss plots", plot("round trip")+" && "+plot("probe loss"))
+	text, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("tunnel-charts")))
+	must(t, err)
+	for _, want := range []string{tun + ": round trip", " ms", tun + ": probe loss", " %"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("tunnel plots lack %q:\n%s", want, text)
+		}
+	}
+	consoleShot(t, ctx, "tunnels-plots")
+	// The week's view: the same series at 10-minute steps.
+	must(t, chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("tunnel-window"), "7d")))
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("tunnel-window").dispatchEvent(new Event("change"))`))
+	must(t, err)
+	consolePoll(t, ctx, "the week's plot", plot("round trip")+` && /(Mon|Tue|Wed|Thu|Fri|Sat|Sun)/.test(document.querySelector('#tunnel-charts figure').textContent)`)
 }

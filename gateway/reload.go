@@ -33,6 +33,12 @@ func (g *Gateway) reloadLoop(ctx, pctx context.Context) error {
 func (g *Gateway) reload(pctx context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.reloadLocked(pctx)
+}
+
+// reloadLocked is reload with g.mu held (the console's apply writes the
+// file and reloads under one hold).
+func (g *Gateway) reloadLocked(pctx context.Context) error {
 	now := time.Now()
 	if g.opts.ConfigPath == "" {
 		g.log.Info("reload requested, but edgegw runs on its built-in default: nothing to read")

@@ -28,8 +28,22 @@
 // Besides the status, devices, tokens and reload, the API serves what the
 // console's pages read: /api/v1/status/events (the status as server-sent
 // events, credentials checked before each), /api/v1/audit (the last 1000
-// audit events), /api/v1/firewall (rules with their counters) and
-// /api/v1/config (the running configuration, secrets redacted).
+// audit events), /api/v1/firewall (rules with their counters),
+// /api/v1/config (the running configuration, secrets redacted) and
+// /api/v1/series (the plots' history: series sampled from the metrics
+// every 10 s, kept in memory at 10 s for an hour, 1 min for a day and
+// 10 min for a week).
+//
+// The configuration editor: /api/v1/config/source is the file as on
+// disk with its secrets replaced in place (so lines and columns are the
+// file's); POST …/check validates a proposed file exactly as a reload
+// does and diffs it against the running one; POST …/apply (admin)
+// writes it and reloads, the SIGHUP path, putting the old file back if
+// the reload fails; a secret sent back REDACTED keeps the running value
+// at the same place. The last 20 applied files are kept (0600) in
+// <state_dir>/admin/config-history, with POST
+// /api/v1/config/history/{id}/rollback. Applies and rollbacks are
+// audited.
 //
 // Tokens (Create, list, revoke over the API; `edgegw admin token`) have a
 // role: a viewer may GET, an admin may do everything. Only a SHA-256 of each
@@ -107,6 +121,10 @@ type Options struct {
 	// (the whole typed tree, defaults filled in) for GET /api/v1/config,
 	// which shows it as YAML with secrets redacted; nil answers 404.
 	RunningConfig func() (file string, cfg any)
+	// Config edits the configuration file: GET /api/v1/config/source,
+	// POST …/check and …/apply, and the history of applied files
+	// (<StateDir>/admin/config-history) with rollback; nil answers 404.
+	Config ConfigEditor
 	// Firewall returns the rules with their counters for
 	// GET /api/v1/firewall; nil answers 404.
 	Firewall func() (FirewallView, error)
@@ -133,6 +151,11 @@ type Server struct {
 	denied   logLimiter
 	// auditLog is the recent audit trail, for GET /api/v1/audit.
 	auditLog auditRing
+	// history keeps the configuration files applied through the API.
+	history *configHistory
+	// series is the plots' history, sampled from Metrics by Run.
+	series  *seriesStore
+	sampler *sampler
 
 	policy atomic.Pointer[policy]
 
@@ -177,10 +200,16 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	hist, err := openHistory(filepath.Join(opts.StateDir, "admin", "config-history"))
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		opts:   opts,
-		log:    opts.Logger,
-		tokens: toks,
+		opts:    opts,
+		log:     opts.Logger,
+		tokens:  toks,
+		history: hist,
+		series:  newSeriesStore(),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgegw_admin_requests_total",
 			Help: "Requests to the admin listeners, by result: ok, unauthenticated (no or an unknown token), forbidden (the role or the socket peer may not), misdirected (a Host header that does not name the listener).",
@@ -193,6 +222,9 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, r := range []string{resultOK, resultUnauthenticated, resultForbidden, resultMisdirected} {
 		s.results.WithLabelValues(r)
+	}
+	if opts.Metrics != nil {
+		s.sampler = &sampler{reg: opts.Metrics, store: s.series}
 	}
 	s.policy.Store(&policy{})
 	s.mux = s.routes()
@@ -305,10 +337,17 @@ func (s *Server) Set(cfg Config) error {
 func (s *Server) Run(ctx context.Context) error {
 	tick := time.NewTicker(lastUsedEvery)
 	defer tick.Stop()
+	// The plots' sampler runs here too: one goroutine, owned by Run.
+	sample := time.NewTicker(sampleEvery)
+	defer sample.Stop()
+	s.sample()
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
+		case <-sample.C:
+			s.sample()
+			continue
 		case <-tick.C:
 		}
 		if err := s.tokens.flush(); err != nil {
@@ -326,6 +365,16 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	return nil
+}
+
+// sample adds a point to every series of the console's plots.
+func (s *Server) sample() {
+	if s.sampler == nil {
+		return
+	}
+	if err := s.sampler.sample(s.opts.Now()); err != nil {
+		s.log.Warn("admin: sample the metrics for the console's plots", "err", err)
+	}
 }
 
 // Addr is the TCP listener's bound address.

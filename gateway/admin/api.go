@@ -79,6 +79,15 @@ func (s *Server) routes() *http.ServeMux {
 	if s.opts.RunningConfig != nil {
 		mux.HandleFunc("GET "+PathConfig, s.showConfig)
 	}
+	mux.HandleFunc("GET "+PathSeries, s.listSeries)
+	if s.opts.Config != nil {
+		mux.HandleFunc("GET "+PathConfigSource, s.configSource)
+		mux.HandleFunc("POST "+PathConfigCheck, s.adminOnly(s.checkConfig))
+		mux.HandleFunc("POST "+PathConfigApply, s.adminOnly(s.applyConfig))
+		mux.HandleFunc("GET "+PathConfigHistory, s.listHistory)
+		mux.HandleFunc("GET "+PathConfigHistory+"/{id}", s.showHistory)
+		mux.HandleFunc("POST "+PathConfigHistory+"/{id}/rollback", s.adminOnly(s.rollback))
+	}
 	if s.opts.Flows != nil {
 		mux.Handle("GET "+PathFlows, s.opts.Flows)
 		mux.Handle("GET "+PathFlows+"/", s.opts.Flows)
@@ -98,7 +107,7 @@ func (s *Server) adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if a, ok := ActorFrom(r.Context()); !ok || a.Role != RoleAdmin {
 			s.refused(resultForbidden, "admin: refused a token request from a viewer", "actor", a.ID, "path", r.URL.Path)
-			writeError(w, http.StatusForbidden, "forbidden", "Managing tokens needs an admin token.")
+			writeError(w, http.StatusForbidden, "forbidden", "This needs the admin role.")
 			return
 		}
 		h(w, r)

@@ -223,6 +223,14 @@ func actionOf(r *http.Request) (action, bool) {
 	if p == PathTokens {
 		return action{"create", "admin_token", ""}, true
 	}
+	if p == PathConfigApply {
+		return action{"apply", "configuration", ""}, true
+	}
+	if rest, ok := strings.CutPrefix(p, PathConfigHistory+"/"); ok {
+		if id, ok := strings.CutSuffix(rest, "/rollback"); ok && id != "" && !strings.Contains(id, "/") {
+			return action{"rollback", "configuration", id}, true
+		}
+	}
 	for prefix, typ := range map[string]string{PathTokens + "/": "admin_token", PathDevices + "/": "device"} {
 		if rest, ok := strings.CutPrefix(p, prefix); ok {
 			if id, ok := strings.CutSuffix(rest, "/revoke"); ok && id != "" && !strings.Contains(id, "/") {

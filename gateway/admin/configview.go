@@ -21,6 +21,9 @@ type ConfigView struct {
 	// YAML is the running configuration as edgegw holds it (defaults
 	// filled in), with every secret replaced by Redacted.
 	YAML string `json:"yaml"`
+	// Editable: the file may be edited and applied through the API
+	// (/api/v1/config/source, …/check, …/apply).
+	Editable bool `json:"editable"`
 }
 
 // Redacted replaces a secret in the configuration shown.
@@ -120,5 +123,10 @@ func (s *Server) showConfig(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, ConfigView{File: file, YAML: string(raw)})
+	editable := false
+	if s.opts.Config != nil {
+		_, _, serr := s.opts.Config.Source()
+		editable = serr == nil
+	}
+	writeJSON(w, http.StatusOK, ConfigView{File: file, YAML: string(raw), Editable: editable})
 }

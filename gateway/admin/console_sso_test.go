@@ -435,9 +435,10 @@ func TestChromiumConsoleSSO(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Refusals it provokes: the revoke, the reload and a token's revoke
-	// (403), its status stream after the policies block it (401, the
-	// stream and then the session), signing in again (403).
-	vctx, vdone := b.session("sso-viewer", "/revoke", PathReload, console.Prefix+"oidc/callback", PathStatus, console.Prefix+"session")
+	// (403), its status stream and the plots' refresh after the policies
+	// block it (401, the stream and then the session), signing in again
+	// (403).
+	vctx, vdone := b.session("sso-viewer", "/revoke", PathReload, console.Prefix+"oidc/callback", PathStatus, PathSeries, console.Prefix+"session")
 	defer vdone()
 	signIn(vctx, "test-user2")
 	if got := b.text(vctx, "who") + " " + b.text(vctx, "role"); got != "test-user2@zitadel.ch viewer" {

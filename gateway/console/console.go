@@ -21,7 +21,14 @@
 // (Sec-Fetch-Site or Origin).
 //
 // The Overview and Tunnels pages follow GET /api/v1/status/events
-// (server-sent events, the session checked before every event).
+// (server-sent events, the session checked before every event). Plots
+// (throughput, each tunnel's RTT and loss, DNS queries and cache hits,
+// the sampled flows) are SVG drawn by the script from the history the
+// admin API keeps (/api/v1/series) and from /api/v1/flows; the Flows
+// page shows the top talkers, ports and protocols over 1 h or 24 h. The
+// Config page edits the configuration file: load or paste, check (the
+// problems marked at their lines), the diff, apply, and the history of
+// applied files with rollback.
 package console
 
 import (

@@ -56,9 +56,15 @@
     return (i ? n.toFixed(1) : n) + " " + u[i];
   }
 
-  async function api(method, path) {
+  // api calls the admin API; a refusal throws an Error carrying the
+  // answer's body (err.body) and status (err.status).
+  async function api(method, path, json) {
     const opts = { method, credentials: "same-origin", headers: {} };
     if (method !== "GET") opts.headers["X-CSRF-Token"] = session.csrf;
+    if (json !== undefined) {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = JSON.stringify(json);
+    }
     const r = await fetch(path, opts);
     if (r.status === 404 && path.startsWith("/api/v1/devices")) {
       throw new Error("this gateway has no device registry (no identity section in its configuration)");
@@ -70,7 +76,12 @@
     const text = await r.text();
     let body = null;
     try { body = JSON.parse(text); } catch (e) { body = null; }
-    if (!r.ok) throw new Error((body && body.error && body.error.message) || (r.status + " " + r.statusText));
+    if (!r.ok) {
+      const err = new Error((body && body.error && body.error.message) || (r.status + " " + r.statusText));
+      err.body = body;
+      err.status = r.status;
+      throw err;
+    }
     return { body, headers: r.headers };
   }
   function banner(msg) {
@@ -211,6 +222,9 @@
     rows("firewall-lists", res.body.lists || [], (l) => row(l.name, String(l.entries)), "no lists");
   }
 
+  // Config: the file as on disk (redacted), edited here, checked and
+  // applied through the API; problems shown at their lines.
+  const cfg = { loaded: false, confirm: "" };
   async function loadConfig() {
     let res;
     try {
@@ -220,8 +234,157 @@
       return;
     }
     $("config-message").textContent = "";
-    $("config-source").textContent = res.body.file || "";
+    $("config-source").textContent = res.body.file || "built-in default";
     $("config-yaml").textContent = res.body.yaml || "";
+    $("config-editor").hidden = !res.body.editable;
+    $("config-edit").readOnly = session.role !== "admin";
+    if (!res.body.editable) return;
+    if (!cfg.loaded) await loadSource();
+    loadHistory();
+  }
+  async function loadSource() {
+    try {
+      const { body } = await api("GET", "/api/v1/config/source");
+      $("config-path").textContent = body.file;
+      $("config-edit").value = body.yaml;
+      cfg.loaded = true;
+    } catch (e) {
+      $("config-message").textContent = "Configuration file: " + e.message;
+    }
+  }
+  // showCheck shows a check's or an apply's answer: the problems at their
+  // lines, and the diff.
+  function showCheck(text, c) {
+    const probs = c.problems || [];
+    const byLine = new Map();
+    for (const p of probs) {
+      if (!p.line) continue;
+      if (!byLine.has(p.line)) byLine.set(p.line, []);
+      byLine.get(p.line).push(p);
+    }
+    $("config-problems").replaceChildren(...probs.map((p) => {
+      const li = el("li", {}, (p.line ? "line " + p.line + ", column " + p.column + ": " : "") + (p.field ? p.field + ": " : "") + p.message);
+      if (p.line) li.dataset.line = String(p.line);
+      return li;
+    }));
+    const ann = $("config-annotated");
+    ann.hidden = byLine.size === 0;
+    ann.replaceChildren();
+    if (byLine.size) {
+      const lines = text.split("\n");
+      const kids = [];
+      lines.forEach((t, i) => {
+        const n = i + 1;
+        // Only the lines around a problem: the whole file is above.
+        let near = false;
+        for (const l of byLine.keys()) if (Math.abs(l - n) <= 2) near = true;
+        if (!near) return;
+        const d = el("div", { class: "l" + (byLine.has(n) ? " bad" : "") }, el("span", { class: "n" }, String(n)), el("span", {}, t));
+        d.dataset.line = String(n);
+        kids.push(d);
+        for (const p of byLine.get(n) || []) {
+          kids.push(el("div", { class: "msg" }, " ".repeat(Math.max(0, p.column - 1)) + "^ " + (p.field ? p.field + ": " : "") + p.message));
+        }
+      });
+      ann.replaceChildren(...kids);
+      // Put the cursor on the first problem.
+      const first = Math.min(...byLine.keys());
+      const ta = $("config-edit");
+      const at = text.split("\n").slice(0, first - 1).join("\n").length + (first > 1 ? 1 : 0);
+      ta.setSelectionRange(at, at);
+    }
+    const diff = c.diff || [];
+    $("config-diff").replaceChildren(...(c.changed ? diff.map((d) => {
+      if (d.op === "…") return el("div", { class: "l gap" }, el("span", { class: "n" }, "…"), el("span", {}, ""));
+      const cls = d.op === "+" ? "add" : d.op === "-" ? "del" : "";
+      return el("div", { class: "l " + cls }, el("span", { class: "n" }, String(d.op === "-" ? d.old : d.new)), el("span", {}, d.op + " " + d.text));
+    }) : [el("span", { class: "muted" }, "No change against the running file.")]));
+  }
+  async function configCall(path, what) {
+    const text = $("config-edit").value;
+    $("config-result").textContent = what + "…";
+    try {
+      const { body } = await api("POST", path, { yaml: text });
+      showCheck(text, body);
+      return body;
+    } catch (e) {
+      if (e.body && e.body.problems) {
+        showCheck(text, e.body);
+        $("config-result").textContent = e.body.error
+          ? "Refused by the reload; the previous configuration keeps running: " + e.body.error
+          : "Refused: " + plural(e.body.problems.length, "problem") + "; nothing changed.";
+        $("config-result").className = "error";
+      } else {
+        $("config-result").textContent = what + ": " + e.message;
+        $("config-result").className = "error";
+      }
+      return null;
+    }
+  }
+  async function checkConfig() {
+    const c = await configCall("/api/v1/config/check", "Checking");
+    if (!c) return;
+    $("config-result").className = c.valid ? "" : "error";
+    $("config-result").textContent = c.valid
+      ? (c.changed ? "Valid. Apply it to make it run." : "Valid, and the same as the running file.")
+      : plural(c.problems.length, "problem") + ": the file would be refused.";
+  }
+  function applied(c) {
+    $("config-result").className = "";
+    $("config-result").textContent = "Applied at " + new Date().toLocaleTimeString() +
+      (c.history ? " (history #" + c.history.id + ")" : "") + ".";
+    cfg.loaded = false;
+    loadConfig();
+  }
+  // applyConfig checks first (a refusal is shown, not sent to the
+  // reload); the server checks again, under the reload lock.
+  async function applyConfig() {
+    const chk = await configCall("/api/v1/config/check", "Checking");
+    if (!chk) return;
+    if (!chk.valid) {
+      $("config-result").className = "error";
+      $("config-result").textContent = "Not applied: " + plural(chk.problems.length, "problem") + "; nothing changed.";
+      return;
+    }
+    const c = await configCall("/api/v1/config/apply", "Applying");
+    if (c) applied(c);
+  }
+  async function loadHistory() {
+    let res;
+    try {
+      res = await api("GET", "/api/v1/config/history");
+    } catch (e) {
+      $("config-message").textContent = "History: " + e.message;
+      return;
+    }
+    const admin = session.role === "admin";
+    rows("config-history", res.body || [], (h) => {
+      let what = h.action === "base" ? "the file that ran before the first change made here" : h.action === "rollback" ? "rollback to #" + h.from : "applied";
+      let act = "";
+      if (admin) {
+        act = cfg.confirm === h.id
+          ? el("span", { class: "confirm" }, "Roll back to #" + h.id + "? ",
+            el("button", { class: "danger", "data-confirm-rollback": h.id, onclick: () => rollback(h) }, "Roll back"), " ",
+            el("button", { onclick: () => { cfg.confirm = ""; loadHistory(); } }, "Cancel"))
+          : el("button", { "data-rollback": h.id, onclick: () => { cfg.confirm = h.id; loadHistory(); } }, "Roll back…");
+      }
+      const tr = row("#" + h.id + " " + when(h.when), h.actor || "", what, el("td", { class: "expr" }, h.sha256.slice(0, 12)), bytes(h.bytes), el("td", {}, act));
+      tr.dataset.history = h.id;
+      return tr;
+    }, "nothing applied here yet");
+  }
+  async function rollback(h) {
+    cfg.confirm = "";
+    $("config-result").textContent = "Rolling back to #" + h.id + "…";
+    try {
+      const { body } = await api("POST", "/api/v1/config/history/" + encodeURIComponent(h.id) + "/rollback");
+      showCheck("", body);
+      applied(body);
+    } catch (e) {
+      $("config-result").className = "error";
+      $("config-result").textContent = "Roll back to #" + h.id + ": " + ((e.body && e.body.error) || (e.body && e.body.problems && e.body.problems.length && e.body.problems[0].message) || e.message);
+      loadHistory();
+    }
   }
 
   async function loadAudit() {
@@ -240,6 +403,151 @@
       tr.dataset.audit = a.id;
       return tr;
     }, "no audited actions since start");
+  }
+
+
+  // Plots: server-side history (/api/v1/series) drawn as SVG here, with
+  // units on the y axis and times in the viewer's zone on the x axis.
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function unitText(v, unit) {
+    if (unit === "bit/s") {
+      const u = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"];
+      let i = 0;
+      while (Math.abs(v) >= 1000 && i < u.length - 1) { v /= 1000; i++; }
+      return (v >= 100 || v === 0 ? v.toFixed(0) : v.toFixed(1)) + " " + u[i];
+    }
+    return (v >= 100 || v === 0 ? v.toFixed(0) : v.toFixed(v >= 10 ? 1 : 2)) + " " + unit;
+  }
+  function clock(t, span) {
+    const d = new Date(t * 1000);
+    if (span > 2 * 86400) return d.toLocaleDateString([], { weekday: "short" }) + " " + d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+  // chart draws lines [{label, points: [[t, v|null]]}] over window
+  // seconds up to now; a gap in the data is a gap in the line.
+  function chart(title, unit, lines, window) {
+    const W = 560, H = 170, L = 72, R = 8, T = 18, B = 22;
+    const now = Date.now() / 1000, t0 = now - window;
+    let max = 0;
+    for (const l of lines) for (const p of l.points) if (p[1] !== null) max = Math.max(max, p[1]);
+    max = max > 0 ? max * 1.1 : 1;
+    if (unit === "%") max = Math.min(max, 100); // a share never passes 100 %
+    const x = (t) => L + (t - t0) / window * (W - L - R);
+    const y = (v) => T + (1 - v / max) * (H - T - B);
+    const g = svg("svg", { viewBox: "0 0 " + W + " " + H, class: "chart", role: "img", "aria-label": title + ", in " + unit });
+    for (const f of [0, 0.5, 1]) {
+      g.append(svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), class: "axis" }));
+      g.append(svg("text", { x: L - 4, y: y(max * f) + 4, "text-anchor": "end" }, unitText(max * f, unit)));
+    }
+    for (const f of [0, 0.5, 1]) {
+      g.append(svg("text", { x: L + f * (W - L - R), y: H - 6, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle" }, clock(t0 + f * window, window)));
+    }
+    let samples = 0;
+    lines.forEach((l, i) => {
+      let seg = [];
+      const flush = () => {
+        if (seg.length === 1) g.append(svg("circle", { cx: seg[0][0], cy: seg[0][1], r: 1.5, class: "s" + i }));
+        if (seg.length > 1) g.append(svg("polyline", { points: seg.map((p) => p[0].toFixed(1) + "," + p[1].toFixed(1)).join(" "), class: "line s" + i }));
+        seg = [];
+      };
+      for (const p of l.points) {
+        if (p[1] === null || p[0] < t0) { flush(); continue; }
+        seg.push([x(p[0]), y(p[1])]);
+        samples++;
+      }
+      flush();
+      g.append(svg("text", { x: L + 6 + i * 120, y: 12, class: "legend s" + i }, "● " + l.label));
+    });
+    const fig = el("figure", { class: "chart" }, el("figcaption", {}, title), g);
+    fig.dataset.samples = String(samples);
+    fig.dataset.title = title;
+    return fig;
+  }
+  async function series(names, window) {
+    const { body } = await api("GET", "/api/v1/series?name=" + encodeURIComponent(names.join(",")) + "&window=" + window);
+    const m = new Map();
+    for (const s of body.series || []) m.set(s.name, s);
+    return { m, window: body.window };
+  }
+  // pts is a series' points, [t, v|null], from its start, step and values.
+  function pts(m, name) {
+    const s = m.get(name);
+    return s ? s.values.map((v, i) => [s.start + i * s.step, v]) : [];
+  }
+  async function loadOverviewCharts() {
+    try {
+      const { m, window } = await series(["throughput."], "1h");
+      $("chart-throughput").replaceChildren(chart("Throughput in and out", "bit/s",
+        [{ label: "in", points: pts(m, "throughput.in_bps") }, { label: "out", points: pts(m, "throughput.out_bps") }], window));
+    } catch (e) {
+      $("chart-throughput").textContent = "Throughput: " + e.message;
+    }
+  }
+  async function loadTunnelCharts() {
+    try {
+      const { m, window } = await series(["tunnel."], $("tunnel-window").value);
+      const names = new Set();
+      for (const k of m.keys()) names.add(k.slice(k.indexOf(":") + 1));
+      const figs = [];
+      for (const n of [...names].sort()) {
+        const rtt = chart(n + ": round trip", "ms", [{ label: "RTT", points: pts(m, "tunnel.rtt_ms:" + n) }], window);
+        rtt.dataset.tunnel = n;
+        const loss = chart(n + ": probe loss", "%", [{ label: "loss", points: pts(m, "tunnel.loss_percent:" + n) }], window);
+        loss.dataset.tunnel = n;
+        figs.push(rtt, loss);
+      }
+      $("tunnel-charts").replaceChildren(...(figs.length ? figs : [el("p", { class: "muted" }, "No tunnel health checks yet.")]));
+    } catch (e) {
+      $("tunnel-charts").textContent = "Tunnel quality: " + e.message;
+    }
+  }
+  async function loadDNSCharts() {
+    try {
+      const { m, window } = await series(["dns."], "1h");
+      $("dns-charts").replaceChildren(
+        chart("Queries per second", "/s", [{ label: "queries", points: pts(m, "dns.queries_per_second") }], window),
+        chart("Cache hit rate", "%", [{ label: "hits", points: pts(m, "dns.cache_hit_percent") }], window));
+    } catch (e) {
+      $("dns-charts").textContent = "DNS history: " + e.message;
+    }
+  }
+
+  // Flows: the top talkers, ports and protocols from the flow analytics
+  // store over the chosen range, with the total as a series.
+  const PROTOCOLS = { 1: "ICMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 58: "ICMPv6", 132: "SCTP" };
+  async function loadFlows() {
+    const span = Number($("flows-window").value);
+    const from = Math.floor(Date.now() / 1000) - span;
+    const q = (extra) => api("GET", "/api/v1/flows?from=" + from + "&" + extra);
+    let talkers, ports, protos, total;
+    try {
+      [talkers, ports, protos, total] = await Promise.all([
+        q("group_by=src&top=10"), q("group_by=dst_port&top=10"), q("group_by=protocol&top=10"),
+        q("step=" + (span > 3600 ? "10m" : "1m"))]);
+    } catch (e) {
+      $("flows-message").textContent = e.status === 404
+        ? "Flow analytics is not running: configure netflow.analytics."
+        : "Flows: " + e.message;
+      return;
+    }
+    $("flows-message").textContent = "";
+    const render = (id, res, key) => rows(id, res.body.groups || [], (g) => {
+      const tr = row(key(g.key || {}), unitText(g.bits_per_second, "bit/s"), g.packets_per_second.toFixed(2), bytes(g.bytes));
+      tr.dataset.key = key(g.key || {});
+      return tr;
+    }, "no flows in this range");
+    render("flows-talkers", talkers, (k) => k.src || "");
+    render("flows-ports", ports, (k) => String(k.dst_port ?? ""));
+    render("flows-protocols", protos, (k) => PROTOCOLS[k.protocol] || String(k.protocol ?? ""));
+    const g = (total.body.groups || [])[0];
+    const points = g && g.series ? g.series.map((p) => [new Date(p.time) / 1000, p.bits_per_second]) : [];
+    $("chart-flows").replaceChildren(chart("Sampled traffic", "bit/s", [{ label: "all flows", points }], span));
   }
 
   // render shows one status on every page that reads it.
@@ -328,7 +636,7 @@
 
   function show() {
     const page = (location.hash || "#overview").slice(1);
-    for (const p of ["overview", "tunnels", "devices", "firewall", "dns", "logpush", "config", "audit"]) {
+    for (const p of ["overview", "tunnels", "devices", "firewall", "dns", "flows", "logpush", "config", "audit"]) {
       $("page-" + p).hidden = p !== page;
       $("nav-" + p).classList.toggle("active", p === page);
     }
@@ -336,6 +644,14 @@
     if (page === "audit") loadAudit();
     if (page === "firewall") loadFirewall();
     if (page === "config") loadConfig();
+    if (page === "flows") loadFlows();
+    charts(page);
+  }
+  // charts loads the page's plots (the history moves every 10 s).
+  function charts(page) {
+    if (page === "overview") loadOverviewCharts();
+    if (page === "tunnels") loadTunnelCharts();
+    if (page === "dns" && lastStatus && lastStatus.dns) loadDNSCharts();
   }
 
   async function start() {
@@ -353,6 +669,15 @@
       dev.offset = 0;
       loadDevices();
     });
+    $("tunnel-window").addEventListener("change", loadTunnelCharts);
+    $("flows-window").addEventListener("change", loadFlows);
+    $("config-check").addEventListener("click", checkConfig);
+    $("config-apply").addEventListener("click", applyConfig);
+    $("config-reset").addEventListener("click", async () => { cfg.loaded = false; await loadSource(); $("config-result").textContent = ""; });
+    $("config-upload").addEventListener("change", async () => {
+      const f = $("config-upload").files[0];
+      if (f) { $("config-edit").value = await f.text(); $("config-result").textContent = "Loaded " + f.name + ": check it, then apply."; }
+    });
     $("device-prev").addEventListener("click", () => { dev.offset = Math.max(0, dev.offset - PAGE); loadDevices(); });
     $("device-next").addEventListener("click", () => { dev.offset += PAGE; loadDevices(); });
     window.addEventListener("hashchange", show);
@@ -365,6 +690,11 @@
       if (location.hash === "#audit") loadAudit();
       if (location.hash === "#firewall") loadFirewall();
     }, POLL_MS);
+    setInterval(() => {
+      const page = (location.hash || "#overview").slice(1);
+      charts(page);
+      if (page === "flows") loadFlows();
+    }, 10000);
   }
   start();
 })();
