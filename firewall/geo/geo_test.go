@@ -314,3 +314,49 @@ edgegw_geoip_networks{kind="country"} 5
 		t.Errorf("promlint: %v %v", problems, err)
 	}
 }
+
+// TestNewWatcherReusesUnchanged: every reload prepares a Watcher; one for
+// the same unchanged files shares the database already loaded instead of
+// parsing it again, and a replaced file is loaded afresh.
+func TestNewWatcherReusesUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "geo.mmdb")
+	if err := geotest.WriteFile(path, testEntries); err != nil {
+		t.Fatal(err)
+	}
+	f := Files{Country: path, ASN: path}
+	log := slog.New(slog.DiscardHandler)
+	w1, err := NewWatcher(f, 0, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := NewWatcher(f, 0, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w1.Current() != w2.Current() {
+		t.Error("a second Watcher on unchanged files loaded the database again")
+	}
+	swapped := slices.Clone(testEntries)
+	swapped[0].Country = "NZ"
+	if err := geotest.WriteFile(path, swapped); err != nil {
+		t.Fatal(err)
+	}
+	w3, err := NewWatcher(f, 0, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w3.Current() == w2.Current() {
+		t.Fatal("a replaced file was not loaded again")
+	}
+	if got := w3.Current().Lookup(netip.MustParseAddr("192.0.2.1")).Country; got != "NZ" {
+		t.Errorf("after the swap: %s, want NZ", got)
+	}
+	// A file that is gone is an error, never the cached database.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewWatcher(f, 0, log, nil); err == nil {
+		t.Error("NewWatcher on a removed file: no error")
+	}
+}

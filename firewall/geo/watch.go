@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -66,16 +67,52 @@ func NewWatcher(f Files, interval time.Duration, log *slog.Logger, onChange func
 	}
 	w := &Watcher{files: f, log: log.With("component", "geoip"), interval: interval, onChange: onChange}
 	st := [2]stamp{statFile(f.Country), statFile(f.ASN)}
-	db, err := Load(f)
-	if err != nil {
-		return nil, err
+	db, reused := lastLoad.get(f, st)
+	if !reused {
+		var err error
+		if db, err = Load(f); err != nil {
+			return nil, err
+		}
+		lastLoad.put(f, st, db)
 	}
 	w.cur.Store(db)
 	w.stamp = st
 	w.loads.Add(1)
 	w.loadedAt.Store(time.Now().UnixNano())
-	w.logLoaded(db)
+	if !reused {
+		w.logLoaded(db)
+	}
 	return w, nil
+}
+
+// lastLoad is the newest database NewWatcher loaded, with the stamps its
+// files had. Every reload prepares a new Watcher, and most reloads are
+// for some other section: parsing a 400k-network database again would
+// take seconds for the same result. A DB never changes after Load, so
+// two Watchers may share it; the stamps (inode, size, mtime, ctime) tell
+// a replaced or rewritten file.
+var lastLoad loadCache
+
+type loadCache struct {
+	mu    sync.Mutex
+	files Files
+	stamp [2]stamp
+	db    *DB
+}
+
+func (c *loadCache) get(f Files, st [2]stamp) (*DB, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.db == nil || c.files != f || c.stamp != st || st[0].unreadable || st[1].unreadable {
+		return nil, false
+	}
+	return c.db, true
+}
+
+func (c *loadCache) put(f Files, st [2]stamp, db *DB) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.files, c.stamp, c.db = f, st, db
 }
 
 // OnChange sets the function Run calls with each new snapshot, for a
@@ -130,6 +167,7 @@ func (w *Watcher) Check() (bool, error) {
 	// poll: the stamp taken before the read no longer matches.
 	w.stamp = st
 	w.cur.Store(db)
+	lastLoad.put(w.files, st, db)
 	w.loads.Add(1)
 	w.loadedAt.Store(time.Now().UnixNano())
 	w.logLoaded(db)
