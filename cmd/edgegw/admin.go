@@ -155,27 +155,46 @@ func orDash(s string) string {
 const statusSynopsis = "edgegw status [--socket PATH | --admin URL --token-file FILE [--ca-file FILE]]"
 
 // cmdStatus prints the running gateway's status JSON.
-func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", statusSynopsis, stderr)
-	af := addAdminFlags(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
+var cmdStatus = viewCommand[struct{}]("status", statusSynopsis, admin.PathStatus, "", nil)
+
+// viewCommand makes a read-only command over one admin API path. With a
+// print function it decodes the answer as T and prints that (tables), or
+// the JSON as it came with --json; without one it always prints the JSON.
+// what names T in the error for an answer that does not decode.
+func viewCommand[T any](name, synopsis, path, what string, print func(io.Writer, T) error) func(args []string, stdout, stderr io.Writer) error {
+	return func(args []string, stdout, stderr io.Writer) error {
+		fs := newFlags(name, synopsis, stderr)
+		af := addAdminFlags(fs)
+		asJSON := new(bool)
+		if print != nil {
+			asJSON = fs.Bool("json", false, "print the admin API's JSON")
+		}
+		pos, err := parse(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) > 0 {
+			fs.Usage()
+			return errUsage
+		}
+		c, err := af.client(name, stderr)
+		if err != nil {
+			return err
+		}
+		out, err := call(c, http.MethodGet, path, nil)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if print == nil || *asJSON {
+			_, err := stdout.Write(out)
+			return err
+		}
+		var v T
+		if err := json.Unmarshal(out, &v); err != nil {
+			return fmt.Errorf("%s: the answer is not %s: %w", name, what, err)
+		}
+		return print(stdout, v)
 	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
-	}
-	c, err := af.client("status", stderr)
-	if err != nil {
-		return err
-	}
-	out, err := call(c, http.MethodGet, admin.PathStatus, nil)
-	if err != nil {
-		return fmt.Errorf("status: %w", err)
-	}
-	_, err = stdout.Write(out)
-	return err
 }
 
 const reloadSynopsis = "edgegw reload [--socket PATH | --admin URL --token-file FILE [--ca-file FILE]]"

@@ -4,10 +4,8 @@ package main
 // GET /api/v1/egress.
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 
@@ -19,36 +17,7 @@ const egressSynopsis = "edgegw egress [--json] [--socket PATH | --admin URL --to
 // cmdEgress prints the egress addresses with the policies and identities
 // mapped to each and what connection tracking holds for them, then each
 // identity's address and the egress it leaves from.
-func cmdEgress(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("egress", egressSynopsis, stderr)
-	asJSON := fs.Bool("json", false, "print the admin API's JSON")
-	af := addAdminFlags(fs)
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
-	}
-	c, err := af.client("egress", stderr)
-	if err != nil {
-		return err
-	}
-	out, err := call(c, http.MethodGet, admin.PathEgress, nil)
-	if err != nil {
-		return fmt.Errorf("egress: %w", err)
-	}
-	if *asJSON {
-		_, err := stdout.Write(out)
-		return err
-	}
-	var v admin.EgressView
-	if err := json.Unmarshal(out, &v); err != nil {
-		return fmt.Errorf("egress: the answer is not an egress view: %w", err)
-	}
-	return printEgress(stdout, v)
-}
+var cmdEgress = viewCommand("egress", egressSynopsis, admin.PathEgress, "an egress view", printEgress)
 
 // printEgress writes v as two tables.
 func printEgress(w io.Writer, v admin.EgressView) error {

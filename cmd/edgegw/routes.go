@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"text/tabwriter"
 
@@ -17,36 +15,7 @@ const routesSynopsis = "edgegw routes [--json] [--socket PATH | --admin URL --to
 // every route with its source (static, bgp:NEIGHBOR, connected, fallback,
 // bgp guard), its tunnel's health, its metric, and a * on the rows each
 // prefix uses now.
-func cmdRoutes(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("routes", routesSynopsis, stderr)
-	af := addAdminFlags(fs)
-	asJSON := fs.Bool("json", false, "print the API's JSON answer")
-	pos, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		fs.Usage()
-		return errUsage
-	}
-	c, err := af.client("routes", stderr)
-	if err != nil {
-		return err
-	}
-	out, err := call(c, http.MethodGet, admin.PathRoutes, nil)
-	if err != nil {
-		return fmt.Errorf("routes: %w", err)
-	}
-	if *asJSON {
-		_, err := stdout.Write(out)
-		return err
-	}
-	var v admin.RoutesView
-	if err := json.Unmarshal(out, &v); err != nil {
-		return fmt.Errorf("routes: the answer is not a routing table: %w", err)
-	}
-	return printRoutes(stdout, v)
-}
+var cmdRoutes = viewCommand("routes", routesSynopsis, admin.PathRoutes, "a routing table", printRoutes)
 
 // printRoutes writes the table, one row per route: active rows marked
 // with *, unset columns as -.
