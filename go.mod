@@ -11,6 +11,7 @@ require (
 	github.com/florianl/go-nflog/v2 v2.3.0
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/nftables v0.3.0
+	github.com/google/renameio/v2 v2.0.2
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/johannesboyne/gofakes3 v1.2.0
 	github.com/klauspost/compress v1.20.1

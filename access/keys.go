@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/google/renameio/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -245,26 +246,8 @@ func loadCookieKey(dir string) ([]byte, error) {
 	return key, writeFileAtomic(path, key, 0o600)
 }
 
+// writeFileAtomic replaces path with b through a synced temporary file
+// beside it and a rename, so a crash leaves the old key or the new one.
 func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return renameio.WriteFile(path, b, mode, renameio.WithStaticPermissions(mode), renameio.WithTempDir(filepath.Dir(path)))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/renameio/v2"
 	"os"
 	"path/filepath"
 
@@ -108,28 +109,9 @@ func (e configEditor) Apply(_ context.Context, data []byte) ([]admin.ConfigProbl
 	return nil, nil
 }
 
-// replaceFile writes name through a temporary file in its directory and
-// a rename: a crash leaves the old file or the new one, never half.
+// replaceFile writes name through a synced temporary file in its
+// directory and a rename: a crash leaves the old file or the new one,
+// never half.
 func replaceFile(name string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
+	return renameio.WriteFile(name, data, perm, renameio.WithStaticPermissions(perm), renameio.WithTempDir(filepath.Dir(name)))
 }

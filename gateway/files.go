@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"github.com/google/renameio/v2"
 	"os"
 	"path/filepath"
 )
@@ -15,25 +16,5 @@ func writeFileAtomic(name string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(name), ".geofeed-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), name)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return renameio.WriteFile(name, b, 0o644, renameio.WithStaticPermissions(0o644), renameio.WithTempDir(filepath.Dir(name)))
 }

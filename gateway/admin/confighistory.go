@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/google/renameio/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -143,28 +144,8 @@ func (h *configHistory) add(data []byte, now time.Time, actor, action, from stri
 
 func (h *configHistory) file(id string) string { return filepath.Join(h.dir, id+".yaml") }
 
-// writeFileAtomic writes a 0600 file through a temporary one and a
-// rename, so a crash leaves the old file or the new one, never half.
+// writeFileAtomic writes a 0600 file through a synced temporary file and
+// a rename, so a crash leaves the old file or the new one, never half.
 func writeFileAtomic(name string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), name)
+	return renameio.WriteFile(name, data, 0o600, renameio.WithStaticPermissions(0o600), renameio.WithTempDir(filepath.Dir(name)))
 }

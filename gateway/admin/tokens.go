@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/google/renameio/v2"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -229,27 +230,7 @@ func (t *tokens) write(list []storedToken) error {
 	if err != nil {
 		return fmt.Errorf("admin tokens: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".tokens-*.json")
-	if err != nil {
-		return fmt.Errorf("admin tokens: %w", err)
-	}
-	defer os.Remove(f.Name()) // after the rename: nothing
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("admin tokens: %w", err)
-	}
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("admin tokens: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("admin tokens: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("admin tokens: %w", err)
-	}
-	if err := os.Rename(f.Name(), t.path); err != nil {
+	if err := renameio.WriteFile(t.path, append(data, '\n'), 0o600, renameio.WithStaticPermissions(0o600), renameio.WithTempDir(dir)); err != nil {
 		return fmt.Errorf("admin tokens: %w", err)
 	}
 	if d, err := os.Open(dir); err == nil {
