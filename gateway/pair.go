@@ -124,6 +124,12 @@ func PairFacts(p *Plan, skipFiles bool) ([]ha.Fact, error) {
 			if path == "tunnels.wireguard.private_key_file" {
 				continue // compared by its public key above
 			}
+			if strings.HasPrefix(path, "firewall.geoip.") {
+				// GeoIP databases are replaced in place by their updater on
+				// each node's own schedule: the same paths are compared,
+				// contents that lag for a day are not a mismatch.
+				continue
+			}
 			for _, s := range pairSections {
 				if path == s || strings.HasPrefix(path, s+".") || strings.HasPrefix(path, s+"[") {
 					facts = append(facts, ha.Fact{Path: path, Value: sum, Secret: true})

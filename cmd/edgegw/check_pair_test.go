@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -58,12 +59,13 @@ ha:
     lan: [10.0.0.1/24]
 `
 
-// at is the position of the value of the first line containing key: the
-// column where value starts on it.
+// at is the position of the value of the first line containing key (or
+// starting with it, for a key that starts with ^): the column where value
+// starts on it.
 func at(t *testing.T, text, key, value string) string {
 	t.Helper()
 	for i, l := range strings.Split(text, "\n") {
-		if strings.Contains(l, key) {
+		if k, ok := strings.CutPrefix(key, "^"); ok && strings.HasPrefix(l, k) || !ok && strings.Contains(l, key) {
 			c := strings.Index(l, value)
 			if c < 0 {
 				t.Fatalf("line %q lacks %q", l, value)
@@ -196,4 +198,58 @@ logpush`, 1), code: 1, errs: []string{
 			t.Errorf("exit %d, stderr %s", code, errb.String())
 		}
 	})
+}
+
+// TestCheckPairExample checks a pair made of the whole commented example
+// (every section the facts come from: Access, DNS lists, tunnels, BGP,
+// Logpush), with its ha: section turned on: the halves agree, and a change
+// in the Access section is found.
+func TestCheckPairExample(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	on := false
+	for _, l := range strings.SplitAfter(string(config.ExampleYAML()), "\n") {
+		switch {
+		case strings.HasPrefix(l, "#ha:"):
+			on = true
+		case on && !strings.HasPrefix(l, "#  "):
+			on = false
+		}
+		if on {
+			l = l[1:]
+		}
+		b.WriteString(l)
+	}
+	text := strings.NewReplacer(
+		"store: sqlite", "store: postgres://edgegw@db.corp.example:5432/edgegw?sslmode=verify-full",
+		"    listen_port: 51820\n", "    listen_port: 51820\n    private_key_file: /etc/edgegw/wg.key\n").Replace(b.String())
+	if !strings.Contains(text, "\nha:\n  priority: 200") {
+		t.Fatalf("the example's ha: section was not turned on:\n%s", text)
+	}
+	a := filepath.Join(dir, "a.yaml")
+	if err := os.WriteFile(a, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := strings.NewReplacer("priority: 200 ", "priority: 100 ", "peer: 10.255.0.2", "peer: 10.255.0.1").Replace(text)
+	for _, tt := range []struct {
+		name, b string
+		code    int
+		want    string
+	}{
+		{"agree", other, 0, "pair: the halves agree"},
+		{"access app", strings.Replace(other, "upstream: http://10.0.0.5:8080", "upstream: http://10.0.0.6:8080", 1), 1,
+			"a.yaml:" + at(t, text, "^  listen: 0.0.0.0:443", "listen") + ": access: differs from"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bp := filepath.Join(dir, "b.yaml")
+			if err := os.WriteFile(bp, []byte(tt.b), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			code := run([]string{"check", "--skip-files", "--config", a, "--pair", bp}, &out, &errb)
+			if code != tt.code || !strings.Contains(out.String()+errb.String(), tt.want) {
+				t.Errorf("exit %d (want %d), output lacks %q:\n%s%s", code, tt.code, tt.want, out.String(), errb.String())
+			}
+		})
+	}
 }
