@@ -4,8 +4,11 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"slices"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
@@ -45,7 +48,9 @@ func checkPair(pathA, pathB string, skip bool, stdout io.Writer) error {
 	if len(all.List) > 0 {
 		return all // each file's own problems first: a comparison of broken files says little
 	}
-	for _, m := range ha.ComparePair(halves[0], halves[1]) {
+	mismatches := ha.ComparePair(halves[0], halves[1])
+	mismatches = append(mismatches, onThisNode(halves[0], halves[1])...)
+	for _, m := range mismatches {
 		all.List = append(all.List, config.Error{File: m.File, Pos: config.Pos{Line: m.Line, Col: m.Col}, Path: m.Path, Msg: m.Msg})
 	}
 	if len(all.List) > 0 {
@@ -95,4 +100,59 @@ func loadHalf(path string, skip bool) (ha.Half, string, error) {
 		return ha.Half{}, "", fmt.Errorf("read config: %w", err)
 	}
 	return ha.Half{File: path, HA: *cfg.HA, Facts: facts, Pos: ha.Positions(data)}, ha.Digest(facts), nil
+}
+
+// onThisNode checks the peers against the kernel when the check runs on
+// the node of --config (its ha.interface exists here with an IPv4
+// address): the file alone cannot say what a node's own sync address is.
+// The other file's ha.peer must be one of this interface's addresses, and
+// this file's must not (it names the other node). Elsewhere (CI, an admin
+// workstation) nothing is read and nothing is reported.
+func onThisNode(a, b ha.Half) []ha.Mismatch {
+	local := ipv4Addrs(a.HA.Interface)
+	if len(local) == 0 {
+		return nil
+	}
+	var out []ha.Mismatch
+	report := func(h ha.Half, msg string) {
+		out = append(out, ha.Mismatch{File: h.File, Pos: h.Position("ha.peer"), Path: "ha.peer", Msg: msg})
+	}
+	if slices.Contains(local, a.HA.Peer) {
+		report(a, fmt.Sprintf("%s is this host's own address on %s: name the other node (checked on the node of %s, where %s exists)", a.HA.Peer, a.HA.Interface, a.File, a.HA.Interface))
+	}
+	if !slices.Contains(local, b.HA.Peer) {
+		report(b, fmt.Sprintf("%s is not this node's address on %s (%s): the other node's peer must name it (checked on the node of %s, where %s exists)", b.HA.Peer, a.HA.Interface, addrList(local), a.File, a.HA.Interface))
+	}
+	return out
+}
+
+// ipv4Addrs are the IPv4 addresses of the interface name on this host;
+// none when it does not exist here.
+func ipv4Addrs(name string) []netip.Addr {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil
+	}
+	as, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, a := range as {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
+}
+
+func addrList(as []netip.Addr) string {
+	s := ""
+	for i, a := range as {
+		if i > 0 {
+			s += ", "
+		}
+		s += a.String()
+	}
+	return s
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/edgegw/edgegw/gateway/config"
+	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -251,5 +252,79 @@ func TestCheckPairExample(t *testing.T) {
 				t.Errorf("exit %d (want %d), output lacks %q:\n%s%s", code, tt.code, tt.want, out.String(), errb.String())
 			}
 		})
+	}
+}
+
+// TestCheckPairOnNode runs the check inside node A's namespace, whose
+// sync0 has 10.255.0.1: there the other file's peer must be that address.
+func TestCheckPairOnNode(t *testing.T) {
+	lab := netlab.NewT(t)
+	na, err := lab.NS("pa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := lab.NS("pb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Link(na, "sync0", "10.255.0.1/30", nb, "sync0", "10.255.0.2/30"); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const half = "interfaces:\n  wan: eth0\nha:\n  priority: PRIO\n  peer: PEER\n  interface: sync0\n  virtual_addresses:\n    wan: [203.0.113.10/24]\n"
+	render := func(prio, peer string) string {
+		return strings.NewReplacer("PRIO", prio, "PEER", peer).Replace(half)
+	}
+	a := write("a.yaml", render("200", "10.255.0.2"))
+	for _, tt := range []struct {
+		name, a, b string
+		code       int
+		want       []string
+	}{
+		{"peers right", render("200", "10.255.0.2"), render("100", "10.255.0.1"), 0, []string{"pair: the halves agree"}},
+		{"other names a stranger", render("200", "10.255.0.2"), render("100", "10.255.0.9"), 1, []string{
+			"b.yaml:5:9: ha.peer: 10.255.0.9 is not this node's address on sync0 (10.255.0.1): the other node's peer must name it"}},
+		{"this file names itself", render("200", "10.255.0.1"), render("100", "10.255.0.1"), 1, []string{
+			"a.yaml:5:9: ha.peer: 10.255.0.1 is also the peer in",
+			"a.yaml:5:9: ha.peer: 10.255.0.1 is this host's own address on sync0: name the other node"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			write("a.yaml", tt.a)
+			b := write("b.yaml", tt.b)
+			var out, errb bytes.Buffer
+			code := -1
+			if err := na.Do(func() error {
+				code = run([]string{"check", "--skip-files", "--config", a, "--pair", b}, &out, &errb)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if code != tt.code {
+				t.Errorf("exit %d, want %d:\n%s%s", code, tt.code, out.String(), errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String()+errb.String(), w) {
+					t.Errorf("output lacks %q:\n%s%s", w, out.String(), errb.String())
+				}
+			}
+		})
+	}
+	// Off the node (this process's namespace has no sync0 of the lab's),
+	// the same files pass: nothing is read from another host's kernel.
+	write("a.yaml", render("200", "10.255.0.2"))
+	b := write("b.yaml", render("100", "10.255.0.9"))
+	if _, err := os.Stat("/sys/class/net/sync0"); err == nil {
+		t.Fatal("this host has a sync0 of its own: the off-node case cannot run here")
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"check", "--skip-files", "--config", a, "--pair", b}, &out, &errb); code != 0 {
+		t.Errorf("off the node: exit %d:\n%s%s", code, out.String(), errb.String())
 	}
 }

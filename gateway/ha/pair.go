@@ -111,9 +111,9 @@ type Mismatch struct {
 	Msg  string
 }
 
-// position finds path in h, or the nearest enclosing field that is in
+// Position finds path in h, or the nearest enclosing field that is in
 // the file (a defaulted vrid is reported at ha:).
-func (h Half) position(path string) Pos {
+func (h Half) Position(path string) Pos {
 	for p := path; p != ""; {
 		if pos, ok := h.Pos[p]; ok {
 			return pos
@@ -128,7 +128,7 @@ func (h Half) position(path string) Pos {
 }
 
 func (h Half) where(path string) string {
-	p := h.position(path)
+	p := h.Position(path)
 	if p.Line == 0 {
 		return h.File
 	}
@@ -152,7 +152,7 @@ func (h Half) where(path string) string {
 func ComparePair(a, b Half) []Mismatch {
 	var out []Mismatch
 	add := func(h Half, path, msg string) {
-		out = append(out, Mismatch{File: h.File, Pos: h.position(path), Path: path, Msg: msg})
+		out = append(out, Mismatch{File: h.File, Pos: h.Position(path), Path: path, Msg: msg})
 	}
 	fb := map[string]Fact{}
 	for _, f := range b.Facts {
