@@ -142,7 +142,9 @@ func (h Half) where(path string) string {
 //   - ha.peer: each node names the other's sync address, so the two peers
 //     differ (equal peers mean both nodes advertise to the same box). A
 //     node's own sync address is read from its interface at run time and
-//     is not in the file, so that is all a file can show.
+//     is not in the file, so that is all two files show; `edgegw check
+//     --pair` run on a node also checks the peers against its sync
+//     interface (cmd/edgegw's onThisNode).
 //   - ha.priority: equal priorities are allowed only with preempt off.
 //     keepalived then breaks the tie as VRRP says (RFC 5798 §6.4.3: the
 //     higher primary address on the sync link wins) at a cold start of
