@@ -184,6 +184,16 @@ func TestHAPair(t *testing.T) {
 		})
 	}
 
+	// The two files differ only in what may differ (priority, peer): both
+	// nodes show the same digest of what must match.
+	s1, err := nodes[0].status()
+	must(t, err)
+	s2, err := nodes[1].status()
+	must(t, err)
+	if s1.ConfigDigest == "" || s1.ConfigDigest != s2.ConfigDigest {
+		t.Fatalf("config digests %q and %q: want equal and set", s1.ConfigDigest, s2.ConfigDigest)
+	}
+
 	// kill -9: edgegw cannot clean up, its keepalived and conntrackd go
 	// with it (parent-death signal) and the peer takes the address.
 	var daemons []int

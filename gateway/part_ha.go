@@ -14,6 +14,7 @@ type haPart struct {
 	log     *slog.Logger
 	metrics *metrics
 	node    *ha.Node
+	digest  string // of the must-match settings, shown in status
 }
 
 func (p *haPart) name() string { return "ha" }
@@ -24,6 +25,7 @@ func (p *haPart) commit(_ context.Context, pp, np *Plan) error {
 		p.close()
 		return nil
 	}
+	p.digest = np.haDigest
 	if p.node != nil && pp != nil && pp.Config.HA != nil && reflect.DeepEqual(*pp.Config.HA, *next.HA) &&
 		pp.haLinks == np.haLinks && config.SameFiles(pp.Config, next, "ha") {
 		return nil
@@ -64,5 +66,6 @@ func (p *haPart) status(s *Status) {
 		return
 	}
 	st := p.node.Status()
+	st.ConfigDigest = p.digest
 	s.HA = &st
 }

@@ -61,6 +61,7 @@ type Plan struct {
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
 	haVIP        netip.Addr    // the pair's first IPv4 WAN virtual address; WireGuard answers from it
+	haDigest     string        // digest of the settings both nodes of the pair must share (PairFacts)
 	logpush      *logpush.Plan // nil: no job
 	scimToken    []byte        // scim.token_file read; nil: no scim section, or not read
 	geo          *geo.Watcher  // firewall.geoip loaded; nil: none, or not loaded (not Running)
@@ -240,6 +241,13 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 				break
 			}
 		}
+	}
+	if cfg.HA != nil {
+		facts, err := PairFacts(p, o.SkipFiles)
+		if err != nil {
+			return nil, err
+		}
+		p.haDigest = ha.Digest(facts)
 	}
 	p.haLinks = ha.Links{WAN: p.WAN}
 	if len(cfg.Interfaces.LAN) > 0 {

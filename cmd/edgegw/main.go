@@ -60,8 +60,9 @@ const usage = `edgegw: a Zero Trust edge gateway.
 Usage:
   edgegw run [--config FILE]            run the gateway (no file: the built-in default)
   edgegw run --fallback REASON          the built-in default, forwarding off, admin on loopback
-  edgegw check --config FILE [--skip-files]
-                                        validate a configuration and print every problem
+  edgegw check --config FILE [--skip-files] [--pair FILE]
+                                        validate a configuration and print every problem;
+                                        --pair: also the other node's file of an HA pair
   edgegw peer config NAME --endpoint HOST:PORT [--config FILE] [--private-key-file FILE]
                                         print a wg-quick config for a static WireGuard peer
   edgegw firewall show [--config FILE]  print the compiled nftables ruleset
@@ -259,9 +260,10 @@ func cmdRun(args []string, stderr io.Writer) error {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", "edgegw check --config FILE [--skip-files]", stderr)
+	fs := newFlags("check", "edgegw check --config FILE [--skip-files] [--pair FILE]", stderr)
 	cfgPath := fs.String("config", "", "configuration `file` to validate")
 	skip := fs.Bool("skip-files", false, "skip the existence and permission checks of files the configuration names")
+	pair := fs.String("pair", "", "the other node's configuration `file` of an HA pair: validate it too and compare what must match")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -271,6 +273,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	} else if *cfgPath == "" || len(pos) > 0 {
 		fs.Usage()
 		return errUsage
+	}
+	if *pair != "" {
+		return checkPair(*cfgPath, *pair, *skip, stdout)
 	}
 	cfg, err := config.Load(*cfgPath, config.Options{SkipFiles: *skip})
 	if err != nil {

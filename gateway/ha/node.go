@@ -87,6 +87,10 @@ type Status struct {
 	// link carries conntrackd's messages.
 	ConntrackSync *SyncStats `json:"conntrack_sync,omitempty"`
 	Last          *time.Time `json:"last_transition,omitempty"`
+	// ConfigDigest is the digest of the settings both nodes must share
+	// (gateway.PairFacts, ha.Digest): equal on the two nodes when their
+	// files agree. Only this node's: edgegw does not ask its peer.
+	ConfigDigest string `json:"config_digest,omitempty"`
 }
 
 // Node supervises this node's keepalived and conntrackd.
