@@ -2,9 +2,10 @@ package gateway
 
 import (
 	"bytes"
-	"github.com/google/renameio/v2"
 	"os"
 	"path/filepath"
+
+	"github.com/google/renameio/v2"
 )
 
 // writeFileAtomic replaces name with b (mode 0644: a geofeed is public),
