@@ -53,12 +53,26 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			return in.view()
 		},
 		Geofeed: fw.servedFeed,
+		// admin.tls.acme: the access part's ACME certificates.
+		Certificates: g.local().acme.GetCertificate,
 	})
 	if err != nil {
 		return nil, err
 	}
 	g.metrics.set("admin", srv)
 	return srv, nil
+}
+
+// local is what the parts share for the Access listener (local.go), as
+// handed to the access part in run: the admin listener asks its ACME
+// certificate source.
+func (g *Gateway) local() *local {
+	for _, p := range g.parts {
+		if a, ok := p.(*accessPart); ok {
+			return a.local
+		}
+	}
+	return newLocal() // no access part: no ACME manager is ever installed
 }
 
 // auditReload records a reload edgegw made on a signal.

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"sync/atomic"
 
@@ -36,7 +37,10 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // local is what the Access listener serves for host names that are not an
 // app's: device enrollment, DNS over HTTPS, SCIM and posture reports, each
-// installed by its part.
+// installed by its part. acme is the gateway's one ACME certificate
+// source, installed by the access part (access.acme) and asked by the
+// other TLS listeners that are configured to serve its certificates
+// (gateway.dns.dot.acme, admin.tls.acme).
 type local struct {
 	enroll  swapHandler
 	doh     swapHandler
@@ -48,7 +52,43 @@ type local struct {
 	// signIns takes the groups of each Access sign-in: the identity part
 	// installs the registry's refresh when no SCIM keeps groups current.
 	signIns signInHook
+	acme    certSource
 }
+
+// certificateGetter is what a tls.Config's GetCertificate needs: here the
+// access part's acme.Manager.
+type certificateGetter interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// certSource serves whichever certificate getter the access part last
+// installed: the DoT and admin listeners outlive the ACME manager, which
+// is replaced when access.acme changes.
+type certSource struct {
+	g atomic.Pointer[certificateGetter]
+}
+
+func (c *certSource) set(g certificateGetter) {
+	if g == nil {
+		c.g.Store(nil)
+		return
+	}
+	c.g.Store(&g)
+}
+
+// GetCertificate is the ACME certificate for the hello's name, or nil, nil
+// (the listener's configured certificate) when there is no ACME manager,
+// no certificate yet, or the name is not among access.acme.domains.
+func (c *certSource) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	g := c.g.Load()
+	if g == nil {
+		return nil, nil
+	}
+	return (*g).GetCertificate(hello)
+}
+
+// managing reports whether an ACME manager is installed.
+func (c *certSource) managing() bool { return c.g.Load() != nil }
 
 // signInHook hands an Access sign-in's groups to the device registry.
 type signInHook struct {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -31,6 +32,19 @@ type dnsPart struct {
 	// geo follows the plan's GeoIP databases for the countries of the
 	// query log; the server outlives reloads, so it reads through.
 	geo geo.Live
+	// dotACME is gateway.dns.dot.acme of the plan last committed: DoT
+	// handshakes ask the gateway's ACME certificates first while it is
+	// set.
+	dotACME atomic.Bool
+}
+
+// dotCertificate is the DoT listeners' ACME source: the access part's
+// manager while dot.acme is set, else nil (dot.cert_file).
+func (p *dnsPart) dotCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if !p.dotACME.Load() {
+		return nil, nil
+	}
+	return p.local.acme.GetCertificate(hello)
 }
 
 // setTunnel records which interface owns the addresses of next's
@@ -55,6 +69,7 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 	}
 	p.egress.Store(np.Firewall.Egress)
 	p.geo.Set(np.geo)
+	p.dotACME.Store(nc.DoT != nil && nc.DoT.ACME)
 	if p.srv != nil {
 		p.setTunnel(next)
 		// In place: no query is dropped. With the same section Set only
@@ -77,6 +92,7 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 		Sink:            p.sink,
 		ColoCode:        next.Appliance.Colo,
 		Countries:       &p.geo,
+		Certificates:    p.dotCertificate,
 	})
 	if err != nil {
 		return err
