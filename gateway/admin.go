@@ -54,11 +54,13 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 		},
 		Geofeed: fw.servedFeed,
 		// admin.tls.acme: the access part's ACME certificates.
-		Certificates: g.local().acme.GetCertificate,
+		Certificates: g.local().acme.forListener("admin"),
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The expiry of the ACME certificates DoT and this listener served.
+	g.metrics.set("acme-listeners", &g.local().acme)
 	g.metrics.set("admin", srv)
 	return srv, nil
 }

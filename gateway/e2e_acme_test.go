@@ -260,7 +260,8 @@ tunnels:
 // gw.corp.example: a LAN client that trusts only the CA's root gets a DNS
 // answer over DoT and the admin API's /healthz over HTTPS. A name that is
 // not among access.acme.domains gets each listener's configured
-// certificate (the fallback), and /metrics has the expiry.
+// certificate (the fallback), and /metrics has the expiry, also per
+// listener.
 func TestACMEForDoTAndAdmin(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
@@ -384,8 +385,14 @@ gateway:
 
 	netlab.Eventually(t, 10*time.Second, "the expiry metric", func() error {
 		m := s.get("/metrics")
-		if v := metricValue(m, `edgegw_acme_certificate_expiry_timestamp_seconds{domain="gw.corp.example"}`); int64(v) != expiry.Unix() {
-			return fmt.Errorf("edgegw_acme_certificate_expiry_timestamp_seconds = %v, want %d", v, expiry.Unix())
+		for _, name := range []string{
+			`edgegw_acme_certificate_expiry_timestamp_seconds{domain="gw.corp.example"}`,
+			`edgegw_acme_listener_certificate_expiry_timestamp_seconds{domain="gw.corp.example",listener="dot"}`,
+			`edgegw_acme_listener_certificate_expiry_timestamp_seconds{domain="gw.corp.example",listener="admin"}`,
+		} {
+			if v := metricValue(m, name); int64(v) != expiry.Unix() {
+				return fmt.Errorf("%s = %v, want %d", name, v, expiry.Unix())
+			}
 		}
 		return nil
 	})

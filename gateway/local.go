@@ -3,8 +3,15 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/posture"
@@ -63,9 +70,62 @@ type certificateGetter interface {
 
 // certSource serves whichever certificate getter the access part last
 // installed: the DoT and admin listeners outlive the ACME manager, which
-// is replaced when access.acme changes.
+// is replaced when access.acme changes. It remembers, per listener and
+// name, the expiry of the ACME certificate last served there, for
+// edgegw_acme_listener_certificate_expiry_timestamp_seconds.
 type certSource struct {
 	g atomic.Pointer[certificateGetter]
+
+	mu     sync.Mutex
+	served map[listenerName]time.Time
+}
+
+// listenerName labels the served-certificate metric.
+type listenerName struct{ listener, name string }
+
+var listenerExpiryDesc = prometheus.NewDesc("edgegw_acme_listener_certificate_expiry_timestamp_seconds",
+	"When the ACME certificate a TLS listener (dot, admin) last served for the name expires (Unix time).",
+	[]string{"listener", "domain"}, nil)
+
+// forListener is GetCertificate for one listener other than Access: it
+// records the expiry of each ACME certificate it hands out.
+func (c *certSource) forListener(listener string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		cert, err := c.GetCertificate(hello)
+		if err != nil || cert == nil {
+			return cert, err
+		}
+		leaf := cert.Leaf
+		if leaf == nil && len(cert.Certificate) > 0 {
+			leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+		}
+		if leaf != nil {
+			name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+			if name == "" && hello.Conn != nil {
+				// No SNI: the certificate is the one for the address dialled.
+				name, _, _ = net.SplitHostPort(hello.Conn.LocalAddr().String())
+			}
+			c.mu.Lock()
+			if c.served == nil {
+				c.served = map[listenerName]time.Time{}
+			}
+			c.served[listenerName{listener, name}] = leaf.NotAfter
+			c.mu.Unlock()
+		}
+		return cert, nil
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *certSource) Describe(ch chan<- *prometheus.Desc) { ch <- listenerExpiryDesc }
+
+// Collect implements prometheus.Collector.
+func (c *certSource) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, t := range c.served {
+		ch <- prometheus.MustNewConstMetric(listenerExpiryDesc, prometheus.GaugeValue, float64(t.Unix()), k.listener, k.name)
+	}
 }
 
 func (c *certSource) set(g certificateGetter) {

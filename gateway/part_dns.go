@@ -35,7 +35,8 @@ type dnsPart struct {
 	// dotACME is gateway.dns.dot.acme of the plan last committed: DoT
 	// handshakes ask the gateway's ACME certificates first while it is
 	// set.
-	dotACME atomic.Bool
+	dotACME  atomic.Bool
+	dotCerts func(*tls.ClientHelloInfo) (*tls.Certificate, error) // local.acme for "dot", set at the first commit
 }
 
 // dotCertificate is the DoT listeners' ACME source: the access part's
@@ -44,7 +45,7 @@ func (p *dnsPart) dotCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if !p.dotACME.Load() {
 		return nil, nil
 	}
-	return p.local.acme.GetCertificate(hello)
+	return p.dotCerts(hello)
 }
 
 // setTunnel records which interface owns the addresses of next's
@@ -69,7 +70,14 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 	}
 	p.egress.Store(np.Firewall.Egress)
 	p.geo.Set(np.geo)
-	p.dotACME.Store(nc.DoT != nil && nc.DoT.ACME)
+	acmeOn := nc.DoT != nil && nc.DoT.ACME
+	if acmeOn && !p.dotACME.Load() {
+		p.log.Info("DNS over TLS serves access.acme's certificate for the names among its domains; dot.cert_file until ACME has one, and whenever it fails")
+	}
+	if p.dotCerts == nil {
+		p.dotCerts = p.local.acme.forListener("dot")
+	}
+	p.dotACME.Store(acmeOn)
 	if p.srv != nil {
 		p.setTunnel(next)
 		// In place: no query is dropped. With the same section Set only
