@@ -53,12 +53,28 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			return in.view()
 		},
 		Geofeed: fw.servedFeed,
+		// admin.tls.acme: the access part's ACME certificates.
+		Certificates: g.local().acme.forListener("admin"),
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The expiry of the ACME certificates DoT and this listener served.
+	g.metrics.set("acme-listeners", &g.local().acme)
 	g.metrics.set("admin", srv)
 	return srv, nil
+}
+
+// local is what the parts share for the Access listener (local.go), as
+// handed to the access part in run: the admin listener asks its ACME
+// certificate source.
+func (g *Gateway) local() *local {
+	for _, p := range g.parts {
+		if a, ok := p.(*accessPart); ok {
+			return a.local
+		}
+	}
+	return newLocal() // no access part: no ACME manager is ever installed
 }
 
 // auditReload records a reload edgegw made on a signal.

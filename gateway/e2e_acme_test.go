@@ -1,8 +1,11 @@
 package gateway_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/edgegw/edgegw/access/acme/acmetest"
 	"github.com/edgegw/edgegw/gateway/netlab"
@@ -247,4 +252,148 @@ tunnels:
 	if !strings.Contains(string(conf), "Endpoint = "+gw+":51820") {
 		t.Errorf("the wg-quick file lacks the gateway's endpoint:\n%s", conf)
 	}
+}
+
+// TestACMEForDoTAndAdmin: with gateway.dns.dot.acme and admin.tls.acme
+// the DoT listener and the admin listener serve the certificate the
+// gateway's ACME manager (access.acme, Pebble over http-01) got for
+// gw.corp.example: a LAN client that trusts only the CA's root gets a DNS
+// answer over DoT and the admin API's /healthz over HTTPS. A name that is
+// not among access.acme.domains gets each listener's configured
+// certificate (the fallback), and /metrics has the expiry, also per
+// listener.
+func TestACMEForDoTAndAdmin(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	httpPort := acmetest.FreePort(t, ra.GW)
+	p := acmetest.Start(t, acmetest.Options{Net: ra.GW, HTTPPort: httpPort, TLSPort: acmetest.FreePort(t, ra.GW), Validity: time.Hour})
+	// The configured certificate, served until ACME has one and for
+	// other names.
+	certFile, keyFile, _ := dotCert(t, s.dir, "gw.corp.example")
+	fallbackPEM, err := os.ReadFile(certFile)
+	must(t, err)
+	fallback, _ := pem.Decode(fallbackPEM)
+	s.extras = fmt.Sprintf(`access:
+  listen: 10.0.0.1:8443
+  acme:
+    directory: %s
+    ca_file: %s
+    domains: [gw.corp.example]
+    challenges: [http-01]
+    http_listen: 127.0.0.1:%d
+gateway:
+  dns:
+    listen: [10.0.0.1:53]
+    upstreams: [10.0.0.5:53]
+    dot:
+      listen: [10.0.0.1:853]
+      cert_file: %[4]s
+      key_file: %[5]s
+      acme: true
+    policies:
+      - id: probe
+        expression: dns.domains contains "probe.corp.example"
+        action: override
+        override: [10.0.0.42]
+`, p.Directory, p.CAFile, httpPort, certFile, keyFile)
+	s.writeConfig()
+	raw, err := os.ReadFile(s.cfg)
+	must(t, err)
+	cfg := strings.Replace(string(raw), "admin:\n  listen: 127.0.0.1:9100\n", fmt.Sprintf(`admin:
+  listen: 10.0.0.1:9443
+  tls:
+    cert_file: %s
+    key_file: %s
+    acme: true
+  hosts: [gw.corp.example]
+`, certFile, keyFile), 1)
+	if cfg == string(raw) {
+		t.Fatal("the site's admin section moved: the test cannot put its own")
+	}
+	must(t, os.WriteFile(s.cfg, []byte(cfg), 0o600))
+	s.start()
+	defer func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", s.proc.Output())
+		}
+	}()
+
+	var expiry time.Time
+	netlab.Eventually(t, 60*time.Second, "the DoT listener serves the CA's certificate", func() error {
+		leaf, err := acmetest.Served(t.Context(), ra.LAN, "10.0.0.1:853", "gw.corp.example", p.Roots)
+		if err != nil {
+			return err
+		}
+		expiry = leaf.NotAfter
+		return nil
+	})
+
+	// A DNS answer over DoT, the server verified against the CA's root only.
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	conn, err := ra.LAN.DialContext(ctx, "tcp", "10.0.0.1:853")
+	must(t, err)
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(15 * time.Second))
+	tc := tls.Client(conn, &tls.Config{RootCAs: p.Roots, ServerName: "gw.corp.example", NextProtos: []string{"dot"}})
+	must(t, tc.HandshakeContext(ctx))
+	dc := &dns.Conn{Conn: tc}
+	q := new(dns.Msg)
+	q.SetQuestion("probe.corp.example.", dns.TypeA)
+	must(t, dc.WriteMsg(q))
+	r, err := dc.ReadMsg()
+	must(t, err)
+	if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "10.0.0.42" {
+		t.Errorf("answer over DoT: %v", r)
+	}
+
+	// The admin listener: the same certificate, and the API behind it.
+	leaf, err := acmetest.Served(t.Context(), ra.LAN, "10.0.0.1:9443", "gw.corp.example", p.Roots)
+	if err != nil {
+		t.Fatalf("the admin listener does not serve the CA's certificate: %v", err)
+	}
+	if !leaf.NotAfter.Equal(expiry) {
+		t.Errorf("the admin listener's certificate expires %s, DoT's %s: not the one ACME certificate", leaf.NotAfter, expiry)
+	}
+	c := ra.LAN.HTTPClient()
+	c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{RootCAs: p.Roots, ServerName: "gw.corp.example"}
+	req, _ := http.NewRequest("GET", "https://10.0.0.1:9443/healthz", nil)
+	req.Host = "gw.corp.example" // the LAN host resolves no names: dial the address
+	resp, err := c.Do(req)
+	must(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("admin /healthz through the verified listener: %s %q", resp.Status, body)
+	}
+
+	// Names outside access.acme.domains: the configured certificate.
+	for _, addr := range []string{"10.0.0.1:853", "10.0.0.1:9443"} {
+		conn, err := ra.LAN.DialContext(ctx, "tcp", addr)
+		must(t, err)
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: "other.corp.example"})
+		err = tc.HandshakeContext(ctx)
+		if err == nil && !bytes.Equal(tc.ConnectionState().PeerCertificates[0].Raw, fallback.Bytes) {
+			t.Errorf("%s serves another certificate than its cert_file for a name ACME does not manage", addr)
+		}
+		tc.Close()
+		must(t, err)
+	}
+
+	netlab.Eventually(t, 10*time.Second, "the expiry metric", func() error {
+		m := s.get("/metrics")
+		for _, name := range []string{
+			`edgegw_acme_certificate_expiry_timestamp_seconds{domain="gw.corp.example"}`,
+			`edgegw_acme_listener_certificate_expiry_timestamp_seconds{domain="gw.corp.example",listener="dot"}`,
+			`edgegw_acme_listener_certificate_expiry_timestamp_seconds{domain="gw.corp.example",listener="admin"}`,
+		} {
+			if v := metricValue(m, name); int64(v) != expiry.Unix() {
+				return fmt.Errorf("%s = %v, want %d", name, v, expiry.Unix())
+			}
+		}
+		return nil
+	})
 }

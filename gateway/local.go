@@ -2,8 +2,16 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/access/enroll"
 	"github.com/edgegw/edgegw/access/posture"
@@ -36,7 +44,10 @@ func (s *swapHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // local is what the Access listener serves for host names that are not an
 // app's: device enrollment, DNS over HTTPS, SCIM and posture reports, each
-// installed by its part.
+// installed by its part. acme is the gateway's one ACME certificate
+// source, installed by the access part (access.acme) and asked by the
+// other TLS listeners that are configured to serve its certificates
+// (gateway.dns.dot.acme, admin.tls.acme).
 type local struct {
 	enroll  swapHandler
 	doh     swapHandler
@@ -48,7 +59,96 @@ type local struct {
 	// signIns takes the groups of each Access sign-in: the identity part
 	// installs the registry's refresh when no SCIM keeps groups current.
 	signIns signInHook
+	acme    certSource
 }
+
+// certificateGetter is what a tls.Config's GetCertificate needs: here the
+// access part's acme.Manager.
+type certificateGetter interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// certSource serves whichever certificate getter the access part last
+// installed: the DoT and admin listeners outlive the ACME manager, which
+// is replaced when access.acme changes. It remembers, per listener and
+// name, the expiry of the ACME certificate last served there, for
+// edgegw_acme_listener_certificate_expiry_timestamp_seconds.
+type certSource struct {
+	g atomic.Pointer[certificateGetter]
+
+	mu     sync.Mutex
+	served map[listenerName]time.Time
+}
+
+// listenerName labels the served-certificate metric.
+type listenerName struct{ listener, name string }
+
+var listenerExpiryDesc = prometheus.NewDesc("edgegw_acme_listener_certificate_expiry_timestamp_seconds",
+	"When the ACME certificate a TLS listener (dot, admin) last served for the name expires (Unix time).",
+	[]string{"listener", "domain"}, nil)
+
+// forListener is GetCertificate for one listener other than Access: it
+// records the expiry of each ACME certificate it hands out.
+func (c *certSource) forListener(listener string) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		cert, err := c.GetCertificate(hello)
+		if err != nil || cert == nil {
+			return cert, err
+		}
+		leaf := cert.Leaf
+		if leaf == nil && len(cert.Certificate) > 0 {
+			leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+		}
+		if leaf != nil {
+			name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+			if name == "" && hello.Conn != nil {
+				// No SNI: the certificate is the one for the address dialled.
+				name, _, _ = net.SplitHostPort(hello.Conn.LocalAddr().String())
+			}
+			c.mu.Lock()
+			if c.served == nil {
+				c.served = map[listenerName]time.Time{}
+			}
+			c.served[listenerName{listener, name}] = leaf.NotAfter
+			c.mu.Unlock()
+		}
+		return cert, nil
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *certSource) Describe(ch chan<- *prometheus.Desc) { ch <- listenerExpiryDesc }
+
+// Collect implements prometheus.Collector.
+func (c *certSource) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, t := range c.served {
+		ch <- prometheus.MustNewConstMetric(listenerExpiryDesc, prometheus.GaugeValue, float64(t.Unix()), k.listener, k.name)
+	}
+}
+
+func (c *certSource) set(g certificateGetter) {
+	if g == nil {
+		c.g.Store(nil)
+		return
+	}
+	c.g.Store(&g)
+}
+
+// GetCertificate is the ACME certificate for the hello's name, or nil, nil
+// (the listener's configured certificate) when there is no ACME manager,
+// no certificate yet, or the name is not among access.acme.domains.
+func (c *certSource) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	g := c.g.Load()
+	if g == nil {
+		return nil, nil
+	}
+	return (*g).GetCertificate(hello)
+}
+
+// managing reports whether an ACME manager is installed.
+func (c *certSource) managing() bool { return c.g.Load() != nil }
 
 // signInHook hands an Access sign-in's groups to the device registry.
 type signInHook struct {

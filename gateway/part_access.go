@@ -21,7 +21,7 @@ type accessPart struct {
 	metrics *metrics
 	sink    access.RecordSink
 	devs    *identity.Devices
-	local   *local // enrollment, DoH, SCIM, posture for host names that are no app's; the session ender
+	local   *local // enrollment, DoH, SCIM, posture for host names that are no app's; the session ender; acme, installed for the other listeners
 
 	srv *access.Server
 	run actor
@@ -101,6 +101,7 @@ func (p *accessPart) startACME(ctx context.Context, np *Plan) error {
 	}
 	p.acme = m
 	p.srv.SetCertificates(m)
+	p.local.acme.set(m) // for DoT and the admin listener, when they ask for ACME
 	p.acmeRun.start(ctx, m.Run)
 	return nil
 }
@@ -110,6 +111,7 @@ func (p *accessPart) stopACME() {
 		return
 	}
 	p.srv.SetCertificates(nil)
+	p.local.acme.set(nil)
 	if err := p.acmeRun.stop(); err != nil {
 		p.log.Error("acme stopped", "err", err)
 	}

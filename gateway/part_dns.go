@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -31,6 +32,20 @@ type dnsPart struct {
 	// geo follows the plan's GeoIP databases for the countries of the
 	// query log; the server outlives reloads, so it reads through.
 	geo geo.Live
+	// dotACME is gateway.dns.dot.acme of the plan last committed: DoT
+	// handshakes ask the gateway's ACME certificates first while it is
+	// set.
+	dotACME  atomic.Bool
+	dotCerts func(*tls.ClientHelloInfo) (*tls.Certificate, error) // local.acme for "dot", set at the first commit
+}
+
+// dotCertificate is the DoT listeners' ACME source: the access part's
+// manager while dot.acme is set, else nil (dot.cert_file).
+func (p *dnsPart) dotCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if !p.dotACME.Load() {
+		return nil, nil
+	}
+	return p.dotCerts(hello)
 }
 
 // setTunnel records which interface owns the addresses of next's
@@ -55,6 +70,14 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 	}
 	p.egress.Store(np.Firewall.Egress)
 	p.geo.Set(np.geo)
+	acmeOn := nc.DoT != nil && nc.DoT.ACME
+	if acmeOn && !p.dotACME.Load() {
+		p.log.Info("DNS over TLS serves access.acme's certificate for the names among its domains; dot.cert_file until ACME has one, and whenever it fails")
+	}
+	if p.dotCerts == nil {
+		p.dotCerts = p.local.acme.forListener("dot")
+	}
+	p.dotACME.Store(acmeOn)
 	if p.srv != nil {
 		p.setTunnel(next)
 		// In place: no query is dropped. With the same section Set only
@@ -77,6 +100,7 @@ func (p *dnsPart) commit(ctx context.Context, prev, np *Plan) error {
 		Sink:            p.sink,
 		ColoCode:        next.Appliance.Colo,
 		Countries:       &p.geo,
+		Certificates:    p.dotCertificate,
 	})
 	if err != nil {
 		return err

@@ -9,7 +9,10 @@
 // (the last third of the lifetime, or the CA's ACME Renewal Information);
 // the Access listener reads the current certificate on every handshake,
 // so a renewed one is served without a restart and without closing a
-// connection. Until a certificate is obtained, and whenever ACME fails,
+// connection. The gateway hands the same Manager to the DoT listeners
+// (gateway.dns.dot.acme) and the admin listener (admin.tls.acme), which
+// read it on every handshake too: one account, one certificate per name.
+// Until a certificate is obtained, and whenever ACME fails,
 // the listener serves its configured or self-signed certificate
 // ([Manager.GetCertificate] returns nil) and the failure is logged.
 package acme

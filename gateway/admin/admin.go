@@ -134,6 +134,10 @@ type Options struct {
 	// Geofeed returns the path the TCP listener serves the egress
 	// geofeed at, open to all, and its CSV; path "" or nil: not served.
 	Geofeed func() (path string, csv []byte)
+	// Certificates gives the TCP listener's certificate with admin.tls.acme
+	// (the gateway's ACME certificates), asked on every handshake; nil, nil
+	// or an error falls back to admin.tls.cert_file.
+	Certificates func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
 // Server is the admin plane. Set binds its listeners; Run owns their
@@ -182,6 +186,8 @@ type listener struct {
 	loopback bool
 	// cert is the TLS certificate; nil serves plain HTTP (loopback only).
 	cert atomic.Pointer[tls.Certificate]
+	// acme is admin.tls.acme: handshakes ask Options.Certificates first.
+	acme atomic.Bool
 }
 
 // New opens the token store and builds the handlers; nothing listens
@@ -317,6 +323,7 @@ func (s *Server) Set(cfg Config) error {
 	} else {
 		s.tcp.cert.Store(cert)
 	}
+	s.tcp.acme.Store(cfg.TLS != nil && cfg.TLS.ACME)
 	s.console.SetOIDC(sso)
 	// The old listeners stop in the background: a reload asked over one of
 	// them is still being answered on it.

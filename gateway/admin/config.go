@@ -76,6 +76,10 @@ type RolePolicy struct {
 type TLS struct {
 	CertFile string `yaml:"cert_file" file:"read"`
 	KeyFile  string `yaml:"key_file" file:"secret"`
+	// ACME serves the gateway's ACME certificate (access.acme) for the
+	// names of admin.hosts among access.acme.domains; cert_file stays the
+	// fallback, served until ACME has a certificate and whenever it fails.
+	ACME bool `yaml:"acme"`
 }
 
 // Metrics says who may scrape /metrics on a listener that is not on

@@ -100,7 +100,16 @@ func (s *Server) bindTCP(addr string, cert *tls.Certificate) (*listener, error) 
 	}
 	l.ln = &tlsSwitch{Listener: ln, cert: &l.cert, cfg: &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			// With admin.tls.acme the ACME certificate for the hello's
+			// name, read on every handshake so a renewal is served
+			// without a new socket; else, or while ACME has none, the
+			// configured one.
+			if f := s.opts.Certificates; f != nil && l.acme.Load() {
+				if c, err := f(hello); err == nil && c != nil {
+					return c, nil
+				}
+			}
 			if c := l.cert.Load(); c != nil {
 				return c, nil
 			}

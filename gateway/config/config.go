@@ -19,6 +19,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -380,6 +381,7 @@ func (d *decoder) crossChecks(c *Config) {
 			report(join("access", field), msg)
 		})
 	}
+	checkACMEListeners(c, report)
 	// The console signs users in through one of the identity providers:
 	// resolve it here, so that the admin section carries what it needs.
 	if o := c.Admin.OIDC; o != nil && o.Provider != "" {
@@ -421,6 +423,30 @@ func (d *decoder) crossChecks(c *Config) {
 	}
 	if c.HA != nil && (c.HA.Interface == c.Interfaces.WAN || slices.Contains(c.Interfaces.LAN, c.HA.Interface)) {
 		report("ha.interface", fmt.Sprintf("%q is a WAN or LAN interface: the sync link needs its own", c.HA.Interface))
+	}
+}
+
+// checkACMEListeners: a listener other than Access that serves the
+// gateway's ACME certificate (gateway.dns.dot.acme, admin.tls.acme) needs
+// access.acme, which gets it, and a name among its domains: certificates
+// are obtained for those names only.
+func checkACMEListeners(c *Config, report func(field, msg string)) {
+	var domains []string
+	if c.Access != nil && c.Access.ACME != nil {
+		domains = c.Access.ACME.Domains
+	}
+	if d := c.Gateway.DNS; d != nil && d.DoT != nil && d.DoT.ACME && domains == nil {
+		report("gateway.dns.dot.acme", "the certificate comes from access.acme, which is not configured: add access.acme (with the DoT server's name among its domains), or drop acme to serve dot.cert_file")
+	}
+	if t := c.Admin.TLS; t != nil && t.ACME {
+		switch {
+		case domains == nil:
+			report("admin.tls.acme", "the certificate comes from access.acme, which is not configured: add access.acme (with the console's name among its domains), or drop acme to serve tls.cert_file")
+		case !slices.ContainsFunc(c.Admin.Hosts, func(h string) bool {
+			return slices.Contains(domains, strings.ToLower(strings.TrimSuffix(h, ".")))
+		}):
+			report("admin.tls.acme", fmt.Sprintf("none of admin.hosts %q is among access.acme.domains %q: name the console (admin.hosts) and get a certificate for that name (access.acme.domains)", c.Admin.Hosts, domains))
+		}
 	}
 }
 

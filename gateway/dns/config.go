@@ -52,6 +52,10 @@ type DoT struct {
 	// query from a client without an identity: one that did not come
 	// through the tunnel that owns its address.
 	IdentifiedOnly bool `yaml:"identified_only"`
+	// ACME serves the gateway's ACME certificate (access.acme) for the
+	// names among access.acme.domains; cert_file stays the fallback,
+	// served until ACME has a certificate and whenever it fails.
+	ACME bool `yaml:"acme"`
 }
 
 // List is a domain list read from a file: plain domains, hosts format or
@@ -231,7 +235,7 @@ func (d *DoT) equal(o *DoT) bool {
 		return d == o
 	}
 	return slices.Equal(d.Listen, o.Listen) && d.CertFile == o.CertFile && d.KeyFile == o.KeyFile &&
-		d.IdentifiedOnly == o.IdentifiedOnly
+		d.IdentifiedOnly == o.IdentifiedOnly && d.ACME == o.ACME
 }
 
 func checkUpstream(u string) string {

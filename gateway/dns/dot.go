@@ -77,6 +77,19 @@ func (s *Server) loadDoTCert(c *Config) error {
 	return nil
 }
 
+// dotCertificate is the certificate a DoT handshake gets: the one
+// Options.Certificates gives for the hello (ACME; read on every handshake,
+// so a renewed certificate is served without restarting the listener), or
+// else dot.cert_file.
+func (s *Server) dotCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if f := s.opts.Certificates; f != nil {
+		if c, err := f(hello); err == nil && c != nil {
+			return c, nil
+		}
+	}
+	return s.dotCert.Load(), nil
+}
+
 // bindDoTLocked makes the DoT listeners match addrs, as bindLocked does
 // for plain DNS. s.mu is held and Run runs.
 func (s *Server) bindDoTLocked(addrs []netip.AddrPort) error {
@@ -97,7 +110,7 @@ func (s *Server) bindDoTLocked(addrs []netip.AddrPort) error {
 		l := &dotListener{want: a, bound: addrPort(ln.Addr()), cancel: cancel, done: make(chan struct{})}
 		tc := &tls.Config{
 			MinVersion:     tls.VersionTLS12,
-			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.dotCert.Load(), nil },
+			GetCertificate: s.dotCertificate,
 		}
 		s.bg.Go(func() {
 			defer close(l.done)

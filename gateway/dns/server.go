@@ -83,8 +83,12 @@ type Options struct {
 	// addresses (SrcIPCountryCode, ResolvedIPCountryCodes) from the GeoIP
 	// databases of firewall.geoip; nil: those fields are empty.
 	Countries CountryLookup
-	ColoCode  string           // ColoCode of query log records, e.g. the appliance name
-	Now       func() time.Time // nil: time.Now
+	// Certificates, when set, is asked first on every DoT handshake (the
+	// gateway's ACME certificates with dot.acme); nil, nil or an error
+	// falls back to dot.cert_file.
+	Certificates func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	ColoCode     string           // ColoCode of query log records, e.g. the appliance name
+	Now          func() time.Time // nil: time.Now
 }
 
 // CountryLookup tells the ISO 3166-1 alpha-2 country of an address, ""
