@@ -80,15 +80,20 @@ var indexSeed = maphash.MakeSeed()
 // index maps keys to active devices. It is never changed once it is in a
 // published snapshot; with copies the shard array and the touched shards.
 type index[K comparable] struct {
-	m [shards]map[K]*Device
+	m    [shards]map[K]*Device
+	hash func(K) uint64
 }
 
-func shardOf[K comparable](k K) int {
-	return int(maphash.Comparable(indexSeed, k) % shards)
-}
+// The shard hashes of the indexes' key types: the fast byte and string
+// hashes, seeded per process so no one can choose keys that crowd a shard.
+func hashString(k string) uint64   { return maphash.String(indexSeed, k) }
+func hashKey(k [32]byte) uint64    { return maphash.Bytes(indexSeed, k[:]) }
+func hashAddr(k netip.Addr) uint64 { b := k.As16(); return maphash.Bytes(indexSeed, b[:]) }
+
+func (x *index[K]) shard(k K) int { return int(x.hash(k) % shards) }
 
 func (x *index[K]) get(k K) (*Device, bool) {
-	d, ok := x.m[shardOf(k)][k]
+	d, ok := x.m[x.shard(k)][k]
 	return d, ok
 }
 
@@ -113,7 +118,7 @@ func editIndex[K comparable](x *index[K]) *indexEdit[K] {
 }
 
 func (e *indexEdit[K]) shard(k K) map[K]*Device {
-	i := shardOf(k)
+	i := e.x.shard(k)
 	if !e.cloned[i] {
 		m := make(map[K]*Device, len(e.x.m[i])+1)
 		for k, v := range e.x.m[i] {
@@ -137,8 +142,8 @@ func (e *indexEdit[K]) del(k K, d *Device) {
 }
 
 // newIndex builds an index of the given capacity from scratch.
-func newIndex[K comparable](n int) *index[K] {
-	x := &index[K]{}
+func newIndex[K comparable](n int, hash func(K) uint64) *index[K] {
+	x := &index[K]{hash: hash}
 	for i := range x.m {
 		x.m[i] = make(map[K]*Device, n/shards+1)
 	}
@@ -152,7 +157,7 @@ func newSnapshot(generation int64, now time.Time, devs []Device) *Snapshot {
 	s := &Snapshot{generation: generation, built: now}
 	own := make([]Device, 0, len(devs)) // one allocation for every kept device
 	active := make([]*Device, 0, len(devs))
-	s.inactive = newIndex[string](0)
+	s.inactive = newIndex(0, hashString)
 	for _, d := range devs {
 		if d.Revoked {
 			s.revoked++
@@ -163,20 +168,20 @@ func newSnapshot(generation int64, now time.Time, devs []Device) *Snapshot {
 		switch {
 		case d.Pending:
 			s.pending++
-			s.inactive.m[shardOf(d.ID)][d.ID] = p
+			s.inactive.m[s.inactive.shard(d.ID)][d.ID] = p
 		case expiredAt(d, now):
 			s.expired++
-			s.inactive.m[shardOf(d.ID)][d.ID] = p
+			s.inactive.m[s.inactive.shard(d.ID)][d.ID] = p
 		default:
 			active = append(active, p)
 		}
 	}
 	slices.SortFunc(active, func(a, b *Device) int { return a.Address.Compare(b.Address) })
-	s.byAddr, s.byKey, s.byID = newIndex[netip.Addr](len(active)), newIndex[[32]byte](len(active)), newIndex[string](len(active))
+	s.byAddr, s.byKey, s.byID = newIndex(len(active), hashAddr), newIndex(len(active), hashKey), newIndex(len(active), hashString)
 	for _, d := range active {
-		s.byAddr.m[shardOf(d.Address)][d.Address] = d
-		s.byKey.m[shardOf(d.PublicKey)][d.PublicKey] = d
-		s.byID.m[shardOf(d.ID)][d.ID] = d
+		s.byAddr.m[s.byAddr.shard(d.Address)][d.Address] = d
+		s.byKey.m[s.byKey.shard(d.PublicKey)][d.PublicKey] = d
+		s.byID.m[s.byID.shard(d.ID)][d.ID] = d
 	}
 	for len(active) > 0 {
 		n := min(chunkSize, len(active))
