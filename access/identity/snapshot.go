@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"iter"
 	"net/netip"
@@ -86,9 +87,17 @@ type index[K comparable] struct {
 
 // The shard hashes of the indexes' key types: the fast byte and string
 // hashes, seeded per process so no one can choose keys that crowd a shard.
-func hashString(k string) uint64   { return maphash.String(indexSeed, k) }
-func hashKey(k [32]byte) uint64    { return maphash.Bytes(indexSeed, k[:]) }
-func hashAddr(k netip.Addr) uint64 { b := k.As16(); return maphash.Bytes(indexSeed, b[:]) }
+func hashString(k string) uint64 { return maphash.String(indexSeed, k) }
+func hashKey(k [32]byte) uint64  { return maphash.Bytes(indexSeed, k[:]) }
+
+// hashAddr needs no seed: the registry hands out addresses one after
+// another, so their low bits spread evenly over the shards, and it is on
+// the lookup path of every new flow.
+func hashAddr(k netip.Addr) uint64 {
+	b := k.As16()
+	lo := binary.BigEndian.Uint64(b[8:])
+	return lo ^ lo>>7 ^ binary.BigEndian.Uint64(b[:8])
+}
 
 func (x *index[K]) shard(k K) int { return int(x.hash(k) % shards) }
 
