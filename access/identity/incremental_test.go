@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -355,7 +356,7 @@ func TestDeriveWhileReading(t *testing.T) {
 	probe := m.all()
 	stop := make(chan struct{})
 	done := make(chan [2]int) // reads, reads that differed
-	go func() { // owned by this test: stopped by stop, waited for by done
+	go func() {               // owned by this test: stopped by stop, waited for by done
 		var n [2]int
 		for {
 			if !reflect.DeepEqual(viewOf(first, probe), want) {
@@ -411,5 +412,103 @@ func BenchmarkSnapshotLookup10k(b *testing.B) {
 				b.Fatal("not found")
 			}
 		}
+	})
+}
+
+// TestRandomWritesFollowedIncrementally: random writes through the
+// registry's own API on one appliance (enrollments, pending ones and
+// their approval, re-enrollments, revocations of devices and users, group
+// changes, posture quarantine, expiry as the clock moves), followed by a
+// second appliance that reads only the changed rows, give it after every
+// refresh the snapshot a full read of the database gives, counts
+// included, on both stores.
+func TestRandomWritesFollowedIncrementally(t *testing.T) {
+	eachStore(t, func(t *testing.T, env storeEnv) {
+		clk := newClock()
+		a := open(t, env, Options{Now: clk.Now})
+		b := open(t, env, Options{Now: clk.Now})
+		c := ctx(t)
+		rng := rand.New(rand.NewPCG(7, 11))
+		var es []Enrollment
+		var ids []string
+		for step := range 120 {
+			switch op := rng.IntN(9); {
+			case op < 3 || len(ids) == 0:
+				e := enrollment(t, fmt.Sprintf("u%d", step%17))
+				e.Pending = rng.IntN(4) == 0
+				if rng.IntN(2) == 0 {
+					e.Expires = clk.Now().Add(time.Duration(1+rng.IntN(20)) * time.Minute)
+				}
+				d, err := a.Enroll(c, e)
+				if err != nil {
+					t.Fatalf("step %d: enroll: %v", step, err)
+				}
+				es, ids = append(es, e), append(ids, d.ID)
+			case op == 3: // re-enrollment: new groups and expiry, same key
+				i := rng.IntN(len(es))
+				e := es[i]
+				e.Groups = []string{fmt.Sprint("g", rng.IntN(4))}
+				e.Expires = clk.Now().Add(time.Duration(1+rng.IntN(20)) * time.Minute)
+				if _, err := a.Enroll(c, e); err != nil && !errors.Is(err, ErrRevoked) {
+					t.Fatalf("step %d: re-enroll: %v", step, err)
+				}
+			case op == 4:
+				if _, err := a.Revoke(c, ids[rng.IntN(len(ids))]); err != nil {
+					t.Fatalf("step %d: revoke: %v", step, err)
+				}
+			case op == 5:
+				if _, err := a.RevokeUser(c, []string{es[rng.IntN(len(es))].Email}); err != nil {
+					t.Fatalf("step %d: revoke user: %v", step, err)
+				}
+			case op == 6:
+				if _, err := a.SetUserGroups(c, []string{es[rng.IntN(len(es))].Email}, []string{fmt.Sprint("g", rng.IntN(4))}); err != nil {
+					t.Fatalf("step %d: set groups: %v", step, err)
+				}
+			case op == 7:
+				if _, err := a.Approve(c, ids[rng.IntN(len(ids))]); err != nil && !errors.Is(err, ErrNotPending) {
+					t.Fatalf("step %d: approve: %v", step, err)
+				}
+			default:
+				_, err := a.RecordPosture(c, ids[rng.IntN(len(ids))], clk.Now().Add(time.Duration(step)*time.Millisecond), []byte(`{}`), rng.IntN(2) == 0)
+				if err != nil && !errors.Is(err, ErrRevoked) {
+					t.Fatalf("step %d: posture: %v", step, err)
+				}
+			}
+			if rng.IntN(3) != 0 {
+				continue
+			}
+			clk.Advance(time.Duration(rng.IntN(180)) * time.Second)
+			if err := b.Refresh(c); err != nil {
+				t.Fatal(err)
+			}
+			got := b.Snapshot()
+			full, err := b.sync(c, nil, clk.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var probe []Device
+			for _, id := range ids {
+				probe = append(probe, Device{ID: id})
+			}
+			for d := range full.All() {
+				probe = append(probe, d)
+			}
+			gv, fv := viewOf(got, probe), viewOf(full, probe)
+			if gv.Gen != fv.Gen || gv.Len != fv.Len || gv.Expired != fv.Expired || gv.Revoked != fv.Revoked || gv.Pend != fv.Pend ||
+				!gv.NextExpiry.Equal(fv.NextExpiry) || gv.IndexSizes != fv.IndexSizes ||
+				!reflect.DeepEqual(gv.ByAddr, fv.ByAddr) || !reflect.DeepEqual(gv.ByKey, fv.ByKey) || !reflect.DeepEqual(gv.ByID, fv.ByID) {
+				t.Fatalf("step %d: incremental gen %d len %d expired %d revoked %d pending %d next %v indexes %v; full gen %d len %d expired %d revoked %d pending %d next %v indexes %v",
+					step, gv.Gen, gv.Len, gv.Expired, gv.Revoked, gv.Pend, gv.NextExpiry, gv.IndexSizes,
+					fv.Gen, fv.Len, fv.Expired, fv.Revoked, fv.Pend, fv.NextExpiry, fv.IndexSizes)
+			}
+			if len(gv.Devices) != len(fv.Devices) {
+				t.Fatalf("step %d: %d devices, full %d", step, len(gv.Devices), len(fv.Devices))
+			}
+			for i := range gv.Devices {
+				assertDevice(t, fmt.Sprintf("step %d device %d", step, i), gv.Devices[i], fv.Devices[i])
+			}
+		}
+		t.Logf("%d devices enrolled; finally %d active, %d expired, %d pending, %d revoked",
+			len(ids), b.Snapshot().Len(), b.Snapshot().expired, b.Snapshot().pending, b.Snapshot().revoked)
 	})
 }
