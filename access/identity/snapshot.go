@@ -19,7 +19,8 @@ import (
 // and shares with it everything a change did not touch: the devices sit in
 // address-ordered chunks and the indexes in hash shards, and a change
 // copies only the chunks and shards it touches. So absorbing one change
-// costs a few microseconds with 10,000 devices instead of a rebuild, and
+// costs tens of microseconds with 10,000 devices instead of milliseconds
+// for a rebuild (BenchmarkApply10k, BenchmarkBuildSnapshot10k), and
 // the old snapshot, which readers may still hold, stays as it was.
 //
 // A nil *Snapshot is empty.
@@ -79,7 +80,8 @@ const shards = 128
 var indexSeed = maphash.MakeSeed()
 
 // index maps keys to active devices. It is never changed once it is in a
-// published snapshot; with copies the shard array and the touched shards.
+// published snapshot; an indexEdit copies the shard array and the shards
+// it touches.
 type index[K comparable] struct {
 	m    [shards]map[K]*Device
 	hash func(K) uint64
@@ -91,8 +93,8 @@ func hashString(k string) uint64 { return maphash.String(indexSeed, k) }
 func hashKey(k [32]byte) uint64  { return maphash.Bytes(indexSeed, k[:]) }
 
 // hashAddr needs no seed: the registry hands out addresses one after
-// another, so their low bits spread evenly over the shards, and it is on
-// the lookup path of every new flow.
+// another, so their low bits spread evenly over the shards; it is the
+// cheapest, for the tunnel's lookups by source address.
 func hashAddr(k netip.Addr) uint64 {
 	b := k.As16()
 	lo := binary.BigEndian.Uint64(b[8:])
