@@ -60,8 +60,8 @@ func BenchmarkRawInsert(b *testing.B) {
 					b.Fatal(err)
 				}
 				k := randKey(b)
-				if _, err := tx.ExecContext(c, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-					NewDeviceID(), "n", "e", "s", `["staff"]`, keyText(k), addr.String(), int64(i), nil, nil, false, nil, false); err != nil {
+				if _, err := tx.ExecContext(c, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+					NewDeviceID(), "n", "e", "s", `["staff"]`, keyText(k), addr.String(), int64(i), nil, nil, false, nil, false, false); err != nil {
 					b.Fatal(err)
 				}
 				if err := tx.Commit(); err != nil {
@@ -105,9 +105,9 @@ func bulkEnroll(b *testing.B, r *Registry, n int) []string {
 		ids[i] = NewDeviceID()
 		// A distinct created time each, as enrollments one after another
 		// have: the order pages follow.
-		if _, err := tx.ExecContext(c, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		if _, err := tx.ExecContext(c, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 			ids[i], fmt.Sprintf("dev%05d", i), fmt.Sprintf("user%05d@corp.example", i), fmt.Sprintf("sub%d", i),
-			`["staff","eng"]`, keyText(randKey(b)), addr.String(), now+int64(i), nil, now+int64(time.Hour/time.Microsecond), false, nil, false); err != nil {
+			`["staff","eng"]`, keyText(randKey(b)), addr.String(), now+int64(i), nil, now+int64(time.Hour/time.Microsecond), false, nil, false, false); err != nil {
 			b.Fatal(err)
 		}
 		addr = addr.Next()

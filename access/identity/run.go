@@ -87,57 +87,35 @@ func (r *Registry) sync(ctx context.Context, cur *Snapshot, now time.Time) (*Sna
 	if !full && gen == cur.generation {
 		return cur.expire(now), nil
 	}
-	// The generation was read first: a write that commits during the
-	// reads below has a larger generation, so the next poll reads it again
-	// (reading it twice is harmless).
-	var (
-		devs []Device
-		err  error
-	)
-	if full {
-		devs, err = r.query(ctx, "load devices", `SELECT `+deviceCols+` FROM devices WHERE NOT revoked`)
-	} else {
-		var changed []Device
-		changed, err = r.query(ctx, "load changed devices", `SELECT `+deviceCols+` FROM devices WHERE changed_gen > $1`, cur.generation)
-		devs = merge(cur, changed)
+	if !full {
+		// Only rows changed up to gen: a write that commits during this
+		// read has a larger generation and is read by the next poll, once.
+		// A row is then absorbed exactly once, which keeps the revoked
+		// count exact without reading revoked rows.
+		changed, err := r.query(ctx, "load changed devices", `SELECT `+deviceCols+` FROM devices WHERE changed_gen > $1 AND changed_gen <= $2`, cur.generation, gen)
+		if err != nil {
+			return nil, err
+		}
+		return cur.apply(gen, now, changed), nil
 	}
+	// A full load reads every row's newest state, which may be newer than
+	// gen; the next poll reads such a row again, and apply takes a row's
+	// current state whatever the snapshot held, so that is harmless.
+	devs, err := r.query(ctx, "load devices", `SELECT `+deviceCols+` FROM devices WHERE NOT revoked`)
 	if err != nil {
 		return nil, err
 	}
-	var expired, revoked int64
-	if err := r.db.QueryRowContext(ctx, `SELECT
-			COALESCE(SUM(CASE WHEN revoked THEN 1 ELSE 0 END), 0),
-			COALESCE(SUM(CASE WHEN NOT revoked AND expires_us <= $1 THEN 1 ELSE 0 END), 0)
-		FROM devices`, now.UnixMicro()).Scan(&revoked, &expired); err != nil {
-		return nil, unavailable("count devices", err)
+	// Revoked rows are not loaded; their count is asked once per full
+	// load (up to gen: a later revocation is counted by the poll that
+	// reads it as a changed row).
+	var revoked int64
+	if err := r.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices WHERE revoked AND changed_gen <= $1`, gen).Scan(&revoked); err != nil {
+		return nil, unavailable("count revoked devices", err)
 	}
 	s := newSnapshot(gen, now, devs)
-	s.expired, s.revoked = int(expired), int(revoked)
-	if full {
-		r.lastFull = now
-	}
+	s.revoked = int(revoked)
+	r.lastFull = now
 	return s, nil
-}
-
-// merge applies changed rows to cur's devices: a changed device replaces
-// its old self, or leaves when it was revoked.
-func merge(cur *Snapshot, changed []Device) []Device {
-	ids := make(map[string]bool, len(changed))
-	for _, d := range changed {
-		ids[d.ID] = true
-	}
-	out := make([]Device, 0, len(cur.devices)+len(changed))
-	for _, d := range cur.devices {
-		if !ids[d.ID] {
-			out = append(out, d)
-		}
-	}
-	for _, d := range changed {
-		if !d.Revoked {
-			out = append(out, d)
-		}
-	}
-	return out
 }
 
 // publish makes s current and tells the subscribers, unless s is what is

@@ -92,9 +92,12 @@ func fill(b *testing.B, e *env) (users, groups, devs []string) {
 // without waiting for the registry's snapshot). Each request includes the
 // registry write and the SCIM store write, and a filtered lookup. It
 // reports the 50th and 99th percentile latencies and the CPU time per
-// request.
+// request. The goal (issue 20) is 50 ms at p99 for each, including
+// deactivate/wait=snapshot, whose wait is one registry Refresh: with
+// 10,000 devices it applies only the changed rows to the last snapshot
+// (BenchmarkRefreshAfterRevoke10k in access/identity).
 //
-//	go test -run XXX -bench Patch -benchtime 2000x ./access/scim/
+//	go test -run '^$' -bench Patch -benchtime 1000x ./access/scim/
 func BenchmarkPatch(b *testing.B) {
 	e := newEnv(b)
 	users, groups, devs := fill(b, e)
