@@ -12,7 +12,7 @@ func (r *Registry) Collector() prometheus.Collector { return collector{r} }
 
 var (
 	devicesDesc = prometheus.NewDesc("edgegw_identity_devices",
-		"Enrolled devices by state: active, expired (not revoked, past their expiry), revoked.", []string{"state"}, nil)
+		"Enrolled devices by state: active, expired (not revoked, not pending, past their expiry), revoked.", []string{"state"}, nil)
 	generationDesc = prometheus.NewDesc("edgegw_identity_registry_generation",
 		"Registry generation of the current snapshot; it grows with every change.", nil, nil)
 	syncErrorsDesc = prometheus.NewDesc("edgegw_identity_registry_sync_errors_total",

@@ -121,7 +121,7 @@ func TestMetrics(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(r.Collector())
 	want := `
-# HELP edgegw_identity_devices Enrolled devices by state: active, expired (not revoked, past their expiry), revoked.
+# HELP edgegw_identity_devices Enrolled devices by state: active, expired (not revoked, not pending, past their expiry), revoked.
 # TYPE edgegw_identity_devices gauge
 edgegw_identity_devices{state="active"} 1
 edgegw_identity_devices{state="expired"} 1
