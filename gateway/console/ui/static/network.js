@@ -30,7 +30,8 @@
       if (r.steering) st += (st ? ", " : "") + "steered " + r.steering;
       const tr = row(r.prefix, r.via || "unreachable", r.source, String(r.metric),
         r.weight ? String(r.weight) : "", st,
-        el("td", {}, state(r.active ? "active" : "standby", r.active)));
+        // A standby row is no fault: it is the next path for its prefix.
+        el("td", {}, r.active ? state("active", true) : el("span", { class: "muted" }, "standby")));
       tr.dataset.prefix = r.prefix;
       tr.dataset.source = r.source;
       tr.dataset.active = String(r.active);

@@ -1,0 +1,293 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/edgegw/edgegw/gateway/admin"
+	"github.com/edgegw/edgegw/gateway/ha"
+	"github.com/edgegw/edgegw/gateway/netlab"
+)
+
+// consoleLogin opens the console at url in the tab, logs in with the API
+// token and waits for the console to show the session.
+func consoleLogin(t *testing.T, ctx context.Context, url, token string) {
+	t.Helper()
+	must(t, chromedp.Do(ctx,
+		chromedp.Navigate(url),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), token),
+		chromedp.Click(chromedp.ID("login")),
+	))
+	// The login navigates: poll, which survives it, for the session.
+	consolePoll(t, ctx, "the console after login", `!!document.getElementById("role") && document.getElementById("role").textContent !== ""`)
+}
+
+// consoleEval runs a JavaScript expression in the page and returns its
+// value.
+func consoleEval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return v
+}
+
+// socketGet GETs an admin path over a gateway's admin socket.
+func socketGet(t *testing.T, sock, path string) []byte {
+	t.Helper()
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	resp, err := c.Get("http://localhost" + path)
+	must(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	must(t, err)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", path, resp.Status, b)
+	}
+	return b
+}
+
+// TestConsoleRoutingBGP opens the console's Routing page in headless
+// Chromium on the office LAN of a running edgegw that learns the branch
+// LAN by BGP over GRE from a BIRD router (the topology of
+// TestBGPOverGRE). The page shows every row of GET /api/v1/routes with
+// its source, metric and whether it is the prefix's active path (the
+// learned 10.20.0.0/24 through the tunnel, active, from bgp:branch), and
+// the BGP session established with the prefixes received, accepted and
+// advertised, live (no page reload while the session comes up). The HA
+// card of the Overview is checked with fixture statuses rendered in the
+// page (a pair of gateways is not started): a master in a split brain, a
+// backup, and no card without ha. Any JavaScript error fails the test;
+// screenshots go to $EDGEGW_SCREENSHOTS.
+//
+//	olan 10.0.0.5 (Chromium) ── ogw (edgegw, bgp) ── wan ── bgw (edgegw + BIRD 2) ── blan 10.20.0.5
+func TestConsoleRoutingBGP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	if _, err := exec.LookPath("bird"); err != nil {
+		t.Fatal("bird not found: install the Debian package bird2")
+	}
+	lab := netlab.NewT(t)
+	ns := map[string]*netlab.NS{}
+	for _, n := range []string{"olan", "ogw", "wan", "bgw", "blan"} {
+		x, err := lab.NS(n)
+		must(t, err)
+		ns[n] = x
+	}
+	must(t, lab.Link(ns["olan"], "eth0", "10.0.0.5/24", ns["ogw"], "eth1", "10.0.0.1/24"))
+	must(t, lab.Link(ns["ogw"], "eth0", "203.0.113.10/24", ns["wan"], "eth0", "203.0.113.1/24"))
+	must(t, lab.Link(ns["wan"], "eth1", "198.51.100.1/24", ns["bgw"], "eth0", "198.51.100.20/24"))
+	must(t, lab.Link(ns["bgw"], "eth1", "10.20.0.1/24", ns["blan"], "eth0", "10.20.0.5/24"))
+	must(t, ns["olan"].Route("default", "10.0.0.1"))
+	must(t, ns["blan"].Route("default", "10.20.0.1"))
+	must(t, ns["ogw"].Route("default", "203.0.113.1"))
+	must(t, ns["bgw"].Route("default", "198.51.100.1"))
+	must(t, ns["wan"].Sysctl("net.ipv4.ip_forward", "1"))
+
+	dir := t.TempDir()
+	tun := lab.ID() + "t"
+	certFile, keyFile, _ := writeAdminCert(t, dir, netip.MustParseAddr("10.0.0.1"))
+	start := func(gw *netlab.NS, name, local, remote, addr, adminTail, tail string) {
+		cfg := filepath.Join(dir, name+".yaml")
+		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
+  name: %s
+  state_dir: %s/%s
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  socket: %s/%s.sock
+%s
+tunnels:
+  gre:
+    - name: %s
+      local: %s
+      remote: %s
+      address: %s
+      health_check:
+        rate: high
+%s`, name, dir, name, dir, name, adminTail, tun, local, remote, addr, tail)), 0o600))
+		p, err := gw.Start(binary, "run", "--config", cfg)
+		must(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
+			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s:\n%s", name, p.Output())
+			}
+		})
+	}
+	start(ns["ogw"], "office", "203.0.113.10", "198.51.100.20", "10.200.1.0/31",
+		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile),
+		fmt.Sprintf(`bgp:
+  asn: 65000
+  router_id: 203.0.113.10
+  announce: [10.0.0.0/24]
+  neighbors:
+    - name: branch
+      address: 10.200.1.1
+      remote_as: 65020
+      tunnel: %s
+      hold_time: 9
+      import:
+        prefixes: [{prefix: 10.20.0.0/16, max_length: 24}]
+`, tun))
+	start(ns["bgw"], "branch", "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "", fmt.Sprintf(`routes:
+  - prefix: 10.0.0.0/24
+    via: %s
+`, tun))
+	officeSock := filepath.Join(dir, "office.sock")
+	tok, _, _ := strings.Cut(run(t, ns["ogw"], binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", officeSock), "\n")
+
+	// The browser first, BIRD after: the page shows the session come up
+	// by itself.
+	// consoleTab reads only the office LAN host and the gateway's LAN
+	// address of a site.
+	office := &site{t: t, ra: &netlab.RemoteAccess{LAN: ns["olan"], GWLANAddr: netip.MustParseAddr("10.0.0.1")}}
+	ctx, done := consoleTab(t, office)
+	defer done()
+	consoleLogin(t, ctx, "https://gw.corp.example:9100/", tok)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-routing"))))
+	consolePoll(t, ctx, "the Routing page", `!document.getElementById("page-routing").hidden && document.getElementById("page-overview").hidden && document.getElementById("nav-routing").classList.contains("active")`)
+	consolePoll(t, ctx, "the BGP section", `!document.getElementById("bgp-on").hidden && document.querySelector('#bgp-sessions tr[data-neighbor="branch"]') !== null`)
+	if sp := consoleEval[string](t, ctx, `document.getElementById("bgp-speaker").textContent`); sp != "AS 65000, router id 203.0.113.10" {
+		t.Errorf("BGP speaker: %q", sp)
+	}
+
+	birdDir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(birdDir, "bird.conf"), []byte(`
+router id 198.51.100.20;
+protocol device { scan time 1; }
+protocol direct { ipv4; interface "eth1"; }
+protocol bgp office {
+	local 10.200.1.1 as 65020;
+	neighbor 10.200.1.0 as 65000;
+	connect retry time 1;
+	ipv4 { import all; export where source = RTS_DEVICE; };
+}
+`), 0o600))
+	bird, err := ns["bgw"].Start("bird", "-f", "-c", filepath.Join(birdDir, "bird.conf"), "-s", filepath.Join(birdDir, "bird.ctl"),
+		"-P", filepath.Join(birdDir, "bird.pid"))
+	must(t, err)
+	defer bird.Stop()
+	netlab.Eventually(t, 30*time.Second, "office LAN reaches the branch LAN through the BGP route", func() error {
+		return ns["olan"].Ping("10.20.0.5")
+	})
+
+	// The session, live: established, one prefix received and accepted,
+	// one advertised, up for some seconds.
+	session := `document.querySelector('#bgp-sessions tr[data-neighbor="branch"]')`
+	consolePoll(t, ctx, "the established session", session+`.dataset.state === "established" && [...`+session+`.cells].slice(6, 9).map((c) => c.textContent).join(",") === "1,1,1"`)
+	cells := consoleEval[[]string](t, ctx, `[...`+session+`.cells].map((c) => c.textContent)`)
+	if len(cells) != 10 || cells[1] != "10.200.1.1" || cells[2] != "65020" || cells[3] != tun || cells[4] != "established" || !strings.HasSuffix(cells[5], " s") {
+		t.Errorf("BGP session row: %q", cells)
+	}
+
+	// The route table: every route of the API, in its order, with source,
+	// metric and path; the learned prefix active through the tunnel.
+	consolePoll(t, ctx, "the learned route, active", `document.querySelector('#route-table tr[data-prefix="10.20.0.0/24"][data-source="bgp:branch"][data-active="true"]') !== null`)
+	// The page polls every 2 s and the API's rows change as the tunnel's
+	// health settles: compare the two until they agree.
+	var wantRows []string
+	netlab.Eventually(t, 30*time.Second, "the route table as the API answers it", func() error {
+		var view admin.RoutesView
+		must(t, json.Unmarshal(socketGet(t, officeSock, admin.PathRoutes), &view))
+		wantRows = wantRows[:0]
+		for _, r := range view.Routes {
+			path, via := "standby", r.Via
+			if r.Active {
+				path = "active"
+			}
+			if via == "" {
+				via = "unreachable"
+			}
+			wantRows = append(wantRows, strings.Join([]string{r.Prefix, via, r.Source, fmt.Sprint(r.Metric), path}, "|"))
+		}
+		got := consoleEval[[]string](t, ctx, `[...document.querySelectorAll("#route-table tbody tr")].map((tr) => [0, 1, 2, 3, 6].map((i) => tr.cells[i]?.textContent).join("|"))`)
+		if !slices.Equal(got, wantRows) {
+			return fmt.Errorf("page %q, API %q", got, wantRows)
+		}
+		return nil
+	})
+	if !slices.ContainsFunc(wantRows, func(r string) bool { return strings.HasPrefix(r, "10.20.0.0/24|"+tun+"|bgp:branch|") }) {
+		t.Errorf("the API's routes lack the learned one: %q", wantRows)
+	}
+	consoleShot(t, ctx, "routing-bgp")
+
+	// The Overview has no HA card on this single gateway; fixtures of a
+	// pair's status render one. Each is rendered and read in one script,
+	// so no status event comes between.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-overview")), chromedp.WaitVisible(chromedp.ID("page-overview"))))
+	consolePoll(t, ctx, "the overview", `document.getElementById("ready").textContent !== ""`)
+	if n := consoleEval[int](t, ctx, `document.querySelectorAll("#ha-card").length`); n != 0 {
+		t.Errorf("an HA card without ha: %d", n)
+	}
+	since := time.Now().Add(-90 * time.Second).UTC()
+	last := since.Add(-time.Hour)
+	for _, c := range []struct {
+		name string
+		st   ha.Status
+		want map[string]string
+	}{
+		{"master in a split brain", ha.Status{Role: ha.RoleMaster, Peer: "192.0.2.2", Priority: 150, Since: since, Reason: "the peer stopped advertising",
+			SplitBrain: true, SplitBrains: 2, LastSplitBrain: &since, Last: &since},
+			map[string]string{"ha-role": "master", "ha-peer": "192.0.2.2", "ha-reason": "the peer stopped advertising",
+				"ha-split-brain": "split brain now", "ha-split-brains": "2, last "}},
+		{"backup", ha.Status{Role: ha.RoleBackup, Peer: "192.0.2.1", Priority: 100, Since: since, Reason: "the peer has the higher priority", Last: &last},
+			map[string]string{"ha-role": "backup", "ha-peer": "192.0.2.1", "ha-reason": "the peer has the higher priority",
+				"ha-split-brain": "none", "ha-split-brains": "0", "ha-since": "ago"}},
+		{"yielded", ha.Status{Role: ha.RoleFault, Peer: "192.0.2.1", Since: since, Yielded: true, SplitBrains: 1, LastSplitBrain: &last},
+			map[string]string{"ha-role": "fault", "ha-split-brain": "yielded after a split brain", "ha-last": "none since start"}},
+	} {
+		fixture, err := json.Marshal(map[string]any{"ha": c.st})
+		must(t, err)
+		got := consoleEval[map[string]string](t, ctx, fmt.Sprintf(`(() => {
+  edgegw.network.renderHA(%s);
+  const out = {};
+  for (const dd of document.querySelectorAll("#ha-card dd[id]")) out[dd.id] = dd.textContent;
+  out.title = document.querySelector("#ha-card h3").textContent;
+  out.bad = String(document.querySelectorAll("#ha-card .state.bad").length);
+  return out;
+})()`, fixture))
+		for id, want := range c.want {
+			if !strings.Contains(got[id], want) {
+				t.Errorf("%s: #%s = %q, want it to hold %q", c.name, id, got[id], want)
+			}
+		}
+		if got["ha-role"] != c.st.Role || got["title"] != "High availability" {
+			t.Errorf("%s: %v", c.name, got)
+		}
+		// A split brain or a fault is shown as bad; a healthy backup not.
+		if wantBad := c.st.SplitBrain || c.st.Yielded || c.st.Role == ha.RoleFault; (got["bad"] != "0") != wantBad {
+			t.Errorf("%s: %s states shown bad, want bad: %v (%v)", c.name, got["bad"], wantBad, got)
+		}
+	}
+	// The next status (no ha) takes the card away again.
+	consolePoll(t, ctx, "the HA card gone with the next status", `document.getElementById("ha-card") === null`)
+}
