@@ -291,3 +291,156 @@ protocol bgp office {
 	// The next status (no ha) takes the card away again.
 	consolePoll(t, ctx, "the HA card gone with the next status", `document.getElementById("ha-card") === null`)
 }
+
+// TestConsoleEgress opens the console's Egress page in headless Chromium
+// on the office LAN of a running edgegw with two egress addresses and
+// policies by group (the topology of TestEgressByIdentity): after alice
+// (group eu) and bob (group us) each open connections to a server on the
+// internet through their WireGuard tunnels, the page shows each address
+// with its location, link, policies, identities, connections and bytes;
+// the policies in order with their counters; who leaves where, with the
+// connections tracked now; and a link to the geofeed, which the browser
+// fetches from the admin listener. Any JavaScript error fails the test;
+// screenshots go to $EDGEGW_SCREENSHOTS.
+func TestConsoleEgress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	s := newSite(t)
+	ra := s.ra
+	web, err := s.lab.NS("web")
+	must(t, err)
+	must(t, s.lab.Link(ra.WAN, "eth2", "203.0.113.1/24", web, "eth0", "203.0.113.80/24"))
+	must(t, web.Route("default", "203.0.113.1"))
+	whoServer(t, web, ":8080")
+	user2, err := s.lab.NS("user2")
+	must(t, err)
+	must(t, s.lab.Link(ra.WAN, "eth3", "192.0.3.1/24", user2, "eth0", "192.0.3.2/24"))
+	must(t, user2.Route("default", "192.0.3.1"))
+	for _, a := range []string{"198.51.100.10/32", "198.18.0.11/32"} {
+		must(t, ra.GW.AddAddr("eth0", a))
+	}
+	must(t, ra.WAN.Route("198.18.0.0/24", ra.GWWANAddr.String()))
+
+	aliceKey, alicePub := wgKey(t, ra.User, s.dir, "alice")
+	bobKey, bobPub := wgKey(t, user2, s.dir, "bob")
+	s.peers = []string{fmt.Sprintf(`
+      - name: alice
+        public_key: %q
+        allowed_ips: [100.96.0.10/32]
+        email: alice@corp.example
+        groups: [eu]
+      - name: bob
+        public_key: %q
+        allowed_ips: [100.96.0.11/32]
+        email: bob@corp.example
+        groups: [us]`, alicePub, bobPub)}
+	s.extras = `firewall:
+  egress:
+    addresses:
+      - {name: fra, address: 198.51.100.10, country: DE, region: DE-HE, city: Frankfurt}
+      - {name: nyc, address: 198.18.0.11, country: US, region: US-NY}
+    policies:
+      - id: eu-staff
+        expression: identity.groups contains "eu"
+        egress: fra
+      - id: us-staff
+        expression: identity.groups contains "us"
+        egress: nyc
+    geofeed_path: /geofeed.csv
+`
+	s.writeConfig()
+	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
+	cfg, err := os.ReadFile(s.cfg)
+	must(t, err)
+	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
+	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)), 0o600))
+	s.start()
+	for _, c := range []struct {
+		ns        *netlab.NS
+		name, key string
+	}{{ra.User, "alice", aliceKey}, {user2, "bob", bobKey}} {
+		s.upClient(c.ns, s.lab.ID()+c.name[:1], run(t, ra.GW, binary, "peer", "config", c.name, "--config", s.cfg,
+			"--endpoint", ra.GWWANAddr.String()+":51820", "--private-key-file", c.key,
+			"--allowed-ips", "203.0.113.80/32,100.96.0.1/32"), "")
+	}
+	// Each user's connections leave from the user's egress address; the
+	// server's answer says which.
+	for _, c := range []struct {
+		who  string
+		ns   *netlab.NS
+		want string
+	}{{"alice", ra.User, "198.51.100.10"}, {"bob", user2, "198.18.0.11"}} {
+		netlab.Eventually(t, 15*time.Second, c.who+" leaves from "+c.want, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			conn, err := c.ns.DialContext(ctx, "tcp", "203.0.113.80:8080")
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(3 * time.Second))
+			b, err := io.ReadAll(conn)
+			if got := strings.TrimSpace(string(b)); got != c.want {
+				return fmt.Errorf("the server saw %s from %q (%v)", c.who, got, err)
+			}
+			return nil
+		})
+	}
+	geofeed, err := os.ReadFile(filepath.Join(s.dir, "state", "egress", "geofeed.csv"))
+	must(t, err)
+	tok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", s.socket()), "\n")
+
+	ctx, done := consoleTab(t, s)
+	defer done()
+	consoleLogin(t, ctx, "https://gw.corp.example:9100/", tok)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-egress"))))
+	consolePoll(t, ctx, "the Egress page", `!document.getElementById("page-egress").hidden && document.getElementById("page-overview").hidden`)
+	cells := func(sel string) string {
+		return `[...(document.querySelector(` + fmt.Sprintf("%q", sel) + `) || {cells: []}).cells].map((c) => c.textContent)`
+	}
+	for _, name := range []string{"fra", "nyc"} {
+		consolePoll(t, ctx, name+" with its traffic", `((c) => c.length === 10 && c[7] !== "0" && c[8] !== "0 B" && c[9] !== "0 B")(`+cells(`#egress-addresses tr[data-egress="`+name+`"]`)+`)`)
+	}
+	for name, want := range map[string][]string{
+		"fra": {"fra", "198.51.100.10", "eth0", "DE DE-HE Frankfurt", "eu-staff", "alice@corp.example"},
+		"nyc": {"nyc", "198.18.0.11", "eth0", "US US-NY", "us-staff", "bob@corp.example"},
+	} {
+		got := consoleEval[[]string](t, ctx, cells(`#egress-addresses tr[data-egress="`+name+`"]`))
+		if len(got) != 10 || !slices.Equal(got[:6], want) || got[6] == "0" || got[7] == "0" || got[8] == "0 B" || got[9] == "0 B" {
+			t.Errorf("egress address %s: %q, want %q then connections and bytes", name, got, want)
+		}
+	}
+	for email, want := range map[string][]string{
+		"alice@corp.example": {"alice@corp.example", "100.96.0.10/32", "fra (198.51.100.10)", "DE", "eu-staff", "198.51.100.10: "},
+		"bob@corp.example":   {"bob@corp.example", "100.96.0.11/32", "nyc (198.18.0.11)", "US", "us-staff", "198.18.0.11: "},
+	} {
+		got := consoleEval[[]string](t, ctx, cells(`#egress-identities tr[data-identity="`+email+`"]`))
+		if len(got) != 8 || !slices.Equal(got[:5], want[:5]) || !strings.HasPrefix(got[5], want[5]) || !strings.HasSuffix(got[5], "connection") && !strings.HasSuffix(got[5], "connections") || got[6] == "0 B" || got[7] == "0 B" {
+			t.Errorf("identity %s: %q, want %q, connections and bytes", email, got, want)
+		}
+	}
+	for id, want := range map[string][]string{
+		"eu-staff": {"eu-staff", `identity.groups contains "eu"`, "fra"},
+		"us-staff": {"us-staff", `identity.groups contains "us"`, "nyc"},
+	} {
+		got := consoleEval[[]string](t, ctx, cells(`#egress-policies tr[data-policy="`+id+`"]`))
+		if len(got) != 4 || !slices.Equal(got[:3], want) || got[3] == "0" {
+			t.Errorf("egress policy %s: %q, want %q and its connections", id, got, want)
+		}
+	}
+	if order := consoleEval[[]string](t, ctx, `[...document.querySelectorAll("#egress-policies tbody tr")].map((tr) => tr.dataset.policy)`); !slices.Equal(order, []string{"eu-staff", "us-staff"}) {
+		t.Errorf("policies in the order %q", order)
+	}
+	// The geofeed link, fetched as the viewer's browser follows it.
+	href := consoleEval[string](t, ctx, `document.getElementById("egress-geofeed-link").href`)
+	if href != "https://gw.corp.example:9100/geofeed.csv" {
+		t.Errorf("geofeed link: %q", href)
+	}
+	feed, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(document.getElementById("egress-geofeed-link").href).then((r) => r.text())`, chromedp.EvalAwaitPromise))
+	must(t, err)
+	if feed != string(geofeed) {
+		t.Errorf("the geofeed behind the link: %q, want %q", feed, geofeed)
+	}
+	consoleShot(t, ctx, "egress")
+}
