@@ -444,3 +444,58 @@ func TestConsoleEgress(t *testing.T) {
 	}
 	consoleShot(t, ctx, "egress")
 }
+
+// TestConsoleHAPair opens the console of the first node of a running HA
+// pair (keepalived and conntrackd under two real edgegw, the pair of
+// TestHASplitBrain) in headless Chromium beside it, over its loopback
+// admin listener: the Overview's HA card shows the node master with its
+// peer, the reason of its last transition and no split brain; when VRRP
+// is cut on the sync link, the open page (no reload) counts the split
+// brain the node went through. Any JavaScript error fails the test;
+// screenshots go to $EDGEGW_SCREENSHOTS.
+func TestConsoleHAPair(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	nodes := startHAPair(t)
+	const deadline = 30 * time.Second
+	netlab.Eventually(t, deadline, "n1 master", nodes[0].wantRole("master"))
+	netlab.Eventually(t, deadline, "n2 backup", nodes[1].wantRole("backup"))
+	tok, _, _ := strings.Cut(run(t, nodes[0].ns, binary, "admin", "token", "create", "noc", "--role", "viewer",
+		"--socket", filepath.Join(nodes[0].dir, "admin.sock")), "\n")
+
+	// consoleTab reads only the host Chromium runs on and the gateway's
+	// address of a site: here the node itself, on its loopback.
+	n1 := &site{t: t, ra: &netlab.RemoteAccess{LAN: nodes[0].ns, GWLANAddr: netip.MustParseAddr("127.0.0.1")}}
+	ctx, done := consoleTab(t, n1)
+	defer done()
+	consoleLogin(t, ctx, "http://127.0.0.1:9100/", tok)
+	consolePoll(t, ctx, "the HA card", `!!document.getElementById("ha-role") && document.getElementById("ha-role").textContent === "master"`)
+	card := func() map[string]string {
+		return consoleEval[map[string]string](t, ctx, `Object.fromEntries([...document.querySelectorAll("#ha-card dd[id]")].map((dd) => [dd.id, dd.textContent]))`)
+	}
+	got := card()
+	if got["ha-peer"] != "10.255.0.2" || got["ha-split-brain"] != "none" || !strings.HasPrefix(got["ha-split-brains"], "0") || got["ha-reason"] == "" || !strings.Contains(got["ha-since"], "ago") {
+		t.Errorf("HA card of the master: %v", got)
+	}
+	consoleShot(t, ctx, "overview-ha")
+
+	cut := `table ip hacut {
+	chain out {
+		type filter hook output priority filter; policy accept;
+		oifname "sync0" ip protocol vrrp drop
+	}
+}`
+	for _, n := range nodes {
+		cmd := n.ns.Command("nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(cut)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft: %v: %s", err, out)
+		}
+	}
+	consolePoll(t, ctx, "the split brain counted on the open page", `document.getElementById("ha-split-brains").textContent.startsWith("1, last ")`)
+	if got := card(); got["ha-role"] != "master" {
+		t.Errorf("n1 after the split brain (n2 yields): %v", got)
+	}
+	consoleShot(t, ctx, "overview-ha-split-brain")
+}
