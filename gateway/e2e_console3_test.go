@@ -478,6 +478,14 @@ func TestConsoleHAPair(t *testing.T) {
 	if got["ha-peer"] != "10.255.0.2" || got["ha-split-brain"] != "none" || !strings.HasPrefix(got["ha-split-brains"], "0") || got["ha-reason"] == "" || !strings.Contains(got["ha-since"], "ago") {
 		t.Errorf("HA card of the master: %v", got)
 	}
+	// The pair's configuration digest, when this edgegw reports one.
+	var raw struct {
+		HA map[string]any `json:"ha"`
+	}
+	must(t, json.Unmarshal(socketGet(t, filepath.Join(nodes[0].dir, "admin.sock"), "/api/v1/status"), &raw))
+	if d, _ := raw.HA["config_digest"].(string); d != "" && (len(d) < 12 || got["ha-digest"] != d[:12]) {
+		t.Errorf("HA card digest %q, status %q", got["ha-digest"], d)
+	}
 	consoleShot(t, ctx, "overview-ha")
 
 	cut := `table ip hacut {

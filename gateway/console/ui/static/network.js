@@ -133,6 +133,9 @@
     add("Split brain", sb, "ha-split-brain");
     add("Split brains", String(h.split_brains) + (h.last_split_brain ? ", last " + when(h.last_split_brain) : ""), "ha-split-brains");
     if (h.conntrack_sync_failures) add("Conntrack sync failures", String(h.conntrack_sync_failures));
+    // Equal on both nodes when their files agree on what a pair must
+    // share: compare it with the peer's console.
+    if (h.config_digest) add("Pair config digest", h.config_digest.slice(0, 12), "ha-digest");
     card.replaceChildren(el("h3", {}, "High availability"), dl);
   }
 
