@@ -696,5 +696,7 @@
       if (page === "flows") loadFlows();
     }, 10000);
   }
+  // The helpers network.js (the Routing, Egress and HA views) builds on.
+  window.edgegw = { el, rows, row, state, api, when, ago, duration, bytes, plural, status: () => lastStatus };
   start();
 })();
