@@ -290,6 +290,37 @@ protocol bgp office {
 	}
 	// The next status (no ha) takes the card away again.
 	consolePoll(t, ctx, "the HA card gone with the next status", `document.getElementById("ha-card") === null`)
+
+	// access.acme's certificates: a card on the Overview with each name's
+	// expiry, bad when there is none yet or renewals have been failing
+	// (under 14 days left).
+	acme, err := json.Marshal(map[string]any{"access": map[string]any{"acme": []map[string]any{
+		{"domain": "gw.example.com", "expires": time.Now().Add(60 * 24 * time.Hour).UTC()},
+		{"domain": "soon.example.com", "expires": time.Now().Add(3 * 24 * time.Hour).UTC()},
+		{"domain": "new.example.com"},
+	}}})
+	must(t, err)
+	got := consoleEval[map[string]string](t, ctx, fmt.Sprintf(`(() => {
+  edgegw.network.renderACME(%s);
+  const out = {};
+  for (const dd of document.querySelectorAll("#acme-card dd")) out[dd.dataset.domain] = dd.textContent + (dd.querySelector(".state.bad") ? " [bad]" : "");
+  out.title = document.querySelector("#acme-card h3").textContent;
+  return out;
+})()`, acme))
+	for name, want := range map[string]string{
+		"title":            "Certificates (ACME)",
+		"gw.example.com":   "59 days left",
+		"soon.example.com": "2 days left) [bad]",
+		"new.example.com":  "no certificate yet: the configured one is served [bad]",
+	} {
+		if !strings.Contains(got[name], want) {
+			t.Errorf("ACME card: %s = %q, want it to hold %q", name, got[name], want)
+		}
+	}
+	if strings.Contains(got["gw.example.com"], "[bad]") {
+		t.Errorf("ACME card: a certificate with 59 days left shown bad: %q", got["gw.example.com"])
+	}
+	consolePoll(t, ctx, "the ACME card gone with the next status", `document.getElementById("acme-card") === null`)
 }
 
 // TestConsoleEgress opens the console's Egress page in headless Chromium

@@ -139,12 +139,45 @@
     card.replaceChildren(el("h3", {}, "High availability"), dl);
   }
 
+  // renderACME shows access.acme's certificates as a card on the
+  // Overview: each name, when it expires and how soon. A name without a
+  // certificate yet, or within 14 days of expiry (certmagic renews 30
+  // days ahead, so that means renewals are failing), shows as bad: the
+  // listeners serve their configured certificate meanwhile.
+  function renderACME(s) {
+    let card = $("acme-card");
+    const certs = s && s.access && s.access.acme;
+    if (!certs || !certs.length) {
+      if (card) card.remove();
+      return;
+    }
+    if (!card) {
+      card = el("div", { class: "card", id: "acme-card" });
+      document.querySelector("#page-overview .cards").append(card);
+    }
+    const dl = el("dl", {});
+    for (const c of certs) {
+      let v;
+      if (!c.expires) {
+        v = state("no certificate yet: the configured one is served", false);
+      } else {
+        const days = Math.floor((Date.parse(c.expires) - Date.now()) / 86400000);
+        v = state(when(c.expires) + " (" + plural(days, "day") + " left)", days >= 14);
+      }
+      const dd = el("dd", {}, v);
+      dd.dataset.domain = c.domain;
+      dl.append(el("dt", {}, c.domain), dd);
+    }
+    card.replaceChildren(el("h3", {}, "Certificates (ACME)"), dl);
+  }
+
   // onStatus follows every status app.js shows: app.js counts them on
   // #updated (data-polls), so watching that needs no hook in app.js.
   function onStatus() {
     const s = g.status();
     if (!s) return;
     renderHA(s);
+    renderACME(s);
     renderBGP(s);
   }
 
@@ -168,5 +201,5 @@
     if (location.hash === "#egress") loadEgress();
   }, POLL_MS);
   // For a test to render a fixture status (the HA pair needs two nodes).
-  g.network = { renderHA, renderBGP };
+  g.network = { renderHA, renderACME, renderBGP };
 })();
