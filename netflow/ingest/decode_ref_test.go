@@ -111,7 +111,6 @@ func (d *Decoder) decodeTemplatedRef(from netip.AddrPort, pkt []byte, now time.T
 	return nil
 }
 
-
 // FuzzFastPath checks the decoder's own data-set reading against goflow2's
 // on the same datagrams (softflowd's seeds, mutated): the same error
 // reason, and when the reference reads the datagram whole, the same flows.
@@ -165,4 +164,3 @@ func reason(err error) string {
 	}
 	return ""
 }
-
