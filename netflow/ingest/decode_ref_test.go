@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+
 	"net/netip"
 	"reflect"
 	"testing"
