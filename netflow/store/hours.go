@@ -105,13 +105,12 @@ func buildSum(h *hourWork, dim int) *hourSum {
 
 // planHours splits minutes (in order, the store's lock held) into the
 // parts of a scan: whole past hours inside [q.From, q.To) through their
-// summaries by dim, the rest as minutes. Only a query without a filter,
-// grouped by dim alone, whose steps (if any) hold whole hours, uses
-// summaries; dim < 0 means it does not.
+// summaries by dim (each within one of the query's steps, if it has a
+// series), the rest as minutes. Only a query without a filter, grouped by
+// dim alone, uses summaries; dim < 0 means it does not.
 func (s *Store) planHours(q *Query, dim int, minutes []*minute) []part {
 	parts := make([]part, 0, len(minutes))
-	usable := hourSums && dim >= 0 && q.Filter.empty() &&
-		(q.Step == 0 || (q.Step%time.Hour == 0 && q.From.Equal(q.From.Truncate(time.Hour))))
+	usable := hourSums && dim >= 0 && q.Filter.empty()
 	if !usable {
 		for _, m := range minutes {
 			parts = append(parts, part{m: m})
@@ -134,6 +133,10 @@ func (s *Store) planHours(q *Query, dim int, minutes []*minute) []part {
 			j++
 		}
 		whole := !start.Before(q.From) && !start.Add(time.Hour).After(q.To)
+		// With a series, the hour's minutes must fall in one step.
+		if q.Step > 0 && start.Sub(q.From)/q.Step != start.Add(59*time.Minute).Sub(q.From)/q.Step {
+			whole = false
+		}
 		// The store's latest minute is never part of a summary: it still
 		// takes flows without a version change being noticed in time.
 		if !whole || !frozen || j == len(minutes) && minutes[j-1] == s.minutes[len(s.minutes)-1] {
