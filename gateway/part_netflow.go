@@ -31,7 +31,8 @@ type netflowPart struct {
 	s   *netflow.Sampler
 	run actor
 	// geo follows the plan's GeoIP databases for the records' country
-	// and AS fields; the sampler outlives reloads, so it reads through.
+	// and AS fields, the sampler's and the ingested flows' alike; both
+	// outlive reloads, so they read through.
 	geo geo.Live
 
 	// in receives flows from other routers (netflow.ingest); it owns its
@@ -109,7 +110,7 @@ func (p *netflowPart) applyIngest(cfg *netflow.IngestConfig, colo netflow.Colo) 
 	if len(listen) == 0 {
 		return nil
 	}
-	in, err := ingest.New(ingest.Options{Listen: listen, Sink: p.sink, Colo: colo, Logger: p.log, Exporters: exporters})
+	in, err := ingest.New(ingest.Options{Listen: listen, Sink: p.sink, Colo: colo, Logger: p.log, Exporters: exporters, Places: &p.geo})
 	if err != nil {
 		return err
 	}

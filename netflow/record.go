@@ -88,6 +88,36 @@ type Places interface {
 	Lookup(netip.Addr) geo.Info
 }
 
+// AppendPlaces appends the source's and destination's country and AS
+// under Cloudflare's names (SourceCountry, DestinationCountry, SourceASN,
+// DestinationASN, SourceASNName, DestinationASNName) as places knows
+// them; a field it does not know is left out rather than written empty,
+// and nil places adds nothing. The gateway's own samples and flows
+// ingested from other routers share it, so a Logpush filter on these
+// fields means the same on both.
+func AppendPlaces(r logpush.Record, places Places, src, dst netip.Addr) logpush.Record {
+	if places == nil {
+		return r
+	}
+	s, d := places.Lookup(src), places.Lookup(dst)
+	str := func(name, val string) {
+		if val != "" {
+			r = append(r, logpush.Field{Name: name, Value: logpush.String(val)})
+		}
+	}
+	str("SourceCountry", s.Country)
+	str("DestinationCountry", d.Country)
+	if s.ASN != 0 {
+		r = append(r, logpush.Field{Name: "SourceASN", Value: logpush.Uint(uint64(s.ASN))})
+	}
+	if d.ASN != 0 {
+		r = append(r, logpush.Field{Name: "DestinationASN", Value: logpush.Uint(uint64(d.ASN))})
+	}
+	str("SourceASNName", s.ASOrg)
+	str("DestinationASNName", d.ASOrg)
+	return r
+}
+
 // Sample is one packet the kernel logged: the NFLOG prefix, the ingress
 // interface index (0 if none), the time (zero if the kernel gave none) and
 // the packet from its network header on.
@@ -158,21 +188,7 @@ func buildRecord(v *view, s *Sample, vd firewall.SampleVerdict, p *Packet, now t
 	add("IPDestinationAddress", logpush.String(ip.Dst.String()))
 	add("IPSourceSubnet", logpush.String(subnet(ip.Src)))
 	add("IPDestinationSubnet", logpush.String(subnet(ip.Dst)))
-	if v.places != nil {
-		// Cloudflare's names; a field the databases do not know is left
-		// out rather than written empty.
-		src, dst := v.places.Lookup(ip.Src), v.places.Lookup(ip.Dst)
-		str("SourceCountry", src.Country)
-		str("DestinationCountry", dst.Country)
-		if src.ASN != 0 {
-			num("SourceASN", uint64(src.ASN))
-		}
-		if dst.ASN != 0 {
-			num("DestinationASN", uint64(dst.ASN))
-		}
-		str("SourceASNName", src.ASOrg)
-		str("DestinationASNName", dst.ASOrg)
-	}
+	r = AppendPlaces(r, v.places, ip.Src, ip.Dst)
 	num("IPProtocol", uint64(ip.Protocol))
 	str("IPProtocolName", ProtocolName(ip.Protocol))
 	num("IPTotalLength", uint64(ip.TotalLength))

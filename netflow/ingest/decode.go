@@ -102,6 +102,10 @@ const MaxExporters = 4096
 // reader goroutine owns one.
 type Decoder struct {
 	exporters map[netip.Addr]*exporter
+	// Reused from datagram to datagram: the data sets found in one and
+	// the flow handed to emit (emit must not keep the pointer).
+	data []dataSet
+	flow Flow
 }
 
 // NewDecoder returns a Decoder that has seen no exporter yet.
@@ -122,7 +126,9 @@ func (d *Decoder) exporter(a netip.Addr) *exporter {
 
 // Decode reads one datagram from exporter from, received at now, and calls
 // emit for every flow in it. Flows decoded before an error are still
-// emitted; the error (a *DropError) says why the rest was dropped.
+// emitted; the error (a *DropError) says why the rest was dropped. The
+// *Flow is the decoder's, valid only during the call: emit copies what it
+// keeps.
 func (d *Decoder) Decode(from netip.AddrPort, pkt []byte, now time.Time, emit func(*Flow)) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -196,55 +202,94 @@ func v4(a uint32) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// decodeTemplated reads a NetFlow v9 or IPFIX datagram. It walks the
+// sets itself: template and options sets go to goflow2 (rare, and
+// goflow2 keeps their parsing), while data sets whose template is a
+// plain template are read here, straight from the datagram's bytes into
+// a Flow. goflow2's data-set path allocates a value per field (an
+// interface holding a slice) and a slice per record, which was most of
+// ingest's CPU; this path allocates nothing per record.
+// decode_ref_test.go keeps the all-goflow2 reading and FuzzFastPath checks
+// both agree on every datagram.
 func (d *Decoder) decodeTemplated(from netip.AddrPort, pkt []byte, now time.Time, emit func(*Flow)) error {
 	e := d.exporter(from.Addr())
 	var (
-		v9    netflow.NFv9Packet
-		ipfix netflow.IPFIXPacket
-	)
-	buf := bytes.NewBuffer(pkt)
-	derr := netflow.DecodeMessageVersion(buf, e.templates, &v9, &ipfix)
-	if derr != nil && !errors.Is(derr, netflow.ErrorTemplateNotFound) {
-		return drop(ReasonMalformed, derr)
-	}
-	// goflow2 reads as many v9 flowsets as the header's Count, which
-	// RFC 3954 defines as the number of records, not of flowsets; some
-	// exporters (softflowd) count only the data records. Read on to the
-	// end of the datagram (each flowset takes at least its 4-byte header;
-	// fewer bytes left are padding).
-	for v9.Version == 9 && buf.Len() >= 4 {
-		fs, err := netflow.DecodeMessageCommonFlowSet(buf, e.templates, v9.SourceId, 9)
-		if err != nil && !errors.Is(err, netflow.ErrorTemplateNotFound) {
-			return drop(ReasonMalformed, err)
-		}
-		derr = errors.Join(derr, err)
-		v9.FlowSets = append(v9.FlowSets, fs)
-	}
-	var (
-		version uint16
+		version = binary.BigEndian.Uint16(pkt)
 		domain  uint32
-		sets    []any
 		clk     clock
 		source  = SourceNetFlow
+		body    []byte
+		limit   uint16 // IPFIX: the sets' length from the header (wrapping as goflow2's does)
 	)
-	if v9.Version == 9 {
-		version, domain, sets = 9, v9.SourceId, v9.FlowSets
-		clk = clock{export: time.Unix(int64(v9.UnixSeconds), 0), uptime: v9.SystemUptime, relative: true}
+	if version == 9 {
+		if len(pkt) < 20 {
+			return drop(ReasonMalformed, fmt.Errorf("NetFlow v9 header: %d bytes", len(pkt)))
+		}
+		domain = binary.BigEndian.Uint32(pkt[16:])
+		clk = clock{export: time.Unix(int64(binary.BigEndian.Uint32(pkt[8:])), 0), uptime: binary.BigEndian.Uint32(pkt[4:]), relative: true}
+		// goflow2 read as many flowsets as the header's Count, which
+		// RFC 3954 defines as the number of records, not of flowsets;
+		// some exporters (softflowd) count only the data records. Read to
+		// the end of the datagram (fewer than 4 bytes left are padding).
+		body = pkt[20:]
 	} else {
-		version, domain, sets, source = 10, ipfix.ObservationDomainId, ipfix.FlowSets, SourceIPFIX
-		clk = clock{export: time.Unix(int64(ipfix.ExportTime), 0)}
+		if len(pkt) < 16 {
+			return drop(ReasonMalformed, fmt.Errorf("IPFIX header: %d bytes", len(pkt)))
+		}
+		source = SourceIPFIX
+		domain = binary.BigEndian.Uint32(pkt[12:])
+		clk = clock{export: time.Unix(int64(binary.BigEndian.Uint32(pkt[4:])), 0)}
+		// Sets are read while fewer than the message length's bytes
+		// have been (the last may run past it, to the datagram's end),
+		// as goflow2 reads them.
+		body = pkt[16:]
+		limit = binary.BigEndian.Uint16(pkt[2:]) - 16
 	}
 	key := domainKey{version, domain}
-	// Options first: a datagram may carry the sampling rate and the data
-	// it applies to together.
-	for _, s := range sets {
-		if o, ok := s.(netflow.OptionsDataFlowSet); ok {
+	// Options are applied as they come, data sets read after all of them:
+	// a datagram may carry the sampling rate and the data it applies to
+	// together. Templates are looked up in order, as goflow2 did.
+	data := d.data[:0]
+	var derr error
+	for rest := body; len(rest) > 0 && (version == 9 || len(body)-len(rest) < int(limit)); {
+		if len(rest) < 4 {
+			if version == 9 {
+				break
+			}
+			return drop(ReasonMalformed, fmt.Errorf("IPFIX set header: %d bytes left", len(rest)))
+		}
+		id, n := binary.BigEndian.Uint16(rest), int(binary.BigEndian.Uint16(rest[2:]))
+		if n < 4 {
+			return drop(ReasonMalformed, fmt.Errorf("set %d: length %d shorter than its header", id, n))
+		}
+		set := rest[:min(n, len(rest))]
+		rest = rest[len(set):]
+		if id >= 256 {
+			tmpl, err := e.templates.GetTemplate(version, domain, id)
+			if err != nil {
+				derr = errors.Join(derr, fmt.Errorf("set %d in domain %d: %w", id, domain, err))
+				continue
+			}
+			if t, ok := tmpl.(netflow.TemplateRecord); ok {
+				data = append(data, dataSet{fields: t.Fields, body: set[4:]})
+				continue
+			}
+		}
+		fs, err := netflow.DecodeMessageCommonFlowSet(bytes.NewBuffer(set), e.templates, domain, version)
+		if err != nil {
+			if !errors.Is(err, netflow.ErrorTemplateNotFound) {
+				return drop(ReasonMalformed, err)
+			}
+			derr = errors.Join(derr, err)
+		}
+		if o, ok := fs.(netflow.OptionsDataFlowSet); ok {
 			for _, r := range o.Records {
 				e.options(key, r.OptionsValues)
 				e.options(key, r.ScopesValues)
 			}
 		}
 	}
+	d.data = data[:0]
 	rate := e.sampling[key]
 	if rate == 0 {
 		rate = 1
@@ -253,21 +298,28 @@ func (d *Decoder) decodeTemplated(from netip.AddrPort, pkt []byte, now time.Time
 		clk = clk.booted(boot)
 	}
 	var noAddr int
-	for _, s := range sets {
-		ds, ok := s.(netflow.DataFlowSet)
-		if !ok {
-			continue
+	f := &d.flow
+	for _, ds := range data {
+		size := netflow.GetTemplateSize(version, ds.fields)
+		if size == 0 && len(ds.fields) == 0 {
+			continue // a template without fields has no records to read
 		}
-		for _, r := range ds.Records {
-			f := Flow{Source: source, Exporter: from, Version: version, Domain: domain, SampleRate: rate, ReceivedTime: now}
-			if !fillFlow(&f, r.Values, clk) {
+		for b := ds.body; len(b) >= size; {
+			*f = Flow{Source: source, Exporter: from, Version: version, Domain: domain, SampleRate: rate, ReceivedTime: now}
+			var ok bool
+			var err error
+			b, ok, err = readRecord(f, ds.fields, b, clk)
+			if err != nil {
+				return drop(ReasonMalformed, err)
+			}
+			if !ok {
 				noAddr++
 				continue
 			}
 			f.Bytes *= uint64(rate)
 			f.Packets *= uint64(rate)
-			icmpFromPort(&f)
-			emit(&f)
+			icmpFromPort(f)
+			emit(f)
 		}
 	}
 	if derr != nil {
@@ -277,6 +329,47 @@ func (d *Decoder) decodeTemplated(from netip.AddrPort, pkt []byte, now time.Time
 		return drop(ReasonNoAddress, fmt.Errorf("%d flow records without addresses", noAddr))
 	}
 	return nil
+}
+
+// dataSet is a data set found in a datagram, read once the datagram's
+// options have been applied.
+type dataSet struct {
+	fields []netflow.Field
+	body   []byte
+}
+
+var errVarLen = errors.New("data record: variable-length field without its length")
+
+// readRecord reads one data record from b by its template's fields into
+// f, as goflow2's DecodeDataSetUsingFields would (a variable-length field
+// carries its length in one byte, or 0xff and two; a value cut short by
+// the set's end is what is left), and returns the rest of b. ok is false
+// for a record without addresses.
+func readRecord(f *Flow, fields []netflow.Field, b []byte, clk clock) (rest []byte, ok bool, err error) {
+	var t times
+	for i := range fields {
+		fl := &fields[i]
+		n := int(fl.Length)
+		if fl.Length == 0xffff {
+			if len(b) < 1 {
+				return b, false, errVarLen
+			}
+			n, b = int(b[0]), b[1:]
+			if n == 0xff {
+				if len(b) < 2 {
+					return b, false, errVarLen
+				}
+				n, b = int(binary.BigEndian.Uint16(b)), b[2:]
+			}
+		}
+		n = min(n, len(b))
+		v := b[:n]
+		b = b[n:]
+		if !fl.PenProvided {
+			fillField(f, &t, &clk, fl.Type, v)
+		}
+	}
+	return b, t.finish(f, clk), nil
 }
 
 // Information elements this package reads (IANA IPFIX numbers, which
@@ -375,80 +468,96 @@ func (c clock) at(ms uint64) time.Time {
 	return c.export.Add(-time.Duration(int32(c.uptime-uint32(ms))) * time.Millisecond)
 }
 
-// fillFlow reads a data record's fields; it reports false if the record has
-// no addresses (not a flow this package can name).
-func fillFlow(f *Flow, vals []netflow.DataField, clk clock) bool {
-	var first, last uint64
-	var haveFirst, haveLast bool
-	for _, v := range vals {
-		if v.PenProvided {
-			continue
-		}
-		b, _ := v.Value.([]byte)
-		switch v.Type {
-		case ieSrcV4, ieSrcV6, ieDstV4, ieDstV6:
-			a, ok := netip.AddrFromSlice(b)
-			if !ok {
-				continue
-			}
-			if v.Type == ieSrcV4 || v.Type == ieSrcV6 {
-				f.Src = a.Unmap()
-			} else {
-				f.Dst = a.Unmap()
-			}
-			continue
-		}
-		n, ok := uintOf(b)
+// times are the uptime-relative timestamps of a record being read.
+type times struct {
+	first, last         uint64
+	haveFirst, haveLast bool
+}
+
+// fillField reads one field of a data record into f (uptime-relative times
+// into t; a system init time in the record itself re-bases clk).
+func fillField(f *Flow, t *times, clk *clock, typ uint16, b []byte) {
+	switch typ {
+	case ieSrcV4, ieSrcV6, ieDstV4, ieDstV6:
+		a, ok := netip.AddrFromSlice(b)
 		if !ok {
-			continue
+			return
 		}
-		switch v.Type {
-		case ieOctetDelta, ieOctetTotal:
-			f.Bytes = n
-		case iePacketDelta, iePacketTotal:
-			f.Packets = n
-		case ieProtocol:
-			f.Protocol = uint8(n)
-		case ieTCPFlags:
-			f.TCPFlags = uint8(n)
-		case ieSrcPort:
-			f.SrcPort = uint16(n)
-		case ieDstPort:
-			f.DstPort = uint16(n)
-		case ieInIf:
-			f.InIf = uint32(n)
-		case ieOutIf:
-			f.OutIf = uint32(n)
-		case ieICMPTypeV4, ieICMPTypeV6:
-			f.ICMPType, f.ICMPCode, f.HasICMP = uint8(n>>8), uint8(n), true
-		case ieFirstSwitched:
-			first, haveFirst = n, true
-		case ieLastSwitched:
-			last, haveLast = n, true
-		case ieStartSec:
-			f.Start = time.Unix(int64(n), 0)
-		case ieEndSec:
-			f.End = time.Unix(int64(n), 0)
-		case ieStartMilli:
-			f.Start = time.UnixMilli(int64(n))
-		case ieEndMilli:
-			f.End = time.UnixMilli(int64(n))
-		case ieSysInitMilli:
-			clk = clk.booted(time.UnixMilli(int64(n)))
+		if typ == ieSrcV4 || typ == ieSrcV6 {
+			f.Src = a.Unmap()
+		} else {
+			f.Dst = a.Unmap()
 		}
+		return
 	}
-	// Absolute times win; uptime-relative ones need the clock (zero time
-	// if the exporter never said when it booted).
-	if haveFirst && f.Start.IsZero() {
-		f.Start = clk.at(first)
+	n, ok := uintOf(b)
+	if !ok {
+		return
 	}
-	if haveLast && f.End.IsZero() {
-		f.End = clk.at(last)
+	switch typ {
+	case ieOctetDelta, ieOctetTotal:
+		f.Bytes = n
+	case iePacketDelta, iePacketTotal:
+		f.Packets = n
+	case ieProtocol:
+		f.Protocol = uint8(n)
+	case ieTCPFlags:
+		f.TCPFlags = uint8(n)
+	case ieSrcPort:
+		f.SrcPort = uint16(n)
+	case ieDstPort:
+		f.DstPort = uint16(n)
+	case ieInIf:
+		f.InIf = uint32(n)
+	case ieOutIf:
+		f.OutIf = uint32(n)
+	case ieICMPTypeV4, ieICMPTypeV6:
+		f.ICMPType, f.ICMPCode, f.HasICMP = uint8(n>>8), uint8(n), true
+	case ieFirstSwitched:
+		t.first, t.haveFirst = n, true
+	case ieLastSwitched:
+		t.last, t.haveLast = n, true
+	case ieStartSec:
+		f.Start = time.Unix(int64(n), 0)
+	case ieEndSec:
+		f.End = time.Unix(int64(n), 0)
+	case ieStartMilli:
+		f.Start = time.UnixMilli(int64(n))
+	case ieEndMilli:
+		f.End = time.UnixMilli(int64(n))
+	case ieSysInitMilli:
+		*clk = clk.booted(time.UnixMilli(int64(n)))
+	}
+}
+
+// finish places the record's uptime-relative times (absolute ones win;
+// zero time if the exporter never said when it booted) and reports
+// whether the record has both addresses (a flow this package can name).
+func (t *times) finish(f *Flow, clk clock) bool {
+	if t.haveFirst && f.Start.IsZero() {
+		f.Start = clk.at(t.first)
+	}
+	if t.haveLast && f.End.IsZero() {
+		f.End = clk.at(t.last)
 	}
 	if f.HasICMP {
 		f.SrcPort, f.DstPort = 0, 0
 	}
 	return f.Src.IsValid() && f.Dst.IsValid()
+}
+
+// fillFlow reads a data record goflow2 decoded (sFlow's and the reference
+// reading's path); it reports false if the record has no addresses.
+func fillFlow(f *Flow, vals []netflow.DataField, clk clock) bool {
+	var t times
+	for _, v := range vals {
+		if v.PenProvided {
+			continue
+		}
+		b, _ := v.Value.([]byte)
+		fillField(f, &t, &clk, v.Type, b)
+	}
+	return t.finish(f, clk)
 }
 
 // uintOf reads a big-endian unsigned integer of 1 to 8 bytes (IPFIX

@@ -38,6 +38,10 @@ type Options struct {
 	// make the decoder remember (and evict) exporters. Empty: every
 	// source is accepted. SetExporters replaces the list.
 	Exporters []netip.Prefix
+	// Places tells the country and AS of flows' addresses (a *geo.Live
+	// following the GeoIP databases); nil: records carry no Source/
+	// Destination Country and ASN fields.
+	Places netflow.Places
 }
 
 // Stats are a Server's counters since it was built.
@@ -179,7 +183,7 @@ func (s *Server) read(c net.PacketConn) {
 	buf := make([]byte, 65535)
 	var lastWarn time.Time
 	emit := func(f *Flow) {
-		s.opts.Sink.Push(netflow.Dataset, Record(f, *s.colo.Load()))
+		s.opts.Sink.Push(netflow.Dataset, RecordPlaces(f, *s.colo.Load(), s.opts.Places))
 		s.records.Add(1)
 	}
 	for {

@@ -184,23 +184,31 @@ func (s *Store) Query(q Query) (Result, error) {
 	// A copy: Add may insert or evict minutes while the query runs; an
 	// evicted minute is still read whole.
 	minutes := slices.Clone(s.minutes[lo:max(lo, hi)])
+	sumDim := -1
+	if len(q.GroupBy) == 1 {
+		sumDim = slices.Index(Dimensions[:], q.GroupBy[0])
+	}
+	parts := s.planHours(&q, sumDim, minutes)
 	s.mu.Unlock()
 
 	// A long range is scanned in parallel, a share of the minutes per
 	// core, and the shares merged: on a busy appliance each scanning
 	// thread gets its own share of the CPU.
-	parts := min(runtime.GOMAXPROCS(0), maxScanners, max(len(minutes)/minutesPerScanner, 1))
-	scans := make([]scan, parts)
+	nscan := min(runtime.GOMAXPROCS(0), maxScanners, max(len(minutes)/minutesPerScanner, 1), max(len(parts), 1))
+	scans := make([]scan, nscan)
 	var wg sync.WaitGroup
 	for i := range scans {
-		chunk := minutes[i*len(minutes)/parts : (i+1)*len(minutes)/parts]
+		chunk := parts[i*len(parts)/nscan : (i+1)*len(parts)/nscan]
 		wg.Add(1)
 		go func() { // owned here: Query waits for it below
 			defer wg.Done()
-			scans[i] = scanMinutes(&q, &by, nsteps, chunk)
+			scans[i] = scanParts(&q, &by, sumDim, nsteps, chunk)
 		}()
 	}
 	wg.Wait()
+	if sumDim >= 0 {
+		s.keepSums(parts)
+	}
 	keys, accs := mergeScans(scans, nsteps)
 
 	metric := func(i int) uint64 {
@@ -247,46 +255,72 @@ type scan struct {
 	accs []acc
 }
 
-// scanMinutes sums the rows of minutes that pass q's filter by group.
+// scanParts sums the rows of minutes that pass q's filter by group, and
+// the hours' summaries (building those not yet built; see hours.go).
 // gs indexes accs: values, not pointers, so a query with a million groups
 // makes a few large allocations, not a million.
-func scanMinutes(q *Query, by *[nDims]bool, nsteps int, minutes []*minute) scan {
+func scanParts(q *Query, by *[nDims]bool, sumDim, nsteps int, parts []part) scan {
 	gs := newGroups(*q, by)
 	var accs []acc
 	filtered := !q.Filter.empty()
-	for _, m := range minutes {
-		m.mu.Lock()
-		step := 0
-		if nsteps > 0 {
-			step = int(m.start.Sub(q.From) / q.Step)
+	add := func(k *key, c counts, step int) {
+		if filtered && !q.Filter.match(k) {
+			return
 		}
-		add := func(k *key, c counts) {
-			if filtered && !q.Filter.match(k) {
-				return
-			}
-			i := gs.find(k)
-			if i == len(accs) {
-				a := acc{}
-				if nsteps > 0 {
-					a.steps = make([]counts, nsteps)
-				}
-				accs = append(accs, a)
-			}
-			a := &accs[i]
-			a.packets += c.packets
-			a.bytes += c.bytes
+		i := gs.find(k)
+		if i == len(accs) {
+			a := acc{}
 			if nsteps > 0 {
-				a.steps[step].packets += c.packets
-				a.steps[step].bytes += c.bytes
+				a.steps = make([]counts, nsteps)
 			}
+			accs = append(accs, a)
 		}
+		a := &accs[i]
+		a.packets += c.packets
+		a.bytes += c.bytes
+		if nsteps > 0 {
+			a.steps[step].packets += c.packets
+			a.steps[step].bytes += c.bytes
+		}
+	}
+	stepOf := func(t time.Time) int {
+		if nsteps == 0 {
+			return 0
+		}
+		return int(t.Sub(q.From) / q.Step)
+	}
+	scanMinute := func(m *minute) {
+		m.mu.Lock()
+		step := stepOf(m.start)
 		for i := range m.frozen {
-			add(&m.frozen[i].k, m.frozen[i].c)
+			add(&m.frozen[i].k, m.frozen[i].c, step)
 		}
 		for k, c := range m.rows {
-			add(&k, c)
+			add(&k, c, step)
 		}
 		m.mu.Unlock()
+	}
+	for _, p := range parts {
+		if p.m != nil {
+			scanMinute(p.m)
+			continue
+		}
+		h := p.h
+		sum := h.sum
+		if sum == nil {
+			sum = buildSum(h, sumDim)
+			h.built = sum
+		}
+		if sum.worthless {
+			for _, m := range h.minutes {
+				scanMinute(m)
+			}
+			continue
+		}
+		step := stepOf(h.start)
+		for i := range sum.keys {
+			add(&sum.keys[i], sum.c[i], step)
+		}
 	}
 	return scan{gs: gs, accs: accs}
 }

@@ -65,6 +65,9 @@ type minute struct {
 	rows    map[key]counts
 	frozen  []row
 	compact bool // rolled up coarser to make room (see compactKey)
+	// ver counts the minute's changes (s.mu held): an hour summary
+	// (hours.go) built from it is valid while its minutes' versions are.
+	ver uint64
 }
 
 // row is one frozen rollup row.
@@ -89,6 +92,7 @@ func (m *minute) freeze() {
 	m.mu.Lock()
 	m.frozen, m.rows = f, map[key]counts{}
 	m.mu.Unlock()
+	m.ver++
 }
 
 // Stats are a Store's counters since it was built, and its current size.
@@ -115,6 +119,10 @@ type Store struct {
 	minutes []*minute // sorted by start, oldest first
 	rows    int
 	st      Stats
+	// sums are past hours' rows summed by one dimension, built by the
+	// queries that need them (hours.go).
+	sums    map[hourKey]*hourSum
+	sumRows int // entries of sums
 }
 
 // New returns an empty Store.
@@ -198,6 +206,7 @@ func (s *Store) Add(f Flow) {
 	m.mu.Lock()
 	m.rows[k] = c
 	m.mu.Unlock()
+	m.ver++
 	s.st.Flows++
 }
 
@@ -285,6 +294,7 @@ func (s *Store) compactMinute(m *minute) {
 	m.mu.Lock()
 	m.rows, m.frozen, m.compact = rows, nil, true
 	m.mu.Unlock()
+	m.ver++
 	if wasFrozen {
 		m.freeze()
 	}
