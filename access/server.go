@@ -92,16 +92,17 @@ type Server struct {
 	now     func() time.Time
 	metrics *metrics
 	keys    *keyring
-	sealer  *sealer // session cookies
-	login   *sealer // login state cookies
-	csrfKey []byte  // logout form tokens
-	ws      wsTracker
-	revoked revocations
-	used    *replay.Set // login nonces, recorded once their ID token verified
-	cache   sessionCache
-	buffers bufferPool
-	svc     assertionCache
-	recs    *recordQueue
+	cookies atomic.Pointer[cookieKeys] // session, login and logout keys; swapped when cookie_key_file changes
+	// dirCookieKey is the state dir's cookie key, read when a plan names
+	// no cookie_key_file; guarded by mu once the Server is published.
+	dirCookieKey []byte
+	ws           wsTracker
+	revoked      revocations
+	used         *replay.Set // login nonces, recorded once their ID token verified
+	cache        sessionCache
+	buffers      bufferPool
+	svc          assertionCache
+	recs         *recordQueue
 
 	snap  atomic.Pointer[snapshot]
 	certs atomic.Pointer[CertificateSource] // nil: the snapshot's certificate only
@@ -151,27 +152,14 @@ func NewPlan(p *Plan, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("access state dir: %w", err)
 		}
 	}
-	cfg := p.cfg
 	var err error
 	if s.keys, err = newKeyring(s.dir); err != nil {
 		return nil, err
 	}
-	key, err := loadCookieKey(s.dir)
-	if err != nil {
-		return nil, err
-	}
-	// One key each, so that neither kind of cookie opens as the other.
-	if s.sealer, err = newSealer(deriveKey(key, "session cookie")); err != nil {
-		return nil, err
-	}
-	if s.login, err = newSealer(deriveKey(key, "login state cookie")); err != nil {
-		return nil, err
-	}
-	s.csrfKey = deriveKey(key, "logout csrf")
 	if err := s.loadRevocations(); err != nil {
 		return nil, err
 	}
-	if _, err := s.keys.rotate(s.now(), jose.SignatureAlgorithm(cfg.Signing.Algorithm), cfg.Signing.Rotation, cfg.Signing.Grace, false); err != nil {
+	if _, err := s.useKeys(p); err != nil {
 		return nil, err
 	}
 	snap, err := s.build(p)
@@ -258,14 +246,17 @@ func (s *Server) Commit(p *Plan) error {
 	if err != nil {
 		return fail(err)
 	}
+	// Before sameAs: a key file's content can change under the same config.
+	keysChanged, err := s.useKeys(p)
+	if err != nil {
+		return fail(err)
+	}
+	if keysChanged {
+		s.cache.reset()
+	}
 	if snap.sameAs(old) {
 		s.metrics.reloadOK.Set(1)
 		return nil
-	}
-	if cfg.Signing != old.cfg.Signing {
-		if _, err := s.keys.rotate(s.now(), jose.SignatureAlgorithm(cfg.Signing.Algorithm), cfg.Signing.Rotation, cfg.Signing.Grace, false); err != nil {
-			return fail(err)
-		}
 	}
 	s.reconcileProvidersLocked(snap)
 	s.snap.Store(snap)
