@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -342,4 +343,43 @@ func FuzzParseSigningKey(f *testing.F) {
 			t.Fatalf("accepted key without kid, signer or a known algorithm: %+v", sk)
 		}
 	})
+}
+
+// TestFileKeyRestart: a signing file replaced while the node was down
+// still leaves the previous key published for the grace after the start,
+// because the ring in the state dir remembers it.
+func TestFileKeyRestart(t *testing.T) {
+	dir := t.TempDir()
+	f := &fakeIdP{issuer: "http://127.0.0.1:1", clientID: "x", secret: "y"}
+	cookie, signing, kid1 := writeKeyFiles(t, dir, "ES256")
+	cfg := defaultConfig(t, "http://127.0.0.1:9", dir)
+	cfg.CookieKeyFile, cfg.SigningKeyFile = cookie, signing
+	first, err := New(cfg, idpConfig(t, f, dir), Options{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ks := first.keys.set.Load(); ks.current.ID != kid1 || len(ks.byID) != 1 {
+		t.Fatalf("first start: current %s, %d keys", ks.current.ID, len(ks.byID))
+	}
+	_, sb, kid2, err := NewKeyFiles("ES256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(signing, sb, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second, err := New(cfg, idpConfig(t, f, dir), Options{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := second.keys.set.Load()
+	if ks.current.ID != kid2 || ks.byID[kid1] == nil || ks.byID[kid1].Retired.IsZero() {
+		t.Fatalf("after a restart with a new file: current %s, keys %v", ks.current.ID, slices.Collect(maps.Keys(ks.byID)))
+	}
+	if !slices.Equal(first.cookies.Load().key, second.cookies.Load().key) {
+		t.Fatal("the cookie key changed across a restart with the same file")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "access", "cookie.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a state-dir cookie key was made although cookie_key_file is set: %v", err)
+	}
 }
