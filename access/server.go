@@ -31,7 +31,11 @@
 // one-use, recorded only once their ID token verified, in a bounded set;
 // unknown JWKS key ids are refetched at most every 10 s. Records reach the
 // sink through a bounded queue, so a slow Logpush never holds a request. Access keeps its signing keys, the cookie key, the
-// logouts and a generated certificate in StateDir/access.
+// logouts and a generated certificate in StateDir/access. An HA pair gives
+// both nodes the same cookie_key_file and signing_key_file instead, so a
+// session cookie and an upstream's cached JWKS outlive a failover; a file
+// signing key is never rotated by the node (the admin replaces the file on
+// both and reloads; the previous key stays published for signing.grace).
 //
 // The composition root builds a Server with New, runs it with Run, reloads
 // it with Set and asks Ready for /readyz.
