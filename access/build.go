@@ -64,14 +64,15 @@ type serviceToken struct {
 // Server applies it (NewPlan, Commit) without reading a file or compiling
 // again.
 type Plan struct {
-	cfg        Config
-	idp        identity.Config
-	tokens     map[string]*serviceToken // by client id
-	secrets    map[string]string        // provider name → client secret
-	apps       []compiledApp
-	cert       *tls.Certificate // nil: a self-signed one from the state dir, made at commit
-	clientCAs  *x509.CertPool
-	acme       *acme.Plan  // nil: no access.acme
+	cfg       Config
+	idp       identity.Config
+	tokens    map[string]*serviceToken // by client id
+	secrets   map[string]string        // provider name → client secret
+	apps      []compiledApp
+	cert      *tls.Certificate // nil: a self-signed one from the state dir, made at commit
+	clientCAs *x509.CertPool
+	acme      *acme.Plan // nil: no access.acme
+
 	cookieKey  []byte      // access.cookie_key_file's key; nil: the state dir's
 	signingKey *signingKey // access.signing_key_file's key; nil: the node's own ring
 }

@@ -18,11 +18,14 @@ import (
 
 // Config is the `access:` section.
 type Config struct {
-	Listen          string        `yaml:"listen"` // host:port; default 0.0.0.0:443
-	TLS             TLSConfig     `yaml:"tls"`
-	ACME            *acme.Config  `yaml:"acme"`             // nil: the certificate of tls, or a self-signed one
-	SessionDuration time.Duration `yaml:"session_duration"` // default 24h
-	Signing         SigningConfig `yaml:"signing"`
+	Listen          string         `yaml:"listen"` // host:port; default 0.0.0.0:443
+	TLS             TLSConfig      `yaml:"tls"`
+	ACME            *acme.Config   `yaml:"acme"`             // nil: the certificate of tls, or a self-signed one
+	SessionDuration time.Duration  `yaml:"session_duration"` // default 24h
+	Signing         SigningConfig  `yaml:"signing"`
+	Apps            []App          `yaml:"apps"`
+	ServiceTokens   []ServiceToken `yaml:"service_tokens"`
+
 	// CookieKeyFile holds the key sealing session cookies: 32 random bytes
 	// or their base64. An HA pair gives both nodes the same file, so a
 	// session cookie from one node opens on the other. Default: a key the
@@ -34,9 +37,7 @@ type Config struct {
 	// replaces the file on both nodes and reloads, and the previous key
 	// stays published for signing.grace. Default: keys the node makes and
 	// rotates in <state_dir>/access.
-	SigningKeyFile string         `yaml:"signing_key_file" file:"secret"`
-	Apps           []App          `yaml:"apps"`
-	ServiceTokens  []ServiceToken `yaml:"service_tokens"`
+	SigningKeyFile string `yaml:"signing_key_file" file:"secret"`
 }
 
 // TLSConfig names the listener's certificate. With neither file given a

@@ -96,17 +96,18 @@ type Server struct {
 	now     func() time.Time
 	metrics *metrics
 	keys    *keyring
+	ws      wsTracker
+	revoked revocations
+	used    *replay.Set // login nonces, recorded once their ID token verified
+	cache   sessionCache
+	buffers bufferPool
+	svc     assertionCache
+	recs    *recordQueue
+
 	cookies atomic.Pointer[cookieKeys] // session, login and logout keys; swapped when cookie_key_file changes
 	// dirCookieKey is the state dir's cookie key, read when a plan names
 	// no cookie_key_file; guarded by mu once the Server is published.
 	dirCookieKey []byte
-	ws           wsTracker
-	revoked      revocations
-	used         *replay.Set // login nonces, recorded once their ID token verified
-	cache        sessionCache
-	buffers      bufferPool
-	svc          assertionCache
-	recs         *recordQueue
 
 	snap  atomic.Pointer[snapshot]
 	certs atomic.Pointer[CertificateSource] // nil: the snapshot's certificate only
