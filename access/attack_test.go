@@ -245,7 +245,7 @@ func TestSessionCookieAttacks(t *testing.T) {
 		}
 	}
 	seal := func(raw string) string {
-		v, err := e.srv.sealer.seal([]byte(raw))
+		v, err := e.srv.cookies.Load().session.seal([]byte(raw))
 		if err != nil {
 			t.Fatal(err)
 		}

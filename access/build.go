@@ -72,6 +72,9 @@ type Plan struct {
 	cert      *tls.Certificate // nil: a self-signed one from the state dir, made at commit
 	clientCAs *x509.CertPool
 	acme      *acme.Plan // nil: no access.acme
+
+	cookieKey  []byte      // access.cookie_key_file's key; nil: the state dir's
+	signingKey *signingKey // access.signing_key_file's key; nil: the node's own ring
 }
 
 // ACME is the compiled access.acme section, nil without one. Whoever runs
@@ -93,6 +96,9 @@ func Compile(cfg Config, idp identity.Config) (*Plan, error) {
 		return nil, err
 	}
 	p := &Plan{cfg: cfg, idp: idp, tokens: map[string]*serviceToken{}, secrets: map[string]string{}}
+	if err := p.readKeyFiles(); err != nil {
+		return nil, err
+	}
 	for _, t := range cfg.ServiceTokens {
 		b, err := os.ReadFile(t.ClientSecretFile)
 		if err != nil {

@@ -25,6 +25,19 @@ type Config struct {
 	Signing         SigningConfig  `yaml:"signing"`
 	Apps            []App          `yaml:"apps"`
 	ServiceTokens   []ServiceToken `yaml:"service_tokens"`
+
+	// CookieKeyFile holds the key sealing session cookies: 32 random bytes
+	// or their base64. An HA pair gives both nodes the same file, so a
+	// session cookie from one node opens on the other. Default: a key the
+	// node makes in <state_dir>/access/cookie.key.
+	CookieKeyFile string `yaml:"cookie_key_file" file:"secret"`
+	// SigningKeyFile holds the assertion signing key, a PEM EC P-256 or
+	// RSA private key; its kid comes from the public key, so both nodes of
+	// a pair publish the same JWKS. The node never rotates it: the admin
+	// replaces the file on both nodes and reloads, and the previous key
+	// stays published for signing.grace. Default: keys the node makes and
+	// rotates in <state_dir>/access.
+	SigningKeyFile string `yaml:"signing_key_file" file:"secret"`
 }
 
 // TLSConfig names the listener's certificate. With neither file given a
@@ -182,6 +195,9 @@ func (c *Config) Validate(report func(field, msg string)) {
 	case "ES256", "RS256":
 	default:
 		report("signing.algorithm", fmt.Sprintf("%q is not one of ES256, RS256", c.Signing.Algorithm))
+	}
+	if c.CookieKeyFile != "" && c.CookieKeyFile == c.SigningKeyFile {
+		report("cookie_key_file", "is also signing_key_file: the cookie key and the signing key are different secrets in different files")
 	}
 	if c.Signing.Rotation < time.Hour {
 		report("signing.rotation", "expected a duration of at least 1h")

@@ -360,7 +360,7 @@ func (s *Server) session(q *request) *cachedSession {
 }
 
 func (s *Server) openSession(v string, app *appState, now time.Time) (*cachedSession, error) {
-	raw, err := s.sealer.open(v)
+	raw, err := s.cookies.Load().session.open(v)
 	if err != nil {
 		return nil, err
 	}
@@ -383,7 +383,7 @@ func (s *Server) issueSession(ks *keySet, cl *tokenClaims) (*cachedSession, stri
 	if err != nil {
 		return nil, "", err
 	}
-	v, err := s.sealer.seal([]byte(raw))
+	v, err := s.cookies.Load().session.seal([]byte(raw))
 	if err != nil {
 		return nil, "", err
 	}

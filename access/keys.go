@@ -1,6 +1,7 @@
 package access
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -30,6 +31,7 @@ type signingKey struct {
 	Alg     jose.SignatureAlgorithm
 	Created time.Time
 	Retired time.Time
+	File    bool // from access.signing_key_file: never rotated by the node
 	priv    crypto.Signer
 	signer  jose.Signer
 }
@@ -49,6 +51,10 @@ type keyring struct {
 	mu   sync.Mutex // serialises rotation
 	set  atomic.Pointer[keySet]
 	path string // "" keeps keys in memory only
+	// file is access.signing_key_file's key, nil without one. When set it
+	// is the current key and the ring never makes one of its own: both
+	// nodes of a pair sign with it and publish the same kid.
+	file atomic.Pointer[signingKey]
 }
 
 type storedKey struct {
@@ -56,6 +62,7 @@ type storedKey struct {
 	Alg     string    `json:"alg"`
 	Created time.Time `json:"created"`
 	Retired time.Time `json:"retired,omitzero"`
+	File    bool      `json:"file,omitempty"`
 	PEM     string    `json:"pem"`
 }
 
@@ -100,7 +107,7 @@ func loadKeys(path string) ([]*signingKey, error) {
 		if !ok {
 			return nil, fmt.Errorf("signing key %s in %s: not a signing key", s.ID, path)
 		}
-		sk := &signingKey{ID: s.ID, Alg: jose.SignatureAlgorithm(s.Alg), Created: s.Created, Retired: s.Retired, priv: signer}
+		sk := &signingKey{ID: s.ID, Alg: jose.SignatureAlgorithm(s.Alg), Created: s.Created, Retired: s.Retired, File: s.File, priv: signer}
 		if err := sk.init(); err != nil {
 			return nil, err
 		}
@@ -119,7 +126,7 @@ func (k *keyring) save(keys []*signingKey) error {
 		if err != nil {
 			return err
 		}
-		stored = append(stored, storedKey{ID: sk.ID, Alg: string(sk.Alg), Created: sk.Created, Retired: sk.Retired,
+		stored = append(stored, storedKey{ID: sk.ID, Alg: string(sk.Alg), Created: sk.Created, Retired: sk.Retired, File: sk.File,
 			PEM: string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))})
 	}
 	b, err := json.MarshalIndent(stored, "", "  ")
@@ -153,13 +160,23 @@ func generateKey(alg jose.SignatureAlgorithm, now time.Time) (*signingKey, error
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKIXPublicKey(priv.Public())
+	kid, err := keyID(priv.Public())
 	if err != nil {
 		return nil, err
 	}
-	sum := sha256.Sum256(der)
-	sk := &signingKey{ID: base64.RawURLEncoding.EncodeToString(sum[:12]), Alg: alg, Created: now, priv: priv}
+	sk := &signingKey{ID: kid, Alg: alg, Created: now, priv: priv}
 	return sk, sk.init()
+}
+
+// keyID derives a key's kid from its public key alone, so that two nodes
+// holding the same key file publish the same kid.
+func keyID(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("signing key id: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return base64.RawURLEncoding.EncodeToString(sum[:12]), nil
 }
 
 // rotate makes sure there is a current key of alg younger than rotation and
@@ -174,11 +191,7 @@ func (k *keyring) rotate(now time.Time, alg jose.SignatureAlgorithm, rotation, g
 	}
 	changed := false
 	cur := old.current
-	if force || cur == nil || cur.Alg != alg || now.Sub(cur.Created) >= rotation {
-		nk, err := generateKey(alg, now)
-		if err != nil {
-			return false, err
-		}
+	retireCurrent := func() {
 		for i, sk := range keys {
 			if sk == cur {
 				c := *sk
@@ -186,6 +199,29 @@ func (k *keyring) rotate(now time.Time, alg jose.SignatureAlgorithm, rotation, g
 				keys[i] = &c
 			}
 		}
+	}
+	if fk := k.file.Load(); fk != nil {
+		if force {
+			return false, errFileKey
+		}
+		if cur == nil || cur.ID != fk.ID {
+			// The admin gave a new file (or switched to one): it is current
+			// from now on; the previous key stays published for the grace.
+			retireCurrent()
+			keys = slices.DeleteFunc(keys, func(sk *signingKey) bool { return sk.ID == fk.ID })
+			nk := *fk
+			nk.Created, nk.Retired = now, time.Time{}
+			keys = append(keys, &nk)
+			changed = true
+		}
+	} else if force || cur == nil || cur.File || cur.Alg != alg || now.Sub(cur.Created) >= rotation {
+		// cur.File: signing_key_file was removed, so the node makes its
+		// own key again rather than keep signing with the file's.
+		nk, err := generateKey(alg, now)
+		if err != nil {
+			return false, err
+		}
+		retireCurrent()
 		keys = append(keys, nk)
 		changed = true
 	}
@@ -250,4 +286,193 @@ func loadCookieKey(dir string) ([]byte, error) {
 // beside it and a rename, so a crash leaves the old key or the new one.
 func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 	return renameio.WriteFile(path, b, mode, renameio.WithStaticPermissions(mode), renameio.WithTempDir(filepath.Dir(path)))
+}
+
+// errFileKey refuses a forced rotation of a key the admin gave in a file.
+var errFileKey = errors.New("the signing key comes from access.signing_key_file: replace that file (on both nodes of a pair) and reload instead")
+
+// cookieKeys are the keys derived from the cookie key, swapped as a whole
+// when access.cookie_key_file changes.
+type cookieKeys struct {
+	key     []byte  // the 32-byte cookie key they come from
+	session *sealer // session cookies
+	login   *sealer // login state cookies
+	csrf    []byte  // logout form tokens
+}
+
+func newCookieKeys(key []byte) (*cookieKeys, error) {
+	ck := &cookieKeys{key: key, csrf: deriveKey(key, "logout csrf")}
+	var err error
+	// One key each, so that neither kind of cookie opens as the other.
+	if ck.session, err = newSealer(deriveKey(key, "session cookie")); err != nil {
+		return nil, err
+	}
+	if ck.login, err = newSealer(deriveKey(key, "login state cookie")); err != nil {
+		return nil, err
+	}
+	return ck, nil
+}
+
+// useKeys installs the plan's keys: the cookie key of
+// access.cookie_key_file (else the state dir's) and the signing key of
+// access.signing_key_file (else the node's own rotating ring). It reports
+// whether a key changed, which ends cached sessions. Callers hold s.mu or
+// own s alone.
+func (s *Server) useKeys(p *Plan) (bool, error) {
+	key := p.cookieKey
+	if key == nil {
+		if s.dirCookieKey == nil {
+			k, err := loadCookieKey(s.dir)
+			if err != nil {
+				return false, err
+			}
+			s.dirCookieKey = k
+		}
+		key = s.dirCookieKey
+	}
+	old := s.cookies.Load()
+	var ck *cookieKeys
+	if old == nil || !bytes.Equal(old.key, key) {
+		var err error
+		if ck, err = newCookieKeys(key); err != nil {
+			return false, err
+		}
+	}
+	prevFile := s.keys.file.Swap(p.signingKey)
+	cfg := p.cfg.Signing
+	rotated, err := s.keys.rotate(s.now(), jose.SignatureAlgorithm(cfg.Algorithm), cfg.Rotation, cfg.Grace, false)
+	if err != nil {
+		s.keys.file.Store(prevFile)
+		return false, err
+	}
+	if ck != nil {
+		s.cookies.Store(ck)
+	}
+	return rotated || (old != nil && ck != nil), nil
+}
+
+// readKeyFiles reads access.cookie_key_file and access.signing_key_file
+// into the plan, when the configuration names them.
+func (p *Plan) readKeyFiles() error {
+	if f := p.cfg.CookieKeyFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("access cookie_key_file: %w", err)
+		}
+		if p.cookieKey, err = parseCookieKey(b); err != nil {
+			return fmt.Errorf("access cookie_key_file %s: %w", f, err)
+		}
+	}
+	if f := p.cfg.SigningKeyFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("access signing_key_file: %w", err)
+		}
+		sk, err := parseSigningKey(b)
+		if err != nil {
+			return fmt.Errorf("access signing_key_file %s: %w", f, err)
+		}
+		if string(sk.Alg) != p.cfg.Signing.Algorithm {
+			return fmt.Errorf("access signing_key_file %s holds an %s key but access.signing.algorithm is %s: set algorithm: %s", f, sk.Alg, p.cfg.Signing.Algorithm, sk.Alg)
+		}
+		p.signingKey = sk
+	}
+	return nil
+}
+
+// CookieKeySize is the length of the cookie key, in bytes.
+const CookieKeySize = 32
+
+// parseCookieKey accepts the cookie key file's two forms: the 32 raw bytes,
+// or their standard base64 (44 characters, surrounding white space
+// ignored), which is what `edgegw access keys` writes because it survives
+// copying between the nodes as text. Anything else is refused rather than
+// hashed into a key, so a truncated copy fails loudly on the node it was
+// copied to.
+func parseCookieKey(b []byte) ([]byte, error) {
+	if len(b) == CookieKeySize {
+		return bytes.Clone(b), nil
+	}
+	t := bytes.TrimSpace(b)
+	key := make([]byte, base64.StdEncoding.DecodedLen(len(t)))
+	n, err := base64.StdEncoding.Decode(key, t)
+	if err != nil || n != CookieKeySize {
+		return nil, fmt.Errorf("expected %d random bytes or their base64 (44 characters), found %d bytes that are neither", CookieKeySize, len(b))
+	}
+	return key[:n], nil
+}
+
+// parseSigningKey reads a PEM private key: PKCS#8 ("PRIVATE KEY"), SEC 1
+// ("EC PRIVATE KEY", as openssl ecparam writes it, EC PARAMETERS block
+// skipped) or PKCS#1 ("RSA PRIVATE KEY"). An EC key must be on P-256
+// (ES256), an RSA key at least 2048 bits (RS256). The kid comes from the
+// public key.
+func parseSigningKey(b []byte) (*signingKey, error) {
+	var blk *pem.Block
+	for rest := b; ; {
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			return nil, errors.New("no PEM private key (expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)")
+		}
+		if blk.Type != "EC PARAMETERS" {
+			break
+		}
+	}
+	if _, encrypted := blk.Headers["Proc-Type"]; encrypted {
+		return nil, errors.New("the PEM key is encrypted; edgegw needs it unencrypted (mode 0600)")
+	}
+	var priv any
+	var err error
+	switch blk.Type {
+	case "PRIVATE KEY":
+		priv, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+	case "EC PRIVATE KEY":
+		priv, err = x509.ParseECPrivateKey(blk.Bytes)
+	case "RSA PRIVATE KEY":
+		priv, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+	default:
+		return nil, fmt.Errorf("PEM block %q is not a private key (expected PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY)", blk.Type)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parse private key: %w", err)
+	}
+	sk := &signingKey{File: true}
+	switch k := priv.(type) {
+	case *ecdsa.PrivateKey:
+		if k.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("EC key on %s: expected P-256 (ES256)", k.Curve.Params().Name)
+		}
+		sk.Alg, sk.priv = jose.ES256, k
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("RSA key of %d bits: expected at least 2048 (RS256)", k.N.BitLen())
+		}
+		sk.Alg, sk.priv = jose.RS256, k
+	default:
+		return nil, fmt.Errorf("a %T key: expected EC P-256 or RSA", priv)
+	}
+	if sk.ID, err = keyID(sk.priv.Public()); err != nil {
+		return nil, err
+	}
+	return sk, sk.init()
+}
+
+// NewKeyFiles makes the contents of a pair's key files: a cookie key (the
+// base64 of 32 random bytes, newline-terminated) and a signing key of alg
+// (ES256 or RS256) as PKCS#8 PEM, with the kid both nodes will publish.
+func NewKeyFiles(alg string) (cookie, signing []byte, kid string, err error) {
+	key := make([]byte, CookieKeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, nil, "", err
+	}
+	cookie = []byte(base64.StdEncoding.EncodeToString(key) + "\n")
+	sk, err := generateKey(jose.SignatureAlgorithm(alg), time.Time{})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(sk.priv)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return cookie, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), sk.ID, nil
 }

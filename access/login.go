@@ -257,7 +257,7 @@ func (s *Server) logoutToken(r *http.Request) string {
 	if err != nil || c.Value == "" {
 		return ""
 	}
-	m := hmac.New(sha256.New, s.csrfKey)
+	m := hmac.New(sha256.New, s.cookies.Load().csrf)
 	m.Write([]byte(c.Value))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }

@@ -177,11 +177,11 @@ func (s *Server) sealLogin(st *loginState) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return s.login.seal(b)
+	return s.cookies.Load().login.seal(b)
 }
 
 func (s *Server) openLogin(v string) (*loginState, error) {
-	b, err := s.login.open(v)
+	b, err := s.cookies.Load().login.open(v)
 	if err != nil {
 		return nil, err
 	}

@@ -31,7 +31,11 @@
 // one-use, recorded only once their ID token verified, in a bounded set;
 // unknown JWKS key ids are refetched at most every 10 s. Records reach the
 // sink through a bounded queue, so a slow Logpush never holds a request. Access keeps its signing keys, the cookie key, the
-// logouts and a generated certificate in StateDir/access.
+// logouts and a generated certificate in StateDir/access. An HA pair gives
+// both nodes the same cookie_key_file and signing_key_file instead, so a
+// session cookie and an upstream's cached JWKS outlive a failover; a file
+// signing key is never rotated by the node (the admin replaces the file on
+// both and reloads; the previous key stays published for signing.grace).
 //
 // The composition root builds a Server with New, runs it with Run, reloads
 // it with Set and asks Ready for /readyz.
@@ -92,9 +96,6 @@ type Server struct {
 	now     func() time.Time
 	metrics *metrics
 	keys    *keyring
-	sealer  *sealer // session cookies
-	login   *sealer // login state cookies
-	csrfKey []byte  // logout form tokens
 	ws      wsTracker
 	revoked revocations
 	used    *replay.Set // login nonces, recorded once their ID token verified
@@ -102,6 +103,11 @@ type Server struct {
 	buffers bufferPool
 	svc     assertionCache
 	recs    *recordQueue
+
+	cookies atomic.Pointer[cookieKeys] // session, login and logout keys; swapped when cookie_key_file changes
+	// dirCookieKey is the state dir's cookie key, read when a plan names
+	// no cookie_key_file; guarded by mu once the Server is published.
+	dirCookieKey []byte
 
 	snap  atomic.Pointer[snapshot]
 	certs atomic.Pointer[CertificateSource] // nil: the snapshot's certificate only
@@ -151,27 +157,14 @@ func NewPlan(p *Plan, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("access state dir: %w", err)
 		}
 	}
-	cfg := p.cfg
 	var err error
 	if s.keys, err = newKeyring(s.dir); err != nil {
 		return nil, err
 	}
-	key, err := loadCookieKey(s.dir)
-	if err != nil {
-		return nil, err
-	}
-	// One key each, so that neither kind of cookie opens as the other.
-	if s.sealer, err = newSealer(deriveKey(key, "session cookie")); err != nil {
-		return nil, err
-	}
-	if s.login, err = newSealer(deriveKey(key, "login state cookie")); err != nil {
-		return nil, err
-	}
-	s.csrfKey = deriveKey(key, "logout csrf")
 	if err := s.loadRevocations(); err != nil {
 		return nil, err
 	}
-	if _, err := s.keys.rotate(s.now(), jose.SignatureAlgorithm(cfg.Signing.Algorithm), cfg.Signing.Rotation, cfg.Signing.Grace, false); err != nil {
+	if _, err := s.useKeys(p); err != nil {
 		return nil, err
 	}
 	snap, err := s.build(p)
@@ -258,14 +251,17 @@ func (s *Server) Commit(p *Plan) error {
 	if err != nil {
 		return fail(err)
 	}
+	// Before sameAs: a key file's content can change under the same config.
+	keysChanged, err := s.useKeys(p)
+	if err != nil {
+		return fail(err)
+	}
+	if keysChanged {
+		s.cache.reset()
+	}
 	if snap.sameAs(old) {
 		s.metrics.reloadOK.Set(1)
 		return nil
-	}
-	if cfg.Signing != old.cfg.Signing {
-		if _, err := s.keys.rotate(s.now(), jose.SignatureAlgorithm(cfg.Signing.Algorithm), cfg.Signing.Rotation, cfg.Signing.Grace, false); err != nil {
-			return fail(err)
-		}
 	}
 	s.reconcileProvidersLocked(snap)
 	s.snap.Store(snap)

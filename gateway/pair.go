@@ -108,6 +108,15 @@ func PairFacts(p *Plan, skipFiles bool) ([]ha.Fact, error) {
 		if err := digest("access", a); err != nil {
 			return nil, err
 		}
+		// Without these files each node seals cookies and signs assertions
+		// with keys of its own state dir: a failover would end every
+		// session. Their contents are compared with the other files below.
+		if a.CookieKeyFile == "" {
+			facts = append(facts, ha.Fact{Path: "access.cookie_key_file", Refuse: "a pair keeps Access sessions across a failover only with the same cookie key on both nodes: set cookie_key_file (edgegw access keys)"})
+		}
+		if a.SigningKeyFile == "" {
+			facts = append(facts, ha.Fact{Path: "access.signing_key_file", Refuse: "a pair publishes one JWKS to upstreams only with the same signing key on both nodes: set signing_key_file (edgegw access keys)"})
+		}
 	}
 	if len(cfg.Logpush) > 0 {
 		// Each node delivers its own spool, so both must export the same

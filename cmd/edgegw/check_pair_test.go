@@ -223,7 +223,8 @@ func TestCheckPairExample(t *testing.T) {
 	}
 	text := strings.NewReplacer(
 		"store: sqlite", "store: postgres://edgegw@db.corp.example:5432/edgegw?sslmode=verify-full",
-		"    listen_port: 51820\n", "    listen_port: 51820\n    private_key_file: /etc/edgegw/wg.key\n").Replace(b.String())
+		"    listen_port: 51820\n", "    listen_port: 51820\n    private_key_file: /etc/edgegw/wg.key\n",
+		"  # cookie_key_file:", "  cookie_key_file:", "  # signing_key_file:", "  signing_key_file:").Replace(b.String())
 	if !strings.Contains(text, "\nha:\n  priority: 200") {
 		t.Fatalf("the example's ha: section was not turned on:\n%s", text)
 	}
@@ -240,6 +241,8 @@ func TestCheckPairExample(t *testing.T) {
 		{"agree", other, 0, "pair: the halves agree"},
 		{"access app", strings.Replace(other, "upstream: http://10.0.0.5:8080", "upstream: http://10.0.0.6:8080", 1), 1,
 			"a.yaml:" + at(t, text, "^  listen: 0.0.0.0:443", "listen") + ": access: differs from"},
+		{"no shared access keys", strings.Replace(other, "  cookie_key_file:", "  # cookie_key_file:", 1), 1,
+			"access.cookie_key_file: a pair keeps Access sessions across a failover only with the same cookie key on both nodes"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			bp := filepath.Join(dir, "b.yaml")

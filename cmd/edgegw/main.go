@@ -77,6 +77,8 @@ Usage:
   edgegw posture show                   print what a posture report would say
   edgegw admin token create NAME --role admin|viewer | token list | token revoke NAME
                                         tokens for the admin API over TCP (shown once, stored hashed)
+  edgegw access keys --out DIR [--algorithm ES256|RS256]
+                                        make the Access key files both nodes of an HA pair share
   edgegw status                         print the running gateway's status (JSON)
   edgegw egress [--json]                who leaves from which egress address, with counters
   edgegw reload                         reload the configuration and say how it went
@@ -164,6 +166,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdPosture(args[1:], stdout, stderr)
 	case "admin":
 		return cmdAdmin(args[1:], stdout, stderr)
+	case "access":
+		return cmdAccess(args[1:], stdout, stderr)
 	case "status":
 		return cmdStatus(args[1:], stdout, stderr)
 	case "egress":
