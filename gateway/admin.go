@@ -52,7 +52,9 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			g.mu.Unlock()
 			return in.view()
 		},
-		Geofeed: fw.servedFeed,
+		Geofeed:      fw.servedFeed,
+		FirewallTest: g.firewallTest, // firewalltest.go
+		DNSTop:       g.dnsTop,       // part_dns.go
 	})
 	if err != nil {
 		return nil, err

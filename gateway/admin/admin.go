@@ -131,6 +131,14 @@ type Options struct {
 	// Egress returns who leaves from where for GET /api/v1/egress; nil
 	// answers 404.
 	Egress func() (EgressView, error)
+	// FirewallTest evaluates a described packet against the running rules
+	// for POST /api/v1/firewall/test, as `edgegw firewall test` does; an
+	// error wrapping ErrBadPacket is the description's fault, answered as
+	// the result's Error; nil answers 404.
+	FirewallTest func(packet string) (FirewallTestResult, error)
+	// DNSTop returns Gateway DNS's top names and users for
+	// GET /api/v1/dns/top (n of each; user "" all); false or nil: 404.
+	DNSTop func(n int, user string) (any, bool)
 	// Geofeed returns the path the TCP listener serves the egress
 	// geofeed at, open to all, and its CSV; path "" or nil: not served.
 	Geofeed func() (path string, csv []byte)
