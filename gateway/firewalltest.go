@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net"
 
 	"github.com/edgegw/edgegw/firewall"
 	"github.com/edgegw/edgegw/firewall/rules"
@@ -80,4 +81,24 @@ func CompletePacket(cfg *config.Config, pkt *rules.Record) {
 		}
 		_ = pkt.Set("identity.groups", rules.StringsValue(id.Groups...))
 	}
+}
+
+// enrollPort is the port of the Access listener that serves /enroll, for
+// the console's enrollment link; false when enrollment is off.
+func (g *Gateway) enrollPort() (string, bool) {
+	g.mu.Lock()
+	cfg := g.plan.Config
+	g.mu.Unlock()
+	wg := cfg.Tunnels.WireGuard
+	if wg == nil || wg.Enrollment == nil || !wg.Enrollment.Enabled || cfg.Access == nil {
+		return "", false
+	}
+	if cfg.Access.Listen == "" {
+		return "443", true // access.listen's default
+	}
+	_, port, err := net.SplitHostPort(cfg.Access.Listen)
+	if err != nil {
+		return "", false
+	}
+	return port, true
 }

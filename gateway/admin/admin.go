@@ -139,6 +139,10 @@ type Options struct {
 	// DNSTop returns Gateway DNS's top names and users for
 	// GET /api/v1/dns/top (n of each; user "" all); false or nil: 404.
 	DNSTop func(n int, user string) (any, bool)
+	// EnrollPort returns the port of the Access listener that serves
+	// /enroll, false when enrollment is off, for GET /api/v1/enroll/link;
+	// nil answers 404.
+	EnrollPort func() (port string, ok bool)
 	// Geofeed returns the path the TCP listener serves the egress
 	// geofeed at, open to all, and its CSV; path "" or nil: not served.
 	Geofeed func() (path string, csv []byte)

@@ -76,6 +76,9 @@ func (s *Server) routes() *http.ServeMux {
 	if s.opts.FirewallTest != nil {
 		mux.HandleFunc("POST "+PathFirewallTest, s.testFirewall)
 	}
+	if s.opts.EnrollPort != nil {
+		mux.HandleFunc("GET "+PathEnrollLink, s.enrollLink)
+	}
 	if s.opts.DNSTop != nil {
 		mux.HandleFunc("GET "+PathDNSTop, s.showDNSTop)
 	}
