@@ -164,7 +164,7 @@ gateway:
 
 	// Firewall: sparklines and rates from the history.
 	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-firewall")), chromedp.WaitVisible(chromedp.ID("page-firewall"))))
-	consolePoll(t, ctx, "office-web's sparkline", `(() => { const s = document.querySelector('#firewall-rules tr[data-rule="office-web"] svg'); return !!s && Number(s.dataset.samples) >= 1; })()`)
+	consolePoll(t, ctx, "office-web's sparkline", `(() => { const s = document.querySelector('#firewall-rules tr[data-rule="office-web"] svg'); return !!s && Number(s.dataset.samples) >= 1 && !!s.querySelector("polyline, circle"); })()`)
 	if rate := text(`#firewall-rules tr[data-rule="office-web"] td:nth-child(7)`); rate == "" {
 		t.Errorf("office-web has no rate")
 	}

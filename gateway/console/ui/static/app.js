@@ -263,6 +263,13 @@
       line.setAttribute("points", pts.map((p) => ((p[0] - t0) / window * 120).toFixed(1) + "," + (19 - p[1] / max * 18).toFixed(1)).join(" "));
       line.setAttribute("class", "spark");
       svg.append(line);
+    } else if (pts.length === 1) { // one rate so far: a dot, not nothing
+      const dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", ((pts[0][0] - t0) / window * 120).toFixed(1));
+      dot.setAttribute("cy", (19 - pts[0][1] / max * 18).toFixed(1));
+      dot.setAttribute("r", "2");
+      dot.setAttribute("class", "spark-dot");
+      svg.append(dot);
     }
     return svg;
   }
@@ -800,7 +807,7 @@
     if (page === "devices") loadDevices();
     if (page === "audit") loadAudit();
     if (page === "firewall") loadFirewall();
-    if (page === "dns") loadDNSTop();
+    if (page === "dns" && lastStatus && lastStatus.dns) loadDNSTop();
     if (page === "config") loadConfig();
     if (page === "flows") loadFlows();
     charts(page);
@@ -856,7 +863,7 @@
       if (location.hash === "#devices" && !dev.confirm) loadDevices();
       if (location.hash === "#audit") loadAudit();
       if (location.hash === "#firewall") loadFirewall();
-      if (location.hash === "#dns") loadDNSTop();
+      if (location.hash === "#dns" && lastStatus && lastStatus.dns) loadDNSTop();
     }, POLL_MS);
     setInterval(() => {
       const page = (location.hash || "#overview").slice(1);
