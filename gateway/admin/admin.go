@@ -32,7 +32,11 @@
 // /api/v1/config (the running configuration, secrets redacted) and
 // /api/v1/series (the plots' history: series sampled from the metrics
 // every 10 s, kept in memory at 10 s for an hour, 1 min for a day and
-// 10 min for a week).
+// 10 min for a week), POST /api/v1/firewall/test (which rule a described
+// packet meets: the one POST a viewer may make, as it changes nothing),
+// /api/v1/dns/top (Gateway DNS's top names, blocked names and users over
+// the last 5 to 10 minutes) and /api/v1/enroll/link (the enrollment
+// page's link on the host the console was reached by, with its QR code).
 //
 // The configuration editor: /api/v1/config/source is the file as on
 // disk with its secrets replaced in place (so lines and columns are the
