@@ -41,6 +41,11 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 			return g.plan.Config.File, g.plan.Config
 		},
 		Config: configEditor{g: g, pctx: pctx},
+
+		// The console's "test a packet", DNS top names and enrollment link.
+		FirewallTest: g.firewallTest, // firewalltest.go
+		DNSTop:       g.dnsTop,       // part_dns.go
+		EnrollPort:   g.enrollPort,   // firewalltest.go
 		Firewall: func() (admin.FirewallView, error) {
 			g.mu.Lock()
 			defer g.mu.Unlock()

@@ -198,3 +198,20 @@ func (d dnsEgress) Egress(src netip.Addr, id dns.Identity, hasID bool) (netip.Ad
 	c, ok := d.cur.Load().For(src, id.Email, id.Groups, hasID)
 	return c.Address.Address, ok
 }
+
+// dnsTop serves the console's top names (GET /api/v1/dns/top); false
+// without a resolver.
+func (g *Gateway) dnsTop(n int, user string) (any, bool) {
+	var srv *dns.Server
+	g.mu.Lock()
+	for _, p := range g.parts {
+		if dp, ok := p.(*dnsPart); ok {
+			srv = dp.srv
+		}
+	}
+	g.mu.Unlock()
+	if srv == nil {
+		return nil, false
+	}
+	return srv.Top(n, user), true
+}

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/edgegw/edgegw/firewall"
-	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/edgegw/edgegw/gateway"
 	"github.com/edgegw/edgegw/gateway/config"
 )
@@ -106,7 +105,7 @@ func cmdFirewallTest(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "edgegw firewall test: packet %s\n", strings.TrimRight(err.Error(), "\n"))
 		return errUsage
 	}
-	completePacket(cfg, pkt)
+	gateway.CompletePacket(cfg, pkt) // the console's "test a packet" shares it
 	rule, ok := spec.Match(pkt)
 	// Print the flags byte only; the flag fields follow from it.
 	for _, f := range []string{"fin", "syn", "reset", "push", "ack", "urg", "ecn", "cwr"} {
@@ -130,41 +129,4 @@ func cmdFirewallTest(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "verdict: %s\n", rule.Action)
 	}
 	return nil
-}
-
-// completePacket fills in what the gateway knows about a packet: the
-// interface an ingress alias stands for, and the identity behind the
-// source address (static WireGuard peers with email or groups).
-func completePacket(cfg *config.Config, pkt *rules.Record) {
-	schema := rules.FirewallSchema()
-	get := func(name string) (rules.Value, bool) {
-		f, _ := schema.Field(name)
-		return pkt.Get(f)
-	}
-	if in, ok := get("ingress"); ok {
-		switch {
-		case in.Str == firewall.AliasWAN && cfg.Interfaces.WAN != "":
-			_ = pkt.Set("ingress", rules.StringValue(cfg.Interfaces.WAN))
-		case in.Str == firewall.AliasLAN && len(cfg.Interfaces.LAN) > 0:
-			_ = pkt.Set("ingress", rules.StringValue(cfg.Interfaces.LAN[0]))
-		}
-	}
-	src, ok := get("ip.src")
-	_, hasEmail := get("identity.email")
-	_, hasGroups := get("identity.groups")
-	if !ok || hasEmail || hasGroups || cfg.Tunnels.WireGuard == nil {
-		return
-	}
-	var ids []firewall.Identity
-	for _, p := range cfg.Tunnels.WireGuard.Peers {
-		if p.Email != "" || len(p.Groups) > 0 {
-			ids = append(ids, firewall.Identity{Email: p.Email, Groups: p.Groups, Addrs: p.AllowedIPs})
-		}
-	}
-	if id, ok := firewall.IdentityOf(ids, src.IP); ok {
-		if id.Email != "" {
-			_ = pkt.Set("identity.email", rules.StringValue(id.Email))
-		}
-		_ = pkt.Set("identity.groups", rules.StringsValue(id.Groups...))
-	}
 }

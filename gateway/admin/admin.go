@@ -32,7 +32,11 @@
 // /api/v1/config (the running configuration, secrets redacted) and
 // /api/v1/series (the plots' history: series sampled from the metrics
 // every 10 s, kept in memory at 10 s for an hour, 1 min for a day and
-// 10 min for a week).
+// 10 min for a week), POST /api/v1/firewall/test (which rule a described
+// packet meets: the one POST a viewer may make, as it changes nothing),
+// /api/v1/dns/top (Gateway DNS's top names, blocked names and users over
+// the last 5 to 10 minutes) and /api/v1/enroll/link (the enrollment
+// page's link on the host the console was reached by, with its QR code).
 //
 // The configuration editor: /api/v1/config/source is the file as on
 // disk with its secrets replaced in place (so lines and columns are the
@@ -131,6 +135,18 @@ type Options struct {
 	// Egress returns who leaves from where for GET /api/v1/egress; nil
 	// answers 404.
 	Egress func() (EgressView, error)
+	// FirewallTest evaluates a described packet against the running rules
+	// for POST /api/v1/firewall/test, as `edgegw firewall test` does; an
+	// error wrapping ErrBadPacket is the description's fault, answered as
+	// the result's Error; nil answers 404.
+	FirewallTest func(packet string) (FirewallTestResult, error)
+	// DNSTop returns Gateway DNS's top names and users for
+	// GET /api/v1/dns/top (n of each; user "" all); false or nil: 404.
+	DNSTop func(n int, user string) (any, bool)
+	// EnrollPort returns the port of the Access listener that serves
+	// /enroll, false when enrollment is off, for GET /api/v1/enroll/link;
+	// nil answers 404.
+	EnrollPort func() (port string, ok bool)
 	// Geofeed returns the path the TCP listener serves the egress
 	// geofeed at, open to all, and its CSV; path "" or nil: not served.
 	Geofeed func() (path string, csv []byte)

@@ -198,6 +198,7 @@ type request struct {
 	token        string // "" for none
 	host         string // "" for the listener's address
 	auth         string // a raw Authorization header instead of token
+	body         string // JSON; "" for none
 }
 
 func (e *env) do(r request) (int, string) {
@@ -211,7 +212,11 @@ func (e *env) do(r request) (int, string) {
 		DialContext: e.lan.DialContext, TLSClientConfig: tcfg, DisableKeepAlives: true,
 	}}
 	_, port, _ := net.SplitHostPort(e.cfg.Listen)
-	req, err := http.NewRequestWithContext(e.t.Context(), r.method, scheme+"://"+net.JoinHostPort(gwAddr, port)+r.path, nil)
+	var body io.Reader
+	if r.body != "" {
+		body = strings.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(e.t.Context(), r.method, scheme+"://"+net.JoinHostPort(gwAddr, port)+r.path, body)
 	if err != nil {
 		e.t.Fatal(err)
 	}

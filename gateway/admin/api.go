@@ -73,6 +73,15 @@ func (s *Server) routes() *http.ServeMux {
 	if s.opts.Firewall != nil {
 		mux.HandleFunc("GET "+PathFirewall, s.showFirewall)
 	}
+	if s.opts.FirewallTest != nil {
+		mux.HandleFunc("POST "+PathFirewallTest, s.testFirewall)
+	}
+	if s.opts.EnrollPort != nil {
+		mux.HandleFunc("GET "+PathEnrollLink, s.enrollLink)
+	}
+	if s.opts.DNSTop != nil {
+		mux.HandleFunc("GET "+PathDNSTop, s.showDNSTop)
+	}
 	if s.opts.Egress != nil {
 		mux.HandleFunc("GET "+PathEgress, s.showEgress)
 	}

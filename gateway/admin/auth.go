@@ -138,7 +138,7 @@ func (s *Server) serveTCP(l *listener, w http.ResponseWriter, r *http.Request) {
 		}
 		a = Actor{Type: "user", ID: tok.Name, Context: "api_token", Role: tok.Role, IP: remote.String(), Interface: "API"}
 	}
-	if a.Role != RoleAdmin && r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if a.Role != RoleAdmin && r.Method != http.MethodGet && r.Method != http.MethodHead && !readOnlyPost(r) {
 		s.refused(resultForbidden, "admin: refused a change asked with a viewer token", "token", a.ID, "remote", remote, "method", r.Method, "path", r.URL.Path)
 		if act, ok := actionOf(r); ok {
 			s.Audit(Event{

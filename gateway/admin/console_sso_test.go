@@ -398,7 +398,12 @@ func TestChromiumConsoleSSO(t *testing.T) {
 	b.screenshot(actx, "audit")
 
 	// Firewall: the rules in order with their counters, a rate and a
-	// sparkline once the page has two readings.
+	// sparkline from the plots' history (seeded here: the sampler's
+	// reading of the rule counters is TestConsoleDNSFirewallTools').
+	now := time.Now()
+	for i := range 6 {
+		e.srv.series.add("firewall.packets_per_second:wan-no-ssh", now.Add(-time.Duration(i)*10*time.Second), float64(5+i))
+	}
 	if err := chromedp.Do(actx, chromedp.Click(chromedp.ID("nav-firewall")), chromedp.WaitVisible(chromedp.ID("page-firewall"))); err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,15 @@ func (s *Server) logQuery(q *query, out *mdns.Msg) {
 	if q.pol != nil {
 		s.m.policyMatches.WithLabelValues(q.pol.id).Inc()
 	}
-	s.m.observe(q, out, s.now().Sub(q.start))
+	now := s.now()
+	s.m.observe(q, out, now.Sub(q.start))
+	if q.v.fqdn != "" {
+		user := ""
+		if q.v.hasID {
+			user = q.v.email
+		}
+		s.top.add(now, q.v.fqdn, user, q.decision == decBlockQuery || q.decision == decBlockAnswer)
+	}
 	if s.opts.Sink != nil {
 		s.opts.Sink.Push("gateway_dns", s.record(q, out))
 	}

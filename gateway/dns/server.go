@@ -104,6 +104,7 @@ type Server struct {
 	opts   Options
 	now    func() time.Time
 	m      *metrics
+	top    *topCounts // the console's top names and users
 	cache  *cache
 	flight flight
 	qid    atomic.Uint64
@@ -164,6 +165,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		s.defEgress.Store(&a)
 	}
 	s.m = newMetrics(opts.Registerer, s)
+	s.top = newTopCounts()
 	c := cfg.Clone()
 	c.SetDefaults()
 	s.cache = newCache(int64(c.CacheMB) << 20)

@@ -24,7 +24,82 @@
   function rows(tbody, list, render, empty) {
     const t = typeof tbody === "string" ? document.querySelector("#" + tbody + " tbody") : tbody;
     t.replaceChildren(...(list.length ? list.map(render) : [el("tr", {}, el("td", { colSpan: 20, class: "muted" }, empty))]));
+    applySort(t.closest("table"));
   }
+
+  // Sorting: a click (or Enter or Space) on a header sorts its table by
+  // that column, again reverses it. The order is kept per table across
+  // the page's refreshes: every render sorts again. A cell's data-sort,
+  // when set, is its value (numbers behind units); else its text, numbers
+  // compared as numbers.
+  const sorts = new Map(); // table key → {col, dir}
+  function tableKey(table) { return table.id || (table.dataset.tunnel ? "wg:" + table.dataset.tunnel : ""); }
+  function cellValue(tr, col) {
+    const td = tr.cells[col];
+    if (!td) return "";
+    return td.dataset.sort !== undefined ? td.dataset.sort : td.textContent.trim();
+  }
+  function applySort(table) {
+    if (!table || !table.tHead) return;
+    const st = sorts.get(tableKey(table));
+    for (const [i, th] of [...table.tHead.rows[0].cells].entries()) {
+      if (!th.textContent.trim()) continue;
+      th.tabIndex = 0;
+      th.classList.add("sortable");
+      th.setAttribute("aria-sort", st && st.col === i ? (st.dir > 0 ? "ascending" : "descending") : "none");
+    }
+    if (!st) return;
+    const body = table.tBodies[0];
+    const trs = [...body.rows];
+    if (trs.length < 2 || trs.some((tr) => tr.cells.length === 1 && tr.cells[0].colSpan > 1)) return;
+    const cmp = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+    trs.sort((a, b) => {
+      const x = cellValue(a, st.col), y = cellValue(b, st.col);
+      const nx = Number(x), ny = Number(y);
+      const r = x !== "" && y !== "" && !isNaN(nx) && !isNaN(ny) ? nx - ny : cmp.compare(x, y);
+      return r * st.dir;
+    });
+    body.append(...trs);
+  }
+  function sortBy(th) {
+    const table = th.closest("table");
+    if (!table || !th.classList.contains("sortable")) return;
+    const key = tableKey(table), col = th.cellIndex;
+    const st = sorts.get(key);
+    sorts.set(key, { col, dir: st && st.col === col ? -st.dir : 1 });
+    applySort(table);
+  }
+  document.addEventListener("click", (e) => {
+    const th = e.target.closest && e.target.closest("thead th");
+    if (th) sortBy(th);
+  });
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" && e.key !== " ") return;
+    const th = e.target.closest && e.target.closest("thead th");
+    if (th) { e.preventDefault(); sortBy(th); }
+  });
+
+  // Theme: the viewer's choice, kept in localStorage, over the system's
+  // (prefers-color-scheme) when there is none.
+  const THEME_KEY = "edgegw-theme";
+  function effectiveTheme() {
+    return document.documentElement.dataset.theme ||
+      (window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light");
+  }
+  function setTheme(t) {
+    if (t) document.documentElement.dataset.theme = t;
+    else delete document.documentElement.dataset.theme;
+    const b = $("theme");
+    if (b) {
+      const next = effectiveTheme() === "dark" ? "light" : "dark";
+      b.textContent = next === "dark" ? "Dark theme" : "Light theme";
+      b.setAttribute("aria-label", "Switch to the " + next + " theme");
+    }
+  }
+  function storedTheme() {
+    try { const t = localStorage.getItem(THEME_KEY); return t === "dark" || t === "light" ? t : ""; } catch (e) { return ""; }
+  }
+  setTheme(storedTheme());
   function row(...cells) { return el("tr", {}, ...cells.map((c) => (c instanceof Node && c.tagName === "TD") ? c : el("td", {}, c))); }
   // A tunnel is "up" (no health checks) or in its health state.
   function healthy(s) { return s === "up" || s === "healthy"; }
@@ -168,58 +243,126 @@
       String(j.dropped || 0), el("td", { class: j.error_message ? "error" : "" }, j.error_message || "")), "no Logpush jobs");
   }
 
-  // Firewall: the rules in order with their counters; the rate and the
-  // sparkline come from the counters' history in this page.
-  const fwHistory = new Map(); // rule id → [{t, packets}], the last minute
-  function sparkline(points) {
+  // Firewall: the rules in order with their counters; each rule's rate
+  // and sparkline come from the plots' history (/api/v1/series, sampled
+  // every 10 s), the last hour.
+  function sparkline(points, window) {
     const ns = "http://www.w3.org/2000/svg";
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("width", "120");
     svg.setAttribute("height", "20");
     svg.setAttribute("viewBox", "0 0 120 20");
     svg.setAttribute("role", "img");
-    const rates = [];
-    for (let i = 1; i < points.length; i++) {
-      const dt = (points[i].t - points[i - 1].t) / 1000;
-      rates.push(dt > 0 ? Math.max(0, points[i].packets - points[i - 1].packets) / dt : 0);
-    }
-    const max = Math.max(1, ...rates);
-    svg.setAttribute("aria-label", "packets per second over the last minute, at most " + max.toFixed(1));
-    if (rates.length > 1) {
+    const now = Date.now() / 1000, t0 = now - window;
+    const pts = points.filter((p) => p[1] !== null && p[0] >= t0);
+    const max = Math.max(1, ...pts.map((p) => p[1]));
+    svg.setAttribute("aria-label", "packets per second over the last hour, at most " + max.toFixed(1));
+    svg.dataset.samples = String(pts.length);
+    if (pts.length > 1) {
       const line = document.createElementNS(ns, "polyline");
-      line.setAttribute("points", rates.map((r, i) => (i * 120 / (rates.length - 1)).toFixed(1) + "," + (19 - r / max * 18).toFixed(1)).join(" "));
+      line.setAttribute("points", pts.map((p) => ((p[0] - t0) / window * 120).toFixed(1) + "," + (19 - p[1] / max * 18).toFixed(1)).join(" "));
       line.setAttribute("class", "spark");
       svg.append(line);
+    } else if (pts.length === 1) { // one rate so far: a dot, not nothing
+      const dot = document.createElementNS(ns, "circle");
+      dot.setAttribute("cx", ((pts[0][0] - t0) / window * 120).toFixed(1));
+      dot.setAttribute("cy", (19 - pts[0][1] / max * 18).toFixed(1));
+      dot.setAttribute("r", "2");
+      dot.setAttribute("class", "spark-dot");
+      svg.append(dot);
     }
     return svg;
   }
+  const fw = { hit: "" }; // the rule the last tested packet met
   async function loadFirewall() {
-    let res;
+    let res, hist = null;
     try {
-      res = await api("GET", "/api/v1/firewall");
+      [res, hist] = await Promise.all([api("GET", "/api/v1/firewall"),
+        series(["firewall.packets_per_second:"], "1h").catch(() => null)]);
     } catch (e) {
       $("firewall-message").textContent = "Firewall: " + e.message;
       return;
     }
-    $("firewall-message").textContent = "";
-    const now = Date.now();
+    $("firewall-message").textContent = hist ? "" : "The rules' history is not available: rates are not shown.";
     const rules = res.body.rules || [];
     rows("firewall-rules", rules, (r, i) => {
-      const h = fwHistory.get(r.id) || [];
-      h.push({ t: now, packets: r.packets });
-      while (h.length > 1 && now - h[0].t > 60000) h.shift();
-      fwHistory.set(r.id, h);
-      let rate = "";
-      if (h.length > 1) {
-        const a = h[h.length - 2], b = h[h.length - 1];
-        rate = (Math.max(0, b.packets - a.packets) / ((b.t - a.t) / 1000)).toFixed(1);
-      }
+      const p = hist ? pts(hist.m, "firewall.packets_per_second:" + r.id) : [];
+      let last = null;
+      for (const q of p) if (q[1] !== null) last = q[1];
       const tr = row(String(i + 1), r.id, el("td", {}, state(r.action, r.action !== "block")), el("td", { class: "expr" }, r.expression),
-        String(r.packets), bytes(r.bytes), rate, el("td", {}, sparkline(h)));
+        String(r.packets), el("td", { "data-sort": String(r.bytes) }, bytes(r.bytes)),
+        el("td", { "data-sort": String(last ?? -1) }, last === null ? "" : last.toFixed(1)),
+        el("td", {}, sparkline(p, hist ? hist.window : 3600)));
       tr.dataset.rule = r.id;
+      if (r.id === fw.hit) tr.classList.add("hit");
       return tr;
     }, "no rules: the firewall forwards what the routes allow");
     rows("firewall-lists", res.body.lists || [], (l) => row(l.name, String(l.entries)), "no lists");
+  }
+  // testPacket asks which rule a packet meets: the evaluator of
+  // `edgegw firewall test`, on the running rules. Viewers may ask.
+  async function testPacket(e) {
+    e.preventDefault();
+    const packet = $("fw-packet").value.trim();
+    $("fw-test-error").textContent = "";
+    $("fw-test-result").hidden = true;
+    if (!packet) { $("fw-test-error").textContent = "Describe a packet, e.g. ip.src == 10.0.0.9 and tcp.dstport == 22."; return; }
+    try {
+      const { body } = await api("POST", "/api/v1/firewall/test", { packet });
+      if (body.error) { $("fw-test-error").textContent = "Packet: " + body.error; return; }
+      $("fw-test-packet").textContent = body.packet;
+      $("fw-test-rule").textContent = body.rule
+        ? body.rule.id + " (rule " + body.rule.position + (body.rule.description ? ", " + body.rule.description : "") + ")"
+        : "none matched (the default allows)";
+      $("fw-test-verdict").replaceChildren(state(body.verdict + (body.rule && body.rule.rate ? " " + body.rule.rate : ""), body.verdict !== "block"));
+      $("fw-test-result").hidden = false;
+      fw.hit = body.rule ? body.rule.id : "";
+      for (const tr of document.querySelectorAll("#firewall-rules tr[data-rule]")) tr.classList.toggle("hit", tr.dataset.rule === fw.hit);
+    } catch (err) {
+      $("fw-test-error").textContent = "Packet: " + err.message;
+    }
+  }
+
+  // DNS: the most asked and most blocked names, and per user, over the
+  // resolver's recent window (bounded counters in the resolver).
+  const dnsView = { user: null };
+  function countCell(n, err) {
+    return el("td", { "data-sort": String(n) }, String(n) + (err ? " (±" + err + ")" : ""));
+  }
+  function userName(u) { return u === "" ? "(no identity)" : u; }
+  async function loadDNSTop() {
+    const p = new URLSearchParams({ n: 10 });
+    if (dnsView.user !== null) p.set("user", dnsView.user === "" ? "-" : dnsView.user);
+    let res;
+    try {
+      res = await api("GET", "/api/v1/dns/top?" + p);
+    } catch (e) {
+      $("dns-top-message").textContent = "Top names: " + e.message;
+      return;
+    }
+    const t = res.body;
+    $("dns-top-message").textContent = "";
+    $("dns-top-window").textContent = "since " + when(t.since) + ": " + t.queries + (t.queries === 1 ? " query" : " queries") + ", " + t.blocked + " blocked";
+    const entry = (e) => { const tr = row(e.name, countCell(e.count, e.error)); tr.dataset.name = e.name; return tr; };
+    if (dnsView.user === null) {
+      rows("dns-top-domains", t.domains || [], entry, "no queries yet");
+      rows("dns-top-blocked", t.blocked_domains || [], entry, "nothing blocked");
+      rows("dns-users", t.users || [], (u) => {
+        const tr = row(el("td", {}, el("button", { type: "button", class: "link", "data-dns-user": u.user, onclick: () => { dnsView.user = u.user; loadDNSTop(); } }, userName(u.user))),
+          countCell(u.queries), countCell(u.blocked), (u.domains || []).slice(0, 3).map((d) => d.name).join(", "));
+        tr.dataset.user = u.user;
+        return tr;
+      }, "no queries yet");
+    }
+    $("dns-all").hidden = dnsView.user !== null;
+    $("dns-user").hidden = dnsView.user === null;
+    if (dnsView.user !== null) {
+      const u = (t.users || [])[0] || { user: dnsView.user, queries: 0, blocked: 0, domains: [] };
+      $("dns-user-name").textContent = userName(u.user);
+      $("dns-user-queries").textContent = String(u.queries);
+      $("dns-user-blocked").textContent = String(u.blocked);
+      rows("dns-user-domains", u.domains || [], entry, "no queries in this window");
+    }
   }
 
   // Config: the file as on disk (redacted), edited here, checked and
@@ -616,11 +759,32 @@
             el("button", { onclick: () => { dev.confirm = ""; loadDevices(); } }, "Cancel"))
           : el("button", { "data-revoke": d.id, onclick: () => { dev.confirm = d.id; loadDevices(); } }, "Revoke…");
       }
-      const tr = row(d.name, d.email, (d.groups || []).join(", "), d.address, ago(d.last_seen),
-        el("td", {}, state(d.status, d.status === "active")), el("td", {}, action));
+      const tr = row(d.name, d.email, (d.groups || []).join(", "), d.address, el("td", { "data-sort": d.last_seen || "" }, ago(d.last_seen)),
+        el("td", {}, d.quarantined && d.status === "active" ? state("quarantined", false) : state(d.status, d.status === "active")), el("td", {}, action));
+      if (d.quarantined) tr.dataset.quarantined = "true";
       tr.dataset.device = d.id;
       return tr;
     }, "no devices match");
+  }
+
+  // enrollLink shows the enrollment page's link and its QR code (made by
+  // the gateway) for a user to enroll a device with.
+  async function enrollLink(e) {
+    e.preventDefault();
+    const user = $("enroll-user").value.trim();
+    $("enroll-message").textContent = "";
+    $("enroll-result").hidden = true;
+    try {
+      const { body } = await api("GET", "/api/v1/enroll/link" + (user ? "?user=" + encodeURIComponent(user) : ""));
+      $("enroll-for").textContent = body.user || "the user";
+      $("enroll-url").textContent = body.url;
+      $("enroll-url").href = body.url;
+      $("enroll-command").textContent = body.command;
+      $("enroll-qr").src = body.qr;
+      $("enroll-result").hidden = false;
+    } catch (err) {
+      $("enroll-message").textContent = "Enrollment link: " + err.message;
+    }
   }
 
   async function revoke(d) {
@@ -643,6 +807,7 @@
     if (page === "devices") loadDevices();
     if (page === "audit") loadAudit();
     if (page === "firewall") loadFirewall();
+    if (page === "dns" && lastStatus && lastStatus.dns) loadDNSTop();
     if (page === "config") loadConfig();
     if (page === "flows") loadFlows();
     charts(page);
@@ -670,6 +835,15 @@
       loadDevices();
     });
     $("tunnel-window").addEventListener("change", loadTunnelCharts);
+    $("fw-test-form").addEventListener("submit", testPacket);
+    $("enroll-form").addEventListener("submit", enrollLink);
+    $("dns-user-close").addEventListener("click", () => { dnsView.user = null; loadDNSTop(); });
+    $("theme").addEventListener("click", () => {
+      const t = effectiveTheme() === "dark" ? "light" : "dark";
+      try { localStorage.setItem(THEME_KEY, t); } catch (e) { /* private mode: this page only */ }
+      setTheme(t);
+    });
+    setTheme(storedTheme());
     $("flows-window").addEventListener("change", loadFlows);
     $("config-check").addEventListener("click", checkConfig);
     $("config-apply").addEventListener("click", applyConfig);
@@ -689,6 +863,7 @@
       if (location.hash === "#devices" && !dev.confirm) loadDevices();
       if (location.hash === "#audit") loadAudit();
       if (location.hash === "#firewall") loadFirewall();
+      if (location.hash === "#dns" && lastStatus && lastStatus.dns) loadDNSTop();
     }, POLL_MS);
     setInterval(() => {
       const page = (location.hash || "#overview").slice(1);

@@ -1,0 +1,174 @@
+package dns
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	mdns "github.com/miekg/dns"
+)
+
+// TestSpaceSaving: under its capacity the summary counts exactly; past
+// it, a name asked often keeps its place and its count is at most its
+// error too high, while rare names come and go.
+func TestSpaceSaving(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cap    int
+		stream func(add func(string))
+		want   map[string]uint64 // exact (error 0) or a lower bound with the error
+	}{
+		{"exact under capacity", 4, func(add func(string)) {
+			for i := range 10 {
+				add("a")
+				if i%2 == 0 {
+					add("b")
+				}
+			}
+			add("c")
+		}, map[string]uint64{"a": 10, "b": 5, "c": 1}},
+		{"heavy hitter among many rare names", 8, func(add func(string)) {
+			for i := range 1000 {
+				add("heavy")
+				add(fmt.Sprintf("rare-%d", i))
+			}
+		}, map[string]uint64{"heavy": 1000}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSpaceSaving[string](tc.cap)
+			tc.stream(func(k string) { s.add(k) })
+			if len(s.items) > tc.cap || len(s.slot) != len(s.items) || len(s.heap) != len(s.items) {
+				t.Fatalf("%d counters, %d keys, %d in the heap, capacity %d", len(s.items), len(s.slot), len(s.heap), tc.cap)
+			}
+			for i, slot := range s.heap {
+				it := s.items[slot]
+				if it.at != i || s.slot[it.key] != slot {
+					t.Fatalf("%q: heap %d says slot %d, item says %d, map %d", it.key, i, slot, it.at, s.slot[it.key])
+				}
+				if l := 2*i + 1; l < len(s.heap) && s.items[s.heap[l]].count < it.count {
+					t.Fatalf("heap order broken at %d", i)
+				}
+			}
+			for k, want := range tc.want {
+				i, ok := s.slot[k]
+				if !ok {
+					t.Fatalf("%q not tracked", k)
+				}
+				it := s.items[i]
+				if it.count-it.err > want || it.count < want {
+					t.Errorf("%q: count %d error %d, true count %d", k, it.count, it.err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestTopWindows: counts move to the previous window after TopWindow and
+// are gone after two; per user, the queries, blocks and names are the
+// user's own.
+func TestTopWindows(t *testing.T) {
+	tc := newTopCounts()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for range 3 {
+		tc.add(t0, "a.example", "alice@corp.example", false)
+	}
+	tc.add(t0, "ads.example", "alice@corp.example", true)
+	tc.add(t0.Add(time.Minute), "b.example", "bob@corp.example", false)
+	tc.add(t0.Add(TopWindow+time.Second), "a.example", "", false)
+
+	top := tc.snapshot(t0.Add(TopWindow+2*time.Second), 10, "", false)
+	if top.Queries != 6 || top.Blocked != 1 || !top.Since.Equal(t0) {
+		t.Fatalf("queries %d blocked %d since %v", top.Queries, top.Blocked, top.Since)
+	}
+	if d := top.Domains[0]; d.Name != "a.example" || d.Count != 4 {
+		t.Errorf("top domain %+v", d)
+	}
+	if len(top.Blocks) != 1 || top.Blocks[0].Name != "ads.example" {
+		t.Errorf("blocked %+v", top.Blocks)
+	}
+	if len(top.Users) != 3 || top.Users[0].User != "alice@corp.example" || top.Users[0].Queries != 4 || top.Users[0].Blocked != 1 {
+		t.Fatalf("users %+v", top.Users)
+	}
+	bob := tc.snapshot(t0.Add(TopWindow+2*time.Second), 10, "bob@corp.example", true)
+	if len(bob.Users) != 1 || len(bob.Users[0].Domains) != 1 || bob.Users[0].Domains[0].Name != "b.example" {
+		t.Errorf("bob's view %+v", bob.Users)
+	}
+	// Two windows on, the first window's counts are gone.
+	tc.add(t0.Add(2*TopWindow+2*time.Second), "c.example", "", false)
+	top = tc.snapshot(t0.Add(2*TopWindow+3*time.Second), 10, "", false)
+	if top.Queries != 2 || top.Blocked != 0 {
+		t.Errorf("after two windows: %d queries, %d blocked", top.Queries, top.Blocked)
+	}
+	top = tc.snapshot(t0.Add(10*TopWindow), 10, "", false)
+	if top.Queries != 0 || len(top.Domains) != 0 {
+		t.Errorf("long after: %+v", top)
+	}
+}
+
+// TestTopAddAllocates: counting a name already tracked allocates
+// nothing, so the cache-hit path's allocations do not change.
+func TestTopAddAllocates(t *testing.T) {
+	tc := newTopCounts()
+	now := time.Now()
+	tc.add(now, "a.example", "alice@corp.example", false)
+	if n := testing.AllocsPerRun(1000, func() { tc.add(now, "a.example", "alice@corp.example", true) }); n != 0 {
+		t.Errorf("%.1f allocations a query", n)
+	}
+}
+
+// TestTopThroughServer: queries answered by a running resolver, one
+// blocked by a policy, from an identified client, show in Server.Top.
+func TestTopThroughServer(t *testing.T) {
+	up := newTestUpstream(t)
+	ids := staticIDs{netip.MustParseAddr("127.0.0.1"): {Email: "bob@corp.example", Interface: "lo"}}
+	s, addr := startServer(t, Config{Upstreams: []string{up.addr}, Policies: []Policy{
+		{ID: "ads", Expression: `dns.fqdn == "b.test"`, Action: "block"},
+	}}, Options{IdentitySource: ids})
+	for range 3 {
+		ask(t, addr, "udp", "a.test", mdns.TypeA)
+	}
+	ask(t, addr, "tcp", "b.test", mdns.TypeA)
+	var top Top
+	eventually(t, 5*time.Second, "4 queries counted", func() bool {
+		top = s.Top(10, "bob@corp.example")
+		return top.Queries == 4
+	})
+	if top.Blocked != 1 || len(top.Blocks) != 1 || top.Blocks[0].Name != "b.test" {
+		t.Errorf("blocked %d %+v", top.Blocked, top.Blocks)
+	}
+	if len(top.Domains) != 2 || top.Domains[0] != (TopEntry{Name: "a.test", Count: 3}) {
+		t.Errorf("domains %+v", top.Domains)
+	}
+	if len(top.Users) != 1 || top.Users[0].User != "bob@corp.example" || top.Users[0].Queries != 4 || top.Users[0].Blocked != 1 {
+		t.Errorf("users %+v", top.Users)
+	}
+	if other := s.Top(10, "nobody@corp.example"); len(other.Users) != 0 {
+		t.Errorf("another user's view %+v", other.Users)
+	}
+}
+
+// BenchmarkTopAdd is what each answered query pays for the console's
+// top names: "tracked" asks names the tables hold (steady traffic),
+// "churn" a new name every time (each takes over the smallest counter).
+func BenchmarkTopAdd(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		names int
+	}{{"tracked", 12}, {"churn", 100_000}} {
+		b.Run(bc.name, func(b *testing.B) {
+			tc := newTopCounts()
+			now := time.Now()
+			names := make([]string, bc.names)
+			for i := range names {
+				names[i] = fmt.Sprintf("host-%d.example", i)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				tc.add(now, names[i%len(names)], "alice@corp.example", false)
+				i++
+			}
+		})
+	}
+}
