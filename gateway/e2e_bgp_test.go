@@ -31,22 +31,7 @@ func TestBGPOverGRE(t *testing.T) {
 	if _, err := exec.LookPath("bird"); err != nil {
 		t.Fatal("bird not found: install the Debian package bird2")
 	}
-	lab := netlab.NewT(t)
-	ns := map[string]*netlab.NS{}
-	for _, n := range []string{"olan", "ogw", "wan", "bgw", "blan"} {
-		x, err := lab.NS(n)
-		must(t, err)
-		ns[n] = x
-	}
-	must(t, lab.Link(ns["olan"], "eth0", "10.0.0.5/24", ns["ogw"], "eth1", "10.0.0.1/24"))
-	must(t, lab.Link(ns["ogw"], "eth0", "203.0.113.10/24", ns["wan"], "eth0", "203.0.113.1/24"))
-	must(t, lab.Link(ns["wan"], "eth1", "198.51.100.1/24", ns["bgw"], "eth0", "198.51.100.20/24"))
-	must(t, lab.Link(ns["bgw"], "eth1", "10.20.0.1/24", ns["blan"], "eth0", "10.20.0.5/24"))
-	must(t, ns["olan"].Route("default", "10.0.0.1"))
-	must(t, ns["blan"].Route("default", "10.20.0.1"))
-	must(t, ns["ogw"].Route("default", "203.0.113.1"))
-	must(t, ns["bgw"].Route("default", "198.51.100.1"))
-	must(t, ns["wan"].Sysctl("net.ipv4.ip_forward", "1"))
+	lab, ns := siteLab(t)
 
 	dir := t.TempDir()
 	tun := lab.ID() + "t"
@@ -164,24 +149,8 @@ func TestBGPOverIPsec(t *testing.T) {
 		t.Fatal("bird not found: install the Debian package bird2")
 	}
 	swanbranch.Need(t, ipsec.DefaultCharon, swanbranch.BackendLibipsec)
-	lab := netlab.NewT(t)
-	ns := map[string]*netlab.NS{}
-	for _, n := range []string{"olan", "ogw", "wan", "bgw", "blan"} {
-		x, err := lab.NS(n)
-		must(t, err)
-		ns[n] = x
-	}
-	must(t, lab.Link(ns["olan"], "eth0", "10.0.0.5/24", ns["ogw"], "eth1", "10.0.0.1/24"))
-	must(t, lab.Link(ns["ogw"], "eth0", "203.0.113.10/24", ns["wan"], "eth0", "203.0.113.1/24"))
-	must(t, lab.Link(ns["wan"], "eth1", "198.51.100.1/24", ns["bgw"], "eth0", "198.51.100.20/24"))
-	must(t, lab.Link(ns["bgw"], "eth1", "10.20.0.1/24", ns["blan"], "eth0", "10.20.0.5/24"))
-	must(t, ns["olan"].Route("default", "10.0.0.1"))
-	must(t, ns["blan"].Route("default", "10.20.0.1"))
-	must(t, ns["ogw"].Route("default", "203.0.113.1"))
-	must(t, ns["bgw"].Route("default", "198.51.100.1"))
-	for _, n := range []string{"wan", "bgw"} {
-		must(t, ns[n].Sysctl("net.ipv4.ip_forward", "1"))
-	}
+	_, ns := siteLab(t)
+	must(t, ns["bgw"].Sysctl("net.ipv4.ip_forward", "1"))
 
 	dir := t.TempDir()
 	const psk = "e2e-bgp-ipsec-psk-of-20-chars"

@@ -16,14 +16,12 @@ import (
 	"github.com/edgegw/edgegw/gateway/netlab"
 )
 
-// TestGRESiteToSite joins two offices with GRE, both ends running the real
-// edgegw binary:
+// siteLab builds the site-to-site topology the GRE, BGP and console tests
+// share, with the WAN router forwarding:
 //
-//	olan 10.0.0.5 ── ogw (edgegw, 203.0.113.10) ── wan ── bgw (edgegw, 198.51.100.20) ── blan 10.20.0.5
-func TestGRESiteToSite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("end-to-end test")
-	}
+//	olan 10.0.0.5 ── ogw (203.0.113.10) ── wan ── bgw (198.51.100.20) ── blan 10.20.0.5
+func siteLab(t *testing.T) (*netlab.Lab, map[string]*netlab.NS) {
+	t.Helper()
 	lab := netlab.NewT(t)
 	ns := map[string]*netlab.NS{}
 	for _, n := range []string{"olan", "ogw", "wan", "bgw", "blan"} {
@@ -40,6 +38,18 @@ func TestGRESiteToSite(t *testing.T) {
 	must(t, ns["ogw"].Route("default", "203.0.113.1"))
 	must(t, ns["bgw"].Route("default", "198.51.100.1"))
 	must(t, ns["wan"].Sysctl("net.ipv4.ip_forward", "1"))
+	return lab, ns
+}
+
+// TestGRESiteToSite joins two offices with GRE, both ends running the real
+// edgegw binary:
+//
+//	olan 10.0.0.5 ── ogw (edgegw, 203.0.113.10) ── wan ── bgw (edgegw, 198.51.100.20) ── blan 10.20.0.5
+func TestGRESiteToSite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	lab, ns := siteLab(t)
 
 	dir := t.TempDir()
 	start := func(gw *netlab.NS, name, tunName, local, remote, addr, route string) *netlab.Proc {
