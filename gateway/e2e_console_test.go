@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,27 +86,10 @@ func TestConsoleThroughGateway(t *testing.T) {
 	ctx, cancelT := context.WithTimeout(ctx, 90*time.Second)
 	defer cancelT()
 	must(t, chromedp.Do(ctx))
-	var mu sync.Mutex
-	var problems []string
-	msgs := chromedp.Console(ctx)
-	done := make(chan struct{})
-	go func() { // ends with ctx
-		defer close(done)
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			if m.IsException() || m.Type == chromedp.ConsoleError {
-				mu.Lock()
-				problems = append(problems, m.String()+" at "+m.URL)
-				mu.Unlock()
-			}
-		}
-	}()
+	pageErrors := browser.PageErrors(ctx, nil)
 	defer func() {
 		cancelT()
-		<-done
-		for _, p := range problems {
+		for _, p := range pageErrors() {
 			t.Errorf("page error: %s", p)
 		}
 	}()
@@ -280,31 +262,16 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 		ctx, cancel := chromedp.NewContext(actx)
 		must(t, chromedp.Do(ctx))
 		ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)
-		var mu sync.Mutex
-		var problems []string
-		msgs := chromedp.Console(ctx)
-		done := make(chan struct{})
-		go func() { // ends with ctx
-			defer close(done)
-			for m, err := range msgs {
-				if err != nil {
-					return
-				}
-				provoked := !m.IsException() && strings.HasPrefix(m.String(), "error: Failed to load resource") &&
-					slices.ContainsFunc(refused, func(u string) bool { return strings.Contains(m.URL, u) })
-				if (m.IsException() || m.Type == chromedp.ConsoleError) && (m.URL == "" || strings.HasPrefix(m.URL, "https://gw.corp.example:9100/")) && !provoked {
-					mu.Lock()
-					problems = append(problems, m.String()+" at "+m.URL)
-					mu.Unlock()
-				}
-			}
-		}()
+		pageErrors := browser.PageErrors(ctx, func(m chromedp.ConsoleMessage) bool {
+			provoked := !m.IsException() && strings.HasPrefix(m.String(), "error: Failed to load resource") &&
+				slices.ContainsFunc(refused, func(u string) bool { return strings.Contains(m.URL, u) })
+			return (m.URL == "" || strings.HasPrefix(m.URL, "https://gw.corp.example:9100/")) && !provoked
+		})
 		return ctx, func() {
 			cancelT()
 			cancel()
 			cancelAlloc()
-			<-done
-			for _, p := range problems {
+			for _, p := range pageErrors() {
 				t.Errorf("%s's page: %s", name, p)
 			}
 		}
@@ -382,29 +349,12 @@ func consoleTab(t *testing.T, s *site) (ctx context.Context, done func()) {
 	ctx, cancel := chromedp.NewContext(actx)
 	must(t, chromedp.Do(ctx))
 	ctx, cancelT := context.WithTimeout(ctx, 150*time.Second)
-	var mu sync.Mutex
-	var problems []string
-	msgs := chromedp.Console(ctx)
-	finished := make(chan struct{})
-	go func() { // ends with ctx
-		defer close(finished)
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			if m.IsException() || m.Type == chromedp.ConsoleError {
-				mu.Lock()
-				problems = append(problems, m.String()+" at "+m.URL)
-				mu.Unlock()
-			}
-		}
-	}()
+	pageErrors := browser.PageErrors(ctx, nil)
 	return ctx, func() {
 		cancelT()
 		cancel()
 		stop()
-		<-finished
-		for _, p := range problems {
+		for _, p := range pageErrors() {
 			t.Errorf("page error: %s", p)
 		}
 	}
@@ -952,27 +902,10 @@ routes:
 	defer cancel()
 	ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)
 	defer cancelT()
-	var mu sync.Mutex
-	var problems []string
-	msgs := chromedp.Console(ctx)
-	finished := make(chan struct{})
-	go func() { // ends with ctx
-		defer close(finished)
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			if m.IsException() || m.Type == chromedp.ConsoleError {
-				mu.Lock()
-				problems = append(problems, m.String()+" at "+m.URL)
-				mu.Unlock()
-			}
-		}
-	}()
+	pageErrors := browser.PageErrors(ctx, nil)
 	defer func() {
 		cancelT()
-		<-finished
-		for _, p := range problems {
+		for _, p := range pageErrors() {
 			t.Errorf("page error: %s", p)
 		}
 	}()

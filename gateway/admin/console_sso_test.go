@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,33 +60,16 @@ func (c *chromium) session(name string, refused ...string) (ctx context.Context,
 		t.Fatal(err)
 	}
 	ctx, cancelT := context.WithTimeout(ctx, 120*time.Second)
-	var mu sync.Mutex
-	var problems []string
-	msgs := chromedp.Console(ctx)
-	stopped := make(chan struct{})
-	go func() { // owned by this session: ends with ctx
-		defer close(stopped)
-		for m, err := range msgs {
-			if err != nil {
-				return
-			}
-			expected := !m.IsException() && strings.HasPrefix(m.String(), "error: Failed to load resource") &&
-				slices.ContainsFunc(refused, func(u string) bool { return strings.Contains(m.URL, u) })
-			if (m.IsException() || m.Type == chromedp.ConsoleError) && (m.URL == "" || strings.HasPrefix(m.URL, consoleBase)) && !expected {
-				mu.Lock()
-				problems = append(problems, m.String()+" at "+m.URL)
-				mu.Unlock()
-			}
-		}
-	}()
+	pageErrors := headless.PageErrors(ctx, func(m chromedp.ConsoleMessage) bool {
+		expected := !m.IsException() && strings.HasPrefix(m.String(), "error: Failed to load resource") &&
+			slices.ContainsFunc(refused, func(u string) bool { return strings.Contains(m.URL, u) })
+		return (m.URL == "" || strings.HasPrefix(m.URL, consoleBase)) && !expected
+	})
 	return ctx, func() {
 		cancelT()
 		cancel()
 		cancelAlloc()
-		<-stopped
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range problems {
+		for _, p := range pageErrors() {
 			t.Errorf("%s's page: %s", name, p)
 		}
 	}

@@ -105,3 +105,28 @@ func New(t testing.TB, o Options, timeout time.Duration) context.Context {
 	t.Helper()
 	return Tab(t, Allocator(t, o), timeout)
 }
+
+// PageErrors collects, until ctx ends, the JavaScript exceptions and
+// console errors of ctx's page that keep accepts (nil: every one), each as
+// "message at URL". The function it returns waits for ctx's end (cancel
+// ctx first) and returns what was collected; browser tests fail on them.
+func PageErrors(ctx context.Context, keep func(chromedp.ConsoleMessage) bool) (collected func() []string) {
+	var problems []string
+	msgs := chromedp.Console(ctx)
+	done := make(chan struct{})
+	go func() { // ends with ctx
+		defer close(done)
+		for m, err := range msgs {
+			if err != nil {
+				return
+			}
+			if (m.IsException() || m.Type == chromedp.ConsoleError) && (keep == nil || keep(m)) {
+				problems = append(problems, m.String()+" at "+m.URL)
+			}
+		}
+	}()
+	return func() []string {
+		<-done
+		return problems
+	}
+}
