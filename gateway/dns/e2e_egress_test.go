@@ -130,11 +130,7 @@ func TestE2EDNSFromEgress(t *testing.T) {
 		return err
 	})
 	pcap := filepath.Join(dir, "res.pcapng")
-	capProc, err := res.Start("dumpcap", "-q", "-i", "eth0", "-f", "udp port 53", "-w", pcap)
-	must(err)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	must(capProc.WaitOutput(ctx, "Capturing on"))
+	capProc := startCapture(t, res, pcap, "udp port 53", egWAN)
 
 	sink := &recSink{}
 	s, err := New(Config{

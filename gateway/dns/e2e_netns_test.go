@@ -329,8 +329,8 @@ func newE2ELab(t *testing.T) *e2eLab {
 
 	e.certs(t)
 	e.startKnot(t)
-	e.pcapRes, e.capRes = e.capture(t, e.res, "res")
-	e.pcapAuth, e.capAuth = e.capture(t, e.auth, "auth")
+	e.pcapRes, e.capRes = e.capture(t, e.res, "res", e2eGWOut)
+	e.pcapAuth, e.capAuth = e.capture(t, e.auth, "auth", e2eResOut)
 	e.startUnbound(t)
 	e.startEdgegw(t)
 	return e
@@ -450,19 +450,11 @@ func (e *e2eLab) dnskey(zone string) (*mdns.DNSKEY, error) {
 	return nil, fmt.Errorf("%s: no KSK yet (rcode %s)", zone, mdns.RcodeToString[r.Rcode])
 }
 
-// capture starts dumpcap on ns's eth0 and waits until it captures.
-func (e *e2eLab) capture(t *testing.T, ns *netlab.NS, name string) (string, *netlab.Proc) {
+// capture starts dumpcap on ns's eth0 (its link to peer) and waits until
+// it captures.
+func (e *e2eLab) capture(t *testing.T, ns *netlab.NS, name, peer string) (string, *netlab.Proc) {
 	file := filepath.Join(e.dir, name+".pcapng")
-	p, err := ns.Start("dumpcap", "-q", "-i", "eth0", "-f", "port 53", "-w", file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := p.WaitOutput(ctx, "Capturing on"); err != nil {
-		t.Fatal(err)
-	}
-	return file, p
+	return file, startCapture(t, ns, file, "port 53", peer)
 }
 
 // startUnbound runs Unbound as a validating recursor to Knot, with ECS
