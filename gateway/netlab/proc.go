@@ -90,20 +90,29 @@ func (p *Proc) Wait() error {
 // not exited within [StopGrace], and waits for it. It returns the exit
 // error; a process that already exited just returns it.
 func (p *Proc) Stop() error {
+	_, err := p.StopWithin(StopGrace)
+	return err
+}
+
+// StopWithin is [Proc.Stop] with its own grace period; killed says
+// whether the process had to be sent SIGKILL, which a caller checking a
+// clean shutdown reports (a killed process cleans up nothing).
+func (p *Proc) StopWithin(grace time.Duration) (killed bool, err error) {
 	select {
 	case <-p.done:
-		return p.waitErr
+		return false, p.waitErr
 	default:
 	}
 	_ = killGroup(p.Pid(), syscall.SIGTERM)
-	t := time.NewTimer(StopGrace)
+	t := time.NewTimer(grace)
 	defer t.Stop()
 	select {
 	case <-p.done:
 	case <-t.C:
+		killed = true
 		_ = killGroup(p.Pid(), syscall.SIGKILL)
 	}
-	return p.Wait()
+	return killed, p.Wait()
 }
 
 // Kill sends SIGKILL to the process group and waits for the process.

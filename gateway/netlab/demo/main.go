@@ -69,7 +69,8 @@ func run(ctx context.Context, binary string, check bool, w io.Writer) (err error
 			fmt.Fprintf(w, "FAIL  teardown\n")
 			err = errors.Join(err, fmt.Errorf("step \"teardown\" failed: %w", gone))
 		} else {
-			fmt.Fprintf(w, "ok    teardown left no namespace, process, socket or file\n")
+			fmt.Fprintf(w, "ok    teardown left no namespace, process, socket or file (edgegw exited %s after SIGTERM)\n",
+				d.gwStopped.Round(10*time.Millisecond))
 		}
 		if err == nil {
 			fmt.Fprintf(w, "demo-check passed in %s\n", time.Since(begin).Round(100*time.Millisecond))

@@ -40,6 +40,7 @@ type demo struct {
 
 	gw, gbr, ibr *netlab.Proc
 	gwLog        *logFile
+	gwStopped    time.Duration // how long the gateway took to exit on SIGTERM
 
 	alice, bob laptop // the remote users' machines, once enrolled
 
@@ -182,6 +183,11 @@ func (d *demo) path(name string) string { return filepath.Join(d.dir, name) }
 
 // close tears the office down: the laptops' tunnels, the processes and
 // namespaces (Lab.Close), the provider, the receiver, the directory.
+// gwStopGrace is how long close waits for the gateway to exit on SIGTERM.
+// It stops charon, the dataplanes and its listeners; well under a second
+// on a quiet machine, more when CI builds an image beside it.
+const gwStopGrace = 30 * time.Second
+
 func (d *demo) close() error {
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -192,6 +198,17 @@ func (d *demo) close() error {
 				errs = append(errs, fmt.Errorf("wg-quick down: %w: %s", err, out))
 			}
 		}
+	}
+	// The gateway goes first and alone, with time to remove its tunnels,
+	// routes, ruleset and UAPI socket: a gateway that had to be killed is
+	// a failed teardown, not something to sweep up after.
+	if d.gw != nil {
+		t := time.Now()
+		if killed, _ := d.gw.StopWithin(gwStopGrace); killed {
+			errs = append(errs, fmt.Errorf("edgegw did not exit within %s of SIGTERM and was killed\n--- its log ---\n%s",
+				gwStopGrace, d.gwLog.String()))
+		}
+		d.gwStopped = time.Since(t)
 	}
 	if d.lab != nil {
 		errs = append(errs, d.lab.Close())
