@@ -28,6 +28,7 @@ func (s *Server) EndSessions(emails []string) int {
 		closed += s.ws.revoke(key, now.UnixMilli())
 	}
 	s.saveRevocations()
+	s.nudgeLogouts()
 	if closed > 0 {
 		s.metrics.wsClosed.WithLabelValues("deprovisioned").Add(float64(closed))
 	}

@@ -346,7 +346,7 @@ func (s *Server) session(q *request) *cachedSession {
 		s.clearCookie(q.w, CookieSession, "/")
 		return nil
 	}
-	if s.revoked.revoked(userKey(cl.IdP, cl.Subject), cl.AuthMillis) || s.revoked.revoked(emailKey(cl.Email), cl.AuthMillis) {
+	if s.revokedAt(userKey(cl.IdP, cl.Subject), cl.AuthMillis) || s.revokedAt(emailKey(cl.Email), cl.AuthMillis) {
 		s.clearCookie(q.w, CookieSession, "/")
 		return nil
 	}

@@ -1,6 +1,7 @@
 package access
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -10,9 +11,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +27,9 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
 
 // writeKeyFiles writes a fresh pair of key files into dir, as
@@ -382,4 +390,113 @@ func TestFileKeyRestart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "access", "cookie.key")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a state-dir cookie key was made although cookie_key_file is set: %v", err)
 	}
+}
+
+// registryLogouts is what the gateway hands Access: the device registry's
+// shared logouts.
+type registryLogouts struct{ r *identity.Registry }
+
+func (x registryLogouts) Logouts() map[string]int64 { return x.r.Snapshot().Logouts() }
+func (x registryLogouts) RecordLogouts(ctx context.Context, m map[string]int64, before time.Time) error {
+	return x.r.RecordLogouts(ctx, m, before)
+}
+
+// openRegistry opens the device registry in dir as one appliance of a
+// pair would (both nodes' registries share the store) and runs it.
+func openRegistry(t *testing.T, dir string) *identity.Registry {
+	t.Helper()
+	r, err := identity.Open(t.Context(), identity.Options{Pool: netip.MustParsePrefix("100.96.0.0/24"), StateDir: dir, Poll: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		r.Close()
+	})
+	return r
+}
+
+// TestPairSharesLogouts: a logout on node A holds on node B (the pair's
+// cookie is accepted by both, so a failover must not revive it), and a
+// SCIM deactivation that ends sessions on B holds on A, carried by the
+// registry both nodes share. A logout made while the other node's store
+// is behind is in force on the node that made it at once.
+func TestPairSharesLogouts(t *testing.T) {
+	keys := t.TempDir()
+	cookie, signing, _ := writeKeyFiles(t, keys, "ES256")
+	store := t.TempDir()
+	f := newFakeIdP(t)
+	up := newUpstream(t)
+	node := func(r *identity.Registry) *env {
+		dir := t.TempDir()
+		cfg := defaultConfig(t, up.URL, dir)
+		cfg.CookieKeyFile, cfg.SigningKeyFile = cookie, signing
+		return startEnv(t, cfg, idpConfig(t, f, dir), dir, up, func(o *Options) { o.Logouts = registryLogouts{r} })
+	}
+	a := node(openRegistry(t, store))
+	b := node(openRegistry(t, store))
+	// A refusal clears the cookie from the jar it came in, so each check
+	// presents a copy of the cookies kept at login, as a browser that held
+	// on to them (or someone who stole them) would after a failover.
+	refused := func(e *env, kept []*http.Cookie) error {
+		if resp, _ := visit(t, e, jarOf(t, kept), "wiki.test"); resp.StatusCode != http.StatusFound {
+			return fmt.Errorf("session accepted: %d", resp.StatusCode)
+		}
+		return nil
+	}
+	site := a.url("wiki.test", "/")
+
+	c := a.login("wiki.test")
+	kept := cookiesOf(t, c, site)
+	if resp, _ := visit(t, b, jarOf(t, kept), "wiki.test"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("node B refused node A's session: %d", resp.StatusCode)
+	}
+	a.clock.Advance(time.Second) // the logout is later than the login
+	if resp := a.logout(c, "wiki.test"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("logout on A: %d", resp.StatusCode)
+	}
+	if err := refused(a, kept); err != nil {
+		t.Fatalf("A after its own logout: %v", err)
+	}
+	testkit.Eventually(t, 10*time.Second, "B refuses the session A logged out", func() error { return refused(b, kept) })
+
+	// SCIM on B ends alice's sessions (a later login's); A follows.
+	a.clock.Advance(time.Second)
+	c2 := a.login("wiki.test")
+	kept2 := cookiesOf(t, c2, site)
+	if resp, _ := visit(t, b, jarOf(t, kept2), "wiki.test"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a new login after the logout, on B: %d", resp.StatusCode)
+	}
+	b.clock.Advance(3 * time.Second)
+	b.srv.EndSessions([]string{"alice@corp.example"})
+	if err := refused(b, kept2); err != nil {
+		t.Fatalf("B after ending alice's sessions: %v", err)
+	}
+	testkit.Eventually(t, 10*time.Second, "A refuses the session SCIM ended on B", func() error { return refused(a, kept2) })
+}
+
+// cookiesOf returns the cookies c's jar sends to u.
+func cookiesOf(t *testing.T, c *http.Client, u string) []*http.Cookie {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := c.Jar.Cookies(pu)
+	if len(cs) == 0 {
+		t.Fatal("no cookies to keep")
+	}
+	return cs
+}
+
+// jarOf is a client whose jar holds cookies for every *.test host.
+func jarOf(t *testing.T, cs []*http.Cookie) *http.Client {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	jar.SetCookies(&url.URL{Scheme: "https", Host: "wiki.test", Path: "/"}, cs)
+	return &http.Client{Jar: jar}
 }

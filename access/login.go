@@ -306,6 +306,7 @@ func (s *Server) serveLogout(q *request) {
 		key := userKey(cs.claims.IdP, cs.claims.Subject)
 		s.revoked.revoke(key, now)
 		s.saveRevocations()
+		s.nudgeLogouts()
 		if n := s.ws.revoke(key, now.UnixMilli()); n > 0 {
 			s.metrics.wsClosed.WithLabelValues("logout").Add(float64(n))
 		}

@@ -72,6 +72,9 @@ type Options struct {
 	Sink       RecordSink
 	Countries  CountryLookup
 	Devices    DeviceLookup
+	// Logouts, when set, shares logouts with the other appliances that
+	// serve these users (an HA pair); without it they are this node's.
+	Logouts LogoutStore
 	// Local serves the gateway's own endpoints (device enrollment, DNS over
 	// HTTPS) on the Access listener, for every host name that is not an
 	// app's: users reach them at https://GATEWAY/.
@@ -98,11 +101,13 @@ type Server struct {
 	keys    *keyring
 	ws      wsTracker
 	revoked revocations
-	used    *replay.Set // login nonces, recorded once their ID token verified
-	cache   sessionCache
-	buffers bufferPool
-	svc     assertionCache
-	recs    *recordQueue
+	// logoutNudge wakes shareLogouts after a logout (capacity 1).
+	logoutNudge chan struct{}
+	used        *replay.Set // login nonces, recorded once their ID token verified
+	cache       sessionCache
+	buffers     bufferPool
+	svc         assertionCache
+	recs        *recordQueue
 
 	cookies atomic.Pointer[cookieKeys] // session, login and logout keys; swapped when cookie_key_file changes
 	// dirCookieKey is the state dir's cookie key, read when a plan names
@@ -150,6 +155,8 @@ func NewPlan(p *Plan, opts Options) (*Server, error) {
 		providers: map[string]*provider{},
 		used:      replay.New(replay.DefaultMax),
 		recs:      newRecordQueue(),
+
+		logoutNudge: make(chan struct{}, 1),
 	}
 	if opts.StateDir != "" {
 		s.dir = filepath.Join(opts.StateDir, "access")
@@ -336,6 +343,9 @@ func (s *Server) Run(ctx context.Context) error {
 		defer s.wg.Done()
 		s.maintain(runCtx)
 	}()
+	if st := s.opts.Logouts; st != nil {
+		s.wg.Go(func() { s.shareLogouts(runCtx, st) })
+	}
 	// The record queue stops only after the HTTP server shut down (its
 	// own context), so the records of the last requests still reach the
 	// sink.

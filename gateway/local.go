@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/access/enroll"
+	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/posture"
 	"github.com/edgegw/edgegw/access/scim"
 )
@@ -59,7 +60,34 @@ type local struct {
 	// signIns takes the groups of each Access sign-in: the identity part
 	// installs the registry's refresh when no SCIM keeps groups current.
 	signIns signInHook
+	// logouts carries Access logouts between the nodes of a pair: the
+	// identity part installs its registry, the access part's server reads
+	// and writes through it.
+	logouts logoutStore
 	acme    certSource
+}
+
+// logoutStore is access.Options.Logouts: the device registry's shared
+// logouts (an HA pair's registry is one PostgreSQL database). Without a
+// registry (no WireGuard identity) logouts stay the node's own.
+type logoutStore struct {
+	reg atomic.Pointer[identity.Registry]
+}
+
+func (l *logoutStore) set(r *identity.Registry) { l.reg.Store(r) }
+
+func (l *logoutStore) Logouts() map[string]int64 {
+	if r := l.reg.Load(); r != nil {
+		return r.Snapshot().Logouts()
+	}
+	return nil
+}
+
+func (l *logoutStore) RecordLogouts(ctx context.Context, m map[string]int64, forgetBefore time.Time) error {
+	if r := l.reg.Load(); r != nil {
+		return r.RecordLogouts(ctx, m, forgetBefore)
+	}
+	return nil
 }
 
 // certificateGetter is what a tls.Config's GetCertificate needs: here the

@@ -71,6 +71,7 @@ func (p *accessPart) commit(ctx context.Context, pp, np *Plan) error {
 		Local:      p.local,
 		Countries:  &p.geo,
 		SignedIn:   p.local.signIns.signedIn,
+		Logouts:    &p.local.logouts,
 	})
 	if err != nil {
 		return err

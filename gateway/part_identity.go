@@ -229,6 +229,7 @@ func (p *identityPart) open(ctx context.Context, o identity.Options) error {
 	p.reg, p.opts = reg, o
 	p.unsub = reg.Subscribe(p.devs.Publish)
 	p.devs.Publish(reg.Snapshot())
+	p.local.logouts.set(reg)
 	p.metrics.set("identity", reg.Collector())
 	api := enroll.NewAdmin(reg, enroll.AdminOptions{
 		Logger:   p.log,
@@ -346,6 +347,7 @@ func (p *identityPart) close() {
 		return
 	}
 	p.unsub()
+	p.local.logouts.set(nil)
 	p.api.set(nil)
 	p.metrics.set("devices-api", nil)
 	if err := p.run.stop(); err != nil {

@@ -24,7 +24,8 @@ type migration struct {
 // generation that last changed it; version 4 indexes active devices by
 // their lower-case email; version 5 adds the pending state of devices
 // that wait for an admin's approval; version 6 adds device posture
-// (the quarantined flag and the last report).
+// (the quarantined flag and the last report); version 7 shares Access
+// logouts between the appliances of a pair.
 var migrations = []migration{
 	{1, "devices", []string{
 		`CREATE TABLE devices (
@@ -88,6 +89,18 @@ var migrations = []migration{
 			reported_us BIGINT NOT NULL,
 			received_us BIGINT NOT NULL
 		)`,
+	}},
+	{7, "access logouts", []string{
+		// A logout (or a SCIM deactivation) on one appliance must hold on
+		// the other after a failover: the session cookie is the pair's.
+		// user_key is opaque to the registry (Access's revocation key,
+		// base64url); logout_ms only grows; changed_gen as for devices.
+		`CREATE TABLE access_logouts (
+			user_key    TEXT PRIMARY KEY,
+			logout_ms   BIGINT NOT NULL,
+			changed_gen BIGINT NOT NULL
+		)`,
+		`CREATE INDEX access_logouts_changed_gen ON access_logouts (changed_gen)`,
 	}},
 }
 

@@ -96,7 +96,13 @@ func (r *Registry) sync(ctx context.Context, cur *Snapshot, now time.Time) (*Sna
 		if err != nil {
 			return nil, err
 		}
-		return cur.apply(gen, now, changed), nil
+		lo, err := r.loadLogouts(ctx, cur.logouts, cur.generation, gen)
+		if err != nil {
+			return nil, err
+		}
+		s := cur.apply(gen, now, changed)
+		s.logouts = lo
+		return s, nil
 	}
 	// A full load reads every row's newest state, which may be newer than
 	// gen; the next poll reads such a row again, and apply takes a row's
@@ -112,8 +118,13 @@ func (r *Registry) sync(ctx context.Context, cur *Snapshot, now time.Time) (*Sna
 	if err := r.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM devices WHERE revoked AND changed_gen <= $1`, gen).Scan(&revoked); err != nil {
 		return nil, unavailable("count revoked devices", err)
 	}
+	lo, err := r.loadLogouts(ctx, nil, -1, gen)
+	if err != nil {
+		return nil, err
+	}
 	s := newSnapshot(gen, now, devs)
 	s.revoked = int(revoked)
+	s.logouts = lo
 	r.lastFull = now
 	return s, nil
 }

@@ -44,6 +44,10 @@ type Snapshot struct {
 	// (a revoked row is never written again, so each revocation arrives
 	// exactly once).
 	expired, revoked, pending int
+
+	// logouts are the Access logouts of every appliance (logouts.go),
+	// shared by the snapshots derived from this one until one changes.
+	logouts map[string]int64
 }
 
 // Chunk sizes: a change copies one chunk of at most maxChunk pointers and
