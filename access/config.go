@@ -112,6 +112,9 @@ type EnrollmentMail struct {
 	User         *bool  `yaml:"user"`
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"password_file" file:"secret"`
+	// CAFile holds the PEM roots of the server's certificate (a private
+	// CA); "": the system's.
+	CAFile string `yaml:"ca_file" file:"read"`
 }
 
 // TellUser tells whether the device's user is mailed too.

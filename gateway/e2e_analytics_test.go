@@ -4,26 +4,18 @@ package gateway_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/gateway/mail/smtptest"
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
@@ -71,23 +63,6 @@ func (h *alertHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Unlock()
 }
 
-// smtpCert writes a self-signed certificate for 127.0.0.1 (the mail
-// sink's) and its key.
-func smtpCert(t *testing.T, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(25), Subject: pkix.Name{CommonName: "mail sink"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	must(t, err)
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	must(t, err)
-	must(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600))
-	must(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644))
-}
-
 // pdKey is the test's PagerDuty integration key.
 const pdKey = "0123456789abcdef0123456789abcdef"
 
@@ -119,27 +94,16 @@ func TestFlowAnalyticsThroughGateway(t *testing.T) {
 	}
 	testkit.NeedTool(t, "softflowd", "softflowd")
 	testkit.NeedTool(t, "hping3", "hping3")
-	if out, err := exec.Command("/usr/bin/python3", "-c", "import aiosmtpd").CombinedOutput(); err != nil {
-		t.Fatalf("python3-aiosmtpd is required (apt-get install python3-aiosmtpd): %v: %s", err, out)
-	}
+	smtptest.Need(t)
 	s := newSite(t)
 	h := &alertHook{}
 	recv, err := s.ra.GW.ServeHTTP("127.0.0.1:0", h)
 	must(t, err)
 	// The mail sink: Debian's aiosmtpd on the gateway's loopback, STARTTLS
 	// with a certificate the configuration's ca_file trusts.
-	certFile, smtpKey := filepath.Join(s.dir, "smtp.pem"), filepath.Join(s.dir, "smtp.key")
-	smtpCert(t, certFile, smtpKey)
-	smtp, err := s.ra.GW.Start("/usr/bin/python3", "-m", "aiosmtpd", "-n", "-d", "-l", "127.0.0.1:2525", "--tlscert", certFile, "--tlskey", smtpKey)
-	must(t, err)
-	defer smtp.Stop()
-	netlab.Eventually(t, 20*time.Second, "the mail sink listening", func() error {
-		c, err := s.ra.GW.DialContext(context.Background(), "tcp", "127.0.0.1:2525")
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
+	cert := smtptest.NewCert(t, s.dir)
+	certFile := cert.CertFile
+	smtp := smtptest.Start(t, s.ra.GW, 2525, &cert)
 	keyFile := filepath.Join(s.dir, "pagerduty-key")
 	alertsFile := filepath.Join(s.dir, "alerts.ndjson")
 	must(t, os.WriteFile(keyFile, []byte(pdKey+"\n"), 0o600))

@@ -270,7 +270,7 @@ func (p *identityPart) commitEnroll(ctx context.Context, next *Plan) error {
 	}
 	if m := wg.Enrollment.NotifyEmail; m != nil {
 		opts.NotifyMail = &enroll.Mail{Server: m.Server, From: m.From, Admins: m.Admins, User: m.TellUser(),
-			Username: m.Username, Password: next.enrollMailPassword}
+			Username: m.Username, Password: next.enrollMailPassword, TLS: next.enrollMailTLS}
 	}
 	for _, prov := range identityOf(next.Config).Providers {
 		opts.Providers = append(opts.Providers, enroll.Provider{Provider: prov, DeviceClientID: prov.DeviceClientID})

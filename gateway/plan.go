@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -20,6 +21,7 @@ import (
 	"github.com/edgegw/edgegw/firewall/geo"
 	"github.com/edgegw/edgegw/gateway/config"
 	"github.com/edgegw/edgegw/gateway/ha"
+	"github.com/edgegw/edgegw/gateway/mail"
 	"github.com/edgegw/edgegw/netflow"
 	"github.com/edgegw/edgegw/netflow/logpush"
 	"github.com/edgegw/edgegw/tunnel/ipsec"
@@ -72,7 +74,8 @@ type Plan struct {
 	// checked with (read when Running); quarantineRule is the firewall
 	// rule in front of the configured ones that confines quarantined
 	// devices ("" without posture).
-	enrollMailPassword string // tunnels.wireguard.enrollment.notify_email.password_file read
+	enrollMailPassword string      // tunnels.wireguard.enrollment.notify_email.password_file read
+	enrollMailTLS      *tls.Config // its ca_file read; nil: the system roots
 	posture            *posture.Policy
 	postureKey         wireguard.Key
 	quarantineRule     string
@@ -193,6 +196,11 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 					return nil, fmt.Errorf("tunnels.wireguard.enrollment.notify_email: %w", err)
 				}
 				p.enrollMailPassword = strings.TrimSpace(string(b))
+			}
+			if m := wg.Enrollment.NotifyEmail; m != nil && m.CAFile != "" && !o.SkipFiles {
+				if p.enrollMailTLS, err = mail.LoadCA(m.CAFile); err != nil {
+					return nil, fmt.Errorf("tunnels.wireguard.enrollment.notify_email.ca_file: %w", err)
+				}
 			}
 		}
 	}

@@ -9,9 +9,10 @@ import (
 	"mime"
 	"net"
 	"net/mail"
-	"net/smtp"
 	"strings"
 	"time"
+
+	smtprelay "github.com/edgegw/edgegw/gateway/mail"
 )
 
 // Mail sends enrollment notifications by e-mail: to the admins, and to the
@@ -114,74 +115,22 @@ device this way. Administrators revoke it with: edgegw device revoke %s
 	return b.Bytes()
 }
 
-// send makes one attempt; retry says whether another may succeed.
+// send makes one attempt (gateway/mail: STARTTLS always); retry says
+// whether another may succeed: after network errors and 4xx replies, not
+// after 5xx replies, a server without STARTTLS or a certificate that does
+// not verify.
 func (m *Mail) send(ctx context.Context, n Notification) (retry bool, _ error) {
 	to := m.recipients(n)
 	if len(to) == 0 {
 		return false, nil
 	}
-	host, _, _ := net.SplitHostPort(m.Server)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	dial := m.Dial
-	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
-	}
-	conn, err := dial(ctx, "tcp", m.Server)
-	if err != nil {
-		return true, fmt.Errorf("mail: %w", err)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		conn.Close()
-		return true, fmt.Errorf("mail: %w", err)
-	}
-	defer c.Close()
-	if err := c.Hello("edgegw"); err != nil {
-		return true, fmt.Errorf("mail: EHLO: %w", err)
-	}
-	if ok, _ := c.Extension("STARTTLS"); !ok {
-		return false, fmt.Errorf("mail: %s does not offer STARTTLS; edgegw sends nothing in clear text", m.Server)
-	}
-	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	if m.TLS != nil {
-		cfg = m.TLS.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName = host
-		}
-	}
-	if err := c.StartTLS(cfg); err != nil {
-		return false, fmt.Errorf("mail: STARTTLS: %w", err)
-	}
-	if m.Username != "" {
-		if err := c.Auth(smtp.PlainAuth("", m.Username, m.Password, host)); err != nil {
-			return false, fmt.Errorf("mail: authenticate: %w", err)
-		}
-	}
 	from, _ := mail.ParseAddress(m.From) // CheckMail parsed it
 	if from == nil {
 		return false, fmt.Errorf("mail: from %q is not an address", m.From)
 	}
-	if err := c.Mail(from.Address); err != nil {
-		return true, fmt.Errorf("mail: MAIL FROM: %w", err)
+	r := smtprelay.Relay{Server: m.Server, Username: m.Username, Password: m.Password, TLS: m.TLS, Dial: m.Dial}
+	if retry, err := r.Send(ctx, from.Address, to, m.message(n, to)); err != nil {
+		return retry, fmt.Errorf("mail: %w", err)
 	}
-	for _, r := range to {
-		if err := c.Rcpt(r); err != nil {
-			return true, fmt.Errorf("mail: RCPT TO %s: %w", r, err)
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return true, fmt.Errorf("mail: DATA: %w", err)
-	}
-	if _, err := w.Write(m.message(n, to)); err != nil {
-		return true, fmt.Errorf("mail: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return true, fmt.Errorf("mail: %w", err)
-	}
-	return false, c.Quit()
+	return false, nil
 }

@@ -1,13 +1,13 @@
 package alert
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/netip"
 	"os"
 	"strings"
 	"time"
+
+	smtprelay "github.com/edgegw/edgegw/gateway/mail"
 )
 
 // Config is `netflow.alerts:`: volumetric rules and where their events go.
@@ -159,15 +159,11 @@ func (c *Config) LoadEmail() ([]Email, error) {
 			m.Password = strings.TrimRight(string(b), "\r\n")
 		}
 		if ec.CAFile != "" {
-			b, err := os.ReadFile(ec.CAFile)
+			cfg, err := smtprelay.LoadCA(ec.CAFile)
 			if err != nil {
-				return nil, fmt.Errorf("alert email %s: CA: %w", ec.Server, err)
+				return nil, fmt.Errorf("alert email %s: %w", ec.Server, err)
 			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(b) {
-				return nil, fmt.Errorf("alert email %s: %s holds no PEM certificate", ec.Server, ec.CAFile)
-			}
-			m.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			m.TLS = cfg
 		}
 		ms = append(ms, m)
 	}

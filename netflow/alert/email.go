@@ -10,10 +10,10 @@ import (
 	"net"
 	"net/http"
 	"net/mail"
-	"net/smtp"
-	"net/textproto"
 	"strings"
 	"time"
+
+	smtprelay "github.com/edgegw/edgegw/gateway/mail"
 )
 
 // Email sends each event as a plain-text message over SMTP. The session
@@ -79,82 +79,25 @@ func (m *Email) message(ev Event) []byte {
 	return b.Bytes()
 }
 
-// post sends ev in one SMTP session. Network errors and 4xx replies may
-// pass on a retry; 5xx replies and a server without STARTTLS do not.
+// post sends ev in one SMTP session (gateway/mail: STARTTLS always).
+// Network errors and 4xx replies may pass on a retry; 5xx replies, a
+// server without STARTTLS and a certificate that does not verify do not.
 func (m *Email) post(ctx context.Context, _ *http.Client, ev Event) (retry bool, err error) {
-	host, _, _ := net.SplitHostPort(m.Server)
-	dial := m.Dial
-	if dial == nil {
-		d := net.Dialer{Timeout: 10 * time.Second}
-		dial = d.DialContext
-	}
-	conn, err := dial(ctx, "tcp", m.Server)
+	from, err := mail.ParseAddress(m.From)
 	if err != nil {
-		return true, fmt.Errorf("alert %s: %w", m, err)
+		return false, fmt.Errorf("alert %s: from: %w", m, err)
 	}
-	// The whole session has a deadline, so a stalled server cannot hold
-	// the sender.
-	deadline := time.Now().Add(30 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	conn.SetDeadline(deadline)
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		conn.Close()
-		return true, fmt.Errorf("alert %s: %w", m, err)
-	}
-	defer c.Close()
-	step := func(what string, err error) (bool, error) {
-		var te *textproto.Error
-		if errors.As(err, &te) {
-			return te.Code < 500, fmt.Errorf("alert %s: %s: %w", m, what, err)
+	to := make([]string, 0, len(m.To))
+	for _, t := range m.To {
+		a, err := mail.ParseAddress(t)
+		if err != nil {
+			return false, fmt.Errorf("alert %s: to: %w", m, err)
 		}
-		return true, fmt.Errorf("alert %s: %s: %w", m, what, err)
+		to = append(to, a.Address)
 	}
-	if err := c.Hello("edgegw"); err != nil {
-		return step("EHLO", err)
-	}
-	if ok, _ := c.Extension("STARTTLS"); !ok {
-		return false, fmt.Errorf("alert %s: the server does not offer STARTTLS; refusing to send in the clear", m)
-	}
-	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	if m.TLS != nil {
-		cfg = m.TLS.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName = host
-		}
-	}
-	if err := c.StartTLS(cfg); err != nil {
-		return step("STARTTLS", err)
-	}
-	if m.Username != "" {
-		if err := c.Auth(smtp.PlainAuth("", m.Username, m.Password, host)); err != nil {
-			return step("AUTH", err)
-		}
-	}
-	from, _ := mail.ParseAddress(m.From)
-	if err := c.Mail(from.Address); err != nil {
-		return step("MAIL FROM", err)
-	}
-	for _, to := range m.To {
-		a, _ := mail.ParseAddress(to)
-		if err := c.Rcpt(a.Address); err != nil {
-			return step("RCPT TO", err)
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return step("DATA", err)
-	}
-	if _, err := w.Write(m.message(ev)); err != nil {
-		return step("DATA", err)
-	}
-	if err := w.Close(); err != nil {
-		return step("DATA", err)
-	}
-	if err := c.Quit(); err != nil {
-		return step("QUIT", err)
+	r := smtprelay.Relay{Server: m.Server, Username: m.Username, Password: m.Password, TLS: m.TLS, Dial: m.Dial}
+	if retry, err := r.Send(ctx, from.Address, to, m.message(ev)); err != nil {
+		return retry, fmt.Errorf("alert %s: %w", m, err)
 	}
 	return false, nil
 }

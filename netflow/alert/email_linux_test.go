@@ -4,73 +4,23 @@ package alert
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edgegw/edgegw/gateway/mail/smtptest"
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
 )
-
-// aiosmtpd is Debian's python3-aiosmtpd, run by Debian's python (a
-// python3 earlier in PATH may lack the module).
-const aiosmtpdPython = "/usr/bin/python3"
-
-func needAiosmtpd(t *testing.T) {
-	t.Helper()
-	if out, err := exec.Command(aiosmtpdPython, "-c", "import aiosmtpd").CombinedOutput(); err != nil {
-		t.Fatalf("python3-aiosmtpd is required (apt-get install python3-aiosmtpd): %v: %s", err, out)
-	}
-}
-
-// selfSigned writes a certificate for 127.0.0.1 and its key, and returns
-// a pool that trusts it.
-func selfSigned(t *testing.T, dir string) (cert, key string, pool *x509.CertPool) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "smtp.test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"smtp.test"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
-	c, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(c)
-	return cert, key, pool
-}
 
 // TestEmail sends a firing and its resolve to Debian's aiosmtpd (the
 // debugging handler prints each message it receives) over STARTTLS with
 // a certificate the client verifies; a server that offers no STARTTLS is
 // refused without sending, and without retries.
 func TestEmail(t *testing.T) {
-	needAiosmtpd(t)
 	lab := netlab.NewT(t)
 	ns, err := lab.NS("smtp")
 	if err != nil {
@@ -79,25 +29,10 @@ func TestEmail(t *testing.T) {
 	if out, err := ns.IP("link", "set", "lo", "up"); err != nil {
 		t.Fatalf("lo up: %v: %s", err, out)
 	}
-	dir := t.TempDir()
-	cert, key, pool := selfSigned(t, dir)
-	start := func(port string, args ...string) *netlab.Proc {
-		p, err := ns.Start(aiosmtpdPython, append([]string{"-m", "aiosmtpd", "-n", "-d", "-l", "127.0.0.1:" + port}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Stop() })
-		testkit.Eventually(t, 20*time.Second, "aiosmtpd listening on "+port, func() error {
-			c, err := ns.DialContext(context.Background(), "tcp", "127.0.0.1:"+port)
-			if err != nil {
-				return fmt.Errorf("%v: %s", err, p.Output())
-			}
-			return c.Close()
-		})
-		return p
-	}
-	tlsSrv := start("2525", "--tlscert", cert, "--tlskey", key)
-	plain := start("2526")
+	cert := smtptest.NewCert(t, t.TempDir())
+	pool := cert.Pool
+	tlsSrv := smtptest.Start(t, ns, 2525, &cert)
+	plain := smtptest.Start(t, ns, 2526, nil)
 
 	m := Email{Server: "127.0.0.1:2525", From: "edgegw <edgegw@office.example>", To: []string{"noc@office.example", "ops@office.example"},
 		TLS: &tls.Config{RootCAs: pool}, Dial: ns.DialContext}
