@@ -1,9 +1,6 @@
 package export
 
 import (
-	"net/netip"
-	"time"
-
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -13,54 +10,17 @@ import (
 // ingested from other routers already reach a collector of their own, and
 // their counts are scaled) or without addresses.
 func FromRecord(r logpush.Record) (f Flow, rate uint32, ok bool) {
-	var src, dst, own bool
-	var icmpType, icmpCode uint64
-	var isICMP bool
-	rate = 1
-	for i := range r {
-		v := r[i].Value
-		switch r[i].Name {
-		case "Source":
-			own = v.Str() == "nflog"
-		case "Datetime":
-			if v.Kind() == logpush.KindTime {
-				f.Start = time.Unix(0, v.Int())
-				f.End = f.Start
-			}
-		case "IPSourceAddress":
-			a, err := netip.ParseAddr(v.Str())
-			f.Src, src = a.Unmap(), err == nil
-		case "IPDestinationAddress":
-			a, err := netip.ParseAddr(v.Str())
-			f.Dst, dst = a.Unmap(), err == nil
-		case "SourcePort":
-			f.SrcPort = uint16(v.Int())
-		case "DestinationPort":
-			f.DstPort = uint16(v.Int())
-		case "IPProtocol":
-			f.Protocol = uint8(v.Int())
-		case "TCPFlags":
-			f.TCPFlags = uint8(v.Int())
-		case "IPTotalLength":
-			f.Octets = uint64(v.Int())
-		case "ICMPType":
-			icmpType, isICMP = uint64(v.Int()), true
-		case "ICMPCode":
-			icmpCode = uint64(v.Int())
-		case "Direction":
-			f.Egress = v.Str() == "egress"
-		case "Verdict":
-			f.Dropped = v.Str() == "drop"
-		case "SampleInterval":
-			rate = uint32(min(max(v.Int(), 1), 1<<31))
-		}
-	}
-	if !own || !src || !dst || f.Src.Is4() != f.Dst.Is4() {
+	v := logpush.ReadFlow(r)
+	if v.Source != "nflog" || !v.Src.IsValid() || !v.Dst.IsValid() || v.Src.Is4() != v.Dst.Is4() {
 		return Flow{}, 0, false
 	}
-	if isICMP {
-		f.DstPort = uint16(icmpType&0xff)<<8 | uint16(icmpCode&0xff)
+	f = Flow{Src: v.Src, Dst: v.Dst, SrcPort: v.SrcPort, DstPort: v.DstPort, Protocol: v.Protocol, TCPFlags: v.TCPFlags,
+		Octets: v.IPTotalLength, Egress: v.Direction == "egress", Dropped: v.Verdict == "drop", Packets: 1}
+	if v.HasTime {
+		f.Start, f.End = v.Time, v.Time
 	}
-	f.Packets = 1
-	return f, rate, true
+	if v.HasICMP {
+		f.DstPort = uint16(v.ICMPType)<<8 | uint16(v.ICMPCode)
+	}
+	return f, uint32(min(v.SampleInterval, 1<<31)), true
 }

@@ -39,52 +39,13 @@ type Flow struct {
 // SampleInterval packets of IPTotalLength bytes each; ingested flows carry
 // scaled Packets and Bytes. ok is false for a record without addresses or
 // time.
-func FromRecord(r logpush.Record) (f Flow, ok bool) {
-	var haveTime, haveSrc, haveDst, havePackets bool
-	var totalLength, interval uint64 = 0, 1
-	for i := range r {
-		v := r[i].Value
-		switch r[i].Name {
-		case "Datetime":
-			f.Time, haveTime = time.Unix(0, v.Int()), v.Kind() == logpush.KindTime
-		case "FlowStartTime":
-			if v.Kind() == logpush.KindTime {
-				f.Start = time.Unix(0, v.Int())
-			}
-		case "Source":
-			f.Source = v.Str()
-		case "SamplerAddress":
-			f.Exporter, _ = netip.ParseAddr(v.Str())
-		case "IPSourceAddress":
-			a, err := netip.ParseAddr(v.Str())
-			f.Src, haveSrc = a.Unmap(), err == nil
-		case "IPDestinationAddress":
-			a, err := netip.ParseAddr(v.Str())
-			f.Dst, haveDst = a.Unmap(), err == nil
-		case "SourcePort":
-			f.SrcPort = uint16(v.Int())
-		case "DestinationPort":
-			f.DstPort = uint16(v.Int())
-		case "IPProtocol":
-			f.Protocol = uint8(v.Int())
-		case "TCPFlags":
-			f.TCPFlags = uint8(v.Int())
-		case "Verdict":
-			f.Verdict = v.Str()
-		case "TunnelName":
-			f.Tunnel = v.Str()
-		case "Packets":
-			f.Packets, havePackets = uint64(v.Int()), true
-		case "Bytes":
-			f.Bytes = uint64(v.Int())
-		case "IPTotalLength":
-			totalLength = uint64(v.Int())
-		case "SampleInterval":
-			interval = max(uint64(v.Int()), 1)
-		}
+func FromRecord(r logpush.Record) (Flow, bool) {
+	v := logpush.ReadFlow(r)
+	f := Flow{Time: v.Time, Start: v.Start, Source: v.Source, Exporter: v.Exporter, Src: v.Src, Dst: v.Dst,
+		SrcPort: v.SrcPort, DstPort: v.DstPort, Protocol: v.Protocol, TCPFlags: v.TCPFlags,
+		Verdict: v.Verdict, Tunnel: v.Tunnel, Packets: v.Packets, Bytes: v.Bytes}
+	if !v.HasPackets {
+		f.Packets, f.Bytes = v.SampleInterval, v.IPTotalLength*v.SampleInterval
 	}
-	if !havePackets {
-		f.Packets, f.Bytes = interval, totalLength*interval
-	}
-	return f, haveTime && haveSrc && haveDst
+	return f, v.HasTime && v.Src.IsValid() && v.Dst.IsValid()
 }
