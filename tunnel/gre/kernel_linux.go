@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/edgegw/edgegw/tunnel"
 )
 
 // Backend is the dataplane that carries a tunnel.
@@ -165,27 +167,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // that no ping socket waits for, which is what health checks receive.
 func (t *Tunnel) kernelProbeLoop() {
 	defer close(t.kern.done)
-	rc, err := t.kern.sock.SyscallConn()
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 2048)
-	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN
-		})
-		if err != nil {
-			return // closed
-		}
-		if rerr != nil {
-			t.log.Debug("probe socket", "err", rerr)
-			continue
-		}
-		p := buf[:n]
-		t.rxProbe(p)
+	if err := tunnel.ReadProbes(t.kern.sock, t.rxProbe); err != nil {
+		t.log.Error("probe socket", "err", err)
 	}
 }
 

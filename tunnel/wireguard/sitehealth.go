@@ -303,26 +303,8 @@ func newWGProber(log *slog.Logger, ifname string, ifindex, netns int) (*wgProber
 
 // run reads ICMP until close.
 func (p *wgProber) run() {
-	rc, err := p.recv.SyscallConn()
-	if err != nil {
+	if err := tunnel.ReadProbes(p.recv, p.dispatch); err != nil {
 		p.log.Error("health-check socket", "err", err)
-		return
-	}
-	buf := make([]byte, 2048)
-	for {
-		var n int
-		var rerr error
-		err := rc.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return rerr != unix.EAGAIN
-		})
-		if err != nil {
-			return // closed
-		}
-		if rerr != nil {
-			continue
-		}
-		p.dispatch(buf[:n])
 	}
 }
 
