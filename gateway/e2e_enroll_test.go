@@ -55,6 +55,32 @@ func writeWebSecret(t *testing.T, s *site) string {
 	return path
 }
 
+// providerHead is how the configurations of the tests with an identity
+// provider begin: the office's interfaces, the admin API on loopback and
+// its socket, debug logs, and the test provider as identity.providers
+// "corp", with its web client (webSecret) and its device client.
+func (s *site) providerHead(issuer, webSecret string) string {
+	return fmt.Sprintf(`appliance:
+  name: e2e
+  state_dir: %[1]s/state
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  listen: 127.0.0.1:9100
+  socket: %[1]s/admin.sock
+log:
+  level: debug
+identity:
+  providers:
+    - name: corp
+      issuer: %[2]s
+      client_id: edgegw-web
+      client_secret_file: %[3]s
+      device_client_id: edgegw-cli
+`, s.dir, issuer, webSecret)
+}
+
 // TestEnrollThroughGateway enrolls a remote user's device with the gateway
 // end to end: a real OpenID provider with the device grant, `edgegw enroll`
 // run on the user's machine against the gateway's Access listener, the
@@ -82,25 +108,7 @@ func TestEnrollThroughGateway(t *testing.T) {
 	// test-user is in (so passing proves the provider's groups reached the
 	// firewall's identity sets), the ledger database for finance, which
 	// test-user is not in.
-	cfg := fmt.Sprintf(`appliance:
-  name: e2e
-  state_dir: %[1]s/state
-interfaces:
-  wan: eth0
-  lan: [eth1]
-admin:
-  listen: 127.0.0.1:9100
-  socket: %[1]s/admin.sock
-log:
-  level: debug
-identity:
-  providers:
-    - name: corp
-      issuer: %[2]s
-      client_id: edgegw-web
-      client_secret_file: %[3]s
-      device_client_id: edgegw-cli
-access:
+	cfg := s.providerHead(op.Issuer, webSecret) + fmt.Sprintf(`access:
   listen: 0.0.0.0:8443          # enrollment from the WAN, DNS over HTTPS through the tunnel
 gateway:
   dns:

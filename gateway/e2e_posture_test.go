@@ -37,25 +37,7 @@ func TestPostureQuarantine(t *testing.T) {
 	ra := s.ra
 	op := startProvider(t, ra.GW, ra.User)
 	webSecret := writeWebSecret(t, s)
-	cfg := fmt.Sprintf(`appliance:
-  name: e2e
-  state_dir: %[1]s/state
-interfaces:
-  wan: eth0
-  lan: [eth1]
-admin:
-  listen: 127.0.0.1:9100
-  socket: %[1]s/admin.sock
-log:
-  level: debug
-identity:
-  providers:
-    - name: corp
-      issuer: %[2]s
-      client_id: edgegw-web
-      client_secret_file: %[3]s
-      device_client_id: edgegw-cli
-access:
+	cfg := s.providerHead(op.Issuer, webSecret) + fmt.Sprintf(`access:
   listen: 0.0.0.0:8443
 tunnels:
   wireguard:

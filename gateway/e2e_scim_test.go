@@ -73,25 +73,7 @@ func TestSCIMDeprovisioning(t *testing.T) {
 
 	// SSH is for engineering: the provider puts test-user in it at
 	// enrollment, SCIM takes it away.
-	cfg := fmt.Sprintf(`appliance:
-  name: e2e
-  state_dir: %[1]s/state
-interfaces:
-  wan: eth0
-  lan: [eth1]
-admin:
-  listen: 127.0.0.1:9100
-  socket: %[1]s/admin.sock
-log:
-  level: debug
-identity:
-  providers:
-    - name: corp
-      issuer: %[2]s
-      client_id: edgegw-web
-      client_secret_file: %[3]s
-      device_client_id: edgegw-cli
-access:
+	cfg := s.providerHead(op.Issuer, webSecret) + fmt.Sprintf(`access:
   listen: 0.0.0.0:8443
 scim:
   token_file: %[4]s
