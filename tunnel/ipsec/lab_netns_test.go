@@ -192,7 +192,8 @@ func (x *lab) waitUp(t *testing.T, name string, timeout time.Duration) {
 			if x.branch != nil {
 				branch, out = x.branch.Log(), x.branch.Proc.Output()
 			}
-			return fmt.Errorf("down (last error %q); log:\n%s\nbranch:\n%s\n%s", s.LastError, tail(x.log.String(), 15), tail(branch, 20), tail(out, 10))
+			return fmt.Errorf("down (last error %q); log, SA lines:\n%s\nlog, last lines:\n%s\nbranch:\n%s\n%s",
+				s.LastError, tail(saLines(x.log.String()), 30), tail(x.log.String(), 15), tail(branch, 20), tail(out, 10))
 		}
 		return nil
 	})
@@ -206,6 +207,21 @@ func (x *lab) diag() string {
 		branch = x.branch.Log()
 	}
 	return "edgegw:\n" + tail(x.log.String(), 40) + "\nbranch:\n" + tail(branch, 40)
+}
+
+// saLines keeps the lines of a log that tell what became of SAs (not
+// the DPD and packet chatter that fill its tail).
+func saLines(s string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		l := strings.ToLower(line)
+		if strings.Contains(l, "child") || strings.Contains(l, "established") || strings.Contains(l, "fail") ||
+			strings.Contains(l, "error") || strings.Contains(l, "unable") || strings.Contains(l, "tunnel up") ||
+			strings.Contains(l, "tunnel down") || strings.Contains(l, "initiat") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 func tail(s string, n int) string {
