@@ -551,3 +551,31 @@ func TestLeftoverCharon(t *testing.T) {
 		t.Error("new charon's tunnel has no device")
 	}
 }
+
+// TestChildRetried: edgegw initiates, the branch's ESP proposals do not
+// match, so the IKE SA comes up without a child SA (charon keeps such an
+// IKE SA, and its dead peer detection keeps it alive). Once the branch's
+// admin fixes the proposals, without restarting anything or initiating
+// from the branch, the tunnel comes up by itself: edgegw asks for the
+// child SA again while its IKE SA has none.
+func TestChildRetried(t *testing.T) {
+	const psk = "child-psk-of-20-characters"
+	x := newLab(t)
+	x.startEngine(t)
+	x.startBranch(t, branchConf(psk, "aes256gcm16-prfsha256-ecp384", "aes128-sha256", false))
+	x.set(t, x.gwTunnel(t, psk, "", "", true))
+	netlab.Eventually(t, 20*time.Second, "an IKE SA without a child SA", func() error {
+		st := x.status("branch1")
+		if st.IKE == nil || st.IKE.State != "ESTABLISHED" || st.Up || !strings.Contains(st.LastError, "proposal mismatch") {
+			return fmt.Errorf("up %v, IKE %+v, last error %q", st.Up, st.IKE, st.LastError)
+		}
+		return nil
+	})
+	x.branch.WriteSwanctl(t, branchConf(psk, "aes256gcm16-prfsha256-ecp384", "aes256gcm16-ecp384", false))
+	x.swanctl(t, "--load-all", "--file", filepath.Join(x.branchDir, "swanctl.conf"))
+	start := time.Now()
+	x.waitUp(t, "branch1", 30*time.Second)
+	t.Logf("up %v after the branch's fix", time.Since(start).Round(100*time.Millisecond))
+	x.routeGW(t)
+	netlab.Eventually(t, 5*time.Second, "ping through the tunnel", func() error { return x.lan.Ping("10.20.0.2") })
+}

@@ -79,6 +79,39 @@ type tstate struct {
 	// Byte counters: those of child SAs that are gone, plus the last
 	// reading of each live one (by unique id).
 	base, live map[string]counters
+	// An initiated tunnel whose IKE SA is up without a child SA (the
+	// child failed, say on proposals, and charon kept the IKE SA, which
+	// dead peer detection then keeps alive) gets its child asked for
+	// again: childless is since when, retryAt when next, retries how
+	// many times so far (the wait doubles).
+	childless, retryAt time.Time
+	retries            int
+}
+
+// Child retries: the first childRetryFirst after the IKE SA was seen
+// without a child, then twice as long each time, up to childRetryMax.
+const (
+	childRetryFirst = 5 * time.Second
+	childRetryMax   = 2 * time.Minute
+)
+
+// childRetry tells whether the child SA of a tunnel this node initiates
+// should be asked for again at now; st.up and st.ike are current.
+func (s *tstate) childRetry(now time.Time, initiator bool) bool {
+	if !initiator || s.up || s.ike == nil || s.ike.State != "ESTABLISHED" {
+		s.childless, s.retryAt, s.retries = time.Time{}, time.Time{}, 0
+		return false
+	}
+	if s.childless.IsZero() {
+		s.childless, s.retryAt = now, now.Add(childRetryFirst)
+		return false
+	}
+	if now.Before(s.retryAt) {
+		return false
+	}
+	s.retries++
+	s.retryAt = now.Add(min(childRetryFirst<<min(s.retries, 10), childRetryMax))
+	return true
 }
 
 type counters struct{ bytesIn, bytesOut, pktsIn, pktsOut uint64 }
@@ -181,7 +214,8 @@ func (e *Engine) refresh() {
 		e.log.Warn("list charon's SAs", "err", err)
 		return
 	}
-	var ups, downs []string
+	var ups, downs, retry []string
+	now := time.Now()
 	e.mu.Lock()
 	for name, st := range e.state {
 		was := st.up
@@ -213,6 +247,9 @@ func (e *Engine) refresh() {
 			}
 		}
 		st.retire(keep)
+		if w := e.want[name]; st.childRetry(now, w != nil && w.t.Initiator) {
+			retry = append(retry, name)
+		}
 		if st.up != was {
 			st.since = time.Now()
 			if st.up {
@@ -228,6 +265,10 @@ func (e *Engine) refresh() {
 	e.mu.Unlock()
 	e.notify(ups, true)
 	e.notify(downs, false)
+	for _, name := range retry {
+		e.log.Info("ipsec tunnel: IKE SA up without a child SA; asking for the child SA again", "tunnel", name)
+		e.initiate(name)
+	}
 }
 
 // event handles one charon event.
