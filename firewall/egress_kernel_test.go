@@ -168,8 +168,19 @@ func TestKernelEgressByIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := n.nftList(t)
-	if !strings.Contains(list, "snat ip to 203.0.113.1") {
-		t.Errorf("no snat in the kernel's listing:\n%s", list)
+	// One rule per family looks the client up in an identity map.
+	for _, want := range []string{
+		`oifname "r1" snat ip to ip saddr map @egm4_0_r1`,
+		`oifname "r1" snat ip6 to ip6 saddr map @egm6_0_r1`,
+		"10.1.0.10 counter packets 0 bytes 0 : 203.0.113.1",
+		"10.1.0.11 counter packets 0 bytes 0 : 203.0.113.2",
+	} {
+		if !strings.Contains(list, want) {
+			t.Errorf("the kernel's listing lacks %q:\n%s", want, list)
+		}
+	}
+	if strings.Contains(list, "set eid") {
+		t.Errorf("identity sets no rule looks up are in the kernel:\n%s", list)
 	}
 	alice, aliceConn := n.seenAs(t, "10.1.0.10")
 	bob, _ := n.seenAs(t, "10.1.0.11")

@@ -77,11 +77,13 @@ func TestCompileEgress(t *testing.T) {
 		`oifname "wan2" meta nfproto ipv4 ip saddr 203.0.113.2 accept`,
 		// Destination and port conditions, with the list's set.
 		`oifname "wan2" meta nfproto ipv4 meta l4proto tcp ip daddr @l4_partners tcp dport 443 counter name "eg1" snat to 203.0.113.2`,
-		// Identity conditions are set lookups, one rule per policy and family.
-		`oifname "wan1" meta nfproto ipv4 ip saddr @eid4_0 counter name "eg2" snat to 203.0.113.1`,
-		`oifname "wan2" meta nfproto ipv4 ip saddr @eid4_1 counter name "eg3" snat to 203.0.113.2`,
-		`oifname "wan2" meta nfproto ipv4 ip saddr @eid4_2 counter name "eg3" snat to 203.0.113.2`,
-		`oifname "wan1" meta nfproto ipv6 ip6 saddr @eid6_1 counter name "eg4" snat to 2001:db8:e::2`,
+		// The identity-only policies 2 to 4 are one run: one map lookup
+		// per link and family.
+		`oifname "wan1" meta nfproto ipv4 snat ip to ip saddr map @egm4_0_wan1`,
+		`oifname "wan2" meta nfproto ipv4 snat ip to ip saddr map @egm4_0_wan2`,
+		`oifname "wan1" meta nfproto ipv6 snat ip6 to ip6 saddr map @egm6_0_wan1`,
+		// A source prefix is not an identity: a rule of its own.
+		`oifname "wan2" meta nfproto ipv4 ip saddr >= 10.9.0.0 ip saddr <= 10.9.255.255 counter name "eg5" snat to 203.0.113.2`,
 		`oifname "wan1" counter masquerade`,
 		// Other egress links masquerade what no policy chose, as the WAN does.
 		`oifname "wan2" counter masquerade`,
@@ -90,21 +92,31 @@ func TestCompileEgress(t *testing.T) {
 			t.Errorf("postrouting lacks %q:\n%s", want, post)
 		}
 	}
-	if strings.Contains(post, "eid6_0") || strings.Contains(post, "eid4_1 counter name \"eg4\"") {
-		t.Errorf("a policy of one family compiled for the other:\n%s", post)
+	if strings.Contains(out, "eid") || strings.Contains(out, "egm6_0_wan2") {
+		t.Errorf("identity sets no rule looks up, or a map of a family no policy of its link has:\n%s", out)
 	}
-	// The policies come before the masquerade, the local sources first.
-	if strings.Index(post, "masquerade") < strings.Index(post, `"eg4"`) ||
-		strings.Index(post, "accept") > strings.Index(post, `"eg1"`) {
-		t.Errorf("wrong order:\n%s", post)
-	}
-	if !strings.Contains(out, `counter eg2 { } # egress policy "eu-staff", connections`) {
-		t.Errorf("the egress counters are not named:\n%s", out)
-	}
-	for _, set := range []string{"set eid4_0 ", "set eid6_0 ", "set eid4_2 ", "set l4_partners "} {
-		if !strings.Contains(out, set) {
-			t.Errorf("table lacks %q:\n%s", set, out)
+	// The policies keep their order, before the masquerade, the local
+	// sources first.
+	order := []string{"accept", `"eg1"`, "@egm4_0_wan1", "@egm6_0_wan1", `"eg5"`, "masquerade"}
+	for i := 1; i < len(order); i++ {
+		if strings.Index(post, order[i-1]) > strings.Index(post, order[i]) {
+			t.Errorf("%s comes after %s:\n%s", order[i-1], order[i], post)
 		}
+	}
+	for _, want := range []string{
+		`counter eg1 { } # egress policy "partners-from-us", connections`,
+		`counter eg5 { } # egress policy "lab", connections`,
+		"map egm4_0_wan1 {\n\t\ttype ipv4_addr : ipv4_addr\n\t\tflags interval\n\t\tcounter\n" +
+			"\t\t# users with identity.groups contains \"eu\" → 203.0.113.1 (egress policy \"eu-staff\")\n",
+		"\t\t# users with identity.groups contains \"us\" or identity.email == \"carol@example.com\" → 203.0.113.2 (egress policy \"us-staff\")\n",
+		"set l4_partners ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "counter eg2 ") {
+		t.Errorf("an identity-only policy has a named counter (its map's elements count):\n%s", out)
 	}
 	if strings.Count(out, "chain ") != 2 {
 		t.Errorf("egress policies made chains of their own:\n%s", out)

@@ -263,12 +263,10 @@ func Compile(s Spec) *Program {
 		Priority: nftables.ChainPriorityNATSource,
 	}
 	p.egress = s.Egress
-	egressRules, egressCtrs := s.Egress.natRules(s.WAN)
+	egressRules, egressCtrs, egressSets := s.Egress.natRules(s.WAN)
 	post.Rules = append(post.Rules, egressRules...)
 	p.Counters = append(p.Counters, egressCtrs...)
-	if s.Egress != nil {
-		p.Sets = append(p.Sets, s.Egress.sets...)
-	}
+	p.Sets = append(p.Sets, egressSets...)
 	if s.WAN != "" && s.WANAddress.Is4() {
 		// oifname "wan" iifname "" accept: the node's own packets keep
 		// their source. A standby's connections (Logpush, DNS, the

@@ -1,9 +1,11 @@
 package firewall
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
 )
 
 // Identity is a user and the source addresses their traffic comes from
@@ -33,12 +36,17 @@ type Counter struct {
 type Table struct {
 	log *slog.Logger
 
-	mu         sync.Mutex
-	applied    *Program // nil until an Apply succeeds
-	setState   map[string][]interval
-	identities []Identity
-	geo        *geo.DB // the GeoIP snapshot for geo sets (geo.go)
-	closed     bool
+	mu       sync.Mutex
+	applied  *Program // nil until an Apply succeeds
+	setState map[string][]interval
+	mapState map[string][]mapElem // the identity maps' elements (egress.go)
+	// egressCarry holds, by policy id, the counts of identity-map elements
+	// that UpdateIdentities removed since the last Apply: the policy's
+	// connections did not go away with them.
+	egressCarry map[string]Counter
+	identities  []Identity
+	geo         *geo.DB // the GeoIP snapshot for geo sets (geo.go)
+	closed      bool
 }
 
 // New returns a Table that has not touched the kernel yet.
@@ -66,6 +74,11 @@ func nftSet(s *Set) *nftables.Set {
 	}
 	if s.Map {
 		ns.IsMap, ns.DataType = true, nftables.TypeVerdict
+	}
+	if s.egressMap != nil {
+		// client address → egress address, each element counting the
+		// connections it sends out (Table.EgressCounts).
+		ns.IsMap, ns.DataType, ns.Counter = true, s.Key, true
 	}
 	return ns
 }
@@ -103,10 +116,14 @@ func (t *Table) Apply(p *Program) error {
 		})
 	}
 	state := make(map[string][]interval)
+	mstate := make(map[string][]mapElem)
 	for i := range p.Sets {
 		s := &p.Sets[i]
 		elems := s.Elements
 		switch {
+		case s.egressMap != nil:
+			es := p.egressMapElements(s, t.identities)
+			mstate[s.Name], elems = es, nftElements(es)
 		case s.Identity != nil:
 			rs := p.identityIntervals(s, t.identities)
 			state[s.Name], elems = rs, intervalElements(rs)
@@ -132,7 +149,7 @@ func (t *Table) Apply(p *Program) error {
 	if err := c.commit(); err != nil {
 		return fmt.Errorf("firewall: apply table inet %s: %w", TableName, err)
 	}
-	t.applied, t.setState = p, state
+	t.applied, t.setState, t.mapState, t.egressCarry = p, state, mstate, map[string]Counter{}
 	return nil
 }
 
@@ -203,6 +220,19 @@ func (p *Program) identityIntervals(s *Set, ids []Identity) []interval {
 	return intersectIntervals(rs, p.identityScope[fam])
 }
 
+// egressMapElements returns the contents of identity map s, within the
+// program's identity scope.
+func (p *Program) egressMapElements(s *Set, ids []Identity) []mapElem {
+	if p.identityScope == nil {
+		return s.egressMap.elements(s.V6, ids, nil, false)
+	}
+	fam := 0
+	if s.V6 {
+		fam = 1
+	}
+	return s.egressMap.elements(s.V6, ids, p.identityScope[fam], true)
+}
+
 // identityIntervals returns the source addresses of family v6 of the users
 // for whom cond holds.
 func identityIntervals(cond *rules.Program, v6 bool, ids []Identity) []interval {
@@ -249,9 +279,10 @@ func (t *Table) UpdateList(name string, items []netip.Prefix) error {
 }
 
 // UpdateIdentities replaces the snapshot of users and their addresses and
-// updates every identity set in place. Apply uses the last snapshot.
-// An address should belong to one identity; one that belongs to several
-// matches a condition if any of them does.
+// updates every identity set and identity map in place, in one batch.
+// Apply uses the last snapshot. An address should belong to one
+// identity; one that belongs to several matches a condition if any of
+// them does.
 func (t *Table) UpdateIdentities(ids []Identity) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -259,15 +290,141 @@ func (t *Table) UpdateIdentities(ids []Identity) error {
 	if t.applied == nil {
 		return nil
 	}
-	var sets []*Set
+	var sets, maps []*Set
 	want := map[string][]interval{}
+	wantMap := map[string][]mapElem{}
 	for i := range t.applied.Sets {
-		if s := &t.applied.Sets[i]; s.Identity != nil {
+		switch s := &t.applied.Sets[i]; {
+		case s.egressMap != nil:
+			maps = append(maps, s)
+			wantMap[s.Name] = t.applied.egressMapElements(s, t.identities)
+		case s.Identity != nil:
 			sets = append(sets, s)
 			want[s.Name] = t.applied.identityIntervals(s, t.identities)
 		}
 	}
-	return t.updateSets(sets, want)
+	c, err := newBatch()
+	if err != nil {
+		return err
+	}
+	changed, err := t.addSetDiffs(c, sets, want)
+	if err != nil {
+		return err
+	}
+	gone := map[*Set][]mapElem{}
+	for _, s := range maps {
+		ch, g, err := t.addMapDiff(c, s, wantMap[s.Name])
+		if err != nil {
+			return err
+		}
+		changed = changed || ch
+		if len(g) > 0 {
+			gone[s] = g
+		}
+	}
+	if !changed {
+		return nil
+	}
+	// The counters of the elements about to go are read just before the
+	// batch: a connection in between is not counted.
+	carry := t.goneCounts(gone)
+	if err := c.commit(); err != nil {
+		return fmt.Errorf("firewall: update identities: %w", err)
+	}
+	for _, s := range sets {
+		t.setState[s.Name] = want[s.Name]
+	}
+	for _, s := range maps {
+		t.mapState[s.Name] = wantMap[s.Name]
+	}
+	for id, n := range carry {
+		c := t.egressCarry[id]
+		c.Packets += n.Packets
+		c.Bytes += n.Bytes
+		t.egressCarry[id] = c
+	}
+	return nil
+}
+
+// addMapDiff adds to c what changes identity map s from its applied
+// elements to want, and returns whether anything does and the start
+// elements removed (an element whose address or policy changes is
+// removed and added again, so its counter starts afresh).
+func (t *Table) addMapDiff(c *batch, s *Set, want []mapElem) (bool, []mapElem, error) {
+	old := t.mapState[s.Name]
+	same := func(a, b mapElem) bool { return bytes.Equal(a.val, b.val) && a.policy == b.policy }
+	oldBy := make(map[string]mapElem, len(old))
+	for _, e := range old {
+		oldBy[e.id()] = e
+	}
+	wantBy := make(map[string]mapElem, len(want))
+	for _, e := range want {
+		wantBy[e.id()] = e
+	}
+	var del, add []mapElem
+	var gone []mapElem
+	for _, e := range old {
+		if w, ok := wantBy[e.id()]; !ok || !same(w, e) {
+			del = append(del, e)
+			if !e.end {
+				gone = append(gone, e)
+			}
+		}
+	}
+	for _, e := range want {
+		if o, ok := oldBy[e.id()]; !ok || !same(o, e) {
+			add = append(add, e)
+		}
+	}
+	ns := nftSet(s)
+	if len(del) > 0 {
+		if err := chunked(nftElements(del), func(es []nftables.SetElement) error { return c.SetDeleteElements(ns, es) }); err != nil {
+			return false, nil, fmt.Errorf("firewall: map %s: %w", s.Name, err)
+		}
+	}
+	if len(add) > 0 {
+		if err := chunked(nftElements(add), func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
+			return false, nil, fmt.Errorf("firewall: map %s: %w", s.Name, err)
+		}
+	}
+	return len(del)+len(add) > 0, gone, nil
+}
+
+// goneCounts reads the counters of the identity-map elements gone, by
+// the policy that owns them. A map that cannot be read is logged: its
+// elements' connections are then not carried over.
+func (t *Table) goneCounts(gone map[*Set][]mapElem) map[string]Counter {
+	out := map[string]Counter{}
+	if len(gone) == 0 {
+		return out
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		t.log.Warn("egress counters of removed map elements lost", "err", err)
+		return out
+	}
+	for s, es := range gone {
+		kern, err := conn.GetSetElements(nftSet(s))
+		if err != nil {
+			t.log.Warn("egress counters of removed map elements lost", "map", s.Name, "err", err)
+			continue
+		}
+		byKey := make(map[string]*expr.Counter, len(kern))
+		for _, k := range kern {
+			if !k.IntervalEnd && k.Counter != nil {
+				byKey[string(k.Key)] = k.Counter
+			}
+		}
+		for _, e := range es {
+			if k := byKey[string(e.key)]; k != nil {
+				c := out[e.policy]
+				c.Packets += k.Packets
+				c.Bytes += k.Bytes
+				out[e.policy] = c
+			}
+		}
+	}
+	return out
 }
 
 func cloneIdentities(ids []Identity) []Identity {
@@ -285,22 +442,9 @@ func (t *Table) updateSets(sets []*Set, want map[string][]interval) error {
 	if err != nil {
 		return err
 	}
-	changed := false
-	for _, s := range sets {
-		del, add := diffIntervals(t.setState[s.Name], want[s.Name])
-		ns := nftSet(s)
-		if len(del) > 0 {
-			changed = true
-			if err := chunked(intervalElements(del), func(es []nftables.SetElement) error { return c.SetDeleteElements(ns, es) }); err != nil {
-				return fmt.Errorf("firewall: set %s: %w", s.Name, err)
-			}
-		}
-		if len(add) > 0 {
-			changed = true
-			if err := chunked(intervalElements(add), func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
-				return fmt.Errorf("firewall: set %s: %w", s.Name, err)
-			}
-		}
+	changed, err := t.addSetDiffs(c, sets, want)
+	if err != nil {
+		return err
 	}
 	if !changed {
 		return nil
@@ -314,6 +458,29 @@ func (t *Table) updateSets(sets []*Set, want map[string][]interval) error {
 	return nil
 }
 
+// addSetDiffs adds to c what changes the interval sets to want, and
+// returns whether anything does.
+func (t *Table) addSetDiffs(c *batch, sets []*Set, want map[string][]interval) (bool, error) {
+	changed := false
+	for _, s := range sets {
+		del, add := diffIntervals(t.setState[s.Name], want[s.Name])
+		ns := nftSet(s)
+		if len(del) > 0 {
+			changed = true
+			if err := chunked(intervalElements(del), func(es []nftables.SetElement) error { return c.SetDeleteElements(ns, es) }); err != nil {
+				return false, fmt.Errorf("firewall: set %s: %w", s.Name, err)
+			}
+		}
+		if len(add) > 0 {
+			changed = true
+			if err := chunked(intervalElements(add), func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
+				return false, fmt.Errorf("firewall: set %s: %w", s.Name, err)
+			}
+		}
+	}
+	return changed, nil
+}
+
 // Counts are the counters of the applied table, read at one time.
 type Counts struct {
 	// Rules are the rules' counters by rule id.
@@ -325,7 +492,10 @@ type Counts struct {
 	// rate, or the meter full), by rule id.
 	RateDropped map[string]Counter
 	// Egress are the connections each egress policy gave its address
-	// (the NAT chain sees a connection's first packet only), by policy id.
+	// (the NAT chain sees a connection's first packet only), by policy id:
+	// a policy compiled to rules counts with its named counter, an
+	// identity-only one with the counters of the identity-map elements it
+	// owns, plus those of elements removed since the last Apply.
 	Egress map[string]Counter
 }
 
@@ -339,6 +509,17 @@ func (t *Table) Counters() (map[string]Counter, error) {
 func (t *Table) ReadCounts() (Counts, error) {
 	t.mu.Lock()
 	p := t.applied
+	owners := map[string]map[string]string{} // map → start key → policy
+	for name, es := range t.mapState {
+		o := make(map[string]string, len(es)/2)
+		for _, e := range es {
+			if !e.end {
+				o[string(e.key)] = e.policy
+			}
+		}
+		owners[name] = o
+	}
+	carry := maps.Clone(t.egressCarry)
 	t.mu.Unlock()
 	out := Counts{Rules: map[string]Counter{}, Spoofed: map[string]Counter{}, RateDropped: map[string]Counter{},
 		Egress: map[string]Counter{}}
@@ -378,6 +559,33 @@ func (t *Table) ReadCounts() (Counts, error) {
 				d.m[d.key] = Counter{Packets: co.Packets, Bytes: co.Bytes}
 			}
 		}
+	}
+	add := func(id string, pk, by uint64) {
+		n := out.Egress[id]
+		n.Packets += pk
+		n.Bytes += by
+		out.Egress[id] = n
+	}
+	for i := range p.Sets {
+		s := &p.Sets[i]
+		if s.egressMap == nil {
+			continue
+		}
+		for _, id := range s.egressMap.policies {
+			add(id, 0, 0) // a policy nobody used yet counts zero
+		}
+		es, err := c.GetSetElements(nftSet(s))
+		if err != nil {
+			return out, fmt.Errorf("firewall: read egress map %s: %w", s.Name, err)
+		}
+		for _, e := range es {
+			if id, ok := owners[s.Name][string(e.Key)]; ok && !e.IntervalEnd && e.Counter != nil {
+				add(id, e.Counter.Packets, e.Counter.Bytes)
+			}
+		}
+	}
+	for id, n := range carry {
+		add(id, n.Packets, n.Bytes)
 	}
 	return out, nil
 }
