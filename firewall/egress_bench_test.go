@@ -50,23 +50,9 @@ func BenchmarkForwardEgress(b *testing.B) {
 	tbl := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	b.Cleanup(func() { _ = r.Do(tbl.Close) })
 
-	var y strings.Builder
-	y.WriteString("egress:\n  addresses:\n    - {name: a, address: 10.2.0.100, country: DE}\n    - {name: b, address: 10.2.0.101, country: US}\n  policies:\n")
-	for g := range 8 {
-		fmt.Fprintf(&y, "    - {id: g%d, expression: 'identity.groups contains \"g%d\"', egress: %s}\n", g, g, []string{"a", "b"}[g%2])
-	}
-	eg, err := CompileEgress(egressConfig(b, y.String()))
-	must(b, err)
+	eg, ids := egress10k(b)
 	egSrc, err := CompileEgress(egressConfig(b, "egress:\n  addresses:\n    - {name: b, address: 10.2.0.101, country: US}\n  policies:\n    - {id: s, expression: 'ip.src == 10.1.0.2', egress: b}\n"))
 	must(b, err)
-	ids := make([]Identity, 0, 10000)
-	for i := range 9999 {
-		a := netip.AddrFrom4([4]byte{100, 96 + byte(i>>16), byte(i >> 8), byte(i)})
-		ids = append(ids, Identity{Email: fmt.Sprintf("u%d@example.com", i), Groups: []string{fmt.Sprintf("g%d", i%8)},
-			Addrs: []netip.Prefix{netip.PrefixFrom(a, 32)}})
-	}
-	ids = append(ids, Identity{Email: "client@example.com", Groups: []string{"g7"},
-		Addrs: []netip.Prefix{netip.MustParsePrefix("10.1.0.2/32")}})
 	must(b, r.Do(func() error { return tbl.UpdateIdentities(ids) }))
 
 	cases := []struct {
@@ -172,4 +158,172 @@ func connRate(b *testing.B, c *netlab.NS, d time.Duration) float64 {
 	})
 	must(b, err)
 	return float64(n) / d.Seconds()
+}
+
+// BenchmarkEgressNewConnPaired measures what egress policies cost a new
+// connection, with the machine's drifting load cancelled connection by
+// connection rather than round by round. r holds edgegw's table of
+// egress-10k (BenchmarkForwardEgress) and a second table whose NAT chain
+// runs just before edgegw's (priority 99) and masquerades connections to
+// port 5301; the first NAT chain to bind a connection is the last one it
+// meets (nf_nat), so those never reach edgegw's chain. Three kinds of
+// connection, taken in turn, in an order that rotates:
+//
+//	masq    10.1.0.2 → 5301: masqueraded by the second table (reference)
+//	egress  10.1.0.2 → 5300: the client, an identity of the last policy's
+//	        group, SNATed by edgegw's chain to egress b
+//	miss    10.1.0.3 → 5300: no identity: through edgegw's chain, which
+//	        it leaves masqueraded
+//
+// Each connection is timed from connect to close (RST); per block of 200
+// turns, the ratio of masq's total time to each kind's is that kind's
+// rate of new connections relative to masq. The reference pays the same
+// second chain (one rule that matches) that the others pass (one rule
+// that misses), so the ratio errs against egress. Metrics: the median of
+// the blocks' ratios. Seconds: EDGEGW_EGRESS_PAIRED_SECONDS (default 20).
+//
+//	go test -run '^$' -bench EgressNewConnPaired -benchtime 1x ./firewall/
+func BenchmarkEgressNewConnPaired(b *testing.B) {
+	testkit.NeedTool(b, "nft", "nftables")
+	secs := envInt("EDGEGW_EGRESS_PAIRED_SECONDS", 20)
+	c, r, s := forwardLab(b)
+	must(b, r.AddAddr("r1", "10.2.0.100/32"))
+	must(b, r.AddAddr("r1", "10.2.0.101/32"))
+	must(b, c.AddAddr("c0", "10.1.0.3/24"))
+	tbl := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b.Cleanup(func() { _ = r.Do(tbl.Close) })
+	eg, ids := egress10k(b)
+	must(b, r.Do(func() error {
+		if err := tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return tbl.Apply(Compile(Spec{WAN: "r1", Egress: eg}))
+	}))
+	for _, cmd := range [][]string{
+		{"add", "table", "inet", "edgegw_bench"},
+		{"add", "chain", "inet", "edgegw_bench", "post", "{ type nat hook postrouting priority 99; }"},
+		{"add", "rule", "inet", "edgegw_bench", "post", "oifname", "r1", "tcp", "dport", "5301", "masquerade"},
+	} {
+		if out, err := r.Exec(context.Background(), "nft", cmd...); err != nil {
+			b.Fatalf("nft %s: %v: %s", strings.Join(cmd, " "), err, out)
+		}
+	}
+	seen := map[int]chan string{}
+	for _, port := range []int{5300, 5301} {
+		ln, err := s.Listen("tcp", fmt.Sprintf("10.2.0.2:%d", port))
+		must(b, err)
+		defer ln.Close()
+		ch := make(chan string, 1)
+		seen[port] = ch
+		// Accept loop owned by the benchmark: ends when the listener closes.
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				select {
+				case ch <- conn.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap().String():
+				default:
+				}
+				conn.Close()
+			}
+		}()
+	}
+	kinds := []struct {
+		name, from string
+		port       int
+		want       string // the address s sees
+	}{
+		{"masq", "10.1.0.2", 5301, "10.2.0.1"},
+		{"egress", "10.1.0.2", 5300, "10.2.0.101"},
+		{"miss", "10.1.0.3", 5300, "10.2.0.1"},
+	}
+	// dial runs in c's namespace (c.Do), so it returns its error rather
+	// than end the benchmark from that thread.
+	dial := func(k int) (time.Duration, error) {
+		d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(kinds[k].from)}}
+		start := time.Now()
+		conn, err := d.Dial("tcp", fmt.Sprintf("10.2.0.2:%d", kinds[k].port))
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", kinds[k].name, err)
+		}
+		conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
+		return time.Since(start), nil
+	}
+	// Each kind is what it says: s sees it from its address.
+	must(b, c.Do(func() error {
+		for k, kd := range kinds {
+			for len(seen[kd.port]) > 0 {
+				<-seen[kd.port]
+			}
+			if _, err := dial(k); err != nil {
+				return err
+			}
+			if from := <-seen[kd.port]; from != kd.want {
+				return fmt.Errorf("%s: the server saw the client from %s, want %s", kd.name, from, kd.want)
+			}
+		}
+		return nil
+	}))
+	const block = 200
+	ratios := make([][]float64, len(kinds))
+	var turns int
+	b.ResetTimer()
+	for range b.N {
+		must(b, c.Do(func() error {
+			end := time.Now().Add(time.Duration(secs) * time.Second)
+			for time.Now().Before(end) {
+				var sum [3]time.Duration
+				for i := range block {
+					for j := range kinds {
+						k := (i + j) % len(kinds)
+						d, err := dial(k)
+						if err != nil {
+							return err
+						}
+						sum[k] += d
+					}
+				}
+				turns += block
+				for k := range kinds {
+					ratios[k] = append(ratios[k], float64(sum[0])/float64(sum[k]))
+				}
+			}
+			return nil
+		}))
+	}
+	b.StopTimer()
+	b.ReportMetric(0, "ns/op")
+	b.Logf("%d turns of %d connections, %d blocks", turns, len(kinds), len(ratios[0]))
+	for k := range kinds[1:] {
+		k++
+		b.Logf("%s/masq connections/s per block: %.3f", kinds[k].name, ratios[k])
+		b.ReportMetric(median(ratios[k]), "x-conn/s-"+kinds[k].name)
+	}
+}
+
+// egress10k is the egress configuration of BenchmarkForwardEgress's
+// egress-10k case and its identities: 8 policies by group, alternately
+// to egress a (10.2.0.100) and b (10.2.0.101), 9,999 identities of one
+// /32 each spread over the 8 groups, and the client 10.1.0.2 in the last
+// group (egress b).
+func egress10k(b *testing.B) (*Egress, []Identity) {
+	var y strings.Builder
+	y.WriteString("egress:\n  addresses:\n    - {name: a, address: 10.2.0.100, country: DE}\n    - {name: b, address: 10.2.0.101, country: US}\n  policies:\n")
+	for g := range 8 {
+		fmt.Fprintf(&y, "    - {id: g%d, expression: 'identity.groups contains \"g%d\"', egress: %s}\n", g, g, []string{"a", "b"}[g%2])
+	}
+	eg, err := CompileEgress(egressConfig(b, y.String()))
+	must(b, err)
+	ids := make([]Identity, 0, 10000)
+	for i := range 9999 {
+		a := netip.AddrFrom4([4]byte{100, 96 + byte(i>>16), byte(i >> 8), byte(i)})
+		ids = append(ids, Identity{Email: fmt.Sprintf("u%d@example.com", i), Groups: []string{fmt.Sprintf("g%d", i%8)},
+			Addrs: []netip.Prefix{netip.PrefixFrom(a, 32)}})
+	}
+	ids = append(ids, Identity{Email: "client@example.com", Groups: []string{"g7"},
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.1.0.2/32")}})
+	return eg, ids
 }

@@ -229,3 +229,78 @@ func TestKernelEgressByIdentity(t *testing.T) {
 		t.Errorf("egress counters = %v, want eu: 1 connection, us: 2, eu6: 1, us6: 1", cs)
 	}
 }
+
+const egressOrderYAML = `
+egress:
+  addresses:
+    - {name: a, address: 203.0.113.1, country: DE}
+    - {name: b, address: 203.0.113.2, country: US}
+    - {name: c, address: 203.0.113.3, country: FR}
+  policies:
+    - {id: eu, expression: 'identity.groups contains "eu"', egress: a}
+    - {id: bob-by-source, expression: 'ip.src == 10.1.0.11', egress: b}
+    - {id: us, expression: 'identity.groups contains "us"', egress: c}
+`
+
+// TestKernelEgressRunsKeepOrder: a policy on the source between two runs
+// of identity-only policies splits them into two maps, and the kernel
+// keeps the configuration's order: bob (in "us") misses the first map,
+// meets his source rule before the second map would send him to c;
+// moving bob to "eu" sends his new connections through the first map,
+// and carol, out of every group, misses both and is masqueraded. The
+// policies' counters count the connections each gave its address,
+// those of map elements an update removed included.
+func TestKernelEgressRunsKeepOrder(t *testing.T) {
+	testkit.NeedTool(t, "nft", "nftables")
+	n := newEgressNet(t)
+	if err := n.r.AddAddr("r1", "203.0.113.3/32"); err != nil {
+		t.Fatal(err)
+	}
+	eg, err := CompileEgress(egressConfig(t, egressOrderYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfx := netip.MustParsePrefix
+	ids := []Identity{
+		{Email: "alice@example.com", Groups: []string{"eu"}, Addrs: []netip.Prefix{pfx("10.1.0.10/32")}},
+		{Email: "bob@example.com", Groups: []string{"us"}, Addrs: []netip.Prefix{pfx("10.1.0.11/32")}},
+		{Email: "carol@example.com", Groups: []string{"us"}, Addrs: []netip.Prefix{pfx("10.1.0.12/32")}},
+	}
+	if err := n.r.Do(func() error {
+		if err := n.tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return n.tbl.Apply(Compile(Spec{WAN: "r1", Egress: eg}))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	list := n.nftList(t)
+	first, rule, second := strings.Index(list, "map @egm4_0_r1"), strings.Index(list, `counter name "eg2"`), strings.Index(list, "map @egm4_1_r1")
+	if first < 0 || rule < first || second < rule {
+		t.Errorf("want the first run's map, the source rule, then the second run's map, in that order:\n%s", list)
+	}
+	check := func(when string, want map[string]string) {
+		t.Helper()
+		for src, w := range want {
+			if got, _ := n.seenAs(t, src); got != w {
+				t.Errorf("%s: b saw %s as %s, want %s", when, src, got, w)
+			}
+		}
+	}
+	check("at first", map[string]string{"10.1.0.10": "203.0.113.1", "10.1.0.11": "203.0.113.2", "10.1.0.12": "203.0.113.3"})
+
+	ids[1].Groups = []string{"eu"}
+	ids[2].Groups = nil
+	if err := n.r.Do(func() error { return n.tbl.UpdateIdentities(ids) }); err != nil {
+		t.Fatal(err)
+	}
+	check("after the move", map[string]string{"10.1.0.11": "203.0.113.1", "10.1.0.12": "10.2.0.1"})
+
+	var cs map[string]Counter
+	if err := n.r.Do(func() (err error) { cs, err = n.tbl.EgressCounts(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if cs["eu"].Packets != 2 || cs["bob-by-source"].Packets != 1 || cs["us"].Packets != 1 {
+		t.Errorf("egress counters = %v, want eu: 2 connections, bob-by-source: 1, us: 1 (carol's, her element removed since)", cs)
+	}
+}
