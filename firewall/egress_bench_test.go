@@ -317,7 +317,7 @@ func BenchmarkEgressNewConnPaired(b *testing.B) {
 // to egress a (10.2.0.100) and b (10.2.0.101), 9,999 identities of one
 // /32 each spread over the 8 groups, and the client 10.1.0.2 in the last
 // group (egress b).
-func egress10k(b *testing.B) (*Egress, []Identity) {
+func egress10k(b testing.TB) (*Egress, []Identity) {
 	var y strings.Builder
 	y.WriteString("egress:\n  addresses:\n    - {name: a, address: 10.2.0.100, country: DE}\n    - {name: b, address: 10.2.0.101, country: US}\n  policies:\n")
 	for g := range 8 {
@@ -334,4 +334,55 @@ func egress10k(b *testing.B) (*Egress, []Identity) {
 	ids = append(ids, Identity{Email: "client@example.com", Groups: []string{"g7"},
 		Addrs: []netip.Prefix{netip.MustParsePrefix("10.1.0.2/32")}})
 	return eg, ids
+}
+
+// BenchmarkEgressMapElements10k: computing the identity map of
+// egress-10k (8 policies, 10,000 identities), the work of an Apply or of
+// an identity update before any netlink.
+func BenchmarkEgressMapElements10k(b *testing.B) {
+	eg, ids := egress10k(b)
+	p := Compile(Spec{WAN: "r1", Egress: eg})
+	var m *Set
+	for i := range p.Sets {
+		if p.Sets[i].egressMap != nil {
+			m = &p.Sets[i]
+		}
+	}
+	if m == nil || len(p.Sets) != 1 {
+		b.Fatalf("want one identity map, have sets %v", p.Sets)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if es := p.egressMapElements(m, ids); len(es) == 0 {
+			b.Fatal("empty map")
+		}
+	}
+}
+
+// BenchmarkEgressUpdateIdentities10k: one user of egress-10k changes
+// group, alternately g0 and g1, and Table.UpdateIdentities changes the
+// map in the kernel (a namespace of its own).
+func BenchmarkEgressUpdateIdentities10k(b *testing.B) {
+	lab := netlab.NewT(b)
+	r, err := lab.NS("r")
+	must(b, err)
+	tbl := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b.Cleanup(func() { _ = r.Do(tbl.Close) })
+	eg, ids := egress10k(b)
+	must(b, r.Do(func() error {
+		if err := tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return tbl.Apply(Compile(Spec{WAN: "r1", Egress: eg}))
+	}))
+	b.ResetTimer()
+	must(b, r.Do(func() error {
+		for i := range b.N {
+			ids[0].Groups = []string{fmt.Sprintf("g%d", 1-i%2)}
+			if err := tbl.UpdateIdentities(ids); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
 }

@@ -4,14 +4,20 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/google/nftables"
 )
 
 // egressNet is testNet with two public egress addresses per family on
@@ -289,10 +295,33 @@ func TestKernelEgressRunsKeepOrder(t *testing.T) {
 	}
 	check("at first", map[string]string{"10.1.0.10": "203.0.113.1", "10.1.0.11": "203.0.113.2", "10.1.0.12": "203.0.113.3"})
 
+	// The move changes map elements, not rules: the chain, with its
+	// rules' handles, is the same before and after.
+	chain := func() string {
+		t.Helper()
+		out, err := n.r.Exec(context.Background(), "nft", "-a", "list", "chain", "inet", TableName, "postrouting")
+		if err != nil {
+			t.Fatalf("nft list chain: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	before := chain()
 	ids[1].Groups = []string{"eu"}
 	ids[2].Groups = nil
 	if err := n.r.Do(func() error { return n.tbl.UpdateIdentities(ids) }); err != nil {
 		t.Fatal(err)
+	}
+	if after := chain(); after != before {
+		t.Errorf("an identity update changed the rules:\n%s\nthen\n%s", before, after)
+	}
+	list = n.nftList(t)
+	// alice and bob, both in "eu" now, are one interval, added afresh:
+	// its counter starts at zero, and alice's connection is carried over
+	// to eu's count (checked below).
+	for _, want := range []string{"elements = { 10.1.0.10/31 counter packets 0 "} {
+		if !strings.Contains(list, want) {
+			t.Errorf("after the move, the maps lack %q:\n%s", want, list)
+		}
 	}
 	check("after the move", map[string]string{"10.1.0.11": "203.0.113.1", "10.1.0.12": "10.2.0.1"})
 
@@ -302,5 +331,91 @@ func TestKernelEgressRunsKeepOrder(t *testing.T) {
 	}
 	if cs["eu"].Packets != 2 || cs["bob-by-source"].Packets != 1 || cs["us"].Packets != 1 {
 		t.Errorf("egress counters = %v, want eu: 2 connections, bob-by-source: 1, us: 1 (carol's, her element removed since)", cs)
+	}
+}
+
+// TestKernelEgressMapUpdates moves identities between groups at random,
+// one or several at a time, with neighbouring addresses so that
+// intervals merge and split, and checks after every UpdateIdentities
+// that the kernel took the batch and its maps hold exactly the elements
+// the identities call for.
+func TestKernelEgressMapUpdates(t *testing.T) {
+	testkit.NeedTool(t, "nft", "nftables")
+	lab := netlab.NewT(t)
+	r, err := lab.NS("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() { _ = r.Do(tbl.Close) })
+	eg, err := CompileEgress(egressConfig(t, `
+egress:
+  addresses:
+    - {name: a, address: 203.0.113.1, country: DE}
+    - {name: b, address: 203.0.113.2, country: US}
+    - {name: b6, address: "2001:db8:e::2", country: US}
+  policies:
+    - {id: g0, expression: 'identity.groups contains "g0"', egress: a}
+    - {id: g1, expression: 'identity.groups contains "g1" or identity.email == "u5@example.com"', egress: b}
+    - {id: g2, expression: 'identity.groups contains "g2"', egress: a}
+    - {id: g1-6, expression: 'identity.groups contains "g1"', egress: b6}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []Identity
+	for i := range 48 {
+		ids = append(ids, Identity{Email: fmt.Sprintf("u%d@example.com", i), Groups: []string{fmt.Sprintf("g%d", i%4)},
+			Addrs: []netip.Prefix{
+				netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 96, 0, byte(i)}), 32),
+				netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 15: byte(i)}), 128),
+			}})
+	}
+	// The last identity's address runs to the end of the IPv4 space: an
+	// interval without an end element.
+	ids[47].Addrs = append(ids[47].Addrs, netip.MustParsePrefix("255.255.255.0/24"))
+	p := Compile(Spec{WAN: "r1", Egress: eg})
+	if err := r.Do(func() error {
+		if err := tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return tbl.Apply(p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(19, 9))
+	for step := range 40 {
+		for range 1 + rnd.IntN(4) {
+			id := &ids[rnd.IntN(len(ids))]
+			id.Groups = []string{fmt.Sprintf("g%d", rnd.IntN(5))} // g4: no policy
+		}
+		if err := r.Do(func() error { return tbl.UpdateIdentities(ids) }); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		for i := range p.Sets {
+			s := &p.Sets[i]
+			want := map[string]bool{}
+			for _, e := range p.egressMapElements(s, ids) {
+				want[fmt.Sprintf("%x %v %x", e.key, e.end, e.val)] = true
+			}
+			var kern []nftables.SetElement
+			if err := r.Do(func() error {
+				c, err := nftables.New()
+				if err != nil {
+					return err
+				}
+				kern, err = c.GetSetElements(nftSet(s))
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]bool{}
+			for _, e := range kern {
+				got[fmt.Sprintf("%x %v %x", e.Key, e.IntervalEnd, e.Val)] = true
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("step %d: map %s in the kernel:\n%v\nwant\n%v", step, s.Name, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+			}
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -348,32 +347,26 @@ func (t *Table) UpdateIdentities(ids []Identity) error {
 
 // addMapDiff adds to c what changes identity map s from its applied
 // elements to want, and returns whether anything does and the start
-// elements removed (an element whose address or policy changes is
-// removed and added again, so its counter starts afresh).
+// elements removed. It works on whole intervals, a start with its end:
+// an interval that changes in any way (its end, address or policy) is
+// removed and added again, so its counter starts afresh. (Single
+// elements would not do: the kernel checks each element as it is
+// inserted, and refuses an end whose next element is an end left behind
+// by a removed start.)
 func (t *Table) addMapDiff(c *batch, s *Set, want []mapElem) (bool, []mapElem, error) {
-	old := t.mapState[s.Name]
-	same := func(a, b mapElem) bool { return bytes.Equal(a.val, b.val) && a.policy == b.policy }
-	oldBy := make(map[string]mapElem, len(old))
-	for _, e := range old {
-		oldBy[e.id()] = e
-	}
-	wantBy := make(map[string]mapElem, len(want))
-	for _, e := range want {
-		wantBy[e.id()] = e
-	}
+	old := mapIntervals(t.mapState[s.Name])
+	cur := mapIntervals(want)
 	var del, add []mapElem
 	var gone []mapElem
-	for _, e := range old {
-		if w, ok := wantBy[e.id()]; !ok || !same(w, e) {
-			del = append(del, e)
-			if !e.end {
-				gone = append(gone, e)
-			}
+	for k, iv := range old {
+		if _, ok := cur[k]; !ok {
+			del = append(del, iv...)
+			gone = append(gone, iv[0])
 		}
 	}
-	for _, e := range want {
-		if o, ok := oldBy[e.id()]; !ok || !same(o, e) {
-			add = append(add, e)
+	for _, iv := range mapIntervalList(want) {
+		if _, ok := old[mapIntervalKey(iv)]; !ok {
+			add = append(add, iv...)
 		}
 	}
 	ns := nftSet(s)
@@ -388,6 +381,41 @@ func (t *Table) addMapDiff(c *batch, s *Set, want []mapElem) (bool, []mapElem, e
 		}
 	}
 	return len(del)+len(add) > 0, gone, nil
+}
+
+// mapIntervalList splits identity-map elements, as egressMap.elements
+// orders them, into intervals: a start, and its end unless it runs to
+// the end of the address space.
+func mapIntervalList(es []mapElem) [][]mapElem {
+	var out [][]mapElem
+	for i := 0; i < len(es); i++ {
+		n := 1
+		if i+1 < len(es) && es[i+1].end {
+			n = 2
+		}
+		out = append(out, es[i:i+n])
+		i += n - 1
+	}
+	return out
+}
+
+// mapIntervals indexes the intervals of es by mapIntervalKey.
+func mapIntervals(es []mapElem) map[string][]mapElem {
+	ivs := mapIntervalList(es)
+	out := make(map[string][]mapElem, len(ivs))
+	for _, iv := range ivs {
+		out[mapIntervalKey(iv)] = iv
+	}
+	return out
+}
+
+// mapIntervalKey is all an interval is: its bounds, address and policy.
+func mapIntervalKey(iv []mapElem) string {
+	k := string(iv[0].key) + "\x00" + string(iv[0].val) + "\x00" + iv[0].policy
+	if len(iv) == 2 {
+		k += "\x00" + string(iv[1].key)
+	}
+	return k
 }
 
 // goneCounts reads the counters of the identity-map elements gone, by
