@@ -13,7 +13,6 @@ import (
 	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
-	"github.com/google/nftables/expr"
 )
 
 // Identity is a user and the source addresses their traffic comes from
@@ -419,32 +418,23 @@ func mapIntervalKey(iv []mapElem) string {
 }
 
 // goneCounts reads the counters of the identity-map elements gone, by
-// the policy that owns them. A map that cannot be read is logged: its
-// elements' connections are then not carried over.
+// the policy that owns them, asking the kernel for those elements only
+// (elemCounters). A map that cannot be read is logged: its elements'
+// connections are then not carried over.
 func (t *Table) goneCounts(gone map[*Set][]mapElem) map[string]Counter {
 	out := map[string]Counter{}
-	if len(gone) == 0 {
-		return out
-	}
-	conn, err := nftables.New()
-	if err != nil {
-		t.log.Warn("egress counters of removed map elements lost", "err", err)
-		return out
-	}
 	for s, es := range gone {
-		kern, err := conn.GetSetElements(nftSet(s))
+		keys := make([][]byte, len(es))
+		for i, e := range es {
+			keys[i] = e.key
+		}
+		cs, err := elemCounters(s.Name, keys)
 		if err != nil {
 			t.log.Warn("egress counters of removed map elements lost", "map", s.Name, "err", err)
 			continue
 		}
-		byKey := make(map[string]*expr.Counter, len(kern))
-		for _, k := range kern {
-			if !k.IntervalEnd && k.Counter != nil {
-				byKey[string(k.Key)] = k.Counter
-			}
-		}
 		for _, e := range es {
-			if k := byKey[string(e.key)]; k != nil {
+			if k, ok := cs[string(e.key)]; ok {
 				c := out[e.policy]
 				c.Packets += k.Packets
 				c.Bytes += k.Bytes
