@@ -386,3 +386,34 @@ func BenchmarkEgressUpdateIdentities10k(b *testing.B) {
 		return nil
 	}))
 }
+
+// BenchmarkEgressCounts10k: Table.EgressCounts with the identity map of
+// egress-10k applied (a namespace of its own), what each metrics scrape
+// and each GET /api/v1/egress costs.
+func BenchmarkEgressCounts10k(b *testing.B) {
+	lab := netlab.NewT(b)
+	r, err := lab.NS("r")
+	must(b, err)
+	tbl := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b.Cleanup(func() { _ = r.Do(tbl.Close) })
+	eg, ids := egress10k(b)
+	must(b, r.Do(func() error {
+		if err := tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return tbl.Apply(Compile(Spec{WAN: "r1", Egress: eg}))
+	}))
+	b.ResetTimer()
+	must(b, r.Do(func() error {
+		for range b.N {
+			cs, err := tbl.EgressCounts()
+			if err != nil {
+				return err
+			}
+			if len(cs) != 8 {
+				return fmt.Errorf("counts of %d policies, want 8: %v", len(cs), cs)
+			}
+		}
+		return nil
+	}))
+}

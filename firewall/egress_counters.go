@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,27 +28,30 @@ const nftaSetElemExpressions = 11
 
 // elemCounters returns the counters of the elements of identity map set
 // whose start keys are keys, by string(key), read in the calling
-// thread's network namespace. An element without a counter is absent.
-func elemCounters(set string, keys [][]byte) (map[string]Counter, error) {
+// thread's network namespace; all of them when dump is set (keys is then
+// ignored). An element without a counter is absent.
+func elemCounters(set string, keys [][]byte, dump bool) (map[string]Counter, error) {
 	out := make(map[string]Counter, len(keys))
-	if len(keys) == 0 {
+	if len(keys) == 0 && !dump {
 		return out, nil
 	}
 	ae := netlink.NewAttributeEncoder()
 	ae.String(unix.NFTA_SET_ELEM_LIST_TABLE, TableName)
 	ae.String(unix.NFTA_SET_ELEM_LIST_SET, set)
-	ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(ae *netlink.AttributeEncoder) error {
-		for _, k := range keys {
-			ae.Nested(unix.NFTA_LIST_ELEM, func(ae *netlink.AttributeEncoder) error {
-				ae.Nested(unix.NFTA_SET_ELEM_KEY, func(ae *netlink.AttributeEncoder) error {
-					ae.Bytes(unix.NFTA_DATA_VALUE, k)
+	if !dump {
+		ae.Nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, func(ae *netlink.AttributeEncoder) error {
+			for _, k := range keys {
+				ae.Nested(unix.NFTA_LIST_ELEM, func(ae *netlink.AttributeEncoder) error {
+					ae.Nested(unix.NFTA_SET_ELEM_KEY, func(ae *netlink.AttributeEncoder) error {
+						ae.Bytes(unix.NFTA_DATA_VALUE, k)
+						return nil
+					})
 					return nil
 				})
-				return nil
-			})
-		}
-		return nil
-	})
+			}
+			return nil
+		})
+	}
 	attrs, err := ae.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("encode element request: %w", err)
@@ -69,7 +73,11 @@ func elemCounters(set string, keys [][]byte) (map[string]Counter, error) {
 	msg := make([]byte, nlmsgHdrLen, nlmsgHdrLen+len(req))
 	binary.NativeEndian.PutUint32(msg[0:], uint32(nlmsgHdrLen+len(req)))
 	binary.NativeEndian.PutUint16(msg[4:], unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_GETSETELEM)
-	binary.NativeEndian.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_ACK)
+	if dump {
+		flags = unix.NLM_F_REQUEST | unix.NLM_F_DUMP
+	}
+	binary.NativeEndian.PutUint16(msg[6:], flags)
 	binary.NativeEndian.PutUint32(msg[8:], seq)
 	msg = append(msg, req...)
 	for {
@@ -107,6 +115,8 @@ func elemCounters(set string, keys [][]byte) (map[string]Counter, error) {
 					return nil, fmt.Errorf("get elements of %s: %w", set, unix.Errno(-code))
 				}
 				return out, nil // the acknowledgement: every element answered
+			case typ == unix.NLMSG_DONE:
+				return out, nil // the end of the dump
 			case typ == unix.NFNL_SUBSYS_NFTABLES<<8|unix.NFT_MSG_NEWSETELEM:
 				if err := parseElemCounters(data, out); err != nil {
 					return nil, fmt.Errorf("get elements of %s: %w", set, err)
@@ -117,96 +127,114 @@ func elemCounters(set string, keys [][]byte) (map[string]Counter, error) {
 }
 
 // parseElemCounters adds to out the counters of the elements of one
-// NEWSETELEM message (without its netlink header): each element's key
-// and the counter among its expressions.
+// NEWSETELEM message (without its netlink header): each start element's
+// key and the counter among its expressions. It walks the attributes in
+// place (a dump of 10,000 elements is 10,000 of these messages' worth).
 func parseElemCounters(msg []byte, out map[string]Counter) error {
 	if len(msg) < 4 {
 		return errors.New("short message")
 	}
-	ad, err := netlink.NewAttributeDecoder(msg[4:])
-	if err != nil {
-		return err
-	}
-	for ad.Next() {
-		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
-			continue
+	return walkAttrs(msg[4:], func(typ uint16, v []byte) error {
+		if typ != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			return nil
 		}
-		ad.Nested(func(ad *netlink.AttributeDecoder) error {
-			for ad.Next() {
-				if ad.Type() != unix.NFTA_LIST_ELEM {
-					continue
-				}
-				ad.Nested(func(ad *netlink.AttributeDecoder) error {
-					var key []byte
-					var c *Counter
-					for ad.Next() {
-						switch ad.Type() {
-						case unix.NFTA_SET_ELEM_KEY:
-							ad.Nested(func(ad *netlink.AttributeDecoder) error {
-								for ad.Next() {
-									if ad.Type() == unix.NFTA_DATA_VALUE {
-										key = ad.Bytes()
-									}
-								}
-								return nil
-							})
-						case unix.NFTA_SET_ELEM_EXPR:
-							ad.Nested(func(ad *netlink.AttributeDecoder) error {
-								c = parseCounterExpr(ad)
-								return nil
-							})
-						case nftaSetElemExpressions:
-							ad.Nested(func(ad *netlink.AttributeDecoder) error {
-								for ad.Next() {
-									if ad.Type() == unix.NFTA_LIST_ELEM && c == nil {
-										ad.Nested(func(ad *netlink.AttributeDecoder) error {
-											c = parseCounterExpr(ad)
-											return nil
-										})
-									}
-								}
-								return nil
-							})
+		return walkAttrs(v, func(typ uint16, v []byte) error {
+			if typ != unix.NFTA_LIST_ELEM {
+				return nil
+			}
+			var key []byte
+			var c Counter
+			counted, end := false, false
+			err := walkAttrs(v, func(typ uint16, v []byte) error {
+				switch typ {
+				case unix.NFTA_SET_ELEM_FLAGS:
+					if len(v) < 4 {
+						return errors.New("short element flags")
+					}
+					end = binary.BigEndian.Uint32(v)&unix.NFT_SET_ELEM_INTERVAL_END != 0
+				case unix.NFTA_SET_ELEM_KEY:
+					return walkAttrs(v, func(typ uint16, v []byte) error {
+						if typ == unix.NFTA_DATA_VALUE {
+							key = v
 						}
-					}
-					if key != nil && c != nil {
-						out[string(key)] = *c
-					}
-					return nil
-				})
+						return nil
+					})
+				case unix.NFTA_SET_ELEM_EXPR:
+					var err error
+					counted, err = counterExpr(v, &c)
+					return err
+				case nftaSetElemExpressions:
+					return walkAttrs(v, func(typ uint16, v []byte) error {
+						if typ != unix.NFTA_LIST_ELEM || counted {
+							return nil
+						}
+						var err error
+						counted, err = counterExpr(v, &c)
+						return err
+					})
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if key != nil && counted && !end {
+				out[string(key)] = c
 			}
 			return nil
 		})
-	}
-	return ad.Err()
+	})
 }
 
-// parseCounterExpr reads one expression's attributes (NFTA_EXPR_NAME,
-// NFTA_EXPR_DATA) and returns its counts if it is a counter.
-func parseCounterExpr(ad *netlink.AttributeDecoder) *Counter {
-	var name string
-	var c Counter
-	for ad.Next() {
-		switch ad.Type() {
+// counterExpr reads one expression's attributes (NFTA_EXPR_NAME,
+// NFTA_EXPR_DATA) into c and reports whether it is a counter.
+func counterExpr(b []byte, c *Counter) (bool, error) {
+	var name []byte
+	var n Counter
+	err := walkAttrs(b, func(typ uint16, v []byte) error {
+		switch typ {
 		case unix.NFTA_EXPR_NAME:
-			name = ad.String()
+			name = v
 		case unix.NFTA_EXPR_DATA:
-			ad.Nested(func(ad *netlink.AttributeDecoder) error {
-				ad.ByteOrder = binary.BigEndian
-				for ad.Next() {
-					switch ad.Type() {
-					case unix.NFTA_COUNTER_BYTES:
-						c.Bytes = ad.Uint64()
-					case unix.NFTA_COUNTER_PACKETS:
-						c.Packets = ad.Uint64()
-					}
+			return walkAttrs(v, func(typ uint16, v []byte) error {
+				if typ != unix.NFTA_COUNTER_BYTES && typ != unix.NFTA_COUNTER_PACKETS {
+					return nil
+				}
+				if len(v) < 8 {
+					return errors.New("short counter")
+				}
+				if typ == unix.NFTA_COUNTER_BYTES {
+					n.Bytes = binary.BigEndian.Uint64(v)
+				} else {
+					n.Packets = binary.BigEndian.Uint64(v)
 				}
 				return nil
 			})
 		}
-	}
-	if name != "counter" {
 		return nil
+	})
+	if err != nil || string(bytes.TrimRight(name, "\x00")) != "counter" {
+		return false, err
 	}
-	return &c
+	*c = n
+	return true, nil
+}
+
+// walkAttrs calls fn with the type (flags masked off) and value of each
+// netlink attribute in b, in order, and stops at fn's first error.
+func walkAttrs(b []byte, fn func(typ uint16, v []byte) error) error {
+	for len(b) > 0 {
+		if len(b) < unix.SizeofNlAttr {
+			return errors.New("truncated attribute")
+		}
+		l := int(binary.NativeEndian.Uint16(b))
+		if l < unix.SizeofNlAttr || l > len(b) {
+			return fmt.Errorf("attribute length %d of %d bytes", l, len(b))
+		}
+		if err := fn(binary.NativeEndian.Uint16(b[2:])&^(unix.NLA_F_NESTED|unix.NLA_F_NET_BYTEORDER), b[unix.SizeofNlAttr:l]); err != nil {
+			return err
+		}
+		b = b[min((l+3)&^3, len(b)):]
+	}
+	return nil
 }
