@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/netip"
 	"os"
 	"sync"
@@ -525,20 +524,13 @@ func (t *Table) Counters() (map[string]Counter, error) {
 
 // ReadCounts reads every counter of the table from the kernel in one dump.
 func (t *Table) ReadCounts() (Counts, error) {
+	// The lock is held throughout: the identity maps' counters, their
+	// elements' owners and the counts carried over must be of one
+	// moment, or an identity update in between would make a policy's
+	// count dip, which Prometheus reads as a counter reset.
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	p := t.applied
-	owners := map[string]map[string]string{} // map → start key → policy
-	for name, es := range t.mapState {
-		o := make(map[string]string, len(es)/2)
-		for _, e := range es {
-			if !e.end {
-				o[string(e.key)] = e.policy
-			}
-		}
-		owners[name] = o
-	}
-	carry := maps.Clone(t.egressCarry)
-	t.mu.Unlock()
 	out := Counts{Rules: map[string]Counter{}, Spoofed: map[string]Counter{}, RateDropped: map[string]Counter{},
 		Egress: map[string]Counter{}}
 	if p == nil {
@@ -598,13 +590,13 @@ func (t *Table) ReadCounts() (Counts, error) {
 		if err != nil {
 			return out, fmt.Errorf("firewall: read egress map %s: %w", s.Name, err)
 		}
-		for k, n := range cs {
-			if id, ok := owners[s.Name][k]; ok {
-				add(id, n.Packets, n.Bytes)
+		for _, e := range t.mapState[s.Name] {
+			if n, ok := cs[string(e.key)]; ok && !e.end {
+				add(e.policy, n.Packets, n.Bytes)
 			}
 		}
 	}
-	for id, n := range carry {
+	for id, n := range t.egressCarry {
 		add(id, n.Packets, n.Bytes)
 	}
 	return out, nil
