@@ -566,7 +566,12 @@ func (e *Egress) Geofeed() []byte {
 
 // EgressCounts reads the egress policies' counters, by policy id: the
 // connections each policy gave its address since the last Apply (the NAT
-// chain sees the first packet of a connection only).
+// chain sees the first packet of a connection only). A policy compiled
+// to rules counts with its named counter; an identity-only one is the sum
+// of the counters of the identity-map elements it owns, plus those of
+// the elements identity updates removed since (read just before each
+// update's batch: a connection in between is not counted). Every policy
+// of a map is present, at zero until used.
 func (t *Table) EgressCounts() (map[string]Counter, error) {
 	cs, err := t.ReadCounts()
 	return cs.Egress, err
