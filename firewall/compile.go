@@ -76,6 +76,10 @@ type Set struct {
 	// Alias, when set, is the ingress alias ("wan" or "lan") whose
 	// interface names the set holds, filled by Compile from the Spec.
 	Alias string
+	// egressMap, when set, makes the set an identity map of egress
+	// policies (egress.go): client address → egress address, with a
+	// counter per element; Table.UpdateIdentities and Table.Apply fill it.
+	egressMap *egressMap
 }
 
 // RuleInfo describes one compiled rule.

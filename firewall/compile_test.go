@@ -61,9 +61,15 @@ type tunnelInput struct {
 	Prefixes  []netip.Prefix `yaml:"prefixes"`
 }
 
-// spec is the Spec of a golden input, with rs as its rules.
-func (in *specInput) spec(rs *Ruleset) Spec {
-	s := Spec{WAN: in.WAN, LAN: in.LAN, Rules: rs, Sampling: Sampling(in.Sampling), DenyForward: in.DenyForward}
+// spec is the Spec of a golden input, with rs as its rules and its
+// egress policies compiled.
+func (in *specInput) spec(t testing.TB, rs *Ruleset) Spec {
+	t.Helper()
+	eg, err := CompileEgress(&in.Firewall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Spec{WAN: in.WAN, LAN: in.LAN, Rules: rs, Sampling: Sampling(in.Sampling), DenyForward: in.DenyForward, Egress: eg}
 	for _, t := range in.Tunnels {
 		s.Tunnels = append(s.Tunnels, TunnelSources{Interface: t.Interface, Prefixes: t.Prefixes})
 	}
@@ -85,7 +91,7 @@ func TestCompileGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		spec := in.spec(rs)
+		spec := in.spec(t, rs)
 		if len(in.Firewall.Rules) == 0 && len(in.Firewall.Lists) == 0 {
 			spec.Rules = nil // no firewall section
 		}

@@ -4,14 +4,20 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgegw/edgegw/gateway/netlab"
 	"github.com/edgegw/edgegw/gateway/netlab/testkit"
+	"github.com/google/nftables"
 )
 
 // egressNet is testNet with two public egress addresses per family on
@@ -168,8 +174,19 @@ func TestKernelEgressByIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	list := n.nftList(t)
-	if !strings.Contains(list, "snat ip to 203.0.113.1") {
-		t.Errorf("no snat in the kernel's listing:\n%s", list)
+	// One rule per family looks the client up in an identity map.
+	for _, want := range []string{
+		`oifname "r1" snat ip to ip saddr map @egm4_0_r1`,
+		`oifname "r1" snat ip6 to ip6 saddr map @egm6_0_r1`,
+		"10.1.0.10 counter packets 0 bytes 0 : 203.0.113.1",
+		"10.1.0.11 counter packets 0 bytes 0 : 203.0.113.2",
+	} {
+		if !strings.Contains(list, want) {
+			t.Errorf("the kernel's listing lacks %q:\n%s", want, list)
+		}
+	}
+	if strings.Contains(list, "set eid") {
+		t.Errorf("identity sets no rule looks up are in the kernel:\n%s", list)
 	}
 	alice, aliceConn := n.seenAs(t, "10.1.0.10")
 	bob, _ := n.seenAs(t, "10.1.0.11")
@@ -216,5 +233,189 @@ func TestKernelEgressByIdentity(t *testing.T) {
 	}
 	if cs["eu"].Packets != 1 || cs["us"].Packets != 2 || cs["eu6"].Packets != 1 || cs["us6"].Packets != 1 {
 		t.Errorf("egress counters = %v, want eu: 1 connection, us: 2, eu6: 1, us6: 1", cs)
+	}
+}
+
+const egressOrderYAML = `
+egress:
+  addresses:
+    - {name: a, address: 203.0.113.1, country: DE}
+    - {name: b, address: 203.0.113.2, country: US}
+    - {name: c, address: 203.0.113.3, country: FR}
+  policies:
+    - {id: eu, expression: 'identity.groups contains "eu"', egress: a}
+    - {id: bob-by-source, expression: 'ip.src == 10.1.0.11', egress: b}
+    - {id: us, expression: 'identity.groups contains "us"', egress: c}
+`
+
+// TestKernelEgressRunsKeepOrder: a policy on the source between two runs
+// of identity-only policies splits them into two maps, and the kernel
+// keeps the configuration's order: bob (in "us") misses the first map,
+// meets his source rule before the second map would send him to c;
+// moving bob to "eu" sends his new connections through the first map,
+// and carol, out of every group, misses both and is masqueraded. The
+// policies' counters count the connections each gave its address,
+// those of map elements an update removed included.
+func TestKernelEgressRunsKeepOrder(t *testing.T) {
+	testkit.NeedTool(t, "nft", "nftables")
+	n := newEgressNet(t)
+	if err := n.r.AddAddr("r1", "203.0.113.3/32"); err != nil {
+		t.Fatal(err)
+	}
+	eg, err := CompileEgress(egressConfig(t, egressOrderYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfx := netip.MustParsePrefix
+	ids := []Identity{
+		{Email: "alice@example.com", Groups: []string{"eu"}, Addrs: []netip.Prefix{pfx("10.1.0.10/32")}},
+		{Email: "bob@example.com", Groups: []string{"us"}, Addrs: []netip.Prefix{pfx("10.1.0.11/32")}},
+		{Email: "carol@example.com", Groups: []string{"us"}, Addrs: []netip.Prefix{pfx("10.1.0.12/32")}},
+	}
+	if err := n.r.Do(func() error {
+		if err := n.tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return n.tbl.Apply(Compile(Spec{WAN: "r1", Egress: eg}))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	list := n.nftList(t)
+	first, rule, second := strings.Index(list, "map @egm4_0_r1"), strings.Index(list, `counter name "eg2"`), strings.Index(list, "map @egm4_1_r1")
+	if first < 0 || rule < first || second < rule {
+		t.Errorf("want the first run's map, the source rule, then the second run's map, in that order:\n%s", list)
+	}
+	check := func(when string, want map[string]string) {
+		t.Helper()
+		for src, w := range want {
+			if got, _ := n.seenAs(t, src); got != w {
+				t.Errorf("%s: b saw %s as %s, want %s", when, src, got, w)
+			}
+		}
+	}
+	check("at first", map[string]string{"10.1.0.10": "203.0.113.1", "10.1.0.11": "203.0.113.2", "10.1.0.12": "203.0.113.3"})
+
+	// The move changes map elements, not rules: the chain, with its
+	// rules' handles, is the same before and after.
+	chain := func() string {
+		t.Helper()
+		out, err := n.r.Exec(context.Background(), "nft", "-a", "list", "chain", "inet", TableName, "postrouting")
+		if err != nil {
+			t.Fatalf("nft list chain: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	before := chain()
+	ids[1].Groups = []string{"eu"}
+	ids[2].Groups = nil
+	if err := n.r.Do(func() error { return n.tbl.UpdateIdentities(ids) }); err != nil {
+		t.Fatal(err)
+	}
+	if after := chain(); after != before {
+		t.Errorf("an identity update changed the rules:\n%s\nthen\n%s", before, after)
+	}
+	list = n.nftList(t)
+	// alice and bob, both in "eu" now, are one interval, added afresh:
+	// its counter starts at zero, and alice's connection is carried over
+	// to eu's count (checked below).
+	for _, want := range []string{"elements = { 10.1.0.10/31 counter packets 0 "} {
+		if !strings.Contains(list, want) {
+			t.Errorf("after the move, the maps lack %q:\n%s", want, list)
+		}
+	}
+	check("after the move", map[string]string{"10.1.0.11": "203.0.113.1", "10.1.0.12": "10.2.0.1"})
+
+	var cs map[string]Counter
+	if err := n.r.Do(func() (err error) { cs, err = n.tbl.EgressCounts(); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if cs["eu"].Packets != 2 || cs["bob-by-source"].Packets != 1 || cs["us"].Packets != 1 {
+		t.Errorf("egress counters = %v, want eu: 2 connections, bob-by-source: 1, us: 1 (carol's, her element removed since)", cs)
+	}
+}
+
+// TestKernelEgressMapUpdates moves identities between groups at random,
+// one or several at a time, with neighbouring addresses so that
+// intervals merge and split, and checks after every UpdateIdentities
+// that the kernel took the batch and its maps hold exactly the elements
+// the identities call for.
+func TestKernelEgressMapUpdates(t *testing.T) {
+	testkit.NeedTool(t, "nft", "nftables")
+	lab := netlab.NewT(t)
+	r, err := lab.NS("r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	t.Cleanup(func() { _ = r.Do(tbl.Close) })
+	eg, err := CompileEgress(egressConfig(t, `
+egress:
+  addresses:
+    - {name: a, address: 203.0.113.1, country: DE}
+    - {name: b, address: 203.0.113.2, country: US}
+    - {name: b6, address: "2001:db8:e::2", country: US}
+  policies:
+    - {id: g0, expression: 'identity.groups contains "g0"', egress: a}
+    - {id: g1, expression: 'identity.groups contains "g1" or identity.email == "u5@example.com"', egress: b}
+    - {id: g2, expression: 'identity.groups contains "g2"', egress: a}
+    - {id: g1-6, expression: 'identity.groups contains "g1"', egress: b6}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []Identity
+	for i := range 48 {
+		ids = append(ids, Identity{Email: fmt.Sprintf("u%d@example.com", i), Groups: []string{fmt.Sprintf("g%d", i%4)},
+			Addrs: []netip.Prefix{
+				netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 96, 0, byte(i)}), 32),
+				netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 15: byte(i)}), 128),
+			}})
+	}
+	// The last identity's address runs to the end of the IPv4 space: an
+	// interval without an end element.
+	ids[47].Addrs = append(ids[47].Addrs, netip.MustParsePrefix("255.255.255.0/24"))
+	p := Compile(Spec{WAN: "r1", Egress: eg})
+	if err := r.Do(func() error {
+		if err := tbl.UpdateIdentities(ids); err != nil {
+			return err
+		}
+		return tbl.Apply(p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewPCG(19, 9))
+	for step := range 40 {
+		for range 1 + rnd.IntN(4) {
+			id := &ids[rnd.IntN(len(ids))]
+			id.Groups = []string{fmt.Sprintf("g%d", rnd.IntN(5))} // g4: no policy
+		}
+		if err := r.Do(func() error { return tbl.UpdateIdentities(ids) }); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		for i := range p.Sets {
+			s := &p.Sets[i]
+			want := map[string]bool{}
+			for _, e := range p.egressMapElements(s, ids) {
+				want[fmt.Sprintf("%x %v %x", e.key, e.end, e.val)] = true
+			}
+			var kern []nftables.SetElement
+			if err := r.Do(func() error {
+				c, err := nftables.New()
+				if err != nil {
+					return err
+				}
+				kern, err = c.GetSetElements(nftSet(s))
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]bool{}
+			for _, e := range kern {
+				got[fmt.Sprintf("%x %v %x", e.Key, e.IntervalEnd, e.Val)] = true
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("step %d: map %s in the kernel:\n%v\nwant\n%v", step, s.Name, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+			}
+		}
 	}
 }

@@ -73,9 +73,11 @@
 //
 // [Spec.Egress] ([CompileEgress], egress.go) SNATs forwarded traffic to the
 // egress address its first matching egress policy chooses, in the
-// postrouting NAT chain ahead of the WAN masquerade: one rule per policy
-// alternative, identity conditions as interval sets filled like the
-// rules' identity sets and updated in place, no chain per policy. The
+// postrouting NAT chain ahead of the WAN masquerade, no chain per policy:
+// a run of consecutive identity-only policies is one map lookup per
+// output link and family (client address → egress address, an interval
+// map filled like the rules' identity sets and updated in place), any
+// other policy one rule per alternative in its place in the order. The
 // gateway's own packets from an egress address keep it; other egress
 // links masquerade what no policy chose. [Egress.Geofeed] is the RFC 8805
 // feed of the egress prefixes.
@@ -263,12 +265,10 @@ func Compile(s Spec) *Program {
 		Priority: nftables.ChainPriorityNATSource,
 	}
 	p.egress = s.Egress
-	egressRules, egressCtrs := s.Egress.natRules(s.WAN)
+	egressRules, egressCtrs, egressSets := s.Egress.natRules(s.WAN)
 	post.Rules = append(post.Rules, egressRules...)
 	p.Counters = append(p.Counters, egressCtrs...)
-	if s.Egress != nil {
-		p.Sets = append(p.Sets, s.Egress.sets...)
-	}
+	p.Sets = append(p.Sets, egressSets...)
 	if s.WAN != "" && s.WANAddress.Is4() {
 		// oifname "wan" iifname "" accept: the node's own packets keep
 		// their source. A standby's connections (Logpush, DNS, the

@@ -235,9 +235,16 @@ func benchTunnels(own bool) []TunnelSources {
 // iperf runs one iperf3 TCP test of secs seconds from c and returns the
 // received Gbit/s and the segments sent (bytes / MSS, roughly).
 func iperf(b *testing.B, c *netlab.NS, secs int) (float64, int64) {
+	return iperfStreams(b, c, secs, 1)
+}
+
+// iperfStreams is iperf with streams parallel TCP streams (iperf3 -P),
+// whose sum it returns.
+func iperfStreams(b *testing.B, c *netlab.NS, secs, streams int) (float64, int64) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+20)*time.Second)
 	defer cancel()
-	out, err := c.Exec(ctx, "iperf3", "-c", "10.2.0.2", "-p", "5201", "-t", strconv.Itoa(secs), "-J", "--connect-timeout", "3000")
+	out, err := c.Exec(ctx, "iperf3", "-c", "10.2.0.2", "-p", "5201", "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams),
+		"-J", "--connect-timeout", "3000")
 	if err != nil {
 		b.Fatalf("iperf3: %v\n%s", err, out)
 	}

@@ -172,7 +172,7 @@ func TestKernelApplyGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := Compile(spec.spec(rs))
+		p := Compile(spec.spec(t, rs))
 		if err := n.r.Do(func() error { return n.tbl.Apply(p) }); err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}

@@ -31,7 +31,9 @@ func (p *Program) String() string {
 	}
 	if p.egress != nil {
 		for _, pol := range p.egress.policies {
-			ids[pol.counter] = fmt.Sprintf("egress policy %q, connections", pol.id)
+			if !pol.identityOnly {
+				ids[pol.counter] = fmt.Sprintf("egress policy %q, connections", pol.id)
+			}
 		}
 	}
 	for _, c := range p.Counters {
@@ -78,6 +80,15 @@ func hookName(h nftables.ChainHook) string {
 }
 
 func renderSet(b *strings.Builder, s *Set) {
+	if m := s.egressMap; m != nil {
+		// Filled at Apply from the identities, as identity sets are.
+		fmt.Fprintf(b, "\tmap %s {\n\t\ttype %s : %s\n\t\tflags interval\n\t\tcounter\n", s.Name, s.Key.Name, s.Key.Name)
+		for i, id := range m.policies {
+			fmt.Fprintf(b, "\t\t# users with %s → %s (egress policy %q)\n", m.progs[i].Source, m.addrs[i], id)
+		}
+		b.WriteString("\t}\n")
+		return
+	}
 	if s.Map && s.Interval {
 		fmt.Fprintf(b, "\tmap %s {\n\t\ttype %s : verdict\n\t\tflags interval\n", s.Name, s.Key.Name)
 		var es []string
@@ -192,6 +203,7 @@ type renderer struct {
 	kind             valueKind
 	imm              string // the last immediate value, for "set"
 	immData          []byte // its bytes, for "snat to"
+	mapped           string // "<field> map @<map>" looked up into register 1, for "snat to"
 	out              []string
 }
 
@@ -253,6 +265,10 @@ func (r *renderer) expr(e expr.Any) {
 			r.out = append(r.out, r.what+" vmap @"+e.SetName)
 			break
 		}
+		if e.IsDestRegSet {
+			r.mapped = r.what + " map @" + e.SetName
+			break
+		}
 		if e.Invert {
 			r.out = append(r.out, r.what+" != @"+e.SetName)
 			break
@@ -265,6 +281,11 @@ func (r *renderer) expr(e expr.Any) {
 	case *expr.Masq:
 		r.out = append(r.out, "masquerade")
 	case *expr.NAT:
+		if r.mapped != "" {
+			fam := map[uint32]string{unix.NFPROTO_IPV4: "ip", unix.NFPROTO_IPV6: "ip6"}[e.Family]
+			r.out = append(r.out, "snat "+fam+" to "+r.mapped)
+			break
+		}
 		r.out = append(r.out, "snat to "+formatValue(r.immData, kindAddr))
 	case *expr.Exthdr:
 		name := fmt.Sprintf("tcp option %d offset %d length %d", e.Type, e.Offset, e.Len)

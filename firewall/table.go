@@ -33,12 +33,17 @@ type Counter struct {
 type Table struct {
 	log *slog.Logger
 
-	mu         sync.Mutex
-	applied    *Program // nil until an Apply succeeds
-	setState   map[string][]interval
-	identities []Identity
-	geo        *geo.DB // the GeoIP snapshot for geo sets (geo.go)
-	closed     bool
+	mu       sync.Mutex
+	applied  *Program // nil until an Apply succeeds
+	setState map[string][]interval
+	mapState map[string][]mapElem // the identity maps' elements (egress.go)
+	// egressCarry holds, by policy id, the counts of identity-map elements
+	// that UpdateIdentities removed since the last Apply: the policy's
+	// connections did not go away with them.
+	egressCarry map[string]Counter
+	identities  []Identity
+	geo         *geo.DB // the GeoIP snapshot for geo sets (geo.go)
+	closed      bool
 }
 
 // New returns a Table that has not touched the kernel yet.
@@ -66,6 +71,11 @@ func nftSet(s *Set) *nftables.Set {
 	}
 	if s.Map {
 		ns.IsMap, ns.DataType = true, nftables.TypeVerdict
+	}
+	if s.egressMap != nil {
+		// client address → egress address, each element counting the
+		// connections it sends out (Table.EgressCounts).
+		ns.IsMap, ns.DataType, ns.Counter = true, s.Key, true
 	}
 	return ns
 }
@@ -103,10 +113,14 @@ func (t *Table) Apply(p *Program) error {
 		})
 	}
 	state := make(map[string][]interval)
+	mstate := make(map[string][]mapElem)
 	for i := range p.Sets {
 		s := &p.Sets[i]
 		elems := s.Elements
 		switch {
+		case s.egressMap != nil:
+			es := p.egressMapElements(s, t.identities)
+			mstate[s.Name], elems = es, nftElements(es)
 		case s.Identity != nil:
 			rs := p.identityIntervals(s, t.identities)
 			state[s.Name], elems = rs, intervalElements(rs)
@@ -132,7 +146,7 @@ func (t *Table) Apply(p *Program) error {
 	if err := c.commit(); err != nil {
 		return fmt.Errorf("firewall: apply table inet %s: %w", TableName, err)
 	}
-	t.applied, t.setState = p, state
+	t.applied, t.setState, t.mapState, t.egressCarry = p, state, mstate, map[string]Counter{}
 	return nil
 }
 
@@ -203,6 +217,19 @@ func (p *Program) identityIntervals(s *Set, ids []Identity) []interval {
 	return intersectIntervals(rs, p.identityScope[fam])
 }
 
+// egressMapElements returns the contents of identity map s, within the
+// program's identity scope.
+func (p *Program) egressMapElements(s *Set, ids []Identity) []mapElem {
+	if p.identityScope == nil {
+		return s.egressMap.elements(s.V6, ids, nil, false)
+	}
+	fam := 0
+	if s.V6 {
+		fam = 1
+	}
+	return s.egressMap.elements(s.V6, ids, p.identityScope[fam], true)
+}
+
 // identityIntervals returns the source addresses of family v6 of the users
 // for whom cond holds.
 func identityIntervals(cond *rules.Program, v6 bool, ids []Identity) []interval {
@@ -249,9 +276,10 @@ func (t *Table) UpdateList(name string, items []netip.Prefix) error {
 }
 
 // UpdateIdentities replaces the snapshot of users and their addresses and
-// updates every identity set in place. Apply uses the last snapshot.
-// An address should belong to one identity; one that belongs to several
-// matches a condition if any of them does.
+// updates every identity set and identity map in place, in one batch.
+// Apply uses the last snapshot. An address should belong to one
+// identity; one that belongs to several matches a condition if any of
+// them does.
 func (t *Table) UpdateIdentities(ids []Identity) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -259,15 +287,161 @@ func (t *Table) UpdateIdentities(ids []Identity) error {
 	if t.applied == nil {
 		return nil
 	}
-	var sets []*Set
+	var sets, maps []*Set
 	want := map[string][]interval{}
+	wantMap := map[string][]mapElem{}
 	for i := range t.applied.Sets {
-		if s := &t.applied.Sets[i]; s.Identity != nil {
+		switch s := &t.applied.Sets[i]; {
+		case s.egressMap != nil:
+			maps = append(maps, s)
+			wantMap[s.Name] = t.applied.egressMapElements(s, t.identities)
+		case s.Identity != nil:
 			sets = append(sets, s)
 			want[s.Name] = t.applied.identityIntervals(s, t.identities)
 		}
 	}
-	return t.updateSets(sets, want)
+	c, err := newBatch()
+	if err != nil {
+		return err
+	}
+	changed, err := t.addSetDiffs(c, sets, want)
+	if err != nil {
+		return err
+	}
+	gone := map[*Set][]mapElem{}
+	for _, s := range maps {
+		ch, g, err := t.addMapDiff(c, s, wantMap[s.Name])
+		if err != nil {
+			return err
+		}
+		changed = changed || ch
+		if len(g) > 0 {
+			gone[s] = g
+		}
+	}
+	if !changed {
+		return nil
+	}
+	// The counters of the elements about to go are read just before the
+	// batch: a connection in between is not counted.
+	carry := t.goneCounts(gone)
+	if err := c.commit(); err != nil {
+		return fmt.Errorf("firewall: update identities: %w", err)
+	}
+	for _, s := range sets {
+		t.setState[s.Name] = want[s.Name]
+	}
+	for _, s := range maps {
+		t.mapState[s.Name] = wantMap[s.Name]
+	}
+	for id, n := range carry {
+		c := t.egressCarry[id]
+		c.Packets += n.Packets
+		c.Bytes += n.Bytes
+		t.egressCarry[id] = c
+	}
+	return nil
+}
+
+// addMapDiff adds to c what changes identity map s from its applied
+// elements to want, and returns whether anything does and the start
+// elements removed. It works on whole intervals, a start with its end:
+// an interval that changes in any way (its end, address or policy) is
+// removed and added again, so its counter starts afresh. (Single
+// elements would not do: the kernel checks each element as it is
+// inserted, and refuses an end whose next element is an end left behind
+// by a removed start.)
+func (t *Table) addMapDiff(c *batch, s *Set, want []mapElem) (bool, []mapElem, error) {
+	old := mapIntervals(t.mapState[s.Name])
+	cur := mapIntervals(want)
+	var del, add []mapElem
+	var gone []mapElem
+	for k, iv := range old {
+		if _, ok := cur[k]; !ok {
+			del = append(del, iv...)
+			gone = append(gone, iv[0])
+		}
+	}
+	for _, iv := range mapIntervalList(want) {
+		if _, ok := old[mapIntervalKey(iv)]; !ok {
+			add = append(add, iv...)
+		}
+	}
+	ns := nftSet(s)
+	if len(del) > 0 {
+		if err := chunked(nftElements(del), func(es []nftables.SetElement) error { return c.SetDeleteElements(ns, es) }); err != nil {
+			return false, nil, fmt.Errorf("firewall: map %s: %w", s.Name, err)
+		}
+	}
+	if len(add) > 0 {
+		if err := chunked(nftElements(add), func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
+			return false, nil, fmt.Errorf("firewall: map %s: %w", s.Name, err)
+		}
+	}
+	return len(del)+len(add) > 0, gone, nil
+}
+
+// mapIntervalList splits identity-map elements, as egressMap.elements
+// orders them, into intervals: a start, and its end unless it runs to
+// the end of the address space.
+func mapIntervalList(es []mapElem) [][]mapElem {
+	var out [][]mapElem
+	for i := 0; i < len(es); i++ {
+		n := 1
+		if i+1 < len(es) && es[i+1].end {
+			n = 2
+		}
+		out = append(out, es[i:i+n])
+		i += n - 1
+	}
+	return out
+}
+
+// mapIntervals indexes the intervals of es by mapIntervalKey.
+func mapIntervals(es []mapElem) map[string][]mapElem {
+	ivs := mapIntervalList(es)
+	out := make(map[string][]mapElem, len(ivs))
+	for _, iv := range ivs {
+		out[mapIntervalKey(iv)] = iv
+	}
+	return out
+}
+
+// mapIntervalKey is all an interval is: its bounds, address and policy.
+func mapIntervalKey(iv []mapElem) string {
+	k := string(iv[0].key) + "\x00" + string(iv[0].val) + "\x00" + iv[0].policy
+	if len(iv) == 2 {
+		k += "\x00" + string(iv[1].key)
+	}
+	return k
+}
+
+// goneCounts reads the counters of the identity-map elements gone, by
+// the policy that owns them, asking the kernel for those elements only
+// (elemCounters). A map that cannot be read is logged: its elements'
+// connections are then not carried over.
+func (t *Table) goneCounts(gone map[*Set][]mapElem) map[string]Counter {
+	out := map[string]Counter{}
+	for s, es := range gone {
+		keys := make([][]byte, len(es))
+		for i, e := range es {
+			keys[i] = e.key
+		}
+		cs, err := elemCounters(s.Name, keys, false)
+		if err != nil {
+			t.log.Warn("egress counters of removed map elements lost", "map", s.Name, "err", err)
+			continue
+		}
+		for _, e := range es {
+			if k, ok := cs[string(e.key)]; ok {
+				c := out[e.policy]
+				c.Packets += k.Packets
+				c.Bytes += k.Bytes
+				out[e.policy] = c
+			}
+		}
+	}
+	return out
 }
 
 func cloneIdentities(ids []Identity) []Identity {
@@ -285,22 +459,9 @@ func (t *Table) updateSets(sets []*Set, want map[string][]interval) error {
 	if err != nil {
 		return err
 	}
-	changed := false
-	for _, s := range sets {
-		del, add := diffIntervals(t.setState[s.Name], want[s.Name])
-		ns := nftSet(s)
-		if len(del) > 0 {
-			changed = true
-			if err := chunked(intervalElements(del), func(es []nftables.SetElement) error { return c.SetDeleteElements(ns, es) }); err != nil {
-				return fmt.Errorf("firewall: set %s: %w", s.Name, err)
-			}
-		}
-		if len(add) > 0 {
-			changed = true
-			if err := chunked(intervalElements(add), func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
-				return fmt.Errorf("firewall: set %s: %w", s.Name, err)
-			}
-		}
+	changed, err := t.addSetDiffs(c, sets, want)
+	if err != nil {
+		return err
 	}
 	if !changed {
 		return nil
@@ -314,6 +475,29 @@ func (t *Table) updateSets(sets []*Set, want map[string][]interval) error {
 	return nil
 }
 
+// addSetDiffs adds to c what changes the interval sets to want, and
+// returns whether anything does.
+func (t *Table) addSetDiffs(c *batch, sets []*Set, want map[string][]interval) (bool, error) {
+	changed := false
+	for _, s := range sets {
+		del, add := diffIntervals(t.setState[s.Name], want[s.Name])
+		ns := nftSet(s)
+		if len(del) > 0 {
+			changed = true
+			if err := chunked(intervalElements(del), func(es []nftables.SetElement) error { return c.SetDeleteElements(ns, es) }); err != nil {
+				return false, fmt.Errorf("firewall: set %s: %w", s.Name, err)
+			}
+		}
+		if len(add) > 0 {
+			changed = true
+			if err := chunked(intervalElements(add), func(es []nftables.SetElement) error { return c.SetAddElements(ns, es) }); err != nil {
+				return false, fmt.Errorf("firewall: set %s: %w", s.Name, err)
+			}
+		}
+	}
+	return changed, nil
+}
+
 // Counts are the counters of the applied table, read at one time.
 type Counts struct {
 	// Rules are the rules' counters by rule id.
@@ -325,7 +509,10 @@ type Counts struct {
 	// rate, or the meter full), by rule id.
 	RateDropped map[string]Counter
 	// Egress are the connections each egress policy gave its address
-	// (the NAT chain sees a connection's first packet only), by policy id.
+	// (the NAT chain sees a connection's first packet only), by policy id:
+	// a policy compiled to rules counts with its named counter, an
+	// identity-only one with the counters of the identity-map elements it
+	// owns, plus those of elements removed since the last Apply.
 	Egress map[string]Counter
 }
 
@@ -337,9 +524,13 @@ func (t *Table) Counters() (map[string]Counter, error) {
 
 // ReadCounts reads every counter of the table from the kernel in one dump.
 func (t *Table) ReadCounts() (Counts, error) {
+	// The lock is held throughout: the identity maps' counters, their
+	// elements' owners and the counts carried over must be of one
+	// moment, or an identity update in between would make a policy's
+	// count dip, which Prometheus reads as a counter reset.
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	p := t.applied
-	t.mu.Unlock()
 	out := Counts{Rules: map[string]Counter{}, Spoofed: map[string]Counter{}, RateDropped: map[string]Counter{},
 		Egress: map[string]Counter{}}
 	if p == nil {
@@ -378,6 +569,35 @@ func (t *Table) ReadCounts() (Counts, error) {
 				d.m[d.key] = Counter{Packets: co.Packets, Bytes: co.Bytes}
 			}
 		}
+	}
+	add := func(id string, pk, by uint64) {
+		n := out.Egress[id]
+		n.Packets += pk
+		n.Bytes += by
+		out.Egress[id] = n
+	}
+	for i := range p.Sets {
+		s := &p.Sets[i]
+		if s.egressMap == nil {
+			continue
+		}
+		for _, id := range s.egressMap.policies {
+			add(id, 0, 0) // a policy nobody used yet counts zero
+		}
+		// A dump read by elemCounters, not by google/nftables: its
+		// generic decoder spends most of a scrape on 10,000 elements.
+		cs, err := elemCounters(s.Name, nil, true)
+		if err != nil {
+			return out, fmt.Errorf("firewall: read egress map %s: %w", s.Name, err)
+		}
+		for _, e := range t.mapState[s.Name] {
+			if n, ok := cs[string(e.key)]; ok && !e.end {
+				add(e.policy, n.Packets, n.Bytes)
+			}
+		}
+	}
+	for id, n := range t.egressCarry {
+		add(id, n.Packets, n.Bytes)
 	}
 	return out, nil
 }
