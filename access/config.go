@@ -86,6 +86,12 @@ type EnrollmentConfig struct {
 	// GatewayName is shown to users approving a device; default the
 	// host name.
 	GatewayName string `yaml:"gateway_name"`
+	// URL is the public address of the enrollment pages, such as
+	// https://gw.corp.example: the console's enrollment link and QR code
+	// name it. Default: the host name the console was reached by, on the
+	// Access listener's port (which is wrong when admins use an address
+	// users cannot reach).
+	URL string `yaml:"url"`
 	// RequireGatewayGrant (default true) enrolls only through device
 	// grants the gateway started itself; false also accepts an ID token
 	// a client obtained by itself (older edgegw enroll), which a phished
@@ -326,6 +332,12 @@ func (e *EnrollmentConfig) Validate(report func(field, msg string)) {
 	}
 	if n := len([]rune(e.GatewayName)); n > 64 || strings.ContainsFunc(e.GatewayName, unicode.IsControl) {
 		report("gateway_name", "expected at most 64 characters without control characters")
+	}
+	if e.URL != "" {
+		if u, err := url.Parse(e.URL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+			report("url", fmt.Sprintf("%q is not an https URL of a host, such as https://gw.corp.example or https://gw.corp.example:8443", e.URL))
+		}
 	}
 	if e.Approval != "" && e.Approval != "none" && e.Approval != "admin" {
 		report("approval", fmt.Sprintf("%q: expected none or admin", e.Approval))

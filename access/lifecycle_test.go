@@ -319,6 +319,10 @@ func TestEnrollmentConfig(t *testing.T) {
 		{func(e *EnrollmentConfig) { e.Approval = "manager" }, "approval: \"manager\": expected none or admin"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "ftp://x" }, "notify_url: \"ftp://x\" is not an http(s) URL"},
 		{func(e *EnrollmentConfig) { e.NotifyURL = "https://" }, "notify_url: "},
+		{func(e *EnrollmentConfig) { e.URL = "http://gw.corp.example" }, "url: \"http://gw.corp.example\" is not an https URL"},
+		{func(e *EnrollmentConfig) { e.URL = "https://gw.corp.example/enroll" }, "url: "},
+		{func(e *EnrollmentConfig) { e.URL = "https://user@gw.corp.example" }, "url: "},
+		{func(e *EnrollmentConfig) { e.URL = "gw.corp.example" }, "url: "},
 		{func(e *EnrollmentConfig) {
 			e.NotifyEmail = &EnrollmentMail{Server: "smtp.corp.example", From: "gw@corp.example"}
 		}, "notify_email: server \"smtp.corp.example\" is not host:port"},

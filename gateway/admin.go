@@ -46,6 +46,7 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 		FirewallTest: g.firewallTest, // firewalltest.go
 		DNSTop:       g.dnsTop,       // part_dns.go
 		EnrollPort:   g.enrollPort,   // firewalltest.go
+		EnrollURL:    g.enrollURL,    // firewalltest.go
 		Firewall: func() (admin.FirewallView, error) {
 			g.mu.Lock()
 			defer g.mu.Unlock()

@@ -102,3 +102,15 @@ func (g *Gateway) enrollPort() (string, bool) {
 	}
 	return port, true
 }
+
+// enrollURL is tunnels.wireguard.enrollment.url; "" when unset or
+// enrollment is off.
+func (g *Gateway) enrollURL() string {
+	g.mu.Lock()
+	cfg := g.plan.Config
+	g.mu.Unlock()
+	if wg := cfg.Tunnels.WireGuard; wg != nil && wg.Enrollment != nil {
+		return wg.Enrollment.URL
+	}
+	return ""
+}

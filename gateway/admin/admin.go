@@ -147,6 +147,10 @@ type Options struct {
 	// /enroll, false when enrollment is off, for GET /api/v1/enroll/link;
 	// nil answers 404.
 	EnrollPort func() (port string, ok bool)
+	// EnrollURL returns tunnels.wireguard.enrollment.url, the public
+	// address the link names instead of the console's host; "" or nil:
+	// none configured.
+	EnrollURL func() string
 	// Geofeed returns the path the TCP listener serves the egress
 	// geofeed at, open to all, and its CSV; path "" or nil: not served.
 	Geofeed func() (path string, csv []byte)

@@ -19,8 +19,9 @@ const PathEnrollLink = "/api/v1/enroll/link"
 // decides whose device enrolls; User only names who it is for.
 type EnrollLink struct {
 	User string `json:"user,omitempty"`
-	// URL is the enrollment page on the Access listener, on the host name
-	// the console was reached by (the admin listener checks it against
+	// URL is the enrollment page on the Access listener: at
+	// tunnels.wireguard.enrollment.url when set, else on the host name the
+	// console was reached by (the admin listener checks it against
 	// admin.hosts).
 	URL string `json:"url"`
 	// Command enrolls from a shell: `edgegw enroll URL`.
@@ -52,6 +53,13 @@ func (s *Server) enrollLink(w http.ResponseWriter, r *http.Request) {
 		host = net.JoinHostPort(host, port)
 	} else if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
 		host = "[" + host + "]"
+	}
+	if s.opts.EnrollURL != nil {
+		// The configured public address (validated: https, a host, no
+		// path) wins over the host the admin reached the console by.
+		if pu, err := url.Parse(s.opts.EnrollURL()); err == nil && pu.Host != "" {
+			host = pu.Host
+		}
 	}
 	u := (&url.URL{Scheme: "https", Host: host, Path: "/enroll"}).String()
 	png, err := qrcode.Encode(u, qrcode.Medium, 256)
