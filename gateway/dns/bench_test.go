@@ -147,7 +147,7 @@ func BenchmarkCacheHitPath(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		in.N = copy(in.Buffers[0], wire)
-		if !u.packet(&in, q, &out, buf, oob) {
+		if !u.packet(&in, q, s.now(), &out, buf, oob) {
 			b.Fatal("no answer")
 		}
 	}

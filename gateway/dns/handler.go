@@ -63,6 +63,9 @@ type query struct {
 	// sc, when set, lends the answer's memory: a UDP reader's own, reused
 	// once the answer is packed and logged (see scratch).
 	sc *scratch
+	// top, when set, is the UDP reader's pending console counts, which
+	// the reader holds locked: logQuery counts the answer there.
+	top *topLocal
 }
 
 // scratch is the memory a UDP reader lends to the query it is answering,
@@ -175,7 +178,12 @@ func (s *Server) logQuery(q *query, out *mdns.Msg) {
 		if q.v.hasID {
 			user = q.v.email
 		}
-		s.top.add(now, q.v.fqdn, user, q.decision == decBlockQuery || q.decision == decBlockAnswer)
+		blocked := q.decision == decBlockQuery || q.decision == decBlockAnswer
+		if q.top != nil {
+			q.top.add(now, q.v.fqdn, user, blocked)
+		} else {
+			s.top.add(now, q.v.fqdn, user, blocked)
+		}
 	}
 	if s.opts.Sink != nil {
 		s.opts.Sink.Push("gateway_dns", s.record(q, out))

@@ -37,7 +37,7 @@ func TestSpaceSaving(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSpaceSaving[string](tc.cap)
-			tc.stream(func(k string) { s.add(k) })
+			tc.stream(func(k string) { s.add(k, 1) })
 			if len(s.items) > tc.cap || len(s.slot) != len(s.items) || len(s.heap) != len(s.items) {
 				t.Fatalf("%d counters, %d keys, %d in the heap, capacity %d", len(s.items), len(s.slot), len(s.heap), tc.cap)
 			}
@@ -150,25 +150,51 @@ func TestTopThroughServer(t *testing.T) {
 
 // BenchmarkTopAdd is what each answered query pays for the console's
 // top names: "tracked" asks names the tables hold (steady traffic),
-// "churn" a new name every time (each takes over the smallest counter).
+// "1000" dnsperf's query set (more names than the 512 counters, so each
+// takes over the smallest one), "churn" a new name every time. "shared"
+// counts into the summaries (TCP, DoT, DoH and upstream-waiting
+// answers); "reader" is a UDP reader's topLocal, with the merges it
+// makes (the lock is taken once per batch of 32, as serve does).
 func BenchmarkTopAdd(b *testing.B) {
-	for _, bc := range []struct {
-		name  string
-		names int
-	}{{"tracked", 12}, {"churn", 100_000}} {
-		b.Run(bc.name, func(b *testing.B) {
-			tc := newTopCounts()
-			now := time.Now()
-			names := make([]string, bc.names)
-			for i := range names {
-				names[i] = fmt.Sprintf("host-%d.example", i)
-			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				tc.add(now, names[i%len(names)], "alice@corp.example", false)
-				i++
-			}
-		})
+	for _, path := range []string{"shared", "reader"} {
+		for _, bc := range []struct {
+			name  string
+			names int
+		}{{"tracked", 12}, {"1000", 1000}, {"churn", 100_000}} {
+			b.Run(path+"/"+bc.name, func(b *testing.B) {
+				tc := newTopCounts()
+				l := tc.newLocal()
+				now := time.Now()
+				names := make([]string, bc.names)
+				for i := range names {
+					names[i] = fmt.Sprintf("host-%d.example", i)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if path == "shared" {
+						tc.add(now, names[i%len(names)], "alice@corp.example", false)
+					} else {
+						if i%32 == 0 {
+							l.mu.Lock()
+						}
+						l.add(now, names[i%len(names)], "alice@corp.example", false)
+						if i%32 == 31 {
+							if l.due(now) {
+								l.flushLocked()
+							}
+							l.mu.Unlock()
+						}
+					}
+					i++
+					if i%100_000 == 0 {
+						now = now.Add(topLocalAge) // as the clock moves on under load
+					}
+				}
+				if i%32 != 0 && path == "reader" {
+					l.mu.Unlock()
+				}
+			})
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	mdns "github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
@@ -56,6 +57,10 @@ type udpServer struct {
 	req *mdns.Msg
 	qp  queryParser
 	sc  scratch
+	// top holds the console's counts of the queries this reader answered
+	// until they are merged (see topLocal); the reader holds top.mu
+	// while it answers a batch.
+	top *topLocal
 }
 
 func newUDPServer(s *Server, c *net.UDPConn) (*udpServer, error) {
@@ -96,6 +101,7 @@ func newUDPServer(s *Server, c *net.UDPConn) (*udpServer, error) {
 	} else {
 		u.bc = ipv4.NewPacketConn(c)
 	}
+	u.top = s.top.newLocal()
 	return u, nil
 }
 
@@ -116,6 +122,7 @@ func (u *udpServer) serve() {
 		out[i].Buffers = [][]byte{nil}
 	}
 	q := new(query) // nothing keeps it once its answer is packed and logged
+	defer u.s.top.drop(u.top)
 	for {
 		n, err := u.bc.ReadBatch(in, 0)
 		if err != nil {
@@ -124,12 +131,21 @@ func (u *udpServer) serve() {
 			}
 			continue
 		}
+		// The batch arrived together: one clock read is its queries'
+		// start (each answer still reads the clock once when it is
+		// logged, for its duration).
+		start := u.s.now()
 		nout := 0
+		u.top.mu.Lock()
 		for i := range n {
-			if u.packet(&in[i], q, &out[nout], outBufs[nout], outOOB[nout]) {
+			if u.packet(&in[i], q, start, &out[nout], outBufs[nout], outOOB[nout]) {
 				nout++
 			}
 		}
+		if u.top.due(start) {
+			u.top.flushLocked()
+		}
+		u.top.mu.Unlock()
 		for sent := 0; sent < nout; {
 			k, err := u.bc.WriteBatch(out[sent:nout], 0)
 			if err != nil {
@@ -140,10 +156,11 @@ func (u *udpServer) serve() {
 	}
 }
 
-// packet answers the query in m, if it needs no upstream, into o (with
-// buf and oob as its buffers) and reports whether o is to be sent. A
-// query that needs an upstream is handed to a goroutine of its own.
-func (u *udpServer) packet(m *ipv4.Message, q *query, o *ipv4.Message, buf, oob []byte) bool {
+// packet answers the query in m, received at start, if it needs no
+// upstream, into o (with buf and oob as its buffers) and reports whether
+// o is to be sent. A query that needs an upstream is handed to a
+// goroutine of its own. u.top.mu is held.
+func (u *udpServer) packet(m *ipv4.Message, q *query, start time.Time, o *ipv4.Message, buf, oob []byte) bool {
 	src := addrPort(m.Addr)
 	dst, via := pktinfo(m.OOB[:m.NN])
 	m.OOB = m.OOB[:cap(m.OOB)]
@@ -166,7 +183,7 @@ func (u *udpServer) packet(m *ipv4.Message, q *query, o *ipv4.Message, buf, oob 
 	// One pass answers from the cache or policy, or past max_inflight;
 	// else it reserves a slot for the goroutine that waits for the
 	// upstream.
-	*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: u.s.now(), noWait: true, sc: &u.sc}
+	*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: start, noWait: true, sc: &u.sc, top: u.top}
 	ans := u.s.answer(q)
 	if q.wouldWait {
 		u.req = nil // req now belongs to the goroutine
