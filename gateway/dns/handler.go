@@ -66,6 +66,9 @@ type query struct {
 	// top, when set, is the UDP reader's pending console counts, which
 	// the reader holds locked: logQuery counts the answer there.
 	top *topLocal
+	// counts, when set, is the UDP reader's batchCounts: the answer's
+	// cache hit and rcode are counted there.
+	counts *batchCounts
 }
 
 // scratch is the memory a UDP reader lends to the query it is answering,

@@ -36,7 +36,11 @@ func (s *Server) resolve(snap *snapshot, key cacheKey, q *query) result {
 	}
 	e, fresh := s.cache.get(key, now)
 	if e != nil && fresh {
-		s.m.cacheHit.Inc()
+		if q != nil && q.counts != nil {
+			q.counts.hits++
+		} else {
+			s.m.cacheHit.Inc()
+		}
 		s.maybePrefetch(snap, key, e, now)
 		return result{msg: e.msg, e: e, cached: true, age: now.Sub(e.stored)}
 	}

@@ -61,6 +61,9 @@ type udpServer struct {
 	// until they are merged (see topLocal); the reader holds top.mu
 	// while it answers a batch.
 	top *topLocal
+	// counts are the batch's metrics, added to the shared ones before
+	// its answers are sent.
+	counts batchCounts
 }
 
 func newUDPServer(s *Server, c *net.UDPConn) (*udpServer, error) {
@@ -146,6 +149,7 @@ func (u *udpServer) serve() {
 			u.top.flushLocked()
 		}
 		u.top.mu.Unlock()
+		u.s.m.flush(&u.counts)
 		for sent := 0; sent < nout; {
 			k, err := u.bc.WriteBatch(out[sent:nout], 0)
 			if err != nil {
@@ -183,7 +187,7 @@ func (u *udpServer) packet(m *ipv4.Message, q *query, start time.Time, o *ipv4.M
 	// One pass answers from the cache or policy, or past max_inflight;
 	// else it reserves a slot for the goroutine that waits for the
 	// upstream.
-	*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: start, noWait: true, sc: &u.sc, top: u.top}
+	*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: start, noWait: true, sc: &u.sc, top: u.top, counts: &u.counts}
 	ans := u.s.answer(q)
 	if q.wouldWait {
 		u.req = nil // req now belongs to the goroutine
