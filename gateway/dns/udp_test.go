@@ -96,3 +96,33 @@ func TestUDPReaderMixesHitsAndMisses(t *testing.T) {
 		t.Errorf("%v SERVFAIL counted", c)
 	}
 }
+
+// TestBatchCountsExact: answers of the UDP readers, counted in batches,
+// are in the shared counters by the time the client has them: four cache
+// hits and a blocked name after the first (upstream) answer.
+func TestBatchCountsExact(t *testing.T) {
+	up := newTestUpstream(t)
+	s, addr := startServer(t, Config{Upstreams: []string{up.addr}, BlockResponse: "nxdomain", Policies: []Policy{
+		{ID: "ads", Expression: `dns.fqdn == "b.test"`, Action: "block"},
+	}}, Options{})
+	// A miss is answered by a goroutine that waits for the upstream; it
+	// counts its answer after sending it.
+	ask(t, addr, "udp", "a.test", mdns.TypeA)
+	eventually(t, 5*time.Second, "the miss counted", func() bool {
+		return testutil.ToFloat64(s.m.queries.WithLabelValues("udp", "NOERROR")) == 1
+	})
+	for range 4 {
+		ask(t, addr, "udp", "a.test", mdns.TypeA)
+	}
+	ask(t, addr, "udp", "b.test", mdns.TypeA)
+	// No waiting: each answer was sent after its batch was counted.
+	if n := testutil.ToFloat64(s.m.cacheHit); n != 4 {
+		t.Errorf("cache hits %v, want 4", n)
+	}
+	if n := testutil.ToFloat64(s.m.queries.WithLabelValues("udp", "NOERROR")); n != 5 {
+		t.Errorf("udp NOERROR answers %v, want 5", n)
+	}
+	if n := testutil.ToFloat64(s.m.queries.WithLabelValues("udp", "NXDOMAIN")); n != 1 {
+		t.Errorf("udp NXDOMAIN answers %v, want 1", n)
+	}
+}
