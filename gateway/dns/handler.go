@@ -172,7 +172,11 @@ func (s *Server) finished(q *query) {
 // logQuery counts an answered query and hands its record to the sink.
 func (s *Server) logQuery(q *query, out *mdns.Msg) {
 	if q.pol != nil {
-		s.m.policyMatches.WithLabelValues(q.pol.id).Inc()
+		if c := q.pol.matched; c != nil {
+			c.Inc()
+		} else {
+			s.m.policyMatches.WithLabelValues(q.pol.id).Inc()
+		}
 	}
 	now := s.now()
 	s.m.observe(q, out, now.Sub(q.start))

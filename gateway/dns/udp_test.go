@@ -99,7 +99,8 @@ func TestUDPReaderMixesHitsAndMisses(t *testing.T) {
 
 // TestBatchCountsExact: answers of the UDP readers, counted in batches,
 // are in the shared counters by the time the client has them: four cache
-// hits and a blocked name after the first (upstream) answer.
+// hits and a blocked name after the first (upstream) answer, and the
+// blocking policy's match.
 func TestBatchCountsExact(t *testing.T) {
 	up := newTestUpstream(t)
 	s, addr := startServer(t, Config{Upstreams: []string{up.addr}, BlockResponse: "nxdomain", Policies: []Policy{
@@ -124,5 +125,9 @@ func TestBatchCountsExact(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(s.m.queries.WithLabelValues("udp", "NXDOMAIN")); n != 1 {
 		t.Errorf("udp NXDOMAIN answers %v, want 1", n)
+	}
+	// The policy's series, looked up when the policy was applied.
+	if n := testutil.ToFloat64(s.m.policyMatches.WithLabelValues("ads")); n != 1 {
+		t.Errorf("policy ads matched %v times, want 1", n)
 	}
 }
