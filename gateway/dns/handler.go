@@ -69,6 +69,14 @@ type query struct {
 	// counts, when set, is the UDP reader's batchCounts: the answer's
 	// cache hit and rcode are counted there.
 	counts *batchCounts
+
+	// The wire fast path of a UDP reader's cached answers (wire.go):
+	// qwire is the question as received (set when the reader's parser
+	// took the query), rrs the cached records the answer holds, and
+	// wire their packed sections once the answer is known to fit.
+	qwire []byte
+	rrs   *agedRRs
+	wire  []byte
 }
 
 // scratch is the memory a UDP reader lends to the query it is answering,
@@ -153,6 +161,10 @@ func (s *Server) answer(q *query) *mdns.Msg {
 		if q.opt != nil {
 			size = min(max(int(q.opt.UDPSize()), mdns.MinMsgSize), ednsSize)
 		}
+	}
+	if q.qwire != nil && q.rrs != nil && s.fitsWire(q, out, size) {
+		out.Compress = false // as Truncate leaves an answer that fits
+		return out
 	}
 	out.Compress = true
 	out.Truncate(size)
@@ -414,18 +426,27 @@ func (s *Server) fromResult(q *query, out *mdns.Msg, res result) *mdns.Msg {
 		fixed = staleTTL
 		q.addEDE(edeStale, "")
 	}
+	if res.e != nil && fixed == 0 {
+		// Records are never modified once cached: share them (those of
+		// the entry itself within its first second, then copies aged a
+		// second at a time), and note which, for their wire form.
+		var a *agedRRs
+		if res.age < time.Second {
+			a = res.e.fresh()
+		} else {
+			a = res.e.agedBy(res.age)
+		}
+		out.Answer = append(out.Answer, a.answer...)
+		out.Ns = append(out.Ns, a.ns...)
+		out.Extra = append(out.Extra, a.extra...)
+		q.rrs = a
+		return out
+	}
 	if res.age < time.Second && fixed == 0 {
 		// Records are never modified once received: share them.
 		out.Answer = append(out.Answer, m.Answer...)
 		out.Ns = append(out.Ns, m.Ns...)
 		out.Extra = append(out.Extra, m.Extra...)
-		return out
-	}
-	if res.e != nil && fixed == 0 {
-		a := res.e.agedBy(res.age)
-		out.Answer = append(out.Answer, a.answer...)
-		out.Ns = append(out.Ns, a.ns...)
-		out.Extra = append(out.Extra, a.extra...)
 		return out
 	}
 	out.Answer = append(out.Answer, ageTTLs(m.Answer, res.age, fixed)...)

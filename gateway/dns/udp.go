@@ -64,6 +64,8 @@ type udpServer struct {
 	// counts are the batch's metrics, added to the shared ones before
 	// its answers are sent.
 	counts batchCounts
+	// slowPack turns the wire fast path off (tests compare the two).
+	slowPack bool
 }
 
 func newUDPServer(s *Server, c *net.UDPConn) (*udpServer, error) {
@@ -177,7 +179,12 @@ func (u *udpServer) packet(m *ipv4.Message, q *query, start time.Time, o *ipv4.M
 		req = new(mdns.Msg)
 		u.req = req
 	}
-	if b := m.Buffers[0][:m.N]; !u.qp.parse(b, req) {
+	var qwire []byte
+	if b := m.Buffers[0][:m.N]; u.qp.parse(b, req) {
+		if !u.slowPack {
+			qwire = u.qp.qwire
+		}
+	} else {
 		*req = mdns.Msg{}
 		if err := req.Unpack(b); err != nil {
 			u.s.m.malformed.Inc()
@@ -187,7 +194,7 @@ func (u *udpServer) packet(m *ipv4.Message, q *query, start time.Time, o *ipv4.M
 	// One pass answers from the cache or policy, or past max_inflight;
 	// else it reserves a slot for the goroutine that waits for the
 	// upstream.
-	*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: start, noWait: true, sc: &u.sc, top: u.top, counts: &u.counts}
+	*q = query{req: req, proto: "udp", src: src, dst: local, via: via, start: start, noWait: true, sc: &u.sc, top: u.top, counts: &u.counts, qwire: qwire}
 	ans := u.s.answer(q)
 	if q.wouldWait {
 		u.req = nil // req now belongs to the goroutine
@@ -198,9 +205,14 @@ func (u *udpServer) packet(m *ipv4.Message, q *query, start time.Time, o *ipv4.M
 	if ans == nil {
 		return false
 	}
-	b, err := ans.PackBuffer(buf[:0])
-	if err != nil {
-		return false
+	var b []byte
+	if q.wire != nil {
+		b = packWire(q, ans, buf[:0])
+	} else {
+		var err error
+		if b, err = ans.PackBuffer(buf[:0]); err != nil {
+			return false
+		}
 	}
 	o.Buffers[0], o.Addr, o.OOB = b, m.Addr, nil
 	if u.wildcard && dst.IsValid() {
