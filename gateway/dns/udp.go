@@ -9,7 +9,6 @@ import (
 
 	mdns "github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,16 +36,11 @@ const (
 	udpRcvBuf  = 8 << 20
 )
 
-type batchConn interface {
-	ReadBatch(ms []ipv4.Message, flags int) (int, error)
-	WriteBatch(ms []ipv4.Message, flags int) (int, error)
-}
-
 // udpServer serves one UDP socket.
 type udpServer struct {
 	s        *Server
 	conn     *net.UDPConn
-	bc       batchConn
+	io       *batchIO
 	ln       netip.AddrPort // the socket's address, for the query log
 	v6       bool           // an AF_INET6 socket (IPV6_PKTINFO)
 	wildcard bool           // answers need their source address set
@@ -101,10 +95,8 @@ func newUDPServer(s *Server, c *net.UDPConn) (*udpServer, error) {
 	if err = errors.Join(err, serr); err != nil {
 		return nil, fmt.Errorf("udp socket %s: packet info: %w", u.ln, err)
 	}
-	if u.v6 {
-		u.bc = ipv6.NewPacketConn(c)
-	} else {
-		u.bc = ipv4.NewPacketConn(c)
+	if u.io, err = newBatchIO(c, udpBatch); err != nil {
+		return nil, err
 	}
 	u.top = s.top.newLocal()
 	return u, nil
@@ -129,7 +121,7 @@ func (u *udpServer) serve() {
 	q := new(query) // nothing keeps it once its answer is packed and logged
 	defer u.s.top.drop(u.top)
 	for {
-		n, err := u.bc.ReadBatch(in, 0)
+		n, err := u.io.read(in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -153,7 +145,7 @@ func (u *udpServer) serve() {
 		u.top.mu.Unlock()
 		u.s.m.flush(&u.counts)
 		for sent := 0; sent < nout; {
-			k, err := u.bc.WriteBatch(out[sent:nout], 0)
+			k, err := u.io.write(out[sent:nout])
 			if err != nil {
 				break
 			}

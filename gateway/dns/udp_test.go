@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/net/ipv4"
 )
 
 // TestUDPReaderMixesHitsAndMisses sends one burst of queries from one
@@ -129,5 +131,71 @@ func TestBatchCountsExact(t *testing.T) {
 	// The policy's series, looked up when the policy was applied.
 	if n := testutil.ToFloat64(s.m.policyMatches.WithLabelValues("ads")); n != 1 {
 		t.Errorf("policy ads matched %v times, want 1", n)
+	}
+}
+
+// TestBatchIO: the reader's recvmmsg gives each datagram with its
+// source, on IPv4 and IPv6 sockets, and sendmmsg answers each to the
+// address it came from; an address read did not give is refused.
+func TestBatchIO(t *testing.T) {
+	for _, network := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(network, func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", network)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			b, err := newBatchIO(pc.(*net.UDPConn), udpBatch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var clients []net.Conn
+			for i := range 5 {
+				c, err := net.Dial("udp", pc.LocalAddr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if _, err := c.Write([]byte{byte(i)}); err != nil {
+					t.Fatal(err)
+				}
+				clients = append(clients, c)
+			}
+			in := make([]ipv4.Message, udpBatch)
+			for i := range in {
+				in[i].Buffers = [][]byte{make([]byte, udpBufSize)}
+				in[i].OOB = make([]byte, oobSize)
+			}
+			var got []ipv4.Message
+			pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for len(got) < len(clients) {
+				n, err := b.read(in[len(got):])
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, in[len(got):len(got)+n]...)
+			}
+			out := make([]ipv4.Message, len(got))
+			for i, m := range got {
+				c := clients[m.Buffers[0][0]]
+				if m.N != 1 || addrPort(m.Addr) != addrPort(c.LocalAddr()) {
+					t.Errorf("datagram %d: %d bytes from %v, sent from %v", i, m.N, m.Addr, c.LocalAddr())
+				}
+				out[i] = ipv4.Message{Buffers: [][]byte{{m.Buffers[0][0], 'a'}}, Addr: m.Addr}
+			}
+			if n, err := b.write(out); n != len(out) || err != nil {
+				t.Fatalf("sent %d of %d: %v", n, len(out), err)
+			}
+			for i, c := range clients {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 16)
+				if n, err := c.Read(buf); err != nil || n != 2 || buf[0] != byte(i) {
+					t.Errorf("client %d: %x %v", i, buf[:n], err)
+				}
+			}
+			if _, err := b.write([]ipv4.Message{{Buffers: [][]byte{{1}}, Addr: clients[0].LocalAddr()}}); !errors.Is(err, errNotFromRead) {
+				t.Errorf("an address read did not give: %v", err)
+			}
+		})
 	}
 }
