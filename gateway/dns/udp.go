@@ -27,11 +27,16 @@ import (
 // the compression map of the packed answer (BenchmarkCacheHitPath). A
 // query handed to a waiting goroutine is detached from that memory first.
 //
+// udpBatch is 64: under dnsperf's 200 queries in flight a read returned
+// 7–9 datagrams on average but a full batch of 32 in a fifth of the
+// reads; 64 took 13.1 µs of CPU a cached answer against 13.9 with 32
+// (TestDNSPerf, one run, both builds).
+//
 // Every socket receives IP_PKTINFO (IPV6_PKTINFO): the arrival interface
 // decides whether the client's identity holds, and on a wildcard address
 // the query's destination becomes the answer's source.
 const (
-	udpBatch   = 32
+	udpBatch   = 64
 	udpBufSize = 4096
 	udpRcvBuf  = 8 << 20
 )
