@@ -179,7 +179,7 @@ func BenchmarkCacheHitPath(b *testing.B) {
 					if u.top.due(s.now()) {
 						u.top.flushLocked()
 					}
-					u.s.m.flush(&u.counts)
+					u.s.m.flush(&u.counts, 0)
 				}
 			}
 			u.top.mu.Unlock()

@@ -190,7 +190,15 @@ func (s *Server) logQuery(q *query, out *mdns.Msg) {
 			s.m.policyMatches.WithLabelValues(q.pol.id).Inc()
 		}
 	}
-	now := s.now()
+	var now time.Time
+	if q.counts != nil {
+		// A UDP reader's answer leaves with its batch: the batch's
+		// duration is observed for it then (batchCounts).
+		now = q.start
+		q.counts.answered++
+	} else {
+		now = s.now()
+	}
 	s.m.observe(q, out, now.Sub(q.start))
 	if q.v.fqdn != "" {
 		user := ""

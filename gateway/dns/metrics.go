@@ -129,13 +129,23 @@ func (m *metrics) unregister() {
 // sent, so a client that has its answer sees it counted): two readers
 // incrementing the same counters for every cached answer made their
 // cache lines move between the cores.
+//
+// The batch's answers are sent together once all are made, so each
+// one's duration is the batch's, from the read that received it to the
+// write that sends it: observed once the batch is made, one clock read a
+// batch instead of one an answer.
 type batchCounts struct {
-	hits   uint64
-	rcodes [mdns.RcodeBadCookie + 1]uint64 // answered over UDP
+	hits     uint64
+	rcodes   [mdns.RcodeBadCookie + 1]uint64 // answered over UDP
+	answered int                             // durations to observe
 }
 
-// flush adds b to the shared counters and zeroes it.
-func (m *metrics) flush(b *batchCounts) {
+// flush adds b to the shared counters, with d as the duration of each
+// answer, and zeroes it.
+func (m *metrics) flush(b *batchCounts, d time.Duration) {
+	for range b.answered {
+		m.duration.Observe(d.Seconds())
+	}
 	if b.hits > 0 {
 		m.cacheHit.Add(float64(b.hits))
 	}
@@ -166,7 +176,9 @@ func (m *metrics) counter(p, rcode int) prometheus.Counter {
 }
 
 func (m *metrics) observe(q *query, out *mdns.Msg, d time.Duration) {
-	m.duration.Observe(d.Seconds())
+	if q.counts == nil {
+		m.duration.Observe(d.Seconds())
+	}
 	if q.counts != nil && out.Rcode >= 0 && out.Rcode < len(q.counts.rcodes) {
 		q.counts.rcodes[out.Rcode]++
 		return

@@ -148,7 +148,7 @@ func (u *udpServer) serve() {
 			u.top.flushLocked()
 		}
 		u.top.mu.Unlock()
-		u.s.m.flush(&u.counts)
+		u.s.m.flush(&u.counts, u.s.now().Sub(start))
 		for sent := 0; sent < nout; {
 			k, err := u.io.write(out[sent:nout])
 			if err != nil {

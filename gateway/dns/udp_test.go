@@ -9,7 +9,9 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/net/ipv4"
 )
 
@@ -101,8 +103,8 @@ func TestUDPReaderMixesHitsAndMisses(t *testing.T) {
 
 // TestBatchCountsExact: answers of the UDP readers, counted in batches,
 // are in the shared counters by the time the client has them: four cache
-// hits and a blocked name after the first (upstream) answer, and the
-// blocking policy's match.
+// hits and a blocked name after the first (upstream) answer, the
+// blocking policy's match and every answer's duration.
 func TestBatchCountsExact(t *testing.T) {
 	up := newTestUpstream(t)
 	s, addr := startServer(t, Config{Upstreams: []string{up.addr}, BlockResponse: "nxdomain", Policies: []Policy{
@@ -131,6 +133,11 @@ func TestBatchCountsExact(t *testing.T) {
 	// The policy's series, looked up when the policy was applied.
 	if n := testutil.ToFloat64(s.m.policyMatches.WithLabelValues("ads")); n != 1 {
 		t.Errorf("policy ads matched %v times, want 1", n)
+	}
+	// Each answer's duration, the batch's for the reader's.
+	var h dto.Metric
+	if err := s.m.duration.(prometheus.Metric).Write(&h); err != nil || h.GetHistogram().GetSampleCount() != 6 {
+		t.Errorf("%d durations observed, want 6 (%v)", h.GetHistogram().GetSampleCount(), err)
 	}
 }
 
