@@ -23,9 +23,19 @@ import (
 //
 // A reader answers a cache hit in memory of its own, reused from query to
 // query: plain queries are parsed by its queryParser (anything unusual
-// by Unpack), the answer is made in its scratch, so a hit allocates only
-// the compression map of the packed answer (BenchmarkCacheHitPath). A
-// query handed to a waiting goroutine is detached from that memory first.
+// by Unpack), the answer is made in its scratch and, sent as cached, from
+// the cached sections' wire form (wire.go), so a hit allocates nothing
+// (BenchmarkCacheHitPath). A query handed to a waiting goroutine is
+// detached from that memory first. What every answer shares is touched
+// once a batch, not once a query: the metrics (batchCounts), the clock,
+// and the console's top names (topLocal).
+//
+// Where a cached answer's CPU goes (TestDNSPerf, pprof and perf, 2
+// cores): about 60 % in the kernel's sendmmsg and recvmmsg, as much per
+// datagram as Unbound's sendto and recvfrom (loopback delivery to
+// dnsperf is paid by the sender); the Go scheduler's parking and epoll
+// about 6 %; the rest answering: policies with the 1M-name list, the
+// cache lookup, parsing, counting.
 //
 // udpBatch is 64: under dnsperf's 200 queries in flight a read returned
 // 7–9 datagrams on average but a full batch of 32 in a fifth of the
