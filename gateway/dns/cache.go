@@ -48,6 +48,7 @@ type entry struct {
 	hits     atomic.Uint32
 	fetching atomic.Bool
 	aged     atomic.Pointer[agedRRs] // the records with TTLs of one age
+	young    atomic.Pointer[agedRRs] // msg's own records, for hits in the first second
 }
 
 // agedRRs are an entry's records with their TTLs lowered by sec seconds.
@@ -56,6 +57,38 @@ type entry struct {
 type agedRRs struct {
 	sec               uint32
 	answer, ns, extra []mdns.RR
+	// wire is the three sections packed (uncompressed, as an answer that
+	// fits is sent), made by the first UDP answer that needs it, so
+	// that hits within the second copy bytes instead of packing records.
+	wire atomic.Pointer[[]byte]
+}
+
+// fresh returns e's own records (a hit within a second of storing),
+// as agedRRs so that their wire form is kept.
+func (e *entry) fresh() *agedRRs {
+	if a := e.young.Load(); a != nil {
+		return a
+	}
+	a := &agedRRs{answer: e.msg.Answer, ns: e.msg.Ns, extra: e.msg.Extra}
+	e.young.Store(a) // a racing hit may store its own, equal one
+	return a
+}
+
+// packed returns a's sections in wire form, or nil if they do not pack.
+func (a *agedRRs) packed() []byte {
+	if w := a.wire.Load(); w != nil {
+		return *w
+	}
+	// A message of the sections alone: Pack neither compresses (Compress
+	// is false) nor modifies the shared records.
+	m := mdns.Msg{Answer: a.answer, Ns: a.ns, Extra: a.extra}
+	b, err := m.Pack()
+	if err != nil || len(b) < 12 {
+		return nil
+	}
+	w := b[12:] // after the header
+	a.wire.Store(&w)
+	return w
 }
 
 // agedBy returns e's records aged by age, making them if needed.

@@ -60,6 +60,7 @@ func TestDNSPerf(t *testing.T) {
 		name, addr         string
 		pid                int // 0: this process
 		qps, p50, p99, avg []float64
+		cpu                []float64 // the server's CPU-seconds per saturated run
 	}
 	// edgegw runs in a process of its own, as Unbound and CoreDNS do, so
 	// that this process's work (the upstream, reading dnsperf's output)
@@ -105,7 +106,9 @@ func TestDNSPerf(t *testing.T) {
 		// Rotate the order so that no target always runs first.
 		for i := range targets {
 			tg := targets[(i+r)%len(targets)]
+			cpu0 := cpuSeconds(tg.pid)
 			out := perf(tg, "-l", secs, "-q", "200")
+			tg.cpu = append(tg.cpu, cpuSeconds(tg.pid)-cpu0)
 			qps, lat := qpsRE.FindStringSubmatch(out), latRE.FindStringSubmatch(out)
 			if qps == nil || lat == nil {
 				t.Fatalf("%s: cannot parse\n%s", tg.name, out)
@@ -119,15 +122,20 @@ func TestDNSPerf(t *testing.T) {
 			}
 			tg.p50 = append(tg.p50, lats[len(lats)/2])
 			tg.p99 = append(tg.p99, lats[len(lats)*99/100])
-			t.Logf("round %d %-11s %8.0f q/s  saturated avg %6.2f ms  at 10k q/s p50 %.3f ms p99 %.3f ms",
-				r+1, tg.name, tg.qps[r], tg.avg[r]*1e3, tg.p50[r]*1e3, tg.p99[r]*1e3)
+			t.Logf("round %d %-11s %8.0f q/s  CPU %.2f cores  saturated avg %6.2f ms  at 10k q/s p50 %.3f ms p99 %.3f ms",
+				r+1, tg.name, tg.qps[r], tg.cpu[r]/atof(secs), tg.avg[r]*1e3, tg.p50[r]*1e3, tg.p99[r]*1e3)
 		}
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	t.Logf("load average at the end: %s", strings.TrimSpace(string(load)))
 	for _, tg := range targets {
 		rss := rssMB(tg.pid)
-		t.Logf("%-11s median %8.0f q/s  p99 at 10k q/s %.3f ms  RSS %.1f MB", tg.name, median(tg.qps), median(tg.p99)*1e3, rss)
+		var usPerQuery []float64
+		for r := range tg.qps {
+			usPerQuery = append(usPerQuery, tg.cpu[r]/(tg.qps[r]*atof(secs))*1e6)
+		}
+		t.Logf("%-11s median %8.0f q/s  CPU %.1f µs a query  p99 at 10k q/s %.3f ms  RSS %.1f MB",
+			tg.name, median(tg.qps), median(usPerQuery), median(tg.p99)*1e3, rss)
 	}
 	for _, tg := range targets[1:] {
 		var ratios []float64
@@ -232,6 +240,34 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// cpuSeconds returns the user and system CPU time pid has used so far
+// (0: this process), from /proc/PID/stat, or 0 when it cannot be read.
+// The server's CPU per query tells efficiency apart from how the kernel
+// spread dnsperf's sockets over the server's (SO_REUSEPORT hashes each
+// of its 4 sockets to one server socket, so a round can load one reader).
+func cpuSeconds(pid int) float64 {
+	path := "/proc/self/stat"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start at state,
+	// field 3; utime and stime are fields 14 and 15, in clock ticks
+	// (USER_HZ, 100 on Linux).
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	return (atof(f[11]) + atof(f[12])) / 100
 }
 
 // rssMB returns the resident set size of pid (0: this process).

@@ -63,6 +63,20 @@ type query struct {
 	// sc, when set, lends the answer's memory: a UDP reader's own, reused
 	// once the answer is packed and logged (see scratch).
 	sc *scratch
+	// top, when set, is the UDP reader's pending console counts, which
+	// the reader holds locked: logQuery counts the answer there.
+	top *topLocal
+	// counts, when set, is the UDP reader's batchCounts: the answer's
+	// cache hit and rcode are counted there.
+	counts *batchCounts
+
+	// The wire fast path of a UDP reader's cached answers (wire.go):
+	// qwire is the question as received (set when the reader's parser
+	// took the query), rrs the cached records the answer holds, and
+	// wire their packed sections once the answer is known to fit.
+	qwire []byte
+	rrs   *agedRRs
+	wire  []byte
 }
 
 // scratch is the memory a UDP reader lends to the query it is answering,
@@ -148,6 +162,10 @@ func (s *Server) answer(q *query) *mdns.Msg {
 			size = min(max(int(q.opt.UDPSize()), mdns.MinMsgSize), ednsSize)
 		}
 	}
+	if q.qwire != nil && q.rrs != nil && s.fitsWire(q, out, size) {
+		out.Compress = false // as Truncate leaves an answer that fits
+		return out
+	}
 	out.Compress = true
 	out.Truncate(size)
 	return out
@@ -166,16 +184,33 @@ func (s *Server) finished(q *query) {
 // logQuery counts an answered query and hands its record to the sink.
 func (s *Server) logQuery(q *query, out *mdns.Msg) {
 	if q.pol != nil {
-		s.m.policyMatches.WithLabelValues(q.pol.id).Inc()
+		if c := q.pol.matched; c != nil {
+			c.Inc()
+		} else {
+			s.m.policyMatches.WithLabelValues(q.pol.id).Inc()
+		}
 	}
-	now := s.now()
+	var now time.Time
+	if q.counts != nil {
+		// A UDP reader's answer leaves with its batch: the batch's
+		// duration is observed for it then (batchCounts).
+		now = q.start
+		q.counts.answered++
+	} else {
+		now = s.now()
+	}
 	s.m.observe(q, out, now.Sub(q.start))
 	if q.v.fqdn != "" {
 		user := ""
 		if q.v.hasID {
 			user = q.v.email
 		}
-		s.top.add(now, q.v.fqdn, user, q.decision == decBlockQuery || q.decision == decBlockAnswer)
+		blocked := q.decision == decBlockQuery || q.decision == decBlockAnswer
+		if q.top != nil {
+			q.top.add(now, q.v.fqdn, user, blocked)
+		} else {
+			s.top.add(now, q.v.fqdn, user, blocked)
+		}
 	}
 	if s.opts.Sink != nil {
 		s.opts.Sink.Push("gateway_dns", s.record(q, out))
@@ -399,18 +434,27 @@ func (s *Server) fromResult(q *query, out *mdns.Msg, res result) *mdns.Msg {
 		fixed = staleTTL
 		q.addEDE(edeStale, "")
 	}
+	if res.e != nil && fixed == 0 {
+		// Records are never modified once cached: share them (those of
+		// the entry itself within its first second, then copies aged a
+		// second at a time), and note which, for their wire form.
+		var a *agedRRs
+		if res.age < time.Second {
+			a = res.e.fresh()
+		} else {
+			a = res.e.agedBy(res.age)
+		}
+		out.Answer = append(out.Answer, a.answer...)
+		out.Ns = append(out.Ns, a.ns...)
+		out.Extra = append(out.Extra, a.extra...)
+		q.rrs = a
+		return out
+	}
 	if res.age < time.Second && fixed == 0 {
 		// Records are never modified once received: share them.
 		out.Answer = append(out.Answer, m.Answer...)
 		out.Ns = append(out.Ns, m.Ns...)
 		out.Extra = append(out.Extra, m.Extra...)
-		return out
-	}
-	if res.e != nil && fixed == 0 {
-		a := res.e.agedBy(res.age)
-		out.Answer = append(out.Answer, a.answer...)
-		out.Ns = append(out.Ns, a.ns...)
-		out.Extra = append(out.Extra, a.extra...)
 		return out
 	}
 	out.Answer = append(out.Answer, ageTTLs(m.Answer, res.age, fixed)...)

@@ -20,10 +20,18 @@ import (
 // open-addressing table of 32-bit offsets finds them. A million names of
 // twenty bytes take about 21 MB of names and 8–16 MB of table, against
 // roughly 100 MB for a map[string]struct{}.
+//
+// Beside the table, a byte per slot holds a tag of the name's hash (0:
+// empty). Most names a resolver asks about are in no list: looking one
+// up reads the tags (a probe sequence is one cache line of them) and
+// only on a matching tag the slot and the name, where the table alone
+// read the name of every slot it probed: about one cache miss a lookup
+// rather than two or three. The tags take 2–4 MB a million names.
 type domainSet struct {
 	seed  maphash.Seed
 	blob  []byte
 	slots []uint32 // offset+1 into blob; 0 is empty
+	tags  []uint8  // by slot: 1 + the hash's top byte mod 255; 0 is empty
 	n     int
 }
 
@@ -34,7 +42,7 @@ func newDomainSet(hint int) *domainSet {
 	for size < hint*2 {
 		size <<= 1
 	}
-	return &domainSet{seed: maphash.MakeSeed(), slots: make([]uint32, size)}
+	return &domainSet{seed: maphash.MakeSeed(), slots: make([]uint32, size), tags: make([]uint8, size)}
 }
 
 // Len returns the number of names.
@@ -45,19 +53,23 @@ func (s *domainSet) name(off uint32) []byte {
 	return s.blob[off : off+l]
 }
 
+func tagOf(h uint64) uint8 { return uint8(1 + (h>>56)%255) }
+
 // has reports whether name, canonical, is in the set.
 func (s *domainSet) has(name string) bool {
 	if s.n == 0 {
 		return false
 	}
-	mask := uint64(len(s.slots) - 1)
-	for i := maphash.String(s.seed, name) & mask; ; i = (i + 1) & mask {
-		o := s.slots[i]
-		if o == 0 {
+	h := maphash.String(s.seed, name)
+	tag, mask := tagOf(h), uint64(len(s.slots)-1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		switch s.tags[i] {
+		case 0:
 			return false
-		}
-		if string(s.name(o)) == name {
-			return true
+		case tag:
+			if string(s.name(s.slots[i])) == name {
+				return true
+			}
 		}
 	}
 }
@@ -67,15 +79,17 @@ func (s *domainSet) add(name []byte) bool {
 	if (s.n+1)*2 > len(s.slots) {
 		s.grow()
 	}
-	mask := uint64(len(s.slots) - 1)
-	i := maphash.Bytes(s.seed, name) & mask
-	for ; s.slots[i] != 0; i = (i + 1) & mask {
-		if bytes.Equal(s.name(s.slots[i]), name) {
+	h := maphash.Bytes(s.seed, name)
+	tag, mask := tagOf(h), uint64(len(s.slots)-1)
+	i := h & mask
+	for ; s.tags[i] != 0; i = (i + 1) & mask {
+		if s.tags[i] == tag && bytes.Equal(s.name(s.slots[i]), name) {
 			return false
 		}
 	}
 	s.blob = append(s.blob, byte(len(name)))
 	s.slots[i] = uint32(len(s.blob))
+	s.tags[i] = tag
 	s.blob = append(s.blob, name...)
 	s.n++
 	return true
@@ -84,16 +98,18 @@ func (s *domainSet) add(name []byte) bool {
 func (s *domainSet) grow() {
 	old := s.slots
 	s.slots = make([]uint32, len(old)*2)
+	s.tags = make([]uint8, len(old)*2)
 	mask := uint64(len(s.slots) - 1)
 	for _, o := range old {
 		if o == 0 {
 			continue
 		}
-		i := maphash.Bytes(s.seed, s.name(o)) & mask
-		for s.slots[i] != 0 {
+		h := maphash.Bytes(s.seed, s.name(o))
+		i := h & mask
+		for s.tags[i] != 0 {
 			i = (i + 1) & mask
 		}
-		s.slots[i] = o
+		s.slots[i], s.tags[i] = o, tagOf(h)
 	}
 }
 

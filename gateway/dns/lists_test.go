@@ -171,3 +171,36 @@ func TestListRefreshAndReload(t *testing.T) {
 		t.Error("bad Set changed policies")
 	}
 }
+
+// BenchmarkDomainSetHas looks names up in a set of a million: "absent"
+// as most queries are (100,000 names in no list, so that the table is
+// not in the CPU's cache), "present" as a blocked name is.
+func BenchmarkDomainSetHas(b *testing.B) {
+	s := newDomainSet(1_000_000)
+	for i := range 1_000_000 {
+		s.add(fmt.Appendf(nil, "host-%d.ads-%d.example", i, i%10))
+	}
+	for _, bc := range []struct {
+		name   string
+		format string
+		want   bool
+	}{{"absent", "n%d.perf.test", false}, {"present", "host-%d.ads-7.example", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			names := make([]string, 100_000)
+			for i := range names {
+				j := i
+				if bc.want {
+					j = i*10 + 7
+				}
+				names[i] = fmt.Sprintf(bc.format, j)
+			}
+			i := 0
+			for b.Loop() {
+				if s.has(names[i%len(names)]) != bc.want {
+					b.Fatal(names[i%len(names)])
+				}
+				i++
+			}
+		})
+	}
+}

@@ -124,7 +124,65 @@ func (m *metrics) unregister() {
 	}
 }
 
+// batchCounts are a UDP reader's counts of the batch it is answering,
+// added to the shared counters once a batch (before its answers are
+// sent, so a client that has its answer sees it counted): two readers
+// incrementing the same counters for every cached answer made their
+// cache lines move between the cores.
+//
+// The batch's answers are sent together once all are made, so each
+// one's duration is the batch's, from the read that received it to the
+// write that sends it: observed once the batch is made, one clock read a
+// batch instead of one an answer.
+type batchCounts struct {
+	hits     uint64
+	rcodes   [mdns.RcodeBadCookie + 1]uint64 // answered over UDP
+	answered int                             // durations to observe
+}
+
+// flush adds b to the shared counters, with d as the duration of each
+// answer, and zeroes it.
+func (m *metrics) flush(b *batchCounts, d time.Duration) {
+	for range b.answered {
+		m.duration.Observe(d.Seconds())
+	}
+	if b.hits > 0 {
+		m.cacheHit.Add(float64(b.hits))
+	}
+	for rc, n := range b.rcodes {
+		if n > 0 {
+			m.counter(0, rc).Add(float64(n))
+		}
+	}
+	*b = batchCounts{}
+}
+
+// counter returns the queries counter of transport p (0 udp, 1 tcp, 2
+// https, 3 tls) and rcode, which is within hot's bounds.
+func (m *metrics) counter(p, rcode int) prometheus.Counter {
+	slot := &m.hot[p][rcode]
+	c := slot.Load()
+	if c == nil {
+		// Racing readers store the same counter.
+		name := mdns.RcodeToString[rcode]
+		if name == "" {
+			name = "OTHER"
+		}
+		cc := m.queries.WithLabelValues([...]string{"udp", "tcp", "https", "tls"}[p], name)
+		c = &cc
+		slot.Store(c)
+	}
+	return *c
+}
+
 func (m *metrics) observe(q *query, out *mdns.Msg, d time.Duration) {
+	if q.counts == nil {
+		m.duration.Observe(d.Seconds())
+	}
+	if q.counts != nil && out.Rcode >= 0 && out.Rcode < len(q.counts.rcodes) {
+		q.counts.rcodes[out.Rcode]++
+		return
+	}
 	p := 0
 	switch q.proto {
 	case "tcp":
@@ -142,18 +200,9 @@ func (m *metrics) observe(q *query, out *mdns.Msg, d time.Duration) {
 	}
 	if out.Rcode < 0 || out.Rcode >= len(m.hot[p]) {
 		m.queries.WithLabelValues(q.proto, name()).Inc()
-	} else {
-		slot := &m.hot[p][out.Rcode]
-		c := slot.Load()
-		if c == nil {
-			// Racing readers store the same counter.
-			cc := m.queries.WithLabelValues(q.proto, name())
-			c = &cc
-			slot.Store(c)
-		}
-		(*c).Inc()
+		return
 	}
-	m.duration.Observe(d.Seconds())
+	m.counter(p, out.Rcode).Inc()
 }
 
 func (m *metrics) upstreamResult(spec, result string) {

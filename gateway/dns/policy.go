@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	mdns "github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/firewall/rules"
 )
@@ -28,6 +29,9 @@ type policy struct {
 	after    bool         // uses fields known only after resolution
 	addrs    []netip.Addr // override with addresses
 	target   string       // override with a name (FQDN, with the final dot)
+	// matched is its edgegw_dns_policy_matches_total series, looked up
+	// when the policy is applied rather than per query.
+	matched prometheus.Counter
 }
 
 // compilePolicies compiles the configuration's policies with the given

@@ -24,6 +24,9 @@ type queryParser struct {
 	question [1]mdns.Question
 	opt      mdns.OPT
 	extra    [1]mdns.RR
+	// qwire is the question section of the query parse last took, in
+	// the caller's buffer (valid as long as that is).
+	qwire []byte
 }
 
 // maxInterned bounds queryParser.names.
@@ -69,6 +72,7 @@ func (p *queryParser) parse(b []byte, req *mdns.Msg) bool {
 	}
 	q := mdns.Question{Qtype: binary.BigEndian.Uint16(b[off:]), Qclass: binary.BigEndian.Uint16(b[off+2:])}
 	off += 4
+	qwire := b[12:off]
 	switch name, ok := p.names[string(p.name[:n])]; {
 	case n == 0:
 		q.Name = "."
@@ -106,6 +110,7 @@ func (p *queryParser) parse(b []byte, req *mdns.Msg) bool {
 	}
 	p.question[0] = q
 	req.Question = p.question[:1:1]
+	p.qwire = qwire
 	if opt != nil {
 		p.extra[0] = opt
 		req.Extra = p.extra[:1:1]

@@ -224,6 +224,9 @@ func (s *Server) apply(c, old *Config) error {
 		return err
 	}
 	s.loadListsLocked(lists)
+	for _, p := range pols {
+		p.matched = s.m.policyMatches.WithLabelValues(p.id)
+	}
 
 	prev := s.snap.Load()
 	snap := &snapshot{cfg: c, policies: pols, block: c.BlockResponse}

@@ -37,7 +37,7 @@ func TestSpaceSaving(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSpaceSaving[string](tc.cap)
-			tc.stream(func(k string) { s.add(k) })
+			tc.stream(func(k string) { s.add(k, 1) })
 			if len(s.items) > tc.cap || len(s.slot) != len(s.items) || len(s.heap) != len(s.items) {
 				t.Fatalf("%d counters, %d keys, %d in the heap, capacity %d", len(s.items), len(s.slot), len(s.heap), tc.cap)
 			}
@@ -150,25 +150,149 @@ func TestTopThroughServer(t *testing.T) {
 
 // BenchmarkTopAdd is what each answered query pays for the console's
 // top names: "tracked" asks names the tables hold (steady traffic),
-// "churn" a new name every time (each takes over the smallest counter).
+// "1000" dnsperf's query set (more names than the 512 counters, so each
+// takes over the smallest one), "churn" a new name every time. "shared"
+// counts into the summaries (TCP, DoT, DoH and upstream-waiting
+// answers); "reader" is a UDP reader's topLocal, with the merges it
+// makes (the lock is taken once per batch of 32, as serve does).
 func BenchmarkTopAdd(b *testing.B) {
-	for _, bc := range []struct {
-		name  string
-		names int
-	}{{"tracked", 12}, {"churn", 100_000}} {
-		b.Run(bc.name, func(b *testing.B) {
-			tc := newTopCounts()
-			now := time.Now()
-			names := make([]string, bc.names)
-			for i := range names {
-				names[i] = fmt.Sprintf("host-%d.example", i)
-			}
-			b.ReportAllocs()
-			i := 0
-			for b.Loop() {
-				tc.add(now, names[i%len(names)], "alice@corp.example", false)
-				i++
-			}
-		})
+	for _, path := range []string{"shared", "reader"} {
+		for _, bc := range []struct {
+			name  string
+			names int
+		}{{"tracked", 12}, {"1000", 1000}, {"churn", 100_000}} {
+			b.Run(path+"/"+bc.name, func(b *testing.B) {
+				tc := newTopCounts()
+				l := tc.newLocal()
+				now := time.Now()
+				names := make([]string, bc.names)
+				for i := range names {
+					names[i] = fmt.Sprintf("host-%d.example", i)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if path == "shared" {
+						tc.add(now, names[i%len(names)], "alice@corp.example", false)
+					} else {
+						if i%32 == 0 {
+							l.mu.Lock()
+						}
+						l.add(now, names[i%len(names)], "alice@corp.example", false)
+						if i%32 == 31 {
+							if l.due(now) {
+								l.flushLocked()
+							}
+							l.mu.Unlock()
+						}
+					}
+					i++
+					if i%100_000 == 0 {
+						now = now.Add(topLocalAge) // as the clock moves on under load
+					}
+				}
+				if i%32 != 0 && path == "reader" {
+					l.mu.Unlock()
+				}
+			})
+		}
+	}
+}
+
+// TestTopLocal: counts a UDP reader keeps in its topLocal and merges
+// (by age, past topLocalKeys names, when Top drains them and when the
+// reader stops) give the same tables as counting each query into the
+// summaries: exact under capacity, and the same heavy hitters with
+// bounded error past it.
+func TestTopLocal(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	type ask struct {
+		name, user string
+		blocked    bool
+	}
+	var stream []ask
+	for i := range 3 * topLocalKeys {
+		stream = append(stream, ask{"heavy.example", "alice@corp.example", false})
+		stream = append(stream, ask{fmt.Sprintf("rare-%d.example", i), "", i%7 == 0})
+		if i%3 == 0 {
+			stream = append(stream, ask{"ads.example", "bob@corp.example", true})
+		}
+	}
+	direct, merged := newTopCounts(), newTopCounts()
+	l := merged.newLocal()
+	for i, a := range stream {
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		direct.add(now, a.name, a.user, a.blocked)
+		l.mu.Lock()
+		l.add(now, a.name, a.user, a.blocked)
+		if i%32 == 31 && i < len(stream)-100 && l.due(now) {
+			l.flushLocked()
+		}
+		if len(l.counts) > topLocalKeys {
+			t.Fatalf("%d pending keys, bound %d", len(l.counts), topLocalKeys)
+		}
+		l.mu.Unlock()
+	}
+	if len(l.counts) == 0 {
+		t.Fatal("nothing pending: the test does not cover the drain")
+	}
+	at := t0.Add(time.Duration(len(stream)) * time.Millisecond)
+	want, got := direct.snapshot(at, 20, "", false), merged.snapshot(at, 20, "", false)
+	if len(l.counts) != 0 {
+		t.Errorf("snapshot left %d pending keys", len(l.counts))
+	}
+	if got.Queries != want.Queries || got.Blocked != want.Blocked || got.Queries != uint64(len(stream)) {
+		t.Errorf("queries %d blocked %d, counted one by one %d and %d (%d asked)",
+			got.Queries, got.Blocked, want.Queries, want.Blocked, len(stream))
+	}
+	for _, name := range []string{"heavy.example", "ads.example"} {
+		g, w := find(got.Domains, name), find(want.Domains, name)
+		if g.Count < w.Count-w.Error || g.Count-g.Error > w.Count {
+			t.Errorf("%s: merged %+v, one by one %+v", name, g, w)
+		}
+	}
+	if b := find(got.Blocks, "ads.example"); b.Count < uint64(topLocalKeys) {
+		t.Errorf("blocked ads.example %+v", b)
+	}
+	// alice ties with the unidentified queries and sorts after them.
+	if u := got.Users; len(u) != 3 || u[1].User != "alice@corp.example" || u[1].Queries != 3*topLocalKeys || u[1].Blocked != 0 ||
+		u[1].Domains[0] != (TopEntry{Name: "heavy.example", Count: 3 * topLocalKeys}) ||
+		u[2].User != "bob@corp.example" || u[2].Blocked != u[2].Queries || u[2].Queries != uint64(topLocalKeys) {
+		t.Errorf("users %+v", got.Users)
+	}
+
+	// A reader that stops merges what it holds and is drained no more.
+	l.mu.Lock()
+	l.add(at, "last.example", "", false)
+	l.mu.Unlock()
+	merged.drop(l)
+	if len(merged.locals) != 0 {
+		t.Errorf("%d readers still drained", len(merged.locals))
+	}
+	if top := merged.snapshot(at, 100, "", false); top.Queries != uint64(len(stream))+1 {
+		t.Errorf("after the reader stopped: %d queries, want %d", top.Queries, len(stream)+1)
+	}
+}
+
+func find(es []TopEntry, name string) TopEntry {
+	for _, e := range es {
+		if e.Name == name {
+			return e
+		}
+	}
+	return TopEntry{}
+}
+
+// TestTopLocalAllocates: a reader counting names it already holds
+// allocates nothing, nor does it once its map has grown.
+func TestTopLocalAllocates(t *testing.T) {
+	tc := newTopCounts()
+	l := tc.newLocal()
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.add(now, "a.example", "alice@corp.example", false)
+	if n := testing.AllocsPerRun(1000, func() { l.add(now, "a.example", "alice@corp.example", false) }); n != 0 {
+		t.Errorf("%.1f allocations a query", n)
 	}
 }
