@@ -22,8 +22,26 @@ const (
 	prefetchHits = 3
 	minPrefetch  = 10 * time.Second
 	cacheShards  = 64
-	entryBytes   = 200 // bookkeeping per entry beyond the message
 )
+
+// An entry's accounted size, which cache_mb bounds, is what it holds on
+// the heap once answered both in its first second and later, each time
+// from its wire form: the entry, its map slot and key, the message with
+// its question (entryBytes); each record twice, the message's and the
+// aged copy's (rrBytes); and the records' names and data, then both
+// sections' wire forms (3 × the message's packed length). The
+// constants are a measured bound, a little above what
+// TestCacheSizeBoundsHeap finds for answers of one to four records,
+// CNAME chains, long TXT and negative answers with an SOA.
+const (
+	entryBytes = 640
+	rrBytes    = 200
+)
+
+// entrySize is the heap m's entry is accounted for.
+func entrySize(m *mdns.Msg) int {
+	return entryBytes + rrBytes*(len(m.Answer)+len(m.Ns)+len(m.Extra)) + 3*m.Len()
+}
 
 // cacheKey identifies a cached answer. The DO and CD bits change what an
 // upstream returns, so they are part of the key.
@@ -228,7 +246,7 @@ func newEntry(r *mdns.Msg, now time.Time, ttl time.Duration) *entry {
 	m := r.Copy()
 	m.Id = 0
 	m.Extra = withoutOPT(m.Extra)
-	e := &entry{msg: m, stored: now, ttl: ttl, size: m.Len() + entryBytes}
+	e := &entry{msg: m, stored: now, ttl: ttl, size: entrySize(m)}
 	e.ips, e.cnames = answerData(m)
 	return e
 }
