@@ -30,8 +30,9 @@ func (g *Gateway) newAdmin(pctx context.Context, cfg *config.Config, sink *recor
 		Devices: devices,
 		Flows:   &sink.analytics,
 		Routes:  g.routesView, // part_site.go
-		Reload: func(context.Context) (string, error) {
-			return g.opts.ConfigPath, g.reload(pctx)
+		Reload: func(ctx context.Context) (string, error) {
+			a, _ := admin.ActorFrom(ctx)
+			return g.opts.ConfigPath, g.reload(pctx, a.ID)
 		},
 		Audit: sink.AuditRecord,
 		// The console's Config and Firewall pages: what runs now.

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -588,6 +590,53 @@ func TestConsoleConfigEditor(t *testing.T) {
 	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-audit")), chromedp.WaitVisible(chromedp.ID("page-audit"))))
 	consolePoll(t, ctx, "the audit trail", `document.getElementById("audit").textContent.includes("configuration rolled back to history entry 1") && document.getElementById("audit").textContent.includes("configuration applied")`)
 	consoleShot(t, ctx, "audit-config")
+
+	// An edit on disk and a SIGHUP join the history too, as the
+	// signal's reload; a SIGHUP that changes nothing adds nothing.
+	hup := strings.Replace(original, "  name: e2e\n", "  name: e2e-hup\n", 1)
+	must(t, os.WriteFile(s.cfg, []byte(hup), 0o600))
+	s.signal(syscall.SIGHUP)
+	testkit.Eventually(t, 30*time.Second, "the SIGHUP reload", func() error {
+		if _, ok, name := s.lastReload(); !ok || name != "e2e-hup" {
+			return fmt.Errorf("appliance %q after the SIGHUP", name)
+		}
+		return nil
+	})
+	type entry struct{ ID, Actor, Action, SHA256 string }
+	history := func() []entry {
+		var h []entry
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/config/history")), &h))
+		return h
+	}
+	sum := sha256.Sum256([]byte(hup))
+	if h := history(); len(h) != 4 || h[0].Action != "reload" || h[0].Actor != "SIGHUP" || h[0].SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("the history after an edit and a SIGHUP (newest first): %+v", h)
+	}
+	s.signal(syscall.SIGHUP)
+	testkit.Eventually(t, 30*time.Second, "the second SIGHUP audited", func() error {
+		var trail []struct {
+			Action string `json:"action"`
+			Actor  struct {
+				ID string `json:"id"`
+			} `json:"actor"`
+		}
+		must(t, json.Unmarshal([]byte(s.get("/api/v1/audit")), &trail))
+		n := 0
+		for _, e := range trail {
+			if e.Action == "reload" && e.Actor.ID == "SIGHUP" {
+				n++
+			}
+		}
+		if n < 2 {
+			return fmt.Errorf("%d SIGHUP reloads audited", n)
+		}
+		return nil
+	})
+	if h := history(); len(h) != 4 {
+		t.Errorf("a SIGHUP with the file unchanged added to the history: %+v", h)
+	}
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-config")), chromedp.WaitVisible(chromedp.ID("config-history"))))
+	consolePoll(t, ctx, "the reload in the history", `document.querySelectorAll("#config-history tr[data-history]").length === 4 && document.getElementById("config-history").textContent.includes("edited on disk, reloaded")`)
 }
 
 // TestConsoleRevokeStopsTraffic: an admin revokes, from the console's

@@ -64,6 +64,9 @@ type Gateway struct {
 	reloadOK bool
 	reloadAt time.Time
 	reloadE  string
+	// running is the configuration file's bytes as last applied (nil on
+	// the built-in default): what a reload's history entry replaces.
+	running []byte
 }
 
 // Load reads the configuration Run would use: the file, or the embedded
@@ -82,7 +85,14 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Fallback != "" && opts.ConfigPath != "" {
 		return fmt.Errorf("the fallback runs the built-in default configuration, not %s", opts.ConfigPath)
 	}
-	cfg, err := Load(opts.ConfigPath)
+	var running []byte // the file's bytes, for the configuration history
+	cfg, err := config.Default()
+	if opts.ConfigPath != "" {
+		if running, err = os.ReadFile(opts.ConfigPath); err != nil {
+			return fmt.Errorf("read config: %w", err)
+		}
+		cfg, err = config.Parse(opts.ConfigPath, running, config.Options{})
+	}
 	if err != nil {
 		return err
 	}
@@ -103,6 +113,7 @@ func Run(ctx context.Context, opts Options) error {
 		log:     newLogger(out, cfg.Log.Format, level),
 		level:   level,
 		started: time.Now(),
+		running: running,
 	}
 	g.metrics = newMetrics(opts.Version)
 	g.metrics.reload(true, g.started)

@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"reflect"
 	"time"
 
@@ -22,18 +24,25 @@ func (g *Gateway) reloadLoop(ctx, pctx context.Context) error {
 				<-ctx.Done()
 				return nil
 			}
-			g.auditReload("SIGHUP", g.reload(pctx))
+			g.auditReload("SIGHUP", g.reload(pctx, "SIGHUP"))
 		}
 	}
 }
 
 // reload reads the file again and applies only what changed. A file that
 // does not validate, or a change the kernel refuses, leaves the running
-// configuration in place; the error says why.
-func (g *Gateway) reload(pctx context.Context) error {
+// configuration in place; the error says why. A file that changed and
+// applied joins the console's configuration history, as actor's reload.
+func (g *Gateway) reload(pctx context.Context, actor string) error {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.reloadLocked(pctx)
+	prev := g.running
+	err := g.reloadLocked(pctx)
+	applied := g.running
+	g.mu.Unlock()
+	if err == nil && !bytes.Equal(prev, applied) {
+		g.admin.KeepReloaded(prev, applied, actor)
+	}
+	return err
 }
 
 // reloadLocked is reload with g.mu held (the console's apply writes the
@@ -44,8 +53,11 @@ func (g *Gateway) reloadLocked(pctx context.Context) error {
 		g.log.Info("reload requested, but edgegw runs on its built-in default: nothing to read")
 		return errors.New("edgegw runs on its built-in default: there is no file to read")
 	}
-	next, err := config.Load(g.opts.ConfigPath, config.Options{})
-	if err == nil {
+	data, err := os.ReadFile(g.opts.ConfigPath)
+	var next *config.Config
+	if err != nil {
+		err = fmt.Errorf("read config: %w", err)
+	} else if next, err = config.Parse(g.opts.ConfigPath, data, config.Options{}); err == nil {
 		err = g.apply(pctx, next)
 	}
 	g.reloadAt = now
@@ -64,6 +76,7 @@ func (g *Gateway) reloadLocked(pctx context.Context) error {
 		return err
 	}
 	g.reloadE = ""
+	g.running = data
 	g.log.Info("configuration reloaded", "file", next.File)
 	return nil
 }

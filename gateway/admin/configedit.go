@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -238,6 +240,32 @@ func (s *Server) applyProposal(w http.ResponseWriter, r *http.Request, act, from
 	}
 	s.Audit(e)
 	writeJSON(w, http.StatusOK, res)
+}
+
+// KeepReloaded adds a file reloaded on a signal (an edit on disk and a
+// SIGHUP, `edgegw reload`) to the history, so that the console lists it
+// and can roll back to it or to what ran before: previous, the file that
+// ran before the reload, becomes the base when the history is empty. A
+// reload that left the file as the newest entry has it (an apply through
+// the API reloads too) adds nothing. Errors are logged: the reload has
+// happened either way.
+func (s *Server) KeepReloaded(previous, applied []byte, actor string) {
+	if s.history == nil {
+		return
+	}
+	sum := sha256.Sum256(applied)
+	if s.history.newest() == hex.EncodeToString(sum[:]) {
+		return
+	}
+	now := s.opts.Now()
+	if previous != nil {
+		if err := s.history.ensureBase(previous, now); err != nil {
+			s.log.Warn("admin: keep the configuration that ran before the reload in the history", "err", err)
+		}
+	}
+	if _, err := s.history.add(applied, now, actor, "reload", ""); err != nil {
+		s.log.Error("admin: keep the reloaded configuration in the history", "err", err)
+	}
 }
 
 // HistoryView answers GET /api/v1/config/history/{id}.

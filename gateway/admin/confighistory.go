@@ -19,14 +19,17 @@ import (
 // historyKeep is how many applied configurations the history keeps.
 const historyKeep = 20
 
-// HistoryEntry is one configuration file applied through the API.
+// HistoryEntry is one configuration file applied through the API or by
+// a reload on a signal.
 type HistoryEntry struct {
 	ID   string    `json:"id"`
 	When time.Time `json:"when"`
-	// Actor applied it ("" for the base: the file that ran before the
-	// first change made through the API).
+	// Actor applied it: an API token's or user's id, the signal's name
+	// ("SIGHUP") for a reload, "" for the base (the file that ran before
+	// the first change the history saw).
 	Actor string `json:"actor,omitempty"`
-	// Action: "apply", "rollback", or "base".
+	// Action: "apply", "rollback", "reload" (the file changed on disk and
+	// reloaded on a signal), or "base".
 	Action string `json:"action"`
 	// From is the entry a rollback went back to.
 	From   string `json:"from,omitempty"`
@@ -106,6 +109,16 @@ func (h *configHistory) ensureBase(data []byte, now time.Time) error {
 	}
 	_, err := h.add(data, now, "", "base", "")
 	return err
+}
+
+// newest returns the newest entry's SHA-256, "" when there is none.
+func (h *configHistory) newest() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.entries) == 0 {
+		return ""
+	}
+	return h.entries[len(h.entries)-1].SHA256
 }
 
 // add keeps an applied file, dropping the oldest beyond historyKeep.

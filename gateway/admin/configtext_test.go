@@ -222,3 +222,34 @@ func FuzzUnredact(f *testing.F) {
 		}
 	})
 }
+
+// TestKeepReloaded: a file reloaded on a signal joins the history, with
+// the file that ran before it as the base when the history is empty; a
+// reload of the file the history ends with (an apply through the API
+// reloads too) adds nothing.
+func TestKeepReloaded(t *testing.T) {
+	srv, err := New(Options{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.KeepReloaded([]byte("first\n"), []byte("second\n"), "SIGHUP")
+	l := srv.history.list()
+	if len(l) != 2 || l[1].Action != "base" || l[0].Action != "reload" || l[0].Actor != "SIGHUP" {
+		t.Fatalf("after one reload: %+v", l)
+	}
+	if _, data, err := srv.history.get(l[1].ID); err != nil || string(data) != "first\n" {
+		t.Errorf("the base: %q %v", data, err)
+	}
+	srv.KeepReloaded([]byte("first\n"), []byte("second\n"), "SIGHUP")
+	if _, err := srv.history.add([]byte("third\n"), time.Now(), "ops", "apply", ""); err != nil {
+		t.Fatal(err)
+	}
+	srv.KeepReloaded([]byte("second\n"), []byte("third\n"), "ops")
+	if l := srv.history.list(); len(l) != 3 {
+		t.Errorf("reloads of the newest entry's file added to the history: %+v", l)
+	}
+	srv.KeepReloaded([]byte("third\n"), []byte("fourth\n"), "ops")
+	if l := srv.history.list(); len(l) != 4 || l[0].Action != "reload" || l[0].Actor != "ops" {
+		t.Errorf("a reload by the API: %+v", l)
+	}
+}

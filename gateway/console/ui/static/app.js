@@ -502,7 +502,7 @@
     }
     const admin = session.role === "admin";
     rows("config-history", res.body || [], (h) => {
-      let what = h.action === "base" ? "the file that ran before the first change made here" : h.action === "rollback" ? "rollback to #" + h.from : "applied";
+      let what = h.action === "base" ? "the file that ran before the first change seen here" : h.action === "rollback" ? "rollback to #" + h.from : h.action === "reload" ? "edited on disk, reloaded" : "applied";
       let act = "";
       if (admin) {
         act = cfg.confirm === h.id
