@@ -637,6 +637,24 @@ func TestConsoleConfigEditor(t *testing.T) {
 	}
 	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("nav-config")), chromedp.WaitVisible(chromedp.ID("config-history"))))
 	consolePoll(t, ctx, "the reload in the history", `document.querySelectorAll("#config-history tr[data-history]").length === 4 && document.getElementById("config-history").textContent.includes("edited on disk, reloaded")`)
+
+	// Columns of bytes sort by the number behind the unit, not the
+	// text ("2.0 KiB" would come before "10 B").
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+		const g = window.edgegw, t = document.createElement("table");
+		t.id = "sort-probe";
+		t.innerHTML = "<thead><tr><th>Size</th></tr></thead><tbody></tbody>";
+		document.body.append(t);
+		g.rows(t.tBodies[0], [10, 2048, 300], (n) => g.row(g.bytesCell(n)), "none");
+		return true;
+	})()`))
+	must(t, err)
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#sort-probe th"))))
+	sorted, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("#sort-probe tbody td")].map((td) => td.textContent).join(",")`))
+	must(t, err)
+	if sorted != "10 B,300 B,2.0 KiB" {
+		t.Errorf("a column of bytes sorted: %s", sorted)
+	}
 }
 
 // TestConsoleRevokeStopsTraffic: an admin revokes, from the console's

@@ -130,6 +130,9 @@
     while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
     return (i ? n.toFixed(1) : n) + " " + u[i];
   }
+  // bytesCell is a table cell of bytes that sorts by the number, not
+  // by its text ("2.0 KiB" after "10 B").
+  function bytesCell(n) { return el("td", { "data-sort": String(Number(n || 0)) }, bytes(n)); }
 
   // api calls the admin API; a refusal throws an Error carrying the
   // answer's body (err.body) and status (err.status).
@@ -203,7 +206,7 @@
       const table = el("table", { class: "wg-peers", "data-tunnel": t.name },
         el("thead", {}, row("Peer", "User", "Endpoint", "Allowed IPs", "Last handshake", "Rx", "Tx", "Online")), el("tbody"));
       rows(table.tBodies[0], peers, (p) => row(p.name || p.public_key.slice(0, 12) + "…", p.email || "", p.endpoint || "",
-        (p.allowed_ips || []).join(", "), ago(p.last_handshake), bytes(p.rx_bytes), bytes(p.tx_bytes),
+        (p.allowed_ips || []).join(", "), ago(p.last_handshake), bytesCell(p.rx_bytes), bytesCell(p.tx_bytes),
         el("td", {}, state(online.includes(p) ? "online" : "offline", online.includes(p)))), "no peers");
       return el("div", { class: "wg" },
         el("h3", {}, "WireGuard " + t.name + " (" + t.wireguard.interface + ", port " + t.wireguard.listen_port + "): " + online.length + " of " + plural(peers.length, "peer") + " online"),
@@ -215,7 +218,7 @@
       return row(t.name, t.site.kind, el("td", {}, state(t.state, healthy(t.state))), t.site.local || "", t.site.remote || "",
         h ? el("td", {}, state(h.state, healthy(h.state))) : "checks off",
         h && h.last_rtt_ns ? (h.last_rtt_ns / 1e6).toFixed(2) + " ms" : "",
-        h ? h.probes_sent + " / " + h.probes_failed : "", bytes(t.site.rx_bytes), bytes(t.site.tx_bytes));
+        h ? h.probes_sent + " / " + h.probes_failed : "", bytesCell(t.site.rx_bytes), bytesCell(t.site.tx_bytes));
     }, "no site tunnels");
     rows("routes", s.routes || [], (r) => row(r), "no site routes");
   }
@@ -511,7 +514,7 @@
             el("button", { onclick: () => { cfg.confirm = ""; loadHistory(); } }, "Cancel"))
           : el("button", { "data-rollback": h.id, onclick: () => { cfg.confirm = h.id; loadHistory(); } }, "Roll back…");
       }
-      const tr = row("#" + h.id + " " + when(h.when), h.actor || "", what, el("td", { class: "expr" }, h.sha256.slice(0, 12)), bytes(h.bytes), el("td", {}, act));
+      const tr = row("#" + h.id + " " + when(h.when), h.actor || "", what, el("td", { class: "expr" }, h.sha256.slice(0, 12)), bytesCell(h.bytes), el("td", {}, act));
       tr.dataset.history = h.id;
       return tr;
     }, "nothing applied here yet");
@@ -681,7 +684,7 @@
     }
     $("flows-message").textContent = "";
     const render = (id, res, key) => rows(id, res.body.groups || [], (g) => {
-      const tr = row(key(g.key || {}), unitText(g.bits_per_second, "bit/s"), g.packets_per_second.toFixed(2), bytes(g.bytes));
+      const tr = row(key(g.key || {}), el("td", { "data-sort": String(g.bits_per_second) }, unitText(g.bits_per_second, "bit/s")), g.packets_per_second.toFixed(2), bytesCell(g.bytes));
       tr.dataset.key = key(g.key || {});
       return tr;
     }, "no flows in this range");
@@ -872,6 +875,6 @@
     }, 10000);
   }
   // The helpers network.js (the Routing, Egress and HA views) builds on.
-  window.edgegw = { el, rows, row, state, api, when, ago, duration, bytes, plural, status: () => lastStatus };
+  window.edgegw = { el, rows, row, state, api, when, ago, duration, bytes, bytesCell, plural, status: () => lastStatus };
   start();
 })();

@@ -6,7 +6,7 @@
 "use strict";
 (() => {
   const g = window.edgegw;
-  const { el, rows, row, state, api, when, ago, duration, bytes, plural } = g;
+  const { el, rows, row, state, api, when, ago, duration, bytesCell, plural } = g;
   const $ = (id) => document.getElementById(id);
   const POLL_MS = 2000;
   const PAGES = ["routing", "egress"];
@@ -84,7 +84,7 @@
       const where = [a.country, a.region, a.city].filter(Boolean).join(" ");
       const tr = row(a.name, a.address, a.interface, where, (a.policies || []).join(", "),
         (a.identities || []).join(", "), String(a.connections_total), String(a.active_connections),
-        bytes(a.bytes_out), bytes(a.bytes_in));
+        bytesCell(a.bytes_out), bytesCell(a.bytes_in));
       tr.dataset.egress = a.name;
       return tr;
     }, "no egress addresses");
@@ -98,7 +98,7 @@
       const sum = (k) => active.reduce((n, a) => n + (a[k] || 0), 0);
       const through = active.map((a) => a.egress_address + ": " + plural(a.active_connections, "connection")).join(", ");
       const tr = row(i.email, i.source, i.egress ? i.egress + " (" + i.egress_address + ")" : "WAN address (masquerade)",
-        i.country || "", i.policy || "", through || "none", bytes(sum("bytes_out")), bytes(sum("bytes_in")));
+        i.country || "", i.policy || "", through || "none", bytesCell(sum("bytes_out")), bytesCell(sum("bytes_in")));
       tr.dataset.identity = i.email;
       tr.dataset.egress = i.egress || "";
       return tr;
