@@ -26,9 +26,10 @@ type wgPart struct {
 	dev        *wireguard.Device
 	configured bool
 	// vip is the HA pair's IPv4 WAN virtual address the device runs for
-	// (invalid: no pair); takeover follows it.
-	vip      netip.Addr
-	takeover *wireguard.Takeover
+	// (invalid: no pair), vip6 its IPv6 one (invalid: none); takeover
+	// follows them.
+	vip, vip6 netip.Addr
+	takeover  *wireguard.Takeover
 }
 
 // enrolledPeers offers a registry snapshot's devices to the WireGuard
@@ -70,7 +71,7 @@ func (p *wgPart) commit(ctx context.Context, prev, next *Plan) error {
 		nc = &next.Config.Tunnels.WireGuard.Config
 	}
 	stateDir := next.Config.Appliance.StateDir
-	if p.dev != nil && next.haVIP != p.vip {
+	if p.dev != nil && (next.haVIP != p.vip || next.haVIP6 != p.vip6) {
 		// Joining or leaving a pair changes how the device binds its
 		// port (wireguard.Options.KeepSource): a new device, whose
 		// peers reconnect.
@@ -80,7 +81,7 @@ func (p *wgPart) commit(ctx context.Context, prev, next *Plan) error {
 	case nc == nil:
 		p.close()
 	case p.dev == nil:
-		if err := p.start(*nc, stateDir, next.haVIP); err != nil {
+		if err := p.start(*nc, stateDir, next.haVIP, next.haVIP6); err != nil {
 			return err
 		}
 	case pc != nil && reflect.DeepEqual(*pc, *nc) && config.SameFiles(prev.Config, next.Config, "tunnels.wireguard"):
@@ -97,18 +98,18 @@ func (p *wgPart) commit(ctx context.Context, prev, next *Plan) error {
 func (p *wgPart) set(c wireguard.Config, stateDir string) error {
 	// A Takeover knows the port it watches: follow a change.
 	if p.takeover != nil && p.dev.Status().ListenPort != c.ListenPort {
-		vip := p.vip
+		vip, vip6 := p.vip, p.vip6
 		p.close()
-		return p.start(c, stateDir, vip)
+		return p.start(c, stateDir, vip, vip6)
 	}
 	// Set diffs peers itself: unchanged peers keep their sessions.
 	err := p.dev.Set(c)
 	if errors.Is(err, wireguard.ErrRecreate) {
 		// A new interface name: nothing was applied; replace the
 		// device (its peers reconnect to the new one).
-		vip := p.vip
+		vip, vip6 := p.vip, p.vip6
 		p.close()
-		err = p.start(c, stateDir, vip)
+		err = p.start(c, stateDir, vip, vip6)
 	}
 	return err
 }
@@ -123,10 +124,11 @@ func (p *wgPart) setDevices(snap *identity.Snapshot) error {
 }
 
 // start creates the device. In an HA pair (vip valid) it answers peers
-// from the address they sent to and follows the virtual address with a
-// Takeover, which finds peers by tunnel address: configured peers by
-// their allowed addresses, enrolled devices in the registry's snapshot.
-func (p *wgPart) start(c wireguard.Config, stateDir string, vip netip.Addr) error {
+// from the address they sent to and follows the virtual addresses (vip,
+// and vip6 for peers on IPv6 when valid) with a Takeover, which finds
+// peers by tunnel address: configured peers by their allowed addresses,
+// enrolled devices in the registry's snapshot.
+func (p *wgPart) start(c wireguard.Config, stateDir string, vip, vip6 netip.Addr) error {
 	dev, err := wireguard.New(c, wireguard.Options{Logger: p.log, StateDir: stateDir, UAPI: true, KeepSource: vip.IsValid()})
 	if err != nil {
 		return err
@@ -149,14 +151,14 @@ func (p *wgPart) start(c wireguard.Config, stateDir string, vip netip.Addr) erro
 			}
 			return wireguard.Peer{}, false
 		}
-		tk, err := dev.FollowTakeover(wireguard.TakeoverConfig{VIP: vip, Lookup: lookup})
+		tk, err := dev.FollowTakeover(wireguard.TakeoverConfig{VIP: vip, VIP6: vip6, Lookup: lookup})
 		if err != nil {
 			dev.Close()
 			return err
 		}
 		p.takeover = tk
 	}
-	p.dev, p.vip = dev, vip
+	p.dev, p.vip, p.vip6 = dev, vip, vip6
 	p.metrics.set("wireguard", dev.Collector())
 	p.metrics.set("wireguard_health", dev.HealthCollector())
 	return nil
@@ -172,7 +174,7 @@ func (p *wgPart) close() {
 		p.takeover.Close() // before the device it reads
 		p.takeover = nil
 	}
-	p.vip = netip.Addr{}
+	p.vip, p.vip6 = netip.Addr{}, netip.Addr{}
 	if err := p.dev.Close(); err != nil {
 		p.log.Error("close wireguard", "err", err)
 	}

@@ -63,6 +63,7 @@ type Plan struct {
 	strictRP     []string // interfaces with strict reverse-path filtering
 	haLinks      ha.Links
 	haVIP        netip.Addr    // the pair's first IPv4 WAN virtual address; WireGuard answers from it
+	haVIP6       netip.Addr    // the pair's first IPv6 WAN virtual address, if any; the same for peers on IPv6
 	haDigest     string        // digest of the settings both nodes of the pair must share (PairFacts)
 	logpush      *logpush.Plan // nil: no job
 	scimToken    []byte        // scim.token_file read; nil: no scim section, or not read
@@ -246,6 +247,12 @@ func Prepare(cfg *config.Config, o PrepareOptions) (*Plan, error) {
 			if v.Addr().Is4() {
 				p.Firewall.WANAddress = v.Addr()
 				p.haVIP = v.Addr()
+				break
+			}
+		}
+		for _, v := range cfg.HA.VirtualAddresses.WAN {
+			if v.Addr().Is6() {
+				p.haVIP6 = v.Addr()
 				break
 			}
 		}

@@ -86,6 +86,21 @@ func TestVRRPv3IPv6(t *testing.T) {
 		testkit.Eventually(t, deadline, "n2 holds "+a.prefix, wantAddr(p.nodes[1], a.dev, a.prefix, true))
 	}
 	t.Logf("VRRPv3 at 0.3 s: the addresses were on n2 %v after n1 stopped", time.Since(start))
+	// Usable at once: keepalived adds IPv6 virtual addresses without
+	// duplicate address detection (its default; "-nodad" in the config
+	// would turn DAD on), so none is tentative, unusable as a source for
+	// WireGuard's handshakes, for a second after the takeover.
+	for _, a := range []struct{ dev, prefix string }{{"wan0", wanVIP6}, {"lan0", lanVIP6}} {
+		out, err := p.nodes[1].IP("-6", "addr", "show", "dev", a.dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(string(out), "\n") {
+			if strings.Contains(line, a.prefix) && (strings.Contains(line, "tentative") || !strings.Contains(line, "nodad")) {
+				t.Errorf("n2's %s after the takeover: %s", a.prefix, strings.TrimSpace(line))
+			}
+		}
+	}
 	testkit.Eventually(t, deadline, "LAN host reaches the server over IPv6 through n2", func() error { return p.lan.Ping(srv6) })
 	testkit.Eventually(t, deadline, "LAN host reaches the server over IPv4 through n2", func() error { return p.lan.Ping(srvAddr) })
 }

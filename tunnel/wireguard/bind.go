@@ -34,9 +34,10 @@ type checkedBind struct {
 	malformed *atomic.Uint64
 	divert    func(msg []byte, ep conn.Endpoint) bool // nil: none; set before Open
 	injected  chan injected
-	// defaultSrc, when set, is the source of datagrams to endpoints
-	// without a sticky one (see Send in sticky.go).
-	defaultSrc atomic.Pointer[netip.Addr]
+	// defaultSrc and defaultSrc6, when set, are the sources of datagrams
+	// to IPv4 and IPv6 endpoints without a sticky one (see Send in
+	// sticky.go).
+	defaultSrc, defaultSrc6 atomic.Pointer[netip.Addr]
 
 	mu      sync.Mutex
 	openErr error         // of the last Open

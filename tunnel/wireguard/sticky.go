@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	_ "unsafe" // go:linkname
 
@@ -84,7 +85,7 @@ func noGRO(network, address string, c syscall.RawConn) error {
 }
 
 // Send sends bufs to ep. While the device answers for an HA pair's
-// virtual address (a Takeover sets defaultSrc), a datagram to an endpoint
+// virtual addresses (a Takeover sets defaultSrc and defaultSrc6), a datagram to an endpoint
 // without a sticky source leaves from that address: wireguard-go clears a
 // peer's sticky source when a handshake is retried or its bind changes,
 // and the kernel would then pick this node's own address, which the
@@ -92,8 +93,13 @@ func noGRO(network, address string, c syscall.RawConn) error {
 // peer's session already holds virtual address and port): the peer would
 // move its endpoint to a port that means nothing after the next failover.
 func (b *checkedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
-	if src := b.defaultSrc.Load(); src != nil {
-		if se, ok := ep.(*conn.StdNetEndpoint); ok && !se.SrcIP().IsValid() {
+	src4, src6 := b.defaultSrc.Load(), b.defaultSrc6.Load()
+	if se, ok := ep.(*conn.StdNetEndpoint); ok && (src4 != nil || src6 != nil) {
+		src := src4
+		if !se.AddrPort.Addr().Unmap().Is4() {
+			src = src6
+		}
+		if src != nil && !se.SrcIP().IsValid() {
 			// A copy: wireguard-go may send to the peer's endpoint from
 			// other goroutines.
 			if e, err := sourcedEndpoint(se.AddrPort, *src); err == nil {
@@ -105,11 +111,17 @@ func (b *checkedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 }
 
 // setDefaultSource sets (or, with an invalid address, clears) the source
-// of datagrams to endpoints without a sticky one.
-func (d *Device) setDefaultSource(a netip.Addr) {
-	if a.IsValid() {
-		d.bind.defaultSrc.Store(&a)
-	} else {
-		d.bind.defaultSrc.Store(nil)
+// of datagrams to IPv4 endpoints (a4) and IPv6 endpoints (a6) without a
+// sticky one.
+func (d *Device) setDefaultSource(a4, a6 netip.Addr) {
+	for _, x := range []struct {
+		a netip.Addr
+		p *atomic.Pointer[netip.Addr]
+	}{{a4, &d.bind.defaultSrc}, {a6, &d.bind.defaultSrc6}} {
+		if x.a.IsValid() {
+			x.p.Store(&x.a)
+		} else {
+			x.p.Store(nil)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,8 +18,13 @@ import (
 
 // TakeoverConfig is what Takeover follows.
 type TakeoverConfig struct {
-	// VIP is the HA pair's WAN virtual address (IPv4) that peers send to.
+	// VIP is the HA pair's WAN virtual IPv4 address that peers send to;
+	// its arrival and departure are what the Takeover follows.
 	VIP netip.Addr
+	// VIP6, when valid, is the pair's WAN virtual IPv6 address: peers
+	// that reach the gateway over IPv6 send to it. keepalived moves it
+	// with VIP (one VRRP instance), so it is taken over with VIP.
+	VIP6 netip.Addr
 	// Lookup finds the peer whose tunnel address is a: a configured peer
 	// or an enrolled device. It must be safe for concurrent use.
 	Lookup func(a netip.Addr) (Peer, bool)
@@ -44,9 +50,11 @@ type TakeoverConfig struct {
 // with its peers from this node's own address, and a peer that answers
 // moves its endpoint to the standby.
 //
-// A mark holds an IPv4 address, so
-// peers are found by their first single IPv4 allowed address; peers
-// without one are left to reconnect by themselves.
+// Sessions to VIP6 (peers on IPv6 outer addresses) are marked and taken
+// over the same way, from VIP6. A mark holds an IPv4 address, so peers
+// are found by their first single IPv4 allowed (tunnel) address,
+// whatever the family of the endpoint; peers without one are left to
+// reconnect by themselves.
 type Takeover struct {
 	d    *Device
 	cfg  TakeoverConfig
@@ -87,6 +95,9 @@ func (d *Device) FollowTakeover(cfg TakeoverConfig) (*Takeover, error) {
 	if !cfg.VIP.Is4() {
 		return nil, fmt.Errorf("takeover: the virtual address %v is not IPv4", cfg.VIP)
 	}
+	if cfg.VIP6.IsValid() && (!cfg.VIP6.Is6() || cfg.VIP6.Is4In6()) {
+		return nil, fmt.Errorf("takeover: the virtual address %v is not IPv6", cfg.VIP6)
+	}
 	if cfg.Lookup == nil {
 		return nil, fmt.Errorf("takeover: no peer lookup")
 	}
@@ -122,7 +133,7 @@ func (t *Takeover) Close() {
 	t.once.Do(func() {
 		close(t.quit)
 		<-t.done
-		t.d.setDefaultSource(netip.Addr{})
+		t.d.setDefaultSource(netip.Addr{}, netip.Addr{})
 		t.nl.Close()
 	})
 }
@@ -152,13 +163,13 @@ func (t *Takeover) run() {
 			t.d.log.Warn("takeover: read addresses", "err", err)
 		}
 		if has && !held {
-			t.d.setDefaultSource(t.cfg.VIP)
+			t.d.setDefaultSource(t.cfg.VIP, t.cfg.VIP6)
 			t.takeover()
 			lastMark = time.Time{} // mark at once: the sessions are ours now
 		}
 		if held && !has && err == nil {
 			t.released.Add(1)
-			t.d.setDefaultSource(netip.Addr{})
+			t.d.setDefaultSource(netip.Addr{}, netip.Addr{})
 			if err := t.d.dropSessions(); err != nil {
 				t.errs.Add(1)
 				t.d.log.Error("takeover: drop sessions after the virtual address left", "err", err)
@@ -194,16 +205,33 @@ func (t *Takeover) holdsVIP() (bool, error) {
 	return false, nil
 }
 
-// sessions lists the UDP sessions from peers to VIP:port.
-func (t *Takeover) sessions() ([]*netlink.ConntrackFlow, error) {
-	flows, err := t.nl.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+// vips are the virtual addresses the Takeover serves: VIP, and VIP6
+// when set.
+func (t *Takeover) vips() []netip.Addr {
+	if t.cfg.VIP6.IsValid() {
+		return []netip.Addr{t.cfg.VIP, t.cfg.VIP6}
+	}
+	return []netip.Addr{t.cfg.VIP}
+}
+
+// family is vip's conntrack address family.
+func family(vip netip.Addr) netlink.InetFamily {
+	if vip.Is4() {
+		return unix.AF_INET
+	}
+	return unix.AF_INET6
+}
+
+// sessions lists the UDP sessions from peers to vip:port.
+func (t *Takeover) sessions(vip netip.Addr) ([]*netlink.ConntrackFlow, error) {
+	flows, err := t.nl.ConntrackTableList(netlink.ConntrackTable, family(vip))
 	if err != nil {
 		return nil, fmt.Errorf("conntrack: %w", err)
 	}
-	vip := t.cfg.VIP.AsSlice()
+	ip := net.IP(vip.AsSlice())
 	out := flows[:0]
 	for _, f := range flows {
-		if f.Forward.Protocol == unix.IPPROTO_UDP && f.Forward.DstPort == t.port && f.Forward.DstIP.Equal(net.IP(vip)) {
+		if f.Forward.Protocol == unix.IPPROTO_UDP && f.Forward.DstPort == t.port && f.Forward.DstIP.Equal(ip) {
 			out = append(out, f)
 		}
 	}
@@ -221,36 +249,42 @@ func (t *Takeover) takeover() {
 		t.last = res
 		t.mu.Unlock()
 		t.d.log.Info("took over the virtual address: handshakes initiated to remote users",
-			"vip", t.cfg.VIP, "sessions", res.Sessions, "initiated", res.Initiated, "took", res.Took, "err", res.Err)
+			"vip", t.cfg.VIP, "vip6", t.cfg.VIP6, "sessions", res.Sessions, "initiated", res.Initiated, "took", res.Took, "err", res.Err)
 	}()
-	flows, err := t.sessions()
-	if err != nil {
-		t.errs.Add(1)
-		res.Err = err.Error()
-		return
-	}
-	var targets []Target
+	var errs []error
 	seen := map[Key]bool{}
-	for _, f := range flows {
-		if f.Mark == 0 {
+	for _, vip := range t.vips() {
+		flows, err := t.sessions(vip)
+		if err != nil {
+			t.errs.Add(1)
+			errs = append(errs, err)
 			continue
 		}
-		res.Sessions++
-		p, ok := t.cfg.Lookup(markAddr(f.Mark))
-		if !ok || seen[p.PublicKey] {
-			continue // revoked meanwhile, or a second session of one peer
+		var targets []Target
+		for _, f := range flows {
+			if f.Mark == 0 {
+				continue
+			}
+			res.Sessions++
+			p, ok := t.cfg.Lookup(markAddr(f.Mark))
+			if !ok || seen[p.PublicKey] {
+				continue // revoked meanwhile, or a second session of one peer
+			}
+			src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
+			if !ok {
+				continue
+			}
+			seen[p.PublicKey] = true
+			targets = append(targets, Target{Peer: p, Endpoint: netip.AddrPortFrom(src.Unmap(), f.Forward.SrcPort)})
 		}
-		src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
-		if !ok {
-			continue
+		n, err := t.d.Initiate(vip, targets)
+		res.Initiated += n
+		t.initiated.Add(uint64(n))
+		if err != nil {
+			errs = append(errs, err)
 		}
-		seen[p.PublicKey] = true
-		targets = append(targets, Target{Peer: p, Endpoint: netip.AddrPortFrom(src.Unmap(), f.Forward.SrcPort)})
 	}
-	n, err := t.d.Initiate(t.cfg.VIP, targets)
-	res.Initiated = n
-	t.initiated.Add(uint64(n))
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		res.Err = err.Error()
 	}
 }
@@ -273,28 +307,30 @@ func (t *Takeover) mark() {
 	if len(want) == 0 {
 		return
 	}
-	flows, err := t.sessions()
-	if err != nil {
-		t.errs.Add(1)
-		t.d.log.Warn("takeover: mark sessions", "err", err)
-		return
-	}
-	for _, f := range flows {
-		src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
-		if !ok {
-			continue
-		}
-		m, ok := want[netip.AddrPortFrom(src.Unmap(), f.Forward.SrcPort)]
-		if !ok || f.Mark == m {
-			continue
-		}
-		f.Mark = m
-		if err := t.nl.ConntrackUpdate(netlink.ConntrackTable, unix.AF_INET, f); err != nil {
+	for _, vip := range t.vips() {
+		flows, err := t.sessions(vip)
+		if err != nil {
 			t.errs.Add(1)
-			t.d.log.Warn("takeover: mark a session", "session", f.String(), "err", err)
+			t.d.log.Warn("takeover: mark sessions", "vip", vip, "err", err)
 			continue
 		}
-		t.marked.Add(1)
+		for _, f := range flows {
+			src, ok := netip.AddrFromSlice(f.Forward.SrcIP)
+			if !ok {
+				continue
+			}
+			m, ok := want[netip.AddrPortFrom(src.Unmap(), f.Forward.SrcPort)]
+			if !ok || f.Mark == m {
+				continue
+			}
+			f.Mark = m
+			if err := t.nl.ConntrackUpdate(netlink.ConntrackTable, family(vip), f); err != nil {
+				t.errs.Add(1)
+				t.d.log.Warn("takeover: mark a session", "session", f.String(), "err", err)
+				continue
+			}
+			t.marked.Add(1)
+		}
 	}
 }
 

@@ -40,7 +40,16 @@ func TestPeerMark(t *testing.T) {
 // one without sessions (the other node), the address comes back, and the
 // new device completes a handshake with the silent client by itself,
 // answered at the virtual address.
+//
+// Over IPv4 and over IPv6: a client whose endpoint is the pair's virtual
+// IPv6 address is marked and taken over from it (the IPv4 address, which
+// keepalived moves with it, is what the Takeover follows).
 func TestTakeover(t *testing.T) {
+	t.Run("IPv4", func(t *testing.T) { testTakeover(t, false) })
+	t.Run("IPv6", func(t *testing.T) { testTakeover(t, true) })
+}
+
+func testTakeover(t *testing.T, v6 bool) {
 	l := newLab(t)
 	testkit.NeedTool(t, "nft", "nftables")
 	gwIf, clIf := "wgt"+l.suffix, "wgu"+l.suffix
@@ -49,7 +58,26 @@ func TestTakeover(t *testing.T) {
 	veth := "va" + l.suffix
 	// Conntrack runs in a namespace only once a ruleset needs it.
 	l.mustExec(l.a, "nft", "add table inet tk; add chain inet tk in { type filter hook input priority 0; ct state established accept; }")
-	l.ip("-n", l.a, "addr", "add", vip.String()+"/24", "dev", veth)
+	vip6 := netip.MustParseAddr("2001:db8:2::10")
+	// The address the client sends to; with v6, the virtual IPv6 address
+	// (and the IPv4 one, which moves with it, unused by the client).
+	target, vip6cfg := vip, netip.Addr{}
+	if v6 {
+		target, vip6cfg = vip6, vip6
+		l.ip("-n", l.a, "addr", "add", "2001:db8:2::1/64", "dev", veth, "nodad")
+		l.ip("-n", l.b, "addr", "add", "2001:db8:2::2/64", "dev", "vb"+l.suffix, "nodad")
+	}
+	addVIPs := func(op string) {
+		l.ip("-n", l.a, "addr", op, vip.String()+"/24", "dev", veth)
+		if v6 {
+			args := []string{"-n", l.a, "addr", op, vip6.String() + "/64", "dev", veth}
+			if op == "add" {
+				args = append(args, "nodad")
+			}
+			l.ip(args...)
+		}
+	}
+	addVIPs("add")
 
 	clientPriv, _ := GeneratePrivateKey()
 	laptop := Peer{Name: "dev_laptop", PublicKey: clientPriv.PublicKey(), AllowedIPs: pfx("100.96.0.10/32")}
@@ -75,7 +103,7 @@ func TestTakeover(t *testing.T) {
 		}
 		d.SetPeerSource(src)
 		// From the test's namespace: the Takeover uses the device's.
-		tk, err := d.FollowTakeover(TakeoverConfig{VIP: vip, Lookup: lookup, MarkEvery: 200 * time.Millisecond, Poll: 50 * time.Millisecond})
+		tk, err := d.FollowTakeover(TakeoverConfig{VIP: vip, VIP6: vip6cfg, Lookup: lookup, MarkEvery: 200 * time.Millisecond, Poll: 50 * time.Millisecond})
 		if err != nil {
 			d.Close()
 			t.Fatal(err)
@@ -97,8 +125,8 @@ func TestTakeover(t *testing.T) {
 
 	l.startStockClient(l.b, clIf)
 	conf := filepath.Join(t.TempDir(), "client.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("[Interface]\nPrivateKey = %s\nListenPort = %d\n[Peer]\nPublicKey = %s\nEndpoint = %s:%d\nAllowedIPs = 100.96.0.0/12\n",
-		clientPriv, clientPort, d.PublicKey(), vip, port)), 0o600)
+	os.WriteFile(conf, []byte(fmt.Sprintf("[Interface]\nPrivateKey = %s\nListenPort = %d\n[Peer]\nPublicKey = %s\nEndpoint = %s\nAllowedIPs = 100.96.0.0/12\n",
+		clientPriv, clientPort, d.PublicKey(), netip.AddrPortFrom(target, port))), 0o600)
 	l.mustExec(l.b, "wg", "setconf", clIf, conf)
 	l.mustExec(l.b, "ip", "addr", "add", "100.96.0.10/12", "dev", clIf)
 	l.mustExec(l.b, "ip", "link", "set", clIf, "up")
@@ -113,10 +141,13 @@ func TestTakeover(t *testing.T) {
 	if a := d.bind.defaultSrc.Load(); a == nil || *a != vip {
 		t.Errorf("default source %v while holding %v", a, vip)
 	}
+	if a := d.bind.defaultSrc6.Load(); v6 && (a == nil || *a != vip6) || !v6 && a != nil {
+		t.Errorf("default IPv6 source %v (v6 %v)", a, v6)
+	}
 
 	// Failover: the address leaves, the other node (a new device, no
 	// sessions) gets it back.
-	l.ip("-n", l.a, "addr", "del", vip.String()+"/24", "dev", veth)
+	addVIPs("del")
 	// The node that gave the address up drops its sessions: its
 	// wireguard-go must not retry handshakes from its own address.
 	testkit.Eventually(t, 10*time.Second, "sessions dropped", func() error {
@@ -128,13 +159,16 @@ func TestTakeover(t *testing.T) {
 	if a := d.bind.defaultSrc.Load(); a != nil {
 		t.Errorf("default source %v after the address left", *a)
 	}
+	if a := d.bind.defaultSrc6.Load(); a != nil {
+		t.Errorf("default IPv6 source %v after the address left", *a)
+	}
 	tk.Close()
 	d.Close()
 	d, tk = start()
 	if s := tk.Stats(); s.Takeovers != 0 {
 		t.Fatalf("a takeover without the address: %+v", s)
 	}
-	l.ip("-n", l.a, "addr", "add", vip.String()+"/24", "dev", veth)
+	addVIPs("add")
 	testkit.Eventually(t, 10*time.Second, "handshake initiated and completed", func() error {
 		for _, p := range d.Status().Peers {
 			if p.PublicKey == laptop.PublicKey && !p.LastHandshake.IsZero() {
@@ -146,7 +180,7 @@ func TestTakeover(t *testing.T) {
 	if s := tk.Stats(); s.Takeovers != 1 || s.Initiated != 1 || s.Last == nil || s.Last.Sessions != 1 {
 		t.Errorf("takeover stats: %+v", s)
 	}
-	if ep := strings.Fields(l.mustExec(l.b, "wg", "show", clIf, "endpoints"))[1]; ep != fmt.Sprintf("%s:%d", vip, port) {
+	if ep := strings.Fields(l.mustExec(l.b, "wg", "show", clIf, "endpoints"))[1]; ep != netip.AddrPortFrom(target, port).String() {
 		t.Errorf("the client hears the gateway at %s, not the virtual address", ep)
 	}
 	if err := l.ping(l.a, "100.96.0.10"); err != nil {
