@@ -35,72 +35,9 @@ func TestBGPOverGRE(t *testing.T) {
 
 	dir := t.TempDir()
 	tun := lab.ID() + "t"
-	start := func(gw *netlab.NS, name, local, remote, addr, tail string) *netlab.Proc {
-		cfg := filepath.Join(dir, name+".yaml")
-		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
-  name: %s
-  state_dir: %s/%s
-interfaces:
-  wan: eth0
-  lan: [eth1]
-admin:
-  socket: %s/%s.sock
-tunnels:
-  gre:
-    - name: %s
-      local: %s
-      remote: %s
-      address: %s
-      health_check:
-        rate: high
-%s`, name, dir, name, dir, name, tun, local, remote, addr, tail)), 0o600))
-		p, err := gw.Start(binary, "run", "--config", cfg)
-		must(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
-			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s:\n%s", name, p.Output())
-			}
-		})
-		return p
-	}
-	office := start(ns["ogw"], "office", "203.0.113.10", "198.51.100.20", "10.200.1.0/31", fmt.Sprintf(`bgp:
-  asn: 65000
-  router_id: 203.0.113.10
-  announce: [10.0.0.0/24]
-  neighbors:
-    - name: branch
-      address: 10.200.1.1
-      remote_as: 65020
-      tunnel: %s
-      hold_time: 9
-      import:
-        prefixes: [{prefix: 10.20.0.0/16, max_length: 24}]
-`, tun))
-	branch := start(ns["bgw"], "branch", "198.51.100.20", "203.0.113.10", "10.200.1.1/31", fmt.Sprintf(`routes:
-  - prefix: 10.0.0.0/24
-    via: %s
-`, tun))
-
-	birdDir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(birdDir, "bird.conf"), []byte(`
-router id 198.51.100.20;
-protocol device { scan time 1; }
-protocol direct { ipv4; interface "eth1"; }
-protocol bgp office {
-	local 10.200.1.1 as 65020;
-	neighbor 10.200.1.0 as 65000;
-	connect retry time 1;
-	ipv4 { import all; export where source = RTS_DEVICE; };
-}
-`), 0o600))
-	bird, err := ns["bgw"].Start("bird", "-f", "-c", filepath.Join(birdDir, "bird.conf"), "-s", filepath.Join(birdDir, "bird.ctl"),
-		"-P", filepath.Join(birdDir, "bird.pid"))
-	must(t, err)
+	office := startGRESite(t, ns["ogw"], dir, officeSite(tun, "", officeBGP(tun)))
+	branch := startGRESite(t, ns["bgw"], dir, branchSite(tun, greRoute("10.0.0.0/24", tun)))
+	bird, birdCtl := startBIRDBranch(t, ns["bgw"])
 	defer bird.Stop()
 
 	netlab.Eventually(t, 30*time.Second, "office LAN reaches the branch LAN through the BGP route", func() error {
@@ -115,7 +52,7 @@ protocol bgp office {
 			t.Errorf("status lacks %s:\n%s", want, st)
 		}
 	}
-	if out := run(t, ns["bgw"], "birdc", "-s", filepath.Join(birdDir, "bird.ctl"), "show", "route", "for", "10.0.0.5"); !strings.Contains(out, "10.0.0.0/24") {
+	if out := run(t, ns["bgw"], "birdc", "-s", birdCtl, "show", "route", "for", "10.0.0.5"); !strings.Contains(out, "10.0.0.0/24") {
 		t.Errorf("BIRD did not learn the office prefix:\n%s", out)
 	}
 

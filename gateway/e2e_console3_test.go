@@ -95,58 +95,10 @@ func TestConsoleRoutingBGP(t *testing.T) {
 	dir := t.TempDir()
 	tun := lab.ID() + "t"
 	certFile, keyFile, _ := writeAdminCert(t, dir, netip.MustParseAddr("10.0.0.1"))
-	start := func(gw *netlab.NS, name, local, remote, addr, adminTail, tail string) {
-		cfg := filepath.Join(dir, name+".yaml")
-		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
-  name: %s
-  state_dir: %s/%s
-interfaces:
-  wan: eth0
-  lan: [eth1]
-admin:
-  socket: %s/%s.sock
-%s
-tunnels:
-  gre:
-    - name: %s
-      local: %s
-      remote: %s
-      address: %s
-      health_check:
-        rate: high
-%s`, name, dir, name, dir, name, adminTail, tun, local, remote, addr, tail)), 0o600))
-		p, err := gw.Start(binary, "run", "--config", cfg)
-		must(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
-			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("%s:\n%s", name, p.Output())
-			}
-		})
-	}
-	start(ns["ogw"], "office", "203.0.113.10", "198.51.100.20", "10.200.1.0/31",
+	startGRESite(t, ns["ogw"], dir, officeSite(tun,
 		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile),
-		fmt.Sprintf(`bgp:
-  asn: 65000
-  router_id: 203.0.113.10
-  announce: [10.0.0.0/24]
-  neighbors:
-    - name: branch
-      address: 10.200.1.1
-      remote_as: 65020
-      tunnel: %s
-      hold_time: 9
-      import:
-        prefixes: [{prefix: 10.20.0.0/16, max_length: 24}]
-`, tun))
-	start(ns["bgw"], "branch", "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "", fmt.Sprintf(`routes:
-  - prefix: 10.0.0.0/24
-    via: %s
-`, tun))
+		officeBGP(tun)))
+	startGRESite(t, ns["bgw"], dir, branchSite(tun, greRoute("10.0.0.0/24", tun)))
 	officeSock := filepath.Join(dir, "office.sock")
 	tok, _, _ := strings.Cut(run(t, ns["ogw"], binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", officeSock), "\n")
 
@@ -165,21 +117,7 @@ tunnels:
 		t.Errorf("BGP speaker: %q", sp)
 	}
 
-	birdDir := t.TempDir()
-	must(t, os.WriteFile(filepath.Join(birdDir, "bird.conf"), []byte(`
-router id 198.51.100.20;
-protocol device { scan time 1; }
-protocol direct { ipv4; interface "eth1"; }
-protocol bgp office {
-	local 10.200.1.1 as 65020;
-	neighbor 10.200.1.0 as 65000;
-	connect retry time 1;
-	ipv4 { import all; export where source = RTS_DEVICE; };
-}
-`), 0o600))
-	bird, err := ns["bgw"].Start("bird", "-f", "-c", filepath.Join(birdDir, "bird.conf"), "-s", filepath.Join(birdDir, "bird.ctl"),
-		"-P", filepath.Join(birdDir, "bird.pid"))
-	must(t, err)
+	bird, _ := startBIRDBranch(t, ns["bgw"])
 	defer bird.Stop()
 	netlab.Eventually(t, 30*time.Second, "office LAN reaches the branch LAN through the BGP route", func() error {
 		return ns["olan"].Ping("10.20.0.5")

@@ -923,41 +923,11 @@ func TestConsoleTunnelPlots(t *testing.T) {
 	lab, ns := siteLab(t)
 	dir := t.TempDir()
 	certFile, keyFile, _ := writeAdminCert(t, dir, netip.MustParseAddr("10.0.0.1"))
-	start := func(gw *netlab.NS, name, tunName, local, remote, addr, route, admin string) {
-		cfg := filepath.Join(dir, name+".yaml")
-		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
-  name: %s
-  state_dir: %s/%s
-interfaces:
-  wan: eth0
-  lan: [eth1]
-admin:
-  socket: %s/%s.sock
-%s
-tunnels:
-  gre:
-    - name: %s
-      local: %s
-      remote: %s
-      address: %s
-      health_check:
-        rate: high
-routes:
-  - prefix: %s
-    via: %s
-`, name, dir, name, dir, name, admin, tunName, local, remote, addr, route, tunName)), 0o600))
-		p, err := gw.Start(binary, "run", "--config", cfg)
-		must(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
-			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
-		}
-	}
 	tun := lab.ID() + "t"
-	start(ns["ogw"], "office", tun, "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "10.20.0.0/16",
-		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile))
-	start(ns["bgw"], "branch", tun, "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "10.0.0.0/24", "")
+	startGRESite(t, ns["ogw"], dir, officeSite(tun,
+		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile),
+		greRoute("10.20.0.0/16", tun)))
+	startGRESite(t, ns["bgw"], dir, branchSite(tun, greRoute("10.0.0.0/24", tun)))
 	netlab.Eventually(t, 15*time.Second, "ping across the GRE tunnel", func() error {
 		return ns["olan"].Ping("10.20.0.5")
 	})

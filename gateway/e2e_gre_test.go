@@ -41,6 +41,112 @@ func siteLab(t *testing.T) (*netlab.Lab, map[string]*netlab.NS) {
 	return lab, ns
 }
 
+// greSite is one gateway of siteLab's topology: edgegw with one GRE
+// tunnel Tun from Local to Remote, its address Addr. Admin holds more
+// lines of the admin section (indented); Tail, sections after tunnels.
+type greSite struct {
+	Name, Tun, Local, Remote, Addr string
+	Admin, Tail                    string
+}
+
+// office and branch are siteLab's two ends; greRoute routes prefix
+// through tun.
+func officeSite(tun, admin, tail string) greSite {
+	return greSite{Name: "office", Tun: tun, Local: "203.0.113.10", Remote: "198.51.100.20", Addr: "10.200.1.0/31", Admin: admin, Tail: tail}
+}
+
+func branchSite(tun, tail string) greSite {
+	return greSite{Name: "branch", Tun: tun, Local: "198.51.100.20", Remote: "203.0.113.10", Addr: "10.200.1.1/31", Tail: tail}
+}
+
+func greRoute(prefix, tun string) string {
+	return fmt.Sprintf("routes:\n  - prefix: %s\n    via: %s\n", prefix, tun)
+}
+
+// startGRESite writes s's configuration into dir (state in dir/<name>,
+// admin socket dir/<name>.sock), starts edgegw in gw and waits until it
+// is up; its output is logged if the test fails.
+func startGRESite(t *testing.T, gw *netlab.NS, dir string, s greSite) *netlab.Proc {
+	t.Helper()
+	admin := ""
+	if s.Admin != "" {
+		admin = strings.TrimSuffix(s.Admin, "\n") + "\n"
+	}
+	cfg := filepath.Join(dir, s.Name+".yaml")
+	must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
+  name: %s
+  state_dir: %s/%s
+interfaces:
+  wan: eth0
+  lan: [eth1]
+admin:
+  socket: %s/%s.sock
+%stunnels:
+  gre:
+    - name: %s
+      local: %s
+      remote: %s
+      address: %s
+      health_check:
+        rate: high
+%s`, s.Name, dir, s.Name, dir, s.Name, admin, s.Tun, s.Local, s.Remote, s.Addr, s.Tail)), 0o600))
+	p, err := gw.Start(binary, "run", "--config", cfg)
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
+		t.Fatalf("%s did not start: %v\n%s", s.Name, err, p.Output())
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s:\n%s", s.Name, p.Output())
+		}
+	})
+	return p
+}
+
+// officeBGP is the office's bgp section for a BIRD branch
+// (startBIRDBranch) over tun: the office LAN announced, the branch's
+// /16 accepted up to /24s.
+func officeBGP(tun string) string {
+	return fmt.Sprintf(`bgp:
+  asn: 65000
+  router_id: 203.0.113.10
+  announce: [10.0.0.0/24]
+  neighbors:
+    - name: branch
+      address: 10.200.1.1
+      remote_as: 65020
+      tunnel: %s
+      hold_time: 9
+      import:
+        prefixes: [{prefix: 10.20.0.0/16, max_length: 24}]
+`, tun)
+}
+
+// startBIRDBranch runs BIRD 2 in siteLab's branch gateway bgw: eBGP
+// (AS 65020) to the office (AS 65000) over the GRE tunnel's /31,
+// announcing the branch LAN. ctl is its control socket, for birdc -s.
+func startBIRDBranch(t *testing.T, bgw *netlab.NS) (bird *netlab.Proc, ctl string) {
+	t.Helper()
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "bird.conf"), []byte(`
+router id 198.51.100.20;
+protocol device { scan time 1; }
+protocol direct { ipv4; interface "eth1"; }
+protocol bgp office {
+	local 10.200.1.1 as 65020;
+	neighbor 10.200.1.0 as 65000;
+	connect retry time 1;
+	ipv4 { import all; export where source = RTS_DEVICE; };
+}
+`), 0o600))
+	ctl = filepath.Join(dir, "bird.ctl")
+	bird, err := bgw.Start("bird", "-f", "-c", filepath.Join(dir, "bird.conf"), "-s", ctl, "-P", filepath.Join(dir, "bird.pid"))
+	must(t, err)
+	return bird, ctl
+}
+
 // TestGRESiteToSite joins two offices with GRE, both ends running the real
 // edgegw binary:
 //
@@ -52,40 +158,9 @@ func TestGRESiteToSite(t *testing.T) {
 	lab, ns := siteLab(t)
 
 	dir := t.TempDir()
-	start := func(gw *netlab.NS, name, tunName, local, remote, addr, route string) *netlab.Proc {
-		cfg := filepath.Join(dir, name+".yaml")
-		must(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`appliance:
-  name: %s
-  state_dir: %s/%s
-interfaces:
-  wan: eth0
-  lan: [eth1]
-admin:
-  socket: %s/%s.sock
-tunnels:
-  gre:
-    - name: %s
-      local: %s
-      remote: %s
-      address: %s
-      health_check:
-        rate: high
-routes:
-  - prefix: %s
-    via: %s
-`, name, dir, name, dir, name, tunName, local, remote, addr, route, tunName)), 0o600))
-		p, err := gw.Start(binary, "run", "--config", cfg)
-		must(t, err)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := p.WaitOutput(ctx, "edgegw is up"); err != nil {
-			t.Fatalf("%s did not start: %v\n%s", name, err, p.Output())
-		}
-		return p
-	}
 	tun := lab.ID() + "t"
-	office := start(ns["ogw"], "office", tun, "203.0.113.10", "198.51.100.20", "10.200.1.0/31", "10.20.0.0/16")
-	branch := start(ns["bgw"], "branch", tun, "198.51.100.20", "203.0.113.10", "10.200.1.1/31", "10.0.0.0/24")
+	office := startGRESite(t, ns["ogw"], dir, officeSite(tun, "", greRoute("10.20.0.0/16", tun)))
+	branch := startGRESite(t, ns["bgw"], dir, branchSite(tun, greRoute("10.0.0.0/24", tun)))
 
 	netlab.Eventually(t, 15*time.Second, "ping across the GRE tunnel", func() error {
 		return ns["olan"].Ping("10.20.0.5")
