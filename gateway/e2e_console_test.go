@@ -95,23 +95,7 @@ func TestConsoleThroughGateway(t *testing.T) {
 			t.Errorf("page error: %s", p)
 		}
 	}()
-	poll := func(what, expr string) {
-		t.Helper()
-		// Navigations may end a poll on the way: poll again until the
-		// deadline.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second)))
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
-				t.Fatalf("%s: %v\n%.1500s", what, err, body)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	poll := func(what, expr string) { t.Helper(); consolePoll(t, ctx, what, expr) }
 	text := func(id string) string {
 		t.Helper()
 		v, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID(id)))
@@ -278,21 +262,6 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 			}
 		}
 	}
-	poll := func(ctx context.Context, what, expr string) {
-		t.Helper()
-		deadline := time.Now().Add(45 * time.Second)
-		for {
-			_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(10*time.Second)))
-			if err == nil {
-				return
-			}
-			if time.Now().After(deadline) {
-				body, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("body")))
-				t.Fatalf("%s: %v\n%.1500s", what, err, body)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	signIn := func(ctx context.Context, user string) {
 		t.Helper()
 		must(t, chromedp.Do(ctx,
@@ -315,7 +284,7 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 	actx, adone := browser("admin")
 	defer adone()
 	signIn(actx, "test-user@"+ra.GWLANAddr.String())
-	poll(actx, "the console after signing in", `!!document.getElementById("role") && document.getElementById("role").textContent === "admin" && document.getElementById("reload-result").textContent !== ""`)
+	consolePoll(t, actx, "the console after signing in", `!!document.getElementById("role") && document.getElementById("role").textContent === "admin" && document.getElementById("reload-result").textContent !== ""`)
 	if who := text(actx, "who"); who != "test-user@zitadel.ch" {
 		t.Errorf("signed in as %q", who)
 	}
@@ -324,16 +293,16 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 	vctx, vdone := browser("helpdesk", "/console/oidc/callback")
 	defer vdone()
 	signIn(vctx, "test-user2")
-	poll(vctx, "the refusal", `!!document.getElementById("error") && document.getElementById("error").textContent.includes("no policy lets you use this console")`)
+	consolePoll(t, vctx, "the refusal", `!!document.getElementById("error") && document.getElementById("error").textContent.includes("no policy lets you use this console")`)
 
 	// A reload adds the viewer policy: the open admin console shows it,
 	// and helpdesk signs in as a viewer.
 	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(base, "  listen: 127.0.0.1:9100\n", adminSection(netops+helpdesk), 1)), 0o600))
 	s.signal(syscall.SIGHUP)
 	s.waitLog("configuration reloaded", 1)
-	poll(actx, "the reload on the admin's overview", `document.getElementById("reload-result").textContent === "applied"`)
+	consolePoll(t, actx, "the reload on the admin's overview", `document.getElementById("reload-result").textContent === "applied"`)
 	signIn(vctx, "test-user2")
-	poll(vctx, "helpdesk as a viewer", `!!document.getElementById("role") && document.getElementById("role").textContent === "viewer"`)
+	consolePoll(t, vctx, "helpdesk as a viewer", `!!document.getElementById("role") && document.getElementById("role").textContent === "viewer"`)
 	if who := text(vctx, "who"); who != "test-user2@zitadel.ch" {
 		t.Errorf("signed in as %q", who)
 	}
