@@ -364,9 +364,33 @@ func grepLines(s, substr string) string {
 	return strings.Join(out, "\n")
 }
 
+// lanAdmin is an admin section's lines (indented) for a listener on
+// addr:9100 over TLS with certFile and keyFile, for gw.corp.example.
+func lanAdmin(addr netip.Addr, certFile, keyFile string) string {
+	return fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", addr, certFile, keyFile)
+}
+
+// adminOnLAN moves the site's admin listener from loopback to the
+// gateway's LAN address over TLS (a certificate from writeAdminCert),
+// rewriting the written configuration; it returns the file as written
+// and the pool that trusts the certificate.
+func (s *site) adminOnLAN() (file string, pool *x509.CertPool) {
+	t := s.t
+	t.Helper()
+	certFile, keyFile, pool := writeAdminCert(t, s.dir, s.ra.GWLANAddr)
+	cfg, err := os.ReadFile(s.cfg)
+	must(t, err)
+	file = strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", lanAdmin(s.ra.GWLANAddr, certFile, keyFile), 1)
+	if file == string(cfg) {
+		t.Fatalf("no loopback admin listener to move in %s", s.cfg)
+	}
+	must(t, os.WriteFile(s.cfg, []byte(file), 0o600))
+	return file, pool
+}
+
 // writeAdminCert writes a self-signed certificate for gw.corp.example and
 // addr, and returns its files and a pool that trusts it.
-func writeAdminCert(t *testing.T, dir string, addr netip.Addr) (certFile, keyFile string, pool *x509.CertPool) {
+func writeAdminCert(t testing.TB, dir string, addr netip.Addr) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	must(t, err)

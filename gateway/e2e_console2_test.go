@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -56,11 +55,7 @@ gateway:
         expression: dns.fqdn == "ads.example.net"
         action: block
 `)
-	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
-	cfg, err := os.ReadFile(s.cfg)
-	must(t, err)
-	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
-	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)), 0o600))
+	s.adminOnLAN()
 	s.start()
 	echoServer(t, ra.LAN, ":80")
 	s.client(ra.User, s.lab.ID()+"u", "alice", aliceKey)
@@ -238,7 +233,7 @@ gateway:
 	}
 	before, first := bg(), ""
 	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("theme"))))
-	first, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.dataset.theme`))
+	first, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.documentElement.dataset.theme`))
 	must(t, err)
 	if first != "dark" && first != "light" || bg() == before {
 		t.Errorf("theme %q, background %s → %s", first, before, bg())

@@ -96,7 +96,7 @@ func TestConsoleRoutingBGP(t *testing.T) {
 	tun := lab.ID() + "t"
 	certFile, keyFile, _ := writeAdminCert(t, dir, netip.MustParseAddr("10.0.0.1"))
 	startGRESite(t, ns["ogw"], dir, officeSite(tun,
-		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile),
+		lanAdmin(netip.MustParseAddr("10.0.0.1"), certFile, keyFile),
 		officeBGP(tun)))
 	startGRESite(t, ns["bgw"], dir, branchSite(tun, greRoute("10.0.0.0/24", tun)))
 	officeSock := filepath.Join(dir, "office.sock")
@@ -304,11 +304,7 @@ func TestConsoleEgress(t *testing.T) {
     geofeed_path: /geofeed.csv
 `
 	s.writeConfig()
-	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
-	cfg, err := os.ReadFile(s.cfg)
-	must(t, err)
-	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
-	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)), 0o600))
+	s.adminOnLAN()
 	s.start()
 	for _, c := range []struct {
 		ns        *netlab.NS

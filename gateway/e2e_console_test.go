@@ -49,11 +49,7 @@ func TestConsoleThroughGateway(t *testing.T) {
 	aliceKey, alicePub := wgKey(t, ra.User, s.dir, "alice")
 	s.addPeer("alice", alicePub, "100.96.0.10/32")
 	s.writeConfig()
-	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
-	cfg, err := os.ReadFile(s.cfg)
-	must(t, err)
-	admin := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
-	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", admin, 1)), 0o600))
+	s.adminOnLAN()
 	s.start()
 	userIf := s.lab.ID() + "u"
 	s.client(ra.User, userIf, "alice", aliceKey)
@@ -218,8 +214,7 @@ func TestConsoleSSOThroughGateway(t *testing.T) {
 	cfg, err := os.ReadFile(s.cfg)
 	must(t, err)
 	adminSection := func(policies string) string {
-		return fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n  oidc:\n    provider: corp-sso\n  policies:\n%s",
-			ra.GWLANAddr, certFile, keyFile, policies)
+		return lanAdmin(ra.GWLANAddr, certFile, keyFile) + "  oidc:\n    provider: corp-sso\n  policies:\n" + policies
 	}
 	netops := "    - name: netops\n      action: allow\n      role: admin\n      include: [{group: netops}]\n"
 	helpdesk := "    - name: helpdesk\n      action: allow\n      role: viewer\n      include: [{group: helpdesk}]\n"
@@ -397,12 +392,7 @@ func TestConsoleConfigEditor(t *testing.T) {
 	s := newSite(t)
 	ra := s.ra
 	s.writeConfig()
-	certFile, keyFile, pool := writeAdminCert(t, s.dir, ra.GWLANAddr)
-	cfg, err := os.ReadFile(s.cfg)
-	must(t, err)
-	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
-	original := strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)
-	must(t, os.WriteFile(s.cfg, []byte(original), 0o600))
+	original, pool := s.adminOnLAN()
 	s.start()
 	opsTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "ops", "--role", "admin", "--socket", s.socket()), "\n")
 	nocTok, _, _ := strings.Cut(run(t, ra.GW, binary, "admin", "token", "create", "noc", "--role", "viewer", "--socket", s.socket()), "\n")
@@ -776,11 +766,7 @@ gateway:
     listen: [100.96.0.1:53]
     upstreams: [10.0.0.5:53]
 `)
-	certFile, keyFile, _ := writeAdminCert(t, s.dir, ra.GWLANAddr)
-	cfg, err := os.ReadFile(s.cfg)
-	must(t, err)
-	adminSection := fmt.Sprintf("  listen: %s:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s\n", ra.GWLANAddr, certFile, keyFile)
-	must(t, os.WriteFile(s.cfg, []byte(strings.Replace(string(cfg), "  listen: 127.0.0.1:9100\n", adminSection, 1)), 0o600))
+	s.adminOnLAN()
 	s.start()
 	echoServer(t, ra.LAN, ":80")
 	s.client(ra.User, s.lab.ID()+"u", "alice", aliceKey)
@@ -894,7 +880,7 @@ func TestConsoleTunnelPlots(t *testing.T) {
 	certFile, keyFile, _ := writeAdminCert(t, dir, netip.MustParseAddr("10.0.0.1"))
 	tun := lab.ID() + "t"
 	startGRESite(t, ns["ogw"], dir, officeSite(tun,
-		fmt.Sprintf("  listen: 10.0.0.1:9100\n  hosts: [gw.corp.example]\n  tls:\n    cert_file: %s\n    key_file: %s", certFile, keyFile),
+		lanAdmin(netip.MustParseAddr("10.0.0.1"), certFile, keyFile),
 		greRoute("10.20.0.0/16", tun)))
 	startGRESite(t, ns["bgw"], dir, branchSite(tun, greRoute("10.0.0.0/24", tun)))
 	netlab.Eventually(t, 15*time.Second, "ping across the GRE tunnel", func() error {
