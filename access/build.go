@@ -2,19 +2,13 @@ package access
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -26,11 +20,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/edgegw/edgegw/access/acme"
 	"github.com/edgegw/edgegw/access/identity"
 	"github.com/edgegw/edgegw/access/policy"
+	"github.com/edgegw/edgegw/gateway/selfsign"
 )
 
 // snapshot is one applied configuration, immutable once published.
@@ -319,61 +313,15 @@ func (s *Server) tlsConfig(p *Plan) (*tls.Config, *tls.Certificate, error) {
 // selfSigned loads the generated certificate from the state dir when it
 // still covers domains and is not about to expire, or makes a new one.
 func (s *Server) selfSigned(domains []string) (tls.Certificate, error) {
-	var certPath, keyPath string
+	base := ""
 	if s.dir != "" {
-		certPath, keyPath = filepath.Join(s.dir, "selfsigned.crt"), filepath.Join(s.dir, "selfsigned.key")
-		if c, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && c.Leaf != nil &&
-			s.now().Add(7*24*time.Hour).Before(c.Leaf.NotAfter) && covers(c.Leaf, domains) {
-			return c, nil
-		}
+		base = filepath.Join(s.dir, "selfsigned")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
+	c, made, err := selfsign.Load(base, "edgegw access", domains, s.now())
+	if made && base != "" {
+		s.log.Info("made a self-signed certificate", "path", base+".crt", "domains", domains)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	now := s.now()
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "edgegw access"},
-		DNSNames:     append(slices.Clone(domains), "localhost"),
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
-	if certPath != "" {
-		if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
-			return tls.Certificate{}, err
-		}
-		if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
-			return tls.Certificate{}, err
-		}
-		s.log.Info("made a self-signed certificate", "path", certPath, "domains", domains)
-	}
-	return tls.X509KeyPair(certPEM, keyPEM)
-}
-
-func covers(c *x509.Certificate, domains []string) bool {
-	for _, d := range domains {
-		if c.VerifyHostname(d) != nil {
-			return false
-		}
-	}
-	return true
+	return c, err
 }
 
 func (s *Server) revocationsPath() string {

@@ -284,14 +284,14 @@ gateway:
 	s.writeConfig()
 	raw, err := os.ReadFile(s.cfg)
 	must(t, err)
-	cfg := strings.Replace(string(raw), "admin:\n  listen: 127.0.0.1:9100\n", fmt.Sprintf(`admin:
+	// The admin listener names no certificate of its own: a self-signed
+	// one is its fallback.
+	cfg := strings.Replace(string(raw), "admin:\n  listen: 127.0.0.1:9100\n", `admin:
   listen: 10.0.0.1:9443
   tls:
-    cert_file: %s
-    key_file: %s
     acme: true
   hosts: [gw.corp.example]
-`, certFile, keyFile), 1)
+`, 1)
 	if cfg == string(raw) {
 		t.Fatal("the site's admin section moved: the test cannot put its own")
 	}
@@ -352,17 +352,27 @@ gateway:
 		t.Errorf("admin /healthz through the verified listener: %s %q", resp.Status, body)
 	}
 
-	// Names outside access.acme.domains: the configured certificate.
+	// Names outside access.acme.domains: DoT's cert_file, and the admin
+	// listener's self-signed certificate, kept in the state directory.
 	for _, addr := range []string{"10.0.0.1:853", "10.0.0.1:9443"} {
 		conn, err := ra.LAN.DialContext(ctx, "tcp", addr)
 		must(t, err)
 		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: "other.corp.example"})
 		err = tc.HandshakeContext(ctx)
-		if err == nil && !bytes.Equal(tc.ConnectionState().PeerCertificates[0].Raw, fallback.Bytes) {
-			t.Errorf("%s serves another certificate than its cert_file for a name ACME does not manage", addr)
+		if err == nil {
+			leaf := tc.ConnectionState().PeerCertificates[0]
+			switch {
+			case addr == "10.0.0.1:853" && !bytes.Equal(leaf.Raw, fallback.Bytes):
+				t.Errorf("%s serves another certificate than its cert_file for a name ACME does not manage", addr)
+			case addr == "10.0.0.1:9443" && (leaf.Subject.CommonName != "edgegw admin" || leaf.VerifyHostname("gw.corp.example") != nil):
+				t.Errorf("%s serves %q (%v) for a name ACME does not manage, not its self-signed fallback", addr, leaf.Subject.CommonName, leaf.DNSNames)
+			}
 		}
 		tc.Close()
 		must(t, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "state", "admin", "selfsigned.crt")); err != nil {
+		t.Errorf("the admin listener's self-signed certificate is not kept: %v", err)
 	}
 
 	netlab.Eventually(t, 10*time.Second, "the expiry metric", func() error {

@@ -68,6 +68,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/gateway/console"
+	"github.com/edgegw/edgegw/gateway/selfsign"
 )
 
 // API paths.
@@ -290,6 +292,29 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	s.sessions.Collect(ch)
 }
 
+// loadCert reads admin.tls's certificate, or with acme and no cert_file
+// makes (or loads the kept) self-signed one for admin.hosts and the
+// listen address, in <StateDir>/admin: the listener's certificate until
+// ACME has one for the hello.
+func (s *Server) loadCert(cfg Config) (tls.Certificate, error) {
+	if cfg.TLS.CertFile != "" || !cfg.TLS.ACME {
+		return tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	}
+	hosts := slices.Clone(cfg.Hosts)
+	if ap, err := netip.ParseAddrPort(cfg.Listen); err == nil && !ap.Addr().IsUnspecified() {
+		hosts = append(hosts, ap.Addr().String())
+	}
+	base := ""
+	if s.opts.StateDir != "" {
+		base = filepath.Join(s.opts.StateDir, "admin", "selfsigned")
+	}
+	c, made, err := selfsign.Load(base, "edgegw admin", hosts, s.opts.Now())
+	if made && err == nil {
+		s.log.Info("admin: made a self-signed certificate, served until ACME has one", "hosts", hosts)
+	}
+	return c, err
+}
+
 // Set applies the admin section: it re-reads the TLS certificate (so a
 // rotated one takes effect), swaps the host and metrics policy, and binds
 // the socket and the TCP listener where their addresses changed — the new
@@ -298,7 +323,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 func (s *Server) Set(cfg Config) error {
 	var cert *tls.Certificate
 	if cfg.TLS != nil {
-		c, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		c, err := s.loadCert(cfg)
 		if err != nil {
 			return fmt.Errorf("admin.tls: %w", err)
 		}

@@ -79,6 +79,8 @@ type TLS struct {
 	// ACME serves the gateway's ACME certificate (access.acme) for the
 	// names of admin.hosts among access.acme.domains; cert_file stays the
 	// fallback, served until ACME has a certificate and whenever it fails.
+	// Without cert_file and key_file the fallback is a self-signed
+	// certificate for admin.hosts, kept in <state_dir>/admin.
 	ACME bool `yaml:"acme"`
 }
 
@@ -119,11 +121,16 @@ func (c *Config) Validate(report func(field, msg string)) {
 		report("socket", fmt.Sprintf("%q: the socket needs a directory of its own, which edgegw keeps at mode 0700, such as %s", c.Socket, DefaultSocket))
 	}
 	if c.TLS != nil {
-		if c.TLS.CertFile == "" {
-			report("tls.cert_file", "missing: expected the listener's certificate (PEM)")
-		}
-		if c.TLS.KeyFile == "" {
+		switch {
+		case c.TLS.CertFile == "" && c.TLS.KeyFile == "" && c.TLS.ACME:
+			// A self-signed fallback until ACME has a certificate.
+		case c.TLS.CertFile == "":
+			report("tls.cert_file", "missing: expected the listener's certificate (PEM) (or acme: true, with a self-signed certificate until ACME has one)")
+		case c.TLS.KeyFile == "":
 			report("tls.key_file", "missing: expected the certificate's private key (PEM)")
+		}
+		if c.TLS.CertFile == "" && c.TLS.KeyFile != "" {
+			report("tls.key_file", "set without cert_file: name both, or neither with acme: true")
 		}
 	}
 	c.validateConsole(report)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 )
@@ -97,4 +99,32 @@ func TestListenerACMECertificates(t *testing.T) {
 	}
 	healthz(before) // opened with the old certificate, still answered
 	healthz(after)
+
+	// acme without cert_file: a self-signed certificate for admin.hosts
+	// and the listen address, kept in the state directory, until the
+	// source has one.
+	cfg := e.cfg
+	cfg.TLS = &TLS{ACME: true}
+	var problems []string
+	cfg.Validate(func(f, m string) { problems = append(problems, f+": "+m) })
+	if len(problems) > 0 {
+		t.Fatalf("acme without cert_file refused: %v", problems)
+	}
+	src.Store(nil)
+	if err := e.gw.Do(func() error { return e.srv.Set(cfg) }); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := dial()
+	leaf := c.ConnectionState().PeerCertificates[0]
+	if leaf.Subject.CommonName != "edgegw admin" || leaf.VerifyHostname("gw.corp.test") != nil || leaf.VerifyHostname(gwAddr) != nil {
+		t.Errorf("self-signed fallback %q for %v %v", leaf.Subject.CommonName, leaf.DNSNames, leaf.IPAddresses)
+	}
+	healthz(c)
+	if _, err := os.Stat(filepath.Join(e.dir, "admin", "selfsigned.key")); err != nil {
+		t.Errorf("the fallback is not kept: %v", err)
+	}
+	src.Store(renewed)
+	if _, serial := dial(); serial != 3 {
+		t.Errorf("with the ACME certificate back: serial %d served, want 3", serial)
+	}
 }

@@ -55,7 +55,9 @@ type DoT struct {
 	IdentifiedOnly bool `yaml:"identified_only"`
 	// ACME serves the gateway's ACME certificate (access.acme) for the
 	// names among access.acme.domains; cert_file stays the fallback,
-	// served until ACME has a certificate and whenever it fails.
+	// served until ACME has a certificate and whenever it fails. Without
+	// cert_file and key_file the fallback is a self-signed certificate
+	// kept in <state_dir>/dns.
 	ACME bool `yaml:"acme"`
 }
 
@@ -140,11 +142,16 @@ func (c *Config) Validate(report func(field, msg string)) {
 				report(fmt.Sprintf("dot.listen[%d]", i), fmt.Sprintf("%s is also in listen (plain DNS over TCP): use another port, usually 853", a))
 			}
 		}
-		if d.CertFile == "" {
-			report("dot.cert_file", "missing: expected the certificate (PEM) DNS over TLS presents")
-		}
-		if d.KeyFile == "" {
+		switch {
+		case d.CertFile == "" && d.KeyFile == "" && d.ACME:
+			// A self-signed fallback until ACME has a certificate.
+		case d.CertFile == "":
+			report("dot.cert_file", "missing: expected the certificate (PEM) DNS over TLS presents (or acme: true, with a self-signed certificate until ACME has one)")
+		case d.KeyFile == "":
 			report("dot.key_file", "missing: expected the certificate's private key (PEM)")
+		}
+		if d.CertFile == "" && d.KeyFile != "" {
+			report("dot.key_file", "set without cert_file: name both, or neither with acme: true")
 		}
 	}
 	for name, l := range c.Lists {

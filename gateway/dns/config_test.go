@@ -50,6 +50,15 @@ func TestValidate(t *testing.T) {
 		{"dot without key", func(c *Config) {
 			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}, CertFile: "/c"}
 		}, `dot.key_file: missing`},
+		{"dot with acme, no files: a self-signed fallback", func(c *Config) {
+			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}, ACME: true}
+		}, ""},
+		{"dot without files or acme", func(c *Config) {
+			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}}
+		}, `dot.cert_file: missing`},
+		{"dot with acme, a key and no certificate", func(c *Config) {
+			c.DoT = &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:853")}, KeyFile: "/k", ACME: true}
+		}, `dot.key_file: set without cert_file`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/edgegw/edgegw/gateway/selfsign"
 )
 
 // ServeDoT serves DNS over TLS (RFC 7858) on ln with the certificates of
@@ -64,12 +67,31 @@ type dotListener struct {
 }
 
 // loadDoTCert reads the certificate and key of c.DoT, if any, into the
-// one DoT listeners present from the next handshake on.
+// one DoT listeners present from the next handshake on. With acme and
+// no cert_file that is a self-signed certificate for the listen
+// addresses, kept in <state_dir>/dns: what the listeners serve until
+// ACME has a certificate for the hello, and whenever it has none.
 func (s *Server) loadDoTCert(c *Config) error {
 	if c.DoT == nil {
 		return nil
 	}
-	cert, err := tls.LoadX509KeyPair(c.DoT.CertFile, c.DoT.KeyFile)
+	var cert tls.Certificate
+	var err error
+	if c.DoT.CertFile == "" && c.DoT.ACME {
+		var hosts []string
+		for _, a := range c.DoT.Listen {
+			if !a.Addr().IsUnspecified() {
+				hosts = append(hosts, a.Addr().String())
+			}
+		}
+		base := ""
+		if s.opts.StateDir != "" {
+			base = filepath.Join(s.opts.StateDir, "dns", "dot-selfsigned")
+		}
+		cert, _, err = selfsign.Load(base, "edgegw dns", hosts, time.Now())
+	} else {
+		cert, err = tls.LoadX509KeyPair(c.DoT.CertFile, c.DoT.KeyFile)
+	}
 	if err != nil {
 		return fmt.Errorf("gateway.dns.dot: %w", err)
 	}

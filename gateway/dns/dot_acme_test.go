@@ -3,8 +3,12 @@ package dns
 import (
 	"bytes"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,4 +103,56 @@ func TestDoTCertificatesSource(t *testing.T) {
 	}
 	ask(before) // opened with the old certificate, still answered
 	ask(after)
+}
+
+// TestDoTSelfSignedFallback: with acme and no cert_file, DoT serves a
+// self-signed certificate for its listen address, kept in the state
+// directory (the same one after a reload), until the ACME source has a
+// certificate for the hello; then that one.
+func TestDoTSelfSignedFallback(t *testing.T) {
+	up := newTestUpstream(t)
+	stateDir := t.TempDir()
+	acme, _ := selfSigned(t)
+	var src atomic.Pointer[tls.Certificate]
+	opts := Options{StateDir: stateDir, Certificates: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return src.Load(), nil }}
+	cfg := Config{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, Upstreams: []string{up.addr},
+		DoT: &DoT{Listen: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}, ACME: true}}
+	var report []string
+	cfg.Validate(func(f, m string) {
+		if strings.HasPrefix(f, "dot") {
+			report = append(report, f+": "+m)
+		}
+	})
+	if len(report) > 0 {
+		t.Fatalf("acme without cert_file refused: %v", report)
+	}
+	s, _ := startServer(t, cfg, opts)
+	eventually(t, 5*time.Second, "DoT listening", func() bool { return len(s.Status().DoTListening) == 1 })
+	addr := s.Status().DoTListening[0].String()
+	peer := func() *x509.Certificate {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, ServerName: "dot.corp.example"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0]
+	}
+	fb := peer()
+	if fb.Subject.CommonName != "edgegw dns" || fb.VerifyHostname("127.0.0.1") != nil {
+		t.Errorf("fallback %q for %v %v", fb.Subject.CommonName, fb.DNSNames, fb.IPAddresses)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "dns", "dot-selfsigned.key")); err != nil {
+		t.Errorf("the fallback is not kept: %v", err)
+	}
+	if err := s.Set(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if again := peer(); !bytes.Equal(again.Raw, fb.Raw) {
+		t.Error("a reload made another self-signed certificate")
+	}
+	src.Store(&acme)
+	if got := peer(); !bytes.Equal(got.Raw, acme.Certificate[0]) {
+		t.Error("the ACME certificate is not served once the source has it")
+	}
 }

@@ -51,7 +51,7 @@ type IdentitySource interface {
 type Options struct {
 	Logger     *slog.Logger          // nil: discard
 	Registerer prometheus.Registerer // nil: no metrics
-	StateDir   string                // reserved for a persistent cache; unused
+	StateDir   string                // holds DoT's self-signed fallback (dns/) with acme and no cert_file
 	// EgressAddr is the default egress: the address traffic leaves from
 	// when Egress names none; with ecs: egress its /24 (IPv4) or /56
 	// (IPv6) is sent upstream as EDNS Client Subnet, if it is public.
