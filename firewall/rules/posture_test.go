@@ -45,7 +45,7 @@ func TestPostureEval(t *testing.T) {
 	full := Posture{OS: "linux", OSVersion: "6.12.38+deb13-amd64", ClientVersion: "1.10.0",
 		DiskEncrypted: CheckYes, Firewall: CheckNo, Compliant: CheckNo}
 	unknown := Posture{OS: "linux", OSVersion: "6.1.0-27-amd64"} // checks unknown
-	odd := Posture{OSVersion: "rolling"}                            // an unparsable version
+	odd := Posture{OSVersion: "rolling"}                         // an unparsable version
 	tests := []struct {
 		expr string
 		p    Posture
