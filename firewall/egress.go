@@ -23,7 +23,7 @@ import (
 // chain and never a chain of its own.
 //
 // A policy whose every condition is on the identity (identity.email,
-// identity.groups) is identity-only, and consecutive identity-only
+// identity.groups, device.posture.*) is identity-only, and consecutive identity-only
 // policies form a run. A run compiles to one rule per output link and
 // family, whatever its number of policies and users:
 //
@@ -403,10 +403,7 @@ func (m *egressMap) elements(v6 bool, ids []Identity, scope []interval, scoped b
 		var ps []netip.Prefix
 		for _, id := range ids {
 			rec.Reset()
-			if id.Email != "" {
-				_ = rec.Set("identity.email", rules.StringValue(id.Email))
-			}
-			_ = rec.Set("identity.groups", rules.StringsValue(id.Groups...))
+			id.fill(rec)
 			if prog.Eval(rec) {
 				ps = append(ps, id.Addrs...)
 			}
