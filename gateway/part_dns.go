@@ -173,7 +173,7 @@ func (d dnsIdentities) Identify(a netip.Addr) (dns.Identity, bool) {
 	if !ok {
 		return dns.Identity{}, false
 	}
-	id := dns.Identity{Email: who.Email, Groups: who.Groups, DeviceID: who.DeviceID}
+	id := dns.Identity{Email: who.Email, Groups: who.Groups, DeviceID: who.DeviceID, Posture: who.Posture}
 	if who.Quarantined {
 		// As in the firewall's identity sets: the device's groups give it
 		// nothing while quarantined; DNS policies name it by the
