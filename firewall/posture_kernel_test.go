@@ -148,3 +148,47 @@ func TestKernelPostureSets(t *testing.T) {
 		t.Errorf("rule handles changed by posture updates: %v → %v", before, after)
 	}
 }
+
+// TestEgressPosture: an egress policy on device.posture.* is identity-only
+// (it compiles to the identity maps), and ForIdentity, which Gateway DNS
+// asks for a client's egress, sees the posture the maps are filled with.
+func TestEgressPosture(t *testing.T) {
+	eg, err := CompileEgress(egressConfig(t, `
+egress:
+  addresses:
+    - name: eu
+      address: 203.0.113.1
+      country: DE
+  policies:
+    - id: compliant-eu
+      expression: device.posture.compliant and identity.groups contains "eu"
+      egress: eu
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(eg.policies) != 1 || !eg.policies[0].identityOnly {
+		t.Fatalf("the posture policy is not identity-only: %+v", eg.policies)
+	}
+	src := netip.MustParseAddr("100.96.0.2")
+	ok := Identity{Email: "alice@example.com", Groups: []string{"eu"}, Posture: rules.Posture{Compliant: rules.CheckYes},
+		Addrs: []netip.Prefix{netip.PrefixFrom(src, 32)}}
+	unknown := ok
+	unknown.Posture = rules.Posture{}
+	for _, tc := range []struct {
+		name string
+		id   Identity
+		want bool
+	}{{"compliant", ok, true}, {"posture unknown", unknown, false}} {
+		c, got := eg.ForIdentity(src, tc.id, true)
+		if got != tc.want || got && c.Policy != "compliant-eu" {
+			t.Errorf("%s: ForIdentity = %+v, %v; want %v", tc.name, c, got, tc.want)
+		}
+		if as := eg.Assignments([]Identity{tc.id}); len(as) != 1 || (as[0].Policy != "") != tc.want {
+			t.Errorf("%s: Assignments = %+v", tc.name, as)
+		}
+	}
+	if _, got := eg.For(src, "alice@example.com", []string{"eu"}, true); got {
+		t.Error("For without a posture matched a posture policy")
+	}
+}

@@ -195,7 +195,7 @@ type dnsEgress struct {
 }
 
 func (d dnsEgress) Egress(src netip.Addr, id dns.Identity, hasID bool) (netip.Addr, bool) {
-	c, ok := d.cur.Load().For(src, id.Email, id.Groups, hasID)
+	c, ok := d.cur.Load().ForIdentity(src, firewall.Identity{Email: id.Email, Groups: id.Groups, Posture: id.Posture}, hasID)
 	return c.Address.Address, ok
 }
 

@@ -102,3 +102,28 @@ func TestSetPostureClears(t *testing.T) {
 		t.Errorf("record = %s, want %s", got, want)
 	}
 }
+
+// FuzzCompareVersions checks, for versions from untrusted reports, that
+// parsing never panics and the order is antisymmetric and ignores
+// trailing zero components and suffixes.
+func FuzzCompareVersions(f *testing.F) {
+	for _, s := range [][2]string{{"6.1.0-27-amd64", "6.1"}, {"1.10", "1.9"}, {"", "."}, {"4294967295.1", "1..2"}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		c, ok := CompareVersions(a, b)
+		back, okBack := CompareVersions(b, a)
+		if ok != okBack || ok && back != -c {
+			t.Fatalf("CompareVersions(%q, %q) = %d %v, reversed %d %v", a, b, c, ok, back, okBack)
+		}
+		if !ok {
+			return
+		}
+		va, _ := ParseVersion(a)
+		if len(va) < maxVersionComponents {
+			if z, ok := CompareVersions(a, va.String()+".0-suffix"); !ok || z != 0 {
+				t.Fatalf("%q and %q: %d %v, want equal", a, va.String()+".0-suffix", z, ok)
+			}
+		}
+	})
+}

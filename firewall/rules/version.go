@@ -62,6 +62,15 @@ func (v Version) Compare(w Version) int {
 	return 0
 }
 
+// String formats v as dotted numbers, "6.1.0".
+func (v Version) String() string {
+	parts := make([]string, len(v))
+	for i, n := range v {
+		parts[i] = strconv.FormatUint(n, 10)
+	}
+	return strings.Join(parts, ".")
+}
+
 // CompareVersions orders two version strings by [Version.Compare]; ok is
 // false when either does not parse (a field holding it counts as absent).
 func CompareVersions(a, b string) (c int, ok bool) {
