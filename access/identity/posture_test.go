@@ -237,3 +237,34 @@ func TestPostureAttributes(t *testing.T) {
 		}
 	})
 }
+
+// TestWhoPosture: the resolver gives a device's posture only while
+// posture rules run; a quarantined device's is only "not compliant"; a
+// static identity has none.
+func TestWhoPosture(t *testing.T) {
+	a, q, st := netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("100.96.0.3"), netip.MustParseAddr("100.96.9.9")
+	p := rules.Posture{OS: "linux", OSVersion: "6.12", DiskEncrypted: rules.CheckYes, Compliant: rules.CheckYes}
+	d := NewDevices()
+	d.Publish(newSnapshot(1, time.Now(), []Device{
+		{ID: "dev_a", Email: "a@corp.example", Address: a, PublicKey: [32]byte{1}, Posture: p},
+		{ID: "dev_q", Email: "q@corp.example", Address: q, PublicKey: [32]byte{2}, Quarantined: true, Posture: p},
+	}))
+	r := NewResolver(d)
+	r.SetStatic([]StaticIdentity{{Prefixes: []netip.Prefix{netip.PrefixFrom(st, 32)}, Email: "s@corp.example"}})
+	if w, _ := r.Who(a); w.Posture != (rules.Posture{}) {
+		t.Errorf("posture off: %+v", w.Posture)
+	}
+	d.SetPosture(true)
+	for _, tc := range []struct {
+		addr netip.Addr
+		want rules.Posture
+	}{
+		{a, p},
+		{q, rules.Posture{Compliant: rules.CheckNo}},
+		{st, rules.Posture{}},
+	} {
+		if w, ok := r.Who(tc.addr); !ok || w.Posture != tc.want {
+			t.Errorf("%s: %+v %v, want posture %+v", tc.addr, w, ok, tc.want)
+		}
+	}
+}
