@@ -63,8 +63,9 @@ type Set struct {
 	// List is the config list the set holds (one set per family);
 	// Table.UpdateList changes its elements in place.
 	List string
-	// Identity, when set, is the condition on identity.email or
-	// identity.groups whose users' source addresses the set holds;
+	// Identity, when set, is the condition on identity.email,
+	// identity.groups or device.posture.* whose users' source addresses
+	// the set holds;
 	// Table.UpdateIdentities and Table.Apply fill it.
 	Identity *rules.Program
 	// Geo, when set, is the condition on a geo field (ip.src.country …

@@ -82,6 +82,8 @@ func (d *packetDesc) walk(e rules.Expr) error {
 			v = rules.IntValue(e.Value.Int)
 		case rules.TypeString:
 			v = rules.StringValue(e.Value.Str)
+		case rules.TypeVersion:
+			v = rules.VersionValue(e.Value.Str)
 		case rules.TypeIP:
 			p := e.Value.Prefix
 			if !p.IsSingleIP() {

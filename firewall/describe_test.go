@@ -3,6 +3,8 @@ package firewall
 import (
 	"strings"
 	"testing"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 func TestParsePacket(t *testing.T) {
@@ -72,4 +74,35 @@ func FuzzParsePacket(f *testing.F) {
 			t.Fatalf("round trip of %q: %q, then %q", s, rec, again)
 		}
 	})
+}
+
+// TestParsePacketPosture: `edgegw firewall test` takes the device's
+// posture in the description, and the rules see it.
+func TestParsePacketPosture(t *testing.T) {
+	rec, err := ParsePacket(`ip.src == 100.96.0.2 and tcp.dstport == 5432 and device.posture.os == "linux" and device.posture.os_version == "5.10.0-30-amd64" and not device.posture.disk_encrypted`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		expr string
+		want bool
+	}{
+		{`device.posture.os_version < "6.1"`, true},
+		{`device.posture.os_version >= "5.10"`, true},
+		{`device.posture.disk_encrypted`, false},
+		{`not device.posture.disk_encrypted`, true},
+		{`device.posture.firewall`, false}, // not given: absent
+		{`not device.posture.compliant`, true},
+	} {
+		prog, err := rules.Compile(tc.expr, rules.FirewallSchema(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := prog.Eval(rec); got != tc.want {
+			t.Errorf("%s on %s = %v, want %v", tc.expr, rec, got, tc.want)
+		}
+	}
+	if _, err := ParsePacket(`device.posture.os_version == "new"`); err == nil || !strings.Contains(err.Error(), "1:30") {
+		t.Errorf("a bad version in a description: %v, want an error at 1:30", err)
+	}
 }

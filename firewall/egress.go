@@ -23,7 +23,7 @@ import (
 // chain and never a chain of its own.
 //
 // A policy whose every condition is on the identity (identity.email,
-// identity.groups) is identity-only, and consecutive identity-only
+// identity.groups, device.posture.*) is identity-only, and consecutive identity-only
 // policies form a run. A run compiles to one rule per output link and
 // family, whatever its number of policies and users:
 //
@@ -403,10 +403,7 @@ func (m *egressMap) elements(v6 bool, ids []Identity, scope []interval, scoped b
 		var ps []netip.Prefix
 		for _, id := range ids {
 			rec.Reset()
-			if id.Email != "" {
-				_ = rec.Set("identity.email", rules.StringValue(id.Email))
-			}
-			_ = rec.Set("identity.groups", rules.StringsValue(id.Groups...))
+			id.fill(rec)
 			if prog.Eval(rec) {
 				ps = append(ps, id.Addrs...)
 			}
@@ -488,6 +485,13 @@ type EgressChoice struct {
 // traffic about which only the sender is known, which is what a DNS query
 // is. False: no policy matches, the traffic is masqueraded.
 func (e *Egress) For(src netip.Addr, email string, groups []string, hasID bool) (EgressChoice, bool) {
+	return e.ForIdentity(src, Identity{Email: email, Groups: groups}, hasID)
+}
+
+// ForIdentity is [Egress.For] for the identity id, its device's posture
+// (device.posture.*) included, as the identity maps in the kernel see it.
+// id.Addrs is not used.
+func (e *Egress) ForIdentity(src netip.Addr, id Identity, hasID bool) (EgressChoice, bool) {
 	if e == nil {
 		return EgressChoice{}, false
 	}
@@ -496,10 +500,7 @@ func (e *Egress) For(src netip.Addr, email string, groups []string, hasID bool) 
 		_ = rec.Set("ip.src", rules.IPValue(src.Unmap()))
 	}
 	if hasID {
-		if email != "" {
-			_ = rec.Set("identity.email", rules.StringValue(email))
-		}
-		_ = rec.Set("identity.groups", rules.StringsValue(groups...))
+		id.fill(rec)
 	}
 	for _, p := range e.policies {
 		a := e.addrs[p.egress]
@@ -531,7 +532,7 @@ func (e *Egress) Assignments(ids []Identity) []EgressAssignment {
 	for _, id := range ids {
 		for _, p := range id.Addrs {
 			a := EgressAssignment{Email: id.Email, Addr: p}
-			if c, ok := e.For(p.Addr(), id.Email, id.Groups, true); ok {
+			if c, ok := e.ForIdentity(p.Addr(), id, true); ok {
 				a.Egress, a.Address, a.Country, a.Policy = c.Address.Name, c.Address.Address, c.Address.Country, c.Policy
 			}
 			out = append(out, a)

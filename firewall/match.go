@@ -222,7 +222,7 @@ func (rc *ruleCompiler) leaf(e rules.Expr) ([]alt, error) {
 		return rc.geo(ref, e)
 	}
 	switch {
-	case name == "identity.email" || name == "identity.groups":
+	case name == "identity.email" || name == "identity.groups" || rules.IsPostureField(name):
 		return rc.identity(e), nil
 	case name == "ip.src" || name == "ip.dst":
 		return rc.addr(name, e)
@@ -433,9 +433,11 @@ func containsNUL(s string) bool {
 	return false
 }
 
-// identity compiles any condition on identity.email or identity.groups to
-// membership of the source address in a set that holds the addresses of
-// the users for whom the condition is true (see Table.UpdateIdentities).
+// identity compiles any condition on identity.email, identity.groups or a
+// device.posture.* field to membership of the source address in a set
+// that holds the addresses of the users (devices) for whom the condition
+// is true (see Table.UpdateIdentities): a posture change is a set update,
+// and no packet is looked up in user space.
 func (rc *ruleCompiler) identity(e rules.Expr) []alt {
 	k := rc.c.identityPred(e)
 	return []alt{

@@ -16,11 +16,24 @@ import (
 
 // Identity is a user and the source addresses their traffic comes from
 // (a WireGuard peer's allowed IPs, an enrolled device's address). It is
-// what identity.email and identity.groups match on.
+// what identity.email, identity.groups and device.posture.* match on.
 type Identity struct {
 	Email  string
 	Groups []string
 	Addrs  []netip.Prefix
+	// Posture is the enrolled device's posture; the zero Posture (a
+	// static peer, a device without a current report) has every
+	// device.posture.* field absent.
+	Posture rules.Posture
+}
+
+// fill sets the identity fields of rec (reset by the caller) from id.
+func (id Identity) fill(rec *rules.Record) {
+	if id.Email != "" {
+		_ = rec.Set("identity.email", rules.StringValue(id.Email))
+	}
+	_ = rec.Set("identity.groups", rules.StringsValue(id.Groups...))
+	rec.SetPosture(id.Posture)
 }
 
 // Counter is a rule's packet and byte count since the last Apply.
@@ -237,10 +250,7 @@ func identityIntervals(cond *rules.Program, v6 bool, ids []Identity) []interval 
 	var ps []netip.Prefix
 	for _, id := range ids {
 		rec.Reset()
-		if id.Email != "" {
-			_ = rec.Set("identity.email", rules.StringValue(id.Email))
-		}
-		_ = rec.Set("identity.groups", rules.StringsValue(id.Groups...))
+		id.fill(rec)
 		if cond.Eval(rec) {
 			ps = append(ps, id.Addrs...)
 		}
@@ -447,7 +457,7 @@ func (t *Table) goneCounts(gone map[*Set][]mapElem) map[string]Counter {
 func cloneIdentities(ids []Identity) []Identity {
 	out := make([]Identity, len(ids))
 	for i, id := range ids {
-		out[i] = Identity{Email: id.Email,
+		out[i] = Identity{Email: id.Email, Posture: id.Posture,
 			Groups: append([]string(nil), id.Groups...), Addrs: append([]netip.Prefix(nil), id.Addrs...)}
 	}
 	return out

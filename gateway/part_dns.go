@@ -173,7 +173,7 @@ func (d dnsIdentities) Identify(a netip.Addr) (dns.Identity, bool) {
 	if !ok {
 		return dns.Identity{}, false
 	}
-	id := dns.Identity{Email: who.Email, Groups: who.Groups, DeviceID: who.DeviceID}
+	id := dns.Identity{Email: who.Email, Groups: who.Groups, DeviceID: who.DeviceID, Posture: who.Posture}
 	if who.Quarantined {
 		// As in the firewall's identity sets: the device's groups give it
 		// nothing while quarantined; DNS policies name it by the
@@ -195,7 +195,7 @@ type dnsEgress struct {
 }
 
 func (d dnsEgress) Egress(src netip.Addr, id dns.Identity, hasID bool) (netip.Addr, bool) {
-	c, ok := d.cur.Load().For(src, id.Email, id.Groups, hasID)
+	c, ok := d.cur.Load().ForIdentity(src, firewall.Identity{Email: id.Email, Groups: id.Groups, Posture: id.Posture}, hasID)
 	return c.Address.Address, ok
 }
 

@@ -49,8 +49,9 @@ type fwPart struct {
 func (p *fwPart) name() string { return "firewall" }
 
 // withDeviceIdentities appends every active enrolled device in snap;
-// with quarantine (posture: configured), a quarantined device has only
-// the quarantine group.
+// with quarantine (posture: configured), a device carries its posture
+// attributes (device.posture.*), and a quarantined device has only the
+// quarantine group and a failing posture.
 func withDeviceIdentities(static []firewall.Identity, snap *identity.Snapshot, quarantine bool) []firewall.Identity {
 	if snap == nil || snap.Len() == 0 {
 		return static
@@ -59,11 +60,15 @@ func withDeviceIdentities(static []firewall.Identity, snap *identity.Snapshot, q
 	copy(ids, static)
 	for d := range snap.All() {
 		email, groups := deviceIdentity(d, quarantine)
-		ids = append(ids, firewall.Identity{
+		id := firewall.Identity{
 			Email:  email,
 			Groups: groups,
 			Addrs:  []netip.Prefix{netip.PrefixFrom(d.Address, d.Address.BitLen())},
-		})
+		}
+		if quarantine { // device.posture.* only while posture rules run
+			id.Posture = d.RulePosture()
+		}
+		ids = append(ids, id)
 	}
 	return ids
 }

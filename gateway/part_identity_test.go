@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // TestSCIMRevocationEndsSessions: the registry SCIM writes through ends
@@ -61,7 +62,7 @@ func TestDNSIdentityQuarantined(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := reg.RecordPosture(ctx, d.ID, time.Now(), []byte(`{}`), true); err != nil {
+	if _, err := reg.RecordPosture(ctx, d.ID, time.Now(), []byte(`{}`), true, rules.Posture{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := reg.Refresh(ctx); err != nil {

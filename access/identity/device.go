@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // Device is one enrolled WireGuard device and the user behind it. A Device
@@ -40,6 +42,10 @@ type Device struct {
 	// stopped reporting: they keep their tunnel, but the firewall lets
 	// them reach only what remediation needs, until a passing report.
 	Quarantined bool
+	// Posture is what the device's last current posture report says, as
+	// the device.posture.* fields of firewall rules and DNS policies see
+	// it: all unknown before a report and once the report went stale.
+	Posture rules.Posture
 }
 
 // Enrollment is what the enrollment endpoint knows after a sign-in: who the

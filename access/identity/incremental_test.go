@@ -10,6 +10,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // fleetModel is the devices table in memory: every row with the
@@ -469,7 +471,7 @@ func TestRandomWritesFollowedIncrementally(t *testing.T) {
 					t.Fatalf("step %d: approve: %v", step, err)
 				}
 			default:
-				_, err := a.RecordPosture(c, ids[rng.IntN(len(ids))], clk.Now().Add(time.Duration(step)*time.Millisecond), []byte(`{}`), rng.IntN(2) == 0)
+				_, err := a.RecordPosture(c, ids[rng.IntN(len(ids))], clk.Now().Add(time.Duration(step)*time.Millisecond), []byte(`{}`), rng.IntN(2) == 0, rules.Posture{})
 				if err != nil && !errors.Is(err, ErrRevoked) {
 					t.Fatalf("step %d: posture: %v", step, err)
 				}

@@ -25,7 +25,8 @@ type migration struct {
 // their lower-case email; version 5 adds the pending state of devices
 // that wait for an admin's approval; version 6 adds device posture
 // (the quarantined flag and the last report); version 7 shares Access
-// logouts between the appliances of a pair.
+// logouts between the appliances of a pair; version 8 keeps on each
+// device the posture attributes rules match on (device.posture.*).
 var migrations = []migration{
 	{1, "devices", []string{
 		`CREATE TABLE devices (
@@ -101,6 +102,12 @@ var migrations = []migration{
 			changed_gen BIGINT NOT NULL
 		)`,
 		`CREATE INDEX access_logouts_changed_gen ON access_logouts (changed_gen)`,
+	}},
+	{8, "device posture attributes", []string{
+		// On the devices row, so the snapshot loads them with the device
+		// and a change moves its changed_gen; the JSON of postureText,
+		// '' for none. The full report stays in device_posture.
+		`ALTER TABLE devices ADD COLUMN posture_json TEXT NOT NULL DEFAULT ''`,
 	}},
 }
 

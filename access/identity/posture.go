@@ -3,10 +3,13 @@ package identity
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // ErrStaleReport: a posture report is not newer than the device's last
@@ -19,13 +22,54 @@ type PostureReport struct {
 	Reported, Received time.Time // the report's own time; when the gateway accepted it
 }
 
+// postureJSON is how a device's posture attributes are stored
+// (devices.posture_json): names that stay when the Go fields move.
+type postureJSON struct {
+	OS            string `json:"os,omitempty"`
+	OSVersion     string `json:"os_version,omitempty"`
+	ClientVersion string `json:"client_version,omitempty"`
+	DiskEncrypted int8   `json:"disk_encrypted,omitempty"` // rules.Check
+	Firewall      int8   `json:"firewall,omitempty"`
+	Compliant     int8   `json:"compliant,omitempty"`
+}
+
+// postureText encodes p for devices.posture_json; "" when p is all unknown.
+func postureText(p rules.Posture) string {
+	if p == (rules.Posture{}) {
+		return ""
+	}
+	b, _ := json.Marshal(postureJSON{p.OS, p.OSVersion, p.ClientVersion, int8(p.DiskEncrypted), int8(p.Firewall), int8(p.Compliant)})
+	return string(b)
+}
+
+// postureFromText decodes devices.posture_json.
+func postureFromText(s string) (rules.Posture, error) {
+	if s == "" {
+		return rules.Posture{}, nil
+	}
+	var j postureJSON
+	if err := json.Unmarshal([]byte(s), &j); err != nil {
+		return rules.Posture{}, fmt.Errorf("stored posture: %w", err)
+	}
+	check := func(c int8) rules.Check {
+		if c < int8(rules.CheckUnknown) || c > int8(rules.CheckNo) {
+			return rules.CheckUnknown // a value this build does not know: not known
+		}
+		return rules.Check(c)
+	}
+	return rules.Posture{OS: j.OS, OSVersion: j.OSVersion, ClientVersion: j.ClientVersion,
+		DiskEncrypted: check(j.DiskEncrypted), Firewall: check(j.Firewall), Compliant: check(j.Compliant)}, nil
+}
+
 // RecordPosture stores the device's report (reported is the report's own
-// time, which must be later than the stored one's) and sets its
-// quarantined state. The generation moves, so the snapshot and with it
-// the firewall follow, only when the state changes: a device reporting
-// the same state every few minutes costs a row write, no snapshot.
+// time, which must be later than the stored one's), sets its quarantined
+// state and the posture attributes rules match on (attrs, see
+// Device.Posture). The generation moves, so the snapshot and with it the
+// firewall and DNS policies follow, only when the state or the attributes
+// change: a device reporting the same posture every few minutes costs a
+// row write, no snapshot.
 // Errors: ErrNotFound, ErrRevoked, ErrStaleReport, ErrUnavailable.
-func (r *Registry) RecordPosture(ctx context.Context, id string, reported time.Time, report []byte, quarantined bool) (Device, error) {
+func (r *Registry) RecordPosture(ctx context.Context, id string, reported time.Time, report []byte, quarantined bool, attrs rules.Posture) (Device, error) {
 	op := "record posture of " + id
 	reported = dbTime(reported)
 	tx, err := r.db.BeginTx(ctx, nil)
@@ -58,10 +102,11 @@ func (r *Registry) RecordPosture(ctx context.Context, id string, reported time.T
 		id, string(report), reported.UnixMicro(), now.UnixMicro()); err != nil {
 		return Device{}, unavailable(op+": write report", err)
 	}
-	changed := d.Quarantined != quarantined
+	released := d.Quarantined != quarantined
+	changed := released || d.Posture != attrs
 	if changed {
-		d.Quarantined = quarantined
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET quarantined = $2 WHERE id = $1`, id, quarantined); err != nil {
+		d.Quarantined, d.Posture = quarantined, attrs
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET quarantined = $2, posture_json = $3 WHERE id = $1`, id, quarantined, postureText(attrs)); err != nil {
 			return Device{}, unavailable(op+": write state", err)
 		}
 		if err := bumpGeneration(ctx, tx, id); err != nil {
@@ -71,12 +116,14 @@ func (r *Registry) RecordPosture(ctx context.Context, id string, reported time.T
 	if err := r.commit(ctx, tx); err != nil {
 		return Device{}, unavailable(op+": commit", err)
 	}
-	if changed {
+	if released {
 		verb := "device released from quarantine"
 		if quarantined {
 			verb = "device quarantined: its posture fails"
 		}
 		r.log.Info(verb, "device", d.ID, "name", d.Name, "email", d.Email, "address", d.Address)
+	}
+	if changed {
 		r.poke()
 	}
 	return d, nil
@@ -137,7 +184,9 @@ func (r *Registry) QuarantineStale(ctx context.Context, reportedBefore, enrolled
 	}
 	var out []Device
 	for _, id := range ids {
-		if _, err := tx.ExecContext(ctx, `UPDATE devices SET quarantined = $2 WHERE id = $1`, id, true); err != nil {
+		// The report is no longer current: what it said is no longer
+		// known, so every device.posture.* field becomes absent.
+		if _, err := tx.ExecContext(ctx, `UPDATE devices SET quarantined = $2, posture_json = '' WHERE id = $1`, id, true); err != nil {
 			return nil, unavailable(op+": "+id, err)
 		}
 		if err := bumpGeneration(ctx, tx, id); err != nil {
@@ -157,6 +206,17 @@ func (r *Registry) QuarantineStale(ctx context.Context, reportedBefore, enrolled
 	}
 	r.poke()
 	return out, nil
+}
+
+// RulePosture is the posture rules (device.posture.*) see of d while
+// posture rules run: a quarantined device, like its identity, keeps
+// nothing but its failure (compliant false), so no allow on another
+// attribute lets it past its quarantine.
+func (d Device) RulePosture() rules.Posture {
+	if d.Quarantined {
+		return rules.Posture{Compliant: rules.CheckNo}
+	}
+	return d.Posture
 }
 
 // SetPosture tells the view whether posture rules run (posture:): only

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // TestRecordPosture: a failing report quarantines the device (the
@@ -29,7 +31,7 @@ func TestRecordPosture(t *testing.T) {
 		}
 		gen := refresh().Generation()
 		t0 := clk.Now()
-		if got, err := r.RecordPosture(c, d.ID, t0, []byte(`{"os":"linux","os_version":"4.19"}`), true); err != nil || !got.Quarantined {
+		if got, err := r.RecordPosture(c, d.ID, t0, []byte(`{"os":"linux","os_version":"4.19"}`), true, rules.Posture{}); err != nil || !got.Quarantined {
 			t.Fatalf("failing report: %+v %v", got, err)
 		}
 		s := refresh()
@@ -38,7 +40,7 @@ func TestRecordPosture(t *testing.T) {
 		}
 		gen = s.Generation()
 		// The same state again: stored, no new generation.
-		if _, err := r.RecordPosture(c, d.ID, t0.Add(time.Second), []byte(`{"os":"linux","os_version":"4.19.1"}`), true); err != nil {
+		if _, err := r.RecordPosture(c, d.ID, t0.Add(time.Second), []byte(`{"os":"linux","os_version":"4.19.1"}`), true, rules.Posture{}); err != nil {
 			t.Fatal(err)
 		}
 		if g := refresh().Generation(); g != gen {
@@ -52,7 +54,7 @@ func TestRecordPosture(t *testing.T) {
 		// change nothing: a captured failing report cannot undo a release
 		// and a captured passing one cannot be played again.
 		for _, at := range []time.Time{t0.Add(time.Second), t0} {
-			if _, err := r.RecordPosture(c, d.ID, at, []byte(`{}`), false); !errors.Is(err, ErrStaleReport) {
+			if _, err := r.RecordPosture(c, d.ID, at, []byte(`{}`), false, rules.Posture{}); !errors.Is(err, ErrStaleReport) {
 				t.Errorf("report of %s: %v, want ErrStaleReport", at, err)
 			}
 		}
@@ -60,19 +62,19 @@ func TestRecordPosture(t *testing.T) {
 			t.Error("a refused report released the device")
 		}
 		// A passing report releases it.
-		if got, err := r.RecordPosture(c, d.ID, t0.Add(2*time.Second), []byte(`{"os":"linux","os_version":"6.12"}`), false); err != nil || got.Quarantined {
+		if got, err := r.RecordPosture(c, d.ID, t0.Add(2*time.Second), []byte(`{"os":"linux","os_version":"6.12"}`), false, rules.Posture{}); err != nil || got.Quarantined {
 			t.Fatalf("passing report: %+v %v", got, err)
 		}
 		if sd, _ := refresh().ByID(d.ID); sd.Quarantined {
 			t.Error("the passing report did not release the device")
 		}
-		if _, err := r.RecordPosture(c, "dev_nosuchdevice0000000000000", t0.Add(3*time.Second), []byte(`{}`), false); !errors.Is(err, ErrNotFound) {
+		if _, err := r.RecordPosture(c, "dev_nosuchdevice0000000000000", t0.Add(3*time.Second), []byte(`{}`), false, rules.Posture{}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("unknown device: %v", err)
 		}
 		if _, err := r.Revoke(c, d.ID); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.RecordPosture(c, d.ID, t0.Add(4*time.Second), []byte(`{}`), false); !errors.Is(err, ErrRevoked) {
+		if _, err := r.RecordPosture(c, d.ID, t0.Add(4*time.Second), []byte(`{}`), false, rules.Posture{}); !errors.Is(err, ErrRevoked) {
 			t.Errorf("revoked device: %v", err)
 		}
 	})
@@ -98,12 +100,12 @@ func TestQuarantineStale(t *testing.T) {
 			return d
 		}
 		stale, silent, pending := enroll("stale", false), enroll("silent", false), enroll("pending", true)
-		if _, err := r.RecordPosture(c, stale.ID, clk.Now(), []byte(`{}`), false); err != nil {
+		if _, err := r.RecordPosture(c, stale.ID, clk.Now(), []byte(`{}`), false, rules.Posture{}); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(10 * time.Minute)
 		fresh, young := enroll("fresh", false), enroll("young", false)
-		if _, err := r.RecordPosture(c, fresh.ID, clk.Now(), []byte(`{}`), false); err != nil {
+		if _, err := r.RecordPosture(c, fresh.ID, clk.Now(), []byte(`{}`), false, rules.Posture{}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := r.QuarantineStale(c, clk.Now().Add(-5*time.Minute), clk.Now().Add(-2*time.Minute))
@@ -165,5 +167,104 @@ func TestWhoQuarantined(t *testing.T) {
 	d.SetPosture(true)
 	if w, ok := r.Who(a); !ok || !w.Quarantined {
 		t.Errorf("posture on: %+v %v", w, ok)
+	}
+}
+
+// TestPostureAttributes: the attributes rules match on reach the snapshot
+// with the device; a report that changes them moves the generation even
+// when the quarantine state stays, one that repeats them does not; a
+// stale report clears them (what it said is no longer known); a
+// re-enrollment keeps them.
+func TestPostureAttributes(t *testing.T) {
+	eachStore(t, func(t *testing.T, env storeEnv) {
+		clk := newClock()
+		r := open(t, env, Options{Now: clk.Now})
+		c := ctx(t)
+		e := enrollment(t, "alice")
+		d, err := r.Enroll(c, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refresh := func() *Snapshot {
+			t.Helper()
+			if err := r.Refresh(c); err != nil {
+				t.Fatal(err)
+			}
+			return r.Snapshot()
+		}
+		if sd, _ := refresh().ByID(d.ID); sd.Posture != (rules.Posture{}) {
+			t.Fatalf("new device has posture %+v, want none", sd.Posture)
+		}
+		at := clk.Now()
+		report := func(p rules.Posture) {
+			t.Helper()
+			at = at.Add(time.Second)
+			if got, err := r.RecordPosture(c, d.ID, at, []byte(`{}`), false, p); err != nil || got.Posture != p {
+				t.Fatalf("RecordPosture(%+v) = %+v, %v", p, got.Posture, err)
+			}
+		}
+		p := rules.Posture{OS: "linux", OSVersion: "6.1.0-27-amd64", ClientVersion: "1.2",
+			DiskEncrypted: rules.CheckYes, Firewall: rules.CheckUnknown, Compliant: rules.CheckYes}
+		gen := refresh().Generation()
+		report(p)
+		s := refresh()
+		if sd, _ := s.ByID(d.ID); sd.Posture != p || s.Generation() <= gen {
+			t.Fatalf("snapshot: posture %+v gen %d (was %d), want %+v and a new generation", sd.Posture, s.Generation(), gen, p)
+		}
+		gen = s.Generation()
+		report(p) // the same attributes again: no snapshot
+		if g := refresh().Generation(); g != gen {
+			t.Errorf("unchanged attributes moved the generation %d → %d", gen, g)
+		}
+		p.DiskEncrypted = rules.CheckNo // one attribute, quarantine unchanged
+		report(p)
+		s = refresh()
+		if sd, _ := s.ByID(d.ID); sd.Posture != p || s.Generation() <= gen {
+			t.Fatalf("after the change: posture %+v gen %d (was %d), want %+v", sd.Posture, s.Generation(), gen, p)
+		}
+		if _, err := r.Enroll(c, e); err != nil { // a renewal
+			t.Fatal(err)
+		}
+		if sd, _ := refresh().ByID(d.ID); sd.Posture != p {
+			t.Errorf("after re-enrollment: posture %+v, want %+v", sd.Posture, p)
+		}
+		clk.Advance(time.Hour)
+		if _, err := r.QuarantineStale(c, clk.Now().Add(-time.Minute), clk.Now().Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if sd, _ := refresh().ByID(d.ID); sd.Posture != (rules.Posture{}) || !sd.Quarantined {
+			t.Errorf("after the report went stale: posture %+v quarantined %v, want none and quarantined", sd.Posture, sd.Quarantined)
+		}
+	})
+}
+
+// TestWhoPosture: the resolver gives a device's posture only while
+// posture rules run; a quarantined device's is only "not compliant"; a
+// static identity has none.
+func TestWhoPosture(t *testing.T) {
+	a, q, st := netip.MustParseAddr("100.96.0.2"), netip.MustParseAddr("100.96.0.3"), netip.MustParseAddr("100.96.9.9")
+	p := rules.Posture{OS: "linux", OSVersion: "6.12", DiskEncrypted: rules.CheckYes, Compliant: rules.CheckYes}
+	d := NewDevices()
+	d.Publish(newSnapshot(1, time.Now(), []Device{
+		{ID: "dev_a", Email: "a@corp.example", Address: a, PublicKey: [32]byte{1}, Posture: p},
+		{ID: "dev_q", Email: "q@corp.example", Address: q, PublicKey: [32]byte{2}, Quarantined: true, Posture: p},
+	}))
+	r := NewResolver(d)
+	r.SetStatic([]StaticIdentity{{Prefixes: []netip.Prefix{netip.PrefixFrom(st, 32)}, Email: "s@corp.example"}})
+	if w, _ := r.Who(a); w.Posture != (rules.Posture{}) {
+		t.Errorf("posture off: %+v", w.Posture)
+	}
+	d.SetPosture(true)
+	for _, tc := range []struct {
+		addr netip.Addr
+		want rules.Posture
+	}{
+		{a, p},
+		{q, rules.Posture{Compliant: rules.CheckNo}},
+		{st, rules.Posture{}},
+	} {
+		if w, ok := r.Who(tc.addr); !ok || w.Posture != tc.want {
+			t.Errorf("%s: %+v %v, want posture %+v", tc.addr, w, ok, tc.want)
+		}
 	}
 }

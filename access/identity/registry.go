@@ -163,7 +163,7 @@ func (r *Registry) clock() time.Time { return dbTime(r.now()) }
 func (r *Registry) Snapshot() *Snapshot { return r.snap.Load() }
 
 // deviceCols is the column list every query reads devices with.
-const deviceCols = `id, name, email, subject, groups_json, public_key, address, created_us, last_seen_us, expires_us, revoked, revoked_us, pending, quarantined`
+const deviceCols = `id, name, email, subject, groups_json, public_key, address, created_us, last_seen_us, expires_us, revoked, revoked_us, pending, quarantined, posture_json`
 
 type scanner interface{ Scan(...any) error }
 
@@ -171,10 +171,11 @@ func scanDevice(sc scanner) (Device, error) {
 	var (
 		d                      Device
 		groups, key, addr      string
+		posture                string
 		created                int64
 		lastSeen, exp, revoked sql.NullInt64
 	)
-	if err := sc.Scan(&d.ID, &d.Name, &d.Email, &d.Subject, &groups, &key, &addr, &created, &lastSeen, &exp, &d.Revoked, &revoked, &d.Pending, &d.Quarantined); err != nil {
+	if err := sc.Scan(&d.ID, &d.Name, &d.Email, &d.Subject, &groups, &key, &addr, &created, &lastSeen, &exp, &d.Revoked, &revoked, &d.Pending, &d.Quarantined, &posture); err != nil {
 		return Device{}, err
 	}
 	if err := json.Unmarshal([]byte(groups), &d.Groups); err != nil {
@@ -185,6 +186,9 @@ func scanDevice(sc scanner) (Device, error) {
 		return Device{}, fmt.Errorf("device %s: stored public key %q is not 32 bytes of base64", d.ID, key)
 	}
 	copy(d.PublicKey[:], k)
+	if d.Posture, err = postureFromText(posture); err != nil {
+		return Device{}, fmt.Errorf("device %s: %w", d.ID, err)
+	}
 	if d.Address, err = netip.ParseAddr(addr); err != nil {
 		return Device{}, fmt.Errorf("device %s: stored address: %w", d.ID, err)
 	}
@@ -330,9 +334,9 @@ func (r *Registry) enrollOnce(ctx context.Context, e Enrollment) (Device, bool, 
 		_, err = tx.ExecContext(ctx, `UPDATE devices SET name = $2, email = $3, groups_json = $4, address = $5, expires_us = $6 WHERE id = $1`,
 			d.ID, d.Name, d.Email, groupsText(d.Groups), d.Address.String(), toMicro(d.Expires))
 	} else {
-		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		_, err = tx.ExecContext(ctx, `INSERT INTO devices (`+deviceCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 			d.ID, d.Name, d.Email, d.Subject, groupsText(d.Groups), key, d.Address.String(),
-			d.Created.UnixMicro(), toMicro(d.LastSeen), toMicro(d.Expires), false, sql.NullInt64{}, d.Pending, false)
+			d.Created.UnixMicro(), toMicro(d.LastSeen), toMicro(d.Expires), false, sql.NullInt64{}, d.Pending, false, "")
 	}
 	if err != nil {
 		if isUniqueViolation(err) {

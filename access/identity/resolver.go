@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // Devices is a running gateway's view of the enrolled devices: the
@@ -96,6 +98,9 @@ type Who struct {
 	// Quarantined: an enrolled device that fails its posture checks,
 	// while posture rules run (Devices.SetPosture).
 	Quarantined bool
+	// Posture is the enrolled device's posture attributes (device.posture.*,
+	// Device.RulePosture) while posture rules run; none for a static peer.
+	Posture rules.Posture
 }
 
 // Resolver answers "who is behind this tunnel address" for every consumer
@@ -131,7 +136,11 @@ func (r *Resolver) Who(a netip.Addr) (Who, bool) {
 	}
 	if r.devs != nil {
 		if d, ok := r.devs.Load().ByAddr(a); ok {
-			return Who{Email: d.Email, Groups: d.Groups, DeviceID: d.ID, Quarantined: d.Quarantined && r.devs.postureOn.Load()}, true
+			w := Who{Email: d.Email, Groups: d.Groups, DeviceID: d.ID}
+			if r.devs.postureOn.Load() {
+				w.Quarantined, w.Posture = d.Quarantined, d.RulePosture()
+			}
+			return w, true
 		}
 	}
 	return Who{}, false

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // Policy is the compiled `posture:` section: immutable, shared by the
@@ -92,6 +94,34 @@ func (p *Policy) Evaluate(r Report) Result {
 		}
 	}
 	return Result{Compliant: len(failed) == 0, Failed: failed}
+}
+
+// Attributes are what the device.posture.* fields of firewall rules and
+// DNS policies see of report r judged as res: "unknown" (an OS or a
+// check) becomes absent, and compliant is absent when the policy has no
+// rules to comply with.
+func (p *Policy) Attributes(r Report, res Result) rules.Posture {
+	check := func(c Check) rules.Check {
+		switch c {
+		case Yes:
+			return rules.CheckYes
+		case No:
+			return rules.CheckNo
+		}
+		return rules.CheckUnknown
+	}
+	a := rules.Posture{OSVersion: r.OSVersion, ClientVersion: r.ClientVersion,
+		DiskEncrypted: check(r.DiskEncrypted), Firewall: check(r.Firewall)}
+	if r.OS != OSUnknown {
+		a.OS = r.OS
+	}
+	if len(p.rules)+len(p.osVer) > 0 {
+		a.Compliant = rules.CheckNo
+		if res.Compliant {
+			a.Compliant = rules.CheckYes
+		}
+	}
+	return a
 }
 
 func (p *Policy) evalOS(r Report) (bool, string) {

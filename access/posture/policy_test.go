@@ -195,7 +195,7 @@ func FuzzParseVersion(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(v) == 0 || len(v) > maxComponents || v.Compare(v) != 0 {
+		if len(v) == 0 || len(v) > 8 || v.Compare(v) != 0 {
 			t.Fatalf("%q → %v", s, v)
 		}
 	})

@@ -5,10 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // Operating systems a report names. A client that cannot tell reports
@@ -113,58 +114,13 @@ func ParseReport(b []byte) (Report, error) {
 	return r, nil
 }
 
-// Version is a dotted numeric version: "6.1.0-13-amd64" is 6.1.0 (what
-// follows the numbers, a distribution's suffix, is ignored).
-type Version []uint64
-
-// maxComponents bounds how many numbers a version has.
-const maxComponents = 8
+// Version is a dotted numeric version; the order is the rules language's
+// (firewall/rules), so posture rules and device.posture.* conditions in
+// firewall rules and DNS policies compare alike.
+type Version = rules.Version
 
 // ParseVersion reads the leading dotted numbers of s.
-func ParseVersion(s string) (Version, error) {
-	end := strings.IndexFunc(s, func(r rune) bool { return r != '.' && (r < '0' || r > '9') })
-	num := s
-	if end >= 0 {
-		num = s[:end]
-	}
-	num = strings.TrimSuffix(num, ".")
-	if num == "" {
-		return nil, fmt.Errorf("version %q does not start with a number", s)
-	}
-	parts := strings.Split(num, ".")
-	if len(parts) > maxComponents {
-		return nil, fmt.Errorf("version %q has more than %d numbers", s, maxComponents)
-	}
-	v := make(Version, len(parts))
-	for i, p := range parts {
-		n, err := strconv.ParseUint(p, 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("version %q: %q is not a number", s, p)
-		}
-		v[i] = n
-	}
-	return v, nil
-}
-
-// Compare orders versions; missing components count as 0, so 6.1 == 6.1.0.
-func (v Version) Compare(w Version) int {
-	for i := range max(len(v), len(w)) {
-		var a, b uint64
-		if i < len(v) {
-			a = v[i]
-		}
-		if i < len(w) {
-			b = w[i]
-		}
-		switch {
-		case a < b:
-			return -1
-		case a > b:
-			return 1
-		}
-	}
-	return 0
-}
+func ParseVersion(s string) (Version, error) { return rules.ParseVersion(s) }
 
 var operators = map[string]func(c int) bool{
 	"<":  func(c int) bool { return c < 0 },

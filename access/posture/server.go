@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
@@ -35,7 +36,7 @@ const sweepEvery = 5 * time.Second
 // Registry is what the server needs of the device registry.
 type Registry interface {
 	Snapshot() *identity.Snapshot
-	RecordPosture(ctx context.Context, id string, reported time.Time, report []byte, quarantined bool) (identity.Device, error)
+	RecordPosture(ctx context.Context, id string, reported time.Time, report []byte, quarantined bool, attrs rules.Posture) (identity.Device, error)
 	QuarantineStale(ctx context.Context, reportedBefore, enrolledBefore time.Time) ([]identity.Device, error)
 }
 
@@ -176,7 +177,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	res := cfg.policy.Evaluate(rep)
 	was := dev.Quarantined
-	stored, err := s.reg.RecordPosture(r.Context(), dev.ID, rep.Time, body, !res.Compliant)
+	stored, err := s.reg.RecordPosture(r.Context(), dev.ID, rep.Time, body, !res.Compliant, cfg.policy.Attributes(rep, res))
 	switch {
 	case errors.Is(err, identity.ErrStaleReport):
 		s.refuse(w, http.StatusConflict, "replay", "the report is not newer than the device's last accepted report")

@@ -176,11 +176,12 @@ type Contains struct {
 // Literal is a constant operand.
 type Literal struct {
 	Pos    Pos
-	Type   Type         // TypeInt, TypeIP or TypeString
+	Type   Type         // TypeInt, TypeIP, TypeString or TypeVersion
 	Int    uint64       // TypeInt
 	Name   string       // TypeInt: the constant's name (e.g. "tcp") if written by name
 	Prefix netip.Prefix // TypeIP: masked; a single address has full length
-	Str    string       // TypeString
+	Str    string       // TypeString, TypeVersion (as written)
+	Ver    Version      // TypeVersion: Str parsed
 }
 
 // SetElem is one element of a set: a value, a CIDR (Lo.Prefix shorter than
@@ -338,7 +339,7 @@ func (l Literal) String() string {
 			return l.Prefix.Addr().String()
 		}
 		return l.Prefix.String()
-	case TypeString:
+	case TypeString, TypeVersion:
 		return quote(l.Str)
 	}
 	return "<invalid>"

@@ -163,6 +163,12 @@ func (e *Compare) eval(vs Values) bool {
 		c = a.Compare(p.Addr())
 	case TypeString:
 		c = strings.Compare(v.Str, e.Value.Str)
+	case TypeVersion:
+		ver, err := ParseVersion(v.Str)
+		if err != nil {
+			return false // an unparsable version is no version: absent
+		}
+		c = ver.Compare(e.Value.Ver)
 	default:
 		return false
 	}
@@ -234,6 +240,7 @@ func (e *Contains) eval(vs Values) bool {
 // sorted, merged, disjoint intervals searched by bisection, and a map for
 // strings.
 type setIndex struct {
+	vers []Version // TypeVersion elements, searched in order (sets are short)
 	ints []intRange
 	v4   []addrRange
 	v6   []addrRange
@@ -258,6 +265,8 @@ func buildIndex(elems []SetElem) setIndex {
 			} else {
 				ix.v6 = append(ix.v6, addrRange{lo, hi})
 			}
+		case TypeVersion:
+			ix.vers = append(ix.vers, el.Lo.Ver)
 		case TypeString:
 			if ix.strs == nil {
 				ix.strs = make(map[string]struct{})
@@ -311,6 +320,17 @@ func (ix *setIndex) contains(v *Value) bool {
 	case TypeString:
 		_, ok := ix.strs[v.Str]
 		return ok
+	case TypeVersion:
+		ver, err := ParseVersion(v.Str)
+		if err != nil {
+			return false
+		}
+		for _, w := range ix.vers {
+			if ver.Compare(w) == 0 {
+				return true
+			}
+		}
+		return false
 	case TypeStrings:
 		for _, s := range v.Strs {
 			if _, ok := ix.strs[s]; ok {

@@ -23,6 +23,9 @@ func FuzzParse(f *testing.F) {
 		"tcp.dstport in {90..80}",
 		"\"unterminated",
 		"ip.len ge 0xffff and ip.hdr_len le 15",
+		`device.posture.os_version >= "6.1.0-27-amd64" and not device.posture.disk_encrypted`,
+		`device.posture.client_version in {"1.2" "1.10"} or device.posture.os == "linux"`,
+		`device.posture.os_version < "x.1"`,
 	} {
 		f.Add(seed)
 	}

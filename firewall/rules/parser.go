@@ -271,7 +271,7 @@ func (p *parser) parseCondition() Expr {
 	if op, ok := cmpOps[opText]; ok {
 		p.next()
 		switch typ {
-		case TypeInt:
+		case TypeInt, TypeVersion:
 			opValid(true)
 		case TypeIP, TypeString:
 			opValid(op == OpEq || op == OpNe || typ == TypeIP)
@@ -329,6 +329,8 @@ func opHint(t Type) string {
 		return " (use ==, !=, in or contains)"
 	case TypeStrings:
 		return " (use contains or in)"
+	case TypeVersion:
+		return " (compare it with a quoted version: ==, !=, <, <=, >, >= or in)"
 	}
 	return ""
 }
@@ -401,6 +403,21 @@ func (p *parser) literal(f *Field, t token) (Literal, bool) {
 		}
 		if t.kind == tokIdent {
 			p.errorf(t.pos, "expected %s, got %s (strings are quoted: %s)", f.noun(), t.describe(), quote(t.text))
+			return lit, false
+		}
+	case TypeVersion:
+		lit.Type = TypeVersion
+		if t.kind == tokString {
+			v, err := ParseVersion(t.text)
+			if err != nil {
+				p.errorf(t.pos, "expected %s: %v", f.noun(), err)
+				return lit, false
+			}
+			lit.Str, lit.Ver = t.text, v
+			return lit, true
+		}
+		if t.kind == tokIdent || t.kind == tokInt {
+			p.errorf(t.pos, "expected %s, got %s (versions are quoted: %s)", f.noun(), t.describe(), quote(t.src))
 			return lit, false
 		}
 	case TypeBool:

@@ -76,7 +76,7 @@ func NewSchema(fields ...Field) (*Schema, error) {
 		if keywords[f.Name] {
 			return nil, fmt.Errorf("field %q: name is a keyword", f.Name)
 		}
-		if f.Type < TypeBool || f.Type > TypeStrings {
+		if f.Type < TypeBool || f.Type > TypeVersion {
 			return nil, fmt.Errorf("field %q: invalid type %v", f.Name, f.Type)
 		}
 		if _, dup := s.byName[f.Name]; dup {
@@ -217,6 +217,9 @@ var ipProtoNames = map[string]uint64{
 //	ip.dst.country                the address's country in the GeoIP database
 //	ip.src.asnum,         32 bits number of the autonomous system announcing
 //	ip.dst.asnum                  the address, from the GeoIP database
+//	device.posture.*              the posture of the device behind the source
+//	                              address (see [Posture]); like identity.*, they
+//	                              hold only for enrolled devices that reported
 //
 // The geo fields (ip.src.country … ip.dst.asnum) are absent for an address
 // the database does not hold, and without a database.
@@ -231,7 +234,7 @@ var firewallSchema = sync.OnceValue(func() *Schema {
 	flag := func(name string) Field {
 		return Field{Name: "tcp.flags." + name, Type: TypeBool}
 	}
-	s, err := NewSchema(
+	fields := append([]Field{
 		Field{Name: "ip.src", Type: TypeIP},
 		Field{Name: "ip.dst", Type: TypeIP},
 		Field{Name: "ip.proto", Type: TypeInt, Bits: 8, Noun: "protocol", Consts: ipProtoNames},
@@ -254,7 +257,8 @@ var firewallSchema = sync.OnceValue(func() *Schema {
 		Field{Name: "ip.dst.country", Type: TypeString, Noun: "country code"},
 		Field{Name: "ip.src.asnum", Type: TypeInt, Bits: 32, Noun: "AS number"},
 		Field{Name: "ip.dst.asnum", Type: TypeInt, Bits: 32, Noun: "AS number"},
-	)
+	}, PostureFields()...)
+	s, err := NewSchema(fields...)
 	if err != nil {
 		panic("rules: firewall schema: " + err.Error())
 	}

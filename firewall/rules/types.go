@@ -16,6 +16,11 @@ const (
 	TypeIP           // IPv4 or IPv6 address
 	TypeString       // byte string
 	TypeStrings      // array of strings, e.g. identity.groups
+	// TypeVersion is a version string ("6.1.0-27-amd64") ordered as dotted
+	// numbers by [Version.Compare]: ==, !=, <, <=, >, >= and in compare
+	// versions, so "6.1" == "6.1.0" and "1.10" > "1.9". Literals must
+	// parse as versions; a value that does not counts as absent.
+	TypeVersion
 )
 
 // String returns the type's name as used in error messages.
@@ -31,6 +36,8 @@ func (t Type) String() string {
 		return "string"
 	case TypeStrings:
 		return "string array"
+	case TypeVersion:
+		return "version"
 	}
 	return "Type(" + strconv.Itoa(int(t)) + ")"
 }
@@ -46,6 +53,8 @@ func (t Type) noun() string {
 		return "IP address"
 	case TypeString, TypeStrings:
 		return "string"
+	case TypeVersion:
+		return "version"
 	}
 	return t.String()
 }
@@ -58,7 +67,7 @@ type Value struct {
 	Bool bool       // TypeBool
 	Int  uint64     // TypeInt
 	IP   netip.Addr // TypeIP
-	Str  string     // TypeString
+	Str  string     // TypeString, TypeVersion
 	Strs []string   // TypeStrings
 }
 
@@ -79,6 +88,9 @@ func IPValue(a netip.Addr) Value {
 // StringValue returns a TypeString value.
 func StringValue(s string) Value { return Value{Type: TypeString, Str: s} }
 
+// VersionValue returns a TypeVersion value.
+func VersionValue(s string) Value { return Value{Type: TypeVersion, Str: s} }
+
 // StringsValue returns a TypeStrings value. The slice is not copied.
 func StringsValue(ss ...string) Value { return Value{Type: TypeStrings, Strs: ss} }
 
@@ -91,7 +103,7 @@ func (v Value) String() string {
 		return strconv.FormatUint(v.Int, 10)
 	case TypeIP:
 		return v.IP.String()
-	case TypeString:
+	case TypeString, TypeVersion:
 		return quote(v.Str)
 	case TypeStrings:
 		b := []byte{'{'}

@@ -8,6 +8,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/edgegw/edgegw/tunnel/wireguard"
 )
 
@@ -39,7 +40,7 @@ func TestChromiumDevicesQuarantined(t *testing.T) {
 		}
 		devs = append(devs, d)
 	}
-	if _, err := e.reg.RecordPosture(t.Context(), devs[2].ID, time.Now(), []byte(`{"disk_encrypted":"no"}`), true); err != nil {
+	if _, err := e.reg.RecordPosture(t.Context(), devs[2].ID, time.Now(), []byte(`{"disk_encrypted":"no"}`), true, rules.Posture{}); err != nil {
 		t.Fatal(err)
 	}
 	tok := e.createToken("noc", RoleViewer)

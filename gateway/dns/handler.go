@@ -275,6 +275,7 @@ func (s *Server) handle(snap *snapshot, q *query) *mdns.Msg {
 		v.hasID = true
 		v.email, v.groups, v.device = id.Email, id.Groups, id.DeviceID
 	}
+	v.posture = id.Posture // zero without an identity
 	// Resolved as from the client's egress (egress.go).
 	q.key.egress = s.egressOf(v.src, id, hasID)
 	if q.proto == "tls" && !v.hasID && snap.cfg.DoT != nil && snap.cfg.DoT.IdentifiedOnly {

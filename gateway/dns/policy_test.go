@@ -11,6 +11,7 @@ import (
 
 	mdns "github.com/miekg/dns"
 
+	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -129,6 +130,15 @@ func TestPolicyEval(t *testing.T) {
 		{`dns.resolved_ips == 10.0.0.0/8`, values{resolved: true, ips: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("10.1.1.1")}}, true},
 		{`dns.resolved_ips == 10.0.0.0/8`, values{resolved: true}, false},
 		{`dns.cnames contains "hop.test"`, values{resolved: true, cnames: []string{"hop.test", "cdn.test"}}, true},
+		// Posture: the identified device's; absent without an identity,
+		// and unknown is absent (not … holds for it).
+		{`device.posture.os_version >= "6.1"`, values{hasID: true, posture: rules.Posture{OSVersion: "6.12.38+deb13-amd64"}}, true},
+		{`device.posture.os_version >= "6.13"`, values{hasID: true, posture: rules.Posture{OSVersion: "6.12.38+deb13-amd64"}}, false},
+		{`device.posture.os_version >= "6.1"`, values{posture: rules.Posture{OSVersion: "6.12"}}, false}, // no identity
+		{`device.posture.disk_encrypted`, values{hasID: true, posture: rules.Posture{DiskEncrypted: rules.CheckYes}}, true},
+		{`not device.posture.disk_encrypted`, values{hasID: true}, true},
+		{`device.posture.os == "linux" and device.posture.compliant`, values{hasID: true, posture: rules.Posture{OS: "linux", Compliant: rules.CheckYes}}, true},
+		{`device.posture.os == "linux" and dns.resolved_ips == 10.0.0.0/8`, values{hasID: true, resolved: true, ips: []netip.Addr{netip.MustParseAddr("10.1.1.1")}, posture: rules.Posture{OS: "linux"}}, true},
 	} {
 		ps, err := compilePolicies([]Policy{{ID: "p", Expression: tc.expr, Action: "block"}}, lists)
 		if err != nil {

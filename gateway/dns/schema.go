@@ -19,7 +19,10 @@ const (
 	fEmail
 	fGroups
 	fSrcCountry
-	fResolvedIPs // this and later fields are known after resolution
+	fPosture // the six device.posture.* fields: fPosture … fPosture+5
+	// fResolvedIPs and later fields are known after resolution; +5 skips
+	// the rest of the posture fields (the schema checks the count).
+	fResolvedIPs = iota + 5
 	fCNAMEs
 	fCNAMEDomains
 	fDstCountry
@@ -36,6 +39,13 @@ const (
 //	identity.groups    strings  that user's groups
 //	dns.src.geo.country string  the client's country (ISO 3166-1 alpha-2, upper
 //	                            case) by the GeoIP databases; absent if unknown
+//	device.posture.*    …       the posture of the client's device (see
+//	                            rules.Posture): os, os_version, client_version,
+//	                            disk_encrypted, firewall, compliant; like
+//	                            identity.*, only for a query through the tunnel
+//	                            of an enrolled device, and absent when unknown,
+//	                            so `not device.posture.disk_encrypted` holds
+//	                            for an unknown disk
 //	dns.resolved_ips   IP       after resolution: an address of the answer; the
 //	                            policy matches if it matches for any one of them
 //	dns.cnames         strings  after resolution: every name of the CNAME chain
@@ -55,7 +65,7 @@ var dnsSchema = sync.OnceValue(func() *rules.Schema {
 		}
 		consts[strings.ToLower(name)] = uint64(t)
 	}
-	s, err := rules.NewSchema(
+	fields := []rules.Field{
 		rules.Field{Name: "dns.fqdn", Type: rules.TypeString, Noun: "domain name"},
 		rules.Field{Name: "dns.domains", Type: rules.TypeStrings, Noun: "domain name"},
 		rules.Field{Name: "dns.qtype", Type: rules.TypeInt, Bits: 16, Noun: "query type", Consts: consts},
@@ -63,13 +73,20 @@ var dnsSchema = sync.OnceValue(func() *rules.Schema {
 		rules.Field{Name: "identity.email", Type: rules.TypeString, Noun: "email address"},
 		rules.Field{Name: "identity.groups", Type: rules.TypeStrings, Noun: "group name"},
 		rules.Field{Name: "dns.src.geo.country", Type: rules.TypeString, Noun: "country code"},
+	}
+	fields = append(fields, rules.PostureFields()...)
+	fields = append(fields,
 		rules.Field{Name: "dns.resolved_ips", Type: rules.TypeIP},
 		rules.Field{Name: "dns.cnames", Type: rules.TypeStrings, Noun: "domain name"},
 		rules.Field{Name: "dns.cname_domains", Type: rules.TypeStrings, Noun: "domain name"},
 		rules.Field{Name: "dns.dst.geo.country", Type: rules.TypeString, Noun: "country code"},
 	)
+	s, err := rules.NewSchema(fields...)
 	if err != nil {
 		panic("dns: schema: " + err.Error())
+	}
+	if f, _ := s.Field("dns.resolved_ips"); f.Index() != fResolvedIPs || len(s.Fields()) != numFields {
+		panic("dns: schema: field indexes out of step with the f… constants")
 	}
 	return s
 })
@@ -82,7 +99,8 @@ type values struct {
 	src     netip.Addr
 	email   string
 	groups  []string
-	device  string // DeviceID in the query log; no policy field yet
+	device  string        // DeviceID in the query log; no policy field yet
+	posture rules.Posture // the device's, while hasID
 	hasID   bool
 	// geo looks up countries (nil: none); the client's is looked up once,
 	// when a policy first asks.
@@ -111,6 +129,11 @@ func (v *values) Get(f *rules.Field) (rules.Value, bool) {
 		return rules.StringValue(v.email), v.hasID && v.email != ""
 	case fGroups:
 		return rules.StringsValue(v.groups...), v.hasID
+	case fPosture, fPosture + 1, fPosture + 2, fPosture + 3, fPosture + 4, fPosture + 5:
+		if !v.hasID {
+			return rules.Value{}, false
+		}
+		return v.posture.Value(f.Name)
 	case fSrcCountry:
 		if !v.srcLooked && v.geo != nil && v.src.IsValid() {
 			v.srcCountry, v.srcLooked = v.geo.Country(v.src.Unmap()), true

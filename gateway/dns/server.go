@@ -17,6 +17,7 @@ import (
 	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -31,6 +32,9 @@ type Identity struct {
 	Email    string
 	Groups   []string
 	DeviceID string // "" for a static WireGuard peer
+	// Posture is the device's posture (device.posture.* in policies); the
+	// zero Posture, every field absent, for a static peer.
+	Posture rules.Posture
 	// Interface is the network interface that owns the address (the
 	// WireGuard interface): a query carries this identity only if it
 	// came through it. Empty: the identity is never given.
