@@ -366,6 +366,13 @@ func (e *EnrollmentConfig) Validate(report func(field, msg string)) {
 		if p.Action == policy.Bypass {
 			report(fmt.Sprintf("policies[%d].action", i), fmt.Sprintf("bypass is meaningless for enrollment, which always needs a login (policy %q)", p.Name))
 		}
+		if policy.UsesPosture([]policy.Policy{p}) {
+			// The client reports posture through the tunnel it gets by
+			// enrolling: a device being enrolled has none to judge. The
+			// gate is posture: itself, which quarantines a new device
+			// whose first report fails or does not come within grace.
+			report(fmt.Sprintf("policies[%d]", i), fmt.Sprintf("a posture selector cannot decide enrollment: a device reports its posture only once enrolled; posture: rules quarantine a new device until its first report passes (policy %q)", p.Name))
+		}
 	}
 }
 

@@ -171,6 +171,11 @@ func (s *Server) network(q *request) (ok bool) {
 		if pl, ok := d.(PostureLookup); ok && q.devOK {
 			q.net.DevicePosture = pl.DeviceCompliant(q.addr)
 		}
+		if pa, ok := d.(PostureAttributes); ok && q.devOK {
+			if p, ok := pa.DevicePostureAttributes(q.addr); ok {
+				q.net.Posture = &p
+			}
+		}
 	}
 	h := q.r.Header
 	id, secret := h.Get(HeaderClientID), h.Get(HeaderClientSecret)

@@ -307,6 +307,14 @@ func TestEnrollmentConfig(t *testing.T) {
 	if len(got) != 1 || !strings.HasPrefix(got[0], "policies[1].action: bypass is meaningless") {
 		t.Fatalf("%v", got)
 	}
+	// Posture cannot decide enrollment: the device has none yet.
+	got = nil
+	e.Policies = []policy.Policy{{Name: "staff", Action: policy.Allow, Include: []policy.Selector{{EmailDomain: "corp.example"}}, Require: []policy.Selector{{Posture: "device.posture.disk_encrypted"}}}}
+	e.Validate(func(f, m string) { got = append(got, f+": "+m) })
+	if len(got) != 1 || !strings.HasPrefix(got[0], "policies[0]: a posture selector cannot decide enrollment") {
+		t.Fatalf("%v", got)
+	}
+	e.Policies = []policy.Policy{{Name: "staff", Action: policy.Allow, Include: []policy.Selector{{EmailDomain: "corp.example"}}}}
 	if !e.GatewayGrantRequired() {
 		t.Fatal("require_gateway_grant defaults to false")
 	}

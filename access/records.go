@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/edgegw/edgegw/netflow/logpush"
 )
 
@@ -134,6 +135,13 @@ type DeviceLookup interface {
 // selector); without it that selector never matches.
 type PostureLookup interface {
 	DeviceCompliant(a netip.Addr) bool
+}
+
+// PostureAttributes, when the DeviceLookup also implements it, gives the
+// posture attributes of the enrolled device at a that posture selectors
+// judge; ok is false while no posture rules run or no device is there.
+type PostureAttributes interface {
+	DevicePostureAttributes(a netip.Addr) (p rules.Posture, ok bool)
 }
 
 type metrics struct {

@@ -223,6 +223,20 @@ func (d Device) RulePosture() rules.Posture {
 // then can a device be compliant.
 func (d *Devices) SetPosture(on bool) { d.postureOn.Store(on) }
 
+// DevicePostureAttributes gives the posture attributes of the enrolled
+// device at a as rules see them (RulePosture), while posture rules run
+// (access.PostureAttributes, for the posture selector).
+func (d *Devices) DevicePostureAttributes(a netip.Addr) (rules.Posture, bool) {
+	if !d.postureOn.Load() {
+		return rules.Posture{}, false
+	}
+	dev, ok := d.Load().ByAddr(a.Unmap())
+	if !ok {
+		return rules.Posture{}, false
+	}
+	return dev.RulePosture(), true
+}
+
 // DeviceCompliant tells whether the enrolled device at a passes its
 // posture checks: posture rules run and the device is not quarantined
 // (access.PostureLookup, for the device_posture selector).

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // Identity is what a login established. Its fields are compared as they
@@ -28,6 +30,9 @@ type Network struct {
 	// DevicePosture: Device, and the device's posture passes (it is not
 	// quarantined, and posture: is configured).
 	DevicePosture bool
+	// Posture is the attributes posture selectors see of the device
+	// (Device), nil when unknown: not the user's device, or no posture:.
+	Posture *rules.Posture
 }
 
 // Input is what a Set decides on. Identity is nil when there is no login.
@@ -144,6 +149,20 @@ func compileSelector(s Selector) matcher {
 		m.match = func(in *Input) bool { return in.Network.Device }
 	case "device_posture":
 		m.match = func(in *Input) bool { return in.Network.Device && in.Network.DevicePosture }
+	case "posture":
+		prog, err := rules.Compile(s.Posture, PostureSchema(), nil)
+		if err != nil { // unreachable after Check; fail closed
+			m.match = func(*Input) bool { return false }
+			break
+		}
+		m.match = func(in *Input) bool {
+			if !in.Network.Device || in.Network.Posture == nil {
+				return false
+			}
+			rec := rules.NewRecord(PostureSchema())
+			rec.SetPosture(*in.Network.Posture)
+			return prog.Eval(rec)
+		}
 	default: // unreachable after Check; fail closed
 		m.match = func(*Input) bool { return false }
 	}

@@ -18,6 +18,9 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 // Actions.
@@ -59,6 +62,14 @@ type Selector struct {
 	// requesting user enrolled, and its posture passes (posture:): it is
 	// not quarantined. Without posture: it never matches.
 	DevicePosture *bool `yaml:"device_posture"`
+	// Posture: network: the request comes from a device the requesting
+	// user enrolled, and its posture attributes satisfy this expression
+	// in the rules language over the device.posture.* fields (as in
+	// firewall rules and DNS policies), e.g.
+	// `device.posture.disk_encrypted and device.posture.os_version >= "6.1"`.
+	// An unknown attribute satisfies no comparison; without posture: or
+	// without a report it never matches.
+	Posture string `yaml:"posture"`
 }
 
 // Claim matches an ID token claim by name; a list claim matches when any of
@@ -100,6 +111,7 @@ func (s Selector) keys() []string {
 	add(s.Device != nil, "device")
 	add(s.Geo != "", "geo")
 	add(s.DevicePosture != nil, "device_posture")
+	add(s.Posture != "", "posture")
 	return k
 }
 
@@ -243,11 +255,39 @@ func (s Selector) check(serviceTokens map[string]bool, report func(field, msg st
 		mustTrue("device", s.Device)
 	case "device_posture":
 		mustTrue("device_posture", s.DevicePosture)
+	case "posture":
+		if _, err := rules.Compile(s.Posture, PostureSchema(), nil); err != nil {
+			report("posture", fmt.Sprintf("%q: %v", s.Posture, err))
+		}
 	case "service_token":
 		if serviceTokens != nil && !serviceTokens[s.ServiceToken] {
 			report("service_token", fmt.Sprintf("%q is not a service token defined in access.service_tokens", s.ServiceToken))
 		}
 	}
+}
+
+// PostureSchema is the schema of posture selectors: the device.posture.*
+// fields of the rules language and nothing else.
+var PostureSchema = sync.OnceValue(func() *rules.Schema {
+	s, err := rules.NewSchema(rules.PostureFields()...)
+	if err != nil {
+		panic("policy: posture schema: " + err.Error())
+	}
+	return s
+})
+
+// UsesPosture reports whether any selector of ps is a posture selector.
+func UsesPosture(ps []Policy) bool {
+	for _, p := range ps {
+		for _, list := range [][]Selector{p.Include, p.Require, p.Exclude} {
+			for _, s := range list {
+				if s.Posture != "" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // validCountry reports whether s is two ASCII letters, either case.

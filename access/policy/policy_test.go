@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/edgegw/edgegw/firewall/rules"
 )
 
 func yes() *bool { b := true; return &b }
@@ -21,6 +23,7 @@ func from(addr string) Network { return Network{Addr: netip.MustParseAddr(addr)}
 
 func TestEvaluate(t *testing.T) {
 	everyone := []Selector{{Everyone: yes()}}
+	const encryptedRecent = `device.posture.disk_encrypted and device.posture.os_version >= "6.1"`
 	tests := []struct {
 		name     string
 		policies []Policy
@@ -62,6 +65,18 @@ func TestEvaluate(t *testing.T) {
 		{"device_posture quarantined", []Policy{{Name: "p", Action: Allow, Include: []Selector{{DevicePosture: yes()}}}}, Input{Identity: alice(), Network: Network{Device: true}}, false, ""},
 		{"device_posture of another user's device", []Policy{{Name: "p", Action: Allow, Include: []Selector{{DevicePosture: yes()}}}}, Input{Identity: alice(), Network: Network{DevicePosture: true}}, false, ""},
 		{"require device_posture", []Policy{{Name: "p", Action: Allow, Include: everyone, Require: []Selector{{DevicePosture: yes()}}}}, Input{Identity: alice(), Network: Network{Device: true}}, false, ""},
+		{"posture", []Policy{{Name: "p", Action: Allow, Include: everyone, Require: []Selector{{Posture: encryptedRecent}}}},
+			Input{Identity: alice(), Network: Network{Device: true, Posture: &rules.Posture{OSVersion: "6.12.3-1-amd64", DiskEncrypted: rules.CheckYes}}}, true, "p"},
+		{"posture: old kernel", []Policy{{Name: "p", Action: Allow, Include: everyone, Require: []Selector{{Posture: encryptedRecent}}}},
+			Input{Identity: alice(), Network: Network{Device: true, Posture: &rules.Posture{OSVersion: "5.10.0", DiskEncrypted: rules.CheckYes}}}, false, ""},
+		{"posture: disk unknown", []Policy{{Name: "p", Action: Allow, Include: everyone, Require: []Selector{{Posture: encryptedRecent}}}},
+			Input{Identity: alice(), Network: Network{Device: true, Posture: &rules.Posture{OSVersion: "6.12"}}}, false, ""},
+		{"posture of another user's device", []Policy{{Name: "p", Action: Allow, Include: everyone, Require: []Selector{{Posture: encryptedRecent}}}},
+			Input{Identity: alice(), Network: Network{Posture: &rules.Posture{OSVersion: "6.12", DiskEncrypted: rules.CheckYes}}}, false, ""},
+		{"posture without attributes", []Policy{{Name: "p", Action: Allow, Include: everyone, Require: []Selector{{Posture: "not device.posture.firewall"}}}},
+			Input{Identity: alice(), Network: Network{Device: true}}, false, ""},
+		{"exclude on posture", []Policy{{Name: "p", Action: Allow, Include: everyone, Exclude: []Selector{{Posture: "not device.posture.firewall"}}}},
+			Input{Identity: alice(), Network: Network{Device: true, Posture: &rules.Posture{Firewall: rules.CheckNo}}}, false, ""},
 		{"block", []Policy{{Name: "b", Action: Block, Include: []Selector{{Group: "staff"}}}}, Input{Identity: alice()}, false, "b"},
 		{"first match wins: block before allow", []Policy{
 			{Name: "b", Action: Block, Include: []Selector{{Email: "alice@corp.example"}}},
@@ -134,6 +149,9 @@ func TestCheck(t *testing.T) {
 		{"bad geo", Policy{Name: "p", Action: Bypass, Include: []Selector{{Geo: "Germany"}}}, []string{`include[0].geo: "Germany" is not a country code`}},
 		{"geo in bypass", Policy{Name: "p", Action: Bypass, Include: []Selector{{Geo: "de"}}}, nil},
 		{"unknown service token", Policy{Name: "p", Action: ServiceAuth, Include: []Selector{{ServiceToken: "cd"}}}, []string{`include[0].service_token: "cd" is not a service token`}},
+		{"posture", Policy{Name: "p", Action: Allow, Include: []Selector{{Posture: `device.posture.os_version >= "6.1"`}}}, nil},
+		{"posture: bad version", Policy{Name: "p", Action: Allow, Include: []Selector{{Posture: `device.posture.os_version >= "six"`}}}, []string{`include[0].posture: "device.posture.os_version >= \"six\"": 1:`}},
+		{"posture: not a posture field", Policy{Name: "p", Action: Allow, Include: []Selector{{Posture: `identity.email == "a@b.c"`}}}, []string{`include[0].posture:`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
