@@ -164,6 +164,16 @@ func (l *Lab) NS(name string) (*NS, error) {
 	if _, err := n.IP("link", "set", "lo", "up"); err != nil {
 		return nil, errors.Join(err, deleteNS(full))
 	}
+	// Addresses usable at once: a lab's links are all its own, so there
+	// is no duplicate to detect, and an IPv6 address leaving the
+	// tentative state a second after its link came up is an address
+	// change a browser in the namespace answers by aborting the page it
+	// is loading (Chromium's net::ERR_NETWORK_CHANGED).
+	for _, conf := range []string{"all", "default"} {
+		if err := n.Sysctl("net.ipv6.conf."+conf+".accept_dad", "0"); err != nil {
+			return nil, errors.Join(err, deleteNS(full))
+		}
+	}
 	l.nss = append(l.nss, n)
 	return n, nil
 }

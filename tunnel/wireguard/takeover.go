@@ -154,18 +154,32 @@ func (t *Takeover) run() {
 	defer close(t.done)
 	poll := time.NewTicker(t.cfg.Poll)
 	defer poll.Stop()
-	held := false
+	// Each address is followed on its own: keepalived adds them one by
+	// one, so VIP6 may arrive a poll after VIP, and a handshake sent
+	// from an address not yet on the node fails (EINVAL).
+	var held, held6 bool
 	var lastMark time.Time
 	for {
-		has, err := t.holdsVIP()
+		has, has6, err := t.holdsVIP()
 		if err != nil {
 			t.errs.Add(1)
 			t.d.log.Warn("takeover: read addresses", "err", err)
 		}
-		if has && !held {
-			t.d.setDefaultSource(t.cfg.VIP, t.cfg.VIP6)
-			t.takeover()
+		switch {
+		case has && !held:
+			t.takeovers.Add(1)
+			var vips []netip.Addr
+			if has6 {
+				vips = []netip.Addr{t.cfg.VIP6}
+			}
+			t.d.setDefaultSource(t.cfg.VIP, ifValid(has6, t.cfg.VIP6))
+			t.takeover(append([]netip.Addr{t.cfg.VIP}, vips...), false)
 			lastMark = time.Time{} // mark at once: the sessions are ours now
+		case has && has6 && !held6:
+			// VIP6 after VIP: its sessions too, counted in the same takeover.
+			t.d.setDefaultSource(t.cfg.VIP, t.cfg.VIP6)
+			t.takeover([]netip.Addr{t.cfg.VIP6}, true)
+			lastMark = time.Time{}
 		}
 		if held && !has && err == nil {
 			t.released.Add(1)
@@ -176,10 +190,14 @@ func (t *Takeover) run() {
 			} else {
 				t.d.log.Info("the virtual address left: sessions dropped", "vip", t.cfg.VIP)
 			}
+		} else if held6 && !has6 && has && err == nil {
+			t.d.setDefaultSource(t.cfg.VIP, netip.Addr{})
 		}
-		held = has
+		if err == nil {
+			held, held6 = has, has && has6
+		}
 		if held && time.Since(lastMark) >= t.cfg.MarkEvery {
-			t.mark()
+			t.mark(held6)
 			lastMark = time.Now()
 		}
 		select {
@@ -190,25 +208,42 @@ func (t *Takeover) run() {
 	}
 }
 
-// holdsVIP tells whether the virtual address is on one of this node's
-// interfaces.
-func (t *Takeover) holdsVIP() (bool, error) {
-	addrs, err := t.nl.AddrList(nil, netlink.FAMILY_V4)
+// holdsVIP tells whether VIP, and VIP6 when set, are on one of this
+// node's interfaces (VIP6 only once usable: not tentative).
+func (t *Takeover) holdsVIP() (has, has6 bool, err error) {
+	family := netlink.FAMILY_V4
+	if t.cfg.VIP6.IsValid() {
+		family = netlink.FAMILY_ALL
+	}
+	addrs, err := t.nl.AddrList(nil, family)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == t.cfg.VIP {
-			return true, nil
+		ip, ok := netip.AddrFromSlice(a.IP)
+		switch {
+		case !ok:
+		case ip.Unmap() == t.cfg.VIP:
+			has = true
+		case t.cfg.VIP6.IsValid() && ip == t.cfg.VIP6 && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0:
+			has6 = true
 		}
 	}
-	return false, nil
+	return has, has6, nil
 }
 
-// vips are the virtual addresses the Takeover serves: VIP, and VIP6
-// when set.
-func (t *Takeover) vips() []netip.Addr {
-	if t.cfg.VIP6.IsValid() {
+// ifValid is a when ok, else the invalid address.
+func ifValid(ok bool, a netip.Addr) netip.Addr {
+	if ok {
+		return a
+	}
+	return netip.Addr{}
+}
+
+// vips are the virtual addresses the node holds: VIP, and VIP6 when
+// held6.
+func (t *Takeover) vips(held6 bool) []netip.Addr {
+	if held6 {
 		return []netip.Addr{t.cfg.VIP, t.cfg.VIP6}
 	}
 	return []netip.Addr{t.cfg.VIP}
@@ -238,22 +273,32 @@ func (t *Takeover) sessions(vip netip.Addr) ([]*netlink.ConntrackFlow, error) {
 	return out, nil
 }
 
-// takeover initiates handshakes to the peers named by the marked sessions.
-func (t *Takeover) takeover() {
+// takeover initiates handshakes, from each of vips, to the peers named by
+// the marked sessions to it. merge adds the outcome to the last
+// takeover's (VIP6 arriving a poll after VIP) instead of replacing it.
+func (t *Takeover) takeover(vips []netip.Addr, merge bool) {
 	start := time.Now()
-	t.takeovers.Add(1)
 	res := TakeoverResult{At: start}
 	defer func() {
 		res.Took = time.Since(start)
 		t.mu.Lock()
-		t.last = res
+		if merge && !t.last.At.IsZero() {
+			t.last.Sessions += res.Sessions
+			t.last.Initiated += res.Initiated
+			t.last.Took = time.Since(t.last.At)
+			if res.Err != "" {
+				t.last.Err = strings.TrimPrefix(t.last.Err+"; "+res.Err, "; ")
+			}
+		} else {
+			t.last = res
+		}
 		t.mu.Unlock()
 		t.d.log.Info("took over the virtual address: handshakes initiated to remote users",
-			"vip", t.cfg.VIP, "vip6", t.cfg.VIP6, "sessions", res.Sessions, "initiated", res.Initiated, "took", res.Took, "err", res.Err)
+			"vips", vips, "sessions", res.Sessions, "initiated", res.Initiated, "took", res.Took, "err", res.Err)
 	}()
 	var errs []error
 	seen := map[Key]bool{}
-	for _, vip := range t.vips() {
+	for _, vip := range vips {
 		flows, err := t.sessions(vip)
 		if err != nil {
 			t.errs.Add(1)
@@ -293,7 +338,7 @@ func (t *Takeover) takeover() {
 // session to the virtual address, where it differs. It lists the whole
 // conntrack table every MarkEvery: a few milliseconds for the tens of
 // thousands of sessions of an office gateway.
-func (t *Takeover) mark() {
+func (t *Takeover) mark(held6 bool) {
 	want := map[netip.AddrPort]uint32{}
 	for _, p := range t.d.Status().Peers {
 		ep, err := netip.ParseAddrPort(p.Endpoint)
@@ -307,7 +352,7 @@ func (t *Takeover) mark() {
 	if len(want) == 0 {
 		return
 	}
-	for _, vip := range t.vips() {
+	for _, vip := range t.vips(held6) {
 		flows, err := t.sessions(vip)
 		if err != nil {
 			t.errs.Add(1)

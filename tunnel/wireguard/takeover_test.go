@@ -69,6 +69,11 @@ func testTakeover(t *testing.T, v6 bool) {
 	}
 	addVIPs := func(op string) {
 		l.ip("-n", l.a, "addr", op, vip.String()+"/24", "dev", veth)
+		if v6 && op == "add" {
+			// keepalived adds them one by one: the IPv6 address may
+			// arrive polls after the IPv4 one (as it did in the VM).
+			time.Sleep(200 * time.Millisecond)
+		}
 		if v6 {
 			args := []string{"-n", l.a, "addr", op, vip6.String() + "/64", "dev", veth}
 			if op == "add" {
