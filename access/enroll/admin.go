@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgegw/edgegw/access/identity"
+	"github.com/edgegw/edgegw/firewall/rules"
 	"github.com/edgegw/edgegw/tunnel/wireguard/wgconf"
 )
 
@@ -93,6 +94,39 @@ type Device struct {
 	// Quarantined: the device failed its posture checks or stopped
 	// reporting (posture:); it reaches only what remediation needs.
 	Quarantined bool `json:"quarantined"`
+	// Posture is what the device's current posture report says, as
+	// device.posture.* rules see it; absent before a report and once it
+	// went stale.
+	Posture *DevicePosture `json:"posture,omitempty"`
+}
+
+// DevicePosture is a device's posture attributes in the admin API: each
+// yes/no check "true", "false" or "unknown", each text "" when unknown.
+type DevicePosture struct {
+	OS            string `json:"os,omitempty"`
+	OSVersion     string `json:"os_version,omitempty"`
+	ClientVersion string `json:"client_version,omitempty"`
+	DiskEncrypted string `json:"disk_encrypted"`
+	Firewall      string `json:"firewall"`
+	Compliant     string `json:"compliant"`
+}
+
+// postureOf is p for the admin API, nil when it knows nothing.
+func postureOf(p rules.Posture) *DevicePosture {
+	if p == (rules.Posture{}) {
+		return nil
+	}
+	check := func(c rules.Check) string {
+		switch c {
+		case rules.CheckYes:
+			return "true"
+		case rules.CheckNo:
+			return "false"
+		}
+		return "unknown"
+	}
+	return &DevicePosture{OS: p.OS, OSVersion: p.OSVersion, ClientVersion: p.ClientVersion,
+		DiskEncrypted: check(p.DiskEncrypted), Firewall: check(p.Firewall), Compliant: check(p.Compliant)}
 }
 
 // DeviceOf converts a registry device for the admin API at time now.
@@ -100,7 +134,7 @@ func DeviceOf(d identity.Device, now time.Time) Device {
 	out := Device{
 		ID: d.ID, Name: d.Name, Email: d.Email, Subject: d.Subject, Groups: d.Groups, PublicKey: d.PublicKey,
 		Address: d.Address, Created: d.Created, LastSeen: d.LastSeen, Expires: d.Expires, Revoked: d.Revoked, Status: "active",
-		Pending: d.Pending, Quarantined: d.Quarantined,
+		Pending: d.Pending, Quarantined: d.Quarantined, Posture: postureOf(d.Posture),
 	}
 	if out.Groups == nil {
 		out.Groups = []string{}

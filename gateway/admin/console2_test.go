@@ -43,6 +43,12 @@ func TestChromiumDevicesQuarantined(t *testing.T) {
 	if _, err := e.reg.RecordPosture(t.Context(), devs[2].ID, time.Now(), []byte(`{"disk_encrypted":"no"}`), true, rules.Posture{}); err != nil {
 		t.Fatal(err)
 	}
+	// alpha reported a passing posture: its status cell's tooltip says
+	// what posture rules see of it.
+	if _, err := e.reg.RecordPosture(t.Context(), devs[1].ID, time.Now(), []byte(`{}`), false,
+		rules.Posture{OS: "linux", OSVersion: "6.12.3", ClientVersion: "1.4.2", DiskEncrypted: rules.CheckYes, Firewall: rules.CheckNo, Compliant: rules.CheckYes}); err != nil {
+		t.Fatal(err)
+	}
 	tok := e.createToken("noc", RoleViewer)
 	b := newChromium(t, e)
 	ctx, done := b.session("viewer", "/api/v1/enroll/link?user=not")
@@ -71,6 +77,15 @@ func TestChromiumDevicesQuarantined(t *testing.T) {
 		}
 	}
 	b.screenshot(ctx, "devices-quarantined")
+	for i, want := range []string{
+		"no current posture report",
+		"linux 6.12.3, disk encrypted, firewall off, client 1.4.2, compliant",
+	} {
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('#devices tr[data-device="`+devs[i].ID+`"] td:nth-child(6)').title`))
+		if err != nil || got != want {
+			t.Errorf("%s: posture %q, want %q (%v)", devs[i].Name, got, want, err)
+		}
+	}
 
 	names := func() string {
 		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("#devices tbody tr")].map((tr) => tr.cells[0].textContent).join(",")`))

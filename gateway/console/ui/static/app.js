@@ -753,6 +753,16 @@
     $("device-prev").disabled = dev.offset === 0;
     $("device-next").disabled = dev.offset + list.length >= dev.total;
     const admin = session.role === "admin";
+    // postureText sums up a device's posture report for its status cell's
+    // tooltip: what firewall, DNS and Access posture rules see of it.
+    const postureText = (p) => {
+      if (!p) return "no current posture report";
+      const yn = (v, yes, no) => v === "true" ? yes : v === "false" ? no : yes + " unknown";
+      return [(p.os || "OS unknown") + (p.os_version ? " " + p.os_version : ""),
+        yn(p.disk_encrypted, "disk encrypted", "disk not encrypted"), yn(p.firewall, "firewall on", "firewall off"),
+        p.client_version ? "client " + p.client_version : "client version unknown",
+        p.compliant === "true" ? "compliant" : p.compliant === "false" ? "not compliant" : "no posture rules"].join(", ");
+    };
     rows("devices", list, (d) => {
       let action = "";
       if (admin && d.status !== "revoked") {
@@ -763,7 +773,7 @@
           : el("button", { "data-revoke": d.id, onclick: () => { dev.confirm = d.id; loadDevices(); } }, "Revoke…");
       }
       const tr = row(d.name, d.email, (d.groups || []).join(", "), d.address, el("td", { "data-sort": d.last_seen || "" }, ago(d.last_seen)),
-        el("td", {}, d.quarantined && d.status === "active" ? state("quarantined", false) : state(d.status, d.status === "active")), el("td", {}, action));
+        el("td", { title: postureText(d.posture) }, d.quarantined && d.status === "active" ? state("quarantined", false) : state(d.status, d.status === "active")), el("td", {}, action));
       if (d.quarantined) tr.dataset.quarantined = "true";
       tr.dataset.device = d.id;
       return tr;
