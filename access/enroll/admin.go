@@ -116,17 +116,8 @@ func postureOf(p rules.Posture) *DevicePosture {
 	if p == (rules.Posture{}) {
 		return nil
 	}
-	check := func(c rules.Check) string {
-		switch c {
-		case rules.CheckYes:
-			return "true"
-		case rules.CheckNo:
-			return "false"
-		}
-		return "unknown"
-	}
 	return &DevicePosture{OS: p.OS, OSVersion: p.OSVersion, ClientVersion: p.ClientVersion,
-		DiskEncrypted: check(p.DiskEncrypted), Firewall: check(p.Firewall), Compliant: check(p.Compliant)}
+		DiskEncrypted: p.DiskEncrypted.String(), Firewall: p.Firewall.String(), Compliant: p.Compliant.String()}
 }
 
 // DeviceOf converts a registry device for the admin API at time now.

@@ -17,6 +17,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
@@ -138,14 +139,7 @@ func (s Selector) Kind() Kind {
 
 // UsesIdentity reports whether any selector of p is an identity selector.
 func (p Policy) UsesIdentity() bool {
-	for _, list := range [][]Selector{p.Include, p.Require, p.Exclude} {
-		for _, s := range list {
-			if s.Kind() == KindIdentity {
-				return true
-			}
-		}
-	}
-	return false
+	return anySelector([]Policy{p}, func(s Selector) bool { return s.Kind() == KindIdentity })
 }
 
 // Claims lists the claim names that the policies' claim selectors read, so a
@@ -278,12 +272,15 @@ var PostureSchema = sync.OnceValue(func() *rules.Schema {
 
 // UsesPosture reports whether any selector of ps is a posture selector.
 func UsesPosture(ps []Policy) bool {
+	return anySelector(ps, func(s Selector) bool { return s.Posture != "" })
+}
+
+// anySelector reports whether f holds for a selector of ps.
+func anySelector(ps []Policy, f func(Selector) bool) bool {
 	for _, p := range ps {
 		for _, list := range [][]Selector{p.Include, p.Require, p.Exclude} {
-			for _, s := range list {
-				if s.Posture != "" {
-					return true
-				}
+			if slices.ContainsFunc(list, f) {
+				return true
 			}
 		}
 	}
@@ -307,16 +304,7 @@ func validCountry(s string) bool {
 // caller must then fill [Network.Country], and refuse the policies when
 // there is no GeoIP database to fill it from.
 func UsesGeo(ps []Policy) bool {
-	for _, p := range ps {
-		for _, list := range [][]Selector{p.Include, p.Require, p.Exclude} {
-			for _, s := range list {
-				if s.Geo != "" {
-					return true
-				}
-			}
-		}
-	}
-	return false
+	return anySelector(ps, func(s Selector) bool { return s.Geo != "" })
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

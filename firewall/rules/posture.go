@@ -14,6 +14,18 @@ const (
 	CheckNo
 )
 
+// String is c as posture reports and the admin API write it: "true",
+// "false" or "unknown".
+func (c Check) String() string {
+	switch c {
+	case CheckYes:
+		return "true"
+	case CheckNo:
+		return "false"
+	}
+	return "unknown"
+}
+
 // Posture is what device.posture.* fields see of one device: its last
 // accepted posture report (access/posture) and the verdict of the posture
 // rules on it. The zero Posture (a static WireGuard peer, a LAN source, a
