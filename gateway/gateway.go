@@ -72,10 +72,23 @@ type Gateway struct {
 // Load reads the configuration Run would use: the file, or the embedded
 // default when path is empty.
 func Load(path string) (*config.Config, error) {
+	cfg, _, err := load(path)
+	return cfg, err
+}
+
+// load is Load that also returns the file's bytes (nil for the embedded
+// default): what the console's configuration history keeps.
+func load(path string) (*config.Config, []byte, error) {
 	if path == "" {
-		return config.Default()
+		cfg, err := config.Default()
+		return cfg, nil, err
 	}
-	return config.Load(path, config.Options{})
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := config.Parse(path, data, config.Options{})
+	return cfg, data, err
 }
 
 // Run starts the gateway and blocks until ctx ends or a subsystem fails,
@@ -85,14 +98,7 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Fallback != "" && opts.ConfigPath != "" {
 		return fmt.Errorf("the fallback runs the built-in default configuration, not %s", opts.ConfigPath)
 	}
-	var running []byte // the file's bytes, for the configuration history
-	cfg, err := config.Default()
-	if opts.ConfigPath != "" {
-		if running, err = os.ReadFile(opts.ConfigPath); err != nil {
-			return fmt.Errorf("read config: %w", err)
-		}
-		cfg, err = config.Parse(opts.ConfigPath, running, config.Options{})
-	}
+	cfg, running, err := load(opts.ConfigPath)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"reflect"
 	"time"
 
@@ -53,11 +52,8 @@ func (g *Gateway) reloadLocked(pctx context.Context) error {
 		g.log.Info("reload requested, but edgegw runs on its built-in default: nothing to read")
 		return errors.New("edgegw runs on its built-in default: there is no file to read")
 	}
-	data, err := os.ReadFile(g.opts.ConfigPath)
-	var next *config.Config
-	if err != nil {
-		err = fmt.Errorf("read config: %w", err)
-	} else if next, err = config.Parse(g.opts.ConfigPath, data, config.Options{}); err == nil {
+	next, data, err := load(g.opts.ConfigPath)
+	if err == nil {
 		err = g.apply(pctx, next)
 	}
 	g.reloadAt = now
